@@ -1,0 +1,44 @@
+# kv-router: `make run` starts the router on the embedded default; `make test` runs every test.
+BLOCK_SIZE ?= 64
+GRPC_PORT ?= 50051
+METRICS_PORT ?= 9090
+TESTS := $(wildcard test/*.test.ts)
+
+.PHONY: install build run test generate lint-proto check-generated bench bench-smoke clean
+
+node_modules: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	@touch node_modules
+
+install: node_modules
+
+build: node_modules
+	npx tsc -p tsconfig.json
+
+run: build
+	node dist/src/cli/main.js --block-size $(BLOCK_SIZE) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
+
+generate: node_modules
+	npx buf generate
+
+lint-proto: node_modules
+	npx buf lint
+
+# Fails when gen/ is not what `buf generate` makes from proto/.
+check-generated: node_modules
+	@tmp=$$(mktemp -d) && cp -r gen "$$tmp/gen" && npx buf generate && \
+	  if ! diff -r "$$tmp/gen" gen >/dev/null; then echo "gen/ is stale: run 'make generate' and commit it"; diff -r "$$tmp/gen" gen | head -20; rm -rf "$$tmp"; exit 1; fi; \
+	  rm -rf "$$tmp"; echo "gen/ is up to date"
+
+test: node_modules lint-proto check-generated
+	npx tsc -p tsconfig.json --noEmit
+	node --import tsx --test --test-concurrency=1 $(TESTS)
+
+bench: node_modules
+	node --import tsx bench/findBestWorker.bench.ts
+
+bench-smoke: node_modules
+	BENCH_SMOKE=1 node --import tsx bench/findBestWorker.bench.ts
+
+clean:
+	rm -rf dist

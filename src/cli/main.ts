@@ -1,0 +1,86 @@
+// kv-router command line: `kv-router [serve]` runs the router; `kv-router hash`
+// prints Dynamo-compatible block hashes for checking an engine's.
+import yargs from "yargs";
+import { hideBin } from "yargs/helpers";
+import { hashPrompt } from "../hashing/blockHash.js";
+import { startServer } from "../server/server.js";
+import { log } from "../util/log.js";
+import { serveOptions, serverOptionsFrom } from "./options.js";
+
+async function serve(argv: Parameters<typeof serverOptionsFrom>[0]): Promise<void> {
+  for (const flag of ["routerReplicaSync", "routerResetStates"] as const) {
+    if (argv[flag]) log.warn(`--${flag.replace(/[A-Z]/g, (c) => "-" + c.toLowerCase())} needs NATS mode, which this build does not have yet; ignored`);
+  }
+  const opts = serverOptionsFrom(argv);
+  const running = await startServer(opts);
+  process.stdout.write(`kv-router listening on ${running.host}:${running.grpcPort}\n`);
+  log.info("kv-router started", {
+    grpc: `${running.host}:${running.grpcPort}`,
+    metrics: running.metricsPort === undefined ? "off" : `${running.host}:${running.metricsPort}/metrics`,
+    block_size: opts.router.blockSize,
+    kv_overlap_score_weight: opts.router.overlapScoreWeight,
+    router_temperature: opts.router.temperature,
+    kv_events: opts.router.useKvEvents,
+    track_active_blocks: opts.router.trackActiveBlocks,
+  });
+  let stopping = false;
+  const shutdown = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info("shutting down", { signal });
+    running.stop().then(
+      () => process.exit(0),
+      (err) => {
+        log.error("shutdown failed", { error: String(err) });
+        process.exit(1);
+      },
+    );
+  };
+  process.on("SIGTERM", () => shutdown("SIGTERM"));
+  process.on("SIGINT", () => shutdown("SIGINT"));
+}
+
+function parseTokens(text: string): number[] {
+  return text
+    .split(",")
+    .filter((s) => s.trim() !== "")
+    .map((s) => {
+      const n = Number(s.trim());
+      if (!Number.isInteger(n) || n < 0 || n > 0xffffffff) throw new Error(`--tokens: "${s}" is not a u32 token id`);
+      return n;
+    });
+}
+
+await yargs(hideBin(process.argv))
+  .scriptName("kv-router")
+  .env("DYN")
+  .command("$0", "Run the router (the default command)", serveOptions, (argv) => serve(argv))
+  .command(
+    "hash",
+    "Print Dynamo-compatible local and sequence block hashes (decimal) as JSON",
+    (y) =>
+      y
+        .option("block-size", { type: "number", demandOption: true, describe: "Tokens per block" })
+        .option("tokens", { type: "string", demandOption: true, describe: "Comma-separated token ids" })
+        .option("lora-name", { type: "string", default: "", describe: "LoRA adapter name (changes every hash)" })
+        .check((a) => {
+          const b = a.blockSize as number;
+          if (!Number.isInteger(b) || b < 1) throw new Error(`--block-size must be a positive integer`);
+          return true;
+        }),
+    (argv) => {
+      const tokens = parseTokens(argv.tokens);
+      const hashes = hashPrompt(tokens, argv.blockSize, argv.loraName);
+      const out = {
+        block_size: argv.blockSize,
+        tokens: tokens.length,
+        ignored_tail_tokens: tokens.length % argv.blockSize,
+        local_hashes: hashes.local.map(String),
+        sequence_hashes: hashes.sequence.map(String),
+      };
+      process.stdout.write(JSON.stringify(out, null, 2) + "\n");
+    },
+  )
+  .strict()
+  .help()
+  .parseAsync();

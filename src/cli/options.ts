@@ -1,0 +1,137 @@
+// Command-line flags. Both of Dynamo's spellings are accepted (the seed's
+// `--kv-overlap-score-weight` and the newer `--router-kv-overlap-score-weight`),
+// and every flag can come from a DYN_<FLAG> environment variable.
+import type { Argv } from "yargs";
+import type { RouterConfig } from "../router/router.js";
+import type { ServerOptions } from "../server/server.js";
+
+export function serveOptions<T>(y: Argv<T>) {
+  return y
+    .option("endpoint", {
+      type: "string",
+      default: "dynamo.backend.generate",
+      describe: "Where workers register, as namespace.component.endpoint",
+    })
+    .option("block-size", {
+      alias: "router-block-size",
+      type: "number",
+      demandOption: "set it to the KV block size of your engines (e.g. vLLM --block-size)",
+      describe: "Tokens per KV block; must match the engines' block size",
+    })
+    .option("kv-overlap-score-weight", {
+      alias: "router-kv-overlap-score-weight",
+      type: "number",
+      default: 1.0,
+      describe: "Weight of prefill cost against decode load (0 = pure load balancing)",
+    })
+    .option("router-temperature", {
+      type: "number",
+      default: 0.0,
+      describe: "Softmax temperature for sampling workers (0 = always the lowest cost)",
+    })
+    .option("kv-events", {
+      alias: "router-kv-events",
+      type: "boolean",
+      default: true,
+      describe: "Use workers' KV events; --no-kv-events predicts caches from routing decisions",
+    })
+    .option("track-active-blocks", {
+      alias: "router-track-active-blocks",
+      type: "boolean",
+      default: true,
+      describe: "Count active requests' KV blocks as decode load (--no-track-active-blocks for prefill-only pools)",
+    })
+    .option("router-ttl-secs", {
+      type: "number",
+      default: 120,
+      describe: "Approximate mode: seconds a routed prompt's blocks are assumed cached",
+    })
+    .option("router-max-tree-size", {
+      type: "number",
+      default: 2 ** 20,
+      describe: "Approximate mode: blocks tracked before pruning to 80%",
+    })
+    .option("active-request-ttl", {
+      type: "number",
+      default: 300,
+      describe: "Seconds after which a request never freed stops counting as load",
+    })
+    .option("worker-lease-ttl", {
+      type: "number",
+      default: 10,
+      describe: "Default lease, in seconds, of a registered worker",
+    })
+    .option("router-replica-sync", {
+      type: "boolean",
+      default: false,
+      describe: "Share active-request load between router replicas (needs NATS; not available yet)",
+    })
+    .option("router-snapshot-threshold", {
+      type: "number",
+      default: 1_000_000,
+      describe: "Messages in the event stream before a snapshot is taken (NATS mode; not available yet)",
+    })
+    .option("router-reset-states", {
+      type: "boolean",
+      default: false,
+      describe: "Purge stream state and snapshots at start (NATS mode; not available yet)",
+    })
+    .option("host", { type: "string", default: "0.0.0.0", describe: "Address to listen on" })
+    .option("grpc-port", { type: "number", default: 50051, describe: "gRPC port (0 = pick a free one)" })
+    .option("metrics-port", {
+      type: "number",
+      default: 9090,
+      describe: "Prometheus /metrics port (0 = pick a free one, -1 = off)",
+    })
+    .option("max-tokens", { type: "number", default: 1 << 20, describe: "Most token ids in one request" })
+    .option("seed", { type: "number", describe: "Seed for tie-breaks and sampling (reproducible decisions)" })
+    .check((argv) => {
+      const problems: string[] = [];
+      const int = (name: string, v: number, min: number, max: number) => {
+        if (!Number.isInteger(v) || v < min || v > max) problems.push(`--${name} must be an integer in [${min}, ${max}], got ${v}`);
+      };
+      const nonNegative = (name: string, v: number) => {
+        if (!Number.isFinite(v) || v < 0) problems.push(`--${name} must be a number >= 0, got ${v}`);
+      };
+      int("block-size", argv.blockSize as number, 1, 65_536);
+      nonNegative("kv-overlap-score-weight", argv.kvOverlapScoreWeight as number);
+      nonNegative("router-temperature", argv.routerTemperature as number);
+      int("grpc-port", argv.grpcPort as number, 0, 65_535);
+      int("metrics-port", argv.metricsPort as number, -1, 65_535);
+      int("max-tokens", argv.maxTokens as number, 1, 1 << 30);
+      int("router-max-tree-size", argv.routerMaxTreeSize as number, 1, 2 ** 40);
+      for (const name of ["router-ttl-secs", "active-request-ttl", "worker-lease-ttl"] as const) {
+        const v = argv[name] as number;
+        if (!Number.isFinite(v) || v <= 0) problems.push(`--${name} must be a number > 0, got ${v}`);
+      }
+      if (!/^[^.\s]+\.[^.\s]+\.[^.\s]+$/.test(argv.endpoint as string)) {
+        problems.push(`--endpoint must look like namespace.component.endpoint, got "${argv.endpoint}"`);
+      }
+      if (problems.length > 0) throw new Error(problems.join("\n"));
+      return true;
+    });
+}
+
+export type ServeArgs = Awaited<ReturnType<ReturnType<typeof serveOptions>["parse"]>>;
+
+export function serverOptionsFrom(argv: ServeArgs): ServerOptions {
+  const router: RouterConfig = {
+    blockSize: argv.blockSize,
+    overlapScoreWeight: argv.kvOverlapScoreWeight,
+    temperature: argv.routerTemperature,
+    useKvEvents: argv.kvEvents,
+    trackActiveBlocks: argv.trackActiveBlocks,
+    activeRequestTtlMs: argv.activeRequestTtl * 1000,
+    workerLeaseTtlMs: argv.workerLeaseTtl * 1000,
+    approxTtlMs: argv.routerTtlSecs * 1000,
+    approxMaxBlocks: argv.routerMaxTreeSize,
+  };
+  return {
+    router,
+    host: argv.host,
+    grpcPort: argv.grpcPort,
+    metricsPort: argv.metricsPort < 0 ? undefined : argv.metricsPort,
+    maxTokens: argv.maxTokens,
+    seed: argv.seed,
+  };
+}

@@ -1,0 +1,256 @@
+// Single-threaded KV block index: a hash table keyed by sequence hash (the
+// flat equivalent of a radix tree), plus per-worker maps from the engine's
+// external block hash to our block, used to find parents and apply removals.
+import { sequenceHash } from "../hashing/blockHash.js";
+import {
+  type ApplyResult,
+  type IndexEvent,
+  type KvIndex,
+  type Overlaps,
+  type WorkerKey,
+  workerKeyString,
+} from "./types.js";
+
+interface HeldBlock {
+  sequenceHash: bigint;
+  localHash: bigint;
+  /** External hash of the parent block, kept so the index can be dumped as events. */
+  parentExternal: bigint | undefined;
+}
+
+interface WorkerState {
+  key: WorkerKey;
+  slot: number;
+  /** External hash -> block, in insertion order (parents before children). */
+  blocks: Map<bigint, HeldBlock>;
+  /** Sequence hashes held through more than one external hash: extra reference counts. */
+  extraRefs: Map<bigint, number>;
+  lastEventId: bigint | undefined;
+}
+
+export class PrefixIndex implements KvIndex {
+  /** Sequence hash -> slots of the workers holding that block. */
+  private readonly holders = new Map<bigint, Set<number>>();
+  private readonly byKey = new Map<string, WorkerState>();
+  private readonly bySlot: (WorkerState | undefined)[] = [];
+  private readonly freeSlots: number[] = [];
+
+  apply(event: IndexEvent, restore = false): ApplyResult {
+    const worker = this.worker(event, true);
+    const notes = { unknownRemovals: 0, gap: false };
+    const last = worker.lastEventId;
+    if (restore) {
+      // Dumped events carry the worker's cursor; order among them does not matter.
+      if (last === undefined || event.eventId > last) worker.lastEventId = event.eventId;
+    } else if (last !== undefined) {
+      if (event.eventId <= last) return { outcome: "stale_event_id", notes };
+      notes.gap = event.eventId > last + 1n;
+    }
+
+    switch (event.kind) {
+      case "stored": {
+        let parentSeq: bigint | undefined;
+        if (event.parentHash !== undefined) {
+          const parent = worker.blocks.get(event.parentHash);
+          if (parent === undefined) return { outcome: "parent_block_not_found", notes };
+          parentSeq = parent.sequenceHash;
+        }
+        let parentExternal = event.parentHash;
+        for (const block of event.blocks) {
+          const seq = sequenceHash(parentSeq, block.localHash);
+          this.hold(worker, block.externalHash, {
+            sequenceHash: seq,
+            localHash: block.localHash,
+            parentExternal,
+          });
+          parentSeq = seq;
+          parentExternal = block.externalHash;
+        }
+        break;
+      }
+      case "removed":
+        for (const ext of event.blockHashes) {
+          if (!this.release(worker, ext)) notes.unknownRemovals++;
+        }
+        break;
+      case "cleared":
+        // A cleared worker dropped its cache on every dp rank.
+        for (const state of this.ranksOf(event.workerId)) this.clear(state);
+        break;
+    }
+    if (!restore) worker.lastEventId = event.eventId;
+    return { outcome: "applied", notes };
+  }
+
+  findMatches(sequenceHashes: readonly bigint[]): Overlaps {
+    const overlaps: Overlaps = new Map();
+    if (sequenceHashes.length === 0) return overlaps;
+    const first = this.holders.get(sequenceHashes[0]);
+    if (first === undefined) return overlaps;
+    // Slots still matching every block so far; the walk stops when none is left.
+    let alive = [...first];
+    let depth = 1;
+    for (; depth < sequenceHashes.length; depth++) {
+      const next = this.holders.get(sequenceHashes[depth]);
+      if (next === undefined) break;
+      const still: number[] = [];
+      for (const slot of alive) {
+        if (next.has(slot)) still.push(slot);
+        else overlaps.set(workerKeyString(this.bySlot[slot]!.key), depth);
+      }
+      alive = still;
+      if (alive.length === 0) break;
+    }
+    for (const slot of alive) overlaps.set(workerKeyString(this.bySlot[slot]!.key), depth);
+    return overlaps;
+  }
+
+  storeRouted(key: WorkerKey, sequenceHashes: readonly bigint[]): void {
+    const worker = this.worker(key, true);
+    let parentExternal: bigint | undefined;
+    for (const seq of sequenceHashes) {
+      // Routed blocks have no engine id: their sequence hash stands in for it.
+      if (!worker.blocks.has(seq)) {
+        this.hold(worker, seq, { sequenceHash: seq, localHash: seq, parentExternal });
+      }
+      parentExternal = seq;
+    }
+  }
+
+  removeRouted(key: WorkerKey, sequenceHashes: readonly bigint[]): void {
+    const worker = this.worker(key, false);
+    if (worker === undefined) return;
+    for (const seq of sequenceHashes) this.release(worker, seq);
+  }
+
+  removeWorker(workerId: bigint): number {
+    let removed = 0;
+    for (const state of this.ranksOf(workerId)) {
+      removed += this.clear(state);
+      this.byKey.delete(workerKeyString(state.key));
+      this.bySlot[state.slot] = undefined;
+      this.freeSlots.push(state.slot);
+    }
+    return removed;
+  }
+
+  blockCounts(): Map<string, number> {
+    const counts = new Map<string, number>();
+    for (const [key, state] of this.byKey) counts.set(key, state.blocks.size);
+    return counts;
+  }
+
+  lastEventIds(): Map<string, bigint> {
+    const ids = new Map<string, bigint>();
+    for (const [key, state] of this.byKey) {
+      if (state.lastEventId !== undefined) ids.set(key, state.lastEventId);
+    }
+    return ids;
+  }
+
+  workers(): WorkerKey[] {
+    return [...this.byKey.values()].map((s) => s.key);
+  }
+
+  size(): number {
+    return this.holders.size;
+  }
+
+  *dump(): Iterable<IndexEvent> {
+    for (const state of this.byKey.values()) {
+      const eventId = state.lastEventId ?? 0n;
+      const { workerId, dpRank } = state.key;
+      // Insertion order puts every parent before its children. A block whose
+      // parent was removed is unreachable by lookups and is left out: its
+      // stored event could not be applied anyway.
+      const dumped = new Set<bigint>();
+      for (const [ext, block] of state.blocks) {
+        if (block.parentExternal !== undefined && !dumped.has(block.parentExternal)) continue;
+        dumped.add(ext);
+        yield {
+          kind: "stored",
+          workerId,
+          dpRank,
+          eventId,
+          parentHash: block.parentExternal,
+          blocks: [{ externalHash: ext, localHash: block.localHash }],
+        };
+      }
+      if (state.blocks.size === 0 && state.lastEventId !== undefined) {
+        // An empty removal keeps the worker and its cursor known (a "cleared"
+        // would also wipe the worker's other dp ranks).
+        yield { kind: "removed", workerId, dpRank, eventId, blockHashes: [] };
+      }
+    }
+  }
+
+  private worker(key: WorkerKey, create: true): WorkerState;
+  private worker(key: WorkerKey, create: false): WorkerState | undefined;
+  private worker(key: WorkerKey, create: boolean): WorkerState | undefined {
+    const k = workerKeyString(key);
+    let state = this.byKey.get(k);
+    if (state === undefined && create) {
+      const slot = this.freeSlots.pop() ?? this.bySlot.length;
+      state = {
+        key: { workerId: key.workerId, dpRank: key.dpRank },
+        slot,
+        blocks: new Map(),
+        extraRefs: new Map(),
+        lastEventId: undefined,
+      };
+      this.byKey.set(k, state);
+      this.bySlot[slot] = state;
+    }
+    return state;
+  }
+
+  private ranksOf(workerId: bigint): WorkerState[] {
+    return [...this.byKey.values()].filter((s) => s.key.workerId === workerId);
+  }
+
+  private hold(worker: WorkerState, ext: bigint, block: HeldBlock): void {
+    if (worker.blocks.has(ext)) return; // duplicate store: idempotent
+    worker.blocks.set(ext, block);
+    let set = this.holders.get(block.sequenceHash);
+    if (set === undefined) {
+      set = new Set();
+      this.holders.set(block.sequenceHash, set);
+    }
+    if (set.has(worker.slot)) {
+      worker.extraRefs.set(block.sequenceHash, (worker.extraRefs.get(block.sequenceHash) ?? 0) + 1);
+    } else {
+      set.add(worker.slot);
+    }
+  }
+
+  /** Drops one external block from a worker; false when the worker does not hold it. */
+  private release(worker: WorkerState, ext: bigint): boolean {
+    const block = worker.blocks.get(ext);
+    if (block === undefined) return false;
+    worker.blocks.delete(ext);
+    const seq = block.sequenceHash;
+    const extra = worker.extraRefs.get(seq);
+    if (extra !== undefined) {
+      if (extra === 1) worker.extraRefs.delete(seq);
+      else worker.extraRefs.set(seq, extra - 1);
+      return true;
+    }
+    const set = this.holders.get(seq)!;
+    set.delete(worker.slot);
+    if (set.size === 0) this.holders.delete(seq);
+    return true;
+  }
+
+  private clear(worker: WorkerState): number {
+    const count = worker.blocks.size;
+    for (const block of worker.blocks.values()) {
+      const set = this.holders.get(block.sequenceHash);
+      if (set === undefined) continue;
+      set.delete(worker.slot);
+      if (set.size === 0) this.holders.delete(block.sequenceHash);
+    }
+    worker.blocks.clear();
+    worker.extraRefs.clear();
+    return count;
+  }
+}

@@ -1,0 +1,82 @@
+// Plain data types shared by the index implementations, and the one interface
+// they all implement. Hashes are u64 as bigint; workers are dense "slots".
+
+/** A (worker_id, dp_rank) pair: the unit a request is routed to. */
+export interface WorkerKey {
+  workerId: bigint;
+  dpRank: number;
+}
+
+export interface StoredBlockData {
+  /** The engine's id for the block: used only to find parents and apply removals. */
+  externalHash: bigint;
+  /** Our local hash of the block's tokens. */
+  localHash: bigint;
+}
+
+interface EventHeader extends WorkerKey {
+  eventId: bigint;
+}
+
+export type IndexEvent =
+  | (EventHeader & { kind: "stored"; parentHash?: bigint; blocks: StoredBlockData[] })
+  | (EventHeader & { kind: "removed"; blockHashes: bigint[] })
+  | (EventHeader & { kind: "cleared" });
+
+/** Why an event was not applied (or only partly applied), as counted in metrics. */
+export type EventOutcome =
+  | "applied"
+  | "parent_block_not_found"
+  | "stale_event_id";
+
+/** Anomalies worth counting that do not stop an event from applying. */
+export interface ApplyNotes {
+  /** Removals naming blocks the worker does not hold. */
+  unknownRemovals: number;
+  /** The event id skipped ahead of the expected one. */
+  gap: boolean;
+}
+
+export interface ApplyResult {
+  outcome: EventOutcome;
+  notes: ApplyNotes;
+}
+
+/** How many leading prompt blocks each worker holds. */
+export type Overlaps = Map<string, number>;
+
+/**
+ * The KV block index: which worker holds which prefix. Implementations are
+ * interchangeable (single-thread, sharded) and wrapped for metrics.
+ */
+export interface KvIndex {
+  /** Applies one worker event; never partly applies a rejected one. */
+  apply(event: IndexEvent, restore?: boolean): ApplyResult;
+  /** Per worker (keyed by workerKeyString), the number of leading blocks held. */
+  findMatches(sequenceHashes: readonly bigint[]): Overlaps;
+  /** Indexes a routed prompt on a worker without an event (approximate mode). */
+  storeRouted(worker: WorkerKey, sequenceHashes: readonly bigint[]): void;
+  /** Drops routed blocks again (approximate mode expiry). */
+  removeRouted(worker: WorkerKey, sequenceHashes: readonly bigint[]): void;
+  /** Removes every dp rank of a worker; returns how many blocks were dropped. */
+  removeWorker(workerId: bigint): number;
+  /** Cached block count per worker key. */
+  blockCounts(): Map<string, number>;
+  /** Last applied event id per worker key. */
+  lastEventIds(): Map<string, bigint>;
+  /** Workers the index has seen, as keys. */
+  workers(): WorkerKey[];
+  /** Distinct blocks (by sequence hash) held by at least one worker. */
+  size(): number;
+  /** Stored events that rebuild the index (see DumpIndex). */
+  dump(): Iterable<IndexEvent>;
+}
+
+export function workerKeyString(w: WorkerKey): string {
+  return `${w.workerId}:${w.dpRank}`;
+}
+
+export function parseWorkerKey(key: string): WorkerKey {
+  const [id, rank] = key.split(":");
+  return { workerId: BigInt(id), dpRank: Number(rank) };
+}

@@ -1,0 +1,69 @@
+// Wraps any KvIndex to count what happens to events and expose the index's
+// size, so no index implementation carries metrics code of its own.
+import type { ApplyResult, IndexEvent, KvIndex, Overlaps, WorkerKey } from "../indexer/types.js";
+import { log } from "../util/log.js";
+import type { RouterMetrics } from "./metrics.js";
+
+export class MeteredIndex implements KvIndex {
+  /** Workers already warned about, so a misbehaving worker logs once, not per event. */
+  private readonly warned = new Set<string>();
+
+  constructor(
+    private readonly inner: KvIndex,
+    private readonly metrics: RouterMetrics,
+  ) {
+    metrics.sources.indexBlocks = () => inner.size();
+    metrics.sources.indexWorkers = () => inner.workers().length;
+  }
+
+  apply(event: IndexEvent, restore?: boolean): ApplyResult {
+    const result = this.inner.apply(event, restore);
+    this.metrics.events.inc({ outcome: result.outcome });
+    if (result.notes.unknownRemovals > 0) {
+      this.metrics.eventAnomalies.inc({ kind: "unknown_removal" }, result.notes.unknownRemovals);
+    }
+    if (result.notes.gap) this.metrics.eventAnomalies.inc({ kind: "event_id_gap" });
+    if (result.outcome !== "applied" || result.notes.gap) {
+      const what = result.outcome === "applied" ? "event_id_gap" : result.outcome;
+      const key = `${event.workerId}:${event.dpRank}:${what}`;
+      if (!this.warned.has(key)) {
+        this.warned.add(key);
+        log.warn("KV event anomaly (logged once per worker and kind; see kvrouter_kv_events_total)", {
+          worker_id: event.workerId,
+          dp_rank: event.dpRank,
+          event_id: event.eventId,
+          what,
+        });
+      }
+    }
+    return result;
+  }
+
+  findMatches(sequenceHashes: readonly bigint[]): Overlaps {
+    return this.inner.findMatches(sequenceHashes);
+  }
+  storeRouted(worker: WorkerKey, sequenceHashes: readonly bigint[]): void {
+    this.inner.storeRouted(worker, sequenceHashes);
+  }
+  removeRouted(worker: WorkerKey, sequenceHashes: readonly bigint[]): void {
+    this.inner.removeRouted(worker, sequenceHashes);
+  }
+  removeWorker(workerId: bigint): number {
+    return this.inner.removeWorker(workerId);
+  }
+  blockCounts(): Map<string, number> {
+    return this.inner.blockCounts();
+  }
+  lastEventIds(): Map<string, bigint> {
+    return this.inner.lastEventIds();
+  }
+  workers(): WorkerKey[] {
+    return this.inner.workers();
+  }
+  size(): number {
+    return this.inner.size();
+  }
+  dump(): Iterable<IndexEvent> {
+    return this.inner.dump();
+  }
+}

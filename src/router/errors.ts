@@ -1,0 +1,9 @@
+/** A request the router refuses, with the gRPC status it maps to. */
+export class RouterError extends Error {
+  constructor(
+    readonly code: "invalid_argument" | "not_found" | "failed_precondition" | "already_exists",
+    message: string,
+  ) {
+    super(message);
+  }
+}

@@ -1,0 +1,264 @@
+// The router's core: one object that owns the index, the load tracker and the
+// worker registry, and answers "which worker should take this prompt?".
+// It speaks plain typed data; the gRPC layer converts at the edge.
+import { hashPrompt } from "../hashing/blockHash.js";
+import { ApproximateTracker } from "../indexer/approximate.js";
+import {
+  type EventOutcome,
+  type IndexEvent,
+  type KvIndex,
+  type WorkerKey,
+  parseWorkerKey,
+  workerKeyString,
+} from "../indexer/types.js";
+import { ActiveSequences, type WorkerLoad } from "../scheduler/activeSequences.js";
+import { type Score, pickScore, scoreCandidate } from "../scheduler/costFunction.js";
+import { log } from "../util/log.js";
+import { WorkerRegistry } from "../workers/registry.js";
+import { RouterError } from "./errors.js";
+
+export interface RouterConfig {
+  blockSize: number;
+  overlapScoreWeight: number;
+  temperature: number;
+  /** False: approximate mode, routed prompts are assumed cached for approxTtlMs. */
+  useKvEvents: boolean;
+  trackActiveBlocks: boolean;
+  activeRequestTtlMs: number;
+  workerLeaseTtlMs: number;
+  approxTtlMs: number;
+  approxMaxBlocks: number;
+}
+
+export const DEFAULT_ROUTER_CONFIG: RouterConfig = {
+  blockSize: 64,
+  overlapScoreWeight: 1.0,
+  temperature: 0.0,
+  useKvEvents: true,
+  trackActiveBlocks: true,
+  activeRequestTtlMs: 300_000,
+  workerLeaseTtlMs: 10_000,
+  approxTtlMs: 120_000,
+  approxMaxBlocks: 1 << 20,
+};
+
+export interface RouteRequest {
+  tokens: Uint32Array | readonly number[];
+  requestId?: string;
+  allowedWorkers?: WorkerKey[];
+  loraName?: string;
+}
+
+export interface RouteDecision {
+  worker: WorkerKey;
+  overlapBlocks: number;
+  promptBlocks: number;
+  /** Every candidate's score, best (lowest logit) first. */
+  scores: Score[];
+}
+
+export interface IngestSummary {
+  applied: number;
+  rejected: number;
+  rejections: { worker: WorkerKey; eventId: bigint; reason: EventOutcome }[];
+}
+
+export interface WorkerStatus {
+  worker: WorkerKey;
+  registered: boolean;
+  leaseRemainingMs: number;
+  cachedBlocks: number;
+  load: WorkerLoad;
+  lastEventId: bigint;
+}
+
+/** Rejections listed in an ingest summary; the rest are only counted. */
+const MAX_LISTED_REJECTIONS = 100;
+
+export class KvRouter {
+  readonly active: ActiveSequences;
+  readonly registry: WorkerRegistry;
+  private readonly approx: ApproximateTracker | undefined;
+
+  constructor(
+    readonly config: RouterConfig,
+    readonly index: KvIndex,
+    private readonly random: () => number = Math.random,
+    private readonly now: () => number = Date.now,
+  ) {
+    this.active = new ActiveSequences(config.activeRequestTtlMs, now);
+    this.registry = new WorkerRegistry(now);
+    this.approx = config.useKvEvents
+      ? undefined
+      : new ApproximateTracker(index, config.approxTtlMs, config.approxMaxBlocks, now);
+  }
+
+  findBestWorker(req: RouteRequest): RouteDecision {
+    const { blockSize } = this.config;
+    if (req.requestId && this.active.has(req.requestId)) {
+      const holder = this.active.get(req.requestId)!.workerKey;
+      throw new RouterError(
+        "already_exists",
+        `request_id "${req.requestId}" is already active on worker ${holder}; Free it before routing it again`,
+      );
+    }
+    const candidates = this.candidates(req.allowedWorkers);
+    const hashes = hashPrompt(req.tokens, blockSize, req.loraName ?? "");
+    const overlaps = this.index.findMatches(hashes.sequence);
+    const cached = this.index.blockCounts();
+    const isl = req.tokens.length;
+    const blocks = this.config.trackActiveBlocks ? hashes.sequence : [];
+
+    const scores = candidates.map((worker) => {
+      const key = workerKeyString(worker);
+      return scoreCandidate(
+        {
+          worker,
+          overlapBlocks: overlaps.get(key) ?? 0,
+          cachedBlocks: cached.get(key) ?? 0,
+          load: this.active.load(key),
+          newDecodeBlocks: this.active.newBlocks(key, blocks),
+        },
+        { isl, blockSize, overlapScoreWeight: this.config.overlapScoreWeight },
+      );
+    });
+    const chosen = pickScore(scores, this.config.temperature, this.random);
+    const chosenKey = workerKeyString(chosen.worker);
+
+    if (req.requestId) {
+      const prefillTokens = Math.max(0, isl - chosen.overlapBlocks * blockSize);
+      this.active.add(req.requestId, chosenKey, blocks, prefillTokens);
+    }
+    this.approx?.routed(chosen.worker, hashes.sequence);
+
+    scores.sort((a, b) => a.logit - b.logit || a.cachedBlocks - b.cachedBlocks);
+    return {
+      worker: chosen.worker,
+      overlapBlocks: chosen.overlapBlocks,
+      promptBlocks: hashes.sequence.length,
+      scores,
+    };
+  }
+
+  markPrefillCompleted(requestId: string): boolean {
+    return this.active.markPrefillCompleted(requestId);
+  }
+
+  free(requestId: string): boolean {
+    return this.active.free(requestId);
+  }
+
+  applyEvents(events: readonly IndexEvent[], restore = false): IngestSummary {
+    const summary: IngestSummary = { applied: 0, rejected: 0, rejections: [] };
+    for (const event of events) {
+      const { outcome } = this.index.apply(event, restore);
+      if (outcome === "applied") {
+        summary.applied++;
+        continue;
+      }
+      summary.rejected++;
+      if (summary.rejections.length < MAX_LISTED_REJECTIONS) {
+        summary.rejections.push({
+          worker: { workerId: event.workerId, dpRank: event.dpRank },
+          eventId: event.eventId,
+          reason: outcome,
+        });
+      }
+    }
+    return summary;
+  }
+
+  registerWorker(workerId: bigint, dpRanks: number[], ttlMs?: number): number {
+    const ttl = ttlMs && ttlMs > 0 ? ttlMs : this.config.workerLeaseTtlMs;
+    this.registry.register(workerId, dpRanks.length > 0 ? [...new Set(dpRanks)] : [0], ttl);
+    return ttl;
+  }
+
+  keepAlive(workerId: bigint): number {
+    const reg = this.registry.keepAlive(workerId);
+    if (reg === undefined) {
+      throw new RouterError("not_found", `worker ${workerId} holds no lease; call RegisterWorker first`);
+    }
+    return reg.ttlMs;
+  }
+
+  /** Forgets a worker: its lease, its cached blocks and its load. Returns dropped blocks. */
+  deregisterWorker(workerId: bigint): number {
+    const wasRegistered = this.registry.deregister(workerId);
+    const known = this.index.workers().some((w) => w.workerId === workerId);
+    if (!wasRegistered && !known) throw new RouterError("not_found", `worker ${workerId} is not known`);
+    return this.forgetWorker(workerId);
+  }
+
+  listWorkers(): WorkerStatus[] {
+    const counts = this.index.blockCounts();
+    const eventIds = this.index.lastEventIds();
+    const now = this.now();
+    return this.candidates().map((worker) => {
+      const key = workerKeyString(worker);
+      const reg = this.registry.get(worker.workerId);
+      return {
+        worker,
+        registered: reg !== undefined,
+        leaseRemainingMs: reg ? Math.max(0, reg.expiresAt - now) : 0,
+        cachedBlocks: counts.get(key) ?? 0,
+        load: this.active.load(key),
+        lastEventId: eventIds.get(key) ?? 0n,
+      };
+    });
+  }
+
+  /** Periodic upkeep: expired leases, requests never freed, approximate blocks past TTL. */
+  tick(): { expiredWorkers: bigint[]; expiredRequests: string[]; expiredBlocks: number } {
+    const expiredWorkers = this.registry.expire();
+    for (const id of expiredWorkers) {
+      const dropped = this.forgetWorker(id);
+      log.info("worker lease expired; removed", { worker_id: id, dropped_blocks: dropped });
+    }
+    const expiredRequests = this.active.expire();
+    if (expiredRequests.length > 0) {
+      log.warn("freed requests never released by their client", { count: expiredRequests.length });
+    }
+    const expiredBlocks = this.approx?.expire() ?? 0;
+    return { expiredWorkers, expiredRequests, expiredBlocks };
+  }
+
+  /** Every routable (worker, dp_rank): registered ranks plus ranks seen in events. */
+  candidates(allowed?: readonly WorkerKey[]): WorkerKey[] {
+    const known = new Map<string, WorkerKey>();
+    for (const reg of this.registry.all()) {
+      for (const dpRank of reg.dpRanks) {
+        const w = { workerId: reg.workerId, dpRank };
+        known.set(workerKeyString(w), w);
+      }
+    }
+    for (const w of this.index.workers()) known.set(workerKeyString(w), w);
+    if (allowed === undefined || allowed.length === 0) {
+      if (known.size === 0) {
+        throw new RouterError(
+          "failed_precondition",
+          "no workers are known yet: register workers (RegisterWorker) or send their KV events",
+        );
+      }
+      return [...known.values()];
+    }
+    return allowed.map((w, i) => {
+      const key = workerKeyString(w);
+      if (!known.has(key)) {
+        throw new RouterError(
+          "invalid_argument",
+          `allowed_workers[${i}]: worker ${w.workerId} dp_rank ${w.dpRank} is not known`,
+        );
+      }
+      return known.get(key)!;
+    });
+  }
+
+  private forgetWorker(workerId: bigint): number {
+    for (const key of this.active.workerKeys()) {
+      if (parseWorkerKey(key).workerId === workerId) this.active.dropWorker(key);
+    }
+    this.approx?.forgetWorker(workerId);
+    return this.index.removeWorker(workerId);
+  }
+}

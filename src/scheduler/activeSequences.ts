@@ -1,0 +1,141 @@
+// The load signal: requests routed to each worker and not yet freed.
+// A request counts as prefill load until MarkPrefillCompleted, and holds its
+// prompt's KV blocks (decode load) until Free or until its lease expires.
+
+export interface ActiveRequest {
+  requestId: string;
+  workerKey: string;
+  /** Sequence hashes of the prompt's blocks (empty when block tracking is off). */
+  blocks: readonly bigint[];
+  /** Uncached prompt tokens still to prefill. */
+  prefillTokens: number;
+  prefillDone: boolean;
+  expiresAt: number;
+}
+
+export interface WorkerLoad {
+  requests: number;
+  prefillTokens: number;
+  /** Distinct KV blocks of the requests in flight. */
+  decodeBlocks: number;
+}
+
+class WorkerSequences {
+  requests = 0;
+  prefillTokens = 0;
+  /** Block -> number of active requests holding it. */
+  readonly blockRefs = new Map<bigint, number>();
+}
+
+export class ActiveSequences {
+  private readonly requests = new Map<string, ActiveRequest>();
+  private readonly workers = new Map<string, WorkerSequences>();
+
+  constructor(
+    private readonly requestTtlMs: number,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  get size(): number {
+    return this.requests.size;
+  }
+
+  has(requestId: string): boolean {
+    return this.requests.has(requestId);
+  }
+
+  get(requestId: string): ActiveRequest | undefined {
+    return this.requests.get(requestId);
+  }
+
+  load(workerKey: string): WorkerLoad {
+    const w = this.workers.get(workerKey);
+    if (w === undefined) return { requests: 0, prefillTokens: 0, decodeBlocks: 0 };
+    return { requests: w.requests, prefillTokens: w.prefillTokens, decodeBlocks: w.blockRefs.size };
+  }
+
+  /** How many of `blocks` the worker's active requests do not already hold. */
+  newBlocks(workerKey: string, blocks: readonly bigint[]): number {
+    const w = this.workers.get(workerKey);
+    if (w === undefined || w.blockRefs.size === 0) return blocks.length;
+    let fresh = 0;
+    for (const b of blocks) if (!w.blockRefs.has(b)) fresh++;
+    return fresh;
+  }
+
+  add(requestId: string, workerKey: string, blocks: readonly bigint[], prefillTokens: number): void {
+    const request: ActiveRequest = {
+      requestId,
+      workerKey,
+      blocks,
+      prefillTokens,
+      prefillDone: false,
+      expiresAt: this.now() + this.requestTtlMs,
+    };
+    this.requests.set(requestId, request);
+    let w = this.workers.get(workerKey);
+    if (w === undefined) {
+      w = new WorkerSequences();
+      this.workers.set(workerKey, w);
+    }
+    w.requests++;
+    w.prefillTokens += prefillTokens;
+    for (const b of blocks) w.blockRefs.set(b, (w.blockRefs.get(b) ?? 0) + 1);
+  }
+
+  /** Moves a request from prefill to decode load; false when it is not active. */
+  markPrefillCompleted(requestId: string): boolean {
+    const request = this.requests.get(requestId);
+    if (request === undefined) return false;
+    this.completePrefill(request);
+    return true;
+  }
+
+  /** Releases a request's load; false when it is not active (already freed). */
+  free(requestId: string): boolean {
+    const request = this.requests.get(requestId);
+    if (request === undefined) return false;
+    this.completePrefill(request);
+    this.requests.delete(requestId);
+    const w = this.workers.get(request.workerKey)!;
+    w.requests--;
+    for (const b of request.blocks) {
+      const refs = w.blockRefs.get(b)!;
+      if (refs === 1) w.blockRefs.delete(b);
+      else w.blockRefs.set(b, refs - 1);
+    }
+    if (w.requests === 0) this.workers.delete(request.workerKey);
+    return true;
+  }
+
+  /** Workers with requests in flight. */
+  workerKeys(): string[] {
+    return [...this.workers.keys()];
+  }
+
+  /** Drops every request routed to a worker that went away; returns how many. */
+  dropWorker(workerKey: string): number {
+    let dropped = 0;
+    for (const request of [...this.requests.values()]) {
+      if (request.workerKey === workerKey && this.free(request.requestId)) dropped++;
+    }
+    return dropped;
+  }
+
+  /** Frees requests whose lease ran out (clients that never called Free). */
+  expire(): string[] {
+    const now = this.now();
+    const expired: string[] = [];
+    for (const request of this.requests.values()) {
+      if (request.expiresAt <= now) expired.push(request.requestId);
+    }
+    for (const id of expired) this.free(id);
+    return expired;
+  }
+
+  private completePrefill(request: ActiveRequest): void {
+    if (request.prefillDone) return;
+    request.prefillDone = true;
+    this.workers.get(request.workerKey)!.prefillTokens -= request.prefillTokens;
+  }
+}

@@ -1,0 +1,81 @@
+// Conversion between the wire types (gen/) and the router's plain data, with
+// the validation that makes bad input fail loudly instead of silently
+// scoring zero: every message says which field was wrong and why.
+import { create } from "@bufbuild/protobuf";
+import {
+  type KvEvent,
+  type WorkerRef,
+  KvEventSchema,
+  WorkerRefSchema,
+} from "../../gen/kvrouter/v1/router_pb.js";
+import { localBlockHash, localHashSeed } from "../hashing/blockHash.js";
+import type { IndexEvent, StoredBlockData, WorkerKey } from "../indexer/types.js";
+import { RouterError } from "../router/errors.js";
+
+export function toWorkerKey(ref: WorkerRef): WorkerKey {
+  return { workerId: ref.workerId, dpRank: ref.dpRank };
+}
+
+export function toWorkerRef(w: WorkerKey): WorkerRef {
+  return create(WorkerRefSchema, { workerId: w.workerId, dpRank: w.dpRank });
+}
+
+/** Converts and validates one wire event; throws RouterError("invalid_argument") naming the field. */
+export function toIndexEvent(event: KvEvent, blockSize: number, where: string): IndexEvent {
+  const header = { workerId: event.workerId, dpRank: event.dpRank, eventId: event.eventId };
+  const at = `${where} (worker ${event.workerId} dp_rank ${event.dpRank} event_id ${event.eventId})`;
+  const data = event.data;
+  switch (data.case) {
+    case "stored": {
+      const stored = data.value;
+      if (stored.blocks.length === 0) throw new RouterError("invalid_argument", `${at}: stored.blocks is empty`);
+      const seed = localHashSeed(stored.loraName);
+      const blocks: StoredBlockData[] = stored.blocks.map((b, j) => {
+        const hasTokens = b.tokenIds.length > 0;
+        if (hasTokens === (b.tokensHash !== undefined)) {
+          throw new RouterError(
+            "invalid_argument",
+            `${at}: stored.blocks[${j}] must set exactly one of token_ids or tokens_hash (${hasTokens ? "both" : "neither"} set)`,
+          );
+        }
+        if (!hasTokens) return { externalHash: b.blockHash, localHash: b.tokensHash! };
+        if (b.tokenIds.length !== blockSize) {
+          throw new RouterError(
+            "invalid_argument",
+            `${at}: stored.blocks[${j}] has ${b.tokenIds.length} token ids but the router's block size is ${blockSize}; ` +
+              "start kv-router with the engine's --block-size",
+          );
+        }
+        return { externalHash: b.blockHash, localHash: localBlockHash(b.tokenIds, seed, b.mmHashes) };
+      });
+      return { ...header, kind: "stored", parentHash: stored.parentBlockHash, blocks };
+    }
+    case "removed":
+      return { ...header, kind: "removed", blockHashes: data.value.blockHashes };
+    case "cleared":
+      return { ...header, kind: "cleared" };
+    default:
+      throw new RouterError("invalid_argument", `${at}: data is not set; one of stored, removed or cleared is required`);
+  }
+}
+
+export function toWireEvent(event: IndexEvent): KvEvent {
+  const header = { workerId: event.workerId, dpRank: event.dpRank, eventId: event.eventId };
+  switch (event.kind) {
+    case "stored":
+      return create(KvEventSchema, {
+        ...header,
+        data: {
+          case: "stored",
+          value: {
+            parentBlockHash: event.parentHash,
+            blocks: event.blocks.map((b) => ({ blockHash: b.externalHash, tokensHash: b.localHash })),
+          },
+        },
+      });
+    case "removed":
+      return create(KvEventSchema, { ...header, data: { case: "removed", value: { blockHashes: event.blockHashes } } });
+    case "cleared":
+      return create(KvEventSchema, { ...header, data: { case: "cleared", value: {} } });
+  }
+}

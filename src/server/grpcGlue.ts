@@ -1,0 +1,39 @@
+// Bridges protobuf-es generated services to grpc-js: a grpc-js
+// ServiceDefinition per GenService, and a FileDescriptorSet for reflection.
+import { type DescFile, type DescMethod, type DescService, fromBinary, toBinary, create } from "@bufbuild/protobuf";
+import { FileDescriptorSetSchema } from "@bufbuild/protobuf/wkt";
+import type { MethodDefinition, ServiceDefinition } from "@grpc/grpc-js";
+
+export function serviceDefinition(service: DescService): ServiceDefinition {
+  const def: Record<string, MethodDefinition<unknown, unknown>> = {};
+  for (const method of service.methods) def[method.localName] = methodDefinition(service, method);
+  return def;
+}
+
+function methodDefinition(service: DescService, method: DescMethod): MethodDefinition<unknown, unknown> {
+  const { input, output } = method;
+  return {
+    path: `/${service.typeName}/${method.name}`,
+    requestStream: method.methodKind === "client_streaming" || method.methodKind === "bidi_streaming",
+    responseStream: method.methodKind === "server_streaming" || method.methodKind === "bidi_streaming",
+    requestSerialize: (msg) => Buffer.from(toBinary(input, msg as never)),
+    requestDeserialize: (buf: Buffer) => fromBinary(input, buf),
+    responseSerialize: (msg) => Buffer.from(toBinary(output, msg as never)),
+    responseDeserialize: (buf: Buffer) => fromBinary(output, buf),
+    originalName: method.localName,
+  };
+}
+
+/** Serialized FileDescriptorSet of `files` and everything they import, dependencies first. */
+export function fileDescriptorSet(files: readonly DescFile[]): Uint8Array {
+  const ordered: DescFile[] = [];
+  const seen = new Set<string>();
+  const visit = (f: DescFile) => {
+    if (seen.has(f.name)) return;
+    seen.add(f.name);
+    f.dependencies.forEach(visit);
+    ordered.push(f);
+  };
+  files.forEach(visit);
+  return toBinary(FileDescriptorSetSchema, create(FileDescriptorSetSchema, { file: ordered.map((f) => f.proto) }));
+}

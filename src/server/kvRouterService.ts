@@ -1,0 +1,233 @@
+// gRPC handlers for kvrouter.v1.KvRouterService: validate and convert at the
+// edge, call the router, map refusals to precise gRPC statuses.
+import { create } from "@bufbuild/protobuf";
+import {
+  type ServerReadableStream,
+  type ServerUnaryCall,
+  type ServerWritableStream,
+  type UntypedServiceImplementation,
+  type sendUnaryData,
+  status,
+} from "@grpc/grpc-js";
+import {
+  type DeregisterWorkerRequest,
+  type FindBestWorkerRequest,
+  type FreeRequest,
+  type IngestKvEventsRequest,
+  type KeepAliveRequest,
+  type MarkPrefillCompletedRequest,
+  type RegisterWorkerRequest,
+  DeregisterWorkerResponseSchema,
+  DumpIndexResponseSchema,
+  FindBestWorkerResponseSchema,
+  FreeResponseSchema,
+  IngestKvEventsResponseSchema,
+  KeepAliveResponseSchema,
+  ListWorkersResponseSchema,
+  MarkPrefillCompletedResponseSchema,
+  RegisterWorkerResponseSchema,
+} from "../../gen/kvrouter/v1/router_pb.js";
+import type { IndexEvent } from "../indexer/types.js";
+import type { RouterMetrics } from "../metrics/metrics.js";
+import { RouterError } from "../router/errors.js";
+import type { KvRouter } from "../router/router.js";
+import { log } from "../util/log.js";
+import { toIndexEvent, toWireEvent, toWorkerKey, toWorkerRef } from "./convert.js";
+
+export interface ServiceLimits {
+  /** Most token ids accepted in one FindBestWorker request. */
+  maxTokens: number;
+}
+
+/** Longest request id accepted: ids are kept in memory while the request is active. */
+export const MAX_REQUEST_ID_LENGTH = 1024;
+/** Longest lease a worker may ask for. */
+export const MAX_LEASE_TTL_SECONDS = 86_400;
+/** Events per DumpIndex message. */
+const DUMP_BATCH = 1024;
+
+const STATUS_OF: Record<RouterError["code"], status> = {
+  invalid_argument: status.INVALID_ARGUMENT,
+  not_found: status.NOT_FOUND,
+  failed_precondition: status.FAILED_PRECONDITION,
+  already_exists: status.ALREADY_EXISTS,
+};
+
+function invalid(message: string): never {
+  throw new RouterError("invalid_argument", message);
+}
+
+function requireRequestId(id: string): void {
+  if (id === "") invalid("request_id is empty");
+  if (id.length > MAX_REQUEST_ID_LENGTH) {
+    invalid(`request_id is ${id.length} characters; the limit is ${MAX_REQUEST_ID_LENGTH}`);
+  }
+}
+
+export function kvRouterHandlers(
+  router: KvRouter,
+  metrics: RouterMetrics,
+  limits: ServiceLimits,
+): UntypedServiceImplementation {
+  /** Runs a unary handler: times it, and turns a RouterError into its gRPC status. */
+  const unary =
+    <Req, Res>(method: string, handle: (req: Req) => Res) =>
+    (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => {
+      const stop = metrics.requestDuration.startTimer({ method });
+      try {
+        const res = handle(call.request);
+        stop({ code: "OK" });
+        callback(null, res);
+      } catch (err) {
+        const { code, details } = failure(method, err);
+        stop({ code: status[code] });
+        callback({ code, details });
+      }
+    };
+
+  const failure = (method: string, err: unknown): { code: status; details: string } => {
+    if (err instanceof RouterError) {
+      if (err.code === "invalid_argument") metrics.invalidRequests.inc({ method });
+      return { code: STATUS_OF[err.code], details: err.message };
+    }
+    log.error("internal error", { method, error: String((err as Error)?.stack ?? err) });
+    return { code: status.INTERNAL, details: `internal error: ${(err as Error)?.message ?? err}` };
+  };
+
+  const { blockSize } = router.config;
+
+  return {
+    findBestWorker: unary("FindBestWorker", (req: FindBestWorkerRequest) => {
+      if (req.tokenIds.length === 0) invalid("token_ids is empty; send the prompt's token ids");
+      if (req.tokenIds.length > limits.maxTokens) {
+        invalid(`token_ids has ${req.tokenIds.length} tokens; the limit is ${limits.maxTokens} (--max-tokens)`);
+      }
+      if (req.requestId.length > MAX_REQUEST_ID_LENGTH) requireRequestId(req.requestId);
+      const decision = router.findBestWorker({
+        tokens: req.tokenIds,
+        requestId: req.requestId || undefined,
+        allowedWorkers: req.allowedWorkers.map(toWorkerKey),
+        loraName: req.loraName,
+      });
+      metrics.decisions.inc();
+      if (decision.promptBlocks > 0) metrics.overlapRatio.observe(decision.overlapBlocks / decision.promptBlocks);
+      return create(FindBestWorkerResponseSchema, {
+        worker: toWorkerRef(decision.worker),
+        overlapBlocks: decision.overlapBlocks,
+        promptBlocks: decision.promptBlocks,
+        scores: req.explain
+          ? decision.scores.map((s) => ({
+              worker: toWorkerRef(s.worker),
+              overlapBlocks: s.overlapBlocks,
+              prefillBlocks: s.prefillBlocks,
+              decodeBlocks: BigInt(s.decodeBlocks),
+              logit: s.logit,
+            }))
+          : [],
+      });
+    }),
+
+    markPrefillCompleted: unary("MarkPrefillCompleted", (req: MarkPrefillCompletedRequest) => {
+      requireRequestId(req.requestId);
+      return create(MarkPrefillCompletedResponseSchema, { found: router.markPrefillCompleted(req.requestId) });
+    }),
+
+    free: unary("Free", (req: FreeRequest) => {
+      requireRequestId(req.requestId);
+      const found = router.free(req.requestId);
+      return create(FreeResponseSchema, { found });
+    }),
+
+    ingestKvEvents: (call: ServerReadableStream<IngestKvEventsRequest, unknown>, callback: sendUnaryData<unknown>) => {
+      const stop = metrics.requestDuration.startTimer({ method: "IngestKvEvents" });
+      const total = { applied: 0n, rejected: 0n, rejections: [] as ReturnType<KvRouter["applyEvents"]>["rejections"] };
+      let messages = 0;
+      let done = false;
+      const finish = (err: { code: status; details: string } | null) => {
+        if (done) return;
+        done = true;
+        stop({ code: err ? status[err.code] : "OK" });
+        if (err) {
+          callback(err);
+          return;
+        }
+        callback(
+          null,
+          create(IngestKvEventsResponseSchema, {
+            applied: total.applied,
+            rejected: total.rejected,
+            rejections: total.rejections.map((r) => ({ worker: toWorkerRef(r.worker), eventId: r.eventId, reason: r.reason })),
+          }),
+        );
+      };
+      call.on("data", (req: IngestKvEventsRequest) => {
+        if (done) return;
+        const where = `message ${messages++}`;
+        let events: IndexEvent[];
+        try {
+          // Validate the whole message before applying any of it: a rejected
+          // message leaves the index unchanged.
+          events = req.events.map((e, i) => toIndexEvent(e, blockSize, `${where} events[${i}]`));
+        } catch (err) {
+          metrics.events.inc({ outcome: "invalid" });
+          const f = failure("IngestKvEvents", err);
+          f.details += `; ${total.applied} events applied before this message`;
+          finish(f);
+          return;
+        }
+        const summary = router.applyEvents(events, req.restore);
+        total.applied += BigInt(summary.applied);
+        total.rejected += BigInt(summary.rejected);
+        for (const r of summary.rejections) if (total.rejections.length < 100) total.rejections.push(r);
+      });
+      call.on("end", () => finish(null));
+      call.on("error", (err) => {
+        log.warn("event stream broke", { error: String(err), applied: total.applied });
+        finish({ code: status.CANCELLED, details: String(err) });
+      });
+    },
+
+    registerWorker: unary("RegisterWorker", (req: RegisterWorkerRequest) => {
+      if (req.leaseTtlSeconds > MAX_LEASE_TTL_SECONDS) {
+        invalid(`lease_ttl_seconds is ${req.leaseTtlSeconds}; the limit is ${MAX_LEASE_TTL_SECONDS}`);
+      }
+      const ttlMs = router.registerWorker(req.workerId, req.dpRanks, req.leaseTtlSeconds * 1000);
+      return create(RegisterWorkerResponseSchema, { leaseTtlSeconds: Math.ceil(ttlMs / 1000) });
+    }),
+
+    keepAlive: unary("KeepAlive", (req: KeepAliveRequest) =>
+      create(KeepAliveResponseSchema, { leaseTtlSeconds: Math.ceil(router.keepAlive(req.workerId) / 1000) }),
+    ),
+
+    deregisterWorker: unary("DeregisterWorker", (req: DeregisterWorkerRequest) =>
+      create(DeregisterWorkerResponseSchema, { removedBlocks: BigInt(router.deregisterWorker(req.workerId)) }),
+    ),
+
+    listWorkers: unary("ListWorkers", () =>
+      create(ListWorkersResponseSchema, {
+        workers: router.listWorkers().map((w) => ({
+          worker: toWorkerRef(w.worker),
+          registered: w.registered,
+          leaseRemainingMs: BigInt(w.leaseRemainingMs),
+          cachedBlocks: BigInt(w.cachedBlocks),
+          activeRequests: BigInt(w.load.requests),
+          activePrefillTokens: BigInt(w.load.prefillTokens),
+          activeDecodeBlocks: BigInt(w.load.decodeBlocks),
+          lastEventId: w.lastEventId,
+        })),
+      }),
+    ),
+
+    dumpIndex: async (call: ServerWritableStream<unknown, unknown>) => {
+      const stop = metrics.requestDuration.startTimer({ method: "DumpIndex" });
+      // Snapshot synchronously so the dump is one consistent state.
+      const events = Array.from(router.index.dump(), toWireEvent);
+      for (let i = 0; i < events.length && !call.cancelled; i += DUMP_BATCH) {
+        const more = call.write(create(DumpIndexResponseSchema, { events: events.slice(i, i + DUMP_BATCH) }));
+        if (!more) await new Promise((resolve) => call.once("drain", resolve));
+      }
+      call.end();
+      stop({ code: "OK" });
+    },
+  };
+}

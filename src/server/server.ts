@@ -1,0 +1,115 @@
+// Assembles and runs one kv-router: index (+ metrics wrapper), router, gRPC
+// server with reflection and health, Prometheus endpoint, upkeep timer.
+import { createServer, type Server as HttpServer } from "node:http";
+import type { AddressInfo } from "node:net";
+import * as grpc from "@grpc/grpc-js";
+import * as protoLoader from "@grpc/proto-loader";
+import { ReflectionService } from "@grpc/reflection";
+import { HealthImplementation } from "grpc-health-check";
+import { file_grpc_health_v1_health } from "../../gen/grpc/health/v1/health_pb.js";
+import { KvRouterService, file_kvrouter_v1_router } from "../../gen/kvrouter/v1/router_pb.js";
+import { PrefixIndex } from "../indexer/prefixIndex.js";
+import { MeteredIndex } from "../metrics/meteredIndex.js";
+import { RouterMetrics } from "../metrics/metrics.js";
+import { KvRouter, type RouterConfig } from "../router/router.js";
+import { log } from "../util/log.js";
+import { seededRandom } from "../util/random.js";
+import { fileDescriptorSet, serviceDefinition } from "./grpcGlue.js";
+import { kvRouterHandlers } from "./kvRouterService.js";
+
+export interface ServerOptions {
+  router: RouterConfig;
+  host: string;
+  /** 0 picks a free port. */
+  grpcPort: number;
+  /** Prometheus endpoint port; undefined disables it, 0 picks a free one. */
+  metricsPort?: number;
+  maxTokens: number;
+  /** Seed for tie-breaks and sampling; undefined = unseeded. */
+  seed?: number;
+  /** Upkeep period (lease and request expiry). */
+  tickMs?: number;
+  /** Leave out Node's process metrics (several routers in one process). */
+  processMetrics?: boolean;
+}
+
+export interface RunningServer {
+  router: KvRouter;
+  metrics: RouterMetrics;
+  host: string;
+  grpcPort: number;
+  metricsPort?: number;
+  /** Stops accepting calls, lets in-flight ones finish, then closes. */
+  stop(): Promise<void>;
+}
+
+export const KV_ROUTER_SERVICE_NAME = KvRouterService.typeName;
+
+export async function startServer(opts: ServerOptions): Promise<RunningServer> {
+  const metrics = new RouterMetrics(opts.processMetrics ?? true);
+  const index = new MeteredIndex(new PrefixIndex(), metrics);
+  const random = opts.seed === undefined ? Math.random : seededRandom(opts.seed);
+  const router = new KvRouter(opts.router, index, random);
+  metrics.sources.activeRequests = () => router.active.size;
+
+  const server = new grpc.Server({
+    // Room for 1M-token prompts and large event batches.
+    "grpc.max_receive_message_length": 64 * 1024 * 1024,
+  });
+  server.addService(serviceDefinition(KvRouterService), kvRouterHandlers(router, metrics, { maxTokens: opts.maxTokens }));
+  const health = new HealthImplementation({ "": "SERVING", [KV_ROUTER_SERVICE_NAME]: "SERVING" });
+  health.addToServer(server);
+  const descriptors = fileDescriptorSet([file_kvrouter_v1_router, file_grpc_health_v1_health]);
+  new ReflectionService(protoLoader.loadFileDescriptorSetFromBuffer(Buffer.from(descriptors))).addToServer(server);
+
+  const grpcPort = await new Promise<number>((resolve, reject) =>
+    server.bindAsync(`${opts.host}:${opts.grpcPort}`, grpc.ServerCredentials.createInsecure(), (err, port) =>
+      err ? reject(err) : resolve(port),
+    ),
+  );
+
+  let http: HttpServer | undefined;
+  let metricsPort: number | undefined;
+  if (opts.metricsPort !== undefined) {
+    http = createServer((req, res) => {
+      if (req.url !== "/metrics") {
+        res.writeHead(404).end("see /metrics\n");
+        return;
+      }
+      metrics.registry.metrics().then(
+        (body) => res.writeHead(200, { "Content-Type": metrics.registry.contentType }).end(body),
+        (err) => res.writeHead(500).end(String(err)),
+      );
+    });
+    await new Promise<void>((resolve, reject) => {
+      http!.once("error", reject);
+      http!.listen(opts.metricsPort, opts.host, () => resolve());
+    });
+    metricsPort = (http.address() as AddressInfo).port;
+  }
+
+  const timer = setInterval(() => {
+    const { expiredWorkers, expiredRequests } = router.tick();
+    if (expiredWorkers.length > 0) metrics.expiredWorkers.inc(expiredWorkers.length);
+    if (expiredRequests.length > 0) metrics.expiredRequests.inc(expiredRequests.length);
+  }, opts.tickMs ?? 250);
+  timer.unref();
+
+  const stop = async () => {
+    clearInterval(timer);
+    health.setStatus("", "NOT_SERVING");
+    health.setStatus(KV_ROUTER_SERVICE_NAME, "NOT_SERVING");
+    await new Promise<void>((resolve) => {
+      // In-flight calls get a grace period; then the server is forced shut.
+      const force = setTimeout(() => server.forceShutdown(), 5_000);
+      server.tryShutdown(() => {
+        clearTimeout(force);
+        resolve();
+      });
+    });
+    if (http) await new Promise<void>((resolve) => http!.close(() => resolve()));
+    log.info("kv-router stopped");
+  };
+
+  return { router, metrics, host: opts.host, grpcPort, metricsPort, stop };
+}
