@@ -12,6 +12,7 @@ import { PrefixIndex } from "../indexer/prefixIndex.js";
 import { MeteredIndex } from "../metrics/meteredIndex.js";
 import { RouterMetrics } from "../metrics/metrics.js";
 import { KvRouter, type RouterConfig } from "../router/router.js";
+import type { EventSource } from "../sources/eventSource.js";
 import { log } from "../util/log.js";
 import { seededRandom } from "../util/random.js";
 import { fileDescriptorSet, serviceDefinition } from "./grpcGlue.js";
@@ -31,6 +32,8 @@ export interface ServerOptions {
   tickMs?: number;
   /** Leave out Node's process metrics (several routers in one process). */
   processMetrics?: boolean;
+  /** Event feeds besides the IngestKvEvents stream (NATS, ZeroMQ, ...). */
+  eventSources?: EventSource[];
 }
 
 export interface RunningServer {
@@ -88,6 +91,12 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     metricsPort = (http.address() as AddressInfo).port;
   }
 
+  const sources = opts.eventSources ?? [];
+  for (const source of sources) {
+    await source.start(router);
+    log.info("event source started", { source: source.name });
+  }
+
   const timer = setInterval(() => {
     const { expiredWorkers, expiredRequests } = router.tick();
     if (expiredWorkers.length > 0) metrics.expiredWorkers.inc(expiredWorkers.length);
@@ -107,6 +116,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
         resolve();
       });
     });
+    for (const source of sources) await source.stop();
     if (http) await new Promise<void>((resolve) => http!.close(() => resolve()));
     log.info("kv-router stopped");
   };

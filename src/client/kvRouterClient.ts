@@ -1,0 +1,102 @@
+// A small promise-based TypeScript client for kv-router, for workers,
+// frontends, tests and benchmarks. Messages are the generated gen/ types.
+import { type MessageInitShape, create } from "@bufbuild/protobuf";
+import * as grpc from "@grpc/grpc-js";
+import {
+  type DeregisterWorkerResponse,
+  type DumpIndexResponse,
+  type FindBestWorkerResponse,
+  type FreeResponse,
+  type IngestKvEventsResponse,
+  type KeepAliveResponse,
+  type KvEvent,
+  type ListWorkersResponse,
+  type MarkPrefillCompletedResponse,
+  type RegisterWorkerResponse,
+  DeregisterWorkerRequestSchema,
+  DumpIndexRequestSchema,
+  FindBestWorkerRequestSchema,
+  FreeRequestSchema,
+  IngestKvEventsRequestSchema,
+  KeepAliveRequestSchema,
+  KvRouterService,
+  ListWorkersRequestSchema,
+  MarkPrefillCompletedRequestSchema,
+  RegisterWorkerRequestSchema,
+} from "../../gen/kvrouter/v1/router_pb.js";
+import { serviceDefinition } from "../server/grpcGlue.js";
+
+const ClientConstructor = grpc.makeGenericClientConstructor(serviceDefinition(KvRouterService), "KvRouterService");
+
+type Init<S extends Parameters<typeof create>[0]> = MessageInitShape<S>;
+
+export class KvRouterClient {
+  readonly raw: grpc.Client;
+
+  constructor(address: string, credentials = grpc.credentials.createInsecure(), options: grpc.ClientOptions = {}) {
+    this.raw = new ClientConstructor(address, credentials, {
+      "grpc.max_send_message_length": 64 * 1024 * 1024,
+      ...options,
+    });
+  }
+
+  private unary<Res>(method: string, request: unknown): Promise<Res> {
+    return new Promise((resolve, reject) => {
+      (this.raw as unknown as Record<string, Function>)[method](request, (err: grpc.ServiceError | null, res: Res) =>
+        err ? reject(err) : resolve(res),
+      );
+    });
+  }
+
+  findBestWorker(req: Init<typeof FindBestWorkerRequestSchema>): Promise<FindBestWorkerResponse> {
+    return this.unary("findBestWorker", create(FindBestWorkerRequestSchema, req));
+  }
+  markPrefillCompleted(requestId: string): Promise<MarkPrefillCompletedResponse> {
+    return this.unary("markPrefillCompleted", create(MarkPrefillCompletedRequestSchema, { requestId }));
+  }
+  free(requestId: string): Promise<FreeResponse> {
+    return this.unary("free", create(FreeRequestSchema, { requestId }));
+  }
+  registerWorker(req: Init<typeof RegisterWorkerRequestSchema>): Promise<RegisterWorkerResponse> {
+    return this.unary("registerWorker", create(RegisterWorkerRequestSchema, req));
+  }
+  keepAlive(workerId: bigint): Promise<KeepAliveResponse> {
+    return this.unary("keepAlive", create(KeepAliveRequestSchema, { workerId }));
+  }
+  deregisterWorker(workerId: bigint): Promise<DeregisterWorkerResponse> {
+    return this.unary("deregisterWorker", create(DeregisterWorkerRequestSchema, { workerId }));
+  }
+  listWorkers(): Promise<ListWorkersResponse> {
+    return this.unary("listWorkers", create(ListWorkersRequestSchema, {}));
+  }
+
+  /** Sends batches of events on one client stream; resolves with the server's counts. */
+  ingestKvEvents(batches: Iterable<Init<typeof IngestKvEventsRequestSchema>>): Promise<IngestKvEventsResponse> {
+    return new Promise((resolve, reject) => {
+      const call = (this.raw as unknown as Record<string, Function>).ingestKvEvents(
+        (err: grpc.ServiceError | null, res: IngestKvEventsResponse) => (err ? reject(err) : resolve(res)),
+      ) as grpc.ClientWritableStream<unknown>;
+      for (const batch of batches) call.write(create(IngestKvEventsRequestSchema, batch));
+      call.end();
+    });
+  }
+
+  /** Shorthand: one batch of events. */
+  sendEvents(events: Init<typeof IngestKvEventsRequestSchema>["events"], restore = false): Promise<IngestKvEventsResponse> {
+    return this.ingestKvEvents([{ events, restore }]);
+  }
+
+  /** The whole index as events (see DumpIndex). */
+  async dumpIndex(): Promise<KvEvent[]> {
+    const call = (this.raw as unknown as Record<string, Function>).dumpIndex(
+      create(DumpIndexRequestSchema, {}),
+    ) as grpc.ClientReadableStream<DumpIndexResponse>;
+    const events: KvEvent[] = [];
+    for await (const msg of call) events.push(...(msg as DumpIndexResponse).events);
+    return events;
+  }
+
+  close(): void {
+    this.raw.close();
+  }
+}

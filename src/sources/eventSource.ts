@@ -1,0 +1,13 @@
+// One interface for every way KV events reach the router (gRPC stream, NATS,
+// engines' ZeroMQ feeds): each adapter decodes its wire format into
+// IndexEvents and hands them to the router.
+import type { KvRouter } from "../router/router.js";
+
+export interface EventSource {
+  /** Short name for logs and metrics, e.g. "zmq", "nats". */
+  readonly name: string;
+  /** Starts delivering events to the router. */
+  start(router: KvRouter): Promise<void>;
+  /** Stops and releases sockets/connections. */
+  stop(): Promise<void>;
+}
