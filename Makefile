@@ -32,7 +32,7 @@ check-generated: node_modules
 
 test: node_modules lint-proto check-generated
 	npx tsc -p tsconfig.json --noEmit
-	node --import tsx --test --test-concurrency=1 $(TESTS)
+	KV_ROUTER_LOG=$${KV_ROUTER_LOG:-error} node --import tsx --test --test-concurrency=1 $(TESTS)
 
 bench: node_modules
 	node --import tsx bench/findBestWorker.bench.ts

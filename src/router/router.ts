@@ -194,7 +194,7 @@ export class KvRouter {
     const counts = this.index.blockCounts();
     const eventIds = this.index.lastEventIds();
     const now = this.now();
-    return this.candidates().map((worker) => {
+    return [...this.knownWorkers().values()].map((worker) => {
       const key = workerKeyString(worker);
       const reg = this.registry.get(worker.workerId);
       return {
@@ -223,8 +223,8 @@ export class KvRouter {
     return { expiredWorkers, expiredRequests, expiredBlocks };
   }
 
-  /** Every routable (worker, dp_rank): registered ranks plus ranks seen in events. */
-  candidates(allowed?: readonly WorkerKey[]): WorkerKey[] {
+  /** Every routable (worker, dp_rank): registered ranks plus ranks seen in events, by key. */
+  knownWorkers(): Map<string, WorkerKey> {
     const known = new Map<string, WorkerKey>();
     for (const reg of this.registry.all()) {
       for (const dpRank of reg.dpRanks) {
@@ -233,7 +233,13 @@ export class KvRouter {
       }
     }
     for (const w of this.index.workers()) known.set(workerKeyString(w), w);
-    if (allowed === undefined || allowed.length === 0) {
+    return known;
+  }
+
+  /** The workers a request may go to: all known ones, or the allowed subset (each must be known). */
+  private candidates(allowed: readonly WorkerKey[] = []): WorkerKey[] {
+    const known = this.knownWorkers();
+    if (allowed.length === 0) {
       if (known.size === 0) {
         throw new RouterError(
           "failed_precondition",
@@ -242,16 +248,19 @@ export class KvRouter {
       }
       return [...known.values()];
     }
-    return allowed.map((w, i) => {
+    const chosen = new Map<string, WorkerKey>();
+    allowed.forEach((w, i) => {
       const key = workerKeyString(w);
-      if (!known.has(key)) {
+      const worker = known.get(key);
+      if (worker === undefined) {
         throw new RouterError(
           "invalid_argument",
           `allowed_workers[${i}]: worker ${w.workerId} dp_rank ${w.dpRank} is not known`,
         );
       }
-      return known.get(key)!;
+      chosen.set(key, worker); // listing a worker twice does not double its chances
     });
+    return [...chosen.values()];
   }
 
   private forgetWorker(workerId: bigint): number {

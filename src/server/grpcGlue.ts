@@ -4,6 +4,14 @@ import { type DescFile, type DescMethod, type DescService, fromBinary, toBinary,
 import { FileDescriptorSetSchema } from "@bufbuild/protobuf/wkt";
 import type { MethodDefinition, ServiceDefinition } from "@grpc/grpc-js";
 
+/**
+ * Stands in for a request whose bytes are not a valid protobuf message, so the
+ * handler can answer INVALID_ARGUMENT (grpc-js would otherwise say INTERNAL).
+ */
+export class MalformedRequest {
+  constructor(readonly reason: string) {}
+}
+
 export function serviceDefinition(service: DescService): ServiceDefinition {
   const def: Record<string, MethodDefinition<unknown, unknown>> = {};
   for (const method of service.methods) def[method.localName] = methodDefinition(service, method);
@@ -17,7 +25,13 @@ function methodDefinition(service: DescService, method: DescMethod): MethodDefin
     requestStream: method.methodKind === "client_streaming" || method.methodKind === "bidi_streaming",
     responseStream: method.methodKind === "server_streaming" || method.methodKind === "bidi_streaming",
     requestSerialize: (msg) => Buffer.from(toBinary(input, msg as never)),
-    requestDeserialize: (buf: Buffer) => fromBinary(input, buf),
+    requestDeserialize: (buf: Buffer) => {
+      try {
+        return fromBinary(input, buf);
+      } catch (err) {
+        return new MalformedRequest(`request is not a valid ${input.typeName}: ${(err as Error).message}`);
+      }
+    },
     responseSerialize: (msg) => Buffer.from(toBinary(output, msg as never)),
     responseDeserialize: (buf: Buffer) => fromBinary(output, buf),
     originalName: method.localName,

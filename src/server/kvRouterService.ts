@@ -32,6 +32,7 @@ import type { RouterMetrics } from "../metrics/metrics.js";
 import { RouterError } from "../router/errors.js";
 import type { KvRouter } from "../router/router.js";
 import { log } from "../util/log.js";
+import { MalformedRequest } from "./grpcGlue.js";
 import { toIndexEvent, toWireEvent, toWorkerKey, toWorkerRef } from "./convert.js";
 
 export interface ServiceLimits {
@@ -75,6 +76,7 @@ export function kvRouterHandlers(
     (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => {
       const stop = metrics.requestDuration.startTimer({ method });
       try {
+        if (call.request instanceof MalformedRequest) invalid(call.request.reason);
         const res = handle(call.request);
         stop({ code: "OK" });
         callback(null, res);
@@ -160,11 +162,12 @@ export function kvRouterHandlers(
           }),
         );
       };
-      call.on("data", (req: IngestKvEventsRequest) => {
+      call.on("data", (req: IngestKvEventsRequest | MalformedRequest) => {
         if (done) return;
         const where = `message ${messages++}`;
         let events: IndexEvent[];
         try {
+          if (req instanceof MalformedRequest) invalid(`${where}: ${req.reason}`);
           // Validate the whole message before applying any of it: a rejected
           // message leaves the index unchanged.
           events = req.events.map((e, i) => toIndexEvent(e, blockSize, `${where} events[${i}]`));
