@@ -4,7 +4,7 @@ GRPC_PORT ?= 50051
 METRICS_PORT ?= 9090
 TESTS := $(wildcard test/*.test.ts)
 
-.PHONY: install build run test generate lint-proto check-generated bench bench-smoke clean
+.PHONY: install build run test generate lint-proto check-generated check-breaking bench bench-smoke clean
 
 node_modules: package.json package-lock.json
 	npm ci --no-audit --no-fund
@@ -30,7 +30,12 @@ check-generated: node_modules
 	  if ! diff -r "$$tmp/gen" gen >/dev/null; then echo "gen/ is stale: run 'make generate' and commit it"; diff -r "$$tmp/gen" gen | head -20; rm -rf "$$tmp"; exit 1; fi; \
 	  rm -rf "$$tmp"; echo "gen/ is up to date"
 
-test: node_modules lint-proto check-generated
+# Fails when proto/ breaks wire compatibility with the previous commit on main.
+check-breaking: node_modules
+	@if git rev-parse -q --verify HEAD~1 >/dev/null; then npx buf breaking --against '.git#ref=HEAD~1' && echo "proto/ is wire-compatible with HEAD~1"; \
+	  else echo "check-breaking: no previous commit in this clone; skipped"; fi
+
+test: node_modules lint-proto check-generated check-breaking
 	npx tsc -p tsconfig.json --noEmit
 	KV_ROUTER_LOG=$${KV_ROUTER_LOG:-error} node --import tsx --test --test-concurrency=1 $(TESTS)
 
