@@ -73,6 +73,9 @@ describe("events in, decisions out", () => {
     assert.equal(res.rejections[0].eventId, 3n);
     assert.deepEqual(await r.client.dumpIndex(), before);
     assert.equal(await metricValue(r, "kvrouter_kv_events_total", { outcome: "parent_block_not_found" }), 1);
+    // Not even a worker first seen in the rejected event becomes known.
+    await r.client.sendEvents([stored(99, 1, tokens(4, 9000), B, 410n, { parent: 1n })]);
+    assert.equal((await cachedBlocks(r))["99:0"], undefined);
   });
 
   it("treats a duplicate store as a no-op", async () => {

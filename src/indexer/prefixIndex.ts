@@ -36,25 +36,26 @@ export class PrefixIndex implements KvIndex {
   private readonly freeSlots: number[] = [];
 
   apply(event: IndexEvent, restore = false): ApplyResult {
-    const worker = this.worker(event, true);
     const notes = { unknownRemovals: 0, gap: false };
-    const last = worker.lastEventId;
-    if (restore) {
-      // Dumped events carry the worker's cursor; order among them does not matter.
-      if (last === undefined || event.eventId > last) worker.lastEventId = event.eventId;
-    } else if (last !== undefined) {
+    // Checks first: a rejected event changes nothing, not even which workers are known.
+    const existing = this.worker(event, false);
+    const last = existing?.lastEventId;
+    if (!restore && last !== undefined) {
       if (event.eventId <= last) return { outcome: "stale_event_id", notes };
       notes.gap = event.eventId > last + 1n;
     }
+    let parentSeq: bigint | undefined;
+    if (event.kind === "stored" && event.parentHash !== undefined) {
+      const parent = existing?.blocks.get(event.parentHash);
+      if (parent === undefined) return { outcome: "parent_block_not_found", notes };
+      parentSeq = parent.sequenceHash;
+    }
 
+    const worker = existing ?? this.worker(event, true);
+    // Dumped events (restore) all carry the worker's cursor; their order does not matter.
+    if (!restore || last === undefined || event.eventId > last) worker.lastEventId = event.eventId;
     switch (event.kind) {
       case "stored": {
-        let parentSeq: bigint | undefined;
-        if (event.parentHash !== undefined) {
-          const parent = worker.blocks.get(event.parentHash);
-          if (parent === undefined) return { outcome: "parent_block_not_found", notes };
-          parentSeq = parent.sequenceHash;
-        }
         let parentExternal = event.parentHash;
         for (const block of event.blocks) {
           const seq = sequenceHash(parentSeq, block.localHash);
@@ -78,7 +79,6 @@ export class PrefixIndex implements KvIndex {
         for (const state of this.ranksOf(event.workerId)) this.clear(state);
         break;
     }
-    if (!restore) worker.lastEventId = event.eventId;
     return { outcome: "applied", notes };
   }
 
