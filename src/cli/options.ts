@@ -1,6 +1,7 @@
 // Command-line flags. Both of Dynamo's spellings are accepted (the seed's
 // `--kv-overlap-score-weight` and the newer `--router-kv-overlap-score-weight`),
 // and every flag can come from a DYN_<FLAG> environment variable.
+import { existsSync, readFileSync } from "node:fs";
 import type { Argv } from "yargs";
 import type { RouterConfig } from "../router/router.js";
 import type { ServerOptions } from "../server/server.js";
@@ -85,6 +86,13 @@ export function serveOptions<T>(y: Argv<T>) {
     })
     .option("max-tokens", { type: "number", default: 1 << 20, describe: "Most token ids in one request" })
     .option("seed", { type: "number", describe: "Seed for tie-breaks and sampling (reproducible decisions)" })
+    .option("tls-cert", { type: "string", describe: "PEM certificate chain: serve gRPC over TLS (with --tls-key)" })
+    .option("tls-key", { type: "string", describe: "PEM private key of --tls-cert" })
+    .option("tls-client-ca", { type: "string", describe: "PEM CA bundle: require client certificates it signed (mutual TLS)" })
+    .option("auth-token", { type: "string", describe: "Shared secret that state-changing calls must send as 'authorization: Bearer <token>'" })
+    .option("auth-token-file", { type: "string", describe: "Read --auth-token from this file (keeps it out of ps)" })
+    .option("max-message-bytes", { type: "number", default: 64 * 1024 * 1024, describe: "Largest gRPC request message accepted" })
+    .option("max-concurrent-streams", { type: "number", default: 1024, describe: "Most concurrent calls per client connection" })
     .check((argv) => {
       const problems: string[] = [];
       const int = (name: string, v: number, min: number, max: number) => {
@@ -107,6 +115,15 @@ export function serveOptions<T>(y: Argv<T>) {
       if (!/^[^.\s]+\.[^.\s]+\.[^.\s]+$/.test(argv.endpoint as string)) {
         problems.push(`--endpoint must look like namespace.component.endpoint, got "${argv.endpoint}"`);
       }
+      if ((argv.tlsCert === undefined) !== (argv.tlsKey === undefined)) problems.push("--tls-cert and --tls-key go together");
+      if (argv.tlsClientCa !== undefined && argv.tlsCert === undefined) problems.push("--tls-client-ca needs --tls-cert and --tls-key");
+      if (argv.authToken !== undefined && argv.authTokenFile !== undefined) problems.push("give --auth-token or --auth-token-file, not both");
+      for (const name of ["tls-cert", "tls-key", "tls-client-ca", "auth-token-file"]) {
+        const file = argv[name] as string | undefined;
+        if (file !== undefined && !existsSync(file)) problems.push(`--${name}: no such file ${file}`);
+      }
+      int("max-message-bytes", argv.maxMessageBytes as number, 1024, 2 ** 31 - 1);
+      int("max-concurrent-streams", argv.maxConcurrentStreams as number, 1, 2 ** 31 - 1);
       if (problems.length > 0) throw new Error(problems.join("\n"));
       return true;
     });
@@ -133,5 +150,16 @@ export function serverOptionsFrom(argv: ServeArgs): ServerOptions {
     metricsPort: argv.metricsPort < 0 ? undefined : argv.metricsPort,
     maxTokens: argv.maxTokens,
     seed: argv.seed,
+    tls:
+      argv.tlsCert && argv.tlsKey
+        ? {
+            cert: readFileSync(argv.tlsCert),
+            key: readFileSync(argv.tlsKey),
+            clientCa: argv.tlsClientCa ? readFileSync(argv.tlsClientCa) : undefined,
+          }
+        : undefined,
+    authToken: argv.authTokenFile ? readFileSync(argv.authTokenFile, "utf8").trim() : argv.authToken,
+    maxMessageBytes: argv.maxMessageBytes,
+    maxConcurrentStreams: argv.maxConcurrentStreams,
   };
 }

@@ -61,6 +61,12 @@ export class RouterMetrics {
     labelNames: ["method"] as const,
     registers: [this.registry],
   });
+  readonly unauthenticated = new Counter({
+    name: "kvrouter_unauthenticated_total",
+    help: "State-changing calls refused for a missing or wrong bearer token, by method",
+    labelNames: ["method"] as const,
+    registers: [this.registry],
+  });
   readonly activeRequests = new Gauge({
     collect: gaugeFrom(() => this.sources.activeRequests),
     name: "kvrouter_active_requests",

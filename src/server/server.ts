@@ -16,6 +16,7 @@ import type { EventSource } from "../sources/eventSource.js";
 import { log } from "../util/log.js";
 import { seededRandom } from "../util/random.js";
 import { fileDescriptorSet, serviceDefinition } from "./grpcGlue.js";
+import { requireToken } from "./auth.js";
 import { kvRouterHandlers } from "./kvRouterService.js";
 
 export interface ServerOptions {
@@ -34,7 +35,18 @@ export interface ServerOptions {
   processMetrics?: boolean;
   /** Event feeds besides the IngestKvEvents stream (NATS, ZeroMQ, ...). */
   eventSources?: EventSource[];
+  /** Serve TLS; with clientCa, require client certificates signed by it (mutual TLS). */
+  tls?: { cert: Buffer; key: Buffer; clientCa?: Buffer };
+  /** Shared secret that state-changing calls must present as `authorization: Bearer <token>`. */
+  authToken?: string;
+  /** Largest request message accepted, in bytes. */
+  maxMessageBytes?: number;
+  /** Most concurrent streams (calls) per client connection. */
+  maxConcurrentStreams?: number;
 }
+
+/** Room for 1M-token prompts and large event batches. */
+export const DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
 
 export interface RunningServer {
   router: KvRouter;
@@ -56,17 +68,21 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   metrics.sources.activeRequests = () => router.active.size;
 
   const server = new grpc.Server({
-    // Room for 1M-token prompts and large event batches.
-    "grpc.max_receive_message_length": 64 * 1024 * 1024,
+    "grpc.max_receive_message_length": opts.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES,
+    ...(opts.maxConcurrentStreams ? { "grpc.max_concurrent_streams": opts.maxConcurrentStreams } : {}),
   });
-  server.addService(serviceDefinition(KvRouterService), kvRouterHandlers(router, metrics, { maxTokens: opts.maxTokens }));
+  let handlers = kvRouterHandlers(router, metrics, { maxTokens: opts.maxTokens });
+  if (opts.authToken) {
+    handlers = requireToken(handlers, opts.authToken, (method) => metrics.unauthenticated.inc({ method }));
+  }
+  server.addService(serviceDefinition(KvRouterService), handlers);
   const health = new HealthImplementation({ "": "SERVING", [KV_ROUTER_SERVICE_NAME]: "SERVING" });
   health.addToServer(server);
   const descriptors = fileDescriptorSet([file_kvrouter_v1_router, file_grpc_health_v1_health]);
   new ReflectionService(protoLoader.loadFileDescriptorSetFromBuffer(Buffer.from(descriptors))).addToServer(server);
 
   const grpcPort = await new Promise<number>((resolve, reject) =>
-    server.bindAsync(`${opts.host}:${opts.grpcPort}`, grpc.ServerCredentials.createInsecure(), (err, port) =>
+    server.bindAsync(`${opts.host}:${opts.grpcPort}`, serverCredentials(opts.tls), (err, port) =>
       err ? reject(err) : resolve(port),
     ),
   );
@@ -122,4 +138,10 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   };
 
   return { router, metrics, host: opts.host, grpcPort, metricsPort, stop };
+}
+
+function serverCredentials(tls: ServerOptions["tls"]): grpc.ServerCredentials {
+  if (tls === undefined) return grpc.ServerCredentials.createInsecure();
+  const requireClientCert = tls.clientCa !== undefined;
+  return grpc.ServerCredentials.createSsl(tls.clientCa ?? null, [{ cert_chain: tls.cert, private_key: tls.key }], requireClientCert);
 }
