@@ -223,6 +223,12 @@ export function kvRouterHandlers(
 
     dumpIndex: async (call: ServerWritableStream<unknown, unknown>) => {
       const stop = metrics.requestDuration.startTimer({ method: "DumpIndex" });
+      if (call.request instanceof MalformedRequest) {
+        metrics.invalidRequests.inc({ method: "DumpIndex" });
+        stop({ code: "INVALID_ARGUMENT" });
+        call.emit("error", { code: status.INVALID_ARGUMENT, details: call.request.reason });
+        return;
+      }
       // Snapshot synchronously so the dump is one consistent state.
       const events = Array.from(router.index.dump(), toWireEvent);
       for (let i = 0; i < events.length && !call.cancelled; i += DUMP_BATCH) {
