@@ -4,7 +4,7 @@ GRPC_PORT ?= 50051
 METRICS_PORT ?= 9090
 TESTS := $(wildcard test/*.test.ts)
 
-.PHONY: install build run test generate lint-proto check-generated check-breaking bench bench-smoke clean
+.PHONY: soak install build run test generate lint-proto check-generated check-breaking bench bench-smoke clean
 
 node_modules: package.json package-lock.json
 	npm ci --no-audit --no-fund
@@ -44,6 +44,10 @@ bench: node_modules
 
 bench-smoke: node_modules
 	BENCH_SMOKE=1 node --import tsx bench/findBestWorker.bench.ts
+
+# The long soak (the 6-second variant runs in `make test`).
+soak: node_modules
+	SOAK_SECONDS=$${SOAK_SECONDS:-60} node --import tsx --test test/soak.test.ts
 
 clean:
 	rm -rf dist
