@@ -37,7 +37,7 @@ export async function spawnRouter(args: string[], env: NodeJS.ProcessEnv = {}): 
     metricsUrl: metrics ? `http://127.0.0.1:${metrics[1]}/metrics` : undefined,
     stderr: () => stderr,
     async stop() {
-      if (child.exitCode !== null) return child.exitCode;
+      if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
       child.kill("SIGTERM");
       const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
       const [code] = await once(child, "exit");
