@@ -72,6 +72,12 @@ export interface WorkerStatus {
   lastEventId: bigint;
 }
 
+/** A local change of the load state, for replica sync (workerKey = "id:rank"). */
+export type ActiveChange =
+  | { kind: "add"; requestId: string; workerKey: string; blocks: readonly bigint[]; prefillTokens: number }
+  | { kind: "prefill_done"; requestId: string; workerKey: string }
+  | { kind: "free"; requestId: string; workerKey: string };
+
 /** Rejections listed in an ingest summary; the rest are only counted. */
 const MAX_LISTED_REJECTIONS = 100;
 
@@ -79,6 +85,8 @@ export class KvRouter {
   readonly active: ActiveSequences;
   readonly registry: WorkerRegistry;
   private readonly approx: ApproximateTracker | undefined;
+  /** Told about every local add / prefill-done / free (replica sync publishes them). */
+  activeListener?: (change: ActiveChange) => void;
 
   constructor(
     readonly config: RouterConfig,
@@ -128,6 +136,7 @@ export class KvRouter {
     if (req.requestId) {
       const prefillTokens = Math.max(0, isl - chosen.overlapBlocks * blockSize);
       this.active.add(req.requestId, chosenKey, blocks, prefillTokens);
+      this.activeListener?.({ kind: "add", requestId: req.requestId, workerKey: chosenKey, blocks, prefillTokens });
     }
     this.approx?.routed(chosen.worker, hashes.sequence);
 
@@ -141,11 +150,17 @@ export class KvRouter {
   }
 
   markPrefillCompleted(requestId: string): boolean {
-    return this.active.markPrefillCompleted(requestId);
+    const request = this.active.get(requestId);
+    const done = this.active.markPrefillCompleted(requestId);
+    if (done && request) this.activeListener?.({ kind: "prefill_done", requestId, workerKey: request.workerKey });
+    return done;
   }
 
   free(requestId: string): boolean {
-    return this.active.free(requestId);
+    const request = this.active.get(requestId);
+    const freed = this.active.free(requestId);
+    if (freed && request) this.activeListener?.({ kind: "free", requestId, workerKey: request.workerKey });
+    return freed;
   }
 
   applyEvents(events: readonly IndexEvent[], restore = false): IngestSummary {

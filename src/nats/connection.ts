@@ -1,0 +1,67 @@
+// One NATS connection per router, to a single server or a cluster
+// (comma-separated URLs), with the usual ways to authenticate.
+import { readFileSync } from "node:fs";
+import { type ConnectionOptions, type NatsConnection, connect, credsAuthenticator } from "@nats-io/transport-node";
+import { log } from "../util/log.js";
+
+export interface NatsConnectOptions {
+  /** Comma-separated nats:// URLs (several = a cluster; the client fails over). */
+  urls: string;
+  user?: string;
+  password?: string;
+  token?: string;
+  /** Path of a .creds file (JWT + nkey seed). */
+  credsFile?: string;
+  /** TLS: CA bundle, and client certificate + key for mutual TLS. */
+  tlsCaFile?: string;
+  tlsCertFile?: string;
+  tlsKeyFile?: string;
+  /** Name shown in the server's connection list. */
+  name?: string;
+}
+
+export function parseUrls(urls: string): string[] {
+  const list = urls
+    .split(",")
+    .map((u) => u.trim())
+    .filter((u) => u !== "");
+  if (list.length === 0) throw new Error("--nats-url names no server");
+  return list;
+}
+
+export function connectionOptions(opts: NatsConnectOptions): ConnectionOptions {
+  const co: ConnectionOptions = {
+    servers: parseUrls(opts.urls),
+    name: opts.name ?? "kv-router",
+    // A router outlives NATS outages: keep reconnecting, quickly.
+    maxReconnectAttempts: -1,
+    reconnectTimeWait: 250,
+    reconnectJitter: 100,
+    pingInterval: 5_000,
+    waitOnFirstConnect: false,
+  };
+  if (opts.user !== undefined) co.user = opts.user;
+  if (opts.password !== undefined) co.pass = opts.password;
+  if (opts.token !== undefined) co.token = opts.token;
+  if (opts.credsFile !== undefined) co.authenticator = credsAuthenticator(readFileSync(opts.credsFile));
+  if (opts.tlsCaFile || opts.tlsCertFile || opts.tlsKeyFile) {
+    co.tls = {
+      ...(opts.tlsCaFile ? { caFile: opts.tlsCaFile } : {}),
+      ...(opts.tlsCertFile ? { certFile: opts.tlsCertFile } : {}),
+      ...(opts.tlsKeyFile ? { keyFile: opts.tlsKeyFile } : {}),
+    };
+  }
+  return co;
+}
+
+export async function connectNats(opts: NatsConnectOptions): Promise<NatsConnection> {
+  const nc = await connect(connectionOptions(opts));
+  void (async () => {
+    for await (const s of nc.status()) {
+      if (s.type === "disconnect" || s.type === "reconnect" || s.type === "error") {
+        log.warn("nats connection status", { status: s.type, server: "server" in s ? String(s.server) : undefined });
+      }
+    }
+  })().catch(() => undefined);
+  return nc;
+}

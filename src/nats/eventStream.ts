@@ -1,0 +1,213 @@
+// KV events from a JetStream stream, as Dynamo workers publish them (one JSON
+// RouterEvent per message on `{stream}.queue`). Each router replica reads
+// through its own durable pull consumer and applies messages strictly in
+// stream order: a message that arrives past a hole (lost in flight during a
+// NATS failover) first pulls the missing ones straight from the stream, so a
+// later event never overtakes an earlier one. Ack after apply; undecodable
+// messages are counted, logged once per worker, and acked.
+import {
+  AckPolicy,
+  type ConsumerMessages,
+  DeliverPolicy,
+  type JetStreamClient,
+  type JetStreamManager,
+  type JsMsg,
+} from "@nats-io/jetstream";
+import { nanos } from "@nats-io/transport-node";
+import type { IndexEvent } from "../indexer/types.js";
+import type { KvRouter } from "../router/router.js";
+import { log } from "../util/log.js";
+import type { NatsNames } from "./names.js";
+import { DecodeError, decodeRouterEvent, parseJsonEvents, workerIdOf } from "./routerEventCodec.js";
+
+export interface IngestStats {
+  messages: number;
+  applied: number;
+  rejected: number;
+  malformed: number;
+  otherTier: number;
+  gapFilled: number;
+  duplicates: number;
+}
+
+/** Consumers of routers that vanished without deleting theirs go away after this. */
+const CONSUMER_INACTIVE_MS = 10 * 60_000;
+/** A hole larger than this is not filled message by message (logged instead). */
+const MAX_GAP_FILL = 100_000;
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export async function ensureStream(jsm: JetStreamManager, names: NatsNames, replicas: number): Promise<void> {
+  try {
+    await jsm.streams.info(names.stream);
+    return;
+  } catch (err) {
+    if (!/not found/i.test(String(err))) throw err;
+  }
+  try {
+    await jsm.streams.add({ name: names.stream, subjects: [names.streamSubjects], num_replicas: replicas });
+    log.info("created JetStream stream", { stream: names.stream, subjects: names.streamSubjects, replicas });
+  } catch (err) {
+    // Another replica may have created it a moment ago.
+    if (!/already in use|exists/i.test(String(err))) throw err;
+  }
+}
+
+export class StreamIngest {
+  readonly stats: IngestStats = { messages: 0, applied: 0, rejected: 0, malformed: 0, otherTier: 0, gapFilled: 0, duplicates: 0 };
+  /** Stream sequence of the last message applied (everything up to it is in the index). */
+  lastAppliedSeq = 0;
+  private stopped = false;
+  private messages: ConsumerMessages | undefined;
+  private loop: Promise<void> | undefined;
+  private readonly loggedWorkers = new Set<string>();
+  private router: KvRouter | undefined;
+
+  constructor(
+    private readonly js: JetStreamClient,
+    private readonly jsm: JetStreamManager,
+    private readonly names: NatsNames,
+    private readonly consumerName: string,
+  ) {}
+
+  /** (Re)creates this replica's durable consumer at `fromSeq` and starts applying. */
+  async start(router: KvRouter, fromSeq: number): Promise<void> {
+    this.router = router;
+    const info = await this.jsm.streams.info(this.names.stream);
+    // Messages before the stream's first sequence were purged behind a snapshot.
+    const startSeq = Math.max(fromSeq, info.state.first_seq, 1);
+    this.lastAppliedSeq = startSeq - 1;
+    await this.recreateConsumer(startSeq);
+    this.loop = this.run();
+  }
+
+  /** Resolves once every message the stream held when called has been applied. */
+  async caughtUp(timeoutMs = 30_000): Promise<void> {
+    const target = (await this.jsm.streams.info(this.names.stream)).state.last_seq;
+    const deadline = Date.now() + timeoutMs;
+    while (this.lastAppliedSeq < target) {
+      if (Date.now() > deadline) throw new Error(`stream not caught up: at ${this.lastAppliedSeq} of ${target}`);
+      await sleep(20);
+    }
+  }
+
+  async stop(deleteConsumer: boolean): Promise<void> {
+    this.stopped = true;
+    this.messages?.stop();
+    await this.loop?.catch(() => undefined);
+    if (deleteConsumer) {
+      await this.jsm.consumers.delete(this.names.stream, this.consumerName).catch(() => undefined);
+    }
+  }
+
+  private async recreateConsumer(startSeq: number): Promise<void> {
+    // A restarted router has an empty index: its consumer must start where its
+    // state (empty or a snapshot) ends, not where its previous life stopped.
+    await this.jsm.consumers.delete(this.names.stream, this.consumerName).catch(() => undefined);
+    await this.jsm.consumers.add(this.names.stream, {
+      durable_name: this.consumerName,
+      ack_policy: AckPolicy.Explicit,
+      deliver_policy: startSeq <= 1 ? DeliverPolicy.All : DeliverPolicy.StartSequence,
+      ...(startSeq > 1 ? { opt_start_seq: startSeq } : {}),
+      max_ack_pending: 10_000,
+      ack_wait: nanos(30_000),
+      inactive_threshold: nanos(CONSUMER_INACTIVE_MS),
+    });
+  }
+
+  private async run(): Promise<void> {
+    while (!this.stopped) {
+      try {
+        const consumer = await this.js.consumers.get(this.names.stream, this.consumerName);
+        this.messages = await consumer.consume({ max_messages: 1000, idle_heartbeat: 1000, expires: 5000 });
+        if (this.stopped) this.messages.stop();
+        for await (const m of this.messages) {
+          await this.handle(m);
+          if (this.stopped) break;
+        }
+      } catch (err) {
+        if (this.stopped) break;
+        log.warn("event stream consumer interrupted; retrying", { stream: this.names.stream, error: String(err) });
+        if (/consumer not found|consumer deleted/i.test(String(err))) {
+          await this.recreateConsumer(this.lastAppliedSeq + 1).catch(() => undefined);
+        }
+        await sleep(250);
+      }
+    }
+  }
+
+  private async handle(m: JsMsg): Promise<void> {
+    const seq = m.seq;
+    if (seq <= this.lastAppliedSeq) {
+      this.stats.duplicates++; // a redelivery of something already applied
+      m.ack();
+      return;
+    }
+    if (seq > this.lastAppliedSeq + 1) await this.fillGap(seq);
+    this.applyPayload(m.data);
+    this.lastAppliedSeq = seq;
+    m.ack();
+  }
+
+  private async fillGap(upTo: number): Promise<void> {
+    const from = this.lastAppliedSeq + 1;
+    if (upTo - from > MAX_GAP_FILL) {
+      log.error("event stream skipped too far to fill; events may be missing", { from, to: upTo - 1 });
+      return;
+    }
+    for (let seq = from; seq < upTo && !this.stopped; seq++) {
+      for (let attempt = 0; ; attempt++) {
+        try {
+          const stored = await this.jsm.streams.getMessage(this.names.stream, { seq });
+          if (stored !== null) {
+            this.applyPayload(stored.data);
+            this.stats.gapFilled++;
+          }
+          break; // null: deleted or purged, nothing to apply
+        } catch (err) {
+          if (/no message found|not found/i.test(String(err))) break;
+          if (attempt >= 40 || this.stopped) throw err;
+          await sleep(250);
+        }
+      }
+      this.lastAppliedSeq = seq;
+    }
+  }
+
+  private applyPayload(data: Uint8Array): void {
+    this.stats.messages++;
+    let values: unknown[];
+    try {
+      values = parseJsonEvents(data);
+    } catch (err) {
+      this.malformed("unknown", err as Error);
+      return;
+    }
+    const events: IndexEvent[] = [];
+    for (const v of values) {
+      try {
+        const d = decodeRouterEvent(v);
+        if (d.kind === "event") events.push(d.event);
+        else this.stats.otherTier++;
+      } catch (err) {
+        if (!(err instanceof DecodeError)) throw err;
+        this.malformed(workerIdOf(v), err);
+      }
+    }
+    if (events.length === 0) return;
+    const summary = this.router!.applyEvents(events);
+    this.stats.applied += summary.applied;
+    this.stats.rejected += summary.rejected;
+  }
+
+  private malformed(workerId: string, err: Error): void {
+    this.stats.malformed++;
+    if (this.loggedWorkers.has(workerId)) return;
+    this.loggedWorkers.add(workerId);
+    log.warn("malformed KV event message skipped (logged once per worker)", {
+      stream: this.names.stream,
+      worker_id: workerId,
+      error: err.message,
+    });
+  }
+}

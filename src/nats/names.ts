@@ -1,0 +1,60 @@
+// Subject, stream and bucket names derived from `--endpoint ns.component.endpoint`,
+// spelled the way Dynamo spells them (see docs/nats.md for the sources).
+
+/** Dynamo's slug: lowercase; anything but [a-z0-9-] becomes '-'. */
+export function slugify(text: string): string {
+  return text.toLowerCase().replace(/[^a-z0-9-]/g, "-");
+}
+
+export interface NatsNames {
+  namespace: string;
+  component: string;
+  endpoint: string;
+  /** `namespace.{ns}.component.{comp}`: Dynamo's component subject prefix. */
+  componentSubject: string;
+  /** Core-NATS event plane subject (MessagePack envelopes). */
+  eventPlaneSubject: string;
+  /** JetStream stream holding JSON RouterEvents. */
+  stream: string;
+  /** The stream binds `{stream}.*`; Dynamo's NatsQueue publishes on `{stream}.queue`. */
+  streamSubjects: string;
+  publishSubject: string;
+  /** Replica sync of active sequences (core NATS). */
+  activeSequencesSubject: string;
+  /** Object store bucket and object name of index snapshots. */
+  snapshotBucket: string;
+  snapshotObject: string;
+  /** KV bucket of the snapshot lock (one writer at a time). */
+  lockBucket: string;
+  /** KV bucket where workers of this endpoint register (discovery). */
+  discoveryBucket: string;
+}
+
+export function natsNames(endpoint: string): NatsNames {
+  const [namespace, component, ep] = endpoint.split(".");
+  if (!namespace || !component || !ep) throw new Error(`endpoint must be namespace.component.endpoint, got "${endpoint}"`);
+  const componentSubject = `namespace.${namespace}.component.${component}`;
+  const stream = slugify(`${componentSubject}.kv-events`);
+  return {
+    namespace,
+    component,
+    endpoint: ep,
+    componentSubject,
+    eventPlaneSubject: `${componentSubject}.kv-events`,
+    stream,
+    streamSubjects: `${stream}.*`,
+    publishSubject: `${stream}.queue`,
+    activeSequencesSubject: `${componentSubject}.active_sequences_events`,
+    snapshotBucket: slugify(`${componentSubject}-radix-bucket`),
+    // Not Dynamo's "radix-state": our dump is MessagePack, theirs bincode; a
+    // shared name would make each side fail on the other's snapshot.
+    snapshotObject: "kv-router-radix-state",
+    lockBucket: slugify(`${componentSubject}-kv-router-locks`),
+    discoveryBucket: slugify(`${componentSubject}.${ep}-kv-router-workers`),
+  };
+}
+
+/** A consumer/router id safe in NATS names (no '.', '*', '>' or spaces). */
+export function safeName(text: string): string {
+  return text.replace(/[^A-Za-z0-9_-]/g, "-");
+}

@@ -1,0 +1,179 @@
+// Dynamo's RouterEvent <-> our IndexEvent. The same decoder serves JSON
+// (JetStream mode; parsed losslessly so u64 hashes keep every bit) and
+// MessagePack (the core-NATS event plane; bigints via useBigInt64).
+//
+// RouterEvent = { worker_id, storage_tier?, event: { event_id, dp_rank?, data } }
+// data = {"stored": {parent_hash, blocks: [{block_hash, tokens_hash, ...}]}}
+//      | {"removed": {block_hashes}} | "cleared"
+import { decode as msgpackDecode, encode as msgpackEncode } from "@msgpack/msgpack";
+import { parse as losslessParse, stringify as losslessStringify } from "lossless-json";
+import type { IndexEvent } from "../indexer/types.js";
+
+export class DecodeError extends Error {}
+
+const U64_MAX = (1n << 64n) - 1n;
+
+function parseNumber(text: string): bigint | number {
+  return /^-?\d+$/.test(text) ? BigInt(text) : Number(text);
+}
+
+/** JSON with every integer as a bigint (u64 hashes exceed 2^53). */
+export function parseJsonLossless(text: string): unknown {
+  return losslessParse(text, undefined, parseNumber);
+}
+
+export function stringifyJson(value: unknown): string {
+  return losslessStringify(value) ?? "null";
+}
+
+const MSGPACK_OPTS = { useBigInt64: true } as const;
+
+export function decodeMsgpack(bytes: Uint8Array): unknown {
+  return msgpackDecode(bytes, MSGPACK_OPTS);
+}
+
+export function encodeMsgpack(value: unknown): Uint8Array {
+  return msgpackEncode(value, MSGPACK_OPTS);
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v) && !(v instanceof Uint8Array);
+}
+
+/** A u64 (hashes may arrive as signed i64: reinterpret the bits, as Dynamo does). */
+function u64(v: unknown, path: string): bigint {
+  let b: bigint;
+  if (typeof v === "bigint") b = v;
+  else if (typeof v === "number" && Number.isSafeInteger(v)) b = BigInt(v);
+  else if (typeof v === "string" && /^-?\d+$/.test(v)) b = BigInt(v);
+  else throw new DecodeError(`${path}: expected an unsigned 64-bit integer, got ${describe(v)}`);
+  if (b < -(1n << 63n) || b > U64_MAX) throw new DecodeError(`${path}: ${b} does not fit in 64 bits`);
+  return BigInt.asUintN(64, b);
+}
+
+function u32(v: unknown, path: string): number {
+  const b = u64(v, path);
+  if (b > 0xffffffffn) throw new DecodeError(`${path}: ${b} does not fit in 32 bits`);
+  return Number(b);
+}
+
+function describe(v: unknown): string {
+  if (v === undefined) return "nothing (field missing)";
+  if (v === null) return "null";
+  if (typeof v === "bigint") return `${v}`;
+  const s = JSON.stringify(v);
+  return s === undefined ? typeof v : s.length > 60 ? s.slice(0, 60) + "…" : s;
+}
+
+/** Storage tiers other than the GPU's are not indexed (the router scores device blocks). */
+function isDeviceTier(tier: unknown): boolean {
+  if (tier === undefined || tier === null) return true;
+  return typeof tier === "string" && /^(device|gpu|g1|hbm)$/i.test(tier);
+}
+
+export type DecodedRouterEvent = { kind: "event"; event: IndexEvent } | { kind: "other_tier"; workerId: bigint };
+
+/** Decodes one RouterEvent object (already parsed from JSON or MessagePack). */
+export function decodeRouterEvent(value: unknown): DecodedRouterEvent {
+  if (!isObject(value)) throw new DecodeError(`RouterEvent: expected an object, got ${describe(value)}`);
+  const workerId = u64(value.worker_id, "worker_id");
+  if (!isObject(value.event)) throw new DecodeError(`event: expected an object, got ${describe(value.event)}`);
+  if (!isDeviceTier(value.storage_tier)) return { kind: "other_tier", workerId };
+  const ev = value.event;
+  const eventId = u64(ev.event_id, "event.event_id");
+  const dpRank = ev.dp_rank === undefined || ev.dp_rank === null ? 0 : u32(ev.dp_rank, "event.dp_rank");
+  const head = { workerId, dpRank, eventId };
+  const data = ev.data;
+  if (data === "cleared" || (isObject(data) && "cleared" in data)) return { kind: "event", event: { ...head, kind: "cleared" } };
+  if (!isObject(data)) throw new DecodeError(`event.data: expected "cleared", {"stored":…} or {"removed":…}, got ${describe(data)}`);
+  if (isObject(data.stored)) {
+    const st = data.stored;
+    if (!Array.isArray(st.blocks)) throw new DecodeError(`event.data.stored.blocks: expected a list, got ${describe(st.blocks)}`);
+    const blocks = st.blocks.map((b: unknown, i: number) => {
+      const p = `event.data.stored.blocks[${i}]`;
+      if (!isObject(b)) throw new DecodeError(`${p}: expected an object, got ${describe(b)}`);
+      return { externalHash: u64(b.block_hash, `${p}.block_hash`), localHash: u64(b.tokens_hash, `${p}.tokens_hash`) };
+    });
+    const parent = st.parent_hash === undefined || st.parent_hash === null ? undefined : u64(st.parent_hash, "event.data.stored.parent_hash");
+    return { kind: "event", event: { ...head, kind: "stored", parentHash: parent, blocks } };
+  }
+  if (isObject(data.removed)) {
+    const hashes = data.removed.block_hashes;
+    if (!Array.isArray(hashes)) throw new DecodeError(`event.data.removed.block_hashes: expected a list, got ${describe(hashes)}`);
+    return {
+      kind: "event",
+      event: { ...head, kind: "removed", blockHashes: hashes.map((h: unknown, i: number) => u64(h, `event.data.removed.block_hashes[${i}]`)) },
+    };
+  }
+  throw new DecodeError(`event.data: unknown variant ${describe(Object.keys(data))}`);
+}
+
+/** Best-effort worker id of an undecodable message, for once-per-worker logging. */
+export function workerIdOf(value: unknown): string {
+  if (isObject(value)) {
+    try {
+      return String(u64(value.worker_id, "worker_id"));
+    } catch {
+      /* fall through */
+    }
+  }
+  return "unknown";
+}
+
+/** The Dynamo RouterEvent object for an IndexEvent (bigints; encode with stringifyJson or encodeMsgpack). */
+export function toRouterEvent(e: IndexEvent): Record<string, unknown> {
+  let data: unknown;
+  switch (e.kind) {
+    case "stored":
+      data = {
+        stored: {
+          parent_hash: e.parentHash ?? null,
+          blocks: e.blocks.map((b) => ({ block_hash: b.externalHash, tokens_hash: b.localHash })),
+        },
+      };
+      break;
+    case "removed":
+      data = { removed: { block_hashes: e.blockHashes } };
+      break;
+    case "cleared":
+      data = "cleared";
+      break;
+  }
+  return { worker_id: e.workerId, event: { event_id: e.eventId, data, dp_rank: e.dpRank } };
+}
+
+/** Parses a JetStream message body: one RouterEvent, or (our extension) a list of them. */
+export function parseJsonEvents(bytes: Uint8Array): unknown[] {
+  let value: unknown;
+  try {
+    value = parseJsonLossless(new TextDecoder("utf-8", { fatal: true }).decode(bytes));
+  } catch (err) {
+    throw new DecodeError(`not JSON: ${(err as Error).message}`);
+  }
+  return Array.isArray(value) ? value : [value];
+}
+
+/**
+ * Parses an event-plane message: a MessagePack envelope {publisher_id, sequence,
+ * published_at, topic, payload} whose payload bytes hold one RouterEvent (or a list).
+ */
+export function parseEventPlane(bytes: Uint8Array): unknown[] {
+  let envelope: unknown;
+  try {
+    envelope = decodeMsgpack(bytes);
+  } catch (err) {
+    throw new DecodeError(`not MessagePack: ${(err as Error).message}`);
+  }
+  if (!isObject(envelope)) throw new DecodeError(`envelope: expected a map, got ${describe(envelope)}`);
+  // A bare RouterEvent (no envelope) is accepted too.
+  if ("worker_id" in envelope) return [envelope];
+  const payload = envelope.payload;
+  if (!(payload instanceof Uint8Array)) throw new DecodeError(`envelope.payload: expected bytes, got ${describe(payload)}`);
+  let inner: unknown;
+  try {
+    inner = decodeMsgpack(payload);
+  } catch (err) {
+    throw new DecodeError(`envelope.payload: not MessagePack: ${(err as Error).message}`);
+  }
+  return Array.isArray(inner) ? inner : [inner];
+}

@@ -1,0 +1,182 @@
+// NATS mode against a real nats-server: Dynamo-format events through
+// JetStream, the MessagePack event plane, malformed input, restart replay,
+// and worker discovery through a KV bucket.
+import assert from "node:assert/strict";
+import { after, before, describe, it } from "node:test";
+import { jetstream } from "@nats-io/jetstream";
+import { type NatsConnection, connect } from "@nats-io/transport-node";
+import { localBlockHash } from "../src/hashing/blockHash.js";
+import { registerWorker } from "../src/nats/discovery.js";
+import { natsNames } from "../src/nats/names.js";
+import { NatsEventSource, type NatsModeOptions } from "../src/nats/natsSource.js";
+import { eventPlaneMessage, publishKvEvents, publishKvEventsBulk } from "../src/nats/publisher.js";
+import { type NatsCluster, canonicalDump, referenceDump, startNats, syntheticEvents } from "./support/natsServer.js";
+import { type TestRouter, startTestRouter, tokens } from "./support/router.js";
+import { waitFor } from "./support/wait.js";
+
+const B = 4;
+const ENDPOINT = "dyn.backend.generate";
+const names = natsNames(ENDPOINT);
+
+function natsOptions(urls: string, over: Partial<NatsModeOptions> = {}): NatsModeOptions {
+  return {
+    connect: { urls },
+    endpoint: ENDPOINT,
+    replicaSync: false,
+    snapshotThreshold: 0,
+    resetStates: false,
+    streamReplicas: 1,
+    eventPlane: true,
+    discovery: true,
+    ...over,
+  };
+}
+
+async function startNatsRouter(urls: string, over: Partial<NatsModeOptions> = {}): Promise<{ r: TestRouter; src: NatsEventSource }> {
+  const src = new NatsEventSource(natsOptions(urls, over));
+  const r = await startTestRouter({ blockSize: B }, { eventSources: [src] });
+  return { r, src };
+}
+
+async function overlapOf(r: TestRouter, prompt: number[], workerId: bigint): Promise<number> {
+  const res = await r.client.findBestWorker({ tokenIds: prompt, explain: true });
+  return res.scores.find((s) => s.worker!.workerId === workerId)?.overlapBlocks ?? -1;
+}
+
+describe("NATS mode: events, discovery, restart", () => {
+  let nats: NatsCluster;
+  let nc: NatsConnection;
+  const routers: TestRouter[] = [];
+  before(async () => {
+    nats = await startNats();
+    nc = await connect({ servers: nats.urls });
+  });
+  after(async () => {
+    for (const r of routers) await r.close().catch(() => undefined);
+    await nc?.close();
+    await nats?.stop();
+  });
+
+  it("applies RouterEvents published in Dynamo's JSON format; FindBestWorker reflects them", async () => {
+    const { r, src } = await startNatsRouter(nats.urls, { routerId: "events-a" });
+    routers.push(r);
+    const prompt = tokens(12, 500); // 3 blocks
+    const local = [0, 1, 2].map((i) => localBlockHash(prompt.slice(i * B, (i + 1) * B)));
+    // Written by hand as Dynamo serialises it: u64s as bare JSON numbers (beyond 2^53 too).
+    const worker = 18446744073709551557n;
+    const body =
+      `{"worker_id":${worker},"event":{"event_id":1,"data":{"stored":{"parent_hash":null,"blocks":[` +
+      `{"block_hash":18446744073709551000,"tokens_hash":${local[0]}},` +
+      `{"block_hash":9007199254740993,"tokens_hash":${local[1]}}]}},"dp_rank":0}}`;
+    const js = jetstream(nc);
+    await js.publish(names.publishSubject, body);
+    const other = 7n;
+    await publishKvEvents(js, ENDPOINT, [
+      { kind: "stored", workerId: other, dpRank: 0, eventId: 1n, blocks: [{ externalHash: 1n, localHash: local[0] }] },
+    ]);
+    await src.ingest!.caughtUp();
+    assert.equal(await overlapOf(r, prompt, worker), 2);
+    assert.equal(await overlapOf(r, prompt, other), 1);
+    const best = await r.client.findBestWorker({ tokenIds: prompt });
+    assert.equal(best.worker!.workerId, worker);
+    assert.equal(best.overlapBlocks, 2);
+
+    // Removal of the second block, then "cleared" for the other worker.
+    await js.publish(
+      names.publishSubject,
+      `{"worker_id":${worker},"event":{"event_id":2,"data":{"removed":{"block_hashes":[9007199254740993]}},"dp_rank":0}}`,
+    );
+    await js.publish(names.publishSubject, `{"worker_id":${other},"event":{"event_id":2,"data":"cleared","dp_rank":0}}`);
+    await src.ingest!.caughtUp();
+    assert.equal(await overlapOf(r, prompt, worker), 1);
+    assert.equal(await overlapOf(r, prompt, other), 0);
+  });
+
+  it("counts and acks malformed messages without blocking the stream", async () => {
+    const { r, src } = await startNatsRouter(nats.urls, { routerId: "events-bad" });
+    routers.push(r);
+    await src.ingest!.caughtUp();
+    const before = { ...src.ingest!.stats };
+    const js = jetstream(nc);
+    await js.publish(names.publishSubject, "not json at all");
+    await js.publish(names.publishSubject, `{"worker_id":5,"event":{"event_id":1,"data":{"stored":{"blocks":[{"block_hash":-1}]}}}}`);
+    await js.publish(names.publishSubject, `{"worker_id":5,"event":{"event_id":2,"data":{"stored":{"blocks":[{"block_hash":1}]}}}}`);
+    await js.publish(names.publishSubject, `{"worker_id":5,"event":{"event_id":3,"data":{"exploded":{}}}}`);
+    await js.publish(
+      names.publishSubject,
+      `{"worker_id":5,"event":{"event_id":4,"data":{"stored":{"parent_hash":null,"blocks":[{"block_hash":11,"tokens_hash":12}]}}}}`,
+    );
+    await src.ingest!.caughtUp();
+    assert.equal(src.ingest!.stats.malformed - before.malformed, 4);
+    assert.equal(src.ingest!.stats.applied - before.applied, 1, "the valid event after the bad ones still applies");
+    // Nothing is left pending for redelivery: every message was acked.
+    const jsm = await (await import("@nats-io/jetstream")).jetstreamManager(nc);
+    await waitFor(async () => {
+      const ci = await jsm.consumers.info(names.stream, "events-bad");
+      return ci.num_ack_pending === 0 && ci.num_pending === 0;
+    }, "consumer fully acked");
+  });
+
+  it("applies the MessagePack event plane (core NATS envelopes)", async () => {
+    const { r, src } = await startNatsRouter(nats.urls, { routerId: "events-plane" });
+    routers.push(r);
+    const prompt = tokens(8, 9000);
+    const local = [0, 1].map((i) => localBlockHash(prompt.slice(i * B, (i + 1) * B)));
+    const ev = {
+      kind: "stored" as const,
+      workerId: 0xfedcba9876543210n,
+      dpRank: 0,
+      eventId: 1n,
+      blocks: local.map((l, i) => ({ externalHash: 0xffff_0000_0000_0000n + BigInt(i), localHash: l })),
+    };
+    nc.publish(names.eventPlaneSubject, eventPlaneMessage(ev, 1n, 1n));
+    nc.publish(names.eventPlaneSubject, new Uint8Array([0xc1, 0x00])); // not MessagePack
+    await nc.flush();
+    await waitFor(() => src.eventPlaneStats.applied === 1 && src.eventPlaneStats.malformed === 1, "event plane applied");
+    assert.equal(await overlapOf(r, prompt, ev.workerId), 2);
+  });
+
+  it("a restarted router replays the stream and rebuilds the same index", async () => {
+    const events = syntheticEvents(3000, 3, 42).map((e) => ({ ...e, workerId: e.workerId + 77n }));
+    const first = await startNatsRouter(nats.urls, { routerId: "restart-me" });
+    await publishKvEventsBulk(nc, ENDPOINT, events.slice(0, 1500));
+    await first.src.ingest!.caughtUp();
+    await first.r.close();
+    // Events published while the router is down are not lost.
+    await publishKvEventsBulk(nc, ENDPOINT, events.slice(1500));
+    const second = await startNatsRouter(nats.urls, { routerId: "restart-me" });
+    routers.push(second.r);
+    await second.src.ingest!.caughtUp();
+    const mine = canonicalDump(second.r.server.router.index.dump()).filter((l) => events.some((e) => l.startsWith(`${e.workerId}:`)));
+    assert.deepEqual(mine, referenceDump(events));
+  });
+
+  it("discovery: a registered worker is routable; deleted or expired keys remove it with its blocks", async () => {
+    const { r } = await startNatsRouter(nats.urls, { routerId: "discovery" });
+    routers.push(r);
+    const wnc = await connect({ servers: nats.urls });
+    try {
+      const a = await registerWorker(wnc, ENDPOINT, { workerId: 501n, dpRanks: [0, 1], ttlMs: 60_000, grpcAddress: "127.0.0.1:1" });
+      const b = await registerWorker(wnc, ENDPOINT, { workerId: 502n, dpRanks: [0], ttlMs: 1_000 });
+      const listed = async () => new Set((await r.client.listWorkers()).workers.filter((w) => w.registered).map((w) => `${w.worker!.workerId}:${w.worker!.dpRank}`));
+      await waitFor(async () => {
+        const s = await listed();
+        return s.has("501:0") && s.has("501:1") && s.has("502:0");
+      }, "registered workers listed");
+      const res = await r.client.findBestWorker({ tokenIds: tokens(8), explain: true, allowedWorkers: [{ workerId: 502n, dpRank: 0 }] });
+      assert.equal(res.worker!.workerId, 502n);
+
+      // Worker 502 stops refreshing: gone once its TTL runs out.
+      b.stopRefreshing();
+      await waitFor(async () => !(await listed()).has("502:0"), "expired worker removed", 5_000);
+      const after = await r.client.findBestWorker({ tokenIds: tokens(8), explain: true });
+      assert.ok(after.scores.every((s) => s.worker!.workerId !== 502n), "expired worker no longer scored");
+
+      // Worker 501 deregisters (key deleted): gone at once.
+      await a.deregister();
+      await waitFor(async () => !(await listed()).has("501:0"), "deleted worker removed", 5_000);
+    } finally {
+      await wnc.close();
+    }
+  });
+});
