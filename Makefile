@@ -36,7 +36,7 @@ check-breaking: node_modules
 	  else echo "check-breaking: no previous commit in this clone; skipped"; fi
 
 test: node_modules lint-proto check-generated check-breaking
-	npx tsc -p tsconfig.json --noEmit
+	npx tsc -p tsconfig.check.json
 	KV_ROUTER_LOG=$${KV_ROUTER_LOG:-error} node --import tsx --test --test-concurrency=1 $(TESTS)
 
 bench: node_modules

@@ -2,19 +2,15 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { status } from "@grpc/grpc-js";
-import { type TestRouter, startTestRouter, tokens } from "./support/router.js";
+import type { RouterConfig } from "../src/router/router.js";
+import { type TestRouter, tokens, withTestRouter } from "./support/router.js";
 import { stored } from "./support/events.js";
 import { waitFor } from "./support/wait.js";
 
 const B = 4;
 
-async function withRouter(config: Parameters<typeof startTestRouter>[0], body: (r: TestRouter) => Promise<void>) {
-  const r = await startTestRouter({ blockSize: B, ...config });
-  try {
-    await body(r);
-  } finally {
-    await r.close();
-  }
+function withRouter(config: Partial<RouterConfig>, body: (r: TestRouter) => Promise<void>) {
+  return withTestRouter({ blockSize: B, ...config }, body);
 }
 
 const workerIds = async (r: TestRouter) =>

@@ -49,7 +49,7 @@ export class ReferenceModel {
       parentSeq = w?.blocks.get(e.parent);
       if (parentSeq === undefined) return "parent_block_not_found";
     }
-    const worker = w ?? { blocks: new Map() };
+    const worker: ModelWorker = w ?? { blocks: new Map() };
     this.workers.set(key, worker);
     worker.lastEventId = BigInt(e.id);
     if (e.kind === "stored") {

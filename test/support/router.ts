@@ -42,3 +42,13 @@ export async function startTestRouter(
 export function tokens(n: number, offset = 0): number[] {
   return Array.from({ length: n }, (_, i) => i + offset);
 }
+
+/** Runs `body` against a fresh router (block size 4 unless overridden) and always closes it. */
+export async function withTestRouter(config: Partial<RouterConfig>, body: (r: TestRouter) => Promise<void>): Promise<void> {
+  const r = await startTestRouter(config);
+  try {
+    await body(r);
+  } finally {
+    await r.close();
+  }
+}
