@@ -3,13 +3,15 @@
 import yargs from "yargs";
 import { hideBin } from "yargs/helpers";
 import { hashPrompt } from "../hashing/blockHash.js";
+import { workerCommand } from "../nats/workerCommand.js";
 import { startServer } from "../server/server.js";
 import { log } from "../util/log.js";
+import { normalizeDynEnv } from "./dynEnv.js";
 import { serveOptions, serverOptionsFrom } from "./options.js";
 
 async function serve(argv: Parameters<typeof serverOptionsFrom>[0]): Promise<void> {
   for (const flag of ["routerReplicaSync", "routerResetStates"] as const) {
-    if (argv[flag]) log.warn(`--${flag.replace(/[A-Z]/g, (c) => "-" + c.toLowerCase())} needs NATS mode, which this build does not have yet; ignored`);
+    if (argv[flag] && !argv.natsUrl) log.warn(`--${flag.replace(/[A-Z]/g, (c) => "-" + c.toLowerCase())} needs NATS mode (--nats-url); ignored`);
   }
   const opts = serverOptionsFrom(argv);
   const running = await startServer(opts);
@@ -54,6 +56,7 @@ function parseTokens(text: string): number[] {
 await yargs(hideBin(process.argv))
   .scriptName("kv-router")
   .env("DYN")
+  .middleware(normalizeDynEnv, true)
   .command("$0", "Run the router (the default command)", serveOptions, (argv) => serve(argv))
   .command(
     "hash",
@@ -81,6 +84,7 @@ await yargs(hideBin(process.argv))
       process.stdout.write(JSON.stringify(out, null, 2) + "\n");
     },
   )
+  .command(workerCommand)
   .strict()
   .help()
   .parseAsync();

@@ -3,6 +3,7 @@
 // and every flag can come from a DYN_<FLAG> environment variable.
 import { existsSync, readFileSync } from "node:fs";
 import type { Argv } from "yargs";
+import { NatsEventSource, defaultRouterId } from "../nats/natsSource.js";
 import type { RouterConfig } from "../router/router.js";
 import type { ServerOptions } from "../server/server.js";
 
@@ -65,17 +66,47 @@ export function serveOptions<T>(y: Argv<T>) {
     .option("router-replica-sync", {
       type: "boolean",
       default: false,
-      describe: "Share active-request load between router replicas (needs NATS; not available yet)",
+      describe: "Share active-request load between router replicas over NATS (needs --nats-url)",
     })
     .option("router-snapshot-threshold", {
       type: "number",
       default: 1_000_000,
-      describe: "Messages in the event stream before a snapshot is taken (NATS mode; not available yet)",
+      describe: "Unsnapshotted event-stream messages before one replica snapshots the index to the NATS object store (0 = never; needs --nats-url)",
     })
     .option("router-reset-states", {
       type: "boolean",
       default: false,
-      describe: "Purge stream state and snapshots at start (NATS mode; not available yet)",
+      describe: "Purge the event stream and delete the snapshot at start (needs --nats-url)",
+    })
+    .option("nats-url", {
+      type: "string",
+      describe: "NATS mode: server URL(s), comma-separated for a cluster (e.g. nats://10.0.0.1:4222,nats://10.0.0.2:4222)",
+    })
+    .option("nats-user", { type: "string", describe: "NATS user name (with --nats-password)" })
+    .option("nats-password", { type: "string", describe: "NATS password" })
+    .option("nats-token", { type: "string", describe: "NATS authentication token" })
+    .option("nats-creds", { type: "string", describe: "NATS .creds file (JWT + nkey seed)" })
+    .option("nats-tls-ca", { type: "string", describe: "PEM CA bundle that signed the NATS servers' certificates" })
+    .option("nats-tls-cert", { type: "string", describe: "PEM client certificate for NATS mutual TLS (with --nats-tls-key)" })
+    .option("nats-tls-key", { type: "string", describe: "PEM private key of --nats-tls-cert" })
+    .option("router-id", {
+      type: "string",
+      describe: "This replica's id in NATS mode: names its durable consumer (default kv-router-<host>-<grpc port>)",
+    })
+    .option("nats-stream-replicas", {
+      type: "number",
+      default: 1,
+      describe: "Replicas of the stream and buckets the router creates (3 on a 3-node NATS cluster)",
+    })
+    .option("nats-event-plane", {
+      type: "boolean",
+      default: true,
+      describe: "Also read Dynamo's core-NATS MessagePack event plane (namespace.<ns>.component.<c>.kv-events)",
+    })
+    .option("nats-discovery", {
+      type: "boolean",
+      default: true,
+      describe: "Watch the endpoint's NATS KV bucket for worker registrations",
     })
     .option("host", { type: "string", default: "0.0.0.0", describe: "Address to listen on" })
     .option("grpc-port", { type: "number", default: 50051, describe: "gRPC port (0 = pick a free one)" })
@@ -124,6 +155,16 @@ export function serveOptions<T>(y: Argv<T>) {
       }
       int("max-message-bytes", argv.maxMessageBytes as number, 1024, 2 ** 31 - 1);
       int("max-concurrent-streams", argv.maxConcurrentStreams as number, 1, 2 ** 31 - 1);
+      int("router-snapshot-threshold", argv.routerSnapshotThreshold as number, 0, 2 ** 40);
+      int("nats-stream-replicas", argv.natsStreamReplicas as number, 1, 5);
+      if (argv.natsUrl !== undefined && !/^(nats|tls):\/\/[^,\s]+(,\s*(nats|tls):\/\/[^,\s]+)*$/.test(argv.natsUrl as string)) {
+        problems.push(`--nats-url must be nats://host:port URLs separated by commas, got "${argv.natsUrl}"`);
+      }
+      if ((argv.natsTlsCert === undefined) !== (argv.natsTlsKey === undefined)) problems.push("--nats-tls-cert and --nats-tls-key go together");
+      for (const name of ["nats-creds", "nats-tls-ca", "nats-tls-cert", "nats-tls-key"]) {
+        const file = argv[name] as string | undefined;
+        if (file !== undefined && !existsSync(file)) problems.push(`--${name}: no such file ${file}`);
+      }
       if (problems.length > 0) throw new Error(problems.join("\n"));
       return true;
     });
@@ -161,5 +202,29 @@ export function serverOptionsFrom(argv: ServeArgs): ServerOptions {
     authToken: argv.authTokenFile ? readFileSync(argv.authTokenFile, "utf8").trim() : argv.authToken,
     maxMessageBytes: argv.maxMessageBytes,
     maxConcurrentStreams: argv.maxConcurrentStreams,
+    eventSources: argv.natsUrl ? [natsSourceFrom(argv)] : undefined,
   };
+}
+
+function natsSourceFrom(argv: ServeArgs): NatsEventSource {
+  return new NatsEventSource({
+    connect: {
+      urls: argv.natsUrl!,
+      user: argv.natsUser,
+      password: argv.natsPassword,
+      token: argv.natsToken,
+      credsFile: argv.natsCreds,
+      tlsCaFile: argv.natsTlsCa,
+      tlsCertFile: argv.natsTlsCert,
+      tlsKeyFile: argv.natsTlsKey,
+    },
+    endpoint: argv.endpoint,
+    routerId: argv.routerId ?? defaultRouterId(argv.grpcPort),
+    replicaSync: argv.routerReplicaSync,
+    snapshotThreshold: argv.routerSnapshotThreshold,
+    resetStates: argv.routerResetStates,
+    streamReplicas: argv.natsStreamReplicas,
+    eventPlane: argv.natsEventPlane,
+    discovery: argv.natsDiscovery,
+  });
 }

@@ -35,8 +35,9 @@ export interface NatsModeOptions {
   snapshotCheckMs?: number;
 }
 
+/** Stable across restarts on a fixed port (so a restart reuses its consumer); unique per process on port 0. */
 export function defaultRouterId(grpcPort: number): string {
-  return safeName(`kv-router-${hostname()}-${grpcPort}`);
+  return safeName(`kv-router-${hostname()}-${grpcPort === 0 ? `pid${process.pid}` : grpcPort}`);
 }
 
 export class NatsEventSource implements EventSource {
