@@ -7,6 +7,7 @@ import { workerCommand } from "../nats/workerCommand.js";
 import { startServer } from "../server/server.js";
 import { log } from "../util/log.js";
 import { normalizeDynEnv } from "./dynEnv.js";
+import { normalizeDynEnv } from "./dynEnv.js";
 import { serveOptions, serverOptionsFrom } from "./options.js";
 
 async function serve(argv: Parameters<typeof serverOptionsFrom>[0]): Promise<void> {
@@ -56,6 +57,7 @@ function parseTokens(text: string): number[] {
 await yargs(hideBin(process.argv))
   .scriptName("kv-router")
   .env("DYN")
+  .middleware(normalizeDynEnv, true)
   .middleware(normalizeDynEnv, true)
   .command("$0", "Run the router (the default command)", serveOptions, (argv) => serve(argv))
   .command(

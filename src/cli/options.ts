@@ -10,12 +10,13 @@ import type { ServerOptions } from "../server/server.js";
 export function serveOptions<T>(y: Argv<T>) {
   return y
     .option("endpoint", {
+      alias: "router-endpoint", // Dynamo's DYN_ROUTER_ENDPOINT
       type: "string",
       default: "dynamo.backend.generate",
       describe: "Where workers register, as namespace.component.endpoint",
     })
     .option("block-size", {
-      alias: "router-block-size",
+      alias: ["router-block-size", "kv-cache-block-size"], // DYN_ROUTER_BLOCK_SIZE, the frontend's DYN_KV_CACHE_BLOCK_SIZE
       type: "number",
       demandOption: "set it to the KV block size of your engines (e.g. vLLM --block-size)",
       describe: "Tokens per KV block; must match the engines' block size",
@@ -32,7 +33,7 @@ export function serveOptions<T>(y: Argv<T>) {
       describe: "Softmax temperature for sampling workers (0 = always the lowest cost)",
     })
     .option("kv-events", {
-      alias: "router-kv-events",
+      alias: ["router-kv-events", "router-use-kv-events"], // Dynamo's variable is DYN_ROUTER_USE_KV_EVENTS
       type: "boolean",
       default: true,
       describe: "Use workers' KV events; --no-kv-events predicts caches from routing decisions",
