@@ -7,8 +7,8 @@ import { workerCommand } from "../nats/workerCommand.js";
 import { startServer } from "../server/server.js";
 import { log } from "../util/log.js";
 import { normalizeDynEnv } from "./dynEnv.js";
-import { normalizeDynEnv } from "./dynEnv.js";
 import { serveOptions, serverOptionsFrom } from "./options.js";
+import { simulateCommand, simulateOptions } from "../simulate/command.js";
 
 async function serve(argv: Parameters<typeof serverOptionsFrom>[0]): Promise<void> {
   for (const flag of ["routerReplicaSync", "routerResetStates"] as const) {
@@ -58,7 +58,6 @@ await yargs(hideBin(process.argv))
   .scriptName("kv-router")
   .env("DYN")
   .middleware(normalizeDynEnv, true)
-  .middleware(normalizeDynEnv, true)
   .command("$0", "Run the router (the default command)", serveOptions, (argv) => serve(argv))
   .command(
     "hash",
@@ -87,6 +86,7 @@ await yargs(hideBin(process.argv))
     },
   )
   .command(workerCommand)
+  .command("simulate", "Replay a Mooncake trace on simulated workers and compare routing policies", simulateOptions, (argv) => simulateCommand(argv))
   .strict()
   .help()
   .parseAsync();

@@ -1,0 +1,179 @@
+// `kv-router simulate`: replay a Mooncake trace against simulated engines and
+// compare routing policies (flags, progress bar, outputs).
+import { writeFileSync } from "node:fs";
+import cliProgress from "cli-progress";
+import type { Argv } from "yargs";
+import { DEFAULT_ROUTER_CONFIG, type RouterConfig } from "../router/router.js";
+import { simulateLive } from "./live.js";
+import { POLICY_NAMES, type PolicyName } from "./policies.js";
+import { resultJson, resultTable, writeReport } from "./report.js";
+import { type SimOptions, type SimResult, simulate } from "./run.js";
+import { loadTrace, MOONCAKE_BLOCK_TOKENS, TraceError } from "./trace.js";
+
+export const DEFAULT_POLICIES: PolicyName[] = ["kv", "round-robin", "random", "least-loaded", "oracle-prefix"];
+
+export function simulateOptions<T>(y: Argv<T>) {
+  return y
+    .option("trace", { type: "string", demandOption: true, describe: "Mooncake JSONL trace (timestamp, input_length, output_length, hash_ids)" })
+    .option("trace-block-size", { type: "number", default: MOONCAKE_BLOCK_TOKENS, describe: "Tokens per trace hash id" })
+    .option("workers", { type: "number", default: 8, describe: "Simulated workers" })
+    .option("block-size", { alias: "router-block-size", type: "number", default: 64, describe: "KV block size of engines and router (tokens)" })
+    .option("kv-blocks", { type: "number", default: 16384, describe: "KV cache capacity per worker, in blocks" })
+    .option("prefill-ms-per-token", { type: "number", default: 0.1, describe: "Prefill cost per uncached prompt token (ms)" })
+    .option("decode-ms-per-token", { type: "number", default: 20, describe: "Decode step time (ms): each running request gains one output token" })
+    .option("max-batch", { type: "number", default: 64, describe: "Most requests running at once on a worker" })
+    .option("policies", {
+      type: "string",
+      default: DEFAULT_POLICIES.join(","),
+      describe: `Comma-separated policies to compare: ${POLICY_NAMES.join(", ")}`,
+    })
+    .option("kv-overlap-score-weight", {
+      alias: "router-kv-overlap-score-weight",
+      type: "number",
+      default: DEFAULT_ROUTER_CONFIG.overlapScoreWeight,
+      describe: "kv policy: weight of prefill cost against decode load",
+    })
+    .option("router-temperature", { type: "number", default: DEFAULT_ROUTER_CONFIG.temperature, describe: "kv policy: softmax temperature" })
+    .option("kv-events", {
+      alias: "router-kv-events",
+      type: "boolean",
+      default: true,
+      describe: "kv policy uses the engines' KV events; --no-kv-events runs it in approximate mode",
+    })
+    .option("track-active-blocks", { alias: "router-track-active-blocks", type: "boolean", default: true, describe: "kv policy: count active blocks as load" })
+    .option("router-ttl-secs", { type: "number", default: DEFAULT_ROUTER_CONFIG.approxTtlMs / 1000, describe: "Approximate mode: seconds a routed prompt counts as cached" })
+    .option("seed", { type: "number", default: 0, describe: "Seed for every random choice (same seed, same results)" })
+    .option("speedup", { type: "number", default: 1, describe: "Replay the trace this many times faster (divides timestamps)" })
+    .option("max-requests", { type: "number", describe: "Replay only the first N requests" })
+    .option("json", { type: "string", describe: "Write the per-policy figures as JSON to this file" })
+    .option("report", { type: "string", describe: "Write a Markdown report with SVG charts into this directory" })
+    .option("progress", { type: "boolean", describe: "Show a progress bar (default: when stderr is a terminal)" })
+    .option("live", { type: "boolean", default: false, describe: "Route through a running kv-router over gRPC, in scaled real time" })
+    .option("router-address", { type: "string", default: "127.0.0.1:50051", describe: "--live: the kv-router's gRPC address" })
+    .option("live-worker-id-base", { type: "number", default: 1_000_000, describe: "--live: simulated workers use ids base+1..base+N" })
+    .check((a) => {
+      const problems: string[] = [];
+      const int = (name: string, v: number | undefined, min: number) => {
+        if (v !== undefined && (!Number.isInteger(v) || v < min)) problems.push(`--${name} must be an integer >= ${min}, got ${v}`);
+      };
+      const positive = (name: string, v: number) => {
+        if (!Number.isFinite(v) || v <= 0) problems.push(`--${name} must be a number > 0, got ${v}`);
+      };
+      const nonNegative = (name: string, v: number) => {
+        if (!Number.isFinite(v) || v < 0) problems.push(`--${name} must be a number >= 0, got ${v}`);
+      };
+      int("workers", a.workers as number, 1);
+      int("block-size", a.blockSize as number, 1);
+      int("trace-block-size", a.traceBlockSize as number, 1);
+      int("kv-blocks", a.kvBlocks as number, 1);
+      int("max-batch", a.maxBatch as number, 1);
+      int("max-requests", a.maxRequests as number | undefined, 1);
+      int("seed", a.seed as number, 0);
+      int("live-worker-id-base", a.liveWorkerIdBase as number, 0);
+      positive("speedup", a.speedup as number);
+      positive("decode-ms-per-token", a.decodeMsPerToken as number);
+      positive("router-ttl-secs", a.routerTtlSecs as number);
+      nonNegative("prefill-ms-per-token", a.prefillMsPerToken as number);
+      nonNegative("kv-overlap-score-weight", a.kvOverlapScoreWeight as number);
+      nonNegative("router-temperature", a.routerTemperature as number);
+      try {
+        parsePolicies(a.policies as string);
+      } catch (err) {
+        problems.push((err as Error).message);
+      }
+      if (problems.length > 0) throw new Error(problems.join("\n"));
+      return true;
+    });
+}
+
+export type SimulateArgs = Awaited<ReturnType<ReturnType<typeof simulateOptions>["parse"]>>;
+
+export function parsePolicies(text: string): PolicyName[] {
+  const names = [...new Set(text.split(",").map((s) => s.trim()).filter((s) => s !== ""))];
+  if (names.length === 0) throw new Error("--policies: name at least one policy");
+  for (const n of names) {
+    if (!(POLICY_NAMES as readonly string[]).includes(n)) throw new Error(`--policies: unknown policy "${n}"; choose from ${POLICY_NAMES.join(", ")}`);
+  }
+  return names as PolicyName[];
+}
+
+export function simOptionsFrom(a: SimulateArgs): SimOptions {
+  const router: RouterConfig = {
+    ...DEFAULT_ROUTER_CONFIG,
+    blockSize: a.blockSize,
+    overlapScoreWeight: a.kvOverlapScoreWeight,
+    temperature: a.routerTemperature,
+    useKvEvents: a.kvEvents,
+    trackActiveBlocks: a.trackActiveBlocks,
+    approxTtlMs: a.routerTtlSecs * 1000,
+  };
+  return {
+    workers: a.workers,
+    engine: {
+      blockSize: a.blockSize,
+      kvBlocks: a.kvBlocks,
+      prefillMsPerToken: a.prefillMsPerToken,
+      decodeMsPerToken: a.decodeMsPerToken,
+      maxBatch: a.maxBatch,
+    },
+    router,
+    policies: parsePolicies(a.policies),
+    seed: a.seed,
+    speedup: a.speedup,
+    maxRequests: a.maxRequests,
+    traceBlockSize: a.traceBlockSize,
+  };
+}
+
+function progressBar(enabled: boolean) {
+  if (!enabled) return { update: undefined, stop: () => {} };
+  const bar = new cliProgress.SingleBar(
+    { format: "simulate [{bar}] {percentage}% | {value}/{total} requests | eta {eta_formatted}", stream: process.stderr, hideCursor: true },
+    cliProgress.Presets.shades_classic,
+  );
+  let started = false;
+  return {
+    update: (done: number, total: number) => {
+      if (!started) {
+        bar.start(total, 0);
+        started = true;
+      }
+      bar.update(done);
+    },
+    stop: () => started && bar.stop(),
+  };
+}
+
+/** Runs the command; returns the result (the CLI prints it, tests read it). */
+export async function runSimulate(a: SimulateArgs, argvText = "kv-router simulate"): Promise<SimResult> {
+  const trace = loadTrace(a.trace, a.traceBlockSize);
+  const opts = simOptionsFrom(a);
+  const bar = progressBar(a.progress ?? process.stderr.isTTY === true);
+  let result: SimResult;
+  try {
+    result = a.live
+      ? await simulateLive(trace, { ...opts, address: a.routerAddress, workerIdBase: a.liveWorkerIdBase }, bar.update)
+      : simulate(trace, opts, bar.update);
+  } finally {
+    bar.stop();
+  }
+  if (a.json) writeFileSync(a.json, resultJson(result));
+  if (a.report) await writeReport(a.report, result, { trace: a.trace, command: argvText });
+  return result;
+}
+
+export async function simulateCommand(a: SimulateArgs): Promise<void> {
+  try {
+    const result = await runSimulate(a, ["kv-router", ...process.argv.slice(2)].join(" "));
+    process.stdout.write(resultTable(result) + "\n");
+    if (a.json) process.stdout.write(`wrote ${a.json}\n`);
+    if (a.report) process.stdout.write(`wrote ${a.report}/report.md\n`);
+  } catch (err) {
+    if (err instanceof TraceError) {
+      process.stderr.write(`kv-router simulate: ${err.message}\n`);
+      process.exitCode = 2;
+      return;
+    }
+    throw err;
+  }
+}

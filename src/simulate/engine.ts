@@ -1,0 +1,327 @@
+// A simulated inference engine (one worker): a paged KV cache with prefix
+// reuse and LRU eviction, a FIFO waiting queue, one prefill at a time and
+// continuous-batching decode. It reports its cache changes as the same
+// stored/removed events a real engine publishes, with its own block ids.
+//
+// Timing model (virtual milliseconds):
+// - a prefill computes the prompt's uncached tokens at `prefillMsPerToken`
+//   each and pauses decoding while it runs (prefill-first scheduling);
+// - a decode step takes `decodeMsPerToken` and gives every running request
+//   one output token; the prefill itself produces the first token (TTFT).
+// Memory: a request holds its prompt blocks plus the blocks of its partial
+// tail and output tokens until it finishes; finished prompt blocks stay cached
+// and evictable, least recently used first (tail blocks before their prefix).
+import type { IndexEvent, StoredBlockData } from "../indexer/types.js";
+import { MinHeap } from "./heap.js";
+
+export interface EngineParams {
+  blockSize: number;
+  /** Cache capacity in blocks (Infinity: never evicts). */
+  kvBlocks: number;
+  prefillMsPerToken: number;
+  decodeMsPerToken: number;
+  /** Most requests running (prefilling or decoding) at once. */
+  maxBatch: number;
+}
+
+/** One request as every simulated engine sees it (shared across policies). */
+export interface SimRequest {
+  id: string;
+  index: number;
+  arrivalMs: number;
+  inputLength: number;
+  outputLength: number;
+  tokens: Uint32Array;
+  /** Sequence and local hashes of the prompt's full blocks (Dynamo hashing). */
+  sequence: readonly bigint[];
+  local: readonly bigint[];
+  /** The sequence hashes folded to JS numbers: cheap map keys for the engines. */
+  keys: readonly number[];
+}
+
+export interface RequestRecord {
+  request: SimRequest;
+  worker: number;
+  /** When it joined this worker's queue (arrival, or later in live mode). */
+  queuedMs: number;
+  prefillStartMs: number;
+  firstTokenMs: number;
+  finishMs: number;
+  hitBlocks: number;
+}
+
+export interface EngineListener {
+  onEvents(worker: number, events: IndexEvent[]): void;
+  onPrefillDone(record: RequestRecord): void;
+  onFinished(record: RequestRecord): void;
+  onRejected(request: SimRequest, worker: number, reason: string): void;
+}
+
+interface Block {
+  key: number;
+  external: bigint;
+  local: bigint;
+  refs: number;
+  /** Neighbours in the LRU list while evictable (refs === 0). */
+  older: Block | undefined;
+  newer: Block | undefined;
+}
+
+/** Evictable blocks, least recently used first: an intrusive list, no allocation per move. */
+class LruList {
+  oldest: Block | undefined;
+  newest: Block | undefined;
+  size = 0;
+
+  append(b: Block): void {
+    b.older = this.newest;
+    b.newer = undefined;
+    if (this.newest) this.newest.newer = b;
+    else this.oldest = b;
+    this.newest = b;
+    this.size++;
+  }
+
+  remove(b: Block): void {
+    if (b.older) b.older.newer = b.newer;
+    else this.oldest = b.newer;
+    if (b.newer) b.newer.older = b.older;
+    else this.newest = b.older;
+    b.older = b.newer = undefined;
+    this.size--;
+  }
+}
+
+interface Job {
+  record: RequestRecord;
+  /** Overrides the cache lookup (the oracle's perfect cache). */
+  forcedHit: number | undefined;
+  pinned: Block[];
+  /** Blocks held for the partial tail and the output tokens. */
+  extraBlocks: number;
+  finishStep: number;
+}
+
+
+export class SimEngine {
+  /** Engine time: everything up to here has happened. */
+  clock = 0;
+  private readonly queue: Job[] = [];
+  private queueHead = 0;
+  private prefilling: Job | undefined;
+  private prefillEnd = 0;
+  private readonly decoding = new MinHeap<Job>((j) => j.finishStep);
+  private step = 0;
+  /** The head of the queue did not fit in memory: wait for a request to finish. */
+  private blocked = false;
+  private readonly cache = new Map<number, Block>();
+  /** Cached blocks no running request holds, least recently used first. */
+  private readonly evictable = new LruList();
+  /** Blocks in use: cached ones plus those held by running requests. */
+  private used = 0;
+  private eventId = 0n;
+  readonly workerId: bigint;
+
+  constructor(
+    readonly index: number,
+    private readonly params: EngineParams,
+    private readonly listener: EngineListener,
+  ) {
+    this.workerId = BigInt(index + 1);
+  }
+
+  /** Requests queued or running. */
+  get outstanding(): number {
+    return this.queue.length - this.queueHead + (this.prefilling ? 1 : 0) + this.decoding.size;
+  }
+
+  get cachedBlocks(): number {
+    return this.cache.size;
+  }
+
+  get idle(): boolean {
+    return this.outstanding === 0;
+  }
+
+  /** Queues a request at time `atMs` (>= the last advanceTo) and starts it if the engine is free. */
+  enqueue(request: SimRequest, atMs: number, forcedHit?: number): void {
+    const record: RequestRecord = {
+      request,
+      worker: this.index,
+      queuedMs: atMs,
+      prefillStartMs: NaN,
+      firstTokenMs: NaN,
+      finishMs: NaN,
+      hitBlocks: 0,
+    };
+    const { blockSize } = this.params;
+    const totalBlocks = Math.ceil((request.inputLength + request.outputLength) / blockSize);
+    this.queue.push({ record, forcedHit, pinned: [], extraBlocks: totalBlocks - request.keys.length, finishStep: 0 });
+    this.advanceTo(atMs);
+  }
+
+  /** Runs the engine until `t` (ms); Infinity runs it until it is idle. */
+  advanceTo(t: number): void {
+    const stepMs = this.params.decodeMsPerToken;
+    for (;;) {
+      if (this.prefilling) {
+        if (this.prefillEnd > t) return;
+        this.clock = this.prefillEnd;
+        this.completePrefill(this.prefilling);
+        continue;
+      }
+      const head = this.queueHead < this.queue.length ? this.queue[this.queueHead] : undefined;
+      const running = this.decoding.size;
+      let startAt = Infinity;
+      if (head && !this.blocked && running < this.params.maxBatch) {
+        const arrival = head.record.queuedMs;
+        if (arrival <= this.clock) startAt = this.clock;
+        else if (running > 0) startAt = this.clock + Math.ceil((arrival - this.clock) / stepMs) * stepMs;
+        else startAt = arrival;
+      }
+      const next = this.decoding.peek();
+      const finishAt = next ? this.clock + (next.finishStep - this.step) * stepMs : Infinity;
+      if (next && finishAt <= startAt && finishAt <= t) {
+        this.clock = finishAt;
+        this.step = next.finishStep;
+        while (this.decoding.size > 0 && this.decoding.peek()!.finishStep <= this.step) this.finish(this.decoding.pop()!);
+        continue;
+      }
+      if (startAt < Infinity && startAt <= t) {
+        if (running > 0) this.step += Math.round((startAt - this.clock) / stepMs);
+        this.clock = startAt;
+        this.startPrefill(head!);
+        continue;
+      }
+      // Nothing completes by t: decode whole steps up to it, or idle.
+      if (t === Infinity) return;
+      if (running > 0) {
+        const k = Math.floor((t - this.clock) / stepMs);
+        this.step += k;
+        this.clock += k * stepMs;
+      } else {
+        this.clock = Math.max(this.clock, t);
+      }
+      return;
+    }
+  }
+
+  private startPrefill(job: Job): void {
+    const req = job.record.request;
+    const keys = req.keys;
+    let hit: number;
+    if (job.forcedHit !== undefined) {
+      hit = job.forcedHit;
+    } else {
+      hit = 0;
+      let hitEvictable = 0;
+      while (hit < keys.length) {
+        const b = this.cache.get(keys[hit]);
+        if (b === undefined) break;
+        if (b.refs === 0) hitEvictable++;
+        hit++;
+      }
+      const need = keys.length - hit + job.extraBlocks;
+      const free = this.params.kvBlocks - this.used;
+      if (need > free + this.evictable.size - hitEvictable) {
+        if (this.decoding.size === 0) {
+          // Nothing will ever free enough: the prompt does not fit in this engine.
+          this.queueHead++;
+          this.listener.onRejected(req, this.index, `needs ${need + hit} KV blocks; the engine holds ${this.params.kvBlocks}`);
+          this.compactQueue();
+        } else {
+          this.blocked = true;
+        }
+        return;
+      }
+      for (let i = 0; i < hit; i++) {
+        const b = this.cache.get(keys[i])!;
+        if (b.refs++ === 0) this.evictable.remove(b);
+        job.pinned.push(b);
+      }
+      this.evict(need - free);
+      this.used += need;
+    }
+    this.queueHead++;
+    this.compactQueue();
+    job.record.hitBlocks = hit;
+    job.record.prefillStartMs = this.clock;
+    const uncached = Math.max(1, req.inputLength - hit * this.params.blockSize);
+    this.prefilling = job;
+    this.prefillEnd = this.clock + uncached * this.params.prefillMsPerToken;
+  }
+
+  private completePrefill(job: Job): void {
+    this.prefilling = undefined;
+    const req = job.record.request;
+    if (job.forcedHit === undefined) {
+      const stored: StoredBlockData[] = [];
+      const hit = job.record.hitBlocks;
+      for (let i = hit; i < req.keys.length; i++) {
+        const key = req.keys[i];
+        let block = this.cache.get(key);
+        if (block !== undefined) {
+          // A block left behind by an evicted parent: reuse it, give back the one reserved.
+          if (block.refs++ === 0) this.evictable.remove(block);
+          this.used--;
+        } else {
+          // The engine's own block id: a chain hash, like vLLM's; opaque to the router.
+          block = { key, external: req.sequence[i], local: req.local[i], refs: 1, older: undefined, newer: undefined };
+          this.cache.set(key, block);
+        }
+        job.pinned.push(block);
+        stored.push({ externalHash: block.external, localHash: block.local });
+      }
+      if (stored.length > 0) {
+        const parentHash = hit > 0 ? job.pinned[hit - 1].external : undefined;
+        this.emit([{ kind: "stored", workerId: this.workerId, dpRank: 0, eventId: ++this.eventId, parentHash, blocks: stored }]);
+      }
+    }
+    job.record.firstTokenMs = this.clock;
+    this.listener.onPrefillDone(job.record);
+    if (req.outputLength <= 1) {
+      this.finish(job);
+    } else {
+      job.finishStep = this.step + req.outputLength - 1;
+      this.decoding.push(job);
+    }
+  }
+
+  private finish(job: Job): void {
+    job.record.finishMs = this.clock;
+    if (job.forcedHit === undefined) {
+      // Release the tail first so it is evicted before the prefix it extends.
+      for (let i = job.pinned.length - 1; i >= 0; i--) {
+        const b = job.pinned[i];
+        if (--b.refs === 0) this.evictable.append(b);
+      }
+      this.used -= job.extraBlocks;
+    }
+    this.blocked = false;
+    this.listener.onFinished(job.record);
+  }
+
+  private evict(count: number): void {
+    if (count <= 0) return;
+    const removed: bigint[] = [];
+    while (removed.length < count && this.evictable.oldest) {
+      const b = this.evictable.oldest;
+      removed.push(b.external);
+      this.evictable.remove(b);
+      this.cache.delete(b.key);
+    }
+    this.used -= removed.length;
+    this.emit([{ kind: "removed", workerId: this.workerId, dpRank: 0, eventId: ++this.eventId, blockHashes: removed }]);
+  }
+
+  private emit(events: IndexEvent[]): void {
+    this.listener.onEvents(this.index, events);
+  }
+
+  private compactQueue(): void {
+    if (this.queueHead > 1024 && this.queueHead * 2 > this.queue.length) {
+      this.queue.splice(0, this.queueHead);
+      this.queueHead = 0;
+    }
+  }
+}

@@ -1,0 +1,201 @@
+// The virtual-clock simulation: every policy gets its own fleet of simulated
+// engines, and all fleets replay the same trace in lockstep, so each prompt is
+// expanded and hashed once. Nothing reads the wall clock: same seed, same result.
+import { hashPrompt } from "../hashing/blockHash.js";
+import type { IndexEvent } from "../indexer/types.js";
+import type { RouterConfig } from "../router/router.js";
+import { type EngineListener, type EngineParams, type RequestRecord, SimEngine, type SimRequest } from "./engine.js";
+import { type LoadSamples, type PolicyResult, summarize } from "./metrics.js";
+import { type Policy, type PolicyName, makePolicy } from "./policies.js";
+import { type TraceRequest, expandTokens, MOONCAKE_BLOCK_TOKENS } from "./trace.js";
+
+export interface SimOptions {
+  workers: number;
+  engine: EngineParams;
+  /** The kv policy's router settings (its blockSize must equal the engines'). */
+  router: RouterConfig;
+  policies: PolicyName[];
+  seed: number;
+  /** Trace timestamps are divided by this: 2 = twice the arrival rate. */
+  speedup: number;
+  maxRequests?: number;
+  /** Load sampling interval; default: 1/300 of the replayed span (at least 1 ms). */
+  sampleMs?: number;
+  traceBlockSize?: number;
+}
+
+export interface PolicyRunData {
+  result: PolicyResult;
+  /** Every completed request, in completion order. */
+  records: RequestRecord[];
+  load: LoadSamples;
+}
+
+export interface SimResult {
+  config: Record<string, unknown>;
+  policies: PolicyRunData[];
+}
+
+/** Folds a u64 sequence hash into a JS number (52 bits): the engines' map key. */
+export function blockKey(sequenceHash: bigint): number {
+  return Number(sequenceHash & 0xf_ffff_ffff_ffffn);
+}
+
+export function prepareRequest(tr: TraceRequest, blockSize: number, speedup: number, id: string, traceBlockSize = MOONCAKE_BLOCK_TOKENS): SimRequest {
+  const tokens = expandTokens(tr, traceBlockSize);
+  const { local, sequence } = hashPrompt(tokens, blockSize);
+  return {
+    id,
+    index: tr.index,
+    arrivalMs: tr.timestampMs / speedup,
+    inputLength: tr.inputLength,
+    outputLength: tr.outputLength,
+    tokens,
+    sequence,
+    local,
+    keys: sequence.map(blockKey),
+  };
+}
+
+/** One policy's fleet: its engines, its records, its load samples. */
+export class PolicyFleet implements EngineListener {
+  readonly engines: SimEngine[];
+  readonly records: RequestRecord[] = [];
+  readonly load: LoadSamples = { timesMs: [], perWorker: [] };
+  rejected = 0;
+  readonly rejections: string[] = [];
+
+  constructor(
+    readonly policy: Policy,
+    workers: number,
+    engine: EngineParams,
+  ) {
+    const params = policy.unboundedCache ? { ...engine, kvBlocks: Infinity } : engine;
+    this.engines = Array.from({ length: workers }, (_, i) => new SimEngine(i, params, this));
+  }
+
+  advanceTo(t: number): void {
+    for (const e of this.engines) e.advanceTo(t);
+  }
+
+  dispatch(req: SimRequest, atMs: number): void {
+    const d = this.policy.choose(req, this.engines);
+    this.engines[d.worker].enqueue(req, atMs, d.forcedHit);
+  }
+
+  sample(t: number): void {
+    this.load.timesMs.push(t);
+    this.load.perWorker.push(this.engines.map((e) => e.outstanding));
+  }
+
+  get idle(): boolean {
+    return this.engines.every((e) => e.idle);
+  }
+
+  onEvents(worker: number, events: IndexEvent[]): void {
+    this.policy.onEvents(worker, events);
+  }
+  onPrefillDone(record: RequestRecord): void {
+    this.policy.onPrefillDone(record);
+  }
+  onFinished(record: RequestRecord): void {
+    this.records.push(record);
+    this.policy.onFinished(record);
+  }
+  onRejected(request: SimRequest, worker: number, reason: string): void {
+    this.rejected++;
+    if (this.rejections.length < 10) this.rejections.push(`request ${request.index} on worker ${worker}: ${reason}`);
+  }
+}
+
+export function validateOptions(opts: SimOptions): void {
+  const problems: string[] = [];
+  if (!Number.isInteger(opts.workers) || opts.workers < 1) problems.push(`workers must be an integer >= 1, got ${opts.workers}`);
+  if (opts.router.blockSize !== opts.engine.blockSize) problems.push("the router's and the engines' block sizes differ");
+  if (!(opts.speedup > 0)) problems.push(`speedup must be > 0, got ${opts.speedup}`);
+  if (opts.policies.length === 0) problems.push("no policy to simulate");
+  if (problems.length > 0) throw new Error(problems.join("; "));
+}
+
+/** Upkeep interval for the routers (approximate-mode expiry, leases), in virtual ms. */
+const TICK_MS = 1000;
+
+export function simulate(trace: readonly TraceRequest[], opts: SimOptions, onProgress?: (done: number, total: number) => void): SimResult {
+  validateOptions(opts);
+  const requests = opts.maxRequests !== undefined ? trace.slice(0, opts.maxRequests) : trace;
+  const traceBlockSize = opts.traceBlockSize ?? MOONCAKE_BLOCK_TOKENS;
+  const clock = { t: 0, now: () => clock.t };
+  const fleets = opts.policies.map(
+    (name) =>
+      new PolicyFleet(
+        makePolicy(name, { router: opts.router, workers: opts.workers, seed: opts.seed, clock }),
+        opts.workers,
+        opts.engine,
+      ),
+  );
+  const span = requests.length > 0 ? requests[requests.length - 1].timestampMs / opts.speedup : 0;
+  const sampleMs = opts.sampleMs ?? Math.max(1, span / 300);
+  let nextSample = 0;
+  let nextTick = TICK_MS;
+
+  // Moves every fleet to time t, taking load samples and router ticks on the way.
+  const advance = (t: number) => {
+    while (Math.min(nextSample, nextTick) <= t) {
+      const at = Math.min(nextSample, nextTick);
+      clock.t = at;
+      for (const f of fleets) f.advanceTo(at);
+      if (at === nextSample) {
+        for (const f of fleets) f.sample(at);
+        nextSample += sampleMs;
+      }
+      if (at === nextTick) {
+        for (const f of fleets) f.policy.tick(at);
+        nextTick += TICK_MS;
+      }
+    }
+    clock.t = t;
+    for (const f of fleets) f.advanceTo(t);
+  };
+
+  requests.forEach((tr, i) => {
+    const req = prepareRequest(tr, opts.engine.blockSize, opts.speedup, `r${tr.index}`, traceBlockSize);
+    advance(req.arrivalMs);
+    for (const f of fleets) f.dispatch(req, req.arrivalMs);
+    if (onProgress && (i % 100 === 99 || i === requests.length - 1)) onProgress(i + 1, requests.length);
+  });
+  // Drain: keep sampling until every fleet is idle (bounded: engines always make progress).
+  for (let guard = 0; guard < 1_000_000 && !fleets.every((f) => f.idle); guard++) advance(nextSample);
+  for (const f of fleets) f.advanceTo(Infinity);
+
+  return {
+    config: {
+      requests: requests.length,
+      workers: opts.workers,
+      seed: opts.seed,
+      speedup: opts.speedup,
+      sample_ms: sampleMs,
+      engine: { ...opts.engine },
+      router: {
+        block_size: opts.router.blockSize,
+        kv_overlap_score_weight: opts.router.overlapScoreWeight,
+        router_temperature: opts.router.temperature,
+        kv_events: opts.router.useKvEvents,
+        track_active_blocks: opts.router.trackActiveBlocks,
+        router_ttl_secs: opts.router.approxTtlMs / 1000,
+      },
+    },
+    policies: fleets.map((f) => ({
+      result: summarize(
+        f.policy.name,
+        f.records,
+        f.rejected,
+        opts.engine.blockSize,
+        f.load,
+        opts.workers,
+        f.policy.extras(),
+      ),
+      records: f.records,
+      load: f.load,
+    })),
+  };
+}
