@@ -109,7 +109,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
 
   const sources = opts.eventSources ?? [];
   for (const source of sources) {
-    await source.start(router);
+    await source.start(router, { registry: metrics.registry });
     log.info("event source started", { source: source.name });
   }
 

@@ -1,0 +1,300 @@
+// One engine publisher: a SUB socket on its PUB endpoint, sequence tracking,
+// replay of missed ranges through its ROUTER socket, and "stale" marking when
+// a range is lost for good. Batches reach the index exactly once, in seq order.
+import * as zmq from "zeromq";
+import type { IndexEvent, WorkerKey } from "../../indexer/types.js";
+import type { KvRouter } from "../../router/router.js";
+import { log } from "../../util/log.js";
+import { toIndexEvent } from "./convert.js";
+import { DecodeError, END_SEQ, decodeBatch, decodeFrames, decodeSeq, encodeSeq } from "./decode.js";
+import type { ZmqEndpoint } from "./endpoints.js";
+import type { ZmqMetrics } from "./metrics.js";
+
+export interface SubscriberContext {
+  router: KvRouter;
+  metrics: ZmqMetrics;
+  /** Next index event id for a (worker, dp_rank); shared by every publisher of that worker. */
+  nextEventId(worker: WorkerKey): bigint;
+  /** How long one replay request may take before the range counts as lost. */
+  replayTimeoutMs: number;
+  /** Drops every block of the subscriber's worker (all dp ranks, as the index clears per worker). */
+  dropWorker(caller: EngineSubscriber): void;
+}
+
+/** Largest message accepted from an engine; bigger ones are dropped by ZeroMQ. */
+const MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
+const KNOWN_TYPES = new Set(["BlockStored", "BlockRemoved", "AllBlocksCleared"]);
+
+type ReplayResult = "complete" | "skipped" | "incomplete";
+
+export class EngineSubscriber {
+  private readonly sub: zmq.Subscriber;
+  private loop: Promise<void> | undefined;
+  private closed = false;
+  /** Next seq to apply; undefined until the first message. */
+  private expected: bigint | undefined;
+  /** Highest seq seen on the live socket (replays excluded). */
+  private lastLiveSeq: bigint | undefined;
+  /** DP ranks this publisher has spoken for (the spec's default rank included). */
+  private readonly ranks = new Set<number>();
+  private stale = false;
+  /** Occurrences per log topic, so repeated problems log at 1, 10, 100, ... */
+  private readonly logCounts = new Map<string, number>();
+
+  constructor(
+    readonly spec: ZmqEndpoint,
+    private readonly ctx: SubscriberContext,
+  ) {
+    this.sub = new zmq.Subscriber({ maxMessageSize: MAX_MESSAGE_BYTES, linger: 0 });
+    this.ranks.add(spec.dpRank);
+  }
+
+  start(): void {
+    this.sub.connect(this.spec.endpoint);
+    this.sub.subscribe(this.spec.topic);
+    this.setStaleGauge();
+    this.loop = this.run();
+    log.info("subscribed to engine KV events", this.where());
+  }
+
+  async stop(): Promise<void> {
+    this.closed = true;
+    this.sub.close();
+    await this.loop;
+    for (const dpRank of this.ranks) {
+      this.ctx.metrics.stale.remove({ worker_id: String(this.spec.workerId), dp_rank: String(dpRank) });
+    }
+  }
+
+  /** True while the index may be missing blocks of this publisher's worker. */
+  isStale(): boolean {
+    return this.stale;
+  }
+
+  private async run(): Promise<void> {
+    while (!this.closed) {
+      let frames: Buffer[];
+      try {
+        frames = await this.sub.receive();
+      } catch (err) {
+        if (this.closed) break;
+        this.warn("receive", "ZeroMQ receive failed; retrying", { error: String(err) });
+        await new Promise((r) => setTimeout(r, 100));
+        continue;
+      }
+      try {
+        await this.onMessage(frames);
+      } catch (err) {
+        // A bug must not stop the feed: say so and keep reading.
+        log.error("engine KV batch handling failed", { ...this.where(), error: String((err as Error).stack ?? err) });
+      }
+    }
+  }
+
+  private async onMessage(raw: Buffer[]): Promise<void> {
+    let seq: bigint;
+    let payload: Uint8Array;
+    try {
+      ({ seq, payload } = decodeFrames(raw));
+    } catch (err) {
+      this.ctx.metrics.frames.inc({ outcome: "malformed" });
+      this.warn("malformed", "dropped a malformed ZeroMQ message", { error: (err as Error).message });
+      return;
+    }
+    // The live feed of one publisher process only moves forward: a seq that
+    // does not is a new process (an engine restart) with an empty cache.
+    const restarted = this.lastLiveSeq !== undefined && seq <= this.lastLiveSeq;
+    this.lastLiveSeq = seq;
+    if (restarted) this.onPublisherRestart();
+    if (this.expected === undefined) {
+      // Joined after the publisher started: what came before may be cached.
+      if (seq > 0n) await this.recover(0n, seq, restarted ? "publisher restarted" : "joined late");
+      else this.expected = 0n;
+    } else if (seq > this.expected) {
+      await this.recover(this.expected, seq, "sequence gap");
+    }
+    if (seq < this.expected!) {
+      // Already applied (typically through a replay that overtook the live feed).
+      this.ctx.metrics.frames.inc({ outcome: "duplicate" });
+      return;
+    }
+    this.applyBatch(seq, payload, "applied");
+  }
+
+  /** Fetches [from, upTo) from the replay socket; what cannot be fetched marks the worker stale. */
+  private async recover(from: bigint, upTo: bigint, why: string): Promise<void> {
+    this.expected = from;
+    let result: ReplayResult = "incomplete";
+    if (this.spec.replay !== undefined) {
+      try {
+        result = await this.replay(from, upTo);
+      } catch (err) {
+        this.warn("replay", "replay request failed", { error: String(err) });
+      }
+    }
+    if (result === "complete") {
+      this.ctx.metrics.gaps.inc({ outcome: "replayed" });
+      log.info("recovered missed KV events through replay", { ...this.where(), why, from, to: upTo - 1n });
+      return;
+    }
+    this.ctx.metrics.gaps.inc({ outcome: "unrecoverable" });
+    this.warn("stale", "missed KV events could not be replayed; worker marked stale and its blocks dropped", {
+      why,
+      missing_from: this.expected,
+      missing_to: upTo - 1n,
+      replay: this.spec.replay ?? "none configured",
+    });
+    // A replay that skipped ahead already dropped the blocks before applying what followed the hole.
+    if (result === "incomplete") this.markStale();
+    if (this.expected! < upTo) this.expected = upTo;
+  }
+
+  /**
+   * Streams the replay reply into the index. "complete": every batch of
+   * [from, upTo) arrived in order; "skipped": the publisher's buffer began
+   * after `from` (worker already marked stale); "incomplete": it ended early.
+   */
+  private async replay(from: bigint, upTo: bigint): Promise<ReplayResult> {
+    const deadline = Date.now() + this.ctx.replayTimeoutMs;
+    const dealer = new zmq.Dealer({ linger: 0, receiveTimeout: this.ctx.replayTimeoutMs });
+    let contiguous = true;
+    try {
+      dealer.connect(this.spec.replay!);
+      // The publisher's ROUTER expects [identity, empty delimiter, start seq].
+      await dealer.send([Buffer.alloc(0), encodeSeq(from)]);
+      for (;;) {
+        const remaining = deadline - Date.now();
+        if (remaining <= 0) break;
+        dealer.receiveTimeout = remaining;
+        const frames = await dealer.receive().catch((err: { code?: string }) => {
+          if (err.code === "EAGAIN") return undefined; // timed out
+          throw err;
+        });
+        if (frames === undefined) break;
+        // After the delimiter: [seq, payload] (SGLang, older vLLM) or [topic, seq, payload] (newer vLLM).
+        const body = frames[0]?.length === 0 ? frames.slice(1) : frames;
+        if (body.length !== 2 && body.length !== 3) {
+          this.ctx.metrics.frames.inc({ outcome: "malformed" });
+          continue;
+        }
+        let seq: bigint;
+        try {
+          seq = decodeSeq(body[body.length - 2]);
+        } catch (err) {
+          this.ctx.metrics.frames.inc({ outcome: "malformed" });
+          this.warn("malformed", "dropped a malformed replay message", { error: (err as DecodeError).message });
+          continue;
+        }
+        if (seq === END_SEQ) break;
+        if (seq < this.expected!) continue;
+        if (seq > this.expected!) {
+          // The publisher's buffer no longer holds the start of the range.
+          contiguous = false;
+          this.markStale();
+        }
+        this.applyBatch(seq, body[body.length - 1], "replayed");
+      }
+    } finally {
+      dealer.close();
+    }
+    if (!contiguous) return "skipped";
+    return this.expected! >= upTo ? "complete" : "incomplete";
+  }
+
+  private applyBatch(seq: bigint, payload: Uint8Array, outcome: "applied" | "replayed"): void {
+    this.expected = seq + 1n;
+    const { metrics, router } = this.ctx;
+    let batch;
+    try {
+      batch = decodeBatch(payload, this.spec.engine);
+    } catch (err) {
+      metrics.frames.inc({ outcome: "undecodable" });
+      this.warn("undecodable", "dropped an undecodable KV event batch", { seq, error: (err as Error).message });
+      return;
+    }
+    const worker: WorkerKey = { workerId: this.spec.workerId, dpRank: batch.dpRank ?? this.spec.dpRank };
+    if (!this.ranks.has(worker.dpRank)) {
+      this.ranks.add(worker.dpRank);
+      this.setStaleGauge();
+    }
+    const events: IndexEvent[] = [];
+    let cleared = false;
+    for (const e of batch.events) {
+      if (e.type === "bad") {
+        metrics.events.inc({ type: KNOWN_TYPES.has(e.tag) ? e.tag : "unknown", outcome: "bad_event" });
+        this.warn("bad_event", "skipped an undecodable KV event", { seq, type: e.tag, error: e.reason });
+        continue;
+      }
+      const converted = toIndexEvent(e, worker, 0n, router.config.blockSize);
+      if ("skip" in converted) {
+        metrics.events.inc({ type: e.type, outcome: converted.skip });
+        const problem = converted.skip === "block_size_mismatch" || converted.skip === "token_count_mismatch";
+        if (problem) {
+          this.warn(converted.skip, `rejected ${e.type}: ${converted.detail}`, {
+            fix: converted.skip === "block_size_mismatch" ? "start kv-router with the engine's block size (--block-size)" : undefined,
+          });
+        }
+        continue;
+      }
+      // Ids are handed out only to events the index will see, so its own gap check stays quiet.
+      converted.event.eventId = this.ctx.nextEventId(worker);
+      metrics.events.inc({ type: e.type, outcome: "converted" });
+      events.push(converted.event);
+      if (e.type === "AllBlocksCleared") cleared = true;
+    }
+    if (events.length > 0) router.applyEvents(events);
+    metrics.frames.inc({ outcome });
+    if (cleared && this.stale) {
+      // The engine's cache is empty and so is our view: they agree again.
+      this.stale = false;
+      this.setStaleGauge();
+      log.info("worker no longer stale: its engine cleared its cache", this.where());
+    }
+  }
+
+  /** The seq went backwards: a new engine process, whose cache starts empty. */
+  private onPublisherRestart(): void {
+    this.ctx.metrics.restarts.inc();
+    log.warn("engine KV publisher restarted; dropping the worker's blocks", this.where());
+    this.dropBlocks();
+    this.stale = false;
+    this.setStaleGauge();
+    this.expected = undefined;
+  }
+
+  private markStale(): void {
+    this.dropBlocks();
+    if (!this.stale) {
+      this.stale = true;
+      this.setStaleGauge();
+    }
+  }
+
+  private dropBlocks(): void {
+    this.ctx.dropWorker(this);
+  }
+
+  /** Another publisher of the same worker lost events and the worker's blocks were dropped. */
+  droppedBySibling(): void {
+    if (this.stale) return;
+    this.stale = true;
+    this.setStaleGauge();
+  }
+
+  private setStaleGauge(): void {
+    for (const dpRank of this.ranks) {
+      this.ctx.metrics.stale.set({ worker_id: String(this.spec.workerId), dp_rank: String(dpRank) }, this.stale ? 1 : 0);
+    }
+  }
+
+  private where(): Record<string, unknown> {
+    return { worker_id: this.spec.workerId, endpoint: this.spec.endpoint };
+  }
+
+  /** Logs a recurring problem at its 1st, 10th, 100th, ... occurrence. */
+  private warn(topic: string, msg: string, fields: Record<string, unknown>): void {
+    const n = (this.logCounts.get(topic) ?? 0) + 1;
+    this.logCounts.set(topic, n);
+    if (Number.isInteger(Math.log10(n))) log.warn(msg, { ...this.where(), ...fields, occurrences: n });
+  }
+}

@@ -1,0 +1,150 @@
+// The ZeroMQ event source: one EngineSubscriber per engine publisher, from
+// three places — --zmq-worker flags, a --workers-file watched for changes,
+// and workers that registered with a zmq endpoint — kept in sync as a set.
+import { readFileSync, unwatchFile, watchFile } from "node:fs";
+import { type WorkerKey, workerKeyString } from "../../indexer/types.js";
+import type { KvRouter } from "../../router/router.js";
+import { log } from "../../util/log.js";
+import type { EventSource, EventSourceContext } from "../eventSource.js";
+import { type ZmqEndpoint, endpointKey, parseWorkersFile } from "./endpoints.js";
+import { ZmqMetrics } from "./metrics.js";
+import { EngineSubscriber } from "./subscriber.js";
+
+export interface ZmqSourceOptions {
+  /** Publishers named on the command line. */
+  endpoints?: ZmqEndpoint[];
+  /** YAML/JSON file of publishers, re-read when it changes. */
+  workersFile?: string;
+  /** How often the workers file is checked for changes. */
+  workersFilePollMs?: number;
+  /** How long a replay request may take before the range counts as lost. */
+  replayTimeoutMs?: number;
+}
+
+export const DEFAULT_REPLAY_TIMEOUT_MS = 2_000;
+
+export class ZmqEventSource implements EventSource {
+  readonly name = "zmq";
+  private router: KvRouter | undefined;
+  private metrics: ZmqMetrics | undefined;
+  private readonly subscribers = new Map<string, EngineSubscriber>();
+  private fileEndpoints: ZmqEndpoint[] = [];
+  /** Endpoints that registered workers announced, by worker id. */
+  private readonly registered = new Map<bigint, ZmqEndpoint[]>();
+  private readonly lastEventIds = new Map<string, bigint>();
+  private watching = false;
+
+  constructor(private readonly opts: ZmqSourceOptions = {}) {}
+
+  async start(router: KvRouter, context?: EventSourceContext): Promise<void> {
+    this.router = router;
+    this.metrics = new ZmqMetrics(context?.registry);
+    if (this.opts.workersFile !== undefined) {
+      // A bad file at start is an error the operator must see now.
+      this.fileEndpoints = parseWorkersFile(readFileSync(this.opts.workersFile, "utf8"), this.opts.workersFile);
+      this.metrics.workersFileReloads.inc({ outcome: "ok" });
+      watchFile(this.opts.workersFile, { interval: this.opts.workersFilePollMs ?? 1_000, persistent: false }, () =>
+        this.reloadWorkersFile(),
+      );
+      this.watching = true;
+    }
+    this.sync();
+  }
+
+  async stop(): Promise<void> {
+    if (this.watching) unwatchFile(this.opts.workersFile!);
+    this.watching = false;
+    const all = [...this.subscribers.values()];
+    this.subscribers.clear();
+    await Promise.all(all.map((s) => s.stop()));
+    this.metrics?.subscribers.set(0);
+  }
+
+  /** Sets (or, with an empty list, clears) the publishers a registered worker announced. */
+  setRegisteredEndpoints(workerId: bigint, endpoints: ZmqEndpoint[]): void {
+    if (endpoints.length === 0) this.registered.delete(workerId);
+    else this.registered.set(workerId, endpoints);
+    if (this.router) this.sync();
+  }
+
+  /** The publishers subscribed to now. */
+  endpoints(): ZmqEndpoint[] {
+    return [...this.subscribers.values()].map((s) => s.spec);
+  }
+
+  /** Workers whose index view may be missing blocks. */
+  staleWorkers(): bigint[] {
+    return [...new Set([...this.subscribers.values()].filter((s) => s.isStale()).map((s) => s.spec.workerId))];
+  }
+
+  private reloadWorkersFile(): void {
+    const file = this.opts.workersFile!;
+    try {
+      this.fileEndpoints = parseWorkersFile(readFileSync(file, "utf8"), file);
+      this.metrics!.workersFileReloads.inc({ outcome: "ok" });
+      log.info("workers file reloaded", { file, endpoints: this.fileEndpoints.length });
+    } catch (err) {
+      this.metrics!.workersFileReloads.inc({ outcome: "invalid" });
+      log.error("workers file rejected; keeping the previous worker set", { file, error: (err as Error).message });
+      return;
+    }
+    this.sync();
+  }
+
+  /** Starts subscribers for new publishers and stops those no longer listed. */
+  private sync(): void {
+    const wanted = new Map<string, ZmqEndpoint>();
+    const all = [...(this.opts.endpoints ?? []), ...this.fileEndpoints, ...[...this.registered.values()].flat()];
+    for (const e of all) wanted.set(endpointKey(e), e);
+    for (const [key, sub] of this.subscribers) {
+      if (wanted.has(key)) continue;
+      this.subscribers.delete(key);
+      sub.stop().then(
+        () => log.info("unsubscribed from engine KV events", { worker_id: sub.spec.workerId, endpoint: sub.spec.endpoint }),
+        (err) => log.error("stopping a subscriber failed", { error: String(err) }),
+      );
+    }
+    for (const [key, spec] of wanted) {
+      if (this.subscribers.has(key)) continue;
+      const sub = new EngineSubscriber(spec, {
+        router: this.router!,
+        metrics: this.metrics!,
+        nextEventId: (w) => this.nextEventId(w),
+        replayTimeoutMs: this.opts.replayTimeoutMs ?? DEFAULT_REPLAY_TIMEOUT_MS,
+        dropWorker: (caller) => this.dropWorker(caller),
+      });
+      this.subscribers.set(key, sub);
+      sub.start();
+    }
+    this.metrics!.subscribers.set(this.subscribers.size);
+  }
+
+  /**
+   * Forgets what the index holds for a worker whose feed lost events. The
+   * index clears a worker on all its dp ranks at once, so the worker's other
+   * publishers now under-report too and are marked stale with it.
+   */
+  private dropWorker(caller: EngineSubscriber): void {
+    const { workerId } = caller.spec;
+    // Clear through a rank the index already knows, so no new (worker, rank) becomes routable.
+    const known = this.router!.index.workers().find((w) => w.workerId === workerId);
+    if (known !== undefined) {
+      this.router!.applyEvents([{ ...known, eventId: this.nextEventId(known), kind: "cleared" }]);
+    }
+    for (const sub of this.subscribers.values()) {
+      if (sub !== caller && sub.spec.workerId === workerId) sub.droppedBySibling();
+    }
+  }
+
+  /**
+   * Index event ids per (worker, dp_rank). Subscribers deliver batches once,
+   * in seq order, so ids can simply count on from the index's last one.
+   */
+  private nextEventId(worker: WorkerKey): bigint {
+    const key = workerKeyString(worker);
+    let last = this.lastEventIds.get(key);
+    if (last === undefined) last = this.router!.index.lastEventIds().get(key) ?? 0n;
+    this.lastEventIds.set(key, last + 1n);
+    return last + 1n;
+  }
+}
