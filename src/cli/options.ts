@@ -6,6 +6,8 @@ import type { Argv } from "yargs";
 import { NatsEventSource, defaultRouterId } from "../nats/natsSource.js";
 import type { RouterConfig } from "../router/router.js";
 import type { ServerOptions } from "../server/server.js";
+import { parseZmqWorkerSpec } from "../sources/zmq/endpoints.js";
+import { ZmqEventSource } from "../sources/zmq/zmqEventSource.js";
 
 export function serveOptions<T>(y: Argv<T>) {
   return y
@@ -109,6 +111,22 @@ export function serveOptions<T>(y: Argv<T>) {
       default: true,
       describe: "Watch the endpoint's NATS KV bucket for worker registrations",
     })
+    .option("zmq-worker", {
+      type: "string",
+      array: true,
+      describe:
+        "Subscribe to an engine's ZeroMQ KV events (vLLM/SGLang --kv-events-config): " +
+        "WORKER_ID=tcp://host:port[,replay=tcp://host:port][,dp_rank=N][,engine=vllm|sglang][,topic=T]; repeatable",
+    })
+    .option("workers-file", {
+      type: "string",
+      describe: "YAML/JSON list of engine ZeroMQ endpoints (fields as in --zmq-worker), re-read when it changes",
+    })
+    .option("zmq-replay-timeout", {
+      type: "number",
+      default: 2,
+      describe: "Seconds a replay request may take before the missed KV events count as lost (worker marked stale)",
+    })
     .option("host", { type: "string", default: "0.0.0.0", describe: "Address to listen on" })
     .option("grpc-port", { type: "number", default: 50051, describe: "gRPC port (0 = pick a free one)" })
     .option("metrics-port", {
@@ -166,6 +184,15 @@ export function serveOptions<T>(y: Argv<T>) {
         const file = argv[name] as string | undefined;
         if (file !== undefined && !existsSync(file)) problems.push(`--${name}: no such file ${file}`);
       }
+      for (const spec of (argv.zmqWorker as string[] | undefined) ?? []) {
+        try {
+          parseZmqWorkerSpec(spec);
+        } catch (err) {
+          problems.push((err as Error).message);
+        }
+      }
+      if (argv.workersFile !== undefined && !existsSync(argv.workersFile as string)) problems.push(`--workers-file: no such file ${argv.workersFile}`);
+      nonNegative("zmq-replay-timeout", argv.zmqReplayTimeout as number);
       if (problems.length > 0) throw new Error(problems.join("\n"));
       return true;
     });
@@ -203,8 +230,15 @@ export function serverOptionsFrom(argv: ServeArgs): ServerOptions {
     authToken: argv.authTokenFile ? readFileSync(argv.authTokenFile, "utf8").trim() : argv.authToken,
     maxMessageBytes: argv.maxMessageBytes,
     maxConcurrentStreams: argv.maxConcurrentStreams,
-    eventSources: argv.natsUrl ? [natsSourceFrom(argv)] : undefined,
+    eventSources: [...(argv.natsUrl ? [natsSourceFrom(argv)] : []), ...zmqSourceFrom(argv)],
   };
+}
+
+/** The ZeroMQ engine feed, when any --zmq-worker or --workers-file is given. */
+function zmqSourceFrom(argv: ServeArgs): ZmqEventSource[] {
+  const endpoints = (argv.zmqWorker ?? []).map(parseZmqWorkerSpec);
+  if (endpoints.length === 0 && argv.workersFile === undefined) return [];
+  return [new ZmqEventSource({ endpoints, workersFile: argv.workersFile, replayTimeoutMs: argv.zmqReplayTimeout * 1000 })];
 }
 
 function natsSourceFrom(argv: ServeArgs): NatsEventSource {
