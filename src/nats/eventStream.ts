@@ -76,6 +76,9 @@ export class StreamIngest {
     const info = await this.jsm.streams.info(this.names.stream);
     // Messages before the stream's first sequence were purged behind a snapshot.
     const startSeq = Math.max(fromSeq, info.state.first_seq, 1);
+    if (startSeq > fromSeq && fromSeq > 1) {
+      log.error("the stream was trimmed past the snapshot this replica loaded; events may be missing", { from: fromSeq, first: startSeq });
+    }
     this.lastAppliedSeq = startSeq - 1;
     await this.recreateConsumer(startSeq);
     this.loop = this.run();

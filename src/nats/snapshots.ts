@@ -3,7 +3,8 @@
 // sequence it covers; a new replica loads it with restore=true, then replays
 // the stream from the next sequence. One replica at a time writes one (a lock
 // key in a KV bucket whose entries age out, so a crashed holder cannot wedge
-// it), then trims the stream behind the slowest consumer.
+// it), then trims the stream behind the previous snapshot and the slowest
+// consumer.
 import type { JetStreamManager } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
 import { Kvm } from "@nats-io/kv";
@@ -181,8 +182,11 @@ export class Snapshotter {
     // Synchronous dump: the index and lastAppliedSeq are consistent here.
     const seq = this.ingest.lastAppliedSeq;
     const events = chainDump(this.router.index.dump());
+    const previous = await this.store.seq();
     const bytes = await this.store.save(seq, events);
-    const purgeBelow = Math.min(seq, await this.minAckFloor()) + 1;
+    // Trim only behind the *previous* snapshot: a replica that loaded it a
+    // moment ago and is still creating its consumer finds its tail intact.
+    const purgeBelow = Math.min(previous, await this.minAckFloor()) + 1;
     if (purgeBelow > 1) await this.jsm.streams.purge(this.names.stream, { seq: purgeBelow });
     this.snapshotsWritten++;
     log.info("index snapshot written; stream trimmed", {
