@@ -6,7 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import { KvRouterClient } from "../src/client/kvRouterClient.js";
-import { parseWorkersFile, parseZmqWorkerSpec } from "../src/sources/zmq/endpoints.js";
+import { parseWorkersFile, parseZmqWorkerSpec, registeredEndpoints } from "../src/sources/zmq/endpoints.js";
 import { ZmqEventSource } from "../src/sources/zmq/zmqEventSource.js";
 import { spawnRouter } from "./support/cliProcess.js";
 import { startTestRouter, tokens } from "./support/router.js";
@@ -125,5 +125,39 @@ describe("the kv-router CLI", () => {
       spawnRouter(["--block-size", "4", "--grpc-port", "0", "--metrics-port", "-1", "--zmq-worker", "5=tcp://127.0.0.1"]),
       /endpoint must look like tcp:\/\/host:port/,
     );
+  });
+});
+
+describe("workers registering a zmq endpoint", () => {
+  test("dp rank r publishes on port + r", () => {
+    const eps = registeredEndpoints(4n, [0, 2], "tcp://127.0.0.1:5557", "tcp://127.0.0.1:6557");
+    assert.deepEqual(eps.map((e) => [e.dpRank, e.endpoint, e.replay]), [
+      [0, "tcp://127.0.0.1:5557", "tcp://127.0.0.1:6557"],
+      [2, "tcp://127.0.0.1:5559", "tcp://127.0.0.1:6559"],
+    ]);
+    assert.deepEqual(registeredEndpoints(4n, [1], "ipc:///tmp/kv").map((e) => e.endpoint), ["ipc:///tmp/kv_dp1"]);
+  });
+
+  test("get a subscriber for their lease; a bad endpoint refuses the registration", async () => {
+    const pub = await Publisher.start("vllm-map");
+    cleanups.push(() => pub.stop());
+    const source = new ZmqEventSource();
+    const r = await startTestRouter({ blockSize: 4 }, { eventSources: [source] });
+    cleanups.push(() => r.close());
+
+    await assert.rejects(r.client.registerWorker({ workerId: 12n, zmqEndpoint: "tcp://nowhere" }), /zmq_endpoint must look like tcp:\/\/host:port/);
+    await assert.rejects(r.client.registerWorker({ workerId: 12n, zmqReplayEndpoint: "tcp://127.0.0.1:1" }), /zmq_endpoint is empty/);
+    assert.equal((await r.client.listWorkers()).workers.length, 0);
+
+    await r.client.registerWorker({ workerId: 11n, dpRanks: [0], zmqEndpoint: pub.endpoint });
+    await pub.waitSubscribed();
+    await pub.batch([storedSpec(tokens(8), 4, 1n)]);
+    await waitFor(() => r.server.router.index.blockCounts().get("11:0") === 2, "worker 11's blocks");
+
+    await r.client.deregisterWorker(11n);
+    assert.deepEqual(source.endpoints(), []);
+    await pub.batch([storedSpec(tokens(4, 50), 4, 9n)]);
+    // No subscriber any more: the worker stays forgotten.
+    assert.equal((await r.client.listWorkers()).workers.length, 0);
   });
 });

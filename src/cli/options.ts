@@ -193,6 +193,9 @@ export function serveOptions<T>(y: Argv<T>) {
       }
       if (argv.workersFile !== undefined && !existsSync(argv.workersFile as string)) problems.push(`--workers-file: no such file ${argv.workersFile}`);
       nonNegative("zmq-replay-timeout", argv.zmqReplayTimeout as number);
+      if (!argv.kvEvents && (argv.zmqWorker !== undefined || argv.workersFile !== undefined)) {
+        problems.push("--zmq-worker and --workers-file feed KV events; they cannot be used with --no-kv-events");
+      }
       if (problems.length > 0) throw new Error(problems.join("\n"));
       return true;
     });
@@ -234,10 +237,10 @@ export function serverOptionsFrom(argv: ServeArgs): ServerOptions {
   };
 }
 
-/** The ZeroMQ engine feed, when any --zmq-worker or --workers-file is given. */
+/** The ZeroMQ engine feed: --zmq-worker, --workers-file, and workers registering a zmq_endpoint. */
 function zmqSourceFrom(argv: ServeArgs): ZmqEventSource[] {
   const endpoints = (argv.zmqWorker ?? []).map(parseZmqWorkerSpec);
-  if (endpoints.length === 0 && argv.workersFile === undefined) return [];
+  if (!argv.kvEvents) return [];
   return [new ZmqEventSource({ endpoints, workersFile: argv.workersFile, replayTimeoutMs: argv.zmqReplayTimeout * 1000 })];
 }
 

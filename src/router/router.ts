@@ -63,6 +63,19 @@ export interface IngestSummary {
   rejections: { worker: WorkerKey; eventId: bigint; reason: EventOutcome }[];
 }
 
+/** Where a registered worker's engine publishes KV events (ZeroMQ). */
+export interface WorkerFeed {
+  zmqEndpoint: string;
+  zmqReplayEndpoint?: string;
+}
+
+/** Told when workers register or are forgotten, e.g. to start and stop their event feeds. */
+export interface WorkerObserver {
+  /** May throw a RouterError to refuse the registration (it then does not happen). */
+  registered?(workerId: bigint, dpRanks: number[], feed: WorkerFeed | undefined): void;
+  forgotten?(workerId: bigint): void;
+}
+
 export interface WorkerStatus {
   worker: WorkerKey;
   registered: boolean;
@@ -84,6 +97,7 @@ const MAX_LISTED_REJECTIONS = 100;
 export class KvRouter {
   readonly active: ActiveSequences;
   readonly registry: WorkerRegistry;
+  readonly workerObservers: WorkerObserver[] = [];
   private readonly approx: ApproximateTracker | undefined;
   /** Told about every local add / prefill-done / free (replica sync publishes them). */
   activeListener?: (change: ActiveChange) => void;
@@ -183,9 +197,11 @@ export class KvRouter {
     return summary;
   }
 
-  registerWorker(workerId: bigint, dpRanks: number[], ttlMs?: number): number {
+  registerWorker(workerId: bigint, dpRanks: number[], ttlMs?: number, feed?: WorkerFeed): number {
     const ttl = ttlMs && ttlMs > 0 ? ttlMs : this.config.workerLeaseTtlMs;
-    this.registry.register(workerId, dpRanks.length > 0 ? [...new Set(dpRanks)] : [0], ttl);
+    const ranks = dpRanks.length > 0 ? [...new Set(dpRanks)] : [0];
+    for (const o of this.workerObservers) o.registered?.(workerId, ranks, feed);
+    this.registry.register(workerId, ranks, ttl);
     return ttl;
   }
 
@@ -283,6 +299,7 @@ export class KvRouter {
       if (parseWorkerKey(key).workerId === workerId) this.active.dropWorker(key);
     }
     this.approx?.forgetWorker(workerId);
+    for (const o of this.workerObservers) o.forgotten?.(workerId);
     return this.index.removeWorker(workerId);
   }
 }

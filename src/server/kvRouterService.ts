@@ -194,7 +194,9 @@ export function kvRouterHandlers(
       if (req.leaseTtlSeconds > MAX_LEASE_TTL_SECONDS) {
         invalid(`lease_ttl_seconds is ${req.leaseTtlSeconds}; the limit is ${MAX_LEASE_TTL_SECONDS}`);
       }
-      const ttlMs = router.registerWorker(req.workerId, req.dpRanks, req.leaseTtlSeconds * 1000);
+      if (req.zmqReplayEndpoint && !req.zmqEndpoint) invalid("zmq_replay_endpoint is set but zmq_endpoint is empty");
+      const feed = req.zmqEndpoint ? { zmqEndpoint: req.zmqEndpoint, zmqReplayEndpoint: req.zmqReplayEndpoint || undefined } : undefined;
+      const ttlMs = router.registerWorker(req.workerId, req.dpRanks, req.leaseTtlSeconds * 1000, feed);
       return create(RegisterWorkerResponseSchema, { leaseTtlSeconds: Math.ceil(ttlMs / 1000) });
     }),
 

@@ -99,3 +99,31 @@ function address(v: unknown, where: string): string | undefined {
   if (!ADDRESS.test(s)) throw new EndpointSpecError(`${where} must look like tcp://host:port or ipc://path, got ${JSON.stringify(s)}`);
   return s;
 }
+
+/**
+ * The publishers of a worker that registered with a ZeroMQ endpoint: one per
+ * dp rank, rank r on port + r (ipc: path + "_dp" + r), as vLLM and SGLang
+ * place each rank's publisher.
+ */
+export function registeredEndpoints(workerId: bigint, dpRanks: number[], endpoint: string, replay?: string): ZmqEndpoint[] {
+  const where = `worker ${workerId}`;
+  address(endpoint, `${where}: zmq_endpoint`);
+  address(replay, `${where}: zmq_replay_endpoint`);
+  return dpRanks.map((dpRank) => ({
+    workerId,
+    endpoint: offsetForRank(endpoint, dpRank),
+    replay: replay ? offsetForRank(replay, dpRank) : undefined,
+    dpRank,
+    engine: "vllm" as const,
+    topic: "",
+  }));
+}
+
+function offsetForRank(addr: string, dpRank: number): string {
+  if (dpRank === 0) return addr;
+  if (addr.startsWith("ipc://")) return `${addr}_dp${dpRank}`;
+  const i = addr.lastIndexOf(":");
+  const port = Number(addr.slice(i + 1)) + dpRank;
+  if (port > 65_535) throw new EndpointSpecError(`${addr} has no port for dp rank ${dpRank}`);
+  return `${addr.slice(0, i)}:${port}`;
+}

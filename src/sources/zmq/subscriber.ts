@@ -202,6 +202,8 @@ export class EngineSubscriber {
   }
 
   private applyBatch(seq: bigint, payload: Uint8Array, outcome: "applied" | "replayed"): void {
+    // A stopped feed (worker forgotten) must not bring the worker back into the index.
+    if (this.closed) return;
     this.expected = seq + 1n;
     const { metrics, router } = this.ctx;
     let batch;

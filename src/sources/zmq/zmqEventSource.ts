@@ -3,10 +3,11 @@
 // and workers that registered with a zmq endpoint — kept in sync as a set.
 import { readFileSync, unwatchFile, watchFile } from "node:fs";
 import { type WorkerKey, workerKeyString } from "../../indexer/types.js";
-import type { KvRouter } from "../../router/router.js";
+import { RouterError } from "../../router/errors.js";
+import type { KvRouter, WorkerObserver } from "../../router/router.js";
 import { log } from "../../util/log.js";
 import type { EventSource, EventSourceContext } from "../eventSource.js";
-import { type ZmqEndpoint, endpointKey, parseWorkersFile } from "./endpoints.js";
+import { EndpointSpecError, type ZmqEndpoint, endpointKey, parseWorkersFile, registeredEndpoints } from "./endpoints.js";
 import { ZmqMetrics } from "./metrics.js";
 import { EngineSubscriber } from "./subscriber.js";
 
@@ -33,12 +34,29 @@ export class ZmqEventSource implements EventSource {
   private readonly registered = new Map<bigint, ZmqEndpoint[]>();
   private readonly lastEventIds = new Map<string, bigint>();
   private watching = false;
+  /** Registered workers that name a ZeroMQ endpoint get a subscriber for their lease. */
+  private readonly observer: WorkerObserver = {
+    registered: (workerId, dpRanks, feed) => {
+      let endpoints: ZmqEndpoint[] = [];
+      try {
+        if (feed) endpoints = registeredEndpoints(workerId, dpRanks, feed.zmqEndpoint, feed.zmqReplayEndpoint);
+      } catch (err) {
+        if (err instanceof EndpointSpecError) throw new RouterError("invalid_argument", err.message);
+        throw err;
+      }
+      this.setRegisteredEndpoints(workerId, endpoints);
+    },
+    forgotten: (workerId) => {
+      if (this.registered.has(workerId)) this.setRegisteredEndpoints(workerId, []);
+    },
+  };
 
   constructor(private readonly opts: ZmqSourceOptions = {}) {}
 
   async start(router: KvRouter, context?: EventSourceContext): Promise<void> {
     this.router = router;
     this.metrics = new ZmqMetrics(context?.registry);
+    router.workerObservers.push(this.observer);
     if (this.opts.workersFile !== undefined) {
       // A bad file at start is an error the operator must see now.
       this.fileEndpoints = parseWorkersFile(readFileSync(this.opts.workersFile, "utf8"), this.opts.workersFile);
@@ -52,6 +70,8 @@ export class ZmqEventSource implements EventSource {
   }
 
   async stop(): Promise<void> {
+    const at = this.router?.workerObservers.indexOf(this.observer) ?? -1;
+    if (at >= 0) this.router!.workerObservers.splice(at, 1);
     if (this.watching) unwatchFile(this.opts.workersFile!);
     this.watching = false;
     const all = [...this.subscribers.values()];
