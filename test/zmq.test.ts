@@ -248,6 +248,30 @@ describe("sequence gaps", () => {
     assert.equal(await overlap(r, tokens(4, 30)), 1);
   });
 
+  test("a lost range on one dp rank's publisher drops the worker and marks its other publisher stale too", async () => {
+    const p0 = await Publisher.start("vllm-map");
+    const p1 = await Publisher.start("vllm-map");
+    cleanups.push(() => p0.stop(), () => p1.stop());
+    const spec = (pub: Publisher, dpRank: number) => ({ workerId: WORKER, endpoint: pub.endpoint, dpRank, engine: "vllm" as const, topic: "" });
+    const source = new ZmqEventSource({ endpoints: [spec(p0, 0), spec(p1, 1)] });
+    const router = await startTestRouter({ blockSize: B }, { eventSources: [source] });
+    cleanups.push(() => router.close());
+    const registry = router.server.metrics.registry;
+    await p0.waitSubscribed();
+    await p1.waitSubscribed();
+    await p0.batch([storedSpec(tokens(8, 10), B, 1n)], { dpRank: 0 });
+    await p1.batch([storedSpec(tokens(8, 10), B, 1n)], { dpRank: 1 });
+    const counts = () => router.server.router.index.blockCounts();
+    await waitFor(() => counts().get(`${WORKER}:0`) === 2 && counts().get(`${WORKER}:1`) === 2, "both ranks indexed");
+    await p0.batch([storedSpec(tokens(4, 60), B, 5n)], { dpRank: 0, skip: true });
+    await p0.batch([storedSpec(tokens(4, 70), B, 6n)], { dpRank: 0 });
+    await waitFor(async () => (await metric(registry, "kvrouter_zmq_gaps_total")) === 1, "gap handled");
+    await waitFor(() => counts().get(`${WORKER}:0`) === 1, "rank 0 holds only what followed the hole");
+    assert.equal(counts().get(`${WORKER}:1`) ?? 0, 0);
+    assert.equal(await metric(registry, "kvrouter_worker_stale", { dp_rank: "0" }), 1);
+    assert.equal(await metric(registry, "kvrouter_worker_stale", { dp_rank: "1" }), 1);
+  });
+
   test("a router that subscribes late catches up through replay", async () => {
     const pub = await Publisher.start("vllm-map", { replay: true });
     cleanups.push(() => pub.stop());
