@@ -3,8 +3,9 @@
 // through its own durable pull consumer and applies messages strictly in
 // stream order: a message that arrives past a hole (lost in flight during a
 // NATS failover) first pulls the missing ones straight from the stream, so a
-// later event never overtakes an earlier one. Ack after apply; undecodable
-// messages are counted, logged once per worker, and acked.
+// later event never overtakes an earlier one. Ack after apply (AckAll, once
+// per burst); undecodable messages are counted, logged once per worker, and
+// acked.
 import {
   AckPolicy,
   type ConsumerMessages,
@@ -34,6 +35,8 @@ export interface IngestStats {
 const CONSUMER_INACTIVE_MS = 10 * 60_000;
 /** A hole larger than this is not filled message by message (logged instead). */
 const MAX_GAP_FILL = 100_000;
+/** Applied messages between acks while a burst is still flowing. */
+const ACK_EVERY = 500;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -62,6 +65,7 @@ export class StreamIngest {
   private loop: Promise<void> | undefined;
   private readonly loggedWorkers = new Set<string>();
   private router: KvRouter | undefined;
+  private unacked = 0;
 
   constructor(
     private readonly js: JetStreamClient,
@@ -109,7 +113,8 @@ export class StreamIngest {
     await this.jsm.consumers.delete(this.names.stream, this.consumerName).catch(() => undefined);
     await this.jsm.consumers.add(this.names.stream, {
       durable_name: this.consumerName,
-      ack_policy: AckPolicy.Explicit,
+      // Acking message n acks everything before it: one ack per burst, not per message.
+      ack_policy: AckPolicy.All,
       deliver_policy: startSeq <= 1 ? DeliverPolicy.All : DeliverPolicy.StartSequence,
       ...(startSeq > 1 ? { opt_start_seq: startSeq } : {}),
       max_ack_pending: 10_000,
@@ -143,13 +148,21 @@ export class StreamIngest {
     const seq = m.seq;
     if (seq <= this.lastAppliedSeq) {
       this.stats.duplicates++; // a redelivery of something already applied
-      m.ack();
+      this.ackEventually(m);
       return;
     }
     if (seq > this.lastAppliedSeq + 1) await this.fillGap(seq);
     this.applyPayload(m.data);
     this.lastAppliedSeq = seq;
-    m.ack();
+    this.ackEventually(m);
+  }
+
+  /** Acks (everything up to m) at the end of a burst or every ACK_EVERY messages. */
+  private ackEventually(m: JsMsg): void {
+    if (++this.unacked >= ACK_EVERY || m.info.pending === 0) {
+      m.ack();
+      this.unacked = 0;
+    }
   }
 
   private async fillGap(upTo: number): Promise<void> {
