@@ -46,6 +46,7 @@ describe("--zmq-worker specs", () => {
     ["18446744073709551616=tcp://h:1", /unsigned 64-bit/],
     ["1=http://h:1", /endpoint must look like tcp:\/\/host:port/],
     ["1=tcp://h:1,replay=h:2", /replay must look like/],
+    ["1=tcp://h:70000", /port 70000; 1-65535 expected/],
     ["1=tcp://h:1,dp_rank=-1", /dp_rank must be an integer/],
     ["1=tcp://h:1,engine=trtllm", /engine must be vllm or sglang/],
     ["1=tcp://h:1,colour=red", /unknown field "colour"/],

@@ -51,9 +51,10 @@ export function toIndexEvent(e: EngineEvent, worker: WorkerKey, eventId: bigint,
         return { skip: "lora_id_without_name", detail: `lora_id ${e.loraId} without lora_name` };
       }
       const seed = localHashSeed(e.loraName ?? "");
+      const all = Uint32Array.from(e.tokenIds); // one copy; blocks hash views of it
       const blocks: StoredBlockData[] = e.blockHashes.map((externalHash, i) => ({
         externalHash,
-        localHash: localBlockHash(e.tokenIds.slice(i * e.blockSize, (i + 1) * e.blockSize), seed, e.mmHashes[i]),
+        localHash: localBlockHash(all.subarray(i * e.blockSize, (i + 1) * e.blockSize), seed, e.mmHashes[i]),
       }));
       return { event: { ...header, kind: "stored", parentHash: e.parentHash, blocks } };
     }

@@ -97,6 +97,8 @@ function address(v: unknown, where: string): string | undefined {
   if (v === undefined || v === null || v === "") return undefined;
   const s = String(v);
   if (!ADDRESS.test(s)) throw new EndpointSpecError(`${where} must look like tcp://host:port or ipc://path, got ${JSON.stringify(s)}`);
+  const port = s.startsWith("tcp://") ? Number(s.slice(s.lastIndexOf(":") + 1)) : 1;
+  if (port < 1 || port > 65_535) throw new EndpointSpecError(`${where} has port ${port}; 1-65535 expected`);
   return s;
 }
 

@@ -45,7 +45,8 @@ export class EngineSubscriber {
     readonly spec: ZmqEndpoint,
     private readonly ctx: SubscriberContext,
   ) {
-    this.sub = new zmq.Subscriber({ maxMessageSize: MAX_MESSAGE_BYTES, linger: 0 });
+    // A deep queue (vLLM's own PUB high-water mark) keeps the live feed while a replay is in progress.
+    this.sub = new zmq.Subscriber({ maxMessageSize: MAX_MESSAGE_BYTES, linger: 0, receiveHighWaterMark: 100_000 });
     this.ranks.add(spec.dpRank);
   }
 

@@ -133,8 +133,13 @@ export class ZmqEventSource implements EventSource {
         replayTimeoutMs: this.opts.replayTimeoutMs ?? DEFAULT_REPLAY_TIMEOUT_MS,
         dropWorker: (caller) => this.dropWorker(caller),
       });
-      this.subscribers.set(key, sub);
-      sub.start();
+      try {
+        sub.start();
+        this.subscribers.set(key, sub);
+      } catch (err) {
+        log.error("cannot subscribe to engine KV events", { worker_id: spec.workerId, endpoint: spec.endpoint, error: String(err) });
+        void sub.stop();
+      }
     }
     this.metrics!.subscribers.set(this.subscribers.size);
   }
