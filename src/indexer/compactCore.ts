@@ -1,0 +1,710 @@
+// The compact index engine: typed arrays and open-addressing tables, no JS
+// object per block. One instance is the whole index in the main thread, or
+// one shard's part of it inside a worker thread (shards own disjoint workers).
+//
+// Data:
+// - entries: one per (worker slot, external hash) held, with its local hash,
+//   parent external hash, node, store stamp, and links in its worker's list
+//   (insertion order: parents before children, which dump relies on; also
+//   oldest-stored first, which eviction relies on);
+// - nodes: one per sequence hash held by at least one worker, with a bitset
+//   of the slots holding it (find_matches ANDs these along the prompt);
+// - per-slot state (exists, block count, last event id) lives in SlotTable,
+//   which may sit in a SharedArrayBuffer so the main thread reads it directly.
+import {
+  HEADER_WORDS,
+  OP_CLEARED,
+  OP_REMOVED,
+  OP_REMOVE_ROUTED,
+  OP_REMOVE_WORKER,
+  OP_STORED,
+  OP_STORE_ROUTED,
+  OUTCOME_PARENT_NOT_FOUND,
+  OUTCOME_STALE,
+} from "./records.js";
+import { seqHash32, seqOut } from "./seqHash.js";
+
+export const MAX_SLOTS = 65_536;
+const TWO32 = 4294967296;
+
+/** Per-slot state shared between a shard and the main thread. */
+export class SlotTable {
+  static bytes(slots: number): number {
+    return slots * (1 + 1 + 4 * 6);
+  }
+  readonly exists: Uint8Array;
+  readonly hasLast: Uint8Array;
+  readonly count: Int32Array;
+  readonly lastLo: Uint32Array;
+  readonly lastHi: Uint32Array;
+  readonly widLo: Uint32Array;
+  readonly widHi: Uint32Array;
+  readonly rank: Uint32Array;
+
+  constructor(
+    readonly buffer: ArrayBufferLike,
+    readonly slots: number,
+  ) {
+    let o = 0;
+    const u32 = () => {
+      const a = new Uint32Array(buffer, o, slots);
+      o += slots * 4;
+      return a;
+    };
+    this.count = new Int32Array(buffer, o, slots);
+    o += slots * 4;
+    this.lastLo = u32();
+    this.lastHi = u32();
+    this.widLo = u32();
+    this.widHi = u32();
+    this.rank = u32();
+    this.exists = new Uint8Array(buffer, o, slots);
+    o += slots;
+    this.hasLast = new Uint8Array(buffer, o, slots);
+  }
+}
+
+function mix(a: number, b: number, c: number): number {
+  let h = Math.imul(a ^ Math.imul(b, 0x9e3779b1) ^ Math.imul(c, 0x85ebca77), 0xc2b2ae3d);
+  h ^= h >>> 15;
+  h = Math.imul(h, 0x27d4eb2f);
+  return (h ^ (h >>> 13)) >>> 0;
+}
+
+function grownU32(a: Uint32Array, cap: number): Uint32Array<ArrayBuffer> {
+  const b = new Uint32Array(cap);
+  b.set(a);
+  return b;
+}
+function grownI32(a: Int32Array, cap: number): Int32Array<ArrayBuffer> {
+  const b = new Int32Array(cap);
+  b.set(a);
+  return b;
+}
+
+export interface DumpedEntry {
+  extLo: number;
+  extHi: number;
+  locLo: number;
+  locHi: number;
+  hasParent: boolean;
+  pLo: number;
+  pHi: number;
+}
+
+export class CompactCore {
+  // entries (struct of arrays)
+  private eCap = 0;
+  private eTop = 0;
+  private eFree = -1;
+  private eExtLo = new Uint32Array(0);
+  private eExtHi = new Uint32Array(0);
+  private eLocLo = new Uint32Array(0);
+  private eLocHi = new Uint32Array(0);
+  private ePLo = new Uint32Array(0);
+  private ePHi = new Uint32Array(0);
+  private eStamp = new Float64Array(0);
+  private eSlot = new Uint32Array(0);
+  private eNode = new Int32Array(0);
+  private ePrev = new Int32Array(0);
+  private eNext = new Int32Array(0);
+  private eHasParent = new Uint8Array(0);
+  /** Live entries: the (block, worker) pairs the index holds. */
+  entries = 0;
+  private eTab = new Int32Array(0);
+  private eMask = 0;
+
+  // nodes
+  private nCap = 0;
+  private nTop = 0;
+  private nFree = -1;
+  private nLo = new Uint32Array(0);
+  private nHi = new Uint32Array(0);
+  /** Slot bitsets, `words` u32 per node. */
+  private nBits = new Uint32Array(0);
+  private words = 1;
+  /** Live nodes: distinct sequence hashes held by at least one worker. */
+  nodes = 0;
+  private nTab = new Int32Array(0);
+  private nMask = 0;
+
+  /** (node * MAX_SLOTS + slot) -> extra holds of one sequence hash through several external hashes. */
+  private readonly extra = new Map<number, number>();
+  // per-slot list heads of this core
+  private readonly head: Int32Array;
+  private readonly tail: Int32Array;
+  /** Slots this core owns, for ranks-of-worker scans and eviction. */
+  private readonly owned = new Set<number>();
+  /** Entries dropped by evictThrough. */
+  evicted = 0;
+
+  constructor(
+    readonly slots: SlotTable,
+    initialEntries = 1024,
+  ) {
+    this.head = new Int32Array(slots.slots).fill(-1);
+    this.tail = new Int32Array(slots.slots).fill(-1);
+    this.growEntries(Math.max(16, initialEntries));
+    this.growNodes(Math.max(16, initialEntries));
+    this.rehashEntries(Math.max(32, nextPow2(initialEntries * 2)));
+    this.rehashNodes(Math.max(32, nextPow2(initialEntries * 2)));
+  }
+
+  // ---- operations ------------------------------------------------------
+
+  /** Applies `count` records from `w`; writes one result word per record into `out`. */
+  applyRecords(w: Uint32Array, count: number, out: Int32Array): void {
+    let o = 0;
+    for (let i = 0; i < count; i++) {
+      const op = w[o];
+      const n = op === OP_STORED ? w[o + HEADER_WORDS + 3] : op === OP_CLEARED || op === OP_REMOVE_WORKER ? 0 : w[o + HEADER_WORDS];
+      out[i] = this.applyOne(w, o);
+      o +=
+        HEADER_WORDS +
+        (op === OP_STORED ? 4 + n * 4 : op === OP_CLEARED || op === OP_REMOVE_WORKER ? 0 : 1 + n * 2);
+    }
+  }
+
+  /** Result: outcome | gap << 2 | unknownRemovals << 3; for OP_REMOVE_WORKER the blocks dropped. */
+  private applyOne(w: Uint32Array, o: number): number {
+    const op = w[o];
+    const slot = w[o + 1];
+    const st = this.slots;
+    if (op === OP_REMOVE_WORKER) return this.removeWorker(w[o + 2], w[o + 3]);
+    const exists = st.exists[slot] === 1 && this.owned.has(slot);
+    const stamp = w[o + 7] + w[o + 8] * TWO32;
+    const b = o + HEADER_WORDS;
+    if (op === OP_STORE_ROUTED) {
+      if (!exists) this.create(slot, w[o + 2], w[o + 3], w[o + 4]);
+      this.storeRouted(slot, w, b, stamp);
+      return 0;
+    }
+    if (op === OP_REMOVE_ROUTED) {
+      if (!exists) return 0;
+      const n = w[b];
+      for (let i = 0; i < n; i++) this.releaseExt(slot, w[b + 1 + 2 * i], w[b + 2 + 2 * i]);
+      return 0;
+    }
+    const restore = w[o + 9] === 1;
+    const eLo = w[o + 5];
+    const eHi = w[o + 6];
+    let gap = 0;
+    const hasLast = exists && st.hasLast[slot] === 1;
+    const lLo = hasLast ? st.lastLo[slot] : 0;
+    const lHi = hasLast ? st.lastHi[slot] : 0;
+    const newer = hasLast && (eHi > lHi || (eHi === lHi && eLo > lLo));
+    if (!restore && hasLast) {
+      if (!newer) return OUTCOME_STALE;
+      const nLo = (lLo + 1) >>> 0;
+      const nHi = nLo === 0 ? (lHi + 1) >>> 0 : lHi;
+      gap = eLo === nLo && eHi === nHi ? 0 : 1;
+    }
+    let parentNode = -1;
+    if (op === OP_STORED && w[b] === 1) {
+      const pe = exists ? this.findEntry(slot, w[b + 1], w[b + 2]) : -1;
+      if (pe < 0) return OUTCOME_PARENT_NOT_FOUND | (gap << 2);
+      parentNode = this.eNode[pe];
+    }
+    if (!exists) this.create(slot, w[o + 2], w[o + 3], w[o + 4]);
+    if (!restore || !hasLast || newer) {
+      st.lastLo[slot] = eLo;
+      st.lastHi[slot] = eHi;
+      st.hasLast[slot] = 1;
+    }
+    if (op === OP_STORED) {
+      this.stored(slot, w, b, parentNode, stamp);
+      return gap << 2;
+    }
+    if (op === OP_REMOVED) {
+      const n = w[b];
+      let unknown = 0;
+      for (let i = 0; i < n; i++) if (!this.releaseExt(slot, w[b + 1 + 2 * i], w[b + 2 + 2 * i])) unknown++;
+      return (gap << 2) | (unknown << 3);
+    }
+    // cleared: every dp rank of the worker
+    for (const s of this.ranksOf(st.widLo[slot], st.widHi[slot])) this.clearSlot(s);
+    return gap << 2;
+  }
+
+  private stored(slot: number, w: Uint32Array, b: number, parentNode: number, stamp: number): void {
+    let hasParent = w[b] === 1;
+    let pLo = w[b + 1];
+    let pHi = w[b + 2];
+    let sLo = parentNode >= 0 ? this.nLo[parentNode] : 0;
+    let sHi = parentNode >= 0 ? this.nHi[parentNode] : 0;
+    let chained = parentNode >= 0;
+    const n = w[b + 3];
+    for (let i = 0, q = b + 4; i < n; i++, q += 4) {
+      const xLo = w[q];
+      const xHi = w[q + 1];
+      const lo = w[q + 2];
+      const hi = w[q + 3];
+      if (chained) {
+        seqHash32(sLo, sHi, lo, hi);
+        sLo = seqOut.lo;
+        sHi = seqOut.hi;
+      } else {
+        sLo = lo;
+        sHi = hi;
+        chained = true;
+      }
+      this.hold(slot, xLo, xHi, sLo, sHi, lo, hi, hasParent, pLo, pHi, stamp + i);
+      hasParent = true;
+      pLo = xLo;
+      pHi = xHi;
+    }
+  }
+
+  private storeRouted(slot: number, w: Uint32Array, b: number, stamp: number): void {
+    const n = w[b];
+    let hasParent = false;
+    let pLo = 0;
+    let pHi = 0;
+    for (let i = 0; i < n; i++) {
+      const lo = w[b + 1 + 2 * i];
+      const hi = w[b + 2 + 2 * i];
+      // Routed blocks have no engine id: the sequence hash stands in for it.
+      this.hold(slot, lo, hi, lo, hi, lo, hi, hasParent, pLo, pHi, stamp + i);
+      hasParent = true;
+      pLo = lo;
+      pHi = hi;
+    }
+  }
+
+  /** Per slot, how many leading hashes it holds; writes (slot, depth) pairs, returns their count. */
+  findMatches(h: Uint32Array, n: number, outSlot: Int32Array, outDepth: Int32Array, alive: Uint32Array): number {
+    if (n === 0) return 0;
+    let node = this.findNode(h[0], h[1]);
+    if (node < 0) return 0;
+    const W = this.words;
+    const bits = this.nBits;
+    let base = node * W;
+    for (let k = 0; k < W; k++) alive[k] = bits[base + k];
+    let found = 0;
+    let depth = 1;
+    for (; depth < n; depth++) {
+      node = this.findNode(h[2 * depth], h[2 * depth + 1]);
+      if (node < 0) break;
+      base = node * W;
+      let any = 0;
+      for (let k = 0; k < W; k++) {
+        const a = alive[k];
+        if (a === 0) continue;
+        const keep = a & bits[base + k];
+        let lost = (a & ~keep) >>> 0;
+        while (lost !== 0) {
+          const bit = 31 - Math.clz32(lost);
+          outSlot[found] = k * 32 + bit;
+          outDepth[found++] = depth;
+          lost = (lost & ~(1 << bit)) >>> 0;
+        }
+        alive[k] = keep;
+        any |= keep;
+      }
+      if (any === 0) return found; // early exit: nobody can match further
+    }
+    for (let k = 0; k < W; k++) {
+      let a = alive[k] >>> 0;
+      while (a !== 0) {
+        const bit = 31 - Math.clz32(a);
+        outSlot[found] = k * 32 + bit;
+        outDepth[found++] = depth;
+        a = (a & ~(1 << bit)) >>> 0;
+      }
+    }
+    return found;
+  }
+
+  get bitsetWords(): number {
+    return this.words;
+  }
+
+  /** Drops every rank of a worker; returns the blocks dropped. */
+  removeWorker(widLo: number, widHi: number): number {
+    let removed = 0;
+    for (const s of this.ranksOf(widLo, widHi)) {
+      removed += this.clearSlot(s);
+      this.slots.exists[s] = 0;
+      this.slots.hasLast[s] = 0;
+      this.owned.delete(s);
+    }
+    return removed;
+  }
+
+  /** Stamps of up to `max` oldest entries, ascending, into out; returns how many. */
+  oldestStamps(max: number, out: Float64Array): number {
+    const cursors: number[] = [];
+    for (const s of this.owned) if (this.head[s] >= 0) cursors.push(this.head[s]);
+    let k = 0;
+    while (k < max && cursors.length > 0) {
+      let best = 0;
+      for (let i = 1; i < cursors.length; i++) if (this.eStamp[cursors[i]] < this.eStamp[cursors[best]]) best = i;
+      const e = cursors[best];
+      out[k++] = this.eStamp[e];
+      const next = this.eNext[e];
+      if (next >= 0) cursors[best] = next;
+      else cursors.splice(best, 1);
+    }
+    return k;
+  }
+
+  /** Evicts every entry stored at or before `stamp`; returns how many. */
+  evictThrough(stamp: number): number {
+    let n = 0;
+    for (const s of this.owned) {
+      while (this.head[s] >= 0 && this.eStamp[this.head[s]] <= stamp) {
+        this.release(this.head[s]);
+        n++;
+      }
+    }
+    this.evicted += n;
+    return n;
+  }
+
+  /** Entries of a slot in insertion order (parents before children). */
+  dumpSlot(slot: number): DumpedEntry[] {
+    const out: DumpedEntry[] = [];
+    if (!this.owned.has(slot)) return out;
+    for (let e = this.head[slot]; e >= 0; e = this.eNext[e]) {
+      out.push({
+        extLo: this.eExtLo[e],
+        extHi: this.eExtHi[e],
+        locLo: this.eLocLo[e],
+        locHi: this.eLocHi[e],
+        hasParent: this.eHasParent[e] === 1,
+        pLo: this.ePLo[e],
+        pHi: this.ePHi[e],
+      });
+    }
+    return out;
+  }
+
+  /** Sequence hashes of every live node as (lo, hi) pairs. */
+  nodeHashes(): Uint32Array<ArrayBuffer> {
+    const out = new Uint32Array(this.nodes * 2);
+    let k = 0;
+    for (let i = 0; i < this.nTab.length; i++) {
+      const v = this.nTab[i];
+      if (v < 0) continue;
+      out[k++] = this.nLo[v];
+      out[k++] = this.nHi[v];
+    }
+    return out;
+  }
+
+  /** Bytes held in typed arrays (capacity, not just use). */
+  arrayBytes(): number {
+    const e = this.eCap * (4 * 6 + 8 + 4 + 4 + 4 + 4 + 1);
+    const n = this.nCap * 8 + this.nBits.byteLength;
+    return e + n + this.eTab.byteLength + this.nTab.byteLength + this.head.byteLength * 2;
+  }
+
+  // ---- slots -------------------------------------------------------------
+
+  private create(slot: number, widLo: number, widHi: number, rank: number): void {
+    const st = this.slots;
+    st.exists[slot] = 1;
+    st.hasLast[slot] = 0;
+    st.count[slot] = 0;
+    st.widLo[slot] = widLo;
+    st.widHi[slot] = widHi;
+    st.rank[slot] = rank;
+    this.head[slot] = -1;
+    this.tail[slot] = -1;
+    this.owned.add(slot);
+    if (slot >= this.words * 32) this.widen(Math.ceil((slot + 1) / 32));
+  }
+
+  private ranksOf(widLo: number, widHi: number): number[] {
+    const out: number[] = [];
+    for (const s of this.owned) if (this.slots.widLo[s] === widLo && this.slots.widHi[s] === widHi) out.push(s);
+    return out;
+  }
+
+  private clearSlot(slot: number): number {
+    const W = this.words;
+    const count = this.slots.count[slot];
+    const word = slot >>> 5;
+    const bit = 1 << (slot & 31);
+    let e = this.head[slot];
+    while (e >= 0) {
+      const next = this.eNext[e];
+      const node = this.eNode[e];
+      const at = node * W + word;
+      // A node visited again through an extra hold was already cleared (and maybe freed).
+      if (this.nBits[at] & bit) {
+        this.nBits[at] &= ~bit;
+        this.extra.delete(node * MAX_SLOTS + slot);
+        if (this.nodeEmpty(node)) this.freeNode(node);
+      }
+      this.unlinkEntryTable(e);
+      this.freeEntry(e);
+      e = next;
+    }
+    this.head[slot] = -1;
+    this.tail[slot] = -1;
+    this.slots.count[slot] = 0;
+    this.entries -= count;
+    return count;
+  }
+
+  // ---- entries -----------------------------------------------------------
+
+  private hold(
+    slot: number,
+    xLo: number,
+    xHi: number,
+    sLo: number,
+    sHi: number,
+    lLo: number,
+    lHi: number,
+    hasParent: boolean,
+    pLo: number,
+    pHi: number,
+    stamp: number,
+  ): void {
+    if (this.findEntry(slot, xLo, xHi) >= 0) return; // duplicate store: idempotent
+    const e = this.allocEntry();
+    this.eExtLo[e] = xLo;
+    this.eExtHi[e] = xHi;
+    this.eLocLo[e] = lLo;
+    this.eLocHi[e] = lHi;
+    this.eHasParent[e] = hasParent ? 1 : 0;
+    this.ePLo[e] = pLo;
+    this.ePHi[e] = pHi;
+    this.eStamp[e] = stamp;
+    this.eSlot[e] = slot;
+    // append to the worker's list
+    const t = this.tail[slot];
+    this.ePrev[e] = t;
+    this.eNext[e] = -1;
+    if (t >= 0) this.eNext[t] = e;
+    else this.head[slot] = e;
+    this.tail[slot] = e;
+    this.insertEntryTable(e);
+    this.entries++;
+    this.slots.count[slot]++;
+    const node = this.nodeFor(sLo, sHi);
+    this.eNode[e] = node;
+    const at = node * this.words + (slot >>> 5);
+    const bit = 1 << (slot & 31);
+    if (this.nBits[at] & bit) {
+      const key = node * MAX_SLOTS + slot;
+      this.extra.set(key, (this.extra.get(key) ?? 0) + 1);
+    } else {
+      this.nBits[at] |= bit;
+    }
+  }
+
+  private releaseExt(slot: number, xLo: number, xHi: number): boolean {
+    const e = this.findEntry(slot, xLo, xHi);
+    if (e < 0) return false;
+    this.release(e);
+    return true;
+  }
+
+  private release(e: number): void {
+    const slot = this.eSlot[e];
+    const p = this.ePrev[e];
+    const nx = this.eNext[e];
+    if (p >= 0) this.eNext[p] = nx;
+    else this.head[slot] = nx;
+    if (nx >= 0) this.ePrev[nx] = p;
+    else this.tail[slot] = p;
+    this.unlinkEntryTable(e);
+    this.entries--;
+    this.slots.count[slot]--;
+    const node = this.eNode[e];
+    this.freeEntry(e);
+    const key = node * MAX_SLOTS + slot;
+    const extra = this.extra.get(key);
+    if (extra !== undefined) {
+      if (extra === 1) this.extra.delete(key);
+      else this.extra.set(key, extra - 1);
+      return;
+    }
+    this.nBits[node * this.words + (slot >>> 5)] &= ~(1 << (slot & 31));
+    if (this.nodeEmpty(node)) this.freeNode(node);
+  }
+
+  private allocEntry(): number {
+    if (this.eFree >= 0) {
+      const e = this.eFree;
+      this.eFree = this.eNext[e];
+      return e;
+    }
+    if (this.eTop === this.eCap) this.growEntries(Math.ceil(this.eCap * 1.5));
+    return this.eTop++;
+  }
+
+  private freeEntry(e: number): void {
+    this.eNext[e] = this.eFree;
+    this.eFree = e;
+  }
+
+  private growEntries(cap: number): void {
+    this.eExtLo = grownU32(this.eExtLo, cap);
+    this.eExtHi = grownU32(this.eExtHi, cap);
+    this.eLocLo = grownU32(this.eLocLo, cap);
+    this.eLocHi = grownU32(this.eLocHi, cap);
+    this.ePLo = grownU32(this.ePLo, cap);
+    this.ePHi = grownU32(this.ePHi, cap);
+    const stamp = new Float64Array(cap);
+    stamp.set(this.eStamp);
+    this.eStamp = stamp;
+    this.eSlot = grownU32(this.eSlot, cap);
+    this.eNode = grownI32(this.eNode, cap);
+    this.ePrev = grownI32(this.ePrev, cap);
+    this.eNext = grownI32(this.eNext, cap);
+    const hp = new Uint8Array(cap);
+    hp.set(this.eHasParent);
+    this.eHasParent = hp;
+    this.eCap = cap;
+  }
+
+  private findEntry(slot: number, xLo: number, xHi: number): number {
+    const mask = this.eMask;
+    const tab = this.eTab;
+    for (let i = mix(xLo, xHi, slot) & mask; ; i = (i + 1) & mask) {
+      const e = tab[i];
+      if (e < 0) return -1;
+      if (this.eExtLo[e] === xLo && this.eExtHi[e] === xHi && this.eSlot[e] === slot) return e;
+    }
+  }
+
+  private insertEntryTable(e: number): void {
+    if ((this.entries + 1) * 4 > this.eTab.length * 3) this.rehashEntries(this.eTab.length * 2);
+    const mask = this.eMask;
+    let i = mix(this.eExtLo[e], this.eExtHi[e], this.eSlot[e]) & mask;
+    while (this.eTab[i] >= 0) i = (i + 1) & mask;
+    this.eTab[i] = e;
+  }
+
+  private unlinkEntryTable(e: number): void {
+    const mask = this.eMask;
+    const tab = this.eTab;
+    let i = mix(this.eExtLo[e], this.eExtHi[e], this.eSlot[e]) & mask;
+    while (tab[i] !== e) i = (i + 1) & mask;
+    // backward-shift deletion keeps probe chains intact without tombstones
+    let j = i;
+    for (;;) {
+      j = (j + 1) & mask;
+      const v = tab[j];
+      if (v < 0) break;
+      const home = mix(this.eExtLo[v], this.eExtHi[v], this.eSlot[v]) & mask;
+      if (i <= j ? i < home && home <= j : i < home || home <= j) continue;
+      tab[i] = v;
+      i = j;
+    }
+    tab[i] = -1;
+  }
+
+  private rehashEntries(size: number): void {
+    this.eTab = new Int32Array(size).fill(-1);
+    this.eMask = size - 1;
+    for (let slot = 0; slot < this.head.length; slot++) {
+      if (!this.owned.has(slot)) continue;
+      for (let e = this.head[slot]; e >= 0; e = this.eNext[e]) {
+        let i = mix(this.eExtLo[e], this.eExtHi[e], slot) & this.eMask;
+        while (this.eTab[i] >= 0) i = (i + 1) & this.eMask;
+        this.eTab[i] = e;
+      }
+    }
+  }
+
+  // ---- nodes -------------------------------------------------------------
+
+  private findNode(lo: number, hi: number): number {
+    const mask = this.nMask;
+    const tab = this.nTab;
+    for (let i = mix(lo, hi, 0) & mask; ; i = (i + 1) & mask) {
+      const v = tab[i];
+      if (v < 0) return -1;
+      if (this.nLo[v] === lo && this.nHi[v] === hi) return v;
+    }
+  }
+
+  private nodeFor(lo: number, hi: number): number {
+    const found = this.findNode(lo, hi);
+    if (found >= 0) return found;
+    if ((this.nodes + 1) * 4 > this.nTab.length * 3) this.rehashNodes(this.nTab.length * 2);
+    let v: number;
+    if (this.nFree >= 0) {
+      v = this.nFree;
+      this.nFree = this.nLo[v] | 0;
+      if (this.nFree === 0x7fffffff) this.nFree = -1;
+    } else {
+      if (this.nTop === this.nCap) this.growNodes(Math.ceil(this.nCap * 1.5));
+      v = this.nTop++;
+    }
+    this.nLo[v] = lo;
+    this.nHi[v] = hi;
+    const mask = this.nMask;
+    let i = mix(lo, hi, 0) & mask;
+    while (this.nTab[i] >= 0) i = (i + 1) & mask;
+    this.nTab[i] = v;
+    this.nodes++;
+    return v;
+  }
+
+  private nodeEmpty(node: number): boolean {
+    const W = this.words;
+    for (let k = node * W, end = k + W; k < end; k++) if (this.nBits[k] !== 0) return false;
+    return true;
+  }
+
+  private freeNode(v: number): void {
+    const mask = this.nMask;
+    const tab = this.nTab;
+    let i = mix(this.nLo[v], this.nHi[v], 0) & mask;
+    while (tab[i] !== v) i = (i + 1) & mask;
+    let j = i;
+    for (;;) {
+      j = (j + 1) & mask;
+      const u = tab[j];
+      if (u < 0) break;
+      const home = mix(this.nLo[u], this.nHi[u], 0) & mask;
+      if (i <= j ? i < home && home <= j : i < home || home <= j) continue;
+      tab[i] = u;
+      i = j;
+    }
+    tab[i] = -1;
+    this.nodes--;
+    this.nLo[v] = this.nFree < 0 ? 0x7fffffff : this.nFree;
+    this.nFree = v;
+  }
+
+  private growNodes(cap: number): void {
+    this.nLo = grownU32(this.nLo, cap);
+    this.nHi = grownU32(this.nHi, cap);
+    this.nBits = grownU32(this.nBits, cap * this.words);
+    this.nCap = cap;
+  }
+
+  private widen(words: number): void {
+    const old = this.words;
+    const bits = new Uint32Array(this.nCap * words);
+    for (let v = 0; v < this.nTop; v++) for (let k = 0; k < old; k++) bits[v * words + k] = this.nBits[v * old + k];
+    this.nBits = bits;
+    this.words = words;
+  }
+
+  private rehashNodes(size: number): void {
+    const old = this.nTab;
+    this.nTab = new Int32Array(size).fill(-1);
+    this.nMask = size - 1;
+    for (let i = 0; i < old.length; i++) {
+      const v = old[i];
+      if (v < 0) continue;
+      let k = mix(this.nLo[v], this.nHi[v], 0) & this.nMask;
+      while (this.nTab[k] >= 0) k = (k + 1) & this.nMask;
+      this.nTab[k] = v;
+    }
+  }
+}
+
+function nextPow2(n: number): number {
+  let p = 1;
+  while (p < n) p *= 2;
+  return p;
+}

@@ -1,0 +1,336 @@
+// The compact KV index behind the KvIndex interface: the same answers as
+// PrefixIndex (the reference model), with typed-array storage, bounded memory
+// (--max-blocks) and optional shards on worker threads (--indexer-shards).
+//
+// This front-end owns what must be global: which (worker, dp_rank) has which
+// slot, which shard owns each worker (all dp ranks of a worker share a shard,
+// since "cleared" and removal act on all of them), and the store clock that
+// orders entries for eviction across shards.
+//
+// Eviction (--max-blocks N): after each applied batch (one apply() call, one
+// applyBatch() call, one storeRouted()), if more than N (block, worker)
+// entries are held, the entries stored longest ago are evicted until N remain.
+// An entry's age is set when its (worker, external hash) is first stored; a
+// duplicate store does not refresh it. Evicting an entry is exactly a removal
+// of that external hash from that worker (no cascade; lookups stop there).
+import { type DumpedEntry, MAX_SLOTS } from "./compactCore.js";
+import {
+  OP_REMOVE_ROUTED,
+  OP_STORE_ROUTED,
+  RecordWriter,
+  stampsOf,
+  u64,
+} from "./records.js";
+import { LocalBackend, type ShardBackend } from "./shardBackend.js";
+import { ThreadBackend } from "./threadBackend.js";
+import {
+  type ApplyResult,
+  type EventOutcome,
+  type IndexEvent,
+  type KvIndex,
+  type Overlaps,
+  type WorkerKey,
+  workerKeyString,
+} from "./types.js";
+
+export interface CompactIndexOptions {
+  /** 0 = in this thread; N >= 1 = N shard threads. */
+  shards?: number;
+  /** Most (block, worker) entries held; undefined = unbounded. */
+  maxBlocks?: number;
+  /** Entries to allocate up front (avoids growth copies when the size is known). */
+  initialEntries?: number;
+}
+
+/** Events sent to the shards per round trip: bounds how long one call keeps shards busy. */
+export const MAX_BATCH_EVENTS = 4096;
+
+const OUTCOMES: EventOutcome[] = ["applied", "parent_block_not_found", "stale_event_id"];
+
+interface SlotInfo {
+  key: WorkerKey;
+  keyString: string;
+  shard: number;
+}
+
+export interface IndexStats {
+  shards: number;
+  entries: number;
+  evictions: number;
+  arrayBytes: number;
+  shardHeapBytes: number;
+}
+
+export class CompactIndex implements KvIndex {
+  private readonly bySlot: (SlotInfo | undefined)[] = [];
+  /** Known workers in creation order (what workers() lists). */
+  private readonly byKey = new Map<string, number>();
+  private readonly freeSlots: number[] = [];
+  /** workerId -> [shard, number of slots (known or pending) it has there]. */
+  private readonly shardOf = new Map<bigint, { shard: number; slots: number }>();
+  private readonly workersPerShard: number[];
+  private readonly writers: RecordWriter[];
+  private clock = 1;
+  private evictions = 0;
+  private readonly query = new BigUint64Array(1024);
+  private queryWords = new Uint32Array(this.query.buffer);
+  private queryBig = this.query;
+
+  private constructor(
+    private readonly backend: ShardBackend,
+    private readonly maxBlocks: number | undefined,
+  ) {
+    this.workersPerShard = new Array(backend.shards).fill(0);
+    this.writers = Array.from({ length: backend.shards }, () => new RecordWriter());
+  }
+
+  /** An index in the calling thread (synchronous to build: for embedding and tests). */
+  static local(opts: Omit<CompactIndexOptions, "shards"> = {}): CompactIndex {
+    return new CompactIndex(new LocalBackend(MAX_SLOTS, opts.initialEntries ?? 1024), opts.maxBlocks);
+  }
+
+  /** An index with `opts.shards` worker threads (0 = local). */
+  static async create(opts: CompactIndexOptions = {}): Promise<CompactIndex> {
+    const shards = opts.shards ?? 0;
+    if (shards === 0) return CompactIndex.local(opts);
+    const perShard = Math.ceil((opts.initialEntries ?? 1024 * shards) / shards);
+    const backend = await ThreadBackend.start(shards, MAX_SLOTS, perShard);
+    return new CompactIndex(backend, opts.maxBlocks);
+  }
+
+  get shards(): number {
+    return this.backend.shards;
+  }
+
+  apply(event: IndexEvent, restore = false): ApplyResult {
+    return this.applyBatch([event], restore)[0];
+  }
+
+  /** Applies events in order; one round trip to the shards per MAX_BATCH_EVENTS events. */
+  applyBatch(events: readonly IndexEvent[], restore = false): ApplyResult[] {
+    const results: ApplyResult[] = new Array(events.length);
+    for (let start = 0; start < events.length; start += MAX_BATCH_EVENTS) {
+      this.applyChunk(events, start, Math.min(events.length, start + MAX_BATCH_EVENTS), restore, results);
+    }
+    return results;
+  }
+
+  private applyChunk(events: readonly IndexEvent[], from: number, to: number, restore: boolean, results: ApplyResult[]): void {
+    for (const w of this.writers) w.reset();
+    const where = new Int32Array((to - from) * 2);
+    const pending = new Map<string, number>();
+    for (let i = from; i < to; i++) {
+      const e = events[i];
+      const slot = this.slotFor(e, pending);
+      const shard = this.bySlot[slot]!.shard;
+      const w = this.writers[shard];
+      where[2 * (i - from)] = shard;
+      where[2 * (i - from) + 1] = w.count;
+      w.event(e, slot, this.clock, restore);
+      this.clock += stampsOf(e);
+    }
+    const outs = this.backend.apply(this.writers.map((w) => (w.count > 0 ? w : undefined)));
+    for (let i = from; i < to; i++) {
+      const code = outs[where[2 * (i - from)]][where[2 * (i - from) + 1]];
+      results[i] = {
+        outcome: OUTCOMES[code & 3],
+        notes: { gap: (code & 4) !== 0, unknownRemovals: code >>> 3 },
+      };
+    }
+    this.settle(pending);
+    this.evictOverflow();
+  }
+
+  findMatches(sequenceHashes: readonly bigint[]): Overlaps {
+    const overlaps: Overlaps = new Map();
+    const n = sequenceHashes.length;
+    if (n === 0) return overlaps;
+    if (this.queryBig.length < n) {
+      this.queryBig = new BigUint64Array(n * 2);
+      this.queryWords = new Uint32Array(this.queryBig.buffer);
+    }
+    const q = this.queryBig;
+    for (let i = 0; i < n; i++) q[i] = sequenceHashes[i];
+    this.backend.find(this.queryWords, n, (slot, depth) => {
+      const info = this.bySlot[slot];
+      if (info !== undefined) overlaps.set(info.keyString, depth);
+    });
+    return overlaps;
+  }
+
+  storeRouted(worker: WorkerKey, sequenceHashes: readonly bigint[]): void {
+    const pending = new Map<string, number>();
+    const slot = this.slotFor(worker, pending);
+    const shard = this.bySlot[slot]!.shard;
+    this.routed(OP_STORE_ROUTED, slot, shard, worker, sequenceHashes);
+    this.settle(pending);
+    this.evictOverflow();
+  }
+
+  removeRouted(worker: WorkerKey, sequenceHashes: readonly bigint[]): void {
+    const slot = this.byKey.get(workerKeyString(worker));
+    if (slot === undefined) return;
+    this.routed(OP_REMOVE_ROUTED, slot, this.bySlot[slot]!.shard, worker, sequenceHashes);
+  }
+
+  removeWorker(workerId: bigint): number {
+    const placed = this.shardOf.get(workerId);
+    if (placed === undefined) return 0;
+    const w = this.writers[placed.shard];
+    for (const x of this.writers) x.reset();
+    w.removeWorker(0, workerId);
+    const removed = this.backend.apply(this.writers.map((x) => (x.count > 0 ? x : undefined)))[placed.shard][0];
+    for (const [key, slot] of [...this.byKey]) {
+      if (this.bySlot[slot]!.key.workerId !== workerId) continue;
+      this.byKey.delete(key);
+      this.releaseSlot(slot);
+    }
+    return removed;
+  }
+
+  blockCounts(): Map<string, number> {
+    const counts = new Map<string, number>();
+    const c = this.backend.slots.count;
+    for (const [key, slot] of this.byKey) counts.set(key, c[slot]);
+    return counts;
+  }
+
+  lastEventIds(): Map<string, bigint> {
+    const ids = new Map<string, bigint>();
+    const st = this.backend.slots;
+    for (const [key, slot] of this.byKey) {
+      if (st.hasLast[slot] === 1) ids.set(key, u64(st.lastLo[slot], st.lastHi[slot]));
+    }
+    return ids;
+  }
+
+  workers(): WorkerKey[] {
+    return [...this.byKey.values()].map((slot) => ({ ...this.bySlot[slot]!.key }));
+  }
+
+  size(): number {
+    return this.backend.distinctNodes();
+  }
+
+  *dump(): Iterable<IndexEvent> {
+    const st = this.backend.slots;
+    for (const slot of [...this.byKey.values()]) {
+      const info = this.bySlot[slot]!;
+      const { workerId, dpRank } = info.key;
+      const hasLast = st.hasLast[slot] === 1;
+      const eventId = hasLast ? u64(st.lastLo[slot], st.lastHi[slot]) : 0n;
+      const entries: DumpedEntry[] = this.backend.dumpSlot(info.shard, slot);
+      // Insertion order puts parents first; a block whose parent is gone is
+      // unreachable by lookups and left out (its stored event could not apply).
+      const dumped = new Set<bigint>();
+      for (const e of entries) {
+        const parent = e.hasParent ? u64(e.pLo, e.pHi) : undefined;
+        if (parent !== undefined && !dumped.has(parent)) continue;
+        const ext = u64(e.extLo, e.extHi);
+        dumped.add(ext);
+        yield {
+          kind: "stored",
+          workerId,
+          dpRank,
+          eventId,
+          parentHash: parent,
+          blocks: [{ externalHash: ext, localHash: u64(e.locLo, e.locHi) }],
+        };
+      }
+      if (entries.length === 0 && hasLast) {
+        yield { kind: "removed", workerId, dpRank, eventId, blockHashes: [] };
+      }
+    }
+  }
+
+  /** Entries held, evictions so far and memory, for benchmarks and metrics. */
+  stats(): IndexStats {
+    const shards = this.backend.stats();
+    return {
+      shards: this.backend.shards,
+      entries: shards.reduce((n, s) => n + s.entries, 0),
+      evictions: this.evictions,
+      arrayBytes: shards.reduce((n, s) => n + s.arrayBytes, 0) + this.backend.slots.buffer.byteLength,
+      shardHeapBytes: shards.reduce((n, s) => n + s.heapUsed, 0),
+    };
+  }
+
+  /** Stops shard threads (no-op for a local index). */
+  close(): Promise<void> {
+    return this.backend.close();
+  }
+
+  // ---- internals -------------------------------------------------------
+
+  private routed(op: number, slot: number, shard: number, worker: WorkerKey, hashes: readonly bigint[]): void {
+    for (const w of this.writers) w.reset();
+    this.writers[shard].hashes(op, slot, worker, hashes, this.clock);
+    this.clock += hashes.length + 1;
+    this.backend.apply(this.writers.map((w) => (w.count > 0 ? w : undefined)));
+  }
+
+  /** The slot of a worker key; a new key gets a pending slot that settle() keeps or frees. */
+  private slotFor(key: WorkerKey, pending: Map<string, number>): number {
+    const k = workerKeyString(key);
+    const known = this.byKey.get(k) ?? pending.get(k);
+    if (known !== undefined) return known;
+    let placed = this.shardOf.get(key.workerId);
+    if (placed === undefined) {
+      // A new worker goes to the shard with the fewest workers.
+      let best = 0;
+      for (let s = 1; s < this.workersPerShard.length; s++) {
+        if (this.workersPerShard[s] < this.workersPerShard[best]) best = s;
+      }
+      placed = { shard: best, slots: 0 };
+      this.shardOf.set(key.workerId, placed);
+      this.workersPerShard[best]++;
+    }
+    const slot = this.freeSlots.pop() ?? this.bySlot.length;
+    if (slot >= MAX_SLOTS) throw new RangeError(`the index holds at most ${MAX_SLOTS} (worker, dp_rank) pairs`);
+    placed.slots++;
+    this.bySlot[slot] = { key: { workerId: key.workerId, dpRank: key.dpRank }, keyString: k, shard: placed.shard };
+    pending.set(k, slot);
+    return slot;
+  }
+
+  /** Keeps the pending slots whose worker now exists; frees the others (rejected first events). */
+  private settle(pending: Map<string, number>): void {
+    for (const [key, slot] of pending) {
+      if (this.backend.slots.exists[slot] === 1) this.byKey.set(key, slot);
+      else this.releaseSlot(slot);
+    }
+  }
+
+  private releaseSlot(slot: number): void {
+    const info = this.bySlot[slot]!;
+    this.bySlot[slot] = undefined;
+    this.freeSlots.push(slot);
+    const placed = this.shardOf.get(info.key.workerId)!;
+    if (--placed.slots === 0) {
+      this.shardOf.delete(info.key.workerId);
+      this.workersPerShard[placed.shard]--;
+    }
+  }
+
+  private totalEntries(): number {
+    const c = this.backend.slots.count;
+    let n = 0;
+    for (const slot of this.byKey.values()) n += c[slot];
+    return n;
+  }
+
+  private evictOverflow(): void {
+    if (this.maxBlocks === undefined) return;
+    for (let round = 0; round < 64; round++) {
+      const over = this.totalEntries() - this.maxBlocks;
+      if (over <= 0) return;
+      const want = Math.min(over, 1 << 16);
+      // The want-th oldest stamp across shards is the eviction threshold.
+      const stamps: number[] = [];
+      for (let s = 0; s < this.backend.shards; s++) stamps.push(...this.backend.oldestStamps(s, want));
+      if (stamps.length === 0) return;
+      stamps.sort((a, b) => a - b);
+      this.evictions += this.backend.evictThrough(stamps[Math.min(want, stamps.length) - 1]);
+    }
+  }
+}

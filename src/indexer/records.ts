@@ -1,0 +1,114 @@
+// The compact wire format of index operations: one Uint32Array of records,
+// u64 values as (lo, hi) u32 halves. The same records feed the in-thread core
+// and, batched into one buffer, the shard threads (no per-event cloning).
+import type { IndexEvent, WorkerKey } from "./types.js";
+
+export const OP_STORED = 0;
+export const OP_REMOVED = 1;
+export const OP_CLEARED = 2;
+export const OP_STORE_ROUTED = 3;
+export const OP_REMOVE_ROUTED = 4;
+export const OP_REMOVE_WORKER = 5;
+
+/** Header words: op, slot, workerId lo/hi, dpRank, eventId lo/hi, stamp lo/hi, restore. */
+export const HEADER_WORDS = 10;
+
+export const OUTCOME_APPLIED = 0;
+export const OUTCOME_PARENT_NOT_FOUND = 1;
+export const OUTCOME_STALE = 2;
+
+const big = new BigUint64Array(1);
+const halves = new Uint32Array(big.buffer);
+const TWO32 = 4294967296;
+
+/** Growable Uint32Array writer. */
+export class RecordWriter {
+  words = new Uint32Array(1024);
+  length = 0;
+  count = 0;
+
+  reset(): void {
+    this.length = 0;
+    this.count = 0;
+  }
+
+  private room(n: number): void {
+    if (this.length + n <= this.words.length) return;
+    let cap = this.words.length * 2;
+    while (cap < this.length + n) cap *= 2;
+    const next = new Uint32Array(cap);
+    next.set(this.words.subarray(0, this.length));
+    this.words = next;
+  }
+
+  private u64(v: bigint): void {
+    big[0] = v;
+    this.words[this.length++] = halves[0];
+    this.words[this.length++] = halves[1];
+  }
+
+  private header(op: number, slot: number, w: WorkerKey, eventId: bigint, stamp: number, restore: boolean, extra: number): void {
+    this.room(HEADER_WORDS + extra);
+    const o = this.length;
+    const ws = this.words;
+    ws[o] = op;
+    ws[o + 1] = slot;
+    big[0] = w.workerId;
+    ws[o + 2] = halves[0];
+    ws[o + 3] = halves[1];
+    ws[o + 4] = w.dpRank >>> 0;
+    big[0] = eventId;
+    ws[o + 5] = halves[0];
+    ws[o + 6] = halves[1];
+    ws[o + 7] = stamp >>> 0;
+    ws[o + 8] = Math.floor(stamp / TWO32);
+    ws[o + 9] = restore ? 1 : 0;
+    this.length += HEADER_WORDS;
+    this.count++;
+  }
+
+  event(e: IndexEvent, slot: number, stamp: number, restore: boolean): void {
+    switch (e.kind) {
+      case "stored": {
+        this.header(OP_STORED, slot, e, e.eventId, stamp, restore, 4 + e.blocks.length * 4);
+        this.words[this.length++] = e.parentHash === undefined ? 0 : 1;
+        this.u64(e.parentHash ?? 0n);
+        this.words[this.length++] = e.blocks.length;
+        for (const b of e.blocks) {
+          this.u64(b.externalHash);
+          this.u64(b.localHash);
+        }
+        break;
+      }
+      case "removed":
+        this.header(OP_REMOVED, slot, e, e.eventId, stamp, restore, 1 + e.blockHashes.length * 2);
+        this.words[this.length++] = e.blockHashes.length;
+        for (const h of e.blockHashes) this.u64(h);
+        break;
+      case "cleared":
+        this.header(OP_CLEARED, slot, e, e.eventId, stamp, restore, 0);
+        break;
+    }
+  }
+
+  hashes(op: number, slot: number, w: WorkerKey, hashes: readonly bigint[], stamp: number): void {
+    this.header(op, slot, w, 0n, stamp, false, 1 + hashes.length * 2);
+    this.words[this.length++] = hashes.length;
+    for (const h of hashes) this.u64(h);
+  }
+
+  removeWorker(slot: number, workerId: bigint): void {
+    this.header(OP_REMOVE_WORKER, slot, { workerId, dpRank: 0 }, 0n, 0, false, 0);
+  }
+}
+
+/** Stamps an operation consumes: one per block it may store, plus one. */
+export function stampsOf(e: IndexEvent): number {
+  return e.kind === "stored" ? e.blocks.length + 1 : 1;
+}
+
+export function u64(lo: number, hi: number): bigint {
+  halves[0] = lo;
+  halves[1] = hi;
+  return big[0];
+}

@@ -1,0 +1,81 @@
+// Sequence hash (XXH3-64, seed 1337, over parent u64 LE ++ local u64 LE) in
+// plain 32-bit JavaScript arithmetic. It is bit-exact with blockHash.ts's
+// sequenceHash() but needs no native call and no bigint, so the index can
+// chain hashes at ingest speed. XXH3 hashes a 16-byte input with its 9..16
+// byte path: two key-mixed words, a folded 128-bit product, an avalanche.
+import { KV_HASH_SEED } from "../hashing/blockHash.js";
+
+const M64 = (1n << 64n) - 1n;
+/** Bytes 24..55 of XXH3's default secret, the only part the 9..16 byte path reads. */
+const SECRET_24_56 = [
+  0x72, 0x40, 0xa4, 0xa4, 0xb7, 0xb3, 0x67, 0x1f, 0xcb, 0x79, 0xe6, 0x4e, 0xcc, 0xc0, 0xe5, 0x78,
+  0x82, 0x5a, 0xd0, 0x7d, 0xcc, 0xff, 0x72, 0x21, 0xb8, 0x08, 0x46, 0x74, 0xf7, 0x43, 0x24, 0x8e,
+];
+function le64(bytes: number[], at: number): bigint {
+  let v = 0n;
+  for (let i = 7; i >= 0; i--) v = (v << 8n) | BigInt(bytes[at + i]);
+  return v;
+}
+const FLIP1 = ((le64(SECRET_24_56, 0) ^ le64(SECRET_24_56, 8)) + KV_HASH_SEED) & M64;
+const FLIP2 = ((le64(SECRET_24_56, 16) ^ le64(SECRET_24_56, 24)) - KV_HASH_SEED) & M64;
+const F1_LO = Number(FLIP1 & 0xffffffffn);
+const F1_HI = Number(FLIP1 >> 32n);
+const F2_LO = Number(FLIP2 & 0xffffffffn);
+const F2_HI = Number(FLIP2 >> 32n);
+const MX_LO = 0x9e3779f9; // 0x165667919E3779F9, XXH3's avalanche multiplier
+const MX_HI = 0x16566791;
+const TWO32 = 4294967296;
+
+/** High 32 bits of the 64-bit product of two u32 values (the low half is Math.imul). */
+function mulHi(a: number, b: number): number {
+  const a0 = a & 0xffff;
+  const a1 = a >>> 16;
+  const b0 = b & 0xffff;
+  const b1 = b >>> 16;
+  const p01 = a0 * b1;
+  const p10 = a1 * b0;
+  const mid = ((a0 * b0) >>> 16) + (p01 & 0xffff) + (p10 & 0xffff);
+  return (a1 * b1 + (p01 >>> 16) + (p10 >>> 16) + (mid >>> 16)) >>> 0;
+}
+
+function bswap(x: number): number {
+  return (((x & 0xff) << 24) | ((x & 0xff00) << 8) | ((x >>> 8) & 0xff00) | (x >>> 24)) >>> 0;
+}
+
+/** Result of the last seqHash32 call (avoids allocating a pair per hash). */
+export const seqOut = { lo: 0, hi: 0 };
+
+/** Sequence hash of (parent, local), both u64 given as (lo, hi) u32 halves; result in seqOut. */
+export function seqHash32(pLo: number, pHi: number, lLo: number, lHi: number): void {
+  const aLo = (pLo ^ F1_LO) >>> 0;
+  const aHi = (pHi ^ F1_HI) >>> 0;
+  const bLo = (lLo ^ F2_LO) >>> 0;
+  const bHi = (lHi ^ F2_HI) >>> 0;
+  // 128-bit product a*b from four 32x32 partial products, folded (low ^ high).
+  const llLo = Math.imul(aLo, bLo) >>> 0;
+  const llHi = mulHi(aLo, bLo);
+  const lhLo = Math.imul(aLo, bHi) >>> 0;
+  const lhHi = mulHi(aLo, bHi);
+  const hlLo = Math.imul(aHi, bLo) >>> 0;
+  const hlHi = mulHi(aHi, bLo);
+  const hhLo = Math.imul(aHi, bHi) >>> 0;
+  const hhHi = mulHi(aHi, bHi);
+  const s1 = llHi + lhLo + hlLo;
+  const w1 = s1 >>> 0;
+  const s2 = hhLo + lhHi + hlHi + Math.floor(s1 / TWO32);
+  const w2 = s2 >>> 0;
+  const w3 = (hhHi + Math.floor(s2 / TWO32)) >>> 0;
+  const foldLo = (llLo ^ w2) >>> 0;
+  const foldHi = (w1 ^ w3) >>> 0;
+  // acc = 16 + swap64(a) + b + fold
+  let lo = 16 + bswap(aHi) + bLo + foldLo;
+  let hi = bswap(aLo) + bHi + foldHi + Math.floor(lo / TWO32);
+  lo >>>= 0;
+  hi >>>= 0;
+  // avalanche: h ^= h >> 37; h *= MX; h ^= h >> 32
+  lo = (lo ^ (hi >>> 5)) >>> 0;
+  const pHi2 = (mulHi(lo, MX_LO) + Math.imul(lo, MX_HI) + Math.imul(hi, MX_LO)) >>> 0;
+  const pLo2 = Math.imul(lo, MX_LO) >>> 0;
+  seqOut.lo = (pLo2 ^ pHi2) >>> 0;
+  seqOut.hi = pHi2;
+}

@@ -1,0 +1,35 @@
+// The request/response protocol between the main thread and a shard thread.
+// Each shard has a control word pair (request seq, response seq) and two
+// SharedArrayBuffers; the caller writes a request, bumps the request seq and
+// notifies; the shard answers in place, bumps the response seq and notifies.
+// Rare, bulky answers (dumps, node lists) travel on a MessagePort that the
+// waiting side drains synchronously with receiveMessageOnPort.
+export const CTL_REQ = 0;
+export const CTL_RES = 1;
+/** Set by a shard whose request failed; the error text waits on the port. */
+export const CTL_ERROR = 2;
+
+export const REQ_APPLY = 1;
+export const REQ_FIND = 2;
+export const REQ_OLDEST = 3;
+export const REQ_EVICT = 4;
+export const REQ_DUMP_SLOT = 5;
+export const REQ_NODES = 6;
+export const REQ_STATS = 7;
+export const REQ_SWAP_BUFFERS = 8;
+export const REQ_STOP = 9;
+
+/** Words before a request's payload: op, a, b, c (b..c also hold one f64). */
+export const REQ_HEADER = 4;
+
+export const INITIAL_REQ_BYTES = 1 << 20;
+export const INITIAL_RES_BYTES = 1 << 20;
+
+export interface ShardThreadData {
+  ctl: SharedArrayBuffer;
+  req: SharedArrayBuffer;
+  res: SharedArrayBuffer;
+  slots: SharedArrayBuffer;
+  maxSlots: number;
+  initialEntries: number;
+}

@@ -1,0 +1,259 @@
+// Shards on worker threads. Every call is synchronous for the caller: it
+// writes the request into the shard's SharedArrayBuffer, wakes the shard with
+// Atomics.notify and sleeps in Atomics.wait until the answer is there. A call
+// that fans out (apply, find, evict) wakes every shard first and then waits,
+// so shards work in parallel. Because each call returns only once the shards
+// have answered, a query always sees every event applied before it.
+import { type MessagePort, MessageChannel, Worker, receiveMessageOnPort } from "node:worker_threads";
+import { type DumpedEntry, SlotTable } from "./compactCore.js";
+import type { ShardBackend, ShardStats } from "./shardBackend.js";
+import {
+  CTL_ERROR,
+  CTL_REQ,
+  CTL_RES,
+  INITIAL_REQ_BYTES,
+  INITIAL_RES_BYTES,
+  REQ_APPLY,
+  REQ_DUMP_SLOT,
+  REQ_EVICT,
+  REQ_FIND,
+  REQ_HEADER,
+  REQ_NODES,
+  REQ_OLDEST,
+  REQ_STATS,
+  REQ_STOP,
+  REQ_SWAP_BUFFERS,
+  type ShardThreadData,
+} from "./shardProtocol.js";
+
+interface Shard {
+  worker: Worker;
+  port: MessagePort;
+  ctl: Int32Array;
+  req: Uint32Array;
+  reqF64: Float64Array;
+  res: Int32Array;
+  resF64: Float64Array;
+  seq: number;
+}
+
+/** The thread's entry file: .ts under tsx (tests, benchmarks), .js once compiled. */
+function shardEntry(): URL {
+  const ext = import.meta.url.endsWith(".ts") ? "ts" : "js";
+  return new URL(`./shardThread.${ext}`, import.meta.url);
+}
+
+export class ThreadBackend implements ShardBackend {
+  readonly slots: SlotTable;
+  private readonly list: Shard[] = [];
+  private closed = false;
+
+  private constructor(
+    readonly shards: number,
+    maxSlots: number,
+  ) {
+    this.slots = new SlotTable(new SharedArrayBuffer(SlotTable.bytes(maxSlots)), maxSlots);
+  }
+
+  /** Starts `shards` threads and waits until each one serves requests. */
+  static async start(shards: number, maxSlots: number, initialEntries: number): Promise<ThreadBackend> {
+    const backend = new ThreadBackend(shards, maxSlots);
+    const started: Promise<void>[] = [];
+    for (let i = 0; i < shards; i++) {
+      const { port1, port2 } = new MessageChannel();
+      const ctl = new SharedArrayBuffer(16);
+      const req = new SharedArrayBuffer(INITIAL_REQ_BYTES);
+      const res = new SharedArrayBuffer(INITIAL_RES_BYTES);
+      const data: ShardThreadData & { port: MessagePort } = {
+        ctl,
+        req,
+        res,
+        slots: backend.slots.buffer as SharedArrayBuffer,
+        maxSlots,
+        initialEntries,
+        port: port2,
+      };
+      const entry = shardEntry();
+      const options = { workerData: data, transferList: [port2], name: `kv-index-shard-${i}` };
+      // Under tsx (tests, benchmarks) the thread registers the TypeScript loader
+      // itself before importing its entry: Node 20 does not carry --import hooks over.
+      const worker = entry.pathname.endsWith(".ts")
+        ? new Worker(
+            `import("tsx/esm/api").then((t) => { t.register(); return import(${JSON.stringify(entry.href)}); });`,
+            { ...options, eval: true },
+          )
+        : new Worker(entry, options);
+      started.push(
+        new Promise((resolve, reject) => {
+          // The thread says so once its modules are loaded and it is about to serve.
+          worker.once("message", () => resolve());
+          worker.once("error", reject);
+        }),
+      );
+      backend.list.push({
+        worker,
+        port: port1,
+        ctl: new Int32Array(ctl),
+        req: new Uint32Array(req),
+        reqF64: new Float64Array(req),
+        res: new Int32Array(res),
+        resF64: new Float64Array(res),
+        seq: 0,
+      });
+    }
+    await Promise.all(started);
+    // Idle shards must not keep the process alive; close() stops them.
+    for (const s of backend.list) s.worker.unref();
+    // The first round trip also proves each shard's loop is running.
+    backend.stats();
+    return backend;
+  }
+
+  apply(batches: readonly ({ words: Uint32Array; length: number; count: number } | undefined)[]): Int32Array[] {
+    const outs: Int32Array[] = [];
+    batches.forEach((b, i) => {
+      if (b === undefined || b.count === 0) return;
+      const s = this.list[i];
+      this.ensureRoom(s, REQ_HEADER + b.length, b.count);
+      s.req[1] = b.count;
+      s.req.set(b.words.subarray(0, b.length), REQ_HEADER);
+      this.send(s, REQ_APPLY);
+    });
+    batches.forEach((b, i) => {
+      const s = this.list[i];
+      if (b === undefined || b.count === 0) {
+        outs[i] = new Int32Array(0);
+        return;
+      }
+      this.wait(s);
+      outs[i] = s.res.slice(0, b.count);
+    });
+    return outs;
+  }
+
+  find(hashes: Uint32Array, n: number, hit: (slot: number, depth: number) => void): void {
+    for (const s of this.list) {
+      this.ensureRoom(s, REQ_HEADER + 2 * n, 0);
+      s.req[1] = n;
+      s.req.set(hashes.subarray(0, 2 * n), REQ_HEADER);
+      this.send(s, REQ_FIND);
+    }
+    for (const s of this.list) {
+      this.wait(s);
+      const found = s.res[0];
+      for (let i = 0; i < found; i++) hit(s.res[1 + 2 * i], s.res[2 + 2 * i]);
+    }
+  }
+
+  oldestStamps(shard: number, max: number): Float64Array {
+    const s = this.list[shard];
+    s.req[1] = max;
+    this.send(s, REQ_OLDEST);
+    this.wait(s);
+    return s.resF64.slice(1, 1 + s.resF64[0]);
+  }
+
+  evictThrough(stamp: number): number {
+    for (const s of this.list) {
+      s.reqF64[1] = stamp;
+      this.send(s, REQ_EVICT);
+    }
+    let n = 0;
+    for (const s of this.list) {
+      this.wait(s);
+      n += s.res[0];
+    }
+    return n;
+  }
+
+  dumpSlot(shard: number, slot: number): DumpedEntry[] {
+    const s = this.list[shard];
+    s.req[1] = slot;
+    this.send(s, REQ_DUMP_SLOT);
+    this.wait(s);
+    return receiveMessageOnPort(s.port)!.message as DumpedEntry[];
+  }
+
+  distinctNodes(): number {
+    if (this.list.length === 1) return this.stats()[0].nodes;
+    const parts: Uint32Array[] = [];
+    for (const s of this.list) {
+      this.send(s, REQ_NODES);
+      this.wait(s);
+      parts.push(receiveMessageOnPort(s.port)!.message as Uint32Array);
+    }
+    // Shards own disjoint workers but may hold the same block: count the union.
+    const all = new BigUint64Array(parts.reduce((n, p) => n + p.length / 2, 0));
+    const words = new Uint32Array(all.buffer);
+    let o = 0;
+    for (const p of parts) {
+      words.set(p, o);
+      o += p.length;
+    }
+    all.sort();
+    let distinct = 0;
+    for (let i = 0; i < all.length; i++) if (i === 0 || all[i] !== all[i - 1]) distinct++;
+    return distinct;
+  }
+
+  stats(): ShardStats[] {
+    return this.list.map((s) => {
+      this.send(s, REQ_STATS);
+      this.wait(s);
+      const f = s.resF64;
+      return { entries: f[0], nodes: f[1], arrayBytes: f[2], evicted: f[3], heapUsed: f[4] };
+    });
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const s of this.list) {
+      this.send(s, REQ_STOP);
+      this.wait(s);
+      s.port.close();
+    }
+    await Promise.all(this.list.map((s) => s.worker.terminate()));
+  }
+
+  private send(s: Shard, op: number): void {
+    if (this.closed && op !== REQ_STOP) throw new Error("sharded index is closed");
+    s.req[0] = op;
+    s.seq = (s.seq + 1) | 0;
+    Atomics.store(s.ctl, CTL_REQ, s.seq);
+    Atomics.notify(s.ctl, CTL_REQ);
+  }
+
+  private wait(s: Shard): void {
+    for (;;) {
+      const got = Atomics.load(s.ctl, CTL_RES);
+      if (got === s.seq) break;
+      Atomics.wait(s.ctl, CTL_RES, got, 1000);
+    }
+    if (Atomics.load(s.ctl, CTL_ERROR) === 1) {
+      Atomics.store(s.ctl, CTL_ERROR, 0);
+      const msg = receiveMessageOnPort(s.port)?.message as { error?: string } | undefined;
+      throw new Error(`index shard failed: ${msg?.error ?? "unknown error"}`);
+    }
+  }
+
+  /** Grows a shard's buffers (in a synchronous hand-over) when a request would not fit. */
+  private ensureRoom(s: Shard, reqWords: number, resWords: number): void {
+    if (reqWords <= s.req.length && resWords + 1 <= s.res.length) return;
+    const req = new SharedArrayBuffer(Math.max(s.req.byteLength, nextPow2(reqWords * 4)));
+    const res = new SharedArrayBuffer(Math.max(s.res.byteLength, nextPow2((resWords + 1) * 4)));
+    s.port.postMessage({ req, res });
+    this.send(s, REQ_SWAP_BUFFERS);
+    this.wait(s);
+    s.req = new Uint32Array(req);
+    s.reqF64 = new Float64Array(req);
+    s.res = new Int32Array(res);
+    s.resF64 = new Float64Array(res);
+  }
+}
+
+function nextPow2(n: number): number {
+  let p = 1;
+  while (p < n) p *= 2;
+  return p;
+}
