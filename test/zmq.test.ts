@@ -234,6 +234,27 @@ describe("sequence gaps", () => {
     assert.deepEqual(r.source.staleWorkers(), []);
   });
 
+  test("a replay socket that does not answer counts as lost after the timeout", async () => {
+    const pub = await Publisher.start("vllm-map");
+    cleanups.push(() => pub.stop());
+    const { freePort } = await import("./support/natsServer.js");
+    const silent = `tcp://127.0.0.1:${await freePort()}`; // nothing listens there
+    const source = new ZmqEventSource({
+      endpoints: [{ workerId: WORKER, endpoint: pub.endpoint, replay: silent, dpRank: 0, engine: "vllm", topic: "" }],
+      replayTimeoutMs: 300,
+    });
+    const router = await startTestRouter({ blockSize: B }, { eventSources: [source] });
+    cleanups.push(() => router.close());
+    const registry = router.server.metrics.registry;
+    await pub.waitSubscribed();
+    await pub.batch([storedSpec(tokens(4, 10), B, 1n)]);
+    await pub.batch([storedSpec(tokens(4, 20), B, 2n)], { skip: true });
+    await pub.batch([storedSpec(tokens(4, 30), B, 3n)]);
+    await waitFor(async () => (await metric(registry, "kvrouter_zmq_gaps_total", { outcome: "unrecoverable" })) === 1, "gap given up");
+    await waitFor(() => router.server.router.index.blockCounts().get(`${WORKER}:0`) === 1, "only the batch after the hole");
+    assert.equal(await metric(registry, "kvrouter_worker_stale"), 1);
+  });
+
   test("a replay whose buffer lost the start of the range still marks the worker stale", async () => {
     const r = await rig("vllm-map", { replay: true });
     await r.pub.batch([storedSpec(tokens(4, 10), B, 1n)]);

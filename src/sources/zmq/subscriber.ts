@@ -38,6 +38,8 @@ export class EngineSubscriber {
   /** DP ranks this publisher has spoken for (the spec's default rank included). */
   private readonly ranks = new Set<number>();
   private stale = false;
+  /** The replay socket while a replay is in progress. */
+  private dealer: zmq.Dealer | undefined;
   /** Occurrences per log topic, so repeated problems log at 1, 10, 100, ... */
   private readonly logCounts = new Map<string, number>();
 
@@ -61,6 +63,7 @@ export class EngineSubscriber {
   async stop(): Promise<void> {
     this.closed = true;
     this.sub.close();
+    this.dealer?.close(); // ends a replay in progress now rather than at its timeout
     await this.loop;
     for (const dpRank of this.ranks) {
       this.ctx.metrics.stale.remove({ worker_id: String(this.spec.workerId), dp_rank: String(dpRank) });
@@ -133,6 +136,7 @@ export class EngineSubscriber {
         this.warn("replay", "replay request failed", { error: String(err) });
       }
     }
+    if (this.closed) return; // stopped mid-replay: leave the index alone
     if (result === "complete") {
       this.ctx.metrics.gaps.inc({ outcome: "replayed" });
       log.info("recovered missed KV events through replay", { ...this.where(), why, from, to: upTo - 1n });
@@ -157,7 +161,8 @@ export class EngineSubscriber {
    */
   private async replay(from: bigint, upTo: bigint): Promise<ReplayResult> {
     const deadline = Date.now() + this.ctx.replayTimeoutMs;
-    const dealer = new zmq.Dealer({ linger: 0, receiveTimeout: this.ctx.replayTimeoutMs });
+    const dealer = new zmq.Dealer({ linger: 0, receiveTimeout: this.ctx.replayTimeoutMs, sendTimeout: this.ctx.replayTimeoutMs });
+    this.dealer = dealer;
     let contiguous = true;
     try {
       dealer.connect(this.spec.replay!);
@@ -196,6 +201,7 @@ export class EngineSubscriber {
         this.applyBatch(seq, body[body.length - 1], "replayed");
       }
     } finally {
+      this.dealer = undefined;
       dealer.close();
     }
     if (!contiguous) return "skipped";
@@ -274,6 +280,7 @@ export class EngineSubscriber {
   }
 
   private dropBlocks(): void {
+    if (this.closed) return;
     this.ctx.dropWorker(this);
   }
 
