@@ -58,7 +58,9 @@ try {
   const snapEp = "benchsnap.backend.generate";
   const writerSrc = new NatsEventSource(opts(nats.urls, snapEp, "writer", THRESHOLD));
   const writer = await startTestRouter({ blockSize: 4 }, { eventSources: [writerSrc] });
-  await publishKvEventsBulk(nc, snapEp, events);
+  // Most events, a snapshot, then a tail of half the threshold that no snapshot covers.
+  const head = TOTAL - Math.floor(THRESHOLD / 2);
+  await publishKvEventsBulk(nc, snapEp, events.slice(0, head));
   await writerSrc.ingest!.caughtUp(300_000);
   const jsm = await jetstreamManager(nc);
   const stream = natsNames(snapEp).stream;
@@ -67,6 +69,8 @@ try {
     if (last - (await writerSrc.snapshots!.seq()) <= THRESHOLD) break;
     await new Promise((r) => setTimeout(r, 100));
   }
+  await publishKvEventsBulk(nc, snapEp, events.slice(head));
+  await writerSrc.ingest!.caughtUp(300_000);
   const withSnap = await timeReplica(nats.urls, snapEp, "late-joiner");
   await writer.close();
 
