@@ -17,10 +17,10 @@ import { waitFor } from "./support/wait.js";
 const B = 4;
 const ENDPOINT = "rep.backend.generate";
 
-function options(urls: string, routerId: string, replicaSync: boolean): NatsModeOptions {
+function options(urls: string, routerId: string, replicaSync: boolean, endpoint = ENDPOINT): NatsModeOptions {
   return {
     connect: { urls },
-    endpoint: ENDPOINT,
+    endpoint,
     routerId,
     replicaSync,
     snapshotThreshold: 0,
@@ -55,8 +55,8 @@ describe("NATS replicas", () => {
   let nats: NatsCluster;
   let nc: NatsConnection;
   const routers: TestRouter[] = [];
-  const start = async (routerId: string, sync: boolean, seed = 7) => {
-    const src = new NatsEventSource(options(nats.urls, routerId, sync));
+  const start = async (routerId: string, sync: boolean, seed = 7, endpoint = ENDPOINT) => {
+    const src = new NatsEventSource(options(nats.urls, routerId, sync, endpoint));
     const r = await startTestRouter({ blockSize: B, temperature: 0 }, { eventSources: [src], seed });
     routers.push(r);
     return { r, src };
@@ -116,15 +116,19 @@ describe("NATS replicas", () => {
         blocks: Array.from({ length: w + 1 }, (_, i) => ({ externalHash: 900_000n + BigInt(w * 10 + i), localHash: 77_000n + BigInt(w * 10 + i) })),
       });
     });
-    const a = await start("sync-a", true, 1);
-    const b = await start("sync-b", true, 2);
-    const alone = await start("no-sync", false, 3);
-    await publishKvEventsBulk(nc, `${ENDPOINT}`, events);
+    const ep = "rep2.backend.generate"; // a stream of its own: only these four workers
+    const a = await start("sync-a", true, 1, ep);
+    const b = await start("sync-b", true, 2, ep);
+    const alone = await start("no-sync", false, 3, ep);
+    await publishKvEventsBulk(nc, ep, events);
     for (const x of [a, b, alone]) await x.src.ingest!.caughtUp();
 
     const replicas = [a.r, b.r];
     const loadOf = (r: TestRouter) =>
-      workers.map((w) => JSON.stringify(r.server.router.active.load(`${w}:0`))).join("|") + `#${r.server.router.active.size}`;
+      [...r.server.router.knownWorkers().keys()]
+        .sort()
+        .map((k) => `${k}=${JSON.stringify(r.server.router.active.load(k))}`)
+        .join("|") + `#${r.server.router.active.size}`;
     const inSync = () => waitFor(() => loadOf(a.r) === loadOf(b.r), "replicas agree on load");
 
     const active: string[] = [];
@@ -157,5 +161,17 @@ describe("NATS replicas", () => {
     assert.ok(chosen.size > 1, "load spread requests over several workers");
     assert.ok(a.r.server.router.active.size > 0, "requests are still in flight");
     assert.ok(divergedWithoutSync > 0, "a replica without sync decides differently (the sync matters)");
+
+    // A replica joining now learns the requests already in flight from its peers.
+    const late = await start("sync-late", true, 4, ep);
+    await late.src.ingest!.caughtUp();
+    assert.ok(late.src.sync!.stats.joined > 0, "the late replica adopted in-flight requests");
+    assert.equal(loadOf(late.r), loadOf(a.r), "the late replica sees the same load at once");
+    const probe = prompts[0].slice(0, 20);
+    const [pa, pl] = await Promise.all([a.r, late.r].map((r) => r.client.findBestWorker({ tokenIds: probe, explain: true })));
+    assert.deepEqual(
+      pl.scores.map((s) => [s.worker!.workerId, s.logit]),
+      pa.scores.map((s) => [s.worker!.workerId, s.logit]),
+    );
   });
 });

@@ -3,6 +3,8 @@
 // subject and applies the other replicas' ones, so all of them score workers
 // against the same load. Messages follow Dynamo's ActiveSequenceEvent naming
 // ({request_id, worker{worker_id, dp_rank}, data, router_id}) in JSON.
+// Unlike Dynamo, a replica that joins asks its peers for the requests already
+// in flight (request/reply on `<subject>.state`), so it does not start blind.
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import { parseWorkerKey } from "../indexer/types.js";
 import type { ActiveChange, KvRouter } from "../router/router.js";
@@ -14,7 +16,12 @@ export interface SyncStats {
   published: number;
   applied: number;
   malformed: number;
+  /** Requests learned from peers when joining. */
+  joined: number;
 }
+
+/** How long a joining replica collects its peers' state. */
+const JOIN_WAIT_MS = 500;
 
 export function encodeChange(change: ActiveChange, routerId: string): Uint8Array {
   const w = parseWorkerKey(change.workerKey);
@@ -29,8 +36,9 @@ export function encodeChange(change: ActiveChange, routerId: string): Uint8Array
 }
 
 export class ReplicaSync {
-  readonly stats: SyncStats = { published: 0, applied: 0, malformed: 0 };
+  readonly stats: SyncStats = { published: 0, applied: 0, malformed: 0, joined: 0 };
   private sub: Subscription | undefined;
+  private stateSub: Subscription | undefined;
   private loop: Promise<void> | undefined;
   private router: KvRouter | undefined;
 
@@ -55,13 +63,61 @@ export class ReplicaSync {
         log.warn("replica sync publish failed", { error: String(err) });
       }
     };
+    this.stateSub = this.nc.subscribe(`${this.names.activeSequencesSubject}.state`, {
+      callback: (err, m) => {
+        if (!err) m.respond(this.encodeState());
+      },
+    });
     // Make sure the server has our interest before we report started.
     await this.nc.flush();
+    await this.join();
+  }
+
+  private encodeState(): Uint8Array {
+    const requests = this.router!.active.requestList().map((r) => {
+      const w = parseWorkerKey(r.workerKey);
+      return {
+        request_id: r.requestId,
+        worker: { worker_id: w.workerId, dp_rank: w.dpRank },
+        token_sequence: r.blocks,
+        prefill_tokens: r.prefillTokens,
+        prefill_done: r.prefillDone,
+      };
+    });
+    return new TextEncoder().encode(stringifyJson({ router_id: this.routerId, requests }));
+  }
+
+  /** Adopts the requests the other replicas have in flight. */
+  private async join(): Promise<void> {
+    const active = this.router!.active;
+    try {
+      const replies = await this.nc.requestMany(`${this.names.activeSequencesSubject}.state`, this.routerId, {
+        strategy: "timer",
+        maxWait: JOIN_WAIT_MS,
+      });
+      for await (const m of replies) {
+        const doc = parseJsonLossless(new TextDecoder().decode(m.data)) as { router_id?: string; requests?: unknown[] };
+        if (doc.router_id === this.routerId || !Array.isArray(doc.requests)) continue;
+        for (const r of doc.requests as Record<string, unknown>[]) {
+          const worker = r.worker as Record<string, unknown> | undefined;
+          const id = r.request_id;
+          if (typeof id !== "string" || active.has(id) || typeof worker?.worker_id !== "bigint") continue;
+          const blocks = Array.isArray(r.token_sequence) ? (r.token_sequence as unknown[]).filter((b) => typeof b === "bigint") : [];
+          active.add(id, `${worker.worker_id}:${Number(worker.dp_rank ?? 0n)}`, blocks as bigint[], Number(r.prefill_tokens ?? 0n));
+          if (r.prefill_done === true) active.markPrefillCompleted(id);
+          this.stats.joined++;
+        }
+      }
+    } catch (err) {
+      // No peer answered (the first replica) or NATS hiccuped: start with no load, as Dynamo does.
+      log.debug("replica sync: no peer state on join", { error: String(err) });
+    }
   }
 
   async stop(): Promise<void> {
     if (this.router) this.router.activeListener = undefined;
     this.sub?.unsubscribe();
+    this.stateSub?.unsubscribe();
     await this.loop?.catch(() => undefined);
   }
 

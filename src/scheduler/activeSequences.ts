@@ -108,6 +108,11 @@ export class ActiveSequences {
     return true;
   }
 
+  /** Every active request (replica sync hands them to a replica that joins). */
+  requestList(): ActiveRequest[] {
+    return [...this.requests.values()];
+  }
+
   /** Workers with requests in flight. */
   workerKeys(): string[] {
     return [...this.workers.keys()];
