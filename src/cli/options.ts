@@ -2,6 +2,7 @@
 // `--kv-overlap-score-weight` and the newer `--router-kv-overlap-score-weight`),
 // and every flag can come from a DYN_<FLAG> environment variable.
 import { existsSync, readFileSync } from "node:fs";
+import { availableParallelism } from "node:os";
 import type { Argv } from "yargs";
 import { NatsEventSource, defaultRouterId } from "../nats/natsSource.js";
 import type { RouterConfig } from "../router/router.js";
@@ -116,7 +117,7 @@ export function serveOptions<T>(y: Argv<T>) {
       array: true,
       describe:
         "Subscribe to an engine's ZeroMQ KV events (vLLM/SGLang --kv-events-config): " +
-        "WORKER_ID=tcp://host:port[,replay=tcp://host:port][,dp_rank=N][,engine=vllm|sglang][,topic=T]; repeatable",
+        "WORKER_ID=tcp://host:port[,replay=tcp://host:port][,dp_rank=N][,engine=vllm|sglang][,topic=T][,metrics=http://host:port/metrics]; repeatable",
     })
     .option("workers-file", {
       type: "string",
@@ -126,6 +127,16 @@ export function serveOptions<T>(y: Argv<T>) {
       type: "number",
       default: 2,
       describe: "Seconds a replay request may take before the missed KV events count as lost (worker marked stale)",
+    })
+    .option("engine-queue-weight", {
+      type: "number",
+      default: 0,
+      describe: "Cost, in blocks, per request queued inside an engine (read from the metrics= URL of --zmq-worker; 0 = off)",
+    })
+    .option("engine-kv-usage-weight", {
+      type: "number",
+      default: 0,
+      describe: "Cost, in blocks, of an engine's full KV cache, scaled by its reported usage (metrics= URL; 0 = off)",
     })
     .option("host", { type: "string", default: "0.0.0.0", describe: "Address to listen on" })
     .option("grpc-port", { type: "number", default: 50051, describe: "gRPC port (0 = pick a free one)" })
@@ -143,6 +154,16 @@ export function serveOptions<T>(y: Argv<T>) {
     .option("auth-token-file", { type: "string", describe: "Read --auth-token from this file (keeps it out of ps)" })
     .option("max-message-bytes", { type: "number", default: 64 * 1024 * 1024, describe: "Largest gRPC request message accepted" })
     .option("max-concurrent-streams", { type: "number", default: 1024, describe: "Most concurrent calls per client connection" })
+    .option("indexer-shards", {
+      type: "number",
+      default: Math.max(0, availableParallelism() - 1),
+      describe: "KV index shards on worker threads (default: one per spare core; 0 = in the main thread)",
+    })
+    .option("max-blocks", {
+      type: "number",
+      default: 0,
+      describe: "Most (block, worker) entries indexed; beyond it the oldest-stored are evicted (0 = unbounded)",
+    })
     .check((argv) => {
       const problems: string[] = [];
       const int = (name: string, v: number, min: number, max: number) => {
@@ -174,6 +195,8 @@ export function serveOptions<T>(y: Argv<T>) {
       }
       int("max-message-bytes", argv.maxMessageBytes as number, 1024, 2 ** 31 - 1);
       int("max-concurrent-streams", argv.maxConcurrentStreams as number, 1, 2 ** 31 - 1);
+      int("indexer-shards", argv.indexerShards as number, 0, 64);
+      int("max-blocks", argv.maxBlocks as number, 0, 2 ** 31 - 1);
       int("router-snapshot-threshold", argv.routerSnapshotThreshold as number, 0, 2 ** 40);
       int("nats-stream-replicas", argv.natsStreamReplicas as number, 1, 5);
       if (argv.natsUrl !== undefined && !/^(nats|tls):\/\/[^,\s]+(,\s*(nats|tls):\/\/[^,\s]+)*$/.test(argv.natsUrl as string)) {
@@ -193,6 +216,8 @@ export function serveOptions<T>(y: Argv<T>) {
       }
       if (argv.workersFile !== undefined && !existsSync(argv.workersFile as string)) problems.push(`--workers-file: no such file ${argv.workersFile}`);
       nonNegative("zmq-replay-timeout", argv.zmqReplayTimeout as number);
+      nonNegative("engine-queue-weight", argv.engineQueueWeight as number);
+      nonNegative("engine-kv-usage-weight", argv.engineKvUsageWeight as number);
       if (!argv.kvEvents && (argv.zmqWorker !== undefined || argv.workersFile !== undefined)) {
         problems.push("--zmq-worker and --workers-file feed KV events; they cannot be used with --no-kv-events");
       }
@@ -241,7 +266,14 @@ export function serverOptionsFrom(argv: ServeArgs): ServerOptions {
 function zmqSourceFrom(argv: ServeArgs): ZmqEventSource[] {
   const endpoints = (argv.zmqWorker ?? []).map(parseZmqWorkerSpec);
   if (!argv.kvEvents) return [];
-  return [new ZmqEventSource({ endpoints, workersFile: argv.workersFile, replayTimeoutMs: argv.zmqReplayTimeout * 1000 })];
+  return [
+    new ZmqEventSource({
+      endpoints,
+      workersFile: argv.workersFile,
+      replayTimeoutMs: argv.zmqReplayTimeout * 1000,
+      loadWeights: { queue: argv.engineQueueWeight, kvUsage: argv.engineKvUsageWeight },
+    }),
+  ];
 }
 
 function natsSourceFrom(argv: ServeArgs): NatsEventSource {

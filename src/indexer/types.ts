@@ -52,6 +52,8 @@ export type Overlaps = Map<string, number>;
 export interface KvIndex {
   /** Applies one worker event; never partly applies a rejected one. */
   apply(event: IndexEvent, restore?: boolean): ApplyResult;
+  /** Same as apply() on each event in order; lets a sharded index take one round trip per batch. */
+  applyBatch?(events: readonly IndexEvent[], restore?: boolean): ApplyResult[];
   /** Per worker (keyed by workerKeyString), the number of leading blocks held. */
   findMatches(sequenceHashes: readonly bigint[]): Overlaps;
   /** Indexes a routed prompt on a worker without an event (approximate mode). */

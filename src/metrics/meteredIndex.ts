@@ -17,7 +17,17 @@ export class MeteredIndex implements KvIndex {
   }
 
   apply(event: IndexEvent, restore?: boolean): ApplyResult {
-    const result = this.inner.apply(event, restore);
+    return this.count(event, this.inner.apply(event, restore));
+  }
+
+  applyBatch(events: readonly IndexEvent[], restore?: boolean): ApplyResult[] {
+    const results = this.inner.applyBatch
+      ? this.inner.applyBatch(events, restore)
+      : events.map((e) => this.inner.apply(e, restore));
+    return results.map((r, i) => this.count(events[i], r));
+  }
+
+  private count(event: IndexEvent, result: ApplyResult): ApplyResult {
     this.metrics.events.inc({ outcome: result.outcome });
     if (result.notes.unknownRemovals > 0) {
       this.metrics.eventAnomalies.inc({ kind: "unknown_removal" }, result.notes.unknownRemovals);

@@ -98,6 +98,8 @@ export class KvRouter {
   readonly active: ActiveSequences;
   readonly registry: WorkerRegistry;
   readonly workerObservers: WorkerObserver[] = [];
+  /** Extra cost in blocks per worker key (e.g. the engine's own queue depth); set by load feeds. */
+  readonly extraCost = new Map<string, number>();
   private readonly approx: ApproximateTracker | undefined;
   /** Told about every local add / prefill-done / free (replica sync publishes them). */
   activeListener?: (change: ActiveChange) => void;
@@ -133,7 +135,7 @@ export class KvRouter {
 
     const scores = candidates.map((worker) => {
       const key = workerKeyString(worker);
-      return scoreCandidate(
+      const score = scoreCandidate(
         {
           worker,
           overlapBlocks: overlaps.get(key) ?? 0,
@@ -143,6 +145,8 @@ export class KvRouter {
         },
         { isl, blockSize, overlapScoreWeight: this.config.overlapScoreWeight },
       );
+      score.logit += this.extraCost.get(key) ?? 0;
+      return score;
     });
     const chosen = pickScore(scores, this.config.temperature, this.random);
     const chosenKey = workerKeyString(chosen.worker);
@@ -179,8 +183,12 @@ export class KvRouter {
 
   applyEvents(events: readonly IndexEvent[], restore = false): IngestSummary {
     const summary: IngestSummary = { applied: 0, rejected: 0, rejections: [] };
-    for (const event of events) {
-      const { outcome } = this.index.apply(event, restore);
+    // One call for the whole batch: a sharded index answers it in one round trip.
+    const results = this.index.applyBatch
+      ? this.index.applyBatch(events, restore)
+      : events.map((e) => this.index.apply(e, restore));
+    for (const [i, event] of events.entries()) {
+      const { outcome } = results[i];
       if (outcome === "applied") {
         summary.applied++;
         continue;

@@ -8,7 +8,7 @@ import { ReflectionService } from "@grpc/reflection";
 import { HealthImplementation } from "grpc-health-check";
 import { file_grpc_health_v1_health } from "../../gen/grpc/health/v1/health_pb.js";
 import { KvRouterService, file_kvrouter_v1_router } from "../../gen/kvrouter/v1/router_pb.js";
-import { PrefixIndex } from "../indexer/prefixIndex.js";
+import { CompactIndex } from "../indexer/compactIndex.js";
 import { MeteredIndex } from "../metrics/meteredIndex.js";
 import { RouterMetrics } from "../metrics/metrics.js";
 import { KvRouter, type RouterConfig } from "../router/router.js";
@@ -43,6 +43,10 @@ export interface ServerOptions {
   maxMessageBytes?: number;
   /** Most concurrent streams (calls) per client connection. */
   maxConcurrentStreams?: number;
+  /** Index shards on worker threads; 0 or undefined = the index runs in this thread. */
+  indexerShards?: number;
+  /** Most (block, worker) entries the index holds before evicting the oldest; undefined/0 = unbounded. */
+  maxBlocks?: number;
 }
 
 /** Room for 1M-token prompts and large event batches. */
@@ -62,7 +66,8 @@ export const KV_ROUTER_SERVICE_NAME = KvRouterService.typeName;
 
 export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const metrics = new RouterMetrics(opts.processMetrics ?? true);
-  const index = new MeteredIndex(new PrefixIndex(), metrics);
+  const compact = await CompactIndex.create({ shards: opts.indexerShards ?? 0, maxBlocks: opts.maxBlocks || undefined });
+  const index = new MeteredIndex(compact, metrics);
   const random = opts.seed === undefined ? Math.random : seededRandom(opts.seed);
   const router = new KvRouter(opts.router, index, random);
   metrics.sources.activeRequests = () => router.active.size;
@@ -134,6 +139,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     });
     for (const source of sources) await source.stop();
     if (http) await new Promise<void>((resolve) => http!.close(() => resolve()));
+    await compact.close();
     log.info("kv-router stopped");
   };
 
