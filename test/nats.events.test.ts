@@ -109,6 +109,9 @@ describe("NATS mode: events, discovery, restart", () => {
     await src.ingest!.caughtUp();
     assert.equal(src.ingest!.stats.malformed - before.malformed, 4);
     assert.equal(src.ingest!.stats.applied - before.applied, 1, "the valid event after the bad ones still applies");
+    // ...and the count is on /metrics.
+    const metric = await r.server.metrics.registry.getSingleMetric("kvrouter_nats_messages_total")!.get();
+    assert.equal(metric.values.find((v) => v.labels.outcome === "stream_malformed")?.value, src.ingest!.stats.malformed);
     // Nothing is left pending for redelivery: every message was acked.
     const jsm = await (await import("@nats-io/jetstream")).jetstreamManager(nc);
     await waitFor(async () => {

@@ -6,13 +6,14 @@ import { type JetStreamManager, jetstream, jetstreamManager } from "@nats-io/jet
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import type { IndexEvent } from "../indexer/types.js";
 import type { KvRouter } from "../router/router.js";
-import type { EventSource } from "../sources/eventSource.js";
+import type { EventSource, EventSourceContext } from "../sources/eventSource.js";
 import { log } from "../util/log.js";
 import { type NatsConnectOptions, connectNats } from "./connection.js";
 import { DiscoveryWatcher, openDiscoveryBucket } from "./discovery.js";
 import { StreamIngest, ensureStream } from "./eventStream.js";
 import { type NatsNames, natsNames, safeName } from "./names.js";
 import { ReplicaSync } from "./replicaSync.js";
+import { registerNatsMetrics } from "./natsMetrics.js";
 import { DecodeError, decodeRouterEvent, parseEventPlane } from "./routerEventCodec.js";
 import { SnapshotStore, Snapshotter } from "./snapshots.js";
 
@@ -62,8 +63,9 @@ export class NatsEventSource implements EventSource {
     this.routerId = safeName(opts.routerId ?? `kv-router-${hostname()}-${process.pid}`);
   }
 
-  async start(router: KvRouter): Promise<void> {
+  async start(router: KvRouter, context?: EventSourceContext): Promise<void> {
     const o = this.opts;
+    if (context) registerNatsMetrics(context.registry, this);
     const nc = (this.nc = await connectNats({ ...o.connect, name: o.connect.name ?? this.routerId }));
     const jsm = (this.jsm = await jetstreamManager(nc));
     const js = jetstream(nc);
