@@ -18,7 +18,7 @@ after(() => router.close());
 
 // 120 requests over 6 s of trace time, replayed 4x faster: about 1.5 s of wall time.
 const trace = parseTrace(sharedPrefixTrace({ requests: 120, groups: 6, prefixBlocks: 3, suffixBlocks: 1, gapMs: 50, outputLength: 8, seed: 9 }));
-const engine = { blockSize: BLOCK, kvBlocks: 200, prefillMsPerToken: 0.002, decodeMsPerToken: 2, maxBatch: 16 };
+const engine = { blockSize: BLOCK, kvBlocks: 200, prefillMsPerToken: 0.002, decodeMsPerStep: 2, decodeMsPerToken: 0.1, maxBatch: 16 };
 
 test("live mode routes every request through the router and feeds it the engines' events", async () => {
   const base = 500;

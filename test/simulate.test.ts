@@ -20,7 +20,7 @@ const MOONCAKE = new URL("../../shared/data/mooncake_conversation_trace.jsonl", 
 const dir = mkdtempSync(join(tmpdir(), "kvr-sim-"));
 after(() => rmSync(dir, { recursive: true, force: true }));
 
-const ENGINE: EngineParams = { blockSize: 64, kvBlocks: 320, prefillMsPerToken: 0.05, decodeMsPerToken: 10, maxBatch: 32 };
+const ENGINE: EngineParams = { blockSize: 64, kvBlocks: 320, prefillMsPerToken: 0.05, decodeMsPerStep: 8, decodeMsPerToken: 0.5, maxBatch: 32 };
 
 function options(over: Partial<SimOptions> = {}): SimOptions {
   return {

@@ -20,7 +20,8 @@ export function simulateOptions<T>(y: Argv<T>) {
     .option("block-size", { alias: "router-block-size", type: "number", default: 64, describe: "KV block size of engines and router (tokens)" })
     .option("kv-blocks", { type: "number", default: 16384, describe: "KV cache capacity per worker, in blocks" })
     .option("prefill-ms-per-token", { type: "number", default: 0.1, describe: "Prefill cost per uncached prompt token (ms)" })
-    .option("decode-ms-per-token", { type: "number", default: 20, describe: "Decode step time (ms): each running request gains one output token" })
+    .option("decode-ms-per-step", { type: "number", default: 10, describe: "Fixed time of one decode step (ms)" })
+    .option("decode-ms-per-token", { type: "number", default: 1, describe: "Added to a decode step per running request (ms per output token)" })
     .option("max-batch", { type: "number", default: 64, describe: "Most requests running at once on a worker" })
     .option("policies", {
       type: "string",
@@ -71,7 +72,8 @@ export function simulateOptions<T>(y: Argv<T>) {
       int("seed", a.seed as number, 0);
       int("live-worker-id-base", a.liveWorkerIdBase as number, 0);
       positive("speedup", a.speedup as number);
-      positive("decode-ms-per-token", a.decodeMsPerToken as number);
+      positive("decode-ms-per-step", a.decodeMsPerStep as number);
+      nonNegative("decode-ms-per-token", a.decodeMsPerToken as number);
       positive("router-ttl-secs", a.routerTtlSecs as number);
       nonNegative("prefill-ms-per-token", a.prefillMsPerToken as number);
       nonNegative("kv-overlap-score-weight", a.kvOverlapScoreWeight as number);
@@ -113,6 +115,7 @@ export function simOptionsFrom(a: SimulateArgs): SimOptions {
       blockSize: a.blockSize,
       kvBlocks: a.kvBlocks,
       prefillMsPerToken: a.prefillMsPerToken,
+      decodeMsPerStep: a.decodeMsPerStep,
       decodeMsPerToken: a.decodeMsPerToken,
       maxBatch: a.maxBatch,
     },

@@ -6,8 +6,10 @@
 // Timing model (virtual milliseconds):
 // - a prefill computes the prompt's uncached tokens at `prefillMsPerToken`
 //   each and pauses decoding while it runs (prefill-first scheduling);
-// - a decode step takes `decodeMsPerToken` and gives every running request
-//   one output token; the prefill itself produces the first token (TTFT).
+// - a decode step gives every running request one output token and takes
+//   `decodeMsPerStep` plus `decodeMsPerToken` per running request (reading
+//   each sequence's KV cache is what grows with the batch); the prefill
+//   itself produces the first token (TTFT).
 // Memory: a request holds its prompt blocks plus the blocks of its partial
 // tail and output tokens until it finishes; finished prompt blocks stay cached
 // and evictable, least recently used first (tail blocks before their prefix).
@@ -19,6 +21,9 @@ export interface EngineParams {
   /** Cache capacity in blocks (Infinity: never evicts). */
   kvBlocks: number;
   prefillMsPerToken: number;
+  /** Fixed cost of one decode step (reading the weights). */
+  decodeMsPerStep: number;
+  /** Added to a decode step per running request (one output token each). */
   decodeMsPerToken: number;
   /** Most requests running (prefilling or decoding) at once. */
   maxBatch: number;
@@ -162,8 +167,9 @@ export class SimEngine {
 
   /** Runs the engine until `t` (ms); Infinity runs it until it is idle. */
   advanceTo(t: number): void {
-    const stepMs = this.params.decodeMsPerToken;
     for (;;) {
+      // The batch only changes at the events below, so steps between them take equal time.
+      const stepMs = this.params.decodeMsPerStep + this.params.decodeMsPerToken * this.decoding.size;
       if (this.prefilling) {
         if (this.prefillEnd > t) return;
         this.clock = this.prefillEnd;

@@ -13,6 +13,8 @@ export interface PolicyResult {
   ttft_p50_ms: number;
   ttft_p99_ms: number;
   ttft_mean_ms: number;
+  /** Mean time per output token after the first (decode speed under the batch the worker carried). */
+  tpot_mean_ms: number;
   /** Prompt plus generated tokens of completed requests per second of simulated time. */
   throughput_tokens_per_s: number;
   /** Coefficient of variation (stddev / mean) of the workers' time-averaged queued+running requests. */
@@ -61,6 +63,8 @@ export function summarize(
   let hit = 0;
   let promptBlocks = 0;
   let tokens = 0;
+  let tpotSum = 0;
+  let tpotCount = 0;
   let first = Infinity;
   let last = -Infinity;
   const perWorker = new Array<number>(workers).fill(0);
@@ -71,6 +75,10 @@ export function summarize(
     first = Math.min(first, r.request.arrivalMs);
     last = Math.max(last, r.finishMs);
     perWorker[r.worker]++;
+    if (r.request.outputLength > 1) {
+      tpotSum += (r.finishMs - r.firstTokenMs) / (r.request.outputLength - 1);
+      tpotCount++;
+    }
   }
   const sorted = ttfts(records);
   const mean = sorted.reduce((a, b) => a + b, 0) / Math.max(1, sorted.length);
@@ -85,6 +93,7 @@ export function summarize(
     ttft_p50_ms: round(percentile(sorted, 50), 2),
     ttft_p99_ms: round(percentile(sorted, 99), 2),
     ttft_mean_ms: round(mean, 2),
+    tpot_mean_ms: round(tpotCount === 0 ? 0 : tpotSum / tpotCount, 3),
     throughput_tokens_per_s: round(spanS > 0 ? tokens / spanS : 0, 1),
     load_cov: round(coefficientOfVariation(avgLoad)),
     worker_requests: perWorker,

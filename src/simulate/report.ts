@@ -17,13 +17,13 @@ const ms = (v: number) => (v >= 10_000 ? `${(v / 1000).toFixed(1)} s` : `${Math.
 
 export function resultTable(result: SimResult): string {
   const rows = [
-    "| policy | hit rate | TTFT p50 | TTFT p99 | throughput (tok/s) | load CoV | requests |",
-    "|---|---:|---:|---:|---:|---:|---:|",
+    "| policy | hit rate | TTFT p50 | TTFT p99 | TPOT mean | throughput (tok/s) | load CoV | requests |",
+    "|---|---:|---:|---:|---:|---:|---:|---:|",
   ];
   for (const { result: r } of result.policies) {
     const rejected = r.rejected > 0 ? ` (+${r.rejected} rejected)` : "";
     rows.push(
-      `| ${r.policy} | ${pct(r.hit_rate)} | ${ms(r.ttft_p50_ms)} | ${ms(r.ttft_p99_ms)} | ` +
+      `| ${r.policy} | ${pct(r.hit_rate)} | ${ms(r.ttft_p50_ms)} | ${ms(r.ttft_p99_ms)} | ${r.tpot_mean_ms.toFixed(1)} ms | ` +
         `${Math.round(r.throughput_tokens_per_s).toLocaleString("en-US")} | ${r.load_cov.toFixed(3)} | ${r.requests}${rejected} |`,
     );
   }
@@ -68,6 +68,7 @@ ${resultTable(result)}
 
 - **hit rate**: fraction of prompt blocks (of ${c.engine.blockSize} tokens) served from the worker's KV cache.
 - **TTFT**: arrival to first token: queueing, then prefill of the uncached tokens.
+- **TPOT**: mean time per output token after the first; grows with the decode batch a worker carries.
 - **throughput**: prompt + generated tokens of completed requests per second, first arrival to last completion.
 - **load CoV**: coefficient of variation of the workers' time-averaged queued+running requests (0 = even).
 - **oracle-prefix**: the hit-rate ceiling. One perfect, unbounded cache shared by the whole fleet holds every
@@ -75,7 +76,7 @@ ${resultTable(result)}
   only holds blocks that an earlier request with the same prefix stored there.
 
 Engines: ${c.engine.kvBlocks} KV blocks each, LRU eviction, prefill ${c.engine.prefillMsPerToken} ms per uncached token,
-decode step ${c.engine.decodeMsPerToken} ms, at most ${c.engine.maxBatch} running requests.
+decode step ${c.engine.decodeMsPerStep} ms + ${c.engine.decodeMsPerToken} ms per running request, at most ${c.engine.maxBatch} running requests.
 Router (\`kv\`): ${JSON.stringify(c.router)}.
 
 ${CHARTS.map((ch) => `![${ch.alt}](${ch.file})`).join("\n\n")}
