@@ -115,7 +115,10 @@ export class NatsEventSource implements EventSource {
       this.sync = new ReplicaSync(nc, this.names, this.routerId);
       await this.sync.start(router);
     }
-    if (o.eventPlane) this.startEventPlane(nc, router);
+    if (o.eventPlane) {
+      this.startEventPlane(nc, router);
+      await nc.flush(); // the server knows our interest before we report started
+    }
     log.info("NATS mode on", {
       router_id: this.routerId,
       stream: this.names.stream,
