@@ -6,6 +6,9 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { PrefixIndex } from "../../src/indexer/prefixIndex.js";
+import type { IndexEvent } from "../../src/indexer/types.js";
+import { seededRandom } from "../../src/util/random.js";
 import { waitFor } from "./wait.js";
 
 export async function freePort(): Promise<number> {
@@ -143,9 +146,6 @@ async function waitForJetStreamCluster(url: string): Promise<void> {
 }
 
 // ---- Synthetic KV event workloads (deterministic) -------------------------
-import { PrefixIndex } from "../../src/indexer/prefixIndex.js";
-import type { IndexEvent } from "../../src/indexer/types.js";
-import { seededRandom } from "../../src/util/random.js";
 
 /**
  * `count` events from `workers` workers: stores that start or extend chains,
