@@ -39,11 +39,12 @@ test: node_modules lint-proto check-generated check-breaking
 	npx tsc -p tsconfig.check.json
 	KV_ROUTER_LOG=$${KV_ROUTER_LOG:-error} node --import tsx --test --test-concurrency=1 $(TESTS)
 
+# Index + end-to-end benchmarks; prints a table and writes bench/results.json (never fails on timings).
 bench: node_modules
-	node --import tsx bench/findBestWorker.bench.ts
+	KV_ROUTER_LOG=$${KV_ROUTER_LOG:-error} node --expose-gc --import tsx bench/run.ts
 
 bench-smoke: node_modules
-	BENCH_SMOKE=1 node --import tsx bench/findBestWorker.bench.ts
+	BENCH_SMOKE=1 KV_ROUTER_LOG=$${KV_ROUTER_LOG:-error} node --expose-gc --import tsx bench/run.ts
 
 # The long soak (the 6-second variant runs in `make test`).
 soak: node_modules

@@ -1,0 +1,200 @@
+// Index benchmarks, all in one run so every figure has its baseline next to
+// it: event ingest, find_matches latency (hashing included), ingest with
+// concurrent queries, query wait behind a steady background ingest, and
+// memory per (block, worker) entry. Implementations compared: the compact
+// index in the main thread, the compact index on shard threads, the naive
+// Map<string, Set> baseline, and PrefixIndex (the reference model).
+import { hashPrompt } from "../src/hashing/blockHash.js";
+import { CompactIndex } from "../src/indexer/compactIndex.js";
+import { PrefixIndex } from "../src/indexer/prefixIndex.js";
+import type { IndexEvent, Overlaps } from "../src/indexer/types.js";
+import { NaiveIndex } from "./naiveIndex.js";
+import { type Latency, gc, latency, median, usSince } from "./stats.js";
+import { BLOCK, type Workload, steadyEvents } from "./workload.js";
+
+export interface IndexBenchConfig {
+  repeats: number;
+  queries: number;
+  /** Shard threads for the sharded variant. */
+  shards: number;
+  steadyMs: number;
+  steadyEventsPerSec: number;
+}
+
+interface Impl {
+  name: string;
+  applyAll(events: readonly IndexEvent[]): void;
+  findMatches(seqs: readonly bigint[]): Overlaps;
+  close(): Promise<void>;
+}
+
+/** Events handed over per call, as an event source would deliver them. */
+const BATCH = 16;
+
+async function makeImpl(kind: string, shards: number): Promise<Impl> {
+  if (kind === "naive") {
+    const n = new NaiveIndex();
+    return { name: kind, applyAll: (es) => es.forEach((e) => n.apply(e)), findMatches: (s) => n.findMatches(s), close: async () => {} };
+  }
+  if (kind === "reference") {
+    const p = new PrefixIndex();
+    return { name: kind, applyAll: (es) => es.forEach((e) => p.apply(e)), findMatches: (s) => p.findMatches(s), close: async () => {} };
+  }
+  const c = await CompactIndex.create({ shards: kind === "compact" ? 0 : shards, initialEntries: 1 << 16 });
+  return {
+    name: kind,
+    applyAll: (es) => {
+      for (let i = 0; i < es.length; i += BATCH) c.applyBatch(es.slice(i, i + BATCH));
+    },
+    findMatches: (s) => c.findMatches(s),
+    close: () => c.close(),
+  };
+}
+
+export const IMPLS = ["compact", "compact-1-thread", "compact-N-threads", "naive", "reference"] as const;
+
+function shardsOf(kind: string, n: number): number {
+  return kind === "compact-1-thread" ? 1 : n;
+}
+
+/** Stored blocks applied per second, median of repeats (fresh index each time). */
+async function ingest(kind: string, w: Workload, cfg: IndexBenchConfig): Promise<number> {
+  const rates: number[] = [];
+  for (let r = 0; r < cfg.repeats; r++) {
+    const impl = await makeImpl(kind, shardsOf(kind, cfg.shards));
+    gc();
+    const t0 = process.hrtime.bigint();
+    impl.applyAll(w.events);
+    rates.push(w.storedBlocks / (usSince(t0) / 1e6));
+    await impl.close();
+  }
+  return median(rates);
+}
+
+function queryLatency(impl: Impl, prompts: Uint32Array[]): Latency & { meanOverlap: number } {
+  const samples: number[] = [];
+  let overlap = 0;
+  for (const p of prompts) {
+    const t0 = process.hrtime.bigint();
+    const m = impl.findMatches(hashPrompt(p, BLOCK).sequence);
+    samples.push(usSince(t0));
+    let best = 0;
+    for (const v of m.values()) best = Math.max(best, v);
+    overlap += best;
+  }
+  return { ...latency(samples), meanOverlap: overlap / prompts.length };
+}
+
+function hashingLatency(prompts: Uint32Array[]): Latency & { blocksPerSec: number } {
+  const samples: number[] = [];
+  const t0 = process.hrtime.bigint();
+  for (const p of prompts) {
+    const t = process.hrtime.bigint();
+    hashPrompt(p, BLOCK);
+    samples.push(usSince(t));
+  }
+  const blocks = prompts.reduce((n, p) => n + Math.floor(p.length / BLOCK), 0);
+  return { ...latency(samples), blocksPerSec: blocks / (usSince(t0) / 1e6) };
+}
+
+/** Ingest with a query after every batch: both rates, and the queries' latency. */
+function ingestWithQueries(impl: Impl, w: Workload, prompts: Uint32Array[]) {
+  const samples: number[] = [];
+  const t0 = process.hrtime.bigint();
+  let q = 0;
+  for (let i = 0; i < w.events.length; i += BATCH) {
+    impl.applyAll(w.events.slice(i, i + BATCH));
+    const t = process.hrtime.bigint();
+    impl.findMatches(hashPrompt(prompts[q++ % prompts.length], BLOCK).sequence);
+    samples.push(usSince(t));
+  }
+  const secs = usSince(t0) / 1e6;
+  return { storedBlocksPerSec: w.storedBlocks / secs, queriesPerSec: samples.length / secs, query: latency(samples) };
+}
+
+/**
+ * A steady background stream of single-block events at `rate` per second,
+ * applied in whatever batch has come due, with a query arriving every
+ * millisecond: how long does a query wait (arrival to answer)?
+ */
+function steadyIngest(impl: Impl, prompts: Uint32Array[], ms: number, rate: number) {
+  const stream = steadyEvents(3);
+  const waits: number[] = [];
+  const start = performance.now();
+  let applied = 0;
+  let nextQuery = start + 1;
+  let q = 0;
+  const batch: IndexEvent[] = [];
+  for (;;) {
+    const now = performance.now();
+    if (now - start > ms) break;
+    const due = Math.floor(((now - start) / 1000) * rate) - applied;
+    batch.length = 0;
+    for (let i = 0; i < Math.min(due, 4096); i++) batch.push(stream.next().value as IndexEvent);
+    if (batch.length > 0) {
+      impl.applyAll(batch);
+      applied += batch.length;
+    }
+    if (performance.now() >= nextQuery) {
+      impl.findMatches(hashPrompt(prompts[q++ % prompts.length], BLOCK).sequence);
+      waits.push((performance.now() - nextQuery) * 1000);
+      nextQuery += 1;
+    }
+  }
+  const secs = (performance.now() - start) / 1000;
+  return { eventsPerSec: applied / secs, queries: waits.length, waitUs: latency(waits) };
+}
+
+/** Heap + array buffer bytes per (block, worker) entry, and RSS, after building the index. */
+async function memory(kind: string, w: Workload, shards: number) {
+  gc();
+  gc();
+  const m0 = process.memoryUsage();
+  const impl = await makeImpl(kind, shards);
+  impl.applyAll(w.events);
+  gc();
+  gc();
+  const m1 = process.memoryUsage();
+  const bytes = m1.heapUsed + m1.arrayBuffers - (m0.heapUsed + m0.arrayBuffers);
+  const result = { bytesPerEntry: bytes / w.storedBlocks, rssMB: m1.rss / 2 ** 20 };
+  await impl.close();
+  return result;
+}
+
+export async function runIndexBench(workloads: Workload[], cfg: IndexBenchConfig) {
+  const out: Record<string, unknown> = {};
+  for (const w of workloads) {
+    const prompts = w.prompts(8192, cfg.queries);
+    const res: Record<string, unknown> = { events: w.events.length, storedBlocks: w.storedBlocks };
+    const ingestRates: Record<string, number> = {};
+    for (const kind of IMPLS) ingestRates[kind] = await ingest(kind, w, cfg);
+    res.ingestBlocksPerSec = ingestRates;
+
+    res.hashing8192 = hashingLatency(prompts);
+    const query: Record<string, unknown> = {};
+    const underIngest: Record<string, unknown> = {};
+    const steady: Record<string, unknown> = {};
+    for (const kind of IMPLS) {
+      const impl = await makeImpl(kind, shardsOf(kind, cfg.shards));
+      impl.applyAll(w.events);
+      queryLatency(impl, prompts.slice(0, Math.min(200, prompts.length))); // warm-up
+      query[kind] = queryLatency(impl, prompts);
+      if (kind.startsWith("compact")) steady[kind] = steadyIngest(impl, prompts, cfg.steadyMs, cfg.steadyEventsPerSec);
+      await impl.close();
+      if (kind.startsWith("compact") || kind === "naive") {
+        const fresh = await makeImpl(kind, shardsOf(kind, cfg.shards));
+        underIngest[kind] = ingestWithQueries(fresh, w, prompts);
+        await fresh.close();
+      }
+    }
+    res.findMatches8192Us = query;
+    res.ingestWithQueries = underIngest;
+    res.steadyIngest = steady;
+
+    const mem: Record<string, unknown> = {};
+    for (const kind of ["compact", "naive", "reference"]) mem[kind] = await memory(kind, w, 0);
+    res.memory = mem;
+    out[w.name] = res;
+  }
+  return out;
+}

@@ -1,0 +1,81 @@
+// `make bench` (full) and `make bench-smoke` (BENCH_SMOKE=1, small sizes, for
+// CI): runs the index and end-to-end benchmarks, prints a table of figures
+// with their in-run baselines, and writes bench/results.json. It fails only
+// on errors, never on timings.
+import { writeFileSync } from "node:fs";
+import { availableParallelism, cpus, totalmem } from "node:os";
+import { fileURLToPath } from "node:url";
+import { runE2eBench } from "./findBestWorker.bench.js";
+import { runIndexBench } from "./indexer.bench.js";
+import { mooncake, randomPrefix } from "./workload.js";
+
+const smoke = process.env.BENCH_SMOKE === "1";
+const entries = Number(process.env.BENCH_ENTRIES ?? (smoke ? 20_000 : 1_000_000));
+const shards = Math.max(2, availableParallelism());
+
+const t0 = performance.now();
+const log = (msg: string) => console.error(`[bench ${((performance.now() - t0) / 1000).toFixed(1)}s] ${msg}`);
+
+log(`building workloads (${entries} entries each)`);
+const workloads = [mooncake(entries), randomPrefix(entries)];
+log("index benchmarks");
+const index = await runIndexBench(workloads, {
+  repeats: smoke ? 1 : 3,
+  queries: smoke ? 200 : 2000,
+  shards,
+  steadyMs: smoke ? 200 : 2000,
+  steadyEventsPerSec: 200_000,
+});
+log("end-to-end FindBestWorker benchmark");
+const e2e = await runE2eBench(workloads[0], {
+  calls: smoke ? 200 : 2000,
+  concurrency: 64,
+  rounds: smoke ? 1 : 3,
+  shardVariants: [0, 1],
+});
+
+const results = {
+  date: new Date().toISOString(),
+  machine: { cpus: cpus().length, model: cpus()[0]?.model, memGB: Math.round(totalmem() / 2 ** 30), node: process.version },
+  mode: smoke ? "smoke" : "full",
+  entries,
+  shardThreads: shards,
+  index,
+  e2e,
+};
+writeFileSync(fileURLToPath(new URL("./results.json", import.meta.url)), JSON.stringify(results, null, 2) + "\n");
+
+// ---- the table --------------------------------------------------------------
+const f = (n: number, d = 0) => (Number.isFinite(n) ? n.toLocaleString("en-US", { maximumFractionDigits: d, minimumFractionDigits: d }) : "-");
+const rows: string[][] = [];
+for (const [name, r] of Object.entries(index) as [string, any][]) {
+  const ing = r.ingestBlocksPerSec as Record<string, number>;
+  for (const [k, v] of Object.entries(ing)) rows.push([name, "ingest stored blocks/s", k, f(v), `${f(v / ing.naive, 1)}x naive`]);
+  rows.push([name, "hash 8192 tokens p50/p99 us", "napi xxh3", `${f(r.hashing8192.p50, 1)} / ${f(r.hashing8192.p99, 1)}`, `${f(r.hashing8192.blocksPerSec)} blocks/s`]);
+  const q = r.findMatches8192Us as Record<string, any>;
+  for (const [k, v] of Object.entries(q)) rows.push([name, "find_matches 8192 tok p50/p99 us", k, `${f(v.p50, 1)} / ${f(v.p99, 1)}`, `${f(q.naive.p50 / v.p50, 1)}x naive p50`]);
+  for (const [k, v] of Object.entries(r.ingestWithQueries as Record<string, any>)) {
+    rows.push([name, "ingest+queries blocks/s | q p50/p99 us", k, `${f(v.storedBlocksPerSec)} | ${f(v.query.p50, 1)} / ${f(v.query.p99, 1)}`, ""]);
+  }
+  for (const [k, v] of Object.entries(r.steadyIngest as Record<string, any>)) {
+    rows.push([name, "query wait @200k ev/s p99/max us", k, `${f(v.waitUs.p99, 0)} / ${f(v.waitUs.max, 0)}`, `${f(v.eventsPerSec)} ev/s applied`]);
+  }
+  const mem = r.memory as Record<string, any>;
+  for (const [k, v] of Object.entries(mem)) rows.push([name, "bytes per (block, worker) entry", k, f(v.bytesPerEntry, 1), `RSS ${f(v.rssMB)} MB`]);
+}
+for (const mode of ["sequential", "concurrent-64"]) {
+  const row = (e2e as any)[mode] as Record<string, any>;
+  for (const [k, v] of Object.entries(row)) {
+    rows.push([
+      "e2e 4096 tok",
+      `FindBestWorker ${mode} req/s | p50/p99 us`,
+      k,
+      `${f(v.callsPerSec)} | ${f(v.latencyUs.p50)} / ${f(v.latencyUs.p99)}`,
+      k === "echo" ? "floor" : `${f(v.p50VsEcho, 2)}x echo p50, ${f(v.p99VsEcho, 2)}x p99`,
+    ]);
+  }
+}
+const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
+console.log(`kv-router benchmarks (${results.mode}, ${entries} entries, ${results.machine.cpus} cpus, ${results.date})`);
+for (const r of rows) console.log(r.map((c, i) => (i === 3 ? c.padStart(widths[i]) : c.padEnd(widths[i]))).join("  "));
+log("done; wrote bench/results.json");
