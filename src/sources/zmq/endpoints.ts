@@ -15,6 +15,8 @@ export interface ZmqEndpoint {
   engine: EngineKind;
   /** Topic prefix to subscribe to; "" takes everything. */
   topic: string;
+  /** The engine's Prometheus page (http://host:port/metrics), for the optional load term. */
+  metrics?: string;
 }
 
 export class EndpointSpecError extends Error {}
@@ -24,10 +26,10 @@ const ADDRESS = /^(tcp:\/\/[^\s,]+:\d{1,5}|ipc:\/\/[^\s,]+)$/;
 
 /** Identity of a subscription: one worker's view of one publisher. */
 export function endpointKey(e: ZmqEndpoint): string {
-  return `${e.workerId}@${e.endpoint}#${e.dpRank}/${e.engine}/${e.replay ?? ""}/${e.topic}`;
+  return `${e.workerId}@${e.endpoint}#${e.dpRank}/${e.engine}/${e.replay ?? ""}/${e.topic}/${e.metrics ?? ""}`;
 }
 
-/** Parses `WORKER_ID=tcp://host:port[,replay=tcp://host:port][,dp_rank=N][,engine=vllm|sglang][,topic=T]`. */
+/** Parses `WORKER_ID=tcp://host:port[,replay=tcp://host:port][,dp_rank=N][,engine=vllm|sglang][,topic=T][,metrics=http://host:port/metrics]`. */
 export function parseZmqWorkerSpec(spec: string): ZmqEndpoint {
   const where = `--zmq-worker ${JSON.stringify(spec)}`;
   const eq = spec.indexOf("=");
@@ -61,7 +63,7 @@ export function parseWorkersFile(text: string, file: string): ZmqEndpoint[] {
   });
 }
 
-const KNOWN_FIELDS = new Set(["worker_id", "endpoint", "replay", "replay_endpoint", "dp_rank", "engine", "topic"]);
+const KNOWN_FIELDS = new Set(["worker_id", "endpoint", "replay", "replay_endpoint", "dp_rank", "engine", "topic", "metrics"]);
 
 function endpointFrom(f: Record<string, unknown>, where: string): ZmqEndpoint {
   for (const k of Object.keys(f)) {
@@ -78,7 +80,11 @@ function endpointFrom(f: Record<string, unknown>, where: string): ZmqEndpoint {
   const engine = f.engine === undefined ? "vllm" : String(f.engine);
   if (engine !== "vllm" && engine !== "sglang") throw new EndpointSpecError(`${where}: engine must be vllm or sglang, got ${engine}`);
   const topic = f.topic === undefined ? "" : String(f.topic);
-  return { workerId, endpoint, replay, dpRank, engine, topic };
+  const metrics = f.metrics === undefined || f.metrics === "" ? undefined : String(f.metrics);
+  if (metrics !== undefined && !/^https?:\/\/[^\s,]+$/.test(metrics)) {
+    throw new EndpointSpecError(`${where}: metrics must look like http://host:port/metrics, got ${JSON.stringify(metrics)}`);
+  }
+  return { workerId, endpoint, replay, dpRank, engine, topic, metrics };
 }
 
 function u64(v: unknown, where: string): bigint {

@@ -10,6 +10,7 @@ export class ZmqMetrics {
   readonly stale: Gauge<"worker_id" | "dp_rank">;
   readonly subscribers: Gauge;
   readonly workersFileReloads: Counter<"outcome">;
+  readonly loadScrapes: Counter<"outcome">;
 
   constructor(registry?: Registry) {
     const registers = registry ? [registry] : [];
@@ -50,6 +51,12 @@ export class ZmqMetrics {
     this.workersFileReloads = new Counter({
       name: "kvrouter_zmq_workers_file_reloads_total",
       help: "Loads of --workers-file by outcome: ok, or invalid (the previous worker set is kept)",
+      labelNames: ["outcome"] as const,
+      registers,
+    });
+    this.loadScrapes = new Counter({
+      name: "kvrouter_engine_load_scrapes_total",
+      help: "Reads of engines' /metrics for the load cost term, by outcome: ok, failed (the term is dropped until the next ok)",
       labelNames: ["outcome"] as const,
       registers,
     });

@@ -8,6 +8,7 @@ import type { KvRouter, WorkerObserver } from "../../router/router.js";
 import { log } from "../../util/log.js";
 import type { EventSource, EventSourceContext } from "../eventSource.js";
 import { EndpointSpecError, type ZmqEndpoint, endpointKey, parseWorkersFile, registeredEndpoints } from "./endpoints.js";
+import { type EngineLoadWeights, EngineLoadPoller } from "./engineLoad.js";
 import { ZmqMetrics } from "./metrics.js";
 import { EngineSubscriber } from "./subscriber.js";
 
@@ -20,6 +21,10 @@ export interface ZmqSourceOptions {
   workersFilePollMs?: number;
   /** How long a replay request may take before the range counts as lost. */
   replayTimeoutMs?: number;
+  /** Weights of the engines' own load (read from their `metrics` URL) in the cost; all 0 = not read. */
+  loadWeights?: EngineLoadWeights;
+  /** How often engines' /metrics are read. */
+  loadPollMs?: number;
 }
 
 export const DEFAULT_REPLAY_TIMEOUT_MS = 2_000;
@@ -29,6 +34,7 @@ export class ZmqEventSource implements EventSource {
   private router: KvRouter | undefined;
   private metrics: ZmqMetrics | undefined;
   private readonly subscribers = new Map<string, EngineSubscriber>();
+  private readonly pollers = new Map<string, EngineLoadPoller>();
   private fileEndpoints: ZmqEndpoint[] = [];
   /** Endpoints that registered workers announced, by worker id. */
   private readonly registered = new Map<bigint, ZmqEndpoint[]>();
@@ -74,6 +80,8 @@ export class ZmqEventSource implements EventSource {
     if (at >= 0) this.router!.workerObservers.splice(at, 1);
     if (this.watching) unwatchFile(this.opts.workersFile!);
     this.watching = false;
+    for (const p of this.pollers.values()) p.stop();
+    this.pollers.clear();
     const all = [...this.subscribers.values()];
     this.subscribers.clear();
     await Promise.all(all.map((s) => s.stop()));
@@ -119,6 +127,8 @@ export class ZmqEventSource implements EventSource {
     for (const [key, sub] of this.subscribers) {
       if (wanted.has(key)) continue;
       this.subscribers.delete(key);
+      this.pollers.get(key)?.stop();
+      this.pollers.delete(key);
       sub.stop().then(
         () => log.info("unsubscribed from engine KV events", { worker_id: sub.spec.workerId, endpoint: sub.spec.endpoint }),
         (err) => log.error("stopping a subscriber failed", { error: String(err) }),
@@ -136,12 +146,22 @@ export class ZmqEventSource implements EventSource {
       try {
         sub.start();
         this.subscribers.set(key, sub);
+        this.startPoller(key, spec);
       } catch (err) {
         log.error("cannot subscribe to engine KV events", { worker_id: spec.workerId, endpoint: spec.endpoint, error: String(err) });
         void sub.stop();
       }
     }
     this.metrics!.subscribers.set(this.subscribers.size);
+  }
+
+  private startPoller(key: string, spec: ZmqEndpoint): void {
+    const weights = this.opts.loadWeights;
+    if (spec.metrics === undefined || weights === undefined || (weights.queue === 0 && weights.kvUsage === 0)) return;
+    const worker = { workerId: spec.workerId, dpRank: spec.dpRank };
+    const poller = new EngineLoadPoller(spec.metrics, worker, this.router!, weights, this.metrics!, this.opts.loadPollMs ?? 1_000);
+    this.pollers.set(key, poller);
+    poller.start();
   }
 
   /**

@@ -1,0 +1,104 @@
+// Load the engines report about themselves, as an optional cost term: vLLM
+// and SGLang do not put it on the KV event feed, but both serve Prometheus
+// text on their HTTP /metrics. We read the queue depth and KV cache usage
+// and turn them into extra blocks of cost for that (worker, dp_rank).
+import { type WorkerKey, workerKeyString } from "../../indexer/types.js";
+import type { KvRouter } from "../../router/router.js";
+import { log } from "../../util/log.js";
+import type { ZmqMetrics } from "./metrics.js";
+
+export interface EngineLoadWeights {
+  /** Cost, in blocks, per request waiting in the engine's own queue. */
+  queue: number;
+  /** Cost, in blocks, of a full KV cache (scaled by the usage fraction). */
+  kvUsage: number;
+}
+
+export interface EngineLoad {
+  waiting: number;
+  kvUsage: number;
+}
+
+// vLLM names first, then SGLang's; older vLLM called KV usage gpu_cache_usage_perc.
+const WAITING = ["vllm:num_requests_waiting", "sglang:num_queue_reqs"];
+const KV_USAGE = ["vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc", "sglang:token_usage"];
+
+/**
+ * Reads the engine's load from Prometheus text. vLLM labels each DP engine
+ * with engine="<rank>"; when such series exist only the rank's are used.
+ */
+export function parseEngineLoad(text: string, dpRank: number): EngineLoad | undefined {
+  const samples = new Map<string, { engine: string | undefined; value: number }[]>();
+  for (const line of text.split("\n")) {
+    if (line === "" || line.startsWith("#")) continue;
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)/.exec(line);
+    if (!m) continue;
+    const value = Number(m[3]);
+    if (!Number.isFinite(value)) continue;
+    const engine = m[2] ? /engine="([^"]*)"/.exec(m[2])?.[1] : undefined;
+    const list = samples.get(m[1]) ?? [];
+    list.push({ engine, value });
+    samples.set(m[1], list);
+  }
+  const read = (names: string[]): number | undefined => {
+    for (const name of names) {
+      const series = samples.get(name);
+      if (!series) continue;
+      const mine = series.filter((s) => s.engine === String(dpRank));
+      const use = mine.length > 0 ? mine : series;
+      return use.reduce((sum, s) => sum + s.value, 0);
+    }
+    return undefined;
+  };
+  const waiting = read(WAITING);
+  const kvUsage = read(KV_USAGE);
+  if (waiting === undefined && kvUsage === undefined) return undefined;
+  return { waiting: waiting ?? 0, kvUsage: kvUsage ?? 0 };
+}
+
+/** Polls one engine's /metrics and keeps the router's extra cost for the worker up to date. */
+export class EngineLoadPoller {
+  private timer: NodeJS.Timeout | undefined;
+  private inFlight = false;
+
+  constructor(
+    private readonly url: string,
+    private readonly worker: WorkerKey,
+    private readonly router: KvRouter,
+    private readonly weights: EngineLoadWeights,
+    private readonly metrics: ZmqMetrics,
+    private readonly intervalMs: number,
+  ) {}
+
+  start(): void {
+    this.timer = setInterval(() => void this.poll(), this.intervalMs);
+    this.timer.unref();
+    void this.poll();
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+    this.router.extraCost.delete(workerKeyString(this.worker));
+  }
+
+  private async poll(): Promise<void> {
+    if (this.inFlight) return;
+    this.inFlight = true;
+    const key = workerKeyString(this.worker);
+    try {
+      const res = await fetch(this.url, { signal: AbortSignal.timeout(Math.max(100, this.intervalMs)) });
+      if (!res.ok) throw new Error(`HTTP ${res.status}`);
+      const load = parseEngineLoad(await res.text(), this.worker.dpRank);
+      if (load === undefined) throw new Error("no queue-depth or KV-usage metric found");
+      this.router.extraCost.set(key, this.weights.queue * load.waiting + this.weights.kvUsage * load.kvUsage);
+      this.metrics.loadScrapes.inc({ outcome: "ok" });
+    } catch (err) {
+      // No fresh signal, no term: a stale number would steer traffic wrongly.
+      this.router.extraCost.delete(key);
+      this.metrics.loadScrapes.inc({ outcome: "failed" });
+      log.debug("engine metrics scrape failed", { url: this.url, error: String(err) });
+    } finally {
+      this.inFlight = false;
+    }
+  }
+}
