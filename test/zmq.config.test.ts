@@ -29,6 +29,7 @@ describe("--zmq-worker specs", () => {
       dpRank: 1,
       engine: "vllm",
       topic: "",
+      metrics: undefined,
     });
     assert.deepEqual(parseZmqWorkerSpec("3=ipc:///tmp/kv,engine=sglang,topic=kv@pod"), {
       workerId: 3n,
@@ -37,7 +38,9 @@ describe("--zmq-worker specs", () => {
       dpRank: 0,
       engine: "sglang",
       topic: "kv@pod",
+      metrics: undefined,
     });
+    assert.equal(parseZmqWorkerSpec("3=tcp://h:1,metrics=http://h:8000/metrics").metrics, "http://h:8000/metrics");
   });
 
   for (const [spec, complaint] of [
@@ -51,6 +54,7 @@ describe("--zmq-worker specs", () => {
     ["1=tcp://h:1,engine=trtllm", /engine must be vllm or sglang/],
     ["1=tcp://h:1,colour=red", /unknown field "colour"/],
     ["1=tcp://h:1,replay", /is not key=value/],
+    ["1=tcp://h:1,metrics=h:8000", /metrics must look like http:\/\/host:port\/metrics/],
   ] as const) {
     test(`rejects ${spec}`, () => assert.throws(() => parseZmqWorkerSpec(spec), complaint));
   }
