@@ -383,8 +383,8 @@ export class CompactCore {
   nodeHashes(): Uint32Array<ArrayBuffer> {
     const out = new Uint32Array(this.nodes * 2);
     let k = 0;
-    for (let i = 0; i < this.nTab.length; i++) {
-      const v = this.nTab[i];
+    for (let b = 0; b < this.nTab.length; b += 2) {
+      const v = this.nTab[b];
       if (v < 0) continue;
       out[k++] = this.nLo[v];
       out[k++] = this.nHi[v];
@@ -562,53 +562,35 @@ export class CompactCore {
     this.eCap = cap;
   }
 
+  // Open-addressing tables store (index, full hash) pairs side by side: a
+  // probe compares the hash in the same cache line before touching the
+  // entry arrays, and deletion re-homes neighbours without recomputing hashes.
+
   private findEntry(slot: number, xLo: number, xHi: number): number {
     const mask = this.eMask;
     const tab = this.eTab;
-    for (let i = mix(xLo, xHi, slot) & mask; ; i = (i + 1) & mask) {
-      const e = tab[i];
+    const h = mix(xLo, xHi, slot) | 0;
+    for (let b = h & mask; ; b = (b + 1) & mask) {
+      const e = tab[2 * b];
       if (e < 0) return -1;
-      if (this.eExtLo[e] === xLo && this.eExtHi[e] === xHi && this.eSlot[e] === slot) return e;
+      if (tab[2 * b + 1] === h && this.eExtLo[e] === xLo && this.eExtHi[e] === xHi && this.eSlot[e] === slot) return e;
     }
   }
 
   private insertEntryTable(e: number): void {
-    if ((this.entries + 1) * 4 > this.eTab.length * 3) this.rehashEntries(this.eTab.length * 2);
-    const mask = this.eMask;
-    let i = mix(this.eExtLo[e], this.eExtHi[e], this.eSlot[e]) & mask;
-    while (this.eTab[i] >= 0) i = (i + 1) & mask;
-    this.eTab[i] = e;
+    if ((this.entries + 1) * 4 > this.eMask * 3) this.rehashEntries((this.eMask + 1) * 2);
+    putBucket(this.eTab, this.eMask, e, mix(this.eExtLo[e], this.eExtHi[e], this.eSlot[e]) | 0);
   }
 
   private unlinkEntryTable(e: number): void {
-    const mask = this.eMask;
-    const tab = this.eTab;
-    let i = mix(this.eExtLo[e], this.eExtHi[e], this.eSlot[e]) & mask;
-    while (tab[i] !== e) i = (i + 1) & mask;
-    // backward-shift deletion keeps probe chains intact without tombstones
-    let j = i;
-    for (;;) {
-      j = (j + 1) & mask;
-      const v = tab[j];
-      if (v < 0) break;
-      const home = mix(this.eExtLo[v], this.eExtHi[v], this.eSlot[v]) & mask;
-      if (i <= j ? i < home && home <= j : i < home || home <= j) continue;
-      tab[i] = v;
-      i = j;
-    }
-    tab[i] = -1;
+    removeBucket(this.eTab, this.eMask, e, mix(this.eExtLo[e], this.eExtHi[e], this.eSlot[e]) | 0);
   }
 
-  private rehashEntries(size: number): void {
-    this.eTab = new Int32Array(size).fill(-1);
-    this.eMask = size - 1;
-    for (let slot = 0; slot < this.head.length; slot++) {
-      if (!this.owned.has(slot)) continue;
-      for (let e = this.head[slot]; e >= 0; e = this.eNext[e]) {
-        let i = mix(this.eExtLo[e], this.eExtHi[e], slot) & this.eMask;
-        while (this.eTab[i] >= 0) i = (i + 1) & this.eMask;
-        this.eTab[i] = e;
-      }
+  private rehashEntries(buckets: number): void {
+    this.eTab = new Int32Array(buckets * 2).fill(-1);
+    this.eMask = buckets - 1;
+    for (const slot of this.owned) {
+      for (let e = this.head[slot]; e >= 0; e = this.eNext[e]) putBucket(this.eTab, this.eMask, e, mix(this.eExtLo[e], this.eExtHi[e], slot) | 0);
     }
   }
 
@@ -617,17 +599,18 @@ export class CompactCore {
   private findNode(lo: number, hi: number): number {
     const mask = this.nMask;
     const tab = this.nTab;
-    for (let i = mix(lo, hi, 0) & mask; ; i = (i + 1) & mask) {
-      const v = tab[i];
+    const h = mix(lo, hi, 0) | 0;
+    for (let b = h & mask; ; b = (b + 1) & mask) {
+      const v = tab[2 * b];
       if (v < 0) return -1;
-      if (this.nLo[v] === lo && this.nHi[v] === hi) return v;
+      if (tab[2 * b + 1] === h && this.nLo[v] === lo && this.nHi[v] === hi) return v;
     }
   }
 
   private nodeFor(lo: number, hi: number): number {
     const found = this.findNode(lo, hi);
     if (found >= 0) return found;
-    if ((this.nodes + 1) * 4 > this.nTab.length * 3) this.rehashNodes(this.nTab.length * 2);
+    if ((this.nodes + 1) * 4 > this.nMask * 3) this.rehashNodes((this.nMask + 1) * 2);
     let v: number;
     if (this.nFree >= 0) {
       v = this.nFree;
@@ -639,10 +622,7 @@ export class CompactCore {
     }
     this.nLo[v] = lo;
     this.nHi[v] = hi;
-    const mask = this.nMask;
-    let i = mix(lo, hi, 0) & mask;
-    while (this.nTab[i] >= 0) i = (i + 1) & mask;
-    this.nTab[i] = v;
+    putBucket(this.nTab, this.nMask, v, mix(lo, hi, 0) | 0);
     this.nodes++;
     return v;
   }
@@ -654,21 +634,7 @@ export class CompactCore {
   }
 
   private freeNode(v: number): void {
-    const mask = this.nMask;
-    const tab = this.nTab;
-    let i = mix(this.nLo[v], this.nHi[v], 0) & mask;
-    while (tab[i] !== v) i = (i + 1) & mask;
-    let j = i;
-    for (;;) {
-      j = (j + 1) & mask;
-      const u = tab[j];
-      if (u < 0) break;
-      const home = mix(this.nLo[u], this.nHi[u], 0) & mask;
-      if (i <= j ? i < home && home <= j : i < home || home <= j) continue;
-      tab[i] = u;
-      i = j;
-    }
-    tab[i] = -1;
+    removeBucket(this.nTab, this.nMask, v, mix(this.nLo[v], this.nHi[v], 0) | 0);
     this.nodes--;
     this.nLo[v] = this.nFree < 0 ? 0x7fffffff : this.nFree;
     this.nFree = v;
@@ -689,18 +655,38 @@ export class CompactCore {
     this.words = words;
   }
 
-  private rehashNodes(size: number): void {
+  private rehashNodes(buckets: number): void {
     const old = this.nTab;
-    this.nTab = new Int32Array(size).fill(-1);
-    this.nMask = size - 1;
-    for (let i = 0; i < old.length; i++) {
-      const v = old[i];
-      if (v < 0) continue;
-      let k = mix(this.nLo[v], this.nHi[v], 0) & this.nMask;
-      while (this.nTab[k] >= 0) k = (k + 1) & this.nMask;
-      this.nTab[k] = v;
-    }
+    this.nTab = new Int32Array(buckets * 2).fill(-1);
+    this.nMask = buckets - 1;
+    for (let b = 0; b < old.length; b += 2) if (old[b] >= 0) putBucket(this.nTab, this.nMask, old[b], old[b + 1]);
   }
+}
+
+/** Inserts (value, hash) by linear probing. */
+function putBucket(tab: Int32Array, mask: number, value: number, h: number): void {
+  let b = h & mask;
+  while (tab[2 * b] >= 0) b = (b + 1) & mask;
+  tab[2 * b] = value;
+  tab[2 * b + 1] = h;
+}
+
+/** Removes `value` by backward-shift deletion (keeps probe chains whole without tombstones). */
+function removeBucket(tab: Int32Array, mask: number, value: number, h: number): void {
+  let i = h & mask;
+  while (tab[2 * i] !== value) i = (i + 1) & mask;
+  let j = i;
+  for (;;) {
+    j = (j + 1) & mask;
+    const v = tab[2 * j];
+    if (v < 0) break;
+    const home = tab[2 * j + 1] & mask;
+    if (i <= j ? i < home && home <= j : i < home || home <= j) continue;
+    tab[2 * i] = v;
+    tab[2 * i + 1] = tab[2 * j + 1];
+    i = j;
+  }
+  tab[2 * i] = -1;
 }
 
 function nextPow2(n: number): number {

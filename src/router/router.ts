@@ -1,7 +1,7 @@
 // The router's core: one object that owns the index, the load tracker and the
 // worker registry, and answers "which worker should take this prompt?".
 // It speaks plain typed data; the gRPC layer converts at the edge.
-import { hashPrompt } from "../hashing/blockHash.js";
+import { hashPromptFast } from "../indexer/fastHash.js";
 import { ApproximateTracker } from "../indexer/approximate.js";
 import {
   type EventOutcome,
@@ -127,7 +127,7 @@ export class KvRouter {
       );
     }
     const candidates = this.candidates(req.allowedWorkers);
-    const hashes = hashPrompt(req.tokens, blockSize, req.loraName ?? "");
+    const hashes = hashPromptFast(req.tokens, blockSize, req.loraName ?? "");
     const overlaps = this.index.findMatches(hashes.sequence);
     const cached = this.index.blockCounts();
     const isl = req.tokens.length;
