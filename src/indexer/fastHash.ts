@@ -35,14 +35,10 @@ const MX_HI = 0x16566791;
 const TWO32 = 4294967296;
 
 function mulHi(a: number, b: number): number {
-  const a0 = a & 0xffff;
-  const a1 = a >>> 16;
-  const b0 = b & 0xffff;
-  const b1 = b >>> 16;
-  const p01 = a0 * b1;
-  const p10 = a1 * b0;
-  const mid = ((a0 * b0) >>> 16) + (p01 & 0xffff) + (p10 & 0xffff);
-  return (a1 * b1 + (p01 >>> 16) + (p10 >>> 16) + (mid >>> 16)) >>> 0;
+  // The double product is off by at most 2^11 from the exact one; with the
+  // exact low word removed, dividing by 2^32 lands within 2^-20 of the high
+  // word, so rounding gives it exactly.
+  return Math.round((a * b - (Math.imul(a, b) >>> 0)) / 4294967296) >>> 0;
 }
 
 /** A seed's derived secret, as the u32 halves of the u64 words each step reads. */
