@@ -9,7 +9,8 @@ import { after, describe, test } from "node:test";
 import yargs from "yargs";
 import { DEFAULT_ROUTER_CONFIG } from "../src/router/router.js";
 import { runSimulate, simulateOptions } from "../src/simulate/command.js";
-import type { EngineParams } from "../src/simulate/engine.js";
+import type { IndexEvent } from "../src/indexer/types.js";
+import { type EngineListener, type EngineParams, type RequestRecord, SimEngine, type SimRequest } from "../src/simulate/engine.js";
 import { KvPolicy } from "../src/simulate/policies.js";
 import { resultJson } from "../src/simulate/report.js";
 import { PolicyFleet, type SimOptions, type SimResult, prepareRequest, simulate } from "../src/simulate/run.js";
@@ -140,15 +141,96 @@ describe("simulate (virtual clock)", () => {
       fleet.dispatch(req, req.arrivalMs);
     }
     fleet.advanceTo(Infinity);
-    const counts = policy.router.index.blockCounts();
+    // The router's dump lists, per worker, exactly the blocks that engine caches.
+    const indexed = new Map<bigint, Set<bigint>>();
+    for (const ev of policy.router.index.dump()) {
+      if (ev.kind !== "stored") continue;
+      const set = indexed.get(ev.workerId) ?? new Set();
+      for (const b of ev.blocks) set.add(b.externalHash);
+      indexed.set(ev.workerId, set);
+    }
     let evicted = false;
     for (const e of fleet.engines) {
-      assert.equal(counts.get(`${e.workerId}:0`) ?? 0, e.cachedBlocks, `worker ${e.workerId}`);
+      const held = e.cachedBlockIds();
+      assert.ok(held.length > 0);
+      assert.deepEqual(indexed.get(e.workerId), new Set(held), `worker ${e.workerId}`);
       evicted ||= e.cachedBlocks >= 250;
     }
     assert.ok(evicted, "some engine filled its cache");
     assert.equal(policy.extras().rejected_events, 0);
     assert.equal(policy.router.active.size, 0, "every request was freed");
+  });
+});
+
+describe("simulated engine", () => {
+  class Recorder implements EngineListener {
+    events: IndexEvent[] = [];
+    done: RequestRecord[] = [];
+    rejected: string[] = [];
+    onEvents(_w: number, events: IndexEvent[]) {
+      this.events.push(...events);
+    }
+    onPrefillDone() {}
+    onFinished(r: RequestRecord) {
+      this.done.push(r);
+    }
+    onRejected(_req: SimRequest, _w: number, reason: string) {
+      this.rejected.push(reason);
+    }
+  }
+  const params: EngineParams = { blockSize: 64, kvBlocks: 20, prefillMsPerToken: 0.5, decodeMsPerStep: 10, decodeMsPerToken: 2, maxBatch: 8 };
+  const req = (index: number, ids: number[], input: number, output: number, at: number) =>
+    prepareRequest({ index, timestampMs: at, inputLength: input, outputLength: output, hashIds: ids }, 64, 1, `q${index}`);
+
+  test("prefill pays for uncached tokens only, decode steps slow with the batch, events describe the cache", () => {
+    const rec = new Recorder();
+    const engine = new SimEngine(0, params, rec);
+    const a = req(0, [1, 2], 1000, 5, 0); // 15 full blocks + 40 tokens
+    engine.enqueue(a, 0);
+    engine.advanceTo(Infinity);
+    const [ra] = rec.done;
+    assert.equal(ra.hitBlocks, 0);
+    assert.equal(ra.firstTokenMs, 1000 * 0.5);
+    // 4 more tokens, one request in the batch: steps of 10 + 2 ms.
+    assert.equal(ra.finishMs, 500 + 4 * 12);
+    assert.deepEqual(rec.events.map((e) => e.kind), ["stored"]);
+    const stored = rec.events[0] as Extract<IndexEvent, { kind: "stored" }>;
+    assert.equal(stored.parentHash, undefined);
+    assert.deepEqual(stored.blocks.map((b) => b.localHash), a.local);
+
+    // Same first 512 tokens, then different: 8 blocks reused, the rest computed.
+    const b = req(1, [1, 3], 1000, 2, 1000);
+    engine.enqueue(b, 1000);
+    engine.advanceTo(Infinity);
+    const rb = rec.done[1];
+    assert.equal(rb.hitBlocks, 8);
+    assert.equal(rb.firstTokenMs - rb.queuedMs, (1000 - 8 * 64) * 0.5);
+    const second = rec.events.find((e, i) => i > 0 && e.kind === "stored") as Extract<IndexEvent, { kind: "stored" }>;
+    assert.equal(second.parentHash, stored.blocks[7].externalHash, "the new blocks continue the reused prefix");
+    assert.equal(second.blocks.length, 7);
+    // 20 blocks: a left 15 cached; b needs 7 new + 1 for its tail and output, so 3 are evicted.
+    const removed = rec.events.filter((e) => e.kind === "removed") as Extract<IndexEvent, { kind: "removed" }>[];
+    const evictedIds = removed.flatMap((e) => e.blockHashes);
+    assert.equal(evictedIds.length, 3);
+    assert.ok(evictedIds.includes(stored.blocks[14].externalHash), "the least recently used tail goes first");
+    assert.ok(!evictedIds.includes(stored.blocks[0].externalHash), "the shared prefix stays");
+    assert.deepEqual(
+      rec.events.map((e) => e.eventId),
+      rec.events.map((_, i) => BigInt(i + 1)),
+      "event ids count up from 1",
+    );
+  });
+
+  test("a prompt larger than the whole cache is rejected, not stuck", () => {
+    const rec = new Recorder();
+    const engine = new SimEngine(0, params, rec);
+    engine.enqueue(req(0, [1, 2, 3, 4, 5, 6], 3000, 2, 0), 0);
+    engine.enqueue(req(1, [9], 100, 2, 0), 0);
+    engine.advanceTo(Infinity);
+    assert.equal(rec.rejected.length, 1);
+    assert.match(rec.rejected[0], /needs 47 KV blocks; the engine holds 20/);
+    assert.equal(rec.done.length, 1);
+    assert.ok(engine.idle);
   });
 });
 

@@ -172,11 +172,8 @@ export async function simulateCommand(a: SimulateArgs): Promise<void> {
     if (a.json) process.stdout.write(`wrote ${a.json}\n`);
     if (a.report) process.stdout.write(`wrote ${a.report}/report.md\n`);
   } catch (err) {
-    if (err instanceof TraceError) {
-      process.stderr.write(`kv-router simulate: ${err.message}\n`);
-      process.exitCode = 2;
-      return;
-    }
-    throw err;
+    // A bad trace is the user's input (exit 2); anything else, e.g. an unreachable --live router, exits 1.
+    process.stderr.write(`kv-router simulate: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exitCode = err instanceof TraceError ? 2 : 1;
   }
 }

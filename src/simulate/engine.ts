@@ -144,6 +144,11 @@ export class SimEngine {
     return this.cache.size;
   }
 
+  /** The engine's ids of the blocks it caches (what its events told the router it holds). */
+  cachedBlockIds(): bigint[] {
+    return [...this.cache.values()].map((b) => b.external);
+  }
+
   get idle(): boolean {
     return this.outstanding === 0;
   }

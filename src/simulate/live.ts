@@ -109,7 +109,11 @@ export async function simulateLive(
   };
 
   try {
-    for (const id of ids) await client.registerWorker({ workerId: id, dpRanks: [0], leaseTtlSeconds: LEASE_S });
+    for (const id of ids) {
+      await client.registerWorker({ workerId: id, dpRanks: [0], leaseTtlSeconds: LEASE_S }).catch((err: unknown) => {
+        throw new Error(`cannot register simulated workers with the kv-router at ${opts.address}: ${(err as Error).message}`);
+      });
+    }
     keepAlive = setInterval(() => {
       for (const id of ids) client.keepAlive(id).catch(() => {});
     }, KEEPALIVE_MS);
