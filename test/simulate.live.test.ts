@@ -53,3 +53,19 @@ test("live mode routes every request through the router and feeds it the engines
   assert.equal(workers.filter((w) => Number(w.worker?.workerId) > base).length, 0);
   assert.equal(router.server.router.active.size, 0);
 });
+
+test("live mode against an unreachable router fails with a clear message", async () => {
+  await assert.rejects(
+    simulateLive(trace.slice(0, 3), {
+      address: "127.0.0.1:1",
+      workerIdBase: 0,
+      workers: 1,
+      engine,
+      router: { ...DEFAULT_ROUTER_CONFIG, blockSize: BLOCK },
+      policies: ["kv"],
+      seed: 1,
+      speedup: 1,
+    }),
+    /cannot register simulated workers with the kv-router at 127\.0\.0\.1:1/,
+  );
+});
