@@ -5,6 +5,7 @@
 // index in the main thread, the compact index on shard threads, the naive
 // Map<string, Set> baseline, and PrefixIndex (the reference model).
 import { hashPrompt } from "../src/hashing/blockHash.js";
+import { hashPromptFast } from "../src/indexer/fastHash.js";
 import { CompactIndex } from "../src/indexer/compactIndex.js";
 import { PrefixIndex } from "../src/indexer/prefixIndex.js";
 import type { IndexEvent, Overlaps } from "../src/indexer/types.js";
@@ -23,6 +24,8 @@ export interface IndexBenchConfig {
 
 interface Impl {
   name: string;
+  /** How this variant hashes prompts: the router's JS XXH3 for compact ones, the native hasher per block for the others. */
+  hash(tokens: Uint32Array): bigint[];
   applyAll(events: readonly IndexEvent[]): void;
   findMatches(seqs: readonly bigint[]): Overlaps;
   close(): Promise<void>;
@@ -31,18 +34,21 @@ interface Impl {
 /** Events handed over per call, as an event source would deliver them. */
 const BATCH = 16;
 
+const nativeHash = (t: Uint32Array) => hashPrompt(t, BLOCK).sequence;
+
 async function makeImpl(kind: string, shards: number): Promise<Impl> {
   if (kind === "naive") {
     const n = new NaiveIndex();
-    return { name: kind, applyAll: (es) => es.forEach((e) => n.apply(e)), findMatches: (s) => n.findMatches(s), close: async () => {} };
+    return { name: kind, hash: nativeHash, applyAll: (es) => es.forEach((e) => n.apply(e)), findMatches: (s) => n.findMatches(s), close: async () => {} };
   }
   if (kind === "reference") {
     const p = new PrefixIndex();
-    return { name: kind, applyAll: (es) => es.forEach((e) => p.apply(e)), findMatches: (s) => p.findMatches(s), close: async () => {} };
+    return { name: kind, hash: nativeHash, applyAll: (es) => es.forEach((e) => p.apply(e)), findMatches: (s) => p.findMatches(s), close: async () => {} };
   }
   const c = await CompactIndex.create({ shards: kind === "compact" ? 0 : shards, initialEntries: 1 << 16 });
   return {
     name: kind,
+    hash: (t) => hashPromptFast(t, BLOCK).sequence,
     applyAll: (es) => {
       for (let i = 0; i < es.length; i += BATCH) c.applyBatch(es.slice(i, i + BATCH));
     },
@@ -76,7 +82,7 @@ function queryLatency(impl: Impl, prompts: Uint32Array[]): Latency & { meanOverl
   let overlap = 0;
   for (const p of prompts) {
     const t0 = process.hrtime.bigint();
-    const m = impl.findMatches(hashPrompt(p, BLOCK).sequence);
+    const m = impl.findMatches(impl.hash(p));
     samples.push(usSince(t0));
     let best = 0;
     for (const v of m.values()) best = Math.max(best, v);
@@ -85,12 +91,12 @@ function queryLatency(impl: Impl, prompts: Uint32Array[]): Latency & { meanOverl
   return { ...latency(samples), meanOverlap: overlap / prompts.length };
 }
 
-function hashingLatency(prompts: Uint32Array[]): Latency & { blocksPerSec: number } {
+function hashingLatency(prompts: Uint32Array[], hash: (t: Uint32Array) => unknown): Latency & { blocksPerSec: number } {
   const samples: number[] = [];
   const t0 = process.hrtime.bigint();
   for (const p of prompts) {
     const t = process.hrtime.bigint();
-    hashPrompt(p, BLOCK);
+    hash(p);
     samples.push(usSince(t));
   }
   const blocks = prompts.reduce((n, p) => n + Math.floor(p.length / BLOCK), 0);
@@ -105,7 +111,7 @@ function ingestWithQueries(impl: Impl, w: Workload, prompts: Uint32Array[]) {
   for (let i = 0; i < w.events.length; i += BATCH) {
     impl.applyAll(w.events.slice(i, i + BATCH));
     const t = process.hrtime.bigint();
-    impl.findMatches(hashPrompt(prompts[q++ % prompts.length], BLOCK).sequence);
+    impl.findMatches(impl.hash(prompts[q++ % prompts.length]));
     samples.push(usSince(t));
   }
   const secs = usSince(t0) / 1e6;
@@ -136,7 +142,7 @@ function steadyIngest(impl: Impl, prompts: Uint32Array[], ms: number, rate: numb
       applied += batch.length;
     }
     if (performance.now() >= nextQuery) {
-      impl.findMatches(hashPrompt(prompts[q++ % prompts.length], BLOCK).sequence);
+      impl.findMatches(impl.hash(prompts[q++ % prompts.length]));
       waits.push((performance.now() - nextQuery) * 1000);
       nextQuery += 1;
     }
@@ -170,7 +176,10 @@ export async function runIndexBench(workloads: Workload[], cfg: IndexBenchConfig
     for (const kind of IMPLS) ingestRates[kind] = await ingest(kind, w, cfg);
     res.ingestBlocksPerSec = ingestRates;
 
-    res.hashing8192 = hashingLatency(prompts);
+    res.hashing8192 = {
+      "js-xxh3": hashingLatency(prompts, (t) => hashPromptFast(t, BLOCK)),
+      "napi-per-block": hashingLatency(prompts, (t) => hashPrompt(t, BLOCK)),
+    };
     const query: Record<string, unknown> = {};
     const underIngest: Record<string, unknown> = {};
     const steady: Record<string, unknown> = {};
