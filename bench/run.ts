@@ -6,7 +6,7 @@ import { writeFileSync } from "node:fs";
 import { availableParallelism, cpus, totalmem } from "node:os";
 import { fileURLToPath } from "node:url";
 import { runE2eBench } from "./findBestWorker.bench.js";
-import { runIndexBench } from "./indexer.bench.js";
+import { runIndexBench, runSteadyBench } from "./indexer.bench.js";
 import { mooncake, randomPrefix } from "./workload.js";
 
 const smoke = process.env.BENCH_SMOKE === "1";
@@ -17,7 +17,7 @@ const t0 = performance.now();
 const log = (msg: string) => console.error(`[bench ${((performance.now() - t0) / 1000).toFixed(1)}s] ${msg}`);
 
 log(`building workloads (${entries} entries each)`);
-const workloads = [mooncake(entries), randomPrefix(entries)];
+let workloads = [mooncake(entries), randomPrefix(entries)];
 log("index benchmarks");
 const index = await runIndexBench(workloads, {
   repeats: smoke ? 1 : 3,
@@ -34,6 +34,17 @@ const e2e = await runE2eBench(workloads[0], {
   shardVariants: [0, 1],
 });
 
+const prompts = workloads[0].prompts(8192, 256);
+workloads = [];
+log("query wait behind steady ingest");
+const steady = await runSteadyBench(prompts, entries, {
+  repeats: 1,
+  queries: 0,
+  shards,
+  steadyMs: smoke ? 300 : 3000,
+  steadyEventsPerSec: 200_000,
+});
+
 const results = {
   date: new Date().toISOString(),
   machine: { cpus: cpus().length, model: cpus()[0]?.model, memGB: Math.round(totalmem() / 2 ** 30), node: process.version },
@@ -41,6 +52,7 @@ const results = {
   entries,
   shardThreads: shards,
   index,
+  steadyIngest: steady,
   e2e,
 };
 writeFileSync(fileURLToPath(new URL("./results.json", import.meta.url)), JSON.stringify(results, null, 2) + "\n");
@@ -59,11 +71,11 @@ for (const [name, r] of Object.entries(index) as [string, any][]) {
   for (const [k, v] of Object.entries(r.ingestWithQueries as Record<string, any>)) {
     rows.push([name, "ingest+queries blocks/s | q p50/p99 us", k, `${f(v.storedBlocksPerSec)} | ${f(v.query.p50, 1)} / ${f(v.query.p99, 1)}`, ""]);
   }
-  for (const [k, v] of Object.entries(r.steadyIngest as Record<string, any>)) {
-    rows.push([name, "query wait @200k ev/s p99/max us", k, `${f(v.waitUs.p99, 0)} / ${f(v.waitUs.max, 0)}`, `${f(v.eventsPerSec)} ev/s applied`]);
-  }
   const mem = r.memory as Record<string, any>;
   for (const [k, v] of Object.entries(mem)) rows.push([name, "bytes per (block, worker) entry", k, f(v.bytesPerEntry, 1), `RSS ${f(v.rssMB)} MB`]);
+}
+for (const [k, v] of Object.entries(steady as Record<string, any>)) {
+  rows.push(["steady", "query wait @200k ev/s p50/p99/max us", k, `${f(v.waitUs.p50, 0)} / ${f(v.waitUs.p99, 0)} / ${f(v.waitUs.max, 0)}`, `${f(v.eventsPerSec)} ev/s applied`]);
 }
 for (const mode of ["sequential", "concurrent-64"]) {
   const row = (e2e as any)[mode] as Record<string, any>;

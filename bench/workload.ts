@@ -147,14 +147,14 @@ export function randomPrefix(target: number): Workload {
 }
 
 /** Single-block stored events extending each worker's chain: a steady background stream. */
-export function* steadyEvents(seed: number): Generator<IndexEvent> {
+export function* steadyEvents(seed: number, firstEventId = 1n): Generator<IndexEvent> {
   const rnd = seededRandom(seed);
   const last = new Array<bigint | undefined>(WORKERS).fill(undefined);
-  const ids = new Array<bigint>(WORKERS).fill(1_000_000n);
+  const ids = new Array<bigint>(WORKERS).fill(firstEventId);
   for (let n = 0; ; n++) {
     const w = Math.floor(rnd() * WORKERS);
     const localHash = BigInt(Math.floor(rnd() * 2 ** 32)) * 0x100000001n;
-    const externalHash = (1n << 62n) + BigInt(n);
+    const externalHash = (BigInt(seed) << 48n) + BigInt(n);
     yield {
       kind: "stored",
       workerId: BigInt(w + 1),
