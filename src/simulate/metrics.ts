@@ -10,6 +10,9 @@ export interface PolicyResult {
   rejected: number;
   /** Fraction of prompt blocks served from cache. */
   hit_rate: number;
+  /** Prompt blocks served from cache, and all full prompt blocks (hit_rate = hit_blocks / prompt_blocks). */
+  hit_blocks: number;
+  prompt_blocks: number;
   ttft_p50_ms: number;
   ttft_p99_ms: number;
   ttft_mean_ms: number;
@@ -90,6 +93,8 @@ export function summarize(
     requests: records.length,
     rejected,
     hit_rate: round(promptBlocks === 0 ? 0 : hit / promptBlocks),
+    hit_blocks: hit,
+    prompt_blocks: promptBlocks,
     ttft_p50_ms: round(percentile(sorted, 50), 2),
     ttft_p99_ms: round(percentile(sorted, 99), 2),
     ttft_mean_ms: round(mean, 2),
