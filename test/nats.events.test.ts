@@ -6,9 +6,11 @@ import { after, before, describe, it } from "node:test";
 import { jetstream } from "@nats-io/jetstream";
 import { type NatsConnection, connect } from "@nats-io/transport-node";
 import { localBlockHash } from "../src/hashing/blockHash.js";
+import { PrefixIndex } from "../src/indexer/prefixIndex.js";
 import { registerWorker } from "../src/nats/discovery.js";
 import { natsNames } from "../src/nats/names.js";
 import { NatsEventSource, type NatsModeOptions } from "../src/nats/natsSource.js";
+import { DEFAULT_ROUTER_CONFIG, KvRouter } from "../src/router/router.js";
 import { eventPlaneMessage, publishKvEvents, publishKvEventsBulk } from "../src/nats/publisher.js";
 import { type NatsCluster, canonicalDump, referenceDump, startNats, syntheticEvents } from "./support/natsServer.js";
 import { type TestRouter, startTestRouter, tokens } from "./support/router.js";
@@ -182,4 +184,37 @@ describe("NATS mode: events, discovery, restart", () => {
       await wnc.close();
     }
   });
+});
+
+describe("NATS mode: secured servers", () => {
+  const servers: NatsCluster[] = [];
+  after(async () => {
+    for (const s of servers) await s.stop();
+  });
+
+  for (const [what, serverArgs, good, bad] of [
+    ["user/password", ["--user", "kvr", "--pass", "s3cret"], { user: "kvr", password: "s3cret" }, { user: "kvr", password: "wrong" }],
+    ["token", ["--auth", "t0ken"], { token: "t0ken" }, { token: "other" }],
+  ] as const) {
+    it(`authenticates with ${what}; refuses to start with bad credentials`, async () => {
+      const nats = await startNats([...serverArgs]);
+      servers.push(nats);
+      const src = new NatsEventSource(natsOptions(nats.urls, { routerId: "secured", connect: { urls: nats.urls, ...good } }));
+      const r = await startTestRouter({ blockSize: B }, { eventSources: [src] });
+      try {
+        const nc = await connect({ servers: nats.urls, ...("token" in good ? { token: good.token } : { user: good.user, pass: good.password }) });
+        await publishKvEvents(jetstream(nc), ENDPOINT, [
+          { kind: "stored", workerId: 3n, dpRank: 0, eventId: 1n, blocks: [{ externalHash: 1n, localHash: 2n }] },
+        ]);
+        await src.ingest!.caughtUp();
+        assert.equal(src.ingest!.stats.applied, 1);
+        await nc.close();
+      } finally {
+        await r.close();
+      }
+      const denied = new NatsEventSource(natsOptions(nats.urls, { routerId: "denied", connect: { urls: nats.urls, ...bad } }));
+      await assert.rejects(denied.start(new KvRouter({ ...DEFAULT_ROUTER_CONFIG, blockSize: B }, new PrefixIndex())), /auth/i);
+      await denied.stop();
+    });
+  }
 });

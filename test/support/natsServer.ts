@@ -57,10 +57,10 @@ interface NodeSpec {
   routes?: number[];
 }
 
-function startNode(spec: NodeSpec, storeDir: string, clusterName?: string): NatsNode {
-  const args = ["-js", "-a", "127.0.0.1", "-p", String(spec.port), "-sd", storeDir, "-n", spec.name];
+function startNode(spec: NodeSpec, storeDir: string, extraArgs: string[] = []): NatsNode {
+  const args = ["-js", "-a", "127.0.0.1", "-p", String(spec.port), "-sd", storeDir, "-n", spec.name, ...extraArgs];
   if (spec.clusterPort !== undefined) {
-    args.push("--cluster_name", clusterName ?? "kvr", "--cluster", `nats://127.0.0.1:${spec.clusterPort}`);
+    args.push("--cluster_name", "kvr", "--cluster", `nats://127.0.0.1:${spec.clusterPort}`);
     args.push("--routes", (spec.routes ?? []).map((p) => `nats://127.0.0.1:${p}`).join(","));
   }
   const proc: ChildProcess = spawn("nats-server", args, { stdio: ["ignore", "ignore", "pipe"] });
@@ -86,13 +86,13 @@ function startNode(spec: NodeSpec, storeDir: string, clusterName?: string): Nats
   } as NatsNode;
 }
 
-/** One JetStream-enabled nats-server. */
-export async function startNats(): Promise<NatsCluster> {
-  return startCluster(1);
+/** One JetStream-enabled nats-server; `extraArgs` e.g. ["--user", "u", "--pass", "p"]. */
+export async function startNats(extraArgs: string[] = []): Promise<NatsCluster> {
+  return startCluster(1, extraArgs);
 }
 
 /** `size` nodes; with size > 1 they form a JetStream cluster over loopback routes. */
-export async function startCluster(size = 3): Promise<NatsCluster> {
+export async function startCluster(size = 3, extraArgs: string[] = []): Promise<NatsCluster> {
   const root = mkdtempSync(join(tmpdir(), "kvr-nats-"));
   const ports = await Promise.all(Array.from({ length: size }, () => freePort()));
   const clusterPorts = size > 1 ? await Promise.all(Array.from({ length: size }, () => freePort())) : [];
@@ -105,6 +105,7 @@ export async function startCluster(size = 3): Promise<NatsCluster> {
         routes: size > 1 ? clusterPorts.filter((_, j) => j !== i) : undefined,
       },
       join(root, `n${i}`),
+      extraArgs,
     ),
   );
   const stop = async () => {
