@@ -5,7 +5,7 @@
 // index in the main thread, the compact index on shard threads, the naive
 // Map<string, Set> baseline, and PrefixIndex (the reference model).
 import { hashPrompt } from "../src/hashing/blockHash.js";
-import { hashPromptFast } from "../src/indexer/fastHash.js";
+import { hashPromptFast, hashPromptJs } from "../src/indexer/fastHash.js";
 import { CompactIndex } from "../src/indexer/compactIndex.js";
 import { PrefixIndex } from "../src/indexer/prefixIndex.js";
 import type { IndexEvent, Overlaps } from "../src/indexer/types.js";
@@ -24,7 +24,7 @@ export interface IndexBenchConfig {
 
 interface Impl {
   name: string;
-  /** How this variant hashes prompts: the router's JS XXH3 for compact ones, the native hasher per block for the others. */
+  /** How this variant hashes prompts: the router's WebAssembly XXH3 for compact ones, the native hasher per block for the others. */
   hash(tokens: Uint32Array): bigint[];
   applyAll(events: readonly IndexEvent[]): void;
   findMatches(seqs: readonly bigint[]): Overlaps;
@@ -201,7 +201,8 @@ export async function runIndexBench(workloads: Workload[], cfg: IndexBenchConfig
     res.ingestBlocksPerSec = ingestRates;
 
     res.hashing8192 = {
-      "js-xxh3": hashingLatency(prompts, (t) => hashPromptFast(t, BLOCK)),
+      "wasm (router)": hashingLatency(prompts, (t) => hashPromptFast(t, BLOCK)),
+      "js fallback": hashingLatency(prompts, (t) => hashPromptJs(t, BLOCK)),
       "napi-per-block": hashingLatency(prompts, (t) => hashPrompt(t, BLOCK)),
     };
     const query: Record<string, unknown> = {};

@@ -1,11 +1,12 @@
-// The index's JavaScript hashing (fastHash.ts, seqHash.ts) against the native
+// The index's WebAssembly and JavaScript hashing (wasmXxh3.ts, fastHash.ts,
+// seqHash.ts) against the native
 // XXH3 hasher of blockHash.ts, which test/hash.test.ts checks against Python's
 // xxhash: same local and sequence hashes for every block size, LoRA seed and
 // input tried.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { hashPrompt, sequenceHash } from "../src/hashing/blockHash.js";
-import { hashPromptFast } from "../src/indexer/fastHash.js";
+import { hashPromptFast, hashPromptJs } from "../src/indexer/fastHash.js";
 import { seqHash32, seqOut } from "../src/indexer/seqHash.js";
 import { seededRandom } from "../src/util/random.js";
 
@@ -13,7 +14,7 @@ const rnd = seededRandom(99);
 const u32 = () => Math.floor(rnd() * 2 ** 32);
 const u64 = () => (BigInt(u32()) << 32n) | BigInt(u32());
 
-describe("JavaScript XXH3 equals the native hasher", () => {
+describe("WebAssembly and JavaScript XXH3 equal the native hasher", () => {
   it("sequence hash: 20,000 random (parent, local) pairs and edge values", () => {
     const edges = [0n, 1n, (1n << 64n) - 1n, 1n << 63n, 0xffffffffn];
     const pairs: [bigint, bigint][] = edges.flatMap((a) => edges.map((b) => [a, b] as [bigint, bigint]));
@@ -31,14 +32,16 @@ describe("JavaScript XXH3 equals the native hasher", () => {
         for (let r = 0; r < 6; r++) {
           const tokens = Array.from({ length: bs * (1 + (r % 3)) + (r % 2) * 7 }, () => (r === 0 ? 0 : u32()));
           const want = hashPrompt(tokens, bs, lora);
-          const got = hashPromptFast(tokens, bs, lora);
-          assert.deepEqual(got, want, `block size ${bs}, lora "${lora}", case ${r}`);
+          assert.deepEqual(hashPromptFast(tokens, bs, lora), want, `wasm: block size ${bs}, lora "${lora}", case ${r}`);
+          assert.deepEqual(hashPromptJs(tokens, bs, lora), want, `js: block size ${bs}, lora "${lora}", case ${r}`);
         }
       }
     }
   });
 
   it("the reference block: tokens 0..63 hash to 0x304d910e689e42bf", () => {
-    assert.equal(hashPromptFast(Array.from({ length: 64 }, (_, i) => i), 64).local[0], 0x304d910e689e42bfn);
+    const ref = Array.from({ length: 64 }, (_, i) => i);
+    assert.equal(hashPromptFast(ref, 64).local[0], 0x304d910e689e42bfn);
+    assert.equal(hashPromptJs(ref, 64).local[0], 0x304d910e689e42bfn);
   });
 });

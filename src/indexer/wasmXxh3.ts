@@ -1,0 +1,278 @@
+// Prompt hashing in WebAssembly: XXH3-64's long-input path (blocks of 61+
+// tokens) and the sequence hash, with native 64-bit arithmetic, for a whole
+// prompt in one call. The module is tiny and assembled here from opcodes (no
+// toolchain, no binary blob in the repo). Bit-exactness with the native
+// hasher is checked in test/indexer.hash.test.ts.
+import { KV_HASH_SEED } from "../hashing/blockHash.js";
+
+// ---- a minimal assembler ------------------------------------------------
+const I32 = 0x7f;
+const I64 = 0x7e;
+function uleb(n: number): number[] {
+  const out: number[] = [];
+  do {
+    let b = n & 0x7f;
+    n >>>= 7;
+    if (n !== 0) b |= 0x80;
+    out.push(b);
+  } while (n !== 0);
+  return out;
+}
+function sleb(v: bigint): number[] {
+  const out: number[] = [];
+  for (;;) {
+    const b = Number(v & 0x7fn);
+    v >>= 7n;
+    if ((v === 0n && (b & 0x40) === 0) || (v === -1n && (b & 0x40) !== 0)) {
+      out.push(b);
+      return out;
+    }
+    out.push(b | 0x80);
+  }
+}
+const vec = (items: number[][]) => [...uleb(items.length), ...items.flat()];
+const section = (id: number, body: number[]) => [id, ...uleb(body.length), ...body];
+const str = (s: string) => [...uleb(s.length), ...Buffer.from(s, "utf8")];
+
+const get = (i: number) => [0x20, ...uleb(i)];
+const set = (i: number) => [0x21, ...uleb(i)];
+const i32c = (n: number) => [0x41, ...sleb(BigInt(n))];
+const i64c = (n: bigint) => [0x42, ...sleb(BigInt.asIntN(64, n))];
+const load64 = (offset: number) => [0x29, 3, ...uleb(offset)];
+const store64 = (offset: number) => [0x37, 3, ...uleb(offset)];
+const call = (f: number) => [0x10, ...uleb(f)];
+const I64_ADD = 0x7c;
+const I64_MUL = 0x7e;
+const I64_XOR = 0x85;
+const I64_AND = 0x83;
+const I64_OR = 0x84;
+const I64_SHL = 0x86;
+const I64_SHR_U = 0x88;
+const I64_EXTEND_I32_U = 0xad;
+const I32_ADD = 0x6a;
+const I32_SUB = 0x6b;
+const I32_MUL = 0x6c;
+const I32_DIV_U = 0x6e;
+const I32_LT_U = 0x49;
+const I32_GE_U = 0x4f;
+const I32_EQZ = 0x45;
+/** while (!exit) { body }: exit is code leaving an i32 on the stack. */
+const loopUntil = (exit: number[], body: number[]) => [0x02, 0x40, 0x03, 0x40, ...exit, 0x0d, 1, ...body, 0x0c, 0, 0x0b, 0x0b];
+const ifThenElse = (cond: number[], then: number[], els: number[]) => [...cond, 0x04, 0x40, ...then, 0x05, ...els, 0x0b];
+
+// ---- XXH3 ------------------------------------------------------------------
+const SECRET = 0; // 192 bytes: the seed's derived secret
+const ACC = 256; // 8 x u64 accumulators
+export const DATA = 512; // tokens, then the output hashes
+const M32 = 0xffffffffn;
+const PRIME32_1 = 0x9e3779b1n;
+const PRIME64_1 = 0x9e3779b185ebca87n;
+const MX = 0x165667919e3779f9n;
+const INIT_ACC = [0xc2b2ae3dn, 0x9e3779b185ebca87n, 0xc2b2ae3d27d4eb4fn, 0x165667b19e3779f9n, 0x85ebca77c2b2ae63n, 0x85ebca77n, 0x27d4eb2f165667c5n, 0x9e3779b1n];
+const DEFAULT_SECRET_24_56 = [0x1f67b3b7a4a44072n, 0x78e5c0cc4ee679cbn, 0x2172ffcc7dd05a82n, 0x8e2443f7744608b8n];
+const M64 = (1n << 64n) - 1n;
+const FLIP1 = ((DEFAULT_SECRET_24_56[0] ^ DEFAULT_SECRET_24_56[1]) + KV_HASH_SEED) & M64;
+const FLIP2 = ((DEFAULT_SECRET_24_56[2] ^ DEFAULT_SECRET_24_56[3]) - KV_HASH_SEED) & M64;
+
+const F_ACCUMULATE = 0; // (ptr, sec)
+const F_FOLD = 1; // (a, b) -> lo(a*b) ^ hi(a*b)
+const F_AVALANCHE = 2; // (h) -> h
+const F_BSWAP = 3; // (x) -> x
+const F_SEQ = 4; // (parent, local) -> sequence hash
+const F_SCRAMBLE = 5; // ()
+const F_LONG = 6; // (ptr, len) -> hash
+const F_HASH_ALL = 7; // (tok, blockBytes, nBlocks, out)
+
+// accumulate(ptr, sec): per lane i, acc[i^1] += d; acc[i] += lo32(d^k) * hi32(d^k). locals: 2 = d, 3 = dk
+const accumulate: number[] = [];
+for (let i = 0; i < 8; i++) {
+  accumulate.push(...get(0), ...load64(8 * i), ...set(2));
+  accumulate.push(...get(2), ...get(1), ...load64(8 * i), I64_XOR, ...set(3));
+  accumulate.push(...i32c(0), ...i32c(0), ...load64(ACC + 8 * (i ^ 1)), ...get(2), I64_ADD, ...store64(ACC + 8 * (i ^ 1)));
+  accumulate.push(...i32c(0), ...i32c(0), ...load64(ACC + 8 * i), ...get(3), ...i64c(M32), I64_AND, ...get(3), ...i64c(32n), I64_SHR_U, I64_MUL, I64_ADD, ...store64(ACC + 8 * i));
+}
+
+// fold(a, b): 64x64 -> 128 by 32-bit halves; locals 2..5 = ll, lh, hl, cross
+const lo = (i: number) => [...get(i), ...i64c(M32), I64_AND];
+const hi = (i: number) => [...get(i), ...i64c(32n), I64_SHR_U];
+const fold = [
+  ...lo(0), ...lo(1), I64_MUL, ...set(2),
+  ...lo(0), ...hi(1), I64_MUL, ...set(3),
+  ...hi(0), ...lo(1), I64_MUL, ...set(4),
+  // cross = (ll >> 32) + (lh & M32) + hl
+  ...get(2), ...i64c(32n), I64_SHR_U, ...get(3), ...i64c(M32), I64_AND, I64_ADD, ...get(4), I64_ADD, ...set(5),
+  // lower = (cross << 32) | (ll & M32)
+  ...get(5), ...i64c(32n), I64_SHL, ...get(2), ...i64c(M32), I64_AND, I64_OR,
+  // upper = hi(a)*hi(b) + (lh >> 32) + (cross >> 32)
+  ...hi(0), ...hi(1), I64_MUL, ...get(3), ...i64c(32n), I64_SHR_U, I64_ADD, ...get(5), ...i64c(32n), I64_SHR_U, I64_ADD,
+  I64_XOR,
+];
+const avalanche = [
+  ...get(0), ...get(0), ...i64c(37n), I64_SHR_U, I64_XOR, ...i64c(MX), I64_MUL, ...set(0),
+  ...get(0), ...get(0), ...i64c(32n), I64_SHR_U, I64_XOR,
+];
+const bswap: number[] = [...i64c(0n)];
+for (let k = 0; k < 8; k++) {
+  // byte k moves to byte 7-k
+  bswap.push(...get(0), ...i64c(BigInt(8 * k)), I64_SHR_U, ...i64c(0xffn), I64_AND, ...i64c(BigInt(8 * (7 - k))), I64_SHL, I64_OR);
+}
+// seq(parent, local): a = parent ^ FLIP1, b = local ^ FLIP2; avalanche(16 + bswap(a) + b + fold(a, b))
+const seq = [
+  ...get(0), ...i64c(FLIP1), I64_XOR, ...set(0),
+  ...get(1), ...i64c(FLIP2), I64_XOR, ...set(1),
+  ...i64c(16n), ...get(0), ...call(F_BSWAP), I64_ADD, ...get(1), I64_ADD, ...get(0), ...get(1), ...call(F_FOLD), I64_ADD,
+  ...call(F_AVALANCHE),
+];
+const scramble: number[] = [];
+for (let i = 0; i < 8; i++) {
+  // acc ^= acc >> 47; acc ^= key(128 + 8i); acc *= PRIME32_1   (local 0 = a)
+  scramble.push(...i32c(0), ...load64(ACC + 8 * i), ...set(0));
+  scramble.push(...i32c(0), ...get(0), ...get(0), ...i64c(47n), I64_SHR_U, I64_XOR, ...i32c(0), ...load64(SECRET + 128 + 8 * i), I64_XOR, ...i64c(PRIME32_1), I64_MUL, ...store64(ACC + 8 * i));
+}
+// long(ptr, len): locals 2 = nbBlocks, 3 = b, 4 = s, 5 = nbStripes, 6 = result (i64)
+const long: number[] = [];
+INIT_ACC.forEach((v, i) => long.push(...i32c(0), ...i64c(v), ...store64(ACC + 8 * i)));
+long.push(...get(1), ...i32c(1), I32_SUB, ...i32c(1024), I32_DIV_U, ...set(2));
+long.push(...i32c(0), ...set(3));
+long.push(
+  ...loopUntil(
+    [...get(3), ...get(2), I32_GE_U],
+    [
+      ...i32c(0), ...set(4),
+      ...loopUntil(
+        [...get(4), ...i32c(16), I32_GE_U],
+        [...get(0), ...get(3), ...i32c(1024), I32_MUL, I32_ADD, ...get(4), ...i32c(64), I32_MUL, I32_ADD, ...i32c(SECRET), ...get(4), ...i32c(8), I32_MUL, I32_ADD, ...call(F_ACCUMULATE), ...get(4), ...i32c(1), I32_ADD, ...set(4)],
+      ),
+      ...call(F_SCRAMBLE),
+      ...get(3), ...i32c(1), I32_ADD, ...set(3),
+    ],
+  ),
+);
+// nbStripes = ((len - 1) - 1024 * nbBlocks) / 64
+long.push(...get(1), ...i32c(1), I32_SUB, ...get(2), ...i32c(1024), I32_MUL, I32_SUB, ...i32c(64), I32_DIV_U, ...set(5));
+long.push(...i32c(0), ...set(4));
+long.push(
+  ...loopUntil(
+    [...get(4), ...get(5), I32_GE_U],
+    [...get(0), ...get(2), ...i32c(1024), I32_MUL, I32_ADD, ...get(4), ...i32c(64), I32_MUL, I32_ADD, ...i32c(SECRET), ...get(4), ...i32c(8), I32_MUL, I32_ADD, ...call(F_ACCUMULATE), ...get(4), ...i32c(1), I32_ADD, ...set(4)],
+  ),
+);
+long.push(...get(0), ...get(1), I32_ADD, ...i32c(64), I32_SUB, ...i32c(SECRET + 192 - 64 - 7), ...call(F_ACCUMULATE));
+// merge: len * PRIME64_1 + sum fold(acc[2j] ^ k(11+16j), acc[2j+1] ^ k(19+16j))
+long.push(...get(1), I64_EXTEND_I32_U, ...i64c(PRIME64_1), I64_MUL, ...set(6));
+for (let j = 0; j < 4; j++) {
+  long.push(
+    ...get(6),
+    ...i32c(0), ...load64(ACC + 16 * j), ...i32c(0), ...load64(SECRET + 11 + 16 * j), I64_XOR,
+    ...i32c(0), ...load64(ACC + 16 * j + 8), ...i32c(0), ...load64(SECRET + 19 + 16 * j), I64_XOR,
+    ...call(F_FOLD), I64_ADD, ...set(6),
+  );
+}
+long.push(...get(6), ...call(F_AVALANCHE));
+// hashAll(tok, blockBytes, nBlocks, out): out[2b] = local, out[2b+1] = sequence; locals 4 = b (i32), 5 = local, 6 = seq (i64)
+const hashAll = [
+  ...i32c(0), ...set(4),
+  ...loopUntil(
+    [...get(4), ...get(2), I32_GE_U],
+    [
+      ...get(0), ...get(4), ...get(1), I32_MUL, I32_ADD, ...get(1), ...call(F_LONG), ...set(5),
+      ...ifThenElse([...get(4), I32_EQZ], [...get(5), ...set(6)], [...get(6), ...get(5), ...call(F_SEQ), ...set(6)]),
+      ...get(3), ...get(4), ...i32c(16), I32_MUL, I32_ADD, ...get(5), ...store64(0),
+      ...get(3), ...get(4), ...i32c(16), I32_MUL, I32_ADD, ...get(6), ...store64(8),
+      ...get(4), ...i32c(1), I32_ADD, ...set(4),
+    ],
+  ),
+];
+void I32_LT_U;
+
+function body(locals: [number, number][], code: number[]): number[] {
+  const b = [...vec(locals.map(([n, t]) => [...uleb(n), t])), ...code, 0x0b];
+  return [...uleb(b.length), ...b];
+}
+
+function buildModule(): Uint8Array {
+  const types = [
+    [0x60, ...vec([[I32], [I32]]), ...vec([])], // 0 (i32,i32)->()
+    [0x60, ...vec([[I64], [I64]]), ...vec([[I64]])], // 1 (i64,i64)->i64
+    [0x60, ...vec([[I64]]), ...vec([[I64]])], // 2 (i64)->i64
+    [0x60, ...vec([]), ...vec([])], // 3 ()->()
+    [0x60, ...vec([[I32], [I32]]), ...vec([[I64]])], // 4 (i32,i32)->i64
+    [0x60, ...vec([[I32], [I32], [I32], [I32]]), ...vec([])], // 5 (i32 x4)->()
+  ];
+  const funcTypes = [0, 1, 2, 2, 1, 3, 4, 5];
+  const bodies = [
+    body([[2, I64]], accumulate),
+    body([[4, I64]], fold),
+    body([], avalanche),
+    body([], bswap),
+    body([], seq),
+    body([[1, I64]], scramble),
+    body([[4, I32], [1, I64]], long),
+    body([[1, I32], [2, I64]], hashAll),
+  ];
+  return Uint8Array.from([
+    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
+    ...section(1, vec(types)),
+    ...section(3, vec(funcTypes.map((t) => uleb(t)))),
+    ...section(5, vec([[0x00, ...uleb(2)]])),
+    ...section(7, vec([[...str("mem"), 0x02, 0], [...str("hashAll"), 0x00, F_HASH_ALL]])),
+    ...section(10, vec(bodies)),
+  ]);
+}
+
+// The project's TypeScript libs do not declare WebAssembly: the little used here.
+interface WasmMemory {
+  buffer: ArrayBuffer;
+  grow(pages: number): number;
+}
+const WA = (
+  globalThis as unknown as {
+    WebAssembly: {
+      Module: new (bytes: Uint8Array) => object;
+      Instance: new (module: object, imports: object) => { exports: Record<string, unknown> };
+    };
+  }
+).WebAssembly;
+
+export interface WasmHasher {
+  /** Local and sequence hashes of every full block, as u64 pairs [local0, seq0, local1, seq1, ...]. */
+  hash(tokens: ArrayLike<number>, blockSize: number, seed: bigint): BigUint64Array;
+}
+
+export function createWasmHasher(): WasmHasher {
+  const instance = new WA.Instance(new WA.Module(buildModule()), {});
+  const memory = instance.exports.mem as WasmMemory;
+  const hashAllFn = instance.exports.hashAll as (tok: number, blockBytes: number, n: number, out: number) => void;
+  let secretSeed: bigint | undefined;
+  return {
+    hash(tokens, blockSize, seed) {
+      const blocks = Math.floor(tokens.length / blockSize);
+      const tokenBytes = blocks * blockSize * 4;
+      const need = DATA + tokenBytes + blocks * 16;
+      if (need > memory.buffer.byteLength) memory.grow(Math.ceil((need - memory.buffer.byteLength) / 65536));
+      const buf = memory.buffer;
+      if (secretSeed !== seed) {
+        writeSecret(new DataView(buf), seed);
+        secretSeed = seed;
+      }
+      new Uint32Array(buf, DATA, blocks * blockSize).set(
+        tokens.length === blocks * blockSize ? tokens : Array.prototype.slice.call(tokens, 0, blocks * blockSize),
+      );
+      const out = DATA + tokenBytes;
+      hashAllFn(DATA, blockSize * 4, blocks, out);
+      return new BigUint64Array(buf.slice(out, out + blocks * 16));
+    },
+  };
+}
+
+const K_SECRET_HEX =
+  "b8fe6c3923a44bbe7c01812cf721ad1cded46de9839097db7240a4a4b7b3671fcb79e64eccc0e578825ad07dccff7221b8084674f743248ee03590e6813a264c3c2852bb91c300cb88d0658b1b532ea371644897a20df94e3819ef46a9deacd8a8fa763fe39c343ff9dcbbc7c70b4f1d8a51e04bcdb45931c89f7ec9d9787364eac5ac8334d3ebc3c581a0fffa1363eb170ddd51b7f0da49d316552629d4689e2b16be587d47a1fc8ff8b8d17ad031ce45cb3a8f95160428afd7fbcabb4b407e";
+
+function writeSecret(view: DataView, seed: bigint): void {
+  const k = Buffer.from(K_SECRET_HEX, "hex");
+  const kv = new DataView(k.buffer, k.byteOffset, k.byteLength);
+  for (let i = 0; i < 192; i += 16) {
+    view.setBigUint64(SECRET + i, (kv.getBigUint64(i, true) + seed) & M64, true);
+    view.setBigUint64(SECRET + i + 8, (kv.getBigUint64(i + 8, true) - seed) & M64, true);
+  }
+}
