@@ -36,7 +36,8 @@ const BATCH = 16;
 
 const nativeHash = (t: Uint32Array) => hashPrompt(t, BLOCK).sequence;
 
-async function makeImpl(kind: string, shards: number): Promise<Impl> {
+/** Compact variants run as with --max-blocks set to the workload's size: sized up front, no eviction. */
+async function makeImpl(kind: string, shards: number, entries: number): Promise<Impl> {
   if (kind === "naive") {
     const n = new NaiveIndex();
     return { name: kind, hash: nativeHash, applyAll: (es) => es.forEach((e) => n.apply(e)), findMatches: (s) => n.findMatches(s), close: async () => {} };
@@ -45,7 +46,10 @@ async function makeImpl(kind: string, shards: number): Promise<Impl> {
     const p = new PrefixIndex();
     return { name: kind, hash: nativeHash, applyAll: (es) => es.forEach((e) => p.apply(e)), findMatches: (s) => p.findMatches(s), close: async () => {} };
   }
-  const c = await CompactIndex.create({ shards: kind === "compact" ? 0 : shards, initialEntries: 1 << 16 });
+  const c = await CompactIndex.create({
+    shards: kind === "compact" || kind === "compact-grown" ? 0 : shards,
+    ...(kind === "compact-grown" ? {} : { maxBlocks: entries }),
+  });
   return {
     name: kind,
     hash: (t) => hashPromptFast(t, BLOCK).sequence,
@@ -57,7 +61,7 @@ async function makeImpl(kind: string, shards: number): Promise<Impl> {
   };
 }
 
-export const IMPLS = ["compact", "compact-1-thread", "compact-N-threads", "naive", "reference"] as const;
+export const IMPLS = ["compact", "compact-grown", "compact-1-thread", "compact-N-threads", "naive", "reference"] as const;
 
 function shardsOf(kind: string, n: number): number {
   return kind === "compact-1-thread" ? 1 : n;
@@ -67,7 +71,7 @@ function shardsOf(kind: string, n: number): number {
 async function ingest(kind: string, w: Workload, cfg: IndexBenchConfig): Promise<number> {
   const rates: number[] = [];
   for (let r = 0; r < cfg.repeats; r++) {
-    const impl = await makeImpl(kind, shardsOf(kind, cfg.shards));
+    const impl = await makeImpl(kind, shardsOf(kind, cfg.shards), w.storedBlocks);
     gc();
     const t0 = process.hrtime.bigint();
     impl.applyAll(w.events);
@@ -156,7 +160,7 @@ async function memory(kind: string, w: Workload, shards: number) {
   gc();
   gc();
   const m0 = process.memoryUsage();
-  const impl = await makeImpl(kind, shards);
+  const impl = await makeImpl(kind, shards, w.storedBlocks);
   impl.applyAll(w.events);
   gc();
   gc();
@@ -176,7 +180,7 @@ async function memory(kind: string, w: Workload, shards: number) {
 export async function runSteadyBench(prompts: Uint32Array[], entries: number, cfg: IndexBenchConfig) {
   const out: Record<string, unknown> = {};
   for (const kind of ["compact", "compact-1-thread", "compact-N-threads"]) {
-    const impl = await makeImpl(kind, shardsOf(kind, cfg.shards));
+    const impl = await makeImpl(kind, shardsOf(kind, cfg.shards), entries * 2);
     const fill = steadyEvents(9);
     for (let n = 0; n < entries; n += 4096) {
       const batch: IndexEvent[] = [];
@@ -208,13 +212,14 @@ export async function runIndexBench(workloads: Workload[], cfg: IndexBenchConfig
     const query: Record<string, unknown> = {};
     const underIngest: Record<string, unknown> = {};
     for (const kind of IMPLS) {
-      const impl = await makeImpl(kind, shardsOf(kind, cfg.shards));
+      if (kind === "compact-grown") continue; // measured for ingest and memory only
+      const impl = await makeImpl(kind, shardsOf(kind, cfg.shards), w.storedBlocks);
       impl.applyAll(w.events);
       queryLatency(impl, prompts.slice(0, Math.min(200, prompts.length))); // warm-up
       query[kind] = queryLatency(impl, prompts);
       await impl.close();
       if (kind.startsWith("compact") || kind === "naive") {
-        const fresh = await makeImpl(kind, shardsOf(kind, cfg.shards));
+        const fresh = await makeImpl(kind, shardsOf(kind, cfg.shards), w.storedBlocks);
         underIngest[kind] = ingestWithQueries(fresh, w, prompts);
         await fresh.close();
       }
@@ -223,7 +228,7 @@ export async function runIndexBench(workloads: Workload[], cfg: IndexBenchConfig
     res.ingestWithQueries = underIngest;
 
     const mem: Record<string, unknown> = {};
-    for (const kind of ["compact", "naive", "reference"]) mem[kind] = await memory(kind, w, 0);
+    for (const kind of ["compact", "compact-grown", "naive", "reference"]) mem[kind] = await memory(kind, w, 0);
     res.memory = mem;
     out[w.name] = res;
   }

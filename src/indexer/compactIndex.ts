@@ -45,6 +45,16 @@ export interface CompactIndexOptions {
 /** Events sent to the shards per round trip: bounds how long one call keeps shards busy. */
 export const MAX_BATCH_EVENTS = 4096;
 
+/**
+ * Entries to allocate up front: with --max-blocks the index is sized for its
+ * bound (up to 16M entries) so it never grows, and growing (copying tens of
+ * MB of arrays, which also prompts full garbage collections) stays off the
+ * hot path; unbounded, it starts small.
+ */
+function initialEntriesOf(opts: CompactIndexOptions): number {
+  return opts.initialEntries ?? (opts.maxBlocks ? Math.min(opts.maxBlocks, 1 << 24) : 1024);
+}
+
 const OUTCOMES: EventOutcome[] = ["applied", "parent_block_not_found", "stale_event_id"];
 
 interface SlotInfo {
@@ -86,14 +96,14 @@ export class CompactIndex implements KvIndex {
 
   /** An index in the calling thread (synchronous to build: for embedding and tests). */
   static local(opts: Omit<CompactIndexOptions, "shards"> = {}): CompactIndex {
-    return new CompactIndex(new LocalBackend(MAX_SLOTS, opts.initialEntries ?? 1024), opts.maxBlocks);
+    return new CompactIndex(new LocalBackend(MAX_SLOTS, initialEntriesOf(opts)), opts.maxBlocks);
   }
 
   /** An index with `opts.shards` worker threads (0 = local). */
   static async create(opts: CompactIndexOptions = {}): Promise<CompactIndex> {
     const shards = opts.shards ?? 0;
     if (shards === 0) return CompactIndex.local(opts);
-    const perShard = Math.ceil((opts.initialEntries ?? 1024 * shards) / shards);
+    const perShard = Math.ceil(initialEntriesOf(opts) / shards);
     const backend = await ThreadBackend.start(shards, MAX_SLOTS, perShard);
     return new CompactIndex(backend, opts.maxBlocks);
   }
