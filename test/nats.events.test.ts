@@ -2,6 +2,10 @@
 // JetStream, the MessagePack event plane, malformed input, restart replay,
 // and worker discovery through a KV bucket.
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { jetstream } from "@nats-io/jetstream";
 import { type NatsConnection, connect } from "@nats-io/transport-node";
@@ -217,4 +221,44 @@ describe("NATS mode: secured servers", () => {
       await denied.stop();
     });
   }
+});
+
+describe("NATS mode: TLS", () => {
+  let nats: NatsCluster | undefined;
+  let dir = "";
+  after(async () => {
+    await nats?.stop();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("connects over mutual TLS with --nats-tls-ca/--nats-tls-cert/--nats-tls-key", async () => {
+    dir = mkdtempSync(join(tmpdir(), "kvr-nats-tls-"));
+    const f = (n: string) => join(dir, n);
+    const ssl = (args: string[]) => execFileSync("openssl", args, { stdio: "ignore" });
+    ssl(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=kvr-test-ca", "-keyout", f("ca.key"), "-out", f("ca.pem")]);
+    writeFileSync(f("san.cnf"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n");
+    for (const who of ["server", "client"]) {
+      ssl(["req", "-newkey", "rsa:2048", "-nodes", "-subj", `/CN=${who}`, "-keyout", f(`${who}.key`), "-out", f(`${who}.csr`)]);
+      ssl(["x509", "-req", "-in", f(`${who}.csr`), "-CA", f("ca.pem"), "-CAkey", f("ca.key"), "-CAcreateserial", "-days", "1", "-extfile", f("san.cnf"), "-out", f(`${who}.pem`)]);
+    }
+    nats = await startNats(["--tlsverify", "--tlscert", f("server.pem"), "--tlskey", f("server.key"), "--tlscacert", f("ca.pem")]);
+    const tls = { tlsCaFile: f("ca.pem"), tlsCertFile: f("client.pem"), tlsKeyFile: f("client.key") };
+    const src = new NatsEventSource(natsOptions(nats.urls, { routerId: "tls", connect: { urls: nats.urls, ...tls } }));
+    const r = await startTestRouter({ blockSize: B }, { eventSources: [src] });
+    try {
+      const nc = await connect({ servers: nats.urls, tls: { caFile: tls.tlsCaFile, certFile: tls.tlsCertFile, keyFile: tls.tlsKeyFile } });
+      await publishKvEvents(jetstream(nc), ENDPOINT, [
+        { kind: "stored", workerId: 4n, dpRank: 0, eventId: 1n, blocks: [{ externalHash: 1n, localHash: 2n }] },
+      ]);
+      await src.ingest!.caughtUp();
+      assert.equal(src.ingest!.stats.applied, 1);
+      await nc.close();
+    } finally {
+      await r.close();
+    }
+    // Without a client certificate the server refuses the router.
+    const noCert = new NatsEventSource(natsOptions(nats.urls, { routerId: "no-cert", connect: { urls: nats.urls, tlsCaFile: tls.tlsCaFile } }));
+    await assert.rejects(noCert.start(new KvRouter({ ...DEFAULT_ROUTER_CONFIG, blockSize: B }, new PrefixIndex())));
+    await noCert.stop();
+  });
 });
