@@ -7,11 +7,12 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { jetstream } from "@nats-io/jetstream";
+import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { type NatsConnection, connect } from "@nats-io/transport-node";
 import { localBlockHash } from "../src/hashing/blockHash.js";
 import { PrefixIndex } from "../src/indexer/prefixIndex.js";
 import { registerWorker } from "../src/nats/discovery.js";
+import { ensureStream } from "../src/nats/eventStream.js";
 import { natsNames } from "../src/nats/names.js";
 import { NatsEventSource, type NatsModeOptions } from "../src/nats/natsSource.js";
 import { DEFAULT_ROUTER_CONFIG, KvRouter } from "../src/router/router.js";
@@ -119,7 +120,7 @@ describe("NATS mode: events, discovery, restart", () => {
     const metric = await r.server.metrics.registry.getSingleMetric("kvrouter_nats_messages_total")!.get();
     assert.equal(metric.values.find((v) => v.labels.outcome === "stream_malformed")?.value, src.ingest!.stats.malformed);
     // Nothing is left pending for redelivery: every message was acked.
-    const jsm = await (await import("@nats-io/jetstream")).jetstreamManager(nc);
+    const jsm = await jetstreamManager(nc);
     await waitFor(async () => {
       const ci = await jsm.consumers.info(names.stream, "events-bad");
       return ci.num_ack_pending === 0 && ci.num_pending === 0;
@@ -158,6 +159,30 @@ describe("NATS mode: events, discovery, restart", () => {
     await second.src.ingest!.caughtUp();
     const mine = canonicalDump(second.r.server.router.index.dump()).filter((l) => events.some((e) => l.startsWith(`${e.workerId}:`)));
     assert.deepEqual(mine, referenceDump(events));
+  });
+
+  it("a hole in the stream (a deleted message) is looked up, skipped, and does not stall the consumer", async () => {
+    const ep = "hole.backend.generate";
+    const holeNames = natsNames(ep);
+    const jsm = await jetstreamManager(nc);
+    await ensureStream(jsm, holeNames, 1);
+    const ev = (eventId: bigint) => ({
+      kind: "stored" as const,
+      workerId: 900n,
+      dpRank: 0,
+      eventId,
+      blocks: [{ externalHash: 9000n + eventId, localHash: 90n + eventId }],
+    });
+    await publishKvEvents(jetstream(nc), ep, [ev(1n), ev(2n), ev(3n)]);
+    await jsm.streams.deleteMessage(holeNames.stream, 2);
+    const src = new NatsEventSource(natsOptions(nats.urls, { routerId: "hole", endpoint: ep }));
+    const r = await startTestRouter({ blockSize: B }, { eventSources: [src] });
+    routers.push(r);
+    await src.ingest!.caughtUp();
+    assert.equal(src.ingest!.lastAppliedSeq, 3);
+    assert.equal(src.ingest!.stats.messages, 2, "messages 1 and 3 applied; 2 is gone");
+    const held = canonicalDump(r.server.router.index.dump()).filter((l) => l.startsWith("900:"));
+    assert.deepEqual(held, [`900:0@3 ->9001=91`, `900:0@3 ->9003=93`]);
   });
 
   it("discovery: a registered worker is routable; deleted or expired keys remove it with its blocks", async () => {
