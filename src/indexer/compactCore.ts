@@ -144,10 +144,11 @@ export class CompactCore {
   ) {
     this.head = new Int32Array(slots.slots).fill(-1);
     this.tail = new Int32Array(slots.slots).fill(-1);
+    // Blocks are usually shared by several workers: nodes start at a quarter of the entries and grow if needed.
     this.growEntries(Math.max(16, initialEntries));
-    this.growNodes(Math.max(16, initialEntries));
-    this.rehashEntries(Math.max(32, nextPow2(initialEntries * 2)));
-    this.rehashNodes(Math.max(32, nextPow2(initialEntries * 2)));
+    this.growNodes(Math.max(16, initialEntries >>> 2));
+    this.rehashEntries(Math.max(32, nextPow2(Math.ceil((initialEntries * 4) / 3) + 1)));
+    this.rehashNodes(Math.max(32, nextPow2(Math.ceil(((initialEntries >>> 2) * 4) / 3) + 1)));
   }
 
   // ---- operations ------------------------------------------------------

@@ -253,6 +253,11 @@ export class CompactIndex implements KvIndex {
     }
   }
 
+  /** Entries evicted by --max-blocks so far (no shard round trip: for a metrics gauge). */
+  get evictionCount(): number {
+    return this.evictions;
+  }
+
   /** Entries held, evictions so far and memory, for benchmarks and metrics. */
   stats(): IndexStats {
     const shards = this.backend.stats();
