@@ -38,6 +38,8 @@ export function connectionOptions(opts: NatsConnectOptions): ConnectionOptions {
     reconnectTimeWait: 250,
     reconnectJitter: 100,
     pingInterval: 5_000,
+    // A refused TLS handshake (e.g. no client certificate) otherwise hangs for the 20 s default.
+    timeout: 5_000,
     waitOnFirstConnect: false,
   };
   if (opts.user !== undefined) co.user = opts.user;
