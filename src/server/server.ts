@@ -113,9 +113,19 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   }
 
   const sources = opts.eventSources ?? [];
-  for (const source of sources) {
-    await source.start(router, { registry: metrics.registry });
-    log.info("event source started", { source: source.name });
+  const started: EventSource[] = [];
+  try {
+    for (const source of sources) {
+      await source.start(router, { registry: metrics.registry });
+      started.push(source);
+      log.info("event source started", { source: source.name });
+    }
+  } catch (err) {
+    // A router that cannot read its events must not keep serving half-configured.
+    for (const source of started.reverse()) await source.stop().catch(() => {});
+    server.forceShutdown();
+    if (http) await new Promise<void>((resolve) => http!.close(() => resolve()));
+    throw err;
   }
 
   const timer = setInterval(() => {

@@ -1,0 +1,46 @@
+// A router whose event source cannot start must not be left serving.
+import assert from "node:assert/strict";
+import { createServer } from "node:net";
+import { describe, it } from "node:test";
+import { DEFAULT_ROUTER_CONFIG } from "../src/router/router.js";
+import { startServer } from "../src/server/server.js";
+import type { EventSource } from "../src/sources/eventSource.js";
+
+/** An event source whose feed is unreachable, as when a broker refuses the connection. */
+class UnreachableFeed implements EventSource {
+  readonly name = "unreachable";
+  async start(): Promise<void> {
+    throw new Error("connection refused");
+  }
+  async stop(): Promise<void> {}
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = createServer().listen(0, "127.0.0.1", () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+describe("startup", () => {
+  it("releases its ports when an event source fails to start", async () => {
+    const grpcPort = await freePort();
+    const metricsPort = await freePort();
+    const opts = {
+      router: DEFAULT_ROUTER_CONFIG,
+      host: "127.0.0.1",
+      grpcPort,
+      metricsPort,
+      maxTokens: 1024,
+      processMetrics: false,
+    };
+    await assert.rejects(startServer({ ...opts, eventSources: [new UnreachableFeed()] }), /connection refused/);
+    // Both ports are free again: a healthy router can take them.
+    const healthy = await startServer(opts);
+    assert.equal(healthy.grpcPort, grpcPort);
+    assert.equal(healthy.metricsPort, metricsPort);
+    await healthy.stop();
+  });
+});
