@@ -61,7 +61,8 @@ function describe(v: unknown): string {
   if (v === undefined) return "nothing (field missing)";
   if (v === null) return "null";
   if (typeof v === "bigint") return `${v}`;
-  const s = JSON.stringify(v);
+  // Nested bigints (a list where a hash belongs) must not make the error message itself throw.
+  const s = JSON.stringify(v, (_k, x) => (typeof x === "bigint" ? x.toString() : x));
   return s === undefined ? typeof v : s.length > 60 ? s.slice(0, 60) + "…" : s;
 }
 
