@@ -13,7 +13,6 @@
 //   which may sit in a SharedArrayBuffer so the main thread reads it directly.
 import {
   HEADER_WORDS,
-  OP_CLEARED,
   OP_REMOVED,
   OP_REMOVE_ROUTED,
   OP_REMOVE_WORKER,
@@ -21,6 +20,7 @@ import {
   OP_STORE_ROUTED,
   OUTCOME_PARENT_NOT_FOUND,
   OUTCOME_STALE,
+  recordWords,
 } from "./records.js";
 import { seqHash32, seqOut } from "./seqHash.js";
 
@@ -155,15 +155,7 @@ export class CompactCore {
 
   /** Applies `count` records from `w`; writes one result word per record into `out`. */
   applyRecords(w: Uint32Array, count: number, out: Int32Array): void {
-    let o = 0;
-    for (let i = 0; i < count; i++) {
-      const op = w[o];
-      const n = op === OP_STORED ? w[o + HEADER_WORDS + 3] : op === OP_CLEARED || op === OP_REMOVE_WORKER ? 0 : w[o + HEADER_WORDS];
-      out[i] = this.applyOne(w, o);
-      o +=
-        HEADER_WORDS +
-        (op === OP_STORED ? 4 + n * 4 : op === OP_CLEARED || op === OP_REMOVE_WORKER ? 0 : 1 + n * 2);
-    }
+    for (let i = 0, o = 0; i < count; i++, o += recordWords(w, o)) out[i] = this.applyOne(w, o);
   }
 
   /** Result: outcome | gap << 2 | unknownRemovals << 3; for OP_REMOVE_WORKER the blocks dropped. */

@@ -102,6 +102,14 @@ export class RecordWriter {
   }
 }
 
+/** Length in words of the record at `o`. */
+export function recordWords(w: Uint32Array, o: number): number {
+  const op = w[o];
+  if (op === OP_STORED) return HEADER_WORDS + 4 + w[o + HEADER_WORDS + 3] * 4;
+  if (op === OP_CLEARED || op === OP_REMOVE_WORKER) return HEADER_WORDS;
+  return HEADER_WORDS + 1 + w[o + HEADER_WORDS] * 2;
+}
+
 /** Stamps an operation consumes: one per block it may store, plus one. */
 export function stampsOf(e: IndexEvent): number {
   return e.kind === "stored" ? e.blocks.length + 1 : 1;

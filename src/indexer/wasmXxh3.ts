@@ -53,7 +53,6 @@ const I32_ADD = 0x6a;
 const I32_SUB = 0x6b;
 const I32_MUL = 0x6c;
 const I32_DIV_U = 0x6e;
-const I32_LT_U = 0x49;
 const I32_GE_U = 0x4f;
 const I32_EQZ = 0x45;
 /** while (!exit) { body }: exit is code leaving an i32 on the stack. */
@@ -183,7 +182,6 @@ const hashAll = [
     ],
   ),
 ];
-void I32_LT_U;
 
 function body(locals: [number, number][], code: number[]): number[] {
   const b = [...vec(locals.map(([n, t]) => [...uleb(n), t])), ...code, 0x0b];
