@@ -61,7 +61,6 @@ const ifThenElse = (cond: number[], then: number[], els: number[]) => [...cond, 
 
 // ---- XXH3 ------------------------------------------------------------------
 const SECRET = 0; // 192 bytes: the seed's derived secret
-const ACC = 256; // 8 x u64 accumulators
 export const DATA = 512; // tokens, then the output hashes
 const M32 = 0xffffffffn;
 const PRIME32_1 = 0x9e3779b1n;
@@ -73,23 +72,12 @@ const M64 = (1n << 64n) - 1n;
 const FLIP1 = ((DEFAULT_SECRET_24_56[0] ^ DEFAULT_SECRET_24_56[1]) + KV_HASH_SEED) & M64;
 const FLIP2 = ((DEFAULT_SECRET_24_56[2] ^ DEFAULT_SECRET_24_56[3]) - KV_HASH_SEED) & M64;
 
-const F_ACCUMULATE = 0; // (ptr, sec)
-const F_FOLD = 1; // (a, b) -> lo(a*b) ^ hi(a*b)
-const F_AVALANCHE = 2; // (h) -> h
-const F_BSWAP = 3; // (x) -> x
-const F_SEQ = 4; // (parent, local) -> sequence hash
-const F_SCRAMBLE = 5; // ()
-const F_LONG = 6; // (ptr, len) -> hash
-const F_HASH_ALL = 7; // (tok, blockBytes, nBlocks, out)
-
-// accumulate(ptr, sec): per lane i, acc[i^1] += d; acc[i] += lo32(d^k) * hi32(d^k). locals: 2 = d, 3 = dk
-const accumulate: number[] = [];
-for (let i = 0; i < 8; i++) {
-  accumulate.push(...get(0), ...load64(8 * i), ...set(2));
-  accumulate.push(...get(2), ...get(1), ...load64(8 * i), I64_XOR, ...set(3));
-  accumulate.push(...i32c(0), ...i32c(0), ...load64(ACC + 8 * (i ^ 1)), ...get(2), I64_ADD, ...store64(ACC + 8 * (i ^ 1)));
-  accumulate.push(...i32c(0), ...i32c(0), ...load64(ACC + 8 * i), ...get(3), ...i64c(M32), I64_AND, ...get(3), ...i64c(32n), I64_SHR_U, I64_MUL, I64_ADD, ...store64(ACC + 8 * i));
-}
+const F_FOLD = 0; // (a, b) -> lo(a*b) ^ hi(a*b)
+const F_AVALANCHE = 1; // (h) -> h
+const F_BSWAP = 2; // (x) -> x
+const F_SEQ = 3; // (parent, local) -> sequence hash
+const F_LONG = 4; // (ptr, len) -> hash
+const F_HASH_ALL = 5; // (tok, blockBytes, nBlocks, out)
 
 // fold(a, b): 64x64 -> 128 by 32-bit halves; locals 2..5 = ll, lh, hl, cross
 const lo = (i: number) => [...get(i), ...i64c(M32), I64_AND];
@@ -122,15 +110,23 @@ const seq = [
   ...i64c(16n), ...get(0), ...call(F_BSWAP), I64_ADD, ...get(1), I64_ADD, ...get(0), ...get(1), ...call(F_FOLD), I64_ADD,
   ...call(F_AVALANCHE),
 ];
-const scramble: number[] = [];
+// long(ptr, len): i32 locals 2 = nbBlocks, 3 = b, 4 = s, 5 = nbStripes, 7 = stripe ptr, 8 = key ptr;
+// i64 locals 6 = result, 9..16 = the 8 accumulators (kept in locals: no memory traffic), 17 = d, 18 = dk
+const A = (i: number) => 9 + i;
+/** One stripe at local 7 with keys at local 8, on the accumulator locals. */
+const stripeInline: number[] = [];
 for (let i = 0; i < 8; i++) {
-  // acc ^= acc >> 47; acc ^= key(128 + 8i); acc *= PRIME32_1   (local 0 = a)
-  scramble.push(...i32c(0), ...load64(ACC + 8 * i), ...set(0));
-  scramble.push(...i32c(0), ...get(0), ...get(0), ...i64c(47n), I64_SHR_U, I64_XOR, ...i32c(0), ...load64(SECRET + 128 + 8 * i), I64_XOR, ...i64c(PRIME32_1), I64_MUL, ...store64(ACC + 8 * i));
+  stripeInline.push(...get(7), ...load64(8 * i), ...set(17));
+  stripeInline.push(...get(17), ...get(8), ...load64(8 * i), I64_XOR, ...set(18));
+  stripeInline.push(...get(A(i ^ 1)), ...get(17), I64_ADD, ...set(A(i ^ 1)));
+  stripeInline.push(...get(A(i)), ...get(18), ...i64c(M32), I64_AND, ...get(18), ...i64c(32n), I64_SHR_U, I64_MUL, I64_ADD, ...set(A(i)));
 }
-// long(ptr, len): locals 2 = nbBlocks, 3 = b, 4 = s, 5 = nbStripes, 6 = result (i64)
+const scrambleInline: number[] = [];
+for (let i = 0; i < 8; i++) {
+  scrambleInline.push(...get(A(i)), ...get(A(i)), ...i64c(47n), I64_SHR_U, I64_XOR, ...i32c(0), ...load64(SECRET + 128 + 8 * i), I64_XOR, ...i64c(PRIME32_1), I64_MUL, ...set(A(i)));
+}
 const long: number[] = [];
-INIT_ACC.forEach((v, i) => long.push(...i32c(0), ...i64c(v), ...store64(ACC + 8 * i)));
+INIT_ACC.forEach((v, i) => long.push(...i64c(v), ...set(A(i))));
 long.push(...get(1), ...i32c(1), I32_SUB, ...i32c(1024), I32_DIV_U, ...set(2));
 long.push(...i32c(0), ...set(3));
 long.push(
@@ -140,9 +136,14 @@ long.push(
       ...i32c(0), ...set(4),
       ...loopUntil(
         [...get(4), ...i32c(16), I32_GE_U],
-        [...get(0), ...get(3), ...i32c(1024), I32_MUL, I32_ADD, ...get(4), ...i32c(64), I32_MUL, I32_ADD, ...i32c(SECRET), ...get(4), ...i32c(8), I32_MUL, I32_ADD, ...call(F_ACCUMULATE), ...get(4), ...i32c(1), I32_ADD, ...set(4)],
+        [
+          ...get(0), ...get(3), ...i32c(1024), I32_MUL, I32_ADD, ...get(4), ...i32c(64), I32_MUL, I32_ADD, ...set(7),
+          ...i32c(SECRET), ...get(4), ...i32c(8), I32_MUL, I32_ADD, ...set(8),
+          ...stripeInline,
+          ...get(4), ...i32c(1), I32_ADD, ...set(4),
+        ],
       ),
-      ...call(F_SCRAMBLE),
+      ...scrambleInline,
       ...get(3), ...i32c(1), I32_ADD, ...set(3),
     ],
   ),
@@ -153,17 +154,23 @@ long.push(...i32c(0), ...set(4));
 long.push(
   ...loopUntil(
     [...get(4), ...get(5), I32_GE_U],
-    [...get(0), ...get(2), ...i32c(1024), I32_MUL, I32_ADD, ...get(4), ...i32c(64), I32_MUL, I32_ADD, ...i32c(SECRET), ...get(4), ...i32c(8), I32_MUL, I32_ADD, ...call(F_ACCUMULATE), ...get(4), ...i32c(1), I32_ADD, ...set(4)],
+    [
+      ...get(0), ...get(2), ...i32c(1024), I32_MUL, I32_ADD, ...get(4), ...i32c(64), I32_MUL, I32_ADD, ...set(7),
+      ...i32c(SECRET), ...get(4), ...i32c(8), I32_MUL, I32_ADD, ...set(8),
+      ...stripeInline,
+      ...get(4), ...i32c(1), I32_ADD, ...set(4),
+    ],
   ),
 );
-long.push(...get(0), ...get(1), I32_ADD, ...i32c(64), I32_SUB, ...i32c(SECRET + 192 - 64 - 7), ...call(F_ACCUMULATE));
+// the last stripe: the input's final 64 bytes, keys at 192 - 64 - 7
+long.push(...get(0), ...get(1), I32_ADD, ...i32c(64), I32_SUB, ...set(7), ...i32c(SECRET + 192 - 64 - 7), ...set(8), ...stripeInline);
 // merge: len * PRIME64_1 + sum fold(acc[2j] ^ k(11+16j), acc[2j+1] ^ k(19+16j))
 long.push(...get(1), I64_EXTEND_I32_U, ...i64c(PRIME64_1), I64_MUL, ...set(6));
 for (let j = 0; j < 4; j++) {
   long.push(
     ...get(6),
-    ...i32c(0), ...load64(ACC + 16 * j), ...i32c(0), ...load64(SECRET + 11 + 16 * j), I64_XOR,
-    ...i32c(0), ...load64(ACC + 16 * j + 8), ...i32c(0), ...load64(SECRET + 19 + 16 * j), I64_XOR,
+    ...get(A(2 * j)), ...i32c(0), ...load64(SECRET + 11 + 16 * j), I64_XOR,
+    ...get(A(2 * j + 1)), ...i32c(0), ...load64(SECRET + 19 + 16 * j), I64_XOR,
     ...call(F_FOLD), I64_ADD, ...set(6),
   );
 }
@@ -190,22 +197,18 @@ function body(locals: [number, number][], code: number[]): number[] {
 
 function buildModule(): Uint8Array {
   const types = [
-    [0x60, ...vec([[I32], [I32]]), ...vec([])], // 0 (i32,i32)->()
-    [0x60, ...vec([[I64], [I64]]), ...vec([[I64]])], // 1 (i64,i64)->i64
-    [0x60, ...vec([[I64]]), ...vec([[I64]])], // 2 (i64)->i64
-    [0x60, ...vec([]), ...vec([])], // 3 ()->()
-    [0x60, ...vec([[I32], [I32]]), ...vec([[I64]])], // 4 (i32,i32)->i64
-    [0x60, ...vec([[I32], [I32], [I32], [I32]]), ...vec([])], // 5 (i32 x4)->()
+    [0x60, ...vec([[I64], [I64]]), ...vec([[I64]])], // 0 (i64,i64)->i64
+    [0x60, ...vec([[I64]]), ...vec([[I64]])], // 1 (i64)->i64
+    [0x60, ...vec([[I32], [I32]]), ...vec([[I64]])], // 2 (i32,i32)->i64
+    [0x60, ...vec([[I32], [I32], [I32], [I32]]), ...vec([])], // 3 (i32 x4)->()
   ];
-  const funcTypes = [0, 1, 2, 2, 1, 3, 4, 5];
+  const funcTypes = [0, 1, 1, 0, 2, 3];
   const bodies = [
-    body([[2, I64]], accumulate),
     body([[4, I64]], fold),
     body([], avalanche),
     body([], bswap),
     body([], seq),
-    body([[1, I64]], scramble),
-    body([[4, I32], [1, I64]], long),
+    body([[4, I32], [1, I64], [2, I32], [10, I64]], long),
     body([[1, I32], [2, I64]], hashAll),
   ];
   return Uint8Array.from([
