@@ -1,7 +1,8 @@
 // Soak: a mixed FindBestWorker / MarkPrefillCompleted / Free / event load
 // against the real CLI process for a fixed time (SOAK_SECONDS, 6 s in
 // `make test`, 60 s in `make soak`). No errors, load fully released, and
-// memory flat within a stated bound. Figures are printed, never asserted on time.
+// memory flat within a stated bound (the server runs with a 96 MB old space,
+// so a leak crashes it). Figures are printed, never asserted on time.
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { KvRouterClient } from "../src/client/kvRouterClient.js";
@@ -9,6 +10,8 @@ import { runMixedLoad } from "../src/loadgen/mixedLoad.js";
 import { type RouterProcess, scrape, spawnRouter } from "./support/cliProcess.js";
 
 const SECONDS = Number(process.env.SOAK_SECONDS ?? 6);
+/** The server's old-generation limit: a leak of more than this crashes it (and fails the soak). */
+const OLD_SPACE_MB = 96;
 /** Allowed growth of the server's used heap from warm-up to the end. */
 const HEAP_GROWTH_BOUND_MB = 64;
 const B = 16;
@@ -16,7 +19,12 @@ const B = 16;
 describe("soak", () => {
   let router: RouterProcess;
   before(async () => {
-    router = await spawnRouter(["--block-size", String(B), "--grpc-port", "0", "--metrics-port", "0", "--host", "127.0.0.1"]);
+    // A small old space makes a leak fatal within the run instead of hiding in lazy GC.
+    router = await spawnRouter(
+      ["--block-size", String(B), "--grpc-port", "0", "--metrics-port", "0", "--host", "127.0.0.1"],
+      {},
+      [`--max-old-space-size=${OLD_SPACE_MB}`],
+    );
   });
   after(async () => {
     assert.equal(await router.stop(), 0, "graceful exit after the soak");

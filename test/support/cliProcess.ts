@@ -11,8 +11,8 @@ export interface RouterProcess {
   stop(): Promise<number | null>;
 }
 
-export async function spawnRouter(args: string[], env: NodeJS.ProcessEnv = {}): Promise<RouterProcess> {
-  const child = spawn(process.execPath, ["--import", "tsx", "src/cli/main.ts", ...args], {
+export async function spawnRouter(args: string[], env: NodeJS.ProcessEnv = {}, nodeArgs: string[] = []): Promise<RouterProcess> {
+  const child = spawn(process.execPath, [...nodeArgs, "--import", "tsx", "src/cli/main.ts", ...args], {
     env: { ...process.env, KV_ROUTER_LOG: "info", ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
