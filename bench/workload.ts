@@ -10,7 +10,7 @@ import { seededRandom } from "../src/util/random.js";
 
 export const BLOCK = 64;
 export const WORKERS = 64;
-const TRACE = fileURLToPath(new URL("../../shared/data/mooncake_conversation_trace.jsonl", import.meta.url));
+export const TRACE = fileURLToPath(new URL("../../shared/data/mooncake_conversation_trace.jsonl", import.meta.url));
 const TOKENS_PER_HASH_ID = 512;
 
 export interface Workload {
