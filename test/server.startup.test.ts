@@ -43,4 +43,27 @@ describe("startup", () => {
     assert.equal(healthy.metricsPort, metricsPort);
     await healthy.stop();
   });
+
+  it("releases its gRPC port and shard threads when the metrics port is taken", async () => {
+    const taken = createServer().listen(0, "127.0.0.1");
+    await new Promise((r) => taken.once("listening", r));
+    const grpcPort = await freePort();
+    const opts = {
+      router: DEFAULT_ROUTER_CONFIG,
+      host: "127.0.0.1",
+      grpcPort,
+      maxTokens: 1024,
+      processMetrics: false,
+      indexerShards: 1,
+    };
+    try {
+      await assert.rejects(startServer({ ...opts, metricsPort: (taken.address() as { port: number }).port }), /EADDRINUSE/);
+    } finally {
+      taken.close();
+    }
+    const healthy = await startServer(opts);
+    assert.equal(healthy.grpcPort, grpcPort);
+    await healthy.stop();
+    // A leaked shard thread would keep this test process alive past its end.
+  });
 });

@@ -6,6 +6,7 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom
 export interface GaugeSources {
   indexBlocks?: () => number;
   indexWorkers?: () => number;
+  indexEvictions?: () => number;
   activeRequests?: () => number;
 }
 
@@ -35,6 +36,12 @@ export class RouterMetrics {
     collect: gaugeFrom(() => this.sources.indexWorkers),
     name: "kvrouter_index_workers",
     help: "Workers (worker_id, dp_rank) known to the index",
+    registers: [this.registry],
+  });
+  readonly indexEvictions = new Gauge({
+    collect: gaugeFrom(() => this.sources.indexEvictions),
+    name: "kvrouter_index_evictions",
+    help: "(block, worker) entries evicted since start because the index reached --max-blocks",
     registers: [this.registry],
   });
   readonly decisions = new Counter({

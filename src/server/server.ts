@@ -67,6 +67,7 @@ export const KV_ROUTER_SERVICE_NAME = KvRouterService.typeName;
 export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const metrics = new RouterMetrics(opts.processMetrics ?? true);
   const compact = await CompactIndex.create({ shards: opts.indexerShards ?? 0, maxBlocks: opts.maxBlocks || undefined });
+  metrics.sources.indexEvictions = () => compact.evictionCount;
   const index = new MeteredIndex(compact, metrics);
   const random = opts.seed === undefined ? Math.random : seededRandom(opts.seed);
   const router = new KvRouter(opts.router, index, random);
@@ -86,45 +87,37 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const descriptors = fileDescriptorSet([file_kvrouter_v1_router, file_grpc_health_v1_health]);
   new ReflectionService(protoLoader.loadFileDescriptorSetFromBuffer(Buffer.from(descriptors))).addToServer(server);
 
-  const grpcPort = await new Promise<number>((resolve, reject) =>
-    server.bindAsync(`${opts.host}:${opts.grpcPort}`, serverCredentials(opts.tls), (err, port) =>
-      err ? reject(err) : resolve(port),
-    ),
-  );
-
   let http: HttpServer | undefined;
   let metricsPort: number | undefined;
-  if (opts.metricsPort !== undefined) {
-    http = createServer((req, res) => {
-      if (req.url !== "/metrics") {
-        res.writeHead(404).end("see /metrics\n");
-        return;
-      }
-      metrics.registry.metrics().then(
-        (body) => res.writeHead(200, { "Content-Type": metrics.registry.contentType }).end(body),
-        (err) => res.writeHead(500).end(String(err)),
-      );
-    });
-    await new Promise<void>((resolve, reject) => {
-      http!.once("error", reject);
-      http!.listen(opts.metricsPort, opts.host, () => resolve());
-    });
-    metricsPort = (http.address() as AddressInfo).port;
-  }
-
   const sources = opts.eventSources ?? [];
   const started: EventSource[] = [];
+  let grpcPort: number;
   try {
+    grpcPort = await new Promise<number>((resolve, reject) =>
+      server.bindAsync(`${opts.host}:${opts.grpcPort}`, serverCredentials(opts.tls), (err, port) =>
+        err ? reject(err) : resolve(port),
+      ),
+    );
+    if (opts.metricsPort !== undefined) {
+      http = metricsServer(metrics);
+      await new Promise<void>((resolve, reject) => {
+        http!.once("error", reject);
+        http!.listen(opts.metricsPort, opts.host, () => resolve());
+      });
+      metricsPort = (http.address() as AddressInfo).port;
+    }
     for (const source of sources) {
       await source.start(router, { registry: metrics.registry });
       started.push(source);
       log.info("event source started", { source: source.name });
     }
   } catch (err) {
-    // A router that cannot read its events must not keep serving half-configured.
+    // A router that cannot bind or read its events must not keep serving
+    // half-configured, nor leave shard threads behind.
     for (const source of started.reverse()) await source.stop().catch(() => {});
     server.forceShutdown();
-    if (http) await new Promise<void>((resolve) => http!.close(() => resolve()));
+    if (http?.listening) await new Promise<void>((resolve) => http!.close(() => resolve()));
+    await compact.close();
     throw err;
   }
 
@@ -154,6 +147,19 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   };
 
   return { router, metrics, host: opts.host, grpcPort, metricsPort, stop };
+}
+
+function metricsServer(metrics: RouterMetrics): HttpServer {
+  return createServer((req, res) => {
+    if (req.url !== "/metrics") {
+      res.writeHead(404).end("see /metrics\n");
+      return;
+    }
+    metrics.registry.metrics().then(
+      (body) => res.writeHead(200, { "Content-Type": metrics.registry.contentType }).end(body),
+      (err) => res.writeHead(500).end(String(err)),
+    );
+  });
 }
 
 function serverCredentials(tls: ServerOptions["tls"]): grpc.ServerCredentials {
