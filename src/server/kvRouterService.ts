@@ -33,7 +33,7 @@ import { RouterError } from "../router/errors.js";
 import type { KvRouter } from "../router/router.js";
 import { log } from "../util/log.js";
 import { MalformedRequest } from "./grpcGlue.js";
-import { toIndexEvent, toWireEvent, toWorkerKey, toWorkerRef } from "./convert.js";
+import { toIndexEvent, toTokenArray, toWireEvent, toWorkerKey, toWorkerRef } from "./convert.js";
 
 export interface ServiceLimits {
   /** Most token ids accepted in one FindBestWorker request. */
@@ -106,7 +106,7 @@ export function kvRouterHandlers(
       }
       if (req.requestId.length > MAX_REQUEST_ID_LENGTH) requireRequestId(req.requestId);
       const decision = router.findBestWorker({
-        tokens: req.tokenIds,
+        tokens: toTokenArray(req.tokenIds),
         requestId: req.requestId || undefined,
         allowedWorkers: req.allowedWorkers.map(toWorkerKey),
         loraName: req.loraName,
