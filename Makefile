@@ -35,8 +35,11 @@ check-breaking: node_modules
 	@if git rev-parse -q --verify HEAD~1 >/dev/null; then npx buf breaking --against '.git#ref=HEAD~1' && echo "proto/ is wire-compatible with HEAD~1"; \
 	  else echo "check-breaking: no previous commit in this clone; skipped"; fi
 
+# Benchmarks run in their short mode first (they fail only on errors, never on timings),
+# so the test runner's summary stays the last thing printed.
 test: node_modules lint-proto check-generated check-breaking
 	npx tsc -p tsconfig.check.json
+	$(MAKE) --no-print-directory bench-smoke
 	KV_ROUTER_LOG=$${KV_ROUTER_LOG:-error} node --import tsx --test --test-concurrency=1 $(TESTS)
 
 # Index + end-to-end benchmarks; prints a table and writes bench/results.json (never fails on timings).
@@ -45,6 +48,7 @@ bench: node_modules
 
 bench-smoke: node_modules
 	BENCH_SMOKE=1 KV_ROUTER_LOG=$${KV_ROUTER_LOG:-error} node --expose-gc --import tsx bench/run.ts
+	BENCH_SMOKE=1 KV_ROUTER_LOG=$${KV_ROUTER_LOG:-error} node --import tsx bench/natsRecovery.bench.ts
 
 # The long soak (the 6-second variant runs in `make test`).
 soak: node_modules
