@@ -45,6 +45,7 @@ test: node_modules lint-proto check-generated check-breaking
 # Index + end-to-end benchmarks; prints a table and writes bench/results.json (never fails on timings).
 bench: node_modules
 	KV_ROUTER_LOG=$${KV_ROUTER_LOG:-error} node --expose-gc --import tsx bench/run.ts
+	KV_ROUTER_LOG=$${KV_ROUTER_LOG:-error} node --import tsx bench/natsRecovery.bench.ts
 
 bench-smoke: node_modules
 	BENCH_SMOKE=1 KV_ROUTER_LOG=$${KV_ROUTER_LOG:-error} node --expose-gc --import tsx bench/run.ts
