@@ -5,32 +5,14 @@ import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { jetstream } from "@nats-io/jetstream";
 import { type NatsConnection, connect } from "@nats-io/transport-node";
-import type { KvEvent } from "../gen/kvrouter/v1/router_pb.js";
 import { KvRouterClient } from "../src/client/kvRouterClient.js";
-import type { IndexEvent } from "../src/indexer/types.js";
 import { publishKvEvents } from "../src/nats/publisher.js";
+import { toIndexEvent } from "../src/server/convert.js";
 import { type RouterProcess, spawnRouter } from "./support/cliProcess.js";
 import { type NatsCluster, canonicalDump, referenceDump, startNats, syntheticEvents } from "./support/natsServer.js";
 import { waitFor } from "./support/wait.js";
 
 const ENDPOINT = "faults.backend.generate";
-
-function fromWire(e: KvEvent): IndexEvent {
-  const head = { workerId: e.workerId, dpRank: e.dpRank, eventId: e.eventId };
-  switch (e.data.case) {
-    case "stored":
-      return {
-        ...head,
-        kind: "stored",
-        parentHash: e.data.value.parentBlockHash,
-        blocks: e.data.value.blocks.map((b) => ({ externalHash: b.blockHash, localHash: b.tokensHash! })),
-      };
-    case "removed":
-      return { ...head, kind: "removed", blockHashes: e.data.value.blockHashes };
-    default:
-      return { ...head, kind: "cleared" };
-  }
-}
 
 describe("faults in NATS mode", () => {
   let nats: NatsCluster;
@@ -79,7 +61,7 @@ describe("faults in NATS mode", () => {
     const want = referenceDump(events);
     let got: string[] = [];
     await waitFor(async () => {
-      got = canonicalDump((await current.dumpIndex()).map(fromWire));
+      got = canonicalDump((await current.dumpIndex()).map((e, i) => toIndexEvent(e, 4, `dump[${i}]`)));
       return got.length === want.length && got.join("\n") === want.join("\n");
     }, "the restarted router to catch up", 30_000).catch(() => assert.deepEqual(got, want));
     querying = false;

@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { type NatsConnection, connect } from "@nats-io/transport-node";
-import type { KvEvent } from "../gen/kvrouter/v1/router_pb.js";
+import { toIndexEvent } from "../src/server/convert.js";
 import { hashPrompt } from "../src/hashing/blockHash.js";
 import type { IndexEvent } from "../src/indexer/types.js";
 import { NatsEventSource, type NatsModeOptions } from "../src/nats/natsSource.js";
@@ -33,22 +33,7 @@ function options(urls: string, routerId: string, replicaSync: boolean, endpoint 
 
 /** DumpIndex over gRPC, as IndexEvents. */
 async function dumpOverGrpc(r: TestRouter): Promise<IndexEvent[]> {
-  return (await r.client.dumpIndex()).map((e: KvEvent): IndexEvent => {
-    const head = { workerId: e.workerId, dpRank: e.dpRank, eventId: e.eventId };
-    switch (e.data.case) {
-      case "stored":
-        return {
-          ...head,
-          kind: "stored",
-          parentHash: e.data.value.parentBlockHash,
-          blocks: e.data.value.blocks.map((b) => ({ externalHash: b.blockHash, localHash: b.tokensHash! })),
-        };
-      case "removed":
-        return { ...head, kind: "removed", blockHashes: e.data.value.blockHashes };
-      default:
-        return { ...head, kind: "cleared" };
-    }
-  });
+  return (await r.client.dumpIndex()).map((e, i) => toIndexEvent(e, B, `dump[${i}]`));
 }
 
 describe("NATS replicas", () => {

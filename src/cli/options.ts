@@ -5,6 +5,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import type { Argv } from "yargs";
 import { NatsEventSource, defaultRouterId } from "../nats/natsSource.js";
+import { connectOptionsFromFlags } from "../nats/connection.js";
 import type { RouterConfig } from "../router/router.js";
 import type { ServerOptions } from "../server/server.js";
 import { parseZmqWorkerSpec } from "../sources/zmq/endpoints.js";
@@ -287,16 +288,7 @@ function zmqSourceFrom(argv: ServeArgs): ZmqEventSource[] {
 
 function natsSourceFrom(argv: ServeArgs): NatsEventSource {
   return new NatsEventSource({
-    connect: {
-      urls: argv.natsUrl!,
-      user: argv.natsUser,
-      password: argv.natsPassword,
-      token: argv.natsToken,
-      credsFile: argv.natsCreds,
-      tlsCaFile: argv.natsTlsCa,
-      tlsCertFile: argv.natsTlsCert,
-      tlsKeyFile: argv.natsTlsKey,
-    },
+    connect: connectOptionsFromFlags(argv),
     endpoint: argv.endpoint,
     routerId: argv.routerId ?? defaultRouterId(argv.grpcPort),
     replicaSync: argv.routerReplicaSync,

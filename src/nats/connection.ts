@@ -20,6 +20,32 @@ export interface NatsConnectOptions {
   name?: string;
 }
 
+/** The NATS connection flags, as yargs parses them for both `kv-router` and `kv-router worker register`. */
+export interface NatsConnectionFlags {
+  natsUrl?: string;
+  natsUser?: string;
+  natsPassword?: string;
+  natsToken?: string;
+  natsCreds?: string;
+  natsTlsCa?: string;
+  natsTlsCert?: string;
+  natsTlsKey?: string;
+}
+
+export function connectOptionsFromFlags(flags: NatsConnectionFlags, name?: string): NatsConnectOptions {
+  return {
+    urls: flags.natsUrl ?? "",
+    user: flags.natsUser,
+    password: flags.natsPassword,
+    token: flags.natsToken,
+    credsFile: flags.natsCreds,
+    tlsCaFile: flags.natsTlsCa,
+    tlsCertFile: flags.natsTlsCert,
+    tlsKeyFile: flags.natsTlsKey,
+    name,
+  };
+}
+
 export function parseUrls(urls: string): string[] {
   const list = urls
     .split(",")

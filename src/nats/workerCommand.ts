@@ -5,7 +5,7 @@
 // something re-runs it.
 import type { Argv, CommandModule } from "yargs";
 import { log } from "../util/log.js";
-import { connectNats } from "./connection.js";
+import { connectNats, connectOptionsFromFlags } from "./connection.js";
 import { registerWorker } from "./discovery.js";
 import { natsNames } from "./names.js";
 
@@ -40,17 +40,7 @@ function registerOptions<T>(y: Argv<T>) {
 type RegisterArgs = Awaited<ReturnType<ReturnType<typeof registerOptions>["parse"]>>;
 
 async function register(argv: RegisterArgs): Promise<void> {
-  const nc = await connectNats({
-    urls: argv.natsUrl,
-    user: argv.natsUser,
-    password: argv.natsPassword,
-    token: argv.natsToken,
-    credsFile: argv.natsCreds,
-    tlsCaFile: argv.natsTlsCa,
-    tlsCertFile: argv.natsTlsCert,
-    tlsKeyFile: argv.natsTlsKey,
-    name: `kv-router-worker-${argv.workerId}`,
-  });
+  const nc = await connectNats(connectOptionsFromFlags(argv, `kv-router-worker-${argv.workerId}`));
   const reg = await registerWorker(
     nc,
     argv.endpoint,
