@@ -93,3 +93,25 @@ export async function connectNats(opts: NatsConnectOptions): Promise<NatsConnect
   })().catch(() => undefined);
   return nc;
 }
+
+/** JetStream answers while a cluster is still forming (or re-forming after a node loss). */
+const CLUSTER_FORMING = /no suitable peers|temporarily unavailable|jetstream not (?:yet )?(?:ready|available)|insufficient resources/i;
+
+/**
+ * Runs a JetStream administrative call (create a stream, bucket or object
+ * store), retrying while the cluster is still electing its leaders instead
+ * of failing the router's start-up; other errors surface at once.
+ */
+export async function whileClusterForms<T>(what: string, call: () => Promise<T>, timeoutMs = 30_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await call();
+    } catch (err) {
+      if (!CLUSTER_FORMING.test(String(err)) || Date.now() > deadline) throw err;
+      if (attempt === 0) log.warn("JetStream cluster not ready yet; retrying", { what, error: String(err) });
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  }
+}
+

@@ -10,6 +10,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { RouterError } from "../router/errors.js";
 import type { KvRouter } from "../router/router.js";
 import { log } from "../util/log.js";
+import { whileClusterForms } from "./connection.js";
 import { type NatsNames, natsNames, safeName } from "./names.js";
 import { DecodeError, parseJsonLossless, stringifyJson } from "./routerEventCodec.js";
 
@@ -25,7 +26,9 @@ export interface WorkerRegistration {
 }
 
 export async function openDiscoveryBucket(nc: NatsConnection, names: NatsNames, replicas = 1): Promise<KV> {
-  return new Kvm(nc).create(names.discoveryBucket, { history: 1, ttl: BUCKET_MAX_AGE_MS, replicas });
+  return whileClusterForms(`bucket ${names.discoveryBucket}`, () =>
+    new Kvm(nc).create(names.discoveryBucket, { history: 1, ttl: BUCKET_MAX_AGE_MS, replicas }),
+  );
 }
 
 export function encodeRegistration(r: WorkerRegistration): Uint8Array {

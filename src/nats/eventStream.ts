@@ -18,6 +18,7 @@ import { nanos } from "@nats-io/transport-node";
 import type { IndexEvent } from "../indexer/types.js";
 import type { KvRouter } from "../router/router.js";
 import { log } from "../util/log.js";
+import { whileClusterForms } from "./connection.js";
 import type { NatsNames } from "./names.js";
 import { DecodeError, decodeRouterEvent, parseJsonEvents, workerIdOf } from "./routerEventCodec.js";
 
@@ -42,13 +43,15 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export async function ensureStream(jsm: JetStreamManager, names: NatsNames, replicas: number): Promise<void> {
   try {
-    await jsm.streams.info(names.stream);
+    await whileClusterForms(`stream ${names.stream}`, () => jsm.streams.info(names.stream));
     return;
   } catch (err) {
     if (!/not found/i.test(String(err))) throw err;
   }
   try {
-    await jsm.streams.add({ name: names.stream, subjects: [names.streamSubjects], num_replicas: replicas });
+    await whileClusterForms(`stream ${names.stream}`, () =>
+      jsm.streams.add({ name: names.stream, subjects: [names.streamSubjects], num_replicas: replicas }),
+    );
     log.info("created JetStream stream", { stream: names.stream, subjects: names.streamSubjects, replicas });
   } catch (err) {
     // Another replica may have created it a moment ago.

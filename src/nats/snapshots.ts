@@ -13,6 +13,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import type { IndexEvent } from "../indexer/types.js";
 import type { KvRouter } from "../router/router.js";
 import { log } from "../util/log.js";
+import { whileClusterForms } from "./connection.js";
 import type { NatsNames } from "./names.js";
 import { decodeMsgpack, decodeRouterEvent, encodeMsgpack, toRouterEvent } from "./routerEventCodec.js";
 import type { StreamIngest } from "./eventStream.js";
@@ -60,16 +61,16 @@ export class SnapshotStore {
   ) {}
 
   private async objects(): Promise<ObjectStore> {
-    this.store ??= await new Objm(this.nc).create(this.names.snapshotBucket, { replicas: this.replicas });
+    this.store ??= await whileClusterForms(`object store ${this.names.snapshotBucket}`, () =>
+      new Objm(this.nc).create(this.names.snapshotBucket, { replicas: this.replicas }),
+    );
     return this.store;
   }
 
   private async locks(): Promise<KV> {
-    this.lockKv ??= await new Kvm(this.nc).create(this.names.lockBucket, {
-      history: 1,
-      ttl: LOCK_TTL_MS,
-      replicas: this.replicas,
-    });
+    this.lockKv ??= await whileClusterForms(`bucket ${this.names.lockBucket}`, () =>
+      new Kvm(this.nc).create(this.names.lockBucket, { history: 1, ttl: LOCK_TTL_MS, replicas: this.replicas }),
+    );
     return this.lockKv;
   }
 
