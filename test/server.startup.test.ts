@@ -6,13 +6,16 @@ import { DEFAULT_ROUTER_CONFIG } from "../src/router/router.js";
 import { startServer } from "../src/server/server.js";
 import type { EventSource } from "../src/sources/eventSource.js";
 
-/** An event source whose feed is unreachable, as when a broker refuses the connection. */
+/** An event source whose feed fails half-way through start-up, as when a broker refuses a stream. */
 class UnreachableFeed implements EventSource {
   readonly name = "unreachable";
+  stopped = false;
   async start(): Promise<void> {
     throw new Error("connection refused");
   }
-  async stop(): Promise<void> {}
+  async stop(): Promise<void> {
+    this.stopped = true;
+  }
 }
 
 function freePort(): Promise<number> {
@@ -36,7 +39,9 @@ describe("startup", () => {
       maxTokens: 1024,
       processMetrics: false,
     };
-    await assert.rejects(startServer({ ...opts, eventSources: [new UnreachableFeed()] }), /connection refused/);
+    const feed = new UnreachableFeed();
+    await assert.rejects(startServer({ ...opts, eventSources: [feed] }), /connection refused/);
+    assert.equal(feed.stopped, true, "the failed source is stopped, releasing what it opened");
     // Both ports are free again: a healthy router can take them.
     const healthy = await startServer(opts);
     assert.equal(healthy.grpcPort, grpcPort);

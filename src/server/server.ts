@@ -107,8 +107,9 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       metricsPort = (http.address() as AddressInfo).port;
     }
     for (const source of sources) {
-      await source.start(router, { registry: metrics.registry });
+      // Counted before start(): a source that fails half-way may hold a connection to release.
       started.push(source);
+      await source.start(router, { registry: metrics.registry });
       log.info("event source started", { source: source.name });
     }
   } catch (err) {
