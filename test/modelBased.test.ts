@@ -13,6 +13,8 @@ import type { EventInit } from "./support/events.js";
 const B = 4;
 const WEIGHT = 1.5;
 const SEEDS = Number(process.env.MODEL_SEEDS ?? 40);
+/** Streams replayed against a router whose index runs on 2 shard threads. */
+const SHARDED_SEEDS = Number(process.env.MODEL_SHARDED_SEEDS ?? 10);
 const OPS_PER_SEED = Number(process.env.MODEL_OPS ?? 120);
 
 /** A few distinct block contents, so chains from different workers share prefixes. */
@@ -93,8 +95,8 @@ function toWire(e: ModelEvent): EventInit {
 }
 
 /** Runs ops against a fresh router and the model; returns the first divergence, if any. */
-async function divergence(ops: Op[]): Promise<string | undefined> {
-  const r = await startTestRouter({ blockSize: B, overlapScoreWeight: WEIGHT, workerLeaseTtlMs: 600_000 });
+async function divergence(ops: Op[], indexerShards = 0): Promise<string | undefined> {
+  const r = await startTestRouter({ blockSize: B, overlapScoreWeight: WEIGHT, workerLeaseTtlMs: 600_000 }, { indexerShards });
   const model = new ReferenceModel(B, WEIGHT);
   try {
     for (const [i, op] of ops.entries()) {
@@ -163,12 +165,12 @@ async function divergence(ops: Op[]): Promise<string | undefined> {
 }
 
 /** Greedily drops operations while the run still diverges (bounded), for a short reproduction. */
-async function shrink(ops: Op[]): Promise<{ ops: Op[]; failure: string }> {
+async function shrink(ops: Op[], indexerShards: number): Promise<{ ops: Op[]; failure: string }> {
   let current = ops;
-  let failure = (await divergence(current))!;
+  let failure = (await divergence(current, indexerShards))!;
   for (let i = current.length - 1, tries = 0; i >= 0 && tries < 300; i--, tries++) {
     const candidate = current.filter((_, j) => j !== i);
-    const f = await divergence(candidate);
+    const f = await divergence(candidate, indexerShards);
     if (f !== undefined) {
       current = candidate;
       failure = f;
@@ -177,21 +179,31 @@ async function shrink(ops: Op[]): Promise<{ ops: Op[]; failure: string }> {
   return { ops: current, failure };
 }
 
-describe("router vs reference model", () => {
-  it(`agrees on ${SEEDS} seeded streams of ${OPS_PER_SEED} operations`, async () => {
-    let checked = 0;
-    for (let seed = 1; seed <= SEEDS; seed++) {
-      const ops = generate(seed, OPS_PER_SEED);
-      const failure = await divergence(ops);
-      if (failure !== undefined) {
-        const small = await shrink(ops);
-        assert.fail(
-          `seed ${seed} diverges: ${small.failure}\nminimal reproduction (${small.ops.length} ops):\n` +
-            JSON.stringify(small.ops, (_k, v) => (typeof v === "bigint" ? `${v}n` : v), 1),
-        );
-      }
-      checked += ops.length;
+async function agreeOn(seeds: number[], indexerShards: number): Promise<number> {
+  let checked = 0;
+  for (const seed of seeds) {
+    const ops = generate(seed, OPS_PER_SEED);
+    const failure = await divergence(ops, indexerShards);
+    if (failure !== undefined) {
+      const small = await shrink(ops, indexerShards);
+      assert.fail(
+        `seed ${seed} (${indexerShards} shards) diverges: ${small.failure}\nminimal reproduction (${small.ops.length} ops):\n` +
+          JSON.stringify(small.ops, (_k, v) => (typeof v === "bigint" ? `${v}n` : v), 1),
+      );
     }
+    checked += ops.length;
+  }
+  return checked;
+}
+
+describe("router vs reference model", () => {
+  it(`agrees on ${SEEDS} seeded streams of ${OPS_PER_SEED} operations (index in the main thread)`, async () => {
+    const checked = await agreeOn(Array.from({ length: SEEDS }, (_, i) => i + 1), 0);
     assert.ok(checked >= SEEDS * OPS_PER_SEED * 0.5, `ran ${checked} operations`);
+  });
+
+  it(`agrees on ${SHARDED_SEEDS} more streams with the index on 2 shard threads`, async () => {
+    const checked = await agreeOn(Array.from({ length: SHARDED_SEEDS }, (_, i) => 1000 + i), 2);
+    assert.ok(checked >= SHARDED_SEEDS * OPS_PER_SEED * 0.5, `ran ${checked} operations`);
   });
 });
