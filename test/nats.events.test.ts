@@ -6,7 +6,7 @@ import { execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { after, before, describe, it } from "node:test";
+import { after, describe, it } from "node:test";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { type NatsConnection, connect } from "@nats-io/transport-node";
 import { localBlockHash } from "../src/hashing/blockHash.js";
@@ -17,7 +17,7 @@ import { natsNames } from "../src/nats/names.js";
 import { NatsEventSource, type NatsModeOptions } from "../src/nats/natsSource.js";
 import { DEFAULT_ROUTER_CONFIG, KvRouter } from "../src/router/router.js";
 import { eventPlaneMessage, publishKvEvents, publishKvEventsBulk } from "../src/nats/publisher.js";
-import { type NatsCluster, canonicalDump, referenceDump, startNats, syntheticEvents } from "./support/natsServer.js";
+import { type NatsCluster, canonicalDump, referenceDump, natsSuite, startNats, syntheticEvents } from "./support/natsServer.js";
 import { type TestRouter, startTestRouter, tokens } from "./support/router.js";
 import { waitFor } from "./support/wait.js";
 
@@ -54,14 +54,9 @@ describe("NATS mode: events, discovery, restart", () => {
   let nats: NatsCluster;
   let nc: NatsConnection;
   const routers: TestRouter[] = [];
-  before(async () => {
-    nats = await startNats();
-    nc = await connect({ servers: nats.urls });
-  });
-  after(async () => {
-    for (const r of routers) await r.close().catch(() => undefined);
-    await nc?.close();
-    await nats?.stop();
+  natsSuite(routers, (n, c) => {
+    nats = n;
+    nc = c;
   });
 
   it("applies RouterEvents published in Dynamo's JSON format; FindBestWorker reflects them", async () => {

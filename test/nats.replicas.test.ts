@@ -2,15 +2,15 @@
 // each, and with --router-replica-sync they score against the same load, so
 // at temperature 0 they make the same decisions.
 import assert from "node:assert/strict";
-import { after, before, describe, it } from "node:test";
-import { type NatsConnection, connect } from "@nats-io/transport-node";
+import { describe, it } from "node:test";
+import type { NatsConnection } from "@nats-io/transport-node";
 import { toIndexEvent } from "../src/server/convert.js";
 import { hashPrompt } from "../src/hashing/blockHash.js";
 import type { IndexEvent } from "../src/indexer/types.js";
 import { NatsEventSource, type NatsModeOptions } from "../src/nats/natsSource.js";
 import { publishKvEventsBulk } from "../src/nats/publisher.js";
 import { seededRandom } from "../src/util/random.js";
-import { type NatsCluster, canonicalDump, referenceDump, startNats, syntheticEvents } from "./support/natsServer.js";
+import { type NatsCluster, canonicalDump, referenceDump, natsSuite, syntheticEvents } from "./support/natsServer.js";
 import { type TestRouter, startTestRouter } from "./support/router.js";
 import { waitFor } from "./support/wait.js";
 
@@ -46,14 +46,9 @@ describe("NATS replicas", () => {
     routers.push(r);
     return { r, src };
   };
-  before(async () => {
-    nats = await startNats();
-    nc = await connect({ servers: nats.urls });
-  });
-  after(async () => {
-    for (const r of routers) await r.close().catch(() => undefined);
-    await nc?.close();
-    await nats?.stop();
+  natsSuite(routers, (n, c) => {
+    nats = n;
+    nc = c;
   });
 
   it("two replicas fed by the same stream build identical indexes (DumpIndex)", async () => {

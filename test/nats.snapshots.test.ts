@@ -3,13 +3,13 @@
 // replica started after 100,000 events reaches the same index from
 // snapshot + tail. --router-reset-states clears stream and snapshot.
 import assert from "node:assert/strict";
-import { after, before, describe, it } from "node:test";
+import { describe, it } from "node:test";
 import { jetstreamManager } from "@nats-io/jetstream";
-import { type NatsConnection, connect } from "@nats-io/transport-node";
+import type { NatsConnection } from "@nats-io/transport-node";
 import { natsNames } from "../src/nats/names.js";
 import { NatsEventSource, type NatsModeOptions } from "../src/nats/natsSource.js";
 import { publishKvEventsBulk } from "../src/nats/publisher.js";
-import { type NatsCluster, canonicalDump, referenceDump, startNats, syntheticEvents } from "./support/natsServer.js";
+import { type NatsCluster, canonicalDump, referenceDump, natsSuite, syntheticEvents } from "./support/natsServer.js";
 import { type TestRouter, startTestRouter } from "./support/router.js";
 import { waitFor } from "./support/wait.js";
 
@@ -44,14 +44,9 @@ describe("NATS snapshots", () => {
     routers.push(r);
     return { r, src };
   };
-  before(async () => {
-    nats = await startNats();
-    nc = await connect({ servers: nats.urls });
-  });
-  after(async () => {
-    for (const r of routers) await r.close().catch(() => undefined);
-    await nc?.close();
-    await nats?.stop();
+  natsSuite(routers, (n, c) => {
+    nats = n;
+    nc = c;
   });
 
   it("a replica started after 100,000 events reaches the same index from snapshot + tail", async (t) => {

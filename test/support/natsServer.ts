@@ -9,6 +9,8 @@ import { join } from "node:path";
 import { PrefixIndex } from "../../src/indexer/prefixIndex.js";
 import type { IndexEvent } from "../../src/indexer/types.js";
 import { seededRandom } from "../../src/util/random.js";
+import { after, before } from "node:test";
+import { type NatsConnection, connect } from "@nats-io/transport-node";
 import { waitFor } from "./wait.js";
 
 export async function freePort(): Promise<number> {
@@ -216,3 +218,24 @@ export function referenceDump(events: readonly IndexEvent[]): string[] {
   for (const e of events) index.apply(e);
   return canonicalDump(index.dump());
 }
+
+/**
+ * Registers a suite's hooks: before it, one JetStream nats-server and a client
+ * connection (handed to `ready`); after it, the routers the suite started, the
+ * client and the server are closed, in that order.
+ */
+export function natsSuite(routers: { close(): Promise<void> }[], ready: (nats: NatsCluster, nc: NatsConnection) => void): void {
+  let nats: NatsCluster | undefined;
+  let nc: NatsConnection | undefined;
+  before(async () => {
+    nats = await startNats();
+    nc = await connect({ servers: nats.urls });
+    ready(nats, nc);
+  });
+  after(async () => {
+    for (const r of routers) await r.close().catch(() => undefined);
+    await nc?.close();
+    await nats?.stop();
+  });
+}
+
