@@ -2,14 +2,13 @@
 // and HTTP, configured by flags (both Dynamo spellings) and DYN_ variables,
 // refusing bad values, and stopping cleanly on SIGTERM.
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { get } from "node:http";
 import { after, describe, it } from "node:test";
-import { fileURLToPath } from "node:url";
 import { KvRouterClient } from "../src/client/kvRouterClient.js";
+import { spawnCli } from "./support/cliProcess.js";
 import { tokens } from "./support/router.js";
 
-const REPO = fileURLToPath(new URL("..", import.meta.url));
 const LISTENING = /^kv-router listening on (127\.0\.0\.1:\d+)$/;
 const START_TIMEOUT_MS = 20_000;
 
@@ -21,30 +20,16 @@ after(() => {
   for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
 });
 
-/** The environment without any DYN_ variable of the machine running the tests, plus `extra`. */
-function envWith(extra: Record<string, string>): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { KV_ROUTER_LOG: "info" };
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith("DYN_") && k !== "KV_ROUTER_LOG") env[k] = v;
-  return { ...env, ...extra };
-}
-
-function spawnCli(args: string[], env: Record<string, string>) {
-  const child = spawn(process.execPath, ["--import", "tsx", "src/cli/main.ts", ...args], {
-    cwd: REPO,
-    env: envWith(env),
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  children.add(child);
-  const out = { stdout: "", stderr: "" };
-  child.stdout!.setEncoding("utf8").on("data", (d: string) => (out.stdout += d));
-  child.stderr!.setEncoding("utf8").on("data", (d: string) => (out.stderr += d));
-  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
-  return { child, out, exited };
+/** Starts the CLI and remembers it, so after() can kill whatever is left. */
+function spawnTracked(args: string[], env: Record<string, string>) {
+  const run = spawnCli(args, env);
+  children.add(run.child);
+  return run;
 }
 
 /** Runs the CLI to its end (bounded); for invocations that must fail before serving. */
 async function runToExit(args: string[], env: Record<string, string> = {}) {
-  const { child, out, exited } = spawnCli(args, env);
+  const { child, out, exited } = spawnTracked(args, env);
   const timer = setTimeout(() => child.kill("SIGKILL"), START_TIMEOUT_MS);
   const code = await exited;
   clearTimeout(timer);
@@ -69,7 +54,7 @@ const jsonLines = (text: string) =>
 
 /** Starts a serving router on free loopback ports; resolves once it printed its address and logged its settings. */
 async function startCli(args: string[], env: Record<string, string> = {}) {
-  const run = spawnCli(["--host", "127.0.0.1", "--grpc-port", "0", "--metrics-port", "0", ...args], env);
+  const run = spawnTracked(["--host", "127.0.0.1", "--grpc-port", "0", "--metrics-port", "0", ...args], env);
   const deadline = Date.now() + START_TIMEOUT_MS;
   let started: StartedLog | undefined;
   while (started === undefined) {

@@ -1,26 +1,19 @@
 // The real CLI in NATS mode: `kv-router --nats-url …` serving, and
 // `kv-router worker register` putting workers in and out of its decisions.
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { after, before, describe, it } from "node:test";
-import { fileURLToPath } from "node:url";
 import { KvRouterClient } from "../src/client/kvRouterClient.js";
+import { spawnCli } from "./support/cliProcess.js";
 import { type NatsCluster, startNats } from "./support/natsServer.js";
 import { waitFor } from "./support/wait.js";
 
-const REPO = fileURLToPath(new URL("..", import.meta.url));
 const children = new Set<ChildProcess>();
 
 function cli(args: string[]) {
-  const env: NodeJS.ProcessEnv = { KV_ROUTER_LOG: "info" };
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith("DYN_") && k !== "KV_ROUTER_LOG") env[k] = v;
-  const child = spawn(process.execPath, ["--import", "tsx", "src/cli/main.ts", ...args], { cwd: REPO, env, stdio: ["ignore", "pipe", "pipe"] });
-  children.add(child);
-  const out = { stdout: "", stderr: "" };
-  child.stdout!.setEncoding("utf8").on("data", (d: string) => (out.stdout += d));
-  child.stderr!.setEncoding("utf8").on("data", (d: string) => (out.stderr += d));
-  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
-  return { child, out, exited };
+  const run = spawnCli(args);
+  children.add(run.child);
+  return run;
 }
 
 describe("CLI in NATS mode", () => {

@@ -1,6 +1,37 @@
 // Runs the real kv-router CLI as a child process and finds its ports.
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
+import { fileURLToPath } from "node:url";
+
+const REPO = fileURLToPath(new URL("../..", import.meta.url));
+
+export interface CliRun {
+  child: ChildProcess;
+  /** Everything printed so far. */
+  out: { stdout: string; stderr: string };
+  exited: Promise<number | null>;
+}
+
+/** The environment without the machine's DYN_ variables (they would configure the router), plus `extra`. */
+export function cliEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { KV_ROUTER_LOG: "info" };
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith("DYN_") && k !== "KV_ROUTER_LOG") env[k] = v;
+  return { ...env, ...extra };
+}
+
+/** Starts `kv-router ARGS` from the repository's sources. */
+export function spawnCli(args: string[], env: NodeJS.ProcessEnv = {}, nodeArgs: string[] = []): CliRun {
+  const child = spawn(process.execPath, [...nodeArgs, "--import", "tsx", "src/cli/main.ts", ...args], {
+    cwd: REPO,
+    env: cliEnv(env),
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  const out = { stdout: "", stderr: "" };
+  child.stdout!.setEncoding("utf8").on("data", (d: string) => (out.stdout += d));
+  child.stderr!.setEncoding("utf8").on("data", (d: string) => (out.stderr += d));
+  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  return { child, out, exited };
+}
 
 export interface RouterProcess {
   child: ChildProcess;
@@ -11,31 +42,25 @@ export interface RouterProcess {
   stop(): Promise<number | null>;
 }
 
+/** Starts a serving router and waits for its listening line. */
 export async function spawnRouter(args: string[], env: NodeJS.ProcessEnv = {}, nodeArgs: string[] = []): Promise<RouterProcess> {
-  const child = spawn(process.execPath, [...nodeArgs, "--import", "tsx", "src/cli/main.ts", ...args], {
-    env: { ...process.env, KV_ROUTER_LOG: "info", ...env },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  let stdout = "";
-  let stderr = "";
-  child.stdout!.on("data", (d) => (stdout += d));
-  child.stderr!.on("data", (d) => (stderr += d));
+  const { child, out } = spawnCli(args, env, nodeArgs);
   const deadline = Date.now() + 20_000;
-  while (!/kv-router listening on (\S+):(\d+)\n/.test(stdout)) {
-    if (child.exitCode !== null) throw new Error(`kv-router exited with ${child.exitCode}: ${stderr}`);
+  while (!/kv-router listening on (\S+):(\d+)\n/.test(out.stdout)) {
+    if (child.exitCode !== null) throw new Error(`kv-router exited with ${child.exitCode}: ${out.stderr}`);
     if (Date.now() > deadline) {
       child.kill("SIGKILL");
-      throw new Error(`kv-router did not start: ${stderr}`);
+      throw new Error(`kv-router did not start: ${out.stderr}`);
     }
     await new Promise((r) => setTimeout(r, 25));
   }
-  const [, , port] = /kv-router listening on (\S+):(\d+)\n/.exec(stdout)!;
-  const metrics = /"metrics":"[^"]*:(\d+)\/metrics"/.exec(stderr);
+  const [, , port] = /kv-router listening on (\S+):(\d+)\n/.exec(out.stdout)!;
+  const metrics = /"metrics":"[^"]*:(\d+)\/metrics"/.exec(out.stderr);
   return {
     child,
     grpcAddress: `127.0.0.1:${port}`,
     metricsUrl: metrics ? `http://127.0.0.1:${metrics[1]}/metrics` : undefined,
-    stderr: () => stderr,
+    stderr: () => out.stderr,
     async stop() {
       if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
       child.kill("SIGTERM");
