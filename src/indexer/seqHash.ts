@@ -3,21 +3,8 @@
 // sequenceHash() but needs no native call and no bigint, so the index can
 // chain hashes at ingest speed. XXH3 hashes a 16-byte input with its 9..16
 // byte path: two key-mixed words, a folded 128-bit product, an avalanche.
-import { KV_HASH_SEED } from "../hashing/blockHash.js";
+import { SEQ_FLIP1 as FLIP1, SEQ_FLIP2 as FLIP2 } from "./xxh3Secret.js";
 
-const M64 = (1n << 64n) - 1n;
-/** Bytes 24..55 of XXH3's default secret, the only part the 9..16 byte path reads. */
-const SECRET_24_56 = [
-  0x72, 0x40, 0xa4, 0xa4, 0xb7, 0xb3, 0x67, 0x1f, 0xcb, 0x79, 0xe6, 0x4e, 0xcc, 0xc0, 0xe5, 0x78,
-  0x82, 0x5a, 0xd0, 0x7d, 0xcc, 0xff, 0x72, 0x21, 0xb8, 0x08, 0x46, 0x74, 0xf7, 0x43, 0x24, 0x8e,
-];
-function le64(bytes: number[], at: number): bigint {
-  let v = 0n;
-  for (let i = 7; i >= 0; i--) v = (v << 8n) | BigInt(bytes[at + i]);
-  return v;
-}
-const FLIP1 = ((le64(SECRET_24_56, 0) ^ le64(SECRET_24_56, 8)) + KV_HASH_SEED) & M64;
-const FLIP2 = ((le64(SECRET_24_56, 16) ^ le64(SECRET_24_56, 24)) - KV_HASH_SEED) & M64;
 const F1_LO = Number(FLIP1 & 0xffffffffn);
 const F1_HI = Number(FLIP1 >> 32n);
 const F2_LO = Number(FLIP2 & 0xffffffffn);

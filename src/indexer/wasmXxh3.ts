@@ -3,7 +3,7 @@
 // prompt in one call. The module is tiny and assembled here from opcodes (no
 // toolchain, no binary blob in the repo). Bit-exactness with the native
 // hasher is checked in test/indexer.hash.test.ts.
-import { KV_HASH_SEED } from "../hashing/blockHash.js";
+import { SECRET_SIZE, SEQ_FLIP1 as FLIP1, SEQ_FLIP2 as FLIP2, customSecret } from "./xxh3Secret.js";
 
 // ---- a minimal assembler ------------------------------------------------
 const I32 = 0x7f;
@@ -67,10 +67,6 @@ const PRIME32_1 = 0x9e3779b1n;
 const PRIME64_1 = 0x9e3779b185ebca87n;
 const MX = 0x165667919e3779f9n;
 const INIT_ACC = [0xc2b2ae3dn, 0x9e3779b185ebca87n, 0xc2b2ae3d27d4eb4fn, 0x165667b19e3779f9n, 0x85ebca77c2b2ae63n, 0x85ebca77n, 0x27d4eb2f165667c5n, 0x9e3779b1n];
-const DEFAULT_SECRET_24_56 = [0x1f67b3b7a4a44072n, 0x78e5c0cc4ee679cbn, 0x2172ffcc7dd05a82n, 0x8e2443f7744608b8n];
-const M64 = (1n << 64n) - 1n;
-const FLIP1 = ((DEFAULT_SECRET_24_56[0] ^ DEFAULT_SECRET_24_56[1]) + KV_HASH_SEED) & M64;
-const FLIP2 = ((DEFAULT_SECRET_24_56[2] ^ DEFAULT_SECRET_24_56[3]) - KV_HASH_SEED) & M64;
 
 const F_FOLD = 0; // (a, b) -> lo(a*b) ^ hi(a*b)
 const F_AVALANCHE = 1; // (h) -> h
@@ -253,7 +249,7 @@ export function createWasmHasher(): WasmHasher {
       if (need > memory.buffer.byteLength) memory.grow(Math.ceil((need - memory.buffer.byteLength) / 65536));
       const buf = memory.buffer;
       if (secretSeed !== seed) {
-        writeSecret(new DataView(buf), seed);
+        new Uint8Array(buf, SECRET, SECRET_SIZE).set(customSecret(seed));
         secretSeed = seed;
       }
       new Uint32Array(buf, DATA, blocks * blockSize).set(
@@ -266,14 +262,3 @@ export function createWasmHasher(): WasmHasher {
   };
 }
 
-const K_SECRET_HEX =
-  "b8fe6c3923a44bbe7c01812cf721ad1cded46de9839097db7240a4a4b7b3671fcb79e64eccc0e578825ad07dccff7221b8084674f743248ee03590e6813a264c3c2852bb91c300cb88d0658b1b532ea371644897a20df94e3819ef46a9deacd8a8fa763fe39c343ff9dcbbc7c70b4f1d8a51e04bcdb45931c89f7ec9d9787364eac5ac8334d3ebc3c581a0fffa1363eb170ddd51b7f0da49d316552629d4689e2b16be587d47a1fc8ff8b8d17ad031ce45cb3a8f95160428afd7fbcabb4b407e";
-
-function writeSecret(view: DataView, seed: bigint): void {
-  const k = Buffer.from(K_SECRET_HEX, "hex");
-  const kv = new DataView(k.buffer, k.byteOffset, k.byteLength);
-  for (let i = 0; i < 192; i += 16) {
-    view.setBigUint64(SECRET + i, (kv.getBigUint64(i, true) + seed) & M64, true);
-    view.setBigUint64(SECRET + i + 8, (kv.getBigUint64(i + 8, true) - seed) & M64, true);
-  }
-}
