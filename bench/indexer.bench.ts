@@ -5,7 +5,7 @@
 // index in the main thread, the compact index on shard threads, the naive
 // Map<string, Set> baseline, and PrefixIndex (the reference model).
 import { hashPrompt } from "../src/hashing/blockHash.js";
-import { hashPromptFast, hashPromptJs } from "../src/indexer/fastHash.js";
+import { hashPromptFast, hashPromptJs } from "../src/hashing/prompt.js";
 import { CompactIndex } from "../src/indexer/compactIndex.js";
 import { PrefixIndex } from "../src/indexer/prefixIndex.js";
 import type { IndexEvent, Overlaps } from "../src/indexer/types.js";

@@ -1,13 +1,13 @@
-// The index's WebAssembly and JavaScript hashing (wasmXxh3.ts, fastHash.ts,
-// seqHash.ts) against the native
+// The WebAssembly and JavaScript hashing of src/hashing/ (wasmXxh3.ts, prompt.ts,
+// sequence.ts) against the native
 // XXH3 hasher of blockHash.ts, which test/hash.test.ts checks against Python's
 // xxhash: same local and sequence hashes for every block size, LoRA seed and
 // input tried.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { hashPrompt, sequenceHash } from "../src/hashing/blockHash.js";
-import { hashPromptFast, hashPromptJs } from "../src/indexer/fastHash.js";
-import { seqHash32, seqOut } from "../src/indexer/seqHash.js";
+import { hashPromptFast, hashPromptJs } from "../src/hashing/prompt.js";
+import { seqHash32, seqOut } from "../src/hashing/sequence.js";
 import { seededRandom } from "../src/util/random.js";
 
 const rnd = seededRandom(99);

@@ -1,3 +1,5 @@
+// Entry point for stored blocks (an event's token ids -> local hash, LoRA seed) and
+// the native reference every faster hasher in src/hashing/ is checked against.
 // Block hashing, bit-exact with NVIDIA Dynamo's router:
 // - local hash    = XXH3-64(seed) over the block's token ids as little-endian u32
 // - sequence hash = local hash for block 0, else XXH3-64(1337) over

@@ -22,7 +22,7 @@ import {
   OUTCOME_STALE,
   recordWords,
 } from "./records.js";
-import { seqHash32, seqOut } from "./seqHash.js";
+import { seqHash32, seqOut } from "../hashing/sequence.js";
 
 export const MAX_SLOTS = 65_536;
 const TWO32 = 4294967296;

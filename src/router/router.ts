@@ -1,7 +1,7 @@
 // The router's core: one object that owns the index, the load tracker and the
 // worker registry, and answers "which worker should take this prompt?".
 // It speaks plain typed data; the gRPC layer converts at the edge.
-import { hashPromptFast } from "../indexer/fastHash.js";
+import { hashPromptFast } from "../hashing/prompt.js";
 import { ApproximateTracker } from "../indexer/approximate.js";
 import {
   type EventOutcome,

@@ -1,7 +1,7 @@
 // XXH3's default secret and what the router derives from it, kept in one
 // place for the three XXH3 implementations (JS blocks, JS sequence hash,
 // WebAssembly) so they cannot drift apart.
-import { KV_HASH_SEED } from "../hashing/blockHash.js";
+import { KV_HASH_SEED } from "./blockHash.js";
 
 export const M64 = (1n << 64n) - 1n;
 export const SECRET_SIZE = 192;

@@ -5,8 +5,8 @@
 // available. Bit-exact with src/hashing/blockHash.ts (test/indexer.hash.test.ts
 // checks them against each other); shorter blocks and multimodal blocks fall
 // back to the native hasher.
-import { hashPrompt, localHashSeed, type PromptHashes } from "../hashing/blockHash.js";
-import { seqHash32, seqOut } from "./seqHash.js";
+import { hashPrompt, localHashSeed, type PromptHashes } from "./blockHash.js";
+import { seqHash32, seqOut } from "./sequence.js";
 import { createWasmHasher, type WasmHasher } from "./wasmXxh3.js";
 import { M64, SECRET_SIZE, customSecret } from "./xxh3Secret.js";
 
