@@ -9,7 +9,7 @@ import { encode } from "@msgpack/msgpack";
 import { hashPrompt } from "../src/hashing/blockHash.js";
 import { PrefixIndex } from "../src/indexer/prefixIndex.js";
 import type { IndexEvent } from "../src/indexer/types.js";
-import { DecodeError as NatsDecodeError, decodeRouterEvent, encodeMsgpack, parseEventPlane, parseJsonEvents, stringifyJson, toRouterEvent } from "../src/nats/routerEventCodec.js";
+import { DecodeError as NatsDecodeError, decodeRouterEvent, encodeMsgpack, parseEventPlane, parseJsonEvents, stringifyJson, toRouterEvent } from "../src/sources/routerEventCodec.js";
 import { DEFAULT_ROUTER_CONFIG, KvRouter } from "../src/router/router.js";
 import { toIndexEvent as engineToIndexEvent } from "../src/sources/zmq/convert.js";
 import { DecodeError as ZmqDecodeError, decodeBatch, decodeFrames, encodeSeq } from "../src/sources/zmq/decode.js";

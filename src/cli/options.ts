@@ -4,7 +4,7 @@
 import { existsSync, readFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import type { Argv } from "yargs";
-import { NatsEventSource, defaultRouterId } from "../nats/natsSource.js";
+import { NatsEventSource, defaultRouterId } from "../sources/nats/natsSource.js";
 import { connectOptionsFromFlags } from "../nats/connection.js";
 import type { RouterConfig } from "../router/router.js";
 import type { ServerOptions } from "../server/server.js";

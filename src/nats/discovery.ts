@@ -12,7 +12,7 @@ import type { KvRouter } from "../router/router.js";
 import { log } from "../util/log.js";
 import { whileClusterForms } from "./connection.js";
 import { type NatsNames, natsNames, safeName } from "./names.js";
-import { DecodeError, parseJsonLossless, stringifyJson } from "./routerEventCodec.js";
+import { DecodeError, parseJsonLossless, stringifyJson } from "../sources/routerEventCodec.js";
 
 /** Keys of workers gone for this long are garbage; the bucket drops them. */
 const BUCKET_MAX_AGE_MS = 60 * 60_000;

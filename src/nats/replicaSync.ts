@@ -10,7 +10,7 @@ import { parseWorkerKey } from "../indexer/types.js";
 import type { ActiveChange, KvRouter } from "../router/router.js";
 import { log } from "../util/log.js";
 import type { NatsNames } from "./names.js";
-import { parseJsonLossless, stringifyJson } from "./routerEventCodec.js";
+import { parseJsonLossless, stringifyJson } from "../sources/routerEventCodec.js";
 
 export interface SyncStats {
   published: number;

@@ -15,8 +15,8 @@ import type { KvRouter } from "../router/router.js";
 import { log } from "../util/log.js";
 import { whileClusterForms } from "./connection.js";
 import type { NatsNames } from "./names.js";
-import { decodeMsgpack, decodeRouterEvent, encodeMsgpack, toRouterEvent } from "./routerEventCodec.js";
-import type { StreamIngest } from "./eventStream.js";
+import { decodeMsgpack, decodeRouterEvent, encodeMsgpack, toRouterEvent } from "../sources/routerEventCodec.js";
+import type { StreamIngest } from "../sources/jetstream/streamIngest.js";
 
 const FORMAT = "kv-router-snapshot/1";
 const LOCK_KEY = "snapshot";

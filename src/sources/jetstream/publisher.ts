@@ -3,9 +3,9 @@
 // benchmarks and any TypeScript worker that wants to feed routers over NATS.
 import type { JetStreamClient } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
-import type { IndexEvent } from "../indexer/types.js";
-import { natsNames } from "./names.js";
-import { encodeMsgpack, stringifyJson, toRouterEvent } from "./routerEventCodec.js";
+import type { IndexEvent } from "../../indexer/types.js";
+import { natsNames } from "../../nats/names.js";
+import { stringifyJson, toRouterEvent } from "../routerEventCodec.js";
 
 export function routerEventJson(e: IndexEvent): Uint8Array {
   return new TextEncoder().encode(stringifyJson(toRouterEvent(e)));
@@ -36,15 +36,4 @@ export async function publishKvEventsBulk(nc: NatsConnection, endpoint: string, 
     if (i % 5000 === 4999) await nc.flush();
   }
   await nc.flush();
-}
-
-/** Dynamo's core-NATS event plane: MessagePack envelope around a MessagePack RouterEvent. */
-export function eventPlaneMessage(e: IndexEvent, publisherId: bigint, sequence: bigint): Uint8Array {
-  return encodeMsgpack({
-    publisher_id: publisherId,
-    sequence,
-    published_at: BigInt(Date.now()),
-    topic: "kv-events",
-    payload: encodeMsgpack(toRouterEvent(e)),
-  });
 }

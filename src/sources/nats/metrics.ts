@@ -2,7 +2,17 @@
 // (stats objects, handy in tests); these prom-client metrics catch up with
 // them whenever Prometheus scrapes.
 import { Counter, Gauge, type Registry } from "prom-client";
-import type { NatsEventSource } from "./natsSource.js";
+import type { CorePlaneStats } from "./corePlane.js";
+
+/** What NATS mode exposes to its metrics (NatsEventSource; an interface so neither imports the other). */
+export interface NatsStatsView {
+  ingest?: { stats: { messages: number; malformed: number; otherTier: number; gapFilled: number; duplicates: number }; lastAppliedSeq: number };
+  readonly eventPlaneStats: CorePlaneStats;
+  sync?: { stats: { published: number; applied: number; malformed: number; joined: number } };
+  snapshotter?: { snapshotsWritten: number };
+  restored: { seq: number };
+  discovery?: { malformed: number };
+}
 
 /** A counter that, on scrape, adds whatever a plain number grew by since the last scrape. */
 function mirrored(
@@ -29,7 +39,7 @@ function mirrored(
   });
 }
 
-export function registerNatsMetrics(registry: Registry, src: NatsEventSource): void {
+export function registerNatsMetrics(registry: Registry, src: NatsStatsView): void {
   mirrored(registry, "kvrouter_nats_messages_total", "NATS KV event messages by path and outcome", "outcome", {
     stream_applied: () => src.ingest?.stats.messages ?? 0,
     stream_malformed: () => src.ingest?.stats.malformed ?? 0,

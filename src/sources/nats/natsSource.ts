@@ -3,19 +3,18 @@
 // MessagePack event plane, worker discovery, replica sync and snapshots.
 import { hostname } from "node:os";
 import { type JetStreamManager, jetstream, jetstreamManager } from "@nats-io/jetstream";
-import type { NatsConnection, Subscription } from "@nats-io/transport-node";
-import type { IndexEvent } from "../indexer/types.js";
-import type { KvRouter } from "../router/router.js";
-import type { EventSource, EventSourceContext } from "../sources/eventSource.js";
-import { log } from "../util/log.js";
-import { type NatsConnectOptions, connectNats } from "./connection.js";
-import { DiscoveryWatcher, openDiscoveryBucket } from "./discovery.js";
-import { StreamIngest, ensureStream } from "./eventStream.js";
-import { type NatsNames, natsNames, safeName } from "./names.js";
-import { ReplicaSync } from "./replicaSync.js";
-import { registerNatsMetrics } from "./natsMetrics.js";
-import { DecodeError, decodeRouterEvent, parseEventPlane } from "./routerEventCodec.js";
-import { SnapshotStore, Snapshotter } from "./snapshots.js";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { type NatsConnectOptions, connectNats } from "../../nats/connection.js";
+import { DiscoveryWatcher, openDiscoveryBucket } from "../../nats/discovery.js";
+import { type NatsNames, natsNames, safeName } from "../../nats/names.js";
+import { ReplicaSync } from "../../nats/replicaSync.js";
+import { SnapshotStore, Snapshotter } from "../../nats/snapshots.js";
+import type { KvRouter } from "../../router/router.js";
+import { log } from "../../util/log.js";
+import type { EventSource, EventSourceContext } from "../eventSource.js";
+import { StreamIngest, ensureStream } from "../jetstream/streamIngest.js";
+import { type CorePlaneStats, NatsCorePlane } from "./corePlane.js";
+import { registerNatsMetrics } from "./metrics.js";
 
 export interface NatsModeOptions {
   connect: NatsConnectOptions;
@@ -54,13 +53,16 @@ export class NatsEventSource implements EventSource {
   discovery: DiscoveryWatcher | undefined;
   /** Events restored from the snapshot at start, and how long the restore took. */
   restored = { events: 0, seq: 0, ms: 0 };
-  eventPlaneStats = { applied: 0, malformed: 0 };
-  private planeSub: Subscription | undefined;
-  private planeLoop: Promise<void> | undefined;
+  private readonly corePlane: NatsCorePlane;
 
   constructor(private readonly opts: NatsModeOptions) {
     this.names = natsNames(opts.endpoint);
     this.routerId = safeName(opts.routerId ?? `kv-router-${hostname()}-${process.pid}`);
+    this.corePlane = new NatsCorePlane(this.names.eventPlaneSubject);
+  }
+
+  get eventPlaneStats(): CorePlaneStats {
+    return this.corePlane.stats;
   }
 
   async start(router: KvRouter, context?: EventSourceContext): Promise<void> {
@@ -116,7 +118,7 @@ export class NatsEventSource implements EventSource {
       await this.sync.start(router);
     }
     if (o.eventPlane) {
-      this.startEventPlane(nc, router);
+      this.corePlane.start(nc, router);
       await nc.flush(); // the server knows our interest before we report started
     }
     log.info("NATS mode on", {
@@ -133,35 +135,9 @@ export class NatsEventSource implements EventSource {
     await this.snapshotter?.stop();
     await this.sync?.stop();
     await this.discovery?.stop();
-    this.planeSub?.unsubscribe();
-    await this.planeLoop?.catch(() => undefined);
+    await this.corePlane.stop();
     // A gracefully stopped replica deletes its consumer so it holds back no trimming.
     await this.ingest?.stop(true);
     await this.nc?.drain().catch(() => this.nc?.close());
-  }
-
-  private startEventPlane(nc: NatsConnection, router: KvRouter): void {
-    const logged = new Set<string>();
-    this.planeSub = nc.subscribe(this.names.eventPlaneSubject);
-    this.planeLoop = (async () => {
-      for await (const m of this.planeSub!) {
-        const events: IndexEvent[] = [];
-        try {
-          for (const v of parseEventPlane(m.data)) {
-            const d = decodeRouterEvent(v);
-            if (d.kind === "event") events.push(d.event);
-          }
-        } catch (err) {
-          if (!(err instanceof DecodeError)) throw err;
-          this.eventPlaneStats.malformed++;
-          if (!logged.has(err.message)) {
-            logged.add(err.message);
-            log.warn("malformed event-plane message skipped", { subject: this.names.eventPlaneSubject, error: err.message });
-          }
-          continue;
-        }
-        this.eventPlaneStats.applied += router.applyEvents(events).applied;
-      }
-    })();
   }
 }
