@@ -40,7 +40,8 @@ interface StartedLog {
   grpc: string;
   metrics: string;
   block_size: number;
-  kv_overlap_score_weight: number;
+  prefill_load_scale: number;
+  overlap_score_credit: number;
   router_temperature: number;
   kv_events: boolean;
   track_active_blocks: boolean;
@@ -116,9 +117,9 @@ describe("kv-router CLI", () => {
     assert.equal(r.out.stdout.split("\n").filter((l) => l !== "").length, 1, "still one line on stdout");
   });
 
-  it("refuses to start without --block-size or with invalid values, saying which flag is wrong", async () => {
+  it("refuses to start with invalid values, saying which flag is wrong", async () => {
     const cases: [string[], RegExp][] = [
-      [[], /block-size/],
+      [["--router-kv-overlap-score-credit", "-1"], /--router-kv-overlap-score-credit must be a number >= 0, got -1/],
       [["--block-size", "0"], /--block-size must be an integer in \[1, 65536\], got 0/],
       [["--block-size", "16", "--router-temperature", "-1"], /--router-temperature must be a number >= 0, got -1/],
       [["--block-size", "16", "--endpoint", "bad"], /--endpoint must look like namespace\.component\.endpoint, got "bad"/],
@@ -143,7 +144,7 @@ describe("kv-router CLI", () => {
       "--no-router-track-active-blocks",
     ]);
     assert.deepEqual(
-      [r.started.block_size, r.started.kv_overlap_score_weight, r.started.kv_events, r.started.track_active_blocks],
+      [r.started.block_size, r.started.prefill_load_scale, r.started.kv_events, r.started.track_active_blocks],
       [8, 2.5, false, false],
     );
     assert.equal(await promptBlocks(r.client, 8 * 4), 4);
@@ -169,7 +170,7 @@ describe("kv-router CLI", () => {
       DYN_SYSTEM__ENABLED: "true",
     });
     assert.deepEqual(
-      [r.started.block_size, r.started.kv_overlap_score_weight, r.started.router_temperature, r.started.kv_events, r.started.track_active_blocks],
+      [r.started.block_size, r.started.prefill_load_scale, r.started.router_temperature, r.started.kv_events, r.started.track_active_blocks],
       [8, 0.5, 0.25, false, false],
     );
     assert.equal(await promptBlocks(r.client, 8 * 3), 3);

@@ -66,7 +66,9 @@ describe("fuzzing the command line", () => {
       const opts = serverOptionsFrom(argv!);
       assert.ok(Number.isInteger(opts.router.blockSize) && opts.router.blockSize >= 1, `case ${i} ${args.join(" ")}`);
       assert.ok(opts.grpcPort >= 0 && opts.grpcPort <= 65535);
-      assert.ok(Number.isFinite(opts.router.overlapScoreWeight) && opts.router.overlapScoreWeight >= 0);
+      for (const w of [opts.router.prefillLoadScale, opts.router.overlapScoreCredit, opts.router.decodeActiveRequestWeight]) {
+        assert.ok(Number.isFinite(w) && w >= 0, `case ${i} ${args.join(" ")}: cost weight ${w}`);
+      }
       accepted++;
     }
     assert.ok(accepted > 0 && refused > 0, `accepted ${accepted}, refused ${refused}`);

@@ -96,7 +96,7 @@ function toWire(e: ModelEvent): EventInit {
 
 /** Runs ops against a fresh router and the model; returns the first divergence, if any. */
 async function divergence(ops: Op[], indexerShards = 0): Promise<string | undefined> {
-  const r = await startTestRouter({ blockSize: B, overlapScoreWeight: WEIGHT, workerLeaseTtlMs: 600_000 }, { indexerShards });
+  const r = await startTestRouter({ blockSize: B, prefillLoadScale: WEIGHT, workerLeaseTtlMs: 600_000 }, { indexerShards });
   const model = new ReferenceModel(B, WEIGHT);
   try {
     for (const [i, op] of ops.entries()) {

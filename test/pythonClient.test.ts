@@ -129,7 +129,7 @@ describe("Python gRPC client (protoc + grpc_python_plugin stubs)", () => {
     for (const s of d.scores) {
       // No load yet: prefill is just the uncached part of this prompt.
       assert.equal(s.prefill_blocks, (py.prompts.a.length - s.overlap_blocks * B) / B, key(s.worker));
-      assert.equal(s.logit, DEFAULT_ROUTER_CONFIG.overlapScoreWeight * s.prefill_blocks + Number(s.decode_blocks), key(s.worker));
+      assert.equal(s.logit, DEFAULT_ROUTER_CONFIG.prefillLoadScale * s.prefill_blocks + Number(s.decode_blocks), key(s.worker));
     }
   });
 

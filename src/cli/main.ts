@@ -7,13 +7,14 @@ import { workerCommand } from "../nats/workerCommand.js";
 import { startServer } from "../server/server.js";
 import { log } from "../util/log.js";
 import { normalizeDynEnv } from "./dynEnv.js";
-import { serveOptions, serverOptionsFrom } from "./options.js";
+import { serveOptions, serverOptionsFrom, startupWarnings } from "./options.js";
 import { simulateCommand, simulateOptions } from "../simulate/command.js";
 
 async function serve(argv: Parameters<typeof serverOptionsFrom>[0]): Promise<void> {
   for (const flag of ["routerReplicaSync", "routerResetStates"] as const) {
     if (argv[flag] && !argv.natsUrl) log.warn(`--${flag.replace(/[A-Z]/g, (c) => "-" + c.toLowerCase())} needs NATS mode (--nats-url); ignored`);
   }
+  for (const warning of startupWarnings(argv)) log.warn(warning);
   const opts = serverOptionsFrom(argv);
   const running = await startServer(opts);
   process.stdout.write(`kv-router listening on ${running.host}:${running.grpcPort}\n`);
@@ -21,7 +22,10 @@ async function serve(argv: Parameters<typeof serverOptionsFrom>[0]): Promise<voi
     grpc: `${running.host}:${running.grpcPort}`,
     metrics: running.metricsPort === undefined ? "off" : `${running.host}:${running.metricsPort}/metrics`,
     block_size: opts.router.blockSize,
-    kv_overlap_score_weight: opts.router.overlapScoreWeight,
+    overlap_score_credit: opts.router.overlapScoreCredit,
+    overlap_score_credit_decay: opts.router.overlapScoreCreditDecay,
+    prefill_load_scale: opts.router.prefillLoadScale,
+    decode_active_request_weight: opts.router.decodeActiveRequestWeight,
     router_temperature: opts.router.temperature,
     kv_events: opts.router.useKvEvents,
     track_active_blocks: opts.router.trackActiveBlocks,

@@ -1,15 +1,27 @@
-// Command-line flags. Both of Dynamo's spellings are accepted (the seed's
-// `--kv-overlap-score-weight` and the newer `--router-kv-overlap-score-weight`),
-// and every flag can come from a DYN_<FLAG> environment variable.
+// Command-line flags: Dynamo's router flag set (current and older spellings, with
+// Dynamo's meaning; the ones not implemented yet are accepted with a warning, see
+// dynamoFlags.ts) plus kv-router's own. Every flag can come from a DYN_<FLAG>
+// environment variable; NATS_SERVER and NATS_AUTH_* work as in Dynamo.
 import { existsSync, readFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import type { Argv } from "yargs";
 import { NatsEventSource, defaultRouterId } from "../sources/nats/natsSource.js";
 import { connectOptionsFromFlags } from "../nats/connection.js";
-import type { RouterConfig } from "../router/router.js";
+import type { QueuePolicy, RouterConfig } from "../router/router.js";
+import { DYNAMO_COST_WEIGHTS, applyDeprecatedOverlapScoreWeight } from "../scheduler/costFunction.js";
 import type { ServerOptions } from "../server/server.js";
 import { parseZmqWorkerSpec } from "../sources/zmq/endpoints.js";
 import { ZmqEventSource } from "../sources/zmq/zmqEventSource.js";
+import {
+  HELP_GROUP,
+  KV_ROUTER_ARGS,
+  UNSUPPORTED_FLAGS,
+  givenAs,
+  notSupportedYet,
+  unsupportedDynamoOptions,
+  unsupportedFlagWarnings,
+} from "./dynamoFlags.js";
+
 
 /**
  * One shard per spare core, but none below 3 cores: each synchronous query
@@ -20,8 +32,86 @@ export function defaultIndexerShards(cores: number): number {
   return cores >= 3 ? cores - 1 : 0;
 }
 
+/**
+ * Where each flag appears in --help: Dynamo's sections first (as its router docs
+ * group them), then kv-router's own. Adding a flag? Put its name in one list here.
+ */
+const HELP_GROUPS: Record<string, string[]> = {
+  [HELP_GROUP.dynamoRouter]: ["endpoint", "block-size"],
+  [HELP_GROUP.routing]: [
+    "router-kv-overlap-score-credit",
+    "router-kv-overlap-score-credit-decay",
+    "router-prefill-load-scale",
+    "router-decode-active-request-weight",
+    "kv-overlap-score-weight",
+    "load-aware",
+    "router-temperature",
+    "router-track-prefill-tokens",
+    "router-queue-threshold",
+    "router-queue-policy",
+  ],
+  [HELP_GROUP.events]: ["kv-events", "router-durable-kv-events"],
+  [HELP_GROUP.tracking]: ["track-active-blocks", "router-assume-kv-reuse", "router-replica-sync", "active-request-ttl"],
+  [HELP_GROUP.indexer]: [
+    "router-ttl-secs",
+    "router-max-tree-size",
+    "router-event-threads",
+    "router-snapshot-threshold",
+    "router-reset-states",
+    "indexer-shards",
+    "max-blocks",
+  ],
+  "NATS (kv-router):": [
+    "nats-url",
+    "nats-user",
+    "nats-password",
+    "nats-token",
+    "nats-creds",
+    "nats-tls-ca",
+    "nats-tls-cert",
+    "nats-tls-key",
+    "router-id",
+    "nats-stream-replicas",
+    "nats-event-plane",
+    "nats-discovery",
+  ],
+  "Engine feeds and load (kv-router):": ["zmq-worker", "workers-file", "zmq-replay-timeout", "engine-queue-weight", "engine-kv-usage-weight"],
+  "Server and security (kv-router):": [
+    "host",
+    "grpc-port",
+    "metrics-port",
+    "max-tokens",
+    "seed",
+    "worker-lease-ttl",
+    "tls-cert",
+    "tls-key",
+    "tls-client-ca",
+    "auth-token",
+    "auth-token-file",
+    "max-message-bytes",
+    "max-concurrent-streams",
+  ],
+};
+
+/** Dynamo's standalone router default (components/src/dynamo/router/args.py, --router-block-size). */
+export const DYNAMO_BLOCK_SIZE = 128;
+
+/** Dynamo's NATS client variables (lib/runtime/src/transports/nats.rs), as defaults of the NATS flags. */
+export function natsEnvDefaults(env: NodeJS.ProcessEnv = process.env) {
+  const user = env.NATS_AUTH_USERNAME !== undefined && env.NATS_AUTH_PASSWORD !== undefined;
+  return {
+    url: env.NATS_SERVER || undefined,
+    // Dynamo takes the first of: user + password, token, credentials file.
+    user: user ? env.NATS_AUTH_USERNAME : undefined,
+    password: user ? env.NATS_AUTH_PASSWORD : undefined,
+    token: !user ? env.NATS_AUTH_TOKEN : undefined,
+    creds: !user && env.NATS_AUTH_TOKEN === undefined ? env.NATS_AUTH_CREDENTIALS_FILE : undefined,
+  };
+}
+
 export function serveOptions<T>(y: Argv<T>) {
-  return y
+  const nats = natsEnvDefaults();
+  const built = unsupportedDynamoOptions(y)
     .option("endpoint", {
       alias: "router-endpoint", // Dynamo's DYN_ROUTER_ENDPOINT
       type: "string",
@@ -31,19 +121,62 @@ export function serveOptions<T>(y: Argv<T>) {
     .option("block-size", {
       alias: ["router-block-size", "kv-cache-block-size"], // DYN_ROUTER_BLOCK_SIZE, the frontend's DYN_KV_CACHE_BLOCK_SIZE
       type: "number",
-      demandOption: "set it to the KV block size of your engines (e.g. vLLM --block-size)",
-      describe: "Tokens per KV block; must match the engines' block size",
+      default: DYNAMO_BLOCK_SIZE,
+      describe: "Tokens per KV block; must match the engines' block size (default: Dynamo's 128)",
+    })
+    // Dynamo's cost terms (lib/kv-router/src/scheduling/selector.rs); see src/scheduler/costFunction.ts.
+    .option("router-kv-overlap-score-credit", {
+      type: "number",
+      default: DYNAMO_COST_WEIGHTS.overlapScoreCredit,
+      describe: "Credit per device-cached prompt block against the prefill load (0 = ignore the cache)",
+    })
+    .option("router-kv-overlap-score-credit-decay", {
+      type: "number",
+      default: DYNAMO_COST_WEIGHTS.overlapScoreCreditDecay,
+      describe: "Shrinks that credit on workers with more active prefill than the least loaded (1 halves it at one request's worth; 0 = off)",
+    })
+    .option("router-prefill-load-scale", {
+      type: "number",
+      default: DYNAMO_COST_WEIGHTS.prefillLoadScale,
+      describe: "Weight of the prefill load (after cache credits) against decode blocks",
+    })
+    .option("router-decode-active-request-weight", {
+      type: "number",
+      default: DYNAMO_COST_WEIGHTS.decodeActiveRequestWeight,
+      describe: "Cost, in blocks, of each active request on a worker",
     })
     .option("kv-overlap-score-weight", {
-      alias: "router-kv-overlap-score-weight",
+      // Dynamo reads DYN_ROUTER_KV_OVERLAP_SCORE_WEIGHT, else DYN_OVERLAP_SCORE_WEIGHT.
+      alias: ["router-kv-overlap-score-weight", "overlap-score-weight"],
       type: "number",
-      default: 1.0,
-      describe: "Weight of prefill cost against decode load (0 = pure load balancing)",
+      describe: "Deprecated (as in Dynamo): sets --router-prefill-load-scale; 0 also sets the overlap credit to 0",
+    })
+    .option("load-aware", {
+      alias: "router-load-aware", // DYN_ROUTER_LOAD_AWARE
+      type: "boolean",
+      default: false,
+      describe: "Dynamo's load-only preset: overlap credit 0, no KV events, no KV-reuse assumption, load tracking on",
     })
     .option("router-temperature", {
       type: "number",
       default: 0.0,
-      describe: "Softmax temperature for sampling workers (0 = always the lowest cost)",
+      describe: "Softmax temperature for sampling workers (0 = always the lowest cost, ties at random)",
+    })
+    .option("router-track-prefill-tokens", {
+      type: "boolean",
+      default: DYNAMO_COST_WEIGHTS.trackPrefillTokens,
+      describe: "Count prompt tokens as prefill load (--no-router-track-prefill-tokens for decode-only pools)",
+    })
+    // The queue flags are parsed and passed into RouterConfig; the scheduler queue (issue 13) will act on them.
+    .option("router-queue-threshold", {
+      type: "number",
+      describe: "[not supported yet] Queue requests while every worker's active prefill exceeds this fraction of its batch budget (unset = no queueing)",
+    })
+    .option("router-queue-policy", {
+      type: "string",
+      choices: ["fcfs", "wspt"],
+      defaultDescription: "fcfs",
+      describe: "[not supported yet] Order of the router queue: fcfs (tail TTFT) or wspt (mean TTFT)",
     })
     .option("kv-events", {
       alias: ["router-kv-events", "router-use-kv-events"], // Dynamo's variable is DYN_ROUTER_USE_KV_EVENTS
@@ -51,11 +184,22 @@ export function serveOptions<T>(y: Argv<T>) {
       default: true,
       describe: "Use workers' KV events; --no-kv-events predicts caches from routing decisions",
     })
+    .option("router-durable-kv-events", {
+      alias: "durable-kv-events",
+      type: "boolean",
+      describe: "Dynamo's JetStream event mode: NATS mode always reads the durable stream (and the event plane), so this changes nothing",
+    })
     .option("track-active-blocks", {
       alias: "router-track-active-blocks",
       type: "boolean",
       default: true,
       describe: "Count active requests' KV blocks as decode load (--no-track-active-blocks for prefill-only pools)",
+    })
+    .option("router-assume-kv-reuse", {
+      alias: "assume-kv-reuse",
+      type: "boolean",
+      default: true,
+      describe: "Active requests with a common prefix share its blocks; --no-router-assume-kv-reuse counts each request's blocks apart",
     })
     .option("router-ttl-secs", {
       type: "number",
@@ -67,7 +211,12 @@ export function serveOptions<T>(y: Argv<T>) {
       default: 2 ** 20,
       describe: "Approximate mode: blocks tracked before pruning to 80%",
     })
+    .option("router-event-threads", {
+      type: "number",
+      describe: "Dynamo's KV indexer threads: when given (and --indexer-shards is not), N > 1 runs N index shard threads, 1 none",
+    })
     .option("active-request-ttl", {
+      alias: "router-active-request-expiry-secs", // Dynamo's DYN_ROUTER_ACTIVE_REQUEST_EXPIRY_SECS
       type: "number",
       default: 300,
       describe: "Seconds after which a request never freed stops counting as load",
@@ -94,12 +243,14 @@ export function serveOptions<T>(y: Argv<T>) {
     })
     .option("nats-url", {
       type: "string",
+      default: nats.url,
+      defaultDescription: "$NATS_SERVER",
       describe: "NATS mode: server URL(s), comma-separated for a cluster (e.g. nats://10.0.0.1:4222,nats://10.0.0.2:4222)",
     })
-    .option("nats-user", { type: "string", describe: "NATS user name (with --nats-password)" })
-    .option("nats-password", { type: "string", describe: "NATS password" })
-    .option("nats-token", { type: "string", describe: "NATS authentication token" })
-    .option("nats-creds", { type: "string", describe: "NATS .creds file (JWT + nkey seed)" })
+    .option("nats-user", { type: "string", default: nats.user, defaultDescription: "$NATS_AUTH_USERNAME", describe: "NATS user name (with --nats-password)" })
+    .option("nats-password", { type: "string", default: nats.password, defaultDescription: "$NATS_AUTH_PASSWORD", describe: "NATS password" })
+    .option("nats-token", { type: "string", default: nats.token, defaultDescription: "$NATS_AUTH_TOKEN", describe: "NATS authentication token" })
+    .option("nats-creds", { type: "string", default: nats.creds, defaultDescription: "$NATS_AUTH_CREDENTIALS_FILE", describe: "NATS .creds file (JWT + nkey seed)" })
     .option("nats-tls-ca", { type: "string", describe: "PEM CA bundle that signed the NATS servers' certificates" })
     .option("nats-tls-cert", { type: "string", describe: "PEM client certificate for NATS mutual TLS (with --nats-tls-key)" })
     .option("nats-tls-key", { type: "string", describe: "PEM private key of --nats-tls-cert" })
@@ -166,8 +317,8 @@ export function serveOptions<T>(y: Argv<T>) {
     .option("max-concurrent-streams", { type: "number", default: 1024, describe: "Most concurrent calls per client connection" })
     .option("indexer-shards", {
       type: "number",
-      default: defaultIndexerShards(availableParallelism()),
-      describe: "KV index shards on worker threads (default: one per spare core from 3 cores up; 0 = in the main thread)",
+      defaultDescription: "one per spare core from 3 cores up, else 0",
+      describe: "KV index shards on worker threads (0 = in the main thread)",
     })
     .option("max-blocks", {
       type: "number",
@@ -183,8 +334,19 @@ export function serveOptions<T>(y: Argv<T>) {
         if (!Number.isFinite(v) || v < 0) problems.push(`--${name} must be a number >= 0, got ${v}`);
       };
       int("block-size", argv.blockSize as number, 1, 65_536);
-      nonNegative("kv-overlap-score-weight", argv.kvOverlapScoreWeight as number);
-      nonNegative("router-temperature", argv.routerTemperature as number);
+      for (const name of [
+        "router-kv-overlap-score-credit",
+        "router-kv-overlap-score-credit-decay",
+        "router-prefill-load-scale",
+        "router-decode-active-request-weight",
+        "router-temperature",
+      ]) {
+        nonNegative(name, argv[name] as number);
+      }
+      for (const name of ["kv-overlap-score-weight", "router-queue-threshold"]) {
+        if (argv[name] !== undefined) nonNegative(name, argv[name] as number);
+      }
+      if (argv.routerEventThreads !== undefined) int("router-event-threads", argv.routerEventThreads as number, 1, 64);
       int("grpc-port", argv.grpcPort as number, 0, 65_535);
       int("metrics-port", argv.metricsPort as number, -1, 65_535);
       int("max-tokens", argv.maxTokens as number, 1, 1 << 30);
@@ -205,12 +367,13 @@ export function serveOptions<T>(y: Argv<T>) {
       }
       int("max-message-bytes", argv.maxMessageBytes as number, 1024, 2 ** 31 - 1);
       int("max-concurrent-streams", argv.maxConcurrentStreams as number, 1, 2 ** 31 - 1);
-      int("indexer-shards", argv.indexerShards as number, 0, 64);
+      if (argv.indexerShards !== undefined) int("indexer-shards", argv.indexerShards as number, 0, 64);
       int("max-blocks", argv.maxBlocks as number, 0, 2 ** 31 - 1);
       int("router-snapshot-threshold", argv.routerSnapshotThreshold as number, 0, 2 ** 40);
       int("nats-stream-replicas", argv.natsStreamReplicas as number, 1, 5);
       if (argv.natsUrl !== undefined && !/^(nats|tls):\/\/[^,\s]+(,\s*(nats|tls):\/\/[^,\s]+)*$/.test(argv.natsUrl as string)) {
-        problems.push(`--nats-url must be nats://host:port URLs separated by commas, got "${argv.natsUrl}"`);
+        const from = argv.natsUrl === process.env.NATS_SERVER ? " (from NATS_SERVER)" : "";
+        problems.push(`--nats-url must be nats://host:port URLs separated by commas, got "${argv.natsUrl}"${from}`);
       }
       if ((argv.natsTlsCert === undefined) !== (argv.natsTlsKey === undefined)) problems.push("--nats-tls-cert and --nats-tls-key go together");
       for (const name of ["nats-creds", "nats-tls-ca", "nats-tls-cert", "nats-tls-key"]) {
@@ -234,22 +397,66 @@ export function serveOptions<T>(y: Argv<T>) {
       if (problems.length > 0) throw new Error(problems.join("\n"));
       return true;
     });
+  for (const [group, flags] of Object.entries(HELP_GROUPS)) built.group(flags, group);
+  for (const u of UNSUPPORTED_FLAGS) built.group([u.flag], u.group);
+  return built;
 }
 
 export type ServeArgs = Awaited<ReturnType<ReturnType<typeof serveOptions>["parse"]>>;
 
-export function serverOptionsFrom(argv: ServeArgs): ServerOptions {
-  const router: RouterConfig = {
+/** The router's settings with Dynamo's meaning: deprecated weight, then the --load-aware preset (kv_router_args.py order). */
+export function routerConfigFrom(argv: ServeArgs): RouterConfig {
+  let router: RouterConfig = {
     blockSize: argv.blockSize,
-    overlapScoreWeight: argv.kvOverlapScoreWeight,
+    overlapScoreCredit: argv.routerKvOverlapScoreCredit,
+    overlapScoreCreditDecay: argv.routerKvOverlapScoreCreditDecay,
+    prefillLoadScale: argv.routerPrefillLoadScale,
+    decodeActiveRequestWeight: argv.routerDecodeActiveRequestWeight,
+    trackPrefillTokens: argv.routerTrackPrefillTokens,
     temperature: argv.routerTemperature,
     useKvEvents: argv.kvEvents,
     trackActiveBlocks: argv.trackActiveBlocks,
+    assumeKvReuse: argv.routerAssumeKvReuse,
     activeRequestTtlMs: argv.activeRequestTtl * 1000,
     workerLeaseTtlMs: argv.workerLeaseTtl * 1000,
     approxTtlMs: argv.routerTtlSecs * 1000,
     approxMaxBlocks: argv.routerMaxTreeSize,
+    queueThreshold: argv.routerQueueThreshold,
+    queuePolicy: (argv.routerQueuePolicy ?? "fcfs") as QueuePolicy,
   };
+  if (argv.kvOverlapScoreWeight !== undefined) router = applyDeprecatedOverlapScoreWeight(router, argv.kvOverlapScoreWeight);
+  if (argv.loadAware) {
+    router = { ...router, overlapScoreCredit: 0, useKvEvents: false, trackActiveBlocks: true, assumeKvReuse: false, trackPrefillTokens: true };
+  }
+  return router;
+}
+
+/** --indexer-shards, else Dynamo's --router-event-threads (1 = single-threaded), else one per spare core. */
+function indexerShardsFrom(argv: ServeArgs): number {
+  if (argv.indexerShards !== undefined) return argv.indexerShards;
+  if (argv.routerEventThreads !== undefined) return argv.routerEventThreads > 1 ? argv.routerEventThreads : 0;
+  return defaultIndexerShards(availableParallelism());
+}
+
+/** Start-up warnings for settings given with no effect, or with Dynamo's deprecations. */
+export function startupWarnings(argv: ServeArgs, cliArgs: readonly string[] = process.argv.slice(2), env = process.env): string[] {
+  const warnings = unsupportedFlagWarnings(argv, cliArgs, env);
+  if (givenAs(["block-size", "router-block-size", "kv-cache-block-size"], cliArgs, env) === undefined) {
+    warnings.push(`no --block-size given: using Dynamo's default ${DYNAMO_BLOCK_SIZE}; it must equal the engines' KV block size or no prefix will match`);
+  }
+  if (argv.kvOverlapScoreWeight !== undefined) {
+    const as = givenAs(["kv-overlap-score-weight", "router-kv-overlap-score-weight", "overlap-score-weight"], cliArgs, env) ?? "--kv-overlap-score-weight";
+    warnings.push(`${as} is deprecated (as in Dynamo): it sets --router-prefill-load-scale${argv.kvOverlapScoreWeight === 0 ? " and, being 0, --router-kv-overlap-score-credit 0" : ""}`);
+  }
+  for (const name of ["router-queue-threshold", "router-queue-policy"]) {
+    const as = givenAs([name], cliArgs, env);
+    if (as !== undefined) warnings.push(notSupportedYet(as, KV_ROUTER_ARGS));
+  }
+  return warnings;
+}
+
+export function serverOptionsFrom(argv: ServeArgs): ServerOptions {
+  const router = routerConfigFrom(argv);
   return {
     router,
     host: argv.host,
@@ -268,6 +475,8 @@ export function serverOptionsFrom(argv: ServeArgs): ServerOptions {
     authToken: argv.authTokenFile ? readFileSync(argv.authTokenFile, "utf8").trim() : argv.authToken,
     maxMessageBytes: argv.maxMessageBytes,
     maxConcurrentStreams: argv.maxConcurrentStreams,
+    indexerShards: indexerShardsFrom(argv),
+    maxBlocks: argv.maxBlocks,
     eventSources: [...(argv.natsUrl ? [natsSourceFrom(argv)] : []), ...zmqSourceFrom(argv)],
   };
 }

@@ -1,6 +1,7 @@
 // The router's core: one object that owns the index, the load tracker and the
 // worker registry, and answers "which worker should take this prompt?".
 // It speaks plain typed data; the gRPC layer converts at the edge.
+import { randomFillSync } from "node:crypto";
 import { hashPromptFast } from "../hashing/prompt.js";
 import { ApproximateTracker } from "../indexer/approximate.js";
 import {
@@ -12,14 +13,23 @@ import {
   workerKeyString,
 } from "../indexer/types.js";
 import { ActiveSequences, type WorkerLoad } from "../scheduler/activeSequences.js";
-import { type Score, pickScore, scoreCandidate } from "../scheduler/costFunction.js";
+import {
+  type CostWeights,
+  DYNAMO_COST_WEIGHTS,
+  type Score,
+  minActivePrefillTokens,
+  pickScore,
+  scoreCandidate,
+} from "../scheduler/costFunction.js";
 import { log } from "../util/log.js";
 import { WorkerRegistry } from "../workers/registry.js";
 import { RouterError } from "./errors.js";
 
-export interface RouterConfig {
+/** Dynamo's router queue ordering (--router-queue-policy). */
+export type QueuePolicy = "fcfs" | "wspt";
+
+export interface RouterConfig extends CostWeights {
   blockSize: number;
-  overlapScoreWeight: number;
   temperature: number;
   /** False: approximate mode, routed prompts are assumed cached for approxTtlMs. */
   useKvEvents: boolean;
@@ -28,11 +38,16 @@ export interface RouterConfig {
   workerLeaseTtlMs: number;
   approxTtlMs: number;
   approxMaxBlocks: number;
+  /** False: active requests hold random block ids, so none share blocks (--no-router-assume-kv-reuse). */
+  assumeKvReuse: boolean;
+  /** Queue while every worker's active prefill exceeds this fraction of its batch budget; undefined = never (Dynamo's default). */
+  queueThreshold?: number;
+  queuePolicy: QueuePolicy;
 }
 
 export const DEFAULT_ROUTER_CONFIG: RouterConfig = {
   blockSize: 64,
-  overlapScoreWeight: 1.0,
+  ...DYNAMO_COST_WEIGHTS,
   temperature: 0.0,
   useKvEvents: true,
   trackActiveBlocks: true,
@@ -40,6 +55,9 @@ export const DEFAULT_ROUTER_CONFIG: RouterConfig = {
   workerLeaseTtlMs: 10_000,
   approxTtlMs: 120_000,
   approxMaxBlocks: 1 << 20,
+  assumeKvReuse: true,
+  queueThreshold: undefined,
+  queuePolicy: "fcfs",
 };
 
 export interface RouteRequest {
@@ -129,21 +147,21 @@ export class KvRouter {
     const candidates = this.candidates(req.allowedWorkers);
     const hashes = hashPromptFast(req.tokens, blockSize, req.loraName ?? "");
     const overlaps = this.index.findMatches(hashes.sequence);
-    const cached = this.index.blockCounts();
     const isl = req.tokens.length;
-    const blocks = this.config.trackActiveBlocks ? hashes.sequence : [];
+    const blocks = !this.config.trackActiveBlocks ? [] : this.config.assumeKvReuse ? hashes.sequence : this.uniqueBlockIds(hashes.sequence.length);
+    const loads = candidates.map((worker) => this.active.load(workerKeyString(worker)));
+    const params = { ...this.config, isl, minActivePrefillTokens: minActivePrefillTokens(loads) };
 
-    const scores = candidates.map((worker) => {
+    const scores = candidates.map((worker, i) => {
       const key = workerKeyString(worker);
       const score = scoreCandidate(
         {
           worker,
           overlapBlocks: overlaps.get(key) ?? 0,
-          cachedBlocks: cached.get(key) ?? 0,
-          load: this.active.load(key),
+          load: loads[i],
           newDecodeBlocks: this.active.newBlocks(key, blocks),
         },
-        { isl, blockSize, overlapScoreWeight: this.config.overlapScoreWeight },
+        params,
       );
       score.logit += this.extraCost.get(key) ?? 0;
       return score;
@@ -152,13 +170,13 @@ export class KvRouter {
     const chosenKey = workerKeyString(chosen.worker);
 
     if (req.requestId) {
-      const prefillTokens = Math.max(0, isl - chosen.overlapBlocks * blockSize);
+      const prefillTokens = this.config.trackPrefillTokens ? Math.max(0, isl - chosen.overlapBlocks * blockSize) : 0;
       this.active.add(req.requestId, chosenKey, blocks, prefillTokens);
       this.activeListener?.({ kind: "add", requestId: req.requestId, workerKey: chosenKey, blocks, prefillTokens });
     }
     this.approx?.routed(chosen.worker, hashes.sequence);
 
-    scores.sort((a, b) => a.logit - b.logit || a.cachedBlocks - b.cachedBlocks);
+    scores.sort((a, b) => a.logit - b.logit);
     return {
       worker: chosen.worker,
       overlapBlocks: chosen.overlapBlocks,
@@ -300,6 +318,11 @@ export class KvRouter {
       chosen.set(key, worker); // listing a worker twice does not double its chances
     });
     return [...chosen.values()];
+  }
+
+  /** Block ids no other request shares (random, so replicas do not collide): Dynamo's behaviour when KV reuse is not assumed. */
+  private uniqueBlockIds(n: number): bigint[] {
+    return [...randomFillSync(new BigUint64Array(n))];
   }
 
   private forgetWorker(workerId: bigint): number {

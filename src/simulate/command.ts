@@ -4,6 +4,7 @@ import { writeFileSync } from "node:fs";
 import cliProgress from "cli-progress";
 import type { Argv } from "yargs";
 import { DEFAULT_ROUTER_CONFIG, type RouterConfig } from "../router/router.js";
+import { applyDeprecatedOverlapScoreWeight } from "../scheduler/costFunction.js";
 import { simulateLive } from "./live.js";
 import { POLICY_NAMES, type PolicyName } from "./policies.js";
 import { resultJson, resultTable, writeReport } from "./report.js";
@@ -31,8 +32,8 @@ export function simulateOptions<T>(y: Argv<T>) {
     .option("kv-overlap-score-weight", {
       alias: "router-kv-overlap-score-weight",
       type: "number",
-      default: DEFAULT_ROUTER_CONFIG.overlapScoreWeight,
-      describe: "kv policy: weight of prefill cost against decode load",
+      default: DEFAULT_ROUTER_CONFIG.prefillLoadScale,
+      describe: "kv policy: Dynamo's deprecated weight of prefill cost against decode load (sets prefill_load_scale; 0 = no overlap credit)",
     })
     .option("router-temperature", { type: "number", default: DEFAULT_ROUTER_CONFIG.temperature, describe: "kv policy: softmax temperature" })
     .option("kv-events", {
@@ -101,9 +102,8 @@ export function parsePolicies(text: string): PolicyName[] {
 
 export function simOptionsFrom(a: SimulateArgs): SimOptions {
   const router: RouterConfig = {
-    ...DEFAULT_ROUTER_CONFIG,
+    ...applyDeprecatedOverlapScoreWeight(DEFAULT_ROUTER_CONFIG, a.kvOverlapScoreWeight),
     blockSize: a.blockSize,
-    overlapScoreWeight: a.kvOverlapScoreWeight,
     temperature: a.routerTemperature,
     useKvEvents: a.kvEvents,
     trackActiveBlocks: a.trackActiveBlocks,

@@ -177,7 +177,8 @@ export function simulate(trace: readonly TraceRequest[], opts: SimOptions, onPro
       engine: { ...opts.engine },
       router: {
         block_size: opts.router.blockSize,
-        kv_overlap_score_weight: opts.router.overlapScoreWeight,
+        overlap_score_credit: opts.router.overlapScoreCredit,
+        prefill_load_scale: opts.router.prefillLoadScale,
         router_temperature: opts.router.temperature,
         kv_events: opts.router.useKvEvents,
         track_active_blocks: opts.router.trackActiveBlocks,

@@ -5,7 +5,6 @@ import { hashPrompt, localBlockHash, sequenceHash } from "../../src/hashing/bloc
 export interface ModelScore {
   key: string;
   overlap: number;
-  cached: number;
   prefillBlocks: number;
   decodeBlocks: number;
   logit: number;
@@ -97,20 +96,18 @@ export class ReferenceModel {
       return {
         key,
         overlap,
-        cached: this.workers.get(key)?.blocks.size ?? 0,
         prefillBlocks,
         decodeBlocks,
+        // Dynamo's cost with overlap credit 1 and prefill_load_scale = weight.
         logit: this.weight * prefillBlocks + decodeBlocks,
       };
     });
   }
 
-  /** Keys the router may pick at temperature 0: lowest logit, then fewest cached blocks. */
+  /** Keys the router may pick at temperature 0: every key with the lowest logit (Dynamo breaks ties uniformly). */
   bestKeys(scores: ModelScore[]): string[] {
     const minLogit = Math.min(...scores.map((s) => s.logit));
-    const tied = scores.filter((s) => s.logit === minLogit);
-    const minCached = Math.min(...tied.map((s) => s.cached));
-    return tied.filter((s) => s.cached === minCached).map((s) => s.key);
+    return scores.filter((s) => s.logit === minLogit).map((s) => s.key);
   }
 
   route(requestId: string, key: string, tokens: number[], overlap: number): void {
