@@ -12,10 +12,12 @@ export interface CliRun {
   exited: Promise<number | null>;
 }
 
-/** The environment without the machine's DYN_ variables (they would configure the router), plus `extra`. */
+/** The environment without the machine's DYN_ and Dynamo NATS variables (they would configure the router), plus `extra`. */
 export function cliEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { KV_ROUTER_LOG: "info" };
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith("DYN_") && k !== "KV_ROUTER_LOG") env[k] = v;
+  for (const [k, v] of Object.entries(process.env)) {
+    if (!/^(DYN_|NATS_SERVER$|NATS_AUTH_)/.test(k) && k !== "KV_ROUTER_LOG") env[k] = v;
+  }
   return { ...env, ...extra };
 }
 
