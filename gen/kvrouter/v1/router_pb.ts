@@ -144,8 +144,9 @@ export type WorkerScore = Message<"kvrouter.v1.WorkerScore"> & {
   overlapBlocks: number;
 
   /**
-   * Prefill tokens the worker would have queued (its active prefill plus
-   * this prompt's uncached tokens), in blocks.
+   * Prefill load the worker would have (its active prefill plus this prompt),
+   * in blocks, less the credit for the prompt blocks it holds (Dynamo's
+   * adjusted prefill blocks; 0 without prefill-token tracking).
    *
    * @generated from field: double prefill_blocks = 3;
    */
@@ -159,7 +160,8 @@ export type WorkerScore = Message<"kvrouter.v1.WorkerScore"> & {
   decodeBlocks: bigint;
 
   /**
-   * kv_overlap_score_weight * prefill_blocks + decode_blocks; lower wins.
+   * prefill_load_scale * prefill_blocks + decode_blocks
+   * + decode_active_request_weight * active requests (+ engine load terms); lower wins.
    *
    * @generated from field: double logit = 5;
    */
