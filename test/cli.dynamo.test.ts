@@ -28,7 +28,7 @@ const logLines = (stderr: string): LogLine[] =>
 async function start(args: string[], env: NodeJS.ProcessEnv = {}) {
   const router = await spawnRouter([...args, ...SERVE], env);
   routers.push(router);
-  await waitFor(() => logLines(router.stderr()).some((l) => l.msg === "kv-router started"), "start-up log", 20_000);
+  await waitFor(() => logLines(router.stderr()).some((l) => l.msg === "kv-router started"), "start-up log", 60_000);
   const lines = logLines(router.stderr());
   const started = lines.find((l) => l.msg === "kv-router started")!;
   const notSupported = lines.filter((l) => l.level === "warn").flatMap((l) => NOT_SUPPORTED.exec(l.msg)?.[1] ?? []);

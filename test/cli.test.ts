@@ -10,7 +10,8 @@ import { spawnCli } from "./support/cliProcess.js";
 import { tokens } from "./support/router.js";
 
 const LISTENING = /^kv-router listening on (127\.0\.0\.1:\d+)$/;
-const START_TIMEOUT_MS = 20_000;
+// Generous: several CLIs start at once, and a loaded 2-core machine takes ~10 s per Node start.
+const START_TIMEOUT_MS = 60_000;
 
 const children = new Set<ChildProcess>();
 const clients = new Set<KvRouterClient>();

@@ -47,7 +47,7 @@ export interface RouterProcess {
 /** Starts a serving router and waits for its listening line. */
 export async function spawnRouter(args: string[], env: NodeJS.ProcessEnv = {}, nodeArgs: string[] = []): Promise<RouterProcess> {
   const { child, out } = spawnCli(args, env, nodeArgs);
-  const deadline = Date.now() + 20_000;
+  const deadline = Date.now() + 60_000; // a loaded 2-core machine can take 10-20 s per start
   while (!/kv-router listening on (\S+):(\d+)\n/.test(out.stdout)) {
     if (child.exitCode !== null) throw new Error(`kv-router exited with ${child.exitCode}: ${out.stderr}`);
     if (Date.now() > deadline) {
