@@ -7,6 +7,7 @@ import { get } from "node:http";
 import { after, describe, it } from "node:test";
 import { KvRouterClient } from "../src/client/kvRouterClient.js";
 import { spawnCli } from "./support/cliProcess.js";
+import { stored } from "./support/events.js";
 import { tokens } from "./support/router.js";
 
 const LISTENING = /^kv-router listening on (127\.0\.0\.1:\d+)$/;
@@ -133,6 +134,15 @@ describe("kv-router CLI", () => {
       assert.match(res.stderr, cases[i][1], `${what}: message`);
       assert.doesNotMatch(res.stdout, /listening/, `${what}: never served`);
     });
+  });
+
+  it("applies --max-blocks and --indexer-shards (they once never reached the server: the index grew unbounded)", async () => {
+    const r = await startCli(["--block-size", "4", "--max-blocks", "3", "--indexer-shards", "1"]);
+    await r.client.sendEvents([stored(1, 1, tokens(4 * 6, 0), 4, 100n)]);
+    const cached = (await r.client.listWorkers()).workers.map((w) => Number(w.cachedBlocks));
+    assert.ok(cached.length === 1 && cached[0] <= 3, `at most 3 (block, worker) entries kept, got ${cached}`);
+    r.child.kill("SIGTERM");
+    assert.equal(await r.exited, 0);
   });
 
   it("accepts Dynamo's newer flag spellings (--router-block-size, --no-router-kv-events, ...)", async () => {
