@@ -2,9 +2,12 @@
 BLOCK_SIZE ?= 64
 GRPC_PORT ?= 50051
 METRICS_PORT ?= 9090
+# More router flags for `make run`, e.g. ARGS="--kv-overlap-score-weight 2".
+ARGS ?=
 TESTS := $(wildcard test/*.test.ts)
+SOURCES := $(shell find src gen -name '*.ts')
 
-.PHONY: soak install build run test generate lint-proto check-generated check-breaking bench bench-smoke clean
+.PHONY: soak install deps build run test generate lint-proto check-generated check-breaking bench bench-smoke clean
 
 node_modules: package.json package-lock.json
 	npm ci --no-audit --no-fund
@@ -12,11 +15,19 @@ node_modules: package.json package-lock.json
 
 install: node_modules
 
-build: node_modules
-	npx tsc -p tsconfig.json
+# The Debian packages the tests need (listed in scripts/debian-packages.txt): installs the missing ones.
+deps:
+	@scripts/deps.sh
+
+# Compiles only when a source changed (and then incrementally: tsconfig.json's tsBuildInfoFile).
+build: dist/.built
+
+dist/.built: tsconfig.json $(SOURCES) | node_modules
+	node_modules/.bin/tsc -p tsconfig.json
+	@touch $@
 
 run: build
-	node dist/src/cli/main.js --block-size $(BLOCK_SIZE) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
+	node dist/src/cli/main.js --block-size $(BLOCK_SIZE) --grpc-port $(GRPC_PORT) --metrics-port $(METRICS_PORT) $(ARGS)
 
 generate: node_modules
 	npx buf generate
@@ -37,7 +48,7 @@ check-breaking: node_modules
 
 # Benchmarks run in their short mode first (they fail only on errors, never on timings),
 # so the test runner's summary stays the last thing printed.
-test: node_modules lint-proto check-generated check-breaking
+test: deps node_modules lint-proto check-generated check-breaking
 	npx tsc -p tsconfig.check.json
 	$(MAKE) --no-print-directory bench-smoke
 	KV_ROUTER_LOG=$${KV_ROUTER_LOG:-error} node --import tsx --test --test-concurrency=1 $(TESTS)

@@ -14,10 +14,9 @@ import { type EngineListener, type EngineParams, type RequestRecord, SimEngine, 
 import { KvPolicy } from "../src/simulate/policies.js";
 import { resultJson } from "../src/simulate/report.js";
 import { PolicyFleet, type SimOptions, type SimResult, prepareRequest, simulate } from "../src/simulate/run.js";
-import { sharedPrefixTrace } from "../src/simulate/synthetic.js";
-import { TraceError, expandTokens, loadTrace, parseTrace } from "../src/simulate/trace.js";
+import { conversationTrace, sharedPrefixTrace } from "../src/simulate/synthetic.js";
+import { TraceError, expandTokens, parseTrace } from "../src/simulate/trace.js";
 
-const MOONCAKE = new URL("../../shared/data/mooncake_conversation_trace.jsonl", import.meta.url).pathname;
 const dir = mkdtempSync(join(tmpdir(), "kvr-sim-"));
 after(() => rmSync(dir, { recursive: true, force: true }));
 
@@ -95,11 +94,15 @@ describe("simulate (virtual clock)", () => {
     assert.notDeepEqual(other.policies.kv.worker_requests, base.policies.kv.worker_requests);
   });
 
-  test("oracle-prefix bounds every policy's hit, request by request (synthetic and Mooncake)", () => {
-    const mooncake = loadTrace(MOONCAKE).slice(0, 300);
+  test("oracle-prefix bounds every policy's hit, request by request (shared prefixes and conversations)", () => {
+    // Shaped like Mooncake's conversation trace (common first block, later turns repeat earlier ones), made here.
+    const conversations = parseTrace(
+      conversationTrace({ conversations: 60, turns: 5, firstTurnBlocks: 8, blocksPerTurn: 4, startGapMs: 1700, turnGapMs: 20_000, outputLength: 300, seed: 7 }),
+      "conversations",
+    );
     for (const [name, trace, opts, floor] of [
       ["shared", shared, options(), 0.2],
-      ["mooncake", mooncake, options({ workers: 8, engine: { ...ENGINE, kvBlocks: 4096 } }), 0.02],
+      ["conversations", conversations, options({ workers: 8, engine: { ...ENGINE, kvBlocks: 4096 } }), 0.3],
     ] as const) {
       const result = simulate(trace, opts);
       const runs = byPolicy(result);
