@@ -125,7 +125,7 @@ describe("kv-router CLI", () => {
       [["--block-size", "0"], /--block-size must be an integer in \[1, 65536\], got 0/],
       [["--block-size", "16", "--router-temperature", "-1"], /--router-temperature must be a number >= 0, got -1/],
       [["--block-size", "16", "--endpoint", "bad"], /--endpoint must look like namespace\.component\.endpoint, got "bad"/],
-      [["--block-size", "16", "--blok-size", "8"], /Unknown arguments?: blok-size/],
+      [["--block-size", "16", "--blok-size", "8"], /unknown flag --blok-size/],
     ];
     const results = await Promise.all(cases.map(([args]) => runToExit([...args, "--grpc-port", "0", "--metrics-port", "-1"])));
     results.forEach((res, i) => {

@@ -1,14 +1,30 @@
 // kv-router command line: `kv-router [serve]` runs the router; `kv-router hash`
 // prints Dynamo-compatible block hashes for checking an engine's.
+import { format } from "node:util";
+import * as grpc from "@grpc/grpc-js";
 import yargs from "yargs";
 import { hideBin } from "yargs/helpers";
 import { hashPrompt } from "../hashing/blockHash.js";
 import { workerCommand } from "../nats/workerCommand.js";
 import { startServer } from "../server/server.js";
-import { log } from "../util/log.js";
+import { LOG_LEVELS, log, parseLogLevel } from "../util/log.js";
+import { configFileParser } from "./configFile.js";
 import { normalizeDynEnv } from "./dynEnv.js";
+import { CliError, InputSources, exitOnError, exitWith, failHandler } from "./errors.js";
+import { fixFlagValues } from "./flagValues.js";
+import type { YargsOptions } from "./yargsOptions.js";
 import { serveOptions, serverOptionsFrom, startupWarnings } from "./options.js";
 import { simulateCommand, simulateOptions } from "../simulate/command.js";
+
+if (parseLogLevel(process.env.KV_ROUTER_LOG) === undefined) {
+  exitWith(`KV_ROUTER_LOG="${process.env.KV_ROUTER_LOG}" is not a log level; use one of ${LOG_LEVELS.join(", ")}`, 2);
+}
+const sources = new InputSources();
+
+// grpc-js prints its errors as bare "E ..." lines on stderr; they go into the JSON log
+// instead, at debug level until the router serves (a failed bind is reported as one line below).
+let serving = false;
+grpc.setLogger({ error: (...args: unknown[]) => (serving ? log.warn : log.debug)("grpc-js: " + format(...args)) });
 
 async function serve(argv: Parameters<typeof serverOptionsFrom>[0]): Promise<void> {
   for (const flag of ["routerReplicaSync", "routerResetStates"] as const) {
@@ -16,7 +32,8 @@ async function serve(argv: Parameters<typeof serverOptionsFrom>[0]): Promise<voi
   }
   for (const warning of startupWarnings(argv)) log.warn(warning);
   const opts = serverOptionsFrom(argv);
-  const running = await startServer(opts);
+  const running = await startServer(opts).catch((err: unknown) => exitOnError(err, { host: argv.host, natsUrl: argv.natsUrl }));
+  serving = true;
   process.stdout.write(`kv-router listening on ${running.host}:${running.grpcPort}\n`);
   log.info("kv-router started", {
     grpc: `${running.host}:${running.grpcPort}`,
@@ -53,16 +70,31 @@ function parseTokens(text: string): number[] {
     .filter((s) => s.trim() !== "")
     .map((s) => {
       const n = Number(s.trim());
-      if (!Number.isInteger(n) || n < 0 || n > 0xffffffff) throw new Error(`--tokens: "${s}" is not a u32 token id`);
+      if (s.trim() === "" || !Number.isInteger(n) || n < 0 || n > 0xffffffff) {
+        throw new CliError(`--tokens: "${s.trim()}" is not a token id; give integers from 0 to 4294967295 separated by commas, e.g. --tokens 1,2,3,4`);
+      }
       return n;
     });
 }
 
-await yargs(hideBin(process.argv))
+const cli = yargs(hideBin(process.argv));
+const optionsNow = () => (cli as unknown as { getOptions(): YargsOptions }).getOptions();
+try {
+  await cli
   .scriptName("kv-router")
   .env("DYN")
-  .middleware(normalizeDynEnv, true)
-  .command("$0", "Run the router (the default command)", serveOptions, (argv) => serve(argv))
+  .middleware(
+    (argv: Record<string, unknown>, y?: unknown) =>
+      normalizeDynEnv(argv, y, process.env, process.argv.slice(2), (flag, variable) => sources.variables.set(flag, variable)),
+    true,
+  )
+  .middleware(fixFlagValues(sources), true)
+  .command(
+    "$0",
+    "Run the router (the default command)",
+    (y) => serveOptions(y).config("config", "YAML or JSON file of flags (names as here, without --); flags and DYN_ variables override it", configFileParser(sources)),
+    (argv) => serve(argv),
+  )
   .command(
     "hash",
     "Print Dynamo-compatible local and sequence block hashes (decimal) as JSON",
@@ -93,4 +125,9 @@ await yargs(hideBin(process.argv))
   .command("simulate", "Replay a Mooncake trace on simulated workers and compare routing policies", simulateOptions, (argv) => simulateCommand(argv))
   .strict()
   .help()
+  .showHelpOnFail(false)
+  .fail(failHandler(sources, optionsNow))
   .parseAsync();
+} catch (err) {
+  exitOnError(err);
+}

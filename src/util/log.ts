@@ -3,7 +3,19 @@
 const LEVELS = { debug: 10, info: 20, warn: 30, error: 40 } as const;
 type Level = keyof typeof LEVELS;
 
-const threshold = LEVELS[(process.env.KV_ROUTER_LOG as Level) ?? "info"] ?? LEVELS.info;
+export const LOG_LEVELS = Object.keys(LEVELS) as Level[];
+
+/** KV_ROUTER_LOG as a level (any case); undefined when it names none. Unset means info. */
+export function parseLogLevel(value: string | undefined): Level | undefined {
+  if (value === undefined || value === "") return "info";
+  const v = value.trim().toLowerCase();
+  return (LOG_LEVELS as string[]).includes(v) ? (v as Level) : undefined;
+}
+
+/** The level in force; an unreadable KV_ROUTER_LOG (the command line refuses it at start) means info. */
+export const logLevel = (): Level => parseLogLevel(process.env.KV_ROUTER_LOG) ?? "info";
+
+const threshold = LEVELS[logLevel()];
 
 function write(level: Level, msg: string, fields: Record<string, unknown>): void {
   if (LEVELS[level] < threshold) return;
