@@ -114,7 +114,7 @@ describe("NATS mode: events, discovery, restart", () => {
     assert.equal(src.ingest!.stats.applied - before.applied, 1, "the valid event after the bad ones still applies");
     // ...and the count is on /metrics.
     const metric = await r.server.metrics.registry.getSingleMetric("kvrouter_nats_messages_total")!.get();
-    assert.equal(metric.values.find((v) => v.labels.outcome === "stream_malformed")?.value, src.ingest!.stats.malformed);
+    assert.equal(metric.values.find((v) => v.labels.outcome === "stream_malformed")?.value, src.ingest!.stats.malformedMessages);
     // Nothing is left pending for redelivery: every message was acked.
     const jsm = await jetstreamManager(nc);
     await waitFor(async () => {

@@ -7,6 +7,7 @@ import { availableParallelism } from "node:os";
 import type { Argv } from "yargs";
 import { NatsEventSource, defaultRouterId } from "../sources/nats/natsSource.js";
 import { connectOptionsFromFlags } from "../nats/connection.js";
+import { DEFAULT_METRICS_MAX_WORKERS } from "../metrics/metrics.js";
 import type { QueuePolicy, RouterConfig } from "../router/router.js";
 import { DYNAMO_COST_WEIGHTS, applyDeprecatedOverlapScoreWeight } from "../scheduler/costFunction.js";
 import type { ServerOptions } from "../server/server.js";
@@ -306,6 +307,11 @@ export function serveOptions<T>(y: Argv<T>) {
       default: 9090,
       describe: "Prometheus /metrics port (0 = pick a free one, -1 = off)",
     })
+    .option("metrics-max-workers", {
+      type: "number",
+      default: DEFAULT_METRICS_MAX_WORKERS,
+      describe: "Most workers given kvrouter_worker_* series on /metrics (the rest are counted in kvrouter_worker_series_omitted; 0 = none)",
+    })
     .option("max-tokens", { type: "number", default: 1 << 20, describe: "Most token ids in one request" })
     .option("seed", { type: "number", describe: "Seed for tie-breaks and sampling (reproducible decisions)" })
     .option("tls-cert", { type: "string", describe: "PEM certificate chain: serve gRPC over TLS (with --tls-key)" })
@@ -350,6 +356,7 @@ export function serveOptions<T>(y: Argv<T>) {
       int("grpc-port", argv.grpcPort as number, 0, 65_535);
       int("metrics-port", argv.metricsPort as number, -1, 65_535);
       int("max-tokens", argv.maxTokens as number, 1, 1 << 30);
+      int("metrics-max-workers", argv.metricsMaxWorkers as number, 0, 100_000);
       int("router-max-tree-size", argv.routerMaxTreeSize as number, 1, 2 ** 40);
       for (const name of ["router-ttl-secs", "active-request-ttl", "worker-lease-ttl"] as const) {
         const v = argv[name] as number;
@@ -475,6 +482,7 @@ export function serverOptionsFrom(argv: ServeArgs): ServerOptions {
     authToken: argv.authTokenFile ? readFileSync(argv.authTokenFile, "utf8").trim() : argv.authToken,
     maxMessageBytes: argv.maxMessageBytes,
     maxConcurrentStreams: argv.maxConcurrentStreams,
+    metricsMaxWorkers: argv.metricsMaxWorkers,
     indexerShards: indexerShardsFrom(argv),
     maxBlocks: argv.maxBlocks,
     eventSources: [...(argv.natsUrl ? [natsSourceFrom(argv)] : []), ...zmqSourceFrom(argv)],

@@ -38,7 +38,8 @@ export class MeteredIndex implements KvIndex {
       const key = `${event.workerId}:${event.dpRank}:${what}`;
       if (!this.warned.has(key)) {
         this.warned.add(key);
-        log.warn("KV event anomaly (logged once per worker and kind; see kvrouter_kv_events_total)", {
+        const metric = what === "event_id_gap" ? 'kvrouter_kv_event_anomalies_total{kind="event_id_gap"}' : `kvrouter_kv_events_total{outcome="${what}"}`;
+        log.warn(`KV event anomaly (logged once per worker and kind; counted in ${metric})`, {
           worker_id: event.workerId,
           dp_rank: event.dpRank,
           event_id: event.eventId,

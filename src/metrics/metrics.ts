@@ -1,6 +1,10 @@
 // Prometheus metrics for one router instance (its own registry, so several
 // routers can live in one process, as they do in tests).
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import { KvRouterService } from "../../gen/kvrouter/v1/router_pb.js";
+import type { EventOutcome } from "../indexer/types.js";
+import type { WorkerStatus } from "../router/router.js";
+import { mirroredTotal } from "./mirrored.js";
 
 /** Live figures read at scrape time, set by whoever owns them. */
 export interface GaugeSources {
@@ -8,7 +12,14 @@ export interface GaugeSources {
   indexWorkers?: () => number;
   indexEvictions?: () => number;
   activeRequests?: () => number;
+  workers?: () => WorkerStatus[];
 }
+
+/** Per-worker series exported by default; beyond it they are left out (and counted), so a big fleet cannot explode the series count. */
+export const DEFAULT_METRICS_MAX_WORKERS = 256;
+
+const EVENT_OUTCOMES: readonly (EventOutcome | "invalid")[] = ["applied", "parent_block_not_found", "stale_event_id", "invalid"];
+const METHODS = KvRouterService.methods.map((m) => m.name);
 
 export class RouterMetrics {
   readonly registry = new Registry();
@@ -38,12 +49,12 @@ export class RouterMetrics {
     help: "Workers (worker_id, dp_rank) known to the index",
     registers: [this.registry],
   });
-  readonly indexEvictions = new Gauge({
-    collect: gaugeFrom(() => this.sources.indexEvictions),
-    name: "kvrouter_index_evictions",
-    help: "(block, worker) entries evicted since start because the index reached --max-blocks",
-    registers: [this.registry],
-  });
+  readonly indexEvictions = mirroredTotal(
+    this.registry,
+    "kvrouter_index_evictions_total",
+    "(block, worker) entries evicted because the index reached --max-blocks",
+    () => this.sources.indexEvictions?.() ?? 0,
+  );
   readonly decisions = new Counter({
     name: "kvrouter_routing_decisions_total",
     help: "FindBestWorker decisions made",
@@ -91,8 +102,67 @@ export class RouterMetrics {
     registers: [this.registry],
   });
 
-  constructor(withProcessMetrics = true) {
+  /** The per-worker gauges, filled from one ListWorkers snapshot per scrape. */
+  readonly workerCachedBlocks = new Gauge({
+    name: "kvrouter_worker_cached_blocks",
+    help: "KV blocks the index holds for this worker (capped by --metrics-max-workers)",
+    labelNames: ["worker_id", "dp_rank"] as const,
+    registers: [this.registry],
+    // Registered first of the four, so it is collected first and fills the others too.
+    collect: () => this.collectWorkers(),
+  });
+  readonly workerActiveRequests = new Gauge({
+    name: "kvrouter_worker_active_requests",
+    help: "Routed requests not yet freed on this worker",
+    labelNames: ["worker_id", "dp_rank"] as const,
+    registers: [this.registry],
+  });
+  readonly workerPrefillTokens = new Gauge({
+    name: "kvrouter_worker_prefill_tokens",
+    help: "Prompt tokens of this worker's requests still in prefill",
+    labelNames: ["worker_id", "dp_rank"] as const,
+    registers: [this.registry],
+  });
+  readonly workerDecodeBlocks = new Gauge({
+    name: "kvrouter_worker_decode_blocks",
+    help: "Distinct KV blocks of this worker's active requests (decode load)",
+    labelNames: ["worker_id", "dp_rank"] as const,
+    registers: [this.registry],
+  });
+  readonly workersOmitted = new Gauge({
+    name: "kvrouter_worker_series_omitted",
+    help: "Workers left out of the kvrouter_worker_* series because there are more than --metrics-max-workers",
+    registers: [this.registry],
+  });
+
+  constructor(
+    withProcessMetrics = true,
+    private readonly maxWorkerSeries = DEFAULT_METRICS_MAX_WORKERS,
+  ) {
     if (withProcessMetrics) collectDefaultMetrics({ register: this.registry });
+    // Every label value known up front is exported from the first scrape, at 0, so rate() works at once.
+    for (const outcome of EVENT_OUTCOMES) this.events.inc({ outcome }, 0);
+    for (const kind of ["unknown_removal", "event_id_gap"]) this.eventAnomalies.inc({ kind }, 0);
+    for (const method of METHODS) {
+      this.invalidRequests.inc({ method }, 0);
+      this.unauthenticated.inc({ method }, 0);
+    }
+  }
+
+  private collectWorkers(): void {
+    const gauges = [this.workerCachedBlocks, this.workerActiveRequests, this.workerPrefillTokens, this.workerDecodeBlocks];
+    for (const g of gauges) g.reset(); // workers that left take their series with them
+    const workers = this.sources.workers?.() ?? [];
+    workers.sort((a, b) => (a.worker.workerId === b.worker.workerId ? a.worker.dpRank - b.worker.dpRank : a.worker.workerId < b.worker.workerId ? -1 : 1));
+    const shown = workers.slice(0, this.maxWorkerSeries);
+    this.workersOmitted.set(workers.length - shown.length);
+    for (const w of shown) {
+      const labels = { worker_id: w.worker.workerId.toString(), dp_rank: String(w.worker.dpRank) };
+      this.workerCachedBlocks.set(labels, w.cachedBlocks);
+      this.workerActiveRequests.set(labels, w.load.requests);
+      this.workerPrefillTokens.set(labels, w.load.prefillTokens);
+      this.workerDecodeBlocks.set(labels, w.load.decodeBlocks);
+    }
   }
 }
 

@@ -32,6 +32,18 @@ export function toTokenArray(ids: readonly number[]): Uint32Array {
 }
 
 /** Converts and validates one wire event; throws RouterError("invalid_argument") naming the field. */
+/** A stored block whose token count is not the router's block size (the engine runs another --block-size). */
+export class BlockSizeMismatchError extends RouterError {
+  constructor(
+    message: string,
+    readonly workerId: bigint,
+    readonly dpRank: number,
+    readonly engineBlockSize: number,
+  ) {
+    super("invalid_argument", message);
+  }
+}
+
 export function toIndexEvent(event: KvEvent, blockSize: number, where: string): IndexEvent {
   const header = { workerId: event.workerId, dpRank: event.dpRank, eventId: event.eventId };
   const at = `${where} (worker ${event.workerId} dp_rank ${event.dpRank} event_id ${event.eventId})`;
@@ -51,10 +63,12 @@ export function toIndexEvent(event: KvEvent, blockSize: number, where: string): 
         }
         if (!hasTokens) return { externalHash: b.blockHash, localHash: b.tokensHash! };
         if (b.tokenIds.length !== blockSize) {
-          throw new RouterError(
-            "invalid_argument",
+          throw new BlockSizeMismatchError(
             `${at}: stored.blocks[${j}] has ${b.tokenIds.length} token ids but the router's block size is ${blockSize}; ` +
               "start kv-router with the engine's --block-size",
+            header.workerId,
+            header.dpRank,
+            b.tokenIds.length,
           );
         }
         return { externalHash: b.blockHash, localHash: localBlockHash(toTokenArray(b.tokenIds), seed, b.mmHashes) };

@@ -33,7 +33,7 @@ import { RouterError } from "../router/errors.js";
 import type { KvRouter } from "../router/router.js";
 import { log } from "../util/log.js";
 import { MalformedRequest } from "./grpcGlue.js";
-import { toIndexEvent, toTokenArray, toWireEvent, toWorkerKey, toWorkerRef } from "./convert.js";
+import { BlockSizeMismatchError, toIndexEvent, toTokenArray, toWireEvent, toWorkerKey, toWorkerRef } from "./convert.js";
 
 export interface ServiceLimits {
   /** Most token ids accepted in one FindBestWorker request. */
@@ -64,6 +64,9 @@ function requireRequestId(id: string): void {
     invalid(`request_id is ${id.length} characters; the limit is ${MAX_REQUEST_ID_LENGTH}`);
   }
 }
+
+/** Bounds the memory of once-per-worker warnings against a flood of made-up worker ids. */
+const MAX_WARNED_WORKERS = 10_000;
 
 export function kvRouterHandlers(
   router: KvRouter,
@@ -97,6 +100,19 @@ export function kvRouterHandlers(
   };
 
   const { blockSize } = router.config;
+  /** Workers already warned about a block-size mismatch: one warning per (worker, dp_rank), however many events. */
+  const blockSizeWarned = new Set<string>();
+  const warnBlockSizeOnce = (err: BlockSizeMismatchError, routerBlockSize: number) => {
+    const key = `${err.workerId}:${err.dpRank}`;
+    if (blockSizeWarned.has(key) || blockSizeWarned.size >= MAX_WARNED_WORKERS) return;
+    blockSizeWarned.add(key);
+    log.warn('KV events rejected: block size mismatch (logged once per worker; counted in kvrouter_kv_events_total{outcome="invalid"})', {
+      worker_id: err.workerId,
+      dp_rank: err.dpRank,
+      engine_block_size: err.engineBlockSize,
+      router_block_size: routerBlockSize,
+    });
+  };
 
   return {
     findBestWorker: unary("FindBestWorker", (req: FindBestWorkerRequest) => {
@@ -173,6 +189,7 @@ export function kvRouterHandlers(
           events = req.events.map((e, i) => toIndexEvent(e, blockSize, `${where} events[${i}]`));
         } catch (err) {
           metrics.events.inc({ outcome: "invalid" });
+          if (err instanceof BlockSizeMismatchError) warnBlockSizeOnce(err, blockSize);
           const f = failure("IngestKvEvents", err);
           f.details += `; ${total.applied} events applied before this message`;
           finish(f);

@@ -18,6 +18,7 @@ import { seededRandom } from "../util/random.js";
 import { fileDescriptorSet, serviceDefinition } from "./grpcGlue.js";
 import { requireToken } from "./auth.js";
 import { kvRouterHandlers } from "./kvRouterService.js";
+import { ListenError, SourceStartError } from "./startupErrors.js";
 
 export interface ServerOptions {
   router: RouterConfig;
@@ -47,6 +48,8 @@ export interface ServerOptions {
   indexerShards?: number;
   /** Most (block, worker) entries the index holds before evicting the oldest; undefined/0 = unbounded. */
   maxBlocks?: number;
+  /** Most workers exported in the per-worker kvrouter_worker_* gauges (default 256; 0 = none). */
+  metricsMaxWorkers?: number;
 }
 
 /** Room for 1M-token prompts and large event batches. */
@@ -65,13 +68,14 @@ export interface RunningServer {
 export const KV_ROUTER_SERVICE_NAME = KvRouterService.typeName;
 
 export async function startServer(opts: ServerOptions): Promise<RunningServer> {
-  const metrics = new RouterMetrics(opts.processMetrics ?? true);
+  const metrics = new RouterMetrics(opts.processMetrics ?? true, opts.metricsMaxWorkers);
   const compact = await CompactIndex.create({ shards: opts.indexerShards ?? 0, maxBlocks: opts.maxBlocks || undefined });
   metrics.sources.indexEvictions = () => compact.evictionCount;
   const index = new MeteredIndex(compact, metrics);
   const random = opts.seed === undefined ? Math.random : seededRandom(opts.seed);
   const router = new KvRouter(opts.router, index, random);
   metrics.sources.activeRequests = () => router.active.size;
+  metrics.sources.workers = () => router.listWorkers();
 
   const server = new grpc.Server({
     "grpc.max_receive_message_length": opts.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES,
@@ -89,19 +93,21 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
 
   let http: HttpServer | undefined;
   let metricsPort: number | undefined;
+  // /readyz: ready once every event source has started, not ready again from the moment stop() begins.
+  let readiness: Readiness = "starting";
   const sources = opts.eventSources ?? [];
   const started: EventSource[] = [];
   let grpcPort: number;
   try {
     grpcPort = await new Promise<number>((resolve, reject) =>
       server.bindAsync(`${opts.host}:${opts.grpcPort}`, serverCredentials(opts.tls), (err, port) =>
-        err ? reject(err) : resolve(port),
+        err ? reject(new ListenError("gRPC", opts.host, opts.grpcPort, err)) : resolve(port),
       ),
     );
     if (opts.metricsPort !== undefined) {
-      http = metricsServer(metrics);
+      http = metricsServer(metrics, () => readiness);
       await new Promise<void>((resolve, reject) => {
-        http!.once("error", reject);
+        http!.once("error", (err) => reject(new ListenError("metrics", opts.host, opts.metricsPort!, err)));
         http!.listen(opts.metricsPort, opts.host, () => resolve());
       });
       metricsPort = (http.address() as AddressInfo).port;
@@ -109,7 +115,9 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     for (const source of sources) {
       // Counted before start(): a source that fails half-way may hold a connection to release.
       started.push(source);
-      await source.start(router, { registry: metrics.registry });
+      await source.start(router, { registry: metrics.registry }).catch((err: unknown) => {
+        throw new SourceStartError(source.name, err);
+      });
       log.info("event source started", { source: source.name });
     }
   } catch (err) {
@@ -122,6 +130,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     throw err;
   }
 
+  readiness = "ready";
   const timer = setInterval(() => {
     const { expiredWorkers, expiredRequests } = router.tick();
     if (expiredWorkers.length > 0) metrics.expiredWorkers.inc(expiredWorkers.length);
@@ -130,6 +139,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   timer.unref();
 
   const stop = async () => {
+    readiness = "stopping";
     clearInterval(timer);
     health.setStatus("", "NOT_SERVING");
     health.setStatus(KV_ROUTER_SERVICE_NAME, "NOT_SERVING");
@@ -150,10 +160,23 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   return { router, metrics, host: opts.host, grpcPort, metricsPort, stop };
 }
 
-function metricsServer(metrics: RouterMetrics): HttpServer {
+type Readiness = "starting" | "ready" | "stopping";
+
+/** The HTTP side: Prometheus /metrics, and the probes /healthz (the process answers) and /readyz (it serves). */
+function metricsServer(metrics: RouterMetrics, readiness: () => Readiness): HttpServer {
   return createServer((req, res) => {
-    if (req.url !== "/metrics") {
-      res.writeHead(404).end("see /metrics\n");
+    const path = (req.url ?? "").split("?")[0];
+    if (path === "/healthz") {
+      res.writeHead(200, { "Content-Type": "text/plain" }).end("ok\n");
+      return;
+    }
+    if (path === "/readyz") {
+      const state = readiness();
+      res.writeHead(state === "ready" ? 200 : 503, { "Content-Type": "text/plain" }).end(state + "\n");
+      return;
+    }
+    if (path !== "/metrics") {
+      res.writeHead(404).end("see /metrics, /healthz, /readyz\n");
       return;
     }
     metrics.registry.metrics().then(

@@ -23,10 +23,14 @@ import type { NatsNames } from "../../nats/names.js";
 import { DecodeError, decodeRouterEvent, parseJsonEvents, workerIdOf } from "../routerEventCodec.js";
 
 export interface IngestStats {
+  /** Messages read (delivered or fetched to fill a gap), redeliveries aside. */
   messages: number;
   applied: number;
   rejected: number;
+  /** Undecodable events (a message that is not JSON counts as one). */
   malformed: number;
+  /** Messages with at least one undecodable event (their good events still apply). */
+  malformedMessages: number;
   otherTier: number;
   gapFilled: number;
   duplicates: number;
@@ -60,7 +64,16 @@ export async function ensureStream(jsm: JetStreamManager, names: NatsNames, repl
 }
 
 export class StreamIngest {
-  readonly stats: IngestStats = { messages: 0, applied: 0, rejected: 0, malformed: 0, otherTier: 0, gapFilled: 0, duplicates: 0 };
+  readonly stats: IngestStats = {
+    messages: 0,
+    applied: 0,
+    rejected: 0,
+    malformed: 0,
+    malformedMessages: 0,
+    otherTier: 0,
+    gapFilled: 0,
+    duplicates: 0,
+  };
   /** Stream sequence of the last message applied (everything up to it is in the index). */
   lastAppliedSeq = 0;
   private stopped = false;
@@ -199,10 +212,12 @@ export class StreamIngest {
     try {
       values = parseJsonEvents(data);
     } catch (err) {
+      this.stats.malformedMessages++;
       this.malformed("unknown", err as Error);
       return;
     }
     const events: IndexEvent[] = [];
+    let malformed = false;
     for (const v of values) {
       try {
         const d = decodeRouterEvent(v);
@@ -210,9 +225,11 @@ export class StreamIngest {
         else this.stats.otherTier++;
       } catch (err) {
         if (!(err instanceof DecodeError)) throw err;
+        malformed = true;
         this.malformed(workerIdOf(v), err);
       }
     }
+    if (malformed) this.stats.malformedMessages++;
     if (events.length === 0) return;
     const summary = this.router!.applyEvents(events);
     this.stats.applied += summary.applied;

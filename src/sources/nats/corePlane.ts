@@ -8,12 +8,16 @@ import { log } from "../../util/log.js";
 import { DecodeError, decodeRouterEvent, parseEventPlane } from "../routerEventCodec.js";
 
 export interface CorePlaneStats {
-  applied: number;
+  /** Messages decoded (their events given to the index). */
+  messages: number;
+  /** Messages that could not be decoded. */
   malformed: number;
+  /** Events applied from the decoded messages. */
+  applied: number;
 }
 
 export class NatsCorePlane {
-  readonly stats: CorePlaneStats = { applied: 0, malformed: 0 };
+  readonly stats: CorePlaneStats = { messages: 0, malformed: 0, applied: 0 };
   private sub: Subscription | undefined;
   private loop: Promise<void> | undefined;
   private readonly logged = new Set<string>();
@@ -49,6 +53,7 @@ export class NatsCorePlane {
       }
       return;
     }
+    this.stats.messages++;
     this.stats.applied += router.applyEvents(events).applied;
   }
 }

@@ -6,12 +6,8 @@ import { localBlockHash, localHashSeed } from "../../hashing/blockHash.js";
 import type { IndexEvent, StoredBlockData, WorkerKey } from "../../indexer/types.js";
 import type { EngineEvent } from "./decode.js";
 
-export type SkipReason =
-  | "block_size_mismatch"
-  | "token_count_mismatch"
-  | "other_medium"
-  | "other_group"
-  | "lora_id_without_name";
+export const SKIP_REASONS = ["block_size_mismatch", "token_count_mismatch", "other_medium", "other_group", "lora_id_without_name"] as const;
+export type SkipReason = (typeof SKIP_REASONS)[number];
 
 export type Converted = { event: IndexEvent } | { skip: SkipReason; detail: string };
 

@@ -1,6 +1,7 @@
 // Counters of the ZeroMQ event feed, registered on the router's registry so
 // they appear on its /metrics endpoint.
 import { Counter, Gauge, type Registry } from "prom-client";
+import { SKIP_REASONS } from "./convert.js";
 
 export class ZmqMetrics {
   readonly frames: Counter<"outcome">;
@@ -60,5 +61,13 @@ export class ZmqMetrics {
       labelNames: ["outcome"] as const,
       registers,
     });
+    // Every outcome is exported from the first scrape, at 0, so rate() works at once.
+    for (const outcome of ["applied", "replayed", "duplicate", "malformed", "undecodable"]) this.frames.inc({ outcome }, 0);
+    for (const type of ["BlockStored", "BlockRemoved", "AllBlocksCleared"]) {
+      for (const outcome of ["converted", "bad_event", ...SKIP_REASONS]) this.events.inc({ type, outcome }, 0);
+    }
+    for (const outcome of ["replayed", "unrecoverable"]) this.gaps.inc({ outcome }, 0);
+    for (const outcome of ["ok", "invalid"]) this.workersFileReloads.inc({ outcome }, 0);
+    for (const outcome of ["ok", "failed"]) this.loadScrapes.inc({ outcome }, 0);
   }
 }
