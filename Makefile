@@ -2,7 +2,7 @@
 BLOCK_SIZE ?= 64
 GRPC_PORT ?= 50051
 METRICS_PORT ?= 9090
-# More router flags for `make run`, e.g. ARGS="--kv-overlap-score-weight 2".
+# More router flags for `make run`, e.g. ARGS="--router-temperature 0.1".
 ARGS ?=
 TESTS := $(wildcard test/*.test.ts)
 SOURCES := $(shell find src gen -name '*.ts')

@@ -239,3 +239,16 @@ describe("probes on the metrics port", () => {
     await running.stop();
   });
 });
+
+describe("kv-router describe", () => {
+  it("lists the methods, shows a method's request and response fields, and names an unknown one", async () => {
+    const [all, method, unknown] = await Promise.all([runToExit(["describe"]), runToExit(["describe", "FindBestWorker"]), runToExit(["describe", "Nope"])]);
+    assert.equal(all.code, 0);
+    assert.match(all.stdout, /rpc IngestKvEvents\(IngestKvEventsRequest\) returns \(IngestKvEventsResponse\) {2}\[client stream\]/);
+    assert.equal(method.code, 0);
+    assert.match(method.stdout, /^message FindBestWorkerRequest\n {2}token_ids +repeated uint32$/m);
+    assert.match(method.stdout, /^message WorkerRef\n {2}worker_id +uint64$/m);
+    assert.equal(unknown.code, 2);
+    assert.equal(oneLine(unknown.stderr), 'kv-router: describe: no method or message "Nope"; kv-router describe lists the methods');
+  });
+});

@@ -9,6 +9,7 @@ import { workerCommand } from "../nats/workerCommand.js";
 import { startServer } from "../server/server.js";
 import { LOG_LEVELS, log, parseLogLevel } from "../util/log.js";
 import { configFileParser } from "./configFile.js";
+import { describe } from "./describe.js";
 import { normalizeDynEnv } from "./dynEnv.js";
 import { CliError, InputSources, exitOnError, exitWith, failHandler } from "./errors.js";
 import { fixFlagValues } from "./flagValues.js";
@@ -119,6 +120,14 @@ try {
         sequence_hashes: hashes.sequence.map(String),
       };
       process.stdout.write(JSON.stringify(out, null, 2) + "\n");
+    },
+  )
+  .command(
+    "describe [name]",
+    "Show the gRPC methods, or one method's (or message's) request and response fields",
+    (y) => y.positional("name", { type: "string", describe: "A method (FindBestWorker) or message (KvEvent) name" }),
+    (argv) => {
+      process.stdout.write(describe(argv.name) + "\n");
     },
   )
   .command(workerCommand)

@@ -103,32 +103,11 @@ export class RouterMetrics {
   });
 
   /** The per-worker gauges, filled from one ListWorkers snapshot per scrape. */
-  readonly workerCachedBlocks = new Gauge({
-    name: "kvrouter_worker_cached_blocks",
-    help: "KV blocks the index holds for this worker (capped by --metrics-max-workers)",
-    labelNames: ["worker_id", "dp_rank"] as const,
-    registers: [this.registry],
-    // Registered first of the four, so it is collected first and fills the others too.
-    collect: () => this.collectWorkers(),
-  });
-  readonly workerActiveRequests = new Gauge({
-    name: "kvrouter_worker_active_requests",
-    help: "Routed requests not yet freed on this worker",
-    labelNames: ["worker_id", "dp_rank"] as const,
-    registers: [this.registry],
-  });
-  readonly workerPrefillTokens = new Gauge({
-    name: "kvrouter_worker_prefill_tokens",
-    help: "Prompt tokens of this worker's requests still in prefill",
-    labelNames: ["worker_id", "dp_rank"] as const,
-    registers: [this.registry],
-  });
-  readonly workerDecodeBlocks = new Gauge({
-    name: "kvrouter_worker_decode_blocks",
-    help: "Distinct KV blocks of this worker's active requests (decode load)",
-    labelNames: ["worker_id", "dp_rank"] as const,
-    registers: [this.registry],
-  });
+  // Registered first of the four, so it is collected first and fills the others too.
+  readonly workerCachedBlocks = this.workerGauge("cached_blocks", "KV blocks the index holds for this worker", () => this.collectWorkers());
+  readonly workerActiveRequests = this.workerGauge("active_requests", "Routed requests not yet freed on this worker");
+  readonly workerPrefillTokens = this.workerGauge("prefill_tokens", "Prompt tokens of this worker's requests still in prefill");
+  readonly workerDecodeBlocks = this.workerGauge("decode_blocks", "Distinct KV blocks of this worker's active requests (decode load)");
   readonly workersOmitted = new Gauge({
     name: "kvrouter_worker_series_omitted",
     help: "Workers left out of the kvrouter_worker_* series because there are more than --metrics-max-workers",
@@ -147,6 +126,16 @@ export class RouterMetrics {
       this.invalidRequests.inc({ method }, 0);
       this.unauthenticated.inc({ method }, 0);
     }
+  }
+
+  private workerGauge(name: string, help: string, collect?: () => void): Gauge<"worker_id" | "dp_rank"> {
+    return new Gauge({
+      name: `kvrouter_worker_${name}`,
+      help: `${help} (at most --metrics-max-workers workers)`,
+      labelNames: ["worker_id", "dp_rank"] as const,
+      registers: [this.registry],
+      collect,
+    });
   }
 
   private collectWorkers(): void {
