@@ -81,7 +81,8 @@ describe("the load term in routing", () => {
     const source = new ZmqEventSource({
       endpoints: [spec(1n, m1.url), spec(2n, m2.url)],
       loadWeights: { queue: 1, kvUsage: 10 },
-      loadPollMs: 100,
+      // A scrape may take its whole interval (the poller's timeout): long enough for a loaded machine.
+      loadPollMs: 1000,
     });
     const r = await startTestRouter({ blockSize: 4 }, { eventSources: [source] });
     cleanups.push(() => r.close());
