@@ -11,7 +11,7 @@ import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { type NatsConnection, connect } from "@nats-io/transport-node";
 import { localBlockHash } from "../src/hashing/blockHash.js";
 import { PrefixIndex } from "../src/indexer/prefixIndex.js";
-import { registerWorker } from "../src/nats/discovery.js";
+import { registerWorker } from "../src/discovery/natsKv.js";
 import { ensureStream } from "../src/sources/jetstream/streamIngest.js";
 import { natsNames } from "../src/nats/names.js";
 import { NatsEventSource, type NatsModeOptions } from "../src/sources/nats/natsSource.js";

@@ -6,7 +6,7 @@
 import type { Argv, CommandModule } from "yargs";
 import { log } from "../util/log.js";
 import { connectNats, connectOptionsFromFlags } from "./connection.js";
-import { registerWorker } from "./discovery.js";
+import { registerWorker } from "../discovery/natsKv.js";
 import { natsNames } from "./names.js";
 
 function registerOptions<T>(y: Argv<T>) {

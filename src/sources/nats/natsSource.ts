@@ -5,7 +5,7 @@ import { hostname } from "node:os";
 import { type JetStreamManager, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { type NatsConnectOptions, connectNats } from "../../nats/connection.js";
-import { DiscoveryWatcher, openDiscoveryBucket } from "../../nats/discovery.js";
+import { DiscoveryWatcher, openDiscoveryBucket } from "../../discovery/natsKv.js";
 import { type NatsNames, natsNames, safeName } from "../../nats/names.js";
 import { ReplicaSync } from "../../nats/replicaSync.js";
 import { SnapshotStore, Snapshotter } from "../../nats/snapshots.js";

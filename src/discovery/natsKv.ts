@@ -10,8 +10,8 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { RouterError } from "../router/errors.js";
 import type { KvRouter } from "../router/router.js";
 import { log } from "../util/log.js";
-import { whileClusterForms } from "./connection.js";
-import { type NatsNames, natsNames, safeName } from "./names.js";
+import { whileClusterForms } from "../nats/connection.js";
+import { type NatsNames, natsNames, safeName } from "../nats/names.js";
 import { DecodeError, parseJsonLossless, stringifyJson } from "../sources/routerEventCodec.js";
 
 /** Keys of workers gone for this long are garbage; the bucket drops them. */
