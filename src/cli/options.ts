@@ -3,8 +3,16 @@
 // dynamoFlags.ts) plus kv-router's own. Every flag can come from a DYN_<FLAG>
 // environment variable; NATS_SERVER and NATS_AUTH_* work as in Dynamo.
 import { existsSync, readFileSync } from "node:fs";
-import { availableParallelism } from "node:os";
+import { availableParallelism, tmpdir } from "node:os";
+import { join } from "node:path";
 import type { Argv } from "yargs";
+import {
+  DEFAULT_ETCD_ENDPOINTS,
+  discoveryBackendProblem,
+  dynamoDiscoverySources,
+  parseEtcdEndpoints,
+  resolveDiscoveryBackend,
+} from "../discovery/fromFlags.js";
 import { NatsEventSource, defaultRouterId } from "../sources/nats/natsSource.js";
 import { connectOptionsFromFlags } from "../nats/connection.js";
 import { DEFAULT_METRICS_MAX_WORKERS } from "../metrics/metrics.js";
@@ -62,6 +70,7 @@ const HELP_GROUPS: Record<string, string[]> = {
     "indexer-shards",
     "max-blocks",
   ],
+  "Discovery (Dynamo's etcd and file stores, kv-router's NATS bucket):": ["discovery-backend", "etcd-endpoints", "file-kv", "file-kv-ttl-secs"],
   "NATS (kv-router):": [
     "nats-url",
     "nats-user",
@@ -274,6 +283,29 @@ export function serveOptions<T>(y: Argv<T>) {
       default: true,
       describe: "Watch the endpoint's NATS KV bucket for worker registrations",
     })
+    .option("discovery-backend", {
+      type: "string",
+      describe:
+        "Where workers are discovered (DYN_DISCOVERY_BACKEND): etcd (Dynamo's default, also kv_store), file (DYN_FILE_KV), " +
+        "nats-kv (the endpoint's NATS KV bucket), none. Default: etcd when ETCD_ENDPOINTS is set, nats-kv with --nats-url, else none",
+    })
+    .option("etcd-endpoints", {
+      type: "string",
+      default: process.env.ETCD_ENDPOINTS ?? DEFAULT_ETCD_ENDPOINTS,
+      defaultDescription: "$ETCD_ENDPOINTS or http://localhost:2379",
+      describe: "etcd discovery: client URLs, comma-separated (Dynamo's ETCD_ENDPOINTS)",
+    })
+    .option("file-kv", {
+      type: "string",
+      default: join(tmpdir(), "dynamo_store_kv"),
+      defaultDescription: "$TMPDIR/dynamo_store_kv",
+      describe: "file discovery: the directory Dynamo's workers write (DYN_FILE_KV)",
+    })
+    .option("file-kv-ttl-secs", {
+      type: "number",
+      default: 10,
+      describe: "file discovery: seconds after which a record file not touched by its worker counts as gone (DYN_FILE_KV_TTL_SECS)",
+    })
     .option("zmq-worker", {
       type: "string",
       array: true,
@@ -401,6 +433,14 @@ export function serveOptions<T>(y: Argv<T>) {
       if (!argv.kvEvents && (argv.zmqWorker !== undefined || argv.workersFile !== undefined)) {
         problems.push("--zmq-worker and --workers-file feed KV events; they cannot be used with --no-kv-events");
       }
+      const backendProblem = discoveryBackendProblem(argv.discoveryBackend as string | undefined);
+      if (backendProblem) problems.push(backendProblem);
+      if (argv.discoveryBackend === "nats-kv" && argv.natsUrl === undefined) problems.push("--discovery-backend nats-kv needs --nats-url");
+      for (const url of parseEtcdEndpoints(argv.etcdEndpoints as string)) {
+        if (!/^https?:\/\/[^\s/]+$/.test(url)) problems.push(`--etcd-endpoints / ETCD_ENDPOINTS: "${url}" is not an http(s)://host:port URL`);
+      }
+      const ttl = argv.fileKvTtlSecs as number;
+      if (!Number.isFinite(ttl) || ttl < 1) problems.push(`--file-kv-ttl-secs / DYN_FILE_KV_TTL_SECS must be a number >= 1, got ${ttl}`);
       if (problems.length > 0) throw new Error(problems.join("\n"));
       return true;
     });
@@ -485,8 +525,31 @@ export function serverOptionsFrom(argv: ServeArgs): ServerOptions {
     metricsMaxWorkers: argv.metricsMaxWorkers,
     indexerShards: indexerShardsFrom(argv),
     maxBlocks: argv.maxBlocks,
-    eventSources: [...(argv.natsUrl ? [natsSourceFrom(argv)] : []), ...zmqSourceFrom(argv)],
+    eventSources: [...(argv.natsUrl ? [natsSourceFrom(argv)] : []), ...zmqSourceFrom(argv), ...discoverySourcesFrom(argv)],
   };
+}
+
+function discoveryBackendOf(argv: ServeArgs) {
+  return resolveDiscoveryBackend(argv.discoveryBackend, {
+    etcdEndpointsSet: process.env.ETCD_ENDPOINTS !== undefined,
+    natsMode: argv.natsUrl !== undefined,
+    natsDiscovery: argv.natsDiscovery,
+  });
+}
+
+/** Dynamo's etcd or file discovery, and the ZMQ event plane its publishers announce there. */
+function discoverySourcesFrom(argv: ServeArgs) {
+  const backend = discoveryBackendOf(argv);
+  if (backend !== "etcd" && backend !== "file") return [];
+  return dynamoDiscoverySources({
+    backend,
+    endpoint: argv.endpoint,
+    etcdEndpoints: parseEtcdEndpoints(argv.etcdEndpoints),
+    fileKvRoot: argv.fileKv,
+    fileKvTtlMs: argv.fileKvTtlSecs * 1000,
+    workerLeaseMs: argv.workerLeaseTtl * 1000,
+    zmqEventPlane: argv.kvEvents,
+  });
 }
 
 /** The ZeroMQ engine feed: --zmq-worker, --workers-file, and workers registering a zmq_endpoint. */
@@ -513,6 +576,6 @@ function natsSourceFrom(argv: ServeArgs): NatsEventSource {
     resetStates: argv.routerResetStates,
     streamReplicas: argv.natsStreamReplicas,
     eventPlane: argv.natsEventPlane,
-    discovery: argv.natsDiscovery,
+    discovery: discoveryBackendOf(argv) === "nats-kv",
   });
 }

@@ -12,11 +12,11 @@ export interface CliRun {
   exited: Promise<number | null>;
 }
 
-/** The environment without the machine's DYN_ and Dynamo NATS variables (they would configure the router), plus `extra`. */
+/** The environment without the machine's DYN_, Dynamo NATS and ETCD_ENDPOINTS variables (they would configure the router), plus `extra`. */
 export function cliEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = { KV_ROUTER_LOG: "info" };
   for (const [k, v] of Object.entries(process.env)) {
-    if (!/^(DYN_|NATS_SERVER$|NATS_AUTH_)/.test(k) && k !== "KV_ROUTER_LOG") env[k] = v;
+    if (!/^(DYN_|NATS_SERVER$|NATS_AUTH_|ETCD_ENDPOINTS$)/.test(k) && k !== "KV_ROUTER_LOG") env[k] = v;
   }
   return { ...env, ...extra };
 }

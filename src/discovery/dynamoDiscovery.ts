@@ -1,0 +1,220 @@
+// Dynamo's discovery, read from its store (etcd or the file KV): the
+// instances of --endpoint become workers of the router, and the KV-event
+// publishers announced under v1/event_channels are handed to whoever follows
+// them (the Dynamo ZMQ event plane adapter).
+//
+// The store is the lease keeper: a worker is held while its key exists (the
+// router renews its own registry lease on the worker's behalf) and forgotten
+// when the key goes (etcd deletes it when the worker's lease ends; the file
+// store's keys go stale). If the store itself goes away, the router keeps
+// what it knew and resyncs when it is back.
+import type { Registry } from "prom-client";
+import { Counter, Gauge } from "prom-client";
+import { RouterError } from "../router/errors.js";
+import type { KvRouter } from "../router/router.js";
+import type { EventSourceContext } from "../sources/eventSource.js";
+import { log } from "../util/log.js";
+import type { StoreHandler, WatchedStore, WorkerDiscovery } from "./discovery.js";
+import {
+  type DynamoEndpoint,
+  EVENT_CHANNELS_PREFIX,
+  type EventChannel,
+  KV_EVENTS_TOPIC,
+  instancesPrefix,
+  parseEndpointInstance,
+  parseEventChannel,
+  servesEndpoint,
+} from "./dynamoRecords.js";
+
+/** Told about the KV-event publishers of the router's endpoint as they come and go (keyed by discovery key). */
+export interface ChannelObserver {
+  channelAdded(key: string, channel: EventChannel): void;
+  channelRemoved(key: string): void;
+}
+
+export interface DynamoDiscoveryOptions {
+  endpoint: DynamoEndpoint;
+  /** The router-side lease of a held worker; renewed every third of it while its key exists. */
+  leaseMs: number;
+}
+
+export class DynamoDiscovery implements WorkerDiscovery, StoreHandler {
+  readonly name: string;
+  /** Values that were not valid records, by kind; each key is logged once. */
+  readonly malformed = { instance: 0, channel: 0 };
+  readonly observers: ChannelObserver[] = [];
+  private readonly workerOfKey = new Map<string, bigint>();
+  private readonly channels = new Map<string, EventChannel>();
+  private readonly loggedKeys = new Set<string>();
+  private router: KvRouter | undefined;
+  private renew: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly store: WatchedStore,
+    private readonly opts: DynamoDiscoveryOptions,
+  ) {
+    this.name = `discovery-${store.backend}`;
+  }
+
+  /** Workers currently held because their instance key exists. */
+  get workers(): bigint[] {
+    return [...new Set(this.workerOfKey.values())];
+  }
+
+  async start(router: KvRouter, context?: EventSourceContext): Promise<void> {
+    this.router = router;
+    if (context) this.registerMetrics(context.registry);
+    this.renew = setInterval(() => this.renewLeases(), Math.max(50, Math.floor(this.opts.leaseMs / 3)));
+    this.renew.unref();
+    await this.store.start([instancesPrefix(this.opts.endpoint), EVENT_CHANNELS_PREFIX], this);
+    log.info("Dynamo discovery on", {
+      backend: this.store.backend,
+      instances: instancesPrefix(this.opts.endpoint),
+      workers: this.workerOfKey.size,
+      kv_event_publishers: this.channels.size,
+    });
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.renew);
+    await this.store.stop();
+  }
+
+  resync(entries: ReadonlyMap<string, Uint8Array>): void {
+    for (const key of [...this.workerOfKey.keys(), ...this.channels.keys()]) {
+      if (!entries.has(key)) this.delete(key);
+    }
+    for (const [key, value] of entries) this.put(key, value);
+  }
+
+  put(key: string, value: Uint8Array): void {
+    if (key.startsWith(EVENT_CHANNELS_PREFIX)) this.putChannel(key, value);
+    else if (key.startsWith(instancesPrefix(this.opts.endpoint))) this.putInstance(key, value);
+  }
+
+  delete(key: string): void {
+    const workerId = this.workerOfKey.get(key);
+    if (workerId !== undefined) {
+      this.workerOfKey.delete(key);
+      // Another key may still hold the same worker (a re-registration under a new key).
+      if (![...this.workerOfKey.values()].includes(workerId)) this.forget(workerId, key);
+      return;
+    }
+    if (this.channels.delete(key)) {
+      for (const o of this.observers) o.channelRemoved(key);
+    }
+  }
+
+  private putInstance(key: string, value: Uint8Array): void {
+    let inst;
+    try {
+      inst = parseEndpointInstance(value);
+    } catch (err) {
+      this.skip("instance", key, err);
+      return;
+    }
+    if (!servesEndpoint(this.opts.endpoint, inst)) return;
+    const previous = this.workerOfKey.get(key);
+    if (previous === inst.instanceId) return;
+    if (previous !== undefined) this.delete(key);
+    this.workerOfKey.set(key, inst.instanceId);
+    this.router!.registerWorker(inst.instanceId, [0], this.opts.leaseMs);
+    log.info("worker discovered", { backend: this.store.backend, key, worker_id: inst.instanceId });
+  }
+
+  private putChannel(key: string, value: Uint8Array): void {
+    let channel: EventChannel;
+    try {
+      channel = parseEventChannel(value);
+    } catch (err) {
+      this.skip("channel", key, err);
+      return;
+    }
+    if (channel.topic !== KV_EVENTS_TOPIC || !servesEndpoint(this.opts.endpoint, channel)) return;
+    const known = this.channels.get(key);
+    if (known && JSON.stringify(known, bigintSafe) === JSON.stringify(channel, bigintSafe)) return;
+    if (known) for (const o of this.observers) o.channelRemoved(key);
+    this.channels.set(key, channel);
+    for (const o of this.observers) o.channelAdded(key, channel);
+  }
+
+  private skip(kind: "instance" | "channel", key: string, err: unknown): void {
+    this.malformed[kind]++;
+    if (this.loggedKeys.size < 10_000 && !this.loggedKeys.has(key)) {
+      this.loggedKeys.add(key);
+      log.warn("malformed Dynamo discovery value skipped (logged once per key)", { key, error: String(err) });
+    }
+  }
+
+  private forget(workerId: bigint, key: string): void {
+    try {
+      const dropped = this.router!.deregisterWorker(workerId);
+      log.info("worker removed (discovery key gone)", { backend: this.store.backend, key, worker_id: workerId, dropped_blocks: dropped });
+    } catch (err) {
+      if (!(err instanceof RouterError)) throw err;
+    }
+  }
+
+  /** Keeps every held worker's router lease fresh, whether or not the store is reachable right now. */
+  private renewLeases(): void {
+    for (const workerId of this.workers) {
+      try {
+        this.router!.keepAlive(workerId);
+      } catch (err) {
+        if (!(err instanceof RouterError)) throw err;
+        this.router!.registerWorker(workerId, [0], this.opts.leaseMs); // its lease ran out meanwhile (a stalled loop)
+      }
+    }
+  }
+
+  private registerMetrics(registry: Registry): void {
+    const backend = this.store.backend;
+    const health = this.store.health;
+    new Gauge({
+      name: "kvrouter_discovery_up",
+      help: "1 while the discovery store (etcd, file) is reachable; 0 while the router serves with what it last knew",
+      labelNames: ["backend"],
+      registers: [registry],
+      collect() {
+        this.set({ backend }, health.up ? 1 : 0);
+      },
+    });
+    const discovery = this;
+    new Gauge({
+      name: "kvrouter_discovery_workers",
+      help: "Workers held because their discovery record exists",
+      labelNames: ["backend"],
+      registers: [registry],
+      collect() {
+        this.set({ backend }, discovery.workers.length);
+      },
+    });
+    let lastReconnects = 0;
+    new Counter({
+      name: "kvrouter_discovery_reconnects_total",
+      help: "Times the discovery store's connection or watch was re-established",
+      labelNames: ["backend"],
+      registers: [registry],
+      collect() {
+        if (health.reconnects > lastReconnects) this.inc({ backend }, health.reconnects - lastReconnects);
+        lastReconnects = health.reconnects;
+      },
+    });
+    const lastMalformed = { instance: 0, channel: 0 };
+    new Counter({
+      name: "kvrouter_discovery_malformed_total",
+      help: "Discovery values that were not valid records (e.g. not JSON), skipped",
+      labelNames: ["backend", "kind"],
+      registers: [registry],
+      collect() {
+        for (const kind of ["instance", "channel"] as const) {
+          const now = discovery.malformed[kind];
+          if (now > lastMalformed[kind]) this.inc({ backend, kind }, now - lastMalformed[kind]);
+          lastMalformed[kind] = now;
+        }
+      },
+    });
+  }
+}
+
+const bigintSafe = (_k: string, v: unknown) => (typeof v === "bigint" ? v.toString() : v);

@@ -1,0 +1,188 @@
+// Dynamo's ZeroMQ event plane (DYN_EVENT_PLANE=zmq, direct mode): each KV
+// event publisher binds its own PUB socket and announces it in discovery under
+// v1/event_channels (transport {"kind":"Zmq","config":{"endpoint"}}). This
+// adapter follows those announcements: one SUB socket per announced publisher
+// of the router's endpoint, opened when the announcement appears and closed
+// when it goes. Messages carry the same MessagePack envelope as the NATS event
+// plane, so decoding is the shared RouterEvent codec.
+import * as zmq from "zeromq";
+import { Counter, Gauge, type Registry } from "prom-client";
+import type { ChannelObserver, DynamoDiscovery } from "../../discovery/dynamoDiscovery.js";
+import { type EventChannel, KV_EVENTS_TOPIC } from "../../discovery/dynamoRecords.js";
+import type { IndexEvent } from "../../indexer/types.js";
+import { DecodeError, decodeRouterEvent, parseEventPlane } from "../routerEventCodec.js";
+import type { KvRouter } from "../../router/router.js";
+import { log } from "../../util/log.js";
+import type { EventSource, EventSourceContext } from "../eventSource.js";
+
+/** Dynamo's frame.rs FRAME_VERSION and FRAME_HEADER_SIZE (u8 version, u32 big-endian payload length). */
+const FRAME_VERSION = 1;
+const FRAME_HEADER_SIZE = 5;
+const MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
+
+export interface EventPlaneMessage {
+  publisherId: bigint;
+  sequence: bigint;
+  /** The MessagePack EventEnvelope. */
+  envelope: Uint8Array;
+}
+
+/**
+ * Splits one multipart message as Dynamo's ZmqPubTransport sends it:
+ * [topic, publisher_id (u64 BE), sequence (u64 BE), frame (5-byte header + envelope)].
+ */
+export function decodeEventPlaneMessage(frames: readonly Uint8Array[]): EventPlaneMessage {
+  if (frames.length !== 4) throw new DecodeError(`expected 4 frames (topic, publisher_id, sequence, frame), got ${frames.length}`);
+  const [, pub, seq, frame] = frames;
+  if (pub.length !== 8) throw new DecodeError(`publisher_id frame: expected 8 bytes, got ${pub.length}`);
+  if (seq.length !== 8) throw new DecodeError(`sequence frame: expected 8 bytes, got ${seq.length}`);
+  if (frame.length < FRAME_HEADER_SIZE) throw new DecodeError(`frame: ${frame.length} bytes is shorter than its 5-byte header`);
+  const view = new DataView(frame.buffer, frame.byteOffset, frame.byteLength);
+  if (frame[0] !== FRAME_VERSION) throw new DecodeError(`frame: unsupported version ${frame[0]} (expected ${FRAME_VERSION})`);
+  const len = view.getUint32(1);
+  if (frame.length - FRAME_HEADER_SIZE < len) throw new DecodeError(`frame: header says ${len} payload bytes, ${frame.length - FRAME_HEADER_SIZE} present`);
+  const u64 = (b: Uint8Array) => new DataView(b.buffer, b.byteOffset, 8).getBigUint64(0);
+  return { publisherId: u64(pub), sequence: u64(seq), envelope: frame.subarray(FRAME_HEADER_SIZE, FRAME_HEADER_SIZE + len) };
+}
+
+interface Publisher {
+  channel: EventChannel;
+  sub: zmq.Subscriber;
+  loop: Promise<void>;
+  lastSequence?: bigint;
+}
+
+export class DynamoZmqEventPlane implements EventSource, ChannelObserver {
+  readonly name = "dynamo-zmq";
+  readonly stats = { applied: 0, malformed: 0, gaps: 0, otherTier: 0 };
+  private readonly publishers = new Map<string, Publisher>();
+  private readonly loggedErrors = new Set<string>();
+  private router: KvRouter | undefined;
+  private stopped = false;
+
+  constructor(discovery: DynamoDiscovery) {
+    discovery.observers.push(this);
+  }
+
+  get publisherCount(): number {
+    return this.publishers.size;
+  }
+
+  async start(router: KvRouter, context?: EventSourceContext): Promise<void> {
+    this.router = router;
+    if (context) this.registerMetrics(context.registry);
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    await Promise.all([...this.publishers.keys()].map((k) => this.close(k)));
+  }
+
+  channelAdded(key: string, channel: EventChannel): void {
+    if (this.stopped || !this.router) return;
+    if (channel.transport.kind !== "zmq") {
+      // NATS channels are the NATS event plane's (--nats-url); brokers are not followed yet.
+      if (channel.transport.kind !== "nats") this.warnOnce(`transport:${channel.transport.kind}`, "KV event publisher on an unsupported transport ignored", { key, transport: channel.transport.kind });
+      return;
+    }
+    if (this.publishers.has(key)) return;
+    const sub = new zmq.Subscriber({ maxMessageSize: MAX_MESSAGE_BYTES, linger: 0, receiveHighWaterMark: 100_000 });
+    try {
+      sub.connect(channel.transport.endpoint);
+    } catch (err) {
+      sub.close();
+      this.warnOnce(`connect:${key}`, "cannot connect to an announced KV event publisher", { key, endpoint: channel.transport.endpoint, error: String(err) });
+      return;
+    }
+    // Direct-mode publishers put the bare topic in the first frame.
+    sub.subscribe(KV_EVENTS_TOPIC);
+    const p: Publisher = { channel, sub, loop: Promise.resolve() };
+    p.loop = this.run(key, p);
+    this.publishers.set(key, p);
+    log.info("following a Dynamo KV event publisher (ZMQ event plane)", { key, endpoint: channel.transport.endpoint, publisher_id: channel.publisherId });
+  }
+
+  channelRemoved(key: string): void {
+    void this.close(key);
+  }
+
+  private async close(key: string): Promise<void> {
+    const p = this.publishers.get(key);
+    if (!p) return;
+    this.publishers.delete(key);
+    p.sub.close();
+    await p.loop;
+    log.info("stopped following a Dynamo KV event publisher", { key });
+  }
+
+  private async run(key: string, p: Publisher): Promise<void> {
+    for (;;) {
+      let frames: Buffer[];
+      try {
+        frames = await p.sub.receive();
+      } catch {
+        return; // closed
+      }
+      try {
+        this.onMessage(p, frames);
+      } catch (err) {
+        // A bug must not stop the feed: say so and keep reading.
+        log.error("Dynamo event-plane message handling failed", { key, error: String((err as Error).stack ?? err) });
+      }
+    }
+  }
+
+  private onMessage(p: Publisher, frames: Buffer[]): void {
+    const events: IndexEvent[] = [];
+    let msg: EventPlaneMessage;
+    try {
+      msg = decodeEventPlaneMessage(frames);
+      for (const value of parseEventPlane(msg.envelope)) {
+        const d = decodeRouterEvent(value);
+        if (d.kind === "event") events.push(d.event);
+        else this.stats.otherTier++;
+      }
+    } catch (err) {
+      if (!(err instanceof DecodeError)) throw err;
+      this.stats.malformed++;
+      this.warnOnce(`decode:${err.message}`, "malformed Dynamo event-plane message skipped", { endpoint: p.channel.transport, error: err.message });
+      return;
+    }
+    // Dynamo's event plane is best effort (no replay): a jump in a publisher's sequence is counted.
+    if (p.lastSequence !== undefined && msg.sequence > p.lastSequence + 1n) this.stats.gaps++;
+    p.lastSequence = msg.sequence;
+    this.stats.applied += this.router!.applyEvents(events).applied;
+  }
+
+  private warnOnce(topic: string, message: string, fields: Record<string, unknown>): void {
+    if (this.loggedErrors.size >= 1000 || this.loggedErrors.has(topic)) return;
+    this.loggedErrors.add(topic);
+    log.warn(`${message} (logged once)`, fields);
+  }
+
+  private registerMetrics(registry: Registry): void {
+    const plane = this;
+    new Gauge({
+      name: "kvrouter_dynamo_zmq_publishers",
+      help: "Dynamo KV event publishers (ZMQ event plane, announced in discovery) the router follows",
+      registers: [registry],
+      collect() {
+        this.set(plane.publisherCount);
+      },
+    });
+    const last: Record<string, number> = {};
+    new Counter({
+      name: "kvrouter_dynamo_zmq_messages_total",
+      help: "Dynamo ZMQ event-plane results: applied (events), malformed (messages skipped), gaps (sequence jumps), other_tier (events not indexed)",
+      labelNames: ["outcome"],
+      registers: [registry],
+      collect() {
+        for (const [outcome, key] of [["applied", "applied"], ["malformed", "malformed"], ["gap", "gaps"], ["other_tier", "otherTier"]] as const) {
+          const now = plane.stats[key];
+          if (now > (last[outcome] ?? 0)) this.inc({ outcome }, now - (last[outcome] ?? 0));
+          last[outcome] = now;
+        }
+      },
+    });
+  }
+}

@@ -1,0 +1,168 @@
+// Dynamo discovery over the file store (DYN_FILE_KV) in a real temp
+// directory, written the way Dynamo's FileStore writes it: bucket
+// directories under the root, one file per key named by the percent-encoded
+// key, published through a `.tmp_` file and a link, kept alive by touching.
+import assert from "node:assert/strict";
+import { linkSync, mkdirSync, mkdtempSync, renameSync, rmSync, unlinkSync, utimesSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, describe, it } from "node:test";
+import type { DynamoDiscovery } from "../src/discovery/dynamoDiscovery.js";
+import { fileNameOfKey, keyOfFileName } from "../src/discovery/fileStore.js";
+import { dynamoDiscoverySources } from "../src/discovery/fromFlags.js";
+import { COMPONENT, ENDPOINT, NS, instanceValue } from "./support/dynamo.js";
+import { type TestRouter, startTestRouter, tokens } from "./support/router.js";
+import { waitFor } from "./support/wait.js";
+
+const TTL_MS = 1_500;
+
+/** Writes a key as Dynamo's FileStore Directory::insert does (temp file, then hard link for revision 0). */
+function dynamoInsert(root: string, bucket: string, relativeKey: string, value: string): string {
+  const dir = join(root, bucket);
+  mkdirSync(dir, { recursive: true });
+  const temp = join(dir, `.tmp_${Math.floor(Math.random() * 2 ** 52).toString(16).padStart(16, "0")}`);
+  writeFileSync(temp, value);
+  const path = join(dir, fileNameOfKey(relativeKey));
+  linkSync(temp, path);
+  unlinkSync(temp);
+  return path;
+}
+
+function registerWorker(root: string, instanceId: bigint): string {
+  return dynamoInsert(root, "v1/instances", `${NS}/${COMPONENT}/${ENDPOINT}/${instanceId.toString(16)}`, instanceValue(instanceId));
+}
+
+async function startRouter(root: string) {
+  const sources = dynamoDiscoverySources({
+    backend: "file",
+    endpoint: `${NS}.${COMPONENT}.${ENDPOINT}`,
+    etcdEndpoints: [],
+    fileKvRoot: root,
+    fileKvTtlMs: TTL_MS,
+    workerLeaseMs: 1_000,
+    zmqEventPlane: false,
+  });
+  const r = await startTestRouter({ blockSize: 4 }, { eventSources: sources, metricsPort: 0 });
+  return { r, discovery: sources[0] as DynamoDiscovery };
+}
+
+async function workerIds(r: TestRouter): Promise<bigint[]> {
+  return (await r.client.listWorkers()).workers.map((w) => w.worker!.workerId);
+}
+
+async function upMetric(r: TestRouter): Promise<number | undefined> {
+  const m = await r.server.metrics.registry.getSingleMetric("kvrouter_discovery_up")!.get();
+  return m.values.find((v) => v.labels.backend === "file")?.value;
+}
+
+/** Touches the file like Dynamo's keep-alive thread until stopped. */
+function keepAlive(path: string): () => void {
+  const t = setInterval(() => {
+    try {
+      const now = new Date();
+      utimesSync(path, now, now);
+    } catch {
+      /* deleted */
+    }
+  }, 200);
+  return () => clearInterval(t);
+}
+
+describe("Dynamo discovery over the file store", () => {
+  const roots: string[] = [];
+  const routers: TestRouter[] = [];
+  const newRoot = () => {
+    const root = mkdtempSync(join(tmpdir(), "kvr-filekv-"));
+    roots.push(root);
+    return root;
+  };
+  after(async () => {
+    for (const r of routers) await r.close().catch(() => undefined);
+    for (const root of roots) rmSync(root, { recursive: true, force: true });
+  });
+
+  it("file names are Dynamo's percent-encoded keys", () => {
+    // Key::url_safe's own example (lib/runtime/src/storage/kv.rs).
+    assert.equal(fileNameOfKey("dynamo/backend/generate/17216e63492ef21f"), "dynamo%2Fbackend%2Fgenerate%2F17216e63492ef21f");
+    assert.equal(fileNameOfKey("a-b_c.d"), "a%2Db%5Fc%2Ed"); // NON_ALPHANUMERIC: '-', '_' and '.' too
+    assert.equal(keyOfFileName("a%2Db%5Fc%2Ed"), "a-b_c.d");
+  });
+
+  it("sees a worker while its file is fresh, and forgets it when the file goes or goes stale", async () => {
+    const root = newRoot();
+    const w1 = 0x8f3a_1b2c_3d4e_5f60n; // FileStore's connection_id is a random u64
+    const w2 = 0x1234n;
+    const stop1 = keepAlive(registerWorker(root, w1));
+    const p2 = registerWorker(root, w2);
+    const stop2 = keepAlive(p2);
+    const { r } = await startRouter(root);
+    routers.push(r);
+    try {
+      await waitFor(async () => (await workerIds(r)).sort().join() === [w1, w2].sort().join(), "both workers seen");
+      assert.ok([w1, w2].includes((await r.client.findBestWorker({ tokenIds: tokens(8) })).worker!.workerId));
+
+      stop2();
+      unlinkSync(p2); // a clean shutdown deletes the worker's own files
+      await waitFor(async () => !(await workerIds(r)).includes(w2), "deleted worker gone");
+
+      stop1(); // a crashed worker stops touching its file: it goes stale after the TTL
+      await waitFor(async () => (await workerIds(r)).length === 0, "stale worker gone", 15_000);
+    } finally {
+      stop1();
+      stop2();
+    }
+  });
+
+  it("skips and counts a record that is not JSON, ignores temp files, and sees a worker that registers later", async () => {
+    const root = newRoot();
+    dynamoInsert(root, "v1/instances", `${NS}/${COMPONENT}/${ENDPOINT}/bad`, "not json");
+    mkdirSync(join(root, "v1/instances"), { recursive: true });
+    writeFileSync(join(root, "v1/instances", `.tmp_0000000000000001`), "{half-written");
+    const { r, discovery } = await startRouter(root);
+    routers.push(r);
+    await waitFor(() => discovery.malformed.instance === 1, "bad record counted");
+    const late = 0xfeedn;
+    const stop = keepAlive(registerWorker(root, late));
+    try {
+      await waitFor(async () => (await workerIds(r)).includes(late), "worker registered after start seen");
+      assert.equal(discovery.malformed.instance, 1, "the temp file is not read");
+      // An update written through rename (Dynamo's non-zero revision path) replaces the record.
+      const dir = join(root, "v1/instances");
+      const tmp = join(dir, ".tmp_00000000000000ff");
+      writeFileSync(tmp, instanceValue(late));
+      renameSync(tmp, join(dir, fileNameOfKey(`${NS}/${COMPONENT}/${ENDPOINT}/${late.toString(16)}`)));
+      assert.deepEqual(await workerIds(r), [late]);
+    } finally {
+      stop();
+    }
+  });
+
+  it("keeps serving what it knew while the directory is gone, reports it, and resyncs when it is back", async () => {
+    const root = newRoot();
+    const w = 0x77n;
+    const stop = keepAlive(registerWorker(root, w));
+    const { r } = await startRouter(root);
+    routers.push(r);
+    try {
+      await waitFor(async () => (await workerIds(r)).includes(w), "worker seen");
+      assert.equal(await upMetric(r), 1);
+      stop();
+      rmSync(root, { recursive: true, force: true }); // the shared volume vanishes
+      await waitFor(async () => (await upMetric(r)) === 0, "outage reported");
+      assert.deepEqual(await workerIds(r), [w], "the router keeps the workers it knew");
+      assert.equal((await r.client.findBestWorker({ tokenIds: tokens(8) })).worker!.workerId, w);
+
+      mkdirSync(root);
+      const back = 0x78n;
+      const stopBack = keepAlive(registerWorker(root, back));
+      try {
+        await waitFor(async () => (await upMetric(r)) === 1, "store back");
+        await waitFor(async () => (await workerIds(r)).join() === String(back), "resynced: the old worker is gone, the new one seen");
+      } finally {
+        stopBack();
+      }
+    } finally {
+      stop();
+    }
+  });
+});

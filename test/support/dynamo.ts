@@ -1,0 +1,100 @@
+// Test support: Dynamo's discovery records and its ZMQ event-plane publisher,
+// written as Dynamo writes them (a Dynamo worker cannot run here). The key
+// layouts and JSON follow lib/runtime/src/discovery/{mod,kv_store}.rs and
+// lib/runtime/src/component.rs (serde field order: the "type" tag first, then
+// the struct's fields as declared); docs/dynamo.md cites each.
+import { type ChildProcess, spawn } from "node:child_process";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+import { stringifyJson } from "../../src/sources/routerEventCodec.js";
+
+export const NS = "dynamo";
+export const COMPONENT = "backend";
+export const ENDPOINT = "generate";
+
+/** `v1/instances/{ns}/{component}/{endpoint}/{instance_id:x}` */
+export function instanceKey(instanceId: bigint, ep = ENDPOINT): string {
+  return `v1/instances/${NS}/${COMPONENT}/${ep}/${instanceId.toString(16)}`;
+}
+
+/** serde_json of DiscoveryInstance::Endpoint(Instance { component, endpoint, namespace, instance_id, transport }). */
+export function instanceValue(instanceId: bigint, ep = ENDPOINT): string {
+  return (
+    `{"type":"Endpoint","component":"${COMPONENT}","endpoint":"${ep}","namespace":"${NS}",` +
+    `"instance_id":${instanceId},"transport":{"tcp":"127.0.0.1:45123/${NS}_${COMPONENT}/${ep}-${instanceId.toString(16)}"}}`
+  );
+}
+
+/** `v1/event_channels/namespace/{ns}/component/{c}/topic/kv-events/{publisher_id:x}` */
+export function channelKey(publisherId: bigint): string {
+  return `v1/event_channels/namespace/${NS}/component/${COMPONENT}/topic/kv-events/${publisherId.toString(16)}`;
+}
+
+/** serde_json of DiscoveryInstance::EventChannel { scope, topic, instance_id, transport } (direct ZMQ). */
+export function channelValue(publisherId: bigint, zmqEndpoint: string): string {
+  return (
+    `{"type":"EventChannel","scope":{"kind":"component","namespace":"${NS}","component":"${COMPONENT}"},` +
+    `"topic":"kv-events","instance_id":${publisherId},"transport":{"kind":"Zmq","config":{"endpoint":"${zmqEndpoint}"}}}`
+  );
+}
+
+/** A RouterEvent (named fields) storing `blocks` on `workerId`, as JSON with exact u64s. */
+export function routerStoredEvent(workerId: bigint, eventId: number, blocks: { hash: bigint; local: bigint }[], parent?: bigint) {
+  return {
+    worker_id: workerId,
+    event: {
+      event_id: BigInt(eventId),
+      data: { stored: { parent_hash: parent ?? null, blocks: blocks.map((b) => ({ block_hash: b.hash, tokens_hash: b.local })) } },
+      dp_rank: 0n,
+    },
+  };
+}
+
+const SCRIPT = fileURLToPath(new URL("../python/dynamo_zmq_publisher.py", import.meta.url));
+
+/** test/python/dynamo_zmq_publisher.py (Debian's python3-zmq and python3-msgpack) driven over stdin/stdout. */
+export class DynamoZmqPublisher {
+  endpoint = "";
+  private readonly lines: string[] = [];
+  private waiter: ((l: string) => void) | undefined;
+
+  private constructor(private readonly proc: ChildProcess) {
+    createInterface({ input: proc.stdout! }).on("line", (l) => {
+      const w = this.waiter;
+      this.waiter = undefined;
+      if (w) w(l);
+      else this.lines.push(l);
+    });
+    proc.stderr!.on("data", (d) => process.stderr.write(`[dynamo publisher] ${d}`));
+  }
+
+  static async start(publisherId: bigint): Promise<DynamoZmqPublisher> {
+    const p = new DynamoZmqPublisher(spawn("/usr/bin/python3", [SCRIPT, String(publisherId)], { stdio: ["pipe", "pipe", "pipe"] }));
+    p.endpoint = JSON.parse(await p.next()).endpoint;
+    return p;
+  }
+
+  private next(): Promise<string> {
+    const l = this.lines.shift();
+    if (l !== undefined) return Promise.resolve(l);
+    return new Promise((resolve) => (this.waiter = resolve));
+  }
+
+  async publish(routerEvent: unknown): Promise<void> {
+    this.proc.stdin!.write(stringifyJson({ publish: routerEvent }) + "\n");
+    await this.next();
+  }
+
+  /** Sends a frame that is not Dynamo's (e.g. a probe that the subscriber counts as malformed). */
+  async publishRawFrame(hex: string): Promise<void> {
+    this.proc.stdin!.write(JSON.stringify({ raw_frame: hex }) + "\n");
+    await this.next();
+  }
+
+  async stop(): Promise<void> {
+    if (this.proc.exitCode !== null) return;
+    const exited = new Promise((r) => this.proc.once("exit", r));
+    this.proc.stdin!.end(JSON.stringify({ quit: true }) + "\n");
+    await exited;
+  }
+}
