@@ -16,6 +16,8 @@ import {
   DynamoZmqPublisher,
   ENDPOINT,
   NS,
+  cardKey,
+  cardValue,
   channelKey,
   channelValue,
   instanceKey,
@@ -101,6 +103,20 @@ describe("Dynamo discovery over etcd", () => {
     assert.equal(r.server.router.index.workers().some((w) => w.workerId === instanceId), false, "its blocks went with it");
     await other.lease.revoke();
     await waitFor(async () => (await workerIds(r)).length === 0, "the second worker is gone");
+  });
+
+  it("takes a worker's data-parallel ranks from its model card (v1/mdc)", async () => {
+    const { r } = await startRouter(etcd);
+    routers.push(r);
+    const lease = client.lease(10);
+    const instanceId = BigInt(await lease.grant());
+    await lease.put(cardKey(instanceId)).value(cardValue(instanceId, { start: 2, size: 3 }));
+    await lease.put(instanceKey(instanceId)).value(instanceValue(instanceId));
+    const ranks = async () =>
+      (await r.client.listWorkers()).workers.filter((w) => w.worker!.workerId === instanceId).map((w) => w.worker!.dpRank).sort();
+    await waitFor(async () => (await ranks()).join() === "2,3,4", "ranks 2, 3 and 4 listed");
+    await lease.revoke();
+    await waitFor(async () => (await ranks()).length === 0, "gone with its lease");
   });
 
   it("skips and counts a record that is not JSON; the other workers are still seen", async () => {

@@ -21,8 +21,10 @@ import {
   type EventChannel,
   KV_EVENTS_TOPIC,
   instancesPrefix,
+  modelCardsPrefix,
   parseEndpointInstance,
   parseEventChannel,
+  parseModelCardRanks,
   servesEndpoint,
 } from "./dynamoRecords.js";
 
@@ -41,10 +43,12 @@ export interface DynamoDiscoveryOptions {
 export class DynamoDiscovery implements WorkerDiscovery, StoreHandler {
   readonly name: string;
   /** Values that were not valid records, by kind; each key is logged once. */
-  readonly malformed = { instance: 0, channel: 0 };
+  readonly malformed = { instance: 0, channel: 0, card: 0 };
   readonly observers: ChannelObserver[] = [];
   private readonly workerOfKey = new Map<string, bigint>();
   private readonly channels = new Map<string, EventChannel>();
+  /** dp ranks of each worker, from its base model card (key → ranks, so a deleted card is forgotten). */
+  private readonly cardRanks = new Map<string, { instanceId: bigint; dpRanks: number[] }>();
   private readonly loggedKeys = new Set<string>();
   private router: KvRouter | undefined;
   private renew: NodeJS.Timeout | undefined;
@@ -66,7 +70,7 @@ export class DynamoDiscovery implements WorkerDiscovery, StoreHandler {
     if (context) this.registerMetrics(context.registry);
     this.renew = setInterval(() => this.renewLeases(), Math.max(50, Math.floor(this.opts.leaseMs / 3)));
     this.renew.unref();
-    await this.store.start([instancesPrefix(this.opts.endpoint), EVENT_CHANNELS_PREFIX], this);
+    await this.store.start([instancesPrefix(this.opts.endpoint), modelCardsPrefix(this.opts.endpoint), EVENT_CHANNELS_PREFIX], this);
     log.info("Dynamo discovery on", {
       backend: this.store.backend,
       instances: instancesPrefix(this.opts.endpoint),
@@ -81,7 +85,7 @@ export class DynamoDiscovery implements WorkerDiscovery, StoreHandler {
   }
 
   resync(entries: ReadonlyMap<string, Uint8Array>): void {
-    for (const key of [...this.workerOfKey.keys(), ...this.channels.keys()]) {
+    for (const key of [...this.workerOfKey.keys(), ...this.channels.keys(), ...this.cardRanks.keys()]) {
       if (!entries.has(key)) this.delete(key);
     }
     for (const [key, value] of entries) this.put(key, value);
@@ -90,9 +94,11 @@ export class DynamoDiscovery implements WorkerDiscovery, StoreHandler {
   put(key: string, value: Uint8Array): void {
     if (key.startsWith(EVENT_CHANNELS_PREFIX)) this.putChannel(key, value);
     else if (key.startsWith(instancesPrefix(this.opts.endpoint))) this.putInstance(key, value);
+    else if (key.startsWith(modelCardsPrefix(this.opts.endpoint))) this.putCard(key, value);
   }
 
   delete(key: string): void {
+    if (this.cardRanks.delete(key)) return; // the worker keeps the ranks it was registered with
     const workerId = this.workerOfKey.get(key);
     if (workerId !== undefined) {
       this.workerOfKey.delete(key);
@@ -118,8 +124,27 @@ export class DynamoDiscovery implements WorkerDiscovery, StoreHandler {
     if (previous === inst.instanceId) return;
     if (previous !== undefined) this.delete(key);
     this.workerOfKey.set(key, inst.instanceId);
-    this.router!.registerWorker(inst.instanceId, [0], this.opts.leaseMs);
+    this.router!.registerWorker(inst.instanceId, this.ranksOf(inst.instanceId), this.opts.leaseMs);
     log.info("worker discovered", { backend: this.store.backend, key, worker_id: inst.instanceId });
+  }
+
+  /** Base cards only: a LoRA adapter's card has a suffix after the instance id. */
+  private putCard(key: string, value: Uint8Array): void {
+    if (key.slice(modelCardsPrefix(this.opts.endpoint).length).includes("/")) return;
+    let card;
+    try {
+      card = parseModelCardRanks(value);
+    } catch (err) {
+      this.skip("card", key, err);
+      return;
+    }
+    this.cardRanks.set(key, card);
+    if (this.workers.includes(card.instanceId)) this.router!.registerWorker(card.instanceId, card.dpRanks, this.opts.leaseMs);
+  }
+
+  private ranksOf(workerId: bigint): number[] {
+    for (const c of this.cardRanks.values()) if (c.instanceId === workerId) return c.dpRanks;
+    return [0];
   }
 
   private putChannel(key: string, value: Uint8Array): void {
@@ -138,7 +163,7 @@ export class DynamoDiscovery implements WorkerDiscovery, StoreHandler {
     for (const o of this.observers) o.channelAdded(key, channel);
   }
 
-  private skip(kind: "instance" | "channel", key: string, err: unknown): void {
+  private skip(kind: keyof DynamoDiscovery["malformed"], key: string, err: unknown): void {
     this.malformed[kind]++;
     if (this.loggedKeys.size < 10_000 && !this.loggedKeys.has(key)) {
       this.loggedKeys.add(key);
@@ -162,7 +187,7 @@ export class DynamoDiscovery implements WorkerDiscovery, StoreHandler {
         this.router!.keepAlive(workerId);
       } catch (err) {
         if (!(err instanceof RouterError)) throw err;
-        this.router!.registerWorker(workerId, [0], this.opts.leaseMs); // its lease ran out meanwhile (a stalled loop)
+        this.router!.registerWorker(workerId, this.ranksOf(workerId), this.opts.leaseMs); // its lease ran out meanwhile (a stalled loop)
       }
     }
   }
@@ -200,14 +225,14 @@ export class DynamoDiscovery implements WorkerDiscovery, StoreHandler {
         lastReconnects = health.reconnects;
       },
     });
-    const lastMalformed = { instance: 0, channel: 0 };
+    const lastMalformed = { instance: 0, channel: 0, card: 0 };
     new Counter({
       name: "kvrouter_discovery_malformed_total",
       help: "Discovery values that were not valid records (e.g. not JSON), skipped",
       labelNames: ["backend", "kind"],
       registers: [registry],
       collect() {
-        for (const kind of ["instance", "channel"] as const) {
+        for (const kind of ["instance", "channel", "card"] as const) {
           const now = discovery.malformed[kind];
           if (now > lastMalformed[kind]) this.inc({ backend, kind }, now - lastMalformed[kind]);
           lastMalformed[kind] = now;

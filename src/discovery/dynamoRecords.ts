@@ -138,6 +138,46 @@ export function parseEventChannel(bytes: Uint8Array): EventChannel {
   return { namespace, component, endpoint, topic: str(o, "topic"), publisherId: u64(o, "instance_id"), transport: parseTransport(o.transport) };
 }
 
+/** Most data-parallel ranks taken from one model card (a bound on what a record can make us track). */
+const MAX_CARD_DP_RANKS = 1024;
+
+export interface ModelCardRanks {
+  instanceId: bigint;
+  /** The worker's data-parallel ranks: runtime_config.data_parallel_start_rank + [0, data_parallel_size). */
+  dpRanks: number[];
+}
+
+/**
+ * Parses a `v1/mdc/...` value (DiscoveryInstance::Model) for what routing
+ * needs: the worker's dp ranks from `card_json.runtime_config`
+ * (ModelRuntimeConfig; defaults start 0, size 1).
+ */
+export function parseModelCardRanks(bytes: Uint8Array): ModelCardRanks {
+  const o = parseObject(bytes);
+  expectType(o, "Model");
+  const instanceId = u64(o, "instance_id");
+  const card = o.card_json;
+  if (typeof card !== "object" || card === null) throw new DecodeError("card_json: expected an object");
+  const rc = ((card as Json).runtime_config ?? {}) as Json;
+  if (typeof rc !== "object" || rc === null) throw new DecodeError("card_json.runtime_config: expected an object");
+  const int = (field: string, dflt: bigint) => {
+    const v = rc[field] ?? dflt;
+    if (typeof v !== "bigint" || v < 0n || v > 0xffffffffn) throw new DecodeError(`card_json.runtime_config.${field}: expected a u32`);
+    return Number(v);
+  };
+  const start = int("data_parallel_start_rank", 0n);
+  const size = int("data_parallel_size", 1n);
+  if (size < 1 || size > MAX_CARD_DP_RANKS || start + size - 1 > 0xffffffff) {
+    throw new DecodeError(`card_json.runtime_config: data_parallel_size ${size} from rank ${start} is out of range (1..${MAX_CARD_DP_RANKS})`);
+  }
+  return { instanceId, dpRanks: Array.from({ length: size }, (_, i) => start + i) };
+}
+
+/** The prefix of one endpoint's model cards; a base card's key ends with the instance id (no LoRA suffix). */
+export function modelCardsPrefix(ep: DynamoEndpoint): string {
+  return `${MODEL_CARDS_PREFIX}${ep.namespace}/${ep.component}/${ep.endpoint}/`;
+}
+
 /** Whether an instance or channel belongs to the endpoint this router serves. */
 export function servesEndpoint(target: DynamoEndpoint, rec: { namespace: string; component: string; endpoint?: string }): boolean {
   return (

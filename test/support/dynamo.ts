@@ -25,6 +25,24 @@ export function instanceValue(instanceId: bigint, ep = ENDPOINT): string {
   );
 }
 
+/** `v1/mdc/{ns}/{component}/{endpoint}/{instance_id:x}` (a base model's card; LoRA cards add `/{suffix}`). */
+export function cardKey(instanceId: bigint): string {
+  return `v1/mdc/${NS}/${COMPONENT}/${ENDPOINT}/${instanceId.toString(16)}`;
+}
+
+/**
+ * serde_json of DiscoveryInstance::Model { namespace, component, endpoint, instance_id, card_json }, the
+ * card trimmed to a few ModelDeploymentCard fields and its runtime_config (lib/llm/src/local_model/runtime_config.rs).
+ */
+export function cardValue(instanceId: bigint, dp: { start: number; size: number }): string {
+  return (
+    `{"type":"Model","namespace":"${NS}","component":"${COMPONENT}","endpoint":"${ENDPOINT}","instance_id":${instanceId},` +
+    `"card_json":{"display_name":"Qwen/Qwen3-0.6B","slug":"qwen_qwen3-0.6b","kv_cache_block_size":4,` +
+    `"runtime_config":{"total_kv_blocks":1024,"max_num_seqs":256,"max_num_batched_tokens":8192,` +
+    `"data_parallel_start_rank":${dp.start},"data_parallel_size":${dp.size},"enable_local_indexer":true}}}`
+  );
+}
+
 /** `v1/event_channels/namespace/{ns}/component/{c}/topic/kv-events/{publisher_id:x}` */
 export function channelKey(publisherId: bigint): string {
   return `v1/event_channels/namespace/${NS}/component/${COMPONENT}/topic/kv-events/${publisherId.toString(16)}`;
