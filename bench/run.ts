@@ -5,6 +5,7 @@
 import { existsSync, writeFileSync } from "node:fs";
 import { availableParallelism, cpus, totalmem } from "node:os";
 import { fileURLToPath } from "node:url";
+import { runDynamoZmqBench } from "./dynamoZmq.bench.js";
 import { runE2eBench } from "./findBestWorker.bench.js";
 import { runIndexBench, runSteadyBench } from "./indexer.bench.js";
 import { TRACE, mooncake, randomPrefix } from "./workload.js";
@@ -47,6 +48,9 @@ const steady = await runSteadyBench(prompts, entries, {
   steadyEventsPerSec: 200_000,
 });
 
+log("Dynamo ZMQ event plane decode");
+const dynamoZmq = runDynamoZmqBench(smoke ? 2_000 : 50_000, smoke ? 1 : 3);
+
 const results = {
   date: new Date().toISOString(),
   machine: { cpus: cpus().length, model: cpus()[0]?.model, memGB: Math.round(totalmem() / 2 ** 30), node: process.version },
@@ -56,6 +60,7 @@ const results = {
   index,
   steadyIngest: steady,
   e2e,
+  dynamoZmq,
 };
 writeFileSync(fileURLToPath(new URL("./results.json", import.meta.url)), JSON.stringify(results, null, 2) + "\n");
 
@@ -90,6 +95,11 @@ for (const mode of ["sequential", "concurrent-64"]) {
       k === "echo" ? "floor" : `${f(v.p50VsEcho, 2)}x echo p50, ${f(v.p99VsEcho, 2)}x p99`,
     ]);
   }
+}
+{
+  const z = dynamoZmq.eventsPerSec;
+  rows.push(["dynamo zmq plane", "decode stored events/s (4 blocks)", "core-NATS envelope", f(z.natsEnvelope), "baseline"]);
+  rows.push(["dynamo zmq plane", "decode stored events/s (4 blocks)", "ZMQ frames + envelope", f(z.zmqFrames), `${f(z.zmqFrames / z.natsEnvelope, 2)}x baseline`]);
 }
 const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
 console.log(`kv-router benchmarks (${results.mode}, ${entries} entries, ${results.machine.cpus} cpus, ${results.date})`);
