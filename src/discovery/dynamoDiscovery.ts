@@ -9,7 +9,8 @@
 // store's keys go stale). If the store itself goes away, the router keeps
 // what it knew and resyncs when it is back.
 import type { Registry } from "prom-client";
-import { Counter, Gauge } from "prom-client";
+import { Gauge } from "prom-client";
+import { mirroredCounter, mirroredTotal } from "../metrics/mirrored.js";
 import { RouterError } from "../router/errors.js";
 import type { KvRouter } from "../router/router.js";
 import type { EventSourceContext } from "../sources/eventSource.js";
@@ -214,30 +215,11 @@ export class DynamoDiscovery implements WorkerDiscovery, StoreHandler {
         this.set({ backend }, discovery.workers.length);
       },
     });
-    let lastReconnects = 0;
-    new Counter({
-      name: "kvrouter_discovery_reconnects_total",
-      help: "Times the discovery store's connection or watch was re-established",
-      labelNames: ["backend"],
-      registers: [registry],
-      collect() {
-        if (health.reconnects > lastReconnects) this.inc({ backend }, health.reconnects - lastReconnects);
-        lastReconnects = health.reconnects;
-      },
-    });
-    const lastMalformed = { instance: 0, channel: 0, card: 0 };
-    new Counter({
-      name: "kvrouter_discovery_malformed_total",
-      help: "Discovery values that were not valid records (e.g. not JSON), skipped",
-      labelNames: ["backend", "kind"],
-      registers: [registry],
-      collect() {
-        for (const kind of ["instance", "channel", "card"] as const) {
-          const now = discovery.malformed[kind];
-          if (now > lastMalformed[kind]) this.inc({ backend, kind }, now - lastMalformed[kind]);
-          lastMalformed[kind] = now;
-        }
-      },
+    mirroredTotal(registry, "kvrouter_discovery_reconnects_total", "Times the discovery store's connection or watch was re-established", () => health.reconnects);
+    mirroredCounter(registry, "kvrouter_discovery_malformed_total", "Discovery values that were not valid records (e.g. not JSON), skipped, by kind", "kind", {
+      instance: () => discovery.malformed.instance,
+      card: () => discovery.malformed.card,
+      channel: () => discovery.malformed.channel,
     });
   }
 }

@@ -6,7 +6,8 @@
 // when it goes. Messages carry the same MessagePack envelope as the NATS event
 // plane, so decoding is the shared RouterEvent codec.
 import * as zmq from "zeromq";
-import { Counter, Gauge, type Registry } from "prom-client";
+import { Gauge, type Registry } from "prom-client";
+import { mirroredCounter } from "../../metrics/mirrored.js";
 import type { ChannelObserver, DynamoDiscovery } from "../../discovery/dynamoDiscovery.js";
 import { type EventChannel, KV_EVENTS_TOPIC } from "../../discovery/dynamoRecords.js";
 import type { IndexEvent } from "../../indexer/types.js";
@@ -170,19 +171,12 @@ export class DynamoZmqEventPlane implements EventSource, ChannelObserver {
         this.set(plane.publisherCount);
       },
     });
-    const last: Record<string, number> = {};
-    new Counter({
-      name: "kvrouter_dynamo_zmq_messages_total",
-      help: "Dynamo ZMQ event-plane results: applied (events), malformed (messages skipped), gaps (sequence jumps), other_tier (events not indexed)",
-      labelNames: ["outcome"],
-      registers: [registry],
-      collect() {
-        for (const [outcome, key] of [["applied", "applied"], ["malformed", "malformed"], ["gap", "gaps"], ["other_tier", "otherTier"]] as const) {
-          const now = plane.stats[key];
-          if (now > (last[outcome] ?? 0)) this.inc({ outcome }, now - (last[outcome] ?? 0));
-          last[outcome] = now;
-        }
-      },
-    });
+    mirroredCounter(
+      registry,
+      "kvrouter_dynamo_zmq_messages_total",
+      "Dynamo ZMQ event-plane results: applied (events), malformed (messages skipped), gap (sequence jumps), other_tier (events not indexed)",
+      "outcome",
+      { applied: () => plane.stats.applied, malformed: () => plane.stats.malformed, gap: () => plane.stats.gaps, other_tier: () => plane.stats.otherTier },
+    );
   }
 }
