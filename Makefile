@@ -57,10 +57,12 @@ test: deps node_modules lint-proto check-generated check-breaking
 bench: node_modules
 	KV_ROUTER_LOG=$${KV_ROUTER_LOG:-error} node --expose-gc --import tsx bench/run.ts
 	KV_ROUTER_LOG=$${KV_ROUTER_LOG:-error} node --import tsx bench/natsRecovery.bench.ts
+	KV_ROUTER_LOG=$${KV_ROUTER_LOG:-error} node --import tsx bench/gateway.bench.ts
 
 bench-smoke: node_modules
 	BENCH_SMOKE=1 KV_ROUTER_LOG=$${KV_ROUTER_LOG:-error} node --expose-gc --import tsx bench/run.ts
 	BENCH_SMOKE=1 KV_ROUTER_LOG=$${KV_ROUTER_LOG:-error} node --import tsx bench/natsRecovery.bench.ts
+	BENCH_SMOKE=1 KV_ROUTER_LOG=$${KV_ROUTER_LOG:-error} node --import tsx bench/gateway.bench.ts
 
 # The long soak (the 6-second variant runs in `make test`).
 soak: node_modules

@@ -46,6 +46,7 @@ interface Info {
   active_prefill_tokens: string;
   active_decode_blocks: string;
   last_event_id: string;
+  address: string;
 }
 interface Status {
   code: string;
@@ -186,6 +187,7 @@ describe("Python gRPC client (protoc + grpc_python_plugin stubs)", () => {
       active_prefill_tokens: w.activePrefillTokens.toString(),
       active_decode_blocks: w.activeDecodeBlocks.toString(),
       last_event_id: w.lastEventId.toString(),
+      address: w.address,
     }));
     const pyInfos = py.workers_freed.map((i) => ({ ...i, lease_remaining_ms: "-" }));
     const sort = (xs: Info[]) => [...xs].sort((a, b) => key(a.worker).localeCompare(key(b.worker)));

@@ -36,6 +36,8 @@ async function serve(argv: Parameters<typeof serverOptionsFrom>[0]): Promise<voi
   const running = await startServer(opts).catch((err: unknown) => exitOnError(err, { host: argv.host, natsUrl: argv.natsUrl }));
   serving = true;
   process.stdout.write(`kv-router listening on ${running.host}:${running.grpcPort}\n`);
+  if (running.httpPort !== undefined) process.stdout.write(`kv-router http listening on ${running.host}:${running.httpPort}\n`);
+  if (running.eppPort !== undefined) process.stdout.write(`kv-router epp listening on ${running.host}:${running.eppPort}\n`);
   log.info("kv-router started", {
     grpc: `${running.host}:${running.grpcPort}`,
     metrics: running.metricsPort === undefined ? "off" : `${running.host}:${running.metricsPort}/metrics`,

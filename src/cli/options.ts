@@ -16,6 +16,7 @@ import {
 import { NatsEventSource, defaultRouterId } from "../sources/nats/natsSource.js";
 import { connectOptionsFromFlags } from "../nats/connection.js";
 import { DEFAULT_METRICS_MAX_WORKERS } from "../metrics/metrics.js";
+import { modelSpecFrom } from "../gateway/modelSpec.js";
 import type { QueuePolicy, RouterConfig } from "../router/router.js";
 import { DYNAMO_COST_WEIGHTS, applyDeprecatedOverlapScoreWeight } from "../scheduler/costFunction.js";
 import type { ServerOptions } from "../server/server.js";
@@ -311,7 +312,7 @@ export function serveOptions<T>(y: Argv<T>) {
       array: true,
       describe:
         "Subscribe to an engine's ZeroMQ KV events (vLLM/SGLang --kv-events-config): " +
-        "WORKER_ID=tcp://host:port[,replay=tcp://host:port][,dp_rank=N][,engine=vllm|sglang][,topic=T][,metrics=http://host:port/metrics]; repeatable",
+        "WORKER_ID=tcp://host:port[,replay=tcp://host:port][,dp_rank=N][,engine=vllm|sglang][,topic=T][,metrics=http://host:port/metrics][,address=ip:port]; repeatable",
     })
     .option("workers-file", {
       type: "string",
@@ -344,6 +345,29 @@ export function serveOptions<T>(y: Argv<T>) {
       default: DEFAULT_METRICS_MAX_WORKERS,
       describe: "Most workers given kvrouter_worker_* series on /metrics (the rest are counted in kvrouter_worker_series_omitted; 0 = none)",
     })
+    .option("http-port", {
+      type: "number",
+      default: -1,
+      describe: "HTTP/JSON port: every unary RPC as Connect JSON, /healthz, /readyz, the scorer API /query (0 = pick a free one, -1 = off)",
+    })
+    .option("epp-port", {
+      type: "number",
+      default: -1,
+      describe: "Gateway endpoint picker port: Envoy ext_proc (GAIE EPP protocol) + gRPC health (0 = pick a free one, -1 = off)",
+    })
+    .option("tokenizer", {
+      type: "string",
+      array: true,
+      describe: "[MODEL=]DIR: a Hugging Face model directory (tokenizer.json, tokenizer_config.json with the chat template) the EPP tokenizes prompts with; without MODEL= it serves every model name; repeatable",
+    })
+    .option("lora-adapter", {
+      type: "string",
+      array: true,
+      describe: "NAME=BASE_MODEL: a LoRA adapter the EPP routes (OpenAI model name NAME, tokenized as BASE_MODEL); repeatable",
+    })
+    .option("max-body-bytes", { type: "number", default: 16 * 1024 * 1024, describe: "Largest HTTP request body the EPP and the scorer API accept (413 beyond)" })
+    .option("epp-max-in-flight", { type: "number", default: 0, describe: "Most EPP requests holding load at once; more are answered 429 (0 = no limit)" })
+    .option("epp-fallbacks", { type: "number", default: 2, describe: "Endpoints the EPP lists after the chosen one (x-gateway-destination-endpoint), for the proxy's retries" })
     .option("max-tokens", { type: "number", default: 1 << 20, describe: "Most token ids in one request" })
     .option("seed", { type: "number", describe: "Seed for tie-breaks and sampling (reproducible decisions)" })
     .option("tls-cert", { type: "string", describe: "PEM certificate chain: serve gRPC over TLS (with --tls-key)" })
@@ -387,6 +411,18 @@ export function serveOptions<T>(y: Argv<T>) {
       if (argv.routerEventThreads !== undefined) int("router-event-threads", argv.routerEventThreads as number, 1, 64);
       int("grpc-port", argv.grpcPort as number, 0, 65_535);
       int("metrics-port", argv.metricsPort as number, -1, 65_535);
+      int("http-port", argv.httpPort as number, -1, 65_535);
+      int("epp-port", argv.eppPort as number, -1, 65_535);
+      int("max-body-bytes", argv.maxBodyBytes as number, 1024, 2 ** 31 - 1);
+      int("epp-max-in-flight", argv.eppMaxInFlight as number, 0, 2 ** 31 - 1);
+      int("epp-fallbacks", argv.eppFallbacks as number, 0, 16);
+      for (const spec of (argv.tokenizer as string[] | undefined) ?? []) {
+        const dir = spec.includes("=") ? spec.slice(spec.indexOf("=") + 1) : spec;
+        if (!existsSync(dir)) problems.push(`--tokenizer ${spec}: no such directory ${dir}`);
+      }
+      for (const spec of (argv.loraAdapter as string[] | undefined) ?? []) {
+        if (!/^[^=]+=[^=]+$/.test(spec)) problems.push(`--lora-adapter ${JSON.stringify(spec)}: expected NAME=BASE_MODEL`);
+      }
       int("max-tokens", argv.maxTokens as number, 1, 1 << 30);
       int("metrics-max-workers", argv.metricsMaxWorkers as number, 0, 100_000);
       int("router-max-tree-size", argv.routerMaxTreeSize as number, 1, 2 ** 40);
@@ -509,6 +545,12 @@ export function serverOptionsFrom(argv: ServeArgs): ServerOptions {
     host: argv.host,
     grpcPort: argv.grpcPort,
     metricsPort: argv.metricsPort < 0 ? undefined : argv.metricsPort,
+    httpPort: argv.httpPort < 0 ? undefined : argv.httpPort,
+    eppPort: argv.eppPort < 0 ? undefined : argv.eppPort,
+    models: modelSpecFrom(argv.tokenizer ?? [], argv.loraAdapter ?? []),
+    maxBodyBytes: argv.maxBodyBytes,
+    eppMaxInFlight: argv.eppMaxInFlight,
+    eppFallbacks: argv.eppFallbacks,
     maxTokens: argv.maxTokens,
     seed: argv.seed,
     tls:

@@ -22,6 +22,7 @@ import {
   scoreCandidate,
 } from "../scheduler/costFunction.js";
 import { log } from "../util/log.js";
+import { WorkerAddresses, rankAddress } from "../workers/addresses.js";
 import { WorkerRegistry } from "../workers/registry.js";
 import { RouterError } from "./errors.js";
 
@@ -115,6 +116,8 @@ const MAX_LISTED_REJECTIONS = 100;
 export class KvRouter {
   readonly active: ActiveSequences;
   readonly registry: WorkerRegistry;
+  /** Where each (worker, dp_rank) serves HTTP, for gateways (EPP). */
+  readonly addresses = new WorkerAddresses();
   readonly workerObservers: WorkerObserver[] = [];
   /** Extra cost in blocks per worker key (e.g. the engine's own queue depth); set by load feeds. */
   readonly extraCost = new Map<string, number>();
@@ -223,11 +226,16 @@ export class KvRouter {
     return summary;
   }
 
-  registerWorker(workerId: bigint, dpRanks: number[], ttlMs?: number, feed?: WorkerFeed): number {
+  /** `address` is rank 0's ip:port; rank r serves on port + r. */
+  registerWorker(workerId: bigint, dpRanks: number[], ttlMs?: number, feed?: WorkerFeed, address?: string): number {
     const ttl = ttlMs && ttlMs > 0 ? ttlMs : this.config.workerLeaseTtlMs;
     const ranks = dpRanks.length > 0 ? [...new Set(dpRanks)] : [0];
+    const rankAddresses = address ? ranks.map((r) => rankAddress(address, r)) : [];
     for (const o of this.workerObservers) o.registered?.(workerId, ranks, feed);
     this.registry.register(workerId, ranks, ttl);
+    ranks.forEach((dpRank, i) => {
+      if (address) this.addresses.set({ workerId, dpRank }, rankAddresses[i], "registration");
+    });
     return ttl;
   }
 
@@ -330,6 +338,7 @@ export class KvRouter {
       if (parseWorkerKey(key).workerId === workerId) this.active.dropWorker(key);
     }
     this.approx?.forgetWorker(workerId);
+    this.addresses.forgetWorker(workerId);
     for (const o of this.workerObservers) o.forgotten?.(workerId);
     return this.index.removeWorker(workerId);
   }

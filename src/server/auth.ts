@@ -15,10 +15,9 @@ export const MUTATING_METHODS = new Set([
   "findBestWorker",
 ]);
 
-function presentedToken(metadata: Metadata): string | undefined {
-  const value = metadata.get("authorization")[0];
-  if (typeof value !== "string") return undefined;
-  const match = /^Bearer\s+(.+)$/i.exec(value.trim());
+function presentedToken(authorization: unknown): string | undefined {
+  if (typeof authorization !== "string") return undefined;
+  const match = /^Bearer\s+(.+)$/i.exec(authorization.trim());
   return match?.[1];
 }
 
@@ -41,19 +40,31 @@ export function requireToken(
       continue;
     }
     wrapped[name] = ((call: { metadata: Metadata; request?: { requestId?: string } }, callback?: Function) => {
-      // A FindBestWorker without request_id is a pure query: no token needed.
-      const readOnly = name === "findBestWorker" && !call.request?.requestId;
-      const presented = presentedToken(call.metadata);
-      if (readOnly || (presented !== undefined && sameSecret(presented, token))) {
-        return (handler as Function)(call, callback);
-      }
+      const refused = tokenRefusal(name, call.request, call.metadata.get("authorization")[0], token);
+      if (refused === undefined) return (handler as Function)(call, callback);
       onRefused(name);
-      const details =
-        presented === undefined
-          ? "this call changes router state and needs 'authorization: Bearer <token>' metadata"
-          : "the bearer token does not match the router's --auth-token";
-      callback!({ code: status.UNAUTHENTICATED, details });
+      callback!({ code: status.UNAUTHENTICATED, details: refused });
     }) as never;
   }
   return wrapped;
+}
+
+/**
+ * Why a call to `method` (grpc-js local name) must be refused, or undefined
+ * when it may proceed: the one token check of every transport (gRPC, HTTP).
+ */
+export function tokenRefusal(
+  method: string,
+  request: { requestId?: string } | undefined,
+  authorization: unknown,
+  token: string,
+): string | undefined {
+  if (!MUTATING_METHODS.has(method)) return undefined;
+  // A FindBestWorker without request_id is a pure query: no token needed.
+  if (method === "findBestWorker" && !request?.requestId) return undefined;
+  const presented = presentedToken(authorization);
+  if (presented !== undefined && sameSecret(presented, token)) return undefined;
+  return presented === undefined
+    ? "this call changes router state and needs 'authorization: Bearer <token>' metadata"
+    : "the bearer token does not match the router's --auth-token";
 }

@@ -1,5 +1,6 @@
-// gRPC handlers for kvrouter.v1.KvRouterService: validate and convert at the
-// edge, call the router, map refusals to precise gRPC statuses.
+// kvrouter.v1.KvRouterService: the unary methods validate and convert at the
+// edge and call the router, once for every transport (gRPC here, Connect
+// HTTP/JSON in httpApi.ts); refusals map to precise gRPC statuses.
 import { create } from "@bufbuild/protobuf";
 import {
   type ServerReadableStream,
@@ -11,12 +12,20 @@ import {
 } from "@grpc/grpc-js";
 import {
   type DeregisterWorkerRequest,
+  type DeregisterWorkerResponse,
   type FindBestWorkerRequest,
+  type FindBestWorkerResponse,
   type FreeRequest,
+  type FreeResponse,
   type IngestKvEventsRequest,
   type KeepAliveRequest,
+  type KeepAliveResponse,
+  type ListWorkersRequest,
+  type ListWorkersResponse,
   type MarkPrefillCompletedRequest,
+  type MarkPrefillCompletedResponse,
   type RegisterWorkerRequest,
+  type RegisterWorkerResponse,
   DeregisterWorkerResponseSchema,
   DumpIndexResponseSchema,
   FindBestWorkerResponseSchema,
@@ -32,6 +41,7 @@ import type { RouterMetrics } from "../metrics/metrics.js";
 import { RouterError } from "../router/errors.js";
 import type { KvRouter } from "../router/router.js";
 import { log } from "../util/log.js";
+import { addressProblem } from "../workers/addresses.js";
 import { MalformedRequest } from "./grpcGlue.js";
 import { BlockSizeMismatchError, toIndexEvent, toTokenArray, toWireEvent, toWorkerKey, toWorkerRef } from "./convert.js";
 
@@ -52,6 +62,7 @@ const STATUS_OF: Record<RouterError["code"], status> = {
   not_found: status.NOT_FOUND,
   failed_precondition: status.FAILED_PRECONDITION,
   already_exists: status.ALREADY_EXISTS,
+  resource_exhausted: status.RESOURCE_EXHAUSTED,
 };
 
 function invalid(message: string): never {
@@ -65,57 +76,58 @@ function requireRequestId(id: string): void {
   }
 }
 
-/** Bounds the memory of once-per-worker warnings against a flood of made-up worker ids. */
-const MAX_WARNED_WORKERS = 10_000;
+/** The service's unary methods, by grpc-js local name: one implementation for every transport. */
+export interface UnaryMethods {
+  findBestWorker(req: FindBestWorkerRequest): FindBestWorkerResponse;
+  markPrefillCompleted(req: MarkPrefillCompletedRequest): MarkPrefillCompletedResponse;
+  free(req: FreeRequest): FreeResponse;
+  registerWorker(req: RegisterWorkerRequest): RegisterWorkerResponse;
+  keepAlive(req: KeepAliveRequest): KeepAliveResponse;
+  deregisterWorker(req: DeregisterWorkerRequest): DeregisterWorkerResponse;
+  listWorkers(req: ListWorkersRequest): ListWorkersResponse;
+}
 
-export function kvRouterHandlers(
-  router: KvRouter,
-  metrics: RouterMetrics,
-  limits: ServiceLimits,
-): UntypedServiceImplementation {
-  /** Runs a unary handler: times it, and turns a RouterError into its gRPC status. */
-  const unary =
-    <Req, Res>(method: string, handle: (req: Req) => Res) =>
-    (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => {
-      const stop = metrics.requestDuration.startTimer({ method });
-      try {
-        if (call.request instanceof MalformedRequest) invalid(call.request.reason);
-        const res = handle(call.request);
-        stop({ code: "OK" });
-        callback(null, res);
-      } catch (err) {
-        const { code, details } = failure(method, err);
-        stop({ code: status[code] });
-        callback({ code, details });
-      }
-    };
+/** What a unary call came to: its response, or the gRPC status it fails with. */
+export type UnaryOutcome<Res> = { ok: true; response: Res } | { ok: false; code: status; details: string };
 
-  const failure = (method: string, err: unknown): { code: status; details: string } => {
-    if (err instanceof RouterError) {
-      if (err.code === "invalid_argument") metrics.invalidRequests.inc({ method });
-      return { code: STATUS_OF[err.code], details: err.message };
-    }
-    log.error("internal error", { method, error: String((err as Error)?.stack ?? err) });
-    return { code: status.INTERNAL, details: `internal error: ${(err as Error)?.message ?? err}` };
-  };
+/** Maps a thrown error to a status: a RouterError to its own, anything else to INTERNAL (logged). */
+export function failureOf(metrics: RouterMetrics, method: string, err: unknown): { code: status; details: string } {
+  if (err instanceof RouterError) {
+    if (err.code === "invalid_argument") metrics.invalidRequests.inc({ method });
+    return { code: STATUS_OF[err.code], details: err.message };
+  }
+  log.error("internal error", { method, error: String((err as Error)?.stack ?? err) });
+  return { code: status.INTERNAL, details: `internal error: ${(err as Error)?.message ?? err}` };
+}
 
-  const { blockSize } = router.config;
-  /** Workers already warned about a block-size mismatch: one warning per (worker, dp_rank), however many events. */
-  const blockSizeWarned = new Set<string>();
-  const warnBlockSizeOnce = (err: BlockSizeMismatchError, routerBlockSize: number) => {
-    const key = `${err.workerId}:${err.dpRank}`;
-    if (blockSizeWarned.has(key) || blockSizeWarned.size >= MAX_WARNED_WORKERS) return;
-    blockSizeWarned.add(key);
-    log.warn('KV events rejected: block size mismatch (logged once per worker; counted in kvrouter_kv_events_total{outcome="invalid"})', {
-      worker_id: err.workerId,
-      dp_rank: err.dpRank,
-      engine_block_size: err.engineBlockSize,
-      router_block_size: routerBlockSize,
-    });
-  };
+/** Runs one unary call for any transport: times it (by method and status) and maps failures. */
+export function runUnary<Res>(metrics: RouterMetrics, method: string, handle: () => Res): UnaryOutcome<Res> {
+  const stop = metrics.requestDuration.startTimer({ method });
+  try {
+    const response = handle();
+    stop({ code: "OK" });
+    return { ok: true, response };
+  } catch (err) {
+    const f = failureOf(metrics, method, err);
+    stop({ code: status[f.code] });
+    return { ok: false, ...f };
+  }
+}
 
+/** The wire names (FindBestWorker) of the unary methods, by local name (findBestWorker). */
+export const UNARY_METHOD_NAMES: Record<keyof UnaryMethods, string> = {
+  findBestWorker: "FindBestWorker",
+  markPrefillCompleted: "MarkPrefillCompleted",
+  free: "Free",
+  registerWorker: "RegisterWorker",
+  keepAlive: "KeepAlive",
+  deregisterWorker: "DeregisterWorker",
+  listWorkers: "ListWorkers",
+};
+
+export function kvRouterMethods(router: KvRouter, metrics: RouterMetrics, limits: ServiceLimits): UnaryMethods {
   return {
-    findBestWorker: unary("FindBestWorker", (req: FindBestWorkerRequest) => {
+    findBestWorker: (req) => {
       if (req.tokenIds.length === 0) invalid("token_ids is empty; send the prompt's token ids");
       if (req.tokenIds.length > limits.maxTokens) {
         invalid(`token_ids has ${req.tokenIds.length} tokens; the limit is ${limits.maxTokens} (--max-tokens)`);
@@ -143,18 +155,91 @@ export function kvRouterHandlers(
             }))
           : [],
       });
-    }),
+    },
 
-    markPrefillCompleted: unary("MarkPrefillCompleted", (req: MarkPrefillCompletedRequest) => {
+    markPrefillCompleted: (req) => {
       requireRequestId(req.requestId);
       return create(MarkPrefillCompletedResponseSchema, { found: router.markPrefillCompleted(req.requestId) });
-    }),
+    },
 
-    free: unary("Free", (req: FreeRequest) => {
+    free: (req) => {
       requireRequestId(req.requestId);
-      const found = router.free(req.requestId);
-      return create(FreeResponseSchema, { found });
-    }),
+      return create(FreeResponseSchema, { found: router.free(req.requestId) });
+    },
+
+    registerWorker: (req) => {
+      if (req.leaseTtlSeconds > MAX_LEASE_TTL_SECONDS) {
+        invalid(`lease_ttl_seconds is ${req.leaseTtlSeconds}; the limit is ${MAX_LEASE_TTL_SECONDS}`);
+      }
+      if (req.zmqReplayEndpoint && !req.zmqEndpoint) invalid("zmq_replay_endpoint is set but zmq_endpoint is empty");
+      if (req.address) {
+        const problem = addressProblem(req.address);
+        if (problem) invalid(problem);
+        const top = Math.max(0, ...req.dpRanks);
+        if (Number(req.address.slice(req.address.lastIndexOf(":") + 1)) + top > 65_535) {
+          invalid(`address ${req.address} leaves no port for dp_rank ${top} (rank r serves on port + r)`);
+        }
+      }
+      const feed = req.zmqEndpoint ? { zmqEndpoint: req.zmqEndpoint, zmqReplayEndpoint: req.zmqReplayEndpoint || undefined } : undefined;
+      const ttlMs = router.registerWorker(req.workerId, req.dpRanks, req.leaseTtlSeconds * 1000, feed, req.address || undefined);
+      return create(RegisterWorkerResponseSchema, { leaseTtlSeconds: Math.ceil(ttlMs / 1000) });
+    },
+
+    keepAlive: (req) => create(KeepAliveResponseSchema, { leaseTtlSeconds: Math.ceil(router.keepAlive(req.workerId) / 1000) }),
+
+    deregisterWorker: (req) =>
+      create(DeregisterWorkerResponseSchema, { removedBlocks: BigInt(router.deregisterWorker(req.workerId)) }),
+
+    listWorkers: () =>
+      create(ListWorkersResponseSchema, {
+        workers: router.listWorkers().map((w) => ({
+          worker: toWorkerRef(w.worker),
+          registered: w.registered,
+          leaseRemainingMs: BigInt(w.leaseRemainingMs),
+          cachedBlocks: BigInt(w.cachedBlocks),
+          activeRequests: BigInt(w.load.requests),
+          activePrefillTokens: BigInt(w.load.prefillTokens),
+          activeDecodeBlocks: BigInt(w.load.decodeBlocks),
+          lastEventId: w.lastEventId,
+          address: router.addresses.get(w.worker) ?? "",
+        })),
+      }),
+  };
+}
+
+/** Bounds the memory of once-per-worker warnings against a flood of made-up worker ids. */
+const MAX_WARNED_WORKERS = 10_000;
+
+/** The gRPC service: the unary methods above plus the two streaming calls, which only gRPC carries. */
+export function kvRouterHandlers(router: KvRouter, metrics: RouterMetrics, methods: UnaryMethods): UntypedServiceImplementation {
+  const unary =
+    <Req, Res>(local: keyof UnaryMethods) =>
+    (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => {
+      const outcome = runUnary(metrics, UNARY_METHOD_NAMES[local], () => {
+        if (call.request instanceof MalformedRequest) invalid(call.request.reason);
+        return (methods[local] as (req: Req) => Res)(call.request);
+      });
+      if (outcome.ok) callback(null, outcome.response);
+      else callback({ code: outcome.code, details: outcome.details });
+    };
+  const failure = (method: string, err: unknown) => failureOf(metrics, method, err);
+  const { blockSize } = router.config;
+  /** Workers already warned about a block-size mismatch: one warning per (worker, dp_rank), however many events. */
+  const blockSizeWarned = new Set<string>();
+  const warnBlockSizeOnce = (err: BlockSizeMismatchError, routerBlockSize: number) => {
+    const key = `${err.workerId}:${err.dpRank}`;
+    if (blockSizeWarned.has(key) || blockSizeWarned.size >= MAX_WARNED_WORKERS) return;
+    blockSizeWarned.add(key);
+    log.warn('KV events rejected: block size mismatch (logged once per worker; counted in kvrouter_kv_events_total{outcome="invalid"})', {
+      worker_id: err.workerId,
+      dp_rank: err.dpRank,
+      engine_block_size: err.engineBlockSize,
+      router_block_size: routerBlockSize,
+    });
+  };
+
+  return {
+    ...Object.fromEntries(Object.keys(UNARY_METHOD_NAMES).map((local) => [local, unary(local as keyof UnaryMethods)])),
 
     ingestKvEvents: (call: ServerReadableStream<IngestKvEventsRequest, unknown>, callback: sendUnaryData<unknown>) => {
       const stop = metrics.requestDuration.startTimer({ method: "IngestKvEvents" });
@@ -206,39 +291,6 @@ export function kvRouterHandlers(
         finish({ code: status.CANCELLED, details: String(err) });
       });
     },
-
-    registerWorker: unary("RegisterWorker", (req: RegisterWorkerRequest) => {
-      if (req.leaseTtlSeconds > MAX_LEASE_TTL_SECONDS) {
-        invalid(`lease_ttl_seconds is ${req.leaseTtlSeconds}; the limit is ${MAX_LEASE_TTL_SECONDS}`);
-      }
-      if (req.zmqReplayEndpoint && !req.zmqEndpoint) invalid("zmq_replay_endpoint is set but zmq_endpoint is empty");
-      const feed = req.zmqEndpoint ? { zmqEndpoint: req.zmqEndpoint, zmqReplayEndpoint: req.zmqReplayEndpoint || undefined } : undefined;
-      const ttlMs = router.registerWorker(req.workerId, req.dpRanks, req.leaseTtlSeconds * 1000, feed);
-      return create(RegisterWorkerResponseSchema, { leaseTtlSeconds: Math.ceil(ttlMs / 1000) });
-    }),
-
-    keepAlive: unary("KeepAlive", (req: KeepAliveRequest) =>
-      create(KeepAliveResponseSchema, { leaseTtlSeconds: Math.ceil(router.keepAlive(req.workerId) / 1000) }),
-    ),
-
-    deregisterWorker: unary("DeregisterWorker", (req: DeregisterWorkerRequest) =>
-      create(DeregisterWorkerResponseSchema, { removedBlocks: BigInt(router.deregisterWorker(req.workerId)) }),
-    ),
-
-    listWorkers: unary("ListWorkers", () =>
-      create(ListWorkersResponseSchema, {
-        workers: router.listWorkers().map((w) => ({
-          worker: toWorkerRef(w.worker),
-          registered: w.registered,
-          leaseRemainingMs: BigInt(w.leaseRemainingMs),
-          cachedBlocks: BigInt(w.cachedBlocks),
-          activeRequests: BigInt(w.load.requests),
-          activePrefillTokens: BigInt(w.load.prefillTokens),
-          activeDecodeBlocks: BigInt(w.load.decodeBlocks),
-          lastEventId: w.lastEventId,
-        })),
-      }),
-    ),
 
     dumpIndex: async (call: ServerWritableStream<unknown, unknown>) => {
       const stop = metrics.requestDuration.startTimer({ method: "DumpIndex" });

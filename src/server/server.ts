@@ -17,8 +17,12 @@ import { log } from "../util/log.js";
 import { seededRandom } from "../util/random.js";
 import { fileDescriptorSet, serviceDefinition } from "./grpcGlue.js";
 import { requireToken } from "./auth.js";
-import { kvRouterHandlers } from "./kvRouterService.js";
+import { kvRouterHandlers, kvRouterMethods } from "./kvRouterService.js";
 import { ListenError, SourceStartError } from "./startupErrors.js";
+import type { RunningHttpApi } from "../http/httpServer.js";
+import type { RunningEpp } from "../gateway/eppServer.js";
+import { GatewayMetrics } from "../gateway/metrics.js";
+import type { ModelSpec } from "../gateway/modelSpec.js";
 
 export interface ServerOptions {
   router: RouterConfig;
@@ -27,6 +31,18 @@ export interface ServerOptions {
   grpcPort: number;
   /** Prometheus endpoint port; undefined disables it, 0 picks a free one. */
   metricsPort?: number;
+  /** HTTP/JSON port (Connect API, /healthz, /readyz, scorer API); undefined disables it, 0 picks a free one. */
+  httpPort?: number;
+  /** Gateway endpoint picker (Envoy ext_proc) port; undefined disables it, 0 picks a free one. */
+  eppPort?: number;
+  /** Models the gateway routes and their tokenizers (loaded at start). */
+  models?: ModelSpec;
+  /** Largest HTTP request body (EPP and scorer API), in bytes. */
+  maxBodyBytes?: number;
+  /** Most EPP requests holding load at once; more are shed with 429 (0/undefined = no limit). */
+  eppMaxInFlight?: number;
+  /** Endpoints the EPP lists after the chosen one, for the proxy's retries. */
+  eppFallbacks?: number;
   maxTokens: number;
   /** Seed for tie-breaks and sampling; undefined = unseeded. */
   seed?: number;
@@ -54,6 +70,8 @@ export interface ServerOptions {
 
 /** Room for 1M-token prompts and large event batches. */
 export const DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
+/** Room for OpenAI requests with 1M-token prompts. */
+export const DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024;
 
 export interface RunningServer {
   router: KvRouter;
@@ -61,6 +79,10 @@ export interface RunningServer {
   host: string;
   grpcPort: number;
   metricsPort?: number;
+  httpPort?: number;
+  eppPort?: number;
+  /** Why the router is not ready to serve, or undefined when it is (sources started, index synced). */
+  notReady(): string | undefined;
   /** Stops accepting calls, lets in-flight ones finish, then closes. */
   stop(): Promise<void>;
 }
@@ -68,6 +90,10 @@ export interface RunningServer {
 export const KV_ROUTER_SERVICE_NAME = KvRouterService.typeName;
 
 export async function startServer(opts: ServerOptions): Promise<RunningServer> {
+  // Tokenizers load before anything starts: a bad model directory fails start-up, naming the file.
+  // The gateway's modules load only when a gateway port is asked for (start-up time).
+  const gateway = opts.httpPort !== undefined || opts.eppPort !== undefined;
+  const models = gateway ? new (await import("../gateway/models.js")).ModelCatalog(opts.models ?? { tokenizers: [], loraAdapters: [] }) : undefined;
   const metrics = new RouterMetrics(opts.processMetrics ?? true, opts.metricsMaxWorkers);
   const compact = await CompactIndex.create({ shards: opts.indexerShards ?? 0, maxBlocks: opts.maxBlocks || undefined });
   metrics.sources.indexEvictions = () => compact.evictionCount;
@@ -81,7 +107,8 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     "grpc.max_receive_message_length": opts.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES,
     ...(opts.maxConcurrentStreams ? { "grpc.max_concurrent_streams": opts.maxConcurrentStreams } : {}),
   });
-  let handlers = kvRouterHandlers(router, metrics, { maxTokens: opts.maxTokens });
+  const methods = kvRouterMethods(router, metrics, { maxTokens: opts.maxTokens });
+  let handlers = kvRouterHandlers(router, metrics, methods);
   if (opts.authToken) {
     handlers = requireToken(handlers, opts.authToken, (method) => metrics.unauthenticated.inc({ method }));
   }
@@ -93,8 +120,14 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
 
   let http: HttpServer | undefined;
   let metricsPort: number | undefined;
+  let httpApi: RunningHttpApi | undefined;
+  let epp: RunningEpp | undefined;
+  const gatewayMetrics = gateway ? new GatewayMetrics(metrics.registry) : undefined;
+  const maxBodyBytes = opts.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
   // /readyz: ready once every event source has started, not ready again from the moment stop() begins.
   let readiness: Readiness = "starting";
+  const notReady = () =>
+    readiness === "ready" ? undefined : readiness === "starting" ? "starting: event sources are syncing the index" : "shutting down";
   const sources = opts.eventSources ?? [];
   const started: EventSource[] = [];
   let grpcPort: number;
@@ -112,6 +145,51 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       });
       metricsPort = (http.address() as AddressInfo).port;
     }
+    if (opts.httpPort !== undefined) {
+      // Loaded only when asked for: Connect adds start-up time every other router would pay.
+      const [{ connectRoutes }, { startHttpApi }, { queryHashes, queryTokens, scorerHandler }] = await Promise.all([
+        import("../http/connectService.js"),
+        import("../http/httpServer.js"),
+        import("../gateway/scorerApi.js"),
+      ]);
+      const scorer = {
+        router,
+        modelProblem: (m: string) => models!.problem(m),
+        maxTokens: opts.maxTokens,
+        maxBodyBytes,
+      };
+      httpApi = await startHttpApi({
+        host: opts.host,
+        port: opts.httpPort,
+        routes: connectRoutes(methods, metrics, opts.authToken),
+        notReady,
+        maxBodyBytes: opts.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES,
+        paths: {
+          "/query": scorerHandler(queryTokens, { ...scorer, onRefused: (reason) => gatewayMetrics!.rejected.inc({ api: "query", reason }) }),
+          "/query_by_hash": scorerHandler(queryHashes, {
+            ...scorer,
+            onRefused: (reason) => gatewayMetrics!.rejected.inc({ api: "query_by_hash", reason }),
+          }),
+        },
+      }).catch((err: Error) => {
+        throw new ListenError("HTTP", opts.host, opts.httpPort!, err);
+      });
+    }
+    if (opts.eppPort !== undefined) {
+      const { startEppServer } = await import("../gateway/eppServer.js");
+      epp = await startEppServer(opts.host, opts.eppPort, {
+        router,
+        models: models!,
+        metrics: gatewayMetrics!,
+        maxBodyBytes,
+        maxTokens: opts.maxTokens,
+        maxInFlight: opts.eppMaxInFlight ?? 0,
+        fallbacks: opts.eppFallbacks ?? 2,
+        maxMessageBytes: opts.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES,
+      }).catch((err: Error) => {
+        throw new ListenError("EPP", opts.host, opts.eppPort!, err);
+      });
+    }
     for (const source of sources) {
       // Counted before start(): a source that fails half-way may hold a connection to release.
       started.push(source);
@@ -126,11 +204,14 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     for (const source of started.reverse()) await source.stop().catch(() => {});
     server.forceShutdown();
     if (http?.listening) await new Promise<void>((resolve) => http!.close(() => resolve()));
+    await httpApi?.close();
+    await epp?.stop();
     await compact.close();
     throw err;
   }
-
   readiness = "ready";
+  epp?.setReady(true);
+
   const timer = setInterval(() => {
     const { expiredWorkers, expiredRequests } = router.tick();
     if (expiredWorkers.length > 0) metrics.expiredWorkers.inc(expiredWorkers.length);
@@ -153,11 +234,13 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     });
     for (const source of sources) await source.stop();
     if (http) await new Promise<void>((resolve) => http!.close(() => resolve()));
+    await httpApi?.close();
+    await epp?.stop();
     await compact.close();
     log.info("kv-router stopped");
   };
 
-  return { router, metrics, host: opts.host, grpcPort, metricsPort, stop };
+  return { router, metrics, host: opts.host, grpcPort, metricsPort, httpPort: httpApi?.port, eppPort: epp?.port, notReady, stop };
 }
 
 type Readiness = "starting" | "ready" | "stopping";

@@ -39,6 +39,7 @@ export interface RouterProcess {
   child: ChildProcess;
   grpcAddress: string;
   metricsUrl?: string;
+  stdout(): string;
   stderr(): string;
   /** SIGTERM, then wait for exit; returns the exit code. */
   stop(): Promise<number | null>;
@@ -62,6 +63,7 @@ export async function spawnRouter(args: string[], env: NodeJS.ProcessEnv = {}, n
     child,
     grpcAddress: `127.0.0.1:${port}`,
     metricsUrl: metrics ? `http://127.0.0.1:${metrics[1]}/metrics` : undefined,
+    stdout: () => out.stdout,
     stderr: () => out.stderr,
     async stop() {
       if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;

@@ -2,6 +2,7 @@
 // (YAML or JSON). One entry = one publisher (vLLM runs one per DP rank, on
 // consecutive ports), so a worker with several DP ranks has several entries.
 import { parse as parseYaml } from "yaml";
+import { addressProblem } from "../../workers/addresses.js";
 import type { EngineKind } from "./decode.js";
 
 export interface ZmqEndpoint {
@@ -17,6 +18,8 @@ export interface ZmqEndpoint {
   topic: string;
   /** The engine's Prometheus page (http://host:port/metrics), for the optional load term. */
   metrics?: string;
+  /** Where this rank serves requests (ip:port), for gateways (EPP). */
+  address?: string;
 }
 
 export class EndpointSpecError extends Error {}
@@ -29,7 +32,7 @@ export function endpointKey(e: ZmqEndpoint): string {
   return `${e.workerId}@${e.endpoint}#${e.dpRank}/${e.engine}/${e.replay ?? ""}/${e.topic}/${e.metrics ?? ""}`;
 }
 
-/** Parses `WORKER_ID=tcp://host:port[,replay=tcp://host:port][,dp_rank=N][,engine=vllm|sglang][,topic=T][,metrics=http://host:port/metrics]`. */
+/** Parses `WORKER_ID=tcp://host:port[,replay=tcp://host:port][,dp_rank=N][,engine=vllm|sglang][,topic=T][,metrics=http://host:port/metrics][,address=ip:port]`. */
 export function parseZmqWorkerSpec(spec: string): ZmqEndpoint {
   const where = `--zmq-worker ${JSON.stringify(spec)}`;
   const eq = spec.indexOf("=");
@@ -63,7 +66,7 @@ export function parseWorkersFile(text: string, file: string): ZmqEndpoint[] {
   });
 }
 
-const KNOWN_FIELDS = new Set(["worker_id", "endpoint", "replay", "replay_endpoint", "dp_rank", "engine", "topic", "metrics"]);
+const KNOWN_FIELDS = new Set(["worker_id", "endpoint", "replay", "replay_endpoint", "dp_rank", "engine", "topic", "metrics", "address"]);
 
 function endpointFrom(f: Record<string, unknown>, where: string): ZmqEndpoint {
   for (const k of Object.keys(f)) {
@@ -84,7 +87,10 @@ function endpointFrom(f: Record<string, unknown>, where: string): ZmqEndpoint {
   if (metrics !== undefined && !/^https?:\/\/[^\s,]+$/.test(metrics)) {
     throw new EndpointSpecError(`${where}: metrics must look like http://host:port/metrics, got ${JSON.stringify(metrics)}`);
   }
-  return { workerId, endpoint, replay, dpRank, engine, topic, metrics };
+  const served = f.address === undefined || f.address === "" ? undefined : String(f.address);
+  const problem = served === undefined ? undefined : addressProblem(served);
+  if (problem) throw new EndpointSpecError(`${where}: ${problem}`);
+  return { workerId, endpoint, replay, dpRank, engine, topic, metrics, ...(served !== undefined ? { address: served } : {}) };
 }
 
 function u64(v: unknown, where: string): bigint {

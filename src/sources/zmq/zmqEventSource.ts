@@ -124,6 +124,7 @@ export class ZmqEventSource implements EventSource {
     const wanted = new Map<string, ZmqEndpoint>();
     const all = [...(this.opts.endpoints ?? []), ...this.fileEndpoints, ...[...this.registered.values()].flat()];
     for (const e of all) wanted.set(endpointKey(e), e);
+    this.syncAddresses();
     for (const [key, sub] of this.subscribers) {
       if (wanted.has(key)) continue;
       this.subscribers.delete(key);
@@ -153,6 +154,18 @@ export class ZmqEventSource implements EventSource {
       }
     }
     this.metrics!.subscribers.set(this.subscribers.size);
+  }
+
+  /** The ip:port of the ranks listed in flags and the workers file, for gateways. */
+  private syncAddresses(): void {
+    const listed = new Set<string>();
+    for (const e of [...(this.opts.endpoints ?? []), ...this.fileEndpoints]) {
+      if (e.address === undefined) continue;
+      const worker = { workerId: e.workerId, dpRank: e.dpRank };
+      this.router!.addresses.set(worker, e.address, "zmq-config");
+      listed.add(workerKeyString(worker));
+    }
+    this.router!.addresses.retain("zmq-config", listed);
   }
 
   private startPoller(key: string, spec: ZmqEndpoint): void {

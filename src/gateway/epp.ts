@@ -1,0 +1,329 @@
+// The endpoint picker: one Envoy ext_proc Process stream per HTTP request,
+// following the Gateway API Inference Extension's EPP protocol
+// (docs/proposals/004-endpoint-picker-protocol) in FULL_DUPLEX_STREAMED body
+// mode. Request headers and body chunks are buffered until the body ends; the
+// prompt is then tokenized and routed by the same router as FindBestWorker,
+// and answered with a headers response (x-gateway-destination-endpoint, the
+// same value in dynamic metadata envoy.lb) followed by the body, unchanged.
+// The request's load is held until its response ends or the stream breaks.
+import { randomUUID } from "node:crypto";
+import { create } from "@bufbuild/protobuf";
+import type { JsonValue } from "@bufbuild/protobuf";
+import type { ServerDuplexStream } from "@grpc/grpc-js";
+import { type HeaderMap, HeaderValueOption_HeaderAppendAction, type Metadata } from "../../gen/envoy/config/core/v3/base_pb.js";
+import {
+  type ProcessingRequest,
+  type ProcessingResponse,
+  ProcessingResponseSchema,
+} from "../../gen/envoy/service/ext_proc/v3/external_processor_pb.js";
+import { type WorkerKey, workerKeyString } from "../indexer/types.js";
+import { RouterError } from "../router/errors.js";
+import type { KvRouter } from "../router/router.js";
+import { MalformedRequest } from "../server/grpcGlue.js";
+import { log } from "../util/log.js";
+import type { GatewayMetrics } from "./metrics.js";
+import type { ModelCatalog } from "./models.js";
+import { GatewayRefusal, type OpenAiPrompt, parseOpenAiRequest } from "./openaiRequest.js";
+
+/** Names fixed by the EPP protocol. */
+export const DESTINATION_HEADER = "x-gateway-destination-endpoint";
+export const DESTINATION_NAMESPACE = "envoy.lb";
+export const SUBSET_NAMESPACE = "envoy.lb.subset_hint";
+export const SUBSET_KEY = "x-gateway-destination-endpoint-subset";
+export const SERVED_KEY = "x-gateway-destination-endpoint-served";
+
+export interface EppOptions {
+  router: KvRouter;
+  models: ModelCatalog;
+  metrics: GatewayMetrics;
+  /** Largest request body accepted (413 beyond). */
+  maxBodyBytes: number;
+  maxTokens: number;
+  /** Most EPP requests holding load at once; more are shed with 429 (0 = no limit). */
+  maxInFlight: number;
+  /** Endpoints listed after the chosen one, for the proxy's retries. */
+  fallbacks: number;
+}
+
+type Call = ServerDuplexStream<ProcessingRequest | MalformedRequest, ProcessingResponse>;
+
+/** Counts EPP requests holding load, shared by every stream. */
+export class InFlight {
+  count = 0;
+}
+
+export function handleProcessStream(call: Call, opts: EppOptions, inFlight: InFlight): void {
+  new EppStream(call, opts, inFlight);
+}
+
+class EppStream {
+  private headers = new Map<string, string>();
+  private headersEnded = false;
+  private body: Buffer[] = [];
+  private bodyBytes = 0;
+  private subset: string[] | undefined;
+  private done = false;
+  private held: { requestId: string; tokens: Uint32Array; loraName: string; primary: string } | undefined;
+  private prefillMarked = false;
+
+  constructor(
+    private readonly call: Call,
+    private readonly opts: EppOptions,
+    private readonly inFlight: InFlight,
+  ) {
+    call.on("data", (msg: ProcessingRequest | MalformedRequest) => this.onMessage(msg));
+    call.on("end", () => {
+      this.release("stream_end");
+      if (!this.done) call.end();
+    });
+    call.on("error", (err) => {
+      log.debug("ext_proc stream broke", { error: String(err) });
+      this.release("stream_error");
+    });
+    call.on("cancelled", () => this.release("stream_cancelled"));
+  }
+
+  private onMessage(msg: ProcessingRequest | MalformedRequest): void {
+    if (this.done) return;
+    if (msg instanceof MalformedRequest) {
+      this.opts.metrics.rejected.inc({ api: "epp", reason: "malformed" });
+      this.done = true;
+      this.release("malformed");
+      this.call.emit("error", { code: 3, details: msg.reason });
+      return;
+    }
+    try {
+      this.dispatch(msg);
+    } catch (err) {
+      if (err instanceof GatewayRefusal) return this.refuse(err);
+      log.error("endpoint picker failed", { error: String((err as Error)?.stack ?? err) });
+      this.refuse(new GatewayRefusal(500, "internal", `internal error: ${(err as Error)?.message ?? err}`));
+    }
+  }
+
+  private dispatch(msg: ProcessingRequest): void {
+    this.noteSubset(msg.metadataContext);
+    const r = msg.request;
+    switch (r.case) {
+      case "requestHeaders":
+        this.headers = headerMap(r.value.headers);
+        this.headersEnded = true;
+        // A request without a body (e.g. GET /v1/models) is placed by load alone.
+        if (r.value.endOfStream) this.route(undefined);
+        return;
+      case "requestBody": {
+        const chunk = r.value.body;
+        this.bodyBytes += chunk.length;
+        if (this.bodyBytes > this.opts.maxBodyBytes) {
+          throw new GatewayRefusal(413, "too_large", `request body is over ${this.opts.maxBodyBytes} bytes (--max-body-bytes)`);
+        }
+        this.body.push(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength));
+        if (r.value.endOfStream) this.route(Buffer.concat(this.body));
+        return;
+      }
+      case "requestTrailers":
+        // Full-duplex mode sends trailers when the request had them; the body already ended.
+        if (this.held === undefined) this.route(Buffer.concat(this.body));
+        this.send({ response: { case: "requestTrailers", value: {} } });
+        return;
+      case "responseHeaders":
+        this.noteServed(msg.metadataContext);
+        this.send({ response: { case: "responseHeaders", value: { response: {} } } });
+        if (r.value.endOfStream) this.release("response_end");
+        return;
+      case "responseBody":
+        this.markPrefill();
+        this.send({
+          response: {
+            case: "responseBody",
+            value: { response: { bodyMutation: { mutation: { case: "streamedResponse", value: { body: r.value.body, endOfStream: r.value.endOfStream } } } } },
+          },
+        });
+        if (r.value.endOfStream) this.release("response_end");
+        return;
+      case "responseTrailers":
+        this.send({ response: { case: "responseTrailers", value: {} } });
+        this.release("response_end");
+        return;
+      default:
+        throw new GatewayRefusal(400, "malformed", "ProcessingRequest carries no request, headers, body or trailers");
+    }
+  }
+
+  /** Tokenizes and routes the request, then answers headers (with the destination) and the body. */
+  private route(body: Buffer | undefined): void {
+    if (!this.headersEnded) throw new GatewayRefusal(400, "malformed", "request body arrived before the request headers");
+    const { router, metrics } = this.opts;
+    let tokens: Uint32Array = new Uint32Array(0);
+    let loraName = "";
+    if (body !== undefined && body.length > 0) {
+      const req = parseOpenAiRequest(body);
+      const model = this.opts.models.resolve(req.model);
+      loraName = model.loraName;
+      tokens = this.tokenize(req.prompt, model.tokenizer, req.model);
+      if (tokens.length > this.opts.maxTokens) {
+        throw new GatewayRefusal(400, "invalid", `the prompt has ${tokens.length} tokens; the limit is ${this.opts.maxTokens} (--max-tokens)`);
+      }
+    }
+    if (this.opts.maxInFlight > 0 && this.inFlight.count >= this.opts.maxInFlight) {
+      throw new GatewayRefusal(429, "shed", `${this.inFlight.count} requests are in flight, the most --epp-max-in-flight allows`);
+    }
+    const allowed = this.candidates();
+    const requestId = this.requestId();
+    let decision;
+    try {
+      decision = router.findBestWorker({ tokens, requestId, allowedWorkers: allowed, loraName });
+    } catch (err) {
+      if (err instanceof RouterError && err.code === "resource_exhausted") throw new GatewayRefusal(429, "shed", err.message);
+      throw err;
+    }
+    this.inFlight.count++;
+    metrics.eppInFlight.set(this.inFlight.count);
+    const ordered = [decision.worker, ...decision.scores.map((s) => s.worker)];
+    const endpoints = [...new Set(ordered.map((w) => router.addresses.get(w)!))].slice(0, 1 + this.opts.fallbacks);
+    this.held = { requestId, tokens, loraName, primary: endpoints[0] };
+    metrics.eppRequests.inc({ outcome: "routed" });
+    const value = endpoints.join(",");
+    const setHeaders = [headerOption(DESTINATION_HEADER, value)];
+    if (body !== undefined && body.length > 0) setHeaders.push(headerOption("content-length", String(body.length)));
+    this.send({
+      response: { case: "requestHeaders", value: { response: { headerMutation: { setHeaders }, clearRouteCache: true } } },
+      dynamicMetadata: { [DESTINATION_NAMESPACE]: { [DESTINATION_HEADER]: value } },
+    });
+    if (body !== undefined) {
+      this.send({
+        response: {
+          case: "requestBody",
+          value: { response: { bodyMutation: { mutation: { case: "streamedResponse", value: { body, endOfStream: true } } } } },
+        },
+      });
+    }
+    log.debug("epp routed", { request_id: requestId, endpoints: value, tokens: tokens.length, overlap_blocks: decision.overlapBlocks });
+  }
+
+  private tokenize(prompt: OpenAiPrompt, tokenizer: ReturnType<ModelCatalog["resolve"]>["tokenizer"], model: string): Uint32Array {
+    if (prompt.kind === "tokens") return Uint32Array.from(prompt.ids);
+    if (tokenizer === undefined) {
+      throw new GatewayRefusal(400, "no_tokenizer", `no tokenizer for model "${model}": start kv-router with --tokenizer DIR, or send the prompt as token ids`);
+    }
+    const before = tokenizer.cacheHits;
+    let ids: number[];
+    if (prompt.kind === "text") {
+      ids = tokenizer.encode(prompt.text, true);
+    } else {
+      if (!tokenizer.hasChatTemplate) throw new GatewayRefusal(400, "no_chat_template", `${tokenizer.dir} has no chat template; chat requests cannot be tokenized`);
+      let text: string;
+      try {
+        text = tokenizer.renderChat(prompt.messages, { addGenerationPrompt: prompt.addGenerationPrompt, tools: prompt.tools, extra: prompt.templateKwargs });
+      } catch (err) {
+        throw new GatewayRefusal(400, "template", `the chat template cannot render these messages: ${(err as Error).message}`);
+      }
+      // A rendered chat already holds its special tokens (vLLM: add_special_tokens=false for chat).
+      ids = tokenizer.encode(text, false);
+    }
+    this.opts.metrics.tokenizations.inc({ cache: tokenizer.cacheHits > before ? "hit" : "miss" });
+    return Uint32Array.from(ids);
+  }
+
+  /** The workers the request may go to: those with an address, within the gateway's subset if it sent one. */
+  private candidates(): WorkerKey[] {
+    const { addresses } = this.opts.router;
+    const known = new Set(this.opts.router.knownWorkers().keys());
+    const routable = addresses.entries().filter((e) => known.has(workerKeyString(e.worker)));
+    const eligible = this.subset === undefined ? routable : routable.filter((e) => this.subset!.includes(e.address));
+    if (eligible.length === 0) {
+      throw new GatewayRefusal(
+        503,
+        "no_endpoint",
+        this.subset === undefined
+          ? "no worker with an address is known: register workers with an address (RegisterWorker address, --workers-file address)"
+          : `none of the gateway's subset endpoints (${this.subset.join(", ") || "empty"}) is a known worker`,
+      );
+    }
+    return eligible.map((e) => e.worker);
+  }
+
+  private requestId(): string {
+    const given = this.headers.get("x-request-id");
+    if (given && given.length <= 256 && !this.opts.router.active.has(given)) return given;
+    return `epp-${randomUUID()}`;
+  }
+
+  private noteSubset(md: Metadata | undefined): void {
+    const ns = md?.filterMetadata[SUBSET_NAMESPACE];
+    if (ns === undefined || this.subset !== undefined || !(SUBSET_KEY in ns)) return;
+    this.subset = stringList(ns[SUBSET_KEY]);
+  }
+
+  /** The proxy may have retried on a fallback: the load moves to the endpoint that served. */
+  private noteServed(md: Metadata | undefined): void {
+    const served = md?.filterMetadata[DESTINATION_NAMESPACE]?.[SERVED_KEY];
+    const held = this.held;
+    if (typeof served !== "string" || held === undefined || served === held.primary) return;
+    const worker = this.opts.router.addresses.find(served);
+    if (worker === undefined) return;
+    this.opts.router.free(held.requestId);
+    this.opts.router.findBestWorker({ tokens: held.tokens, requestId: held.requestId, allowedWorkers: [worker], loraName: held.loraName });
+    held.primary = served;
+  }
+
+  private markPrefill(): void {
+    if (this.held === undefined || this.prefillMarked) return;
+    this.prefillMarked = true;
+    this.opts.router.markPrefillCompleted(this.held.requestId);
+  }
+
+  /** Frees the request's load once (response finished, or the stream ended or broke). */
+  private release(why: string): void {
+    const held = this.held;
+    if (held === undefined) return;
+    this.held = undefined;
+    this.opts.router.free(held.requestId);
+    this.inFlight.count--;
+    this.opts.metrics.eppInFlight.set(this.inFlight.count);
+    log.debug("epp request finished; load freed", { request_id: held.requestId, why });
+  }
+
+  private refuse(refusal: GatewayRefusal): void {
+    this.opts.metrics.rejected.inc({ api: "epp", reason: refusal.reason });
+    this.opts.metrics.eppRequests.inc({ outcome: String(refusal.status) });
+    this.release("refused");
+    const body = JSON.stringify({ error: { message: refusal.message, type: refusal.reason, code: refusal.status } });
+    this.send({
+      response: {
+        case: "immediateResponse",
+        value: {
+          status: { code: refusal.status },
+          headers: { setHeaders: [headerOption("content-type", "application/json")] },
+          body: Buffer.from(body),
+          details: `kv-router: ${refusal.reason}`,
+        },
+      },
+    });
+    this.done = true;
+    this.call.end();
+  }
+
+  private send(init: Parameters<typeof create<typeof ProcessingResponseSchema>>[1]): void {
+    if (this.call.cancelled || this.call.destroyed) return;
+    this.call.write(create(ProcessingResponseSchema, init));
+  }
+}
+
+function headerOption(key: string, value: string) {
+  return { header: { key, rawValue: Buffer.from(value) }, appendAction: HeaderValueOption_HeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD };
+}
+
+/** Header names are lower-case in ext_proc; values are in raw_value (older proxies: value). */
+function headerMap(map: HeaderMap | undefined): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const h of map?.headers ?? []) out.set(h.key.toLowerCase(), h.rawValue.length > 0 ? Buffer.from(h.rawValue).toString("utf8") : h.value);
+  return out;
+}
+
+function stringList(v: JsonValue | undefined): string[] {
+  if (Array.isArray(v)) return v.filter((x): x is string => typeof x === "string").map((s) => s.trim());
+  if (typeof v === "string") return v.split(",").map((s) => s.trim()).filter((s) => s !== "");
+  return [];
+}
+

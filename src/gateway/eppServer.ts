@@ -1,0 +1,52 @@
+// The EPP port (--epp-port): Envoy's ext_proc service and the gRPC health
+// services a GAIE gateway probes — liveness (the process answers), readiness
+// and envoy.service.ext_proc.v3.ExternalProcessor (serving, index synced).
+import * as grpc from "@grpc/grpc-js";
+import { HealthImplementation } from "grpc-health-check";
+import { ExternalProcessor } from "../../gen/envoy/service/ext_proc/v3/external_processor_pb.js";
+import { serviceDefinition } from "../server/grpcGlue.js";
+import { type EppOptions, InFlight, handleProcessStream } from "./epp.js";
+
+export const EXT_PROC_SERVICE_NAME = ExternalProcessor.typeName;
+
+export interface RunningEpp {
+  port: number;
+  inFlight: InFlight;
+  setReady(ready: boolean): void;
+  stop(): Promise<void>;
+}
+
+export async function startEppServer(host: string, port: number, opts: EppOptions & { maxMessageBytes: number }): Promise<RunningEpp> {
+  const server = new grpc.Server({ "grpc.max_receive_message_length": opts.maxMessageBytes });
+  const inFlight = new InFlight();
+  server.addService(serviceDefinition(ExternalProcessor), {
+    process: (call: Parameters<typeof handleProcessStream>[0]) => handleProcessStream(call, opts, inFlight),
+  });
+  const health = new HealthImplementation({
+    liveness: "SERVING",
+    readiness: "NOT_SERVING",
+    [EXT_PROC_SERVICE_NAME]: "NOT_SERVING",
+    "": "NOT_SERVING",
+  });
+  health.addToServer(server);
+  const bound = await new Promise<number>((resolve, reject) =>
+    server.bindAsync(`${host}:${port}`, grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
+  );
+  const setReady = (ready: boolean) => {
+    for (const name of ["readiness", EXT_PROC_SERVICE_NAME, ""]) health.setStatus(name, ready ? "SERVING" : "NOT_SERVING");
+  };
+  return {
+    port: bound,
+    inFlight,
+    setReady,
+    stop: () =>
+      new Promise<void>((resolve) => {
+        setReady(false);
+        const force = setTimeout(() => server.forceShutdown(), 5_000);
+        server.tryShutdown(() => {
+          clearTimeout(force);
+          resolve();
+        });
+      }),
+  };
+}

@@ -1,0 +1,29 @@
+// The kvrouter.v1 unary methods over the Connect protocol (HTTP/1.1 + JSON,
+// curl-able), on the very methods gRPC serves: the same validation, token
+// check, metrics and status codes (Connect maps them to HTTP: 400, 404, 401...).
+import { Code, type ConnectRouter, ConnectError, type HandlerContext } from "@connectrpc/connect";
+import { KvRouterService } from "../../gen/kvrouter/v1/router_pb.js";
+import type { RouterMetrics } from "../metrics/metrics.js";
+import { tokenRefusal } from "../server/auth.js";
+import { UNARY_METHOD_NAMES, type UnaryMethods, runUnary } from "../server/kvRouterService.js";
+
+export function connectRoutes(methods: UnaryMethods, metrics: RouterMetrics, authToken: string | undefined) {
+  const impl: Record<string, (req: never, ctx: HandlerContext) => unknown> = {};
+  for (const local of Object.keys(UNARY_METHOD_NAMES) as (keyof UnaryMethods)[]) {
+    impl[local] = (req: { requestId?: string }, ctx: HandlerContext) => {
+      if (authToken !== undefined) {
+        const refused = tokenRefusal(local, req, ctx.requestHeader.get("authorization") ?? undefined, authToken);
+        if (refused !== undefined) {
+          metrics.unauthenticated.inc({ method: local });
+          throw new ConnectError(refused, Code.Unauthenticated);
+        }
+      }
+      const outcome = runUnary(metrics, UNARY_METHOD_NAMES[local], () => (methods[local] as (r: unknown) => unknown)(req));
+      // gRPC status numbers are Connect codes (both follow google.rpc.Code).
+      if (!outcome.ok) throw new ConnectError(outcome.details, outcome.code as number as Code);
+      return outcome.response;
+    };
+  }
+  // IngestKvEvents and DumpIndex stay gRPC-only: Connect answers them "unimplemented".
+  return (router: ConnectRouter) => router.service(KvRouterService, impl as never);
+}
