@@ -45,11 +45,12 @@ export interface RouterProcess {
   stop(): Promise<number | null>;
 }
 
-/** Starts a serving router and waits for its listening line. */
+/** Starts a serving router and waits for its listening line and its start log (which names the metrics port). */
 export async function spawnRouter(args: string[], env: NodeJS.ProcessEnv = {}, nodeArgs: string[] = []): Promise<RouterProcess> {
   const { child, out } = spawnCli(args, env, nodeArgs);
   const deadline = Date.now() + 60_000; // a loaded 2-core machine can take 10-20 s per start
-  while (!/kv-router listening on (\S+):(\d+)\n/.test(out.stdout)) {
+  // The start log reaches stderr after the listening line reaches stdout: wait for both, or metricsUrl races.
+  while (!/kv-router listening on (\S+):(\d+)\n/.test(out.stdout) || !out.stderr.includes('"kv-router started"')) {
     if (child.exitCode !== null) throw new Error(`kv-router exited with ${child.exitCode}: ${out.stderr}`);
     if (Date.now() > deadline) {
       child.kill("SIGKILL");
