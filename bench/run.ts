@@ -1,12 +1,14 @@
 // `make bench` (full) and `make bench-smoke` (BENCH_SMOKE=1, small sizes, for
 // CI): runs the index and end-to-end benchmarks, prints a table of figures
-// with their in-run baselines, and writes bench/results.json. It fails only
+// with their in-run baselines, and writes bench/results.json (the smoke mode
+// writes bench/results.smoke.json, so the committed figures stay). It fails only
 // on errors, never on timings.
-import { existsSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { availableParallelism, cpus, totalmem } from "node:os";
 import { fileURLToPath } from "node:url";
 import { runDynamoZmqBench } from "./dynamoZmq.bench.js";
 import { runE2eBench } from "./findBestWorker.bench.js";
+import { runIngestBench } from "./ingest.bench.js";
 import { runIndexBench, runSteadyBench } from "./indexer.bench.js";
 import { TRACE, mooncake, randomPrefix } from "./workload.js";
 
@@ -50,6 +52,11 @@ const steady = await runSteadyBench(prompts, entries, {
 
 log("Dynamo ZMQ event plane decode");
 const dynamoZmq = runDynamoZmqBench(smoke ? 2_000 : 50_000, smoke ? 1 : 3);
+log("gRPC ingest benchmarks");
+const grpc = await runIngestBench(
+  { blocks: smoke ? 4096 : 204_800, rounds: smoke ? 1 : 3, phaseMs: smoke ? 300 : 3000, threads: smoke ? [1] : [1, 2, 4, 8], queryCalls: smoke ? 64 : 2000, underIngest: smoke ? [[0, 1]] : [[0, 0], [0, 1]] },
+  log,
+);
 
 const results = {
   date: new Date().toISOString(),
@@ -61,8 +68,12 @@ const results = {
   steadyIngest: steady,
   e2e,
   dynamoZmq,
+  ...grpc,
 };
-writeFileSync(fileURLToPath(new URL("./results.json", import.meta.url)), JSON.stringify(results, null, 2) + "\n");
+// Committed figures of earlier code ("before", see docs/indexer.md) are kept beside the new ones.
+const resultsFile = fileURLToPath(new URL(smoke ? "./results.smoke.json" : "./results.json", import.meta.url));
+const before = !smoke && existsSync(resultsFile) ? JSON.parse(readFileSync(resultsFile, "utf8")).before : undefined;
+writeFileSync(resultsFile, JSON.stringify({ ...results, before }, null, 2) + "\n");
 
 // ---- the table --------------------------------------------------------------
 const f = (n: number, d = 0) => (Number.isFinite(n) ? n.toLocaleString("en-US", { maximumFractionDigits: d, minimumFractionDigits: d }) : "-");
@@ -101,7 +112,29 @@ for (const mode of ["sequential", "concurrent-64"]) {
   rows.push(["dynamo zmq plane", "decode stored events/s (4 blocks)", "core-NATS envelope", f(z.natsEnvelope), "baseline"]);
   rows.push(["dynamo zmq plane", "decode stored events/s (4 blocks)", "ZMQ frames + envelope", f(z.zmqFrames), `${f(z.zmqFrames / z.natsEnvelope, 2)}x baseline`]);
 }
+for (const payload of ["token_ids", "tokens_hash"]) {
+  for (const [k, v] of Object.entries((grpc.grpcIngest as any)[payload] as Record<string, any>)) {
+    rows.push(["gRPC ingest", `IngestKvEvents ${payload} blocks/s`, k, f(v.blocksPerSec), `${f(v.vsFloor, 2)}x floor, ${f(v.vsNaive, 1)}x naive`]);
+  }
+}
+{
+  const d = (grpc.grpcIngest as any).decodeInProcess;
+  rows.push(["gRPC ingest", "decode+hash token_ids in-process blocks/s", "hot-path decoder", f(d.hotPathBlocksPerSec), `${f(d.hotPathBlocksPerSec / d.protobufEsBlocksPerSec, 1)}x protobuf-es`]);
+  rows.push(["gRPC ingest", "decode+hash token_ids in-process blocks/s", "protobuf-es + convert.ts", f(d.protobufEsBlocksPerSec), "baseline"]);
+}
+for (const [config, qi] of Object.entries(grpc.queryUnderIngest as Record<string, any>)) {
+  for (const k of ["idle", "50%", "90%"]) {
+    const v = qi[k];
+    const load = k === "idle" ? `capacity ${f(qi.capacityBlocksPerSec)} blocks/s` : `${f(v.ingestBlocksPerSec)} blocks/s ingested, p99 ${f(v.p99 / qi.idle.p99, 2)}x idle`;
+    rows.push(["gRPC ingest", `FindBestWorker 4096 tok p50/p99/max us (${config})`, `ingest ${k}`, `${f(v.p50)} / ${f(v.p99)} / ${f(v.max)}`, load]);
+  }
+}
+const sc = grpc.scaling as Record<string, any>;
+for (const [k, v] of Object.entries(sc)) {
+  if (typeof v !== "object") continue;
+  rows.push(["scaling", `ingest blocks/s | 32-way FindBestWorker/s (${sc.cores} cores)`, k, `${f(v.ingestBlocksPerSec)} | ${f(v.findBestWorker32Way)}`, ""]);
+}
 const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
 console.log(`kv-router benchmarks (${results.mode}, ${entries} entries, ${results.machine.cpus} cpus, ${results.date})`);
 for (const r of rows) console.log(r.map((c, i) => (i === 3 ? c.padStart(widths[i]) : c.padEnd(widths[i]))).join("  "));
-log("done; wrote bench/results.json");
+log(`done; wrote ${resultsFile}`);

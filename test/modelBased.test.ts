@@ -95,8 +95,14 @@ function toWire(e: ModelEvent): EventInit {
 }
 
 /** Runs ops against a fresh router and the model; returns the first divergence, if any. */
-async function divergence(ops: Op[], indexerShards = 0): Promise<string | undefined> {
-  const r = await startTestRouter({ blockSize: B, prefillLoadScale: WEIGHT, workerLeaseTtlMs: 600_000 }, { indexerShards });
+/** Where the router's index and ingest decoding run. */
+interface Threads {
+  indexerShards: number;
+  ingestThreads: number;
+}
+
+async function divergence(ops: Op[], threads: Threads): Promise<string | undefined> {
+  const r = await startTestRouter({ blockSize: B, prefillLoadScale: WEIGHT, workerLeaseTtlMs: 600_000 }, threads);
   const model = new ReferenceModel(B, WEIGHT);
   try {
     for (const [i, op] of ops.entries()) {
@@ -165,12 +171,12 @@ async function divergence(ops: Op[], indexerShards = 0): Promise<string | undefi
 }
 
 /** Greedily drops operations while the run still diverges (bounded), for a short reproduction. */
-async function shrink(ops: Op[], indexerShards: number): Promise<{ ops: Op[]; failure: string }> {
+async function shrink(ops: Op[], threads: Threads): Promise<{ ops: Op[]; failure: string }> {
   let current = ops;
-  let failure = (await divergence(current, indexerShards))!;
+  let failure = (await divergence(current, threads))!;
   for (let i = current.length - 1, tries = 0; i >= 0 && tries < 300; i--, tries++) {
     const candidate = current.filter((_, j) => j !== i);
-    const f = await divergence(candidate, indexerShards);
+    const f = await divergence(candidate, threads);
     if (f !== undefined) {
       current = candidate;
       failure = f;
@@ -179,15 +185,15 @@ async function shrink(ops: Op[], indexerShards: number): Promise<{ ops: Op[]; fa
   return { ops: current, failure };
 }
 
-async function agreeOn(seeds: number[], indexerShards: number): Promise<number> {
+async function agreeOn(seeds: number[], threads: Threads): Promise<number> {
   let checked = 0;
   for (const seed of seeds) {
     const ops = generate(seed, OPS_PER_SEED);
-    const failure = await divergence(ops, indexerShards);
+    const failure = await divergence(ops, threads);
     if (failure !== undefined) {
-      const small = await shrink(ops, indexerShards);
+      const small = await shrink(ops, threads);
       assert.fail(
-        `seed ${seed} (${indexerShards} shards) diverges: ${small.failure}\nminimal reproduction (${small.ops.length} ops):\n` +
+        `seed ${seed} (${JSON.stringify(threads)}) diverges: ${small.failure}\nminimal reproduction (${small.ops.length} ops):\n` +
           JSON.stringify(small.ops, (_k, v) => (typeof v === "bigint" ? `${v}n` : v), 1),
       );
     }
@@ -198,12 +204,22 @@ async function agreeOn(seeds: number[], indexerShards: number): Promise<number> 
 
 describe("router vs reference model", () => {
   it(`agrees on ${SEEDS} seeded streams of ${OPS_PER_SEED} operations (index in the main thread)`, async () => {
-    const checked = await agreeOn(Array.from({ length: SEEDS }, (_, i) => i + 1), 0);
+    const checked = await agreeOn(Array.from({ length: SEEDS }, (_, i) => i + 1), { indexerShards: 0, ingestThreads: 0 });
     assert.ok(checked >= SEEDS * OPS_PER_SEED * 0.5, `ran ${checked} operations`);
   });
 
   it(`agrees on ${SHARDED_SEEDS} more streams with the index on 2 shard threads`, async () => {
-    const checked = await agreeOn(Array.from({ length: SHARDED_SEEDS }, (_, i) => 1000 + i), 2);
+    const checked = await agreeOn(Array.from({ length: SHARDED_SEEDS }, (_, i) => 1000 + i), { indexerShards: 2, ingestThreads: 0 });
+    assert.ok(checked >= SHARDED_SEEDS * OPS_PER_SEED * 0.5, `ran ${checked} operations`);
+  });
+
+  it(`agrees on ${SHARDED_SEEDS} more streams with IngestKvEvents decoded on 2 threads`, async () => {
+    const checked = await agreeOn(Array.from({ length: SHARDED_SEEDS }, (_, i) => 2000 + i), { indexerShards: 0, ingestThreads: 2 });
+    assert.ok(checked >= SHARDED_SEEDS * OPS_PER_SEED * 0.5, `ran ${checked} operations`);
+  });
+
+  it(`agrees on ${SHARDED_SEEDS} more streams with 2 ingest threads and 2 index shards`, async () => {
+    const checked = await agreeOn(Array.from({ length: SHARDED_SEEDS }, (_, i) => 3000 + i), { indexerShards: 2, ingestThreads: 2 });
     assert.ok(checked >= SHARDED_SEEDS * OPS_PER_SEED * 0.5, `ran ${checked} operations`);
   });
 });

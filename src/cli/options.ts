@@ -69,6 +69,7 @@ const HELP_GROUPS: Record<string, string[]> = {
     "router-snapshot-threshold",
     "router-reset-states",
     "indexer-shards",
+    "ingest-threads",
     "max-blocks",
   ],
   "Discovery (Dynamo's etcd and file stores, kv-router's NATS bucket):": ["discovery-backend", "etcd-endpoints", "file-kv", "file-kv-ttl-secs"],
@@ -382,6 +383,11 @@ export function serveOptions<T>(y: Argv<T>) {
       defaultDescription: "one per spare core from 3 cores up, else 0",
       describe: "KV index shards on worker threads (0 = in the main thread)",
     })
+    .option("ingest-threads", {
+      type: "number",
+      default: defaultIngestThreads(availableParallelism()),
+      describe: "Threads decoding and hashing IngestKvEvents messages (0 = in the main thread)",
+    })
     .option("max-blocks", {
       type: "number",
       default: 0,
@@ -444,6 +450,7 @@ export function serveOptions<T>(y: Argv<T>) {
       int("max-concurrent-streams", argv.maxConcurrentStreams as number, 1, 2 ** 31 - 1);
       if (argv.indexerShards !== undefined) int("indexer-shards", argv.indexerShards as number, 0, 64);
       int("max-blocks", argv.maxBlocks as number, 0, 2 ** 31 - 1);
+      int("ingest-threads", argv.ingestThreads as number, 0, 64);
       int("router-snapshot-threshold", argv.routerSnapshotThreshold as number, 0, 2 ** 40);
       int("nats-stream-replicas", argv.natsStreamReplicas as number, 1, 5);
       if (argv.natsUrl !== undefined && !/^(nats|tls):\/\/[^,\s]+(,\s*(nats|tls):\/\/[^,\s]+)*$/.test(argv.natsUrl as string)) {
@@ -514,6 +521,15 @@ export function routerConfigFrom(argv: ServeArgs): RouterConfig {
   return router;
 }
 
+/**
+ * IngestKvEvents decoder threads: none below 3 cores (on 2 cores a thread
+ * measured slower than decoding on the main thread, docs/indexer.md), one
+ * from 3 cores up (not yet measured on such a host).
+ */
+export function defaultIngestThreads(cores: number): number {
+  return cores >= 3 ? 1 : 0;
+}
+
 /** --indexer-shards, else Dynamo's --router-event-threads (1 = single-threaded), else one per spare core. */
 function indexerShardsFrom(argv: ServeArgs): number {
   if (argv.indexerShards !== undefined) return argv.indexerShards;
@@ -567,6 +583,7 @@ export function serverOptionsFrom(argv: ServeArgs): ServerOptions {
     metricsMaxWorkers: argv.metricsMaxWorkers,
     indexerShards: indexerShardsFrom(argv),
     maxBlocks: argv.maxBlocks,
+    ingestThreads: argv.ingestThreads,
     eventSources: [...(argv.natsUrl ? [natsSourceFrom(argv)] : []), ...zmqSourceFrom(argv), ...discoverySourcesFrom(argv)],
   };
 }

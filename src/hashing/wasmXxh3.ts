@@ -74,6 +74,7 @@ const F_BSWAP = 2; // (x) -> x
 const F_SEQ = 3; // (parent, local) -> sequence hash
 const F_LONG = 4; // (ptr, len) -> hash
 const F_HASH_ALL = 5; // (tok, blockBytes, nBlocks, out)
+const F_HASH_LOCALS = 6; // (tok, blockBytes, nBlocks, out)
 
 // fold(a, b): 64x64 -> 128 by 32-bit halves; locals 2..5 = ll, lh, hl, cross
 const lo = (i: number) => [...get(i), ...i64c(M32), I64_AND];
@@ -186,6 +187,20 @@ const hashAll = [
   ),
 ];
 
+// hashLocals(tok, blockBytes, nBlocks, out): out[b] = local hash of block b (no chaining); local 4 = b
+const hashLocals = [
+  ...i32c(0), ...set(4),
+  ...loopUntil(
+    [...get(4), ...get(2), I32_GE_U],
+    [
+      ...get(3), ...get(4), ...i32c(8), I32_MUL, I32_ADD,
+      ...get(0), ...get(4), ...get(1), I32_MUL, I32_ADD, ...get(1), ...call(F_LONG),
+      ...store64(0),
+      ...get(4), ...i32c(1), I32_ADD, ...set(4),
+    ],
+  ),
+];
+
 function body(locals: [number, number][], code: number[]): number[] {
   const b = [...vec(locals.map(([n, t]) => [...uleb(n), t])), ...code, 0x0b];
   return [...uleb(b.length), ...b];
@@ -198,7 +213,7 @@ function buildModule(): Uint8Array {
     [0x60, ...vec([[I32], [I32]]), ...vec([[I64]])], // 2 (i32,i32)->i64
     [0x60, ...vec([[I32], [I32], [I32], [I32]]), ...vec([])], // 3 (i32 x4)->()
   ];
-  const funcTypes = [0, 1, 1, 0, 2, 3];
+  const funcTypes = [0, 1, 1, 0, 2, 3, 3];
   const bodies = [
     body([[4, I64]], fold),
     body([], avalanche),
@@ -206,13 +221,14 @@ function buildModule(): Uint8Array {
     body([], seq),
     body([[4, I32], [1, I64], [2, I32], [10, I64]], long),
     body([[1, I32], [2, I64]], hashAll),
+    body([[1, I32]], hashLocals),
   ];
   return Uint8Array.from([
     0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
     ...section(1, vec(types)),
     ...section(3, vec(funcTypes.map((t) => uleb(t)))),
     ...section(5, vec([[0x00, ...uleb(2)]])),
-    ...section(7, vec([[...str("mem"), 0x02, 0], [...str("hashAll"), 0x00, F_HASH_ALL]])),
+    ...section(7, vec([[...str("mem"), 0x02, 0], [...str("hashAll"), 0x00, F_HASH_ALL], [...str("hashLocals"), 0x00, F_HASH_LOCALS]])),
     ...section(10, vec(bodies)),
   ]);
 }
@@ -234,24 +250,55 @@ const WA = (
 export interface WasmHasher {
   /** Local and sequence hashes of every full block, as u64 pairs [local0, seq0, local1, seq1, ...]. */
   hash(tokens: ArrayLike<number>, blockSize: number, seed: bigint): BigUint64Array;
+  /**
+   * Token space in the module's memory for `tokens` token ids followed by
+   * room for their hashes: decoders write token ids there directly. The view
+   * stays valid until the next tokenSpace() call.
+   */
+  tokenSpace(tokens: number, blockSize: number): Uint32Array;
+  /**
+   * Local hashes of `blocks` blocks of `blockSize` tokens starting at token
+   * `first` of the token space, as (lo, hi) u32 pairs (a view, valid until
+   * the next call).
+   */
+  hashLocals(first: number, blocks: number, blockSize: number, seed: bigint): Uint32Array;
 }
 
 export function createWasmHasher(): WasmHasher {
   const instance = new WA.Instance(new WA.Module(buildModule()), {});
   const memory = instance.exports.mem as WasmMemory;
   const hashAllFn = instance.exports.hashAll as (tok: number, blockBytes: number, n: number, out: number) => void;
+  const hashLocalsFn = instance.exports.hashLocals as (tok: number, blockBytes: number, n: number, out: number) => void;
   let secretSeed: bigint | undefined;
+  let spaceTokens = 0;
+  const useSeed = (seed: bigint) => {
+    if (secretSeed === seed) return;
+    new Uint8Array(memory.buffer, SECRET, SECRET_SIZE).set(customSecret(seed));
+    secretSeed = seed;
+  };
+  const ensure = (bytes: number) => {
+    if (bytes > memory.buffer.byteLength) memory.grow(Math.ceil((bytes - memory.buffer.byteLength) / 65536));
+  };
   return {
+    tokenSpace(tokens, blockSize) {
+      // The hashes go after the tokens: one (lo, hi) pair per whole block.
+      ensure(DATA + tokens * 4 + (Math.floor(tokens / blockSize) + 1) * 8);
+      spaceTokens = tokens;
+      return new Uint32Array(memory.buffer, DATA, tokens);
+    },
+    hashLocals(first, blocks, blockSize, seed) {
+      useSeed(seed);
+      const out = DATA + spaceTokens * 4;
+      hashLocalsFn(DATA + first * 4, blockSize * 4, blocks, out);
+      return new Uint32Array(memory.buffer, out, blocks * 2);
+    },
     hash(tokens, blockSize, seed) {
       const blocks = Math.floor(tokens.length / blockSize);
       const tokenBytes = blocks * blockSize * 4;
       const need = DATA + tokenBytes + blocks * 16;
       if (need > memory.buffer.byteLength) memory.grow(Math.ceil((need - memory.buffer.byteLength) / 65536));
+      useSeed(seed);
       const buf = memory.buffer;
-      if (secretSeed !== seed) {
-        new Uint8Array(buf, SECRET, SECRET_SIZE).set(customSecret(seed));
-        secretSeed = seed;
-      }
       new Uint32Array(buf, DATA, blocks * blockSize).set(
         tokens.length === blocks * blockSize ? tokens : Array.prototype.slice.call(tokens, 0, blocks * blockSize),
       );

@@ -21,6 +21,7 @@ import {
   stampsOf,
   u64,
 } from "./records.js";
+import { E_DP_RANK, E_WORKER_HI, E_WORKER_LO, EVENT_WORDS, type EventBatch, toEventBatch } from "./eventBatch.js";
 import { LocalBackend, type ShardBackend } from "./shardBackend.js";
 import { ThreadBackend } from "./threadBackend.js";
 import {
@@ -118,26 +119,37 @@ export class CompactIndex implements KvIndex {
 
   /** Applies events in order; one round trip to the shards per MAX_BATCH_EVENTS events. */
   applyBatch(events: readonly IndexEvent[], restore = false): ApplyResult[] {
-    const results: ApplyResult[] = new Array(events.length);
-    for (let start = 0; start < events.length; start += MAX_BATCH_EVENTS) {
-      this.applyChunk(events, start, Math.min(events.length, start + MAX_BATCH_EVENTS), restore, results);
+    return this.applyEventBatch(toEventBatch(events), restore);
+  }
+
+  /** Same as applyBatch() on a flat batch (the gRPC ingest path: no object per block). */
+  applyEventBatch(batch: EventBatch, restore = false): ApplyResult[] {
+    const results: ApplyResult[] = new Array(batch.count);
+    for (let start = 0; start < batch.count; start += MAX_BATCH_EVENTS) {
+      this.applyChunk(batch, start, Math.min(batch.count, start + MAX_BATCH_EVENTS), restore, results);
     }
     return results;
   }
 
-  private applyChunk(events: readonly IndexEvent[], from: number, to: number, restore: boolean, results: ApplyResult[]): void {
+  private applyChunk(batch: EventBatch, from: number, to: number, restore: boolean, results: ApplyResult[]): void {
     for (const w of this.writers) w.reset();
     const where = new Int32Array((to - from) * 2);
     const pending = new Map<string, number>();
+    const ev = batch.events;
     for (let i = from; i < to; i++) {
-      const e = events[i];
-      const slot = this.slotFor(e, pending);
+      const o = i * EVENT_WORDS;
+      const lo = ev[o + E_WORKER_LO];
+      const hi = ev[o + E_WORKER_HI];
+      const dpRank = ev[o + E_DP_RANK];
+      // The key string without a bigint for the usual ids below 2^32.
+      const key = `${hi === 0 ? lo : u64(lo, hi)}:${dpRank}`;
+      const slot = this.slotForKey(key, () => ({ workerId: u64(lo, hi), dpRank }), pending);
       const shard = this.bySlot[slot]!.shard;
       const w = this.writers[shard];
       where[2 * (i - from)] = shard;
       where[2 * (i - from) + 1] = w.count;
-      w.event(e, slot, this.clock, restore);
-      this.clock += stampsOf(e);
+      w.batchEvent(batch, i, slot, this.clock, restore);
+      this.clock += stampsOf(batch, i);
     }
     const outs = this.backend.apply(this.writers.map((w) => (w.count > 0 ? w : undefined)));
     for (let i = from; i < to; i++) {
@@ -286,9 +298,13 @@ export class CompactIndex implements KvIndex {
 
   /** The slot of a worker key; a new key gets a pending slot that settle() keeps or frees. */
   private slotFor(key: WorkerKey, pending: Map<string, number>): number {
-    const k = workerKeyString(key);
+    return this.slotForKey(workerKeyString(key), () => key, pending);
+  }
+
+  private slotForKey(k: string, keyOf: () => WorkerKey, pending: Map<string, number>): number {
     const known = this.byKey.get(k) ?? pending.get(k);
     if (known !== undefined) return known;
+    const key = keyOf();
     let placed = this.shardOf.get(key.workerId);
     if (placed === undefined) {
       // A new worker goes to the shard with the fewest workers.

@@ -1,7 +1,25 @@
 // The compact wire format of index operations: one Uint32Array of records,
 // u64 values as (lo, hi) u32 halves. The same records feed the in-thread core
 // and, batched into one buffer, the shard threads (no per-event cloning).
-import type { IndexEvent, WorkerKey } from "./types.js";
+import {
+  E_COUNT,
+  E_DP_RANK,
+  E_FIRST,
+  E_HAS_PARENT,
+  E_ID_HI,
+  E_ID_LO,
+  E_KIND,
+  E_PARENT_HI,
+  E_PARENT_LO,
+  E_WORKER_HI,
+  E_WORKER_LO,
+  EVENT_WORDS,
+  type EventBatch,
+  ITEM_WORDS,
+  KIND_CLEARED,
+  KIND_STORED,
+} from "./eventBatch.js";
+import type { WorkerKey } from "./types.js";
 
 export const OP_STORED = 0;
 export const OP_REMOVED = 1;
@@ -67,28 +85,47 @@ export class RecordWriter {
     this.count++;
   }
 
-  event(e: IndexEvent, slot: number, stamp: number, restore: boolean): void {
-    switch (e.kind) {
-      case "stored": {
-        this.header(OP_STORED, slot, e, e.eventId, stamp, restore, 4 + e.blocks.length * 4);
-        this.words[this.length++] = e.parentHash === undefined ? 0 : 1;
-        this.u64(e.parentHash ?? 0n);
-        this.words[this.length++] = e.blocks.length;
-        for (const b of e.blocks) {
-          this.u64(b.externalHash);
-          this.u64(b.localHash);
-        }
-        break;
+  /** Event `i` of `batch`, copied word for word (no bigint, no object). */
+  batchEvent(batch: EventBatch, i: number, slot: number, stamp: number, restore: boolean): void {
+    const ev = batch.events;
+    const o = i * EVENT_WORDS;
+    const kind = ev[o + E_KIND];
+    const n = ev[o + E_COUNT];
+    const op = kind === KIND_STORED ? OP_STORED : kind === KIND_CLEARED ? OP_CLEARED : OP_REMOVED;
+    const extra = op === OP_STORED ? 4 + n * 4 : op === OP_REMOVED ? 1 + n * 2 : 0;
+    this.room(HEADER_WORDS + extra);
+    const ws = this.words;
+    let at = this.length;
+    ws[at] = op;
+    ws[at + 1] = slot;
+    ws[at + 2] = ev[o + E_WORKER_LO];
+    ws[at + 3] = ev[o + E_WORKER_HI];
+    ws[at + 4] = ev[o + E_DP_RANK];
+    ws[at + 5] = ev[o + E_ID_LO];
+    ws[at + 6] = ev[o + E_ID_HI];
+    ws[at + 7] = stamp >>> 0;
+    ws[at + 8] = Math.floor(stamp / TWO32);
+    ws[at + 9] = restore ? 1 : 0;
+    at += HEADER_WORDS;
+    this.count++;
+    const it = batch.items;
+    const first = ev[o + E_FIRST] * ITEM_WORDS;
+    if (op === OP_STORED) {
+      ws[at++] = ev[o + E_HAS_PARENT];
+      ws[at++] = ev[o + E_PARENT_LO];
+      ws[at++] = ev[o + E_PARENT_HI];
+      ws[at++] = n;
+      // Items are (external lo, hi, local lo, hi): the record's block layout already.
+      ws.set(it.subarray(first, first + n * ITEM_WORDS), at);
+      at += n * ITEM_WORDS;
+    } else if (op === OP_REMOVED) {
+      ws[at++] = n;
+      for (let k = 0; k < n; k++) {
+        ws[at++] = it[first + k * ITEM_WORDS];
+        ws[at++] = it[first + k * ITEM_WORDS + 1];
       }
-      case "removed":
-        this.header(OP_REMOVED, slot, e, e.eventId, stamp, restore, 1 + e.blockHashes.length * 2);
-        this.words[this.length++] = e.blockHashes.length;
-        for (const h of e.blockHashes) this.u64(h);
-        break;
-      case "cleared":
-        this.header(OP_CLEARED, slot, e, e.eventId, stamp, restore, 0);
-        break;
     }
+    this.length = at;
   }
 
   hashes(op: number, slot: number, w: WorkerKey, hashes: readonly bigint[], stamp: number): void {
@@ -110,9 +147,10 @@ export function recordWords(w: Uint32Array, o: number): number {
   return HEADER_WORDS + 1 + w[o + HEADER_WORDS] * 2;
 }
 
-/** Stamps an operation consumes: one per block it may store, plus one. */
-export function stampsOf(e: IndexEvent): number {
-  return e.kind === "stored" ? e.blocks.length + 1 : 1;
+/** Stamps event `i` of a batch consumes: one per block it may store, plus one. */
+export function stampsOf(batch: EventBatch, i: number): number {
+  const o = i * EVENT_WORDS;
+  return batch.events[o + E_KIND] === KIND_STORED ? batch.events[o + E_COUNT] + 1 : 1;
 }
 
 export function u64(lo: number, hi: number): bigint {

@@ -4,7 +4,8 @@
 // that fans out (apply, find, evict) wakes every shard first and then waits,
 // so shards work in parallel. Because each call returns only once the shards
 // have answered, a query always sees every event applied before it.
-import { type MessagePort, MessageChannel, Worker, receiveMessageOnPort } from "node:worker_threads";
+import { type MessagePort, MessageChannel, type Worker, receiveMessageOnPort } from "node:worker_threads";
+import { siblingModule, startThread } from "../util/threads.js";
 import { type DumpedEntry, SlotTable } from "./compactCore.js";
 import type { ShardBackend, ShardStats } from "./shardBackend.js";
 import {
@@ -37,11 +38,6 @@ interface Shard {
   seq: number;
 }
 
-/** The thread's entry file: .ts under tsx (tests, benchmarks), .js once compiled. */
-function shardEntry(): URL {
-  const ext = import.meta.url.endsWith(".ts") ? "ts" : "js";
-  return new URL(`./shardThread.${ext}`, import.meta.url);
-}
 
 export class ThreadBackend implements ShardBackend {
   readonly slots: SlotTable;
@@ -73,16 +69,11 @@ export class ThreadBackend implements ShardBackend {
         initialEntries,
         port: port2,
       };
-      const entry = shardEntry();
-      const options = { workerData: data, transferList: [port2], name: `kv-index-shard-${i}` };
-      // Under tsx (tests, benchmarks) the thread registers the TypeScript loader
-      // itself before importing its entry: Node 20 does not carry --import hooks over.
-      const worker = entry.pathname.endsWith(".ts")
-        ? new Worker(
-            `import("tsx/esm/api").then((t) => { t.register(); return import(${JSON.stringify(entry.href)}); });`,
-            { ...options, eval: true },
-          )
-        : new Worker(entry, options);
+      const worker = startThread(siblingModule(import.meta.url, "shardThread"), {
+        workerData: data,
+        transferList: [port2],
+        name: `kv-index-shard-${i}`,
+      });
       started.push(
         new Promise((resolve, reject) => {
           // The thread says so once its modules are loaded and it is about to serve.

@@ -1,5 +1,6 @@
 // Plain data types shared by the index implementations, and the one interface
 // they all implement. Hashes are u64 as bigint; workers are dense "slots".
+import type { EventBatch } from "./eventBatch.js";
 
 /** A (worker_id, dp_rank) pair: the unit a request is routed to. */
 export interface WorkerKey {
@@ -54,6 +55,8 @@ export interface KvIndex {
   apply(event: IndexEvent, restore?: boolean): ApplyResult;
   /** Same as apply() on each event in order; lets a sharded index take one round trip per batch. */
   applyBatch?(events: readonly IndexEvent[], restore?: boolean): ApplyResult[];
+  /** Same as applyBatch() on a flat batch (the gRPC ingest path); indexes without it get IndexEvents. */
+  applyEventBatch?(batch: EventBatch, restore?: boolean): ApplyResult[];
   /** Per worker (keyed by workerKeyString), the number of leading blocks held. */
   findMatches(sequenceHashes: readonly bigint[]): Overlaps;
   /** Indexes a routed prompt on a worker without an event (approximate mode). */

@@ -1,5 +1,6 @@
 // Wraps any KvIndex to count what happens to events and expose the index's
 // size, so no index implementation carries metrics code of its own.
+import { type EventBatch, eventAt, eventsOf } from "../indexer/eventBatch.js";
 import type { ApplyResult, IndexEvent, KvIndex, Overlaps, WorkerKey } from "../indexer/types.js";
 import { log } from "../util/log.js";
 import type { RouterMetrics } from "./metrics.js";
@@ -27,13 +28,21 @@ export class MeteredIndex implements KvIndex {
     return results.map((r, i) => this.count(events[i], r));
   }
 
-  private count(event: IndexEvent, result: ApplyResult): ApplyResult {
+  applyEventBatch(batch: EventBatch, restore?: boolean): ApplyResult[] {
+    if (!this.inner.applyEventBatch) return this.applyBatch(eventsOf(batch), restore);
+    const results = this.inner.applyEventBatch(batch, restore);
+    // The event is built only to word a warning.
+    return results.map((r, i) => this.count(() => eventAt(batch, i), r));
+  }
+
+  private count(eventOrThunk: IndexEvent | (() => IndexEvent), result: ApplyResult): ApplyResult {
     this.metrics.events.inc({ outcome: result.outcome });
     if (result.notes.unknownRemovals > 0) {
       this.metrics.eventAnomalies.inc({ kind: "unknown_removal" }, result.notes.unknownRemovals);
     }
     if (result.notes.gap) this.metrics.eventAnomalies.inc({ kind: "event_id_gap" });
     if (result.outcome !== "applied" || result.notes.gap) {
+      const event = typeof eventOrThunk === "function" ? eventOrThunk() : eventOrThunk;
       const what = result.outcome === "applied" ? "event_id_gap" : result.outcome;
       const key = `${event.workerId}:${event.dpRank}:${what}`;
       if (!this.warned.has(key)) {

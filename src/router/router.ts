@@ -4,7 +4,9 @@
 import { randomFillSync } from "node:crypto";
 import { hashPromptFast } from "../hashing/prompt.js";
 import { ApproximateTracker } from "../indexer/approximate.js";
+import { type EventBatch, eventAt, eventsOf } from "../indexer/eventBatch.js";
 import {
+  type ApplyResult,
   type EventOutcome,
   type IndexEvent,
   type KvIndex,
@@ -203,27 +205,17 @@ export class KvRouter {
   }
 
   applyEvents(events: readonly IndexEvent[], restore = false): IngestSummary {
-    const summary: IngestSummary = { applied: 0, rejected: 0, rejections: [] };
     // One call for the whole batch: a sharded index answers it in one round trip.
     const results = this.index.applyBatch
       ? this.index.applyBatch(events, restore)
       : events.map((e) => this.index.apply(e, restore));
-    for (const [i, event] of events.entries()) {
-      const { outcome } = results[i];
-      if (outcome === "applied") {
-        summary.applied++;
-        continue;
-      }
-      summary.rejected++;
-      if (summary.rejections.length < MAX_LISTED_REJECTIONS) {
-        summary.rejections.push({
-          worker: { workerId: event.workerId, dpRank: event.dpRank },
-          eventId: event.eventId,
-          reason: outcome,
-        });
-      }
-    }
-    return summary;
+    return summarize(results, (i) => events[i]);
+  }
+
+  /** Same as applyEvents() on a flat batch (the gRPC ingest path). */
+  applyEventBatch(batch: EventBatch, restore = false): IngestSummary {
+    if (!this.index.applyEventBatch) return this.applyEvents(eventsOf(batch), restore);
+    return summarize(this.index.applyEventBatch(batch, restore), (i) => eventAt(batch, i));
   }
 
   /** `address` is rank 0's ip:port; rank r serves on port + r. */
@@ -342,4 +334,26 @@ export class KvRouter {
     for (const o of this.workerObservers) o.forgotten?.(workerId);
     return this.index.removeWorker(workerId);
   }
+}
+
+/** Counts outcomes; lists the first rejections (eventOf builds an event only for those). */
+function summarize(results: readonly ApplyResult[], eventOf: (i: number) => IndexEvent): IngestSummary {
+  const summary: IngestSummary = { applied: 0, rejected: 0, rejections: [] };
+  for (let i = 0; i < results.length; i++) {
+    const { outcome } = results[i];
+    if (outcome === "applied") {
+      summary.applied++;
+      continue;
+    }
+    summary.rejected++;
+    if (summary.rejections.length < MAX_LISTED_REJECTIONS) {
+      const event = eventOf(i);
+      summary.rejections.push({
+        worker: { workerId: event.workerId, dpRank: event.dpRank },
+        eventId: event.eventId,
+        reason: outcome,
+      });
+    }
+  }
+  return summary;
 }

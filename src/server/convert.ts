@@ -9,6 +9,8 @@ import {
   WorkerRefSchema,
 } from "../../gen/kvrouter/v1/router_pb.js";
 import { localBlockHash, localHashSeed } from "../hashing/blockHash.js";
+import { IngestKvEventsRequestSchema } from "../../gen/kvrouter/v1/router_pb.js";
+import { MalformedRequest, decodeRequest } from "./grpcGlue.js";
 import type { IndexEvent, StoredBlockData, WorkerKey } from "../indexer/types.js";
 import { RouterError } from "../router/errors.js";
 
@@ -82,6 +84,17 @@ export function toIndexEvent(event: KvEvent, blockSize: number, where: string): 
     default:
       throw new RouterError("invalid_argument", `${at}: data is not set; one of stored, removed or cleared is required`);
   }
+}
+
+/**
+ * An IngestKvEvents message decoded by protobuf-es and validated event by
+ * event: the reference the hot-path decoder (ingestDecoder.ts) matches, and
+ * the path for what it hands back. Throws RouterError("invalid_argument").
+ */
+export function decodeIngestRequest(bytes: Uint8Array, blockSize: number, where: string): { events: IndexEvent[]; restore: boolean } {
+  const req = decodeRequest(IngestKvEventsRequestSchema, bytes);
+  if (req instanceof MalformedRequest) throw new RouterError("invalid_argument", `${where}: ${req.reason}`);
+  return { events: req.events.map((e, i) => toIndexEvent(e, blockSize, `${where} events[${i}]`)), restore: req.restore };
 }
 
 export function toWireEvent(event: IndexEvent): KvEvent {

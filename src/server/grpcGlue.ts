@@ -1,6 +1,6 @@
 // Bridges protobuf-es generated services to grpc-js: a grpc-js
 // ServiceDefinition per GenService, and a FileDescriptorSet for reflection.
-import { type DescFile, type DescMethod, type DescService, fromBinary, toBinary, create } from "@bufbuild/protobuf";
+import { type DescFile, type DescMessage, type DescMethod, type DescService, type MessageShape, fromBinary, toBinary, create } from "@bufbuild/protobuf";
 import { FileDescriptorSetSchema } from "@bufbuild/protobuf/wkt";
 import type { MethodDefinition, ServiceDefinition } from "@grpc/grpc-js";
 
@@ -12,10 +12,26 @@ export class MalformedRequest {
   constructor(readonly reason: string) {}
 }
 
-export function serviceDefinition(service: DescService): ServiceDefinition {
+/**
+ * `rawRequests`: local names of methods whose handlers get the request's
+ * wire bytes (a Buffer) instead of a decoded message, to decode themselves.
+ */
+export function serviceDefinition(service: DescService, rawRequests: readonly string[] = []): ServiceDefinition {
   const def: Record<string, MethodDefinition<unknown, unknown>> = {};
-  for (const method of service.methods) def[method.localName] = methodDefinition(service, method);
+  for (const method of service.methods) {
+    const m = methodDefinition(service, method);
+    def[method.localName] = rawRequests.includes(method.localName) ? { ...m, requestDeserialize: (buf: Buffer) => buf } : m;
+  }
   return def;
+}
+
+/** Decodes a request, or says why its bytes are not a valid message. */
+export function decodeRequest<T extends DescMessage>(schema: T, buf: Uint8Array): MessageShape<T> | MalformedRequest {
+  try {
+    return fromBinary(schema, buf);
+  } catch (err) {
+    return new MalformedRequest(`request is not a valid ${schema.typeName}: ${(err as Error).message}`);
+  }
 }
 
 function methodDefinition(service: DescService, method: DescMethod): MethodDefinition<unknown, unknown> {
@@ -25,13 +41,7 @@ function methodDefinition(service: DescService, method: DescMethod): MethodDefin
     requestStream: method.methodKind === "client_streaming" || method.methodKind === "bidi_streaming",
     responseStream: method.methodKind === "server_streaming" || method.methodKind === "bidi_streaming",
     requestSerialize: (msg) => Buffer.from(toBinary(input, msg as never)),
-    requestDeserialize: (buf: Buffer) => {
-      try {
-        return fromBinary(input, buf);
-      } catch (err) {
-        return new MalformedRequest(`request is not a valid ${input.typeName}: ${(err as Error).message}`);
-      }
-    },
+    requestDeserialize: (buf: Buffer) => decodeRequest(input, buf),
     responseSerialize: (msg) => Buffer.from(toBinary(output, msg as never)),
     responseDeserialize: (buf: Buffer) => fromBinary(output, buf),
     originalName: method.localName,

@@ -17,7 +17,6 @@ import {
   type FindBestWorkerResponse,
   type FreeRequest,
   type FreeResponse,
-  type IngestKvEventsRequest,
   type KeepAliveRequest,
   type KeepAliveResponse,
   type ListWorkersRequest,
@@ -36,14 +35,16 @@ import {
   MarkPrefillCompletedResponseSchema,
   RegisterWorkerResponseSchema,
 } from "../../gen/kvrouter/v1/router_pb.js";
-import type { IndexEvent } from "../indexer/types.js";
+import { type EventBatch, toEventBatch } from "../indexer/eventBatch.js";
 import type { RouterMetrics } from "../metrics/metrics.js";
 import { RouterError } from "../router/errors.js";
 import type { KvRouter } from "../router/router.js";
 import { log } from "../util/log.js";
 import { addressProblem } from "../workers/addresses.js";
 import { MalformedRequest } from "./grpcGlue.js";
-import { BlockSizeMismatchError, toIndexEvent, toTokenArray, toWireEvent, toWorkerKey, toWorkerRef } from "./convert.js";
+import { IngestDecoder } from "./ingestDecoder.js";
+import type { IngestPool, PoolResult } from "./ingestPool.js";
+import { BlockSizeMismatchError, decodeIngestRequest, toTokenArray, toWireEvent, toWorkerKey, toWorkerRef } from "./convert.js";
 
 export interface ServiceLimits {
   /** Most token ids accepted in one FindBestWorker request. */
@@ -211,7 +212,14 @@ export function kvRouterMethods(router: KvRouter, metrics: RouterMetrics, limits
 const MAX_WARNED_WORKERS = 10_000;
 
 /** The gRPC service: the unary methods above plus the two streaming calls, which only gRPC carries. */
-export function kvRouterHandlers(router: KvRouter, metrics: RouterMetrics, methods: UnaryMethods): UntypedServiceImplementation {
+type Decoded = { batch: EventBatch; restore: boolean };
+
+/** IngestKvEvents messages (and bytes) of one stream being decoded on threads at once; more pause the stream. */
+const MAX_IN_FLIGHT = 16;
+const MAX_IN_FLIGHT_BYTES = 64 * 1024 * 1024;
+
+/** `pool`: decoder threads for IngestKvEvents (undefined: decode on this thread). */
+export function kvRouterHandlers(router: KvRouter, metrics: RouterMetrics, methods: UnaryMethods, pool?: IngestPool): UntypedServiceImplementation {
   const unary =
     <Req, Res>(local: keyof UnaryMethods) =>
     (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => {
@@ -237,11 +245,24 @@ export function kvRouterHandlers(router: KvRouter, metrics: RouterMetrics, metho
       router_block_size: routerBlockSize,
     });
   };
+  const ingestDecoder = new IngestDecoder(blockSize);
+
+  /**
+   * One IngestKvEvents message as a flat batch: the hot-path decoder, or
+   * protobuf-es and convert.ts for what it hands back (their results and
+   * error messages are the reference). Validates the whole message, so a
+   * rejected message leaves the index unchanged.
+   */
+  const decodeIngest = (bytes: Buffer, where: string): Decoded => ingestDecoder.decode(bytes) ?? decodeSlow(bytes, where);
+  const decodeSlow = (bytes: Buffer, where: string): Decoded => {
+    const req = decodeIngestRequest(bytes, blockSize, where);
+    return { batch: toEventBatch(req.events), restore: req.restore };
+  };
 
   return {
     ...Object.fromEntries(Object.keys(UNARY_METHOD_NAMES).map((local) => [local, unary(local as keyof UnaryMethods)])),
 
-    ingestKvEvents: (call: ServerReadableStream<IngestKvEventsRequest, unknown>, callback: sendUnaryData<unknown>) => {
+    ingestKvEvents: (call: ServerReadableStream<Buffer, unknown>, callback: sendUnaryData<unknown>) => {
       const stop = metrics.requestDuration.startTimer({ method: "IngestKvEvents" });
       const total = { applied: 0n, rejected: 0n, rejections: [] as ReturnType<KvRouter["applyEvents"]>["rejections"] };
       let messages = 0;
@@ -263,16 +284,16 @@ export function kvRouterHandlers(router: KvRouter, metrics: RouterMetrics, metho
           }),
         );
       };
-      call.on("data", (req: IngestKvEventsRequest | MalformedRequest) => {
-        if (done) return;
-        const where = `message ${messages++}`;
-        let events: IndexEvent[];
+      /** Applies one decoded message, or ends the stream with the message's error. */
+      // Received messages still apply after the client goes away; nothing applies after an invalid one.
+      let rejected = false;
+      const apply = (where: string, decode: () => Decoded) => {
+        if (rejected) return;
+        let decoded: Decoded;
         try {
-          if (req instanceof MalformedRequest) invalid(`${where}: ${req.reason}`);
-          // Validate the whole message before applying any of it: a rejected
-          // message leaves the index unchanged.
-          events = req.events.map((e, i) => toIndexEvent(e, blockSize, `${where} events[${i}]`));
+          decoded = decode();
         } catch (err) {
+          rejected = true;
           metrics.events.inc({ outcome: "invalid" });
           if (err instanceof BlockSizeMismatchError) warnBlockSizeOnce(err, blockSize);
           const f = failure("IngestKvEvents", err);
@@ -280,12 +301,51 @@ export function kvRouterHandlers(router: KvRouter, metrics: RouterMetrics, metho
           finish(f);
           return;
         }
-        const summary = router.applyEvents(events, req.restore);
+        const summary = router.applyEventBatch(decoded.batch, decoded.restore);
         total.applied += BigInt(summary.applied);
         total.rejected += BigInt(summary.rejected);
         for (const r of summary.rejections) if (total.rejections.length < 100) total.rejections.push(r);
+      };
+      // With decoder threads, messages decode in parallel and apply in stream
+      // order; a stream with too many messages in flight is paused.
+      let applied: Promise<void> = Promise.resolve();
+      let inFlight = 0;
+      let inFlightBytes = 0;
+      let paused = false;
+      call.on("data", (bytes: Buffer) => {
+        if (done) return;
+        const where = `message ${messages++}`;
+        if (pool === undefined) {
+          apply(where, () => decodeIngest(bytes, where));
+          return;
+        }
+        const decoding = pool.decode(bytes);
+        inFlight++;
+        inFlightBytes += bytes.length;
+        if (!paused && (inFlight >= MAX_IN_FLIGHT || inFlightBytes >= MAX_IN_FLIGHT_BYTES)) {
+          paused = true;
+          call.pause();
+        }
+        applied = applied.then(async () => {
+          let result: PoolResult | Error;
+          try {
+            result = await decoding;
+          } catch (err) {
+            result = err as Error;
+          }
+          inFlight--;
+          inFlightBytes -= bytes.length;
+          if (paused && inFlight < MAX_IN_FLIGHT && inFlightBytes < MAX_IN_FLIGHT_BYTES) {
+            paused = false;
+            call.resume();
+          }
+          apply(where, () => {
+            if (result instanceof Error) throw result;
+            return result === "slow" ? decodeSlow(bytes, where) : result;
+          });
+        });
       });
-      call.on("end", () => finish(null));
+      call.on("end", () => void applied.then(() => finish(null)));
       call.on("error", (err) => {
         log.warn("event stream broke", { error: String(err), applied: total.applied });
         finish({ code: status.CANCELLED, details: String(err) });

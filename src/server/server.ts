@@ -16,6 +16,7 @@ import type { EventSource } from "../sources/eventSource.js";
 import { log } from "../util/log.js";
 import { seededRandom } from "../util/random.js";
 import { fileDescriptorSet, serviceDefinition } from "./grpcGlue.js";
+import { IngestPool } from "./ingestPool.js";
 import { requireToken } from "./auth.js";
 import { kvRouterHandlers, kvRouterMethods } from "./kvRouterService.js";
 import { ListenError, SourceStartError } from "./startupErrors.js";
@@ -66,6 +67,8 @@ export interface ServerOptions {
   maxBlocks?: number;
   /** Most workers exported in the per-worker kvrouter_worker_* gauges (default 256; 0 = none). */
   metricsMaxWorkers?: number;
+  /** Threads decoding IngestKvEvents messages; 0 or undefined = the main thread. */
+  ingestThreads?: number;
 }
 
 /** Room for 1M-token prompts and large event batches. */
@@ -108,11 +111,18 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     ...(opts.maxConcurrentStreams ? { "grpc.max_concurrent_streams": opts.maxConcurrentStreams } : {}),
   });
   const methods = kvRouterMethods(router, metrics, { maxTokens: opts.maxTokens });
-  let handlers = kvRouterHandlers(router, metrics, methods);
+  const pool = opts.ingestThreads
+    ? await IngestPool.start(opts.ingestThreads, opts.router.blockSize).catch(async (err) => {
+        await compact.close();
+        throw err;
+      })
+    : undefined;
+  let handlers = kvRouterHandlers(router, metrics, methods, pool);
   if (opts.authToken) {
     handlers = requireToken(handlers, opts.authToken, (method) => metrics.unauthenticated.inc({ method }));
   }
-  server.addService(serviceDefinition(KvRouterService), handlers);
+  // IngestKvEvents decodes its own bytes (kvRouterService.ts: the hot-path decoder).
+  server.addService(serviceDefinition(KvRouterService, ["ingestKvEvents"]), handlers);
   const health = new HealthImplementation({ "": "SERVING", [KV_ROUTER_SERVICE_NAME]: "SERVING" });
   health.addToServer(server);
   const descriptors = fileDescriptorSet([file_kvrouter_v1_router, file_grpc_health_v1_health]);
@@ -207,6 +217,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     await httpApi?.close();
     await epp?.stop();
     await compact.close();
+    await pool?.close();
     throw err;
   }
   readiness = "ready";
@@ -237,6 +248,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     await httpApi?.close();
     await epp?.stop();
     await compact.close();
+    await pool?.close();
     log.info("kv-router stopped");
   };
 

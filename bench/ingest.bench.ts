@@ -1,0 +1,220 @@
+// gRPC ingest as a fleet drives it, each server in its own process, fed the
+// same pre-encoded bytes by the same raw client:
+// 1. IngestKvEvents throughput with token ids and with tokens_hash, next to
+//    the transport floor (a bare grpc-js server that only counts the bytes)
+//    and the naive stub, all in the same run;
+// 2. FindBestWorker latency (4096 tokens) while ingest runs at 50% and 90%
+//    of the router's measured capacity, next to the idle figure;
+// 3. ingest and query throughput at 1, 2, 4, 8 threads, with the core count.
+import { type ChildProcess, spawn } from "node:child_process";
+import { availableParallelism } from "node:os";
+import { fileURLToPath } from "node:url";
+import { create } from "@bufbuild/protobuf";
+import { type FindBestWorkerRequest, FindBestWorkerRequestSchema } from "../gen/kvrouter/v1/router_pb.js";
+import { KvRouterClient } from "../src/client/kvRouterClient.js";
+import { toEventBatch } from "../src/indexer/eventBatch.js";
+import { decodeIngestRequest } from "../src/server/convert.js";
+import { IngestDecoder } from "../src/server/ingestDecoder.js";
+import { startThread } from "../src/util/threads.js";
+import { type IngestTraffic, ingestTraffic, sendAll } from "./ingestWire.js";
+import { type Latency, latency, median, usSince } from "./stats.js";
+
+export interface IngestBenchConfig {
+  /** Stored blocks per throughput measurement. */
+  blocks: number;
+  rounds: number;
+  /** Length of each paced-ingest phase. */
+  phaseMs: number;
+  /** Thread counts of the scaling table. */
+  threads: number[];
+  /** Calls per query-throughput measurement. */
+  queryCalls: number;
+  /** Router configurations measured under paced ingest: [index shards, ingest threads]. */
+  underIngest: [number, number][];
+}
+
+interface Server {
+  port: number;
+  stop(): Promise<void>;
+}
+
+const SERVERS = fileURLToPath(new URL("./ingestServers.ts", import.meta.url));
+
+/** Starts one of bench/ingestServers.ts's servers in a child process. */
+async function spawnServer(args: string[]): Promise<Server> {
+  const child: ChildProcess = spawn(process.execPath, ["--import", "tsx", SERVERS, ...args], {
+    stdio: ["pipe", "pipe", "inherit"],
+    env: { ...process.env, KV_ROUTER_LOG: "error" },
+  });
+  const port = await new Promise<number>((resolve, reject) => {
+    let out = "";
+    child.stdout!.on("data", (d) => {
+      out += d;
+      const m = /PORT (\d+)/.exec(out);
+      if (m) resolve(Number(m[1]));
+    });
+    child.once("exit", (code) => reject(new Error(`bench server ${args.join(" ")} exited (${code}) before serving`)));
+  });
+  return {
+    port,
+    stop: () =>
+      new Promise<void>((resolve) => {
+        child.once("exit", () => resolve());
+        child.stdin!.end();
+      }),
+  };
+}
+
+/** Other workers' traffic that warms a fresh server up before it is timed. */
+const warmUp = { token_ids: ingestTraffic(4096, true, 5, 2000), tokens_hash: ingestTraffic(4096, false, 5, 2000) };
+
+async function throughput(args: string[], traffic: IngestTraffic): Promise<number> {
+  const server = await spawnServer(args);
+  try {
+    await sendAll(server.port, warmUp.token_ids.messages);
+    await sendAll(server.port, warmUp.tokens_hash.messages);
+    return traffic.blocks / (await sendAll(server.port, traffic.messages));
+  } finally {
+    await server.stop();
+  }
+}
+
+/** Streams RepeatingTraffic from a worker thread at `blocksPerSec` (0 = flat out). */
+function pacedIngest(port: number, blocksPerSec: number, durationMs: number, firstWorker: number): Promise<{ blocks: number; secs: number }> {
+  const worker = startThread(new URL("./pacedIngest.worker.ts", import.meta.url), { workerData: { port, blocksPerSec, durationMs, firstWorker } });
+  return new Promise((resolve, reject) => {
+    worker.once("message", (m) => {
+      resolve(m);
+      void worker.terminate();
+    });
+    worker.once("error", reject);
+  });
+}
+
+function findBest(client: KvRouterClient, req: FindBestWorkerRequest): Promise<unknown> {
+  return new Promise((resolve, reject) =>
+    (client.raw as unknown as Record<string, Function>).findBestWorker(req, (e: Error | null, r: unknown) => (e ? reject(e) : resolve(r))),
+  );
+}
+
+/** Sequential queries for `ms`: latency of each. */
+async function queriesFor(client: KvRouterClient, reqs: FindBestWorkerRequest[], ms: number): Promise<Latency & { calls: number }> {
+  const samples: number[] = [];
+  const t0 = performance.now();
+  for (let i = 0; performance.now() - t0 < ms; i++) {
+    const t = process.hrtime.bigint();
+    await findBest(client, reqs[i % reqs.length]);
+    samples.push(usSince(t));
+  }
+  return { ...latency(samples), calls: samples.length };
+}
+
+/** `calls` queries, 32 in flight: calls per second. */
+async function queryThroughput(client: KvRouterClient, reqs: FindBestWorkerRequest[], calls: number): Promise<number> {
+  let next = 0;
+  const t0 = performance.now();
+  const lane = async () => {
+    while (next < calls) await findBest(client, reqs[next++ % reqs.length]);
+  };
+  await Promise.all(Array.from({ length: 32 }, lane));
+  return calls / ((performance.now() - t0) / 1000);
+}
+
+/** A router holding `prefill` plus prompts that hit it: 4096-token queries. */
+async function preparedRouter(args: string[], prefill: IngestTraffic) {
+  const server = await spawnServer(args);
+  await sendAll(server.port, prefill.messages);
+  const client = new KvRouterClient(`127.0.0.1:${server.port}`);
+  // Each worker's chain start, padded to 4096 tokens: a query matching up to 64 blocks on one worker.
+  const reqs = prefill.prefixes.map((p) =>
+    create(FindBestWorkerRequestSchema, { tokenIds: Array.from({ length: 4096 }, (_, j) => p[j] ?? j) }),
+  );
+  return { server, client, reqs };
+}
+
+export async function runIngestBench(cfg: IngestBenchConfig, log: (msg: string) => void) {
+  const cores = availableParallelism();
+  log(`gRPC ingest: encoding ${cfg.blocks} stored blocks with token ids and with tokens_hash`);
+  const tokens = ingestTraffic(cfg.blocks, true);
+  const hashes = ingestTraffic(cfg.blocks, false);
+  const targets = [
+    { name: "floor (bare grpc-js, counts bytes)", args: ["floor"] },
+    { name: "naive stub (proto-loader + Map)", args: ["naive"] },
+    { name: "router", args: ["router", "0", "0"] },
+    { name: "router, 1 ingest thread", args: ["router", "0", "1"] },
+  ];
+  const runs = new Map<string, number[]>();
+  for (let round = 0; round < cfg.rounds; round++) {
+    for (const [payload, traffic] of [["token_ids", tokens], ["tokens_hash", hashes]] as const) {
+      for (const t of targets) {
+        const key = `${payload}|${t.name}`;
+        runs.set(key, [...(runs.get(key) ?? []), await throughput(t.args, traffic)]);
+      }
+    }
+  }
+  const grpcIngest: Record<string, unknown> = {
+    blocks: cfg.blocks,
+    bytesPerBlock: { token_ids: tokens.bytes / tokens.blocks, tokens_hash: hashes.bytes / hashes.blocks },
+  };
+  for (const payload of ["token_ids", "tokens_hash"]) {
+    const floor = median(runs.get(`${payload}|${targets[0].name}`)!);
+    const naive = median(runs.get(`${payload}|${targets[1].name}`)!);
+    const row: Record<string, unknown> = {};
+    for (const t of targets) {
+      const v = median(runs.get(`${payload}|${t.name}`)!);
+      row[t.name] = { blocksPerSec: v, vsFloor: v / floor, vsNaive: v / naive };
+    }
+    grpcIngest[payload] = row;
+  }
+  // In-process: the hot-path decoder (wire bytes -> hashed flat batch) against protobuf-es + convert.ts.
+  const decoder = new IngestDecoder(64);
+  const decodeRuns = { hotPath: [] as number[], protobufEs: [] as number[] };
+  for (let round = 0; round < cfg.rounds + 1; round++) {
+    let t0 = performance.now();
+    for (const m of tokens.messages) decoder.decode(m);
+    decodeRuns.hotPath.push(tokens.blocks / ((performance.now() - t0) / 1000));
+    t0 = performance.now();
+    for (const m of tokens.messages) toEventBatch(decodeIngestRequest(m, 64, "m").events);
+    decodeRuns.protobufEs.push(tokens.blocks / ((performance.now() - t0) / 1000));
+  }
+  grpcIngest.decodeInProcess = {
+    hotPathBlocksPerSec: median(decodeRuns.hotPath.slice(1)),
+    protobufEsBlocksPerSec: median(decodeRuns.protobufEs.slice(1)),
+  };
+  log("gRPC ingest: query latency under paced ingest");
+  const prefill = ingestTraffic(Math.min(cfg.blocks, 204_800), true, 11);
+  const queryUnderIngest: Record<string, unknown> = {};
+  for (const [shards, threads] of cfg.underIngest) {
+    const r = await preparedRouter(["router", String(shards), String(threads)], prefill);
+    await queriesFor(r.client, r.reqs, 300);
+    const capacityRun = await pacedIngest(r.server.port, 0, cfg.phaseMs, 1000);
+    const capacity = capacityRun.blocks / capacityRun.secs;
+    const row: Record<string, unknown> = { capacityBlocksPerSec: capacity };
+    row.idle = await queriesFor(r.client, r.reqs, cfg.phaseMs);
+    for (const share of [0.5, 0.9]) {
+      const ingest = pacedIngest(r.server.port, capacity * share, cfg.phaseMs + 400, 1100 + share * 100);
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      const q = await queriesFor(r.client, r.reqs, cfg.phaseMs);
+      const done = await ingest;
+      row[`${share * 100}%`] = { ...q, ingestBlocksPerSec: done.blocks / done.secs };
+    }
+    r.client.close();
+    await r.server.stop();
+    queryUnderIngest[`index shards ${shards}, ingest threads ${threads}`] = row;
+  }
+
+  log(`gRPC ingest: scaling at ${cfg.threads.join(", ")} threads (${cores} cores)`);
+  const scaling: Record<string, unknown> = { cores };
+  const queryPrefill = ingestTraffic(Math.min(cfg.blocks, 65_536), true, 13);
+  const configs: [string, string, string][] = [["main thread", "0", "0"]];
+  for (const n of cfg.threads) configs.push([`${n} ingest threads`, "0", String(n)], [`${n} index shards`, String(n), "0"]);
+  for (const [name, shards, threads] of configs) {
+    const ingest = await throughput(["router", shards, threads], tokens);
+    const q = await preparedRouter(["router", shards, threads], queryPrefill);
+    const qps = await queryThroughput(q.client, q.reqs, cfg.queryCalls);
+    q.client.close();
+    await q.server.stop();
+    scaling[name] = { ingestBlocksPerSec: ingest, findBestWorker32Way: qps };
+  }
+  return { grpcIngest, queryUnderIngest, scaling };
+}

@@ -1,0 +1,111 @@
+// The servers the gRPC ingest benchmarks drive, each in a process of its own
+// (so the client's work does not share the server's thread), started as
+//   node --import tsx bench/ingestServers.ts floor|naive|router [indexShards] [ingestThreads]
+// Each prints "PORT <n>" once serving and exits when its stdin closes.
+// - floor:  a bare grpc-js server answering IngestKvEvents with an identity
+//           deserializer: it receives the same bytes and only counts them.
+// - naive:  a ~50-line stub (proto-loader objects, a Map of sequence hashes).
+// - router: kv-router itself (startServer, as the CLI runs it).
+import { fileURLToPath } from "node:url";
+import { xxh3 } from "@node-rs/xxhash";
+import * as grpc from "@grpc/grpc-js";
+import * as protoLoader from "@grpc/proto-loader";
+import { KV_HASH_SEED, sequenceHash } from "../src/hashing/blockHash.js";
+import { DEFAULT_ROUTER_CONFIG } from "../src/router/router.js";
+import { startServer } from "../src/server/server.js";
+import { BLOCK } from "./workload.js";
+
+export const INGEST_PATH = "/kvrouter.v1.KvRouterService/IngestKvEvents";
+const MAX_MESSAGE = 64 * 1024 * 1024;
+const PROTO = fileURLToPath(new URL("../proto/kvrouter/v1/router.proto", import.meta.url));
+
+const identity = (b: Buffer) => b;
+/** IngestKvEvents with bytes in and out, no decoding: the floor's server and every benchmark client. */
+export const RAW_INGEST = {
+  ingestKvEvents: {
+    path: INGEST_PATH,
+    requestStream: true,
+    responseStream: false,
+    requestSerialize: identity,
+    requestDeserialize: identity,
+    responseSerialize: identity,
+    responseDeserialize: identity,
+  },
+};
+
+async function bind(server: grpc.Server): Promise<number> {
+  return new Promise((resolve, reject) =>
+    server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))),
+  );
+}
+
+/** Receives the bytes, counts them, answers with an empty response. */
+async function floor(): Promise<number> {
+  const server = new grpc.Server({ "grpc.max_receive_message_length": MAX_MESSAGE });
+  let bytes = 0;
+  server.addService(RAW_INGEST, {
+    ingestKvEvents: (call: grpc.ServerReadableStream<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) => {
+      call.on("data", (b: Buffer) => (bytes += b.length));
+      call.on("end", () => cb(null, Buffer.alloc(0)));
+    },
+  });
+  return bind(server);
+}
+
+interface NaiveBlock { blockHash: string; tokenIds: number[]; tokensHash?: string }
+interface NaiveEvent { workerId: string; dpRank: number; stored?: { parentBlockHash?: string; blocks: NaiveBlock[] } }
+
+/** The naive stub: decoded objects, one native hash call and one bigint per block, string-keyed Maps. */
+async function naive(): Promise<number> {
+  const pkg = grpc.loadPackageDefinition(protoLoader.loadSync(PROTO, { longs: String, defaults: false })) as any;
+  const server = new grpc.Server({ "grpc.max_receive_message_length": MAX_MESSAGE });
+  const holders = new Map<bigint, Set<string>>();
+  const seqOf = new Map<string, bigint>();
+  let applied = 0;
+  server.addService(pkg.kvrouter.v1.KvRouterService.service, {
+    ingestKvEvents: (call: grpc.ServerReadableStream<{ events: NaiveEvent[] }, unknown>, cb: grpc.sendUnaryData<unknown>) => {
+      call.on("data", (req: { events: NaiveEvent[] }) => {
+        for (const e of req.events) {
+          if (!e.stored) continue;
+          const worker = `${e.workerId}:${e.dpRank}`;
+          let parent = e.stored.parentBlockHash === undefined ? undefined : seqOf.get(`${worker}:${e.stored.parentBlockHash}`);
+          for (const b of e.stored.blocks) {
+            const local = b.tokensHash !== undefined ? BigInt(b.tokensHash) : xxh3.xxh64(Buffer.from(Uint32Array.from(b.tokenIds).buffer), KV_HASH_SEED);
+            const seq = sequenceHash(parent, local);
+            seqOf.set(`${worker}:${b.blockHash}`, seq);
+            let set = holders.get(seq);
+            if (set === undefined) holders.set(seq, (set = new Set()));
+            set.add(worker);
+            parent = seq;
+          }
+          applied++;
+        }
+      });
+      call.on("end", () => cb(null, { applied: String(applied) }));
+    },
+  });
+  return bind(server);
+}
+
+async function router(shards: number, ingestThreads: number): Promise<number> {
+  const server = await startServer({
+    router: { ...DEFAULT_ROUTER_CONFIG, blockSize: BLOCK },
+    host: "127.0.0.1",
+    grpcPort: 0,
+    maxTokens: 1 << 20,
+    seed: 1,
+    processMetrics: false,
+    indexerShards: shards,
+    ingestThreads,
+  });
+  return server.grpcPort;
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  const [kind, shards, threads] = process.argv.slice(2);
+  const port = kind === "floor" ? await floor() : kind === "naive" ? await naive() : await router(Number(shards ?? 0), Number(threads ?? 0));
+  process.stdout.write(`PORT ${port}\n`);
+  process.stdin.resume();
+  process.stdin.on("end", () => process.exit(0));
+  process.stdin.on("close", () => process.exit(0));
+}
