@@ -16,14 +16,20 @@ const PYTHON = "/usr/bin/python3"; // Debian's, which sees python3-xxhash (the p
 const PY_REFERENCE = String.raw`
 import json, struct, sys, xxhash
 MASK = (1 << 64) - 1
-def seed_for(lora):
-    return 1337 if lora == "" else (1337 + xxhash.xxh3_64_intdigest(lora.encode("utf-8"), seed=0)) & MASK
+def seed_for(lora, ns=""):
+    # Dynamo's compute_salt_hash (lib/kv-hashing/src/salt.rs): wrapping adds, empty = absent.
+    seed = 1337
+    if lora != "":
+        seed += xxhash.xxh3_64_intdigest(lora.encode("utf-8"), seed=0)
+    if ns != "":
+        seed += xxhash.xxh3_64_intdigest(ns.encode("utf-8"), seed=1)
+    return seed & MASK
 def local(tokens, seed, mm=()):
     data = struct.pack("<%dI" % len(tokens), *tokens)
     data += b"".join(struct.pack("<Q", h) for h in sorted(mm))
     return xxhash.xxh3_64_intdigest(data, seed=seed)
-def prompt(tokens, b, lora):
-    seed = seed_for(lora)
+def prompt(tokens, b, lora, ns=""):
+    seed = seed_for(lora, ns)
     locs, seqs, parent = [], [], None
     for i in range(len(tokens) // b):
         h = local(tokens[i * b:(i + 1) * b], seed)
@@ -32,7 +38,7 @@ def prompt(tokens, b, lora):
     return {"local": locs, "sequence": seqs}
 req = json.load(sys.stdin)
 out = {
-    "prompts": [prompt(c["tokens"], c["block_size"], c.get("lora", "")) for c in req["prompts"]],
+    "prompts": [prompt(c["tokens"], c["block_size"], c.get("lora", ""), c.get("ns", "")) for c in req["prompts"]],
     "seeds": [str(seed_for(n)) for n in req["lora_names"]],
     "mm": [str(local(c["tokens"], seed_for(c.get("lora", "")), [int(h) for h in c["mm"]])) for c in req["mm"]],
 }
@@ -43,6 +49,8 @@ interface PromptCase {
   tokens: number[];
   block_size: number;
   lora?: string;
+  /** Dynamo's cache_namespace. */
+  ns?: string;
 }
 interface MmCase {
   tokens: number[];
@@ -84,6 +92,10 @@ const promptCases: PromptCase[] = [
   ]),
   ...LORA_NAMES.map((lora) => ({ tokens: randomTokens(16 * 4 + 3), block_size: 16, lora })),
   { tokens: randomTokens(10), block_size: 16 }, // shorter than one block
+  // Cache namespaces, alone and with an adapter; the done-means vector of issue #11 first.
+  { tokens: [0, 1, 2, 3], block_size: 4, ns: "tenant-a" },
+  { tokens: randomTokens(16 * 3), block_size: 16, ns: "tenant-b/ünï" },
+  { tokens: randomTokens(16 * 3), block_size: 16, ns: "tenant-a", lora: "my-lora" },
 ];
 const mmCases: MmCase[] = [
   { tokens: randomTokens(16), mm: [u64(), u64(), u64()].map(String) },
@@ -104,9 +116,9 @@ describe("block hashing matches python3-xxhash", () => {
 
   it("local and chained sequence hashes agree for every block size and token set", () => {
     promptCases.forEach((c, i) => {
-      const ts = hashPrompt(c.tokens, c.block_size, c.lora ?? "");
+      const ts = hashPrompt(c.tokens, c.block_size, c.lora ?? "", c.ns ?? "");
       const expected = ref.prompts[i];
-      const what = `case ${i} (block size ${c.block_size}, ${c.tokens.length} tokens, lora "${c.lora ?? ""}")`;
+      const what = `case ${i} (block size ${c.block_size}, ${c.tokens.length} tokens, lora "${c.lora ?? ""}", ns "${c.ns ?? ""}")`;
       assert.equal(ts.local.length, Math.floor(c.tokens.length / c.block_size), `${what}: one hash per full block`);
       assert.deepEqual(ts.local.map(String), expected.local, `${what}: local hashes`);
       assert.deepEqual(ts.sequence.map(String), expected.sequence, `${what}: sequence hashes`);
@@ -125,8 +137,8 @@ describe("block hashing matches python3-xxhash", () => {
   it("a trailing partial block is ignored", () => {
     for (const c of promptCases) {
       const full = c.tokens.length - (c.tokens.length % c.block_size);
-      const withTail = hashPrompt(c.tokens, c.block_size, c.lora ?? "");
-      const truncated = hashPrompt(c.tokens.slice(0, full), c.block_size, c.lora ?? "");
+      const withTail = hashPrompt(c.tokens, c.block_size, c.lora ?? "", c.ns ?? "");
+      const truncated = hashPrompt(c.tokens.slice(0, full), c.block_size, c.lora ?? "", c.ns ?? "");
       assert.deepEqual(withTail, truncated);
     }
     assert.deepEqual(hashPrompt([1, 2, 3], 4), { local: [], sequence: [] });
@@ -142,6 +154,20 @@ describe("block hashing matches python3-xxhash", () => {
     const base = hashPrompt(tokens, 16);
     const lora = hashPrompt(tokens, 16, "my-lora");
     base.local.forEach((h, i) => assert.notEqual(h, lora.local[i], `block ${i}`));
+  });
+
+  it("cache namespace seed = 1337 + XXH3-64(lora, seed 0) + XXH3-64(namespace, seed 1), wrapping; the chain stays seeded 1337", () => {
+    // Dynamo's current form (lib/kv-hashing/src/salt.rs compute_salt_hash, called by
+    // lib/kv-router/src/protocols.rs block_hash_seed). Vector: tokens 0..3, block size 4, "tenant-a".
+    assert.equal(localHashSeed("", "tenant-a"), 1948188790972764086n);
+    assert.equal(hashPrompt([0, 1, 2, 3], 4, "", "tenant-a").local[0], 17009624042690211646n);
+    assert.equal(localHashSeed("", ""), 1337n, "an empty namespace is no namespace");
+    assert.equal(localHashSeed("a", "a") === localHashSeed("", "a"), false, "lora and namespace are mixed apart");
+    const tokens = randomTokens(16 * 2);
+    const ns = hashPrompt(tokens, 16, "", "tenant-a");
+    const base = hashPrompt(tokens, 16);
+    ns.local.forEach((h, i) => assert.notEqual(h, base.local[i], `block ${i} changes`));
+    assert.equal(sequenceHash(ns.sequence[0], ns.local[1]), ns.sequence[1], "sequence chain still seeded 1337");
   });
 
   it("multimodal blocks hash token bytes then each mm_hash as u64 LE, sorted ascending", () => {
@@ -170,13 +196,20 @@ describe("kv-router hash subcommand", () => {
   }
 
   // Cases picked from the table above: the reference, u32 edges with a partial tail, and a LoRA adapter.
-  const picks = [0, promptCases.findIndex((c) => c.block_size === 16 && c.tokens.length % 16 !== 0), promptCases.findIndex((c) => c.lora === "ünïcödé-ådäptér")];
+  const picks = [
+    0,
+    promptCases.findIndex((c) => c.block_size === 16 && c.tokens.length % 16 !== 0),
+    promptCases.findIndex((c) => c.lora === "ünïcödé-ådäptér"),
+    promptCases.findIndex((c) => c.ns === "tenant-a" && c.lora === undefined),
+    promptCases.findIndex((c) => c.ns === "tenant-a" && c.lora !== undefined),
+  ];
 
   for (const i of picks) {
     const c = promptCases[i];
-    it(`prints Python's hashes as decimal strings (block size ${c.block_size}, ${c.tokens.length} tokens, lora "${c.lora ?? ""}")`, () => {
+    it(`prints Python's hashes as decimal strings (block size ${c.block_size}, ${c.tokens.length} tokens, lora "${c.lora ?? ""}", ns "${c.ns ?? ""}")`, () => {
       const args = ["--block-size", String(c.block_size), "--tokens", c.tokens.join(",")];
       if (c.lora) args.push("--lora-name", c.lora);
+      if (c.ns) args.push("--cache-namespace", c.ns);
       const r = cli(...args);
       assert.equal(r.status, 0, r.stderr);
       const out = JSON.parse(r.stdout);

@@ -50,7 +50,12 @@ class EvictingReference {
   private track(e: IndexEvent): void {
     if (e.kind === "stored") for (const b of e.blocks) this.touch(e, b.externalHash);
     else if (e.kind === "removed") for (const h of e.blockHashes) this.entries.delete(`${workerKeyString(e)}|${h}`);
-    else this.dropWorker(e.workerId);
+    else this.dropRank(e); // a cleared acts on its (worker, dp_rank)
+  }
+
+  private dropRank(key: WorkerKey): void {
+    const prefix = `${workerKeyString(key)}|`;
+    for (const k of this.entries.keys()) if (k.startsWith(prefix)) this.entries.delete(k);
   }
 
   private touch(key: WorkerKey, ext: bigint): void {

@@ -18,7 +18,15 @@ import { NatsEventSource, type NatsModeOptions } from "../src/sources/nats/natsS
 import { DEFAULT_ROUTER_CONFIG, KvRouter } from "../src/router/router.js";
 import { publishKvEvents, publishKvEventsBulk } from "../src/sources/jetstream/publisher.js";
 import { eventPlaneMessage } from "../src/sources/nats/publisher.js";
-import { type NatsCluster, canonicalDump, referenceDump, natsSuite, startNats, syntheticEvents } from "./support/natsServer.js";
+import {
+  type NatsCluster,
+  canonicalDump,
+  natsModeOptions,
+  natsSuite,
+  referenceDump,
+  startNats,
+  syntheticEvents,
+} from "./support/natsServer.js";
 import { type TestRouter, startTestRouter, tokens } from "./support/router.js";
 import { waitFor } from "./support/wait.js";
 
@@ -27,17 +35,7 @@ const ENDPOINT = "dyn.backend.generate";
 const names = natsNames(ENDPOINT);
 
 function natsOptions(urls: string, over: Partial<NatsModeOptions> = {}): NatsModeOptions {
-  return {
-    connect: { urls },
-    endpoint: ENDPOINT,
-    replicaSync: false,
-    snapshotThreshold: 0,
-    resetStates: false,
-    streamReplicas: 1,
-    eventPlane: true,
-    discovery: true,
-    ...over,
-  };
+  return natsModeOptions(urls, ENDPOINT, over);
 }
 
 async function startNatsRouter(urls: string, over: Partial<NatsModeOptions> = {}): Promise<{ r: TestRouter; src: NatsEventSource }> {

@@ -47,6 +47,9 @@ interface Info {
   active_decode_blocks: string;
   last_event_id: string;
   address: string;
+  host_cached_blocks: string;
+  disk_cached_blocks: string;
+  external_cached_blocks: string;
 }
 interface Status {
   code: string;
@@ -188,6 +191,9 @@ describe("Python gRPC client (protoc + grpc_python_plugin stubs)", () => {
       active_decode_blocks: w.activeDecodeBlocks.toString(),
       last_event_id: w.lastEventId.toString(),
       address: w.address,
+      host_cached_blocks: w.hostCachedBlocks.toString(),
+      disk_cached_blocks: w.diskCachedBlocks.toString(),
+      external_cached_blocks: w.externalCachedBlocks.toString(),
     }));
     const pyInfos = py.workers_freed.map((i) => ({ ...i, lease_remaining_ms: "-" }));
     const sort = (xs: Info[]) => [...xs].sort((a, b) => key(a.worker).localeCompare(key(b.worker)));

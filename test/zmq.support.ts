@@ -18,13 +18,15 @@ export interface StoredSpec {
   type: "BlockStored";
   block_hashes: WireHash[];
   parent_block_hash: WireHash | null;
-  token_ids: number[];
+  /** Token ids, or (token, next token) pairs as vLLM sends them with Eagle. */
+  token_ids: number[] | number[][];
   block_size: number;
   lora_id?: number | null;
   medium?: string | null;
   lora_name?: string | null;
   extra_keys?: unknown[] | null;
   group_idx?: number | null;
+  kv_cache_spec_kind?: string | null;
   cache_salt?: string | null;
 }
 export interface RemovedSpec {

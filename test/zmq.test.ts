@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { after, describe, test } from "node:test";
 import { encode } from "@msgpack/msgpack";
 import type { Registry } from "prom-client";
-import { hashPrompt } from "../src/hashing/blockHash.js";
+import { hashPrompt, localBlockHash } from "../src/hashing/blockHash.js";
 import { ZmqEventSource } from "../src/sources/zmq/zmqEventSource.js";
 import { type TestRouter, startTestRouter, tokens } from "./support/router.js";
 import { waitFor } from "./support/wait.js";
@@ -112,31 +112,65 @@ describe("vLLM feed (map-encoded events, current vLLM)", () => {
     assert.equal(await overlap(r, prompt, 1), 1);
     assert.equal(r.blocks(1), 1);
 
-    // AllBlocksCleared drops the worker's blocks on every dp rank.
+    // AllBlocksCleared drops the blocks of its batch's dp rank only (Dynamo scopes Cleared to the rank).
     await r.pub.batch([{ type: "AllBlocksCleared" }], { dpRank: 0 });
     await r.handled(6);
     assert.equal(r.blocks(0), 0);
+    assert.equal(r.blocks(1), 1);
+    await r.pub.batch([{ type: "AllBlocksCleared" }], { dpRank: 1 });
+    await r.handled(7);
     assert.equal(r.blocks(1), 0);
-    assert.equal(await metric(r.registry, "kvrouter_zmq_frames_total", { outcome: "applied" }), 6);
-    assert.equal(await metric(r.registry, "kvrouter_kv_events_total", { outcome: "applied" }), 6);
+    assert.equal(await metric(r.registry, "kvrouter_zmq_frames_total", { outcome: "applied" }), 7);
+    assert.equal(await metric(r.registry, "kvrouter_kv_events_total", { outcome: "applied" }), 7);
   });
 
-  test("LoRA blocks hash with the adapter's seed; offload tiers and other groups stay out", async () => {
+  test("LoRA blocks hash with the adapter's seed; offload tiers are indexed per tier; other groups stay out", async () => {
     const r = await rig("vllm-map");
     const prompt = tokens(8, 300);
     await r.pub.batch([storedSpec(prompt, B, 10n, { lora_name: "adapter-a", lora_id: 1 })]);
     await r.pub.batch([storedSpec(tokens(8, 900), B, 20n, { medium: "CPU" })]);
     await r.pub.batch([storedSpec(tokens(8, 950), B, 30n, { group_idx: 1 })]);
     await r.pub.batch([storedSpec(tokens(8, 990), B, 40n, { lora_id: 3 })]); // an id but no name
-    await r.handled(4);
+    await r.pub.batch([storedSpec(tokens(8, 1100), B, 50n, { medium: "TAPE" })]); // no tier of Dynamo's
+    await r.handled(5);
     assert.equal(await overlap(r, prompt, 0, "adapter-a"), 2);
     assert.equal(await overlap(r, prompt, 0, ""), 0);
-    assert.equal(await overlap(r, tokens(8, 900)), 0);
+    assert.equal(await overlap(r, tokens(8, 900)), 0, "a CPU block is no GPU hit...");
+    const cpu = (await r.router.client.findBestWorker({ tokenIds: tokens(8, 900), explain: true })).scores[0];
+    assert.equal(cpu.hostOverlapBlocks, 2, "...but counts on the host tier (vLLM medium CPU -> host_pinned)");
     assert.equal(await overlap(r, tokens(8, 950)), 0);
     assert.equal(r.blocks(), 2);
-    assert.equal(await metric(r.registry, "kvrouter_zmq_events_total", { outcome: "other_medium" }), 1);
+    assert.equal(await metric(r.registry, "kvrouter_zmq_events_total", { outcome: "unknown_medium" }), 1);
     assert.equal(await metric(r.registry, "kvrouter_zmq_events_total", { outcome: "other_group" }), 1);
     assert.equal(await metric(r.registry, "kvrouter_zmq_events_total", { outcome: "lora_id_without_name" }), 1);
+  });
+
+  test("hybrid models: with kv_cache_spec_kind only the main attention groups count, whatever their group_idx", async () => {
+    const r = await rig("vllm-map");
+    await r.pub.batch([
+      storedSpec(tokens(8, 2000), B, 60n, { group_idx: 1, kv_cache_spec_kind: "full_attention" }),
+      storedSpec(tokens(8, 2100), B, 70n, { group_idx: 0, kv_cache_spec_kind: "sliding_window" }),
+      storedSpec(tokens(8, 2200), B, 80n, { group_idx: 2, kv_cache_spec_kind: "mla_attention" }),
+      storedSpec(tokens(8, 2300), B, 90n, { group_idx: 0, kv_cache_spec_kind: "warp_attention" }),
+    ]);
+    await r.handled(1);
+    assert.equal(await overlap(r, tokens(8, 2000)), 2, "full_attention in group 1 counts");
+    assert.equal(await overlap(r, tokens(8, 2100)), 0, "sliding_window does not, even in group 0");
+    assert.equal(await overlap(r, tokens(8, 2200)), 2, "mla_attention counts");
+    assert.equal(await overlap(r, tokens(8, 2300)), 0);
+    assert.equal(await metric(r.registry, "kvrouter_zmq_events_total", { outcome: "other_group" }), 1);
+    assert.equal(await metric(r.registry, "kvrouter_zmq_events_total", { outcome: "unknown_spec_kind" }), 1);
+  });
+
+  test("Eagle token pairs are flattened and hashed in windows of block_size + 1 tokens, as Dynamo does", async () => {
+    const r = await rig("vllm-map");
+    const flat = tokens(2 * B + 1, 3000); // 2 blocks: windows [0, B+1) and [B, 2B+1)
+    const pairs = flat.slice(0, 2 * B).map((t, i) => [t, flat[i + 1]]);
+    await r.pub.batch([{ ...storedSpec(flat.slice(0, 2 * B), B, 100n), token_ids: pairs }]);
+    await r.handled(1);
+    const held = [...r.router.server.router.index.dump()].filter((e) => e.kind === "stored" && e.blocks[0].externalHash >= 100n);
+    const locals = held.flatMap((e) => (e.kind === "stored" ? e.blocks.map((b) => b.localHash) : []));
+    assert.deepEqual(locals, [localBlockHash(flat.slice(0, B + 1)), localBlockHash(flat.slice(B, 2 * B + 1))]);
   });
 
   test("multimodal digests in extra_keys change the block's hash", async () => {

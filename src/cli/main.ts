@@ -106,6 +106,7 @@ try {
         .option("block-size", { type: "number", demandOption: true, describe: "Tokens per block" })
         .option("tokens", { type: "string", demandOption: true, describe: "Comma-separated token ids" })
         .option("lora-name", { type: "string", default: "", describe: "LoRA adapter name (changes every hash)" })
+        .option("cache-namespace", { type: "string", default: "", describe: "Cache namespace (tenant), as Dynamo's cache_namespace (changes every hash)" })
         .check((a) => {
           const b = a.blockSize as number;
           if (!Number.isInteger(b) || b < 1) throw new Error(`--block-size must be a positive integer`);
@@ -113,7 +114,7 @@ try {
         }),
     (argv) => {
       const tokens = parseTokens(argv.tokens);
-      const hashes = hashPrompt(tokens, argv.blockSize, argv.loraName);
+      const hashes = hashPrompt(tokens, argv.blockSize, argv.loraName, argv.cacheNamespace);
       const out = {
         block_size: argv.blockSize,
         tokens: tokens.length,

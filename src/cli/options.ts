@@ -190,6 +190,16 @@ export function serveOptions<T>(y: Argv<T>) {
       defaultDescription: "fcfs",
       describe: "[not supported yet] Order of the router queue: fcfs (tail TTFT) or wspt (mean TTFT)",
     })
+    .option("router-host-cache-hit-weight", {
+      type: "number",
+      default: 0.75,
+      describe: "Worth of a prompt block found in a worker's host memory, as a fraction of a GPU hit",
+    })
+    .option("router-disk-cache-hit-weight", {
+      type: "number",
+      default: 0.25,
+      describe: "Worth of a prompt block found on a worker's disk or external store, as a fraction of a GPU hit",
+    })
     .option("kv-events", {
       alias: ["router-kv-events", "router-use-kv-events"], // Dynamo's variable is DYN_ROUTER_USE_KV_EVENTS
       type: "boolean",
@@ -408,6 +418,8 @@ export function serveOptions<T>(y: Argv<T>) {
         "router-prefill-load-scale",
         "router-decode-active-request-weight",
         "router-temperature",
+        "router-host-cache-hit-weight",
+        "router-disk-cache-hit-weight",
       ]) {
         nonNegative(name, argv[name] as number);
       }
@@ -513,6 +525,9 @@ export function routerConfigFrom(argv: ServeArgs): RouterConfig {
     approxMaxBlocks: argv.routerMaxTreeSize,
     queueThreshold: argv.routerQueueThreshold,
     queuePolicy: (argv.routerQueuePolicy ?? "fcfs") as QueuePolicy,
+    hostCacheHitWeight: argv.routerHostCacheHitWeight,
+    diskCacheHitWeight: argv.routerDiskCacheHitWeight,
+    lowerTierMaxBlocks: argv.maxBlocks,
   };
   if (argv.kvOverlapScoreWeight !== undefined) router = applyDeprecatedOverlapScoreWeight(router, argv.kvOverlapScoreWeight);
   if (argv.loadAware) {

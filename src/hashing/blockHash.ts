@@ -4,16 +4,24 @@
 // - local hash    = XXH3-64(seed) over the block's token ids as little-endian u32
 // - sequence hash = local hash for block 0, else XXH3-64(1337) over
 //                   parent sequence hash (u64 LE) ++ local hash (u64 LE)
-// - LoRA adapters shift the local-hash seed by XXH3-64(seed 0) of the name.
+// - LoRA adapters shift the local-hash seed by XXH3-64(seed 0) of the name,
+//   cache namespaces (tenants) by XXH3-64(seed 1) of theirs; the sequence
+//   chain stays seeded with 1337.
 import { xxh3 } from "@node-rs/xxhash";
 
 export const KV_HASH_SEED = 1337n;
 const U64_MASK = (1n << 64n) - 1n;
 
-/** Seed for local block hashes of a prompt run with `loraName` (empty = base model). */
-export function localHashSeed(loraName = ""): bigint {
-  if (loraName === "") return KV_HASH_SEED;
-  return (KV_HASH_SEED + xxh3.xxh64(Buffer.from(loraName, "utf8"), 0n)) & U64_MASK;
+/**
+ * Seed for local block hashes of a prompt run with `loraName` (empty = base
+ * model) in `cacheNamespace` (empty = none): Dynamo's compute_salt_hash
+ * (lib/kv-hashing/src/salt.rs), 1337 + XXH3(lora, 0) + XXH3(namespace, 1), wrapping.
+ */
+export function localHashSeed(loraName = "", cacheNamespace = ""): bigint {
+  let seed = KV_HASH_SEED;
+  if (loraName !== "") seed += xxh3.xxh64(Buffer.from(loraName, "utf8"), 0n);
+  if (cacheNamespace !== "") seed += xxh3.xxh64(Buffer.from(cacheNamespace, "utf8"), 1n);
+  return seed & U64_MASK;
 }
 
 /** Little-endian u32 bytes of `tokens`, without copying when already a Uint32Array. */
@@ -54,9 +62,9 @@ export interface PromptHashes {
 }
 
 /** Hashes every full block of a prompt; a trailing partial block is ignored. */
-export function hashPrompt(tokens: ArrayLike<number>, blockSize: number, loraName = ""): PromptHashes {
+export function hashPrompt(tokens: ArrayLike<number>, blockSize: number, loraName = "", cacheNamespace = ""): PromptHashes {
   const u32 = tokens instanceof Uint32Array ? tokens : Uint32Array.from(tokens);
-  const seed = localHashSeed(loraName);
+  const seed = localHashSeed(loraName, cacheNamespace);
   const blocks = Math.floor(u32.length / blockSize);
   const local = new Array<bigint>(blocks);
   const sequence = new Array<bigint>(blocks);

@@ -148,10 +148,10 @@ const big = new BigUint64Array(1);
 const halves = new Uint32Array(big.buffer);
 
 /** Same result as hashPrompt() (blockHash.ts), about 10x faster for blocks of 61+ tokens. */
-export function hashPromptFast(tokens: ArrayLike<number>, blockSize: number, loraName = ""): PromptHashes {
-  if (blockSize * 4 <= 240) return hashPrompt(tokens, blockSize, loraName);
+export function hashPromptFast(tokens: ArrayLike<number>, blockSize: number, loraName = "", cacheNamespace = ""): PromptHashes {
+  if (blockSize * 4 <= 240) return hashPrompt(tokens, blockSize, loraName, cacheNamespace);
   if (wasm !== undefined) {
-    const pairs = wasm.hash(tokens, blockSize, localHashSeed(loraName));
+    const pairs = wasm.hash(tokens, blockSize, localHashSeed(loraName, cacheNamespace));
     const n = pairs.length / 2;
     const local = new Array<bigint>(n);
     const sequence = new Array<bigint>(n);
@@ -161,14 +161,14 @@ export function hashPromptFast(tokens: ArrayLike<number>, blockSize: number, lor
     }
     return { local, sequence };
   }
-  return hashPromptJs(tokens, blockSize, loraName);
+  return hashPromptJs(tokens, blockSize, loraName, cacheNamespace);
 }
 
 /** The JavaScript fallback of hashPromptFast (exported for its test). */
-export function hashPromptJs(tokens: ArrayLike<number>, blockSize: number, loraName = ""): PromptHashes {
-  if (blockSize * 4 <= 240) return hashPrompt(tokens, blockSize, loraName);
+export function hashPromptJs(tokens: ArrayLike<number>, blockSize: number, loraName = "", cacheNamespace = ""): PromptHashes {
+  if (blockSize * 4 <= 240) return hashPrompt(tokens, blockSize, loraName, cacheNamespace);
   const u32 = tokens instanceof Uint32Array ? tokens : Uint32Array.from(tokens);
-  const keys = keysFor(localHashSeed(loraName));
+  const keys = keysFor(localHashSeed(loraName, cacheNamespace));
   const blocks = Math.floor(u32.length / blockSize);
   const local = new Array<bigint>(blocks);
   const sequence = new Array<bigint>(blocks);

@@ -214,8 +214,8 @@ export class CompactCore {
       for (let i = 0; i < n; i++) if (!this.releaseExt(slot, w[b + 1 + 2 * i], w[b + 2 + 2 * i])) unknown++;
       return (gap << 2) | (unknown << 3);
     }
-    // cleared: every dp rank of the worker
-    for (const s of this.ranksOf(st.widLo[slot], st.widHi[slot])) this.clearSlot(s);
+    // cleared: this (worker, dp_rank) only, as Dynamo scopes it; its other ranks keep their blocks
+    this.clearSlot(slot);
     return gap << 2;
   }
 

@@ -4,7 +4,7 @@
 //
 // This front-end owns what must be global: which (worker, dp_rank) has which
 // slot, which shard owns each worker (all dp ranks of a worker share a shard,
-// since "cleared" and removal act on all of them), and the store clock that
+// since removing a worker acts on all of them), and the store clock that
 // orders entries for eviction across shards.
 //
 // Eviction (--max-blocks N): after each applied batch (one apply() call, one

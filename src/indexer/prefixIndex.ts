@@ -75,8 +75,8 @@ export class PrefixIndex implements KvIndex {
         }
         break;
       case "cleared":
-        // A cleared worker dropped its cache on every dp rank.
-        for (const state of this.ranksOf(event.workerId)) this.clear(state);
+        // Scoped to the emitting (worker, dp_rank), as Dynamo does: other ranks keep their blocks.
+        this.clear(worker);
         break;
     }
     return { outcome: "applied", notes };
@@ -177,8 +177,7 @@ export class PrefixIndex implements KvIndex {
         };
       }
       if (state.blocks.size === 0 && state.lastEventId !== undefined) {
-        // An empty removal keeps the worker and its cursor known (a "cleared"
-        // would also wipe the worker's other dp ranks).
+        // An empty removal keeps the worker and its cursor known.
         yield { kind: "removed", workerId, dpRank, eventId, blockHashes: [] };
       }
     }

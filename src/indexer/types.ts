@@ -15,14 +15,28 @@ export interface StoredBlockData {
   localHash: bigint;
 }
 
+/** Where a block lives on its worker, as Dynamo's RouterEvent.storage_tier names it. */
+export type StorageTier = "device" | "host_pinned" | "disk" | "external";
+export const LOWER_TIERS = ["host_pinned", "disk", "external"] as const;
+export type LowerTier = (typeof LOWER_TIERS)[number];
+
 interface EventHeader extends WorkerKey {
   eventId: bigint;
+  /** Absent: "device" (the GPU), which the primary index holds; lower tiers have their own. */
+  tier?: StorageTier;
 }
+
+/**
+ * What a "cleared" wipes on its (worker_id, dp_rank): "all" (no residency_domain
+ * given) and "worker" drop every tier; "cache_owner" drops only cache-owner
+ * residency, which kv-router does not hold, so it leaves everything alone.
+ */
+export type ClearScope = "all" | "worker" | "cache_owner";
 
 export type IndexEvent =
   | (EventHeader & { kind: "stored"; parentHash?: bigint; blocks: StoredBlockData[] })
   | (EventHeader & { kind: "removed"; blockHashes: bigint[] })
-  | (EventHeader & { kind: "cleared" });
+  | (EventHeader & { kind: "cleared"; scope?: ClearScope });
 
 /** Why an event was not applied (or only partly applied), as counted in metrics. */
 export type EventOutcome =

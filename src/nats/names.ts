@@ -6,14 +6,29 @@ export function slugify(text: string): string {
   return text.toLowerCase().replace(/[^a-z0-9-]/g, "-");
 }
 
+/**
+ * Dynamo's event-plane subject segment (lib/runtime/src/discovery: encode_event_segment):
+ * [A-Za-z0-9_-] stay, every other byte becomes %XX, so a name cannot add subject tokens.
+ */
+export function encodeEventSegment(text: string): string {
+  let out = "";
+  for (const byte of new TextEncoder().encode(text)) {
+    const c = String.fromCharCode(byte);
+    out += /[A-Za-z0-9_-]/.test(c) ? c : `%${byte.toString(16).toUpperCase().padStart(2, "0")}`;
+  }
+  return out;
+}
+
 export interface NatsNames {
   namespace: string;
   component: string;
   endpoint: string;
   /** `namespace.{ns}.component.{comp}`: Dynamo's component subject prefix. */
   componentSubject: string;
-  /** Core-NATS event plane subject (MessagePack envelopes). */
+  /** Core-NATS event plane subject, component-scoped (MessagePack envelopes; older workers). */
   eventPlaneSubject: string;
+  /** Core-NATS event plane subject, endpoint-scoped: where current Dynamo workers publish KV events. */
+  endpointEventPlaneSubject: string;
   /** JetStream stream holding JSON RouterEvents. */
   stream: string;
   /** The stream binds `{stream}.*`; Dynamo's NatsQueue publishes on `{stream}.queue`. */
@@ -41,6 +56,15 @@ export function natsNames(endpoint: string): NatsNames {
     endpoint: ep,
     componentSubject,
     eventPlaneSubject: `${componentSubject}.kv-events`,
+    endpointEventPlaneSubject: [
+      "namespace",
+      encodeEventSegment(namespace),
+      "component",
+      encodeEventSegment(component),
+      "endpoint",
+      encodeEventSegment(ep),
+      "kv-events",
+    ].join("."),
     stream,
     streamSubjects: `${stream}.*`,
     publishSubject: `${stream}.queue`,

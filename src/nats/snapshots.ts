@@ -38,6 +38,7 @@ export function chainDump(events: Iterable<IndexEvent>): IndexEvent[] {
       last !== undefined &&
       last.workerId === e.workerId &&
       last.dpRank === e.dpRank &&
+      last.tier === e.tier &&
       e.parentHash === last.blocks[last.blocks.length - 1].externalHash
     ) {
       last.blocks.push(...e.blocks);
@@ -182,7 +183,7 @@ export class Snapshotter {
     const started = Date.now();
     // Synchronous dump: the index and lastAppliedSeq are consistent here.
     const seq = this.ingest.lastAppliedSeq;
-    const events = chainDump(this.router.index.dump());
+    const events = chainDump(this.router.dump());
     const previous = await this.store.seq();
     const bytes = await this.store.save(seq, events);
     // Trim only behind the *previous* snapshot: a replica that loaded it a

@@ -4,12 +4,14 @@
 import { randomFillSync } from "node:crypto";
 import { hashPromptFast } from "../hashing/prompt.js";
 import { ApproximateTracker } from "../indexer/approximate.js";
-import { type EventBatch, eventAt, eventsOf } from "../indexer/eventBatch.js";
+import { E_KIND, EVENT_WORDS, type EventBatch, KIND_CLEARED, eventAt, eventsOf } from "../indexer/eventBatch.js";
+import { LowerTiers, type LowerTierEvent, type TierOverlaps } from "../indexer/lowerTiers.js";
 import {
   type ApplyResult,
   type EventOutcome,
   type IndexEvent,
   type KvIndex,
+  type LowerTier,
   type WorkerKey,
   parseWorkerKey,
   workerKeyString,
@@ -46,6 +48,12 @@ export interface RouterConfig extends CostWeights {
   /** Queue while every worker's active prefill exceeds this fraction of its batch budget; undefined = never (Dynamo's default). */
   queueThreshold?: number;
   queuePolicy: QueuePolicy;
+  /** A host-memory hit's worth, as a fraction of a GPU hit (Dynamo's --router-host-cache-hit-weight). */
+  hostCacheHitWeight: number;
+  /** A disk (or external store) hit's worth (Dynamo's --router-disk-cache-hit-weight). */
+  diskCacheHitWeight: number;
+  /** Most (block, worker) entries held on lower tiers together; 0 = unbounded. */
+  lowerTierMaxBlocks?: number;
 }
 
 export const DEFAULT_ROUTER_CONFIG: RouterConfig = {
@@ -61,6 +69,8 @@ export const DEFAULT_ROUTER_CONFIG: RouterConfig = {
   assumeKvReuse: true,
   queueThreshold: undefined,
   queuePolicy: "fcfs",
+  hostCacheHitWeight: 0.75,
+  diskCacheHitWeight: 0.25,
 };
 
 export interface RouteRequest {
@@ -68,6 +78,8 @@ export interface RouteRequest {
   requestId?: string;
   allowedWorkers?: WorkerKey[];
   loraName?: string;
+  /** Dynamo's cache_namespace (tenant): salts every block hash. */
+  cacheNamespace?: string;
 }
 
 export interface RouteDecision {
@@ -76,6 +88,8 @@ export interface RouteDecision {
   promptBlocks: number;
   /** Every candidate's score, best (lowest logit) first. */
   scores: Score[];
+  /** Per worker key, prompt blocks found on lower tiers beyond its GPU match. */
+  tierOverlaps: TierOverlaps;
 }
 
 export interface IngestSummary {
@@ -102,6 +116,8 @@ export interface WorkerStatus {
   registered: boolean;
   leaseRemainingMs: number;
   cachedBlocks: number;
+  /** Blocks held on each lower tier. */
+  lowerTierBlocks: Record<LowerTier, number>;
   load: WorkerLoad;
   lastEventId: bigint;
 }
@@ -111,6 +127,17 @@ export type ActiveChange =
   | { kind: "add"; requestId: string; workerKey: string; blocks: readonly bigint[]; prefillTokens: number }
   | { kind: "prefill_done"; requestId: string; workerKey: string }
   | { kind: "free"; requestId: string; workerKey: string };
+
+/** Events the primary (GPU) index holds: device stores and removals, and clears that reach the GPU. */
+function isPrimary(e: IndexEvent): boolean {
+  if (e.kind === "cleared") return e.scope !== "cache_owner";
+  return e.tier === undefined || e.tier === "device";
+}
+
+/** An event's place in its (worker, dp_rank) order, with no effect on the GPU index. */
+function cursorOnly(e: IndexEvent): IndexEvent {
+  return { workerId: e.workerId, dpRank: e.dpRank, eventId: e.eventId, kind: "removed", blockHashes: [] };
+}
 
 /** Rejections listed in an ingest summary; the rest are only counted. */
 const MAX_LISTED_REJECTIONS = 100;
@@ -123,6 +150,8 @@ export class KvRouter {
   readonly workerObservers: WorkerObserver[] = [];
   /** Extra cost in blocks per worker key (e.g. the engine's own queue depth); set by load feeds. */
   readonly extraCost = new Map<string, number>();
+  /** Blocks on host memory, disk and external stores (the GPU's are in `index`). */
+  readonly lowerTiers: LowerTiers;
   private readonly approx: ApproximateTracker | undefined;
   /** Told about every local add / prefill-done / free (replica sync publishes them). */
   activeListener?: (change: ActiveChange) => void;
@@ -135,6 +164,7 @@ export class KvRouter {
   ) {
     this.active = new ActiveSequences(config.activeRequestTtlMs, now);
     this.registry = new WorkerRegistry(now);
+    this.lowerTiers = new LowerTiers(config.lowerTierMaxBlocks ?? 0);
     this.approx = config.useKvEvents
       ? undefined
       : new ApproximateTracker(index, config.approxTtlMs, config.approxMaxBlocks, now);
@@ -150,8 +180,9 @@ export class KvRouter {
       );
     }
     const candidates = this.candidates(req.allowedWorkers);
-    const hashes = hashPromptFast(req.tokens, blockSize, req.loraName ?? "");
+    const hashes = hashPromptFast(req.tokens, blockSize, req.loraName ?? "", req.cacheNamespace ?? "");
     const overlaps = this.index.findMatches(hashes.sequence);
+    const tierOverlaps = this.lowerTiers.continueMatches(hashes.sequence, overlaps);
     const isl = req.tokens.length;
     const blocks = !this.config.trackActiveBlocks ? [] : this.config.assumeKvReuse ? hashes.sequence : this.uniqueBlockIds(hashes.sequence.length);
     const loads = candidates.map((worker) => this.active.load(workerKeyString(worker)));
@@ -159,10 +190,14 @@ export class KvRouter {
 
     const scores = candidates.map((worker, i) => {
       const key = workerKeyString(worker);
+      const tiers = tierOverlaps.get(key);
       const score = scoreCandidate(
         {
           worker,
           overlapBlocks: overlaps.get(key) ?? 0,
+          hostOverlapBlocks: tiers?.host_pinned ?? 0,
+          // Disk and external stores share the disk weight, as in Dynamo.
+          diskOverlapBlocks: (tiers?.disk ?? 0) + (tiers?.external ?? 0),
           load: loads[i],
           newDecodeBlocks: this.active.newBlocks(key, blocks),
         },
@@ -187,6 +222,7 @@ export class KvRouter {
       overlapBlocks: chosen.overlapBlocks,
       promptBlocks: hashes.sequence.length,
       scores,
+      tierOverlaps,
     };
   }
 
@@ -205,17 +241,51 @@ export class KvRouter {
   }
 
   applyEvents(events: readonly IndexEvent[], restore = false): IngestSummary {
-    // One call for the whole batch: a sharded index answers it in one round trip.
+    const summary: IngestSummary = { applied: 0, rejected: 0, rejections: [] };
+    // The primary index orders every event of a (worker, dp_rank), whatever
+    // its tier: a lower-tier event reaches it as an empty removal (advancing
+    // the event id), then goes to its tier. One call for the whole batch: a
+    // sharded index answers it in one round trip.
+    const primary = events.every(isPrimary) ? events : events.map((e) => (isPrimary(e) ? e : cursorOnly(e)));
     const results = this.index.applyBatch
-      ? this.index.applyBatch(events, restore)
-      : events.map((e) => this.index.apply(e, restore));
-    return summarize(results, (i) => events[i]);
+      ? this.index.applyBatch(primary, restore)
+      : primary.map((e) => this.index.apply(e, restore));
+    for (const [i, event] of events.entries()) {
+      let { outcome } = results[i];
+      if (outcome === "applied") {
+        if (event.kind === "cleared") {
+          if (event.scope !== "cache_owner") this.lowerTiers.clearRank(event);
+        } else if (!isPrimary(event)) {
+          outcome = this.lowerTiers.apply(event as LowerTierEvent).outcome;
+        }
+      }
+      if (outcome === "applied") {
+        summary.applied++;
+        continue;
+      }
+      summary.rejected++;
+      if (summary.rejections.length < MAX_LISTED_REJECTIONS) {
+        summary.rejections.push({
+          worker: { workerId: event.workerId, dpRank: event.dpRank },
+          eventId: event.eventId,
+          reason: outcome,
+        });
+      }
+    }
+    return summary;
   }
 
   /** Same as applyEvents() on a flat batch (the gRPC ingest path). */
   applyEventBatch(batch: EventBatch, restore = false): IngestSummary {
-    if (!this.index.applyEventBatch) return this.applyEvents(eventsOf(batch), restore);
+    // A clear also empties the rank's lower tiers: such batches take the event path.
+    if (!this.index.applyEventBatch || hasCleared(batch)) return this.applyEvents(eventsOf(batch), restore);
     return summarize(this.index.applyEventBatch(batch, restore), (i) => eventAt(batch, i));
+  }
+
+  /** Stored events that rebuild the index, every tier (see DumpIndex). */
+  *dump(): Iterable<IndexEvent> {
+    yield* this.index.dump();
+    yield* this.lowerTiers.dump(this.index.lastEventIds());
   }
 
   /** `address` is rank 0's ip:port; rank r serves on port + r. */
@@ -249,6 +319,7 @@ export class KvRouter {
 
   listWorkers(): WorkerStatus[] {
     const counts = this.index.blockCounts();
+    const lower = this.lowerTiers.blockCounts();
     const eventIds = this.index.lastEventIds();
     const now = this.now();
     return [...this.knownWorkers().values()].map((worker) => {
@@ -259,6 +330,7 @@ export class KvRouter {
         registered: reg !== undefined,
         leaseRemainingMs: reg ? Math.max(0, reg.expiresAt - now) : 0,
         cachedBlocks: counts.get(key) ?? 0,
+        lowerTierBlocks: lower.get(key) ?? { host_pinned: 0, disk: 0, external: 0 },
         load: this.active.load(key),
         lastEventId: eventIds.get(key) ?? 0n,
       };
@@ -332,7 +404,7 @@ export class KvRouter {
     this.approx?.forgetWorker(workerId);
     this.addresses.forgetWorker(workerId);
     for (const o of this.workerObservers) o.forgotten?.(workerId);
-    return this.index.removeWorker(workerId);
+    return this.index.removeWorker(workerId) + this.lowerTiers.removeWorker(workerId);
   }
 }
 
@@ -356,4 +428,9 @@ function summarize(results: readonly ApplyResult[], eventOf: (i: number) => Inde
     }
   }
   return summary;
+}
+
+function hasCleared(batch: EventBatch): boolean {
+  for (let i = 0; i < batch.count; i++) if (batch.events[i * EVENT_WORDS + E_KIND] === KIND_CLEARED) return true;
+  return false;
 }

@@ -6,12 +6,13 @@ import {
   type KvEvent,
   type WorkerRef,
   KvEventSchema,
+  StorageTier as WireTier,
   WorkerRefSchema,
 } from "../../gen/kvrouter/v1/router_pb.js";
 import { localBlockHash, localHashSeed } from "../hashing/blockHash.js";
 import { IngestKvEventsRequestSchema } from "../../gen/kvrouter/v1/router_pb.js";
 import { MalformedRequest, decodeRequest } from "./grpcGlue.js";
-import type { IndexEvent, StoredBlockData, WorkerKey } from "../indexer/types.js";
+import type { IndexEvent, StorageTier, StoredBlockData, WorkerKey } from "../indexer/types.js";
 import { RouterError } from "../router/errors.js";
 
 export function toWorkerKey(ref: WorkerRef): WorkerKey {
@@ -33,6 +34,20 @@ export function toTokenArray(ids: readonly number[]): Uint32Array {
   return out;
 }
 
+const FROM_WIRE_TIER = new Map<WireTier, StorageTier>([
+  [WireTier.UNSPECIFIED, "device"],
+  [WireTier.DEVICE, "device"],
+  [WireTier.HOST_PINNED, "host_pinned"],
+  [WireTier.DISK, "disk"],
+  [WireTier.EXTERNAL, "external"],
+]);
+const TO_WIRE_TIER: Record<StorageTier, WireTier> = {
+  device: WireTier.UNSPECIFIED,
+  host_pinned: WireTier.HOST_PINNED,
+  disk: WireTier.DISK,
+  external: WireTier.EXTERNAL,
+};
+
 /** Converts and validates one wire event; throws RouterError("invalid_argument") naming the field. */
 /** A stored block whose token count is not the router's block size (the engine runs another --block-size). */
 export class BlockSizeMismatchError extends RouterError {
@@ -47,14 +62,21 @@ export class BlockSizeMismatchError extends RouterError {
 }
 
 export function toIndexEvent(event: KvEvent, blockSize: number, where: string): IndexEvent {
-  const header = { workerId: event.workerId, dpRank: event.dpRank, eventId: event.eventId };
   const at = `${where} (worker ${event.workerId} dp_rank ${event.dpRank} event_id ${event.eventId})`;
+  const tier = FROM_WIRE_TIER.get(event.storageTier);
+  if (tier === undefined) {
+    throw new RouterError("invalid_argument", `${at}: storage_tier ${event.storageTier} is not a StorageTier this router knows`);
+  }
+  const header =
+    tier === "device" || event.data.case === "cleared"
+      ? { workerId: event.workerId, dpRank: event.dpRank, eventId: event.eventId }
+      : { workerId: event.workerId, dpRank: event.dpRank, eventId: event.eventId, tier };
   const data = event.data;
   switch (data.case) {
     case "stored": {
       const stored = data.value;
       if (stored.blocks.length === 0) throw new RouterError("invalid_argument", `${at}: stored.blocks is empty`);
-      const seed = localHashSeed(stored.loraName);
+      const seed = localHashSeed(stored.loraName, stored.cacheNamespace);
       const blocks: StoredBlockData[] = stored.blocks.map((b, j) => {
         const hasTokens = b.tokenIds.length > 0;
         if (hasTokens === (b.tokensHash !== undefined)) {
@@ -98,7 +120,12 @@ export function decodeIngestRequest(bytes: Uint8Array, blockSize: number, where:
 }
 
 export function toWireEvent(event: IndexEvent): KvEvent {
-  const header = { workerId: event.workerId, dpRank: event.dpRank, eventId: event.eventId };
+  const header = {
+    workerId: event.workerId,
+    dpRank: event.dpRank,
+    eventId: event.eventId,
+    storageTier: TO_WIRE_TIER[event.tier ?? "device"],
+  };
   switch (event.kind) {
     case "stored":
       return create(KvEventSchema, {

@@ -36,6 +36,7 @@ import {
   RegisterWorkerResponseSchema,
 } from "../../gen/kvrouter/v1/router_pb.js";
 import { type EventBatch, toEventBatch } from "../indexer/eventBatch.js";
+import { workerKeyString } from "../indexer/types.js";
 import type { RouterMetrics } from "../metrics/metrics.js";
 import { RouterError } from "../router/errors.js";
 import type { KvRouter } from "../router/router.js";
@@ -139,6 +140,7 @@ export function kvRouterMethods(router: KvRouter, metrics: RouterMetrics, limits
         requestId: req.requestId || undefined,
         allowedWorkers: req.allowedWorkers.map(toWorkerKey),
         loraName: req.loraName,
+        cacheNamespace: req.cacheNamespace,
       });
       metrics.decisions.inc();
       if (decision.promptBlocks > 0) metrics.overlapRatio.observe(decision.overlapBlocks / decision.promptBlocks);
@@ -147,13 +149,19 @@ export function kvRouterMethods(router: KvRouter, metrics: RouterMetrics, limits
         overlapBlocks: decision.overlapBlocks,
         promptBlocks: decision.promptBlocks,
         scores: req.explain
-          ? decision.scores.map((s) => ({
-              worker: toWorkerRef(s.worker),
-              overlapBlocks: s.overlapBlocks,
-              prefillBlocks: s.prefillBlocks,
-              decodeBlocks: BigInt(s.decodeBlocks),
-              logit: s.logit,
-            }))
+          ? decision.scores.map((s) => {
+              const tiers = decision.tierOverlaps.get(workerKeyString(s.worker));
+              return {
+                worker: toWorkerRef(s.worker),
+                overlapBlocks: s.overlapBlocks,
+                prefillBlocks: s.prefillBlocks,
+                decodeBlocks: BigInt(s.decodeBlocks),
+                logit: s.logit,
+                hostOverlapBlocks: tiers?.host_pinned ?? 0,
+                diskOverlapBlocks: tiers?.disk ?? 0,
+                externalOverlapBlocks: tiers?.external ?? 0,
+              };
+            })
           : [],
       });
     },
@@ -203,6 +211,9 @@ export function kvRouterMethods(router: KvRouter, metrics: RouterMetrics, limits
           activeDecodeBlocks: BigInt(w.load.decodeBlocks),
           lastEventId: w.lastEventId,
           address: router.addresses.get(w.worker) ?? "",
+          hostCachedBlocks: BigInt(w.lowerTierBlocks.host_pinned),
+          diskCachedBlocks: BigInt(w.lowerTierBlocks.disk),
+          externalCachedBlocks: BigInt(w.lowerTierBlocks.external),
         })),
       }),
   };
@@ -361,7 +372,7 @@ export function kvRouterHandlers(router: KvRouter, metrics: RouterMetrics, metho
         return;
       }
       // Snapshot synchronously so the dump is one consistent state.
-      const events = Array.from(router.index.dump(), toWireEvent);
+      const events = Array.from(router.dump(), toWireEvent);
       for (let i = 0; i < events.length && !call.cancelled; i += DUMP_BATCH) {
         const more = call.write(create(DumpIndexResponseSchema, { events: events.slice(i, i + DUMP_BATCH) }));
         if (!more) await new Promise((resolve) => call.once("drain", resolve));

@@ -2,12 +2,13 @@
 // (JetStream mode; parsed losslessly so u64 hashes keep every bit) and
 // MessagePack (the core-NATS event plane; bigints via useBigInt64).
 //
-// RouterEvent = { worker_id, storage_tier?, event: { event_id, dp_rank?, data } }
-// data = {"stored": {parent_hash, blocks: [{block_hash, tokens_hash, ...}]}}
+// RouterEvent = { worker_id, storage_tier?, residency_domain?, event: { event_id, dp_rank?, data } }
+// data = {"stored": {parent_hash, start_position?, blocks: [{block_hash, tokens_hash, ...}]}}
 //      | {"removed": {block_hashes}} | "cleared"
+// (lib/kv-router/src/protocols.rs; see docs/dynamo.md for what each field does here.)
 import { decode as msgpackDecode, encode as msgpackEncode } from "@msgpack/msgpack";
 import { parse as losslessParse, stringify as losslessStringify } from "lossless-json";
-import type { IndexEvent } from "../indexer/types.js";
+import type { ClearScope, IndexEvent, StorageTier } from "../indexer/types.js";
 
 export class DecodeError extends Error {}
 
@@ -66,45 +67,75 @@ function describe(v: unknown): string {
   return s === undefined ? typeof v : s.length > 60 ? s.slice(0, 60) + "…" : s;
 }
 
-/** Storage tiers other than the GPU's are not indexed (the router scores device blocks). */
-function isDeviceTier(tier: unknown): boolean {
-  if (tier === undefined || tier === null) return true;
-  return typeof tier === "string" && /^(device|gpu|g1|hbm)$/i.test(tier);
-}
+const STORAGE_TIERS: ReadonlySet<string> = new Set<StorageTier>(["device", "host_pinned", "disk", "external"]);
 
-export type DecodedRouterEvent = { kind: "event"; event: IndexEvent } | { kind: "other_tier"; workerId: bigint };
+/** Why a well-formed RouterEvent was left out (counted by reason, logged once per worker). */
+export type SkipReason = "unknown_storage_tier" | "unknown_residency_domain" | "cache_owner_residency";
+
+export type DecodedRouterEvent =
+  | { kind: "event"; event: IndexEvent }
+  | { kind: "skipped"; workerId: bigint; reason: SkipReason; detail: string };
+
+type Domain = "worker" | "cache_owner" | undefined;
 
 /** Decodes one RouterEvent object (already parsed from JSON or MessagePack). */
 export function decodeRouterEvent(value: unknown): DecodedRouterEvent {
   if (!isObject(value)) throw new DecodeError(`RouterEvent: expected an object, got ${describe(value)}`);
   const workerId = u64(value.worker_id, "worker_id");
   if (!isObject(value.event)) throw new DecodeError(`event: expected an object, got ${describe(value.event)}`);
-  if (!isDeviceTier(value.storage_tier)) return { kind: "other_tier", workerId };
+  // storage_tier: serde default (device) when absent; Dynamo's snake_case names only.
+  const rawTier = value.storage_tier ?? "device";
+  if (typeof rawTier !== "string" || !STORAGE_TIERS.has(rawTier)) {
+    return { kind: "skipped", workerId, reason: "unknown_storage_tier", detail: `storage_tier ${describe(rawTier)}` };
+  }
+  const tier = rawTier as StorageTier;
+  // residency_domain: absent = legacy; an explicit null or unknown value is unsupported (as in Dynamo).
+  let domain: Domain;
+  if ("residency_domain" in value && value.residency_domain !== undefined) {
+    const d = value.residency_domain;
+    if (d !== "worker" && d !== "cache_owner") {
+      return { kind: "skipped", workerId, reason: "unknown_residency_domain", detail: `residency_domain ${describe(d)}` };
+    }
+    domain = d;
+  }
   const ev = value.event;
   const eventId = u64(ev.event_id, "event.event_id");
   const dpRank = ev.dp_rank === undefined || ev.dp_rank === null ? 0 : u32(ev.dp_rank, "event.dp_rank");
-  const head = { workerId, dpRank, eventId };
+  const head = tier === "device" ? { workerId, dpRank, eventId } : { workerId, dpRank, eventId, tier };
   const data = ev.data;
-  if (data === "cleared" || (isObject(data) && "cleared" in data)) return { kind: "event", event: { ...head, kind: "cleared" } };
+  if (data === "cleared" || (isObject(data) && "cleared" in data)) {
+    // A clear names no tier (device is its placeholder): it acts on every tier of the rank.
+    const scope: ClearScope = domain ?? "all";
+    return { kind: "event", event: { workerId, dpRank, eventId, kind: "cleared", scope } };
+  }
   if (!isObject(data)) throw new DecodeError(`event.data: expected "cleared", {"stored":…} or {"removed":…}, got ${describe(data)}`);
+  // Cache-owner residency belongs to a stable cache owner that only Dynamo's
+  // control plane maps to workers; kv-router cannot route to it.
+  const cacheOwned = (): DecodedRouterEvent => ({
+    kind: "skipped",
+    workerId,
+    reason: "cache_owner_residency",
+    detail: `residency_domain cache_owner on ${tier}`,
+  });
   if (isObject(data.stored)) {
     const st = data.stored;
     if (!Array.isArray(st.blocks)) throw new DecodeError(`event.data.stored.blocks: expected a list, got ${describe(st.blocks)}`);
+    if (st.start_position !== undefined && st.start_position !== null) u32(st.start_position, "event.data.stored.start_position");
     const blocks = st.blocks.map((b: unknown, i: number) => {
       const p = `event.data.stored.blocks[${i}]`;
       if (!isObject(b)) throw new DecodeError(`${p}: expected an object, got ${describe(b)}`);
       return { externalHash: u64(b.block_hash, `${p}.block_hash`), localHash: u64(b.tokens_hash, `${p}.tokens_hash`) };
     });
     const parent = st.parent_hash === undefined || st.parent_hash === null ? undefined : u64(st.parent_hash, "event.data.stored.parent_hash");
+    if (domain === "cache_owner") return cacheOwned();
     return { kind: "event", event: { ...head, kind: "stored", parentHash: parent, blocks } };
   }
   if (isObject(data.removed)) {
     const hashes = data.removed.block_hashes;
     if (!Array.isArray(hashes)) throw new DecodeError(`event.data.removed.block_hashes: expected a list, got ${describe(hashes)}`);
-    return {
-      kind: "event",
-      event: { ...head, kind: "removed", blockHashes: hashes.map((h: unknown, i: number) => u64(h, `event.data.removed.block_hashes[${i}]`)) },
-    };
+    const blockHashes = hashes.map((h: unknown, i: number) => u64(h, `event.data.removed.block_hashes[${i}]`));
+    if (domain === "cache_owner") return cacheOwned();
+    return { kind: "event", event: { ...head, kind: "removed", blockHashes } };
   }
   throw new DecodeError(`event.data: unknown variant ${describe(Object.keys(data))}`);
 }
@@ -140,7 +171,11 @@ export function toRouterEvent(e: IndexEvent): Record<string, unknown> {
       data = "cleared";
       break;
   }
-  return { worker_id: e.workerId, event: { event_id: e.eventId, data, dp_rank: e.dpRank } };
+  const out: Record<string, unknown> = { worker_id: e.workerId };
+  if (e.tier !== undefined && e.tier !== "device") out.storage_tier = e.tier;
+  if (e.kind === "cleared" && e.scope !== undefined && e.scope !== "all") out.residency_domain = e.scope;
+  out.event = { event_id: e.eventId, data, dp_rank: e.dpRank };
+  return out;
 }
 
 /** Parses a JetStream message body: one RouterEvent, or (our extension) a list of them. */
@@ -155,8 +190,9 @@ export function parseJsonEvents(bytes: Uint8Array): unknown[] {
 }
 
 /**
- * Parses an event-plane message: a MessagePack envelope {publisher_id, sequence,
- * published_at, topic, payload} whose payload bytes hold one RouterEvent (or a list).
+ * Parses an event-plane message: a MessagePack envelope {topic, publisher_id,
+ * sequence, published_at, payload} whose payload bytes hold a Vec<RouterEvent>
+ * (current publishers) or one RouterEvent (older ones).
  */
 export function parseEventPlane(bytes: Uint8Array): unknown[] {
   let envelope: unknown;

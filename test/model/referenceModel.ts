@@ -60,7 +60,7 @@ export class ReferenceModel {
     } else if (e.kind === "removed") {
       for (const ext of e.exts) worker.blocks.delete(ext);
     } else {
-      for (const [k, other] of this.workers) if (k.startsWith(`${e.worker}:`)) other.blocks.clear();
+      worker.blocks.clear(); // scoped to (worker, dp_rank), as Dynamo's Cleared is
     }
     return "applied";
   }

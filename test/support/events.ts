@@ -1,6 +1,6 @@
 // Builders for wire KV events, so tests read as "worker 1 stored these blocks".
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import type { KvEventSchema } from "../../gen/kvrouter/v1/router_pb.js";
+import type { KvEventSchema, StorageTier } from "../../gen/kvrouter/v1/router_pb.js";
 
 export type EventInit = MessageInitShape<typeof KvEventSchema>;
 
@@ -11,7 +11,7 @@ export function stored(
   tokenIds: number[],
   blockSize: number,
   firstHash: bigint,
-  opts: { parent?: bigint; dpRank?: number; loraName?: string } = {},
+  opts: { parent?: bigint; dpRank?: number; loraName?: string; cacheNamespace?: string; storageTier?: StorageTier } = {},
 ): EventInit {
   const blocks = [];
   for (let i = 0; i + blockSize <= tokenIds.length; i += blockSize) {
@@ -21,7 +21,11 @@ export function stored(
     workerId: BigInt(workerId),
     dpRank: opts.dpRank ?? 0,
     eventId: BigInt(eventId),
-    data: { case: "stored", value: { parentBlockHash: opts.parent, blocks, loraName: opts.loraName ?? "" } },
+    storageTier: opts.storageTier,
+    data: {
+      case: "stored",
+      value: { parentBlockHash: opts.parent, blocks, loraName: opts.loraName ?? "", cacheNamespace: opts.cacheNamespace ?? "" },
+    },
   };
 }
 

@@ -8,6 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { PrefixIndex } from "../../src/indexer/prefixIndex.js";
 import type { IndexEvent } from "../../src/indexer/types.js";
+import type { NatsModeOptions } from "../../src/sources/nats/natsSource.js";
 import { seededRandom } from "../../src/util/random.js";
 import { after, before } from "node:test";
 import { type NatsConnection, connect } from "@nats-io/transport-node";
@@ -224,6 +225,21 @@ export function referenceDump(events: readonly IndexEvent[]): string[] {
  * connection (handed to `ready`); after it, the routers the suite started, the
  * client and the server are closed, in that order.
  */
+/** NATS mode on one server for `endpoint`: stream ingest, event plane and discovery on, no sync or snapshots. */
+export function natsModeOptions(urls: string, endpoint: string, over: Partial<NatsModeOptions> = {}): NatsModeOptions {
+  return {
+    connect: { urls },
+    endpoint,
+    replicaSync: false,
+    snapshotThreshold: 0,
+    resetStates: false,
+    streamReplicas: 1,
+    eventPlane: true,
+    discovery: true,
+    ...over,
+  };
+}
+
 export function natsSuite(routers: { close(): Promise<void> }[], ready: (nats: NatsCluster, nc: NatsConnection) => void): void {
   let nats: NatsCluster | undefined;
   let nc: NatsConnection | undefined;

@@ -9,15 +9,15 @@
 // @generated from file kvrouter/v1/router.proto (package kvrouter.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file kvrouter/v1/router.proto.
  */
 export const file_kvrouter_v1_router: GenFile = /*@__PURE__*/
-  fileDesc("ChhrdnJvdXRlci92MS9yb3V0ZXIucHJvdG8SC2t2cm91dGVyLnYxIi8KCVdvcmtlclJlZhIRCgl3b3JrZXJfaWQYASABKAQSDwoHZHBfcmFuaxgCIAEoDSKTAQoVRmluZEJlc3RXb3JrZXJSZXF1ZXN0EhEKCXRva2VuX2lkcxgBIAMoDRISCgpyZXF1ZXN0X2lkGAIgASgJEg8KB2V4cGxhaW4YAyABKAgSLwoPYWxsb3dlZF93b3JrZXJzGAQgAygLMhYua3Zyb3V0ZXIudjEuV29ya2VyUmVmEhEKCWxvcmFfbmFtZRgFIAEoCSKZAQoWRmluZEJlc3RXb3JrZXJSZXNwb25zZRImCgZ3b3JrZXIYASABKAsyFi5rdnJvdXRlci52MS5Xb3JrZXJSZWYSFgoOb3ZlcmxhcF9ibG9ja3MYAiABKA0SFQoNcHJvbXB0X2Jsb2NrcxgDIAEoDRIoCgZzY29yZXMYBCADKAsyGC5rdnJvdXRlci52MS5Xb3JrZXJTY29yZSKLAQoLV29ya2VyU2NvcmUSJgoGd29ya2VyGAEgASgLMhYua3Zyb3V0ZXIudjEuV29ya2VyUmVmEhYKDm92ZXJsYXBfYmxvY2tzGAIgASgNEhYKDnByZWZpbGxfYmxvY2tzGAMgASgBEhUKDWRlY29kZV9ibG9ja3MYBCABKAQSDQoFbG9naXQYBSABKAEiMQobTWFya1ByZWZpbGxDb21wbGV0ZWRSZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAkiLQocTWFya1ByZWZpbGxDb21wbGV0ZWRSZXNwb25zZRINCgVmb3VuZBgBIAEoCCIhCgtGcmVlUmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgJIh0KDEZyZWVSZXNwb25zZRINCgVmb3VuZBgBIAEoCCJOChVJbmdlc3RLdkV2ZW50c1JlcXVlc3QSJAoGZXZlbnRzGAEgAygLMhQua3Zyb3V0ZXIudjEuS3ZFdmVudBIPCgdyZXN0b3JlGAIgASgIImsKFkluZ2VzdEt2RXZlbnRzUmVzcG9uc2USDwoHYXBwbGllZBgBIAEoBBIQCghyZWplY3RlZBgCIAEoBBIuCgpyZWplY3Rpb25zGAMgAygLMhoua3Zyb3V0ZXIudjEuUmVqZWN0ZWRFdmVudCJZCg1SZWplY3RlZEV2ZW50EiYKBndvcmtlchgBIAEoCzIWLmt2cm91dGVyLnYxLldvcmtlclJlZhIQCghldmVudF9pZBgCIAEoBBIOCgZyZWFzb24YAyABKAki1QEKB0t2RXZlbnQSEQoJd29ya2VyX2lkGAEgASgEEg8KB2RwX3JhbmsYAiABKA0SEAoIZXZlbnRfaWQYAyABKAQSKwoGc3RvcmVkGAQgASgLMhkua3Zyb3V0ZXIudjEuQmxvY2tzU3RvcmVkSAASLQoHcmVtb3ZlZBgFIAEoCzIaLmt2cm91dGVyLnYxLkJsb2Nrc1JlbW92ZWRIABIwCgdjbGVhcmVkGAYgASgLMh0ua3Zyb3V0ZXIudjEuQWxsQmxvY2tzQ2xlYXJlZEgAQgYKBGRhdGEigQEKDEJsb2Nrc1N0b3JlZBIeChFwYXJlbnRfYmxvY2tfaGFzaBgBIAEoBEgAiAEBEigKBmJsb2NrcxgCIAMoCzIYLmt2cm91dGVyLnYxLlN0b3JlZEJsb2NrEhEKCWxvcmFfbmFtZRgDIAEoCUIUChJfcGFyZW50X2Jsb2NrX2hhc2gicQoLU3RvcmVkQmxvY2sSEgoKYmxvY2tfaGFzaBgBIAEoBBIRCgl0b2tlbl9pZHMYAiADKA0SGAoLdG9rZW5zX2hhc2gYAyABKARIAIgBARIRCgltbV9oYXNoZXMYBCADKARCDgoMX3Rva2Vuc19oYXNoIiUKDUJsb2Nrc1JlbW92ZWQSFAoMYmxvY2tfaGFzaGVzGAEgAygEIhIKEEFsbEJsb2Nrc0NsZWFyZWQimwEKFVJlZ2lzdGVyV29ya2VyUmVxdWVzdBIRCgl3b3JrZXJfaWQYASABKAQSEAoIZHBfcmFua3MYAiADKA0SGQoRbGVhc2VfdHRsX3NlY29uZHMYAyABKA0SFAoMem1xX2VuZHBvaW50GAQgASgJEhsKE3ptcV9yZXBsYXlfZW5kcG9pbnQYBSABKAkSDwoHYWRkcmVzcxgGIAEoCSIzChZSZWdpc3RlcldvcmtlclJlc3BvbnNlEhkKEWxlYXNlX3R0bF9zZWNvbmRzGAEgASgNIiUKEEtlZXBBbGl2ZVJlcXVlc3QSEQoJd29ya2VyX2lkGAEgASgEIi4KEUtlZXBBbGl2ZVJlc3BvbnNlEhkKEWxlYXNlX3R0bF9zZWNvbmRzGAEgASgNIiwKF0RlcmVnaXN0ZXJXb3JrZXJSZXF1ZXN0EhEKCXdvcmtlcl9pZBgBIAEoBCIyChhEZXJlZ2lzdGVyV29ya2VyUmVzcG9uc2USFgoOcmVtb3ZlZF9ibG9ja3MYASABKAQiFAoSTGlzdFdvcmtlcnNSZXF1ZXN0Ij8KE0xpc3RXb3JrZXJzUmVzcG9uc2USKAoHd29ya2VycxgBIAMoCzIXLmt2cm91dGVyLnYxLldvcmtlckluZm8i+QEKCldvcmtlckluZm8SJgoGd29ya2VyGAEgASgLMhYua3Zyb3V0ZXIudjEuV29ya2VyUmVmEhIKCnJlZ2lzdGVyZWQYAiABKAgSGgoSbGVhc2VfcmVtYWluaW5nX21zGAMgASgEEhUKDWNhY2hlZF9ibG9ja3MYBCABKAQSFwoPYWN0aXZlX3JlcXVlc3RzGAUgASgEEh0KFWFjdGl2ZV9wcmVmaWxsX3Rva2VucxgGIAEoBBIcChRhY3RpdmVfZGVjb2RlX2Jsb2NrcxgHIAEoBBIVCg1sYXN0X2V2ZW50X2lkGAggASgEEg8KB2FkZHJlc3MYCSABKAkiEgoQRHVtcEluZGV4UmVxdWVzdCI5ChFEdW1wSW5kZXhSZXNwb25zZRIkCgZldmVudHMYASADKAsyFC5rdnJvdXRlci52MS5LdkV2ZW50MpsGCg9LdlJvdXRlclNlcnZpY2USWQoORmluZEJlc3RXb3JrZXISIi5rdnJvdXRlci52MS5GaW5kQmVzdFdvcmtlclJlcXVlc3QaIy5rdnJvdXRlci52MS5GaW5kQmVzdFdvcmtlclJlc3BvbnNlEmsKFE1hcmtQcmVmaWxsQ29tcGxldGVkEigua3Zyb3V0ZXIudjEuTWFya1ByZWZpbGxDb21wbGV0ZWRSZXF1ZXN0Gikua3Zyb3V0ZXIudjEuTWFya1ByZWZpbGxDb21wbGV0ZWRSZXNwb25zZRI7CgRGcmVlEhgua3Zyb3V0ZXIudjEuRnJlZVJlcXVlc3QaGS5rdnJvdXRlci52MS5GcmVlUmVzcG9uc2USWwoOSW5nZXN0S3ZFdmVudHMSIi5rdnJvdXRlci52MS5Jbmdlc3RLdkV2ZW50c1JlcXVlc3QaIy5rdnJvdXRlci52MS5Jbmdlc3RLdkV2ZW50c1Jlc3BvbnNlKAESWQoOUmVnaXN0ZXJXb3JrZXISIi5rdnJvdXRlci52MS5SZWdpc3RlcldvcmtlclJlcXVlc3QaIy5rdnJvdXRlci52MS5SZWdpc3RlcldvcmtlclJlc3BvbnNlEkoKCUtlZXBBbGl2ZRIdLmt2cm91dGVyLnYxLktlZXBBbGl2ZVJlcXVlc3QaHi5rdnJvdXRlci52MS5LZWVwQWxpdmVSZXNwb25zZRJfChBEZXJlZ2lzdGVyV29ya2VyEiQua3Zyb3V0ZXIudjEuRGVyZWdpc3RlcldvcmtlclJlcXVlc3QaJS5rdnJvdXRlci52MS5EZXJlZ2lzdGVyV29ya2VyUmVzcG9uc2USUAoLTGlzdFdvcmtlcnMSHy5rdnJvdXRlci52MS5MaXN0V29ya2Vyc1JlcXVlc3QaIC5rdnJvdXRlci52MS5MaXN0V29ya2Vyc1Jlc3BvbnNlEkwKCUR1bXBJbmRleBIdLmt2cm91dGVyLnYxLkR1bXBJbmRleFJlcXVlc3QaHi5rdnJvdXRlci52MS5EdW1wSW5kZXhSZXNwb25zZTABYgZwcm90bzM");
+  fileDesc("ChhrdnJvdXRlci92MS9yb3V0ZXIucHJvdG8SC2t2cm91dGVyLnYxIi8KCVdvcmtlclJlZhIRCgl3b3JrZXJfaWQYASABKAQSDwoHZHBfcmFuaxgCIAEoDSKsAQoVRmluZEJlc3RXb3JrZXJSZXF1ZXN0EhEKCXRva2VuX2lkcxgBIAMoDRISCgpyZXF1ZXN0X2lkGAIgASgJEg8KB2V4cGxhaW4YAyABKAgSLwoPYWxsb3dlZF93b3JrZXJzGAQgAygLMhYua3Zyb3V0ZXIudjEuV29ya2VyUmVmEhEKCWxvcmFfbmFtZRgFIAEoCRIXCg9jYWNoZV9uYW1lc3BhY2UYBiABKAkimQEKFkZpbmRCZXN0V29ya2VyUmVzcG9uc2USJgoGd29ya2VyGAEgASgLMhYua3Zyb3V0ZXIudjEuV29ya2VyUmVmEhYKDm92ZXJsYXBfYmxvY2tzGAIgASgNEhUKDXByb21wdF9ibG9ja3MYAyABKA0SKAoGc2NvcmVzGAQgAygLMhgua3Zyb3V0ZXIudjEuV29ya2VyU2NvcmUi5gEKC1dvcmtlclNjb3JlEiYKBndvcmtlchgBIAEoCzIWLmt2cm91dGVyLnYxLldvcmtlclJlZhIWCg5vdmVybGFwX2Jsb2NrcxgCIAEoDRIWCg5wcmVmaWxsX2Jsb2NrcxgDIAEoARIVCg1kZWNvZGVfYmxvY2tzGAQgASgEEg0KBWxvZ2l0GAUgASgBEhsKE2hvc3Rfb3ZlcmxhcF9ibG9ja3MYBiABKA0SGwoTZGlza19vdmVybGFwX2Jsb2NrcxgHIAEoDRIfChdleHRlcm5hbF9vdmVybGFwX2Jsb2NrcxgIIAEoDSIxChtNYXJrUHJlZmlsbENvbXBsZXRlZFJlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoCSItChxNYXJrUHJlZmlsbENvbXBsZXRlZFJlc3BvbnNlEg0KBWZvdW5kGAEgASgIIiEKC0ZyZWVSZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAkiHQoMRnJlZVJlc3BvbnNlEg0KBWZvdW5kGAEgASgIIk4KFUluZ2VzdEt2RXZlbnRzUmVxdWVzdBIkCgZldmVudHMYASADKAsyFC5rdnJvdXRlci52MS5LdkV2ZW50Eg8KB3Jlc3RvcmUYAiABKAgiawoWSW5nZXN0S3ZFdmVudHNSZXNwb25zZRIPCgdhcHBsaWVkGAEgASgEEhAKCHJlamVjdGVkGAIgASgEEi4KCnJlamVjdGlvbnMYAyADKAsyGi5rdnJvdXRlci52MS5SZWplY3RlZEV2ZW50IlkKDVJlamVjdGVkRXZlbnQSJgoGd29ya2VyGAEgASgLMhYua3Zyb3V0ZXIudjEuV29ya2VyUmVmEhAKCGV2ZW50X2lkGAIgASgEEg4KBnJlYXNvbhgDIAEoCSKFAgoHS3ZFdmVudBIRCgl3b3JrZXJfaWQYASABKAQSDwoHZHBfcmFuaxgCIAEoDRIQCghldmVudF9pZBgDIAEoBBIrCgZzdG9yZWQYBCABKAsyGS5rdnJvdXRlci52MS5CbG9ja3NTdG9yZWRIABItCgdyZW1vdmVkGAUgASgLMhoua3Zyb3V0ZXIudjEuQmxvY2tzUmVtb3ZlZEgAEjAKB2NsZWFyZWQYBiABKAsyHS5rdnJvdXRlci52MS5BbGxCbG9ja3NDbGVhcmVkSAASLgoMc3RvcmFnZV90aWVyGAcgASgOMhgua3Zyb3V0ZXIudjEuU3RvcmFnZVRpZXJCBgoEZGF0YSKaAQoMQmxvY2tzU3RvcmVkEh4KEXBhcmVudF9ibG9ja19oYXNoGAEgASgESACIAQESKAoGYmxvY2tzGAIgAygLMhgua3Zyb3V0ZXIudjEuU3RvcmVkQmxvY2sSEQoJbG9yYV9uYW1lGAMgASgJEhcKD2NhY2hlX25hbWVzcGFjZRgEIAEoCUIUChJfcGFyZW50X2Jsb2NrX2hhc2gicQoLU3RvcmVkQmxvY2sSEgoKYmxvY2tfaGFzaBgBIAEoBBIRCgl0b2tlbl9pZHMYAiADKA0SGAoLdG9rZW5zX2hhc2gYAyABKARIAIgBARIRCgltbV9oYXNoZXMYBCADKARCDgoMX3Rva2Vuc19oYXNoIiUKDUJsb2Nrc1JlbW92ZWQSFAoMYmxvY2tfaGFzaGVzGAEgAygEIhIKEEFsbEJsb2Nrc0NsZWFyZWQimwEKFVJlZ2lzdGVyV29ya2VyUmVxdWVzdBIRCgl3b3JrZXJfaWQYASABKAQSEAoIZHBfcmFua3MYAiADKA0SGQoRbGVhc2VfdHRsX3NlY29uZHMYAyABKA0SFAoMem1xX2VuZHBvaW50GAQgASgJEhsKE3ptcV9yZXBsYXlfZW5kcG9pbnQYBSABKAkSDwoHYWRkcmVzcxgGIAEoCSIzChZSZWdpc3RlcldvcmtlclJlc3BvbnNlEhkKEWxlYXNlX3R0bF9zZWNvbmRzGAEgASgNIiUKEEtlZXBBbGl2ZVJlcXVlc3QSEQoJd29ya2VyX2lkGAEgASgEIi4KEUtlZXBBbGl2ZVJlc3BvbnNlEhkKEWxlYXNlX3R0bF9zZWNvbmRzGAEgASgNIiwKF0RlcmVnaXN0ZXJXb3JrZXJSZXF1ZXN0EhEKCXdvcmtlcl9pZBgBIAEoBCIyChhEZXJlZ2lzdGVyV29ya2VyUmVzcG9uc2USFgoOcmVtb3ZlZF9ibG9ja3MYASABKAQiFAoSTGlzdFdvcmtlcnNSZXF1ZXN0Ij8KE0xpc3RXb3JrZXJzUmVzcG9uc2USKAoHd29ya2VycxgBIAMoCzIXLmt2cm91dGVyLnYxLldvcmtlckluZm8i0QIKCldvcmtlckluZm8SJgoGd29ya2VyGAEgASgLMhYua3Zyb3V0ZXIudjEuV29ya2VyUmVmEhIKCnJlZ2lzdGVyZWQYAiABKAgSGgoSbGVhc2VfcmVtYWluaW5nX21zGAMgASgEEhUKDWNhY2hlZF9ibG9ja3MYBCABKAQSFwoPYWN0aXZlX3JlcXVlc3RzGAUgASgEEh0KFWFjdGl2ZV9wcmVmaWxsX3Rva2VucxgGIAEoBBIcChRhY3RpdmVfZGVjb2RlX2Jsb2NrcxgHIAEoBBIVCg1sYXN0X2V2ZW50X2lkGAggASgEEg8KB2FkZHJlc3MYCSABKAkSGgoSaG9zdF9jYWNoZWRfYmxvY2tzGAogASgEEhoKEmRpc2tfY2FjaGVkX2Jsb2NrcxgLIAEoBBIeChZleHRlcm5hbF9jYWNoZWRfYmxvY2tzGAwgASgEIhIKEER1bXBJbmRleFJlcXVlc3QiOQoRRHVtcEluZGV4UmVzcG9uc2USJAoGZXZlbnRzGAEgAygLMhQua3Zyb3V0ZXIudjEuS3ZFdmVudCqUAQoLU3RvcmFnZVRpZXISHAoYU1RPUkFHRV9USUVSX1VOU1BFQ0lGSUVEEAASFwoTU1RPUkFHRV9USUVSX0RFVklDRRABEhwKGFNUT1JBR0VfVElFUl9IT1NUX1BJTk5FRBACEhUKEVNUT1JBR0VfVElFUl9ESVNLEAMSGQoVU1RPUkFHRV9USUVSX0VYVEVSTkFMEAQymwYKD0t2Um91dGVyU2VydmljZRJZCg5GaW5kQmVzdFdvcmtlchIiLmt2cm91dGVyLnYxLkZpbmRCZXN0V29ya2VyUmVxdWVzdBojLmt2cm91dGVyLnYxLkZpbmRCZXN0V29ya2VyUmVzcG9uc2USawoUTWFya1ByZWZpbGxDb21wbGV0ZWQSKC5rdnJvdXRlci52MS5NYXJrUHJlZmlsbENvbXBsZXRlZFJlcXVlc3QaKS5rdnJvdXRlci52MS5NYXJrUHJlZmlsbENvbXBsZXRlZFJlc3BvbnNlEjsKBEZyZWUSGC5rdnJvdXRlci52MS5GcmVlUmVxdWVzdBoZLmt2cm91dGVyLnYxLkZyZWVSZXNwb25zZRJbCg5Jbmdlc3RLdkV2ZW50cxIiLmt2cm91dGVyLnYxLkluZ2VzdEt2RXZlbnRzUmVxdWVzdBojLmt2cm91dGVyLnYxLkluZ2VzdEt2RXZlbnRzUmVzcG9uc2UoARJZCg5SZWdpc3RlcldvcmtlchIiLmt2cm91dGVyLnYxLlJlZ2lzdGVyV29ya2VyUmVxdWVzdBojLmt2cm91dGVyLnYxLlJlZ2lzdGVyV29ya2VyUmVzcG9uc2USSgoJS2VlcEFsaXZlEh0ua3Zyb3V0ZXIudjEuS2VlcEFsaXZlUmVxdWVzdBoeLmt2cm91dGVyLnYxLktlZXBBbGl2ZVJlc3BvbnNlEl8KEERlcmVnaXN0ZXJXb3JrZXISJC5rdnJvdXRlci52MS5EZXJlZ2lzdGVyV29ya2VyUmVxdWVzdBolLmt2cm91dGVyLnYxLkRlcmVnaXN0ZXJXb3JrZXJSZXNwb25zZRJQCgtMaXN0V29ya2VycxIfLmt2cm91dGVyLnYxLkxpc3RXb3JrZXJzUmVxdWVzdBogLmt2cm91dGVyLnYxLkxpc3RXb3JrZXJzUmVzcG9uc2USTAoJRHVtcEluZGV4Eh0ua3Zyb3V0ZXIudjEuRHVtcEluZGV4UmVxdWVzdBoeLmt2cm91dGVyLnYxLkR1bXBJbmRleFJlc3BvbnNlMAFiBnByb3RvMw");
 
 /**
  * One data-parallel rank of one worker: the unit a request is routed to.
@@ -82,6 +82,14 @@ export type FindBestWorkerRequest = Message<"kvrouter.v1.FindBestWorkerRequest">
    * @generated from field: string lora_name = 5;
    */
   loraName: string;
+
+  /**
+   * Cache namespace (tenant) the prompt runs in; changes every block hash, as
+   * Dynamo's cache_namespace does. Empty: none.
+   *
+   * @generated from field: string cache_namespace = 6;
+   */
+  cacheNamespace: string;
 };
 
 /**
@@ -166,6 +174,25 @@ export type WorkerScore = Message<"kvrouter.v1.WorkerScore"> & {
    * @generated from field: double logit = 5;
    */
   logit: number;
+
+  /**
+   * Prompt blocks found beyond overlap_blocks (the GPU's) in the worker's
+   * host memory, then on its disk, then in an external store; each counts
+   * its tier's cache-hit weight of a GPU block in prefill_blocks.
+   *
+   * @generated from field: uint32 host_overlap_blocks = 6;
+   */
+  hostOverlapBlocks: number;
+
+  /**
+   * @generated from field: uint32 disk_overlap_blocks = 7;
+   */
+  diskOverlapBlocks: number;
+
+  /**
+   * @generated from field: uint32 external_overlap_blocks = 8;
+   */
+  externalOverlapBlocks: number;
 };
 
 /**
@@ -373,6 +400,14 @@ export type KvEvent = Message<"kvrouter.v1.KvEvent"> & {
     value: AllBlocksCleared;
     case: "cleared";
   } | { case: undefined; value?: undefined };
+
+  /**
+   * Where the stored or removed blocks live; unspecified means the GPU.
+   * (A cleared event clears every tier of its worker and dp rank.)
+   *
+   * @generated from field: kvrouter.v1.StorageTier storage_tier = 7;
+   */
+  storageTier: StorageTier;
 };
 
 /**
@@ -404,6 +439,13 @@ export type BlocksStored = Message<"kvrouter.v1.BlocksStored"> & {
    * @generated from field: string lora_name = 3;
    */
   loraName: string;
+
+  /**
+   * Cache namespace the blocks were computed in (hashing token_ids); empty: none.
+   *
+   * @generated from field: string cache_namespace = 4;
+   */
+  cacheNamespace: string;
 };
 
 /**
@@ -710,6 +752,23 @@ export type WorkerInfo = Message<"kvrouter.v1.WorkerInfo"> & {
    * @generated from field: string address = 9;
    */
   address: string;
+
+  /**
+   * Blocks held on lower tiers (cached_blocks counts the GPU's).
+   *
+   * @generated from field: uint64 host_cached_blocks = 10;
+   */
+  hostCachedBlocks: bigint;
+
+  /**
+   * @generated from field: uint64 disk_cached_blocks = 11;
+   */
+  diskCachedBlocks: bigint;
+
+  /**
+   * @generated from field: uint64 external_cached_blocks = 12;
+   */
+  externalCachedBlocks: bigint;
 };
 
 /**
@@ -748,6 +807,46 @@ export type DumpIndexResponse = Message<"kvrouter.v1.DumpIndexResponse"> & {
  */
 export const DumpIndexResponseSchema: GenMessage<DumpIndexResponse> = /*@__PURE__*/
   messageDesc(file_kvrouter_v1_router, 26);
+
+/**
+ * Dynamo's StorageTier.
+ *
+ * @generated from enum kvrouter.v1.StorageTier
+ */
+export enum StorageTier {
+  /**
+   * the GPU (device)
+   *
+   * @generated from enum value: STORAGE_TIER_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * @generated from enum value: STORAGE_TIER_DEVICE = 1;
+   */
+  DEVICE = 1,
+
+  /**
+   * @generated from enum value: STORAGE_TIER_HOST_PINNED = 2;
+   */
+  HOST_PINNED = 2,
+
+  /**
+   * @generated from enum value: STORAGE_TIER_DISK = 3;
+   */
+  DISK = 3,
+
+  /**
+   * @generated from enum value: STORAGE_TIER_EXTERNAL = 4;
+   */
+  EXTERNAL = 4,
+}
+
+/**
+ * Describes the enum kvrouter.v1.StorageTier.
+ */
+export const StorageTierSchema: GenEnum<StorageTier> = /*@__PURE__*/
+  enumDesc(file_kvrouter_v1_router, 0);
 
 /**
  * @generated from service kvrouter.v1.KvRouterService

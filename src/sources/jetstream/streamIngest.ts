@@ -21,6 +21,7 @@ import { log } from "../../util/log.js";
 import { whileClusterForms } from "../../nats/connection.js";
 import type { NatsNames } from "../../nats/names.js";
 import { DecodeError, decodeRouterEvent, parseJsonEvents, workerIdOf } from "../routerEventCodec.js";
+import { SkipCounter } from "../skipCounter.js";
 
 export interface IngestStats {
   /** Messages read (delivered or fetched to fill a gap), redeliveries aside. */
@@ -31,7 +32,6 @@ export interface IngestStats {
   malformed: number;
   /** Messages with at least one undecodable event (their good events still apply). */
   malformedMessages: number;
-  otherTier: number;
   gapFilled: number;
   duplicates: number;
 }
@@ -70,10 +70,11 @@ export class StreamIngest {
     rejected: 0,
     malformed: 0,
     malformedMessages: 0,
-    otherTier: 0,
     gapFilled: 0,
     duplicates: 0,
   };
+  /** Well-formed events left out (unknown tier or domain, cache-owner residency), by reason. */
+  readonly skips: SkipCounter;
   /** Stream sequence of the last message applied (everything up to it is in the index). */
   lastAppliedSeq = 0;
   private stopped = false;
@@ -88,7 +89,9 @@ export class StreamIngest {
     private readonly jsm: JetStreamManager,
     private readonly names: NatsNames,
     private readonly consumerName: string,
-  ) {}
+  ) {
+    this.skips = new SkipCounter({ stream: names.stream });
+  }
 
   /** (Re)creates this replica's durable consumer at `fromSeq` and starts applying. */
   async start(router: KvRouter, fromSeq: number): Promise<void> {
@@ -222,7 +225,7 @@ export class StreamIngest {
       try {
         const d = decodeRouterEvent(v);
         if (d.kind === "event") events.push(d.event);
-        else this.stats.otherTier++;
+        else this.skips.skip(d.workerId, d.reason, d.detail);
       } catch (err) {
         if (!(err instanceof DecodeError)) throw err;
         malformed = true;

@@ -3,15 +3,19 @@
 // them whenever Prometheus scrapes.
 import { Gauge, type Registry } from "prom-client";
 import { mirroredCounter, mirroredTotal } from "../../metrics/mirrored.js";
+import type { SkipReason } from "../routerEventCodec.js";
+import type { SkipCounter } from "../skipCounter.js";
 import type { CorePlaneStats } from "./corePlane.js";
 
 /** What NATS mode exposes to its metrics (NatsEventSource; an interface so neither imports the other). */
 export interface NatsStatsView {
   ingest?: {
-    stats: { messages: number; malformedMessages: number; otherTier: number; gapFilled: number; duplicates: number };
+    stats: { messages: number; malformedMessages: number; gapFilled: number; duplicates: number };
+    skips: SkipCounter;
     lastAppliedSeq: number;
   };
   readonly eventPlaneStats: CorePlaneStats;
+  readonly eventPlaneSkips: SkipCounter;
   sync?: { stats: { published: number; applied: number; malformed: number; joined: number } };
   snapshotter?: { snapshotsWritten: number };
   restored: { seq: number };
@@ -33,12 +37,13 @@ export function registerNatsMetrics(registry: Registry, src: NatsStatsView): voi
     "Stream messages fetched one by one to fill a delivery gap (also counted in kvrouter_nats_messages_total)",
     () => src.ingest?.stats.gapFilled ?? 0,
   );
-  mirroredTotal(
-    registry,
-    "kvrouter_nats_other_tier_events_total",
-    "Stream events for a storage tier the index does not track, skipped",
-    () => src.ingest?.stats.otherTier ?? 0,
-  );
+  const reasons: SkipReason[] = ["unknown_storage_tier", "unknown_residency_domain", "cache_owner_residency"];
+  const skipped: Record<string, () => number> = {};
+  for (const reason of reasons) {
+    skipped[`stream_${reason}`] = () => src.ingest?.skips.count(reason) ?? 0;
+    skipped[`event_plane_${reason}`] = () => src.eventPlaneSkips.count(reason);
+  }
+  mirroredCounter(registry, "kvrouter_nats_events_skipped_total", "Well-formed RouterEvents left out, by path and reason", "reason", skipped);
   mirroredCounter(registry, "kvrouter_nats_replica_sync_total", "Replica-sync messages by direction", "direction", {
     published: () => src.sync?.stats.published ?? 0,
     applied: () => src.sync?.stats.applied ?? 0,

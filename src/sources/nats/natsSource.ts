@@ -15,6 +15,7 @@ import type { EventSource, EventSourceContext } from "../eventSource.js";
 import { StreamIngest, ensureStream } from "../jetstream/streamIngest.js";
 import { type CorePlaneStats, NatsCorePlane } from "./corePlane.js";
 import { registerNatsMetrics } from "./metrics.js";
+import type { SkipCounter } from "../skipCounter.js";
 
 export interface NatsModeOptions {
   connect: NatsConnectOptions;
@@ -58,11 +59,15 @@ export class NatsEventSource implements EventSource {
   constructor(private readonly opts: NatsModeOptions) {
     this.names = natsNames(opts.endpoint);
     this.routerId = safeName(opts.routerId ?? `kv-router-${hostname()}-${process.pid}`);
-    this.corePlane = new NatsCorePlane(this.names.eventPlaneSubject);
+    this.corePlane = new NatsCorePlane([this.names.endpointEventPlaneSubject, this.names.eventPlaneSubject]);
   }
 
   get eventPlaneStats(): CorePlaneStats {
     return this.corePlane.stats;
+  }
+
+  get eventPlaneSkips(): SkipCounter {
+    return this.corePlane.skips;
   }
 
   async start(router: KvRouter, context?: EventSourceContext): Promise<void> {
@@ -124,7 +129,7 @@ export class NatsEventSource implements EventSource {
     log.info("NATS mode on", {
       router_id: this.routerId,
       stream: this.names.stream,
-      event_plane: o.eventPlane ? this.names.eventPlaneSubject : "off",
+      event_plane: o.eventPlane ? this.corePlane.subjects.join(", ") : "off",
       discovery_bucket: o.discovery ? this.names.discoveryBucket : "off",
       replica_sync: o.replicaSync ? this.names.activeSequencesSubject : "off",
       snapshot_threshold: o.snapshotThreshold,

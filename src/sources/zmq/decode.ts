@@ -12,7 +12,10 @@ export interface EngineStored {
   type: "BlockStored";
   blockHashes: bigint[];
   parentHash: bigint | undefined;
+  /** Flattened as Dynamo does when the engine sent Eagle token pairs (then eagle is true). */
   tokenIds: number[];
+  /** Token ids came as (token, next token) pairs: blocks hash block_size + 1 tokens. */
+  eagle: boolean;
   blockSize: number;
   loraId: number | undefined;
   loraName: string | undefined;
@@ -20,6 +23,8 @@ export interface EngineStored {
   /** Per block, the multimodal object hashes found in extra_keys (empty: none). */
   mmHashes: bigint[][];
   groupIdx: number | undefined;
+  /** vLLM's KVCacheSpecKind of the block's KV cache group (hybrid models), e.g. "full_attention". */
+  specKind: string | undefined;
 }
 
 export interface EngineRemoved {
@@ -27,6 +32,7 @@ export interface EngineRemoved {
   blockHashes: bigint[];
   medium: string | undefined;
   groupIdx: number | undefined;
+  specKind: string | undefined;
 }
 
 export interface EngineCleared {
@@ -146,7 +152,18 @@ function decodeEventSafe(raw: unknown, engine: EngineKind): EngineEvent | BadEve
 // after it vLLM has lora_name, extra_keys, group_idx, ... while SGLang has
 // cache_salt (which we leave out of the hash, see docs/vllm.md).
 const STORED_FIELDS: Record<EngineKind, string[]> = {
-  vllm: ["block_hashes", "parent_block_hash", "token_ids", "block_size", "lora_id", "medium", "lora_name", "extra_keys", "group_idx"],
+  vllm: [
+    "block_hashes",
+    "parent_block_hash",
+    "token_ids",
+    "block_size",
+    "lora_id",
+    "medium",
+    "lora_name",
+    "extra_keys",
+    "group_idx",
+    "kv_cache_spec_kind",
+  ],
   sglang: ["block_hashes", "parent_block_hash", "token_ids", "block_size", "lora_id", "medium", "cache_salt"],
 };
 const REMOVED_FIELDS: Record<EngineKind, string[]> = {
@@ -172,17 +189,20 @@ function decodeEvent(tag: string, f: Record<string, unknown>): EngineEvent {
       if (blockHashes.length === 0) throw new DecodeError("block_hashes is empty");
       const blockSize = optionalInt(f.block_size, "block_size", 1, 1 << 20);
       if (blockSize === undefined) throw new DecodeError("block_size is missing");
+      const { tokenIds, eagle } = tokenList(f.token_ids);
       return {
         type: "BlockStored",
         blockHashes,
         parentHash: f.parent_block_hash == null ? undefined : toU64(f.parent_block_hash, "parent_block_hash"),
-        tokenIds: tokenList(f.token_ids),
+        tokenIds,
+        eagle,
         blockSize,
         loraId: optionalInt(f.lora_id, "lora_id", 0, Number.MAX_SAFE_INTEGER),
         loraName: optionalString(f.lora_name, "lora_name"),
         medium: optionalString(f.medium, "medium"),
         mmHashes: mmHashesPerBlock(f.extra_keys, blockHashes.length),
         groupIdx: optionalInt(f.group_idx, "group_idx", 0, 0xffff_ffff),
+        specKind: optionalString(f.kv_cache_spec_kind, "kv_cache_spec_kind"),
       };
     }
     case "BlockRemoved":
@@ -191,6 +211,7 @@ function decodeEvent(tag: string, f: Record<string, unknown>): EngineEvent {
         blockHashes: hashList(f.block_hashes, "block_hashes"),
         medium: optionalString(f.medium, "medium"),
         groupIdx: optionalInt(f.group_idx, "group_idx", 0, 0xffff_ffff),
+        specKind: optionalString(f.kv_cache_spec_kind, "kv_cache_spec_kind"),
       };
     case "AllBlocksCleared":
       return { type: "AllBlocksCleared" };
@@ -204,15 +225,33 @@ function hashList(v: unknown, what: string): bigint[] {
   return v.map((h, i) => toU64(h, `${what}[${i}]`));
 }
 
-function tokenList(v: unknown): number[] {
+function isTokenId(t: unknown): t is number {
+  return typeof t === "number" && Number.isInteger(t) && t >= 0 && t <= 0xffff_ffff;
+}
+
+/**
+ * Token ids, or Eagle's (token, next token) pairs flattened as Dynamo does
+ * (lib/llm/src/kv_router/publisher: normalize_token_ids): every pair's first
+ * token, then the last pair's second, so n pairs give n + 1 tokens.
+ */
+function tokenList(v: unknown): { tokenIds: number[]; eagle: boolean } {
   if (!Array.isArray(v)) throw new DecodeError(`token_ids is ${describe(v)}; an array expected`);
-  for (let i = 0; i < v.length; i++) {
-    const t = v[i];
-    if (typeof t !== "number" || !Number.isInteger(t) || t < 0 || t > 0xffff_ffff) {
-      throw new DecodeError(`token_ids[${i}] is ${describe(t)}; a u32 token id expected`);
+  if (v.length > 0 && Array.isArray(v[0])) {
+    const flat: number[] = [];
+    for (let i = 0; i < v.length; i++) {
+      const pair = v[i];
+      if (!Array.isArray(pair) || pair.length !== 2 || !isTokenId(pair[0]) || !isTokenId(pair[1])) {
+        throw new DecodeError(`token_ids[${i}] is ${describe(pair)}; a pair of u32 token ids expected (Eagle)`);
+      }
+      flat.push(pair[0]);
     }
+    flat.push((v[v.length - 1] as number[])[1]);
+    return { tokenIds: flat, eagle: true };
   }
-  return v as number[];
+  for (let i = 0; i < v.length; i++) {
+    if (!isTokenId(v[i])) throw new DecodeError(`token_ids[${i}] is ${describe(v[i])}; a u32 token id expected`);
+  }
+  return { tokenIds: v as number[], eagle: false };
 }
 
 /**

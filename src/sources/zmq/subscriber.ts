@@ -237,7 +237,7 @@ export class EngineSubscriber {
       const converted = toIndexEvent(e, worker, 0n, router.config.blockSize);
       if ("skip" in converted) {
         metrics.events.inc({ type: e.type, outcome: converted.skip });
-        const problem = converted.skip === "block_size_mismatch" || converted.skip === "token_count_mismatch";
+        const problem = converted.skip !== "other_group" && converted.skip !== "lora_id_without_name";
         if (problem) {
           this.warn(converted.skip, `rejected ${e.type}: ${converted.detail}`, {
             fix: converted.skip === "block_size_mismatch" ? "start kv-router with the engine's block size (--block-size)" : undefined,

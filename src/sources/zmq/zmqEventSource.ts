@@ -178,16 +178,16 @@ export class ZmqEventSource implements EventSource {
   }
 
   /**
-   * Forgets what the index holds for a worker whose feed lost events. The
-   * index clears a worker on all its dp ranks at once, so the worker's other
-   * publishers now under-report too and are marked stale with it.
+   * Forgets what the index holds for a worker whose feed lost events: every
+   * dp rank of it, so the worker's other publishers now under-report too and
+   * are marked stale with it.
    */
   private dropWorker(caller: EngineSubscriber): void {
     const { workerId } = caller.spec;
-    // Clear through a rank the index already knows, so no new (worker, rank) becomes routable.
-    const known = this.router!.index.workers().find((w) => w.workerId === workerId);
-    if (known !== undefined) {
-      this.router!.applyEvents([{ ...known, eventId: this.nextEventId(known), kind: "cleared" }]);
+    // Clear only ranks the index already knows, so no new (worker, rank) becomes routable.
+    const known = this.router!.index.workers().filter((w) => w.workerId === workerId);
+    if (known.length > 0) {
+      this.router!.applyEvents(known.map((w) => ({ ...w, eventId: this.nextEventId(w), kind: "cleared" as const })));
     }
     for (const sub of this.subscribers.values()) {
       if (sub !== caller && sub.spec.workerId === workerId) sub.droppedBySibling();
