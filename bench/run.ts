@@ -10,6 +10,7 @@ import { runDynamoZmqBench } from "./dynamoZmq.bench.js";
 import { runE2eBench } from "./findBestWorker.bench.js";
 import { runIngestBench } from "./ingest.bench.js";
 import { runIndexBench, runSteadyBench } from "./indexer.bench.js";
+import { runTierBench } from "./tiers.bench.js";
 import { TRACE, mooncake, randomPrefix } from "./workload.js";
 
 const smoke = process.env.BENCH_SMOKE === "1";
@@ -38,6 +39,9 @@ const e2e = await runE2eBench(workloads[0], {
   rounds: smoke ? 1 : 3,
   shardVariants: [0, 1],
 });
+
+log("lower tiers on the lookup path");
+const tiers = await runTierBench(workloads[workloads.length - 1], smoke ? 200 : 2000);
 
 const prompts = workloads[0].prompts(8192, 256);
 workloads = [];
@@ -69,6 +73,7 @@ const results = {
   e2e,
   dynamoZmq,
   ...grpc,
+  tiers,
 };
 // Committed figures of earlier code ("before", see docs/indexer.md) are kept beside the new ones.
 const resultsFile = fileURLToPath(new URL(smoke ? "./results.smoke.json" : "./results.json", import.meta.url));
@@ -95,6 +100,15 @@ for (const [name, r] of Object.entries(index) as [string, any][]) {
 for (const [k, v] of Object.entries(steady as Record<string, any>)) {
   rows.push(["steady", "query wait @200k ev/s p50/p99/max us", k, `${f(v.waitUs.p50, 0)} / ${f(v.waitUs.p99, 0)} / ${f(v.waitUs.max, 0)}`, `${f(v.eventsPerSec)} ev/s applied`]);
 }
+rows.push(["tiers", "find_matches 8192 tok p50/p99 us", "GPU index only", `${f(tiers.deviceOnly.p50, 1)} / ${f(tiers.deviceOnly.p99, 1)}`, "baseline"]);
+rows.push([
+  "tiers",
+  "find_matches 8192 tok p50/p99 us",
+  "+ host/disk walk",
+  `${f(tiers.withLowerTiers.p50, 1)} / ${f(tiers.withLowerTiers.p99, 1)}`,
+  `${f(tiers.withLowerTiers.p50 / tiers.deviceOnly.p50, 2)}x baseline p50, ${f(tiers.lowerTierEntries)} lower-tier entries`,
+]);
+rows.push(["tiers", "lower-tier ingest stored blocks/s", "LowerTiers", f(tiers.lowerTierIngestBlocksPerSec), ""]);
 for (const mode of ["sequential", "concurrent-64"]) {
   const row = (e2e as any)[mode] as Record<string, any>;
   for (const [k, v] of Object.entries(row)) {
