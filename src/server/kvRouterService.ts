@@ -35,8 +35,8 @@ import {
   MarkPrefillCompletedResponseSchema,
   RegisterWorkerResponseSchema,
 } from "../../gen/kvrouter/v1/router_pb.js";
-import { type EventBatch, toEventBatch } from "../indexer/eventBatch.js";
-import { workerKeyString } from "../indexer/types.js";
+import type { EventBatch } from "../indexer/eventBatch.js";
+import { type IndexEvent, workerKeyString } from "../indexer/types.js";
 import type { RouterMetrics } from "../metrics/metrics.js";
 import { RouterError } from "../router/errors.js";
 import type { KvRouter } from "../router/router.js";
@@ -223,7 +223,8 @@ export function kvRouterMethods(router: KvRouter, metrics: RouterMetrics, limits
 const MAX_WARNED_WORKERS = 10_000;
 
 /** The gRPC service: the unary methods above plus the two streaming calls, which only gRPC carries. */
-type Decoded = { batch: EventBatch; restore: boolean };
+/** A flat batch from the hot-path decoder, or protobuf-es's events (which may carry tiers and namespaces a batch cannot). */
+type Decoded = { batch: EventBatch; restore: boolean } | { events: IndexEvent[]; restore: boolean };
 
 /** IngestKvEvents messages (and bytes) of one stream being decoded on threads at once; more pause the stream. */
 const MAX_IN_FLIGHT = 16;
@@ -266,8 +267,7 @@ export function kvRouterHandlers(router: KvRouter, metrics: RouterMetrics, metho
    */
   const decodeIngest = (bytes: Buffer, where: string): Decoded => ingestDecoder.decode(bytes) ?? decodeSlow(bytes, where);
   const decodeSlow = (bytes: Buffer, where: string): Decoded => {
-    const req = decodeIngestRequest(bytes, blockSize, where);
-    return { batch: toEventBatch(req.events), restore: req.restore };
+    return decodeIngestRequest(bytes, blockSize, where);
   };
 
   return {
@@ -312,7 +312,8 @@ export function kvRouterHandlers(router: KvRouter, metrics: RouterMetrics, metho
           finish(f);
           return;
         }
-        const summary = router.applyEventBatch(decoded.batch, decoded.restore);
+        const summary =
+          "events" in decoded ? router.applyEvents(decoded.events, decoded.restore) : router.applyEventBatch(decoded.batch, decoded.restore);
         total.applied += BigInt(summary.applied);
         total.rejected += BigInt(summary.rejected);
         for (const r of summary.rejections) if (total.rejections.length < 100) total.rejections.push(r);
