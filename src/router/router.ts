@@ -241,7 +241,6 @@ export class KvRouter {
   }
 
   applyEvents(events: readonly IndexEvent[], restore = false): IngestSummary {
-    const summary: IngestSummary = { applied: 0, rejected: 0, rejections: [] };
     // The primary index orders every event of a (worker, dp_rank), whatever
     // its tier: a lower-tier event reaches it as an empty removal (advancing
     // the event id), then goes to its tier. One call for the whole batch: a
@@ -250,29 +249,16 @@ export class KvRouter {
     const results = this.index.applyBatch
       ? this.index.applyBatch(primary, restore)
       : primary.map((e) => this.index.apply(e, restore));
-    for (const [i, event] of events.entries()) {
-      let { outcome } = results[i];
-      if (outcome === "applied") {
-        if (event.kind === "cleared") {
-          if (event.scope !== "cache_owner") this.lowerTiers.clearRank(event);
-        } else if (!isPrimary(event)) {
-          outcome = this.lowerTiers.apply(event as LowerTierEvent).outcome;
-        }
+    const outcomes = events.map((event, i): ApplyResult => {
+      if (results[i].outcome !== "applied") return results[i];
+      if (event.kind === "cleared") {
+        if (event.scope !== "cache_owner") this.lowerTiers.clearRank(event);
+      } else if (!isPrimary(event)) {
+        return { ...results[i], outcome: this.lowerTiers.apply(event as LowerTierEvent).outcome };
       }
-      if (outcome === "applied") {
-        summary.applied++;
-        continue;
-      }
-      summary.rejected++;
-      if (summary.rejections.length < MAX_LISTED_REJECTIONS) {
-        summary.rejections.push({
-          worker: { workerId: event.workerId, dpRank: event.dpRank },
-          eventId: event.eventId,
-          reason: outcome,
-        });
-      }
-    }
-    return summary;
+      return results[i];
+    });
+    return summarize(outcomes, (i) => events[i]);
   }
 
   /** Same as applyEvents() on a flat batch (the gRPC ingest path). */
