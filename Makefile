@@ -64,9 +64,9 @@ bench-smoke: node_modules
 	BENCH_SMOKE=1 KV_ROUTER_LOG=$${KV_ROUTER_LOG:-error} node --import tsx bench/natsRecovery.bench.ts
 	BENCH_SMOKE=1 KV_ROUTER_LOG=$${KV_ROUTER_LOG:-error} node --import tsx bench/gateway.bench.ts
 
-# The long soak (the 6-second variant runs in `make test`).
+# The long soaks, normal and hostile (their 6-second variants run in `make test`).
 soak: node_modules
-	SOAK_SECONDS=$${SOAK_SECONDS:-60} node --import tsx --test test/soak.test.ts
+	SOAK_SECONDS=$${SOAK_SECONDS:-60} node --import tsx --test --test-concurrency=1 test/soak.test.ts test/soak.hostile.test.ts
 
 clean:
 	rm -rf dist

@@ -61,7 +61,7 @@ describe("faults in NATS mode", () => {
     const want = referenceDump(events);
     let got: string[] = [];
     await waitFor(async () => {
-      got = canonicalDump((await current.dumpIndex()).map((e, i) => toIndexEvent(e, 4, `dump[${i}]`)));
+      got = canonicalDump((await current.dumpIndex()).map((e, i) => toIndexEvent(e, 4, `dump[${i}]`, true)));
       return got.length === want.length && got.join("\n") === want.join("\n");
     }, "the restarted router to catch up", 30_000).catch(() => assert.deepEqual(got, want));
     querying = false;

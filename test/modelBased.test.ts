@@ -7,7 +7,7 @@ import { describe, it } from "node:test";
 import { status } from "@grpc/grpc-js";
 import { seededRandom } from "../src/util/random.js";
 import { type ModelEvent, ReferenceModel } from "./model/referenceModel.js";
-import { startTestRouter } from "./support/router.js";
+import { type TestRouter, startTestRouter } from "./support/router.js";
 import type { EventInit } from "./support/events.js";
 
 const B = 4;
@@ -26,7 +26,9 @@ type Op =
   | { op: "deregister"; worker: number }
   | { op: "route"; tokens: number[]; requestId?: string }
   | { op: "prefillDone"; requestId: string }
-  | { op: "free"; requestId: string };
+  | { op: "free"; requestId: string }
+  /** Rebuild a second router from the first one's DumpIndex; from then on it must agree on every event and query. */
+  | { op: "restore" };
 
 function generate(seed: number, count: number): Op[] {
   const rnd = seededRandom(seed);
@@ -51,7 +53,8 @@ function generate(seed: number, count: number): Op[] {
     if (r < 0.4) {
       const parent = known.length > 0 && rnd() < 0.6 ? pick(known) : rnd() < 0.05 ? 999_999n : undefined;
       const blocks = Array.from({ length: 1 + Math.floor(rnd() * 3) }, () => ({ ext: extCounter++, tokens: pick(CONTENTS) }));
-      if (rnd() < 0.1 && known.length > 0) blocks[0].ext = pick(known); // duplicate store
+      // A duplicate store, or a block stored again after its removal (then after its children in the worker's list).
+      if (rnd() < 0.15 && known.length > 0) blocks[0].ext = pick(known);
       ops.push({ op: "event", event: { kind: "stored", worker, dp, id, parent, blocks } });
       exts.set(key, [...known, ...blocks.map((b) => b.ext)]);
     } else if (r < 0.5) {
@@ -64,6 +67,8 @@ function generate(seed: number, count: number): Op[] {
       ops.push({ op: "register", worker: 1 + Math.floor(rnd() * 4), dps: rnd() < 0.5 ? [0] : [0, 1] });
     } else if (r < 0.6) {
       ops.push({ op: "deregister", worker });
+    } else if (r < 0.63) {
+      ops.push({ op: "restore" });
     } else if (r < 0.85) {
       const blocks = Array.from({ length: 1 + Math.floor(rnd() * 4) }, () => pick(CONTENTS));
       const tail = rnd() < 0.3 ? [7, 7] : [];
@@ -104,6 +109,14 @@ interface Threads {
 async function divergence(ops: Op[], threads: Threads): Promise<string | undefined> {
   const r = await startTestRouter({ blockSize: B, prefillLoadScale: WEIGHT, workerLeaseTtlMs: 600_000 }, threads);
   const model = new ReferenceModel(B, WEIGHT);
+  /** Rebuilt from r's dump at the last "restore" op; fed every later event and checked on every later query. */
+  let shadow: TestRouter | undefined;
+  const overlapsOf = async (router: TestRouter, tokenIds: number[]) => {
+    const res = await router.client.findBestWorker({ tokenIds, explain: true }).catch(() => undefined);
+    return (res?.scores ?? []).filter((s) => s.overlapBlocks > 0).map((s) => `${s.worker!.workerId}:${s.worker!.dpRank}=${s.overlapBlocks}`).sort().join(" ");
+  };
+  const heldBlocks = async (router: TestRouter) =>
+    (await router.client.listWorkers()).workers.filter((w) => w.cachedBlocks > 0n).map((w) => `${w.worker!.workerId}:${w.worker!.dpRank}=${w.cachedBlocks}`).sort().join(" ");
   try {
     for (const [i, op] of ops.entries()) {
       const at = `op ${i} ${JSON.stringify(op, (_k, v) => (typeof v === "bigint" ? `${v}n` : v))}`;
@@ -113,6 +126,19 @@ async function divergence(ops: Op[], threads: Threads): Promise<string | undefin
           const res = await r.client.sendEvents([toWire(op.event)]);
           const got = res.applied === 1n ? "applied" : res.rejections[0]?.reason;
           if (got !== expected) return `${at}: router says ${got}, model says ${expected}`;
+          if (shadow) {
+            const again = await shadow.client.sendEvents([toWire(op.event)]);
+            const rebuilt = again.applied === 1n ? "applied" : again.rejections[0]?.reason;
+            if (rebuilt !== got) return `${at}: the router rebuilt from a dump says ${rebuilt}, the original ${got}`;
+          }
+          break;
+        }
+        case "restore": {
+          await shadow?.close();
+          shadow = await startTestRouter({ blockSize: B, prefillLoadScale: WEIGHT, workerLeaseTtlMs: 600_000 }, threads);
+          await shadow.client.sendEvents(await r.client.dumpIndex(), true);
+          const [want, got] = [await heldBlocks(r), await heldBlocks(shadow)];
+          if (got !== want) return `${at}: rebuilt from the dump, blocks per worker are ${got}; the original holds ${want}`;
           break;
         }
         case "register":
@@ -123,6 +149,7 @@ async function divergence(ops: Op[], threads: Threads): Promise<string | undefin
           const known = model.candidates().some((k) => k.startsWith(`${op.worker}:`));
           model.deregister(op.worker);
           const ok = await r.client.deregisterWorker(BigInt(op.worker)).then(() => true, (e) => (e.code === status.NOT_FOUND ? false : Promise.reject(e)));
+          await shadow?.client.deregisterWorker(BigInt(op.worker)).catch(() => undefined);
           if (ok !== known) return `${at}: router ${ok ? "knew" : "did not know"} the worker, model ${known ? "did" : "did not"}`;
           break;
         }
@@ -148,6 +175,13 @@ async function divergence(ops: Op[], threads: Threads): Promise<string | undefin
           const best = model.bestKeys(scores);
           if (!best.includes(chosen)) return `${at}: router chose ${chosen}, model allows ${best.join(",")}`;
           if (op.requestId !== undefined) model.route(op.requestId, chosen, op.tokens, res.overlapBlocks);
+          if (shadow) {
+            // Every prefix of the prompt, so a block lost anywhere in a chain shows.
+            for (let n = B; n <= op.tokens.length; n += B) {
+              const [want, got] = [await overlapsOf(r, op.tokens.slice(0, n)), await overlapsOf(shadow, op.tokens.slice(0, n))];
+              if (got !== want) return `${at}: the router rebuilt from a dump answers overlaps "${got}", the original "${want}"`;
+            }
+          }
           break;
         }
         case "prefillDone": {
@@ -166,6 +200,7 @@ async function divergence(ops: Op[], threads: Threads): Promise<string | undefin
     }
     return undefined;
   } finally {
+    await shadow?.close();
     await r.close();
   }
 }

@@ -33,7 +33,7 @@ function options(urls: string, routerId: string, replicaSync: boolean, endpoint 
 
 /** DumpIndex over gRPC, as IndexEvents. */
 async function dumpOverGrpc(r: TestRouter): Promise<IndexEvent[]> {
-  return (await r.client.dumpIndex()).map((e, i) => toIndexEvent(e, B, `dump[${i}]`));
+  return (await r.client.dumpIndex()).map((e, i) => toIndexEvent(e, B, `dump[${i}]`, true));
 }
 
 describe("NATS replicas", () => {

@@ -7,6 +7,7 @@ import { hideBin } from "yargs/helpers";
 import { hashPrompt } from "../hashing/blockHash.js";
 import { workerCommand } from "../nats/workerCommand.js";
 import { startServer } from "../server/server.js";
+import { installLastResortHandlers } from "../util/lastResort.js";
 import { LOG_LEVELS, log, parseLogLevel } from "../util/log.js";
 import { configFileParser } from "./configFile.js";
 import { describe } from "./describe.js";
@@ -35,6 +36,8 @@ async function serve(argv: Parameters<typeof serverOptionsFrom>[0]): Promise<voi
   const opts = serverOptionsFrom(argv);
   const running = await startServer(opts).catch((err: unknown) => exitOnError(err, { host: argv.host, natsUrl: argv.natsUrl }));
   serving = true;
+  // Only once serving: a start-up failure must still end the process.
+  installLastResortHandlers();
   process.stdout.write(`kv-router listening on ${running.host}:${running.grpcPort}\n`);
   if (running.httpPort !== undefined) process.stdout.write(`kv-router http listening on ${running.host}:${running.httpPort}\n`);
   if (running.eppPort !== undefined) process.stdout.write(`kv-router epp listening on ${running.host}:${running.eppPort}\n`);

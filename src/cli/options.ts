@@ -403,6 +403,29 @@ export function serveOptions<T>(y: Argv<T>) {
       default: 0,
       describe: "Most (block, worker) entries indexed; beyond it the oldest-stored are evicted (0 = unbounded)",
     })
+    // Hardening limits (docs/RELIABILITY.md): what one client or fleet may make the router hold.
+    .option("max-worker-ranks", {
+      type: "number",
+      default: 65_536,
+      describe: "Most (worker, dp_rank) pairs the index and the registry each hold; more are refused with RESOURCE_EXHAUSTED (up to 1048576)",
+    })
+    .option("max-dp-ranks", { type: "number", default: 1024, describe: "Most dp_ranks one RegisterWorker may name" })
+    .option("max-active-requests", {
+      type: "number",
+      default: 1_000_000,
+      describe: "Most requests routed with a request_id and not yet freed; more are refused with RESOURCE_EXHAUSTED",
+    })
+    .option("max-active-blocks", {
+      type: "number",
+      default: 1 << 26,
+      describe: "Most prompt blocks held by active requests (decode load) in total; more are refused with RESOURCE_EXHAUSTED",
+    })
+    .option("max-concurrent-dumps", { type: "number", default: 2, describe: "Most DumpIndex calls streaming at once" })
+    .option("auth-reads", {
+      type: "boolean",
+      default: false,
+      describe: "With --auth-token, also require the token for DumpIndex, ListWorkers and FindBestWorker explain",
+    })
     .check((argv) => {
       const problems: string[] = [];
       const int = (name: string, v: number, min: number, max: number) => {
@@ -463,6 +486,14 @@ export function serveOptions<T>(y: Argv<T>) {
       if (argv.indexerShards !== undefined) int("indexer-shards", argv.indexerShards as number, 0, 64);
       int("max-blocks", argv.maxBlocks as number, 0, 2 ** 31 - 1);
       int("ingest-threads", argv.ingestThreads as number, 0, 64);
+      int("max-worker-ranks", argv.maxWorkerRanks as number, 1, 1 << 20);
+      int("max-dp-ranks", argv.maxDpRanks as number, 1, 1 << 20);
+      int("max-active-requests", argv.maxActiveRequests as number, 1, 2 ** 31 - 1);
+      int("max-active-blocks", argv.maxActiveBlocks as number, 1, 2 ** 40);
+      int("max-concurrent-dumps", argv.maxConcurrentDumps as number, 1, 1024);
+      if (argv.authReads && argv.authToken === undefined && argv.authTokenFile === undefined) {
+        problems.push("--auth-reads needs --auth-token or --auth-token-file");
+      }
       int("router-snapshot-threshold", argv.routerSnapshotThreshold as number, 0, 2 ** 40);
       int("nats-stream-replicas", argv.natsStreamReplicas as number, 1, 5);
       if (argv.natsUrl !== undefined && !/^(nats|tls):\/\/[^,\s]+(,\s*(nats|tls):\/\/[^,\s]+)*$/.test(argv.natsUrl as string)) {
@@ -528,6 +559,9 @@ export function routerConfigFrom(argv: ServeArgs): RouterConfig {
     hostCacheHitWeight: argv.routerHostCacheHitWeight,
     diskCacheHitWeight: argv.routerDiskCacheHitWeight,
     lowerTierMaxBlocks: argv.maxBlocks,
+    maxDpRanks: argv.maxDpRanks,
+    maxActiveRequests: argv.maxActiveRequests,
+    maxActiveBlocks: argv.maxActiveBlocks,
   };
   if (argv.kvOverlapScoreWeight !== undefined) router = applyDeprecatedOverlapScoreWeight(router, argv.kvOverlapScoreWeight);
   if (argv.loadAware) {
@@ -599,6 +633,9 @@ export function serverOptionsFrom(argv: ServeArgs): ServerOptions {
     indexerShards: indexerShardsFrom(argv),
     maxBlocks: argv.maxBlocks,
     ingestThreads: argv.ingestThreads,
+    maxWorkerRanks: argv.maxWorkerRanks,
+    maxConcurrentDumps: argv.maxConcurrentDumps,
+    authReads: argv.authReads,
     eventSources: [...(argv.natsUrl ? [natsSourceFrom(argv)] : []), ...zmqSourceFrom(argv), ...discoverySourcesFrom(argv)],
   };
 }

@@ -15,6 +15,7 @@ import { RouterError } from "../router/errors.js";
 import type { KvRouter } from "../router/router.js";
 import type { EventSourceContext } from "../sources/eventSource.js";
 import { log } from "../util/log.js";
+import { LogOnce } from "../util/logOnce.js";
 import type { StoreHandler, WatchedStore, WorkerDiscovery } from "./discovery.js";
 import {
   type DynamoEndpoint,
@@ -45,12 +46,14 @@ export class DynamoDiscovery implements WorkerDiscovery, StoreHandler {
   readonly name: string;
   /** Values that were not valid records, by kind; each key is logged once. */
   readonly malformed = { instance: 0, channel: 0, card: 0 };
+  /** Valid records the router refused or failed on (e.g. past --max-worker-ranks), skipped; logged once per key. */
+  refused = 0;
   readonly observers: ChannelObserver[] = [];
   private readonly workerOfKey = new Map<string, bigint>();
   private readonly channels = new Map<string, EventChannel>();
   /** dp ranks of each worker, from its base model card (key → ranks, so a deleted card is forgotten). */
   private readonly cardRanks = new Map<string, { instanceId: bigint; dpRanks: number[] }>();
-  private readonly loggedKeys = new Set<string>();
+  private readonly loggedKeys = new LogOnce();
   private router: KvRouter | undefined;
   private renew: NodeJS.Timeout | undefined;
 
@@ -92,13 +95,28 @@ export class DynamoDiscovery implements WorkerDiscovery, StoreHandler {
     for (const [key, value] of entries) this.put(key, value);
   }
 
+  // put() and delete() run inside the store's watch callbacks: whatever a
+  // record makes the router refuse (or a bug) is a counted, logged skip, so
+  // one record never stops the watch nor the process.
   put(key: string, value: Uint8Array): void {
-    if (key.startsWith(EVENT_CHANNELS_PREFIX)) this.putChannel(key, value);
-    else if (key.startsWith(instancesPrefix(this.opts.endpoint))) this.putInstance(key, value);
-    else if (key.startsWith(modelCardsPrefix(this.opts.endpoint))) this.putCard(key, value);
+    try {
+      if (key.startsWith(EVENT_CHANNELS_PREFIX)) this.putChannel(key, value);
+      else if (key.startsWith(instancesPrefix(this.opts.endpoint))) this.putInstance(key, value);
+      else if (key.startsWith(modelCardsPrefix(this.opts.endpoint))) this.putCard(key, value);
+    } catch (err) {
+      this.refuse(key, err);
+    }
   }
 
   delete(key: string): void {
+    try {
+      this.deleteKey(key);
+    } catch (err) {
+      this.refuse(key, err);
+    }
+  }
+
+  private deleteKey(key: string): void {
     if (this.cardRanks.delete(key)) return; // the worker keeps the ranks it was registered with
     const workerId = this.workerOfKey.get(key);
     if (workerId !== undefined) {
@@ -123,9 +141,10 @@ export class DynamoDiscovery implements WorkerDiscovery, StoreHandler {
     if (!servesEndpoint(this.opts.endpoint, inst)) return;
     const previous = this.workerOfKey.get(key);
     if (previous === inst.instanceId) return;
-    if (previous !== undefined) this.delete(key);
-    this.workerOfKey.set(key, inst.instanceId);
+    if (previous !== undefined) this.deleteKey(key);
+    // Registered first: a worker the router refuses is not held.
     this.router!.registerWorker(inst.instanceId, this.ranksOf(inst.instanceId), this.opts.leaseMs);
+    this.workerOfKey.set(key, inst.instanceId);
     log.info("worker discovered", { backend: this.store.backend, key, worker_id: inst.instanceId });
   }
 
@@ -166,10 +185,13 @@ export class DynamoDiscovery implements WorkerDiscovery, StoreHandler {
 
   private skip(kind: keyof DynamoDiscovery["malformed"], key: string, err: unknown): void {
     this.malformed[kind]++;
-    if (this.loggedKeys.size < 10_000 && !this.loggedKeys.has(key)) {
-      this.loggedKeys.add(key);
-      log.warn("malformed Dynamo discovery value skipped (logged once per key)", { key, error: String(err) });
-    }
+    this.loggedKeys.log(`malformed:${key}`, "malformed Dynamo discovery value skipped (logged once per key)", { key, error: String(err) });
+  }
+
+  private refuse(key: string, err: unknown): void {
+    this.refused++;
+    const error = err instanceof RouterError ? err.message : String((err as Error)?.stack ?? err);
+    this.loggedKeys.log(`refused:${key}`, "Dynamo discovery record refused and skipped (logged once per key)", { key, error });
   }
 
   private forget(workerId: bigint, key: string): void {
@@ -188,7 +210,11 @@ export class DynamoDiscovery implements WorkerDiscovery, StoreHandler {
         this.router!.keepAlive(workerId);
       } catch (err) {
         if (!(err instanceof RouterError)) throw err;
-        this.router!.registerWorker(workerId, this.ranksOf(workerId), this.opts.leaseMs); // its lease ran out meanwhile (a stalled loop)
+        try {
+          this.router!.registerWorker(workerId, this.ranksOf(workerId), this.opts.leaseMs); // its lease ran out meanwhile (a stalled loop)
+        } catch (again) {
+          this.refuse(`worker ${workerId}`, again);
+        }
       }
     }
   }
@@ -221,6 +247,12 @@ export class DynamoDiscovery implements WorkerDiscovery, StoreHandler {
       card: () => discovery.malformed.card,
       channel: () => discovery.malformed.channel,
     });
+    mirroredTotal(
+      registry,
+      "kvrouter_discovery_refused_total",
+      "Valid discovery records the router refused (e.g. a worker past --max-worker-ranks or --max-dp-ranks), skipped",
+      () => discovery.refused,
+    );
   }
 }
 

@@ -10,6 +10,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { RouterError } from "../router/errors.js";
 import type { KvRouter } from "../router/router.js";
 import { log } from "../util/log.js";
+import { LogOnce } from "../util/logOnce.js";
 import { whileClusterForms } from "../nats/connection.js";
 import { type NatsNames, natsNames, safeName } from "../nats/names.js";
 import { DecodeError, parseJsonLossless, stringifyJson } from "../sources/routerEventCodec.js";
@@ -70,7 +71,7 @@ export function decodeRegistration(bytes: Uint8Array): WorkerRegistration {
 export class DiscoveryWatcher {
   malformed = 0;
   private readonly workerOfKey = new Map<string, bigint>();
-  private readonly loggedKeys = new Set<string>();
+  private readonly logged = new LogOnce();
   private stopWatch: (() => void) | undefined;
   private loop: Promise<void> | undefined;
 
@@ -80,7 +81,15 @@ export class DiscoveryWatcher {
     const watch = await this.kv.watch({ key: ">" });
     this.stopWatch = () => watch.stop();
     this.loop = (async () => {
-      for await (const entry of watch) this.onEntry(router, entry);
+      for await (const entry of watch) {
+        try {
+          this.onEntry(router, entry);
+        } catch (err) {
+          // A registration the router refuses (e.g. past --max-dp-ranks) must not end the watch.
+          this.malformed++;
+          this.logged.log(entry.key, "worker registration refused (logged once per key)", { key: entry.key, error: String((err as Error)?.message ?? err) });
+        }
+      }
     })().catch((err) => log.warn("discovery watch ended", { error: String(err) }));
   }
 
@@ -107,10 +116,7 @@ export class DiscoveryWatcher {
       reg = decodeRegistration(e.value);
     } catch (err) {
       this.malformed++;
-      if (!this.loggedKeys.has(e.key)) {
-        this.loggedKeys.add(e.key);
-        log.warn("malformed worker registration ignored (logged once per key)", { key: e.key, error: String(err) });
-      }
+      this.logged.log(e.key, "malformed worker registration ignored (logged once per key)", { key: e.key, error: String(err) });
       return;
     }
     // An entry replayed at start may be old: only the rest of its TTL counts.

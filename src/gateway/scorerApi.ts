@@ -110,10 +110,21 @@ export function queryHashes(body: Body, opts: ScorerOptions): ScoreResponse {
 /** An HTTP handler for one of the two endpoints, reading at most maxBodyBytes. */
 export function scorerHandler(
   handle: (body: Body, opts: ScorerOptions) => ScoreResponse,
-  opts: ScorerOptions & { maxBodyBytes: number; onRefused?: (reason: string) => void },
+  opts: ScorerOptions & {
+    maxBodyBytes: number;
+    onRefused?: (reason: string) => void;
+    /** Why the request's authorization header is refused (→ 401), or undefined to serve it. */
+    authRefusal?: (authorization: string | undefined) => string | undefined;
+  },
 ) {
   return (req: IncomingMessage, res: ServerResponse) => {
     if (req.method !== "POST") return json(res, 405, { error: `use POST with a JSON body` });
+    const refused = opts.authRefusal?.(req.headers.authorization);
+    if (refused !== undefined) {
+      opts.onRefused?.("unauthenticated");
+      req.resume(); // drain the body so the answer reaches the client
+      return json(res, 401, { error: refused });
+    }
     readBody(req, opts.maxBodyBytes).then(
       (text) => {
         try {

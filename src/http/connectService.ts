@@ -4,15 +4,15 @@
 import { Code, type ConnectRouter, ConnectError, type HandlerContext } from "@connectrpc/connect";
 import { KvRouterService } from "../../gen/kvrouter/v1/router_pb.js";
 import type { RouterMetrics } from "../metrics/metrics.js";
-import { tokenRefusal } from "../server/auth.js";
+import { OPEN_READS, type TokenPolicy, tokenRefusal } from "../server/auth.js";
 import { UNARY_METHOD_NAMES, type UnaryMethods, runUnary } from "../server/kvRouterService.js";
 
-export function connectRoutes(methods: UnaryMethods, metrics: RouterMetrics, authToken: string | undefined) {
+export function connectRoutes(methods: UnaryMethods, metrics: RouterMetrics, authToken: string | undefined, policy: TokenPolicy = OPEN_READS) {
   const impl: Record<string, (req: never, ctx: HandlerContext) => unknown> = {};
   for (const local of Object.keys(UNARY_METHOD_NAMES) as (keyof UnaryMethods)[]) {
-    impl[local] = (req: { requestId?: string }, ctx: HandlerContext) => {
+    impl[local] = (req: { requestId?: string; explain?: boolean }, ctx: HandlerContext) => {
       if (authToken !== undefined) {
-        const refused = tokenRefusal(local, req, ctx.requestHeader.get("authorization") ?? undefined, authToken);
+        const refused = tokenRefusal(local, req, ctx.requestHeader.get("authorization") ?? undefined, authToken, policy);
         if (refused !== undefined) {
           metrics.unauthenticated.inc({ method: local });
           throw new ConnectError(refused, Code.Unauthenticated);

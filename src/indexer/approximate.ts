@@ -23,6 +23,8 @@ export class ApproximateTracker {
   }
 
   routed(worker: WorkerKey, sequenceHashes: readonly bigint[]): void {
+    // First, so an index that refuses (no slot for a new worker) leaves this tracker unchanged.
+    this.index.storeRouted(worker, sequenceHashes);
     const key = workerKeyString(worker);
     let entry = this.expiries.get(key);
     if (entry === undefined) {
@@ -35,7 +37,6 @@ export class ApproximateTracker {
       entry.blocks.set(seq, expiresAt);
       this.total++;
     }
-    this.index.storeRouted(worker, sequenceHashes);
     if (this.total > this.maxBlocks) this.prune(Math.floor(this.maxBlocks * PRUNE_TARGET_RATIO));
   }
 

@@ -12,6 +12,8 @@
 // - per-slot state (exists, block count, last event id) lives in SlotTable,
 //   which may sit in a SharedArrayBuffer so the main thread reads it directly.
 import {
+  FLAG_EXPLICIT_SEQUENCE,
+  FLAG_RESTORE,
   HEADER_WORDS,
   OP_REMOVED,
   OP_REMOVE_ROUTED,
@@ -24,7 +26,12 @@ import {
 } from "./records.js";
 import { seqHash32, seqOut } from "../hashing/sequence.js";
 
+/** Default (and historical) number of (worker, dp_rank) slots: --max-worker-ranks. */
 export const MAX_SLOTS = 65_536;
+/** Largest slot table --max-worker-ranks may ask for. */
+export const SLOT_LIMIT = 1 << 20;
+/** Multiplier of the (node, slot) keys of `extra`: above SLOT_LIMIT, and node * it stays below 2^53. */
+const SLOT_KEY_SPACE = 1 << 21;
 const TWO32 = 4294967296;
 
 /** Per-slot state shared between a shard and the main thread. */
@@ -82,15 +89,12 @@ function grownI32(a: Int32Array, cap: number): Int32Array<ArrayBuffer> {
   return b;
 }
 
-export interface DumpedEntry {
-  extLo: number;
-  extHi: number;
-  locLo: number;
-  locHi: number;
-  hasParent: boolean;
-  pLo: number;
-  pHi: number;
-}
+/**
+ * A slot's entries as dumpSlot packs them: DUMP_WORDS u32 per entry, in the
+ * slot's list order: external hash, local hash, parent external hash (lo, hi
+ * each), has-parent, then the entry's sequence hash (lo, hi).
+ */
+export const DUMP_WORDS = 9;
 
 export class CompactCore {
   // entries (struct of arrays)
@@ -128,7 +132,7 @@ export class CompactCore {
   private nTab = new Int32Array(0);
   private nMask = 0;
 
-  /** (node * MAX_SLOTS + slot) -> extra holds of one sequence hash through several external hashes. */
+  /** (node * SLOT_KEY_SPACE + slot) -> extra holds of one sequence hash through several external hashes. */
   private readonly extra = new Map<number, number>();
   // per-slot list heads of this core
   private readonly head: Int32Array;
@@ -178,7 +182,9 @@ export class CompactCore {
       for (let i = 0; i < n; i++) this.releaseExt(slot, w[b + 1 + 2 * i], w[b + 2 + 2 * i]);
       return 0;
     }
-    const restore = w[o + 9] === 1;
+    const restore = (w[o + 9] & FLAG_RESTORE) !== 0;
+    // A restored dump states each block's sequence hash: no parent to resolve.
+    const explicit = (w[o + 9] & FLAG_EXPLICIT_SEQUENCE) !== 0;
     const eLo = w[o + 5];
     const eHi = w[o + 6];
     let gap = 0;
@@ -193,7 +199,7 @@ export class CompactCore {
       gap = eLo === nLo && eHi === nHi ? 0 : 1;
     }
     let parentNode = -1;
-    if (op === OP_STORED && w[b] === 1) {
+    if (op === OP_STORED && w[b] === 1 && !explicit) {
       const pe = exists ? this.findEntry(slot, w[b + 1], w[b + 2]) : -1;
       if (pe < 0) return OUTCOME_PARENT_NOT_FOUND | (gap << 2);
       parentNode = this.eNode[pe];
@@ -205,7 +211,8 @@ export class CompactCore {
       st.hasLast[slot] = 1;
     }
     if (op === OP_STORED) {
-      this.stored(slot, w, b, parentNode, stamp);
+      if (explicit) this.storedExplicit(slot, w, b, stamp);
+      else this.stored(slot, w, b, parentNode, stamp);
       return gap << 2;
     }
     if (op === OP_REMOVED) {
@@ -245,6 +252,20 @@ export class CompactCore {
       hasParent = true;
       pLo = xLo;
       pHi = xHi;
+    }
+  }
+
+  /** Stored blocks with their sequence hashes given (6 words each: external, local, sequence). */
+  private storedExplicit(slot: number, w: Uint32Array, b: number, stamp: number): void {
+    let hasParent = w[b] === 1;
+    let pLo = w[b + 1];
+    let pHi = w[b + 2];
+    const n = w[b + 3];
+    for (let i = 0, q = b + 4; i < n; i++, q += 6) {
+      this.hold(slot, w[q], w[q + 1], w[q + 4], w[q + 5], w[q + 2], w[q + 3], hasParent, pLo, pHi, stamp + i);
+      hasParent = true;
+      pLo = w[q];
+      pHi = w[q + 1];
     }
   }
 
@@ -321,7 +342,25 @@ export class CompactCore {
       this.slots.hasLast[s] = 0;
       this.owned.delete(s);
     }
+    this.narrowIfSparse();
     return removed;
+  }
+
+  /**
+   * Narrows every node's slot bitset once the highest slot owned needs at
+   * most half of its words: bitsets follow the workers that exist now, not
+   * the most that ever existed (slots are handed out lowest first).
+   */
+  private narrowIfSparse(): void {
+    let top = -1;
+    for (const s of this.owned) if (s > top) top = s;
+    const needed = Math.max(1, Math.ceil((top + 1) / 32));
+    if (needed * 2 > this.words) return;
+    const old = this.words;
+    const bits = new Uint32Array(this.nCap * needed);
+    for (let v = 0; v < this.nTop; v++) for (let k = 0; k < needed; k++) bits[v * needed + k] = this.nBits[v * old + k];
+    this.nBits = bits;
+    this.words = needed;
   }
 
   /** Stamps of up to `max` oldest entries, ascending, into out; returns how many. */
@@ -354,20 +393,22 @@ export class CompactCore {
     return n;
   }
 
-  /** Entries of a slot in insertion order (parents before children). */
-  dumpSlot(slot: number): DumpedEntry[] {
-    const out: DumpedEntry[] = [];
-    if (!this.owned.has(slot)) return out;
-    for (let e = this.head[slot]; e >= 0; e = this.eNext[e]) {
-      out.push({
-        extLo: this.eExtLo[e],
-        extHi: this.eExtHi[e],
-        locLo: this.eLocLo[e],
-        locHi: this.eLocHi[e],
-        hasParent: this.eHasParent[e] === 1,
-        pLo: this.ePLo[e],
-        pHi: this.ePHi[e],
-      });
+  /** Entries of a slot in list order, packed (DUMP_WORDS per entry). */
+  dumpSlot(slot: number): Uint32Array<ArrayBuffer> {
+    if (!this.owned.has(slot)) return new Uint32Array(0);
+    const out = new Uint32Array(this.slots.count[slot] * DUMP_WORDS);
+    let o = 0;
+    for (let e = this.head[slot]; e >= 0; e = this.eNext[e], o += DUMP_WORDS) {
+      const node = this.eNode[e];
+      out[o] = this.eExtLo[e];
+      out[o + 1] = this.eExtHi[e];
+      out[o + 2] = this.eLocLo[e];
+      out[o + 3] = this.eLocHi[e];
+      out[o + 4] = this.ePLo[e];
+      out[o + 5] = this.ePHi[e];
+      out[o + 6] = this.eHasParent[e];
+      out[o + 7] = this.nLo[node];
+      out[o + 8] = this.nHi[node];
     }
     return out;
   }
@@ -427,7 +468,7 @@ export class CompactCore {
       // A node visited again through an extra hold was already cleared (and maybe freed).
       if (this.nBits[at] & bit) {
         this.nBits[at] &= ~bit;
-        this.extra.delete(node * MAX_SLOTS + slot);
+        this.extra.delete(node * SLOT_KEY_SPACE + slot);
         if (this.nodeEmpty(node)) this.freeNode(node);
       }
       this.unlinkEntryTable(e);
@@ -482,7 +523,7 @@ export class CompactCore {
     const at = node * this.words + (slot >>> 5);
     const bit = 1 << (slot & 31);
     if (this.nBits[at] & bit) {
-      const key = node * MAX_SLOTS + slot;
+      const key = node * SLOT_KEY_SPACE + slot;
       this.extra.set(key, (this.extra.get(key) ?? 0) + 1);
     } else {
       this.nBits[at] |= bit;
@@ -509,7 +550,7 @@ export class CompactCore {
     this.slots.count[slot]--;
     const node = this.eNode[e];
     this.freeEntry(e);
-    const key = node * MAX_SLOTS + slot;
+    const key = node * SLOT_KEY_SPACE + slot;
     const extra = this.extra.get(key);
     if (extra !== undefined) {
       if (extra === 1) this.extra.delete(key);

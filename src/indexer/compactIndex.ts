@@ -13,7 +13,7 @@
 // An entry's age is set when its (worker, external hash) is first stored; a
 // duplicate store does not refresh it. Evicting an entry is exactly a removal
 // of that external hash from that worker (no cascade; lookups stop there).
-import { type DumpedEntry, MAX_SLOTS } from "./compactCore.js";
+import { DUMP_WORDS, MAX_SLOTS } from "./compactCore.js";
 import {
   OP_REMOVE_ROUTED,
   OP_STORE_ROUTED,
@@ -27,6 +27,7 @@ import { ThreadBackend } from "./threadBackend.js";
 import {
   type ApplyResult,
   type EventOutcome,
+  IndexCapacityError,
   type IndexEvent,
   type KvIndex,
   type Overlaps,
@@ -41,6 +42,8 @@ export interface CompactIndexOptions {
   maxBlocks?: number;
   /** Entries to allocate up front (avoids growth copies when the size is known). */
   initialEntries?: number;
+  /** Most (worker, dp_rank) pairs the index knows at once (its slot table); default MAX_SLOTS. */
+  maxWorkerRanks?: number;
 }
 
 /** Events sent to the shards per round trip: bounds how long one call keeps shards busy. */
@@ -82,6 +85,8 @@ export class CompactIndex implements KvIndex {
   private readonly workersPerShard: number[];
   private readonly writers: RecordWriter[];
   private clock = 1;
+  /** Most (worker, dp_rank) pairs held at once. */
+  readonly capacity: number;
   private evictions = 0;
   private readonly query = new BigUint64Array(1024);
   private queryWords = new Uint32Array(this.query.buffer);
@@ -91,13 +96,14 @@ export class CompactIndex implements KvIndex {
     private readonly backend: ShardBackend,
     private readonly maxBlocks: number | undefined,
   ) {
+    this.capacity = backend.slots.slots;
     this.workersPerShard = new Array(backend.shards).fill(0);
     this.writers = Array.from({ length: backend.shards }, () => new RecordWriter());
   }
 
   /** An index in the calling thread (synchronous to build: for embedding and tests). */
   static local(opts: Omit<CompactIndexOptions, "shards"> = {}): CompactIndex {
-    return new CompactIndex(new LocalBackend(MAX_SLOTS, initialEntriesOf(opts)), opts.maxBlocks);
+    return new CompactIndex(new LocalBackend(opts.maxWorkerRanks ?? MAX_SLOTS, initialEntriesOf(opts)), opts.maxBlocks);
   }
 
   /** An index with `opts.shards` worker threads (0 = local). */
@@ -105,7 +111,7 @@ export class CompactIndex implements KvIndex {
     const shards = opts.shards ?? 0;
     if (shards === 0) return CompactIndex.local(opts);
     const perShard = Math.ceil(initialEntriesOf(opts) / shards);
-    const backend = await ThreadBackend.start(shards, MAX_SLOTS, perShard);
+    const backend = await ThreadBackend.start(shards, opts.maxWorkerRanks ?? MAX_SLOTS, perShard);
     return new CompactIndex(backend, opts.maxBlocks);
   }
 
@@ -124,6 +130,7 @@ export class CompactIndex implements KvIndex {
 
   /** Same as applyBatch() on a flat batch (the gRPC ingest path: no object per block). */
   applyEventBatch(batch: EventBatch, restore = false): ApplyResult[] {
+    this.ensureRoomFor(batch);
     const results: ApplyResult[] = new Array(batch.count);
     for (let start = 0; start < batch.count; start += MAX_BATCH_EVENTS) {
       this.applyChunk(batch, start, Math.min(batch.count, start + MAX_BATCH_EVENTS), restore, results);
@@ -141,8 +148,7 @@ export class CompactIndex implements KvIndex {
       const lo = ev[o + E_WORKER_LO];
       const hi = ev[o + E_WORKER_HI];
       const dpRank = ev[o + E_DP_RANK];
-      // The key string without a bigint for the usual ids below 2^32.
-      const key = `${hi === 0 ? lo : u64(lo, hi)}:${dpRank}`;
+      const key = batchKeyString(ev, o);
       const slot = this.slotForKey(key, () => ({ workerId: u64(lo, hi), dpRank }), pending);
       const shard = this.bySlot[slot]!.shard;
       const w = this.writers[shard];
@@ -181,6 +187,9 @@ export class CompactIndex implements KvIndex {
   }
 
   storeRouted(worker: WorkerKey, sequenceHashes: readonly bigint[]): void {
+    if (this.byKey.size >= this.capacity && !this.byKey.has(workerKeyString(worker))) {
+      throw new IndexCapacityError(this.capacity, this.byKey.size, 1);
+    }
     const pending = new Map<string, number>();
     const slot = this.slotFor(worker, pending);
     const shard = this.bySlot[slot]!.shard;
@@ -234,32 +243,40 @@ export class CompactIndex implements KvIndex {
     return this.backend.distinctNodes();
   }
 
+  /**
+   * One single-block stored event per entry, each stating its sequence hash,
+   * in each worker's list order; restored, they rebuild exactly this index
+   * (blocks whose parent was removed or stored again later included). Lazy:
+   * a worker's entries are read when the iteration reaches it, so a dump
+   * consumed slowly holds one worker's packed entries, not the whole index;
+   * each worker is consistent with its own event cursor.
+   */
   *dump(): Iterable<IndexEvent> {
-    const st = this.backend.slots;
-    for (const slot of [...this.byKey.values()]) {
-      const info = this.bySlot[slot]!;
+    for (const [key, slot] of [...this.byKey]) {
+      const info = this.bySlot[slot];
+      if (info === undefined || info.keyString !== key || this.byKey.get(key) !== slot) continue; // gone meanwhile
+      const st = this.backend.slots;
       const { workerId, dpRank } = info.key;
       const hasLast = st.hasLast[slot] === 1;
       const eventId = hasLast ? u64(st.lastLo[slot], st.lastHi[slot]) : 0n;
-      const entries: DumpedEntry[] = this.backend.dumpSlot(info.shard, slot);
-      // Insertion order puts parents first; a block whose parent is gone is
-      // unreachable by lookups and left out (its stored event could not apply).
-      const dumped = new Set<bigint>();
-      for (const e of entries) {
-        const parent = e.hasParent ? u64(e.pLo, e.pHi) : undefined;
-        if (parent !== undefined && !dumped.has(parent)) continue;
-        const ext = u64(e.extLo, e.extHi);
-        dumped.add(ext);
+      const packed = this.backend.dumpSlot(info.shard, slot);
+      for (let o = 0; o < packed.length; o += DUMP_WORDS) {
         yield {
           kind: "stored",
           workerId,
           dpRank,
           eventId,
-          parentHash: parent,
-          blocks: [{ externalHash: ext, localHash: u64(e.locLo, e.locHi) }],
+          parentHash: packed[o + 6] === 1 ? u64(packed[o + 4], packed[o + 5]) : undefined,
+          blocks: [
+            {
+              externalHash: u64(packed[o], packed[o + 1]),
+              localHash: u64(packed[o + 2], packed[o + 3]),
+              sequenceHash: u64(packed[o + 7], packed[o + 8]),
+            },
+          ],
         };
       }
-      if (entries.length === 0 && hasLast) {
+      if (packed.length === 0 && hasLast) {
         yield { kind: "removed", workerId, dpRank, eventId, blockHashes: [] };
       }
     }
@@ -296,6 +313,18 @@ export class CompactIndex implements KvIndex {
     this.backend.apply(this.writers.map((w) => (w.count > 0 ? w : undefined)));
   }
 
+  /** Throws IndexCapacityError, before anything is applied, when `batch` names more new pairs than there are free slots. */
+  private ensureRoomFor(batch: EventBatch): void {
+    const free = this.capacity - this.byKey.size;
+    if (batch.count <= free) return;
+    const fresh = new Set<string>();
+    for (let i = 0; i < batch.count; i++) {
+      const key = batchKeyString(batch.events, i * EVENT_WORDS);
+      if (!this.byKey.has(key)) fresh.add(key);
+    }
+    if (fresh.size > free) throw new IndexCapacityError(this.capacity, this.byKey.size, fresh.size);
+  }
+
   /** The slot of a worker key; a new key gets a pending slot that settle() keeps or frees. */
   private slotFor(key: WorkerKey, pending: Map<string, number>): number {
     return this.slotForKey(workerKeyString(key), () => key, pending);
@@ -316,8 +345,10 @@ export class CompactIndex implements KvIndex {
       this.shardOf.set(key.workerId, placed);
       this.workersPerShard[best]++;
     }
+    // Lowest free slot first (freeSlots is kept descending): slot bitsets stay as narrow as the live workers.
     const slot = this.freeSlots.pop() ?? this.bySlot.length;
-    if (slot >= MAX_SLOTS) throw new RangeError(`the index holds at most ${MAX_SLOTS} (worker, dp_rank) pairs`);
+    // ensureRoomFor() ran first, so this is a bug, not input.
+    if (slot >= this.capacity) throw new Error(`slot ${slot} past the index capacity ${this.capacity}`);
     placed.slots++;
     this.bySlot[slot] = { key: { workerId: key.workerId, dpRank: key.dpRank }, keyString: k, shard: placed.shard };
     pending.set(k, slot);
@@ -335,7 +366,9 @@ export class CompactIndex implements KvIndex {
   private releaseSlot(slot: number): void {
     const info = this.bySlot[slot]!;
     this.bySlot[slot] = undefined;
-    this.freeSlots.push(slot);
+    let at = this.freeSlots.length;
+    while (at > 0 && this.freeSlots[at - 1] < slot) at--;
+    this.freeSlots.splice(at, 0, slot);
     const placed = this.shardOf.get(info.key.workerId)!;
     if (--placed.slots === 0) {
       this.shardOf.delete(info.key.workerId);
@@ -364,4 +397,11 @@ export class CompactIndex implements KvIndex {
       this.evictions += this.backend.evictThrough(stamps[Math.min(want, stamps.length) - 1]);
     }
   }
+}
+
+/** workerKeyString() of the event at word `o`, without a bigint for the usual ids below 2^32. */
+function batchKeyString(ev: Uint32Array, o: number): string {
+  const lo = ev[o + E_WORKER_LO];
+  const hi = ev[o + E_WORKER_HI];
+  return `${hi === 0 ? lo : u64(lo, hi)}:${ev[o + E_DP_RANK]}`;
 }

@@ -3,7 +3,7 @@
 // bigint (u64 values are (lo, hi) u32 halves). IndexEvent objects convert to
 // and from it for the sources and callers that speak them.
 import { u64 } from "./records.js";
-import type { IndexEvent } from "./types.js";
+import type { IndexEvent, StoredBlockData } from "./types.js";
 
 export const KIND_STORED = 0;
 export const KIND_REMOVED = 1;
@@ -32,6 +32,12 @@ export interface EventBatch {
   count: number;
   events: Uint32Array;
   items: Uint32Array;
+  /**
+   * Restore only (a dump states each block's sequence hash): explicit[i] = 1
+   * when every block of stored event i has one, in sequences (lo, hi per item).
+   */
+  explicit?: Uint8Array;
+  sequences?: Uint32Array;
 }
 
 const big = new BigUint64Array(1);
@@ -43,6 +49,9 @@ export function toEventBatch(events: readonly IndexEvent[]): EventBatch {
   for (const e of events) items += e.kind === "stored" ? e.blocks.length : e.kind === "removed" ? e.blockHashes.length : 0;
   const ev = new Uint32Array(events.length * EVENT_WORDS);
   const it = new Uint32Array(items * ITEM_WORDS);
+  const withSequences = events.some(statesSequences);
+  const explicit = withSequences ? new Uint8Array(events.length) : undefined;
+  const sequences = withSequences ? new Uint32Array(items * 2) : undefined;
   let n = 0;
   events.forEach((e, i) => {
     const o = i * EVENT_WORDS;
@@ -63,6 +72,14 @@ export function toEventBatch(events: readonly IndexEvent[]): EventBatch {
         ev[o + E_PARENT_HI] = halves[1];
       }
       ev[o + E_COUNT] = e.blocks.length;
+      if (explicit !== undefined && statesSequences(e)) {
+        explicit[i] = 1;
+        e.blocks.forEach((b, k) => {
+          big[0] = b.sequenceHash!;
+          sequences![(n + k) * 2] = halves[0];
+          sequences![(n + k) * 2 + 1] = halves[1];
+        });
+      }
       for (const b of e.blocks) {
         big[0] = b.externalHash;
         it[n * ITEM_WORDS] = halves[0];
@@ -85,7 +102,12 @@ export function toEventBatch(events: readonly IndexEvent[]): EventBatch {
       ev[o + E_KIND] = KIND_CLEARED;
     }
   });
-  return { count: events.length, events: ev, items: it };
+  return { count: events.length, events: ev, items: it, explicit, sequences };
+}
+
+/** A stored event whose every block states its sequence hash (a dumped entry). */
+function statesSequences(e: IndexEvent): boolean {
+  return e.kind === "stored" && e.blocks.length > 0 && e.blocks.every((b) => b.sequenceHash !== undefined);
 }
 
 /** Event `i` of a batch as an IndexEvent (for the reference index, logs and rejections). */
@@ -102,10 +124,12 @@ export function eventAt(batch: EventBatch, i: number): IndexEvent {
   const count = ev[o + E_COUNT];
   switch (ev[o + E_KIND]) {
     case KIND_STORED: {
-      const blocks = [];
+      const blocks: StoredBlockData[] = [];
       for (let k = first; k < first + count; k++) {
         const w = k * ITEM_WORDS;
-        blocks.push({ externalHash: u64(it[w], it[w + 1]), localHash: u64(it[w + 2], it[w + 3]) });
+        const block: StoredBlockData = { externalHash: u64(it[w], it[w + 1]), localHash: u64(it[w + 2], it[w + 3]) };
+        if (batch.explicit?.[i] === 1) block.sequenceHash = u64(batch.sequences![k * 2], batch.sequences![k * 2 + 1]);
+        blocks.push(block);
       }
       const parentHash = ev[o + E_HAS_PARENT] === 1 ? u64(ev[o + E_PARENT_LO], ev[o + E_PARENT_HI]) : undefined;
       return { ...header, kind: "stored", parentHash, blocks };

@@ -116,8 +116,8 @@ export class LowerTiers {
   /** maxBlocks: most (block, worker, tier) entries held over all lower tiers; 0 = unbounded. */
   constructor(private readonly maxBlocks = 0) {}
 
-  /** Applies a stored or removed event of a lower tier. */
-  apply(e: LowerTierEvent): { outcome: EventOutcome; unknownRemovals: number } {
+  /** Applies a stored or removed event of a lower tier (`restore`: a dump's, whose blocks may state their sequence hashes). */
+  apply(e: LowerTierEvent, restore = false): { outcome: EventOutcome; unknownRemovals: number } {
     const store = this.tiers.get(e.tier)!;
     if (e.kind === "removed") {
       const w = store.workers.get(workerKeyString(e));
@@ -128,15 +128,17 @@ export class LowerTiers {
       }
       return { outcome: "applied", unknownRemovals: unknown };
     }
+    // A restored dump states each block's sequence hash: no parent to resolve.
+    const explicit = restore && e.blocks.length > 0 && e.blocks.every((b) => b.sequenceHash !== undefined);
     let parentSeq: bigint | undefined;
-    if (e.parentHash !== undefined) {
+    if (e.parentHash !== undefined && !explicit) {
       parentSeq = this.parentSequence(e, e.parentHash);
       if (parentSeq === undefined) return { outcome: "parent_block_not_found", unknownRemovals: 0 };
     }
     const w = store.worker(e);
     let parentExternal = e.parentHash;
     for (const b of e.blocks) {
-      const seq = sequenceHash(parentSeq, b.localHash);
+      const seq = explicit ? b.sequenceHash! : sequenceHash(parentSeq, b.localHash);
       if (store.hold(w, b.externalHash, { sequenceHash: seq, localHash: b.localHash, parentExternal })) {
         if (this.maxBlocks > 0) this.age.set(ageKey(e.tier, w.key, b.externalHash), [e.tier, workerKeyString(w.key), b.externalHash]);
       }
@@ -226,23 +228,23 @@ export class LowerTiers {
     return this.evicted;
   }
 
-  /** Stored events that rebuild the lower tiers (parents before children, as held). */
+  /**
+   * Stored events that rebuild the lower tiers exactly: every block with its
+   * sequence hash, so one whose parent left (or was stored again after it)
+   * is restored too.
+   */
   *dump(eventIds: ReadonlyMap<string, bigint>): Iterable<IndexEvent> {
     for (const [tier, store] of this.tiers) {
       for (const [k, w] of store.workers) {
         const eventId = eventIds.get(k) ?? 0n;
-        const dumped = new Set<bigint>();
         for (const [ext, block] of w.blocks) {
-          // A block whose parent left this tier could not be applied again: left out, as in PrefixIndex.
-          if (block.parentExternal !== undefined && !dumped.has(block.parentExternal) && !this.heldBelow(w.key, block.parentExternal)) continue;
-          dumped.add(ext);
           yield {
             ...w.key,
             eventId,
             tier,
             kind: "stored",
             parentHash: block.parentExternal,
-            blocks: [{ externalHash: ext, localHash: block.localHash }],
+            blocks: [{ externalHash: ext, localHash: block.localHash, sequenceHash: block.sequenceHash }],
           };
         }
       }
@@ -259,12 +261,6 @@ export class LowerTiers {
       if (held !== undefined) return held.sequenceHash;
     }
     return undefined;
-  }
-
-  private heldBelow(worker: WorkerKey, ext: bigint): boolean {
-    const k = workerKeyString(worker);
-    for (const store of this.tiers.values()) if (store.workers.get(k)?.blocks.has(ext)) return true;
-    return false;
   }
 
   private evictOverBound(): void {

@@ -45,7 +45,9 @@ export class PrefixIndex implements KvIndex {
       notes.gap = event.eventId > last + 1n;
     }
     let parentSeq: bigint | undefined;
-    if (event.kind === "stored" && event.parentHash !== undefined) {
+    // A restored dump states each block's sequence hash: no parent to resolve.
+    const explicit = restore && event.kind === "stored" && event.blocks.length > 0 && event.blocks.every((b) => b.sequenceHash !== undefined);
+    if (event.kind === "stored" && event.parentHash !== undefined && !explicit) {
       const parent = existing?.blocks.get(event.parentHash);
       if (parent === undefined) return { outcome: "parent_block_not_found", notes };
       parentSeq = parent.sequenceHash;
@@ -58,7 +60,7 @@ export class PrefixIndex implements KvIndex {
       case "stored": {
         let parentExternal = event.parentHash;
         for (const block of event.blocks) {
-          const seq = sequenceHash(parentSeq, block.localHash);
+          const seq = explicit ? block.sequenceHash! : sequenceHash(parentSeq, block.localHash);
           this.hold(worker, block.externalHash, {
             sequenceHash: seq,
             localHash: block.localHash,
@@ -160,20 +162,16 @@ export class PrefixIndex implements KvIndex {
     for (const state of this.byKey.values()) {
       const eventId = state.lastEventId ?? 0n;
       const { workerId, dpRank } = state.key;
-      // Insertion order puts every parent before its children. A block whose
-      // parent was removed is unreachable by lookups and is left out: its
-      // stored event could not be applied anyway.
-      const dumped = new Set<bigint>();
+      // Every block with its sequence hash, in insertion order: restored, they
+      // rebuild exactly this state, blocks whose parent is gone included.
       for (const [ext, block] of state.blocks) {
-        if (block.parentExternal !== undefined && !dumped.has(block.parentExternal)) continue;
-        dumped.add(ext);
         yield {
           kind: "stored",
           workerId,
           dpRank,
           eventId,
           parentHash: block.parentExternal,
-          blocks: [{ externalHash: ext, localHash: block.localHash }],
+          blocks: [{ externalHash: ext, localHash: block.localHash, sequenceHash: block.sequenceHash }],
         };
       }
       if (state.blocks.size === 0 && state.lastEventId !== undefined) {

@@ -28,8 +28,12 @@ export const OP_STORE_ROUTED = 3;
 export const OP_REMOVE_ROUTED = 4;
 export const OP_REMOVE_WORKER = 5;
 
-/** Header words: op, slot, workerId lo/hi, dpRank, eventId lo/hi, stamp lo/hi, restore. */
+/** Header words: op, slot, workerId lo/hi, dpRank, eventId lo/hi, stamp lo/hi, flags. */
 export const HEADER_WORDS = 10;
+/** Flags word: restore (no event-id ordering checks). */
+export const FLAG_RESTORE = 1;
+/** Flags word: the stored blocks carry their sequence hashes (6 words per block instead of 4). */
+export const FLAG_EXPLICIT_SEQUENCE = 2;
 
 export const OUTCOME_APPLIED = 0;
 export const OUTCOME_PARENT_NOT_FOUND = 1;
@@ -65,7 +69,7 @@ export class RecordWriter {
     this.words[this.length++] = halves[1];
   }
 
-  private header(op: number, slot: number, w: WorkerKey, eventId: bigint, stamp: number, restore: boolean, extra: number): void {
+  private header(op: number, slot: number, w: WorkerKey, eventId: bigint, stamp: number, flags: number, extra: number): void {
     this.room(HEADER_WORDS + extra);
     const o = this.length;
     const ws = this.words;
@@ -80,7 +84,7 @@ export class RecordWriter {
     ws[o + 6] = halves[1];
     ws[o + 7] = stamp >>> 0;
     ws[o + 8] = Math.floor(stamp / TWO32);
-    ws[o + 9] = restore ? 1 : 0;
+    ws[o + 9] = flags;
     this.length += HEADER_WORDS;
     this.count++;
   }
@@ -92,7 +96,9 @@ export class RecordWriter {
     const kind = ev[o + E_KIND];
     const n = ev[o + E_COUNT];
     const op = kind === KIND_STORED ? OP_STORED : kind === KIND_CLEARED ? OP_CLEARED : OP_REMOVED;
-    const extra = op === OP_STORED ? 4 + n * 4 : op === OP_REMOVED ? 1 + n * 2 : 0;
+    // A restored dump may state each block's sequence hash (6 words per block instead of 4).
+    const explicit = restore && op === OP_STORED && batch.explicit !== undefined && batch.explicit[i] === 1;
+    const extra = op === OP_STORED ? 4 + n * (explicit ? 6 : 4) : op === OP_REMOVED ? 1 + n * 2 : 0;
     this.room(HEADER_WORDS + extra);
     const ws = this.words;
     let at = this.length;
@@ -105,7 +111,7 @@ export class RecordWriter {
     ws[at + 6] = ev[o + E_ID_HI];
     ws[at + 7] = stamp >>> 0;
     ws[at + 8] = Math.floor(stamp / TWO32);
-    ws[at + 9] = restore ? 1 : 0;
+    ws[at + 9] = (restore ? FLAG_RESTORE : 0) | (explicit ? FLAG_EXPLICIT_SEQUENCE : 0);
     at += HEADER_WORDS;
     this.count++;
     const it = batch.items;
@@ -115,9 +121,20 @@ export class RecordWriter {
       ws[at++] = ev[o + E_PARENT_LO];
       ws[at++] = ev[o + E_PARENT_HI];
       ws[at++] = n;
-      // Items are (external lo, hi, local lo, hi): the record's block layout already.
-      ws.set(it.subarray(first, first + n * ITEM_WORDS), at);
-      at += n * ITEM_WORDS;
+      if (explicit) {
+        const seq = batch.sequences!;
+        const s0 = ev[o + E_FIRST] * 2;
+        for (let k = 0; k < n; k++) {
+          ws.set(it.subarray(first + k * ITEM_WORDS, first + (k + 1) * ITEM_WORDS), at);
+          ws[at + 4] = seq[s0 + k * 2];
+          ws[at + 5] = seq[s0 + k * 2 + 1];
+          at += 6;
+        }
+      } else {
+        // Items are (external lo, hi, local lo, hi): the record's block layout already.
+        ws.set(it.subarray(first, first + n * ITEM_WORDS), at);
+        at += n * ITEM_WORDS;
+      }
     } else if (op === OP_REMOVED) {
       ws[at++] = n;
       for (let k = 0; k < n; k++) {
@@ -129,20 +146,20 @@ export class RecordWriter {
   }
 
   hashes(op: number, slot: number, w: WorkerKey, hashes: readonly bigint[], stamp: number): void {
-    this.header(op, slot, w, 0n, stamp, false, 1 + hashes.length * 2);
+    this.header(op, slot, w, 0n, stamp, 0, 1 + hashes.length * 2);
     this.words[this.length++] = hashes.length;
     for (const h of hashes) this.u64(h);
   }
 
   removeWorker(slot: number, workerId: bigint): void {
-    this.header(OP_REMOVE_WORKER, slot, { workerId, dpRank: 0 }, 0n, 0, false, 0);
+    this.header(OP_REMOVE_WORKER, slot, { workerId, dpRank: 0 }, 0n, 0, 0, 0);
   }
 }
 
 /** Length in words of the record at `o`. */
 export function recordWords(w: Uint32Array, o: number): number {
   const op = w[o];
-  if (op === OP_STORED) return HEADER_WORDS + 4 + w[o + HEADER_WORDS + 3] * 4;
+  if (op === OP_STORED) return HEADER_WORDS + 4 + w[o + HEADER_WORDS + 3] * ((w[o + 9] & FLAG_EXPLICIT_SEQUENCE) !== 0 ? 6 : 4);
   if (op === OP_CLEARED || op === OP_REMOVE_WORKER) return HEADER_WORDS;
   return HEADER_WORDS + 1 + w[o + HEADER_WORDS] * 2;
 }

@@ -1,7 +1,7 @@
 // Where the index's cores run: in this thread (one core) or in worker
 // threads (one core per shard). Both answer the same synchronous calls, so
 // the CompactIndex front-end does not care which one it has.
-import { CompactCore, type DumpedEntry, SlotTable } from "./compactCore.js";
+import { CompactCore, SlotTable } from "./compactCore.js";
 
 export interface ShardStats {
   entries: number;
@@ -21,7 +21,7 @@ export interface ShardBackend {
   find(hashes: Uint32Array, n: number, hit: (slot: number, depth: number) => void): void;
   oldestStamps(shard: number, max: number): Float64Array;
   evictThrough(stamp: number): number;
-  dumpSlot(shard: number, slot: number): DumpedEntry[];
+  dumpSlot(shard: number, slot: number): Uint32Array;
   /** Distinct sequence hashes held across shards. */
   distinctNodes(): number;
   stats(): ShardStats[];
@@ -71,7 +71,7 @@ export class LocalBackend implements ShardBackend {
     return this.core.evictThrough(stamp);
   }
 
-  dumpSlot(_shard: number, slot: number): DumpedEntry[] {
+  dumpSlot(_shard: number, slot: number): Uint32Array {
     return this.core.dumpSlot(slot);
   }
 

@@ -63,7 +63,10 @@ function serve(op: number): boolean {
       res[0] = core.evictThrough(reqF64[1]);
       return true;
     case REQ_DUMP_SLOT:
-      data.port.postMessage(core.dumpSlot(req[1]));
+      {
+        const packed = core.dumpSlot(req[1]);
+        data.port.postMessage(packed, [packed.buffer]);
+      }
       return true;
     case REQ_NODES: {
       const hashes = core.nodeHashes();

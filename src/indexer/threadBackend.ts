@@ -6,7 +6,7 @@
 // have answered, a query always sees every event applied before it.
 import { type MessagePort, MessageChannel, type Worker, receiveMessageOnPort } from "node:worker_threads";
 import { siblingModule, startThread } from "../util/threads.js";
-import { type DumpedEntry, SlotTable } from "./compactCore.js";
+import { SlotTable } from "./compactCore.js";
 import type { ShardBackend, ShardStats } from "./shardBackend.js";
 import {
   CTL_ERROR,
@@ -157,12 +157,12 @@ export class ThreadBackend implements ShardBackend {
     return n;
   }
 
-  dumpSlot(shard: number, slot: number): DumpedEntry[] {
+  dumpSlot(shard: number, slot: number): Uint32Array {
     const s = this.list[shard];
     s.req[1] = slot;
     this.send(s, REQ_DUMP_SLOT);
     this.wait(s);
-    return receiveMessageOnPort(s.port)!.message as DumpedEntry[];
+    return receiveMessageOnPort(s.port)!.message as Uint32Array;
   }
 
   distinctNodes(): number {

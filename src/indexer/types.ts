@@ -13,6 +13,13 @@ export interface StoredBlockData {
   externalHash: bigint;
   /** Our local hash of the block's tokens. */
   localHash: bigint;
+  /**
+   * The block's sequence hash, as a dump states it. Honoured only when
+   * restoring (and only when every block of the event has one): the entry is
+   * placed there directly, without resolving its parent, so a block whose
+   * parent was removed (or stored again later) is rebuilt exactly.
+   */
+  sequenceHash?: bigint;
 }
 
 /** Where a block lives on its worker, as Dynamo's RouterEvent.storage_tier names it. */
@@ -65,6 +72,8 @@ export type Overlaps = Map<string, number>;
  * interchangeable (single-thread, sharded) and wrapped for metrics.
  */
 export interface KvIndex {
+  /** Most (worker, dp_rank) pairs the index can hold at once (undefined: no fixed limit). */
+  readonly capacity?: number;
   /** Applies one worker event; never partly applies a rejected one. */
   apply(event: IndexEvent, restore?: boolean): ApplyResult;
   /** Same as apply() on each event in order; lets a sharded index take one round trip per batch. */
@@ -89,6 +98,20 @@ export interface KvIndex {
   size(): number;
   /** Stored events that rebuild the index (see DumpIndex). */
   dump(): Iterable<IndexEvent>;
+}
+
+/**
+ * The index has no slot left for a new (worker, dp_rank): thrown before any
+ * part of the operation is applied, so a refused batch changes nothing.
+ */
+export class IndexCapacityError extends Error {
+  constructor(
+    readonly limit: number,
+    readonly known: number,
+    readonly adding: number,
+  ) {
+    super(`the index holds at most ${limit} (worker, dp_rank) pairs; ${known} are known and this would add ${adding}`);
+  }
 }
 
 export function workerKeyString(w: WorkerKey): string {

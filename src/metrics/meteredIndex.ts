@@ -2,12 +2,12 @@
 // size, so no index implementation carries metrics code of its own.
 import { type EventBatch, eventAt, eventsOf } from "../indexer/eventBatch.js";
 import type { ApplyResult, IndexEvent, KvIndex, Overlaps, WorkerKey } from "../indexer/types.js";
-import { log } from "../util/log.js";
+import { LogOnce } from "../util/logOnce.js";
 import type { RouterMetrics } from "./metrics.js";
 
 export class MeteredIndex implements KvIndex {
   /** Workers already warned about, so a misbehaving worker logs once, not per event. */
-  private readonly warned = new Set<string>();
+  private readonly warned = new LogOnce();
 
   constructor(
     private readonly inner: KvIndex,
@@ -15,6 +15,10 @@ export class MeteredIndex implements KvIndex {
   ) {
     metrics.sources.indexBlocks = () => inner.size();
     metrics.sources.indexWorkers = () => inner.workers().length;
+  }
+
+  get capacity(): number | undefined {
+    return this.inner.capacity;
   }
 
   apply(event: IndexEvent, restore?: boolean): ApplyResult {
@@ -45,16 +49,13 @@ export class MeteredIndex implements KvIndex {
       const event = typeof eventOrThunk === "function" ? eventOrThunk() : eventOrThunk;
       const what = result.outcome === "applied" ? "event_id_gap" : result.outcome;
       const key = `${event.workerId}:${event.dpRank}:${what}`;
-      if (!this.warned.has(key)) {
-        this.warned.add(key);
-        const metric = what === "event_id_gap" ? 'kvrouter_kv_event_anomalies_total{kind="event_id_gap"}' : `kvrouter_kv_events_total{outcome="${what}"}`;
-        log.warn(`KV event anomaly (logged once per worker and kind; counted in ${metric})`, {
-          worker_id: event.workerId,
-          dp_rank: event.dpRank,
-          event_id: event.eventId,
-          what,
-        });
-      }
+      const metric = what === "event_id_gap" ? 'kvrouter_kv_event_anomalies_total{kind="event_id_gap"}' : `kvrouter_kv_events_total{outcome="${what}"}`;
+      this.warned.log(key, `KV event anomaly (logged once per worker and kind; counted in ${metric})`, {
+        worker_id: event.workerId,
+        dp_rank: event.dpRank,
+        event_id: event.eventId,
+        what,
+      });
     }
     return result;
   }

@@ -11,6 +11,7 @@ export interface GaugeSources {
   indexBlocks?: () => number;
   indexWorkers?: () => number;
   indexEvictions?: () => number;
+  indexBytes?: () => number;
   activeRequests?: () => number;
   workers?: () => WorkerStatus[];
 }
@@ -55,6 +56,12 @@ export class RouterMetrics {
     "(block, worker) entries evicted because the index reached --max-blocks",
     () => this.sources.indexEvictions?.() ?? 0,
   );
+  readonly indexBytes = new Gauge({
+    collect: gaugeFrom(() => this.sources.indexBytes),
+    name: "kvrouter_index_memory_bytes",
+    help: "Bytes the index's typed arrays hold (capacity, all shards)",
+    registers: [this.registry],
+  });
   readonly decisions = new Counter({
     name: "kvrouter_routing_decisions_total",
     help: "FindBestWorker decisions made",

@@ -18,6 +18,8 @@ export interface SyncStats {
   malformed: number;
   /** Requests learned from peers when joining. */
   joined: number;
+  /** Peers' requests not adopted because the active-request bounds were reached. */
+  dropped: number;
 }
 
 /** How long a joining replica collects its peers' state. */
@@ -36,7 +38,7 @@ export function encodeChange(change: ActiveChange, routerId: string): Uint8Array
 }
 
 export class ReplicaSync {
-  readonly stats: SyncStats = { published: 0, applied: 0, malformed: 0, joined: 0 };
+  readonly stats: SyncStats = { published: 0, applied: 0, malformed: 0, joined: 0, dropped: 0 };
   private sub: Subscription | undefined;
   private stateSub: Subscription | undefined;
   private loop: Promise<void> | undefined;
@@ -52,8 +54,16 @@ export class ReplicaSync {
     this.router = router;
     this.sub = this.nc.subscribe(this.names.activeSequencesSubject);
     this.loop = (async () => {
-      for await (const m of this.sub!) this.apply(m.data);
-    })();
+      for await (const m of this.sub!) {
+        try {
+          this.apply(m.data);
+        } catch (err) {
+          // One bad peer message must not end the subscription.
+          this.stats.malformed++;
+          log.debug("replica sync message skipped", { error: String(err) });
+        }
+      }
+    })().catch((err) => log.warn("replica sync subscription ended", { error: String(err) }));
     router.activeListener = (change) => {
       try {
         this.nc.publish(this.names.activeSequencesSubject, encodeChange(change, this.routerId));
@@ -79,7 +89,7 @@ export class ReplicaSync {
       return {
         request_id: r.requestId,
         worker: { worker_id: w.workerId, dp_rank: w.dpRank },
-        token_sequence: r.blocks,
+        token_sequence: [...r.blocks],
         prefill_tokens: r.prefillTokens,
         prefill_done: r.prefillDone,
       };
@@ -103,6 +113,10 @@ export class ReplicaSync {
           const id = r.request_id;
           if (typeof id !== "string" || active.has(id) || typeof worker?.worker_id !== "bigint") continue;
           const blocks = Array.isArray(r.token_sequence) ? (r.token_sequence as unknown[]).filter((b) => typeof b === "bigint") : [];
+          if (active.roomProblem(blocks.length) !== undefined) {
+            this.stats.dropped++;
+            continue;
+          }
           active.add(id, `${worker.worker_id}:${Number(worker.dp_rank ?? 0n)}`, blocks as bigint[], Number(r.prefill_tokens ?? 0n));
           if (r.prefill_done === true) active.markPrefillCompleted(id);
           this.stats.joined++;
@@ -149,6 +163,10 @@ export class ReplicaSync {
         return;
       }
       if (active.has(requestId)) return;
+      if (active.roomProblem(blocks.length) !== undefined) {
+        this.stats.dropped++; // the same bounds as local requests (--max-active-requests, --max-active-blocks)
+        return;
+      }
       const key = `${worker.worker_id}:${Number(worker.dp_rank ?? 0n)}`;
       active.add(requestId, key, blocks as bigint[], Number(prefill));
     } else {

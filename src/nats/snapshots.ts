@@ -91,10 +91,17 @@ export class SnapshotStore {
       return undefined;
     }
     const events: IndexEvent[] = [];
+    let malformed = 0;
     for (const v of doc.events) {
-      const d = decodeRouterEvent(v);
-      if (d.kind === "event") events.push(d.event);
+      try {
+        const d = decodeRouterEvent(v, true);
+        if (d.kind === "event") events.push(d.event);
+      } catch (err) {
+        // A damaged entry costs that entry, not the replica's start.
+        if (malformed++ === 0) log.error("snapshot entry skipped", { bucket: this.names.snapshotBucket, error: String(err) });
+      }
     }
+    if (malformed > 0) log.error("snapshot had undecodable entries", { skipped: malformed });
     return { seq: Number(doc.seq), events };
   }
 

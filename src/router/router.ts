@@ -9,6 +9,7 @@ import { LowerTiers, type LowerTierEvent, type TierOverlaps } from "../indexer/l
 import {
   type ApplyResult,
   type EventOutcome,
+  IndexCapacityError,
   type IndexEvent,
   type KvIndex,
   type LowerTier,
@@ -54,6 +55,12 @@ export interface RouterConfig extends CostWeights {
   diskCacheHitWeight: number;
   /** Most (block, worker) entries held on lower tiers together; 0 = unbounded. */
   lowerTierMaxBlocks?: number;
+  /** Most dp_ranks one registration may name (--max-dp-ranks). */
+  maxDpRanks?: number;
+  /** Most active requests (--max-active-requests). */
+  maxActiveRequests?: number;
+  /** Most prompt blocks held by active requests in total (--max-active-blocks). */
+  maxActiveBlocks?: number;
 }
 
 export const DEFAULT_ROUTER_CONFIG: RouterConfig = {
@@ -71,6 +78,9 @@ export const DEFAULT_ROUTER_CONFIG: RouterConfig = {
   queuePolicy: "fcfs",
   hostCacheHitWeight: 0.75,
   diskCacheHitWeight: 0.25,
+  maxDpRanks: 1024,
+  maxActiveRequests: 1_000_000,
+  maxActiveBlocks: 1 << 26,
 };
 
 export interface RouteRequest {
@@ -139,6 +149,19 @@ function cursorOnly(e: IndexEvent): IndexEvent {
   return { workerId: e.workerId, dpRank: e.dpRank, eventId: e.eventId, kind: "removed", blockHashes: [] };
 }
 
+/** The flag that sets the index's (worker, dp_rank) capacity, named in refusals. */
+export const WORKER_RANKS_FLAG = "--max-worker-ranks";
+
+/** Runs an index operation; an index out of worker slots becomes RESOURCE_EXHAUSTED naming the flag. */
+function withIndexCapacity<T>(op: () => T): T {
+  try {
+    return op();
+  } catch (err) {
+    if (!(err instanceof IndexCapacityError)) throw err;
+    throw new RouterError("resource_exhausted", `${err.message}; nothing was applied (raise the limit with ${WORKER_RANKS_FLAG})`);
+  }
+}
+
 /** Rejections listed in an ingest summary; the rest are only counted. */
 const MAX_LISTED_REJECTIONS = 100;
 
@@ -162,7 +185,10 @@ export class KvRouter {
     private readonly random: () => number = Math.random,
     private readonly now: () => number = Date.now,
   ) {
-    this.active = new ActiveSequences(config.activeRequestTtlMs, now);
+    this.active = new ActiveSequences(config.activeRequestTtlMs, now, {
+      maxRequests: config.maxActiveRequests ?? Infinity,
+      maxBlocks: config.maxActiveBlocks ?? Infinity,
+    });
     this.registry = new WorkerRegistry(now);
     this.lowerTiers = new LowerTiers(config.lowerTierMaxBlocks ?? 0);
     this.approx = config.useKvEvents
@@ -181,6 +207,10 @@ export class KvRouter {
     }
     const candidates = this.candidates(req.allowedWorkers);
     const hashes = hashPromptFast(req.tokens, blockSize, req.loraName ?? "", req.cacheNamespace ?? "");
+    if (req.requestId) {
+      const full = this.active.roomProblem(this.config.trackActiveBlocks ? hashes.sequence.length : 0);
+      if (full !== undefined) throw new RouterError("resource_exhausted", full);
+    }
     const overlaps = this.index.findMatches(hashes.sequence);
     const tierOverlaps = this.lowerTiers.continueMatches(hashes.sequence, overlaps);
     const isl = req.tokens.length;
@@ -209,12 +239,13 @@ export class KvRouter {
     const chosen = pickScore(scores, this.config.temperature, this.random);
     const chosenKey = workerKeyString(chosen.worker);
 
+    // Approximate mode first: an index with no slot left refuses before any state changes.
+    if (this.approx) withIndexCapacity(() => this.approx!.routed(chosen.worker, hashes.sequence));
     if (req.requestId) {
       const prefillTokens = this.config.trackPrefillTokens ? Math.max(0, isl - chosen.overlapBlocks * blockSize) : 0;
       this.active.add(req.requestId, chosenKey, blocks, prefillTokens);
       this.activeListener?.({ kind: "add", requestId: req.requestId, workerKey: chosenKey, blocks, prefillTokens });
     }
-    this.approx?.routed(chosen.worker, hashes.sequence);
 
     scores.sort((a, b) => a.logit - b.logit);
     return {
@@ -244,17 +275,18 @@ export class KvRouter {
     // The primary index orders every event of a (worker, dp_rank), whatever
     // its tier: a lower-tier event reaches it as an empty removal (advancing
     // the event id), then goes to its tier. One call for the whole batch: a
-    // sharded index answers it in one round trip.
+    // sharded index answers it in one round trip. A batch naming more new
+    // workers than the index has slots for is refused whole.
     const primary = events.every(isPrimary) ? events : events.map((e) => (isPrimary(e) ? e : cursorOnly(e)));
-    const results = this.index.applyBatch
-      ? this.index.applyBatch(primary, restore)
-      : primary.map((e) => this.index.apply(e, restore));
+    const results = withIndexCapacity(() =>
+      this.index.applyBatch ? this.index.applyBatch(primary, restore) : primary.map((e) => this.index.apply(e, restore)),
+    );
     const outcomes = events.map((event, i): ApplyResult => {
       if (results[i].outcome !== "applied") return results[i];
       if (event.kind === "cleared") {
         if (event.scope !== "cache_owner") this.lowerTiers.clearRank(event);
       } else if (!isPrimary(event)) {
-        return { ...results[i], outcome: this.lowerTiers.apply(event as LowerTierEvent).outcome };
+        return { ...results[i], outcome: this.lowerTiers.apply(event as LowerTierEvent, restore).outcome };
       }
       return results[i];
     });
@@ -265,7 +297,8 @@ export class KvRouter {
   applyEventBatch(batch: EventBatch, restore = false): IngestSummary {
     // A clear also empties the rank's lower tiers: such batches take the event path.
     if (!this.index.applyEventBatch || hasCleared(batch)) return this.applyEvents(eventsOf(batch), restore);
-    return summarize(this.index.applyEventBatch(batch, restore), (i) => eventAt(batch, i));
+    const index = this.index;
+    return summarize(withIndexCapacity(() => index.applyEventBatch!(batch, restore)), (i) => eventAt(batch, i));
   }
 
   /** Stored events that rebuild the index, every tier (see DumpIndex). */
@@ -277,8 +310,24 @@ export class KvRouter {
   /** `address` is rank 0's ip:port; rank r serves on port + r. */
   registerWorker(workerId: bigint, dpRanks: number[], ttlMs?: number, feed?: WorkerFeed, address?: string): number {
     const ttl = ttlMs && ttlMs > 0 ? ttlMs : this.config.workerLeaseTtlMs;
+    const maxRanks = this.config.maxDpRanks ?? Infinity;
+    if (dpRanks.length > maxRanks) {
+      throw new RouterError(
+        "resource_exhausted",
+        `dp_ranks has ${dpRanks.length} entries; a worker may register at most ${maxRanks} (--max-dp-ranks)`,
+      );
+    }
     const ranks = dpRanks.length > 0 ? [...new Set(dpRanks)] : [0];
     const rankAddresses = address ? ranks.map((r) => rankAddress(address, r)) : [];
+    const limit = this.index.capacity;
+    const pairs = this.registry.pairCount - (this.registry.get(workerId)?.dpRanks.length ?? 0) + ranks.length;
+    if (limit !== undefined && pairs > limit) {
+      throw new RouterError(
+        "resource_exhausted",
+        `registering worker ${workerId} with ${ranks.length} dp ranks would make ${pairs} registered (worker, dp_rank) pairs; ` +
+          `the limit is ${limit} (${WORKER_RANKS_FLAG})`,
+      );
+    }
     for (const o of this.workerObservers) o.registered?.(workerId, ranks, feed);
     this.registry.register(workerId, ranks, ttl);
     ranks.forEach((dpRank, i) => {
@@ -338,6 +387,11 @@ export class KvRouter {
     return { expiredWorkers, expiredRequests, expiredBlocks };
   }
 
+  /** Longest allowed_workers list accepted: no more pairs than the index and the registry can hold. */
+  get maxAllowedWorkers(): number {
+    return 2 * (this.index.capacity ?? 65_536);
+  }
+
   /** Every routable (worker, dp_rank): registered ranks plus ranks seen in events, by key. */
   knownWorkers(): Map<string, WorkerKey> {
     const known = new Map<string, WorkerKey>();
@@ -353,6 +407,10 @@ export class KvRouter {
 
   /** The workers a request may go to: all known ones, or the allowed subset (each must be known). */
   private candidates(allowed: readonly WorkerKey[] = []): WorkerKey[] {
+    const most = this.maxAllowedWorkers;
+    if (allowed.length > most) {
+      throw new RouterError("invalid_argument", `allowed_workers has ${allowed.length} entries; at most ${most} (${WORKER_RANKS_FLAG}) are accepted`);
+    }
     const known = this.knownWorkers();
     if (allowed.length === 0) {
       if (known.size === 0) {

@@ -5,8 +5,8 @@
 export interface ActiveRequest {
   requestId: string;
   workerKey: string;
-  /** Sequence hashes of the prompt's blocks (empty when block tracking is off). */
-  blocks: readonly bigint[];
+  /** Sequence hashes of the prompt's blocks (empty when block tracking is off); 8 bytes each. */
+  blocks: BigUint64Array;
   /** Uncached prompt tokens still to prefill. */
   prefillTokens: number;
   prefillDone: boolean;
@@ -27,17 +27,38 @@ class WorkerSequences {
   readonly blockRefs = new Map<bigint, number>();
 }
 
+/** Bounds on what active requests may hold (--max-active-requests, --max-active-blocks). */
+export interface ActiveLimits {
+  maxRequests: number;
+  maxBlocks: number;
+}
+
 export class ActiveSequences {
   private readonly requests = new Map<string, ActiveRequest>();
   private readonly workers = new Map<string, WorkerSequences>();
+  /** Prompt blocks held by all active requests. */
+  private heldBlocks = 0;
 
   constructor(
     private readonly requestTtlMs: number,
     private readonly now: () => number = Date.now,
+    private readonly limits: ActiveLimits = { maxRequests: Infinity, maxBlocks: Infinity },
   ) {}
 
   get size(): number {
     return this.requests.size;
+  }
+
+  /** Why one more request holding `blocks` blocks does not fit (undefined: it fits). */
+  roomProblem(blocks: number): string | undefined {
+    const { maxRequests, maxBlocks } = this.limits;
+    if (this.requests.size >= maxRequests) {
+      return `${this.requests.size} requests are active; the limit is ${maxRequests} (--max-active-requests): Free finished requests`;
+    }
+    if (this.heldBlocks + blocks > maxBlocks) {
+      return `active requests hold ${this.heldBlocks} blocks and this one adds ${blocks}; the limit is ${maxBlocks} (--max-active-blocks)`;
+    }
+    return undefined;
   }
 
   has(requestId: string): boolean {
@@ -63,11 +84,12 @@ export class ActiveSequences {
     return fresh;
   }
 
+  /** Adds a request (callers check has() and roomProblem() first). */
   add(requestId: string, workerKey: string, blocks: readonly bigint[], prefillTokens: number): void {
     const request: ActiveRequest = {
       requestId,
       workerKey,
-      blocks,
+      blocks: BigUint64Array.from(blocks),
       prefillTokens,
       prefillDone: false,
       expiresAt: this.now() + this.requestTtlMs,
@@ -80,6 +102,7 @@ export class ActiveSequences {
     }
     w.requests++;
     w.prefillTokens += prefillTokens;
+    this.heldBlocks += request.blocks.length;
     for (const b of blocks) w.blockRefs.set(b, (w.blockRefs.get(b) ?? 0) + 1);
   }
 
@@ -97,6 +120,7 @@ export class ActiveSequences {
     if (request === undefined) return false;
     this.completePrefill(request);
     this.requests.delete(requestId);
+    this.heldBlocks -= request.blocks.length;
     const w = this.workers.get(request.workerKey)!;
     w.requests--;
     for (const b of request.blocks) {

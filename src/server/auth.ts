@@ -1,10 +1,11 @@
-// Optional shared-token check: calls that change the router's state must carry
-// `authorization: Bearer <token>` metadata. Read-only calls stay open so
-// dashboards and health probes need no secret.
+// Optional shared-token check: calls that change the router's state (and
+// DumpIndex, which hands out every block hash) must carry
+// `authorization: Bearer <token>` metadata. Other reads stay open so
+// dashboards and health probes need no secret, unless --auth-reads.
 import { timingSafeEqual } from "node:crypto";
 import { type Metadata, type UntypedServiceImplementation, status } from "@grpc/grpc-js";
 
-/** Handler names (grpc-js local names) that change state. FindBestWorker does when it records a request_id. */
+/** Handler names (grpc-js local names) that always change state. */
 export const MUTATING_METHODS = new Set([
   "ingestKvEvents",
   "registerWorker",
@@ -12,8 +13,32 @@ export const MUTATING_METHODS = new Set([
   "deregisterWorker",
   "free",
   "markPrefillCompleted",
-  "findBestWorker",
 ]);
+
+export interface TokenPolicy {
+  /** Approximate mode (--no-kv-events): every FindBestWorker records its prompt in the index. */
+  approximate: boolean;
+  /** --auth-reads: ListWorkers and FindBestWorker explain need the token too. */
+  authReads: boolean;
+}
+
+export const OPEN_READS: TokenPolicy = { approximate: false, authReads: false };
+
+/**
+ * Whether a call needs the token. State changes always do, whatever field
+ * makes them one; DumpIndex does too (it hands out every block hash, and each
+ * one costs the server a full walk of the index); other reads only with --auth-reads.
+ */
+export function needsToken(method: string, request: { requestId?: string; explain?: boolean } | undefined, policy: TokenPolicy): boolean {
+  if (MUTATING_METHODS.has(method) || method === "dumpIndex") return true;
+  if (method === "findBestWorker") {
+    if (policy.approximate || Boolean(request?.requestId)) return true; // records the prompt or the request
+    return policy.authReads && Boolean(request?.explain); // explain tells which worker caches a prompt
+  }
+  // The scorer API (/query, /query_by_hash) tells which worker caches a prompt, as explain does.
+  if (method === "listWorkers" || method === "scorerQuery") return policy.authReads;
+  return false;
+}
 
 function presentedToken(authorization: unknown): string | undefined {
   if (typeof authorization !== "string") return undefined;
@@ -27,23 +52,22 @@ function sameSecret(a: string, b: string): boolean {
   return x.length === y.length && timingSafeEqual(x, y);
 }
 
-/** Wraps the mutating handlers so they refuse calls without the right token (UNAUTHENTICATED). */
+/** Wraps the handlers so calls that need the token (needsToken) refuse without it (UNAUTHENTICATED). */
 export function requireToken(
   handlers: UntypedServiceImplementation,
   token: string,
   onRefused: (method: string) => void,
+  policy: TokenPolicy = OPEN_READS,
 ): UntypedServiceImplementation {
   const wrapped: UntypedServiceImplementation = {};
   for (const [name, handler] of Object.entries(handlers)) {
-    if (!MUTATING_METHODS.has(name)) {
-      wrapped[name] = handler;
-      continue;
-    }
-    wrapped[name] = ((call: { metadata: Metadata; request?: { requestId?: string } }, callback?: Function) => {
-      const refused = tokenRefusal(name, call.request, call.metadata.get("authorization")[0], token);
+    wrapped[name] = ((call: { metadata: Metadata; request?: { requestId?: string; explain?: boolean }; emit?: Function }, callback?: Function) => {
+      const refused = tokenRefusal(name, call.request, call.metadata.get("authorization")[0], token, policy);
       if (refused === undefined) return (handler as Function)(call, callback);
       onRefused(name);
-      callback!({ code: status.UNAUTHENTICATED, details: refused });
+      // Server-streaming calls (DumpIndex) have no callback: fail the stream.
+      if (callback) callback({ code: status.UNAUTHENTICATED, details: refused });
+      else call.emit!("error", { code: status.UNAUTHENTICATED, details: refused });
     }) as never;
   }
   return wrapped;
@@ -55,16 +79,15 @@ export function requireToken(
  */
 export function tokenRefusal(
   method: string,
-  request: { requestId?: string } | undefined,
+  request: { requestId?: string; explain?: boolean } | undefined,
   authorization: unknown,
   token: string,
+  policy: TokenPolicy = OPEN_READS,
 ): string | undefined {
-  if (!MUTATING_METHODS.has(method)) return undefined;
-  // A FindBestWorker without request_id is a pure query: no token needed.
-  if (method === "findBestWorker" && !request?.requestId) return undefined;
+  if (!needsToken(method, request, policy)) return undefined;
   const presented = presentedToken(authorization);
   if (presented !== undefined && sameSecret(presented, token)) return undefined;
   return presented === undefined
-    ? "this call changes router state and needs 'authorization: Bearer <token>' metadata"
+    ? "this call needs 'authorization: Bearer <token>' metadata (it changes router state, dumps the index, or --auth-reads is on)"
     : "the bearer token does not match the router's --auth-token";
 }

@@ -48,7 +48,6 @@ const TO_WIRE_TIER: Record<StorageTier, WireTier> = {
   external: WireTier.EXTERNAL,
 };
 
-/** Converts and validates one wire event; throws RouterError("invalid_argument") naming the field. */
 /** A stored block whose token count is not the router's block size (the engine runs another --block-size). */
 export class BlockSizeMismatchError extends RouterError {
   constructor(
@@ -61,7 +60,11 @@ export class BlockSizeMismatchError extends RouterError {
   }
 }
 
-export function toIndexEvent(event: KvEvent, blockSize: number, where: string): IndexEvent {
+/**
+ * Converts and validates one wire event; throws RouterError("invalid_argument") naming the field.
+ * `restore`: the event comes from DumpIndex and may state its blocks' sequence hashes.
+ */
+export function toIndexEvent(event: KvEvent, blockSize: number, where: string, restore = false): IndexEvent {
   const at = `${where} (worker ${event.workerId} dp_rank ${event.dpRank} event_id ${event.eventId})`;
   const tier = FROM_WIRE_TIER.get(event.storageTier);
   if (tier === undefined) {
@@ -77,6 +80,13 @@ export function toIndexEvent(event: KvEvent, blockSize: number, where: string): 
       const stored = data.value;
       if (stored.blocks.length === 0) throw new RouterError("invalid_argument", `${at}: stored.blocks is empty`);
       const seed = localHashSeed(stored.loraName, stored.cacheNamespace);
+      const stated = stored.blocks.filter((b) => b.sequenceHash !== undefined).length;
+      if (stated > 0 && !restore) {
+        throw new RouterError("invalid_argument", `${at}: stored.blocks[].sequence_hash is only accepted with restore = true (DumpIndex output)`);
+      }
+      if (stated > 0 && stated < stored.blocks.length) {
+        throw new RouterError("invalid_argument", `${at}: sequence_hash is set on ${stated} of ${stored.blocks.length} blocks; set it on all or none`);
+      }
       const blocks: StoredBlockData[] = stored.blocks.map((b, j) => {
         const hasTokens = b.tokenIds.length > 0;
         if (hasTokens === (b.tokensHash !== undefined)) {
@@ -85,7 +95,14 @@ export function toIndexEvent(event: KvEvent, blockSize: number, where: string): 
             `${at}: stored.blocks[${j}] must set exactly one of token_ids or tokens_hash (${hasTokens ? "both" : "neither"} set)`,
           );
         }
-        if (!hasTokens) return { externalHash: b.blockHash, localHash: b.tokensHash! };
+        if (b.sequenceHash !== undefined && hasTokens) {
+          throw new RouterError("invalid_argument", `${at}: stored.blocks[${j}] sets sequence_hash with token_ids; it goes with tokens_hash`);
+        }
+        if (!hasTokens) {
+          const block: StoredBlockData = { externalHash: b.blockHash, localHash: b.tokensHash! };
+          if (b.sequenceHash !== undefined) block.sequenceHash = b.sequenceHash;
+          return block;
+        }
         if (b.tokenIds.length !== blockSize) {
           throw new BlockSizeMismatchError(
             `${at}: stored.blocks[${j}] has ${b.tokenIds.length} token ids but the router's block size is ${blockSize}; ` +
@@ -116,7 +133,7 @@ export function toIndexEvent(event: KvEvent, blockSize: number, where: string): 
 export function decodeIngestRequest(bytes: Uint8Array, blockSize: number, where: string): { events: IndexEvent[]; restore: boolean } {
   const req = decodeRequest(IngestKvEventsRequestSchema, bytes);
   if (req instanceof MalformedRequest) throw new RouterError("invalid_argument", `${where}: ${req.reason}`);
-  return { events: req.events.map((e, i) => toIndexEvent(e, blockSize, `${where} events[${i}]`)), restore: req.restore };
+  return { events: req.events.map((e, i) => toIndexEvent(e, blockSize, `${where} events[${i}]`, req.restore)), restore: req.restore };
 }
 
 export function toWireEvent(event: IndexEvent): KvEvent {
@@ -134,7 +151,7 @@ export function toWireEvent(event: IndexEvent): KvEvent {
           case: "stored",
           value: {
             parentBlockHash: event.parentHash,
-            blocks: event.blocks.map((b) => ({ blockHash: b.externalHash, tokensHash: b.localHash })),
+            blocks: event.blocks.map((b) => ({ blockHash: b.externalHash, tokensHash: b.localHash, sequenceHash: b.sequenceHash })),
           },
         },
       });

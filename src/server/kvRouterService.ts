@@ -50,7 +50,12 @@ import { BlockSizeMismatchError, decodeIngestRequest, toTokenArray, toWireEvent,
 export interface ServiceLimits {
   /** Most token ids accepted in one FindBestWorker request. */
   maxTokens: number;
+  /** Most DumpIndex calls streaming at once (--max-concurrent-dumps). */
+  maxConcurrentDumps?: number;
 }
+
+/** Default of --max-concurrent-dumps: each dump walks the whole index. */
+export const DEFAULT_MAX_CONCURRENT_DUMPS = 2;
 
 /** Longest request id accepted: ids are kept in memory while the request is active. */
 export const MAX_REQUEST_ID_LENGTH = 1024;
@@ -135,6 +140,9 @@ export function kvRouterMethods(router: KvRouter, metrics: RouterMetrics, limits
         invalid(`token_ids has ${req.tokenIds.length} tokens; the limit is ${limits.maxTokens} (--max-tokens)`);
       }
       if (req.requestId.length > MAX_REQUEST_ID_LENGTH) requireRequestId(req.requestId);
+      if (req.allowedWorkers.length > router.maxAllowedWorkers) {
+        invalid(`allowed_workers has ${req.allowedWorkers.length} entries; at most ${router.maxAllowedWorkers} (--max-worker-ranks) are accepted`);
+      }
       const decision = router.findBestWorker({
         tokens: toTokenArray(req.tokenIds),
         requestId: req.requestId || undefined,
@@ -231,7 +239,13 @@ const MAX_IN_FLIGHT = 16;
 const MAX_IN_FLIGHT_BYTES = 64 * 1024 * 1024;
 
 /** `pool`: decoder threads for IngestKvEvents (undefined: decode on this thread). */
-export function kvRouterHandlers(router: KvRouter, metrics: RouterMetrics, methods: UnaryMethods, pool?: IngestPool): UntypedServiceImplementation {
+export function kvRouterHandlers(
+  router: KvRouter,
+  metrics: RouterMetrics,
+  methods: UnaryMethods,
+  limits: Pick<ServiceLimits, "maxConcurrentDumps">,
+  pool?: IngestPool,
+): UntypedServiceImplementation {
   const unary =
     <Req, Res>(local: keyof UnaryMethods) =>
     (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => {
@@ -258,6 +272,8 @@ export function kvRouterHandlers(router: KvRouter, metrics: RouterMetrics, metho
     });
   };
   const ingestDecoder = new IngestDecoder(blockSize);
+  const maxDumps = limits.maxConcurrentDumps ?? DEFAULT_MAX_CONCURRENT_DUMPS;
+  let dumpsRunning = 0;
 
   /**
    * One IngestKvEvents message as a flat batch: the hot-path decoder, or
@@ -300,23 +316,23 @@ export function kvRouterHandlers(router: KvRouter, metrics: RouterMetrics, metho
       let rejected = false;
       const apply = (where: string, decode: () => Decoded) => {
         if (rejected) return;
-        let decoded: Decoded;
         try {
-          decoded = decode();
+          const decoded = decode();
+          // The index refuses a message it has no worker slots for before applying any of it.
+          const summary =
+            "events" in decoded ? router.applyEvents(decoded.events, decoded.restore) : router.applyEventBatch(decoded.batch, decoded.restore);
+          total.applied += BigInt(summary.applied);
+          total.rejected += BigInt(summary.rejected);
+          for (const r of summary.rejections) if (total.rejections.length < 100) total.rejections.push(r);
         } catch (err) {
           rejected = true;
           metrics.events.inc({ outcome: "invalid" });
           if (err instanceof BlockSizeMismatchError) warnBlockSizeOnce(err, blockSize);
           const f = failure("IngestKvEvents", err);
+          if (!f.details.startsWith(where)) f.details = `${where}: ${f.details}`;
           f.details += `; ${total.applied} events applied before this message`;
           finish(f);
-          return;
         }
-        const summary =
-          "events" in decoded ? router.applyEvents(decoded.events, decoded.restore) : router.applyEventBatch(decoded.batch, decoded.restore);
-        total.applied += BigInt(summary.applied);
-        total.rejected += BigInt(summary.rejected);
-        for (const r of summary.rejections) if (total.rejections.length < 100) total.rejections.push(r);
       };
       // With decoder threads, messages decode in parallel and apply in stream
       // order; a stream with too many messages in flight is paused.
@@ -366,20 +382,60 @@ export function kvRouterHandlers(router: KvRouter, metrics: RouterMetrics, metho
 
     dumpIndex: async (call: ServerWritableStream<unknown, unknown>) => {
       const stop = metrics.requestDuration.startTimer({ method: "DumpIndex" });
+      const refuse = (code: status, details: string) => {
+        stop({ code: status[code] });
+        call.emit("error", { code, details });
+      };
       if (call.request instanceof MalformedRequest) {
         metrics.invalidRequests.inc({ method: "DumpIndex" });
-        stop({ code: "INVALID_ARGUMENT" });
-        call.emit("error", { code: status.INVALID_ARGUMENT, details: call.request.reason });
+        refuse(status.INVALID_ARGUMENT, call.request.reason);
         return;
       }
-      // Snapshot synchronously so the dump is one consistent state.
-      const events = Array.from(router.dump(), toWireEvent);
-      for (let i = 0; i < events.length && !call.cancelled; i += DUMP_BATCH) {
-        const more = call.write(create(DumpIndexResponseSchema, { events: events.slice(i, i + DUMP_BATCH) }));
-        if (!more) await new Promise((resolve) => call.once("drain", resolve));
+      if (dumpsRunning >= maxDumps) {
+        refuse(status.RESOURCE_EXHAUSTED, `${dumpsRunning} DumpIndex calls are streaming; the limit is ${maxDumps} (--max-concurrent-dumps)`);
+        return;
       }
-      call.end();
-      stop({ code: "OK" });
+      dumpsRunning++;
+      try {
+        // Streamed with back-pressure: the next batch is built only once the
+        // previous one was taken by the transport, so a slow (or stalled)
+        // reader holds one batch and one worker's packed entries, never the
+        // whole index. Each worker's entries are consistent with its cursor.
+        let batch: ReturnType<typeof toWireEvent>[] = [];
+        for (const event of router.dump()) {
+          batch.push(toWireEvent(event));
+          if (batch.length < DUMP_BATCH) continue;
+          if (!(await writeInTurn(call, create(DumpIndexResponseSchema, { events: batch })))) break;
+          batch = [];
+        }
+        if (!call.cancelled && batch.length > 0) await writeInTurn(call, create(DumpIndexResponseSchema, { events: batch }));
+        if (!call.cancelled) call.end();
+        stop({ code: call.cancelled ? "CANCELLED" : "OK" });
+      } catch (err) {
+        const { code, details } = failure("DumpIndex", err);
+        refuse(code, details);
+      } finally {
+        dumpsRunning--;
+      }
     },
   };
+}
+
+/** Writes one message; resolves once the transport wants more (true) or the call is gone (false). */
+function writeInTurn(call: ServerWritableStream<unknown, unknown>, message: unknown): Promise<boolean> {
+  if (call.cancelled) return Promise.resolve(false);
+  if (call.write(message)) return Promise.resolve(true);
+  return new Promise((resolve) => {
+    const done = (more: boolean) => () => {
+      call.off("drain", onDrain);
+      call.off("cancelled", onGone);
+      call.off("close", onGone);
+      resolve(more && !call.cancelled);
+    };
+    const onDrain = done(true);
+    const onGone = done(false);
+    call.once("drain", onDrain);
+    call.once("cancelled", onGone);
+    call.once("close", onGone);
+  });
 }

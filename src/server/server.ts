@@ -17,7 +17,7 @@ import { log } from "../util/log.js";
 import { seededRandom } from "../util/random.js";
 import { fileDescriptorSet, serviceDefinition } from "./grpcGlue.js";
 import { IngestPool } from "./ingestPool.js";
-import { requireToken } from "./auth.js";
+import { requireToken, tokenRefusal } from "./auth.js";
 import { kvRouterHandlers, kvRouterMethods } from "./kvRouterService.js";
 import { ListenError, SourceStartError } from "./startupErrors.js";
 import type { RunningHttpApi } from "../http/httpServer.js";
@@ -69,6 +69,12 @@ export interface ServerOptions {
   metricsMaxWorkers?: number;
   /** Threads decoding IngestKvEvents messages; 0 or undefined = the main thread. */
   ingestThreads?: number;
+  /** Most (worker, dp_rank) pairs the index (and the registry) hold; default 65,536. */
+  maxWorkerRanks?: number;
+  /** Most DumpIndex calls streaming at once; default 2. */
+  maxConcurrentDumps?: number;
+  /** With authToken: DumpIndex, ListWorkers and explain need the token too. */
+  authReads?: boolean;
 }
 
 /** Room for 1M-token prompts and large event batches. */
@@ -98,8 +104,13 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const gateway = opts.httpPort !== undefined || opts.eppPort !== undefined;
   const models = gateway ? new (await import("../gateway/models.js")).ModelCatalog(opts.models ?? { tokenizers: [], loraAdapters: [] }) : undefined;
   const metrics = new RouterMetrics(opts.processMetrics ?? true, opts.metricsMaxWorkers);
-  const compact = await CompactIndex.create({ shards: opts.indexerShards ?? 0, maxBlocks: opts.maxBlocks || undefined });
+  const compact = await CompactIndex.create({
+    shards: opts.indexerShards ?? 0,
+    maxBlocks: opts.maxBlocks || undefined,
+    maxWorkerRanks: opts.maxWorkerRanks,
+  });
   metrics.sources.indexEvictions = () => compact.evictionCount;
+  metrics.sources.indexBytes = () => compact.stats().arrayBytes;
   const index = new MeteredIndex(compact, metrics);
   const random = opts.seed === undefined ? Math.random : seededRandom(opts.seed);
   const router = new KvRouter(opts.router, index, random);
@@ -117,9 +128,10 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
         throw err;
       })
     : undefined;
-  let handlers = kvRouterHandlers(router, metrics, methods, pool);
+  let handlers = kvRouterHandlers(router, metrics, methods, { maxConcurrentDumps: opts.maxConcurrentDumps }, pool);
+  const tokenPolicy = { approximate: !opts.router.useKvEvents, authReads: opts.authReads ?? false };
   if (opts.authToken) {
-    handlers = requireToken(handlers, opts.authToken, (method) => metrics.unauthenticated.inc({ method }));
+    handlers = requireToken(handlers, opts.authToken, (method) => metrics.unauthenticated.inc({ method }), tokenPolicy);
   }
   // IngestKvEvents decodes its own bytes (kvRouterService.ts: the hot-path decoder).
   server.addService(serviceDefinition(KvRouterService, ["ingestKvEvents"]), handlers);
@@ -167,11 +179,14 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
         modelProblem: (m: string) => models!.problem(m),
         maxTokens: opts.maxTokens,
         maxBodyBytes,
+        authRefusal: opts.authToken
+          ? (authorization: string | undefined) => tokenRefusal("scorerQuery", undefined, authorization, opts.authToken!, tokenPolicy)
+          : undefined,
       };
       httpApi = await startHttpApi({
         host: opts.host,
         port: opts.httpPort,
-        routes: connectRoutes(methods, metrics, opts.authToken),
+        routes: connectRoutes(methods, metrics, opts.authToken, tokenPolicy),
         notReady,
         maxBodyBytes: opts.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES,
         paths: {

@@ -9,6 +9,7 @@
 import { decode as msgpackDecode, encode as msgpackEncode } from "@msgpack/msgpack";
 import { parse as losslessParse, stringify as losslessStringify } from "lossless-json";
 import type { ClearScope, IndexEvent, StorageTier } from "../indexer/types.js";
+import { MAX_NESTING_DEPTH, jsonDepth, valueDepth } from "../util/nesting.js";
 
 export class DecodeError extends Error {}
 
@@ -18,8 +19,10 @@ function parseNumber(text: string): bigint | number {
   return /^-?\d+$/.test(text) ? BigInt(text) : Number(text);
 }
 
-/** JSON with every integer as a bigint (u64 hashes exceed 2^53). */
+/** JSON with every integer as a bigint (u64 hashes exceed 2^53); DecodeError past MAX_NESTING_DEPTH. */
 export function parseJsonLossless(text: string): unknown {
+  // lossless-json parses recursively: refuse deep nesting before it overflows the stack.
+  if (jsonDepth(text) > MAX_NESTING_DEPTH) throw new DecodeError(`JSON nested deeper than ${MAX_NESTING_DEPTH} levels`);
   return losslessParse(text, undefined, parseNumber);
 }
 
@@ -29,8 +32,11 @@ export function stringifyJson(value: unknown): string {
 
 const MSGPACK_OPTS = { useBigInt64: true } as const;
 
+/** MessagePack to a value; DecodeError past MAX_NESTING_DEPTH (the decoder is iterative, so checking after is safe). */
 export function decodeMsgpack(bytes: Uint8Array): unknown {
-  return msgpackDecode(bytes, MSGPACK_OPTS);
+  const value = msgpackDecode(bytes, MSGPACK_OPTS);
+  if (valueDepth(value) > MAX_NESTING_DEPTH) throw new DecodeError(`nested deeper than ${MAX_NESTING_DEPTH} levels`);
+  return value;
 }
 
 export function encodeMsgpack(value: unknown): Uint8Array {
@@ -62,8 +68,14 @@ function describe(v: unknown): string {
   if (v === undefined) return "nothing (field missing)";
   if (v === null) return "null";
   if (typeof v === "bigint") return `${v}`;
-  // Nested bigints (a list where a hash belongs) must not make the error message itself throw.
-  const s = JSON.stringify(v, (_k, x) => (typeof x === "bigint" ? x.toString() : x));
+  // Nested bigints (a list where a hash belongs) or deep nesting must not make the error message itself throw.
+  if (valueDepth(v, 4) > 4) return Array.isArray(v) ? "a deeply nested list" : "a deeply nested value";
+  let s: string | undefined;
+  try {
+    s = JSON.stringify(v, (_k, x) => (typeof x === "bigint" ? x.toString() : x));
+  } catch {
+    return typeof v;
+  }
   return s === undefined ? typeof v : s.length > 60 ? s.slice(0, 60) + "…" : s;
 }
 
@@ -78,8 +90,12 @@ export type DecodedRouterEvent =
 
 type Domain = "worker" | "cache_owner" | undefined;
 
-/** Decodes one RouterEvent object (already parsed from JSON or MessagePack). */
-export function decodeRouterEvent(value: unknown): DecodedRouterEvent {
+/**
+ * Decodes one RouterEvent object (already parsed from JSON or MessagePack).
+ * `snapshot`: it comes from our own snapshot, whose blocks also state their
+ * `sequence_hash` (restored exactly; ignored anywhere else).
+ */
+export function decodeRouterEvent(value: unknown, snapshot = false): DecodedRouterEvent {
   if (!isObject(value)) throw new DecodeError(`RouterEvent: expected an object, got ${describe(value)}`);
   const workerId = u64(value.worker_id, "worker_id");
   if (!isObject(value.event)) throw new DecodeError(`event: expected an object, got ${describe(value.event)}`);
@@ -124,7 +140,8 @@ export function decodeRouterEvent(value: unknown): DecodedRouterEvent {
     const blocks = st.blocks.map((b: unknown, i: number) => {
       const p = `event.data.stored.blocks[${i}]`;
       if (!isObject(b)) throw new DecodeError(`${p}: expected an object, got ${describe(b)}`);
-      return { externalHash: u64(b.block_hash, `${p}.block_hash`), localHash: u64(b.tokens_hash, `${p}.tokens_hash`) };
+      const block = { externalHash: u64(b.block_hash, `${p}.block_hash`), localHash: u64(b.tokens_hash, `${p}.tokens_hash`) };
+      return snapshot && b.sequence_hash !== undefined ? { ...block, sequenceHash: u64(b.sequence_hash, `${p}.sequence_hash`) } : block;
     });
     const parent = st.parent_hash === undefined || st.parent_hash === null ? undefined : u64(st.parent_hash, "event.data.stored.parent_hash");
     if (domain === "cache_owner") return cacheOwned();
@@ -160,7 +177,12 @@ export function toRouterEvent(e: IndexEvent): Record<string, unknown> {
       data = {
         stored: {
           parent_hash: e.parentHash ?? null,
-          blocks: e.blocks.map((b) => ({ block_hash: b.externalHash, tokens_hash: b.localHash })),
+          // sequence_hash only in our own snapshots (dumped blocks state it).
+          blocks: e.blocks.map((b) =>
+            b.sequenceHash === undefined
+              ? { block_hash: b.externalHash, tokens_hash: b.localHash }
+              : { block_hash: b.externalHash, tokens_hash: b.localHash, sequence_hash: b.sequenceHash },
+          ),
         },
       };
       break;
@@ -181,10 +203,16 @@ export function toRouterEvent(e: IndexEvent): Record<string, unknown> {
 /** Parses a JetStream message body: one RouterEvent, or (our extension) a list of them. */
 export function parseJsonEvents(bytes: Uint8Array): unknown[] {
   let value: unknown;
+  let text: string;
   try {
-    value = parseJsonLossless(new TextDecoder("utf-8", { fatal: true }).decode(bytes));
+    text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
   } catch (err) {
-    throw new DecodeError(`not JSON: ${(err as Error).message}`);
+    throw new DecodeError(`not UTF-8 JSON: ${(err as Error).message}`);
+  }
+  try {
+    value = parseJsonLossless(text);
+  } catch (err) {
+    throw err instanceof DecodeError ? err : new DecodeError(`not JSON: ${(err as Error).message}`);
   }
   return Array.isArray(value) ? value : [value];
 }
@@ -213,4 +241,22 @@ export function parseEventPlane(bytes: Uint8Array): unknown[] {
     throw new DecodeError(`envelope.payload: not MessagePack: ${(err as Error).message}`);
   }
   return Array.isArray(inner) ? inner : [inner];
+}
+
+/** A RouterEvent decodeRouterEvent() left out (unknown tier, cache-owner blocks, ...). */
+export type SkippedRouterEvent = Extract<DecodedRouterEvent, { kind: "skipped" }>;
+
+/**
+ * The events of one event-plane message (parseEventPlane + decodeRouterEvent),
+ * telling `onSkip` about each one left out. Any throw means the message is
+ * poison: callers count and skip it whole.
+ */
+export function eventPlaneEvents(bytes: Uint8Array, onSkip: (skipped: SkippedRouterEvent) => void): IndexEvent[] {
+  const events: IndexEvent[] = [];
+  for (const v of parseEventPlane(bytes)) {
+    const d = decodeRouterEvent(v);
+    if (d.kind === "event") events.push(d.event);
+    else onSkip(d);
+  }
+  return events;
 }

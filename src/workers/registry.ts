@@ -11,11 +11,14 @@ export interface Registration {
 
 export class WorkerRegistry {
   private readonly leases = new Map<bigint, Registration>();
+  /** (worker, dp_rank) pairs over all leases. */
+  pairCount = 0;
 
   constructor(private readonly now: () => number = Date.now) {}
 
   register(workerId: bigint, dpRanks: number[], ttlMs: number): Registration {
     const reg: Registration = { workerId, dpRanks, ttlMs, expiresAt: this.now() + ttlMs };
+    this.pairCount += dpRanks.length - (this.leases.get(workerId)?.dpRanks.length ?? 0);
     this.leases.set(workerId, reg);
     return reg;
   }
@@ -28,6 +31,7 @@ export class WorkerRegistry {
   }
 
   deregister(workerId: bigint): boolean {
+    this.pairCount -= this.leases.get(workerId)?.dpRanks.length ?? 0;
     return this.leases.delete(workerId);
   }
 
@@ -44,7 +48,7 @@ export class WorkerRegistry {
     const now = this.now();
     const expired: bigint[] = [];
     for (const reg of this.leases.values()) if (reg.expiresAt <= now) expired.push(reg.workerId);
-    for (const id of expired) this.leases.delete(id);
+    for (const id of expired) this.deregister(id);
     return expired;
   }
 }

@@ -205,7 +205,7 @@ export function canonicalDump(events: Iterable<IndexEvent>): string[] {
     if (e.kind === "stored") {
       let parent = e.parentHash;
       for (const b of e.blocks) {
-        lines.push(`${w} ${parent ?? "-"}>${b.externalHash}=${b.localHash}`);
+        lines.push(`${w} ${parent ?? "-"}>${b.externalHash}=${b.localHash}${b.sequenceHash === undefined ? "" : `~${b.sequenceHash}`}`);
         parent = b.externalHash;
       }
     } else lines.push(`${w} ${e.kind}`);

@@ -11,9 +11,11 @@ import { mirroredCounter } from "../../metrics/mirrored.js";
 import type { ChannelObserver, DynamoDiscovery } from "../../discovery/dynamoDiscovery.js";
 import { type EventChannel, KV_EVENTS_TOPIC } from "../../discovery/dynamoRecords.js";
 import type { IndexEvent } from "../../indexer/types.js";
-import { DecodeError, decodeRouterEvent, parseEventPlane } from "../routerEventCodec.js";
+import { DecodeError, eventPlaneEvents } from "../routerEventCodec.js";
 import type { KvRouter } from "../../router/router.js";
 import { log } from "../../util/log.js";
+import { LogOnce } from "../../util/logOnce.js";
+import { subscriberRoomProblem, zmqContext } from "../zmq/sockets.js";
 import type { EventSource, EventSourceContext } from "../eventSource.js";
 
 /** Dynamo's frame.rs FRAME_VERSION and FRAME_HEADER_SIZE (u8 version, u32 big-endian payload length). */
@@ -55,9 +57,10 @@ interface Publisher {
 
 export class DynamoZmqEventPlane implements EventSource, ChannelObserver {
   readonly name = "dynamo-zmq";
-  readonly stats = { applied: 0, malformed: 0, gaps: 0, otherTier: 0 };
+  /** refused: messages the router refused whole (e.g. past --max-worker-ranks); unfollowed: publishers with no socket to spare. */
+  readonly stats = { applied: 0, malformed: 0, gaps: 0, otherTier: 0, refused: 0, unfollowed: 0 };
   private readonly publishers = new Map<string, Publisher>();
-  private readonly loggedErrors = new Set<string>();
+  private readonly loggedErrors = new LogOnce();
   private router: KvRouter | undefined;
   private stopped = false;
 
@@ -87,7 +90,14 @@ export class DynamoZmqEventPlane implements EventSource, ChannelObserver {
       return;
     }
     if (this.publishers.has(key)) return;
-    const sub = new zmq.Subscriber({ maxMessageSize: MAX_MESSAGE_BYTES, linger: 0, receiveHighWaterMark: 100_000 });
+    // The engine subscribers' context (its socket limit follows the process's file limit), and room checked first.
+    const full = subscriberRoomProblem(this.publishers.size, undefined);
+    if (full !== undefined) {
+      this.stats.unfollowed++;
+      this.warnOnce(`room:${key}`, "announced KV event publisher not followed: no socket to spare", { key, endpoint: channel.transport.endpoint, reason: full });
+      return;
+    }
+    const sub = new zmq.Subscriber({ context: zmqContext(), maxMessageSize: MAX_MESSAGE_BYTES, linger: 0, receiveHighWaterMark: 100_000 });
     try {
       sub.connect(channel.transport.endpoint);
     } catch (err) {
@@ -134,31 +144,32 @@ export class DynamoZmqEventPlane implements EventSource, ChannelObserver {
   }
 
   private onMessage(p: Publisher, frames: Buffer[]): void {
-    const events: IndexEvent[] = [];
+    let events: IndexEvent[];
     let msg: EventPlaneMessage;
     try {
       msg = decodeEventPlaneMessage(frames);
-      for (const value of parseEventPlane(msg.envelope)) {
-        const d = decodeRouterEvent(value);
-        if (d.kind === "event") events.push(d.event);
-        else this.stats.otherTier++;
-      }
+      events = eventPlaneEvents(msg.envelope, () => this.stats.otherTier++);
     } catch (err) {
-      if (!(err instanceof DecodeError)) throw err;
+      // Any throw from a decoder is poison: counted, logged once per kind, skipped.
       this.stats.malformed++;
-      this.warnOnce(`decode:${err.message}`, "malformed Dynamo event-plane message skipped", { endpoint: p.channel.transport, error: err.message });
+      const error = err instanceof DecodeError ? err.message : String(err);
+      this.warnOnce(`decode:${error.slice(0, 80)}`, "malformed Dynamo event-plane message skipped", { endpoint: p.channel.transport, error });
       return;
     }
     // Dynamo's event plane is best effort (no replay): a jump in a publisher's sequence is counted.
     if (p.lastSequence !== undefined && msg.sequence > p.lastSequence + 1n) this.stats.gaps++;
     p.lastSequence = msg.sequence;
-    this.stats.applied += this.router!.applyEvents(events).applied;
+    try {
+      this.stats.applied += this.router!.applyEvents(events).applied;
+    } catch (err) {
+      this.stats.refused++;
+      const error = (err as Error)?.message ?? String(err);
+      this.warnOnce(`refused:${error.slice(0, 80)}`, "Dynamo event-plane message refused and skipped", { endpoint: p.channel.transport, error });
+    }
   }
 
   private warnOnce(topic: string, message: string, fields: Record<string, unknown>): void {
-    if (this.loggedErrors.size >= 1000 || this.loggedErrors.has(topic)) return;
-    this.loggedErrors.add(topic);
-    log.warn(`${message} (logged once)`, fields);
+    this.loggedErrors.log(topic, `${message} (logged once)`, fields);
   }
 
   private registerMetrics(registry: Registry): void {
@@ -174,9 +185,16 @@ export class DynamoZmqEventPlane implements EventSource, ChannelObserver {
     mirroredCounter(
       registry,
       "kvrouter_dynamo_zmq_messages_total",
-      "Dynamo ZMQ event-plane results: applied (events), malformed (messages skipped), gap (sequence jumps), other_tier (events not indexed)",
+      "Dynamo ZMQ event-plane results: applied (events), malformed (messages skipped), refused (messages the router refused whole), gap (sequence jumps), other_tier (events not indexed), unfollowed (publishers with no socket to spare)",
       "outcome",
-      { applied: () => plane.stats.applied, malformed: () => plane.stats.malformed, gap: () => plane.stats.gaps, other_tier: () => plane.stats.otherTier },
+      {
+        applied: () => plane.stats.applied,
+        malformed: () => plane.stats.malformed,
+        refused: () => plane.stats.refused,
+        gap: () => plane.stats.gaps,
+        other_tier: () => plane.stats.otherTier,
+        unfollowed: () => plane.stats.unfollowed,
+      },
     );
   }
 }

@@ -22,6 +22,7 @@ import { whileClusterForms } from "../../nats/connection.js";
 import type { NatsNames } from "../../nats/names.js";
 import { DecodeError, decodeRouterEvent, parseJsonEvents, workerIdOf } from "../routerEventCodec.js";
 import { SkipCounter } from "../skipCounter.js";
+import { LogOnce } from "../../util/logOnce.js";
 
 export interface IngestStats {
   /** Messages read (delivered or fetched to fill a gap), redeliveries aside. */
@@ -32,6 +33,8 @@ export interface IngestStats {
   malformed: number;
   /** Messages with at least one undecodable event (their good events still apply). */
   malformedMessages: number;
+  /** Well-formed messages the router refused whole (e.g. no index slot left for their workers). */
+  refused: number;
   gapFilled: number;
   duplicates: number;
 }
@@ -70,6 +73,7 @@ export class StreamIngest {
     rejected: 0,
     malformed: 0,
     malformedMessages: 0,
+    refused: 0,
     gapFilled: 0,
     duplicates: 0,
   };
@@ -80,7 +84,8 @@ export class StreamIngest {
   private stopped = false;
   private messages: ConsumerMessages | undefined;
   private loop: Promise<void> | undefined;
-  private readonly loggedWorkers = new Set<string>();
+  private readonly loggedWorkers = new LogOnce();
+  private readonly loggedRefusals = new LogOnce();
   private router: KvRouter | undefined;
   private unacked = 0;
 
@@ -227,26 +232,34 @@ export class StreamIngest {
         if (d.kind === "event") events.push(d.event);
         else this.skips.skip(d.workerId, d.reason, d.detail);
       } catch (err) {
-        if (!(err instanceof DecodeError)) throw err;
+        // Any throw from a decoder is a poison message: counted, logged once, acked (never retried).
         malformed = true;
-        this.malformed(workerIdOf(v), err);
+        this.malformed(workerIdOf(v), err as Error);
       }
     }
     if (malformed) this.stats.malformedMessages++;
     if (events.length === 0) return;
-    const summary = this.router!.applyEvents(events);
-    this.stats.applied += summary.applied;
-    this.stats.rejected += summary.rejected;
+    try {
+      const summary = this.router!.applyEvents(events);
+      this.stats.applied += summary.applied;
+      this.stats.rejected += summary.rejected;
+    } catch (err) {
+      // Refused whole (nothing applied): skip it, or the consumer would retry it forever.
+      this.stats.refused++;
+      const message = (err as Error)?.message ?? String(err);
+      this.loggedRefusals.log(message.slice(0, 80), "KV event message refused and skipped (logged once per reason)", {
+        stream: this.names.stream,
+        error: message,
+      });
+    }
   }
 
   private malformed(workerId: string, err: Error): void {
     this.stats.malformed++;
-    if (this.loggedWorkers.has(workerId)) return;
-    this.loggedWorkers.add(workerId);
-    log.warn("malformed KV event message skipped (logged once per worker)", {
+    this.loggedWorkers.log(workerId, "malformed KV event message skipped (logged once per worker)", {
       stream: this.names.stream,
       worker_id: workerId,
-      error: err.message,
+      error: err instanceof DecodeError ? err.message : String(err),
     });
   }
 }

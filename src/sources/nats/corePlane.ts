@@ -1,13 +1,15 @@
 // Dynamo's core-NATS event plane: MessagePack envelopes on plain (not
 // durable) subjects, each carrying RouterEvents. Current workers publish on
 // the endpoint-scoped subject, older ones on the component subject; both are
-// read. Undecodable messages are counted and logged once per distinct error;
-// events left out (unknown tier, ...) are counted by reason; the rest apply.
+// read. Undecodable messages (any decoder throw) and messages the router
+// refuses whole are counted and logged once per distinct error; events left
+// out (unknown tier, ...) are counted by reason; the rest apply.
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import type { IndexEvent } from "../../indexer/types.js";
 import type { KvRouter } from "../../router/router.js";
 import { log } from "../../util/log.js";
-import { DecodeError, decodeRouterEvent, parseEventPlane } from "../routerEventCodec.js";
+import { LogOnce } from "../../util/logOnce.js";
+import { DecodeError, eventPlaneEvents } from "../routerEventCodec.js";
 import { SkipCounter } from "../skipCounter.js";
 
 export interface CorePlaneStats {
@@ -17,14 +19,16 @@ export interface CorePlaneStats {
   malformed: number;
   /** Events applied from the decoded messages. */
   applied: number;
+  /** Well-formed messages the router refused whole (e.g. no index slot left for their workers). */
+  refused: number;
 }
 
 export class NatsCorePlane {
-  readonly stats: CorePlaneStats = { messages: 0, malformed: 0, applied: 0 };
+  readonly stats: CorePlaneStats = { messages: 0, malformed: 0, applied: 0, refused: 0 };
   readonly skips: SkipCounter;
   private readonly subs: Subscription[] = [];
   private readonly loops: Promise<void>[] = [];
-  private readonly logged = new Set<string>();
+  private readonly logged = new LogOnce();
 
   constructor(readonly subjects: readonly string[]) {
     this.skips = new SkipCounter({ subjects: subjects.join(",") });
@@ -38,7 +42,7 @@ export class NatsCorePlane {
       this.loops.push(
         (async () => {
           for await (const m of sub) this.handle(subject, m.data, router);
-        })(),
+        })().catch((err) => log.error("event-plane subscription ended", { subject, error: String(err) })),
       );
     }
   }
@@ -49,23 +53,23 @@ export class NatsCorePlane {
   }
 
   private handle(subject: string, data: Uint8Array, router: KvRouter): void {
-    const events: IndexEvent[] = [];
+    let events: IndexEvent[];
     try {
-      for (const v of parseEventPlane(data)) {
-        const d = decodeRouterEvent(v);
-        if (d.kind === "event") events.push(d.event);
-        else this.skips.skip(d.workerId, d.reason, d.detail);
-      }
+      events = eventPlaneEvents(data, (d) => this.skips.skip(d.workerId, d.reason, d.detail));
     } catch (err) {
-      if (!(err instanceof DecodeError)) throw err;
+      // Any throw from a decoder is poison: counted, logged once per kind, skipped.
       this.stats.malformed++;
-      if (!this.logged.has(err.message)) {
-        this.logged.add(err.message);
-        log.warn("malformed event-plane message skipped", { subject, error: err.message });
-      }
+      const error = err instanceof DecodeError ? err.message : String(err);
+      this.logged.log(error.slice(0, 80), "malformed event-plane message skipped", { subject, error });
       return;
     }
-    this.stats.messages++;
-    this.stats.applied += router.applyEvents(events).applied;
+    try {
+      this.stats.applied += router.applyEvents(events).applied;
+      this.stats.messages++;
+    } catch (err) {
+      this.stats.refused++;
+      const error = (err as Error)?.message ?? String(err);
+      this.logged.log(`refused:${error.slice(0, 80)}`, "event-plane message refused and skipped", { subject, error });
+    }
   }
 }

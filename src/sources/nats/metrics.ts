@@ -10,13 +10,13 @@ import type { CorePlaneStats } from "./corePlane.js";
 /** What NATS mode exposes to its metrics (NatsEventSource; an interface so neither imports the other). */
 export interface NatsStatsView {
   ingest?: {
-    stats: { messages: number; malformedMessages: number; gapFilled: number; duplicates: number };
+    stats: { messages: number; malformedMessages: number; refused: number; gapFilled: number; duplicates: number };
     skips: SkipCounter;
     lastAppliedSeq: number;
   };
   readonly eventPlaneStats: CorePlaneStats;
   readonly eventPlaneSkips: SkipCounter;
-  sync?: { stats: { published: number; applied: number; malformed: number; joined: number } };
+  sync?: { stats: { published: number; applied: number; malformed: number; joined: number; dropped: number } };
   snapshotter?: { snapshotsWritten: number };
   restored: { seq: number };
   discovery?: { malformed: number };
@@ -25,11 +25,13 @@ export interface NatsStatsView {
 export function registerNatsMetrics(registry: Registry, src: NatsStatsView): void {
   // Each message is counted once, under one outcome; the sum is every message read.
   mirroredCounter(registry, "kvrouter_nats_messages_total", "NATS KV event messages by path and outcome (each counted once)", "outcome", {
-    stream_applied: () => (src.ingest ? src.ingest.stats.messages - src.ingest.stats.malformedMessages : 0),
+    stream_applied: () => (src.ingest ? src.ingest.stats.messages - src.ingest.stats.malformedMessages - src.ingest.stats.refused : 0),
     stream_malformed: () => src.ingest?.stats.malformedMessages ?? 0,
+    stream_refused: () => src.ingest?.stats.refused ?? 0,
     stream_redelivery_skipped: () => src.ingest?.stats.duplicates ?? 0,
     event_plane_applied: () => src.eventPlaneStats.messages,
     event_plane_malformed: () => src.eventPlaneStats.malformed,
+    event_plane_refused: () => src.eventPlaneStats.refused,
   });
   mirroredTotal(
     registry,
@@ -49,6 +51,7 @@ export function registerNatsMetrics(registry: Registry, src: NatsStatsView): voi
     applied: () => src.sync?.stats.applied ?? 0,
     malformed: () => src.sync?.stats.malformed ?? 0,
     joined: () => src.sync?.stats.joined ?? 0,
+    dropped: () => src.sync?.stats.dropped ?? 0,
   });
   mirroredCounter(registry, "kvrouter_nats_snapshots_total", "Index snapshots written to / restored from the NATS object store", "op", {
     written: () => src.snapshotter?.snapshotsWritten ?? 0,

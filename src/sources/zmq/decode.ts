@@ -5,6 +5,7 @@
 // mid-2026, SGLang's map encoding) a map whose "type" key holds the tag.
 // Field-by-field details and the engines' differences: docs/vllm.md.
 import { decode } from "@msgpack/msgpack";
+import { MAX_NESTING_DEPTH, valueDepth } from "../../util/nesting.js";
 
 export type EngineKind = "vllm" | "sglang";
 
@@ -114,6 +115,8 @@ export function decodeBatch(payload: Uint8Array, engine: EngineKind): EngineBatc
   } catch (err) {
     throw new DecodeError(`payload is not MessagePack: ${(err as Error).message}`);
   }
+  // The decoder is iterative; what walks the value afterwards may not be.
+  if (valueDepth(raw) > MAX_NESTING_DEPTH) throw new DecodeError(`payload is nested deeper than ${MAX_NESTING_DEPTH} levels`);
   let ts: unknown;
   let events: unknown;
   let dpRank: unknown;
@@ -216,7 +219,7 @@ function decodeEvent(tag: string, f: Record<string, unknown>): EngineEvent {
     case "AllBlocksCleared":
       return { type: "AllBlocksCleared" };
     default:
-      throw new DecodeError(`unknown event type ${JSON.stringify(tag)}`);
+      throw new DecodeError(`unknown event type ${typeof tag === "string" ? JSON.stringify(tag) : describe(tag)}`);
   }
 }
 

@@ -88,7 +88,7 @@ export class EngineLoadPoller {
     try {
       const res = await fetch(this.url, { signal: AbortSignal.timeout(Math.max(100, this.intervalMs)) });
       if (!res.ok) throw new Error(`HTTP ${res.status}`);
-      const load = parseEngineLoad(await res.text(), this.worker.dpRank);
+      const load = parseEngineLoad(await boundedText(res, MAX_METRICS_BYTES), this.worker.dpRank);
       if (load === undefined) throw new Error("no queue-depth or KV-usage metric found");
       this.router.extraCost.set(key, this.weights.queue * load.waiting + this.weights.kvUsage * load.kvUsage);
       this.metrics.loadScrapes.inc({ outcome: "ok" });
@@ -101,4 +101,20 @@ export class EngineLoadPoller {
       this.inFlight = false;
     }
   }
+}
+
+/** An engine's /metrics page is ~100 KB; a bigger one is refused, not buffered. */
+const MAX_METRICS_BYTES = 8 * 1024 * 1024;
+
+async function boundedText(res: Response, limit: number): Promise<string> {
+  const declared = Number(res.headers.get("content-length") ?? 0);
+  if (declared > limit) throw new Error(`metrics page is ${declared} bytes; at most ${limit} are read`);
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  for await (const chunk of res.body ?? []) {
+    total += chunk.length;
+    if (total > limit) throw new Error(`metrics page is over ${limit} bytes; at most ${limit} are read`);
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks).toString("utf8");
 }

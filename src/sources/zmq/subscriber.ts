@@ -9,6 +9,7 @@ import { toIndexEvent } from "./convert.js";
 import { DecodeError, END_SEQ, decodeBatch, decodeFrames, decodeSeq, encodeSeq } from "./decode.js";
 import type { ZmqEndpoint } from "./endpoints.js";
 import type { ZmqMetrics } from "./metrics.js";
+import { zmqContext } from "./sockets.js";
 
 export interface SubscriberContext {
   router: KvRouter;
@@ -48,7 +49,12 @@ export class EngineSubscriber {
     private readonly ctx: SubscriberContext,
   ) {
     // A deep queue (vLLM's own PUB high-water mark) keeps the live feed while a replay is in progress.
-    this.sub = new zmq.Subscriber({ maxMessageSize: MAX_MESSAGE_BYTES, linger: 0, receiveHighWaterMark: 100_000 });
+    this.sub = new zmq.Subscriber({
+      context: zmqContext(),
+      maxMessageSize: MAX_MESSAGE_BYTES,
+      linger: 0,
+      receiveHighWaterMark: 100_000,
+    });
     this.ranks.add(spec.dpRank);
   }
 
@@ -161,7 +167,7 @@ export class EngineSubscriber {
    */
   private async replay(from: bigint, upTo: bigint): Promise<ReplayResult> {
     const deadline = Date.now() + this.ctx.replayTimeoutMs;
-    const dealer = new zmq.Dealer({ linger: 0, receiveTimeout: this.ctx.replayTimeoutMs, sendTimeout: this.ctx.replayTimeoutMs });
+    const dealer = new zmq.Dealer({ context: zmqContext(), linger: 0, receiveTimeout: this.ctx.replayTimeoutMs, sendTimeout: this.ctx.replayTimeoutMs });
     this.dealer = dealer;
     let contiguous = true;
     try {
@@ -192,6 +198,10 @@ export class EngineSubscriber {
           continue;
         }
         if (seq === END_SEQ) break;
+        // Only the requested range: what lies at or past upTo comes on the live
+        // feed, and taking it here would move `expected` past live batches,
+        // which would then be dropped as duplicates.
+        if (seq >= upTo) break;
         if (seq < this.expected!) continue;
         if (seq > this.expected!) {
           // The publisher's buffer no longer holds the start of the range.
@@ -251,7 +261,16 @@ export class EngineSubscriber {
       events.push(converted.event);
       if (e.type === "AllBlocksCleared") cleared = true;
     }
-    if (events.length > 0) router.applyEvents(events);
+    if (events.length > 0) {
+      try {
+        router.applyEvents(events);
+      } catch (err) {
+        // Refused whole (e.g. no index slot left for this worker): nothing applied, counted, skipped.
+        metrics.frames.inc({ outcome: "refused" });
+        this.warn("refused", "the router refused a KV event batch", { seq, error: (err as Error)?.message ?? String(err) });
+        return;
+      }
+    }
     metrics.frames.inc({ outcome });
     if (cleared && this.stale) {
       // The engine's cache is empty and so is our view: they agree again.

@@ -10,7 +10,9 @@ import type { EventSource, EventSourceContext } from "../eventSource.js";
 import { EndpointSpecError, type ZmqEndpoint, endpointKey, parseWorkersFile, registeredEndpoints } from "./endpoints.js";
 import { type EngineLoadWeights, EngineLoadPoller } from "./engineLoad.js";
 import { ZmqMetrics } from "./metrics.js";
+import { subscriberRoomProblem } from "./sockets.js";
 import { EngineSubscriber } from "./subscriber.js";
+import { LogOnce } from "../../util/logOnce.js";
 
 export interface ZmqSourceOptions {
   /** Publishers named on the command line. */
@@ -25,9 +27,18 @@ export interface ZmqSourceOptions {
   loadWeights?: EngineLoadWeights;
   /** How often engines' /metrics are read. */
   loadPollMs?: number;
+  /** Most subscribers at once (default: what the process's file-descriptor limit allows). */
+  maxSubscribers?: number;
 }
 
 export const DEFAULT_REPLAY_TIMEOUT_MS = 2_000;
+
+/** A publisher that got no subscriber, and why. */
+export interface SubscribeFailure {
+  workerId: bigint;
+  endpoint: string;
+  problem: string;
+}
 
 export class ZmqEventSource implements EventSource {
   readonly name = "zmq";
@@ -40,6 +51,7 @@ export class ZmqEventSource implements EventSource {
   private readonly registered = new Map<bigint, ZmqEndpoint[]>();
   private readonly lastEventIds = new Map<string, bigint>();
   private watching = false;
+  private readonly loggedFailures = new LogOnce("error");
   /** Registered workers that name a ZeroMQ endpoint get a subscriber for their lease. */
   private readonly observer: WorkerObserver = {
     registered: (workerId, dpRanks, feed) => {
@@ -50,7 +62,15 @@ export class ZmqEventSource implements EventSource {
         if (err instanceof EndpointSpecError) throw new RouterError("invalid_argument", err.message);
         throw err;
       }
-      this.setRegisteredEndpoints(workerId, endpoints);
+      // Subscribe now, so a registration the router cannot serve fails (and changes nothing).
+      const previous = this.registered.get(workerId);
+      const failed = this.setRegisteredEndpoints(workerId, endpoints).filter((f) => f.workerId === workerId);
+      if (failed.length > 0) {
+        if (previous === undefined) this.registered.delete(workerId);
+        else this.registered.set(workerId, previous);
+        this.sync();
+        throw new RouterError("resource_exhausted", `cannot subscribe to ${failed[0].endpoint} for worker ${workerId}: ${failed[0].problem}`);
+      }
     },
     forgotten: (workerId) => {
       if (this.registered.has(workerId)) this.setRegisteredEndpoints(workerId, []);
@@ -88,11 +108,11 @@ export class ZmqEventSource implements EventSource {
     this.metrics?.subscribers.set(0);
   }
 
-  /** Sets (or, with an empty list, clears) the publishers a registered worker announced. */
-  setRegisteredEndpoints(workerId: bigint, endpoints: ZmqEndpoint[]): void {
+  /** Sets (or, with an empty list, clears) the publishers a registered worker announced; returns those that could not start. */
+  setRegisteredEndpoints(workerId: bigint, endpoints: ZmqEndpoint[]): SubscribeFailure[] {
     if (endpoints.length === 0) this.registered.delete(workerId);
     else this.registered.set(workerId, endpoints);
-    if (this.router) this.sync();
+    return this.router ? this.sync() : [];
   }
 
   /** The publishers subscribed to now. */
@@ -119,8 +139,12 @@ export class ZmqEventSource implements EventSource {
     this.sync();
   }
 
-  /** Starts subscribers for new publishers and stops those no longer listed. */
-  private sync(): void {
+  /**
+   * Starts subscribers for new publishers and stops those no longer listed.
+   * A publisher that cannot get a subscriber (no sockets or descriptors left)
+   * is logged and left out; the next sync tries it again.
+   */
+  private sync(): SubscribeFailure[] {
     const wanted = new Map<string, ZmqEndpoint>();
     const all = [...(this.opts.endpoints ?? []), ...this.fileEndpoints, ...[...this.registered.values()].flat()];
     for (const e of all) wanted.set(endpointKey(e), e);
@@ -135,25 +159,39 @@ export class ZmqEventSource implements EventSource {
         (err) => log.error("stopping a subscriber failed", { error: String(err) }),
       );
     }
+    const failures: SubscribeFailure[] = [];
     for (const [key, spec] of wanted) {
       if (this.subscribers.has(key)) continue;
-      const sub = new EngineSubscriber(spec, {
+      const problem = this.subscribe(key, spec);
+      if (problem === undefined) continue;
+      failures.push({ workerId: spec.workerId, endpoint: spec.endpoint, problem });
+      this.loggedFailures.log(key, "cannot subscribe to engine KV events", { worker_id: spec.workerId, endpoint: spec.endpoint, error: problem });
+    }
+    this.metrics!.subscribers.set(this.subscribers.size);
+    return failures;
+  }
+
+  /** Starts one subscriber; returns why it could not start (its sockets are then closed). */
+  private subscribe(key: string, spec: ZmqEndpoint): string | undefined {
+    const room = subscriberRoomProblem(this.subscribers.size, this.opts.maxSubscribers);
+    if (room !== undefined) return room;
+    let sub: EngineSubscriber | undefined;
+    try {
+      sub = new EngineSubscriber(spec, {
         router: this.router!,
         metrics: this.metrics!,
         nextEventId: (w) => this.nextEventId(w),
         replayTimeoutMs: this.opts.replayTimeoutMs ?? DEFAULT_REPLAY_TIMEOUT_MS,
         dropWorker: (caller) => this.dropWorker(caller),
       });
-      try {
-        sub.start();
-        this.subscribers.set(key, sub);
-        this.startPoller(key, spec);
-      } catch (err) {
-        log.error("cannot subscribe to engine KV events", { worker_id: spec.workerId, endpoint: spec.endpoint, error: String(err) });
-        void sub.stop();
-      }
+      sub.start();
+      this.subscribers.set(key, sub);
+      this.startPoller(key, spec);
+      return undefined;
+    } catch (err) {
+      void sub?.stop().catch(() => undefined);
+      return String((err as Error)?.message ?? err);
     }
-    this.metrics!.subscribers.set(this.subscribers.size);
   }
 
   /** The ip:port of the ranks listed in flags and the workers file, for gateways. */
