@@ -201,6 +201,10 @@ function runCase(seed: number, index: CompactIndex, maxBlocks: number | undefine
     } else if (r < 80) {
       const q = s.query();
       assert.deepEqual(sortedEntries(index.findMatches(q)), sortedEntries(ref.index.findMatches(q)), `${where(i)}: findMatches`);
+      // The block a worker holds under an external hash (a lower-tier store's GPU parent).
+      const w = s.worker();
+      const ext = BigInt(1 + s.int(40));
+      assert.equal(index.sequenceHashOf(w, ext), ref.index.sequenceHashOf(w, ext), `${where(i)}: sequenceHashOf`);
     } else if (r < 87) {
       const w = s.worker();
       const q = s.query();

@@ -147,7 +147,7 @@ describe("events in, decisions out", () => {
       stored(14, 1, prompt.slice(0, 4), B, 1400n),
       stored(14, 2, prompt.slice(0, 8), B, 1410n, { storageTier: StorageTier.HOST_PINNED }), // blocks 0-1 offloaded
       stored(15, 1, prompt.slice(0, 8), B, 1500n, { storageTier: StorageTier.HOST_PINNED }),
-      // A host block whose parent is only on the GPU cannot be placed in the host tier (a known gap, docs/dynamo.md).
+      // A host block whose parent this worker holds nowhere (1400 is worker 14's) cannot be placed.
       stored(15, 2, prompt.slice(8, 12), B, 1520n, { storageTier: StorageTier.HOST_PINNED, parent: 1400n }),
     ]);
     assert.deepEqual(res.rejections.map((e) => [e.worker!.workerId, e.reason]), [[15n, "parent_block_not_found"]]);
@@ -159,6 +159,25 @@ describe("events in, decisions out", () => {
     assert.equal(3 - of(15n).prefillBlocks, 1.5);
     const dump = await r.client.dumpIndex();
     assert.ok(dump.some((e) => e.workerId === 15n && e.storageTier === StorageTier.HOST_PINNED), "DumpIndex carries the tier");
+  });
+
+  it("a host block whose parent the worker holds only on the GPU continues its GPU chain (in-thread and sharded index)", async () => {
+    const sharded = await startTestRouter({ blockSize: B }, { indexerShards: 2 });
+    try {
+      for (const router of [r, sharded]) {
+        const prompt = tokens(16, 19600);
+        const res = await router.client.sendEvents([
+          stored(17, 1, prompt.slice(0, 8), B, 1700n), // blocks 0-1 on the GPU
+          stored(17, 2, prompt.slice(8, 16), B, 1702n, { storageTier: StorageTier.HOST_PINNED, parent: 1701n }), // 2-3 offloaded
+        ]);
+        assert.deepEqual(res.rejections, []);
+        const score = (await router.client.findBestWorker({ tokenIds: prompt, explain: true })).scores.find((s) => s.worker!.workerId === 17n)!;
+        assert.deepEqual([score.overlapBlocks, score.hostOverlapBlocks], [2, 2]);
+        assert.equal(4 - score.prefillBlocks, 2 + 2 * 0.75);
+      }
+    } finally {
+      await sharded.close();
+    }
   });
 
   it("salts block hashes with cache_namespace on events and requests, as Dynamo does", async () => {

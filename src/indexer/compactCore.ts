@@ -393,6 +393,17 @@ export class CompactCore {
     return n;
   }
 
+  /** The sequence hash (lo, hi into out) of the slot's entry with this external hash; false when it holds none. */
+  sequenceOf(slot: number, xLo: number, xHi: number, out: Uint32Array | Int32Array): boolean {
+    if (!this.owned.has(slot)) return false;
+    const e = this.findEntry(slot, xLo, xHi);
+    if (e < 0) return false;
+    const node = this.eNode[e];
+    out[0] = this.nLo[node];
+    out[1] = this.nHi[node];
+    return true;
+  }
+
   /** Entries of a slot in list order, packed (DUMP_WORDS per entry). */
   dumpSlot(slot: number): Uint32Array<ArrayBuffer> {
     if (!this.owned.has(slot)) return new Uint32Array(0);

@@ -251,6 +251,14 @@ export class CompactIndex implements KvIndex {
    * consumed slowly holds one worker's packed entries, not the whole index;
    * each worker is consistent with its own event cursor.
    */
+  sequenceHashOf(worker: WorkerKey, externalHash: bigint): bigint | undefined {
+    const slot = this.byKey.get(workerKeyString(worker));
+    if (slot === undefined) return undefined;
+    const lo = Number(externalHash & 0xffffffffn);
+    const hi = Number(externalHash >> 32n);
+    return this.backend.sequenceOf(this.bySlot[slot]!.shard, slot, lo, hi);
+  }
+
   *dump(): Iterable<IndexEvent> {
     for (const [key, slot] of [...this.byKey]) {
       const info = this.bySlot[slot];

@@ -10,8 +10,11 @@
 // at block 0. So each tier counts only blocks beyond every faster tier.
 //
 // A stored event's parent is looked up on the same worker's lower tiers (a
-// block offloaded after its parent); a parent held only on the GPU is not
-// visible here and the event is rejected as parent_block_not_found.
+// block offloaded after its parent), then on its GPU blocks (the usual
+// offload: a prompt's tail goes to host memory while its head stays on the
+// GPU). Dynamo accepts that too: its lower tiers key edges by (parent
+// external hash, local hash) and continue from the GPU's last match. Only a
+// parent the worker holds nowhere is parent_block_not_found.
 // Event ids are ordered by the primary index (the router passes it a no-op
 // for every lower-tier event), so this module does not track them.
 import { sequenceHash } from "../hashing/blockHash.js";
@@ -113,8 +116,14 @@ export class LowerTiers {
   private readonly age = new Map<string, [LowerTier, string, bigint]>();
   private evicted = 0;
 
-  /** maxBlocks: most (block, worker, tier) entries held over all lower tiers; 0 = unbounded. */
-  constructor(private readonly maxBlocks = 0) {}
+  /**
+   * maxBlocks: most (block, worker, tier) entries held over all lower tiers; 0 = unbounded.
+   * gpuSequenceOf: the sequence hash of a block the worker holds on the GPU (the primary index).
+   */
+  constructor(
+    private readonly maxBlocks = 0,
+    private readonly gpuSequenceOf: (worker: WorkerKey, externalHash: bigint) => bigint | undefined = () => undefined,
+  ) {}
 
   /** Applies a stored or removed event of a lower tier (`restore`: a dump's, whose blocks may state their sequence hashes). */
   apply(e: LowerTierEvent, restore = false): { outcome: EventOutcome; unknownRemovals: number } {
@@ -251,7 +260,7 @@ export class LowerTiers {
     }
   }
 
-  /** The sequence hash of a worker's block on any lower tier (its own tier first). */
+  /** The sequence hash of a worker's block on any lower tier (its own tier first), else on its GPU. */
   private parentSequence(e: WorkerKey & { tier: LowerTier }, parent: bigint): bigint | undefined {
     const k = workerKeyString(e);
     const own = this.tiers.get(e.tier)!.workers.get(k)?.blocks.get(parent);
@@ -260,7 +269,7 @@ export class LowerTiers {
       const held = store.workers.get(k)?.blocks.get(parent);
       if (held !== undefined) return held.sequenceHash;
     }
-    return undefined;
+    return this.gpuSequenceOf(e, parent);
   }
 
   private evictOverBound(): void {

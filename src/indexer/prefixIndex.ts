@@ -158,6 +158,10 @@ export class PrefixIndex implements KvIndex {
     return this.holders.size;
   }
 
+  sequenceHashOf(worker: WorkerKey, externalHash: bigint): bigint | undefined {
+    return this.byKey.get(workerKeyString(worker))?.blocks.get(externalHash)?.sequenceHash;
+  }
+
   *dump(): Iterable<IndexEvent> {
     for (const state of this.byKey.values()) {
       const eventId = state.lastEventId ?? 0n;

@@ -2,6 +2,7 @@
 // threads (one core per shard). Both answer the same synchronous calls, so
 // the CompactIndex front-end does not care which one it has.
 import { CompactCore, SlotTable } from "./compactCore.js";
+import { u64 } from "./records.js";
 
 export interface ShardStats {
   entries: number;
@@ -22,6 +23,8 @@ export interface ShardBackend {
   oldestStamps(shard: number, max: number): Float64Array;
   evictThrough(stamp: number): number;
   dumpSlot(shard: number, slot: number): Uint32Array;
+  /** The sequence hash of a slot's entry with external hash (xLo, xHi), or undefined. */
+  sequenceOf(shard: number, slot: number, xLo: number, xHi: number): bigint | undefined;
   /** Distinct sequence hashes held across shards. */
   distinctNodes(): number;
   stats(): ShardStats[];
@@ -73,6 +76,12 @@ export class LocalBackend implements ShardBackend {
 
   dumpSlot(_shard: number, slot: number): Uint32Array {
     return this.core.dumpSlot(slot);
+  }
+
+  private readonly found = new Uint32Array(2);
+
+  sequenceOf(_shard: number, slot: number, xLo: number, xHi: number): bigint | undefined {
+    return this.core.sequenceOf(slot, xLo, xHi, this.found) ? u64(this.found[0], this.found[1]) : undefined;
   }
 
   distinctNodes(): number {

@@ -18,6 +18,7 @@ export const REQ_NODES = 6;
 export const REQ_STATS = 7;
 export const REQ_SWAP_BUFFERS = 8;
 export const REQ_STOP = 9;
+export const REQ_SEQUENCE = 10;
 
 /** Words before a request's payload: op, a, b, c (b..c also hold one f64). */
 export const REQ_HEADER = 4;

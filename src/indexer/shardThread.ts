@@ -14,6 +14,7 @@ import {
   REQ_FIND,
   REQ_HEADER,
   REQ_NODES,
+  REQ_SEQUENCE,
   REQ_OLDEST,
   REQ_STATS,
   REQ_STOP,
@@ -73,6 +74,9 @@ function serve(op: number): boolean {
       data.port.postMessage(hashes, [hashes.buffer]);
       return true;
     }
+    case REQ_SEQUENCE:
+      res[0] = core.sequenceOf(req[1], req[2], req[3], res.subarray(1)) ? 1 : 0;
+      return true;
     case REQ_STATS:
       resF64[0] = core.entries;
       resF64[1] = core.nodes;

@@ -7,6 +7,7 @@
 import { type MessagePort, MessageChannel, type Worker, receiveMessageOnPort } from "node:worker_threads";
 import { siblingModule, startThread } from "../util/threads.js";
 import { SlotTable } from "./compactCore.js";
+import { u64 } from "./records.js";
 import type { ShardBackend, ShardStats } from "./shardBackend.js";
 import {
   CTL_ERROR,
@@ -20,6 +21,7 @@ import {
   REQ_FIND,
   REQ_HEADER,
   REQ_NODES,
+  REQ_SEQUENCE,
   REQ_OLDEST,
   REQ_STATS,
   REQ_STOP,
@@ -163,6 +165,16 @@ export class ThreadBackend implements ShardBackend {
     this.send(s, REQ_DUMP_SLOT);
     this.wait(s);
     return receiveMessageOnPort(s.port)!.message as Uint32Array;
+  }
+
+  sequenceOf(shard: number, slot: number, xLo: number, xHi: number): bigint | undefined {
+    const s = this.list[shard];
+    s.req[1] = slot;
+    s.req[2] = xLo;
+    s.req[3] = xHi;
+    this.send(s, REQ_SEQUENCE);
+    this.wait(s);
+    return s.res[0] === 1 ? u64(s.res[1] >>> 0, s.res[2] >>> 0) : undefined;
   }
 
   distinctNodes(): number {

@@ -98,6 +98,8 @@ export interface KvIndex {
   size(): number;
   /** Stored events that rebuild the index (see DumpIndex). */
   dump(): Iterable<IndexEvent>;
+  /** The sequence hash of the block a worker holds under this external hash, or undefined. */
+  sequenceHashOf?(worker: WorkerKey, externalHash: bigint): bigint | undefined;
 }
 
 /**

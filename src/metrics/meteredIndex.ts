@@ -87,4 +87,7 @@ export class MeteredIndex implements KvIndex {
   dump(): Iterable<IndexEvent> {
     return this.inner.dump();
   }
+  sequenceHashOf(worker: WorkerKey, externalHash: bigint): bigint | undefined {
+    return this.inner.sequenceHashOf?.(worker, externalHash);
+  }
 }

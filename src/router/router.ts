@@ -190,7 +190,7 @@ export class KvRouter {
       maxBlocks: config.maxActiveBlocks ?? Infinity,
     });
     this.registry = new WorkerRegistry(now);
-    this.lowerTiers = new LowerTiers(config.lowerTierMaxBlocks ?? 0);
+    this.lowerTiers = new LowerTiers(config.lowerTierMaxBlocks ?? 0, (worker, ext) => index.sequenceHashOf?.(worker, ext));
     this.approx = config.useKvEvents
       ? undefined
       : new ApproximateTracker(index, config.approxTtlMs, config.approxMaxBlocks, now);
