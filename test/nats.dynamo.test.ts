@@ -6,13 +6,12 @@
 // Debian's python3-msgpack (rmp-serde's named encoding), and are published
 // verbatim on a real nats-server.
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
 import { describe, it } from "node:test";
-import { fileURLToPath } from "node:url";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { localBlockHash } from "../src/hashing/blockHash.js";
 import { encodeEventSegment, natsNames } from "../src/nats/names.js";
 import { NatsEventSource } from "../src/sources/nats/natsSource.js";
+import { dynamoEnvelope } from "./support/dynamo.js";
 import { type NatsCluster, natsModeOptions, natsSuite } from "./support/natsServer.js";
 import { type TestRouter, startTestRouter, tokens } from "./support/router.js";
 import { waitFor } from "./support/wait.js";
@@ -20,18 +19,6 @@ import { waitFor } from "./support/wait.js";
 const B = 4;
 const ENDPOINT = "dyn.backend.generate";
 const names = natsNames(ENDPOINT);
-const PUBLISHER = fileURLToPath(new URL("./python/dynamo_event_plane.py", import.meta.url));
-
-/** The envelope bytes a Dynamo worker publishes for these RouterEvents (u64 as decimal strings). */
-function dynamoEnvelope(events: unknown[], sequence = 0): Uint8Array {
-  const r = spawnSync("/usr/bin/python3", [PUBLISHER], {
-    input: JSON.stringify({ publisher_id: "4503599627370495", sequence, events }),
-    encoding: "utf8",
-  });
-  assert.equal(r.status, 0, `python publisher failed: ${r.stderr}`);
-  return Buffer.from(r.stdout, "hex");
-}
-
 /** A stored RouterEvent of consecutive blocks of `prompt`. */
 function stored(workerId: number, eventId: number, prompt: number[], firstHash: number, extra: Record<string, unknown> = {}, dpRank = 0) {
   const blocks = Array.from({ length: prompt.length / B }, (_, i) => ({

@@ -3,7 +3,8 @@
 // layouts and JSON follow lib/runtime/src/discovery/{mod,kv_store}.rs and
 // lib/runtime/src/component.rs (serde field order: the "type" tag first, then
 // the struct's fields as declared); docs/dynamo.md cites each.
-import { type ChildProcess, spawn } from "node:child_process";
+import assert from "node:assert/strict";
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { stringifyJson } from "../../src/sources/routerEventCodec.js";
@@ -66,6 +67,21 @@ export function routerStoredEvent(workerId: bigint, eventId: number, blocks: { h
       dp_rank: 0n,
     },
   };
+}
+
+const ENVELOPE_SCRIPT = fileURLToPath(new URL("../python/dynamo_event_plane.py", import.meta.url));
+
+/**
+ * The envelope bytes a Dynamo worker publishes on the core-NATS event plane for
+ * these RouterEvents (u64 as decimal strings), from test/python/dynamo_event_plane.py.
+ */
+export function dynamoEnvelope(events: unknown[], sequence = 0): Uint8Array {
+  const r = spawnSync("/usr/bin/python3", [ENVELOPE_SCRIPT], {
+    input: JSON.stringify({ publisher_id: "4503599627370495", sequence, events }),
+    encoding: "utf8",
+  });
+  assert.equal(r.status, 0, `python publisher failed: ${r.stderr}`);
+  return Buffer.from(r.stdout, "hex");
 }
 
 const SCRIPT = fileURLToPath(new URL("../python/dynamo_zmq_publisher.py", import.meta.url));
