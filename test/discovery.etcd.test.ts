@@ -119,6 +119,18 @@ describe("Dynamo discovery over etcd", () => {
     await waitFor(async () => (await ranks()).length === 0, "gone with its lease");
   });
 
+  it("says once when a model card's enable_eagle differs from the router's --eagle (requests would hash in other windows)", async () => {
+    const { r, discovery } = await startRouter(etcd);
+    routers.push(r);
+    const lease = client.lease(10);
+    const instanceId = BigInt(await lease.grant());
+    await lease.put(cardKey(instanceId)).value(cardValue(instanceId, { start: 0, size: 1 }, true));
+    await lease.put(instanceKey(instanceId)).value(instanceValue(instanceId));
+    await waitFor(async () => (await r.client.listWorkers()).workers.some((w) => w.worker!.workerId === instanceId), "the worker is still routed to");
+    assert.equal(discovery.eagleMismatches, 1);
+    await lease.revoke();
+  });
+
   it("skips and counts a record that is not JSON; the other workers are still seen", async () => {
     const { r, discovery } = await startRouter(etcd);
     routers.push(r);

@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
-import { hashPrompt, localBlockHash, localHashSeed, sequenceHash } from "../src/hashing/blockHash.js";
+import { hashPrompt, hashPromptEagle, localBlockHash, localHashSeed, sequenceHash } from "../src/hashing/blockHash.js";
 import { seededRandom } from "../src/util/random.js";
 
 const REPO = fileURLToPath(new URL("..", import.meta.url));
@@ -28,17 +28,20 @@ def local(tokens, seed, mm=()):
     data = struct.pack("<%dI" % len(tokens), *tokens)
     data += b"".join(struct.pack("<Q", h) for h in sorted(mm))
     return xxhash.xxh3_64_intdigest(data, seed=seed)
-def prompt(tokens, b, lora, ns=""):
+def prompt(tokens, b, lora, ns="", eagle=False):
+    # Eagle (Dynamo's is_eagle): windows of b + 1 tokens, stride b.
     seed = seed_for(lora, ns)
     locs, seqs, parent = [], [], None
-    for i in range(len(tokens) // b):
-        h = local(tokens[i * b:(i + 1) * b], seed)
+    window = b + 1 if eagle else b
+    for i in range((max(len(tokens) - 1, 0) if eagle else len(tokens)) // b):
+        h = local(tokens[i * b:i * b + window], seed)
         parent = h if parent is None else xxhash.xxh3_64_intdigest(struct.pack("<QQ", parent, h), seed=1337)
         locs.append(str(h)); seqs.append(str(parent))
     return {"local": locs, "sequence": seqs}
 req = json.load(sys.stdin)
 out = {
     "prompts": [prompt(c["tokens"], c["block_size"], c.get("lora", ""), c.get("ns", "")) for c in req["prompts"]],
+    "eagle": [prompt(c["tokens"], c["block_size"], c.get("lora", ""), c.get("ns", ""), True) for c in req["eagle"]],
     "seeds": [str(seed_for(n)) for n in req["lora_names"]],
     "mm": [str(local(c["tokens"], seed_for(c.get("lora", "")), [int(h) for h in c["mm"]])) for c in req["mm"]],
 }
@@ -59,13 +62,14 @@ interface MmCase {
 }
 interface Reference {
   prompts: { local: string[]; sequence: string[] }[];
+  eagle: { local: string[]; sequence: string[] }[];
   seeds: string[];
   mm: string[];
 }
 
-function pythonReference(prompts: PromptCase[], loraNames: string[], mm: MmCase[]): Reference {
+function pythonReference(prompts: PromptCase[], loraNames: string[], mm: MmCase[], eagle: PromptCase[]): Reference {
   const r = spawnSync(PYTHON, ["-c", PY_REFERENCE], {
-    input: JSON.stringify({ prompts, lora_names: loraNames, mm }),
+    input: JSON.stringify({ prompts, lora_names: loraNames, mm, eagle }),
     encoding: "utf8",
     maxBuffer: 64 * 1024 * 1024,
   });
@@ -104,7 +108,15 @@ const mmCases: MmCase[] = [
   { tokens: randomTokens(16), mm: [u64(), u64()].map(String), lora: "my-lora" },
   { tokens: randomTokens(16), mm: [42n, 42n, 7n].map(String) }, // duplicates are kept
 ];
-const ref = pythonReference(promptCases, ["", ...LORA_NAMES], mmCases);
+/** Eagle windows: exactly n blocks + 1 token, one token short of that, a bare block, a LoRA and a namespace. */
+const eagleCases: PromptCase[] = [
+  { tokens: randomTokens(4 * 3 + 1), block_size: 4 },
+  { tokens: randomTokens(4 * 3), block_size: 4 },
+  { tokens: randomTokens(16), block_size: 16 },
+  { tokens: randomTokens(64 * 2 + 1), block_size: 64, lora: "my-lora", ns: "tenant-a" },
+  { tokens: [], block_size: 4 },
+];
+const ref = pythonReference(promptCases, ["", ...LORA_NAMES], mmCases, eagleCases);
 
 describe("block hashing matches python3-xxhash", () => {
   it("reproduces Dynamo's reference vector: tokens 0..63, block size 64 → 0x304d910e689e42bf", () => {
@@ -122,6 +134,16 @@ describe("block hashing matches python3-xxhash", () => {
       assert.equal(ts.local.length, Math.floor(c.tokens.length / c.block_size), `${what}: one hash per full block`);
       assert.deepEqual(ts.local.map(String), expected.local, `${what}: local hashes`);
       assert.deepEqual(ts.sequence.map(String), expected.sequence, `${what}: sequence hashes`);
+    });
+  });
+
+  it("Eagle windows (block_size + 1 tokens, stride block_size) agree, as Dynamo hashes for is_eagle", () => {
+    eagleCases.forEach((c, i) => {
+      const ts = hashPromptEagle(c.tokens, c.block_size, c.lora ?? "", c.ns ?? "");
+      const what = `eagle case ${i} (block size ${c.block_size}, ${c.tokens.length} tokens)`;
+      assert.equal(ts.local.length, Math.max(0, Math.floor((c.tokens.length - 1) / c.block_size)), `${what}: blocks need n * B + 1 tokens`);
+      assert.deepEqual(ts.local.map(String), ref.eagle[i].local, `${what}: local hashes`);
+      assert.deepEqual(ts.sequence.map(String), ref.eagle[i].sequence, `${what}: sequence hashes`);
     });
   });
 

@@ -39,7 +39,7 @@ interface Rig {
 
 async function rig(
   format: PublisherFormat,
-  opts: { replay?: boolean; replayTopicFrame?: boolean; useReplay?: boolean; dpRank?: number; waitSubscribed?: boolean } = {},
+  opts: { replay?: boolean; replayTopicFrame?: boolean; useReplay?: boolean; dpRank?: number; waitSubscribed?: boolean; eagle?: boolean } = {},
 ): Promise<Rig> {
   const pub = await Publisher.start(format, { replay: opts.replay, replayTopicFrame: opts.replayTopicFrame });
   cleanups.push(() => pub.stop());
@@ -57,7 +57,7 @@ async function rig(
     ],
     replayTimeoutMs: 3_000,
   });
-  const router = await startTestRouter({ blockSize: B }, { eventSources: [source] });
+  const router = await startTestRouter({ blockSize: B, eagle: opts.eagle }, { eventSources: [source] });
   cleanups.push(() => router.close());
   const registry = router.server.metrics.registry;
   if (opts.waitSubscribed !== false) await pub.waitSubscribed();
@@ -171,6 +171,17 @@ describe("vLLM feed (map-encoded events, current vLLM)", () => {
     const held = [...r.router.server.router.index.dump()].filter((e) => e.kind === "stored" && e.blocks[0].externalHash >= 100n);
     const locals = held.flatMap((e) => (e.kind === "stored" ? e.blocks.map((b) => b.localHash) : []));
     assert.deepEqual(locals, [localBlockHash(flat.slice(0, B + 1)), localBlockHash(flat.slice(B, 2 * B + 1))]);
+  });
+
+  test("with --eagle, requests hash in the same windows, so an Eagle worker's blocks match its prompts", async () => {
+    const flat = tokens(2 * B + 1, 3100);
+    const pairs = flat.slice(0, 2 * B).map((t, i) => [t, flat[i + 1]]);
+    for (const eagle of [false, true]) {
+      const r = await rig("vllm-map", { eagle });
+      await r.pub.batch([{ ...storedSpec(flat.slice(0, 2 * B), B, 200n), token_ids: pairs }]);
+      await r.handled(1);
+      assert.equal(await overlap(r, flat), eagle ? 2 : 0, eagle ? "Eagle windows on both sides" : "plain request windows miss Eagle blocks");
+    }
   });
 
   test("multimodal digests in extra_keys change the block's hash", async () => {

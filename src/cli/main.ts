@@ -4,7 +4,7 @@ import { format } from "node:util";
 import * as grpc from "@grpc/grpc-js";
 import yargs from "yargs";
 import { hideBin } from "yargs/helpers";
-import { hashPrompt } from "../hashing/blockHash.js";
+import { hashPrompt, hashPromptEagle } from "../hashing/blockHash.js";
 import { workerCommand } from "../nats/workerCommand.js";
 import { startServer } from "../server/server.js";
 import { installLastResortHandlers } from "../util/lastResort.js";
@@ -110,6 +110,7 @@ try {
         .option("tokens", { type: "string", demandOption: true, describe: "Comma-separated token ids" })
         .option("lora-name", { type: "string", default: "", describe: "LoRA adapter name (changes every hash)" })
         .option("cache-namespace", { type: "string", default: "", describe: "Cache namespace (tenant), as Dynamo's cache_namespace (changes every hash)" })
+        .option("eagle", { type: "boolean", default: false, describe: "Eagle windows: each block hashes block-size + 1 tokens (stride block-size)" })
         .check((a) => {
           const b = a.blockSize as number;
           if (!Number.isInteger(b) || b < 1) throw new Error(`--block-size must be a positive integer`);
@@ -117,11 +118,12 @@ try {
         }),
     (argv) => {
       const tokens = parseTokens(argv.tokens);
-      const hashes = hashPrompt(tokens, argv.blockSize, argv.loraName, argv.cacheNamespace);
+      const hashes = (argv.eagle ? hashPromptEagle : hashPrompt)(tokens, argv.blockSize, argv.loraName, argv.cacheNamespace);
       const out = {
         block_size: argv.blockSize,
         tokens: tokens.length,
-        ignored_tail_tokens: tokens.length % argv.blockSize,
+        // Tokens in no block (an Eagle window also reads the next block's first token).
+        ignored_tail_tokens: hashes.local.length === 0 ? tokens.length : tokens.length - hashes.local.length * argv.blockSize - (argv.eagle ? 1 : 0),
         local_hashes: hashes.local.map(String),
         sequence_hashes: hashes.sequence.map(String),
       };

@@ -60,7 +60,7 @@ const HELP_GROUPS: Record<string, string[]> = {
     "router-queue-threshold",
     "router-queue-policy",
   ],
-  [HELP_GROUP.events]: ["kv-events", "router-durable-kv-events"],
+  [HELP_GROUP.events]: ["kv-events", "router-durable-kv-events", "eagle"],
   [HELP_GROUP.tracking]: ["track-active-blocks", "router-assume-kv-reuse", "router-replica-sync", "active-request-ttl"],
   [HELP_GROUP.indexer]: [
     "router-ttl-secs",
@@ -205,6 +205,12 @@ export function serveOptions<T>(y: Argv<T>) {
       type: "boolean",
       default: true,
       describe: "Use workers' KV events; --no-kv-events predicts caches from routing decisions",
+    })
+    .option("eagle", {
+      type: "boolean",
+      default: false,
+      describe:
+        "The workers run Eagle speculative decoding (their model card's runtime_config.enable_eagle): hash requests in windows of block-size + 1 tokens, stride block-size, as Dynamo does",
     })
     .option("router-durable-kv-events", {
       alias: "durable-kv-events",
@@ -550,6 +556,7 @@ export function routerConfigFrom(argv: ServeArgs): RouterConfig {
     useKvEvents: argv.kvEvents,
     trackActiveBlocks: argv.trackActiveBlocks,
     assumeKvReuse: argv.routerAssumeKvReuse,
+    eagle: argv.eagle,
     activeRequestTtlMs: argv.activeRequestTtl * 1000,
     workerLeaseTtlMs: argv.workerLeaseTtl * 1000,
     approxTtlMs: argv.routerTtlSecs * 1000,

@@ -53,6 +53,8 @@ export class DynamoDiscovery implements WorkerDiscovery, StoreHandler {
   private readonly channels = new Map<string, EventChannel>();
   /** dp ranks of each worker, from its base model card (key → ranks, so a deleted card is forgotten). */
   private readonly cardRanks = new Map<string, { instanceId: bigint; dpRanks: number[] }>();
+  /** Cards whose Eagle mode differs from the router's --eagle (requests would hash in other windows). */
+  eagleMismatches = 0;
   private readonly loggedKeys = new LogOnce();
   private router: KvRouter | undefined;
   private renew: NodeJS.Timeout | undefined;
@@ -159,6 +161,16 @@ export class DynamoDiscovery implements WorkerDiscovery, StoreHandler {
       return;
     }
     this.cardRanks.set(key, card);
+    if (card.eagle !== (this.router!.config.eagle ?? false)) {
+      this.eagleMismatches++;
+      this.loggedKeys.log(
+        "eagle",
+        card.eagle
+          ? "a worker's model card says enable_eagle but kv-router runs without --eagle: its blocks will not match requests (restart with --eagle)"
+          : "kv-router runs with --eagle but a worker's model card does not enable Eagle: its blocks will not match requests",
+        { key, worker_id: card.instanceId },
+      );
+    }
     if (this.workers.includes(card.instanceId)) this.router!.registerWorker(card.instanceId, card.dpRanks, this.opts.leaseMs);
   }
 

@@ -145,6 +145,8 @@ export interface ModelCardRanks {
   instanceId: bigint;
   /** The worker's data-parallel ranks: runtime_config.data_parallel_start_rank + [0, data_parallel_size). */
   dpRanks: number[];
+  /** runtime_config.enable_eagle: the worker runs Eagle speculative decoding (Dynamo then hashes requests in Eagle windows). */
+  eagle: boolean;
 }
 
 /**
@@ -170,7 +172,7 @@ export function parseModelCardRanks(bytes: Uint8Array): ModelCardRanks {
   if (size < 1 || size > MAX_CARD_DP_RANKS || start + size - 1 > 0xffffffff) {
     throw new DecodeError(`card_json.runtime_config: data_parallel_size ${size} from rank ${start} is out of range (1..${MAX_CARD_DP_RANKS})`);
   }
-  return { instanceId, dpRanks: Array.from({ length: size }, (_, i) => start + i) };
+  return { instanceId, dpRanks: Array.from({ length: size }, (_, i) => start + i), eagle: rc.enable_eagle === true };
 }
 
 /** The prefix of one endpoint's model cards; a base card's key ends with the instance id (no LoRA suffix). */

@@ -4,7 +4,6 @@
 // per instance, matched tokens per DP rank and per tier. Counts are tokens
 // (matched blocks × block size), as Dynamo's.
 import type { IncomingMessage, ServerResponse } from "node:http";
-import { hashPromptFast } from "../hashing/prompt.js";
 import { parseWorkerKey } from "../indexer/types.js";
 import { sequenceHash } from "../hashing/blockHash.js";
 import { parseJsonLossless } from "../sources/routerEventCodec.js";
@@ -92,7 +91,7 @@ export function queryTokens(body: Body, opts: ScorerOptions): ScoreResponse {
   const lora = body.lora_name ?? "";
   if (typeof lora !== "string") throw new ScorerInputError(400, "lora_name must be a string");
   const ids = Uint32Array.from(tokens, Number);
-  return scoreSequence(opts.router, hashPromptFast(ids, opts.router.config.blockSize, lora).sequence);
+  return scoreSequence(opts.router, opts.router.hashRequest(ids, lora).sequence);
 }
 
 /** POST /query_by_hash: {block_hashes (local hashes, i64 as Dynamo sends them), model_name, tenant_id?} */

@@ -61,6 +61,26 @@ export interface PromptHashes {
   sequence: bigint[];
 }
 
+/**
+ * Hashes a prompt for workers running Eagle speculative decoding, as Dynamo
+ * does (lib/kv-router/src/protocols.rs, for_each_block_hash_for_seq_with_seed
+ * with is_eagle): block i hashes the window of block_size + 1 tokens from
+ * i * block_size, so n blocks need n * block_size + 1 tokens.
+ */
+export function hashPromptEagle(tokens: ArrayLike<number>, blockSize: number, loraName = "", cacheNamespace = ""): PromptHashes {
+  const u32 = tokens instanceof Uint32Array ? tokens : Uint32Array.from(tokens);
+  const seed = localHashSeed(loraName, cacheNamespace);
+  const blocks = u32.length === 0 ? 0 : Math.floor((u32.length - 1) / blockSize);
+  const local = new Array<bigint>(blocks);
+  const sequence = new Array<bigint>(blocks);
+  let parent: bigint | undefined;
+  for (let i = 0; i < blocks; i++) {
+    local[i] = xxh3.xxh64(tokenBytes(u32.subarray(i * blockSize, (i + 1) * blockSize + 1)), seed);
+    parent = sequence[i] = sequenceHash(parent, local[i]);
+  }
+  return { local, sequence };
+}
+
 /** Hashes every full block of a prompt; a trailing partial block is ignored. */
 export function hashPrompt(tokens: ArrayLike<number>, blockSize: number, loraName = "", cacheNamespace = ""): PromptHashes {
   const u32 = tokens instanceof Uint32Array ? tokens : Uint32Array.from(tokens);

@@ -2,6 +2,7 @@
 // worker registry, and answers "which worker should take this prompt?".
 // It speaks plain typed data; the gRPC layer converts at the edge.
 import { randomFillSync } from "node:crypto";
+import { type PromptHashes, hashPromptEagle } from "../hashing/blockHash.js";
 import { hashPromptFast } from "../hashing/prompt.js";
 import { ApproximateTracker } from "../indexer/approximate.js";
 import { E_KIND, EVENT_WORDS, type EventBatch, KIND_CLEARED, eventAt, eventsOf } from "../indexer/eventBatch.js";
@@ -46,6 +47,8 @@ export interface RouterConfig extends CostWeights {
   approxMaxBlocks: number;
   /** False: active requests hold random block ids, so none share blocks (--no-router-assume-kv-reuse). */
   assumeKvReuse: boolean;
+  /** The workers run Eagle speculative decoding: requests hash in Eagle windows (--eagle). */
+  eagle?: boolean;
   /** Queue while every worker's active prefill exceeds this fraction of its batch budget; undefined = never (Dynamo's default). */
   queueThreshold?: number;
   queuePolicy: QueuePolicy;
@@ -196,6 +199,14 @@ export class KvRouter {
       : new ApproximateTracker(index, config.approxTtlMs, config.approxMaxBlocks, now);
   }
 
+  /** A request's block hashes, as the workers' events hash them (Eagle windows with --eagle). */
+  hashRequest(tokens: ArrayLike<number>, loraName = "", cacheNamespace = ""): PromptHashes {
+    const { blockSize } = this.config;
+    return this.config.eagle
+      ? hashPromptEagle(tokens, blockSize, loraName, cacheNamespace)
+      : hashPromptFast(tokens, blockSize, loraName, cacheNamespace);
+  }
+
   findBestWorker(req: RouteRequest): RouteDecision {
     const { blockSize } = this.config;
     if (req.requestId && this.active.has(req.requestId)) {
@@ -206,7 +217,7 @@ export class KvRouter {
       );
     }
     const candidates = this.candidates(req.allowedWorkers);
-    const hashes = hashPromptFast(req.tokens, blockSize, req.loraName ?? "", req.cacheNamespace ?? "");
+    const hashes = this.hashRequest(req.tokens, req.loraName ?? "", req.cacheNamespace ?? "");
     if (req.requestId) {
       const full = this.active.roomProblem(this.config.trackActiveBlocks ? hashes.sequence.length : 0);
       if (full !== undefined) throw new RouterError("resource_exhausted", full);

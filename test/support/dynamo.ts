@@ -35,12 +35,12 @@ export function cardKey(instanceId: bigint): string {
  * serde_json of DiscoveryInstance::Model { namespace, component, endpoint, instance_id, card_json }, the
  * card trimmed to a few ModelDeploymentCard fields and its runtime_config (lib/llm/src/local_model/runtime_config.rs).
  */
-export function cardValue(instanceId: bigint, dp: { start: number; size: number }): string {
+export function cardValue(instanceId: bigint, dp: { start: number; size: number }, eagle = false): string {
   return (
     `{"type":"Model","namespace":"${NS}","component":"${COMPONENT}","endpoint":"${ENDPOINT}","instance_id":${instanceId},` +
     `"card_json":{"display_name":"Qwen/Qwen3-0.6B","slug":"qwen_qwen3-0.6b","kv_cache_block_size":4,` +
     `"runtime_config":{"total_kv_blocks":1024,"max_num_seqs":256,"max_num_batched_tokens":8192,` +
-    `"data_parallel_start_rank":${dp.start},"data_parallel_size":${dp.size},"enable_local_indexer":true}}}`
+    `"data_parallel_start_rank":${dp.start},"data_parallel_size":${dp.size},"enable_local_indexer":true,"enable_eagle":${eagle}}}}`
   );
 }
 
