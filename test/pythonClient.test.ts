@@ -50,6 +50,7 @@ interface Info {
   host_cached_blocks: string;
   disk_cached_blocks: string;
   external_cached_blocks: string;
+  prefill_tokens_per_second: number;
 }
 interface Status {
   code: string;
@@ -194,6 +195,7 @@ describe("Python gRPC client (protoc + grpc_python_plugin stubs)", () => {
       host_cached_blocks: w.hostCachedBlocks.toString(),
       disk_cached_blocks: w.diskCachedBlocks.toString(),
       external_cached_blocks: w.externalCachedBlocks.toString(),
+      prefill_tokens_per_second: w.prefillTokensPerSecond,
     }));
     const pyInfos = py.workers_freed.map((i) => ({ ...i, lease_remaining_ms: "-" }));
     const sort = (xs: Info[]) => [...xs].sort((a, b) => key(a.worker).localeCompare(key(b.worker)));

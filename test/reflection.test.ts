@@ -69,7 +69,7 @@ describe("reflection and health through buf curl", () => {
     const methods = res.stdout.trim().split("\n");
     const ours = methods.filter((m) => m.startsWith(`${KvRouterService.typeName}/`)).sort();
     const declared = KvRouterService.methods.map((m) => `${KvRouterService.typeName}/${m.name}`).sort();
-    assert.equal(declared.length, 9);
+    assert.equal(declared.length, 10);
     assert.deepEqual(ours, declared);
     assert.ok(methods.includes("grpc.health.v1.Health/Check"));
   });

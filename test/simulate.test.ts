@@ -10,12 +10,13 @@ import yargs from "yargs";
 import { DEFAULT_ROUTER_CONFIG } from "../src/router/router.js";
 import { runSimulate, simulateOptions } from "../src/simulate/command.js";
 import type { IndexEvent } from "../src/indexer/types.js";
-import { type EngineListener, type EngineParams, type RequestRecord, SimEngine, type SimRequest } from "../src/simulate/engine.js";
+import { type EngineParams, SimEngine } from "../src/simulate/engine.js";
 import { KvPolicy } from "../src/simulate/policies.js";
 import { resultJson } from "../src/simulate/report.js";
 import { PolicyFleet, type SimOptions, type SimResult, prepareRequest, simulate } from "../src/simulate/run.js";
 import { conversationTrace, sharedPrefixTrace } from "../src/simulate/synthetic.js";
 import { TraceError, expandTokens, parseTrace } from "../src/simulate/trace.js";
+import { Recorder } from "./support/simRecorder.js";
 
 const dir = mkdtempSync(join(tmpdir(), "kvr-sim-"));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -166,21 +167,6 @@ describe("simulate (virtual clock)", () => {
 });
 
 describe("simulated engine", () => {
-  class Recorder implements EngineListener {
-    events: IndexEvent[] = [];
-    done: RequestRecord[] = [];
-    rejected: string[] = [];
-    onEvents(_w: number, events: IndexEvent[]) {
-      this.events.push(...events);
-    }
-    onPrefillDone() {}
-    onFinished(r: RequestRecord) {
-      this.done.push(r);
-    }
-    onRejected(_req: SimRequest, _w: number, reason: string) {
-      this.rejected.push(reason);
-    }
-  }
   const params: EngineParams = { blockSize: 64, kvBlocks: 20, prefillMsPerToken: 0.5, decodeMsPerStep: 10, decodeMsPerToken: 2, maxBatch: 8 };
   const req = (index: number, ids: number[], input: number, output: number, at: number) =>
     prepareRequest({ index, timestampMs: at, inputLength: input, outputLength: output, hashIds: ids }, 64, 1, `q${index}`);

@@ -68,7 +68,6 @@ export const UNSUPPORTED_FLAGS: readonly UnsupportedFlag[] = [
   { flag: "router-tracking-key-file", option: str("32-byte key for keyed-xxh3-v1"), group: HELP_GROUP.tracking, source: KV_ROUTER_ARGS },
   { flag: "router-tracking-key-id", option: str("key epoch for keyed-xxh3-v1"), group: HELP_GROUP.tracking, source: KV_ROUTER_ARGS },
   { flag: "router-approximate-cache-policy", option: str("approximate-mode retention", ["ttl", "lru"]), group: HELP_GROUP.indexer, source: KV_ROUTER_ARGS },
-  { flag: "router-predicted-ttl-secs", option: num("predict-on-route side index TTL"), group: HELP_GROUP.indexer, source: KV_ROUTER_ARGS },
   { flag: "router-prune-target-ratio", option: num("approximate-mode prune target (older releases; kv-router prunes to 0.8)"), group: HELP_GROUP.indexer, source: KV_ROUTER_ARGS },
   { flag: "use-remote-indexer", option: bool("query a remote KV indexer instead of a local one"), group: HELP_GROUP.indexer, source: KV_ROUTER_ARGS },
   { flag: "enable-session-prefix-index", option: bool("per-session block lineage index"), group: HELP_GROUP.indexer, source: KV_ROUTER_ARGS },

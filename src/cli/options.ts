@@ -17,17 +17,24 @@ import { NatsEventSource, defaultRouterId } from "../sources/nats/natsSource.js"
 import { connectOptionsFromFlags } from "../nats/connection.js";
 import { DEFAULT_METRICS_MAX_WORKERS } from "../metrics/metrics.js";
 import { modelSpecFrom } from "../gateway/modelSpec.js";
-import type { QueuePolicy, RouterConfig } from "../router/router.js";
+import {
+  DEFAULT_PREFILL_TOKENS_PER_SEC,
+  DEFAULT_TTFT_DECODE_SLOWDOWN_PER_BLOCK,
+  DYNAMO_DEFAULT_MAX_BATCHED_TOKENS,
+  ROUTER_COSTS,
+  type QueuePolicy,
+  type RouterConfig,
+  type RouterCost,
+} from "../router/router.js";
+import { DEFAULT_ADMISSION_CONFIG, QUEUE_POLICIES } from "../scheduler/admissionQueue.js";
 import { DYNAMO_COST_WEIGHTS, applyDeprecatedOverlapScoreWeight } from "../scheduler/costFunction.js";
 import type { ServerOptions } from "../server/server.js";
 import { parseZmqWorkerSpec } from "../sources/zmq/endpoints.js";
 import { ZmqEventSource } from "../sources/zmq/zmqEventSource.js";
 import {
   HELP_GROUP,
-  KV_ROUTER_ARGS,
   UNSUPPORTED_FLAGS,
   givenAs,
-  notSupportedYet,
   unsupportedDynamoOptions,
   unsupportedFlagWarnings,
 } from "./dynamoFlags.js";
@@ -73,6 +80,20 @@ const HELP_GROUPS: Record<string, string[]> = {
     "max-blocks",
   ],
   "Discovery (Dynamo's etcd and file stores, kv-router's NATS bucket):": ["discovery-backend", "etcd-endpoints", "file-kv", "file-kv-ttl-secs"],
+  "Scheduling (kv-router):": [
+    "router-max-queued",
+    "router-max-queue-wait-secs",
+    "active-decode-blocks-threshold",
+    "active-prefill-tokens-threshold",
+    "active-prefill-tokens-threshold-frac",
+    "default-max-num-batched-tokens",
+    "router-predicted-ttl-secs",
+    "session-affinity-ttl-secs",
+    "session-affinity-slack",
+    "router-cost",
+    "router-prefill-tokens-per-sec",
+    "router-ttft-decode-slowdown-per-block",
+  ],
   "NATS (kv-router):": [
     "nats-url",
     "nats-user",
@@ -179,16 +200,16 @@ export function serveOptions<T>(y: Argv<T>) {
       default: DYNAMO_COST_WEIGHTS.trackPrefillTokens,
       describe: "Count prompt tokens as prefill load (--no-router-track-prefill-tokens for decode-only pools)",
     })
-    // The queue flags are parsed and passed into RouterConfig; the scheduler queue (issue 13) will act on them.
     .option("router-queue-threshold", {
       type: "number",
-      describe: "[not supported yet] Queue requests while every worker's active prefill exceeds this fraction of its batch budget (unset = no queueing)",
+      describe:
+        "Queue requests in the router while every worker's active prefill tokens exceed this fraction of its max_num_batched_tokens (unset = never queue)",
     })
     .option("router-queue-policy", {
       type: "string",
-      choices: ["fcfs", "wspt"],
+      choices: QUEUE_POLICIES,
       defaultDescription: "fcfs",
-      describe: "[not supported yet] Order of the router queue: fcfs (tail TTFT) or wspt (mean TTFT)",
+      describe: "Order of the router queue: fcfs (tail TTFT) or wspt (mean TTFT); a request's priority jumps it",
     })
     .option("router-host-cache-hit-weight", {
       type: "number",
@@ -349,6 +370,49 @@ export function serveOptions<T>(y: Argv<T>) {
       type: "number",
       default: 0,
       describe: "Cost, in blocks, of an engine's full KV cache, scaled by its reported usage (metrics= URL; 0 = off)",
+    })
+    // Scheduling layer (issue 13): queueing and admission, predict-on-route, session affinity.
+    .option("router-max-queued", { type: "number", default: DEFAULT_ADMISSION_CONFIG.maxQueued, describe: "Most requests queued; more are refused with RESOURCE_EXHAUSTED" })
+    .option("router-max-queue-wait-secs", {
+      type: "number",
+      default: DEFAULT_ADMISSION_CONFIG.maxWaitMs! / 1000,
+      describe: "Longest a call waits in the queue before RESOURCE_EXHAUSTED, whatever its deadline (0 = no limit)",
+    })
+    .option("active-decode-blocks-threshold", {
+      type: "number",
+      describe: "Worker busy past this fraction of its total_kv_blocks in active decode blocks; all busy = RESOURCE_EXHAUSTED",
+    })
+    .option("active-prefill-tokens-threshold", { type: "number", describe: "Worker busy past this many active prefill tokens" })
+    .option("active-prefill-tokens-threshold-frac", {
+      type: "number",
+      describe: "Worker busy past this fraction of its max_num_batched_tokens in active prefill tokens",
+    })
+    .option("default-max-num-batched-tokens", {
+      type: "number",
+      default: DYNAMO_DEFAULT_MAX_BATCHED_TOKENS,
+      describe: "max_num_batched_tokens assumed for workers that do not report it at registration",
+    })
+    .option("router-predicted-ttl-secs", {
+      type: "number",
+      default: 0,
+      describe: "Predict-on-route: seconds a routed prompt counts as cached on its worker before its KV event arrives (0 = off)",
+    })
+    .option("session-affinity-ttl-secs", { type: "number", default: 0, describe: "Keep session_id bindings this long after their last request (0 = no affinity)" })
+    .option("session-affinity-slack", { type: "number", default: 0, describe: "A session stays on its worker while its cost is at most this above the best worker's" })
+    .option("router-cost", {
+      choices: ROUTER_COSTS,
+      default: "dynamo" as RouterCost,
+      describe: "Routing cost: dynamo (Dynamo's block formula) or ttft (estimated ms to first token, prefill rates learned per worker)",
+    })
+    .option("router-prefill-tokens-per-sec", {
+      type: "number",
+      default: DEFAULT_PREFILL_TOKENS_PER_SEC,
+      describe: "ttft cost: a worker's prefill rate until the router has learned it",
+    })
+    .option("router-ttft-decode-slowdown-per-block", {
+      type: "number",
+      default: DEFAULT_TTFT_DECODE_SLOWDOWN_PER_BLOCK,
+      describe: "ttft cost: prefill slows by this fraction per active decode block on the worker",
     })
     .option("host", { type: "string", default: "0.0.0.0", describe: "Address to listen on" })
     .option("grpc-port", { type: "number", default: 50051, describe: "gRPC port (0 = pick a free one)" })
@@ -522,6 +586,25 @@ export function serveOptions<T>(y: Argv<T>) {
       nonNegative("zmq-replay-timeout", argv.zmqReplayTimeout as number);
       nonNegative("engine-queue-weight", argv.engineQueueWeight as number);
       nonNegative("engine-kv-usage-weight", argv.engineKvUsageWeight as number);
+      for (const name of [
+        "router-queue-threshold",
+        "active-decode-blocks-threshold",
+        "active-prefill-tokens-threshold",
+        "active-prefill-tokens-threshold-frac",
+        "router-predicted-ttl-secs",
+        "router-max-queue-wait-secs",
+        "session-affinity-ttl-secs",
+        "session-affinity-slack",
+        "router-ttft-decode-slowdown-per-block",
+      ]) {
+        const v = argv[name] as number | undefined;
+        if (v !== undefined) nonNegative(name, v);
+      }
+      int("router-max-queued", argv.routerMaxQueued as number, 0, 1 << 24);
+      if (!(Number.isFinite(argv.routerPrefillTokensPerSec) && (argv.routerPrefillTokensPerSec as number) > 0)) {
+        problems.push(`--router-prefill-tokens-per-sec must be a number > 0, got ${argv.routerPrefillTokensPerSec}`);
+      }
+      int("default-max-num-batched-tokens", argv.defaultMaxNumBatchedTokens as number, 1, 2 ** 40);
       if (!argv.kvEvents && (argv.zmqWorker !== undefined || argv.workersFile !== undefined)) {
         problems.push("--zmq-worker and --workers-file feed KV events; they cannot be used with --no-kv-events");
       }
@@ -569,6 +652,13 @@ export function routerConfigFrom(argv: ServeArgs): RouterConfig {
     maxDpRanks: argv.maxDpRanks,
     maxActiveRequests: argv.maxActiveRequests,
     maxActiveBlocks: argv.maxActiveBlocks,
+    predictedTtlMs: argv.routerPredictedTtlSecs * 1000,
+    sessionAffinityTtlMs: argv.sessionAffinityTtlSecs * 1000,
+    sessionAffinitySlack: argv.sessionAffinitySlack,
+    defaultMaxNumBatchedTokens: argv.defaultMaxNumBatchedTokens,
+    routerCost: argv.routerCost as RouterCost,
+    prefillTokensPerSec: argv.routerPrefillTokensPerSec,
+    ttftDecodeSlowdownPerBlock: argv.routerTtftDecodeSlowdownPerBlock,
   };
   if (argv.kvOverlapScoreWeight !== undefined) router = applyDeprecatedOverlapScoreWeight(router, argv.kvOverlapScoreWeight);
   if (argv.loadAware) {
@@ -603,10 +693,6 @@ export function startupWarnings(argv: ServeArgs, cliArgs: readonly string[] = pr
     const as = givenAs(["kv-overlap-score-weight", "router-kv-overlap-score-weight", "overlap-score-weight"], cliArgs, env) ?? "--kv-overlap-score-weight";
     warnings.push(`${as} is deprecated (as in Dynamo): it sets --router-prefill-load-scale${argv.kvOverlapScoreWeight === 0 ? " and, being 0, --router-kv-overlap-score-credit 0" : ""}`);
   }
-  for (const name of ["router-queue-threshold", "router-queue-policy"]) {
-    const as = givenAs([name], cliArgs, env);
-    if (as !== undefined) warnings.push(notSupportedYet(as, KV_ROUTER_ARGS));
-  }
   return warnings;
 }
 
@@ -614,6 +700,17 @@ export function serverOptionsFrom(argv: ServeArgs): ServerOptions {
   const router = routerConfigFrom(argv);
   return {
     router,
+    admission: {
+      thresholds: {
+        routerQueueThreshold: router.queueThreshold,
+        activeDecodeBlocksThreshold: argv.activeDecodeBlocksThreshold,
+        activePrefillTokensThreshold: argv.activePrefillTokensThreshold,
+        activePrefillTokensThresholdFrac: argv.activePrefillTokensThresholdFrac,
+      },
+      queuePolicy: router.queuePolicy,
+      maxQueued: argv.routerMaxQueued,
+      maxWaitMs: argv.routerMaxQueueWaitSecs > 0 ? argv.routerMaxQueueWaitSecs * 1000 : undefined,
+    },
     host: argv.host,
     grpcPort: argv.grpcPort,
     metricsPort: argv.metricsPort < 0 ? undefined : argv.metricsPort,

@@ -13,6 +13,7 @@ import {
   type ListWorkersResponse,
   type MarkPrefillCompletedResponse,
   type RegisterWorkerResponse,
+  type SetBusyThresholdsResponse,
   DeregisterWorkerRequestSchema,
   DumpIndexRequestSchema,
   FindBestWorkerRequestSchema,
@@ -23,6 +24,7 @@ import {
   ListWorkersRequestSchema,
   MarkPrefillCompletedRequestSchema,
   RegisterWorkerRequestSchema,
+  SetBusyThresholdsRequestSchema,
 } from "../../gen/kvrouter/v1/router_pb.js";
 import { serviceDefinition } from "../server/grpcGlue.js";
 
@@ -40,16 +42,27 @@ export class KvRouterClient {
     });
   }
 
-  private unary<Res>(method: string, request: unknown): Promise<Res> {
+  private unary<Res>(method: string, request: unknown, options: grpc.CallOptions = {}): Promise<Res> {
     return new Promise((resolve, reject) => {
-      (this.raw as unknown as Record<string, Function>)[method](request, (err: grpc.ServiceError | null, res: Res) =>
+      (this.raw as unknown as Record<string, Function>)[method](request, new grpc.Metadata(), options, (err: grpc.ServiceError | null, res: Res) =>
         err ? reject(err) : resolve(res),
       );
     });
   }
 
-  findBestWorker(req: Init<typeof FindBestWorkerRequestSchema>): Promise<FindBestWorkerResponse> {
-    return this.unary("findBestWorker", create(FindBestWorkerRequestSchema, req));
+  /** `options.deadline` bounds how long the call may wait in the router's queue. */
+  findBestWorker(req: Init<typeof FindBestWorkerRequestSchema>, options: grpc.CallOptions = {}): Promise<FindBestWorkerResponse> {
+    return this.unary("findBestWorker", create(FindBestWorkerRequestSchema, req), options);
+  }
+  /** Changes the busy/queue thresholds at run time; answers the thresholds now in force. */
+  setBusyThresholds(req: Init<typeof SetBusyThresholdsRequestSchema>, metadata = new grpc.Metadata()): Promise<SetBusyThresholdsResponse> {
+    return new Promise((resolve, reject) => {
+      (this.raw as unknown as Record<string, Function>).setBusyThresholds(
+        create(SetBusyThresholdsRequestSchema, req),
+        metadata,
+        (err: grpc.ServiceError | null, res: SetBusyThresholdsResponse) => (err ? reject(err) : resolve(res)),
+      );
+    });
   }
   markPrefillCompleted(requestId: string): Promise<MarkPrefillCompletedResponse> {
     return this.unary("markPrefillCompleted", create(MarkPrefillCompletedRequestSchema, { requestId }));

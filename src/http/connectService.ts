@@ -10,7 +10,7 @@ import { UNARY_METHOD_NAMES, type UnaryMethods, runUnary } from "../server/kvRou
 export function connectRoutes(methods: UnaryMethods, metrics: RouterMetrics, authToken: string | undefined, policy: TokenPolicy = OPEN_READS) {
   const impl: Record<string, (req: never, ctx: HandlerContext) => unknown> = {};
   for (const local of Object.keys(UNARY_METHOD_NAMES) as (keyof UnaryMethods)[]) {
-    impl[local] = (req: { requestId?: string; explain?: boolean }, ctx: HandlerContext) => {
+    impl[local] = async (req: { requestId?: string; explain?: boolean }, ctx: HandlerContext) => {
       if (authToken !== undefined) {
         const refused = tokenRefusal(local, req, ctx.requestHeader.get("authorization") ?? undefined, authToken, policy);
         if (refused !== undefined) {
@@ -18,7 +18,10 @@ export function connectRoutes(methods: UnaryMethods, metrics: RouterMetrics, aut
           throw new ConnectError(refused, Code.Unauthenticated);
         }
       }
-      const outcome = runUnary(metrics, UNARY_METHOD_NAMES[local], () => (methods[local] as (r: unknown) => unknown)(req));
+      // ctx.signal aborts when the client goes away or its timeout passes: a queued FindBestWorker leaves the queue.
+      const outcome = await runUnary(metrics, UNARY_METHOD_NAMES[local], () =>
+        (methods[local] as (r: unknown, signal: AbortSignal) => unknown)(req, ctx.signal),
+      );
       // gRPC status numbers are Connect codes (both follow google.rpc.Code).
       if (!outcome.ok) throw new ConnectError(outcome.details, outcome.code as number as Code);
       return outcome.response;

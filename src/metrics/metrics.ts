@@ -14,6 +14,7 @@ export interface GaugeSources {
   indexBytes?: () => number;
   activeRequests?: () => number;
   workers?: () => WorkerStatus[];
+  queueDepth?: () => number;
 }
 
 /** Per-worker series exported by default; beyond it they are left out (and counted), so a big fleet cannot explode the series count. */
@@ -109,6 +110,39 @@ export class RouterMetrics {
     registers: [this.registry],
   });
 
+  // Scheduling layer: the admission queue, predict-on-route, session affinity.
+  readonly queueDepth = new Gauge({
+    collect: gaugeFrom(() => this.sources.queueDepth),
+    name: "kvrouter_queue_depth",
+    help: "FindBestWorker calls waiting in the router's queue (--router-queue-threshold)",
+    registers: [this.registry],
+  });
+  readonly queueWait = new Histogram({
+    name: "kvrouter_queue_wait_seconds",
+    help: "Time queued calls waited, by how they left: routed, cancelled (client gone or deadline passed), timed_out (--router-max-queue-wait-secs), failed",
+    labelNames: ["outcome"] as const,
+    buckets: [0.001, 0.005, 0.025, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+    registers: [this.registry],
+  });
+  readonly queueRefused = new Counter({
+    name: "kvrouter_queue_refused_total",
+    help: "FindBestWorker calls answered RESOURCE_EXHAUSTED: busy (every candidate past a busy threshold) or queue_full",
+    labelNames: ["reason"] as const,
+    registers: [this.registry],
+  });
+  readonly predictions = new Counter({
+    name: "kvrouter_predicted_routes_total",
+    help: "Predict-on-route predictions at their TTL: confirmed (the worker's events stored the blocks) or wrong",
+    labelNames: ["outcome"] as const,
+    registers: [this.registry],
+  });
+  readonly sessionAffinity = new Counter({
+    name: "kvrouter_session_affinity_total",
+    help: "Requests with a session_id: new (no live binding), kept (stayed within the slack), broken (moved)",
+    labelNames: ["outcome"] as const,
+    registers: [this.registry],
+  });
+
   /** The per-worker gauges, filled from one ListWorkers snapshot per scrape. */
   // Registered first of the four, so it is collected first and fills the others too.
   readonly workerCachedBlocks = this.workerGauge("cached_blocks", "KV blocks the index holds for this worker", () => this.collectWorkers());
@@ -133,6 +167,9 @@ export class RouterMetrics {
       this.invalidRequests.inc({ method }, 0);
       this.unauthenticated.inc({ method }, 0);
     }
+    for (const reason of ["busy", "queue_full"]) this.queueRefused.inc({ reason }, 0);
+    for (const outcome of ["confirmed", "wrong"]) this.predictions.inc({ outcome }, 0);
+    for (const outcome of ["new", "kept", "broken"]) this.sessionAffinity.inc({ outcome }, 0);
   }
 
   private workerGauge(name: string, help: string, collect?: () => void): Gauge<"worker_id" | "dp_rank"> {

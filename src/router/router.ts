@@ -27,6 +27,9 @@ import {
   pickScore,
   scoreCandidate,
 } from "../scheduler/costFunction.js";
+import { PredictedBlocks, type PredictionOutcomes } from "../scheduler/predictions.js";
+import { PrefillRates, decodeSlowdown, estimateTtftMs } from "../scheduler/prefillRates.js";
+import { type AffinityOutcome, SessionAffinity } from "../scheduler/sessionAffinity.js";
 import { log } from "../util/log.js";
 import { WorkerAddresses, rankAddress } from "../workers/addresses.js";
 import { WorkerRegistry } from "../workers/registry.js";
@@ -64,6 +67,49 @@ export interface RouterConfig extends CostWeights {
   maxActiveRequests?: number;
   /** Most prompt blocks held by active requests in total (--max-active-blocks). */
   maxActiveBlocks?: number;
+  /** Predict-on-route TTL in event mode (--router-predicted-ttl-secs); 0/undefined = off. */
+  predictedTtlMs?: number;
+  /** A session stays on its worker while its cost is within this of the best (cost units). */
+  sessionAffinitySlack?: number;
+  /** How long a session binding lives after its last request; 0/undefined = no affinity. */
+  sessionAffinityTtlMs?: number;
+  /** A worker that does not report max_num_batched_tokens counts as this (Dynamo: 10M, never busy). */
+  defaultMaxNumBatchedTokens?: number;
+  /** The routing cost: Dynamo's block formula (default) or estimated time to first token in ms. */
+  routerCost?: RouterCost;
+  /** ttft cost: every worker's prefill rate before the router has learned it (tokens per second). */
+  prefillTokensPerSec?: number;
+  /** ttft cost: prefill slows by this fraction per active decode block on the worker. */
+  ttftDecodeSlowdownPerBlock?: number;
+}
+
+export const ROUTER_COSTS = ["dynamo", "ttft"] as const;
+export type RouterCost = (typeof ROUTER_COSTS)[number];
+export const DEFAULT_PREFILL_TOKENS_PER_SEC = 10_000;
+export const DEFAULT_TTFT_DECODE_SLOWDOWN_PER_BLOCK = 0.0001;
+
+/** Most session bindings kept (the least recently used go first). */
+export const MAX_SESSIONS = 1 << 20;
+/** Dynamo's max_num_batched_tokens for a worker that does not report one (queue.rs). */
+export const DYNAMO_DEFAULT_MAX_BATCHED_TOKENS = 10_000_000;
+
+/** What a worker reported about its engine's size (0 = unknown). */
+export interface WorkerCapacity {
+  maxNumBatchedTokens: number;
+  totalKvBlocks: number;
+}
+
+/** A candidate worker's load and size, for admission decisions. */
+export interface CandidateState {
+  key: string;
+  load: WorkerLoad;
+  capacity: WorkerCapacity;
+}
+
+/** Told about predict-on-route and affinity outcomes (metrics). */
+export interface SchedulingObserver {
+  predictions?(outcomes: PredictionOutcomes): void;
+  affinity?(outcome: AffinityOutcome): void;
 }
 
 export const DEFAULT_ROUTER_CONFIG: RouterConfig = {
@@ -93,12 +139,18 @@ export interface RouteRequest {
   loraName?: string;
   /** Dynamo's cache_namespace (tenant): salts every block hash. */
   cacheNamespace?: string;
+  /** Expected output length: grows the chosen worker's projected decode load. */
+  expectedOutputTokens?: number;
+  /** Session for affinity. */
+  sessionId?: string;
 }
 
 export interface RouteDecision {
   worker: WorkerKey;
   overlapBlocks: number;
   promptBlocks: number;
+  /** Of overlapBlocks, those assumed cached by predict-on-route rather than known from events. */
+  predictedBlocks: number;
   /** Every candidate's score, best (lowest logit) first. */
   scores: Score[];
   /** Per worker key, prompt blocks found on lower tiers beyond its GPU match. */
@@ -133,11 +185,13 @@ export interface WorkerStatus {
   lowerTierBlocks: Record<LowerTier, number>;
   load: WorkerLoad;
   lastEventId: bigint;
+  /** Learned prefill rate (ttft cost), tokens per second; 0 otherwise. */
+  prefillTokensPerSec: number;
 }
 
 /** A local change of the load state, for replica sync (workerKey = "id:rank"). */
 export type ActiveChange =
-  | { kind: "add"; requestId: string; workerKey: string; blocks: readonly bigint[]; prefillTokens: number }
+  | { kind: "add"; requestId: string; workerKey: string; blocks: readonly bigint[]; prefillTokens: number; outputBlocks?: number }
   | { kind: "prefill_done"; requestId: string; workerKey: string }
   | { kind: "free"; requestId: string; workerKey: string };
 
@@ -179,6 +233,15 @@ export class KvRouter {
   /** Blocks on host memory, disk and external stores (the GPU's are in `index`). */
   readonly lowerTiers: LowerTiers;
   private readonly approx: ApproximateTracker | undefined;
+  private readonly predictions: PredictedBlocks | undefined;
+  /** Learned prefill rates (ttft cost only). */
+  readonly prefillRates: PrefillRates | undefined;
+  readonly sessions: SessionAffinity | undefined;
+  /** Engine sizes reported at registration, by worker id. */
+  private readonly capacities = new Map<bigint, WorkerCapacity>();
+  /** Called when load may have dropped or workers changed (the admission queue drains). */
+  readonly capacityListeners: (() => void)[] = [];
+  schedulingObserver: SchedulingObserver = {};
   /** Told about every local add / prefill-done / free (replica sync publishes them). */
   activeListener?: (change: ActiveChange) => void;
 
@@ -197,6 +260,43 @@ export class KvRouter {
     this.approx = config.useKvEvents
       ? undefined
       : new ApproximateTracker(index, config.approxTtlMs, config.approxMaxBlocks, now);
+    this.predictions =
+      config.useKvEvents && (config.predictedTtlMs ?? 0) > 0
+        ? new PredictedBlocks(config.predictedTtlMs!, config.approxMaxBlocks, now)
+        : undefined;
+    this.prefillRates =
+      config.routerCost === "ttft"
+        ? new PrefillRates((config.prefillTokensPerSec ?? DEFAULT_PREFILL_TOKENS_PER_SEC) / 1000, now)
+        : undefined;
+    this.sessions =
+      (config.sessionAffinityTtlMs ?? 0) > 0
+        ? new SessionAffinity(config.sessionAffinitySlack ?? 0, config.sessionAffinityTtlMs!, MAX_SESSIONS, now)
+        : undefined;
+  }
+
+  /** Every candidate's load and reported size (throws as routing would for unknown workers). */
+  candidateStates(allowed?: readonly WorkerKey[]): CandidateState[] {
+    return this.candidates(allowed).map((worker) => {
+      const key = workerKeyString(worker);
+      const reported = this.capacities.get(worker.workerId);
+      const fallback = this.config.defaultMaxNumBatchedTokens ?? DYNAMO_DEFAULT_MAX_BATCHED_TOKENS;
+      return {
+        key,
+        load: this.active.load(key),
+        capacity: {
+          maxNumBatchedTokens: reported?.maxNumBatchedTokens || fallback,
+          totalKvBlocks: reported?.totalKvBlocks ?? 0,
+        },
+      };
+    });
+  }
+
+  /** The prompt's tokens not cached on the candidate that caches most of it. */
+  uncachedTokens(req: RouteRequest): number {
+    const hashes = this.hashRequest(req.tokens, req.loraName ?? "", req.cacheNamespace ?? "");
+    let best = 0;
+    for (const overlap of this.index.findMatches(hashes.sequence).values()) best = Math.max(best, overlap);
+    return Math.max(0, req.tokens.length - best * this.config.blockSize);
   }
 
   /** A request's block hashes, as the workers' events hash them (Eagle windows with --eagle). */
@@ -229,57 +329,109 @@ export class KvRouter {
     const loads = candidates.map((worker) => this.active.load(workerKeyString(worker)));
     const params = { ...this.config, isl, minActivePrefillTokens: minActivePrefillTokens(loads) };
 
+    const outputBlocks = Math.ceil((req.expectedOutputTokens ?? 0) / blockSize);
+    const predictedByKey = new Map<string, number>();
     const scores = candidates.map((worker, i) => {
       const key = workerKeyString(worker);
       const tiers = tierOverlaps.get(key);
+      const known = overlaps.get(key) ?? 0;
+      const overlapBlocks = this.predictions ? this.predictions.extend(key, hashes.sequence, known) : known;
+      if (overlapBlocks > known) predictedByKey.set(key, overlapBlocks - known);
       const score = scoreCandidate(
         {
           worker,
-          overlapBlocks: overlaps.get(key) ?? 0,
+          overlapBlocks,
           hostOverlapBlocks: tiers?.host_pinned ?? 0,
           // Disk and external stores share the disk weight, as in Dynamo.
           diskOverlapBlocks: (tiers?.disk ?? 0) + (tiers?.external ?? 0),
-          load: loads[i],
-          newDecodeBlocks: this.active.newBlocks(key, blocks),
+          // Output hints project decode load: the blocks those tokens will fill.
+          load: { ...loads[i], decodeBlocks: loads[i].decodeBlocks + loads[i].outputBlocks },
+          newDecodeBlocks: this.active.newBlocks(key, blocks) + outputBlocks,
         },
         params,
       );
+      if (this.prefillRates) score.logit = this.ttftMs(key, loads[i], overlapBlocks, isl);
       score.logit += this.extraCost.get(key) ?? 0;
       return score;
     });
-    const chosen = pickScore(scores, this.config.temperature, this.random);
+    const chosen = this.withAffinity(req.sessionId, scores, pickScore(scores, this.config.temperature, this.random));
     const chosenKey = workerKeyString(chosen.worker);
 
     // Approximate mode first: an index with no slot left refuses before any state changes.
     if (this.approx) withIndexCapacity(() => this.approx!.routed(chosen.worker, hashes.sequence));
     if (req.requestId) {
       const prefillTokens = this.config.trackPrefillTokens ? Math.max(0, isl - chosen.overlapBlocks * blockSize) : 0;
-      this.active.add(req.requestId, chosenKey, blocks, prefillTokens);
-      this.activeListener?.({ kind: "add", requestId: req.requestId, workerKey: chosenKey, blocks, prefillTokens });
+      // The estimate's inputs as scored: work queued ahead plus this prompt, the decode load before it.
+      const before = this.active.load(chosenKey);
+      this.prefillRates?.routed(req.requestId, chosenKey, before.prefillTokens + Math.max(0, isl - chosen.overlapBlocks * blockSize), this.slowdown(before));
+      this.active.add(req.requestId, chosenKey, blocks, prefillTokens, outputBlocks);
+      this.activeListener?.({ kind: "add", requestId: req.requestId, workerKey: chosenKey, blocks, prefillTokens, outputBlocks });
     }
+    this.predictions?.routed(chosenKey, hashes.sequence);
 
     scores.sort((a, b) => a.logit - b.logit);
     return {
       worker: chosen.worker,
       overlapBlocks: chosen.overlapBlocks,
       promptBlocks: hashes.sequence.length,
+      predictedBlocks: predictedByKey.get(chosenKey) ?? 0,
       scores,
       tierOverlaps,
     };
   }
 
+  private slowdown(load: WorkerLoad): number {
+    return decodeSlowdown(load.decodeBlocks, this.config.ttftDecodeSlowdownPerBlock ?? DEFAULT_TTFT_DECODE_SLOWDOWN_PER_BLOCK);
+  }
+
+  /** The ttft cost: estimated ms to this prompt's first token on the worker. */
+  private ttftMs(key: string, load: WorkerLoad, overlapBlocks: number, isl: number): number {
+    const uncached = Math.max(0, isl - overlapBlocks * this.config.blockSize);
+    return estimateTtftMs(load.prefillTokens, uncached, this.prefillRates!.rate(key), this.slowdown(load));
+  }
+
+  /** Keeps a session on its worker while that costs at most the slack more than the pick. */
+  private withAffinity(sessionId: string | undefined, scores: readonly Score[], picked: Score): Score {
+    if (!sessionId || this.sessions === undefined) return picked;
+    const bound = this.sessions.boundWorker(sessionId);
+    let chosen = picked;
+    let outcome: AffinityOutcome = "new";
+    if (bound !== undefined) {
+      const sticky = scores.find((s) => workerKeyString(s.worker) === bound);
+      const best = Math.min(...scores.map((s) => s.logit));
+      if (sticky !== undefined && sticky.logit - best <= this.sessions.slack) {
+        chosen = sticky;
+        outcome = "kept";
+      } else {
+        outcome = "broken";
+      }
+    }
+    this.sessions.bind(sessionId, workerKeyString(chosen.worker));
+    this.schedulingObserver.affinity?.(outcome);
+    return chosen;
+  }
+
   markPrefillCompleted(requestId: string): boolean {
     const request = this.active.get(requestId);
     const done = this.active.markPrefillCompleted(requestId);
+    if (done) this.prefillRates?.prefillDone(requestId);
     if (done && request) this.activeListener?.({ kind: "prefill_done", requestId, workerKey: request.workerKey });
+    if (done) this.capacityChanged();
     return done;
   }
 
   free(requestId: string): boolean {
     const request = this.active.get(requestId);
     const freed = this.active.free(requestId);
+    this.prefillRates?.forget(requestId);
     if (freed && request) this.activeListener?.({ kind: "free", requestId, workerKey: request.workerKey });
+    if (freed) this.capacityChanged();
     return freed;
+  }
+
+  /** Tells the capacity listeners (the admission queue) that a worker may have room now. */
+  capacityChanged(): void {
+    for (const listener of this.capacityListeners) listener();
   }
 
   applyEvents(events: readonly IndexEvent[], restore = false): IngestSummary {
@@ -319,7 +471,7 @@ export class KvRouter {
   }
 
   /** `address` is rank 0's ip:port; rank r serves on port + r. */
-  registerWorker(workerId: bigint, dpRanks: number[], ttlMs?: number, feed?: WorkerFeed, address?: string): number {
+  registerWorker(workerId: bigint, dpRanks: number[], ttlMs?: number, feed?: WorkerFeed, address?: string, capacity?: WorkerCapacity): number {
     const ttl = ttlMs && ttlMs > 0 ? ttlMs : this.config.workerLeaseTtlMs;
     const maxRanks = this.config.maxDpRanks ?? Infinity;
     if (dpRanks.length > maxRanks) {
@@ -344,6 +496,8 @@ export class KvRouter {
     ranks.forEach((dpRank, i) => {
       if (address) this.addresses.set({ workerId, dpRank }, rankAddresses[i], "registration");
     });
+    if (capacity !== undefined) this.capacities.set(workerId, capacity);
+    this.capacityChanged();
     return ttl;
   }
 
@@ -379,6 +533,7 @@ export class KvRouter {
         lowerTierBlocks: lower.get(key) ?? { host_pinned: 0, disk: 0, external: 0 },
         load: this.active.load(key),
         lastEventId: eventIds.get(key) ?? 0n,
+        prefillTokensPerSec: this.prefillRates ? this.prefillRates.rate(key) * 1000 : 0,
       };
     });
   }
@@ -395,6 +550,12 @@ export class KvRouter {
       log.warn("freed requests never released by their client", { count: expiredRequests.length });
     }
     const expiredBlocks = this.approx?.expire() ?? 0;
+    if (this.predictions) {
+      const outcomes = this.predictions.expire((key, blocks) => this.index.findMatches(blocks).get(key) ?? 0);
+      if (outcomes.confirmed + outcomes.wrong > 0) this.schedulingObserver.predictions?.(outcomes);
+    }
+    this.sessions?.expire();
+    if (expiredWorkers.length > 0 || expiredRequests.length > 0) this.capacityChanged();
     return { expiredWorkers, expiredRequests, expiredBlocks };
   }
 
@@ -458,8 +619,16 @@ export class KvRouter {
     }
     this.approx?.forgetWorker(workerId);
     this.addresses.forgetWorker(workerId);
+    const ofWorker = (key: string) => parseWorkerKey(key).workerId === workerId;
+    this.predictions?.forgetWorker(ofWorker);
+    this.sessions?.forgetWorker(ofWorker);
+    this.prefillRates?.forgetWorker(ofWorker);
+    this.capacities.delete(workerId);
     for (const o of this.workerObservers) o.forgotten?.(workerId);
-    return this.index.removeWorker(workerId) + this.lowerTiers.removeWorker(workerId);
+    const removed = this.index.removeWorker(workerId) + this.lowerTiers.removeWorker(workerId);
+    // Its queued requests may now have no candidate left: let them fail rather than wait.
+    this.capacityChanged();
+    return removed;
   }
 }
 

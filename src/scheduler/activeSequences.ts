@@ -9,6 +9,8 @@ export interface ActiveRequest {
   blocks: BigUint64Array;
   /** Uncached prompt tokens still to prefill. */
   prefillTokens: number;
+  /** Blocks its expected output will fill (expected_output_tokens hint). */
+  outputBlocks: number;
   prefillDone: boolean;
   expiresAt: number;
 }
@@ -18,11 +20,14 @@ export interface WorkerLoad {
   prefillTokens: number;
   /** Distinct KV blocks of the requests in flight. */
   decodeBlocks: number;
+  /** Blocks the requests in flight are expected to add while decoding (their output hints). */
+  outputBlocks: number;
 }
 
 class WorkerSequences {
   requests = 0;
   prefillTokens = 0;
+  outputBlocks = 0;
   /** Block -> number of active requests holding it. */
   readonly blockRefs = new Map<bigint, number>();
 }
@@ -71,8 +76,8 @@ export class ActiveSequences {
 
   load(workerKey: string): WorkerLoad {
     const w = this.workers.get(workerKey);
-    if (w === undefined) return { requests: 0, prefillTokens: 0, decodeBlocks: 0 };
-    return { requests: w.requests, prefillTokens: w.prefillTokens, decodeBlocks: w.blockRefs.size };
+    if (w === undefined) return { requests: 0, prefillTokens: 0, decodeBlocks: 0, outputBlocks: 0 };
+    return { requests: w.requests, prefillTokens: w.prefillTokens, decodeBlocks: w.blockRefs.size, outputBlocks: w.outputBlocks };
   }
 
   /** How many of `blocks` the worker's active requests do not already hold. */
@@ -85,12 +90,13 @@ export class ActiveSequences {
   }
 
   /** Adds a request (callers check has() and roomProblem() first). */
-  add(requestId: string, workerKey: string, blocks: readonly bigint[], prefillTokens: number): void {
+  add(requestId: string, workerKey: string, blocks: readonly bigint[], prefillTokens: number, outputBlocks = 0): void {
     const request: ActiveRequest = {
       requestId,
       workerKey,
       blocks: BigUint64Array.from(blocks),
       prefillTokens,
+      outputBlocks,
       prefillDone: false,
       expiresAt: this.now() + this.requestTtlMs,
     };
@@ -103,6 +109,7 @@ export class ActiveSequences {
     w.requests++;
     w.prefillTokens += prefillTokens;
     this.heldBlocks += request.blocks.length;
+    w.outputBlocks += outputBlocks;
     for (const b of blocks) w.blockRefs.set(b, (w.blockRefs.get(b) ?? 0) + 1);
   }
 
@@ -123,6 +130,7 @@ export class ActiveSequences {
     this.heldBlocks -= request.blocks.length;
     const w = this.workers.get(request.workerKey)!;
     w.requests--;
+    w.outputBlocks -= request.outputBlocks;
     for (const b of request.blocks) {
       const refs = w.blockRefs.get(b)!;
       if (refs === 1) w.blockRefs.delete(b);

@@ -13,6 +13,7 @@ export const MUTATING_METHODS = new Set([
   "deregisterWorker",
   "free",
   "markPrefillCompleted",
+  "setBusyThresholds",
 ]);
 
 export interface TokenPolicy {

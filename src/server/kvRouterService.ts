@@ -25,6 +25,9 @@ import {
   type MarkPrefillCompletedResponse,
   type RegisterWorkerRequest,
   type RegisterWorkerResponse,
+  type SetBusyThresholdsRequest,
+  type SetBusyThresholdsResponse,
+  type BusyThresholds as WireThresholds,
   DeregisterWorkerResponseSchema,
   DumpIndexResponseSchema,
   FindBestWorkerResponseSchema,
@@ -34,12 +37,14 @@ import {
   ListWorkersResponseSchema,
   MarkPrefillCompletedResponseSchema,
   RegisterWorkerResponseSchema,
+  SetBusyThresholdsResponseSchema,
 } from "../../gen/kvrouter/v1/router_pb.js";
 import type { EventBatch } from "../indexer/eventBatch.js";
 import { type IndexEvent, workerKeyString } from "../indexer/types.js";
 import type { RouterMetrics } from "../metrics/metrics.js";
 import { RouterError } from "../router/errors.js";
 import type { KvRouter } from "../router/router.js";
+import { type AdmissionQueue, type BusyThresholds, MAX_PRIORITY, THRESHOLD_FIELDS } from "../scheduler/admissionQueue.js";
 import { log } from "../util/log.js";
 import { addressProblem } from "../workers/addresses.js";
 import { MalformedRequest } from "./grpcGlue.js";
@@ -61,6 +66,10 @@ export const DEFAULT_MAX_CONCURRENT_DUMPS = 2;
 export const MAX_REQUEST_ID_LENGTH = 1024;
 /** Longest lease a worker may ask for. */
 export const MAX_LEASE_TTL_SECONDS = 86_400;
+/** Longest session id accepted (bytes): bindings are kept in memory. */
+export const MAX_SESSION_ID_BYTES = 1024;
+/** Largest expected_output_tokens accepted. */
+export const MAX_EXPECTED_OUTPUT_TOKENS = 1 << 24;
 /** Events per DumpIndex message. */
 const DUMP_BATCH = 1024;
 
@@ -70,6 +79,8 @@ const STATUS_OF: Record<RouterError["code"], status> = {
   failed_precondition: status.FAILED_PRECONDITION,
   already_exists: status.ALREADY_EXISTS,
   resource_exhausted: status.RESOURCE_EXHAUSTED,
+  unavailable: status.UNAVAILABLE,
+  cancelled: status.CANCELLED,
 };
 
 function invalid(message: string): never {
@@ -83,9 +94,60 @@ function requireRequestId(id: string): void {
   }
 }
 
-/** The service's unary methods, by grpc-js local name: one implementation for every transport. */
+/** Checks the scheduling hints of a FindBestWorker request; throws naming the field. */
+function validateHints(req: FindBestWorkerRequest): void {
+  if (!Number.isInteger(req.priority) || req.priority < 0 || req.priority > MAX_PRIORITY) {
+    invalid(`priority is ${req.priority}; it must be in [0, ${MAX_PRIORITY}]`);
+  }
+  if (req.expectedOutputTokens < 0n) invalid(`expected_output_tokens is ${req.expectedOutputTokens}; it must be >= 0`);
+  if (req.expectedOutputTokens > BigInt(MAX_EXPECTED_OUTPUT_TOKENS)) {
+    invalid(`expected_output_tokens is ${req.expectedOutputTokens}; the limit is ${MAX_EXPECTED_OUTPUT_TOKENS}`);
+  }
+  const sessionBytes = Buffer.byteLength(req.sessionId, "utf8");
+  if (sessionBytes > MAX_SESSION_ID_BYTES) invalid(`session_id is ${sessionBytes} bytes; the limit is ${MAX_SESSION_ID_BYTES}`);
+}
+
+function toThresholds(wire: WireThresholds | undefined): Partial<BusyThresholds> {
+  const out: Partial<BusyThresholds> = {};
+  if (wire === undefined) return out;
+  const fraction = (name: string, v: number | undefined) => {
+    if (v !== undefined && !(Number.isFinite(v) && v >= 0)) invalid(`thresholds.${name} is ${v}; it must be a number >= 0`);
+    return v;
+  };
+  if (wire.activeDecodeBlocksThreshold !== undefined) {
+    out.activeDecodeBlocksThreshold = fraction("active_decode_blocks_threshold", wire.activeDecodeBlocksThreshold);
+  }
+  if (wire.activePrefillTokensThreshold !== undefined) {
+    // Compared with token counts held as doubles: beyond 2^53 it would not round-trip.
+    if (wire.activePrefillTokensThreshold > BigInt(Number.MAX_SAFE_INTEGER)) {
+      invalid(`thresholds.active_prefill_tokens_threshold is ${wire.activePrefillTokensThreshold}; the limit is ${Number.MAX_SAFE_INTEGER}`);
+    }
+    out.activePrefillTokensThreshold = Number(wire.activePrefillTokensThreshold);
+  }
+  if (wire.activePrefillTokensThresholdFrac !== undefined) {
+    out.activePrefillTokensThresholdFrac = fraction("active_prefill_tokens_threshold_frac", wire.activePrefillTokensThresholdFrac);
+  }
+  if (wire.routerQueueThreshold !== undefined) out.routerQueueThreshold = fraction("router_queue_threshold", wire.routerQueueThreshold);
+  return out;
+}
+
+function toWireThresholds(t: BusyThresholds) {
+  return {
+    activeDecodeBlocksThreshold: t.activeDecodeBlocksThreshold,
+    activePrefillTokensThreshold: t.activePrefillTokensThreshold === undefined ? undefined : BigInt(t.activePrefillTokensThreshold),
+    activePrefillTokensThresholdFrac: t.activePrefillTokensThresholdFrac,
+    routerQueueThreshold: t.routerQueueThreshold,
+  };
+}
+
+/**
+ * The service's unary methods, by grpc-js local name: one implementation for
+ * every transport. FindBestWorker may wait in the admission queue: `signal`
+ * aborts when the client goes away or its deadline passes.
+ */
 export interface UnaryMethods {
-  findBestWorker(req: FindBestWorkerRequest): FindBestWorkerResponse;
+  findBestWorker(req: FindBestWorkerRequest, signal?: AbortSignal): Promise<FindBestWorkerResponse>;
+  setBusyThresholds(req: SetBusyThresholdsRequest): SetBusyThresholdsResponse;
   markPrefillCompleted(req: MarkPrefillCompletedRequest): MarkPrefillCompletedResponse;
   free(req: FreeRequest): FreeResponse;
   registerWorker(req: RegisterWorkerRequest): RegisterWorkerResponse;
@@ -108,10 +170,10 @@ export function failureOf(metrics: RouterMetrics, method: string, err: unknown):
 }
 
 /** Runs one unary call for any transport: times it (by method and status) and maps failures. */
-export function runUnary<Res>(metrics: RouterMetrics, method: string, handle: () => Res): UnaryOutcome<Res> {
+export async function runUnary<Res>(metrics: RouterMetrics, method: string, handle: () => Res | Promise<Res>): Promise<UnaryOutcome<Res>> {
   const stop = metrics.requestDuration.startTimer({ method });
   try {
-    const response = handle();
+    const response = await handle();
     stop({ code: "OK" });
     return { ok: true, response };
   } catch (err) {
@@ -124,6 +186,7 @@ export function runUnary<Res>(metrics: RouterMetrics, method: string, handle: ()
 /** The wire names (FindBestWorker) of the unary methods, by local name (findBestWorker). */
 export const UNARY_METHOD_NAMES: Record<keyof UnaryMethods, string> = {
   findBestWorker: "FindBestWorker",
+  setBusyThresholds: "SetBusyThresholds",
   markPrefillCompleted: "MarkPrefillCompleted",
   free: "Free",
   registerWorker: "RegisterWorker",
@@ -132,9 +195,9 @@ export const UNARY_METHOD_NAMES: Record<keyof UnaryMethods, string> = {
   listWorkers: "ListWorkers",
 };
 
-export function kvRouterMethods(router: KvRouter, metrics: RouterMetrics, limits: ServiceLimits): UnaryMethods {
+export function kvRouterMethods(router: KvRouter, metrics: RouterMetrics, limits: ServiceLimits, admission: AdmissionQueue): UnaryMethods {
   return {
-    findBestWorker: (req) => {
+    findBestWorker: async (req, signal) => {
       if (req.tokenIds.length === 0) invalid("token_ids is empty; send the prompt's token ids");
       if (req.tokenIds.length > limits.maxTokens) {
         invalid(`token_ids has ${req.tokenIds.length} tokens; the limit is ${limits.maxTokens} (--max-tokens)`);
@@ -143,19 +206,28 @@ export function kvRouterMethods(router: KvRouter, metrics: RouterMetrics, limits
       if (req.allowedWorkers.length > router.maxAllowedWorkers) {
         invalid(`allowed_workers has ${req.allowedWorkers.length} entries; at most ${router.maxAllowedWorkers} (--max-worker-ranks) are accepted`);
       }
-      const decision = router.findBestWorker({
-        tokens: toTokenArray(req.tokenIds),
-        requestId: req.requestId || undefined,
-        allowedWorkers: req.allowedWorkers.map(toWorkerKey),
-        loraName: req.loraName,
-        cacheNamespace: req.cacheNamespace,
-      });
+      validateHints(req);
+      const { decision, queuedMs } = await admission.admit(
+        {
+          tokens: toTokenArray(req.tokenIds),
+          requestId: req.requestId || undefined,
+          allowedWorkers: req.allowedWorkers.map(toWorkerKey),
+          loraName: req.loraName,
+          cacheNamespace: req.cacheNamespace,
+          priority: req.priority,
+          expectedOutputTokens: Number(req.expectedOutputTokens),
+          sessionId: req.sessionId || undefined,
+        },
+        signal,
+      );
       metrics.decisions.inc();
       if (decision.promptBlocks > 0) metrics.overlapRatio.observe(decision.overlapBlocks / decision.promptBlocks);
       return create(FindBestWorkerResponseSchema, {
         worker: toWorkerRef(decision.worker),
         overlapBlocks: decision.overlapBlocks,
         promptBlocks: decision.promptBlocks,
+        queuedMs: Math.min(2 ** 32 - 1, Math.round(queuedMs)),
+        predictedBlocks: decision.predictedBlocks,
         scores: req.explain
           ? decision.scores.map((s) => {
               const tiers = decision.tierOverlaps.get(workerKeyString(s.worker));
@@ -172,6 +244,19 @@ export function kvRouterMethods(router: KvRouter, metrics: RouterMetrics, limits
             })
           : [],
       });
+    },
+
+    setBusyThresholds: (req) => {
+      const update: Partial<BusyThresholds> = toThresholds(req.thresholds);
+      for (const name of req.clear) {
+        const field = THRESHOLD_FIELDS[name as keyof typeof THRESHOLD_FIELDS];
+        if (field === undefined) invalid(`clear: unknown threshold "${name}"; known: ${Object.keys(THRESHOLD_FIELDS).join(", ")}`);
+        if (update[field] !== undefined) invalid(`clear: "${name}" is both set and cleared`);
+        update[field] = undefined;
+      }
+      const now = admission.setThresholds(update);
+      log.info("busy thresholds changed", { ...now });
+      return create(SetBusyThresholdsResponseSchema, { thresholds: toWireThresholds(now) });
     },
 
     markPrefillCompleted: (req) => {
@@ -198,7 +283,8 @@ export function kvRouterMethods(router: KvRouter, metrics: RouterMetrics, limits
         }
       }
       const feed = req.zmqEndpoint ? { zmqEndpoint: req.zmqEndpoint, zmqReplayEndpoint: req.zmqReplayEndpoint || undefined } : undefined;
-      const ttlMs = router.registerWorker(req.workerId, req.dpRanks, req.leaseTtlSeconds * 1000, feed, req.address || undefined);
+      const capacity = { maxNumBatchedTokens: Number(req.maxNumBatchedTokens), totalKvBlocks: Number(req.totalKvBlocks) };
+      const ttlMs = router.registerWorker(req.workerId, req.dpRanks, req.leaseTtlSeconds * 1000, feed, req.address || undefined, capacity);
       return create(RegisterWorkerResponseSchema, { leaseTtlSeconds: Math.ceil(ttlMs / 1000) });
     },
 
@@ -222,6 +308,7 @@ export function kvRouterMethods(router: KvRouter, metrics: RouterMetrics, limits
           hostCachedBlocks: BigInt(w.lowerTierBlocks.host_pinned),
           diskCachedBlocks: BigInt(w.lowerTierBlocks.disk),
           externalCachedBlocks: BigInt(w.lowerTierBlocks.external),
+          prefillTokensPerSecond: w.prefillTokensPerSec,
         })),
       }),
   };
@@ -248,11 +335,18 @@ export function kvRouterHandlers(
 ): UntypedServiceImplementation {
   const unary =
     <Req, Res>(local: keyof UnaryMethods) =>
-    (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => {
-      const outcome = runUnary(metrics, UNARY_METHOD_NAMES[local], () => {
+    async (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => {
+      // A client that goes away (or whose deadline passes: grpc-js cancels the
+      // call and answers DEADLINE_EXCEEDED) leaves the admission queue at once.
+      const gone = new AbortController();
+      const onCancelled = () => gone.abort();
+      call.once("cancelled", onCancelled);
+      const outcome = await runUnary(metrics, UNARY_METHOD_NAMES[local], () => {
         if (call.request instanceof MalformedRequest) invalid(call.request.reason);
-        return (methods[local] as (req: Req) => Res)(call.request);
+        return (methods[local] as (req: Req, signal: AbortSignal) => Res | Promise<Res>)(call.request, gone.signal);
       });
+      call.removeListener("cancelled", onCancelled);
+      if (gone.signal.aborted) return; // grpc-js has answered the call already
       if (outcome.ok) callback(null, outcome.response);
       else callback({ code: outcome.code, details: outcome.details });
     };

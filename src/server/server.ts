@@ -12,6 +12,7 @@ import { CompactIndex } from "../indexer/compactIndex.js";
 import { MeteredIndex } from "../metrics/meteredIndex.js";
 import { RouterMetrics } from "../metrics/metrics.js";
 import { KvRouter, type RouterConfig } from "../router/router.js";
+import { type AdmissionConfig, AdmissionQueue, DEFAULT_ADMISSION_CONFIG } from "../scheduler/admissionQueue.js";
 import type { EventSource } from "../sources/eventSource.js";
 import { log } from "../util/log.js";
 import { seededRandom } from "../util/random.js";
@@ -27,6 +28,8 @@ import type { ModelSpec } from "../gateway/modelSpec.js";
 
 export interface ServerOptions {
   router: RouterConfig;
+  /** Queue and busy thresholds; default: no thresholds (every call routed at once). */
+  admission?: AdmissionConfig;
   host: string;
   /** 0 picks a free port. */
   grpcPort: number;
@@ -47,6 +50,8 @@ export interface ServerOptions {
   maxTokens: number;
   /** Seed for tie-breaks and sampling; undefined = unseeded. */
   seed?: number;
+  /** The router's clock (tests drive it by hand); default Date.now. */
+  now?: () => number;
   /** Upkeep period (lease and request expiry). */
   tickMs?: number;
   /** Leave out Node's process metrics (several routers in one process). */
@@ -84,6 +89,7 @@ export const DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024;
 
 export interface RunningServer {
   router: KvRouter;
+  admission: AdmissionQueue;
   metrics: RouterMetrics;
   host: string;
   grpcPort: number;
@@ -113,15 +119,35 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   metrics.sources.indexBytes = () => compact.stats().arrayBytes;
   const index = new MeteredIndex(compact, metrics);
   const random = opts.seed === undefined ? Math.random : seededRandom(opts.seed);
-  const router = new KvRouter(opts.router, index, random);
+  const now = opts.now ?? Date.now;
+  const router = new KvRouter(opts.router, index, random, now);
   metrics.sources.activeRequests = () => router.active.size;
   metrics.sources.workers = () => router.listWorkers();
+  // Without explicit admission settings, the router config's queue flags (Dynamo's) apply.
+  const admissionConfig = opts.admission ?? {
+    ...DEFAULT_ADMISSION_CONFIG,
+    thresholds: { routerQueueThreshold: opts.router.queueThreshold },
+    queuePolicy: opts.router.queuePolicy,
+  };
+  const admission = new AdmissionQueue(router, structuredClone(admissionConfig), now);
+  metrics.sources.queueDepth = () => admission.depth;
+  admission.observer = {
+    left: (outcome, waitedMs) => metrics.queueWait.observe({ outcome }, waitedMs / 1000),
+    refused: (reason) => metrics.queueRefused.inc({ reason }),
+  };
+  router.schedulingObserver = {
+    predictions: ({ confirmed, wrong }) => {
+      if (confirmed > 0) metrics.predictions.inc({ outcome: "confirmed" }, confirmed);
+      if (wrong > 0) metrics.predictions.inc({ outcome: "wrong" }, wrong);
+    },
+    affinity: (outcome) => metrics.sessionAffinity.inc({ outcome }),
+  };
 
   const server = new grpc.Server({
     "grpc.max_receive_message_length": opts.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES,
     ...(opts.maxConcurrentStreams ? { "grpc.max_concurrent_streams": opts.maxConcurrentStreams } : {}),
   });
-  const methods = kvRouterMethods(router, metrics, { maxTokens: opts.maxTokens });
+  const methods = kvRouterMethods(router, metrics, { maxTokens: opts.maxTokens }, admission);
   const pool = opts.ingestThreads
     ? await IngestPool.start(opts.ingestThreads, opts.router.blockSize).catch(async (err) => {
         await compact.close();
@@ -240,6 +266,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
 
   const timer = setInterval(() => {
     const { expiredWorkers, expiredRequests } = router.tick();
+    admission.expire();
     if (expiredWorkers.length > 0) metrics.expiredWorkers.inc(expiredWorkers.length);
     if (expiredRequests.length > 0) metrics.expiredRequests.inc(expiredRequests.length);
   }, opts.tickMs ?? 250);
@@ -248,6 +275,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const stop = async () => {
     readiness = "stopping";
     clearInterval(timer);
+    admission.close();
     health.setStatus("", "NOT_SERVING");
     health.setStatus(KV_ROUTER_SERVICE_NAME, "NOT_SERVING");
     await new Promise<void>((resolve) => {
@@ -267,7 +295,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     log.info("kv-router stopped");
   };
 
-  return { router, metrics, host: opts.host, grpcPort, metricsPort, httpPort: httpApi?.port, eppPort: epp?.port, notReady, stop };
+  return { router, admission, metrics, host: opts.host, grpcPort, metricsPort, httpPort: httpApi?.port, eppPort: epp?.port, notReady, stop };
 }
 
 type Readiness = "starting" | "ready" | "stopping";

@@ -3,19 +3,25 @@
 import { writeFileSync } from "node:fs";
 import cliProgress from "cli-progress";
 import type { Argv } from "yargs";
-import { DEFAULT_ROUTER_CONFIG, type RouterConfig } from "../router/router.js";
+import { DEFAULT_PREFILL_TOKENS_PER_SEC, DEFAULT_ROUTER_CONFIG, type QueuePolicy, ROUTER_COSTS, type RouterConfig, type RouterCost } from "../router/router.js";
 import { applyDeprecatedOverlapScoreWeight } from "../scheduler/costFunction.js";
 import { simulateLive } from "./live.js";
 import { POLICY_NAMES, type PolicyName } from "./policies.js";
 import { resultJson, resultTable, writeReport } from "./report.js";
 import { type SimOptions, type SimResult, simulate } from "./run.js";
-import { loadTrace, MOONCAKE_BLOCK_TOKENS, TraceError } from "./trace.js";
+import { QUEUE_POLICIES } from "../scheduler/admissionQueue.js";
+import { agenticTrace, DEFAULT_AGENTIC } from "./synthetic.js";
+import { loadTrace, MOONCAKE_BLOCK_TOKENS, parseTrace, type TraceRequest, TraceError } from "./trace.js";
 
 export const DEFAULT_POLICIES: PolicyName[] = ["kv", "round-robin", "random", "least-loaded", "oracle-prefix"];
 
 export function simulateOptions<T>(y: Argv<T>) {
   return y
-    .option("trace", { type: "string", demandOption: true, describe: "Mooncake JSONL trace (timestamp, input_length, output_length, hash_ids)" })
+    .option("trace", {
+      type: "string",
+      demandOption: true,
+      describe: "Mooncake JSONL trace (timestamp, input_length, output_length, hash_ids[, session_id]), or synthetic:agentic[:SEED] to generate an agentic-session trace",
+    })
     .option("trace-block-size", { type: "number", default: MOONCAKE_BLOCK_TOKENS, describe: "Tokens per trace hash id" })
     .option("workers", { type: "number", default: 8, describe: "Simulated workers" })
     .option("block-size", { alias: "router-block-size", type: "number", default: 64, describe: "KV block size of engines and router (tokens)" })
@@ -24,6 +30,23 @@ export function simulateOptions<T>(y: Argv<T>) {
     .option("decode-ms-per-step", { type: "number", default: 10, describe: "Fixed time of one decode step (ms)" })
     .option("decode-ms-per-token", { type: "number", default: 1, describe: "Added to a decode step per running request (ms per output token)" })
     .option("max-batch", { type: "number", default: 64, describe: "Most requests running at once on a worker" })
+    .option("max-num-batched-tokens", {
+      type: "number",
+      default: 8192,
+      describe: "Chunked prefill: tokens per engine step (vLLM max_num_batched_tokens); 0 = the older prefill-first engine",
+    })
+    .option("kv-read-ms-per-block", { type: "number", default: 0.002, describe: "Chunked engine: step cost per KV block the batch reads" })
+    .option("worker-speeds", { type: "string", describe: "Relative worker speeds, comma-separated (e.g. 1,1,0.5), cycled over the workers" })
+    .option("burst", { type: "number", default: 1, describe: "Requests arrive in bursts of N at the first one's timestamp" })
+    .option("client-deadline-secs", { type: "number", default: 60, describe: "A simulated client gives up after this long in a router's queue (counted refused)" })
+    .option("router-queue-threshold", { type: "number", describe: "kv policy: queue while every worker's prefill tokens exceed this fraction of --max-num-batched-tokens" })
+    .option("router-queue-policy", { choices: QUEUE_POLICIES, default: "fcfs" as QueuePolicy, describe: "kv policy: queue order" })
+    .option("router-max-queued", { type: "number", default: 1024, describe: "kv policy: most requests queued; more are refused" })
+    .option("router-predicted-ttl-secs", { type: "number", default: 0, describe: "kv policy: predict-on-route TTL (0 = off)" })
+    .option("session-affinity-ttl-secs", { type: "number", default: 0, describe: "kv policy: session binding TTL (0 = no affinity)" })
+    .option("session-affinity-slack", { type: "number", default: 0, describe: "kv policy: cost slack a session stays within" })
+    .option("router-cost", { choices: ROUTER_COSTS, default: "dynamo" as RouterCost, describe: "kv policy: routing cost (kv-ttft always uses ttft)" })
+    .option("router-prefill-tokens-per-sec", { type: "number", default: DEFAULT_PREFILL_TOKENS_PER_SEC, describe: "ttft cost: seed prefill rate" })
     .option("policies", {
       type: "string",
       default: DEFAULT_POLICIES.join(","),
@@ -79,6 +102,20 @@ export function simulateOptions<T>(y: Argv<T>) {
       nonNegative("prefill-ms-per-token", a.prefillMsPerToken as number);
       nonNegative("kv-overlap-score-weight", a.kvOverlapScoreWeight as number);
       nonNegative("router-temperature", a.routerTemperature as number);
+      int("max-num-batched-tokens", a.maxNumBatchedTokens as number, 0);
+      int("burst", a.burst as number, 1);
+      int("router-max-queued", a.routerMaxQueued as number, 0);
+      for (const name of ["kv-read-ms-per-block", "router-predicted-ttl-secs", "session-affinity-ttl-secs", "session-affinity-slack"] as const) {
+        nonNegative(name, a[name] as number);
+      }
+      positive("client-deadline-secs", a.clientDeadlineSecs as number);
+      positive("router-prefill-tokens-per-sec", a.routerPrefillTokensPerSec as number);
+      if (a.routerQueueThreshold !== undefined) nonNegative("router-queue-threshold", a.routerQueueThreshold as number);
+      try {
+        parseSpeeds(a.workerSpeeds as string | undefined);
+      } catch (err) {
+        problems.push((err as Error).message);
+      }
       try {
         parsePolicies(a.policies as string);
       } catch (err) {
@@ -100,6 +137,21 @@ export function parsePolicies(text: string): PolicyName[] {
   return names as PolicyName[];
 }
 
+export function parseSpeeds(text: string | undefined): number[] {
+  if (text === undefined || text.trim() === "") return [];
+  const speeds = text.split(",").map((s) => Number(s.trim()));
+  for (const v of speeds) if (!(Number.isFinite(v) && v > 0)) throw new Error(`--worker-speeds: every speed must be a number > 0, got "${text}"`);
+  return speeds;
+}
+
+/** Reads --trace: a Mooncake JSONL file, or `synthetic:agentic[:SEED]`. */
+export function traceFrom(spec: string, traceBlockSize: number): TraceRequest[] {
+  const m = /^synthetic:agentic(?::(\d+))?$/.exec(spec);
+  if (m) return parseTrace(agenticTrace({ ...DEFAULT_AGENTIC, seed: Number(m[1] ?? 0) }), spec, traceBlockSize);
+  if (spec.startsWith("synthetic:")) throw new TraceError(`--trace: unknown synthetic trace "${spec}"; use synthetic:agentic[:SEED]`);
+  return loadTrace(spec, traceBlockSize);
+}
+
 export function simOptionsFrom(a: SimulateArgs): SimOptions {
   const router: RouterConfig = {
     ...applyDeprecatedOverlapScoreWeight(DEFAULT_ROUTER_CONFIG, a.kvOverlapScoreWeight),
@@ -108,6 +160,11 @@ export function simOptionsFrom(a: SimulateArgs): SimOptions {
     useKvEvents: a.kvEvents,
     trackActiveBlocks: a.trackActiveBlocks,
     approxTtlMs: a.routerTtlSecs * 1000,
+    predictedTtlMs: a.routerPredictedTtlSecs * 1000,
+    sessionAffinityTtlMs: a.sessionAffinityTtlSecs * 1000,
+    sessionAffinitySlack: a.sessionAffinitySlack,
+    routerCost: a.routerCost as RouterCost,
+    prefillTokensPerSec: a.routerPrefillTokensPerSec,
   };
   return {
     workers: a.workers,
@@ -118,7 +175,15 @@ export function simOptionsFrom(a: SimulateArgs): SimOptions {
       decodeMsPerStep: a.decodeMsPerStep,
       decodeMsPerToken: a.decodeMsPerToken,
       maxBatch: a.maxBatch,
+      ...(a.maxNumBatchedTokens > 0 ? { maxNumBatchedTokens: a.maxNumBatchedTokens, kvReadMsPerBlock: a.kvReadMsPerBlock } : {}),
     },
+    admission:
+      a.routerQueueThreshold === undefined
+        ? undefined
+        : { thresholds: { routerQueueThreshold: a.routerQueueThreshold }, queuePolicy: a.routerQueuePolicy as QueuePolicy, maxQueued: a.routerMaxQueued },
+    workerSpeeds: parseSpeeds(a.workerSpeeds),
+    burst: a.burst,
+    clientDeadlineMs: a.clientDeadlineSecs * 1000,
     router,
     policies: parsePolicies(a.policies),
     seed: a.seed,
@@ -149,7 +214,7 @@ function progressBar(enabled: boolean) {
 
 /** Runs the command; returns the result (the CLI prints it, tests read it). */
 export async function runSimulate(a: SimulateArgs, argvText = "kv-router simulate"): Promise<SimResult> {
-  const trace = loadTrace(a.trace, a.traceBlockSize);
+  const trace = traceFrom(a.trace, a.traceBlockSize);
   const opts = simOptionsFrom(a);
   const bar = progressBar(a.progress ?? process.stderr.isTTY === true);
   let result: SimResult;

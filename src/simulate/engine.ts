@@ -10,6 +10,13 @@
 //   `decodeMsPerStep` plus `decodeMsPerToken` per running request (reading
 //   each sequence's KV cache is what grows with the batch); the prefill
 //   itself produces the first token (TTFT).
+// With `maxNumBatchedTokens` set the engine instead runs vLLM-style steps
+// (chunked prefill): every step gives each decoding request one token and
+// spends the rest of the step's token budget on the head prefill's next chunk;
+// a step costs `decodeMsPerStep` + `prefillMsPerToken` per chunk token +
+// `decodeMsPerToken` per decoding request + `kvReadMsPerBlock` per KV block
+// the batch reads (every running sequence's context), so decode slows as
+// contexts grow. `speed` divides every cost (heterogeneous fleets).
 // Memory: a request holds its prompt blocks plus the blocks of its partial
 // tail and output tokens until it finishes; finished prompt blocks stay cached
 // and evictable, least recently used first (tail blocks before their prefix).
@@ -27,6 +34,12 @@ export interface EngineParams {
   decodeMsPerToken: number;
   /** Most requests running (prefilling or decoding) at once. */
   maxBatch: number;
+  /** Chunked prefill: tokens per engine step (vLLM max_num_batched_tokens); undefined = prefill-first model. */
+  maxNumBatchedTokens?: number;
+  /** Chunked mode: cost per KV block read by a step (each running sequence reads its whole context). */
+  kvReadMsPerBlock?: number;
+  /** Relative speed (1 = nominal, 0.5 = every step takes twice as long). */
+  speed?: number;
 }
 
 /** One request as every simulated engine sees it (shared across policies). */
@@ -42,6 +55,7 @@ export interface SimRequest {
   local: readonly bigint[];
   /** The sequence hashes folded to JS numbers: cheap map keys for the engines. */
   keys: readonly number[];
+  sessionId?: string;
 }
 
 export interface RequestRecord {
@@ -105,6 +119,8 @@ interface Job {
   /** Blocks held for the partial tail and the output tokens. */
   extraBlocks: number;
   finishStep: number;
+  /** Chunked mode: the step it started decoding at (its context grows one token per step after). */
+  decodeStart: number;
 }
 
 
@@ -115,6 +131,12 @@ export class SimEngine {
   private queueHead = 0;
   private prefilling: Job | undefined;
   private prefillEnd = 0;
+  /** Chunked mode: uncached tokens of the head prefill still to compute, and its context so far. */
+  private prefillRemaining = 0;
+  private prefillContext = 0;
+  /** Chunked mode: sum of decoding requests' prompt lengths and decode start steps (context = input + steps since). */
+  private decodeInputSum = 0;
+  private decodeStartSum = 0;
   private readonly decoding = new MinHeap<Job>((j) => j.finishStep);
   private step = 0;
   /** The head of the queue did not fit in memory: wait for a request to finish. */
@@ -166,15 +188,19 @@ export class SimEngine {
     };
     const { blockSize } = this.params;
     const totalBlocks = Math.ceil((request.inputLength + request.outputLength) / blockSize);
-    this.queue.push({ record, forcedHit, pinned: [], extraBlocks: totalBlocks - request.keys.length, finishStep: 0 });
+    this.queue.push({ record, forcedHit, pinned: [], extraBlocks: totalBlocks - request.keys.length, finishStep: 0, decodeStart: 0 });
     this.advanceTo(atMs);
   }
 
   /** Runs the engine until `t` (ms); Infinity runs it until it is idle. */
   advanceTo(t: number): void {
+    if (this.params.maxNumBatchedTokens !== undefined) {
+      this.advanceChunked(t, this.params.maxNumBatchedTokens);
+      return;
+    }
     for (;;) {
       // The batch only changes at the events below, so steps between them take equal time.
-      const stepMs = this.params.decodeMsPerStep + this.params.decodeMsPerToken * this.decoding.size;
+      const stepMs = (this.params.decodeMsPerStep + this.params.decodeMsPerToken * this.decoding.size) / (this.params.speed ?? 1);
       if (this.prefilling) {
         if (this.prefillEnd > t) return;
         this.clock = this.prefillEnd;
@@ -214,6 +240,72 @@ export class SimEngine {
         this.clock = Math.max(this.clock, t);
       }
       return;
+    }
+  }
+
+  /** One step's cost with `chunk` prefill tokens (chunked mode). */
+  private chunkedStepMs(chunk: number): number {
+    const p = this.params;
+    const d = this.decoding.size;
+    const contextTokens = this.decodeInputSum + d * this.step - this.decodeStartSum + (this.prefilling ? this.prefillContext + chunk : 0);
+    const ms =
+      p.decodeMsPerStep + p.prefillMsPerToken * chunk + p.decodeMsPerToken * d + (p.kvReadMsPerBlock ?? 0) * (contextTokens / p.blockSize);
+    return ms / (p.speed ?? 1);
+  }
+
+  /** vLLM-style steps: decodes get a token each, the head prefill the rest of the budget. */
+  private advanceChunked(t: number, budget: number): void {
+    for (;;) {
+      const running = this.decoding.size;
+      if (this.prefilling === undefined) {
+        const head = this.queueHead < this.queue.length ? this.queue[this.queueHead] : undefined;
+        if (head && !this.blocked && running < this.params.maxBatch) {
+          const arrival = head.record.queuedMs;
+          let startAt = this.clock;
+          if (arrival > this.clock) {
+            const stepMs = this.chunkedStepMs(0);
+            startAt = running > 0 ? this.clock + Math.ceil((arrival - this.clock) / stepMs) * stepMs : arrival;
+          }
+          const next = this.decoding.peek();
+          const finishAt = next ? this.clock + (next.finishStep - this.step) * this.chunkedStepMs(0) : Infinity;
+          if (startAt <= t && startAt < finishAt) {
+            if (running > 0) this.step += Math.round((startAt - this.clock) / this.chunkedStepMs(0));
+            this.clock = startAt;
+            this.startPrefill(head);
+            continue;
+          }
+        }
+      }
+      const chunk = this.prefilling ? Math.max(1, Math.min(budget - running, this.prefillRemaining)) : 0;
+      const first = this.chunkedStepMs(chunk);
+      // Every step reads `running + chunk` more context tokens than the one before.
+      const growth = ((this.params.kvReadMsPerBlock ?? 0) * ((running + chunk) / this.params.blockSize)) / (this.params.speed ?? 1);
+      const span = (k: number) => k * first + (growth * k * (k - 1)) / 2;
+      const prefillSteps = this.prefilling ? Math.ceil(this.prefillRemaining / chunk) : Infinity;
+      const next = this.decoding.peek();
+      const decodeSteps = next ? next.finishStep - this.step : Infinity;
+      const steps = Math.min(prefillSteps, decodeSteps);
+      if (steps === Infinity) {
+        if (t !== Infinity) this.clock = Math.max(this.clock, t);
+        return;
+      }
+      if (this.clock + span(steps) > t) {
+        this.advanceSteps(stepsWithin(t - this.clock, first, growth), chunk, span);
+        return;
+      }
+      this.advanceSteps(steps, chunk, span);
+      if (this.prefilling && this.prefillRemaining <= 0) this.completePrefill(this.prefilling);
+      while (this.decoding.size > 0 && this.decoding.peek()!.finishStep <= this.step) this.finish(this.decoding.pop()!);
+    }
+  }
+
+  private advanceSteps(k: number, chunk: number, span: (k: number) => number): void {
+    if (k <= 0) return;
+    this.step += k;
+    this.clock += span(k);
+    if (this.prefilling) {
+      this.prefillRemaining -= k * chunk;
+      this.prefillContext += k * chunk;
     }
   }
 
@@ -259,7 +351,9 @@ export class SimEngine {
     job.record.prefillStartMs = this.clock;
     const uncached = Math.max(1, req.inputLength - hit * this.params.blockSize);
     this.prefilling = job;
-    this.prefillEnd = this.clock + uncached * this.params.prefillMsPerToken;
+    this.prefillEnd = this.clock + (uncached * this.params.prefillMsPerToken) / (this.params.speed ?? 1);
+    this.prefillRemaining = uncached;
+    this.prefillContext = req.inputLength - uncached;
   }
 
   private completePrefill(job: Job): void {
@@ -294,12 +388,19 @@ export class SimEngine {
       this.finish(job);
     } else {
       job.finishStep = this.step + req.outputLength - 1;
+      job.decodeStart = this.step;
+      this.decodeInputSum += req.inputLength;
+      this.decodeStartSum += this.step;
       this.decoding.push(job);
     }
   }
 
   private finish(job: Job): void {
     job.record.finishMs = this.clock;
+    if (job.record.request.outputLength > 1) {
+      this.decodeInputSum -= job.record.request.inputLength;
+      this.decodeStartSum -= job.decodeStart;
+    }
     if (job.forcedHit === undefined) {
       // Release the tail first so it is evicted before the prefix it extends.
       for (let i = job.pinned.length - 1; i >= 0; i--) {
@@ -335,4 +436,17 @@ export class SimEngine {
       this.queueHead = 0;
     }
   }
+}
+
+/** Most whole steps that fit in `ms` when step j costs first + j * growth. */
+function stepsWithin(ms: number, first: number, growth: number): number {
+  if (ms <= 0) return 0;
+  if (growth <= 0) return Math.floor(ms / first);
+  // k * first + growth * k (k - 1) / 2 <= ms
+  const b = first - growth / 2;
+  let k = Math.floor((-b + Math.sqrt(b * b + 2 * growth * ms)) / growth);
+  const span = (n: number) => n * first + (growth * n * (n - 1)) / 2;
+  while (k > 0 && span(k) > ms) k--;
+  while (span(k + 1) <= ms) k++;
+  return k;
 }

@@ -8,6 +8,12 @@ export interface PolicyResult {
   requests: number;
   /** Requests no engine could hold (prompt larger than its KV cache). */
   rejected: number;
+  /** Requests the router refused: its queue full, or the client's deadline passed while queued. */
+  refused: number;
+  /** Completed requests that waited in the router's queue, and their waits (arrival to dispatch). */
+  router_queued: number;
+  router_queue_wait_mean_ms: number;
+  router_queue_wait_p99_ms: number;
   /** Fraction of prompt blocks served from cache. */
   hit_rate: number;
   /** Prompt blocks served from cache, and all full prompt blocks (hit_rate = hit_blocks / prompt_blocks). */
@@ -62,6 +68,7 @@ export function summarize(
   load: LoadSamples,
   workers: number,
   extras: Record<string, number>,
+  refused = 0,
 ): PolicyResult {
   let hit = 0;
   let promptBlocks = 0;
@@ -83,6 +90,7 @@ export function summarize(
       tpotCount++;
     }
   }
+  const waits = records.map((r) => r.queuedMs - r.request.arrivalMs).filter((w) => w > 0).sort((a, b) => a - b);
   const sorted = ttfts(records);
   const mean = sorted.reduce((a, b) => a + b, 0) / Math.max(1, sorted.length);
   const avgLoad = new Array<number>(workers).fill(0);
@@ -92,6 +100,10 @@ export function summarize(
     policy,
     requests: records.length,
     rejected,
+    refused,
+    router_queued: waits.length,
+    router_queue_wait_mean_ms: round(waits.length === 0 ? 0 : waits.reduce((a, b) => a + b, 0) / waits.length, 2),
+    router_queue_wait_p99_ms: round(waits.length === 0 ? 0 : percentile(waits, 99), 2),
     hit_rate: round(promptBlocks === 0 ? 0 : hit / promptBlocks),
     hit_blocks: hit,
     prompt_blocks: promptBlocks,

@@ -4,10 +4,22 @@
 import type { IndexEvent } from "../indexer/types.js";
 import { PrefixIndex } from "../indexer/prefixIndex.js";
 import { KvRouter, type RouterConfig } from "../router/router.js";
+import { type AdmissionConfig, AdmissionQueue } from "../scheduler/admissionQueue.js";
+import { DYNAMO_COST_WEIGHTS } from "../scheduler/costFunction.js";
 import { seededRandom } from "../util/random.js";
 import type { RequestRecord, SimEngine, SimRequest } from "./engine.js";
 
-export const POLICY_NAMES = ["kv", "kv-approx", "round-robin", "random", "least-loaded", "oracle-prefix"] as const;
+export const POLICY_NAMES = [
+  "kv",
+  "kv-ttft",
+  "kv-approx",
+  "dynamo-2026",
+  "sglang-cache-aware",
+  "round-robin",
+  "random",
+  "least-loaded",
+  "oracle-prefix",
+] as const;
 export type PolicyName = (typeof POLICY_NAMES)[number];
 
 export interface Dispatch {
@@ -22,7 +34,14 @@ export interface Policy {
   readonly name: string;
   /** The oracle runs on engines with unbounded caches. */
   readonly unboundedCache?: boolean;
-  choose(req: SimRequest, engines: readonly SimEngine[]): Dispatch;
+  /** A worker, or undefined when the request waits in the router's queue (it comes back through `place`). */
+  choose(req: SimRequest, engines: readonly SimEngine[]): Dispatch | undefined;
+  /** Where a queued request goes once the router admits it (set by the fleet). */
+  place?: (req: SimRequest, d: Dispatch) => void;
+  /** Where a request the router refuses goes (queue full, busy, or its client's deadline passed). */
+  refuse?: (req: SimRequest, reason: string) => void;
+  /** Requests waiting in the router's queue. */
+  queued?(): number;
   onEvents(worker: number, events: IndexEvent[]): void;
   onPrefillDone(record: RequestRecord): void;
   onFinished(record: RequestRecord): void;
@@ -42,24 +61,60 @@ const NO_EXPIRY_MS = 1e15;
 /** Our router, in process, with the engines' events applied exactly as a server would. */
 export class KvPolicy implements Policy {
   readonly router: KvRouter;
+  private readonly admission: AdmissionQueue | undefined;
+  /** Queued requests: when they arrived and how to take them out of the queue. */
+  private readonly waiting = new Map<string, { req: SimRequest; cancel: () => void }>();
   private rejectedEvents = 0;
   private predicted = 0;
+  private queuedTotal = 0;
+  place?: (req: SimRequest, d: Dispatch) => void;
+  refuse?: (req: SimRequest, reason: string) => void;
 
   constructor(
     readonly name: string,
     config: RouterConfig,
     workers: number,
     seed: number,
-    clock: VirtualClock,
+    private readonly clock: VirtualClock,
+    admission?: AdmissionConfig,
+    /** Each worker's step budget, reported at registration (the queue threshold is a fraction of it). */
+    maxNumBatchedTokens = 0,
+    /** A simulated client gives up after this long in the queue. */
+    private readonly clientDeadlineMs = Infinity,
   ) {
     this.router = new KvRouter(config, new PrefixIndex(), seededRandom(seed), () => clock.now());
-    for (let i = 0; i < workers; i++) this.router.registerWorker(BigInt(i + 1), [0], NO_EXPIRY_MS);
+    const capacity = { maxNumBatchedTokens, totalKvBlocks: 0 };
+    for (let i = 0; i < workers; i++) this.router.registerWorker(BigInt(i + 1), [0], NO_EXPIRY_MS, undefined, undefined, capacity);
+    if (admission !== undefined) this.admission = new AdmissionQueue(this.router, structuredClone(admission), () => clock.now());
   }
 
-  choose(req: SimRequest): Dispatch {
-    const decision = this.router.findBestWorker({ tokens: req.tokens, requestId: req.id });
+  choose(req: SimRequest): Dispatch | undefined {
+    const route = { tokens: req.tokens, requestId: req.id, sessionId: req.sessionId };
+    if (this.admission === undefined) return this.dispatchOf(this.router.findBestWorker(route));
+    let answered = false;
+    let now: Dispatch | undefined;
+    const cancel = this.admission.submit(route, (err, admitted) => {
+      const queued = this.waiting.delete(req.id);
+      answered = true;
+      if (err !== undefined) this.refuse?.(req, err.message);
+      else if (queued) this.place?.(req, this.dispatchOf(admitted!.decision));
+      else now = this.dispatchOf(admitted!.decision);
+    });
+    if (!answered) {
+      // Queued: remember it so its client's deadline can pass.
+      this.waiting.set(req.id, { req, cancel });
+      this.queuedTotal++;
+    }
+    return now;
+  }
+
+  private dispatchOf(decision: ReturnType<KvRouter["findBestWorker"]>): Dispatch {
     this.predicted += decision.overlapBlocks;
     return { worker: Number(decision.worker.workerId) - 1, predictedBlocks: decision.overlapBlocks };
+  }
+
+  queued(): number {
+    return this.admission?.depth ?? 0;
   }
 
   onEvents(_worker: number, events: IndexEvent[]): void {
@@ -78,10 +133,18 @@ export class KvPolicy implements Policy {
 
   tick(): void {
     this.router.tick();
+    if (this.waiting.size === 0) return;
+    const now = this.clock.now();
+    for (const [id, w] of [...this.waiting]) {
+      if (now - w.req.arrivalMs < this.clientDeadlineMs) continue;
+      w.cancel();
+      this.waiting.delete(id);
+      this.refuse?.(w.req, "deadline passed in the router's queue");
+    }
   }
 
   extras(): Record<string, number> {
-    return { rejected_events: this.rejectedEvents, predicted_hit_blocks: this.predicted };
+    return { rejected_events: this.rejectedEvents, predicted_hit_blocks: this.predicted, queued: this.queuedTotal };
   }
 }
 
@@ -163,19 +226,118 @@ export class OraclePrefixPolicy extends LoadBlindBase {
   }
 }
 
+/**
+ * SGLang's cache-aware policy as its router defaults it (sgl-model-gateway
+ * src/policies/cache_aware.rs; defaults cache_threshold 0.3,
+ * balance_abs_threshold 64, balance_rel_threshold 1.5 in src/main.rs):
+ * - imbalanced (max - min load > abs and max > rel * min, load = requests in
+ *   flight) -> the least loaded worker;
+ * - else the worker whose approximate tree (prompts routed there) matches the
+ *   longest prefix, if the match rate exceeds cache_threshold;
+ * - else the worker with the smallest tree.
+ * The tree is kept per worker from routing decisions only (SGLang sees no KV
+ * events), in blocks instead of characters, with LRU eviction past
+ * max_tree_size (67,108,864 characters ~ 4 characters per token).
+ */
+export class SglangCacheAwarePolicy extends LoadBlindBase {
+  readonly name = "sglang-cache-aware";
+  private readonly trees: Map<number, true>[];
+  private readonly maxTreeBlocks: number;
+
+  constructor(
+    workers: number,
+    blockSize: number,
+    private readonly cacheThreshold = 0.3,
+    private readonly balanceAbs = 64,
+    private readonly balanceRel = 1.5,
+    maxTreeChars = 67_108_864,
+  ) {
+    super();
+    this.trees = Array.from({ length: workers }, () => new Map());
+    this.maxTreeBlocks = Math.max(1, Math.floor(maxTreeChars / 4 / blockSize));
+  }
+
+  choose(req: SimRequest, engines: readonly SimEngine[]): Dispatch {
+    const loads = engines.map((e) => e.outstanding);
+    const min = Math.min(...loads);
+    const max = Math.max(...loads);
+    let worker: number;
+    if (max - min > this.balanceAbs && max > min * this.balanceRel) {
+      worker = loads.indexOf(min);
+    } else {
+      let best = 0;
+      let bestMatch = -1;
+      for (let w = 0; w < this.trees.length; w++) {
+        const tree = this.trees[w];
+        let m = 0;
+        while (m < req.keys.length && tree.has(req.keys[m])) m++;
+        if (m > bestMatch) [best, bestMatch] = [w, m];
+      }
+      const rate = req.keys.length === 0 ? 0 : bestMatch / req.keys.length;
+      if (rate > this.cacheThreshold) worker = best;
+      else {
+        worker = 0;
+        for (let w = 1; w < this.trees.length; w++) if (this.trees[w].size < this.trees[worker].size) worker = w;
+      }
+    }
+    const tree = this.trees[worker];
+    for (const k of req.keys) {
+      tree.delete(k); // re-insert: most recently used last
+      tree.set(k, true);
+    }
+    while (tree.size > this.maxTreeBlocks) tree.delete(tree.keys().next().value!);
+    return { worker };
+  }
+}
+
+/** Dynamo's queue threshold default (lib/kv-router/src/scheduling/config.rs). */
+export const DYNAMO_DEFAULT_QUEUE_THRESHOLD = 16;
+
 export interface PolicyOptions {
   router: RouterConfig;
+  /** The `kv` policy's admission settings (queue, thresholds); undefined = none. */
+  admission?: AdmissionConfig;
+  /** The engines' step budget, reported by the simulated workers (0 = unknown). */
+  maxNumBatchedTokens?: number;
+  /** Simulated clients give up after this long in a router's queue. */
+  clientDeadlineMs?: number;
   workers: number;
   seed: number;
   clock: VirtualClock;
 }
 
+/** Dynamo's current defaults, whatever `kv` is set to: its cost weights, temperature 0, queue threshold 16, fcfs. */
+export function dynamoDefaults(router: RouterConfig): { router: RouterConfig; admission: AdmissionConfig } {
+  return {
+    router: {
+      ...router,
+      ...DYNAMO_COST_WEIGHTS,
+      temperature: 0,
+      useKvEvents: true,
+      trackActiveBlocks: true,
+      predictedTtlMs: 0,
+      sessionAffinityTtlMs: 0,
+    },
+    admission: { thresholds: { routerQueueThreshold: DYNAMO_DEFAULT_QUEUE_THRESHOLD }, queuePolicy: "fcfs", maxQueued: Number.MAX_SAFE_INTEGER },
+  };
+}
+
 export function makePolicy(name: PolicyName, opts: PolicyOptions): Policy {
+  const kv = (label: string, router: RouterConfig, admission = opts.admission) =>
+    new KvPolicy(label, router, opts.workers, opts.seed, opts.clock, admission, opts.maxNumBatchedTokens ?? 0, opts.clientDeadlineMs);
   switch (name) {
     case "kv":
-      return new KvPolicy("kv", opts.router, opts.workers, opts.seed, opts.clock);
+      return kv("kv", opts.router);
+    case "kv-ttft":
+      return kv("kv-ttft", { ...opts.router, routerCost: "ttft" });
     case "kv-approx":
-      return new KvPolicy("kv-approx", { ...opts.router, useKvEvents: false }, opts.workers, opts.seed, opts.clock);
+      return kv("kv-approx", { ...opts.router, useKvEvents: false });
+    case "dynamo-2026": {
+      const d = dynamoDefaults(opts.router);
+      return kv("dynamo-2026", d.router, d.admission);
+    }
+    case "sglang-cache-aware":
+      return new SglangCacheAwarePolicy(opts.workers, opts.router.blockSize);
     case "round-robin":
       return new RoundRobinPolicy();
     case "random":

@@ -17,14 +17,15 @@ const ms = (v: number) => (v >= 10_000 ? `${(v / 1000).toFixed(1)} s` : `${Math.
 
 export function resultTable(result: SimResult): string {
   const rows = [
-    "| policy | hit rate | TTFT p50 | TTFT p99 | TPOT mean | throughput (tok/s) | load CoV | requests |",
-    "|---|---:|---:|---:|---:|---:|---:|---:|",
+    "| policy | hit rate | TTFT p50 | TTFT p99 | TTFT mean | TPOT mean | throughput (tok/s) | load CoV | requests | router-queued (mean wait) | refused |",
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
   ];
   for (const { result: r } of result.policies) {
     const rejected = r.rejected > 0 ? ` (+${r.rejected} rejected)` : "";
     rows.push(
-      `| ${r.policy} | ${pct(r.hit_rate)} | ${ms(r.ttft_p50_ms)} | ${ms(r.ttft_p99_ms)} | ${r.tpot_mean_ms.toFixed(1)} ms | ` +
-        `${Math.round(r.throughput_tokens_per_s).toLocaleString("en-US")} | ${r.load_cov.toFixed(3)} | ${r.requests}${rejected} |`,
+      `| ${r.policy} | ${pct(r.hit_rate)} | ${ms(r.ttft_p50_ms)} | ${ms(r.ttft_p99_ms)} | ${ms(r.ttft_mean_ms)} | ${r.tpot_mean_ms.toFixed(1)} ms | ` +
+        `${Math.round(r.throughput_tokens_per_s).toLocaleString("en-US")} | ${r.load_cov.toFixed(3)} | ${r.requests}${rejected} | ` +
+        `${r.router_queued} (${ms(r.router_queue_wait_mean_ms)}) | ${r.refused} |`,
     );
   }
   return rows.join("\n");

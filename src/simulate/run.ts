@@ -6,7 +6,8 @@ import type { IndexEvent } from "../indexer/types.js";
 import type { RouterConfig } from "../router/router.js";
 import { type EngineListener, type EngineParams, type RequestRecord, SimEngine, type SimRequest } from "./engine.js";
 import { type LoadSamples, type PolicyResult, summarize } from "./metrics.js";
-import { type Policy, type PolicyName, makePolicy } from "./policies.js";
+import { type Dispatch, type Policy, type PolicyName, makePolicy } from "./policies.js";
+import type { AdmissionConfig } from "../scheduler/admissionQueue.js";
 import { type TraceRequest, expandTokens, MOONCAKE_BLOCK_TOKENS } from "./trace.js";
 
 export interface SimOptions {
@@ -22,6 +23,14 @@ export interface SimOptions {
   /** Load sampling interval; default: 1/300 of the replayed span (at least 1 ms). */
   sampleMs?: number;
   traceBlockSize?: number;
+  /** The kv policy's queue and thresholds (undefined: none). */
+  admission?: AdmissionConfig;
+  /** Relative speed of each worker (cycled when shorter than the fleet); default all 1. */
+  workerSpeeds?: number[];
+  /** Arrivals come in bursts of this many requests at the first one's timestamp (1 = as traced). */
+  burst?: number;
+  /** Simulated clients give up after this long in a router's queue (default: never). */
+  clientDeadlineMs?: number;
 }
 
 export interface PolicyRunData {
@@ -54,6 +63,7 @@ export function prepareRequest(tr: TraceRequest, blockSize: number, speedup: num
     sequence,
     local,
     keys: sequence.map(blockKey),
+    sessionId: tr.sessionId,
   };
 }
 
@@ -64,23 +74,49 @@ export class PolicyFleet implements EngineListener {
   readonly load: LoadSamples = { timesMs: [], perWorker: [] };
   rejected = 0;
   readonly rejections: string[] = [];
+  /** Requests the router refused (queue full, busy, client deadline passed in its queue). */
+  refused = 0;
+  /** Admitted out of the router's queue, to be enqueued at the fleet's current time. */
+  private readonly ready: { req: SimRequest; d: Dispatch }[] = [];
+  private time = 0;
 
   constructor(
     readonly policy: Policy,
     workers: number,
     engine: EngineParams,
+    speeds: readonly number[] = [],
   ) {
     const params = policy.unboundedCache ? { ...engine, kvBlocks: Infinity } : engine;
-    this.engines = Array.from({ length: workers }, (_, i) => new SimEngine(i, params, this));
+    this.engines = Array.from(
+      { length: workers },
+      (_, i) => new SimEngine(i, speeds.length > 0 ? { ...params, speed: speeds[i % speeds.length] } : params, this),
+    );
+    // Engine callbacks admit queued requests mid-step: they are placed once every engine reached the time.
+    policy.place = (req, d) => this.ready.push({ req, d });
+    policy.refuse = (req, reason) => {
+      this.refused++;
+      if (this.rejections.length < 10) this.rejections.push(`request ${req.index} refused by the router: ${reason}`);
+    };
   }
 
   advanceTo(t: number): void {
+    this.time = t;
     for (const e of this.engines) e.advanceTo(t);
+    while (this.ready.length > 0) {
+      const { req, d } = this.ready.shift()!;
+      this.engines[d.worker].enqueue(req, Math.max(t, req.arrivalMs), d.forcedHit);
+    }
   }
 
   dispatch(req: SimRequest, atMs: number): void {
     const d = this.policy.choose(req, this.engines);
-    this.engines[d.worker].enqueue(req, atMs, d.forcedHit);
+    if (d !== undefined) this.engines[d.worker].enqueue(req, atMs, d.forcedHit);
+    this.advanceTo(Math.max(this.time, atMs));
+  }
+
+  /** Requests waiting in the router's queue. */
+  get waiting(): number {
+    return (this.policy.queued?.() ?? 0) + this.ready.length;
   }
 
   sample(t: number): void {
@@ -89,7 +125,7 @@ export class PolicyFleet implements EngineListener {
   }
 
   get idle(): boolean {
-    return this.engines.every((e) => e.idle);
+    return this.waiting === 0 && this.engines.every((e) => e.idle);
   }
 
   onEvents(worker: number, events: IndexEvent[]): void {
@@ -119,6 +155,8 @@ export function validateOptions(opts: SimOptions): void {
 
 /** Upkeep interval for the routers (approximate-mode expiry, leases), in virtual ms. */
 const TICK_MS = 1000;
+/** While a router holds queued requests, time advances in steps this fine (admissions happen on step boundaries). */
+const QUEUE_STEP_MS = 5;
 
 export function simulate(trace: readonly TraceRequest[], opts: SimOptions, onProgress?: (done: number, total: number) => void): SimResult {
   validateOptions(opts);
@@ -128,9 +166,18 @@ export function simulate(trace: readonly TraceRequest[], opts: SimOptions, onPro
   const fleets = opts.policies.map(
     (name) =>
       new PolicyFleet(
-        makePolicy(name, { router: opts.router, workers: opts.workers, seed: opts.seed, clock }),
+        makePolicy(name, {
+          router: opts.router,
+          admission: opts.admission,
+          maxNumBatchedTokens: opts.engine.maxNumBatchedTokens,
+          clientDeadlineMs: opts.clientDeadlineMs,
+          workers: opts.workers,
+          seed: opts.seed,
+          clock,
+        }),
         opts.workers,
         opts.engine,
+        opts.workerSpeeds,
       ),
   );
   const span = requests.length > 0 ? requests[requests.length - 1].timestampMs / opts.speedup : 0;
@@ -140,10 +187,13 @@ export function simulate(trace: readonly TraceRequest[], opts: SimOptions, onPro
 
   // Moves every fleet to time t, taking load samples and router ticks on the way.
   const advance = (t: number) => {
-    while (Math.min(nextSample, nextTick) <= t) {
-      const at = Math.min(nextSample, nextTick);
+    for (;;) {
+      const fine = fleets.some((f) => f.waiting > 0) ? clock.t + QUEUE_STEP_MS : Infinity;
+      const at = Math.min(nextSample, nextTick, fine);
+      if (at > t) break;
       clock.t = at;
       for (const f of fleets) f.advanceTo(at);
+      if (at !== nextSample && at !== nextTick) continue;
       if (at === nextSample) {
         for (const f of fleets) f.sample(at);
         nextSample += sampleMs;
@@ -157,8 +207,11 @@ export function simulate(trace: readonly TraceRequest[], opts: SimOptions, onPro
     for (const f of fleets) f.advanceTo(t);
   };
 
+  const burst = Math.max(1, opts.burst ?? 1);
   requests.forEach((tr, i) => {
-    const req = prepareRequest(tr, opts.engine.blockSize, opts.speedup, `r${tr.index}`, traceBlockSize);
+    // A burst arrives together, at its first request's time.
+    const at = burst > 1 ? requests[i - (i % burst)].timestampMs : tr.timestampMs;
+    const req = prepareRequest({ ...tr, timestampMs: at }, opts.engine.blockSize, opts.speedup, `r${tr.index}`, traceBlockSize);
     advance(req.arrivalMs);
     for (const f of fleets) f.dispatch(req, req.arrivalMs);
     if (onProgress && (i % 100 === 99 || i === requests.length - 1)) onProgress(i + 1, requests.length);
@@ -175,6 +228,10 @@ export function simulate(trace: readonly TraceRequest[], opts: SimOptions, onPro
       speedup: opts.speedup,
       sample_ms: sampleMs,
       engine: { ...opts.engine },
+      worker_speeds: opts.workerSpeeds ?? [],
+      burst: opts.burst ?? 1,
+      client_deadline_ms: opts.clientDeadlineMs ?? null,
+      admission: opts.admission ?? null,
       router: {
         block_size: opts.router.blockSize,
         overlap_score_credit: opts.router.overlapScoreCredit,
@@ -183,6 +240,9 @@ export function simulate(trace: readonly TraceRequest[], opts: SimOptions, onPro
         kv_events: opts.router.useKvEvents,
         track_active_blocks: opts.router.trackActiveBlocks,
         router_ttl_secs: opts.router.approxTtlMs / 1000,
+        router_predicted_ttl_secs: (opts.router.predictedTtlMs ?? 0) / 1000,
+        session_affinity_ttl_secs: (opts.router.sessionAffinityTtlMs ?? 0) / 1000,
+        session_affinity_slack: opts.router.sessionAffinitySlack ?? 0,
       },
     },
     policies: fleets.map((f) => ({
@@ -194,6 +254,7 @@ export function simulate(trace: readonly TraceRequest[], opts: SimOptions, onPro
         f.load,
         opts.workers,
         f.policy.extras(),
+        f.refused,
       ),
       records: f.records,
       load: f.load,

@@ -14,6 +14,8 @@ export interface TraceRequest {
   inputLength: number;
   outputLength: number;
   hashIds: number[];
+  /** Optional `session_id` of the line (agentic traces): the kv policy sends it as its session hint. */
+  sessionId?: string;
 }
 
 export class TraceError extends Error {}
@@ -37,7 +39,7 @@ export function parseTrace(text: string, source = "trace", traceBlockSize = MOON
       throw new TraceError(`${at}: not JSON (${(err as Error).message})`);
     }
     if (typeof obj !== "object" || obj === null || Array.isArray(obj)) throw new TraceError(`${at}: expected a JSON object`);
-    const { timestamp, input_length, output_length, hash_ids } = obj;
+    const { timestamp, input_length, output_length, hash_ids, session_id } = obj;
     if (typeof timestamp !== "number" || !Number.isFinite(timestamp) || timestamp < 0) {
       throw new TraceError(`${at}: "timestamp" must be a number of milliseconds >= 0`);
     }
@@ -52,7 +54,15 @@ export function parseTrace(text: string, source = "trace", traceBlockSize = MOON
           `of input_length ${input_length}`,
       );
     }
-    out.push({ index: out.length, timestampMs: timestamp, inputLength: input_length, outputLength: output_length, hashIds: hash_ids });
+    if (session_id !== undefined && typeof session_id !== "string") throw new TraceError(`${at}: "session_id" must be a string`);
+    out.push({
+      index: out.length,
+      timestampMs: timestamp,
+      inputLength: input_length,
+      outputLength: output_length,
+      hashIds: hash_ids,
+      ...(session_id !== undefined ? { sessionId: session_id } : {}),
+    });
   }
   // Arrival order: by timestamp, file order among equals (sort is stable).
   out.sort((a, b) => a.timestampMs - b.timestampMs);

@@ -17,7 +17,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file kvrouter/v1/router.proto.
  */
 export const file_kvrouter_v1_router: GenFile = /*@__PURE__*/
-  fileDesc("ChhrdnJvdXRlci92MS9yb3V0ZXIucHJvdG8SC2t2cm91dGVyLnYxIi8KCVdvcmtlclJlZhIRCgl3b3JrZXJfaWQYASABKAQSDwoHZHBfcmFuaxgCIAEoDSKsAQoVRmluZEJlc3RXb3JrZXJSZXF1ZXN0EhEKCXRva2VuX2lkcxgBIAMoDRISCgpyZXF1ZXN0X2lkGAIgASgJEg8KB2V4cGxhaW4YAyABKAgSLwoPYWxsb3dlZF93b3JrZXJzGAQgAygLMhYua3Zyb3V0ZXIudjEuV29ya2VyUmVmEhEKCWxvcmFfbmFtZRgFIAEoCRIXCg9jYWNoZV9uYW1lc3BhY2UYBiABKAkimQEKFkZpbmRCZXN0V29ya2VyUmVzcG9uc2USJgoGd29ya2VyGAEgASgLMhYua3Zyb3V0ZXIudjEuV29ya2VyUmVmEhYKDm92ZXJsYXBfYmxvY2tzGAIgASgNEhUKDXByb21wdF9ibG9ja3MYAyABKA0SKAoGc2NvcmVzGAQgAygLMhgua3Zyb3V0ZXIudjEuV29ya2VyU2NvcmUi5gEKC1dvcmtlclNjb3JlEiYKBndvcmtlchgBIAEoCzIWLmt2cm91dGVyLnYxLldvcmtlclJlZhIWCg5vdmVybGFwX2Jsb2NrcxgCIAEoDRIWCg5wcmVmaWxsX2Jsb2NrcxgDIAEoARIVCg1kZWNvZGVfYmxvY2tzGAQgASgEEg0KBWxvZ2l0GAUgASgBEhsKE2hvc3Rfb3ZlcmxhcF9ibG9ja3MYBiABKA0SGwoTZGlza19vdmVybGFwX2Jsb2NrcxgHIAEoDRIfChdleHRlcm5hbF9vdmVybGFwX2Jsb2NrcxgIIAEoDSIxChtNYXJrUHJlZmlsbENvbXBsZXRlZFJlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoCSItChxNYXJrUHJlZmlsbENvbXBsZXRlZFJlc3BvbnNlEg0KBWZvdW5kGAEgASgIIiEKC0ZyZWVSZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAkiHQoMRnJlZVJlc3BvbnNlEg0KBWZvdW5kGAEgASgIIk4KFUluZ2VzdEt2RXZlbnRzUmVxdWVzdBIkCgZldmVudHMYASADKAsyFC5rdnJvdXRlci52MS5LdkV2ZW50Eg8KB3Jlc3RvcmUYAiABKAgiawoWSW5nZXN0S3ZFdmVudHNSZXNwb25zZRIPCgdhcHBsaWVkGAEgASgEEhAKCHJlamVjdGVkGAIgASgEEi4KCnJlamVjdGlvbnMYAyADKAsyGi5rdnJvdXRlci52MS5SZWplY3RlZEV2ZW50IlkKDVJlamVjdGVkRXZlbnQSJgoGd29ya2VyGAEgASgLMhYua3Zyb3V0ZXIudjEuV29ya2VyUmVmEhAKCGV2ZW50X2lkGAIgASgEEg4KBnJlYXNvbhgDIAEoCSKFAgoHS3ZFdmVudBIRCgl3b3JrZXJfaWQYASABKAQSDwoHZHBfcmFuaxgCIAEoDRIQCghldmVudF9pZBgDIAEoBBIrCgZzdG9yZWQYBCABKAsyGS5rdnJvdXRlci52MS5CbG9ja3NTdG9yZWRIABItCgdyZW1vdmVkGAUgASgLMhoua3Zyb3V0ZXIudjEuQmxvY2tzUmVtb3ZlZEgAEjAKB2NsZWFyZWQYBiABKAsyHS5rdnJvdXRlci52MS5BbGxCbG9ja3NDbGVhcmVkSAASLgoMc3RvcmFnZV90aWVyGAcgASgOMhgua3Zyb3V0ZXIudjEuU3RvcmFnZVRpZXJCBgoEZGF0YSKaAQoMQmxvY2tzU3RvcmVkEh4KEXBhcmVudF9ibG9ja19oYXNoGAEgASgESACIAQESKAoGYmxvY2tzGAIgAygLMhgua3Zyb3V0ZXIudjEuU3RvcmVkQmxvY2sSEQoJbG9yYV9uYW1lGAMgASgJEhcKD2NhY2hlX25hbWVzcGFjZRgEIAEoCUIUChJfcGFyZW50X2Jsb2NrX2hhc2ginwEKC1N0b3JlZEJsb2NrEhIKCmJsb2NrX2hhc2gYASABKAQSEQoJdG9rZW5faWRzGAIgAygNEhgKC3Rva2Vuc19oYXNoGAMgASgESACIAQESEQoJbW1faGFzaGVzGAQgAygEEhoKDXNlcXVlbmNlX2hhc2gYBSABKARIAYgBAUIOCgxfdG9rZW5zX2hhc2hCEAoOX3NlcXVlbmNlX2hhc2giJQoNQmxvY2tzUmVtb3ZlZBIUCgxibG9ja19oYXNoZXMYASADKAQiEgoQQWxsQmxvY2tzQ2xlYXJlZCKbAQoVUmVnaXN0ZXJXb3JrZXJSZXF1ZXN0EhEKCXdvcmtlcl9pZBgBIAEoBBIQCghkcF9yYW5rcxgCIAMoDRIZChFsZWFzZV90dGxfc2Vjb25kcxgDIAEoDRIUCgx6bXFfZW5kcG9pbnQYBCABKAkSGwoTem1xX3JlcGxheV9lbmRwb2ludBgFIAEoCRIPCgdhZGRyZXNzGAYgASgJIjMKFlJlZ2lzdGVyV29ya2VyUmVzcG9uc2USGQoRbGVhc2VfdHRsX3NlY29uZHMYASABKA0iJQoQS2VlcEFsaXZlUmVxdWVzdBIRCgl3b3JrZXJfaWQYASABKAQiLgoRS2VlcEFsaXZlUmVzcG9uc2USGQoRbGVhc2VfdHRsX3NlY29uZHMYASABKA0iLAoXRGVyZWdpc3RlcldvcmtlclJlcXVlc3QSEQoJd29ya2VyX2lkGAEgASgEIjIKGERlcmVnaXN0ZXJXb3JrZXJSZXNwb25zZRIWCg5yZW1vdmVkX2Jsb2NrcxgBIAEoBCIUChJMaXN0V29ya2Vyc1JlcXVlc3QiPwoTTGlzdFdvcmtlcnNSZXNwb25zZRIoCgd3b3JrZXJzGAEgAygLMhcua3Zyb3V0ZXIudjEuV29ya2VySW5mbyLRAgoKV29ya2VySW5mbxImCgZ3b3JrZXIYASABKAsyFi5rdnJvdXRlci52MS5Xb3JrZXJSZWYSEgoKcmVnaXN0ZXJlZBgCIAEoCBIaChJsZWFzZV9yZW1haW5pbmdfbXMYAyABKAQSFQoNY2FjaGVkX2Jsb2NrcxgEIAEoBBIXCg9hY3RpdmVfcmVxdWVzdHMYBSABKAQSHQoVYWN0aXZlX3ByZWZpbGxfdG9rZW5zGAYgASgEEhwKFGFjdGl2ZV9kZWNvZGVfYmxvY2tzGAcgASgEEhUKDWxhc3RfZXZlbnRfaWQYCCABKAQSDwoHYWRkcmVzcxgJIAEoCRIaChJob3N0X2NhY2hlZF9ibG9ja3MYCiABKAQSGgoSZGlza19jYWNoZWRfYmxvY2tzGAsgASgEEh4KFmV4dGVybmFsX2NhY2hlZF9ibG9ja3MYDCABKAQiEgoQRHVtcEluZGV4UmVxdWVzdCI5ChFEdW1wSW5kZXhSZXNwb25zZRIkCgZldmVudHMYASADKAsyFC5rdnJvdXRlci52MS5LdkV2ZW50KpQBCgtTdG9yYWdlVGllchIcChhTVE9SQUdFX1RJRVJfVU5TUEVDSUZJRUQQABIXChNTVE9SQUdFX1RJRVJfREVWSUNFEAESHAoYU1RPUkFHRV9USUVSX0hPU1RfUElOTkVEEAISFQoRU1RPUkFHRV9USUVSX0RJU0sQAxIZChVTVE9SQUdFX1RJRVJfRVhURVJOQUwQBDKbBgoPS3ZSb3V0ZXJTZXJ2aWNlElkKDkZpbmRCZXN0V29ya2VyEiIua3Zyb3V0ZXIudjEuRmluZEJlc3RXb3JrZXJSZXF1ZXN0GiMua3Zyb3V0ZXIudjEuRmluZEJlc3RXb3JrZXJSZXNwb25zZRJrChRNYXJrUHJlZmlsbENvbXBsZXRlZBIoLmt2cm91dGVyLnYxLk1hcmtQcmVmaWxsQ29tcGxldGVkUmVxdWVzdBopLmt2cm91dGVyLnYxLk1hcmtQcmVmaWxsQ29tcGxldGVkUmVzcG9uc2USOwoERnJlZRIYLmt2cm91dGVyLnYxLkZyZWVSZXF1ZXN0Ghkua3Zyb3V0ZXIudjEuRnJlZVJlc3BvbnNlElsKDkluZ2VzdEt2RXZlbnRzEiIua3Zyb3V0ZXIudjEuSW5nZXN0S3ZFdmVudHNSZXF1ZXN0GiMua3Zyb3V0ZXIudjEuSW5nZXN0S3ZFdmVudHNSZXNwb25zZSgBElkKDlJlZ2lzdGVyV29ya2VyEiIua3Zyb3V0ZXIudjEuUmVnaXN0ZXJXb3JrZXJSZXF1ZXN0GiMua3Zyb3V0ZXIudjEuUmVnaXN0ZXJXb3JrZXJSZXNwb25zZRJKCglLZWVwQWxpdmUSHS5rdnJvdXRlci52MS5LZWVwQWxpdmVSZXF1ZXN0Gh4ua3Zyb3V0ZXIudjEuS2VlcEFsaXZlUmVzcG9uc2USXwoQRGVyZWdpc3RlcldvcmtlchIkLmt2cm91dGVyLnYxLkRlcmVnaXN0ZXJXb3JrZXJSZXF1ZXN0GiUua3Zyb3V0ZXIudjEuRGVyZWdpc3RlcldvcmtlclJlc3BvbnNlElAKC0xpc3RXb3JrZXJzEh8ua3Zyb3V0ZXIudjEuTGlzdFdvcmtlcnNSZXF1ZXN0GiAua3Zyb3V0ZXIudjEuTGlzdFdvcmtlcnNSZXNwb25zZRJMCglEdW1wSW5kZXgSHS5rdnJvdXRlci52MS5EdW1wSW5kZXhSZXF1ZXN0Gh4ua3Zyb3V0ZXIudjEuRHVtcEluZGV4UmVzcG9uc2UwAWIGcHJvdG8z");
+  fileDesc("ChhrdnJvdXRlci92MS9yb3V0ZXIucHJvdG8SC2t2cm91dGVyLnYxIi8KCVdvcmtlclJlZhIRCgl3b3JrZXJfaWQYASABKAQSDwoHZHBfcmFuaxgCIAEoDSLyAQoVRmluZEJlc3RXb3JrZXJSZXF1ZXN0EhEKCXRva2VuX2lkcxgBIAMoDRISCgpyZXF1ZXN0X2lkGAIgASgJEg8KB2V4cGxhaW4YAyABKAgSLwoPYWxsb3dlZF93b3JrZXJzGAQgAygLMhYua3Zyb3V0ZXIudjEuV29ya2VyUmVmEhEKCWxvcmFfbmFtZRgFIAEoCRIXCg9jYWNoZV9uYW1lc3BhY2UYBiABKAkSEAoIcHJpb3JpdHkYByABKAUSHgoWZXhwZWN0ZWRfb3V0cHV0X3Rva2VucxgIIAEoAxISCgpzZXNzaW9uX2lkGAkgASgJIsYBChZGaW5kQmVzdFdvcmtlclJlc3BvbnNlEiYKBndvcmtlchgBIAEoCzIWLmt2cm91dGVyLnYxLldvcmtlclJlZhIWCg5vdmVybGFwX2Jsb2NrcxgCIAEoDRIVCg1wcm9tcHRfYmxvY2tzGAMgASgNEigKBnNjb3JlcxgEIAMoCzIYLmt2cm91dGVyLnYxLldvcmtlclNjb3JlEhEKCXF1ZXVlZF9tcxgFIAEoDRIYChBwcmVkaWN0ZWRfYmxvY2tzGAYgASgNIuYBCgtXb3JrZXJTY29yZRImCgZ3b3JrZXIYASABKAsyFi5rdnJvdXRlci52MS5Xb3JrZXJSZWYSFgoOb3ZlcmxhcF9ibG9ja3MYAiABKA0SFgoOcHJlZmlsbF9ibG9ja3MYAyABKAESFQoNZGVjb2RlX2Jsb2NrcxgEIAEoBBINCgVsb2dpdBgFIAEoARIbChNob3N0X292ZXJsYXBfYmxvY2tzGAYgASgNEhsKE2Rpc2tfb3ZlcmxhcF9ibG9ja3MYByABKA0SHwoXZXh0ZXJuYWxfb3ZlcmxhcF9ibG9ja3MYCCABKA0iMQobTWFya1ByZWZpbGxDb21wbGV0ZWRSZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAkiLQocTWFya1ByZWZpbGxDb21wbGV0ZWRSZXNwb25zZRINCgVmb3VuZBgBIAEoCCIhCgtGcmVlUmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgJIh0KDEZyZWVSZXNwb25zZRINCgVmb3VuZBgBIAEoCCJOChVJbmdlc3RLdkV2ZW50c1JlcXVlc3QSJAoGZXZlbnRzGAEgAygLMhQua3Zyb3V0ZXIudjEuS3ZFdmVudBIPCgdyZXN0b3JlGAIgASgIImsKFkluZ2VzdEt2RXZlbnRzUmVzcG9uc2USDwoHYXBwbGllZBgBIAEoBBIQCghyZWplY3RlZBgCIAEoBBIuCgpyZWplY3Rpb25zGAMgAygLMhoua3Zyb3V0ZXIudjEuUmVqZWN0ZWRFdmVudCJZCg1SZWplY3RlZEV2ZW50EiYKBndvcmtlchgBIAEoCzIWLmt2cm91dGVyLnYxLldvcmtlclJlZhIQCghldmVudF9pZBgCIAEoBBIOCgZyZWFzb24YAyABKAkihQIKB0t2RXZlbnQSEQoJd29ya2VyX2lkGAEgASgEEg8KB2RwX3JhbmsYAiABKA0SEAoIZXZlbnRfaWQYAyABKAQSKwoGc3RvcmVkGAQgASgLMhkua3Zyb3V0ZXIudjEuQmxvY2tzU3RvcmVkSAASLQoHcmVtb3ZlZBgFIAEoCzIaLmt2cm91dGVyLnYxLkJsb2Nrc1JlbW92ZWRIABIwCgdjbGVhcmVkGAYgASgLMh0ua3Zyb3V0ZXIudjEuQWxsQmxvY2tzQ2xlYXJlZEgAEi4KDHN0b3JhZ2VfdGllchgHIAEoDjIYLmt2cm91dGVyLnYxLlN0b3JhZ2VUaWVyQgYKBGRhdGEimgEKDEJsb2Nrc1N0b3JlZBIeChFwYXJlbnRfYmxvY2tfaGFzaBgBIAEoBEgAiAEBEigKBmJsb2NrcxgCIAMoCzIYLmt2cm91dGVyLnYxLlN0b3JlZEJsb2NrEhEKCWxvcmFfbmFtZRgDIAEoCRIXCg9jYWNoZV9uYW1lc3BhY2UYBCABKAlCFAoSX3BhcmVudF9ibG9ja19oYXNoIp8BCgtTdG9yZWRCbG9jaxISCgpibG9ja19oYXNoGAEgASgEEhEKCXRva2VuX2lkcxgCIAMoDRIYCgt0b2tlbnNfaGFzaBgDIAEoBEgAiAEBEhEKCW1tX2hhc2hlcxgEIAMoBBIaCg1zZXF1ZW5jZV9oYXNoGAUgASgESAGIAQFCDgoMX3Rva2Vuc19oYXNoQhAKDl9zZXF1ZW5jZV9oYXNoIiUKDUJsb2Nrc1JlbW92ZWQSFAoMYmxvY2tfaGFzaGVzGAEgAygEIhIKEEFsbEJsb2Nrc0NsZWFyZWQi1AEKFVJlZ2lzdGVyV29ya2VyUmVxdWVzdBIRCgl3b3JrZXJfaWQYASABKAQSEAoIZHBfcmFua3MYAiADKA0SGQoRbGVhc2VfdHRsX3NlY29uZHMYAyABKA0SFAoMem1xX2VuZHBvaW50GAQgASgJEhsKE3ptcV9yZXBsYXlfZW5kcG9pbnQYBSABKAkSDwoHYWRkcmVzcxgGIAEoCRIeChZtYXhfbnVtX2JhdGNoZWRfdG9rZW5zGAcgASgEEhcKD3RvdGFsX2t2X2Jsb2NrcxgIIAEoBCIzChZSZWdpc3RlcldvcmtlclJlc3BvbnNlEhkKEWxlYXNlX3R0bF9zZWNvbmRzGAEgASgNIiUKEEtlZXBBbGl2ZVJlcXVlc3QSEQoJd29ya2VyX2lkGAEgASgEIi4KEUtlZXBBbGl2ZVJlc3BvbnNlEhkKEWxlYXNlX3R0bF9zZWNvbmRzGAEgASgNIiwKF0RlcmVnaXN0ZXJXb3JrZXJSZXF1ZXN0EhEKCXdvcmtlcl9pZBgBIAEoBCIyChhEZXJlZ2lzdGVyV29ya2VyUmVzcG9uc2USFgoOcmVtb3ZlZF9ibG9ja3MYASABKAQiFAoSTGlzdFdvcmtlcnNSZXF1ZXN0Ij8KE0xpc3RXb3JrZXJzUmVzcG9uc2USKAoHd29ya2VycxgBIAMoCzIXLmt2cm91dGVyLnYxLldvcmtlckluZm8i9AIKCldvcmtlckluZm8SJgoGd29ya2VyGAEgASgLMhYua3Zyb3V0ZXIudjEuV29ya2VyUmVmEhIKCnJlZ2lzdGVyZWQYAiABKAgSGgoSbGVhc2VfcmVtYWluaW5nX21zGAMgASgEEhUKDWNhY2hlZF9ibG9ja3MYBCABKAQSFwoPYWN0aXZlX3JlcXVlc3RzGAUgASgEEh0KFWFjdGl2ZV9wcmVmaWxsX3Rva2VucxgGIAEoBBIcChRhY3RpdmVfZGVjb2RlX2Jsb2NrcxgHIAEoBBIVCg1sYXN0X2V2ZW50X2lkGAggASgEEg8KB2FkZHJlc3MYCSABKAkSGgoSaG9zdF9jYWNoZWRfYmxvY2tzGAogASgEEhoKEmRpc2tfY2FjaGVkX2Jsb2NrcxgLIAEoBBIeChZleHRlcm5hbF9jYWNoZWRfYmxvY2tzGAwgASgEEiEKGXByZWZpbGxfdG9rZW5zX3Blcl9zZWNvbmQYDSABKAEiEgoQRHVtcEluZGV4UmVxdWVzdCI5ChFEdW1wSW5kZXhSZXNwb25zZRIkCgZldmVudHMYASADKAsyFC5rdnJvdXRlci52MS5LdkV2ZW50Is4CCg5CdXN5VGhyZXNob2xkcxIrCh5hY3RpdmVfZGVjb2RlX2Jsb2Nrc190aHJlc2hvbGQYASABKAFIAIgBARIsCh9hY3RpdmVfcHJlZmlsbF90b2tlbnNfdGhyZXNob2xkGAIgASgESAGIAQESMQokYWN0aXZlX3ByZWZpbGxfdG9rZW5zX3RocmVzaG9sZF9mcmFjGAMgASgBSAKIAQESIwoWcm91dGVyX3F1ZXVlX3RocmVzaG9sZBgEIAEoAUgDiAEBQiEKH19hY3RpdmVfZGVjb2RlX2Jsb2Nrc190aHJlc2hvbGRCIgogX2FjdGl2ZV9wcmVmaWxsX3Rva2Vuc190aHJlc2hvbGRCJwolX2FjdGl2ZV9wcmVmaWxsX3Rva2Vuc190aHJlc2hvbGRfZnJhY0IZChdfcm91dGVyX3F1ZXVlX3RocmVzaG9sZCJaChhTZXRCdXN5VGhyZXNob2xkc1JlcXVlc3QSLwoKdGhyZXNob2xkcxgBIAEoCzIbLmt2cm91dGVyLnYxLkJ1c3lUaHJlc2hvbGRzEg0KBWNsZWFyGAIgAygJIkwKGVNldEJ1c3lUaHJlc2hvbGRzUmVzcG9uc2USLwoKdGhyZXNob2xkcxgBIAEoCzIbLmt2cm91dGVyLnYxLkJ1c3lUaHJlc2hvbGRzKpQBCgtTdG9yYWdlVGllchIcChhTVE9SQUdFX1RJRVJfVU5TUEVDSUZJRUQQABIXChNTVE9SQUdFX1RJRVJfREVWSUNFEAESHAoYU1RPUkFHRV9USUVSX0hPU1RfUElOTkVEEAISFQoRU1RPUkFHRV9USUVSX0RJU0sQAxIZChVTVE9SQUdFX1RJRVJfRVhURVJOQUwQBDL/BgoPS3ZSb3V0ZXJTZXJ2aWNlElkKDkZpbmRCZXN0V29ya2VyEiIua3Zyb3V0ZXIudjEuRmluZEJlc3RXb3JrZXJSZXF1ZXN0GiMua3Zyb3V0ZXIudjEuRmluZEJlc3RXb3JrZXJSZXNwb25zZRJrChRNYXJrUHJlZmlsbENvbXBsZXRlZBIoLmt2cm91dGVyLnYxLk1hcmtQcmVmaWxsQ29tcGxldGVkUmVxdWVzdBopLmt2cm91dGVyLnYxLk1hcmtQcmVmaWxsQ29tcGxldGVkUmVzcG9uc2USOwoERnJlZRIYLmt2cm91dGVyLnYxLkZyZWVSZXF1ZXN0Ghkua3Zyb3V0ZXIudjEuRnJlZVJlc3BvbnNlElsKDkluZ2VzdEt2RXZlbnRzEiIua3Zyb3V0ZXIudjEuSW5nZXN0S3ZFdmVudHNSZXF1ZXN0GiMua3Zyb3V0ZXIudjEuSW5nZXN0S3ZFdmVudHNSZXNwb25zZSgBElkKDlJlZ2lzdGVyV29ya2VyEiIua3Zyb3V0ZXIudjEuUmVnaXN0ZXJXb3JrZXJSZXF1ZXN0GiMua3Zyb3V0ZXIudjEuUmVnaXN0ZXJXb3JrZXJSZXNwb25zZRJKCglLZWVwQWxpdmUSHS5rdnJvdXRlci52MS5LZWVwQWxpdmVSZXF1ZXN0Gh4ua3Zyb3V0ZXIudjEuS2VlcEFsaXZlUmVzcG9uc2USXwoQRGVyZWdpc3RlcldvcmtlchIkLmt2cm91dGVyLnYxLkRlcmVnaXN0ZXJXb3JrZXJSZXF1ZXN0GiUua3Zyb3V0ZXIudjEuRGVyZWdpc3RlcldvcmtlclJlc3BvbnNlElAKC0xpc3RXb3JrZXJzEh8ua3Zyb3V0ZXIudjEuTGlzdFdvcmtlcnNSZXF1ZXN0GiAua3Zyb3V0ZXIudjEuTGlzdFdvcmtlcnNSZXNwb25zZRJMCglEdW1wSW5kZXgSHS5rdnJvdXRlci52MS5EdW1wSW5kZXhSZXF1ZXN0Gh4ua3Zyb3V0ZXIudjEuRHVtcEluZGV4UmVzcG9uc2UwARJiChFTZXRCdXN5VGhyZXNob2xkcxIlLmt2cm91dGVyLnYxLlNldEJ1c3lUaHJlc2hvbGRzUmVxdWVzdBomLmt2cm91dGVyLnYxLlNldEJ1c3lUaHJlc2hvbGRzUmVzcG9uc2ViBnByb3RvMw");
 
 /**
  * One data-parallel rank of one worker: the unit a request is routed to.
@@ -90,6 +90,32 @@ export type FindBestWorkerRequest = Message<"kvrouter.v1.FindBestWorkerRequest">
    * @generated from field: string cache_namespace = 6;
    */
   cacheNamespace: string;
+
+  /**
+   * Queue priority, 0..1000 (0 = none). When the router queues (see
+   * --router-queue-threshold), fcfs orders a request as if it had arrived
+   * `priority` seconds earlier; wspt multiplies its weight by 1 + priority.
+   *
+   * @generated from field: int32 priority = 7;
+   */
+  priority: number;
+
+  /**
+   * Expected output length in tokens (0 = unknown): grows the chosen worker's
+   * projected decode load by that many tokens' blocks while the request runs.
+   *
+   * @generated from field: int64 expected_output_tokens = 8;
+   */
+  expectedOutputTokens: bigint;
+
+  /**
+   * Conversation/agent session, at most 1024 bytes: later requests of the
+   * session stay on the same worker while its cost stays within
+   * --session-affinity-slack of the best one.
+   *
+   * @generated from field: string session_id = 9;
+   */
+  sessionId: string;
 };
 
 /**
@@ -128,6 +154,21 @@ export type FindBestWorkerResponse = Message<"kvrouter.v1.FindBestWorkerResponse
    * @generated from field: repeated kvrouter.v1.WorkerScore scores = 4;
    */
   scores: WorkerScore[];
+
+  /**
+   * Milliseconds the call waited in the router's queue (0 = routed at once).
+   *
+   * @generated from field: uint32 queued_ms = 5;
+   */
+  queuedMs: number;
+
+  /**
+   * Leading prompt blocks assumed cached on the chosen worker because earlier
+   * requests were just routed there (predict-on-route), beyond the index's.
+   *
+   * @generated from field: uint32 predicted_blocks = 6;
+   */
+  predictedBlocks: number;
 };
 
 /**
@@ -579,6 +620,23 @@ export type RegisterWorkerRequest = Message<"kvrouter.v1.RegisterWorkerRequest">
    * @generated from field: string address = 6;
    */
   address: string;
+
+  /**
+   * The engine's per-step token budget (vLLM max_num_batched_tokens); 0 =
+   * unknown. The queue threshold and active_prefill_tokens_threshold_frac
+   * are fractions of it; a worker that does not report it is never busy by them.
+   *
+   * @generated from field: uint64 max_num_batched_tokens = 7;
+   */
+  maxNumBatchedTokens: bigint;
+
+  /**
+   * The engine's KV cache size in blocks; 0 = unknown. The decode-blocks busy
+   * threshold is a fraction of it.
+   *
+   * @generated from field: uint64 total_kv_blocks = 8;
+   */
+  totalKvBlocks: bigint;
 };
 
 /**
@@ -778,6 +836,15 @@ export type WorkerInfo = Message<"kvrouter.v1.WorkerInfo"> & {
    * @generated from field: uint64 external_cached_blocks = 12;
    */
   externalCachedBlocks: bigint;
+
+  /**
+   * With --router-cost ttft: the worker's prefill rate as the router has
+   * learned it (FindBestWorker to MarkPrefillCompleted), tokens per second;
+   * 0 with the dynamo cost.
+   *
+   * @generated from field: double prefill_tokens_per_second = 13;
+   */
+  prefillTokensPerSecond: number;
 };
 
 /**
@@ -816,6 +883,92 @@ export type DumpIndexResponse = Message<"kvrouter.v1.DumpIndexResponse"> & {
  */
 export const DumpIndexResponseSchema: GenMessage<DumpIndexResponse> = /*@__PURE__*/
   messageDesc(file_kvrouter_v1_router, 26);
+
+/**
+ * Busy thresholds (Dynamo's names). A worker is busy when any set threshold is
+ * exceeded; when every candidate is busy FindBestWorker answers
+ * RESOURCE_EXHAUSTED at once (Dynamo's 503/529).
+ *
+ * @generated from message kvrouter.v1.BusyThresholds
+ */
+export type BusyThresholds = Message<"kvrouter.v1.BusyThresholds"> & {
+  /**
+   * Active decode blocks as a fraction of the worker's total_kv_blocks.
+   *
+   * @generated from field: optional double active_decode_blocks_threshold = 1;
+   */
+  activeDecodeBlocksThreshold?: number | undefined;
+
+  /**
+   * Active prefill tokens, as a token count.
+   *
+   * @generated from field: optional uint64 active_prefill_tokens_threshold = 2;
+   */
+  activePrefillTokensThreshold?: bigint | undefined;
+
+  /**
+   * Active prefill tokens as a fraction of the worker's max_num_batched_tokens.
+   *
+   * @generated from field: optional double active_prefill_tokens_threshold_frac = 3;
+   */
+  activePrefillTokensThresholdFrac?: number | undefined;
+
+  /**
+   * Queue threshold: when every candidate's active prefill tokens exceed this
+   * fraction of its max_num_batched_tokens, requests wait in the router.
+   *
+   * @generated from field: optional double router_queue_threshold = 4;
+   */
+  routerQueueThreshold?: number | undefined;
+};
+
+/**
+ * Describes the message kvrouter.v1.BusyThresholds.
+ * Use `create(BusyThresholdsSchema)` to create a new message.
+ */
+export const BusyThresholdsSchema: GenMessage<BusyThresholds> = /*@__PURE__*/
+  messageDesc(file_kvrouter_v1_router, 27);
+
+/**
+ * @generated from message kvrouter.v1.SetBusyThresholdsRequest
+ */
+export type SetBusyThresholdsRequest = Message<"kvrouter.v1.SetBusyThresholdsRequest"> & {
+  /**
+   * @generated from field: kvrouter.v1.BusyThresholds thresholds = 1;
+   */
+  thresholds?: BusyThresholds | undefined;
+
+  /**
+   * Clear these thresholds (by field name, e.g. "router_queue_threshold").
+   *
+   * @generated from field: repeated string clear = 2;
+   */
+  clear: string[];
+};
+
+/**
+ * Describes the message kvrouter.v1.SetBusyThresholdsRequest.
+ * Use `create(SetBusyThresholdsRequestSchema)` to create a new message.
+ */
+export const SetBusyThresholdsRequestSchema: GenMessage<SetBusyThresholdsRequest> = /*@__PURE__*/
+  messageDesc(file_kvrouter_v1_router, 28);
+
+/**
+ * @generated from message kvrouter.v1.SetBusyThresholdsResponse
+ */
+export type SetBusyThresholdsResponse = Message<"kvrouter.v1.SetBusyThresholdsResponse"> & {
+  /**
+   * @generated from field: kvrouter.v1.BusyThresholds thresholds = 1;
+   */
+  thresholds?: BusyThresholds | undefined;
+};
+
+/**
+ * Describes the message kvrouter.v1.SetBusyThresholdsResponse.
+ * Use `create(SetBusyThresholdsResponseSchema)` to create a new message.
+ */
+export const SetBusyThresholdsResponseSchema: GenMessage<SetBusyThresholdsResponse> = /*@__PURE__*/
+  messageDesc(file_kvrouter_v1_router, 29);
 
 /**
  * Dynamo's StorageTier.
@@ -953,6 +1106,18 @@ export const KvRouterService: GenService<{
     methodKind: "server_streaming";
     input: typeof DumpIndexRequestSchema;
     output: typeof DumpIndexResponseSchema;
+  },
+  /**
+   * Changes the busy and queue thresholds at run time (state-changing: needs
+   * the bearer token when the router has one). Unset fields stay as they are;
+   * the response holds the thresholds now in force.
+   *
+   * @generated from rpc kvrouter.v1.KvRouterService.SetBusyThresholds
+   */
+  setBusyThresholds: {
+    methodKind: "unary";
+    input: typeof SetBusyThresholdsRequestSchema;
+    output: typeof SetBusyThresholdsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_kvrouter_v1_router, 0);
