@@ -246,6 +246,11 @@ describe("CompactIndex matches PrefixIndex (seeded random streams)", () => {
     for (let seed = 1; seed <= 700; seed++) runCase(seed, CompactIndex.local({ maxBlocks: 1 + (seed % 12) }), 1 + (seed % 12), STEPS);
   });
 
+  it("with tables grown from their smallest size: 200 + 200 cases", () => {
+    for (let seed = 1; seed <= 200; seed++) runCase(seed, CompactIndex.local({ initialEntries: 16 }), undefined, STEPS);
+    for (let seed = 1; seed <= 200; seed++) runCase(seed, CompactIndex.local({ initialEntries: 16, maxBlocks: 1 + (seed % 12) }), 1 + (seed % 12), STEPS);
+  });
+
   describe("sharded on worker threads", () => {
     // Starting threads takes a while, so a few sharded indexes serve many
     // cases: each case first removes every worker (which also exercises

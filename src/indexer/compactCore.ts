@@ -519,6 +519,8 @@ export class CompactCore {
     this.ePHi[e] = pHi;
     this.eStamp[e] = stamp;
     this.eSlot[e] = slot;
+    // Before the list append: a rehash here puts every listed entry in the table.
+    this.insertEntryTable(e);
     // append to the worker's list
     const t = this.tail[slot];
     this.ePrev[e] = t;
@@ -526,7 +528,6 @@ export class CompactCore {
     if (t >= 0) this.eNext[t] = e;
     else this.head[slot] = e;
     this.tail[slot] = e;
-    this.insertEntryTable(e);
     this.entries++;
     this.slots.count[slot]++;
     const node = this.nodeFor(sLo, sHi);
