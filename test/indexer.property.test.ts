@@ -251,6 +251,21 @@ describe("CompactIndex matches PrefixIndex (seeded random streams)", () => {
     for (let seed = 1; seed <= 200; seed++) runCase(seed, CompactIndex.local({ initialEntries: 16, maxBlocks: 1 + (seed % 12) }), 1 + (seed % 12), STEPS);
   });
 
+  // The other layouts the core picks: u32 slot arrays past 65,536 worker
+  // ranks, stamp rebases and f64 stamps (a tiny stamp window) and dense parent
+  // arrays.
+  const layouts = [
+    { name: "u32 slots", opts: { maxWorkerRanks: 65_537 } },
+    { name: "stamp window 16, dense parents from 2", opts: { initialEntries: 16, core: { stampWindow: 16, denseParentsAt: 2 } } },
+    { name: "stamp window 256, u32 slots", opts: { initialEntries: 16, maxWorkerRanks: 1 << 20, core: { stampWindow: 256 } } },
+  ];
+  for (const { name, opts } of layouts) {
+    it(`${name}: 200 + 200 cases, with and without eviction`, () => {
+      for (let seed = 1; seed <= 200; seed++) runCase(seed, CompactIndex.local(opts), undefined, STEPS);
+      for (let seed = 1; seed <= 200; seed++) runCase(seed, CompactIndex.local({ ...opts, maxBlocks: 1 + (seed % 12) }), 1 + (seed % 12), STEPS);
+    });
+  }
+
   describe("sharded on worker threads", () => {
     // Starting threads takes a while, so a few sharded indexes serve many
     // cases: each case first removes every worker (which also exercises

@@ -4,9 +4,12 @@
 //
 // Data:
 // - entries: one per (worker slot, external hash) held, with its local hash,
-//   parent external hash, node, store stamp, and links in its worker's list
+//   parent mode, node, store stamp, and links in its worker's list
 //   (insertion order: parents before children, which dump relies on; also
-//   oldest-stored first, which eviction relies on);
+//   oldest-stored first, which eviction relies on). The parent external hash
+//   is dump-only: when it is the external hash of the list predecessor (a
+//   chain stored in one event) only a mode is kept, else it sits in a cold
+//   store (a Map, or dense arrays once many entries need it);
 // - nodes: one per sequence hash held by at least one worker, with a bitset
 //   of the slots holding it (find_matches ANDs these along the prompt);
 // - per-slot state (exists, block count, last event id) lives in SlotTable,
@@ -33,6 +36,19 @@ export const SLOT_LIMIT = 1 << 20;
 /** Multiplier of the (node, slot) keys of `extra`: above SLOT_LIMIT, and node * it stays below 2^53. */
 const SLOT_KEY_SPACE = 1 << 21;
 const TWO32 = 4294967296;
+
+/** Parent modes (eMode): no parent; the parent is the list predecessor's external hash; the parent hash is in the cold store. */
+const P_NONE = 0;
+const P_PREV = 1;
+const P_COLD = 2;
+
+/** Test hooks; the defaults are what the server runs. */
+export interface CoreOptions {
+  /** Span of store stamps one u32 offset covers before a rebase (default 2^32). */
+  stampWindow?: number;
+  /** Cold parents kept in a Map before they move to dense arrays (default an eighth of the entry capacity). */
+  denseParentsAt?: number;
+}
 
 /** Per-slot state shared between a shard and the main thread. */
 export class SlotTable {
@@ -88,6 +104,11 @@ function grownI32(a: Int32Array, cap: number): Int32Array<ArrayBuffer> {
   b.set(a);
   return b;
 }
+function grownU8(a: Uint8Array, cap: number): Uint8Array<ArrayBuffer> {
+  const b = new Uint8Array(cap);
+  b.set(a);
+  return b;
+}
 
 /**
  * A slot's entries as dumpSlot packs them: DUMP_WORDS u32 per entry, in the
@@ -95,6 +116,8 @@ function grownI32(a: Int32Array, cap: number): Int32Array<ArrayBuffer> {
  * each), has-parent, then the entry's sequence hash (lo, hi).
  */
 export const DUMP_WORDS = 9;
+
+const coldOut = { lo: 0, hi: 0 };
 
 export class CompactCore {
   // entries (struct of arrays)
@@ -105,18 +128,40 @@ export class CompactCore {
   private eExtHi = new Uint32Array(0);
   private eLocLo = new Uint32Array(0);
   private eLocHi = new Uint32Array(0);
-  private ePLo = new Uint32Array(0);
-  private ePHi = new Uint32Array(0);
-  private eStamp = new Float64Array(0);
-  private eSlot = new Uint32Array(0);
+  /** Parent mode, P_*. */
+  private eMode = new Uint8Array(0);
+  /**
+   * Store stamps as u32 offsets from stampBase (a slot's list is in stamp
+   * order, so a rebase to the oldest head keeps them exact); Float64Array of
+   * absolute stamps if live stamps ever span more than the window.
+   */
+  private eStamp: Uint32Array | Float64Array = new Uint32Array(0);
+  private stampBase = 0;
+  private stampWindow: number;
+  /** u16 when every slot fits (up to 65,536 worker ranks), else u32. */
+  private eSlot: Uint16Array | Uint32Array;
   private eNode = new Int32Array(0);
   private ePrev = new Int32Array(0);
   private eNext = new Int32Array(0);
-  private eHasParent = new Uint8Array(0);
+  /** Cold parent hashes: entry -> index of a (lo, hi) pair in coldPairs, until denseParentsAt of them... */
+  private readonly coldParent = new Map<number, number>();
+  private coldPairs = new Uint32Array(64);
+  private coldFree: number[] = [];
+  private coldTop = 0;
+  /** ...then per-entry arrays (empty until then). */
+  private ePLo = new Uint32Array(0);
+  private ePHi = new Uint32Array(0);
+  private readonly denseParentsAt: number | undefined;
   /** Live entries: the (block, worker) pairs the index holds. */
   entries = 0;
-  private eTab = new Int32Array(0);
-  private eMask = 0;
+  /**
+   * Any number of buckets (sized to the entries, not to a power of two):
+   * home = high bits of the hash scaled to the size; a bucket holds
+   * (low hash bits << eBits) | (entry + 1), 0 = empty.
+   */
+  private eTab = new Uint32Array(0);
+  private eBits = 0;
+  private eScale = 0;
 
   // nodes
   private nCap = 0;
@@ -129,7 +174,8 @@ export class CompactCore {
   private words = 1;
   /** Live nodes: distinct sequence hashes held by at least one worker. */
   nodes = 0;
-  private nTab = new Int32Array(0);
+  /** A power of two of buckets (find_matches probes it: home = hash & mask), each (hash bits above the mask) | (node + 1). */
+  private nTab = new Uint32Array(0);
   private nMask = 0;
 
   /** (node * SLOT_KEY_SPACE + slot) -> extra holds of one sequence hash through several external hashes. */
@@ -145,13 +191,17 @@ export class CompactCore {
   constructor(
     readonly slots: SlotTable,
     initialEntries = 1024,
+    opts: CoreOptions = {},
   ) {
+    this.stampWindow = opts.stampWindow ?? TWO32;
+    this.denseParentsAt = opts.denseParentsAt;
+    this.eSlot = slots.slots <= 65_536 ? new Uint16Array(0) : new Uint32Array(0);
     this.head = new Int32Array(slots.slots).fill(-1);
     this.tail = new Int32Array(slots.slots).fill(-1);
     // Blocks are usually shared by several workers: nodes start at a quarter of the entries and grow if needed.
     this.growEntries(Math.max(16, initialEntries));
     this.growNodes(Math.max(16, initialEntries >>> 2));
-    this.rehashEntries(Math.max(32, nextPow2(Math.ceil((initialEntries * 4) / 3) + 1)));
+    this.rehashEntries(Math.max(32, Math.ceil((initialEntries * 4) / 3) + 2));
     this.rehashNodes(Math.max(32, nextPow2(Math.ceil(((initialEntries >>> 2) * 4) / 3) + 1)));
   }
 
@@ -372,7 +422,7 @@ export class CompactCore {
       let best = 0;
       for (let i = 1; i < cursors.length; i++) if (this.eStamp[cursors[i]] < this.eStamp[cursors[best]]) best = i;
       const e = cursors[best];
-      out[k++] = this.eStamp[e];
+      out[k++] = this.stampBase + this.eStamp[e];
       const next = this.eNext[e];
       if (next >= 0) cursors[best] = next;
       else cursors.splice(best, 1);
@@ -383,8 +433,9 @@ export class CompactCore {
   /** Evicts every entry stored at or before `stamp`; returns how many. */
   evictThrough(stamp: number): number {
     let n = 0;
+    const rel = stamp - this.stampBase;
     for (const s of this.owned) {
-      while (this.head[s] >= 0 && this.eStamp[this.head[s]] <= stamp) {
+      while (this.head[s] >= 0 && this.eStamp[this.head[s]] <= rel) {
         this.release(this.head[s]);
         n++;
       }
@@ -415,9 +466,17 @@ export class CompactCore {
       out[o + 1] = this.eExtHi[e];
       out[o + 2] = this.eLocLo[e];
       out[o + 3] = this.eLocHi[e];
-      out[o + 4] = this.ePLo[e];
-      out[o + 5] = this.ePHi[e];
-      out[o + 6] = this.eHasParent[e];
+      const mode = this.eMode[e];
+      if (mode === P_PREV) {
+        const p = this.ePrev[e];
+        out[o + 4] = this.eExtLo[p];
+        out[o + 5] = this.eExtHi[p];
+      } else if (mode === P_COLD) {
+        this.coldOf(e);
+        out[o + 4] = coldOut.lo;
+        out[o + 5] = coldOut.hi;
+      }
+      out[o + 6] = mode === P_NONE ? 0 : 1;
       out[o + 7] = this.nLo[node];
       out[o + 8] = this.nHi[node];
     }
@@ -428,9 +487,10 @@ export class CompactCore {
   nodeHashes(): Uint32Array<ArrayBuffer> {
     const out = new Uint32Array(this.nodes * 2);
     let k = 0;
-    for (let b = 0; b < this.nTab.length; b += 2) {
-      const v = this.nTab[b];
-      if (v < 0) continue;
+    const mask = this.nMask;
+    for (let b = 0; b < this.nTab.length; b++) {
+      if (this.nTab[b] === 0) continue;
+      const v = (this.nTab[b] & mask) - 1;
       out[k++] = this.nLo[v];
       out[k++] = this.nHi[v];
     }
@@ -439,9 +499,10 @@ export class CompactCore {
 
   /** Bytes held in typed arrays (capacity, not just use). */
   arrayBytes(): number {
-    const e = this.eCap * (4 * 6 + 8 + 4 + 4 + 4 + 4 + 1);
-    const n = this.nCap * 8 + this.nBits.byteLength;
-    return e + n + this.eTab.byteLength + this.nTab.byteLength + this.head.byteLength * 2;
+    const entryArrays = [this.eExtLo, this.eExtHi, this.eLocLo, this.eLocHi, this.eMode, this.eStamp, this.eSlot, this.eNode, this.ePrev, this.eNext, this.ePLo, this.ePHi];
+    let bytes = this.coldPairs.byteLength + this.eTab.byteLength + this.nTab.byteLength + this.head.byteLength * 2;
+    for (const a of entryArrays) bytes += a.byteLength;
+    return bytes + this.nLo.byteLength + this.nHi.byteLength + this.nBits.byteLength;
   }
 
   // ---- slots -------------------------------------------------------------
@@ -482,6 +543,7 @@ export class CompactCore {
         this.extra.delete(node * SLOT_KEY_SPACE + slot);
         if (this.nodeEmpty(node)) this.freeNode(node);
       }
+      if (this.eMode[e] === P_COLD) this.dropCold(e);
       this.unlinkEntryTable(e);
       this.freeEntry(e);
       e = next;
@@ -514,15 +576,16 @@ export class CompactCore {
     this.eExtHi[e] = xHi;
     this.eLocLo[e] = lLo;
     this.eLocHi[e] = lHi;
-    this.eHasParent[e] = hasParent ? 1 : 0;
-    this.ePLo[e] = pLo;
-    this.ePHi[e] = pHi;
-    this.eStamp[e] = stamp;
+    const t = this.tail[slot];
+    if (!hasParent) this.eMode[e] = P_NONE;
+    else if (t >= 0 && this.eExtLo[t] === pLo && this.eExtHi[t] === pHi) this.eMode[e] = P_PREV;
+    else this.setCold(e, pLo, pHi);
+    if (stamp - this.stampBase >= this.stampWindow) this.rebaseStamps(stamp);
+    this.eStamp[e] = stamp - this.stampBase;
     this.eSlot[e] = slot;
     // Before the list append: a rehash here puts every listed entry in the table.
     this.insertEntryTable(e);
     // append to the worker's list
-    const t = this.tail[slot];
     this.ePrev[e] = t;
     this.eNext[e] = -1;
     if (t >= 0) this.eNext[t] = e;
@@ -553,6 +616,9 @@ export class CompactCore {
     const slot = this.eSlot[e];
     const p = this.ePrev[e];
     const nx = this.eNext[e];
+    // The successor's predecessor changes: its parent hash (this entry's) moves to the cold store.
+    if (nx >= 0 && this.eMode[nx] === P_PREV) this.setCold(nx, this.eExtLo[e], this.eExtHi[e]);
+    if (this.eMode[e] === P_COLD) this.dropCold(e);
     if (p >= 0) this.eNext[p] = nx;
     else this.head[slot] = nx;
     if (nx >= 0) this.ePrev[nx] = p;
@@ -593,63 +659,175 @@ export class CompactCore {
     this.eExtHi = grownU32(this.eExtHi, cap);
     this.eLocLo = grownU32(this.eLocLo, cap);
     this.eLocHi = grownU32(this.eLocHi, cap);
-    this.ePLo = grownU32(this.ePLo, cap);
-    this.ePHi = grownU32(this.ePHi, cap);
-    const stamp = new Float64Array(cap);
+    this.eMode = grownU8(this.eMode, cap);
+    const stamp = this.eStamp instanceof Float64Array ? new Float64Array(cap) : new Uint32Array(cap);
     stamp.set(this.eStamp);
     this.eStamp = stamp;
-    this.eSlot = grownU32(this.eSlot, cap);
+    const slot = this.eSlot instanceof Uint16Array ? new Uint16Array(cap) : new Uint32Array(cap);
+    slot.set(this.eSlot);
+    this.eSlot = slot;
     this.eNode = grownI32(this.eNode, cap);
     this.ePrev = grownI32(this.ePrev, cap);
     this.eNext = grownI32(this.eNext, cap);
-    const hp = new Uint8Array(cap);
-    hp.set(this.eHasParent);
-    this.eHasParent = hp;
+    if (this.ePLo.length > 0) {
+      this.ePLo = grownU32(this.ePLo, cap);
+      this.ePHi = grownU32(this.ePHi, cap);
+    }
     this.eCap = cap;
   }
 
-  // Open-addressing tables store (index, full hash) pairs side by side: a
-  // probe compares the hash in the same cache line before touching the
-  // entry arrays, and deletion re-homes neighbours without recomputing hashes.
+  // ---- cold parents and stamps -------------------------------------------
+
+  private setCold(e: number, lo: number, hi: number): void {
+    this.eMode[e] = P_COLD;
+    if (this.ePLo.length > 0) {
+      this.ePLo[e] = lo;
+      this.ePHi[e] = hi;
+      return;
+    }
+    let i = this.coldParent.get(e);
+    if (i === undefined) {
+      i = this.coldFree.pop() ?? this.coldTop++;
+      if (2 * i + 2 > this.coldPairs.length) this.coldPairs = grownU32(this.coldPairs, this.coldPairs.length * 2);
+      this.coldParent.set(e, i);
+    }
+    this.coldPairs[2 * i] = lo;
+    this.coldPairs[2 * i + 1] = hi;
+    // A Map entry costs several times the 8 bytes per entry of dense arrays.
+    if (this.coldParent.size > (this.denseParentsAt ?? this.eCap >>> 3)) this.densifyParents();
+  }
+
+  private dropCold(e: number): void {
+    if (this.ePLo.length > 0) return;
+    this.coldFree.push(this.coldParent.get(e)!);
+    this.coldParent.delete(e);
+  }
+
+  private coldOf(e: number): void {
+    if (this.ePLo.length > 0) {
+      coldOut.lo = this.ePLo[e];
+      coldOut.hi = this.ePHi[e];
+    } else {
+      const i = this.coldParent.get(e)!;
+      coldOut.lo = this.coldPairs[2 * i];
+      coldOut.hi = this.coldPairs[2 * i + 1];
+    }
+  }
+
+  private densifyParents(): void {
+    this.ePLo = new Uint32Array(this.eCap);
+    this.ePHi = new Uint32Array(this.eCap);
+    for (const [e, i] of this.coldParent) {
+      this.ePLo[e] = this.coldPairs[2 * i];
+      this.ePHi[e] = this.coldPairs[2 * i + 1];
+    }
+    this.coldParent.clear();
+    this.coldPairs = new Uint32Array(0);
+    this.coldFree = [];
+    this.coldTop = 0;
+  }
+
+  /** Moves stampBase to the oldest live stamp so `stamp` fits the window; past that, absolute f64 stamps. */
+  private rebaseStamps(stamp: number): void {
+    let min = stamp;
+    for (const s of this.owned) for (let e = this.head[s]; e >= 0; e = this.eNext[e]) min = Math.min(min, this.stampBase + this.eStamp[e]);
+    if (stamp - min < this.stampWindow) {
+      const d = min - this.stampBase;
+      for (const s of this.owned) for (let e = this.head[s]; e >= 0; e = this.eNext[e]) this.eStamp[e] -= d;
+      this.stampBase = min;
+      return;
+    }
+    const wide = new Float64Array(this.eCap);
+    for (let e = 0; e < this.eTop; e++) wide[e] = this.stampBase + this.eStamp[e];
+    this.eStamp = wide;
+    this.stampBase = 0;
+    this.stampWindow = Infinity;
+  }
+
+  // Open-addressing tables with one u32 per bucket: hash bits beside the
+  // index filter probes without touching the entry or node arrays, and the
+  // index + 1 fits its bits because a table grows before its live count
+  // (hence any index handed out) reaches 3/4 of its buckets.
 
   private findEntry(slot: number, xLo: number, xHi: number): number {
-    const mask = this.eMask;
     const tab = this.eTab;
-    const h = mix(xLo, xHi, slot) | 0;
-    for (let b = h & mask; ; b = (b + 1) & mask) {
-      const e = tab[2 * b];
-      if (e < 0) return -1;
-      if (tab[2 * b + 1] === h && this.eExtLo[e] === xLo && this.eExtHi[e] === xHi && this.eSlot[e] === slot) return e;
+    const size = tab.length;
+    const bits = this.eBits;
+    const idx = (1 << bits) - 1;
+    const h = mix(xLo, xHi, slot);
+    const tag = h << bits;
+    for (let b = (h * this.eScale) >>> 0; ; b = b + 1 === size ? 0 : b + 1) {
+      const v = tab[b];
+      if (v === 0) return -1;
+      if (((v ^ tag) & ~idx) === 0) {
+        const e = (v & idx) - 1;
+        if (this.eExtLo[e] === xLo && this.eExtHi[e] === xHi && this.eSlot[e] === slot) return e;
+      }
     }
+  }
+
+  private entryHash(e: number): number {
+    return mix(this.eExtLo[e], this.eExtHi[e], this.eSlot[e]);
   }
 
   private insertEntryTable(e: number): void {
-    if ((this.entries + 1) * 4 > this.eMask * 3) this.rehashEntries((this.eMask + 1) * 2);
-    putBucket(this.eTab, this.eMask, e, mix(this.eExtLo[e], this.eExtHi[e], this.eSlot[e]) | 0);
+    if ((this.entries + 1) * 4 > this.eTab.length * 3) this.rehashEntries(Math.ceil(this.eTab.length * 1.5));
+    this.putEntry(e, this.entryHash(e));
+  }
+
+  private putEntry(e: number, h: number): void {
+    const tab = this.eTab;
+    let b = (h * this.eScale) >>> 0;
+    while (tab[b] !== 0) b = b + 1 === tab.length ? 0 : b + 1;
+    tab[b] = (h << this.eBits) | (e + 1);
   }
 
   private unlinkEntryTable(e: number): void {
-    removeBucket(this.eTab, this.eMask, e, mix(this.eExtLo[e], this.eExtHi[e], this.eSlot[e]) | 0);
+    const h = this.entryHash(e);
+    this.removeBucket(this.eTab, (h * this.eScale) >>> 0, (1 << this.eBits) - 1, e, false);
   }
 
   private rehashEntries(buckets: number): void {
-    this.eTab = new Int32Array(buckets * 2).fill(-1);
-    this.eMask = buckets - 1;
+    this.eTab = new Uint32Array(buckets);
+    this.eBits = 32 - Math.clz32(buckets);
+    this.eScale = buckets / TWO32;
     for (const slot of this.owned) {
-      for (let e = this.head[slot]; e >= 0; e = this.eNext[e]) putBucket(this.eTab, this.eMask, e, mix(this.eExtLo[e], this.eExtHi[e], slot) | 0);
+      for (let e = this.head[slot]; e >= 0; e = this.eNext[e]) this.putEntry(e, this.entryHash(e));
     }
+  }
+
+  /** Removes `value` (index bits `idx`, home bucket `i`) by backward-shift deletion: probe chains stay whole without tombstones. */
+  private removeBucket(tab: Uint32Array, i: number, idx: number, value: number, nodes: boolean): void {
+    const size = tab.length;
+    while ((tab[i] & idx) !== value + 1) i = i + 1 === size ? 0 : i + 1;
+    let j = i;
+    for (;;) {
+      j = j + 1 === size ? 0 : j + 1;
+      const v = tab[j];
+      if (v === 0) break;
+      const k = (v & idx) - 1;
+      const home = nodes ? mix(this.nLo[k], this.nHi[k], 0) & idx : (this.entryHash(k) * this.eScale) >>> 0;
+      if (i <= j ? i < home && home <= j : i < home || home <= j) continue;
+      tab[i] = v;
+      i = j;
+    }
+    tab[i] = 0;
   }
 
   // ---- nodes -------------------------------------------------------------
 
   private findNode(lo: number, hi: number): number {
     const mask = this.nMask;
+    const high = ~mask;
     const tab = this.nTab;
-    const h = mix(lo, hi, 0) | 0;
+    const h = mix(lo, hi, 0);
     for (let b = h & mask; ; b = (b + 1) & mask) {
-      const v = tab[2 * b];
-      if (v < 0) return -1;
-      if (tab[2 * b + 1] === h && this.nLo[v] === lo && this.nHi[v] === hi) return v;
+      const v = tab[b];
+      if (v === 0) return -1;
+      if (((v ^ h) & high) === 0) {
+        const n = (v & mask) - 1;
+        if (this.nLo[n] === lo && this.nHi[n] === hi) return n;
+      }
     }
   }
 
@@ -668,7 +846,7 @@ export class CompactCore {
     }
     this.nLo[v] = lo;
     this.nHi[v] = hi;
-    putBucket(this.nTab, this.nMask, v, mix(lo, hi, 0) | 0);
+    putBucket(this.nTab, this.nMask, v, mix(lo, hi, 0));
     this.nodes++;
     return v;
   }
@@ -680,7 +858,7 @@ export class CompactCore {
   }
 
   private freeNode(v: number): void {
-    removeBucket(this.nTab, this.nMask, v, mix(this.nLo[v], this.nHi[v], 0) | 0);
+    this.removeBucket(this.nTab, mix(this.nLo[v], this.nHi[v], 0) & this.nMask, this.nMask, v, true);
     this.nodes--;
     this.nLo[v] = this.nFree < 0 ? 0x7fffffff : this.nFree;
     this.nFree = v;
@@ -703,36 +881,22 @@ export class CompactCore {
 
   private rehashNodes(buckets: number): void {
     const old = this.nTab;
-    this.nTab = new Int32Array(buckets * 2).fill(-1);
+    const oldMask = this.nMask;
+    this.nTab = new Uint32Array(buckets);
     this.nMask = buckets - 1;
-    for (let b = 0; b < old.length; b += 2) if (old[b] >= 0) putBucket(this.nTab, this.nMask, old[b], old[b + 1]);
+    for (let b = 0; b < old.length; b++) {
+      if (old[b] === 0) continue;
+      const v = (old[b] & oldMask) - 1;
+      putBucket(this.nTab, this.nMask, v, mix(this.nLo[v], this.nHi[v], 0));
+    }
   }
 }
 
-/** Inserts (value, hash) by linear probing. */
-function putBucket(tab: Int32Array, mask: number, value: number, h: number): void {
+/** Inserts `value` with hash `h` by linear probing. */
+function putBucket(tab: Uint32Array, mask: number, value: number, h: number): void {
   let b = h & mask;
-  while (tab[2 * b] >= 0) b = (b + 1) & mask;
-  tab[2 * b] = value;
-  tab[2 * b + 1] = h;
-}
-
-/** Removes `value` by backward-shift deletion (keeps probe chains whole without tombstones). */
-function removeBucket(tab: Int32Array, mask: number, value: number, h: number): void {
-  let i = h & mask;
-  while (tab[2 * i] !== value) i = (i + 1) & mask;
-  let j = i;
-  for (;;) {
-    j = (j + 1) & mask;
-    const v = tab[2 * j];
-    if (v < 0) break;
-    const home = tab[2 * j + 1] & mask;
-    if (i <= j ? i < home && home <= j : i < home || home <= j) continue;
-    tab[2 * i] = v;
-    tab[2 * i + 1] = tab[2 * j + 1];
-    i = j;
-  }
-  tab[2 * i] = -1;
+  while (tab[b] !== 0) b = (b + 1) & mask;
+  tab[b] = (h & ~mask) | (value + 1);
 }
 
 function nextPow2(n: number): number {

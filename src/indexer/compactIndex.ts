@@ -13,7 +13,7 @@
 // An entry's age is set when its (worker, external hash) is first stored; a
 // duplicate store does not refresh it. Evicting an entry is exactly a removal
 // of that external hash from that worker (no cascade; lookups stop there).
-import { DUMP_WORDS, MAX_SLOTS } from "./compactCore.js";
+import { type CoreOptions, DUMP_WORDS, MAX_SLOTS } from "./compactCore.js";
 import {
   OP_REMOVE_ROUTED,
   OP_STORE_ROUTED,
@@ -44,6 +44,8 @@ export interface CompactIndexOptions {
   initialEntries?: number;
   /** Most (worker, dp_rank) pairs the index knows at once (its slot table); default MAX_SLOTS. */
   maxWorkerRanks?: number;
+  /** Test hooks of the in-thread core (ignored with shard threads). */
+  core?: CoreOptions;
 }
 
 /** Events sent to the shards per round trip: bounds how long one call keeps shards busy. */
@@ -103,7 +105,7 @@ export class CompactIndex implements KvIndex {
 
   /** An index in the calling thread (synchronous to build: for embedding and tests). */
   static local(opts: Omit<CompactIndexOptions, "shards"> = {}): CompactIndex {
-    return new CompactIndex(new LocalBackend(opts.maxWorkerRanks ?? MAX_SLOTS, initialEntriesOf(opts)), opts.maxBlocks);
+    return new CompactIndex(new LocalBackend(opts.maxWorkerRanks ?? MAX_SLOTS, initialEntriesOf(opts), opts.core), opts.maxBlocks);
   }
 
   /** An index with `opts.shards` worker threads (0 = local). */

@@ -1,7 +1,7 @@
 // Where the index's cores run: in this thread (one core) or in worker
 // threads (one core per shard). Both answer the same synchronous calls, so
 // the CompactIndex front-end does not care which one it has.
-import { CompactCore, SlotTable } from "./compactCore.js";
+import { CompactCore, type CoreOptions, SlotTable } from "./compactCore.js";
 import { u64 } from "./records.js";
 
 export interface ShardStats {
@@ -41,9 +41,9 @@ export class LocalBackend implements ShardBackend {
   private foundDepth = new Int32Array(64);
   private alive = new Uint32Array(2);
 
-  constructor(maxSlots: number, initialEntries: number) {
+  constructor(maxSlots: number, initialEntries: number, core?: CoreOptions) {
     this.slots = new SlotTable(new ArrayBuffer(SlotTable.bytes(maxSlots)), maxSlots);
-    this.core = new CompactCore(this.slots, initialEntries);
+    this.core = new CompactCore(this.slots, initialEntries, core);
   }
 
   apply(batches: readonly ({ words: Uint32Array; length: number; count: number } | undefined)[]): Int32Array[] {
