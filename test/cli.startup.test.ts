@@ -14,7 +14,9 @@ import { after, describe, it } from "node:test";
 import { DEFAULT_ROUTER_CONFIG } from "../src/router/router.js";
 import { startServer } from "../src/server/server.js";
 import type { EventSource } from "../src/sources/eventSource.js";
+import { KV_ROUTER_DEFAULTS } from "../src/scheduler/defaults.js";
 import { spawnCli, spawnRouter } from "./support/cliProcess.js";
+
 
 const EXIT_TIMEOUT_MS = 120_000;
 const dir = mkdtempSync(join(tmpdir(), "kvr-startup-"));
@@ -144,7 +146,7 @@ describe("start-up messages", () => {
 });
 
 describe("--config FILE", () => {
-  it("takes flags from YAML or JSON by their names; the command line and DYN_ variables override it", async () => {
+  it("takes flags from YAML or JSON by their names; the command line and DYN_ variables override it", async (t) => {
     const yaml = join(dir, "router.yaml");
     writeFileSync(yaml, "# a deployment's settings\nblock-size: 8\nrouter-temperature: 0.5\nrouter-prefill-load-scale: 2\nkv-events: false\n");
     const json = join(dir, "router.json");
@@ -155,6 +157,8 @@ describe("--config FILE", () => {
       spawnRouter([...base, "--config", yaml, "--block-size", "32"], { DYN_ROUTER_TEMPERATURE: "0.25" }),
       spawnRouter([...base, "--config", json]),
     ]);
+    // Stopped whatever the assertions say: a router left running keeps the test file alive.
+    t.after(() => Promise.all(routers.map((r) => r.stop())));
     const started = routers.map((r) => {
       const line = r
         .stderr()
@@ -168,10 +172,9 @@ describe("--config FILE", () => {
       [
         [8, 0.5, 2, false, true],
         [32, 0.25, 2, false, true],
-        [4, 0, 1, true, false],
+        [4, 0, KV_ROUTER_DEFAULTS.prefillLoadScale, true, false],
       ],
     );
-    await Promise.all(routers.map((r) => r.stop()));
   });
 
   it("a bad file, an unknown setting or a bad value names the file", async () => {

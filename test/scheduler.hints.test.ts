@@ -61,7 +61,17 @@ describe("predict-on-route", () => {
     });
   });
 
-  it("is off by default", async () => {
+  it("a pure query (no request_id, no token needed) leaves no prediction behind", async () => {
+    await withClockedRouter({ predictedTtlMs: 5_000 }, async (r) => {
+      const prefix = tokens(32, 0);
+      await r.client.findBestWorker({ tokenIds: prefix });
+      const sibling = await r.client.findBestWorker({ tokenIds: [...prefix, ...tokens(4, 900)], requestId: "b" });
+      assert.equal(sibling.predictedBlocks, 0);
+      assert.equal(sibling.overlapBlocks, 0);
+    });
+  });
+
+  it("is off in the embedding API's DEFAULT_ROUTER_CONFIG (the CLI's default is on: src/scheduler/defaults.ts)", async () => {
     await withClockedRouter({}, async (r) => {
       const prefix = tokens(32, 0);
       await r.client.findBestWorker({ tokenIds: prefix, requestId: "a" });

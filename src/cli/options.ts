@@ -28,6 +28,7 @@ import {
 } from "../router/router.js";
 import { DEFAULT_ADMISSION_CONFIG, QUEUE_POLICIES } from "../scheduler/admissionQueue.js";
 import { DYNAMO_COST_WEIGHTS, applyDeprecatedOverlapScoreWeight } from "../scheduler/costFunction.js";
+import { DYNAMO_DEFAULTS, KV_ROUTER_DEFAULTS } from "../scheduler/defaults.js";
 import type { ServerOptions } from "../server/server.js";
 import { parseZmqWorkerSpec } from "../sources/zmq/endpoints.js";
 import { ZmqEventSource } from "../sources/zmq/zmqEventSource.js";
@@ -59,6 +60,7 @@ const HELP_GROUPS: Record<string, string[]> = {
     "router-kv-overlap-score-credit",
     "router-kv-overlap-score-credit-decay",
     "router-prefill-load-scale",
+    "dynamo-defaults",
     "router-decode-active-request-weight",
     "kv-overlap-score-weight",
     "load-aware",
@@ -170,8 +172,13 @@ export function serveOptions<T>(y: Argv<T>) {
     })
     .option("router-prefill-load-scale", {
       type: "number",
-      default: DYNAMO_COST_WEIGHTS.prefillLoadScale,
+      defaultDescription: `${KV_ROUTER_DEFAULTS.prefillLoadScale} (Dynamo: ${DYNAMO_DEFAULTS.prefillLoadScale})`,
       describe: "Weight of the prefill load (after cache credits) against decode blocks",
+    })
+    .option("dynamo-defaults", {
+      type: "boolean",
+      default: false,
+      describe: `Dynamo's defaults for the flags not given: --router-prefill-load-scale ${DYNAMO_DEFAULTS.prefillLoadScale}, --router-predicted-ttl-secs ${DYNAMO_DEFAULTS.predictedTtlSecs}`,
     })
     .option("router-decode-active-request-weight", {
       type: "number",
@@ -202,8 +209,9 @@ export function serveOptions<T>(y: Argv<T>) {
     })
     .option("router-queue-threshold", {
       type: "number",
+      defaultDescription: `${KV_ROUTER_DEFAULTS.routerQueueThreshold}, as Dynamo`,
       describe:
-        "Queue requests in the router while every worker's active prefill tokens exceed this fraction of its max_num_batched_tokens (unset = never queue)",
+        "Queue requests in the router while every worker's active prefill tokens exceed this fraction of its max_num_batched_tokens (workers that do not report it are never past it)",
     })
     .option("router-queue-policy", {
       type: "string",
@@ -394,7 +402,7 @@ export function serveOptions<T>(y: Argv<T>) {
     })
     .option("router-predicted-ttl-secs", {
       type: "number",
-      default: 0,
+      defaultDescription: `${KV_ROUTER_DEFAULTS.predictedTtlSecs} with KV events (Dynamo: off)`,
       describe: "Predict-on-route: seconds a routed prompt counts as cached on its worker before its KV event arrives (0 = off)",
     })
     .option("session-affinity-ttl-secs", { type: "number", default: 0, describe: "Keep session_id bindings this long after their last request (0 = no affinity)" })
@@ -508,7 +516,6 @@ export function serveOptions<T>(y: Argv<T>) {
       for (const name of [
         "router-kv-overlap-score-credit",
         "router-kv-overlap-score-credit-decay",
-        "router-prefill-load-scale",
         "router-decode-active-request-weight",
         "router-temperature",
         "router-host-cache-hit-weight",
@@ -516,7 +523,7 @@ export function serveOptions<T>(y: Argv<T>) {
       ]) {
         nonNegative(name, argv[name] as number);
       }
-      for (const name of ["kv-overlap-score-weight", "router-queue-threshold"]) {
+      for (const name of ["kv-overlap-score-weight", "router-queue-threshold", "router-prefill-load-scale", "router-predicted-ttl-secs"]) {
         if (argv[name] !== undefined) nonNegative(name, argv[name] as number);
       }
       if (argv.routerEventThreads !== undefined) int("router-event-threads", argv.routerEventThreads as number, 1, 64);
@@ -628,11 +635,13 @@ export type ServeArgs = Awaited<ReturnType<ReturnType<typeof serveOptions>["pars
 
 /** The router's settings with Dynamo's meaning: deprecated weight, then the --load-aware preset (kv_router_args.py order). */
 export function routerConfigFrom(argv: ServeArgs): RouterConfig {
+  // Flags not given take kv-router's tuned defaults, or Dynamo's with --dynamo-defaults or the --load-aware preset.
+  const defaults = argv.dynamoDefaults || argv.loadAware ? DYNAMO_DEFAULTS : KV_ROUTER_DEFAULTS;
   let router: RouterConfig = {
     blockSize: argv.blockSize,
     overlapScoreCredit: argv.routerKvOverlapScoreCredit,
     overlapScoreCreditDecay: argv.routerKvOverlapScoreCreditDecay,
-    prefillLoadScale: argv.routerPrefillLoadScale,
+    prefillLoadScale: argv.routerPrefillLoadScale ?? defaults.prefillLoadScale,
     decodeActiveRequestWeight: argv.routerDecodeActiveRequestWeight,
     trackPrefillTokens: argv.routerTrackPrefillTokens,
     temperature: argv.routerTemperature,
@@ -644,7 +653,7 @@ export function routerConfigFrom(argv: ServeArgs): RouterConfig {
     workerLeaseTtlMs: argv.workerLeaseTtl * 1000,
     approxTtlMs: argv.routerTtlSecs * 1000,
     approxMaxBlocks: argv.routerMaxTreeSize,
-    queueThreshold: argv.routerQueueThreshold,
+    queueThreshold: argv.routerQueueThreshold ?? defaults.routerQueueThreshold,
     queuePolicy: (argv.routerQueuePolicy ?? "fcfs") as QueuePolicy,
     hostCacheHitWeight: argv.routerHostCacheHitWeight,
     diskCacheHitWeight: argv.routerDiskCacheHitWeight,
@@ -652,7 +661,8 @@ export function routerConfigFrom(argv: ServeArgs): RouterConfig {
     maxDpRanks: argv.maxDpRanks,
     maxActiveRequests: argv.maxActiveRequests,
     maxActiveBlocks: argv.maxActiveBlocks,
-    predictedTtlMs: argv.routerPredictedTtlSecs * 1000,
+    // Dynamo predicts only in event mode (router_predicted_ttl_secs requires use_kv_events).
+    predictedTtlMs: (argv.routerPredictedTtlSecs ?? (argv.kvEvents ? defaults.predictedTtlSecs : 0)) * 1000,
     sessionAffinityTtlMs: argv.sessionAffinityTtlSecs * 1000,
     sessionAffinitySlack: argv.sessionAffinitySlack,
     defaultMaxNumBatchedTokens: argv.defaultMaxNumBatchedTokens,

@@ -354,7 +354,7 @@ export class KvRouter {
       score.logit += this.extraCost.get(key) ?? 0;
       return score;
     });
-    const chosen = this.withAffinity(req.sessionId, scores, pickScore(scores, this.config.temperature, this.random));
+    const chosen = this.withAffinity(req.sessionId, scores, pickScore(scores, this.config.temperature, this.random), req.requestId !== undefined);
     const chosenKey = workerKeyString(chosen.worker);
 
     // Approximate mode first: an index with no slot left refuses before any state changes.
@@ -367,7 +367,9 @@ export class KvRouter {
       this.active.add(req.requestId, chosenKey, blocks, prefillTokens, outputBlocks);
       this.activeListener?.({ kind: "add", requestId: req.requestId, workerKey: chosenKey, blocks, prefillTokens, outputBlocks });
     }
-    this.predictions?.routed(chosenKey, hashes.sequence);
+    // Only a routed request (one with a request_id, which needs the token when there is one)
+    // leaves predictions behind: a pure query changes nothing.
+    if (req.requestId) this.predictions?.routed(chosenKey, hashes.sequence);
 
     scores.sort((a, b) => a.logit - b.logit);
     return {
@@ -391,7 +393,8 @@ export class KvRouter {
   }
 
   /** Keeps a session on its worker while that costs at most the slack more than the pick. */
-  private withAffinity(sessionId: string | undefined, scores: readonly Score[], picked: Score): Score {
+  /** `record`: a routed request (not a pure query) binds its session. */
+  private withAffinity(sessionId: string | undefined, scores: readonly Score[], picked: Score, record: boolean): Score {
     if (!sessionId || this.sessions === undefined) return picked;
     const bound = this.sessions.boundWorker(sessionId);
     let chosen = picked;
@@ -406,7 +409,7 @@ export class KvRouter {
         outcome = "broken";
       }
     }
-    this.sessions.bind(sessionId, workerKeyString(chosen.worker));
+    if (record) this.sessions.bind(sessionId, workerKeyString(chosen.worker));
     this.schedulingObserver.affinity?.(outcome);
     return chosen;
   }

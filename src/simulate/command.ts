@@ -1,5 +1,6 @@
 // `kv-router simulate`: replay a Mooncake trace against simulated engines and
 // compare routing policies (flags, progress bar, outputs).
+import { KV_ROUTER_DEFAULTS } from "../scheduler/defaults.js";
 import { writeFileSync } from "node:fs";
 import cliProgress from "cli-progress";
 import type { Argv } from "yargs";
@@ -39,10 +40,18 @@ export function simulateOptions<T>(y: Argv<T>) {
     .option("worker-speeds", { type: "string", describe: "Relative worker speeds, comma-separated (e.g. 1,1,0.5), cycled over the workers" })
     .option("burst", { type: "number", default: 1, describe: "Requests arrive in bursts of N at the first one's timestamp" })
     .option("client-deadline-secs", { type: "number", default: 60, describe: "A simulated client gives up after this long in a router's queue (counted refused)" })
-    .option("router-queue-threshold", { type: "number", describe: "kv policy: queue while every worker's prefill tokens exceed this fraction of --max-num-batched-tokens" })
+    .option("router-queue-threshold", {
+      type: "number",
+      default: KV_ROUTER_DEFAULTS.routerQueueThreshold,
+      describe: "kv policy: queue while every worker's prefill tokens exceed this fraction of --max-num-batched-tokens",
+    })
     .option("router-queue-policy", { choices: QUEUE_POLICIES, default: "fcfs" as QueuePolicy, describe: "kv policy: queue order" })
     .option("router-max-queued", { type: "number", default: 1024, describe: "kv policy: most requests queued; more are refused" })
-    .option("router-predicted-ttl-secs", { type: "number", default: 0, describe: "kv policy: predict-on-route TTL (0 = off)" })
+    .option("router-predicted-ttl-secs", {
+      type: "number",
+      default: KV_ROUTER_DEFAULTS.predictedTtlSecs,
+      describe: "kv policy: predict-on-route TTL (0 = off; event mode only)",
+    })
     .option("session-affinity-ttl-secs", { type: "number", default: 0, describe: "kv policy: session binding TTL (0 = no affinity)" })
     .option("session-affinity-slack", { type: "number", default: 0, describe: "kv policy: cost slack a session stays within" })
     .option("router-cost", { choices: ROUTER_COSTS, default: "dynamo" as RouterCost, describe: "kv policy: routing cost (kv-ttft always uses ttft)" })
@@ -55,7 +64,7 @@ export function simulateOptions<T>(y: Argv<T>) {
     .option("kv-overlap-score-weight", {
       alias: "router-kv-overlap-score-weight",
       type: "number",
-      default: DEFAULT_ROUTER_CONFIG.prefillLoadScale,
+      default: KV_ROUTER_DEFAULTS.prefillLoadScale,
       describe: "kv policy: Dynamo's deprecated weight of prefill cost against decode load (sets prefill_load_scale; 0 = no overlap credit)",
     })
     .option("router-temperature", { type: "number", default: DEFAULT_ROUTER_CONFIG.temperature, describe: "kv policy: softmax temperature" })
@@ -160,7 +169,7 @@ export function simOptionsFrom(a: SimulateArgs): SimOptions {
     useKvEvents: a.kvEvents,
     trackActiveBlocks: a.trackActiveBlocks,
     approxTtlMs: a.routerTtlSecs * 1000,
-    predictedTtlMs: a.routerPredictedTtlSecs * 1000,
+    predictedTtlMs: a.kvEvents ? a.routerPredictedTtlSecs * 1000 : 0,
     sessionAffinityTtlMs: a.sessionAffinityTtlSecs * 1000,
     sessionAffinitySlack: a.sessionAffinitySlack,
     routerCost: a.routerCost as RouterCost,
