@@ -571,6 +571,10 @@ export class CompactCore {
     stamp: number,
   ): void {
     if (this.findEntry(slot, xLo, xHi) >= 0) return; // duplicate store: idempotent
+    // Where that probe stopped: the new entry's bucket, unless the table changes first.
+    const missTab = this.eTab;
+    const missBucket = this.missBucket;
+    const missHash = this.missHash;
     const e = this.allocEntry();
     this.eExtLo[e] = xLo;
     this.eExtHi[e] = xHi;
@@ -584,7 +588,9 @@ export class CompactCore {
     this.eStamp[e] = stamp - this.stampBase;
     this.eSlot[e] = slot;
     // Before the list append: a rehash here puts every listed entry in the table.
-    this.insertEntryTable(e);
+    if ((this.entries + 1) * 4 <= this.eTab.length * 3 && this.eTab === missTab) {
+      missTab[missBucket] = (missHash << this.eBits) | (e + 1); // no second probe
+    } else this.insertEntryTable(e);
     // append to the worker's list
     this.ePrev[e] = t;
     this.eNext[e] = -1;
@@ -749,6 +755,10 @@ export class CompactCore {
   // index + 1 fits its bits because a table grows before its live count
   // (hence any index handed out) reaches 3/4 of its buckets.
 
+  /** Where the last findEntry() that missed stopped (the first empty bucket) and the key's hash. */
+  private missBucket = 0;
+  private missHash = 0;
+
   private findEntry(slot: number, xLo: number, xHi: number): number {
     const tab = this.eTab;
     const size = tab.length;
@@ -758,7 +768,11 @@ export class CompactCore {
     const tag = h << bits;
     for (let b = (h * this.eScale) >>> 0; ; b = b + 1 === size ? 0 : b + 1) {
       const v = tab[b];
-      if (v === 0) return -1;
+      if (v === 0) {
+        this.missBucket = b;
+        this.missHash = h;
+        return -1;
+      }
       if (((v ^ tag) & ~idx) === 0) {
         const e = (v & idx) - 1;
         if (this.eExtLo[e] === xLo && this.eExtHi[e] === xHi && this.eSlot[e] === slot) return e;
