@@ -18,6 +18,7 @@ import {
 } from "../../gen/envoy/service/ext_proc/v3/external_processor_pb.js";
 import { type WorkerKey, workerKeyString } from "../indexer/types.js";
 import { RouterError } from "../router/errors.js";
+import type { AdmissionQueue } from "../scheduler/admissionQueue.js";
 import type { KvRouter } from "../router/router.js";
 import { MalformedRequest } from "../server/grpcGlue.js";
 import { log } from "../util/log.js";
@@ -43,6 +44,12 @@ export interface EppOptions {
   maxInFlight: number;
   /** Endpoints listed after the chosen one, for the proxy's retries. */
   fallbacks: number;
+  /**
+   * The router's admission queue: busy thresholds answer 429 at once, and past
+   * the queue threshold a request waits there (as a gRPC FindBestWorker does).
+   * Without it, requests are routed at once.
+   */
+  admission?: AdmissionQueue;
 }
 
 type Call = ServerDuplexStream<ProcessingRequest | MalformedRequest, ProcessingResponse>;
@@ -65,25 +72,38 @@ class EppStream {
   private done = false;
   private held: { requestId: string; tokens: Uint32Array; loraName: string; primary: string } | undefined;
   private prefillMarked = false;
+  /** Messages are handled one after another: a request waiting in the admission queue holds back the rest of its stream. */
+  private handled: Promise<void> = Promise.resolve();
+  /** Aborts when the stream ends or breaks: a request still queued leaves the queue. */
+  private readonly gone = new AbortController();
 
   constructor(
     private readonly call: Call,
     private readonly opts: EppOptions,
     private readonly inFlight: InFlight,
   ) {
-    call.on("data", (msg: ProcessingRequest | MalformedRequest) => this.onMessage(msg));
+    call.on("data", (msg: ProcessingRequest | MalformedRequest) => {
+      this.handled = this.handled.then(() => this.onMessage(msg));
+    });
     call.on("end", () => {
-      this.release("stream_end");
-      if (!this.done) call.end();
+      this.gone.abort();
+      void this.handled.then(() => {
+        this.release("stream_end");
+        if (!this.done) call.end();
+      });
     });
     call.on("error", (err) => {
       log.debug("ext_proc stream broke", { error: String(err) });
+      this.gone.abort();
       this.release("stream_error");
     });
-    call.on("cancelled", () => this.release("stream_cancelled"));
+    call.on("cancelled", () => {
+      this.gone.abort();
+      this.release("stream_cancelled");
+    });
   }
 
-  private onMessage(msg: ProcessingRequest | MalformedRequest): void {
+  private async onMessage(msg: ProcessingRequest | MalformedRequest): Promise<void> {
     if (this.done) return;
     if (msg instanceof MalformedRequest) {
       this.opts.metrics.rejected.inc({ api: "epp", reason: "malformed" });
@@ -93,7 +113,7 @@ class EppStream {
       return;
     }
     try {
-      this.dispatch(msg);
+      await this.dispatch(msg);
     } catch (err) {
       if (err instanceof GatewayRefusal) return this.refuse(err);
       log.error("endpoint picker failed", { error: String((err as Error)?.stack ?? err) });
@@ -101,7 +121,7 @@ class EppStream {
     }
   }
 
-  private dispatch(msg: ProcessingRequest): void {
+  private async dispatch(msg: ProcessingRequest): Promise<void> {
     this.noteSubset(msg.metadataContext);
     const r = msg.request;
     switch (r.case) {
@@ -109,7 +129,7 @@ class EppStream {
         this.headers = headerMap(r.value.headers);
         this.headersEnded = true;
         // A request without a body (e.g. GET /v1/models) is placed by load alone.
-        if (r.value.endOfStream) this.route(undefined);
+        if (r.value.endOfStream) await this.route(undefined);
         return;
       case "requestBody": {
         const chunk = r.value.body;
@@ -118,12 +138,12 @@ class EppStream {
           throw new GatewayRefusal(413, "too_large", `request body is over ${this.opts.maxBodyBytes} bytes (--max-body-bytes)`);
         }
         this.body.push(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength));
-        if (r.value.endOfStream) this.route(Buffer.concat(this.body));
+        if (r.value.endOfStream) await this.route(Buffer.concat(this.body));
         return;
       }
       case "requestTrailers":
         // Full-duplex mode sends trailers when the request had them; the body already ended.
-        if (this.held === undefined) this.route(Buffer.concat(this.body));
+        if (this.held === undefined) await this.route(Buffer.concat(this.body));
         this.send({ response: { case: "requestTrailers", value: {} } });
         return;
       case "responseHeaders":
@@ -151,7 +171,7 @@ class EppStream {
   }
 
   /** Tokenizes and routes the request, then answers headers (with the destination) and the body. */
-  private route(body: Buffer | undefined): void {
+  private async route(body: Buffer | undefined): Promise<void> {
     if (!this.headersEnded) throw new GatewayRefusal(400, "malformed", "request body arrived before the request headers");
     const { router, metrics } = this.opts;
     let tokens: Uint32Array = new Uint32Array(0);
@@ -170,12 +190,18 @@ class EppStream {
     }
     const allowed = this.candidates();
     const requestId = this.requestId();
+    const route = { tokens, requestId, allowedWorkers: allowed, loraName };
     let decision;
     try {
-      decision = router.findBestWorker({ tokens, requestId, allowedWorkers: allowed, loraName });
+      decision = this.opts.admission ? (await this.opts.admission.admit(route, this.gone.signal)).decision : router.findBestWorker(route);
     } catch (err) {
+      if (err instanceof RouterError && err.code === "cancelled") return; // the stream went away while queued
       if (err instanceof RouterError && err.code === "resource_exhausted") throw new GatewayRefusal(429, "shed", err.message);
       throw err;
+    }
+    if (this.gone.signal.aborted) {
+      router.free(requestId); // routed just as the stream went away: hold no load
+      return;
     }
     this.inFlight.count++;
     metrics.eppInFlight.set(this.inFlight.count);

@@ -236,6 +236,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
         maxTokens: opts.maxTokens,
         maxInFlight: opts.eppMaxInFlight ?? 0,
         fallbacks: opts.eppFallbacks ?? 2,
+        admission,
         maxMessageBytes: opts.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES,
       }).catch((err: Error) => {
         throw new ListenError("EPP", opts.host, opts.eppPort!, err);
