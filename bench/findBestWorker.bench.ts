@@ -10,10 +10,9 @@ import {
   FindBestWorkerResponseSchema,
 } from "../gen/kvrouter/v1/router_pb.js";
 import { KvRouterClient } from "../src/client/kvRouterClient.js";
-import { DEFAULT_ROUTER_CONFIG } from "../src/router/router.js";
-import { startServer } from "../src/server/server.js";
+import { startBenchRouter } from "./ingestServers.js";
 import { type Latency, latency, median, usSince } from "./stats.js";
-import { BLOCK, type Workload } from "./workload.js";
+import type { Workload } from "./workload.js";
 
 export interface E2eConfig {
   calls: number;
@@ -101,15 +100,7 @@ export async function runE2eBench(w: Workload, cfg: E2eConfig) {
   const reqs = w.prompts(4096, 256).map((p) => create(FindBestWorkerRequestSchema, { tokenIds: Array.from(p) }));
   const routers = [];
   for (const shards of cfg.shardVariants) {
-    const server = await startServer({
-      router: { ...DEFAULT_ROUTER_CONFIG, blockSize: BLOCK },
-      host: "127.0.0.1",
-      grpcPort: 0,
-      maxTokens: 1 << 20,
-      seed: 1,
-      processMetrics: false,
-      indexerShards: shards,
-    });
+    const server = await startBenchRouter(shards);
     for (let i = 0; i < w.events.length; i += 64) server.router.applyEvents(w.events.slice(i, i + 64));
     const client = new KvRouterClient(`127.0.0.1:${server.grpcPort}`);
     routers.push({ name: shards === 0 ? "router (index in main thread)" : `router (${shards} index shard thread${shards > 1 ? "s" : ""})`, server, client });

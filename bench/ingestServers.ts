@@ -87,18 +87,22 @@ async function naive(): Promise<number> {
   return bind(server);
 }
 
-async function router(shards: number, ingestThreads: number): Promise<number> {
-  const server = await startServer({
+/** kv-router as every benchmark runs it: the bench's block size, loopback, a seeded tie-break. */
+export function startBenchRouter(indexerShards: number, ingestThreads = 0) {
+  return startServer({
     router: { ...DEFAULT_ROUTER_CONFIG, blockSize: BLOCK },
     host: "127.0.0.1",
     grpcPort: 0,
     maxTokens: 1 << 20,
     seed: 1,
     processMetrics: false,
-    indexerShards: shards,
+    indexerShards,
     ingestThreads,
   });
-  return server.grpcPort;
+}
+
+async function router(shards: number, ingestThreads: number): Promise<number> {
+  return (await startBenchRouter(shards, ingestThreads)).grpcPort;
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {

@@ -20,6 +20,7 @@
 import { sequenceHash } from "../hashing/blockHash.js";
 import {
   type EventOutcome,
+  type HeldBlock,
   type IndexEvent,
   LOWER_TIERS,
   type LowerTier,
@@ -28,11 +29,6 @@ import {
   workerKeyString,
 } from "./types.js";
 
-interface HeldBlock {
-  sequenceHash: bigint;
-  localHash: bigint;
-  parentExternal: bigint | undefined;
-}
 
 interface TierWorker {
   key: WorkerKey;

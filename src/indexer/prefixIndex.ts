@@ -4,6 +4,7 @@
 import { sequenceHash } from "../hashing/blockHash.js";
 import {
   type ApplyResult,
+  type HeldBlock,
   type IndexEvent,
   type KvIndex,
   type Overlaps,
@@ -11,12 +12,6 @@ import {
   workerKeyString,
 } from "./types.js";
 
-interface HeldBlock {
-  sequenceHash: bigint;
-  localHash: bigint;
-  /** External hash of the parent block, kept so the index can be dumped as events. */
-  parentExternal: bigint | undefined;
-}
 
 interface WorkerState {
   key: WorkerKey;

@@ -67,6 +67,14 @@ export interface ApplyResult {
 /** How many leading prompt blocks each worker holds. */
 export type Overlaps = Map<string, number>;
 
+/** One block a worker holds, as the map-based indexes keep it (PrefixIndex, the lower tiers). */
+export interface HeldBlock {
+  sequenceHash: bigint;
+  localHash: bigint;
+  /** External hash of the parent block, kept so the index can be dumped as events. */
+  parentExternal: bigint | undefined;
+}
+
 /**
  * The KV block index: which worker holds which prefix. Implementations are
  * interchangeable (single-thread, sharded) and wrapped for metrics.

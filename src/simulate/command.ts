@@ -119,7 +119,7 @@ export function simulateOptions<T>(y: Argv<T>) {
       }
       positive("client-deadline-secs", a.clientDeadlineSecs as number);
       positive("router-prefill-tokens-per-sec", a.routerPrefillTokensPerSec as number);
-      if (a.routerQueueThreshold !== undefined) nonNegative("router-queue-threshold", a.routerQueueThreshold as number);
+      nonNegative("router-queue-threshold", a.routerQueueThreshold as number);
       try {
         parseSpeeds(a.workerSpeeds as string | undefined);
       } catch (err) {
@@ -186,10 +186,7 @@ export function simOptionsFrom(a: SimulateArgs): SimOptions {
       maxBatch: a.maxBatch,
       ...(a.maxNumBatchedTokens > 0 ? { maxNumBatchedTokens: a.maxNumBatchedTokens, kvReadMsPerBlock: a.kvReadMsPerBlock } : {}),
     },
-    admission:
-      a.routerQueueThreshold === undefined
-        ? undefined
-        : { thresholds: { routerQueueThreshold: a.routerQueueThreshold }, queuePolicy: a.routerQueuePolicy as QueuePolicy, maxQueued: a.routerMaxQueued },
+    admission: { thresholds: { routerQueueThreshold: a.routerQueueThreshold }, queuePolicy: a.routerQueuePolicy as QueuePolicy, maxQueued: a.routerMaxQueued },
     workerSpeeds: parseSpeeds(a.workerSpeeds),
     burst: a.burst,
     clientDeadlineMs: a.clientDeadlineSecs * 1000,
