@@ -296,3 +296,41 @@ describe("CompactIndex matches PrefixIndex (seeded random streams)", () => {
     }
   });
 });
+
+// find_matches first tries the node after the previous block's node (a chain
+// stored into fresh nodes gets consecutive node numbers). A freed node keeps a
+// stale hash word; this case builds one that looks exactly like the prompt's
+// next block while the real node sits elsewhere, so a shortcut that trusted it
+// would cut the match short.
+describe("find_matches' next-node shortcut", () => {
+  it("ignores a freed node that still looks like the next block", () => {
+    const worker: WorkerKey = { workerId: 7n, dpRank: 0 };
+    const s0 = 0x1111_2222_3333_4444n;
+    // A freed node's low word becomes the free-list link (0x7fffffff: the list's end); its high word stays.
+    const s1 = (0x5555_6666n << 32n) | 0x7fff_ffffn;
+    const decoy = (0x5555_6666n << 32n) | 0x0000_0001n;
+    const store = (eventId: bigint, ext: bigint, seq: bigint): IndexEvent => ({
+      kind: "stored",
+      ...worker,
+      eventId,
+      blocks: [{ externalHash: ext, localHash: seq, sequenceHash: seq }],
+    });
+    const events: IndexEvent[] = [
+      store(1n, 10n, s0), // node 0
+      store(2n, 11n, decoy), // node 1, freed below
+      store(3n, 12n, s1), // node 2: the real node of the prompt's second block
+      { kind: "removed", ...worker, eventId: 4n, blockHashes: [11n] },
+    ];
+    const compact = CompactIndex.local();
+    const reference = new PrefixIndex();
+    for (const e of events) {
+      compact.apply(e, true);
+      reference.apply(e, true);
+    }
+    const key = workerKeyString(worker);
+    assert.equal(reference.findMatches([s0, s1]).get(key), 2);
+    assert.equal(compact.findMatches([s0, s1]).get(key), 2);
+    // And a chain stored on top still finds its nodes: a third block under s1.
+    assert.deepEqual([...compact.findMatches([s0, s1, 99n])], [...reference.findMatches([s0, s1, 99n])]);
+  });
+});

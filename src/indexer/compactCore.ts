@@ -283,6 +283,7 @@ export class CompactCore {
     let sLo = parentNode >= 0 ? this.nLo[parentNode] : 0;
     let sHi = parentNode >= 0 ? this.nHi[parentNode] : 0;
     let chained = parentNode >= 0;
+    let prevNode = parentNode;
     const n = w[b + 3];
     for (let i = 0, q = b + 4; i < n; i++, q += 4) {
       const xLo = w[q];
@@ -298,7 +299,7 @@ export class CompactCore {
         sHi = hi;
         chained = true;
       }
-      this.hold(slot, xLo, xHi, sLo, sHi, lo, hi, hasParent, pLo, pHi, stamp + i);
+      prevNode = this.hold(slot, xLo, xHi, sLo, sHi, lo, hi, hasParent, pLo, pHi, stamp + i, prevNode);
       hasParent = true;
       pLo = xLo;
       pHi = xHi;
@@ -312,7 +313,7 @@ export class CompactCore {
     let pHi = w[b + 2];
     const n = w[b + 3];
     for (let i = 0, q = b + 4; i < n; i++, q += 6) {
-      this.hold(slot, w[q], w[q + 1], w[q + 4], w[q + 5], w[q + 2], w[q + 3], hasParent, pLo, pHi, stamp + i);
+      this.hold(slot, w[q], w[q + 1], w[q + 4], w[q + 5], w[q + 2], w[q + 3], hasParent, pLo, pHi, stamp + i, -1);
       hasParent = true;
       pLo = w[q];
       pHi = w[q + 1];
@@ -328,7 +329,7 @@ export class CompactCore {
       const lo = w[b + 1 + 2 * i];
       const hi = w[b + 2 + 2 * i];
       // Routed blocks have no engine id: the sequence hash stands in for it.
-      this.hold(slot, lo, hi, lo, hi, lo, hi, hasParent, pLo, pHi, stamp + i);
+      this.hold(slot, lo, hi, lo, hi, lo, hi, hasParent, pLo, pHi, stamp + i, -1);
       hasParent = true;
       pLo = lo;
       pHi = hi;
@@ -346,10 +347,26 @@ export class CompactCore {
     for (let k = 0; k < W; k++) alive[k] = bits[base + k];
     let found = 0;
     let depth = 1;
+    const nLo = this.nLo;
+    const nHi = this.nHi;
+    const top = this.nTop;
     for (; depth < n; depth++) {
-      node = this.findNode(h[2 * depth], h[2 * depth + 1]);
+      const lo = h[2 * depth];
+      const hi = h[2 * depth + 1];
+      // A chain stored into fresh nodes gets consecutive node numbers, so the
+      // next block's node is usually the one after: compare it before probing.
+      // A freed node keeps a stale hash but no bits; an empty AND below then
+      // re-checks through the table, so the shortcut never changes an answer.
+      const next = node + 1;
+      const hinted = next < top && nLo[next] === lo && nHi[next] === hi;
+      node = hinted ? next : this.findNode(lo, hi);
       if (node < 0) break;
       base = node * W;
+      if (hinted && this.nodeEmpty(node)) {
+        node = this.findNode(lo, hi);
+        if (node < 0) break;
+        base = node * W;
+      }
       let any = 0;
       for (let k = 0; k < W; k++) {
         const a = alive[k];
@@ -569,8 +586,11 @@ export class CompactCore {
     pLo: number,
     pHi: number,
     stamp: number,
-  ): void {
-    if (this.findEntry(slot, xLo, xHi) >= 0) return; // duplicate store: idempotent
+    /** The chain's previous node (-1: none): its successor is tried before the node table. */
+    prevNode: number,
+  ): number {
+    const held = this.findEntry(slot, xLo, xHi);
+    if (held >= 0) return this.eNode[held]; // duplicate store: idempotent
     // Where that probe stopped: the new entry's bucket, unless the table changes first.
     const missTab = this.eTab;
     const missBucket = this.missBucket;
@@ -599,7 +619,9 @@ export class CompactCore {
     this.tail[slot] = e;
     this.entries++;
     this.slots.count[slot]++;
-    const node = this.nodeFor(sLo, sHi);
+    const next = prevNode + 1;
+    // As in findMatches: a chain stored into fresh nodes has consecutive node numbers.
+    const node = prevNode >= 0 && next < this.nTop && this.nLo[next] === sLo && this.nHi[next] === sHi && !this.nodeEmpty(next) ? next : this.nodeFor(sLo, sHi);
     this.eNode[e] = node;
     const at = node * this.words + (slot >>> 5);
     const bit = 1 << (slot & 31);
@@ -609,6 +631,7 @@ export class CompactCore {
     } else {
       this.nBits[at] |= bit;
     }
+    return node;
   }
 
   private releaseExt(slot: number, xLo: number, xHi: number): boolean {
