@@ -66,6 +66,35 @@ describe("worker leases", () => {
     });
   });
 
+  // The router caches its candidate list between queries: every way the
+  // worker set changes must show in the very next FindBestWorker.
+  it("routes to exactly the current worker set after each change, query after query", async () => {
+    await withRouter({}, async (r) => {
+      const routable = async (workerId: bigint) => {
+        try {
+          const d = await r.client.findBestWorker({ tokenIds: tokens(16, 0), allowedWorkers: [{ workerId, dpRank: 0 }] });
+          return d.worker!.workerId === workerId;
+        } catch (e) {
+          assert.equal((e as { code: number }).code, status.INVALID_ARGUMENT);
+          return false;
+        }
+      };
+      await r.client.registerWorker({ workerId: 1n, leaseTtlSeconds: 1 });
+      assert.equal(await routable(1n), true);
+      assert.equal(await routable(2n), false);
+      await r.client.sendEvents([stored(2, 1, tokens(16, 0), B, 100n)]); // first seen through its events
+      assert.equal(await routable(2n), true);
+      await r.client.deregisterWorker(2n);
+      assert.equal(await routable(2n), false);
+      await r.client.registerWorker({ workerId: 3n, dpRanks: [1] });
+      assert.equal(await routable(3n), false, "only dp rank 1 is registered");
+      await r.client.registerWorker({ workerId: 3n, dpRanks: [0, 1] }); // re-registered with more ranks
+      assert.equal(await routable(3n), true);
+      await waitFor(async () => !(await routable(1n)), "worker 1's lease to expire");
+      assert.equal(await routable(3n), true);
+    });
+  });
+
   it("drops the load of requests routed to a worker that leaves", async () => {
     await withRouter({}, async (r) => {
       await r.client.registerWorker({ workerId: 1n });

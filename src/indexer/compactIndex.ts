@@ -81,6 +81,8 @@ export class CompactIndex implements KvIndex {
   private readonly bySlot: (SlotInfo | undefined)[] = [];
   /** Known workers in creation order (what workers() lists). */
   private readonly byKey = new Map<string, number>();
+  /** Bumped on every change to byKey's keys (KvIndex.workerSetVersion). */
+  workerSetVersion = 0;
   private readonly freeSlots: number[] = [];
   /** workerId -> [shard, number of slots (known or pending) it has there]. */
   private readonly shardOf = new Map<bigint, { shard: number; slots: number }>();
@@ -216,6 +218,7 @@ export class CompactIndex implements KvIndex {
     for (const [key, slot] of [...this.byKey]) {
       if (this.bySlot[slot]!.key.workerId !== workerId) continue;
       this.byKey.delete(key);
+      this.workerSetVersion++;
       this.releaseSlot(slot);
     }
     return removed;
@@ -368,8 +371,10 @@ export class CompactIndex implements KvIndex {
   /** Keeps the pending slots whose worker now exists; frees the others (rejected first events). */
   private settle(pending: Map<string, number>): void {
     for (const [key, slot] of pending) {
-      if (this.backend.slots.exists[slot] === 1) this.byKey.set(key, slot);
-      else this.releaseSlot(slot);
+      if (this.backend.slots.exists[slot] === 1) {
+        this.byKey.set(key, slot);
+        this.workerSetVersion++;
+      } else this.releaseSlot(slot);
     }
   }
 

@@ -102,6 +102,12 @@ export interface KvIndex {
   lastEventIds(): Map<string, bigint>;
   /** Workers the index has seen, as keys. */
   workers(): WorkerKey[];
+  /**
+   * Changes whenever workers() would list a different set, so callers may
+   * cache what they derive from it (the router's candidate list). Undefined:
+   * no such promise, call workers() every time.
+   */
+  readonly workerSetVersion?: number;
   /** Distinct blocks (by sequence hash) held by at least one worker. */
   size(): number;
   /** Stored events that rebuild the index (see DumpIndex). */

@@ -92,6 +92,10 @@ export class MeteredIndex implements KvIndex {
   lastEventIds(): Map<string, bigint> {
     return this.inner.lastEventIds();
   }
+  get workerSetVersion(): number | undefined {
+    return this.inner.workerSetVersion;
+  }
+
   workers(): WorkerKey[] {
     return this.inner.workers();
   }

@@ -176,6 +176,18 @@ export interface WorkerObserver {
   forgotten?(workerId: bigint): void;
 }
 
+/** Candidate workers and their key strings, index for index. */
+interface Candidates {
+  workers: readonly WorkerKey[];
+  keys: readonly string[];
+}
+
+interface KnownWorkers extends Candidates {
+  indexVersion: number | undefined;
+  registryVersion: number;
+  byKey: ReadonlyMap<string, WorkerKey>;
+}
+
 export interface WorkerStatus {
   worker: WorkerKey;
   registered: boolean;
@@ -225,6 +237,7 @@ const MAX_LISTED_REJECTIONS = 100;
 export class KvRouter {
   readonly active: ActiveSequences;
   readonly registry: WorkerRegistry;
+  private known?: KnownWorkers;
   /** Where each (worker, dp_rank) serves HTTP, for gateways (EPP). */
   readonly addresses = new WorkerAddresses();
   readonly workerObservers: WorkerObserver[] = [];
@@ -276,8 +289,9 @@ export class KvRouter {
 
   /** Every candidate's load and reported size (throws as routing would for unknown workers). */
   candidateStates(allowed?: readonly WorkerKey[]): CandidateState[] {
-    return this.candidates(allowed).map((worker) => {
-      const key = workerKeyString(worker);
+    const { workers, keys } = this.candidates(allowed);
+    return workers.map((worker, i) => {
+      const key = keys[i];
       const reported = this.capacities.get(worker.workerId);
       const fallback = this.config.defaultMaxNumBatchedTokens ?? DYNAMO_DEFAULT_MAX_BATCHED_TOKENS;
       return {
@@ -316,7 +330,7 @@ export class KvRouter {
         `request_id "${req.requestId}" is already active on worker ${holder}; Free it before routing it again`,
       );
     }
-    const candidates = this.candidates(req.allowedWorkers);
+    const { workers: candidates, keys } = this.candidates(req.allowedWorkers);
     const hashes = this.hashRequest(req.tokens, req.loraName ?? "", req.cacheNamespace ?? "");
     if (req.requestId) {
       const full = this.active.roomProblem(this.config.trackActiveBlocks ? hashes.sequence.length : 0);
@@ -326,13 +340,13 @@ export class KvRouter {
     const tierOverlaps = this.lowerTiers.continueMatches(hashes.sequence, overlaps);
     const isl = req.tokens.length;
     const blocks = !this.config.trackActiveBlocks ? [] : this.config.assumeKvReuse ? hashes.sequence : this.uniqueBlockIds(hashes.sequence.length);
-    const loads = candidates.map((worker) => this.active.load(workerKeyString(worker)));
+    const loads = keys.map((key) => this.active.load(key));
     const params = { ...this.config, isl, minActivePrefillTokens: minActivePrefillTokens(loads) };
 
     const outputBlocks = Math.ceil((req.expectedOutputTokens ?? 0) / blockSize);
     const predictedByKey = new Map<string, number>();
     const scores = candidates.map((worker, i) => {
-      const key = workerKeyString(worker);
+      const key = keys[i];
       const tiers = tierOverlaps.get(key);
       const known = overlaps.get(key) ?? 0;
       const overlapBlocks = this.predictions ? this.predictions.extend(key, hashes.sequence, known) : known;
@@ -567,39 +581,57 @@ export class KvRouter {
     return 2 * (this.index.capacity ?? 65_536);
   }
 
-  /** Every routable (worker, dp_rank): registered ranks plus ranks seen in events, by key. */
-  knownWorkers(): Map<string, WorkerKey> {
-    const known = new Map<string, WorkerKey>();
+  /** Every routable (worker, dp_rank): registered ranks plus ranks seen in events, by key. Shared: do not modify. */
+  knownWorkers(): ReadonlyMap<string, WorkerKey> {
+    return this.knownSet().byKey;
+  }
+
+  /**
+   * The known set, rebuilt only when the registry or the index's worker set
+   * changed: a query reuses the list and its key strings instead of building
+   * a Map and a string per worker each time.
+   */
+  private knownSet(): KnownWorkers {
+    const indexVersion = this.index.workerSetVersion;
+    const cached = this.known;
+    if (cached !== undefined && indexVersion !== undefined && cached.indexVersion === indexVersion && cached.registryVersion === this.registry.version) {
+      return cached;
+    }
+    const byKey = new Map<string, WorkerKey>();
     for (const reg of this.registry.all()) {
       for (const dpRank of reg.dpRanks) {
         const w = { workerId: reg.workerId, dpRank };
-        known.set(workerKeyString(w), w);
+        byKey.set(workerKeyString(w), w);
       }
     }
-    for (const w of this.index.workers()) known.set(workerKeyString(w), w);
-    return known;
+    for (const w of this.index.workers()) {
+      const key = workerKeyString(w);
+      if (!byKey.has(key)) byKey.set(key, w);
+    }
+    this.known = { indexVersion, registryVersion: this.registry.version, byKey, workers: [...byKey.values()], keys: [...byKey.keys()] };
+    return this.known;
   }
 
-  /** The workers a request may go to: all known ones, or the allowed subset (each must be known). */
-  private candidates(allowed: readonly WorkerKey[] = []): WorkerKey[] {
+  /** The workers a request may go to, with their keys: all known ones, or the allowed subset (each must be known). */
+  private candidates(allowed: readonly WorkerKey[] = []): Candidates {
     const most = this.maxAllowedWorkers;
     if (allowed.length > most) {
       throw new RouterError("invalid_argument", `allowed_workers has ${allowed.length} entries; at most ${most} (${WORKER_RANKS_FLAG}) are accepted`);
     }
-    const known = this.knownWorkers();
+    const known = this.knownSet();
     if (allowed.length === 0) {
-      if (known.size === 0) {
+      if (known.workers.length === 0) {
         throw new RouterError(
           "failed_precondition",
           "no workers are known yet: register workers (RegisterWorker) or send their KV events",
         );
       }
-      return [...known.values()];
+      return known;
     }
     const chosen = new Map<string, WorkerKey>();
     allowed.forEach((w, i) => {
       const key = workerKeyString(w);
-      const worker = known.get(key);
+      const worker = known.byKey.get(key);
       if (worker === undefined) {
         throw new RouterError(
           "invalid_argument",
@@ -608,7 +640,7 @@ export class KvRouter {
       }
       chosen.set(key, worker); // listing a worker twice does not double its chances
     });
-    return [...chosen.values()];
+    return { workers: [...chosen.values()], keys: [...chosen.keys()] };
   }
 
   /** Block ids no other request shares (random, so replicas do not collide): Dynamo's behaviour when KV reuse is not assumed. */

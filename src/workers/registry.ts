@@ -13,6 +13,8 @@ export class WorkerRegistry {
   private readonly leases = new Map<bigint, Registration>();
   /** (worker, dp_rank) pairs over all leases. */
   pairCount = 0;
+  /** Bumped whenever a lease is added, changed or dropped (keep-alives leave it). */
+  version = 0;
 
   constructor(private readonly now: () => number = Date.now) {}
 
@@ -20,6 +22,7 @@ export class WorkerRegistry {
     const reg: Registration = { workerId, dpRanks, ttlMs, expiresAt: this.now() + ttlMs };
     this.pairCount += dpRanks.length - (this.leases.get(workerId)?.dpRanks.length ?? 0);
     this.leases.set(workerId, reg);
+    this.version++;
     return reg;
   }
 
@@ -32,7 +35,9 @@ export class WorkerRegistry {
 
   deregister(workerId: bigint): boolean {
     this.pairCount -= this.leases.get(workerId)?.dpRanks.length ?? 0;
-    return this.leases.delete(workerId);
+    const had = this.leases.delete(workerId);
+    if (had) this.version++;
+    return had;
   }
 
   get(workerId: bigint): Registration | undefined {
