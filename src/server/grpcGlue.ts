@@ -15,12 +15,21 @@ export class MalformedRequest {
 /**
  * `rawRequests`: local names of methods whose handlers get the request's
  * wire bytes (a Buffer) instead of a decoded message, to decode themselves.
+ * `fastDecoders`: by local name, a decoder tried before protobuf-es; it
+ * answers undefined for whatever it leaves to protobuf-es.
  */
-export function serviceDefinition(service: DescService, rawRequests: readonly string[] = []): ServiceDefinition {
+export function serviceDefinition(
+  service: DescService,
+  rawRequests: readonly string[] = [],
+  fastDecoders: Readonly<Record<string, (buf: Uint8Array) => unknown>> = {},
+): ServiceDefinition {
   const def: Record<string, MethodDefinition<unknown, unknown>> = {};
   for (const method of service.methods) {
     const m = methodDefinition(service, method);
-    def[method.localName] = rawRequests.includes(method.localName) ? { ...m, requestDeserialize: (buf: Buffer) => buf } : m;
+    const fast = fastDecoders[method.localName];
+    if (rawRequests.includes(method.localName)) def[method.localName] = { ...m, requestDeserialize: (buf: Buffer) => buf };
+    else if (fast !== undefined) def[method.localName] = { ...m, requestDeserialize: (buf: Buffer) => fast(buf) ?? m.requestDeserialize(buf) };
+    else def[method.localName] = m;
   }
   return def;
 }

@@ -50,7 +50,8 @@ import { addressProblem } from "../workers/addresses.js";
 import { MalformedRequest } from "./grpcGlue.js";
 import { IngestDecoder } from "./ingestDecoder.js";
 import type { IngestPool, PoolResult } from "./ingestPool.js";
-import { BlockSizeMismatchError, decodeIngestRequest, toTokenArray, toWireEvent, toWorkerKey, toWorkerRef } from "./convert.js";
+import { promptTokens } from "./promptDecoder.js";
+import { BlockSizeMismatchError, decodeIngestRequest, toWireEvent, toWorkerKey, toWorkerRef } from "./convert.js";
 
 export interface ServiceLimits {
   /** Most token ids accepted in one FindBestWorker request. */
@@ -198,9 +199,10 @@ export const UNARY_METHOD_NAMES: Record<keyof UnaryMethods, string> = {
 export function kvRouterMethods(router: KvRouter, metrics: RouterMetrics, limits: ServiceLimits, admission: AdmissionQueue): UnaryMethods {
   return {
     findBestWorker: async (req, signal) => {
-      if (req.tokenIds.length === 0) invalid("token_ids is empty; send the prompt's token ids");
-      if (req.tokenIds.length > limits.maxTokens) {
-        invalid(`token_ids has ${req.tokenIds.length} tokens; the limit is ${limits.maxTokens} (--max-tokens)`);
+      const tokens = promptTokens(req);
+      if (tokens.length === 0) invalid("token_ids is empty; send the prompt's token ids");
+      if (tokens.length > limits.maxTokens) {
+        invalid(`token_ids has ${tokens.length} tokens; the limit is ${limits.maxTokens} (--max-tokens)`);
       }
       if (req.requestId.length > MAX_REQUEST_ID_LENGTH) requireRequestId(req.requestId);
       if (req.allowedWorkers.length > router.maxAllowedWorkers) {
@@ -209,7 +211,7 @@ export function kvRouterMethods(router: KvRouter, metrics: RouterMetrics, limits
       validateHints(req);
       const { decision, queuedMs } = await admission.admit(
         {
-          tokens: toTokenArray(req.tokenIds),
+          tokens,
           requestId: req.requestId || undefined,
           allowedWorkers: req.allowedWorkers.map(toWorkerKey),
           loraName: req.loraName,

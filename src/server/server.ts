@@ -20,6 +20,7 @@ import { fileDescriptorSet, serviceDefinition } from "./grpcGlue.js";
 import { IngestPool } from "./ingestPool.js";
 import { requireToken, tokenRefusal } from "./auth.js";
 import { kvRouterHandlers, kvRouterMethods } from "./kvRouterService.js";
+import { decodeFindBestWorkerFast } from "./promptDecoder.js";
 import { ListenError, SourceStartError } from "./startupErrors.js";
 import type { RunningHttpApi } from "../http/httpServer.js";
 import type { RunningEpp } from "../gateway/eppServer.js";
@@ -160,7 +161,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     handlers = requireToken(handlers, opts.authToken, (method) => metrics.unauthenticated.inc({ method }), tokenPolicy);
   }
   // IngestKvEvents decodes its own bytes (kvRouterService.ts: the hot-path decoder).
-  server.addService(serviceDefinition(KvRouterService, ["ingestKvEvents"]), handlers);
+  server.addService(serviceDefinition(KvRouterService, ["ingestKvEvents"], { findBestWorker: decodeFindBestWorkerFast }), handlers);
   const health = new HealthImplementation({ "": "SERVING", [KV_ROUTER_SERVICE_NAME]: "SERVING" });
   health.addToServer(server);
   const descriptors = fileDescriptorSet([file_kvrouter_v1_router, file_grpc_health_v1_health]);
