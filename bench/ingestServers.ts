@@ -1,9 +1,11 @@
 // The servers the gRPC ingest benchmarks drive, each in a process of its own
 // (so the client's work does not share the server's thread), started as
-//   node --import tsx bench/ingestServers.ts floor|naive|router [indexShards] [ingestThreads]
+//   node --import tsx bench/ingestServers.ts floor|floor-64k|naive|router [indexShards] [ingestThreads]
 // Each prints "PORT <n>" once serving and exits when its stdin closes.
 // - floor:  a bare grpc-js server answering IngestKvEvents with an identity
-//           deserializer: it receives the same bytes and only counts them.
+//           deserializer: it receives the same bytes and only counts them,
+//           with the HTTP/2 receive windows kv-router sets (4 MiB);
+// - floor-64k: the same with grpc-js's own 64 KB windows.
 // - naive:  a ~50-line stub (proto-loader objects, a Map of sequence hashes).
 // - router: kv-router itself (startServer, as the CLI runs it).
 import { fileURLToPath } from "node:url";
@@ -12,6 +14,7 @@ import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import { KV_HASH_SEED, sequenceHash } from "../src/hashing/blockHash.js";
 import { DEFAULT_ROUTER_CONFIG } from "../src/router/router.js";
+import { DEFAULT_FLOW_CONTROL_WINDOW, HTTP2_DEFAULT_WINDOW, raiseReceiveWindows } from "../src/server/flowControl.js";
 import { startServer } from "../src/server/server.js";
 import { BLOCK } from "./workload.js";
 
@@ -39,8 +42,8 @@ async function bind(server: grpc.Server): Promise<number> {
   );
 }
 
-/** Receives the bytes, counts them, answers with an empty response. */
-async function floor(): Promise<number> {
+/** Receives the bytes, counts them, answers with an empty response; `window`: HTTP/2 receive windows as kv-router raises them. */
+async function floor(window: number): Promise<number> {
   const server = new grpc.Server({ "grpc.max_receive_message_length": MAX_MESSAGE });
   let bytes = 0;
   server.addService(RAW_INGEST, {
@@ -49,7 +52,9 @@ async function floor(): Promise<number> {
       call.on("end", () => cb(null, Buffer.alloc(0)));
     },
   });
-  return bind(server);
+  const port = await bind(server);
+  raiseReceiveWindows(server, window);
+  return port;
 }
 
 interface NaiveBlock { blockHash: string; tokenIds: number[]; tokensHash?: string }
@@ -107,7 +112,12 @@ async function router(shards: number, ingestThreads: number): Promise<number> {
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const [kind, shards, threads] = process.argv.slice(2);
-  const port = kind === "floor" ? await floor() : kind === "naive" ? await naive() : await router(Number(shards ?? 0), Number(threads ?? 0));
+  const servers: Record<string, () => Promise<number>> = {
+    floor: () => floor(DEFAULT_FLOW_CONTROL_WINDOW),
+    "floor-64k": () => floor(HTTP2_DEFAULT_WINDOW),
+    naive,
+  };
+  const port = await (servers[kind] ?? (() => router(Number(shards ?? 0), Number(threads ?? 0))))();
   process.stdout.write(`PORT ${port}\n`);
   process.stdin.resume();
   process.stdin.on("end", () => process.exit(0));

@@ -29,6 +29,7 @@ import {
 import { DEFAULT_ADMISSION_CONFIG, QUEUE_POLICIES } from "../scheduler/admissionQueue.js";
 import { DYNAMO_COST_WEIGHTS, applyDeprecatedOverlapScoreWeight } from "../scheduler/costFunction.js";
 import { DYNAMO_DEFAULTS, KV_ROUTER_DEFAULTS } from "../scheduler/defaults.js";
+import { DEFAULT_FLOW_CONTROL_WINDOW, HTTP2_DEFAULT_WINDOW, HTTP2_MAX_WINDOW } from "../server/flowControl.js";
 import type { ServerOptions } from "../server/server.js";
 import { parseZmqWorkerSpec } from "../sources/zmq/endpoints.js";
 import { ZmqEventSource } from "../sources/zmq/zmqEventSource.js";
@@ -125,6 +126,7 @@ const HELP_GROUPS: Record<string, string[]> = {
     "auth-token-file",
     "max-message-bytes",
     "max-concurrent-streams",
+    "grpc-flow-control-window",
   ],
 };
 
@@ -466,6 +468,11 @@ export function serveOptions<T>(y: Argv<T>) {
     .option("auth-token-file", { type: "string", describe: "Read --auth-token from this file (keeps it out of ps)" })
     .option("max-message-bytes", { type: "number", default: 64 * 1024 * 1024, describe: "Largest gRPC request message accepted" })
     .option("max-concurrent-streams", { type: "number", default: 1024, describe: "Most concurrent calls per client connection" })
+    .option("grpc-flow-control-window", {
+      type: "number",
+      default: DEFAULT_FLOW_CONTROL_WINDOW,
+      describe: "HTTP/2 receive window per stream and per connection, bytes: what a client may send ahead of the router (65535 = HTTP/2's default)",
+    })
     .option("indexer-shards", {
       type: "number",
       defaultDescription: "one per spare core from 3 cores up, else 0",
@@ -560,6 +567,7 @@ export function serveOptions<T>(y: Argv<T>) {
       }
       int("max-message-bytes", argv.maxMessageBytes as number, 1024, 2 ** 31 - 1);
       int("max-concurrent-streams", argv.maxConcurrentStreams as number, 1, 2 ** 31 - 1);
+      int("grpc-flow-control-window", argv.grpcFlowControlWindow as number, HTTP2_DEFAULT_WINDOW, HTTP2_MAX_WINDOW);
       if (argv.indexerShards !== undefined) int("indexer-shards", argv.indexerShards as number, 0, 64);
       int("max-blocks", argv.maxBlocks as number, 0, 2 ** 31 - 1);
       int("ingest-threads", argv.ingestThreads as number, 0, 64);
@@ -743,6 +751,7 @@ export function serverOptionsFrom(argv: ServeArgs): ServerOptions {
     authToken: argv.authTokenFile ? readFileSync(argv.authTokenFile, "utf8").trim() : argv.authToken,
     maxMessageBytes: argv.maxMessageBytes,
     maxConcurrentStreams: argv.maxConcurrentStreams,
+    flowControlWindow: argv.grpcFlowControlWindow,
     metricsMaxWorkers: argv.metricsMaxWorkers,
     indexerShards: indexerShardsFrom(argv),
     maxBlocks: argv.maxBlocks,

@@ -20,6 +20,7 @@ import { fileDescriptorSet, serviceDefinition } from "./grpcGlue.js";
 import { IngestPool } from "./ingestPool.js";
 import { requireToken, tokenRefusal } from "./auth.js";
 import { kvRouterHandlers, kvRouterMethods } from "./kvRouterService.js";
+import { DEFAULT_FLOW_CONTROL_WINDOW, raiseReceiveWindows } from "./flowControl.js";
 import { decodeFindBestWorkerFast } from "./promptDecoder.js";
 import { ListenError, SourceStartError } from "./startupErrors.js";
 import type { RunningHttpApi } from "../http/httpServer.js";
@@ -67,6 +68,8 @@ export interface ServerOptions {
   maxMessageBytes?: number;
   /** Most concurrent streams (calls) per client connection. */
   maxConcurrentStreams?: number;
+  /** HTTP/2 receive window per stream and per connection, bytes (default 4 MiB; 65,535 = HTTP/2's own). */
+  flowControlWindow?: number;
   /** Index shards on worker threads; 0 or undefined = the index runs in this thread. */
   indexerShards?: number;
   /** Most (block, worker) entries the index holds before evicting the oldest; undefined/0 = unbounded. */
@@ -186,6 +189,9 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
         err ? reject(new ListenError("gRPC", opts.host, opts.grpcPort, err)) : resolve(port),
       ),
     );
+    if (!raiseReceiveWindows(server, opts.flowControlWindow ?? DEFAULT_FLOW_CONTROL_WINDOW)) {
+      log.warn("could not raise the gRPC server's HTTP/2 receive windows (this grpc-js keeps its listeners elsewhere): they stay at 64 KB");
+    }
     if (opts.metricsPort !== undefined) {
       http = metricsServer(metrics, () => readiness);
       await new Promise<void>((resolve, reject) => {
