@@ -75,10 +75,11 @@ const results = {
   ...grpc,
   tiers,
 };
-// Committed figures of earlier code ("before", see docs/indexer.md) are kept beside the new ones.
+// Committed figures of earlier code and runs (keys this run does not write, see docs/indexer.md) are kept beside the new ones.
 const resultsFile = fileURLToPath(new URL(smoke ? "./results.smoke.json" : "./results.json", import.meta.url));
-const before = !smoke && existsSync(resultsFile) ? JSON.parse(readFileSync(resultsFile, "utf8")).before : undefined;
-writeFileSync(resultsFile, JSON.stringify({ ...results, before }, null, 2) + "\n");
+const previous: Record<string, unknown> = !smoke && existsSync(resultsFile) ? JSON.parse(readFileSync(resultsFile, "utf8")) : {};
+const kept = Object.fromEntries(Object.entries(previous).filter(([k]) => !(k in results)));
+writeFileSync(resultsFile, JSON.stringify({ ...results, ...kept }, null, 2) + "\n");
 
 // ---- the table --------------------------------------------------------------
 const f = (n: number, d = 0) => (Number.isFinite(n) ? n.toLocaleString("en-US", { maximumFractionDigits: d, minimumFractionDigits: d }) : "-");
