@@ -326,6 +326,13 @@ type Decoded = { batch: EventBatch; restore: boolean } | { events: IndexEvent[];
 /** IngestKvEvents messages (and bytes) of one stream being decoded on threads at once; more pause the stream. */
 const MAX_IN_FLIGHT = 16;
 const MAX_IN_FLIGHT_BYTES = 64 * 1024 * 1024;
+/**
+ * Most milliseconds of IngestKvEvents messages one stream applies in a row on
+ * the main thread before it pauses until the event loop has had a turn. With
+ * large HTTP/2 windows one socket read can hand over megabytes of messages;
+ * applied back to back they would hold queries for tens of milliseconds.
+ */
+const APPLY_TURN_MS = 2;
 
 /** `pool`: decoder threads for IngestKvEvents (undefined: decode on this thread). */
 export function kvRouterHandlers(
@@ -436,11 +443,21 @@ export function kvRouterHandlers(
       let inFlight = 0;
       let inFlightBytes = 0;
       let paused = false;
+      let turnStart = 0;
       call.on("data", (bytes: Buffer) => {
         if (done) return;
         const where = `message ${messages++}`;
         if (pool === undefined) {
+          if (turnStart === 0) turnStart = performance.now();
           apply(where, () => decodeIngest(bytes, where));
+          if (!done && performance.now() - turnStart > APPLY_TURN_MS) {
+            // Let queries (and other streams) in; messages already received wait in order.
+            call.pause();
+            setImmediate(() => {
+              turnStart = 0;
+              call.resume();
+            });
+          }
           return;
         }
         const decoding = pool.decode(bytes);
