@@ -299,9 +299,14 @@ export function createWasmHasher(): WasmHasher {
       if (need > memory.buffer.byteLength) memory.grow(Math.ceil((need - memory.buffer.byteLength) / 65536));
       useSeed(seed);
       const buf = memory.buffer;
-      new Uint32Array(buf, DATA, blocks * blockSize).set(
-        tokens.length === blocks * blockSize ? tokens : Array.prototype.slice.call(tokens, 0, blocks * blockSize),
-      );
+      const whole = blocks * blockSize;
+      const dst = new Uint32Array(buf, DATA, whole);
+      // A trailing partial block is not hashed: copy the whole blocks only, by a view for a
+      // typed array (Array.prototype.slice on one took 800 µs for 8k tokens).
+      if (tokens.length === whole) dst.set(tokens);
+      else if (tokens instanceof Uint32Array) dst.set(tokens.subarray(0, whole));
+      else if (Array.isArray(tokens)) dst.set(tokens.slice(0, whole));
+      else for (let i = 0; i < whole; i++) dst[i] = tokens[i];
       const out = DATA + tokenBytes;
       hashAllFn(DATA, blockSize * 4, blocks, out);
       return new BigUint64Array(buf.slice(out, out + blocks * 16));
