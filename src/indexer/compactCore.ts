@@ -347,26 +347,13 @@ export class CompactCore {
     for (let k = 0; k < W; k++) alive[k] = bits[base + k];
     let found = 0;
     let depth = 1;
-    const nLo = this.nLo;
-    const nHi = this.nHi;
-    const top = this.nTop;
     for (; depth < n; depth++) {
       const lo = h[2 * depth];
       const hi = h[2 * depth + 1];
-      // A chain stored into fresh nodes gets consecutive node numbers, so the
-      // next block's node is usually the one after: compare it before probing.
-      // A freed node keeps a stale hash but no bits; an empty AND below then
-      // re-checks through the table, so the shortcut never changes an answer.
-      const next = node + 1;
-      const hinted = next < top && nLo[next] === lo && nHi[next] === hi;
-      node = hinted ? next : this.findNode(lo, hi);
+      const next = this.successor(node, lo, hi);
+      node = next >= 0 ? next : this.findNode(lo, hi);
       if (node < 0) break;
       base = node * W;
-      if (hinted && this.nodeEmpty(node)) {
-        node = this.findNode(lo, hi);
-        if (node < 0) break;
-        base = node * W;
-      }
       let any = 0;
       for (let k = 0; k < W; k++) {
         const a = alive[k];
@@ -619,9 +606,8 @@ export class CompactCore {
     this.tail[slot] = e;
     this.entries++;
     this.slots.count[slot]++;
-    const next = prevNode + 1;
-    // As in findMatches: a chain stored into fresh nodes has consecutive node numbers.
-    const node = prevNode >= 0 && next < this.nTop && this.nLo[next] === sLo && this.nHi[next] === sHi && !this.nodeEmpty(next) ? next : this.nodeFor(sLo, sHi);
+    const next = prevNode >= 0 ? this.successor(prevNode, sLo, sHi) : -1;
+    const node = next >= 0 ? next : this.nodeFor(sLo, sHi);
     this.eNode[e] = node;
     const at = node * this.words + (slot >>> 5);
     const bit = 1 << (slot & 31);
@@ -866,6 +852,17 @@ export class CompactCore {
         if (this.nLo[n] === lo && this.nHi[n] === hi) return n;
       }
     }
+  }
+
+  /**
+   * The node after `node` when it is the live node of (lo, hi), else -1. A
+   * chain stored into fresh nodes gets consecutive node numbers, so the next
+   * block's node is usually the one after: comparing it saves a table probe.
+   * A freed node keeps a stale hash word but an empty bitset, so it never passes.
+   */
+  private successor(node: number, lo: number, hi: number): number {
+    const next = node + 1;
+    return next < this.nTop && this.nLo[next] === lo && this.nHi[next] === hi && !this.nodeEmpty(next) ? next : -1;
   }
 
   private nodeFor(lo: number, hi: number): number {

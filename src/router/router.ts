@@ -604,10 +604,7 @@ export class KvRouter {
         byKey.set(workerKeyString(w), w);
       }
     }
-    for (const w of this.index.workers()) {
-      const key = workerKeyString(w);
-      if (!byKey.has(key)) byKey.set(key, w);
-    }
+    for (const w of this.index.workers()) byKey.set(workerKeyString(w), w);
     this.known = { indexVersion, registryVersion: this.registry.version, byKey, workers: [...byKey.values()], keys: [...byKey.keys()] };
     return this.known;
   }

@@ -133,32 +133,18 @@ class Reader {
   u32(): number {
     const b = this.buf;
     let p = this.pos;
-    if (p >= b.length) return -1;
-    let c = b[p++];
-    let v = c & 0x7f;
-    if (c & 0x80) {
+    let v = 0;
+    for (let i = 0; i < 5; i++) {
       if (p >= b.length) return -1;
-      c = b[p++];
-      v |= (c & 0x7f) << 7;
-      if (c & 0x80) {
-        if (p >= b.length) return -1;
-        c = b[p++];
-        v |= (c & 0x7f) << 14;
-        if (c & 0x80) {
-          if (p >= b.length) return -1;
-          c = b[p++];
-          v |= (c & 0x7f) << 21;
-          if (c & 0x80) {
-            if (p >= b.length) return -1;
-            c = b[p++];
-            if (c > 0x0f) return -1;
-            v = (v | (c << 28)) >>> 0;
-          }
-        }
+      const c = b[p++];
+      if (i === 4 && c > 0x0f) return -1; // past 32 bits, or a 6th byte
+      v |= (c & 0x7f) << (7 * i);
+      if (c < 0x80) {
+        this.pos = p;
+        return v >>> 0;
       }
     }
-    this.pos = p;
-    return v;
+    return -1;
   }
 
   /**
