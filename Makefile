@@ -7,7 +7,7 @@ ARGS ?=
 TESTS := $(wildcard test/*.test.ts)
 SOURCES := $(shell find src gen -name '*.ts')
 
-.PHONY: soak install deps build run test generate lint-proto check-generated check-breaking bench bench-smoke clean
+.PHONY: soak install deps build run test generate lint-proto check-generated check-breaking check-layers bench bench-smoke clean
 
 node_modules: package.json package-lock.json
 	npm ci --no-audit --no-fund
@@ -46,9 +46,14 @@ check-breaking: node_modules
 	@if git rev-parse -q --verify HEAD~1 >/dev/null; then npx buf breaking --against '.git#ref=HEAD~1' && echo "proto/ is wire-compatible with HEAD~1"; \
 	  else echo "check-breaking: no previous commit in this clone; skipped"; fi
 
+# Fails on an import that runs up a layer, or on files or folders importing each other in a
+# loop (the layers and rules: .dependency-cruiser.cjs; the layout: docs/ARCHITECTURE.md).
+check-layers: node_modules
+	npx depcruise src gen --config .dependency-cruiser.cjs --output-type err
+
 # Benchmarks run in their short mode first (they fail only on errors, never on timings),
 # so the test runner's summary stays the last thing printed.
-test: deps node_modules lint-proto check-generated check-breaking
+test: deps node_modules lint-proto check-generated check-breaking check-layers
 	npx tsc -p tsconfig.check.json
 	$(MAKE) --no-print-directory bench-smoke
 	KV_ROUTER_LOG=$${KV_ROUTER_LOG:-error} node --import tsx --test --test-concurrency=1 $(TESTS)

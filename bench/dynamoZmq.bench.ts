@@ -3,7 +3,7 @@
 // index events, against the baseline of decoding the same envelope as it
 // arrives on the core-NATS event plane (no frame split). Both in this run.
 import { decodeEventPlaneMessage } from "../src/sources/dynamoZmq/dynamoZmqSource.js";
-import { DecodeError, decodeRouterEvent, encodeMsgpack, parseEventPlane } from "../src/sources/routerEventCodec.js";
+import { DecodeError, decodeRouterEvent, encodeMsgpack, parseEventPlane } from "../src/protocols/routerEventCodec.js";
 
 export interface ZmqPlaneBench {
   messages: number;

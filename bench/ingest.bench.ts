@@ -13,7 +13,7 @@ import { fileURLToPath } from "node:url";
 import { create } from "@bufbuild/protobuf";
 import { type FindBestWorkerRequest, FindBestWorkerRequestSchema } from "../gen/kvrouter/v1/router_pb.js";
 import { KvRouterClient } from "../src/client/kvRouterClient.js";
-import { toEventBatch } from "../src/indexer/eventBatch.js";
+import { toEventBatch } from "../src/protocols/eventBatch.js";
 import { decodeIngestRequest } from "../src/server/convert.js";
 import { IngestDecoder } from "../src/server/ingestDecoder.js";
 import { startThread } from "../src/util/threads.js";

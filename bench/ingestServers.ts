@@ -15,7 +15,7 @@ import * as protoLoader from "@grpc/proto-loader";
 import { KV_HASH_SEED, sequenceHash } from "../src/hashing/blockHash.js";
 import { DEFAULT_ROUTER_CONFIG } from "../src/router/router.js";
 import { DEFAULT_FLOW_CONTROL_WINDOW, HTTP2_DEFAULT_WINDOW, raiseReceiveWindows } from "../src/server/flowControl.js";
-import { startServer } from "../src/server/server.js";
+import { startServer } from "../src/app/startServer.js";
 import { BLOCK } from "./workload.js";
 
 export const INGEST_PATH = "/kvrouter.v1.KvRouterService/IngestKvEvents";

@@ -2,7 +2,8 @@
 // a Set of worker keys per block, BigInt hashing per block. Only what the
 // benchmarked paths need (stored/removed events and find_matches).
 import { sequenceHash } from "../src/hashing/blockHash.js";
-import type { IndexEvent, Overlaps } from "../src/indexer/types.js";
+import type { Overlaps } from "../src/indexer/types.js";
+import type { IndexEvent } from "../src/protocols/events.js";
 
 export class NaiveIndex {
   private readonly holders = new Map<string, Set<string>>();

@@ -8,10 +8,10 @@ import assert from "node:assert/strict";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
 import { PrefixIndex } from "../src/indexer/prefixIndex.js";
-import { ensureStream } from "../src/sources/jetstream/streamIngest.js";
-import { natsNames } from "../src/nats/names.js";
+import { ensureStream } from "../src/sources/nats/jetstreamIngest.js";
+import { natsNames } from "../src/protocols/natsNames.js";
 import { NatsEventSource, type NatsModeOptions } from "../src/sources/nats/natsSource.js";
-import { publishKvEventsBulk } from "../src/sources/jetstream/publisher.js";
+import { publishKvEventsBulk } from "../src/sources/nats/jetstreamPublisher.js";
 import { canonicalDump, referenceDump, startNats, syntheticEvents } from "../test/support/natsServer.js";
 import { startTestRouter } from "../test/support/router.js";
 

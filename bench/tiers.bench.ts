@@ -5,7 +5,7 @@
 import { hashPromptFast } from "../src/hashing/prompt.js";
 import { CompactIndex } from "../src/indexer/compactIndex.js";
 import { LowerTiers } from "../src/indexer/lowerTiers.js";
-import type { IndexEvent, LowerTier } from "../src/indexer/types.js";
+import type { IndexEvent, LowerTier } from "../src/protocols/events.js";
 import { type Latency, latency, usSince } from "./stats.js";
 import { BLOCK, type Workload } from "./workload.js";
 

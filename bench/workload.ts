@@ -5,7 +5,7 @@
 import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { localBlockHash, sequenceHash } from "../src/hashing/blockHash.js";
-import type { IndexEvent } from "../src/indexer/types.js";
+import type { IndexEvent } from "../src/protocols/events.js";
 import { seededRandom } from "../src/util/random.js";
 
 export const BLOCK = 64;

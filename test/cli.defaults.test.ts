@@ -6,7 +6,8 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import yargs from "yargs";
-import { routerConfigFrom, serveOptions } from "../src/cli/options.js";
+import { serveOptions } from "../src/cli/options.js";
+import { routerConfigFrom } from "../src/cli/config.js";
 import { DYNAMO_DEFAULTS, KV_ROUTER_DEFAULTS } from "../src/scheduler/defaults.js";
 import { simOptionsFrom, simulateOptions } from "../src/simulate/command.js";
 

@@ -12,8 +12,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { DEFAULT_ROUTER_CONFIG } from "../src/router/router.js";
-import { startServer } from "../src/server/server.js";
-import type { EventSource } from "../src/sources/eventSource.js";
+import { startServer } from "../src/app/startServer.js";
+import type { EventSource } from "../src/router/eventSource.js";
 import { KV_ROUTER_DEFAULTS } from "../src/scheduler/defaults.js";
 import { spawnCli, spawnRouter } from "./support/cliProcess.js";
 

@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { Etcd3 } from "etcd3";
-import { dynamoDiscoverySources } from "../src/discovery/fromFlags.js";
+import { dynamoDiscoverySources } from "../src/cli/discoveryFlags.js";
 import type { DynamoDiscovery } from "../src/discovery/dynamoDiscovery.js";
 import { localBlockHash } from "../src/hashing/blockHash.js";
 import type { DynamoZmqEventPlane } from "../src/sources/dynamoZmq/dynamoZmqSource.js";

@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import type { DynamoDiscovery } from "../src/discovery/dynamoDiscovery.js";
 import { fileNameOfKey, keyOfFileName } from "../src/discovery/fileStore.js";
-import { dynamoDiscoverySources } from "../src/discovery/fromFlags.js";
+import { dynamoDiscoverySources } from "../src/cli/discoveryFlags.js";
 import { COMPONENT, ENDPOINT, NS, instanceValue } from "./support/dynamo.js";
 import { type TestRouter, startTestRouter, tokens } from "./support/router.js";
 import { waitFor } from "./support/wait.js";

@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { encode } from "@msgpack/msgpack";
 import { parseEndpointInstance, parseEventChannel } from "../src/discovery/dynamoRecords.js";
-import { DecodeError } from "../src/sources/routerEventCodec.js";
+import { DecodeError } from "../src/protocols/routerEventCodec.js";
 import { decodeEventPlaneMessage } from "../src/sources/dynamoZmq/dynamoZmqSource.js";
 import { seededRandom } from "../src/util/random.js";
 import { channelValue, instanceValue } from "./support/dynamo.js";

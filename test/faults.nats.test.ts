@@ -6,7 +6,7 @@ import { after, before, describe, it } from "node:test";
 import { jetstream } from "@nats-io/jetstream";
 import { type NatsConnection, connect } from "@nats-io/transport-node";
 import { KvRouterClient } from "../src/client/kvRouterClient.js";
-import { publishKvEvents } from "../src/sources/jetstream/publisher.js";
+import { publishKvEvents } from "../src/sources/nats/jetstreamPublisher.js";
 import { toIndexEvent } from "../src/server/convert.js";
 import { type RouterProcess, spawnRouter } from "./support/cliProcess.js";
 import { type NatsCluster, canonicalDump, referenceDump, startNats, syntheticEvents } from "./support/natsServer.js";

@@ -4,7 +4,8 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import yargs from "yargs";
-import { serveOptions, serverOptionsFrom } from "../src/cli/options.js";
+import { serveOptions } from "../src/cli/options.js";
+import { serverOptionsFrom } from "../src/cli/config.js";
 import { seededRandom } from "../src/util/random.js";
 
 const CASES = Number(process.env.FUZZ_CASES ?? 400);

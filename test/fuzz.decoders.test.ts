@@ -8,12 +8,12 @@ import { describe, it } from "node:test";
 import { encode } from "@msgpack/msgpack";
 import { hashPrompt } from "../src/hashing/blockHash.js";
 import { PrefixIndex } from "../src/indexer/prefixIndex.js";
-import type { IndexEvent } from "../src/indexer/types.js";
-import { DecodeError as NatsDecodeError, decodeRouterEvent, encodeMsgpack, parseEventPlane, parseJsonEvents, stringifyJson, toRouterEvent } from "../src/sources/routerEventCodec.js";
+import type { IndexEvent } from "../src/protocols/events.js";
+import { DecodeError as NatsDecodeError, decodeRouterEvent, encodeMsgpack, parseEventPlane, parseJsonEvents, stringifyJson, toRouterEvent } from "../src/protocols/routerEventCodec.js";
 import { DEFAULT_ROUTER_CONFIG, KvRouter } from "../src/router/router.js";
-import { toIndexEvent as engineToIndexEvent } from "../src/sources/zmq/convert.js";
-import { DecodeError as ZmqDecodeError, decodeBatch, decodeFrames, encodeSeq } from "../src/sources/zmq/decode.js";
-import { EndpointSpecError, parseWorkersFile, parseZmqWorkerSpec } from "../src/sources/zmq/endpoints.js";
+import { toIndexEvent as engineToIndexEvent } from "../src/sources/engineZmq/convert.js";
+import { DecodeError as ZmqDecodeError, decodeBatch, decodeFrames, encodeSeq } from "../src/sources/engineZmq/decode.js";
+import { EndpointSpecError, parseWorkersFile, parseZmqWorkerSpec } from "../src/sources/engineZmq/endpoints.js";
 import { seededRandom } from "../src/util/random.js";
 
 const CASES = Number(process.env.FUZZ_CASES ?? 1500);

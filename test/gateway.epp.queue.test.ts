@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { after, describe, it } from "node:test";
 import type * as grpc from "@grpc/grpc-js";
-import type { AdmissionConfig } from "../src/scheduler/admissionQueue.js";
+import type { AdmissionConfig } from "../src/router/admissionQueue.js";
 import { EnvoyStream, destination, extProcClient, immediate } from "./support/envoy.js";
 import { type TestRouter, startTestRouter, tokens } from "./support/router.js";
 import { waitFor } from "./support/wait.js";

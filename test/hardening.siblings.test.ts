@@ -11,7 +11,7 @@ import { after, describe, it } from "node:test";
 import { StorageTier } from "../gen/kvrouter/v1/router_pb.js";
 import type { DynamoDiscovery } from "../src/discovery/dynamoDiscovery.js";
 import { fileNameOfKey } from "../src/discovery/fileStore.js";
-import { dynamoDiscoverySources } from "../src/discovery/fromFlags.js";
+import { dynamoDiscoverySources } from "../src/cli/discoveryFlags.js";
 import { localBlockHash } from "../src/hashing/blockHash.js";
 import type { DynamoZmqEventPlane } from "../src/sources/dynamoZmq/dynamoZmqSource.js";
 import { COMPONENT, ENDPOINT, NS, DynamoZmqPublisher, cardValue, channelValue, instanceValue, routerStoredEvent } from "./support/dynamo.js";

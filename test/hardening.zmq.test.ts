@@ -10,7 +10,7 @@ import { after, describe, it } from "node:test";
 import { status, type ServiceError } from "@grpc/grpc-js";
 import { encode } from "@msgpack/msgpack";
 import * as zmq from "zeromq";
-import { ZmqEventSource } from "../src/sources/zmq/zmqEventSource.js";
+import { ZmqEventSource } from "../src/sources/engineZmq/zmqEventSource.js";
 import { type TestRouter, startTestRouter, tokens } from "./support/router.js";
 import { waitFor } from "./support/wait.js";
 

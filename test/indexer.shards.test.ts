@@ -6,7 +6,7 @@ import { after, before, describe, it } from "node:test";
 import { sequenceHash } from "../src/hashing/blockHash.js";
 import { CompactIndex } from "../src/indexer/compactIndex.js";
 import { PrefixIndex } from "../src/indexer/prefixIndex.js";
-import type { IndexEvent } from "../src/indexer/types.js";
+import type { IndexEvent } from "../src/protocols/events.js";
 import { stored } from "./support/events.js";
 import { type TestRouter, startTestRouter, tokens } from "./support/router.js";
 

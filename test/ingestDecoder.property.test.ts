@@ -10,7 +10,7 @@
 // great majority of valid messages, so the comparison is not vacuous.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { eventsOf } from "../src/indexer/eventBatch.js";
+import { eventsOf } from "../src/protocols/eventBatch.js";
 import { RouterError } from "../src/router/errors.js";
 import { decodeIngestRequest } from "../src/server/convert.js";
 import { IngestDecoder } from "../src/server/ingestDecoder.js";

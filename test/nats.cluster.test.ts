@@ -6,7 +6,7 @@ import { after, before, describe, it } from "node:test";
 import { jetstream } from "@nats-io/jetstream";
 import { type NatsConnection, connect } from "@nats-io/transport-node";
 import { NatsEventSource } from "../src/sources/nats/natsSource.js";
-import { publishKvEvents } from "../src/sources/jetstream/publisher.js";
+import { publishKvEvents } from "../src/sources/nats/jetstreamPublisher.js";
 import { type NatsCluster, canonicalDump, referenceDump, startCluster, syntheticEvents } from "./support/natsServer.js";
 import { type TestRouter, startTestRouter, tokens } from "./support/router.js";
 

@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { localBlockHash } from "../src/hashing/blockHash.js";
-import { encodeEventSegment, natsNames } from "../src/nats/names.js";
+import { encodeEventSegment, natsNames } from "../src/protocols/natsNames.js";
 import { NatsEventSource } from "../src/sources/nats/natsSource.js";
 import { dynamoEnvelope } from "./support/dynamo.js";
 import { type NatsCluster, natsModeOptions, natsSuite } from "./support/natsServer.js";

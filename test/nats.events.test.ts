@@ -12,12 +12,12 @@ import { type NatsConnection, connect } from "@nats-io/transport-node";
 import { localBlockHash } from "../src/hashing/blockHash.js";
 import { PrefixIndex } from "../src/indexer/prefixIndex.js";
 import { registerWorker } from "../src/discovery/natsKv.js";
-import { ensureStream } from "../src/sources/jetstream/streamIngest.js";
-import { natsNames } from "../src/nats/names.js";
+import { ensureStream } from "../src/sources/nats/jetstreamIngest.js";
+import { natsNames } from "../src/protocols/natsNames.js";
 import { NatsEventSource, type NatsModeOptions } from "../src/sources/nats/natsSource.js";
 import { DEFAULT_ROUTER_CONFIG, KvRouter } from "../src/router/router.js";
-import { publishKvEvents, publishKvEventsBulk } from "../src/sources/jetstream/publisher.js";
-import { eventPlaneMessage } from "../src/sources/nats/publisher.js";
+import { publishKvEvents, publishKvEventsBulk } from "../src/sources/nats/jetstreamPublisher.js";
+import { eventPlaneMessage } from "../src/sources/nats/corePublisher.js";
 import {
   type NatsCluster,
   canonicalDump,

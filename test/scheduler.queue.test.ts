@@ -7,7 +7,7 @@ import { describe, it } from "node:test";
 import * as grpc from "@grpc/grpc-js";
 import { create } from "@bufbuild/protobuf";
 import { FindBestWorkerRequestSchema } from "../gen/kvrouter/v1/router_pb.js";
-import type { AdmissionConfig } from "../src/scheduler/admissionQueue.js";
+import type { AdmissionConfig } from "../src/router/admissionQueue.js";
 import { type TestRouter, startTestRouter, tokens } from "./support/router.js";
 import { waitFor } from "./support/wait.js";
 

@@ -3,8 +3,8 @@ import assert from "node:assert/strict";
 import { createServer } from "node:net";
 import { describe, it } from "node:test";
 import { DEFAULT_ROUTER_CONFIG } from "../src/router/router.js";
-import { startServer } from "../src/server/server.js";
-import type { EventSource } from "../src/sources/eventSource.js";
+import { startServer } from "../src/app/startServer.js";
+import type { EventSource } from "../src/router/eventSource.js";
 
 /** An event source whose feed fails half-way through start-up, as when a broker refuses a stream. */
 class UnreachableFeed implements EventSource {

@@ -6,7 +6,7 @@ import { after, describe, test } from "node:test";
 import { encode } from "@msgpack/msgpack";
 import type { Registry } from "prom-client";
 import { hashPrompt, localBlockHash } from "../src/hashing/blockHash.js";
-import { ZmqEventSource } from "../src/sources/zmq/zmqEventSource.js";
+import { ZmqEventSource } from "../src/sources/engineZmq/zmqEventSource.js";
 import { type TestRouter, startTestRouter, tokens } from "./support/router.js";
 import { waitFor } from "./support/wait.js";
 import { Publisher, type PublisherFormat, brokenBatch, storedSpec } from "./zmq.support.js";

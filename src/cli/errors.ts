@@ -2,7 +2,7 @@
 // stderr, `kv-router: ...`, naming the flag, variable, file or resource and the
 // fix, then a non-zero exit (2 for bad input, 1 when a resource refused us).
 // No --help dump and no stack trace unless KV_ROUTER_LOG=debug.
-import { ListenError, SourceStartError } from "../server/startupErrors.js";
+import { ListenError, SourceStartError } from "../app/startupErrors.js";
 import { logLevel } from "../util/log.js";
 import { type YargsOptions, camel, spellings } from "./yargsOptions.js";
 

@@ -5,8 +5,8 @@ import * as grpc from "@grpc/grpc-js";
 import yargs from "yargs";
 import { hideBin } from "yargs/helpers";
 import { hashPrompt, hashPromptEagle } from "../hashing/blockHash.js";
-import { workerCommand } from "../nats/workerCommand.js";
-import { startServer } from "../server/server.js";
+import { workerCommand } from "./workerCommand.js";
+import { startServer } from "../app/startServer.js";
 import { installLastResortHandlers } from "../util/lastResort.js";
 import { LOG_LEVELS, log, parseLogLevel } from "../util/log.js";
 import { configFileParser } from "./configFile.js";
@@ -15,7 +15,8 @@ import { normalizeDynEnv } from "./dynEnv.js";
 import { CliError, InputSources, exitOnError, exitWith, failHandler } from "./errors.js";
 import { fixFlagValues } from "./flagValues.js";
 import type { YargsOptions } from "./yargsOptions.js";
-import { serveOptions, serverOptionsFrom, startupWarnings } from "./options.js";
+import { serveOptions } from "./options.js";
+import { serverOptionsFrom, startupWarnings } from "./config.js";
 import { simulateCommand, simulateOptions } from "../simulate/command.js";
 
 if (parseLogLevel(process.env.KV_ROUTER_LOG) === undefined) {

@@ -2,45 +2,19 @@
 // Dynamo's meaning; the ones not implemented yet are accepted with a warning, see
 // dynamoFlags.ts) plus kv-router's own. Every flag can come from a DYN_<FLAG>
 // environment variable; NATS_SERVER and NATS_AUTH_* work as in Dynamo.
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { availableParallelism, tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Argv } from "yargs";
-import {
-  DEFAULT_ETCD_ENDPOINTS,
-  discoveryBackendProblem,
-  dynamoDiscoverySources,
-  parseEtcdEndpoints,
-  resolveDiscoveryBackend,
-} from "../discovery/fromFlags.js";
-import { NatsEventSource, defaultRouterId } from "../sources/nats/natsSource.js";
-import { connectOptionsFromFlags } from "../nats/connection.js";
+import { DEFAULT_ETCD_ENDPOINTS, discoveryBackendProblem, parseEtcdEndpoints } from "./discoveryFlags.js";
 import { DEFAULT_METRICS_MAX_WORKERS } from "../metrics/metrics.js";
-import { modelSpecFrom } from "../gateway/modelSpec.js";
-import {
-  DEFAULT_PREFILL_TOKENS_PER_SEC,
-  DEFAULT_TTFT_DECODE_SLOWDOWN_PER_BLOCK,
-  DYNAMO_DEFAULT_MAX_BATCHED_TOKENS,
-  ROUTER_COSTS,
-  type QueuePolicy,
-  type RouterConfig,
-  type RouterCost,
-} from "../router/router.js";
-import { DEFAULT_ADMISSION_CONFIG, QUEUE_POLICIES } from "../scheduler/admissionQueue.js";
-import { DYNAMO_COST_WEIGHTS, applyDeprecatedOverlapScoreWeight } from "../scheduler/costFunction.js";
+import { DEFAULT_PREFILL_TOKENS_PER_SEC, DEFAULT_TTFT_DECODE_SLOWDOWN_PER_BLOCK, DYNAMO_DEFAULT_MAX_BATCHED_TOKENS, ROUTER_COSTS, type RouterCost } from "../router/router.js";
+import { DEFAULT_ADMISSION_CONFIG, QUEUE_POLICIES } from "../router/admissionQueue.js";
+import { DYNAMO_COST_WEIGHTS } from "../scheduler/costFunction.js";
 import { DYNAMO_DEFAULTS, KV_ROUTER_DEFAULTS } from "../scheduler/defaults.js";
 import { DEFAULT_FLOW_CONTROL_WINDOW, HTTP2_DEFAULT_WINDOW, HTTP2_MAX_WINDOW } from "../server/flowControl.js";
-import type { ServerOptions } from "../server/server.js";
-import { parseZmqWorkerSpec } from "../sources/zmq/endpoints.js";
-import { ZmqEventSource } from "../sources/zmq/zmqEventSource.js";
-import {
-  HELP_GROUP,
-  UNSUPPORTED_FLAGS,
-  givenAs,
-  unsupportedDynamoOptions,
-  unsupportedFlagWarnings,
-} from "./dynamoFlags.js";
-
+import { parseZmqWorkerSpec } from "../sources/engineZmq/endpoints.js";
+import { HELP_GROUP, UNSUPPORTED_FLAGS, unsupportedDynamoOptions } from "./dynamoFlags.js";
 
 /**
  * One shard per spare core, but none below 3 cores: each synchronous query
@@ -641,50 +615,6 @@ export function serveOptions<T>(y: Argv<T>) {
 
 export type ServeArgs = Awaited<ReturnType<ReturnType<typeof serveOptions>["parse"]>>;
 
-/** The router's settings with Dynamo's meaning: deprecated weight, then the --load-aware preset (kv_router_args.py order). */
-export function routerConfigFrom(argv: ServeArgs): RouterConfig {
-  // Flags not given take kv-router's tuned defaults, or Dynamo's with --dynamo-defaults or the --load-aware preset.
-  const defaults = argv.dynamoDefaults || argv.loadAware ? DYNAMO_DEFAULTS : KV_ROUTER_DEFAULTS;
-  let router: RouterConfig = {
-    blockSize: argv.blockSize,
-    overlapScoreCredit: argv.routerKvOverlapScoreCredit,
-    overlapScoreCreditDecay: argv.routerKvOverlapScoreCreditDecay,
-    prefillLoadScale: argv.routerPrefillLoadScale ?? defaults.prefillLoadScale,
-    decodeActiveRequestWeight: argv.routerDecodeActiveRequestWeight,
-    trackPrefillTokens: argv.routerTrackPrefillTokens,
-    temperature: argv.routerTemperature,
-    useKvEvents: argv.kvEvents,
-    trackActiveBlocks: argv.trackActiveBlocks,
-    assumeKvReuse: argv.routerAssumeKvReuse,
-    eagle: argv.eagle,
-    activeRequestTtlMs: argv.activeRequestTtl * 1000,
-    workerLeaseTtlMs: argv.workerLeaseTtl * 1000,
-    approxTtlMs: argv.routerTtlSecs * 1000,
-    approxMaxBlocks: argv.routerMaxTreeSize,
-    queueThreshold: argv.routerQueueThreshold ?? defaults.routerQueueThreshold,
-    queuePolicy: (argv.routerQueuePolicy ?? "fcfs") as QueuePolicy,
-    hostCacheHitWeight: argv.routerHostCacheHitWeight,
-    diskCacheHitWeight: argv.routerDiskCacheHitWeight,
-    lowerTierMaxBlocks: argv.maxBlocks,
-    maxDpRanks: argv.maxDpRanks,
-    maxActiveRequests: argv.maxActiveRequests,
-    maxActiveBlocks: argv.maxActiveBlocks,
-    // Dynamo predicts only in event mode (router_predicted_ttl_secs requires use_kv_events).
-    predictedTtlMs: (argv.routerPredictedTtlSecs ?? (argv.kvEvents ? defaults.predictedTtlSecs : 0)) * 1000,
-    sessionAffinityTtlMs: argv.sessionAffinityTtlSecs * 1000,
-    sessionAffinitySlack: argv.sessionAffinitySlack,
-    defaultMaxNumBatchedTokens: argv.defaultMaxNumBatchedTokens,
-    routerCost: argv.routerCost as RouterCost,
-    prefillTokensPerSec: argv.routerPrefillTokensPerSec,
-    ttftDecodeSlowdownPerBlock: argv.routerTtftDecodeSlowdownPerBlock,
-  };
-  if (argv.kvOverlapScoreWeight !== undefined) router = applyDeprecatedOverlapScoreWeight(router, argv.kvOverlapScoreWeight);
-  if (argv.loadAware) {
-    router = { ...router, overlapScoreCredit: 0, useKvEvents: false, trackActiveBlocks: true, assumeKvReuse: false, trackPrefillTokens: true };
-  }
-  return router;
-}
-
 /**
  * IngestKvEvents decoder threads: none below 3 cores (on 2 cores a thread
  * measured slower than decoding on the main thread, docs/indexer.md), one
@@ -692,124 +622,4 @@ export function routerConfigFrom(argv: ServeArgs): RouterConfig {
  */
 export function defaultIngestThreads(cores: number): number {
   return cores >= 3 ? 1 : 0;
-}
-
-/** --indexer-shards, else Dynamo's --router-event-threads (1 = single-threaded), else one per spare core. */
-function indexerShardsFrom(argv: ServeArgs): number {
-  if (argv.indexerShards !== undefined) return argv.indexerShards;
-  if (argv.routerEventThreads !== undefined) return argv.routerEventThreads > 1 ? argv.routerEventThreads : 0;
-  return defaultIndexerShards(availableParallelism());
-}
-
-/** Start-up warnings for settings given with no effect, or with Dynamo's deprecations. */
-export function startupWarnings(argv: ServeArgs, cliArgs: readonly string[] = process.argv.slice(2), env = process.env): string[] {
-  const warnings = unsupportedFlagWarnings(argv, cliArgs, env);
-  if (givenAs(["block-size", "router-block-size", "kv-cache-block-size"], cliArgs, env) === undefined) {
-    warnings.push(`no --block-size given: using Dynamo's default ${DYNAMO_BLOCK_SIZE}; it must equal the engines' KV block size or no prefix will match`);
-  }
-  if (argv.kvOverlapScoreWeight !== undefined) {
-    const as = givenAs(["kv-overlap-score-weight", "router-kv-overlap-score-weight", "overlap-score-weight"], cliArgs, env) ?? "--kv-overlap-score-weight";
-    warnings.push(`${as} is deprecated (as in Dynamo): it sets --router-prefill-load-scale${argv.kvOverlapScoreWeight === 0 ? " and, being 0, --router-kv-overlap-score-credit 0" : ""}`);
-  }
-  return warnings;
-}
-
-export function serverOptionsFrom(argv: ServeArgs): ServerOptions {
-  const router = routerConfigFrom(argv);
-  return {
-    router,
-    admission: {
-      thresholds: {
-        routerQueueThreshold: router.queueThreshold,
-        activeDecodeBlocksThreshold: argv.activeDecodeBlocksThreshold,
-        activePrefillTokensThreshold: argv.activePrefillTokensThreshold,
-        activePrefillTokensThresholdFrac: argv.activePrefillTokensThresholdFrac,
-      },
-      queuePolicy: router.queuePolicy,
-      maxQueued: argv.routerMaxQueued,
-      maxWaitMs: argv.routerMaxQueueWaitSecs > 0 ? argv.routerMaxQueueWaitSecs * 1000 : undefined,
-    },
-    host: argv.host,
-    grpcPort: argv.grpcPort,
-    metricsPort: argv.metricsPort < 0 ? undefined : argv.metricsPort,
-    httpPort: argv.httpPort < 0 ? undefined : argv.httpPort,
-    eppPort: argv.eppPort < 0 ? undefined : argv.eppPort,
-    models: modelSpecFrom(argv.tokenizer ?? [], argv.loraAdapter ?? []),
-    maxBodyBytes: argv.maxBodyBytes,
-    eppMaxInFlight: argv.eppMaxInFlight,
-    eppFallbacks: argv.eppFallbacks,
-    maxTokens: argv.maxTokens,
-    seed: argv.seed,
-    tls:
-      argv.tlsCert && argv.tlsKey
-        ? {
-            cert: readFileSync(argv.tlsCert),
-            key: readFileSync(argv.tlsKey),
-            clientCa: argv.tlsClientCa ? readFileSync(argv.tlsClientCa) : undefined,
-          }
-        : undefined,
-    authToken: argv.authTokenFile ? readFileSync(argv.authTokenFile, "utf8").trim() : argv.authToken,
-    maxMessageBytes: argv.maxMessageBytes,
-    maxConcurrentStreams: argv.maxConcurrentStreams,
-    flowControlWindow: argv.grpcFlowControlWindow,
-    metricsMaxWorkers: argv.metricsMaxWorkers,
-    indexerShards: indexerShardsFrom(argv),
-    maxBlocks: argv.maxBlocks,
-    ingestThreads: argv.ingestThreads,
-    maxWorkerRanks: argv.maxWorkerRanks,
-    maxConcurrentDumps: argv.maxConcurrentDumps,
-    authReads: argv.authReads,
-    eventSources: [...(argv.natsUrl ? [natsSourceFrom(argv)] : []), ...zmqSourceFrom(argv), ...discoverySourcesFrom(argv)],
-  };
-}
-
-function discoveryBackendOf(argv: ServeArgs) {
-  return resolveDiscoveryBackend(argv.discoveryBackend, {
-    etcdEndpointsSet: process.env.ETCD_ENDPOINTS !== undefined,
-    natsMode: argv.natsUrl !== undefined,
-    natsDiscovery: argv.natsDiscovery,
-  });
-}
-
-/** Dynamo's etcd or file discovery, and the ZMQ event plane its publishers announce there. */
-function discoverySourcesFrom(argv: ServeArgs) {
-  const backend = discoveryBackendOf(argv);
-  if (backend !== "etcd" && backend !== "file") return [];
-  return dynamoDiscoverySources({
-    backend,
-    endpoint: argv.endpoint,
-    etcdEndpoints: parseEtcdEndpoints(argv.etcdEndpoints),
-    fileKvRoot: argv.fileKv,
-    fileKvTtlMs: argv.fileKvTtlSecs * 1000,
-    workerLeaseMs: argv.workerLeaseTtl * 1000,
-    zmqEventPlane: argv.kvEvents,
-  });
-}
-
-/** The ZeroMQ engine feed: --zmq-worker, --workers-file, and workers registering a zmq_endpoint. */
-function zmqSourceFrom(argv: ServeArgs): ZmqEventSource[] {
-  const endpoints = (argv.zmqWorker ?? []).map(parseZmqWorkerSpec);
-  if (!argv.kvEvents) return [];
-  return [
-    new ZmqEventSource({
-      endpoints,
-      workersFile: argv.workersFile,
-      replayTimeoutMs: argv.zmqReplayTimeout * 1000,
-      loadWeights: { queue: argv.engineQueueWeight, kvUsage: argv.engineKvUsageWeight },
-    }),
-  ];
-}
-
-function natsSourceFrom(argv: ServeArgs): NatsEventSource {
-  return new NatsEventSource({
-    connect: connectOptionsFromFlags(argv),
-    endpoint: argv.endpoint,
-    routerId: argv.routerId ?? defaultRouterId(argv.grpcPort),
-    replicaSync: argv.routerReplicaSync,
-    snapshotThreshold: argv.routerSnapshotThreshold,
-    resetStates: argv.routerResetStates,
-    streamReplicas: argv.natsStreamReplicas,
-    eventPlane: argv.natsEventPlane,
-    discovery: discoveryBackendOf(argv) === "nats-kv",
-  });
 }

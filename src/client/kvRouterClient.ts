@@ -26,7 +26,7 @@ import {
   RegisterWorkerRequestSchema,
   SetBusyThresholdsRequestSchema,
 } from "../../gen/kvrouter/v1/router_pb.js";
-import { serviceDefinition } from "../server/grpcGlue.js";
+import { serviceDefinition } from "../protocols/grpcGlue.js";
 
 const ClientConstructor = grpc.makeGenericClientConstructor(serviceDefinition(KvRouterService), "KvRouterService");
 

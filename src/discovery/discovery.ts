@@ -4,7 +4,7 @@
 // gRPC (the service handler; always on beside any backend). Each backend turns
 // its records into the router's worker registry: a worker appears when its
 // record appears and is forgotten, with its blocks and load, when it goes.
-import type { EventSource } from "../sources/eventSource.js";
+import type { EventSource } from "../router/eventSource.js";
 
 /** A discovery backend has an event source's lifecycle: started with the router, stopped with it. */
 export type WorkerDiscovery = EventSource;

@@ -13,7 +13,7 @@ import { Gauge } from "prom-client";
 import { mirroredCounter, mirroredTotal } from "../metrics/mirrored.js";
 import { RouterError } from "../router/errors.js";
 import type { KvRouter } from "../router/router.js";
-import type { EventSourceContext } from "../sources/eventSource.js";
+import type { EventSourceContext } from "../router/eventSource.js";
 import { log } from "../util/log.js";
 import { LogOnce } from "../util/logOnce.js";
 import type { StoreHandler, WatchedStore, WorkerDiscovery } from "./discovery.js";

@@ -6,7 +6,7 @@
 // - event publishers: key `v1/event_channels/namespace/{ns}/component/{c}[/endpoint/{ep}]/topic/{topic}/{id:x}`,
 //   value `{"type":"EventChannel","scope":{"kind":"component",...},"topic","instance_id","transport":{"kind":"Zmq","config":{"endpoint"}}}`.
 // Values are parsed losslessly: instance ids are u64 and exceed 2^53.
-import { DecodeError, parseJsonLossless } from "../sources/routerEventCodec.js";
+import { DecodeError, parseJsonLossless } from "../protocols/routerEventCodec.js";
 
 export const INSTANCES_PREFIX = "v1/instances/";
 export const MODEL_CARDS_PREFIX = "v1/mdc/";

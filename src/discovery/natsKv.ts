@@ -12,8 +12,8 @@ import type { KvRouter } from "../router/router.js";
 import { log } from "../util/log.js";
 import { LogOnce } from "../util/logOnce.js";
 import { whileClusterForms } from "../nats/connection.js";
-import { type NatsNames, natsNames, safeName } from "../nats/names.js";
-import { DecodeError, parseJsonLossless, stringifyJson } from "../sources/routerEventCodec.js";
+import { type NatsNames, natsNames, safeName } from "../protocols/natsNames.js";
+import { DecodeError, parseJsonLossless, stringifyJson } from "../protocols/routerEventCodec.js";
 
 /** Keys of workers gone for this long are garbage; the bucket drops them. */
 const BUCKET_MAX_AGE_MS = 60 * 60_000;

@@ -16,11 +16,11 @@ import {
   type ProcessingResponse,
   ProcessingResponseSchema,
 } from "../../gen/envoy/service/ext_proc/v3/external_processor_pb.js";
-import { type WorkerKey, workerKeyString } from "../indexer/types.js";
+import { type WorkerKey, workerKeyString } from "../protocols/events.js";
 import { RouterError } from "../router/errors.js";
-import type { AdmissionQueue } from "../scheduler/admissionQueue.js";
+import type { AdmissionQueue } from "../router/admissionQueue.js";
 import type { KvRouter } from "../router/router.js";
-import { MalformedRequest } from "../server/grpcGlue.js";
+import { MalformedRequest } from "../protocols/grpcGlue.js";
 import { log } from "../util/log.js";
 import type { GatewayMetrics } from "./metrics.js";
 import type { ModelCatalog } from "./models.js";

@@ -4,7 +4,7 @@
 import * as grpc from "@grpc/grpc-js";
 import { HealthImplementation } from "grpc-health-check";
 import { ExternalProcessor } from "../../gen/envoy/service/ext_proc/v3/external_processor_pb.js";
-import { serviceDefinition } from "../server/grpcGlue.js";
+import { serviceDefinition } from "../protocols/grpcGlue.js";
 import { type EppOptions, InFlight, handleProcessStream } from "./epp.js";
 
 export const EXT_PROC_SERVICE_NAME = ExternalProcessor.typeName;

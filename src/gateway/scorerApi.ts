@@ -4,11 +4,11 @@
 // per instance, matched tokens per DP rank and per tier. Counts are tokens
 // (matched blocks × block size), as Dynamo's.
 import type { IncomingMessage, ServerResponse } from "node:http";
-import { parseWorkerKey } from "../indexer/types.js";
+import { parseWorkerKey } from "../protocols/events.js";
 import { sequenceHash } from "../hashing/blockHash.js";
-import { parseJsonLossless } from "../sources/routerEventCodec.js";
+import { parseJsonLossless } from "../protocols/routerEventCodec.js";
 import type { KvRouter } from "../router/router.js";
-import { json } from "../http/respond.js";
+import { json } from "../util/httpRespond.js";
 import { log } from "../util/log.js";
 
 const U64 = (1n << 64n) - 1n;

@@ -5,7 +5,7 @@ import { type IncomingMessage, type Server, type ServerResponse, createServer } 
 import type { AddressInfo } from "node:net";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { ConnectRouter } from "@connectrpc/connect";
-import { text } from "./respond.js";
+import { text } from "../util/httpRespond.js";
 
 export type PathHandler = (req: IncomingMessage, res: ServerResponse) => void;
 

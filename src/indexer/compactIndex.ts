@@ -14,26 +14,13 @@
 // duplicate store does not refresh it. Evicting an entry is exactly a removal
 // of that external hash from that worker (no cascade; lookups stop there).
 import { type CoreOptions, DUMP_WORDS, MAX_SLOTS } from "./compactCore.js";
-import {
-  OP_REMOVE_ROUTED,
-  OP_STORE_ROUTED,
-  RecordWriter,
-  stampsOf,
-  u64,
-} from "./records.js";
-import { E_DP_RANK, E_WORKER_HI, E_WORKER_LO, EVENT_WORDS, type EventBatch, toEventBatch } from "./eventBatch.js";
+import { OP_REMOVE_ROUTED, OP_STORE_ROUTED, RecordWriter, stampsOf } from "./records.js";
+import { u64 } from "../protocols/eventBatch.js";
+import { E_DP_RANK, E_WORKER_HI, E_WORKER_LO, EVENT_WORDS, type EventBatch, toEventBatch } from "../protocols/eventBatch.js";
 import { LocalBackend, type ShardBackend } from "./shardBackend.js";
 import { ThreadBackend } from "./threadBackend.js";
-import {
-  type ApplyResult,
-  type EventOutcome,
-  IndexCapacityError,
-  type IndexEvent,
-  type KvIndex,
-  type Overlaps,
-  type WorkerKey,
-  workerKeyString,
-} from "./types.js";
+import { type ApplyResult, type EventOutcome, IndexCapacityError, type KvIndex, type Overlaps } from "./types.js";
+import { type IndexEvent, type WorkerKey, workerKeyString } from "../protocols/events.js";
 
 export interface CompactIndexOptions {
   /** 0 = in this thread; N >= 1 = N shard threads. */

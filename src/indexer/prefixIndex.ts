@@ -2,15 +2,8 @@
 // flat equivalent of a radix tree), plus per-worker maps from the engine's
 // external block hash to our block, used to find parents and apply removals.
 import { sequenceHash } from "../hashing/blockHash.js";
-import {
-  type ApplyResult,
-  type HeldBlock,
-  type IndexEvent,
-  type KvIndex,
-  type Overlaps,
-  type WorkerKey,
-  workerKeyString,
-} from "./types.js";
+import { type ApplyResult, type HeldBlock, type KvIndex, type Overlaps } from "./types.js";
+import { type IndexEvent, type WorkerKey, workerKeyString } from "../protocols/events.js";
 
 
 interface WorkerState {

@@ -18,8 +18,8 @@ import {
   ITEM_WORDS,
   KIND_CLEARED,
   KIND_STORED,
-} from "./eventBatch.js";
-import type { WorkerKey } from "./types.js";
+} from "../protocols/eventBatch.js";
+import type { WorkerKey } from "../protocols/events.js";
 
 export const OP_STORED = 0;
 export const OP_REMOVED = 1;
@@ -168,10 +168,4 @@ export function recordWords(w: Uint32Array, o: number): number {
 export function stampsOf(batch: EventBatch, i: number): number {
   const o = i * EVENT_WORDS;
   return batch.events[o + E_KIND] === KIND_STORED ? batch.events[o + E_COUNT] + 1 : 1;
-}
-
-export function u64(lo: number, hi: number): bigint {
-  halves[0] = lo;
-  halves[1] = hi;
-  return big[0];
 }

@@ -2,7 +2,7 @@
 // threads (one core per shard). Both answer the same synchronous calls, so
 // the CompactIndex front-end does not care which one it has.
 import { CompactCore, type CoreOptions, SlotTable } from "./compactCore.js";
-import { u64 } from "./records.js";
+import { u64 } from "../protocols/eventBatch.js";
 
 export interface ShardStats {
   entries: number;

@@ -7,7 +7,7 @@
 import { type MessagePort, MessageChannel, type Worker, receiveMessageOnPort } from "node:worker_threads";
 import { siblingModule, startThread } from "../util/threads.js";
 import { SlotTable } from "./compactCore.js";
-import { u64 } from "./records.js";
+import { u64 } from "../protocols/eventBatch.js";
 import type { ShardBackend, ShardStats } from "./shardBackend.js";
 import {
   CTL_ERROR,

@@ -1,7 +1,8 @@
 // Wraps any KvIndex to count what happens to events and expose the index's
 // size, so no index implementation carries metrics code of its own.
-import { type EventBatch, eventAt, eventsOf } from "../indexer/eventBatch.js";
-import type { ApplyResult, IndexEvent, KvIndex, Overlaps, WorkerKey } from "../indexer/types.js";
+import { type EventBatch, eventAt, eventsOf } from "../protocols/eventBatch.js";
+import type { ApplyResult, KvIndex, Overlaps } from "../indexer/types.js";
+import type { IndexEvent, WorkerKey } from "../protocols/events.js";
 import { LogOnce } from "../util/logOnce.js";
 import type { RouterMetrics } from "./metrics.js";
 

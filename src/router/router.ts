@@ -5,19 +5,10 @@ import { randomFillSync } from "node:crypto";
 import { type PromptHashes, hashPromptEagle } from "../hashing/blockHash.js";
 import { hashPromptFast } from "../hashing/prompt.js";
 import { ApproximateTracker } from "../indexer/approximate.js";
-import { E_KIND, EVENT_WORDS, type EventBatch, KIND_CLEARED, eventAt, eventsOf } from "../indexer/eventBatch.js";
+import { E_KIND, EVENT_WORDS, type EventBatch, KIND_CLEARED, eventAt, eventsOf } from "../protocols/eventBatch.js";
 import { LowerTiers, type LowerTierEvent, type TierOverlaps } from "../indexer/lowerTiers.js";
-import {
-  type ApplyResult,
-  type EventOutcome,
-  IndexCapacityError,
-  type IndexEvent,
-  type KvIndex,
-  type LowerTier,
-  type WorkerKey,
-  parseWorkerKey,
-  workerKeyString,
-} from "../indexer/types.js";
+import { type ApplyResult, type EventOutcome, IndexCapacityError, type KvIndex } from "../indexer/types.js";
+import { type IndexEvent, type LowerTier, type WorkerKey, parseWorkerKey, workerKeyString } from "../protocols/events.js";
 import { ActiveSequences, type WorkerLoad } from "../scheduler/activeSequences.js";
 import {
   type CostWeights,

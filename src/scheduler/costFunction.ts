@@ -8,7 +8,7 @@
 //   logit         = prefill_load_scale * max(0, raw_prefill - credit_blocks)
 //                 + potential_decode_blocks + decode_active_request_weight * active_requests
 // Lower wins.
-import type { WorkerKey } from "../indexer/types.js";
+import type { WorkerKey } from "../protocols/events.js";
 import type { WorkerLoad } from "./activeSequences.js";
 
 export interface Candidate {

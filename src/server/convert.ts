@@ -11,8 +11,8 @@ import {
 } from "../../gen/kvrouter/v1/router_pb.js";
 import { localBlockHash, localHashSeed } from "../hashing/blockHash.js";
 import { IngestKvEventsRequestSchema } from "../../gen/kvrouter/v1/router_pb.js";
-import { MalformedRequest, decodeRequest } from "./grpcGlue.js";
-import type { IndexEvent, StorageTier, StoredBlockData, WorkerKey } from "../indexer/types.js";
+import { MalformedRequest, decodeRequest } from "../protocols/grpcGlue.js";
+import type { IndexEvent, StorageTier, StoredBlockData, WorkerKey } from "../protocols/events.js";
 import { RouterError } from "../router/errors.js";
 
 export function toWorkerKey(ref: WorkerRef): WorkerKey {

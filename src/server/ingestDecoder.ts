@@ -41,7 +41,7 @@ import {
   KIND_CLEARED,
   KIND_REMOVED,
   KIND_STORED,
-} from "../indexer/eventBatch.js";
+} from "../protocols/eventBatch.js";
 
 export interface DecodedIngest {
   batch: EventBatch;

@@ -4,7 +4,7 @@
 // that come back; so with spare cores ingest decodes in parallel and a big
 // message no longer holds queries up while it is decoded and hashed.
 import type { Worker } from "node:worker_threads";
-import type { EventBatch } from "../indexer/eventBatch.js";
+import type { EventBatch } from "../protocols/eventBatch.js";
 import { siblingModule, startThread } from "../util/threads.js";
 
 /** A decoded message, or "slow": decode it with protobuf-es (see ingestDecoder.ts). */

@@ -39,15 +39,15 @@ import {
   RegisterWorkerResponseSchema,
   SetBusyThresholdsResponseSchema,
 } from "../../gen/kvrouter/v1/router_pb.js";
-import type { EventBatch } from "../indexer/eventBatch.js";
-import { type IndexEvent, workerKeyString } from "../indexer/types.js";
+import type { EventBatch } from "../protocols/eventBatch.js";
+import { type IndexEvent, workerKeyString } from "../protocols/events.js";
 import type { RouterMetrics } from "../metrics/metrics.js";
 import { RouterError } from "../router/errors.js";
 import type { KvRouter } from "../router/router.js";
-import { type AdmissionQueue, type BusyThresholds, MAX_PRIORITY, THRESHOLD_FIELDS } from "../scheduler/admissionQueue.js";
+import { type AdmissionQueue, type BusyThresholds, MAX_PRIORITY, THRESHOLD_FIELDS } from "../router/admissionQueue.js";
 import { log } from "../util/log.js";
 import { addressProblem } from "../workers/addresses.js";
-import { MalformedRequest } from "./grpcGlue.js";
+import { MalformedRequest } from "../protocols/grpcGlue.js";
 import { IngestDecoder } from "./ingestDecoder.js";
 import type { IngestPool, PoolResult } from "./ingestPool.js";
 import { promptTokens } from "./promptDecoder.js";

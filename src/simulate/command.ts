@@ -10,7 +10,7 @@ import { simulateLive } from "./live.js";
 import { POLICY_NAMES, type PolicyName } from "./policies.js";
 import { resultJson, resultTable, writeReport } from "./report.js";
 import { type SimOptions, type SimResult, simulate } from "./run.js";
-import { QUEUE_POLICIES } from "../scheduler/admissionQueue.js";
+import { QUEUE_POLICIES } from "../router/admissionQueue.js";
 import { agenticTrace, DEFAULT_AGENTIC } from "./synthetic.js";
 import { loadTrace, MOONCAKE_BLOCK_TOKENS, parseTrace, type TraceRequest, TraceError } from "./trace.js";
 

@@ -20,7 +20,7 @@
 // Memory: a request holds its prompt blocks plus the blocks of its partial
 // tail and output tokens until it finishes; finished prompt blocks stay cached
 // and evictable, least recently used first (tail blocks before their prefix).
-import type { IndexEvent, StoredBlockData } from "../indexer/types.js";
+import type { IndexEvent, StoredBlockData } from "../protocols/events.js";
 import { MinHeap } from "./heap.js";
 
 export interface EngineParams {

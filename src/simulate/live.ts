@@ -6,7 +6,7 @@
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { KvEventSchema } from "../../gen/kvrouter/v1/router_pb.js";
 import { KvRouterClient } from "../client/kvRouterClient.js";
-import type { IndexEvent } from "../indexer/types.js";
+import type { IndexEvent } from "../protocols/events.js";
 import type { RequestRecord } from "./engine.js";
 import { summarize } from "./metrics.js";
 import type { Dispatch, Policy } from "./policies.js";

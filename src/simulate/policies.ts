@@ -1,10 +1,10 @@
 // Routing policies compared by the simulator. `kv` is the real router
 // (KvRouter + PrefixIndex) fed by the engines' events; the others are the
 // usual alternatives, and `oracle-prefix` is the hit-rate ceiling.
-import type { IndexEvent } from "../indexer/types.js";
+import type { IndexEvent } from "../protocols/events.js";
 import { PrefixIndex } from "../indexer/prefixIndex.js";
 import { KvRouter, type RouterConfig } from "../router/router.js";
-import { type AdmissionConfig, AdmissionQueue } from "../scheduler/admissionQueue.js";
+import { type AdmissionConfig, AdmissionQueue } from "../router/admissionQueue.js";
 import { DYNAMO_COST_WEIGHTS } from "../scheduler/costFunction.js";
 import { seededRandom } from "../util/random.js";
 import type { RequestRecord, SimEngine, SimRequest } from "./engine.js";

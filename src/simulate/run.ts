@@ -2,12 +2,12 @@
 // engines, and all fleets replay the same trace in lockstep, so each prompt is
 // expanded and hashed once. Nothing reads the wall clock: same seed, same result.
 import { hashPrompt } from "../hashing/blockHash.js";
-import type { IndexEvent } from "../indexer/types.js";
+import type { IndexEvent } from "../protocols/events.js";
 import type { RouterConfig } from "../router/router.js";
 import { type EngineListener, type EngineParams, type RequestRecord, SimEngine, type SimRequest } from "./engine.js";
 import { type LoadSamples, type PolicyResult, summarize } from "./metrics.js";
 import { type Dispatch, type Policy, type PolicyName, makePolicy } from "./policies.js";
-import type { AdmissionConfig } from "../scheduler/admissionQueue.js";
+import type { AdmissionConfig } from "../router/admissionQueue.js";
 import { type TraceRequest, expandTokens, MOONCAKE_BLOCK_TOKENS } from "./trace.js";
 
 export interface SimOptions {

@@ -2,7 +2,7 @@
 // sends requests to (the EPP's x-gateway-destination-endpoint). One DP rank
 // is one port. Filled by RegisterWorker, --zmq-worker / --workers-file
 // entries and discovery backends; each source owns the entries it set.
-import { type WorkerKey, workerKeyString } from "../indexer/types.js";
+import { type WorkerKey, workerKeyString } from "../protocols/events.js";
 
 const HOST_PORT = /^(\[[0-9a-fA-F:.]+\]|[^\s:,[\]]+):(\d{1,5})$/;
 

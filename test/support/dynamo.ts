@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
-import { stringifyJson } from "../../src/sources/routerEventCodec.js";
+import { stringifyJson } from "../../src/protocols/routerEventCodec.js";
 
 export const NS = "dynamo";
 export const COMPONENT = "backend";

@@ -13,7 +13,7 @@ import {
   type ProcessingResponse,
   ProcessingRequestSchema as RequestSchema,
 } from "../../gen/envoy/service/ext_proc/v3/external_processor_pb.js";
-import { serviceDefinition } from "../../src/server/grpcGlue.js";
+import { serviceDefinition } from "../../src/protocols/grpcGlue.js";
 
 type RequestInit = MessageInitShape<typeof ProcessingRequestSchema>;
 

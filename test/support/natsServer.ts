@@ -7,7 +7,7 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { PrefixIndex } from "../../src/indexer/prefixIndex.js";
-import type { IndexEvent } from "../../src/indexer/types.js";
+import type { IndexEvent } from "../../src/protocols/events.js";
 import type { NatsModeOptions } from "../../src/sources/nats/natsSource.js";
 import { seededRandom } from "../../src/util/random.js";
 import { after, before } from "node:test";

@@ -2,7 +2,7 @@
 // and a real client connected to it.
 import { KvRouterClient } from "../../src/client/kvRouterClient.js";
 import { DEFAULT_ROUTER_CONFIG, type RouterConfig } from "../../src/router/router.js";
-import { type RunningServer, type ServerOptions, startServer } from "../../src/server/server.js";
+import { type RunningServer, type ServerOptions, startServer } from "../../src/app/startServer.js";
 
 export interface TestRouter {
   server: RunningServer;

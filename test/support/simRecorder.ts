@@ -1,5 +1,5 @@
 // Test support: an engine listener that records what a simulated engine reports.
-import type { IndexEvent } from "../../src/indexer/types.js";
+import type { IndexEvent } from "../../src/protocols/events.js";
 import type { EngineListener, RequestRecord, SimRequest } from "../../src/simulate/engine.js";
 
 export class Recorder implements EngineListener {

@@ -10,13 +10,13 @@ import { Gauge, type Registry } from "prom-client";
 import { mirroredCounter } from "../../metrics/mirrored.js";
 import type { ChannelObserver, DynamoDiscovery } from "../../discovery/dynamoDiscovery.js";
 import { type EventChannel, KV_EVENTS_TOPIC } from "../../discovery/dynamoRecords.js";
-import type { IndexEvent } from "../../indexer/types.js";
-import { DecodeError, eventPlaneEvents } from "../routerEventCodec.js";
+import type { IndexEvent } from "../../protocols/events.js";
+import { DecodeError, eventPlaneEvents } from "../../protocols/routerEventCodec.js";
 import type { KvRouter } from "../../router/router.js";
 import { log } from "../../util/log.js";
 import { LogOnce } from "../../util/logOnce.js";
-import { subscriberRoomProblem, zmqContext } from "../zmq/sockets.js";
-import type { EventSource, EventSourceContext } from "../eventSource.js";
+import { subscriberRoomProblem, zmqContext } from "../engineZmq/sockets.js";
+import type { EventSource, EventSourceContext } from "../../router/eventSource.js";
 
 /** Dynamo's frame.rs FRAME_VERSION and FRAME_HEADER_SIZE (u8 version, u32 big-endian payload length). */
 const FRAME_VERSION = 1;

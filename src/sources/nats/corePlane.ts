@@ -5,11 +5,11 @@
 // refuses whole are counted and logged once per distinct error; events left
 // out (unknown tier, ...) are counted by reason; the rest apply.
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
-import type { IndexEvent } from "../../indexer/types.js";
+import type { IndexEvent } from "../../protocols/events.js";
 import type { KvRouter } from "../../router/router.js";
 import { log } from "../../util/log.js";
 import { LogOnce } from "../../util/logOnce.js";
-import { DecodeError, eventPlaneEvents } from "../routerEventCodec.js";
+import { DecodeError, eventPlaneEvents } from "../../protocols/routerEventCodec.js";
 import { SkipCounter } from "../skipCounter.js";
 
 export interface CorePlaneStats {

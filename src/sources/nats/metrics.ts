@@ -3,7 +3,7 @@
 // them whenever Prometheus scrapes.
 import { Gauge, type Registry } from "prom-client";
 import { mirroredCounter, mirroredTotal } from "../../metrics/mirrored.js";
-import type { SkipReason } from "../routerEventCodec.js";
+import type { SkipReason } from "../../protocols/routerEventCodec.js";
 import type { SkipCounter } from "../skipCounter.js";
 import type { CorePlaneStats } from "./corePlane.js";
 

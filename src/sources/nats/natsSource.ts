@@ -6,13 +6,13 @@ import { type JetStreamManager, jetstream, jetstreamManager } from "@nats-io/jet
 import type { NatsConnection } from "@nats-io/transport-node";
 import { type NatsConnectOptions, connectNats } from "../../nats/connection.js";
 import { DiscoveryWatcher, openDiscoveryBucket } from "../../discovery/natsKv.js";
-import { type NatsNames, natsNames, safeName } from "../../nats/names.js";
-import { ReplicaSync } from "../../nats/replicaSync.js";
-import { SnapshotStore, Snapshotter } from "../../nats/snapshots.js";
+import { type NatsNames, natsNames, safeName } from "../../protocols/natsNames.js";
+import { ReplicaSync } from "./replicaSync.js";
+import { SnapshotStore, Snapshotter } from "./snapshots.js";
 import type { KvRouter } from "../../router/router.js";
 import { log } from "../../util/log.js";
-import type { EventSource, EventSourceContext } from "../eventSource.js";
-import { StreamIngest, ensureStream } from "../jetstream/streamIngest.js";
+import type { EventSource, EventSourceContext } from "../../router/eventSource.js";
+import { StreamIngest, ensureStream } from "./jetstreamIngest.js";
 import { type CorePlaneStats, NatsCorePlane } from "./corePlane.js";
 import { registerNatsMetrics } from "./metrics.js";
 import type { SkipCounter } from "../skipCounter.js";

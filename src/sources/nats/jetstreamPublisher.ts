@@ -3,9 +3,9 @@
 // benchmarks and any TypeScript worker that wants to feed routers over NATS.
 import type { JetStreamClient } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
-import type { IndexEvent } from "../../indexer/types.js";
-import { natsNames } from "../../nats/names.js";
-import { stringifyJson, toRouterEvent } from "../routerEventCodec.js";
+import type { IndexEvent } from "../../protocols/events.js";
+import { natsNames } from "../../protocols/natsNames.js";
+import { stringifyJson, toRouterEvent } from "../../protocols/routerEventCodec.js";
 
 export function routerEventJson(e: IndexEvent): Uint8Array {
   return new TextEncoder().encode(stringifyJson(toRouterEvent(e)));

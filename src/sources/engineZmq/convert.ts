@@ -5,7 +5,7 @@
 // attention one, a block size that is not the router's) come back as a skip
 // reason instead.
 import { localBlockHash, localHashSeed } from "../../hashing/blockHash.js";
-import type { IndexEvent, StorageTier, StoredBlockData, WorkerKey } from "../../indexer/types.js";
+import type { IndexEvent, StorageTier, StoredBlockData, WorkerKey } from "../../protocols/events.js";
 import type { EngineEvent } from "./decode.js";
 
 export const SKIP_REASONS = [

@@ -2,7 +2,7 @@
 // and SGLang do not put it on the KV event feed, but both serve Prometheus
 // text on their HTTP /metrics. We read the queue depth and KV cache usage
 // and turn them into extra blocks of cost for that (worker, dp_rank).
-import { type WorkerKey, workerKeyString } from "../../indexer/types.js";
+import { type WorkerKey, workerKeyString } from "../../protocols/events.js";
 import type { KvRouter } from "../../router/router.js";
 import { log } from "../../util/log.js";
 import type { ZmqMetrics } from "./metrics.js";

@@ -2,11 +2,11 @@
 // three places — --zmq-worker flags, a --workers-file watched for changes,
 // and workers that registered with a zmq endpoint — kept in sync as a set.
 import { readFileSync, unwatchFile, watchFile } from "node:fs";
-import { type WorkerKey, workerKeyString } from "../../indexer/types.js";
+import { type WorkerKey, workerKeyString } from "../../protocols/events.js";
 import { RouterError } from "../../router/errors.js";
 import type { KvRouter, WorkerObserver } from "../../router/router.js";
 import { log } from "../../util/log.js";
-import type { EventSource, EventSourceContext } from "../eventSource.js";
+import type { EventSource, EventSourceContext } from "../../router/eventSource.js";
 import { EndpointSpecError, type ZmqEndpoint, endpointKey, parseWorkersFile, registeredEndpoints } from "./endpoints.js";
 import { type EngineLoadWeights, EngineLoadPoller } from "./engineLoad.js";
 import { ZmqMetrics } from "./metrics.js";

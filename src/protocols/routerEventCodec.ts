@@ -8,7 +8,7 @@
 // (lib/kv-router/src/protocols.rs; see docs/dynamo.md for what each field does here.)
 import { decode as msgpackDecode, encode as msgpackEncode } from "@msgpack/msgpack";
 import { parse as losslessParse, stringify as losslessStringify } from "lossless-json";
-import type { ClearScope, IndexEvent, StorageTier } from "../indexer/types.js";
+import type { ClearScope, IndexEvent, StorageTier } from "./events.js";
 import { MAX_NESTING_DEPTH, jsonDepth, valueDepth } from "../util/nesting.js";
 
 export class DecodeError extends Error {}

@@ -5,9 +5,9 @@
 // something re-runs it.
 import type { Argv, CommandModule } from "yargs";
 import { log } from "../util/log.js";
-import { connectNats, connectOptionsFromFlags } from "./connection.js";
+import { connectNats, connectOptionsFromFlags } from "../nats/connection.js";
 import { registerWorker } from "../discovery/natsKv.js";
-import { natsNames } from "./names.js";
+import { natsNames } from "../protocols/natsNames.js";
 
 function registerOptions<T>(y: Argv<T>) {
   return y

@@ -6,8 +6,8 @@
 //   that fraction of its max_num_batched_tokens, the request waits here, in
 //   fcfs or wspt order, until a worker frees up; a full queue refuses at once.
 // The queue is callback-based so the simulator can drive it on virtual time.
-import { RouterError } from "../router/errors.js";
-import type { CandidateState, KvRouter, QueuePolicy, RouteDecision, RouteRequest } from "../router/router.js";
+import { RouterError } from "./errors.js";
+import type { CandidateState, KvRouter, QueuePolicy, RouteDecision, RouteRequest } from "./router.js";
 
 export const QUEUE_POLICIES: readonly QueuePolicy[] = ["fcfs", "wspt"];
 

@@ -6,11 +6,11 @@
 // Unlike Dynamo, a replica that joins asks its peers for the requests already
 // in flight (request/reply on `<subject>.state`), so it does not start blind.
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
-import { parseWorkerKey } from "../indexer/types.js";
-import type { ActiveChange, KvRouter } from "../router/router.js";
-import { log } from "../util/log.js";
-import type { NatsNames } from "./names.js";
-import { parseJsonLossless, stringifyJson } from "../sources/routerEventCodec.js";
+import { parseWorkerKey } from "../../protocols/events.js";
+import type { ActiveChange, KvRouter } from "../../router/router.js";
+import { log } from "../../util/log.js";
+import type { NatsNames } from "../../protocols/natsNames.js";
+import { parseJsonLossless, stringifyJson } from "../../protocols/routerEventCodec.js";
 
 export interface SyncStats {
   published: number;

@@ -1,6 +1,6 @@
 // Worker side of Dynamo's core-NATS event plane (tests, benchmarks, TypeScript workers).
-import type { IndexEvent } from "../../indexer/types.js";
-import { encodeMsgpack, toRouterEvent } from "../routerEventCodec.js";
+import type { IndexEvent } from "../../protocols/events.js";
+import { encodeMsgpack, toRouterEvent } from "../../protocols/routerEventCodec.js";
 
 /** Dynamo's core-NATS event plane: MessagePack envelope around a MessagePack RouterEvent. */
 export function eventPlaneMessage(e: IndexEvent, publisherId: bigint, sequence: bigint): Uint8Array {

@@ -2,7 +2,7 @@
 // replay of missed ranges through its ROUTER socket, and "stale" marking when
 // a range is lost for good. Batches reach the index exactly once, in seq order.
 import * as zmq from "zeromq";
-import type { IndexEvent, WorkerKey } from "../../indexer/types.js";
+import type { IndexEvent, WorkerKey } from "../../protocols/events.js";
 import type { KvRouter } from "../../router/router.js";
 import { log } from "../../util/log.js";
 import { toIndexEvent } from "./convert.js";

@@ -2,7 +2,7 @@
 // engines' ZeroMQ feeds): each adapter decodes its wire format into
 // IndexEvents and hands them to the router.
 import type { Registry } from "prom-client";
-import type { KvRouter } from "../router/router.js";
+import type { KvRouter } from "./router.js";
 
 /** What the server offers a source besides the router: where to register its metrics. */
 export interface EventSourceContext {

@@ -2,8 +2,7 @@
 // decoder produces and the index applies, with no object per block and no
 // bigint (u64 values are (lo, hi) u32 halves). IndexEvent objects convert to
 // and from it for the sources and callers that speak them.
-import { u64 } from "./records.js";
-import type { IndexEvent, StoredBlockData } from "./types.js";
+import type { IndexEvent, StoredBlockData } from "./events.js";
 
 export const KIND_STORED = 0;
 export const KIND_REMOVED = 1;
@@ -147,4 +146,14 @@ export function eventAt(batch: EventBatch, i: number): IndexEvent {
 /** All events of a batch as IndexEvents. */
 export function eventsOf(batch: EventBatch): IndexEvent[] {
   return Array.from({ length: batch.count }, (_, i) => eventAt(batch, i));
+}
+
+const u64Word = new BigUint64Array(1);
+const u64Halves = new Uint32Array(u64Word.buffer);
+
+/** The u64 whose low and high u32 halves these are. */
+export function u64(lo: number, hi: number): bigint {
+  u64Halves[0] = lo;
+  u64Halves[1] = hi;
+  return u64Word[0];
 }

@@ -1,12 +1,12 @@
 // --discovery-backend and Dynamo's variables (DYN_DISCOVERY_BACKEND,
 // ETCD_ENDPOINTS, DYN_FILE_KV, DYN_FILE_KV_TTL_SECS) → the sources to start.
-import type { EventSource } from "../sources/eventSource.js";
+import type { EventSource } from "../router/eventSource.js";
 import { DynamoZmqEventPlane } from "../sources/dynamoZmq/dynamoZmqSource.js";
-import type { DiscoveryBackendName } from "./discovery.js";
-import { DynamoDiscovery } from "./dynamoDiscovery.js";
-import { dynamoEndpoint } from "./dynamoRecords.js";
-import { EtcdStore } from "./etcdStore.js";
-import { FileStore } from "./fileStore.js";
+import type { DiscoveryBackendName } from "../discovery/discovery.js";
+import { DynamoDiscovery } from "../discovery/dynamoDiscovery.js";
+import { dynamoEndpoint } from "../discovery/dynamoRecords.js";
+import { EtcdStore } from "../discovery/etcdStore.js";
+import { FileStore } from "../discovery/fileStore.js";
 
 /** Dynamo's spellings → ours; Dynamo's `kv_store` is its etcd-backed default. */
 const ALIASES: Record<string, DiscoveryBackendName> = { etcd: "etcd", kv_store: "etcd", file: "file", "nats-kv": "nats-kv", none: "none" };

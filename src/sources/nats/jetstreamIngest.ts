@@ -15,12 +15,12 @@ import {
   type JsMsg,
 } from "@nats-io/jetstream";
 import { nanos } from "@nats-io/transport-node";
-import type { IndexEvent } from "../../indexer/types.js";
+import type { IndexEvent } from "../../protocols/events.js";
 import type { KvRouter } from "../../router/router.js";
 import { log } from "../../util/log.js";
 import { whileClusterForms } from "../../nats/connection.js";
-import type { NatsNames } from "../../nats/names.js";
-import { DecodeError, decodeRouterEvent, parseJsonEvents, workerIdOf } from "../routerEventCodec.js";
+import type { NatsNames } from "../../protocols/natsNames.js";
+import { DecodeError, decodeRouterEvent, parseJsonEvents, workerIdOf } from "../../protocols/routerEventCodec.js";
 import { SkipCounter } from "../skipCounter.js";
 import { LogOnce } from "../../util/logOnce.js";
 

@@ -1,0 +1,181 @@
+// Flags to settings: turns the parsed flag table (options.ts) into the router's
+// configuration, the server's options and the event sources the flags ask for.
+import { readFileSync } from "node:fs";
+import { availableParallelism } from "node:os";
+import { dynamoDiscoverySources, parseEtcdEndpoints, resolveDiscoveryBackend } from "./discoveryFlags.js";
+import { NatsEventSource, defaultRouterId } from "../sources/nats/natsSource.js";
+import { connectOptionsFromFlags } from "../nats/connection.js";
+import { modelSpecFrom } from "../gateway/modelSpec.js";
+import type { QueuePolicy, RouterConfig, RouterCost } from "../router/router.js";
+import { applyDeprecatedOverlapScoreWeight } from "../scheduler/costFunction.js";
+import { DYNAMO_DEFAULTS, KV_ROUTER_DEFAULTS } from "../scheduler/defaults.js";
+import type { ServerOptions } from "../app/startServer.js";
+import { parseZmqWorkerSpec } from "../sources/engineZmq/endpoints.js";
+import { ZmqEventSource } from "../sources/engineZmq/zmqEventSource.js";
+import { givenAs, unsupportedFlagWarnings } from "./dynamoFlags.js";
+
+import { type ServeArgs, DYNAMO_BLOCK_SIZE, defaultIndexerShards } from "./options.js";
+
+/** The router's settings with Dynamo's meaning: deprecated weight, then the --load-aware preset (kv_router_args.py order). */
+export function routerConfigFrom(argv: ServeArgs): RouterConfig {
+  // Flags not given take kv-router's tuned defaults, or Dynamo's with --dynamo-defaults or the --load-aware preset.
+  const defaults = argv.dynamoDefaults || argv.loadAware ? DYNAMO_DEFAULTS : KV_ROUTER_DEFAULTS;
+  let router: RouterConfig = {
+    blockSize: argv.blockSize,
+    overlapScoreCredit: argv.routerKvOverlapScoreCredit,
+    overlapScoreCreditDecay: argv.routerKvOverlapScoreCreditDecay,
+    prefillLoadScale: argv.routerPrefillLoadScale ?? defaults.prefillLoadScale,
+    decodeActiveRequestWeight: argv.routerDecodeActiveRequestWeight,
+    trackPrefillTokens: argv.routerTrackPrefillTokens,
+    temperature: argv.routerTemperature,
+    useKvEvents: argv.kvEvents,
+    trackActiveBlocks: argv.trackActiveBlocks,
+    assumeKvReuse: argv.routerAssumeKvReuse,
+    eagle: argv.eagle,
+    activeRequestTtlMs: argv.activeRequestTtl * 1000,
+    workerLeaseTtlMs: argv.workerLeaseTtl * 1000,
+    approxTtlMs: argv.routerTtlSecs * 1000,
+    approxMaxBlocks: argv.routerMaxTreeSize,
+    queueThreshold: argv.routerQueueThreshold ?? defaults.routerQueueThreshold,
+    queuePolicy: (argv.routerQueuePolicy ?? "fcfs") as QueuePolicy,
+    hostCacheHitWeight: argv.routerHostCacheHitWeight,
+    diskCacheHitWeight: argv.routerDiskCacheHitWeight,
+    lowerTierMaxBlocks: argv.maxBlocks,
+    maxDpRanks: argv.maxDpRanks,
+    maxActiveRequests: argv.maxActiveRequests,
+    maxActiveBlocks: argv.maxActiveBlocks,
+    // Dynamo predicts only in event mode (router_predicted_ttl_secs requires use_kv_events).
+    predictedTtlMs: (argv.routerPredictedTtlSecs ?? (argv.kvEvents ? defaults.predictedTtlSecs : 0)) * 1000,
+    sessionAffinityTtlMs: argv.sessionAffinityTtlSecs * 1000,
+    sessionAffinitySlack: argv.sessionAffinitySlack,
+    defaultMaxNumBatchedTokens: argv.defaultMaxNumBatchedTokens,
+    routerCost: argv.routerCost as RouterCost,
+    prefillTokensPerSec: argv.routerPrefillTokensPerSec,
+    ttftDecodeSlowdownPerBlock: argv.routerTtftDecodeSlowdownPerBlock,
+  };
+  if (argv.kvOverlapScoreWeight !== undefined) router = applyDeprecatedOverlapScoreWeight(router, argv.kvOverlapScoreWeight);
+  if (argv.loadAware) {
+    router = { ...router, overlapScoreCredit: 0, useKvEvents: false, trackActiveBlocks: true, assumeKvReuse: false, trackPrefillTokens: true };
+  }
+  return router;
+}
+
+/** --indexer-shards, else Dynamo's --router-event-threads (1 = single-threaded), else one per spare core. */
+function indexerShardsFrom(argv: ServeArgs): number {
+  if (argv.indexerShards !== undefined) return argv.indexerShards;
+  if (argv.routerEventThreads !== undefined) return argv.routerEventThreads > 1 ? argv.routerEventThreads : 0;
+  return defaultIndexerShards(availableParallelism());
+}
+
+/** Start-up warnings for settings given with no effect, or with Dynamo's deprecations. */
+export function startupWarnings(argv: ServeArgs, cliArgs: readonly string[] = process.argv.slice(2), env = process.env): string[] {
+  const warnings = unsupportedFlagWarnings(argv, cliArgs, env);
+  if (givenAs(["block-size", "router-block-size", "kv-cache-block-size"], cliArgs, env) === undefined) {
+    warnings.push(`no --block-size given: using Dynamo's default ${DYNAMO_BLOCK_SIZE}; it must equal the engines' KV block size or no prefix will match`);
+  }
+  if (argv.kvOverlapScoreWeight !== undefined) {
+    const as = givenAs(["kv-overlap-score-weight", "router-kv-overlap-score-weight", "overlap-score-weight"], cliArgs, env) ?? "--kv-overlap-score-weight";
+    warnings.push(`${as} is deprecated (as in Dynamo): it sets --router-prefill-load-scale${argv.kvOverlapScoreWeight === 0 ? " and, being 0, --router-kv-overlap-score-credit 0" : ""}`);
+  }
+  return warnings;
+}
+
+export function serverOptionsFrom(argv: ServeArgs): ServerOptions {
+  const router = routerConfigFrom(argv);
+  return {
+    router,
+    admission: {
+      thresholds: {
+        routerQueueThreshold: router.queueThreshold,
+        activeDecodeBlocksThreshold: argv.activeDecodeBlocksThreshold,
+        activePrefillTokensThreshold: argv.activePrefillTokensThreshold,
+        activePrefillTokensThresholdFrac: argv.activePrefillTokensThresholdFrac,
+      },
+      queuePolicy: router.queuePolicy,
+      maxQueued: argv.routerMaxQueued,
+      maxWaitMs: argv.routerMaxQueueWaitSecs > 0 ? argv.routerMaxQueueWaitSecs * 1000 : undefined,
+    },
+    host: argv.host,
+    grpcPort: argv.grpcPort,
+    metricsPort: argv.metricsPort < 0 ? undefined : argv.metricsPort,
+    httpPort: argv.httpPort < 0 ? undefined : argv.httpPort,
+    eppPort: argv.eppPort < 0 ? undefined : argv.eppPort,
+    models: modelSpecFrom(argv.tokenizer ?? [], argv.loraAdapter ?? []),
+    maxBodyBytes: argv.maxBodyBytes,
+    eppMaxInFlight: argv.eppMaxInFlight,
+    eppFallbacks: argv.eppFallbacks,
+    maxTokens: argv.maxTokens,
+    seed: argv.seed,
+    tls:
+      argv.tlsCert && argv.tlsKey
+        ? {
+            cert: readFileSync(argv.tlsCert),
+            key: readFileSync(argv.tlsKey),
+            clientCa: argv.tlsClientCa ? readFileSync(argv.tlsClientCa) : undefined,
+          }
+        : undefined,
+    authToken: argv.authTokenFile ? readFileSync(argv.authTokenFile, "utf8").trim() : argv.authToken,
+    maxMessageBytes: argv.maxMessageBytes,
+    maxConcurrentStreams: argv.maxConcurrentStreams,
+    flowControlWindow: argv.grpcFlowControlWindow,
+    metricsMaxWorkers: argv.metricsMaxWorkers,
+    indexerShards: indexerShardsFrom(argv),
+    maxBlocks: argv.maxBlocks,
+    ingestThreads: argv.ingestThreads,
+    maxWorkerRanks: argv.maxWorkerRanks,
+    maxConcurrentDumps: argv.maxConcurrentDumps,
+    authReads: argv.authReads,
+    eventSources: [...(argv.natsUrl ? [natsSourceFrom(argv)] : []), ...zmqSourceFrom(argv), ...discoverySourcesFrom(argv)],
+  };
+}
+
+function discoveryBackendOf(argv: ServeArgs) {
+  return resolveDiscoveryBackend(argv.discoveryBackend, {
+    etcdEndpointsSet: process.env.ETCD_ENDPOINTS !== undefined,
+    natsMode: argv.natsUrl !== undefined,
+    natsDiscovery: argv.natsDiscovery,
+  });
+}
+
+/** Dynamo's etcd or file discovery, and the ZMQ event plane its publishers announce there. */
+function discoverySourcesFrom(argv: ServeArgs) {
+  const backend = discoveryBackendOf(argv);
+  if (backend !== "etcd" && backend !== "file") return [];
+  return dynamoDiscoverySources({
+    backend,
+    endpoint: argv.endpoint,
+    etcdEndpoints: parseEtcdEndpoints(argv.etcdEndpoints),
+    fileKvRoot: argv.fileKv,
+    fileKvTtlMs: argv.fileKvTtlSecs * 1000,
+    workerLeaseMs: argv.workerLeaseTtl * 1000,
+    zmqEventPlane: argv.kvEvents,
+  });
+}
+
+/** The ZeroMQ engine feed: --zmq-worker, --workers-file, and workers registering a zmq_endpoint. */
+function zmqSourceFrom(argv: ServeArgs): ZmqEventSource[] {
+  const endpoints = (argv.zmqWorker ?? []).map(parseZmqWorkerSpec);
+  if (!argv.kvEvents) return [];
+  return [
+    new ZmqEventSource({
+      endpoints,
+      workersFile: argv.workersFile,
+      replayTimeoutMs: argv.zmqReplayTimeout * 1000,
+      loadWeights: { queue: argv.engineQueueWeight, kvUsage: argv.engineKvUsageWeight },
+    }),
+  ];
+}
+
+function natsSourceFrom(argv: ServeArgs): NatsEventSource {
+  return new NatsEventSource({
+    connect: connectOptionsFromFlags(argv),
+    endpoint: argv.endpoint,
+    routerId: argv.routerId ?? defaultRouterId(argv.grpcPort),
+    replicaSync: argv.routerReplicaSync,
+    snapshotThreshold: argv.routerSnapshotThreshold,
+    resetStates: argv.routerResetStates,
+    streamReplicas: argv.natsStreamReplicas,
+    eventPlane: argv.natsEventPlane,
+    discovery: discoveryBackendOf(argv) === "nats-kv",
+  });
+}
