@@ -9,7 +9,7 @@ import yargs from "yargs";
 import { serveOptions } from "../src/cli/options.js";
 import { routerConfigFrom } from "../src/cli/config.js";
 import { DYNAMO_DEFAULTS, KV_ROUTER_DEFAULTS } from "../src/scheduler/defaults.js";
-import { simOptionsFrom, simulateOptions } from "../src/simulate/command.js";
+import { simOptionsFrom, simulateOptions } from "../src/cli/simulateCommand.js";
 
 async function routerOf(args: string[]) {
   const argv = await serveOptions(yargs(["--block-size", "16", ...args])).strict().exitProcess(false).parse();

@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import yargs from "yargs";
 import { DEFAULT_ROUTER_CONFIG } from "../src/router/router.js";
-import { runSimulate, simulateOptions } from "../src/simulate/command.js";
+import { runSimulate, simulateOptions } from "../src/cli/simulateCommand.js";
 import type { IndexEvent } from "../src/protocols/events.js";
 import { type EngineParams, SimEngine } from "../src/simulate/engine.js";
 import { KvPolicy } from "../src/simulate/policies.js";

@@ -1,63 +1,79 @@
 // Flags to settings: turns the parsed flag table (options.ts) into the router's
 // configuration, the server's options and the event sources the flags ask for.
 import { readFileSync } from "node:fs";
+import type { ArgumentsCamelCase, InferredOptionTypes } from "yargs";
 import { availableParallelism } from "node:os";
 import { dynamoDiscoverySources, parseEtcdEndpoints, resolveDiscoveryBackend } from "./discoveryFlags.js";
 import { NatsEventSource, defaultRouterId } from "../sources/nats/natsSource.js";
 import { connectOptionsFromFlags } from "../nats/connection.js";
 import { modelSpecFrom } from "../gateway/modelSpec.js";
-import type { QueuePolicy, RouterConfig, RouterCost } from "../router/router.js";
+import { DEFAULT_ROUTER_CONFIG, type QueuePolicy, type RouterConfig, type RouterCost } from "../router/router.js";
 import { applyDeprecatedOverlapScoreWeight } from "../scheduler/costFunction.js";
-import { DYNAMO_DEFAULTS, KV_ROUTER_DEFAULTS } from "../scheduler/defaults.js";
+import { DYNAMO_DEFAULTS, KV_ROUTER_DEFAULTS, type SchedulingDefaults } from "../scheduler/defaults.js";
 import type { ServerOptions } from "../app/startServer.js";
 import { parseZmqWorkerSpec } from "../sources/engineZmq/endpoints.js";
 import { ZmqEventSource } from "../sources/engineZmq/zmqEventSource.js";
 import { givenAs, unsupportedFlagWarnings } from "./dynamoFlags.js";
 
-import { type ServeArgs, DYNAMO_BLOCK_SIZE, defaultIndexerShards } from "./options.js";
+import { type ServeArgs, defaultIndexerShards } from "./options.js";
+import { DYNAMO_BLOCK_SIZE, type ROUTING_FLAGS } from "./routingFlags.js";
 
-/** The router's settings with Dynamo's meaning: deprecated weight, then the --load-aware preset (kv_router_args.py order). */
+/** The parsed values of ROUTING_FLAGS (routingFlags.ts), as `serve` and `simulate` both have them. */
+export type RoutingArgs = ArgumentsCamelCase<InferredOptionTypes<typeof ROUTING_FLAGS>>;
+
+/**
+ * The settings ROUTING_FLAGS make, over `base`, with Dynamo's meaning: flags not
+ * given take `defaults` (kv-router's tuned values, or Dynamo's), then the
+ * deprecated overlap weight applies (kv_router_args.py order).
+ */
+export function routingSettingsFrom(argv: RoutingArgs, base: RouterConfig, defaults: Readonly<SchedulingDefaults> = KV_ROUTER_DEFAULTS): RouterConfig {
+  const router: RouterConfig = {
+    ...base,
+    blockSize: argv.blockSize,
+    temperature: argv.routerTemperature,
+    useKvEvents: argv.kvEvents,
+    trackActiveBlocks: argv.trackActiveBlocks,
+    approxTtlMs: argv.routerTtlSecs * 1000,
+    queueThreshold: argv.routerQueueThreshold ?? defaults.routerQueueThreshold,
+    queuePolicy: (argv.routerQueuePolicy ?? "fcfs") as QueuePolicy,
+    // Dynamo predicts only in event mode (router_predicted_ttl_secs requires use_kv_events).
+    predictedTtlMs: (argv.routerPredictedTtlSecs ?? (argv.kvEvents ? defaults.predictedTtlSecs : 0)) * 1000,
+    sessionAffinityTtlMs: argv.sessionAffinityTtlSecs * 1000,
+    sessionAffinitySlack: argv.sessionAffinitySlack,
+    routerCost: argv.routerCost as RouterCost,
+    prefillTokensPerSec: argv.routerPrefillTokensPerSec,
+  };
+  return argv.kvOverlapScoreWeight === undefined ? router : applyDeprecatedOverlapScoreWeight(router, argv.kvOverlapScoreWeight);
+}
+
+/** The router's settings: the routing flags, then the --load-aware preset (kv_router_args.py order). */
 export function routerConfigFrom(argv: ServeArgs): RouterConfig {
   // Flags not given take kv-router's tuned defaults, or Dynamo's with --dynamo-defaults or the --load-aware preset.
   const defaults = argv.dynamoDefaults || argv.loadAware ? DYNAMO_DEFAULTS : KV_ROUTER_DEFAULTS;
-  let router: RouterConfig = {
-    blockSize: argv.blockSize,
+  const base: RouterConfig = {
+    ...DEFAULT_ROUTER_CONFIG,
     overlapScoreCredit: argv.routerKvOverlapScoreCredit,
     overlapScoreCreditDecay: argv.routerKvOverlapScoreCreditDecay,
     prefillLoadScale: argv.routerPrefillLoadScale ?? defaults.prefillLoadScale,
     decodeActiveRequestWeight: argv.routerDecodeActiveRequestWeight,
     trackPrefillTokens: argv.routerTrackPrefillTokens,
-    temperature: argv.routerTemperature,
-    useKvEvents: argv.kvEvents,
-    trackActiveBlocks: argv.trackActiveBlocks,
     assumeKvReuse: argv.routerAssumeKvReuse,
     eagle: argv.eagle,
     activeRequestTtlMs: argv.activeRequestTtl * 1000,
     workerLeaseTtlMs: argv.workerLeaseTtl * 1000,
-    approxTtlMs: argv.routerTtlSecs * 1000,
     approxMaxBlocks: argv.routerMaxTreeSize,
-    queueThreshold: argv.routerQueueThreshold ?? defaults.routerQueueThreshold,
-    queuePolicy: (argv.routerQueuePolicy ?? "fcfs") as QueuePolicy,
     hostCacheHitWeight: argv.routerHostCacheHitWeight,
     diskCacheHitWeight: argv.routerDiskCacheHitWeight,
     lowerTierMaxBlocks: argv.maxBlocks,
     maxDpRanks: argv.maxDpRanks,
     maxActiveRequests: argv.maxActiveRequests,
     maxActiveBlocks: argv.maxActiveBlocks,
-    // Dynamo predicts only in event mode (router_predicted_ttl_secs requires use_kv_events).
-    predictedTtlMs: (argv.routerPredictedTtlSecs ?? (argv.kvEvents ? defaults.predictedTtlSecs : 0)) * 1000,
-    sessionAffinityTtlMs: argv.sessionAffinityTtlSecs * 1000,
-    sessionAffinitySlack: argv.sessionAffinitySlack,
     defaultMaxNumBatchedTokens: argv.defaultMaxNumBatchedTokens,
-    routerCost: argv.routerCost as RouterCost,
-    prefillTokensPerSec: argv.routerPrefillTokensPerSec,
     ttftDecodeSlowdownPerBlock: argv.routerTtftDecodeSlowdownPerBlock,
   };
-  if (argv.kvOverlapScoreWeight !== undefined) router = applyDeprecatedOverlapScoreWeight(router, argv.kvOverlapScoreWeight);
-  if (argv.loadAware) {
-    router = { ...router, overlapScoreCredit: 0, useKvEvents: false, trackActiveBlocks: true, assumeKvReuse: false, trackPrefillTokens: true };
-  }
-  return router;
+  const router = routingSettingsFrom(argv, base, defaults);
+  if (!argv.loadAware) return router;
+  return { ...router, overlapScoreCredit: 0, useKvEvents: false, trackActiveBlocks: true, assumeKvReuse: false, trackPrefillTokens: true };
 }
 
 /** --indexer-shards, else Dynamo's --router-event-threads (1 = single-threaded), else one per spare core. */

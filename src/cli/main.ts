@@ -17,7 +17,7 @@ import { fixFlagValues } from "./flagValues.js";
 import type { YargsOptions } from "./yargsOptions.js";
 import { serveOptions } from "./options.js";
 import { serverOptionsFrom, startupWarnings } from "./config.js";
-import { simulateCommand, simulateOptions } from "../simulate/command.js";
+import { simulateCommand, simulateOptions } from "./simulateCommand.js";
 
 if (parseLogLevel(process.env.KV_ROUTER_LOG) === undefined) {
   exitWith(`KV_ROUTER_LOG="${process.env.KV_ROUTER_LOG}" is not a log level; use one of ${LOG_LEVELS.join(", ")}`, 2);

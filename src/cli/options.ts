@@ -15,6 +15,7 @@ import { DYNAMO_DEFAULTS, KV_ROUTER_DEFAULTS } from "../scheduler/defaults.js";
 import { DEFAULT_FLOW_CONTROL_WINDOW, HTTP2_DEFAULT_WINDOW, HTTP2_MAX_WINDOW } from "../server/flowControl.js";
 import { parseZmqWorkerSpec } from "../sources/engineZmq/endpoints.js";
 import { HELP_GROUP, UNSUPPORTED_FLAGS, unsupportedDynamoOptions } from "./dynamoFlags.js";
+import { ROUTING_FLAGS, routingFlagProblems } from "./routingFlags.js";
 
 /**
  * One shard per spare core, but none below 3 cores: each synchronous query
@@ -104,9 +105,6 @@ const HELP_GROUPS: Record<string, string[]> = {
   ],
 };
 
-/** Dynamo's standalone router default (components/src/dynamo/router/args.py, --router-block-size). */
-export const DYNAMO_BLOCK_SIZE = 128;
-
 /** Dynamo's NATS client variables (lib/runtime/src/transports/nats.rs), as defaults of the NATS flags. */
 export function natsEnvDefaults(env: NodeJS.ProcessEnv = process.env) {
   const user = env.NATS_AUTH_USERNAME !== undefined && env.NATS_AUTH_PASSWORD !== undefined;
@@ -129,12 +127,7 @@ export function serveOptions<T>(y: Argv<T>) {
       default: "dynamo.backend.generate",
       describe: "Where workers register, as namespace.component.endpoint",
     })
-    .option("block-size", {
-      alias: ["router-block-size", "kv-cache-block-size"], // DYN_ROUTER_BLOCK_SIZE, the frontend's DYN_KV_CACHE_BLOCK_SIZE
-      type: "number",
-      default: DYNAMO_BLOCK_SIZE,
-      describe: "Tokens per KV block; must match the engines' block size (default: Dynamo's 128)",
-    })
+    .options(ROUTING_FLAGS)
     // Dynamo's cost terms (lib/kv-router/src/scheduling/selector.rs); see src/scheduler/costFunction.ts.
     .option("router-kv-overlap-score-credit", {
       type: "number",
@@ -161,39 +154,16 @@ export function serveOptions<T>(y: Argv<T>) {
       default: DYNAMO_COST_WEIGHTS.decodeActiveRequestWeight,
       describe: "Cost, in blocks, of each active request on a worker",
     })
-    .option("kv-overlap-score-weight", {
-      // Dynamo reads DYN_ROUTER_KV_OVERLAP_SCORE_WEIGHT, else DYN_OVERLAP_SCORE_WEIGHT.
-      alias: ["router-kv-overlap-score-weight", "overlap-score-weight"],
-      type: "number",
-      describe: "Deprecated (as in Dynamo): sets --router-prefill-load-scale; 0 also sets the overlap credit to 0",
-    })
     .option("load-aware", {
       alias: "router-load-aware", // DYN_ROUTER_LOAD_AWARE
       type: "boolean",
       default: false,
       describe: "Dynamo's load-only preset: overlap credit 0, no KV events, no KV-reuse assumption, load tracking on",
     })
-    .option("router-temperature", {
-      type: "number",
-      default: 0.0,
-      describe: "Softmax temperature for sampling workers (0 = always the lowest cost, ties at random)",
-    })
     .option("router-track-prefill-tokens", {
       type: "boolean",
       default: DYNAMO_COST_WEIGHTS.trackPrefillTokens,
       describe: "Count prompt tokens as prefill load (--no-router-track-prefill-tokens for decode-only pools)",
-    })
-    .option("router-queue-threshold", {
-      type: "number",
-      defaultDescription: `${KV_ROUTER_DEFAULTS.routerQueueThreshold}, as Dynamo`,
-      describe:
-        "Queue requests in the router while every worker's active prefill tokens exceed this fraction of its max_num_batched_tokens (workers that do not report it are never past it)",
-    })
-    .option("router-queue-policy", {
-      type: "string",
-      choices: QUEUE_POLICIES,
-      defaultDescription: "fcfs",
-      describe: "Order of the router queue: fcfs (tail TTFT) or wspt (mean TTFT); a request's priority jumps it",
     })
     .option("router-host-cache-hit-weight", {
       type: "number",
@@ -204,12 +174,6 @@ export function serveOptions<T>(y: Argv<T>) {
       type: "number",
       default: 0.25,
       describe: "Worth of a prompt block found on a worker's disk or external store, as a fraction of a GPU hit",
-    })
-    .option("kv-events", {
-      alias: ["router-kv-events", "router-use-kv-events"], // Dynamo's variable is DYN_ROUTER_USE_KV_EVENTS
-      type: "boolean",
-      default: true,
-      describe: "Use workers' KV events; --no-kv-events predicts caches from routing decisions",
     })
     .option("eagle", {
       type: "boolean",
@@ -222,22 +186,11 @@ export function serveOptions<T>(y: Argv<T>) {
       type: "boolean",
       describe: "Dynamo's JetStream event mode: NATS mode always reads the durable stream (and the event plane), so this changes nothing",
     })
-    .option("track-active-blocks", {
-      alias: "router-track-active-blocks",
-      type: "boolean",
-      default: true,
-      describe: "Count active requests' KV blocks as decode load (--no-track-active-blocks for prefill-only pools)",
-    })
     .option("router-assume-kv-reuse", {
       alias: "assume-kv-reuse",
       type: "boolean",
       default: true,
       describe: "Active requests with a common prefix share its blocks; --no-router-assume-kv-reuse counts each request's blocks apart",
-    })
-    .option("router-ttl-secs", {
-      type: "number",
-      default: 120,
-      describe: "Approximate mode: seconds a routed prompt's blocks are assumed cached",
     })
     .option("router-max-tree-size", {
       type: "number",
@@ -356,7 +309,6 @@ export function serveOptions<T>(y: Argv<T>) {
       describe: "Cost, in blocks, of an engine's full KV cache, scaled by its reported usage (metrics= URL; 0 = off)",
     })
     // Scheduling layer (issue 13): queueing and admission, predict-on-route, session affinity.
-    .option("router-max-queued", { type: "number", default: DEFAULT_ADMISSION_CONFIG.maxQueued, describe: "Most requests queued; more are refused with RESOURCE_EXHAUSTED" })
     .option("router-max-queue-wait-secs", {
       type: "number",
       default: DEFAULT_ADMISSION_CONFIG.maxWaitMs! / 1000,
@@ -375,23 +327,6 @@ export function serveOptions<T>(y: Argv<T>) {
       type: "number",
       default: DYNAMO_DEFAULT_MAX_BATCHED_TOKENS,
       describe: "max_num_batched_tokens assumed for workers that do not report it at registration",
-    })
-    .option("router-predicted-ttl-secs", {
-      type: "number",
-      defaultDescription: `${KV_ROUTER_DEFAULTS.predictedTtlSecs} with KV events (Dynamo: off)`,
-      describe: "Predict-on-route: seconds a routed prompt counts as cached on its worker before its KV event arrives (0 = off)",
-    })
-    .option("session-affinity-ttl-secs", { type: "number", default: 0, describe: "Keep session_id bindings this long after their last request (0 = no affinity)" })
-    .option("session-affinity-slack", { type: "number", default: 0, describe: "A session stays on its worker while its cost is at most this above the best worker's" })
-    .option("router-cost", {
-      choices: ROUTER_COSTS,
-      default: "dynamo" as RouterCost,
-      describe: "Routing cost: dynamo (Dynamo's block formula) or ttft (estimated ms to first token, prefill rates learned per worker)",
-    })
-    .option("router-prefill-tokens-per-sec", {
-      type: "number",
-      default: DEFAULT_PREFILL_TOKENS_PER_SEC,
-      describe: "ttft cost: a worker's prefill rate until the router has learned it",
     })
     .option("router-ttft-decode-slowdown-per-block", {
       type: "number",
@@ -493,20 +428,17 @@ export function serveOptions<T>(y: Argv<T>) {
       const nonNegative = (name: string, v: number) => {
         if (!Number.isFinite(v) || v < 0) problems.push(`--${name} must be a number >= 0, got ${v}`);
       };
-      int("block-size", argv.blockSize as number, 1, 65_536);
+      problems.push(...routingFlagProblems(argv));
       for (const name of [
         "router-kv-overlap-score-credit",
         "router-kv-overlap-score-credit-decay",
         "router-decode-active-request-weight",
-        "router-temperature",
         "router-host-cache-hit-weight",
         "router-disk-cache-hit-weight",
       ]) {
         nonNegative(name, argv[name] as number);
       }
-      for (const name of ["kv-overlap-score-weight", "router-queue-threshold", "router-prefill-load-scale", "router-predicted-ttl-secs"]) {
-        if (argv[name] !== undefined) nonNegative(name, argv[name] as number);
-      }
+      if (argv.routerPrefillLoadScale !== undefined) nonNegative("router-prefill-load-scale", argv.routerPrefillLoadScale as number);
       if (argv.routerEventThreads !== undefined) int("router-event-threads", argv.routerEventThreads as number, 1, 64);
       int("grpc-port", argv.grpcPort as number, 0, 65_535);
       int("metrics-port", argv.metricsPort as number, -1, 65_535);
@@ -525,7 +457,7 @@ export function serveOptions<T>(y: Argv<T>) {
       int("max-tokens", argv.maxTokens as number, 1, 1 << 30);
       int("metrics-max-workers", argv.metricsMaxWorkers as number, 0, 100_000);
       int("router-max-tree-size", argv.routerMaxTreeSize as number, 1, 2 ** 40);
-      for (const name of ["router-ttl-secs", "active-request-ttl", "worker-lease-ttl"] as const) {
+      for (const name of ["active-request-ttl", "worker-lease-ttl"] as const) {
         const v = argv[name] as number;
         if (!Number.isFinite(v) || v <= 0) problems.push(`--${name} must be a number > 0, got ${v}`);
       }
@@ -576,22 +508,14 @@ export function serveOptions<T>(y: Argv<T>) {
       nonNegative("engine-queue-weight", argv.engineQueueWeight as number);
       nonNegative("engine-kv-usage-weight", argv.engineKvUsageWeight as number);
       for (const name of [
-        "router-queue-threshold",
         "active-decode-blocks-threshold",
         "active-prefill-tokens-threshold",
         "active-prefill-tokens-threshold-frac",
-        "router-predicted-ttl-secs",
         "router-max-queue-wait-secs",
-        "session-affinity-ttl-secs",
-        "session-affinity-slack",
         "router-ttft-decode-slowdown-per-block",
       ]) {
         const v = argv[name] as number | undefined;
         if (v !== undefined) nonNegative(name, v);
-      }
-      int("router-max-queued", argv.routerMaxQueued as number, 0, 1 << 24);
-      if (!(Number.isFinite(argv.routerPrefillTokensPerSec) && (argv.routerPrefillTokensPerSec as number) > 0)) {
-        problems.push(`--router-prefill-tokens-per-sec must be a number > 0, got ${argv.routerPrefillTokensPerSec}`);
       }
       int("default-max-num-batched-tokens", argv.defaultMaxNumBatchedTokens as number, 1, 2 ** 40);
       if (!argv.kvEvents && (argv.zmqWorker !== undefined || argv.workersFile !== undefined)) {

@@ -1,18 +1,18 @@
 // `kv-router simulate`: replay a Mooncake trace against simulated engines and
 // compare routing policies (flags, progress bar, outputs).
-import { KV_ROUTER_DEFAULTS } from "../scheduler/defaults.js";
 import { writeFileSync } from "node:fs";
 import cliProgress from "cli-progress";
 import type { Argv } from "yargs";
-import { DEFAULT_PREFILL_TOKENS_PER_SEC, DEFAULT_ROUTER_CONFIG, type QueuePolicy, ROUTER_COSTS, type RouterConfig, type RouterCost } from "../router/router.js";
-import { applyDeprecatedOverlapScoreWeight } from "../scheduler/costFunction.js";
-import { simulateLive } from "./live.js";
-import { POLICY_NAMES, type PolicyName } from "./policies.js";
-import { resultJson, resultTable, writeReport } from "./report.js";
-import { type SimOptions, type SimResult, simulate } from "./run.js";
-import { QUEUE_POLICIES } from "../router/admissionQueue.js";
-import { agenticTrace, DEFAULT_AGENTIC } from "./synthetic.js";
-import { loadTrace, MOONCAKE_BLOCK_TOKENS, parseTrace, type TraceRequest, TraceError } from "./trace.js";
+import { DEFAULT_ROUTER_CONFIG } from "../router/router.js";
+import { KV_ROUTER_DEFAULTS } from "../scheduler/defaults.js";
+import { simulateLive } from "../simulate/live.js";
+import { POLICY_NAMES, type PolicyName } from "../simulate/policies.js";
+import { resultJson, resultTable, writeReport } from "../simulate/report.js";
+import { type SimOptions, type SimResult, simulate } from "../simulate/run.js";
+import { agenticTrace, DEFAULT_AGENTIC } from "../simulate/synthetic.js";
+import { loadTrace, MOONCAKE_BLOCK_TOKENS, parseTrace, type TraceRequest, TraceError } from "../simulate/trace.js";
+import { routingSettingsFrom } from "./config.js";
+import { ROUTING_FLAGS, routingFlagProblems } from "./routingFlags.js";
 
 export const DEFAULT_POLICIES: PolicyName[] = ["kv", "round-robin", "random", "least-loaded", "oracle-prefix"];
 
@@ -25,7 +25,7 @@ export function simulateOptions<T>(y: Argv<T>) {
     })
     .option("trace-block-size", { type: "number", default: MOONCAKE_BLOCK_TOKENS, describe: "Tokens per trace hash id" })
     .option("workers", { type: "number", default: 8, describe: "Simulated workers" })
-    .option("block-size", { alias: "router-block-size", type: "number", default: 64, describe: "KV block size of engines and router (tokens)" })
+    .options(ROUTING_FLAGS)
     .option("kv-blocks", { type: "number", default: 16384, describe: "KV cache capacity per worker, in blocks" })
     .option("prefill-ms-per-token", { type: "number", default: 0.1, describe: "Prefill cost per uncached prompt token (ms)" })
     .option("decode-ms-per-step", { type: "number", default: 10, describe: "Fixed time of one decode step (ms)" })
@@ -40,42 +40,11 @@ export function simulateOptions<T>(y: Argv<T>) {
     .option("worker-speeds", { type: "string", describe: "Relative worker speeds, comma-separated (e.g. 1,1,0.5), cycled over the workers" })
     .option("burst", { type: "number", default: 1, describe: "Requests arrive in bursts of N at the first one's timestamp" })
     .option("client-deadline-secs", { type: "number", default: 60, describe: "A simulated client gives up after this long in a router's queue (counted refused)" })
-    .option("router-queue-threshold", {
-      type: "number",
-      default: KV_ROUTER_DEFAULTS.routerQueueThreshold,
-      describe: "kv policy: queue while every worker's prefill tokens exceed this fraction of --max-num-batched-tokens",
-    })
-    .option("router-queue-policy", { choices: QUEUE_POLICIES, default: "fcfs" as QueuePolicy, describe: "kv policy: queue order" })
-    .option("router-max-queued", { type: "number", default: 1024, describe: "kv policy: most requests queued; more are refused" })
-    .option("router-predicted-ttl-secs", {
-      type: "number",
-      default: KV_ROUTER_DEFAULTS.predictedTtlSecs,
-      describe: "kv policy: predict-on-route TTL (0 = off; event mode only)",
-    })
-    .option("session-affinity-ttl-secs", { type: "number", default: 0, describe: "kv policy: session binding TTL (0 = no affinity)" })
-    .option("session-affinity-slack", { type: "number", default: 0, describe: "kv policy: cost slack a session stays within" })
-    .option("router-cost", { choices: ROUTER_COSTS, default: "dynamo" as RouterCost, describe: "kv policy: routing cost (kv-ttft always uses ttft)" })
-    .option("router-prefill-tokens-per-sec", { type: "number", default: DEFAULT_PREFILL_TOKENS_PER_SEC, describe: "ttft cost: seed prefill rate" })
     .option("policies", {
       type: "string",
       default: DEFAULT_POLICIES.join(","),
       describe: `Comma-separated policies to compare: ${POLICY_NAMES.join(", ")}`,
     })
-    .option("kv-overlap-score-weight", {
-      alias: "router-kv-overlap-score-weight",
-      type: "number",
-      default: KV_ROUTER_DEFAULTS.prefillLoadScale,
-      describe: "kv policy: Dynamo's deprecated weight of prefill cost against decode load (sets prefill_load_scale; 0 = no overlap credit)",
-    })
-    .option("router-temperature", { type: "number", default: DEFAULT_ROUTER_CONFIG.temperature, describe: "kv policy: softmax temperature" })
-    .option("kv-events", {
-      alias: "router-kv-events",
-      type: "boolean",
-      default: true,
-      describe: "kv policy uses the engines' KV events; --no-kv-events runs it in approximate mode",
-    })
-    .option("track-active-blocks", { alias: "router-track-active-blocks", type: "boolean", default: true, describe: "kv policy: count active blocks as load" })
-    .option("router-ttl-secs", { type: "number", default: DEFAULT_ROUTER_CONFIG.approxTtlMs / 1000, describe: "Approximate mode: seconds a routed prompt counts as cached" })
     .option("seed", { type: "number", default: 0, describe: "Seed for every random choice (same seed, same results)" })
     .option("speedup", { type: "number", default: 1, describe: "Replay the trace this many times faster (divides timestamps)" })
     .option("max-requests", { type: "number", describe: "Replay only the first N requests" })
@@ -86,7 +55,7 @@ export function simulateOptions<T>(y: Argv<T>) {
     .option("router-address", { type: "string", default: "127.0.0.1:50051", describe: "--live: the kv-router's gRPC address" })
     .option("live-worker-id-base", { type: "number", default: 1_000_000, describe: "--live: simulated workers use ids base+1..base+N" })
     .check((a) => {
-      const problems: string[] = [];
+      const problems = routingFlagProblems(a);
       const int = (name: string, v: number | undefined, min: number) => {
         if (v !== undefined && (!Number.isInteger(v) || v < min)) problems.push(`--${name} must be an integer >= ${min}, got ${v}`);
       };
@@ -97,7 +66,6 @@ export function simulateOptions<T>(y: Argv<T>) {
         if (!Number.isFinite(v) || v < 0) problems.push(`--${name} must be a number >= 0, got ${v}`);
       };
       int("workers", a.workers as number, 1);
-      int("block-size", a.blockSize as number, 1);
       int("trace-block-size", a.traceBlockSize as number, 1);
       int("kv-blocks", a.kvBlocks as number, 1);
       int("max-batch", a.maxBatch as number, 1);
@@ -107,19 +75,11 @@ export function simulateOptions<T>(y: Argv<T>) {
       positive("speedup", a.speedup as number);
       positive("decode-ms-per-step", a.decodeMsPerStep as number);
       nonNegative("decode-ms-per-token", a.decodeMsPerToken as number);
-      positive("router-ttl-secs", a.routerTtlSecs as number);
       nonNegative("prefill-ms-per-token", a.prefillMsPerToken as number);
-      nonNegative("kv-overlap-score-weight", a.kvOverlapScoreWeight as number);
-      nonNegative("router-temperature", a.routerTemperature as number);
       int("max-num-batched-tokens", a.maxNumBatchedTokens as number, 0);
       int("burst", a.burst as number, 1);
-      int("router-max-queued", a.routerMaxQueued as number, 0);
-      for (const name of ["kv-read-ms-per-block", "router-predicted-ttl-secs", "session-affinity-ttl-secs", "session-affinity-slack"] as const) {
-        nonNegative(name, a[name] as number);
-      }
+      nonNegative("kv-read-ms-per-block", a.kvReadMsPerBlock as number);
       positive("client-deadline-secs", a.clientDeadlineSecs as number);
-      positive("router-prefill-tokens-per-sec", a.routerPrefillTokensPerSec as number);
-      nonNegative("router-queue-threshold", a.routerQueueThreshold as number);
       try {
         parseSpeeds(a.workerSpeeds as string | undefined);
       } catch (err) {
@@ -162,19 +122,8 @@ export function traceFrom(spec: string, traceBlockSize: number): TraceRequest[] 
 }
 
 export function simOptionsFrom(a: SimulateArgs): SimOptions {
-  const router: RouterConfig = {
-    ...applyDeprecatedOverlapScoreWeight(DEFAULT_ROUTER_CONFIG, a.kvOverlapScoreWeight),
-    blockSize: a.blockSize,
-    temperature: a.routerTemperature,
-    useKvEvents: a.kvEvents,
-    trackActiveBlocks: a.trackActiveBlocks,
-    approxTtlMs: a.routerTtlSecs * 1000,
-    predictedTtlMs: a.kvEvents ? a.routerPredictedTtlSecs * 1000 : 0,
-    sessionAffinityTtlMs: a.sessionAffinityTtlSecs * 1000,
-    sessionAffinitySlack: a.sessionAffinitySlack,
-    routerCost: a.routerCost as RouterCost,
-    prefillTokensPerSec: a.routerPrefillTokensPerSec,
-  };
+  // The kv policy is the router `serve` runs, from the same flags and tuned defaults.
+  const router = routingSettingsFrom(a, { ...DEFAULT_ROUTER_CONFIG, prefillLoadScale: KV_ROUTER_DEFAULTS.prefillLoadScale });
   return {
     workers: a.workers,
     engine: {
@@ -186,7 +135,7 @@ export function simOptionsFrom(a: SimulateArgs): SimOptions {
       maxBatch: a.maxBatch,
       ...(a.maxNumBatchedTokens > 0 ? { maxNumBatchedTokens: a.maxNumBatchedTokens, kvReadMsPerBlock: a.kvReadMsPerBlock } : {}),
     },
-    admission: { thresholds: { routerQueueThreshold: a.routerQueueThreshold }, queuePolicy: a.routerQueuePolicy as QueuePolicy, maxQueued: a.routerMaxQueued },
+    admission: { thresholds: { routerQueueThreshold: router.queueThreshold }, queuePolicy: router.queuePolicy, maxQueued: a.routerMaxQueued },
     workerSpeeds: parseSpeeds(a.workerSpeeds),
     burst: a.burst,
     clientDeadlineMs: a.clientDeadlineSecs * 1000,
