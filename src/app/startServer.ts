@@ -1,6 +1,6 @@
 // Assembles and runs one kv-router: index (+ metrics wrapper), router, gRPC
 // server with reflection and health, Prometheus endpoint, upkeep timer.
-import { createServer, type Server as HttpServer } from "node:http";
+import type { Server as HttpServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
@@ -24,6 +24,7 @@ import { DEFAULT_FLOW_CONTROL_WINDOW, raiseReceiveWindows } from "../server/flow
 import { decodeFindBestWorkerFast } from "../server/promptDecoder.js";
 import { ListenError, SourceStartError } from "./startupErrors.js";
 import type { RunningHttpApi } from "../http/httpServer.js";
+import { metricsServer } from "../http/metricsServer.js";
 import type { RunningEpp } from "../gateway/eppServer.js";
 import { GatewayMetrics } from "../gateway/metrics.js";
 import type { ModelSpec } from "../gateway/modelSpec.js";
@@ -193,7 +194,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       log.warn("could not raise the gRPC server's HTTP/2 receive windows (this grpc-js keeps its listeners elsewhere): they stay at 64 KB");
     }
     if (opts.metricsPort !== undefined) {
-      http = metricsServer(metrics, () => readiness);
+      http = metricsServer(metrics.registry, notReady);
       await new Promise<void>((resolve, reject) => {
         http!.once("error", (err) => reject(new ListenError("metrics", opts.host, opts.metricsPort!, err)));
         http!.listen(opts.metricsPort, opts.host, () => resolve());
@@ -307,30 +308,6 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
 }
 
 type Readiness = "starting" | "ready" | "stopping";
-
-/** The HTTP side: Prometheus /metrics, and the probes /healthz (the process answers) and /readyz (it serves). */
-function metricsServer(metrics: RouterMetrics, readiness: () => Readiness): HttpServer {
-  return createServer((req, res) => {
-    const path = (req.url ?? "").split("?")[0];
-    if (path === "/healthz") {
-      res.writeHead(200, { "Content-Type": "text/plain" }).end("ok\n");
-      return;
-    }
-    if (path === "/readyz") {
-      const state = readiness();
-      res.writeHead(state === "ready" ? 200 : 503, { "Content-Type": "text/plain" }).end(state + "\n");
-      return;
-    }
-    if (path !== "/metrics") {
-      res.writeHead(404).end("see /metrics, /healthz, /readyz\n");
-      return;
-    }
-    metrics.registry.metrics().then(
-      (body) => res.writeHead(200, { "Content-Type": metrics.registry.contentType }).end(body),
-      (err) => res.writeHead(500).end(String(err)),
-    );
-  });
-}
 
 function serverCredentials(tls: ServerOptions["tls"]): grpc.ServerCredentials {
   if (tls === undefined) return grpc.ServerCredentials.createInsecure();

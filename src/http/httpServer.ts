@@ -6,8 +6,8 @@ import type { AddressInfo } from "node:net";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { ConnectRouter } from "@connectrpc/connect";
 import { text } from "../util/httpRespond.js";
+import { type PathHandler, probeHandlers } from "./probes.js";
 
-export type PathHandler = (req: IncomingMessage, res: ServerResponse) => void;
 
 export interface HttpApiOptions {
   host: string;
@@ -28,15 +28,7 @@ export interface RunningHttpApi {
 }
 
 export async function startHttpApi(opts: HttpApiOptions): Promise<RunningHttpApi> {
-  const paths: Record<string, PathHandler> = {
-    "/healthz": (_req, res) => text(res, 200, "ok\n"),
-    "/readyz": (_req, res) => {
-      const reason = opts.notReady();
-      if (reason === undefined) text(res, 200, "ready\n");
-      else text(res, 503, `not ready: ${reason}\n`);
-    },
-    ...opts.paths,
-  };
+  const paths: Record<string, PathHandler> = { ...probeHandlers(opts.notReady), ...opts.paths };
   const handler = connectNodeAdapter({
     routes: opts.routes,
     readMaxBytes: opts.maxBodyBytes,

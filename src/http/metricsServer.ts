@@ -1,0 +1,18 @@
+// The metrics port (--metrics-port): Prometheus /metrics and the probes.
+import { type Server, createServer } from "node:http";
+import type { Registry } from "prom-client";
+import { text } from "../util/httpRespond.js";
+import { probeHandlers } from "./probes.js";
+
+export function metricsServer(registry: Registry, notReady: () => string | undefined): Server {
+  const probes = probeHandlers(notReady);
+  return createServer((req, res) => {
+    const path = (req.url ?? "").split("?")[0];
+    if (path === "/healthz" || path === "/readyz") return probes[path](req, res);
+    if (path !== "/metrics") return text(res, 404, "see /metrics, /healthz, /readyz\n");
+    registry.metrics().then(
+      (body) => res.writeHead(200, { "Content-Type": registry.contentType }).end(body),
+      (err) => text(res, 500, String(err)),
+    );
+  });
+}
