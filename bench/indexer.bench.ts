@@ -13,6 +13,7 @@ import type { IndexEvent } from "../src/protocols/events.js";
 import { NaiveIndex } from "./naiveIndex.js";
 import { type Latency, gc, latency, median, usSince } from "./stats.js";
 import { BLOCK, type Workload, steadyEvents } from "./workload.js";
+import { toEventBatch } from "../src/protocols/eventBatch.js";
 
 export interface IndexBenchConfig {
   repeats: number;
@@ -56,9 +57,9 @@ async function makeImpl(kind: string, shards: number, entries: number): Promise<
   return {
     name: kind,
     hash: (t) => hashPromptFast(t, BLOCK).sequence,
-    applyNow: (es) => c.applyBatch(es),
+    applyNow: (es) => c.applyBatch(toEventBatch(es)),
     applyAll: (es) => {
-      for (let i = 0; i < es.length; i += BATCH) c.applyBatch(es.slice(i, i + BATCH));
+      for (let i = 0; i < es.length; i += BATCH) c.applyBatch(toEventBatch(es.slice(i, i + BATCH)));
     },
     findMatches: (s) => c.findMatches(s),
     close: () => c.close(),

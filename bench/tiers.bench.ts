@@ -8,6 +8,7 @@ import { LowerTiers } from "../src/indexer/lowerTiers.js";
 import type { IndexEvent, LowerTier } from "../src/protocols/events.js";
 import { type Latency, latency, usSince } from "./stats.js";
 import { BLOCK, type Workload } from "./workload.js";
+import { toEventBatch } from "../src/protocols/eventBatch.js";
 
 export interface TierBenchResult {
   /** GPU index lookup only (prompt hashed first in both). */
@@ -21,7 +22,7 @@ export interface TierBenchResult {
 
 export async function runTierBench(w: Workload, queries: number): Promise<TierBenchResult> {
   const index = CompactIndex.local({ maxBlocks: w.storedBlocks });
-  for (let i = 0; i < w.events.length; i += 16) index.applyBatch(w.events.slice(i, i + 16));
+  for (let i = 0; i < w.events.length; i += 16) index.applyBatch(toEventBatch(w.events.slice(i, i + 16)));
   const tiers = new LowerTiers();
   const order: LowerTier[] = ["host_pinned", "disk"];
   let blocks = 0;

@@ -11,6 +11,7 @@ import { PrefixIndex } from "../src/indexer/prefixIndex.js";
 import { type ApplyResult, type KvIndex } from "../src/indexer/types.js";
 import { type IndexEvent, type WorkerKey, workerKeyString } from "../src/protocols/events.js";
 import { seededRandom } from "../src/util/random.js";
+import { toEventBatch } from "../src/protocols/eventBatch.js";
 
 /** PrefixIndex plus the eviction rule, written the obvious way. */
 class EvictingReference {
@@ -197,7 +198,7 @@ function runCase(seed: number, index: CompactIndex, maxBlocks: number | undefine
       const events = Array.from({ length: 1 + s.int(s.chance(0.3) ? 12 : 2) }, () => s.event());
       const restore = s.chance(0.05);
       const want = ref.applyBatch(events, restore);
-      const got = events.length === 1 && s.chance(0.5) ? [index.apply(events[0], restore)] : index.applyBatch(events, restore);
+      const got = index.applyBatch(toEventBatch(events), restore);
       assert.deepEqual(got, want, `${where(i)}: apply results`);
     } else if (r < 80) {
       const q = s.query();
@@ -325,7 +326,7 @@ describe("find_matches' next-node shortcut", () => {
     const compact = CompactIndex.local();
     const reference = new PrefixIndex();
     for (const e of events) {
-      compact.apply(e, true);
+      compact.applyBatch(toEventBatch([e]), true);
       reference.apply(e, true);
     }
     const key = workerKeyString(worker);

@@ -9,6 +9,7 @@ import { PrefixIndex } from "../src/indexer/prefixIndex.js";
 import type { IndexEvent } from "../src/protocols/events.js";
 import { stored } from "./support/events.js";
 import { type TestRouter, startTestRouter, tokens } from "./support/router.js";
+import { toEventBatch } from "../src/protocols/eventBatch.js";
 
 describe("server with --indexer-shards 2", () => {
   let r: TestRouter;
@@ -54,7 +55,7 @@ describe("sharded index with requests larger than its initial buffers", () => {
       { kind: "stored", workerId: 2n, dpRank: 0, eventId: 1n, blocks: blocks.slice(0, 500) },
     ];
     const ref = new PrefixIndex();
-    assert.deepEqual(index.applyBatch(events), events.map((e) => ref.apply(e)));
+    assert.deepEqual(index.applyBatch(toEventBatch(events)), events.map((e) => ref.apply(e)));
     const query: bigint[] = [];
     let parent: bigint | undefined;
     for (const b of blocks) query.push((parent = sequenceHash(parent, b.localHash)));

@@ -7,8 +7,8 @@
 // since removing a worker acts on all of them), and the store clock that
 // orders entries for eviction across shards.
 //
-// Eviction (--max-blocks N): after each applied batch (one apply() call, one
-// applyBatch() call, one storeRouted()), if more than N (block, worker)
+// Eviction (--max-blocks N): after each applied batch (one applyBatch() call,
+// one storeRouted()), if more than N (block, worker)
 // entries are held, the entries stored longest ago are evicted until N remain.
 // An entry's age is set when its (worker, external hash) is first stored; a
 // duplicate store does not refresh it. Evicting an entry is exactly a removal
@@ -16,7 +16,7 @@
 import { type CoreOptions, DUMP_WORDS, MAX_SLOTS } from "./compactCore.js";
 import { OP_REMOVE_ROUTED, OP_STORE_ROUTED, RecordWriter, stampsOf } from "./records.js";
 import { u64 } from "../protocols/eventBatch.js";
-import { E_DP_RANK, E_WORKER_HI, E_WORKER_LO, EVENT_WORDS, type EventBatch, toEventBatch } from "../protocols/eventBatch.js";
+import { E_DP_RANK, E_WORKER_HI, E_WORKER_LO, EVENT_WORDS, type EventBatch } from "../protocols/eventBatch.js";
 import { LocalBackend, type ShardBackend } from "./shardBackend.js";
 import { ThreadBackend } from "./threadBackend.js";
 import { type ApplyResult, type EventOutcome, IndexCapacityError, type KvIndex, type Overlaps } from "./types.js";
@@ -110,17 +110,8 @@ export class CompactIndex implements KvIndex {
     return this.backend.shards;
   }
 
-  apply(event: IndexEvent, restore = false): ApplyResult {
-    return this.applyBatch([event], restore)[0];
-  }
-
   /** Applies events in order; one round trip to the shards per MAX_BATCH_EVENTS events. */
-  applyBatch(events: readonly IndexEvent[], restore = false): ApplyResult[] {
-    return this.applyEventBatch(toEventBatch(events), restore);
-  }
-
-  /** Same as applyBatch() on a flat batch (the gRPC ingest path: no object per block). */
-  applyEventBatch(batch: EventBatch, restore = false): ApplyResult[] {
+  applyBatch(batch: EventBatch, restore = false): ApplyResult[] {
     this.ensureRoomFor(batch);
     const results: ApplyResult[] = new Array(batch.count);
     for (let start = 0; start < batch.count; start += MAX_BATCH_EVENTS) {

@@ -4,6 +4,7 @@
 import { sequenceHash } from "../hashing/blockHash.js";
 import { type ApplyResult, type HeldBlock, type KvIndex, type Overlaps } from "./types.js";
 import { type IndexEvent, type WorkerKey, workerKeyString } from "../protocols/events.js";
+import { type EventBatch, eventsOf } from "../protocols/eventBatch.js";
 
 
 interface WorkerState {
@@ -22,7 +23,16 @@ export class PrefixIndex implements KvIndex {
   private readonly byKey = new Map<string, WorkerState>();
   private readonly bySlot: (WorkerState | undefined)[] = [];
   private readonly freeSlots: number[] = [];
+  /** No fixed limit: workers live in Maps. */
+  readonly capacity = Infinity;
+  /** Bumped whenever a worker is added or removed (KvIndex.workerSetVersion). */
+  workerSetVersion = 0;
 
+  applyBatch(batch: EventBatch, restore = false): ApplyResult[] {
+    return eventsOf(batch).map((e) => this.apply(e, restore));
+  }
+
+  /** One event, as applyBatch() applies it (the reference form tests and benchmarks call directly). */
   apply(event: IndexEvent, restore = false): ApplyResult {
     const notes = { unknownRemovals: 0, gap: false };
     // Checks first: a rejected event changes nothing, not even which workers are known.
@@ -118,6 +128,7 @@ export class PrefixIndex implements KvIndex {
     for (const state of this.ranksOf(workerId)) {
       removed += this.clear(state);
       this.byKey.delete(workerKeyString(state.key));
+      this.workerSetVersion++;
       this.bySlot[state.slot] = undefined;
       this.freeSlots.push(state.slot);
     }
@@ -188,6 +199,7 @@ export class PrefixIndex implements KvIndex {
         lastEventId: undefined,
       };
       this.byKey.set(k, state);
+      this.workerSetVersion++;
       this.bySlot[slot] = state;
     }
     return state;

@@ -38,14 +38,15 @@ export interface HeldBlock {
  * interchangeable (single-thread, sharded) and wrapped for metrics.
  */
 export interface KvIndex {
-  /** Most (worker, dp_rank) pairs the index can hold at once (undefined: no fixed limit). */
-  readonly capacity?: number;
-  /** Applies one worker event; never partly applies a rejected one. */
-  apply(event: IndexEvent, restore?: boolean): ApplyResult;
-  /** Same as apply() on each event in order; lets a sharded index take one round trip per batch. */
-  applyBatch?(events: readonly IndexEvent[], restore?: boolean): ApplyResult[];
-  /** Same as applyBatch() on a flat batch (the gRPC ingest path); indexes without it get IndexEvents. */
-  applyEventBatch?(batch: EventBatch, restore?: boolean): ApplyResult[];
+  /** Most (worker, dp_rank) pairs the index can hold at once (Infinity: no fixed limit). */
+  readonly capacity: number;
+  /**
+   * Applies a batch of GPU-tier events in order, one result each (a sharded
+   * index takes one round trip per batch); never partly applies a rejected
+   * event. A batch naming more new workers than `capacity` leaves room for
+   * throws IndexCapacityError and changes nothing.
+   */
+  applyBatch(batch: EventBatch, restore?: boolean): ApplyResult[];
   /** Per worker (keyed by workerKeyString), the number of leading blocks held. */
   findMatches(sequenceHashes: readonly bigint[]): Overlaps;
   /** Indexes a routed prompt on a worker without an event (approximate mode). */
@@ -62,16 +63,15 @@ export interface KvIndex {
   workers(): WorkerKey[];
   /**
    * Changes whenever workers() would list a different set, so callers may
-   * cache what they derive from it (the router's candidate list). Undefined:
-   * no such promise, call workers() every time.
+   * cache what they derive from it (the router's candidate list).
    */
-  readonly workerSetVersion?: number;
+  readonly workerSetVersion: number;
   /** Distinct blocks (by sequence hash) held by at least one worker. */
   size(): number;
   /** Stored events that rebuild the index (see DumpIndex). */
   dump(): Iterable<IndexEvent>;
   /** The sequence hash of the block a worker holds under this external hash, or undefined. */
-  sequenceHashOf?(worker: WorkerKey, externalHash: bigint): bigint | undefined;
+  sequenceHashOf(worker: WorkerKey, externalHash: bigint): bigint | undefined;
 }
 
 /**

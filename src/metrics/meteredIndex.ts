@@ -1,6 +1,6 @@
 // Wraps any KvIndex to count what happens to events and expose the index's
 // size, so no index implementation carries metrics code of its own.
-import { type EventBatch, eventAt, eventsOf } from "../protocols/eventBatch.js";
+import { type EventBatch, eventAt } from "../protocols/eventBatch.js";
 import type { ApplyResult, KvIndex, Overlaps } from "../indexer/types.js";
 import type { IndexEvent, WorkerKey } from "../protocols/events.js";
 import { LogOnce } from "../util/logOnce.js";
@@ -18,25 +18,13 @@ export class MeteredIndex implements KvIndex {
     metrics.sources.indexWorkers = () => inner.workers().length;
   }
 
-  get capacity(): number | undefined {
+  get capacity(): number {
     return this.inner.capacity;
   }
 
-  apply(event: IndexEvent, restore?: boolean): ApplyResult {
-    return this.count(event, this.inner.apply(event, restore));
-  }
-
-  applyBatch(events: readonly IndexEvent[], restore?: boolean): ApplyResult[] {
-    const results = this.inner.applyBatch
-      ? this.inner.applyBatch(events, restore)
-      : events.map((e) => this.inner.apply(e, restore));
-    return this.countAll(results, (i) => events[i]);
-  }
-
-  applyEventBatch(batch: EventBatch, restore?: boolean): ApplyResult[] {
-    if (!this.inner.applyEventBatch) return this.applyBatch(eventsOf(batch), restore);
+  applyBatch(batch: EventBatch, restore?: boolean): ApplyResult[] {
     // The event is built only to word a warning.
-    return this.countAll(this.inner.applyEventBatch(batch, restore), (i) => eventAt(batch, i));
+    return this.countAll(this.inner.applyBatch(batch, restore), (i) => eventAt(batch, i));
   }
 
   /**
@@ -54,14 +42,14 @@ export class MeteredIndex implements KvIndex {
     return results;
   }
 
-  private count(eventOrThunk: IndexEvent | (() => IndexEvent), result: ApplyResult): ApplyResult {
+  private count(eventOf: () => IndexEvent, result: ApplyResult): void {
     this.metrics.events.inc({ outcome: result.outcome });
     if (result.notes.unknownRemovals > 0) {
       this.metrics.eventAnomalies.inc({ kind: "unknown_removal" }, result.notes.unknownRemovals);
     }
     if (result.notes.gap) this.metrics.eventAnomalies.inc({ kind: "event_id_gap" });
     if (result.outcome !== "applied" || result.notes.gap) {
-      const event = typeof eventOrThunk === "function" ? eventOrThunk() : eventOrThunk;
+      const event = eventOf();
       const what = result.outcome === "applied" ? "event_id_gap" : result.outcome;
       const key = `${event.workerId}:${event.dpRank}:${what}`;
       const metric = what === "event_id_gap" ? 'kvrouter_kv_event_anomalies_total{kind="event_id_gap"}' : `kvrouter_kv_events_total{outcome="${what}"}`;
@@ -72,7 +60,6 @@ export class MeteredIndex implements KvIndex {
         what,
       });
     }
-    return result;
   }
 
   findMatches(sequenceHashes: readonly bigint[]): Overlaps {
@@ -93,7 +80,7 @@ export class MeteredIndex implements KvIndex {
   lastEventIds(): Map<string, bigint> {
     return this.inner.lastEventIds();
   }
-  get workerSetVersion(): number | undefined {
+  get workerSetVersion(): number {
     return this.inner.workerSetVersion;
   }
 
@@ -107,6 +94,6 @@ export class MeteredIndex implements KvIndex {
     return this.inner.dump();
   }
   sequenceHashOf(worker: WorkerKey, externalHash: bigint): bigint | undefined {
-    return this.inner.sequenceHashOf?.(worker, externalHash);
+    return this.inner.sequenceHashOf(worker, externalHash);
   }
 }

@@ -5,7 +5,7 @@ import { randomFillSync } from "node:crypto";
 import { type PromptHashes, hashPromptEagle } from "../hashing/blockHash.js";
 import { hashPromptFast } from "../hashing/prompt.js";
 import { ApproximateTracker } from "../indexer/approximate.js";
-import { E_KIND, EVENT_WORDS, type EventBatch, KIND_CLEARED, eventAt, eventsOf } from "../protocols/eventBatch.js";
+import { E_KIND, EVENT_WORDS, type EventBatch, KIND_CLEARED, eventAt, eventsOf, toEventBatch } from "../protocols/eventBatch.js";
 import { LowerTiers, type LowerTierEvent, type TierOverlaps } from "../indexer/lowerTiers.js";
 import { type ApplyResult, type EventOutcome, IndexCapacityError, type KvIndex } from "../indexer/types.js";
 import { type IndexEvent, type LowerTier, type WorkerKey, parseWorkerKey, workerKeyString } from "../protocols/events.js";
@@ -174,7 +174,7 @@ interface Candidates {
 }
 
 interface KnownWorkers extends Candidates {
-  indexVersion: number | undefined;
+  indexVersion: number;
   registryVersion: number;
   byKey: ReadonlyMap<string, WorkerKey>;
 }
@@ -260,7 +260,7 @@ export class KvRouter {
       maxBlocks: config.maxActiveBlocks ?? Infinity,
     });
     this.registry = new WorkerRegistry(now);
-    this.lowerTiers = new LowerTiers(config.lowerTierMaxBlocks ?? 0, (worker, ext) => index.sequenceHashOf?.(worker, ext));
+    this.lowerTiers = new LowerTiers(config.lowerTierMaxBlocks ?? 0, (worker, ext) => index.sequenceHashOf(worker, ext));
     this.approx = config.useKvEvents
       ? undefined
       : new ApproximateTracker(index, config.approxTtlMs, config.approxMaxBlocks, now);
@@ -449,9 +449,7 @@ export class KvRouter {
     // sharded index answers it in one round trip. A batch naming more new
     // workers than the index has slots for is refused whole.
     const primary = events.every(isPrimary) ? events : events.map((e) => (isPrimary(e) ? e : cursorOnly(e)));
-    const results = withIndexCapacity(() =>
-      this.index.applyBatch ? this.index.applyBatch(primary, restore) : primary.map((e) => this.index.apply(e, restore)),
-    );
+    const results = withIndexCapacity(() => this.index.applyBatch(toEventBatch(primary), restore));
     const outcomes = events.map((event, i): ApplyResult => {
       if (results[i].outcome !== "applied") return results[i];
       if (event.kind === "cleared") {
@@ -467,9 +465,8 @@ export class KvRouter {
   /** Same as applyEvents() on a flat batch (the gRPC ingest path). */
   applyEventBatch(batch: EventBatch, restore = false): IngestSummary {
     // A clear also empties the rank's lower tiers: such batches take the event path.
-    if (!this.index.applyEventBatch || hasCleared(batch)) return this.applyEvents(eventsOf(batch), restore);
-    const index = this.index;
-    return summarize(withIndexCapacity(() => index.applyEventBatch!(batch, restore)), (i) => eventAt(batch, i));
+    if (hasCleared(batch)) return this.applyEvents(eventsOf(batch), restore);
+    return summarize(withIndexCapacity(() => this.index.applyBatch(batch, restore)), (i) => eventAt(batch, i));
   }
 
   /** Stored events that rebuild the index, every tier (see DumpIndex). */
@@ -492,7 +489,7 @@ export class KvRouter {
     const rankAddresses = address ? ranks.map((r) => rankAddress(address, r)) : [];
     const limit = this.index.capacity;
     const pairs = this.registry.pairCount - (this.registry.get(workerId)?.dpRanks.length ?? 0) + ranks.length;
-    if (limit !== undefined && pairs > limit) {
+    if (pairs > limit) {
       throw new RouterError(
         "resource_exhausted",
         `registering worker ${workerId} with ${ranks.length} dp ranks would make ${pairs} registered (worker, dp_rank) pairs; ` +
@@ -569,7 +566,7 @@ export class KvRouter {
 
   /** Longest allowed_workers list accepted: no more pairs than the index and the registry can hold. */
   get maxAllowedWorkers(): number {
-    return 2 * (this.index.capacity ?? 65_536);
+    return 2 * (Number.isFinite(this.index.capacity) ? this.index.capacity : 65_536);
   }
 
   /** Every routable (worker, dp_rank): registered ranks plus ranks seen in events, by key. Shared: do not modify. */
@@ -585,7 +582,7 @@ export class KvRouter {
   private knownSet(): KnownWorkers {
     const indexVersion = this.index.workerSetVersion;
     const cached = this.known;
-    if (cached !== undefined && indexVersion !== undefined && cached.indexVersion === indexVersion && cached.registryVersion === this.registry.version) {
+    if (cached !== undefined && cached.indexVersion === indexVersion && cached.registryVersion === this.registry.version) {
       return cached;
     }
     const byKey = new Map<string, WorkerKey>();
