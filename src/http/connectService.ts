@@ -5,7 +5,7 @@ import { Code, type ConnectRouter, ConnectError, type HandlerContext } from "@co
 import { KvRouterService } from "../../gen/kvrouter/v1/router_pb.js";
 import type { RouterMetrics } from "../metrics/metrics.js";
 import { OPEN_READS, type TokenPolicy, tokenRefusal } from "../server/auth.js";
-import { UNARY_METHOD_NAMES, type UnaryMethods, runUnary } from "../server/kvRouterService.js";
+import { UNARY_METHOD_NAMES, type UnaryMethods, runUnary } from "../server/unaryMethods.js";
 
 export function connectRoutes(methods: UnaryMethods, metrics: RouterMetrics, authToken: string | undefined, policy: TokenPolicy = OPEN_READS) {
   const impl: Record<string, (req: never, ctx: HandlerContext) => unknown> = {};
