@@ -22,6 +22,7 @@ import type { AdmissionQueue } from "../router/admissionQueue.js";
 import type { KvRouter } from "../router/router.js";
 import { MalformedRequest } from "../protocols/grpcGlue.js";
 import { log } from "../util/log.js";
+import { type EppLoads, type Load } from "./eppLoads.js";
 import type { GatewayMetrics } from "./metrics.js";
 import type { ModelCatalog } from "./models.js";
 import { GatewayRefusal, type OpenAiPrompt, parseOpenAiRequest } from "./openaiRequest.js";
@@ -52,68 +53,120 @@ export interface EppOptions {
   admission?: AdmissionQueue;
 }
 
+/** What every stream of one EPP server shares. */
+export interface EppShared {
+  /** The EPP's requests holding load (--epp-max-in-flight). */
+  loads: EppLoads;
+}
+
 type Call = ServerDuplexStream<ProcessingRequest | MalformedRequest, ProcessingResponse>;
 
-/** Counts EPP requests holding load, shared by every stream. */
-export class InFlight {
-  count = 0;
+export function handleProcessStream(call: Call, opts: EppOptions, shared: EppShared): void {
+  new EppStream(call, opts, shared);
 }
 
-export function handleProcessStream(call: Call, opts: EppOptions, inFlight: InFlight): void {
-  new EppStream(call, opts, inFlight);
-}
+/** A request-side protocol error: Envoy never sends it; the stream is answered 400 and ended. */
+const protocolError = (message: string) => new GatewayRefusal(400, "malformed", message);
 
 class EppStream {
   private headers = new Map<string, string>();
-  private headersEnded = false;
+  /**
+   * What the request side expects next. It moves as each message arrives, so the
+   * message that ends the request is known at once and is the only one that routes:
+   * a stream is routed at most once, whatever a client sends after.
+   */
+  private phase: "headers" | "body" | "ended" = "headers";
+  private trailersSeen = false;
   private body: Buffer[] = [];
+  /** Body bytes received (--max-body-bytes). */
   private bodyBytes = 0;
   private subset: string[] | undefined;
+  /** No more messages are read or handled: the stream broke, ended, or is refused. */
+  private closed = false;
+  /** The call is answered and ended. */
   private done = false;
-  private held: { requestId: string; tokens: Uint32Array; loraName: string; primary: string } | undefined;
+  private held: { requestId: string; tokens: Uint32Array; loraName: string; primary: string; load: Load } | undefined;
   private prefillMarked = false;
   /** Messages are handled one after another: a request waiting in the admission queue holds back the rest of its stream. */
   private handled: Promise<void> = Promise.resolve();
-  /** Aborts when the stream ends or breaks: a request still queued leaves the queue. */
+  /** Aborts when the stream ends, breaks or is refused: a request still queued leaves the queue. */
   private readonly gone = new AbortController();
 
   constructor(
     private readonly call: Call,
     private readonly opts: EppOptions,
-    private readonly inFlight: InFlight,
+    private readonly shared: EppShared,
   ) {
-    call.on("data", (msg: ProcessingRequest | MalformedRequest) => {
-      this.handled = this.handled.then(() => this.onMessage(msg));
-    });
+    call.on("data", (msg: ProcessingRequest | MalformedRequest) => this.receive(msg));
     call.on("end", () => {
       this.gone.abort();
       void this.handled.then(() => {
-        this.release("stream_end");
+        this.finish("stream_end");
         if (!this.done) call.end();
       });
     });
     call.on("error", (err) => {
       log.debug("ext_proc stream broke", { error: String(err) });
-      this.gone.abort();
-      this.release("stream_error");
+      this.finish("stream_error");
     });
-    call.on("cancelled", () => {
-      this.gone.abort();
-      this.release("stream_cancelled");
-    });
+    call.on("cancelled", () => this.finish("stream_cancelled"));
   }
 
-  private async onMessage(msg: ProcessingRequest | MalformedRequest): Promise<void> {
-    if (this.done) return;
+  /** Checks a message as it arrives, before it waits its turn, then queues its handling. */
+  private receive(msg: ProcessingRequest | MalformedRequest): void {
+    if (this.closed) return;
     if (msg instanceof MalformedRequest) {
-      this.opts.metrics.rejected.inc({ api: "epp", reason: "malformed" });
-      this.done = true;
-      this.release("malformed");
-      this.call.emit("error", { code: 3, details: msg.reason });
+      this.stop();
+      this.handled = this.handled.then(() => this.malformed(msg));
       return;
     }
+    const open = this.phase !== "ended";
+    const refusal = this.advance(msg);
+    if (refusal !== undefined) {
+      // Refused now, not in turn: a request queued for admission stops waiting.
+      this.stop();
+      this.handled = this.handled.then(() => this.refuse(refusal));
+      return;
+    }
+    const endsRequest = open && this.phase === "ended";
+    this.handled = this.handled.then(() => this.onMessage(msg, endsRequest));
+  }
+
+  /** Moves the request side on for one arriving message; says why it is refused, if it is. */
+  private advance(msg: ProcessingRequest): GatewayRefusal | undefined {
+    const r = msg.request;
+    switch (r.case) {
+      case "requestHeaders":
+        if (this.phase !== "headers") return protocolError("request headers arrived twice");
+        this.phase = r.value.endOfStream ? "ended" : "body";
+        return undefined;
+      case "requestBody": {
+        if (this.phase === "headers") return protocolError("request body arrived before the request headers");
+        if (this.phase === "ended") return protocolError("request body arrived after the request ended");
+        const n = r.value.body.length;
+        if (this.bodyBytes + n > this.opts.maxBodyBytes) {
+          return new GatewayRefusal(413, "too_large", `request body is over ${this.opts.maxBodyBytes} bytes (--max-body-bytes)`);
+        }
+        this.bodyBytes += n;
+        if (r.value.endOfStream) this.phase = "ended";
+        return undefined;
+      }
+      case "requestTrailers":
+        // Full-duplex mode sends trailers when the request had them: they end the body, or follow its end.
+        if (this.phase === "headers") return protocolError("request trailers arrived before the request headers");
+        if (this.trailersSeen) return protocolError("request trailers arrived twice");
+        this.trailersSeen = true;
+        this.phase = "ended";
+        return undefined;
+      default:
+        return undefined;
+    }
+  }
+
+  private async onMessage(msg: ProcessingRequest, endsRequest: boolean): Promise<void> {
+    if (this.done || this.closed) return;
     try {
-      await this.dispatch(msg);
+      await this.dispatch(msg, endsRequest);
     } catch (err) {
       if (err instanceof GatewayRefusal) return this.refuse(err);
       log.error("endpoint picker failed", { error: String((err as Error)?.stack ?? err) });
@@ -121,29 +174,23 @@ class EppStream {
     }
   }
 
-  private async dispatch(msg: ProcessingRequest): Promise<void> {
+  private async dispatch(msg: ProcessingRequest, endsRequest: boolean): Promise<void> {
     this.noteSubset(msg.metadataContext);
     const r = msg.request;
     switch (r.case) {
       case "requestHeaders":
         this.headers = headerMap(r.value.headers);
-        this.headersEnded = true;
         // A request without a body (e.g. GET /v1/models) is placed by load alone.
-        if (r.value.endOfStream) await this.route(undefined);
+        if (endsRequest) await this.route(undefined);
         return;
       case "requestBody": {
         const chunk = r.value.body;
-        this.bodyBytes += chunk.length;
-        if (this.bodyBytes > this.opts.maxBodyBytes) {
-          throw new GatewayRefusal(413, "too_large", `request body is over ${this.opts.maxBodyBytes} bytes (--max-body-bytes)`);
-        }
         this.body.push(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength));
-        if (r.value.endOfStream) await this.route(Buffer.concat(this.body));
+        if (endsRequest) await this.routeBody();
         return;
       }
       case "requestTrailers":
-        // Full-duplex mode sends trailers when the request had them; the body already ended.
-        if (this.held === undefined) await this.route(Buffer.concat(this.body));
+        if (endsRequest) await this.routeBody();
         this.send({ response: { case: "requestTrailers", value: {} } });
         return;
       case "responseHeaders":
@@ -170,9 +217,15 @@ class EppStream {
     }
   }
 
+  private async routeBody(): Promise<void> {
+    const body = Buffer.concat(this.body);
+    this.body = [];
+    await this.route(body);
+  }
+
   /** Tokenizes and routes the request, then answers headers (with the destination) and the body. */
   private async route(body: Buffer | undefined): Promise<void> {
-    if (!this.headersEnded) throw new GatewayRefusal(400, "malformed", "request body arrived before the request headers");
+    if (this.gone.signal.aborted) return; // the stream went away before its turn came
     const { router, metrics } = this.opts;
     let tokens: Uint32Array = new Uint32Array(0);
     let loraName = "";
@@ -185,8 +238,9 @@ class EppStream {
         throw new GatewayRefusal(400, "invalid", `the prompt has ${tokens.length} tokens; the limit is ${this.opts.maxTokens} (--max-tokens)`);
       }
     }
-    if (this.opts.maxInFlight > 0 && this.inFlight.count >= this.opts.maxInFlight) {
-      throw new GatewayRefusal(429, "shed", `${this.inFlight.count} requests are in flight, the most --epp-max-in-flight allows`);
+    if (this.opts.maxInFlight > 0) {
+      const inFlight = this.shared.loads.count;
+      if (inFlight >= this.opts.maxInFlight) throw new GatewayRefusal(429, "shed", `${inFlight} requests are in flight, the most --epp-max-in-flight allows`);
     }
     const allowed = this.candidates();
     const requestId = this.requestId();
@@ -203,11 +257,9 @@ class EppStream {
       router.free(requestId); // routed just as the stream went away: hold no load
       return;
     }
-    this.inFlight.count++;
-    metrics.eppInFlight.set(this.inFlight.count);
     const ordered = [decision.worker, ...decision.scores.map((s) => s.worker)];
     const endpoints = [...new Set(ordered.map((w) => router.addresses.get(w)!))].slice(0, 1 + this.opts.fallbacks);
-    this.held = { requestId, tokens, loraName, primary: endpoints[0] };
+    this.held = { requestId, tokens, loraName, primary: endpoints[0], load: this.shared.loads.hold(requestId) };
     metrics.eppRequests.inc({ outcome: "routed" });
     const value = endpoints.join(",");
     const setHeaders = [headerOption(DESTINATION_HEADER, value)];
@@ -288,8 +340,9 @@ class EppStream {
     if (typeof served !== "string" || held === undefined || served === held.primary) return;
     const worker = this.opts.router.addresses.find(served);
     if (worker === undefined) return;
-    this.opts.router.free(held.requestId);
+    this.shared.loads.release(held.load);
     this.opts.router.findBestWorker({ tokens: held.tokens, requestId: held.requestId, allowedWorkers: [worker], loraName: held.loraName });
+    held.load = this.shared.loads.hold(held.requestId);
     held.primary = served;
   }
 
@@ -299,21 +352,40 @@ class EppStream {
     this.opts.router.markPrefillCompleted(this.held.requestId);
   }
 
-  /** Frees the request's load once (response finished, or the stream ended or broke). */
+  /** Frees the request's load once (response finished, or the stream ended, broke or was refused). */
   private release(why: string): void {
     const held = this.held;
     if (held === undefined) return;
     this.held = undefined;
-    this.opts.router.free(held.requestId);
-    this.inFlight.count--;
-    this.opts.metrics.eppInFlight.set(this.inFlight.count);
+    this.shared.loads.release(held.load);
     log.debug("epp request finished; load freed", { request_id: held.requestId, why });
   }
 
+  /** Reads no more messages and lets a queued request go; what the stream holds is released when its turn ends it. */
+  private stop(): void {
+    this.closed = true;
+    this.gone.abort();
+  }
+
+  /** The stream is over, however it ended: it holds nothing from here on. */
+  private finish(why: string): void {
+    this.stop();
+    this.release(why);
+  }
+
+  private malformed(msg: MalformedRequest): void {
+    if (this.done) return;
+    this.opts.metrics.rejected.inc({ api: "epp", reason: "malformed" });
+    this.done = true;
+    this.finish("malformed");
+    this.call.emit("error", { code: 3, details: msg.reason });
+  }
+
   private refuse(refusal: GatewayRefusal): void {
+    if (this.done) return;
     this.opts.metrics.rejected.inc({ api: "epp", reason: refusal.reason });
     this.opts.metrics.eppRequests.inc({ outcome: String(refusal.status) });
-    this.release("refused");
+    this.finish("refused");
     const body = JSON.stringify({ error: { message: refusal.message, type: refusal.reason, code: refusal.status } });
     this.send({
       response: {

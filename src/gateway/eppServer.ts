@@ -5,22 +5,28 @@ import * as grpc from "@grpc/grpc-js";
 import { HealthImplementation } from "grpc-health-check";
 import { ExternalProcessor } from "../../gen/envoy/service/ext_proc/v3/external_processor_pb.js";
 import { serviceDefinition } from "../protocols/grpcGlue.js";
-import { type EppOptions, InFlight, handleProcessStream } from "./epp.js";
+import { type EppOptions, type EppShared, handleProcessStream } from "./epp.js";
+import { EppLoads } from "./eppLoads.js";
 
 export const EXT_PROC_SERVICE_NAME = ExternalProcessor.typeName;
 
 export interface RunningEpp {
   port: number;
-  inFlight: InFlight;
+  shared: EppShared;
   setReady(ready: boolean): void;
   stop(): Promise<void>;
 }
 
-export async function startEppServer(host: string, port: number, opts: EppOptions & { maxMessageBytes: number }): Promise<RunningEpp> {
+export async function startEppServer(
+  host: string,
+  port: number,
+  opts: EppOptions & { maxMessageBytes: number },
+): Promise<RunningEpp> {
   const server = new grpc.Server({ "grpc.max_receive_message_length": opts.maxMessageBytes });
-  const inFlight = new InFlight();
+  const shared: EppShared = { loads: new EppLoads(opts.router) };
+  opts.metrics.sources.eppInFlight = () => shared.loads.count;
   server.addService(serviceDefinition(ExternalProcessor), {
-    process: (call: Parameters<typeof handleProcessStream>[0]) => handleProcessStream(call, opts, inFlight),
+    process: (call: Parameters<typeof handleProcessStream>[0]) => handleProcessStream(call, opts, shared),
   });
   const health = new HealthImplementation({
     liveness: "SERVING",
@@ -37,7 +43,7 @@ export async function startEppServer(host: string, port: number, opts: EppOption
   };
   return {
     port: bound,
-    inFlight,
+    shared,
     setReady,
     stop: () =>
       new Promise<void>((resolve) => {

@@ -3,6 +3,8 @@
 import { Counter, Gauge, type Registry } from "prom-client";
 
 export class GatewayMetrics {
+  /** Live figures read at scrape time, set by the EPP that owns them. */
+  readonly sources: { eppInFlight?: () => number } = {};
   /** Requests refused by api (epp, query, query_by_hash) and reason. */
   readonly rejected: Counter<"api" | "reason">;
   /** EPP requests by outcome: routed, or the status they were answered with. */
@@ -15,7 +17,7 @@ export class GatewayMetrics {
   constructor(registry: Registry) {
     this.rejected = new Counter({
       name: "kvrouter_gateway_rejected_total",
-      help: "Gateway requests refused, by api (epp, query, query_by_hash) and reason (not_json, not_openai, too_large, unknown_model, no_endpoint, shed, invalid)",
+      help: "Gateway requests refused, by api (epp, query, query_by_hash) and reason (not_json, not_openai, too_large, unknown_model, no_endpoint, shed, invalid, malformed, internal)",
       labelNames: ["api", "reason"],
       registers: [registry],
     });
@@ -27,8 +29,9 @@ export class GatewayMetrics {
     });
     this.eppInFlight = new Gauge({
       name: "kvrouter_epp_in_flight",
-      help: "EPP-routed requests whose response has not ended (their load is held)",
+      help: "EPP-routed requests whose load the router holds (response not ended, not expired by --active-request-ttl)",
       registers: [registry],
+      collect: fromSource(() => this.sources.eppInFlight),
     });
     this.tokenizations = new Counter({
       name: "kvrouter_tokenizations_total",
@@ -37,4 +40,11 @@ export class GatewayMetrics {
       registers: [registry],
     });
   }
+}
+
+function fromSource(source: () => (() => number) | undefined) {
+  return function (this: Gauge) {
+    const read = source();
+    if (read !== undefined) this.set(read());
+  };
 }
