@@ -1,5 +1,6 @@
 // The endpoint picker against ext_proc streams Envoy never sends (issue 24):
-// a stream that ends its request again and again. Driven by a
+// a stream that ends its request again and again, and many streams that
+// together buffer more request body than the router should hold. Driven by a
 // grpc-js client that speaks ext_proc as Envoy does (test/support/envoy.ts);
 // every check reads the router's public figures: ListWorkers' active requests
 // and the kvrouter_epp_* gauges on /metrics.
@@ -134,5 +135,61 @@ describe("EPP streams that end their request more than once", () => {
     assert.deepEqual(await held(r), zero);
     await finish(await routed(envoy, tokens(8, 800)));
     assert.deepEqual(await held(r), zero);
+  });
+});
+
+describe("EPP request bodies past --epp-max-buffered-bytes", () => {
+  it("refuses the body that would pass the bound with 503, routes the others, and holds no bytes once streams end", async () => {
+    const { r, envoy } = await rig({ maxBodyBytes: 64 * 1024, eppMaxBufferedBytes: 80_000 });
+    const buffered = () => gauge(r, "kvrouter_epp_buffered_bytes");
+    const body = (offset: number) => completion(tokens(8, offset), 50_000 - completion(tokens(8, offset)).length);
+    /** Headers and the first 30,000 bytes of a 50,000-byte body; the rest is still to come. */
+    const open = (b: Buffer) => {
+      const s = new EnvoyStream(envoy);
+      s.requestHeaders(HEADERS);
+      s.send({ request: { case: "requestBody", value: { body: b.subarray(0, 30_000), endOfStream: false } } });
+      return s;
+    };
+    const bodyA = body(0);
+    assert.equal(bodyA.length, 50_000);
+
+    const a = open(bodyA);
+    const b = open(body(100));
+    await waitFor(async () => (await buffered()) === 60_000, "two half bodies held");
+    const c = open(body(200));
+    const [refusal] = await c.responses(1);
+    assert.equal(immediate(refusal).status, 503);
+    assert.equal(immediate(refusal).body.error.type, "buffers_full");
+    await c.closed();
+    assert.equal(await buffered(), 60_000, "the refused body holds nothing");
+
+    // The earlier streams still route: A's body fills the bound exactly.
+    a.send({ request: { case: "requestBody", value: { body: bodyA.subarray(30_000), endOfStream: true } } });
+    const [headers, echoed] = await a.responses(2);
+    assert.equal(destination(headers).header, ADDRESS);
+    const streamed = echoed.response.case === "requestBody" ? echoed.response.value.response?.bodyMutation?.mutation : undefined;
+    assert.equal(streamed?.case === "streamedResponse" && Buffer.from(streamed.value.body).equals(bodyA), true, "A's body passes through whole");
+    assert.equal(await buffered(), 30_000, "A's body is let go once routed");
+
+    b.call.cancel();
+    await b.closed();
+    await waitFor(async () => (await buffered()) === 0, "B's half body is let go on cancel");
+    await finish(a);
+
+    // A half body abandoned by a client that closes its side is let go too.
+    const d = open(body(300));
+    await waitFor(async () => (await buffered()) === 30_000, "D's half body held");
+    d.call.end();
+    await d.closed();
+    assert.equal(await buffered(), 0);
+
+    // With the bytes back, a whole new body is accepted and routed.
+    const e = new EnvoyStream(envoy);
+    e.requestHeaders(HEADERS);
+    e.requestBody(body(400), 4);
+    assert.equal(destination((await e.responses(1))[0]).header, ADDRESS);
+    await finish(e);
+    assert.equal(await buffered(), 0);
+    assert.equal(await gauge(r, "kvrouter_epp_in_flight"), 0);
   });
 });

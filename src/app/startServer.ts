@@ -51,6 +51,8 @@ export interface ServerOptions {
   eppMaxInFlight?: number;
   /** Endpoints the EPP lists after the chosen one, for the proxy's retries. */
   eppFallbacks?: number;
+  /** Request-body bytes all EPP streams may hold at once; a body past it is answered 503 (default 256 MiB). */
+  eppMaxBufferedBytes?: number;
   maxTokens: number;
   /** Seed for tie-breaks and sampling; undefined = unseeded. */
   seed?: number;
@@ -92,6 +94,8 @@ export interface ServerOptions {
 export const DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
 /** Room for OpenAI requests with 1M-token prompts. */
 export const DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024;
+/** Sixteen bodies of the largest default size at once, or thousands of ordinary prompts (tens of kB). */
+export const DEFAULT_EPP_MAX_BUFFERED_BYTES = 256 * 1024 * 1024;
 
 export interface RunningServer {
   router: KvRouter;
@@ -245,6 +249,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
         maxTokens: opts.maxTokens,
         maxInFlight: opts.eppMaxInFlight ?? 0,
         fallbacks: opts.eppFallbacks ?? 2,
+        maxBufferedBytes: opts.eppMaxBufferedBytes ?? DEFAULT_EPP_MAX_BUFFERED_BYTES,
         admission,
         maxMessageBytes: opts.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES,
       }).catch((err: Error) => {

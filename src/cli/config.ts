@@ -120,6 +120,7 @@ export function serverOptionsFrom(argv: ServeArgs): ServerOptions {
     maxBodyBytes: argv.maxBodyBytes,
     eppMaxInFlight: argv.eppMaxInFlight,
     eppFallbacks: argv.eppFallbacks,
+    eppMaxBufferedBytes: argv.eppMaxBufferedBytes,
     maxTokens: argv.maxTokens,
     seed: argv.seed,
     tls:

@@ -367,6 +367,11 @@ export function serveOptions<T>(y: Argv<T>) {
     })
     .option("max-body-bytes", { type: "number", default: 16 * 1024 * 1024, describe: "Largest HTTP request body the EPP and the scorer API accept (413 beyond)" })
     .option("epp-max-in-flight", { type: "number", default: 0, describe: "Most EPP requests holding load at once; more are answered 429 (0 = no limit)" })
+    .option("epp-max-buffered-bytes", {
+      type: "number",
+      default: 256 * 1024 * 1024,
+      describe: "Most request-body bytes all EPP streams hold at once (each under --max-body-bytes); a body past it is answered 503",
+    })
     .option("epp-fallbacks", { type: "number", default: 2, describe: "Endpoints the EPP lists after the chosen one (x-gateway-destination-endpoint), for the proxy's retries" })
     .option("max-tokens", { type: "number", default: 1 << 20, describe: "Most token ids in one request" })
     .option("seed", { type: "number", describe: "Seed for tie-breaks and sampling (reproducible decisions)" })
@@ -447,6 +452,10 @@ export function serveOptions<T>(y: Argv<T>) {
       int("max-body-bytes", argv.maxBodyBytes as number, 1024, 2 ** 31 - 1);
       int("epp-max-in-flight", argv.eppMaxInFlight as number, 0, 2 ** 31 - 1);
       int("epp-fallbacks", argv.eppFallbacks as number, 0, 16);
+      int("epp-max-buffered-bytes", argv.eppMaxBufferedBytes as number, 1024, Number.MAX_SAFE_INTEGER);
+      if ((argv.eppMaxBufferedBytes as number) < (argv.maxBodyBytes as number)) {
+        problems.push(`--epp-max-buffered-bytes (${argv.eppMaxBufferedBytes}) must be at least --max-body-bytes (${argv.maxBodyBytes}), or the largest body could never be read`);
+      }
       for (const spec of (argv.tokenizer as string[] | undefined) ?? []) {
         const dir = spec.includes("=") ? spec.slice(spec.indexOf("=") + 1) : spec;
         if (!existsSync(dir)) problems.push(`--tokenizer ${spec}: no such directory ${dir}`);

@@ -22,6 +22,7 @@ import type { AdmissionQueue } from "../router/admissionQueue.js";
 import type { KvRouter } from "../router/router.js";
 import { MalformedRequest } from "../protocols/grpcGlue.js";
 import { log } from "../util/log.js";
+import type { BodyBudget } from "./bodyBudget.js";
 import { type EppLoads, type Load } from "./eppLoads.js";
 import type { GatewayMetrics } from "./metrics.js";
 import type { ModelCatalog } from "./models.js";
@@ -57,6 +58,8 @@ export interface EppOptions {
 export interface EppShared {
   /** The EPP's requests holding load (--epp-max-in-flight). */
   loads: EppLoads;
+  /** Request-body bytes buffered by all streams (--epp-max-buffered-bytes). */
+  bodies: BodyBudget;
 }
 
 type Call = ServerDuplexStream<ProcessingRequest | MalformedRequest, ProcessingResponse>;
@@ -80,6 +83,8 @@ class EppStream {
   private body: Buffer[] = [];
   /** Body bytes received (--max-body-bytes). */
   private bodyBytes = 0;
+  /** Body bytes charged to the shared budget; given back when the body is dropped. */
+  private charged = 0;
   private subset: string[] | undefined;
   /** No more messages are read or handled: the stream broke, ended, or is refused. */
   private closed = false;
@@ -123,7 +128,7 @@ class EppStream {
     const open = this.phase !== "ended";
     const refusal = this.advance(msg);
     if (refusal !== undefined) {
-      // Refused now, not in turn: a request queued for admission stops waiting.
+      // Refused now, not in turn: a request queued for admission stops waiting, and nothing more is buffered.
       this.stop();
       this.handled = this.handled.then(() => this.refuse(refusal));
       return;
@@ -132,7 +137,7 @@ class EppStream {
     this.handled = this.handled.then(() => this.onMessage(msg, endsRequest));
   }
 
-  /** Moves the request side on for one arriving message; says why it is refused, if it is. */
+  /** Moves the request side on for one arriving message, charging its body bytes; says why it is refused, if it is. */
   private advance(msg: ProcessingRequest): GatewayRefusal | undefined {
     const r = msg.request;
     switch (r.case) {
@@ -147,7 +152,17 @@ class EppStream {
         if (this.bodyBytes + n > this.opts.maxBodyBytes) {
           return new GatewayRefusal(413, "too_large", `request body is over ${this.opts.maxBodyBytes} bytes (--max-body-bytes)`);
         }
+        if (!this.shared.bodies.take(n)) {
+          // 503, not 429: the shortage is this router's memory, shared by every client, not
+          // this client's rate; it passes as soon as other bodies are routed (clients retry 503).
+          return new GatewayRefusal(
+            503,
+            "buffers_full",
+            `the endpoint picker holds ${this.shared.bodies.used} bytes of request bodies; this body would pass ${this.shared.bodies.limit} (--epp-max-buffered-bytes)`,
+          );
+        }
         this.bodyBytes += n;
+        this.charged += n;
         if (r.value.endOfStream) this.phase = "ended";
         return undefined;
       }
@@ -217,10 +232,15 @@ class EppStream {
     }
   }
 
+  /** Routes the buffered body; its bytes stay charged until the copy sent back is written. */
   private async routeBody(): Promise<void> {
     const body = Buffer.concat(this.body);
     this.body = [];
-    await this.route(body);
+    try {
+      await this.route(body);
+    } finally {
+      this.dropBody();
+    }
   }
 
   /** Tokenizes and routes the request, then answers headers (with the destination) and the body. */
@@ -361,6 +381,13 @@ class EppStream {
     log.debug("epp request finished; load freed", { request_id: held.requestId, why });
   }
 
+  /** Gives the buffered body's bytes back and drops the chunks, so they can be collected. */
+  private dropBody(): void {
+    this.body = [];
+    this.shared.bodies.give(this.charged);
+    this.charged = 0;
+  }
+
   /** Reads no more messages and lets a queued request go; what the stream holds is released when its turn ends it. */
   private stop(): void {
     this.closed = true;
@@ -371,6 +398,7 @@ class EppStream {
   private finish(why: string): void {
     this.stop();
     this.release(why);
+    this.dropBody();
   }
 
   private malformed(msg: MalformedRequest): void {

@@ -5,6 +5,7 @@ import * as grpc from "@grpc/grpc-js";
 import { HealthImplementation } from "grpc-health-check";
 import { ExternalProcessor } from "../../gen/envoy/service/ext_proc/v3/external_processor_pb.js";
 import { serviceDefinition } from "../protocols/grpcGlue.js";
+import { BodyBudget } from "./bodyBudget.js";
 import { type EppOptions, type EppShared, handleProcessStream } from "./epp.js";
 import { EppLoads } from "./eppLoads.js";
 
@@ -20,11 +21,12 @@ export interface RunningEpp {
 export async function startEppServer(
   host: string,
   port: number,
-  opts: EppOptions & { maxMessageBytes: number },
+  opts: EppOptions & { maxMessageBytes: number; maxBufferedBytes: number },
 ): Promise<RunningEpp> {
   const server = new grpc.Server({ "grpc.max_receive_message_length": opts.maxMessageBytes });
-  const shared: EppShared = { loads: new EppLoads(opts.router) };
+  const shared: EppShared = { loads: new EppLoads(opts.router), bodies: new BodyBudget(opts.maxBufferedBytes) };
   opts.metrics.sources.eppInFlight = () => shared.loads.count;
+  opts.metrics.sources.eppBufferedBytes = () => shared.bodies.used;
   server.addService(serviceDefinition(ExternalProcessor), {
     process: (call: Parameters<typeof handleProcessStream>[0]) => handleProcessStream(call, opts, shared),
   });
