@@ -13,7 +13,7 @@ import { xxh3 } from "@node-rs/xxhash";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import { KV_HASH_SEED, sequenceHash } from "../src/hashing/blockHash.js";
-import { DEFAULT_ROUTER_CONFIG } from "../src/router/router.js";
+import { DEFAULT_ROUTER_CONFIG } from "../src/router/types.js";
 import { DEFAULT_FLOW_CONTROL_WINDOW, HTTP2_DEFAULT_WINDOW, raiseReceiveWindows } from "../src/server/flowControl.js";
 import { startServer } from "../src/app/startServer.js";
 import { BLOCK } from "./workload.js";

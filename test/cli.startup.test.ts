@@ -11,7 +11,7 @@ import { type Server, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
-import { DEFAULT_ROUTER_CONFIG } from "../src/router/router.js";
+import { DEFAULT_ROUTER_CONFIG } from "../src/router/types.js";
 import { startServer } from "../src/app/startServer.js";
 import type { EventSource } from "../src/router/eventSource.js";
 import { KV_ROUTER_DEFAULTS } from "../src/scheduler/defaults.js";

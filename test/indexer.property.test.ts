@@ -8,7 +8,7 @@ import { after, before, describe, it } from "node:test";
 import { sequenceHash } from "../src/hashing/blockHash.js";
 import { CompactIndex } from "../src/indexer/compactIndex.js";
 import { PrefixIndex } from "../src/indexer/prefixIndex.js";
-import { type ApplyResult, type KvIndex } from "../src/indexer/types.js";
+import type { ApplyResult, KvIndex } from "../src/indexer/types.js";
 import { type IndexEvent, type WorkerKey, workerKeyString } from "../src/protocols/events.js";
 import { seededRandom } from "../src/util/random.js";
 import { toEventBatch } from "../src/protocols/eventBatch.js";

@@ -15,7 +15,8 @@ import { registerWorker } from "../src/discovery/natsKv.js";
 import { ensureStream } from "../src/sources/nats/jetstreamIngest.js";
 import { natsNames } from "../src/protocols/natsNames.js";
 import { NatsEventSource, type NatsModeOptions } from "../src/sources/nats/natsSource.js";
-import { DEFAULT_ROUTER_CONFIG, KvRouter } from "../src/router/router.js";
+import { KvRouter } from "../src/router/router.js";
+import { DEFAULT_ROUTER_CONFIG } from "../src/router/types.js";
 import { publishKvEvents, publishKvEventsBulk } from "../src/sources/nats/jetstreamPublisher.js";
 import { eventPlaneMessage } from "../src/sources/nats/corePublisher.js";
 import {

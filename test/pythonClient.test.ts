@@ -11,7 +11,7 @@ import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { hashPrompt } from "../src/hashing/blockHash.js";
-import { DEFAULT_ROUTER_CONFIG } from "../src/router/router.js";
+import { DEFAULT_ROUTER_CONFIG } from "../src/router/types.js";
 import { type TestRouter, startTestRouter } from "./support/router.js";
 
 const REPO = fileURLToPath(new URL("..", import.meta.url));

@@ -3,7 +3,7 @@
 // scores over real gRPC. Expected values are worked out by hand from Dynamo's formula.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import type { RouterConfig } from "../src/router/router.js";
+import type { RouterConfig } from "../src/router/types.js";
 import { stored } from "./support/events.js";
 import { type TestRouter, tokens, withTestRouter } from "./support/router.js";
 

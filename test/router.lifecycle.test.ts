@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { status } from "@grpc/grpc-js";
-import type { RouterConfig } from "../src/router/router.js";
+import type { RouterConfig } from "../src/router/types.js";
 import { type TestRouter, tokens, withTestRouter } from "./support/router.js";
 import { stored } from "./support/events.js";
 import { waitFor } from "./support/wait.js";

@@ -2,7 +2,7 @@
 // The router runs on a hand-driven clock, so TTLs pass when the test says so.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import type { RouterConfig } from "../src/router/router.js";
+import type { RouterConfig } from "../src/router/types.js";
 import { stored } from "./support/events.js";
 import { type TestRouter, startTestRouter, tokens } from "./support/router.js";
 import { waitFor } from "./support/wait.js";

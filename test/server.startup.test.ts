@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { createServer } from "node:net";
 import { describe, it } from "node:test";
-import { DEFAULT_ROUTER_CONFIG } from "../src/router/router.js";
+import { DEFAULT_ROUTER_CONFIG } from "../src/router/types.js";
 import { startServer } from "../src/app/startServer.js";
 import type { EventSource } from "../src/router/eventSource.js";
 

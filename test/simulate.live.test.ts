@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import { simulateLive } from "../src/simulate/live.js";
-import { DEFAULT_ROUTER_CONFIG } from "../src/router/router.js";
+import { DEFAULT_ROUTER_CONFIG } from "../src/router/types.js";
 import { simulate } from "../src/simulate/run.js";
 import { sharedPrefixTrace } from "../src/simulate/synthetic.js";
 import { parseTrace } from "../src/simulate/trace.js";

@@ -3,7 +3,7 @@
 // sglang-cache-aware policies. Times are virtual: exact and deterministic.
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { DEFAULT_ROUTER_CONFIG } from "../src/router/router.js";
+import { DEFAULT_ROUTER_CONFIG } from "../src/router/types.js";
 import { type EngineParams, SimEngine, type SimRequest } from "../src/simulate/engine.js";
 import { SglangCacheAwarePolicy } from "../src/simulate/policies.js";
 import { resultJson } from "../src/simulate/report.js";

@@ -7,7 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import yargs from "yargs";
-import { DEFAULT_ROUTER_CONFIG } from "../src/router/router.js";
+import { DEFAULT_ROUTER_CONFIG } from "../src/router/types.js";
 import { runSimulate, simulateOptions } from "../src/cli/simulateCommand.js";
 import type { IndexEvent } from "../src/protocols/events.js";
 import { type EngineParams, SimEngine } from "../src/simulate/engine.js";

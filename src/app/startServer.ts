@@ -11,7 +11,8 @@ import { KvRouterService, file_kvrouter_v1_router } from "../../gen/kvrouter/v1/
 import { CompactIndex } from "../indexer/compactIndex.js";
 import { MeteredIndex } from "../metrics/meteredIndex.js";
 import { RouterMetrics } from "../metrics/metrics.js";
-import { KvRouter, type RouterConfig } from "../router/router.js";
+import { KvRouter } from "../router/router.js";
+import type { RouterConfig } from "../router/types.js";
 import { type AdmissionConfig, AdmissionQueue, DEFAULT_ADMISSION_CONFIG } from "../router/admissionQueue.js";
 import type { EventSource } from "../router/eventSource.js";
 import { log } from "../util/log.js";

@@ -7,7 +7,7 @@ import { dynamoDiscoverySources, parseEtcdEndpoints, resolveDiscoveryBackend } f
 import { NatsEventSource, defaultRouterId } from "../sources/nats/natsSource.js";
 import { connectOptionsFromFlags } from "../nats/connection.js";
 import { modelSpecFrom } from "../gateway/modelSpec.js";
-import { DEFAULT_ROUTER_CONFIG, type QueuePolicy, type RouterConfig, type RouterCost } from "../router/router.js";
+import { DEFAULT_ROUTER_CONFIG, type QueuePolicy, type RouterConfig, type RouterCost } from "../router/types.js";
 import { applyDeprecatedOverlapScoreWeight } from "../scheduler/costFunction.js";
 import { DYNAMO_DEFAULTS, KV_ROUTER_DEFAULTS, type SchedulingDefaults } from "../scheduler/defaults.js";
 import type { ServerOptions } from "../app/startServer.js";

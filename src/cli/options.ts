@@ -8,7 +8,7 @@ import { join } from "node:path";
 import type { Argv } from "yargs";
 import { DEFAULT_ETCD_ENDPOINTS, discoveryBackendProblem, parseEtcdEndpoints } from "./discoveryFlags.js";
 import { DEFAULT_METRICS_MAX_WORKERS } from "../metrics/metrics.js";
-import { DEFAULT_TTFT_DECODE_SLOWDOWN_PER_BLOCK, DYNAMO_DEFAULT_MAX_BATCHED_TOKENS } from "../router/router.js";
+import { DEFAULT_TTFT_DECODE_SLOWDOWN_PER_BLOCK, DYNAMO_DEFAULT_MAX_BATCHED_TOKENS } from "../router/types.js";
 import { DEFAULT_ADMISSION_CONFIG } from "../router/admissionQueue.js";
 import { DYNAMO_COST_WEIGHTS } from "../scheduler/costFunction.js";
 import { DYNAMO_DEFAULTS, KV_ROUTER_DEFAULTS } from "../scheduler/defaults.js";

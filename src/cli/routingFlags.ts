@@ -4,7 +4,7 @@
 // built in config.ts (routingSettingsFrom).
 import type { Options } from "yargs";
 import { DEFAULT_ADMISSION_CONFIG, QUEUE_POLICIES } from "../router/admissionQueue.js";
-import { DEFAULT_PREFILL_TOKENS_PER_SEC, ROUTER_COSTS, type RouterCost } from "../router/router.js";
+import { DEFAULT_PREFILL_TOKENS_PER_SEC, ROUTER_COSTS, type RouterCost } from "../router/types.js";
 import { KV_ROUTER_DEFAULTS } from "../scheduler/defaults.js";
 
 /** Dynamo's standalone router default (components/src/dynamo/router/args.py, --router-block-size). */

@@ -3,7 +3,7 @@
 import { writeFileSync } from "node:fs";
 import cliProgress from "cli-progress";
 import type { Argv } from "yargs";
-import { DEFAULT_ROUTER_CONFIG } from "../router/router.js";
+import { DEFAULT_ROUTER_CONFIG } from "../router/types.js";
 import { KV_ROUTER_DEFAULTS } from "../scheduler/defaults.js";
 import { simulateLive } from "../simulate/live.js";
 import { POLICY_NAMES, type PolicyName } from "../simulate/policies.js";

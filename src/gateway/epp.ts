@@ -23,7 +23,7 @@ import type { KvRouter } from "../router/router.js";
 import { MalformedRequest } from "../protocols/grpcGlue.js";
 import { log } from "../util/log.js";
 import type { BodyBudget } from "./bodyBudget.js";
-import { type EppLoads, type Load } from "./eppLoads.js";
+import type { EppLoads, Load } from "./eppLoads.js";
 import type { GatewayMetrics } from "./metrics.js";
 import type { ModelCatalog } from "./models.js";
 import { GatewayRefusal, type OpenAiPrompt, parseOpenAiRequest } from "./openaiRequest.js";

@@ -2,7 +2,7 @@
 // holds the full blocks of every prompt routed to it, for a TTL refreshed
 // whenever the prefix is routed again; bound the total by pruning the
 // earliest-expiring blocks down to 80% of the cap.
-import { type KvIndex } from "./types.js";
+import type { KvIndex } from "./types.js";
 import { type WorkerKey, workerKeyString } from "../protocols/events.js";
 
 export const PRUNE_TARGET_RATIO = 0.8;

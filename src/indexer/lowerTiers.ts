@@ -18,7 +18,7 @@
 // Event ids are ordered by the primary index (the router passes it a no-op
 // for every lower-tier event), so this module does not track them.
 import { sequenceHash } from "../hashing/blockHash.js";
-import { type EventOutcome, type HeldBlock, type Overlaps } from "./types.js";
+import type { EventOutcome, HeldBlock, Overlaps } from "./types.js";
 import { type IndexEvent, LOWER_TIERS, type LowerTier, type WorkerKey, workerKeyString } from "../protocols/events.js";
 
 

@@ -2,7 +2,7 @@
 // flat equivalent of a radix tree), plus per-worker maps from the engine's
 // external block hash to our block, used to find parents and apply removals.
 import { sequenceHash } from "../hashing/blockHash.js";
-import { type ApplyResult, type HeldBlock, type KvIndex, type Overlaps } from "./types.js";
+import type { ApplyResult, HeldBlock, KvIndex, Overlaps } from "./types.js";
 import { type IndexEvent, type WorkerKey, workerKeyString } from "../protocols/events.js";
 import { type EventBatch, eventsOf } from "../protocols/eventBatch.js";
 

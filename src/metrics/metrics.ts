@@ -3,7 +3,7 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 import { KvRouterService } from "../../gen/kvrouter/v1/router_pb.js";
 import type { EventOutcome } from "../indexer/types.js";
-import type { WorkerStatus } from "../router/router.js";
+import type { WorkerStatus } from "../router/types.js";
 import { mirroredTotal } from "./mirrored.js";
 
 /** Live figures read at scrape time, set by whoever owns them. */

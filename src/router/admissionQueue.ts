@@ -7,7 +7,8 @@
 //   fcfs or wspt order, until a worker frees up; a full queue refuses at once.
 // The queue is callback-based so the simulator can drive it on virtual time.
 import { RouterError } from "./errors.js";
-import type { CandidateState, KvRouter, QueuePolicy, RouteDecision, RouteRequest } from "./router.js";
+import type { KvRouter } from "./router.js";
+import type { CandidateState, QueuePolicy, RouteDecision, RouteRequest } from "./types.js";
 
 export const QUEUE_POLICIES: readonly QueuePolicy[] = ["fcfs", "wspt"];
 

@@ -5,167 +5,37 @@ import { randomFillSync } from "node:crypto";
 import { type PromptHashes, hashPromptEagle } from "../hashing/blockHash.js";
 import { hashPromptFast } from "../hashing/prompt.js";
 import { ApproximateTracker } from "../indexer/approximate.js";
-import { E_KIND, EVENT_WORDS, type EventBatch, KIND_CLEARED, eventAt, eventsOf, toEventBatch } from "../protocols/eventBatch.js";
-import { LowerTiers, type LowerTierEvent, type TierOverlaps } from "../indexer/lowerTiers.js";
-import { type ApplyResult, type EventOutcome, IndexCapacityError, type KvIndex } from "../indexer/types.js";
-import { type IndexEvent, type LowerTier, type WorkerKey, parseWorkerKey, workerKeyString } from "../protocols/events.js";
+import type { EventBatch } from "../protocols/eventBatch.js";
+import { LowerTiers } from "../indexer/lowerTiers.js";
+import type { KvIndex } from "../indexer/types.js";
+import { type IndexEvent, type WorkerKey, parseWorkerKey, workerKeyString } from "../protocols/events.js";
 import { ActiveSequences, type WorkerLoad } from "../scheduler/activeSequences.js";
-import {
-  type CostWeights,
-  DYNAMO_COST_WEIGHTS,
-  type Score,
-  minActivePrefillTokens,
-  pickScore,
-  scoreCandidate,
-} from "../scheduler/costFunction.js";
-import { PredictedBlocks, type PredictionOutcomes } from "../scheduler/predictions.js";
+import { type Score, minActivePrefillTokens, pickScore, scoreCandidate } from "../scheduler/costFunction.js";
+import { PredictedBlocks } from "../scheduler/predictions.js";
 import { PrefillRates, decodeSlowdown, estimateTtftMs } from "../scheduler/prefillRates.js";
 import { type AffinityOutcome, SessionAffinity } from "../scheduler/sessionAffinity.js";
 import { log } from "../util/log.js";
 import { WorkerAddresses, rankAddress } from "../workers/addresses.js";
 import { WorkerRegistry } from "../workers/registry.js";
 import { RouterError } from "./errors.js";
-
-/** Dynamo's router queue ordering (--router-queue-policy). */
-export type QueuePolicy = "fcfs" | "wspt";
-
-export interface RouterConfig extends CostWeights {
-  blockSize: number;
-  temperature: number;
-  /** False: approximate mode, routed prompts are assumed cached for approxTtlMs. */
-  useKvEvents: boolean;
-  trackActiveBlocks: boolean;
-  activeRequestTtlMs: number;
-  workerLeaseTtlMs: number;
-  approxTtlMs: number;
-  approxMaxBlocks: number;
-  /** False: active requests hold random block ids, so none share blocks (--no-router-assume-kv-reuse). */
-  assumeKvReuse: boolean;
-  /** The workers run Eagle speculative decoding: requests hash in Eagle windows (--eagle). */
-  eagle?: boolean;
-  /** Queue while every worker's active prefill exceeds this fraction of its batch budget; undefined = never (Dynamo's default). */
-  queueThreshold?: number;
-  queuePolicy: QueuePolicy;
-  /** A host-memory hit's worth, as a fraction of a GPU hit (Dynamo's --router-host-cache-hit-weight). */
-  hostCacheHitWeight: number;
-  /** A disk (or external store) hit's worth (Dynamo's --router-disk-cache-hit-weight). */
-  diskCacheHitWeight: number;
-  /** Most (block, worker) entries held on lower tiers together; 0 = unbounded. */
-  lowerTierMaxBlocks?: number;
-  /** Most dp_ranks one registration may name (--max-dp-ranks). */
-  maxDpRanks?: number;
-  /** Most active requests (--max-active-requests). */
-  maxActiveRequests?: number;
-  /** Most prompt blocks held by active requests in total (--max-active-blocks). */
-  maxActiveBlocks?: number;
-  /** Predict-on-route TTL in event mode (--router-predicted-ttl-secs); 0/undefined = off. */
-  predictedTtlMs?: number;
-  /** A session stays on its worker while its cost is within this of the best (cost units). */
-  sessionAffinitySlack?: number;
-  /** How long a session binding lives after its last request; 0/undefined = no affinity. */
-  sessionAffinityTtlMs?: number;
-  /** A worker that does not report max_num_batched_tokens counts as this (Dynamo: 10M, never busy). */
-  defaultMaxNumBatchedTokens?: number;
-  /** The routing cost: Dynamo's block formula (default) or estimated time to first token in ms. */
-  routerCost?: RouterCost;
-  /** ttft cost: every worker's prefill rate before the router has learned it (tokens per second). */
-  prefillTokensPerSec?: number;
-  /** ttft cost: prefill slows by this fraction per active decode block on the worker. */
-  ttftDecodeSlowdownPerBlock?: number;
-}
-
-export const ROUTER_COSTS = ["dynamo", "ttft"] as const;
-export type RouterCost = (typeof ROUTER_COSTS)[number];
-export const DEFAULT_PREFILL_TOKENS_PER_SEC = 10_000;
-export const DEFAULT_TTFT_DECODE_SLOWDOWN_PER_BLOCK = 0.0001;
-
-/** Most session bindings kept (the least recently used go first). */
-export const MAX_SESSIONS = 1 << 20;
-/** Dynamo's max_num_batched_tokens for a worker that does not report one (queue.rs). */
-export const DYNAMO_DEFAULT_MAX_BATCHED_TOKENS = 10_000_000;
-
-/** What a worker reported about its engine's size (0 = unknown). */
-export interface WorkerCapacity {
-  maxNumBatchedTokens: number;
-  totalKvBlocks: number;
-}
-
-/** A candidate worker's load and size, for admission decisions. */
-export interface CandidateState {
-  key: string;
-  load: WorkerLoad;
-  capacity: WorkerCapacity;
-}
-
-/** Told about predict-on-route and affinity outcomes (metrics). */
-export interface SchedulingObserver {
-  predictions?(outcomes: PredictionOutcomes): void;
-  affinity?(outcome: AffinityOutcome): void;
-}
-
-export const DEFAULT_ROUTER_CONFIG: RouterConfig = {
-  blockSize: 64,
-  ...DYNAMO_COST_WEIGHTS,
-  temperature: 0.0,
-  useKvEvents: true,
-  trackActiveBlocks: true,
-  activeRequestTtlMs: 300_000,
-  workerLeaseTtlMs: 10_000,
-  approxTtlMs: 120_000,
-  approxMaxBlocks: 1 << 20,
-  assumeKvReuse: true,
-  queueThreshold: undefined,
-  queuePolicy: "fcfs",
-  hostCacheHitWeight: 0.75,
-  diskCacheHitWeight: 0.25,
-  maxDpRanks: 1024,
-  maxActiveRequests: 1_000_000,
-  maxActiveBlocks: 1 << 26,
-};
-
-export interface RouteRequest {
-  tokens: Uint32Array | readonly number[];
-  requestId?: string;
-  allowedWorkers?: WorkerKey[];
-  loraName?: string;
-  /** Dynamo's cache_namespace (tenant): salts every block hash. */
-  cacheNamespace?: string;
-  /** Expected output length: grows the chosen worker's projected decode load. */
-  expectedOutputTokens?: number;
-  /** Session for affinity. */
-  sessionId?: string;
-}
-
-export interface RouteDecision {
-  worker: WorkerKey;
-  overlapBlocks: number;
-  promptBlocks: number;
-  /** Of overlapBlocks, those assumed cached by predict-on-route rather than known from events. */
-  predictedBlocks: number;
-  /** Every candidate's score, best (lowest logit) first. */
-  scores: Score[];
-  /** Per worker key, prompt blocks found on lower tiers beyond its GPU match. */
-  tierOverlaps: TierOverlaps;
-}
-
-export interface IngestSummary {
-  applied: number;
-  rejected: number;
-  rejections: { worker: WorkerKey; eventId: bigint; reason: EventOutcome }[];
-}
-
-/** Where a registered worker's engine publishes KV events (ZeroMQ). */
-export interface WorkerFeed {
-  zmqEndpoint: string;
-  zmqReplayEndpoint?: string;
-}
-
-/** Told when workers register or are forgotten, e.g. to start and stop their event feeds. */
-export interface WorkerObserver {
-  /** May throw a RouterError to refuse the registration (it then does not happen). */
-  registered?(workerId: bigint, dpRanks: number[], feed: WorkerFeed | undefined): void;
-  forgotten?(workerId: bigint): void;
-}
+import {
+  type ActiveChange,
+  type CandidateState,
+  DEFAULT_PREFILL_TOKENS_PER_SEC,
+  MAX_SESSIONS,
+  type IngestSummary,
+  type RouteDecision,
+  type RouteRequest,
+  type RouterConfig,
+  type SchedulingObserver,
+  type WorkerCapacity,
+  type WorkerFeed,
+  type WorkerObserver,
+  type WorkerStatus,
+  DYNAMO_DEFAULT_MAX_BATCHED_TOKENS,
+  DEFAULT_TTFT_DECODE_SLOWDOWN_PER_BLOCK,
+} from "./types.js";
+import { WORKER_RANKS_FLAG, applyEventBatch, applyEvents, withIndexCapacity } from "./ingest.js";
 
 /** Candidate workers and their key strings, index for index. */
 interface Candidates {
@@ -178,52 +48,6 @@ interface KnownWorkers extends Candidates {
   registryVersion: number;
   byKey: ReadonlyMap<string, WorkerKey>;
 }
-
-export interface WorkerStatus {
-  worker: WorkerKey;
-  registered: boolean;
-  leaseRemainingMs: number;
-  cachedBlocks: number;
-  /** Blocks held on each lower tier. */
-  lowerTierBlocks: Record<LowerTier, number>;
-  load: WorkerLoad;
-  lastEventId: bigint;
-  /** Learned prefill rate (ttft cost), tokens per second; 0 otherwise. */
-  prefillTokensPerSec: number;
-}
-
-/** A local change of the load state, for replica sync (workerKey = "id:rank"). */
-export type ActiveChange =
-  | { kind: "add"; requestId: string; workerKey: string; blocks: readonly bigint[]; prefillTokens: number; outputBlocks?: number }
-  | { kind: "prefill_done"; requestId: string; workerKey: string }
-  | { kind: "free"; requestId: string; workerKey: string };
-
-/** Events the primary (GPU) index holds: device stores and removals, and clears that reach the GPU. */
-function isPrimary(e: IndexEvent): boolean {
-  if (e.kind === "cleared") return e.scope !== "cache_owner";
-  return e.tier === undefined || e.tier === "device";
-}
-
-/** An event's place in its (worker, dp_rank) order, with no effect on the GPU index. */
-function cursorOnly(e: IndexEvent): IndexEvent {
-  return { workerId: e.workerId, dpRank: e.dpRank, eventId: e.eventId, kind: "removed", blockHashes: [] };
-}
-
-/** The flag that sets the index's (worker, dp_rank) capacity, named in refusals. */
-export const WORKER_RANKS_FLAG = "--max-worker-ranks";
-
-/** Runs an index operation; an index out of worker slots becomes RESOURCE_EXHAUSTED naming the flag. */
-function withIndexCapacity<T>(op: () => T): T {
-  try {
-    return op();
-  } catch (err) {
-    if (!(err instanceof IndexCapacityError)) throw err;
-    throw new RouterError("resource_exhausted", `${err.message}; nothing was applied (raise the limit with ${WORKER_RANKS_FLAG})`);
-  }
-}
-
-/** Rejections listed in an ingest summary; the rest are only counted. */
-const MAX_LISTED_REJECTIONS = 100;
 
 export class KvRouter {
   readonly active: ActiveSequences;
@@ -442,31 +266,14 @@ export class KvRouter {
     for (const listener of this.capacityListeners) listener();
   }
 
+  /** Applies worker events, every tier, in order (sources that speak IndexEvents). */
   applyEvents(events: readonly IndexEvent[], restore = false): IngestSummary {
-    // The primary index orders every event of a (worker, dp_rank), whatever
-    // its tier: a lower-tier event reaches it as an empty removal (advancing
-    // the event id), then goes to its tier. One call for the whole batch: a
-    // sharded index answers it in one round trip. A batch naming more new
-    // workers than the index has slots for is refused whole.
-    const primary = events.every(isPrimary) ? events : events.map((e) => (isPrimary(e) ? e : cursorOnly(e)));
-    const results = withIndexCapacity(() => this.index.applyBatch(toEventBatch(primary), restore));
-    const outcomes = events.map((event, i): ApplyResult => {
-      if (results[i].outcome !== "applied") return results[i];
-      if (event.kind === "cleared") {
-        if (event.scope !== "cache_owner") this.lowerTiers.clearRank(event);
-      } else if (!isPrimary(event)) {
-        return { ...results[i], outcome: this.lowerTiers.apply(event as LowerTierEvent, restore).outcome };
-      }
-      return results[i];
-    });
-    return summarize(outcomes, (i) => events[i]);
+    return applyEvents(this.index, this.lowerTiers, events, restore);
   }
 
   /** Same as applyEvents() on a flat batch (the gRPC ingest path). */
   applyEventBatch(batch: EventBatch, restore = false): IngestSummary {
-    // A clear also empties the rank's lower tiers: such batches take the event path.
-    if (hasCleared(batch)) return this.applyEvents(eventsOf(batch), restore);
-    return summarize(withIndexCapacity(() => this.index.applyBatch(batch, restore)), (i) => eventAt(batch, i));
+    return applyEventBatch(this.index, this.lowerTiers, batch, restore);
   }
 
   /** Stored events that rebuild the index, every tier (see DumpIndex). */
@@ -652,29 +459,3 @@ export class KvRouter {
   }
 }
 
-/** Counts outcomes; lists the first rejections (eventOf builds an event only for those). */
-function summarize(results: readonly ApplyResult[], eventOf: (i: number) => IndexEvent): IngestSummary {
-  const summary: IngestSummary = { applied: 0, rejected: 0, rejections: [] };
-  for (let i = 0; i < results.length; i++) {
-    const { outcome } = results[i];
-    if (outcome === "applied") {
-      summary.applied++;
-      continue;
-    }
-    summary.rejected++;
-    if (summary.rejections.length < MAX_LISTED_REJECTIONS) {
-      const event = eventOf(i);
-      summary.rejections.push({
-        worker: { workerId: event.workerId, dpRank: event.dpRank },
-        eventId: event.eventId,
-        reason: outcome,
-      });
-    }
-  }
-  return summary;
-}
-
-function hasCleared(batch: EventBatch): boolean {
-  for (let i = 0; i < batch.count; i++) if (batch.events[i * EVENT_WORDS + E_KIND] === KIND_CLEARED) return true;
-  return false;
-}

@@ -5,7 +5,7 @@ import { create } from "@bufbuild/protobuf";
 import { type ServerReadableStream, type sendUnaryData, status } from "@grpc/grpc-js";
 import { IngestKvEventsResponseSchema } from "../../gen/kvrouter/v1/router_pb.js";
 import type { EventBatch } from "../protocols/eventBatch.js";
-import { type IndexEvent } from "../protocols/events.js";
+import type { IndexEvent } from "../protocols/events.js";
 import type { RouterMetrics } from "../metrics/metrics.js";
 import type { KvRouter } from "../router/router.js";
 import { log } from "../util/log.js";

@@ -1,6 +1,6 @@
 // kvrouter.v1.KvRouterService over gRPC: the unary methods (unaryMethods.ts)
 // behind grpc-js adapters, and the two streaming calls only gRPC carries.
-import { type ServerUnaryCall, type UntypedServiceImplementation, type sendUnaryData } from "@grpc/grpc-js";
+import type { ServerUnaryCall, UntypedServiceImplementation, sendUnaryData } from "@grpc/grpc-js";
 import type { RouterMetrics } from "../metrics/metrics.js";
 import type { KvRouter } from "../router/router.js";
 import { MalformedRequest } from "../protocols/grpcGlue.js";

@@ -3,7 +3,8 @@
 // usual alternatives, and `oracle-prefix` is the hit-rate ceiling.
 import type { IndexEvent } from "../protocols/events.js";
 import { PrefixIndex } from "../indexer/prefixIndex.js";
-import { KvRouter, type RouterConfig } from "../router/router.js";
+import { KvRouter } from "../router/router.js";
+import type { RouterConfig } from "../router/types.js";
 import { type AdmissionConfig, AdmissionQueue } from "../router/admissionQueue.js";
 import { DYNAMO_COST_WEIGHTS } from "../scheduler/costFunction.js";
 import { seededRandom } from "../util/random.js";

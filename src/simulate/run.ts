@@ -3,7 +3,7 @@
 // expanded and hashed once. Nothing reads the wall clock: same seed, same result.
 import { hashPrompt } from "../hashing/blockHash.js";
 import type { IndexEvent } from "../protocols/events.js";
-import type { RouterConfig } from "../router/router.js";
+import type { RouterConfig } from "../router/types.js";
 import { type EngineListener, type EngineParams, type RequestRecord, SimEngine, type SimRequest } from "./engine.js";
 import { type LoadSamples, type PolicyResult, summarize } from "./metrics.js";
 import { type Dispatch, type Policy, type PolicyName, makePolicy } from "./policies.js";

@@ -1,7 +1,7 @@
 // Test support: a real kv-router (real gRPC server on a free loopback port)
 // and a real client connected to it.
 import { KvRouterClient } from "../../src/client/kvRouterClient.js";
-import { DEFAULT_ROUTER_CONFIG, type RouterConfig } from "../../src/router/router.js";
+import { DEFAULT_ROUTER_CONFIG, type RouterConfig } from "../../src/router/types.js";
 import { type RunningServer, type ServerOptions, startServer } from "../../src/app/startServer.js";
 
 export interface TestRouter {

@@ -4,7 +4,8 @@
 import { readFileSync, unwatchFile, watchFile } from "node:fs";
 import { type WorkerKey, workerKeyString } from "../../protocols/events.js";
 import { RouterError } from "../../router/errors.js";
-import type { KvRouter, WorkerObserver } from "../../router/router.js";
+import type { KvRouter } from "../../router/router.js";
+import type { WorkerObserver } from "../../router/types.js";
 import { log } from "../../util/log.js";
 import type { EventSource, EventSourceContext } from "../../router/eventSource.js";
 import { EndpointSpecError, type ZmqEndpoint, endpointKey, parseWorkersFile, registeredEndpoints } from "./endpoints.js";

@@ -7,7 +7,8 @@
 // in flight (request/reply on `<subject>.state`), so it does not start blind.
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import { parseWorkerKey } from "../../protocols/events.js";
-import type { ActiveChange, KvRouter } from "../../router/router.js";
+import type { KvRouter } from "../../router/router.js";
+import type { ActiveChange } from "../../router/types.js";
 import { log } from "../../util/log.js";
 import type { NatsNames } from "../../protocols/natsNames.js";
 import { parseJsonLossless, stringifyJson } from "../../protocols/routerEventCodec.js";
