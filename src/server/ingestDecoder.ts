@@ -42,6 +42,7 @@ import {
   KIND_REMOVED,
   KIND_STORED,
 } from "../protocols/eventBatch.js";
+import { WireReader } from "../protocols/wireReader.js";
 
 export interface DecodedIngest {
   batch: EventBatch;
@@ -64,15 +65,12 @@ const KNOWN_CLEARED = known(AllBlocksClearedSchema);
 
 /** Thrown inside the decoder to hand the message to protobuf-es. */
 const SLOW = new Error("slow path");
+const EMPTY = new Uint8Array(0);
 
 export class IngestDecoder {
   private readonly hasher: WasmHasher | undefined;
   private readonly seeds = new Map<string, bigint>([["", KV_HASH_SEED]]);
-  // The cursor and the varint just read, as fields so helpers need no allocation.
-  private b: Uint8Array = new Uint8Array(0);
-  private p = 0;
-  private lo = 0;
-  private hi = 0;
+  private readonly r = new WireReader();
   // Growable outputs.
   private events = new Uint32Array(64 * EVENT_WORDS);
   private items = new Uint32Array(1024 * ITEM_WORDS);
@@ -96,12 +94,14 @@ export class IngestDecoder {
     } catch (err) {
       if (err === SLOW) return undefined;
       throw err;
+    } finally {
+      this.r.reset(EMPTY); // keep no reference to the message's bytes
     }
   }
 
   private decodeOrThrow(bytes: Uint8Array): DecodedIngest {
-    this.b = bytes;
-    this.p = 0;
+    const r = this.r;
+    r.reset(bytes);
     this.eventSeed.clear(); // a message handed back half-way may have left seeds
     // Each token takes at least one byte, so the message length bounds the token space.
     try {
@@ -114,20 +114,20 @@ export class IngestDecoder {
     let items = 0;
     let tokenBlocks = 0;
     const end = bytes.length;
-    while (this.p < end) {
+    while (this.r.pos < end) {
       const tag = this.tag(end);
       const field = tag >>> 3;
       const wt = tag & 7;
       if (field === 1 && wt === 2) {
         const len = this.length(end);
         if ((count + 1) * EVENT_WORDS > this.events.length) this.events = grow(this.events, (count + 1) * EVENT_WORDS);
-        const out = this.event(this.p + len, count * EVENT_WORDS, items, tokenBlocks);
+        const out = this.event(this.r.pos + len, count * EVENT_WORDS, items, tokenBlocks);
         items = out.items;
         tokenBlocks = out.tokenBlocks;
         count++;
       } else if (field === 2 && wt === 0) {
         this.varint(end);
-        restore = this.lo !== 0 || this.hi !== 0;
+        restore = this.r.lo !== 0 || this.r.hi !== 0;
       } else this.skipUnknown(field, wt, end, KNOWN_REQUEST);
     }
     this.hashEvents(count);
@@ -143,24 +143,24 @@ export class IngestDecoder {
     ev.fill(0, o, o + EVENT_WORDS);
     ev[o + E_FIRST] = items;
     let data = 0;
-    while (this.p < end) {
+    while (this.r.pos < end) {
       const tag = this.tag(end);
       const field = tag >>> 3;
       const wt = tag & 7;
       if (wt === 0 && field <= 3) {
         this.varint(end);
         if (field === 1) {
-          ev[o + E_WORKER_LO] = this.lo;
-          ev[o + E_WORKER_HI] = this.hi;
-        } else if (field === 2) ev[o + E_DP_RANK] = this.lo;
+          ev[o + E_WORKER_LO] = this.r.lo;
+          ev[o + E_WORKER_HI] = this.r.hi;
+        } else if (field === 2) ev[o + E_DP_RANK] = this.r.lo;
         else {
-          ev[o + E_ID_LO] = this.lo;
-          ev[o + E_ID_HI] = this.hi;
+          ev[o + E_ID_LO] = this.r.lo;
+          ev[o + E_ID_HI] = this.r.hi;
         }
       } else if (wt === 2 && field >= 4 && field <= 6) {
         if (data++ > 0) throw SLOW; // a oneof set twice: protobuf-es merges or replaces
         const len = this.length(end);
-        const subEnd = this.p + len;
+        const subEnd = this.r.pos + len;
         if (field === 4) {
           ev[o + E_KIND] = KIND_STORED;
           const out = this.stored(subEnd, o, items, tokenBlocks);
@@ -171,15 +171,15 @@ export class IngestDecoder {
           items = this.removed(subEnd, items);
         } else {
           ev[o + E_KIND] = KIND_CLEARED;
-          while (this.p < subEnd) {
+          while (this.r.pos < subEnd) {
             const t = this.tag(subEnd);
             this.skipUnknown(t >>> 3, t & 7, subEnd, KNOWN_CLEARED);
           }
         }
-        if (this.p !== subEnd) throw SLOW;
+        if (this.r.pos !== subEnd) throw SLOW;
       } else this.skipUnknown(field, wt, end, KNOWN_EVENT);
     }
-    if (this.p !== end || data === 0) throw SLOW;
+    if (this.r.pos !== end || data === 0) throw SLOW;
     ev[o + E_COUNT] = items - ev[o + E_FIRST];
     return { items, tokenBlocks };
   }
@@ -188,18 +188,18 @@ export class IngestDecoder {
     const ev = this.events;
     const first = items;
     let lora = "";
-    while (this.p < end) {
+    while (this.r.pos < end) {
       const tag = this.tag(end);
       const field = tag >>> 3;
       const wt = tag & 7;
       if (field === 2 && wt === 2) {
         const len = this.length(end);
-        tokenBlocks = this.block(this.p + len, items++, tokenBlocks);
+        tokenBlocks = this.block(this.r.pos + len, items++, tokenBlocks);
       } else if (field === 1 && wt === 0) {
         this.varint(end);
         ev[o + E_HAS_PARENT] = 1;
-        ev[o + E_PARENT_LO] = this.lo;
-        ev[o + E_PARENT_HI] = this.hi;
+        ev[o + E_PARENT_LO] = this.r.lo;
+        ev[o + E_PARENT_HI] = this.r.hi;
       } else if (field === 3 && wt === 2) {
         lora = this.ascii(this.length(end));
       } else this.skipUnknown(field, wt, end, KNOWN_STORED);
@@ -229,56 +229,34 @@ export class IngestDecoder {
     const start = tokenBlocks * this.blockSize;
     let t = start;
     let hasHash = false;
-    const b = this.b;
-    while (this.p < end) {
+    const r = this.r;
+    while (r.pos < end) {
       const tag = this.tag(end);
       const field = tag >>> 3;
       const wt = tag & 7;
       if (field === 2 && wt === 2) {
         // Packed token ids: the inner loop of ingest.
         const len = this.length(end);
-        const stop = this.p + len;
-        let p = this.p;
-        while (p < stop) {
-          let x = b[p++];
-          let v = x & 0x7f;
-          if (x >= 0x80) {
-            x = b[p++];
-            v |= (x & 0x7f) << 7;
-            if (x >= 0x80) {
-              x = b[p++];
-              v |= (x & 0x7f) << 14;
-              if (x >= 0x80) {
-                this.p = p - 3;
-                this.varint(stop);
-                v = this.lo;
-                p = this.p;
-              }
-            }
-          }
-          if (t >= tokens.length) throw SLOW;
-          tokens[t++] = v;
-        }
-        if (p !== stop) throw SLOW;
-        this.p = p;
+        t = this.r.packedU32(this.r.pos + len, tokens, t);
+        if (t < 0) throw SLOW;
       } else if (field === 2 && wt === 0) {
         this.varint(end);
         if (t >= tokens.length) throw SLOW;
-        tokens[t++] = this.lo;
+        tokens[t++] = this.r.lo;
       } else if (field === 1 && wt === 0) {
         this.varint(end);
-        it[w] = this.lo;
-        it[w + 1] = this.hi;
+        it[w] = this.r.lo;
+        it[w + 1] = this.r.hi;
       } else if (field === 3 && wt === 0) {
         this.varint(end);
         hasHash = true;
-        it[w + 2] = this.lo;
-        it[w + 3] = this.hi;
+        it[w + 2] = this.r.lo;
+        it[w + 3] = this.r.hi;
       } else if (field === 4 && (wt === 0 || wt === 2)) {
         throw SLOW; // multimodal hashes: hashed natively by convert.ts
       } else this.skipUnknown(field, wt, end, KNOWN_BLOCK);
     }
-    if (this.p !== end) throw SLOW;
+    if (this.r.pos !== end) throw SLOW;
     const n = t - start;
     // Exactly one of token_ids (block_size of them) or tokens_hash, else convert.ts words the error.
     if (hasHash === n > 0 || (n > 0 && n !== this.blockSize)) throw SLOW;
@@ -287,7 +265,7 @@ export class IngestDecoder {
   }
 
   private removed(end: number, items: number): number {
-    while (this.p < end) {
+    while (this.r.pos < end) {
       const tag = this.tag(end);
       const field = tag >>> 3;
       const wt = tag & 7;
@@ -295,18 +273,18 @@ export class IngestDecoder {
         let stop = end;
         if (wt === 2) {
           const len = this.length(end);
-          stop = this.p + len;
+          stop = this.r.pos + len;
         }
         do {
           this.varint(stop);
           this.roomForItem(items);
           const w = items * ITEM_WORDS;
-          this.items[w] = this.lo;
-          this.items[w + 1] = this.hi;
+          this.items[w] = this.r.lo;
+          this.items[w + 1] = this.r.hi;
           this.items[w + 2] = this.items[w + 3] = 0;
           this.tokenBlockOf[items++] = -1;
-        } while (wt === 2 && this.p < stop);
-        if (wt === 2 && this.p !== stop) throw SLOW;
+        } while (wt === 2 && this.r.pos < stop);
+        if (wt === 2 && this.r.pos !== stop) throw SLOW;
       } else this.skipUnknown(field, wt, end, KNOWN_REMOVED);
     }
     return items;
@@ -356,72 +334,39 @@ export class IngestDecoder {
     }
   }
 
-  // ---- wire primitives (any irregularity: SLOW) ------------------------------
+  // ---- wire primitives (protocols/wireReader.ts; any irregularity: SLOW) -----
 
-  /** A tag of at most 5 bytes that fits u32, field number >= 1. */
   private tag(end: number): number {
-    const start = this.p;
-    this.varint(end);
-    if (this.hi !== 0 || this.p - start > 5) throw SLOW;
-    if (this.lo >>> 3 === 0) throw SLOW;
-    return this.lo;
+    const tag = this.r.tag(end);
+    if (tag < 0) throw SLOW;
+    return tag;
   }
 
-  /** A length that stays inside `end`. */
   private length(end: number): number {
-    this.varint(end);
-    if (this.hi !== 0 || this.lo > end - this.p) throw SLOW;
-    return this.lo;
+    const len = this.r.length(end);
+    if (len < 0) throw SLOW;
+    return len;
   }
 
-  /** A varint of at most 10 bytes (the 10th at most 1) ending before `end`, into lo/hi. */
   private varint(end: number): void {
-    const b = this.b;
-    let p = this.p;
-    let lo = 0;
-    let hi = 0;
-    for (let i = 0; ; i++) {
-      if (p >= end || i === 10) throw SLOW;
-      const x = b[p++];
-      if (i < 4) lo |= (x & 0x7f) << (7 * i);
-      else if (i === 4) {
-        lo |= (x & 0x0f) << 28;
-        hi = (x & 0x70) >> 4;
-      } else {
-        if (i === 9 && x > 1) throw SLOW;
-        hi |= (x & 0x7f) << (7 * i - 32);
-      }
-      if (x < 0x80) break;
-    }
-    this.p = p;
-    this.lo = lo >>> 0;
-    this.hi = hi >>> 0;
+    if (!this.r.varint(end)) throw SLOW;
   }
 
   /** A length-delimited ASCII string of `len` bytes (non-ASCII goes to protobuf-es's UTF-8 checks). */
   private ascii(len: number): string {
-    const b = this.b;
+    const { buf, pos } = this.r;
     let s = "";
-    for (let i = this.p; i < this.p + len; i++) {
-      if (b[i] > 0x7f) throw SLOW;
-      s += String.fromCharCode(b[i]);
+    for (let i = pos; i < pos + len; i++) {
+      if (buf[i] > 0x7f) throw SLOW;
+      s += String.fromCharCode(buf[i]);
     }
-    this.p += len;
+    this.r.pos += len;
     return s;
   }
 
   /** Skips a field the schema does not have; any field it has goes to protobuf-es. */
   private skipUnknown(field: number, wt: number, end: number, known: Set<number>): void {
-    if (known.has(field)) throw SLOW;
-    if (wt === 0) this.varint(end);
-    else if (wt === 2) {
-      const len = this.length(end); // read before this.p: `this.p += f()` would use the old p
-      this.p += len;
-    }
-    else if (wt === 1 || wt === 5) {
-      this.p += wt === 1 ? 8 : 4;
-      if (this.p > end) throw SLOW;
-    } else throw SLOW; // groups
+    if (known.has(field) || !this.r.skip(wt, end)) throw SLOW;
   }
 }
 
