@@ -1,5 +1,6 @@
 // kv-router command line: `kv-router [serve]` runs the router; `kv-router hash`
 // prints Dynamo-compatible block hashes for checking an engine's.
+import { availableParallelism } from "node:os";
 import { format } from "node:util";
 import * as grpc from "@grpc/grpc-js";
 import yargs from "yargs";
@@ -53,6 +54,10 @@ async function serve(argv: Parameters<typeof serverOptionsFrom>[0]): Promise<voi
     router_temperature: opts.router.temperature,
     kv_events: opts.router.useKvEvents,
     track_active_blocks: opts.router.trackActiveBlocks,
+    // The thread defaults follow the core count (options.ts): say what this machine got.
+    cores: availableParallelism(),
+    ingest_threads: opts.ingestThreads ?? 0,
+    indexer_shards: opts.indexerShards ?? 0,
   });
   let stopping = false;
   const shutdown = (signal: string) => {
