@@ -235,3 +235,49 @@ describe("Dynamo discovery over etcd", () => {
     await waitFor(async () => (await workerIds(r)).length === 0, "both gone", 20_000);
   });
 });
+
+describe("etcd discovery at scale", () => {
+  let etcd: EtcdServer;
+  let client: Etcd3;
+  before(async () => {
+    // Values up to 8 MiB (etcd's default is 1.5 MiB): room for the 5 MB model card below.
+    etcd = await startEtcd(["--max-request-bytes", String(8 * 1024 * 1024)]);
+    client = new Etcd3({ hosts: etcd.url, grpcOptions: { "grpc.max_receive_message_length": 64 * 1024 * 1024 } });
+  });
+  after(async () => {
+    client?.close();
+    await etcd?.stop();
+  });
+
+  it("syncs a store larger than one gRPC message (4 MiB) and a 5 MB model card, before and after it starts", async (t) => {
+    t.after(() => client.delete().prefix("v1/"));
+    // 1,000 instance records of ~5 KB: 5 MB under v1/instances, more than etcd can answer in one range message.
+    const padding = `,"padding":"${"x".repeat(5_000)}"}`;
+    const ids = Array.from({ length: 1_000 }, (_, i) => 0x5_0000n + BigInt(i));
+    for (let i = 0; i < ids.length; i += 100) {
+      await Promise.all(ids.slice(i, i + 100).map((id) => client.put(instanceKey(id)).value(instanceValue(id).replace(/}$/, padding))));
+    }
+    // A model card with a 5 MB chat template, whose ranks (2 and 3) show it was read.
+    const bigCard = (id: bigint) => cardValue(id, { start: 2, size: 2 }).replace('"display_name"', `"chat_template":"${"y".repeat(5_000_000)}","display_name"`);
+    const carded = 0x6_0000n;
+    await client.put(cardKey(carded)).value(bigCard(carded));
+    await client.put(instanceKey(carded)).value(instanceValue(carded));
+
+    const { r } = await startRouter(etcd);
+    t.after(() => r.close());
+    const ranksOf = async (id: bigint) =>
+      (await r.client.listWorkers()).workers.filter((w) => w.worker!.workerId === id).map((w) => w.worker!.dpRank).sort().join();
+    await waitFor(async () => new Set(await workerIds(r)).size === ids.length + 1, "every worker in the store is seen", 30_000);
+    assert.equal(await ranksOf(carded), "2,3", "the 5 MB card's ranks");
+    assert.equal(await metric(r, "kvrouter_discovery_up", { backend: "etcd" }), 1);
+    // Through the watch too: a 5 MB card written while the router runs.
+    const later = 0x6_0001n;
+    await client.put(cardKey(later)).value(bigCard(later));
+    await client.put(instanceKey(later)).value(instanceValue(later));
+    await waitFor(async () => (await ranksOf(later)) === "2,3", "a 5 MB card written later is seen");
+    assert.equal(await metric(r, "kvrouter_discovery_reconnects_total", {}), 0, "never reconnected");
+
+    await client.delete().prefix("v1/");
+    await waitFor(async () => (await workerIds(r)).length === 0, "all gone", 30_000);
+  });
+});

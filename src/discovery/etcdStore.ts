@@ -4,7 +4,7 @@
 // gone, the revision compacted away) tears the watch down and the loop
 // retries with backoff, resyncing in full when etcd answers again. In the
 // meantime the router keeps serving with what it knew.
-import { Etcd3, type IKeyValue, type Watcher } from "etcd3";
+import { Etcd3, type IKeyValue, Range, type Watcher } from "etcd3";
 import { log } from "../util/log.js";
 import { type StoreHandler, type StoreHealth, type WatchedStore, backoffMs } from "./discovery.js";
 
@@ -14,6 +14,19 @@ export interface EtcdStoreOptions {
   /** Per-call deadline, so a hung etcd is noticed. */
   callTimeoutMs?: number;
 }
+
+/** Largest message taken from etcd (grpc-js refuses anything over 4 MiB by default): room for one big model card. */
+export const RECEIVE_LIMIT_BYTES = 64 * 1024 * 1024;
+/**
+ * etcd answers a range in one message, so the snapshot is read in pages. A
+ * prefix's first page is small (8 records of up to 8 MiB fit the limit); later
+ * pages hold as many records like the largest seen as fit in PAGE_BYTES (8x
+ * headroom), at most MAX_PAGE_KEYS: etcd counts the rest of the range for every
+ * page, so small pages of many small records (100,000 instances) are slow.
+ */
+const FIRST_PAGE_KEYS = 8;
+const PAGE_BYTES = RECEIVE_LIMIT_BYTES / 8;
+const MAX_PAGE_KEYS = 1_000;
 
 export class EtcdStore implements WatchedStore {
   readonly backend = "etcd";
@@ -30,6 +43,7 @@ export class EtcdStore implements WatchedStore {
   async start(prefixes: readonly string[], handler: StoreHandler): Promise<void> {
     this.client = new Etcd3({
       hosts: this.opts.endpoints,
+      grpcOptions: { "grpc.max_receive_message_length": RECEIVE_LIMIT_BYTES },
       defaultCallOptions: () => ({ deadline: Date.now() + (this.opts.callTimeoutMs ?? 5_000) }),
     });
     await this.connect(prefixes, handler);
@@ -47,14 +61,8 @@ export class EtcdStore implements WatchedStore {
     const gen = ++this.generation;
     try {
       await this.closeWatchers();
-      const entries = new Map<string, Uint8Array>();
-      let revision = 0n;
-      for (const prefix of prefixes) {
-        const res = await this.client!.getAll().prefix(prefix).exec();
-        revision = revision > BigInt(res.header.revision) ? revision : BigInt(res.header.revision);
-        for (const kv of res.kvs) entries.set(kv.key.toString("utf8"), new Uint8Array(kv.value));
-      }
-      // Watch from just after the newest snapshot revision: nothing between is missed.
+      const { entries, revision } = await this.snapshot(prefixes);
+      // Watch from just after the snapshot's revision: nothing between is missed.
       for (const prefix of prefixes) {
         const w = await this.client!.watch().prefix(prefix).startRevision(String(revision + 1n)).create();
         this.watchers.push(w);
@@ -77,6 +85,30 @@ export class EtcdStore implements WatchedStore {
       this.down(String(err));
       this.schedule(prefixes, handler);
     }
+  }
+
+  /** Every key under the prefixes, read in pages all at the first page's revision (one consistent view). */
+  private async snapshot(prefixes: readonly string[]): Promise<{ entries: Map<string, Uint8Array>; revision: bigint }> {
+    const entries = new Map<string, Uint8Array>();
+    let revision: string | undefined;
+    for (const prefix of prefixes) {
+      const { end } = Range.prefix(prefix);
+      let start = Buffer.from(prefix);
+      let [limit, largest] = [FIRST_PAGE_KEYS, 1];
+      for (;;) {
+        const page = this.client!.getAll().inRange({ start, end }).limit(limit);
+        const res = await (revision === undefined ? page : page.revision(revision)).exec();
+        revision ??= res.header.revision;
+        for (const kv of res.kvs) {
+          entries.set(kv.key.toString("utf8"), new Uint8Array(kv.value));
+          largest = Math.max(largest, kv.key.length + kv.value.length);
+        }
+        if (!res.more || res.kvs.length === 0) break;
+        start = Buffer.concat([res.kvs[res.kvs.length - 1].key, Buffer.from([0])]); // the key right after the last
+        limit = Math.max(1, Math.min(MAX_PAGE_KEYS, Math.floor(PAGE_BYTES / largest)));
+      }
+    }
+    return { entries, revision: BigInt(revision!) };
   }
 
   private schedule(prefixes: readonly string[], handler: StoreHandler): void {

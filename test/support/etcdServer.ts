@@ -27,7 +27,8 @@ function portOpen(port: number): Promise<boolean> {
   });
 }
 
-export async function startEtcd(): Promise<EtcdServer> {
+/** `args`: more etcd flags, e.g. ["--max-request-bytes", "8388608"] for values over its 1.5 MiB default. */
+export async function startEtcd(args: string[] = []): Promise<EtcdServer> {
   const dir = mkdtempSync(join(tmpdir(), "kvr-etcd-"));
   const [clientPort, peerPort] = [await freePort(), await freePort()];
   const url = `http://127.0.0.1:${clientPort}`;
@@ -48,6 +49,7 @@ export async function startEtcd(): Promise<EtcdServer> {
         "--initial-advertise-peer-urls", peer,
         "--initial-cluster", `default=${peer}`,
         "--log-level", "error",
+        ...args,
       ],
       { stdio: ["ignore", "ignore", "pipe"] },
     );
