@@ -8,7 +8,9 @@ import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { Etcd3 } from "etcd3";
 import { dynamoDiscoverySources } from "../src/cli/discoveryFlags.js";
-import type { DynamoDiscovery } from "../src/discovery/dynamoDiscovery.js";
+import { DynamoDiscovery } from "../src/discovery/dynamoDiscovery.js";
+import { dynamoEndpoint } from "../src/discovery/dynamoRecords.js";
+import { EtcdStore } from "../src/discovery/etcdStore.js";
 import { localBlockHash } from "../src/hashing/blockHash.js";
 import type { DynamoZmqEventPlane } from "../src/sources/dynamoZmq/dynamoZmqSource.js";
 import {
@@ -236,7 +238,7 @@ describe("Dynamo discovery over etcd", () => {
   });
 });
 
-describe("etcd discovery at scale", () => {
+describe("etcd discovery at scale and at rest", () => {
   let etcd: EtcdServer;
   let client: Etcd3;
   before(async () => {
@@ -279,5 +281,25 @@ describe("etcd discovery at scale", () => {
 
     await client.delete().prefix("v1/");
     await waitFor(async () => (await workerIds(r)).length === 0, "all gone", 30_000);
+  });
+
+  it("keeps its watch while idle for longer than the etcd call deadline: no reconnect, discovery_up stays 1", async (t) => {
+    const callTimeoutMs = 200; // the default is 5 s; the deadline must not apply to the watch stream at all
+    const discovery = new DynamoDiscovery(new EtcdStore({ endpoints: [etcd.url], callTimeoutMs }), {
+      endpoint: dynamoEndpoint(`${NS}.${COMPONENT}.${ENDPOINT}`),
+      leaseMs: 1_000,
+    });
+    const r = await startTestRouter({ blockSize: B }, { eventSources: [discovery], metricsPort: 0 });
+    t.after(() => r.close());
+    assert.equal(await metric(r, "kvrouter_discovery_up", { backend: "etcd" }), 1);
+    await new Promise((res) => setTimeout(res, 10 * callTimeoutMs));
+    assert.equal(await metric(r, "kvrouter_discovery_reconnects_total", {}), 0, "the watch was never re-established");
+    assert.equal(await metric(r, "kvrouter_discovery_up", { backend: "etcd" }), 1);
+    // The same watch still delivers.
+    const worker = await registerLikeDynamo(client);
+    await waitFor(async () => (await workerIds(r)).includes(worker.instanceId), "a worker registered after the idle time is seen");
+    await worker.lease.revoke();
+    await waitFor(async () => (await workerIds(r)).length === 0, "gone with its lease");
+    assert.equal(await metric(r, "kvrouter_discovery_reconnects_total", {}), 0);
   });
 });

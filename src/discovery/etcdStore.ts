@@ -44,7 +44,8 @@ export class EtcdStore implements WatchedStore {
     this.client = new Etcd3({
       hosts: this.opts.endpoints,
       grpcOptions: { "grpc.max_receive_message_length": RECEIVE_LIMIT_BYTES },
-      defaultCallOptions: () => ({ deadline: Date.now() + (this.opts.callTimeoutMs ?? 5_000) }),
+      // Unary calls only: a deadline on the watch stream would end it (and flap discovery_up) every callTimeoutMs.
+      defaultCallOptions: (call) => (call.isStream ? {} : { deadline: Date.now() + (this.opts.callTimeoutMs ?? 5_000) }),
     });
     await this.connect(prefixes, handler);
   }
