@@ -16,6 +16,7 @@ import { startServer } from "../src/app/startServer.js";
 import type { EventSource } from "../src/router/eventSource.js";
 import { KV_ROUTER_DEFAULTS } from "../src/scheduler/defaults.js";
 import { spawnCli, spawnRouter } from "./support/cliProcess.js";
+import { makeTestPki } from "./support/certs.js";
 
 
 const EXIT_TIMEOUT_MS = 120_000;
@@ -110,6 +111,28 @@ describe("start-up messages", () => {
     const help = await runToExit(["--help"]);
     assert.equal(help.code, 0);
     assert.match(help.stdout, /--block-size/);
+  });
+
+  it("--http-port with --tls-client-ca: refused before anything listens, one line, exit code 2 (plain HTTP would bypass mutual TLS)", async () => {
+    const pki = makeTestPki();
+    try {
+      const tls = ["--tls-cert", pki.path("server.crt"), "--tls-key", pki.path("server.key"), "--tls-client-ca", pki.path("ca.crt")];
+      const r = await runToExit([...SERVE, "--grpc-port", "0", "--metrics-port", "-1", ...tls, "--http-port", "0"]);
+      assert.equal(r.code, 2);
+      assert.equal(
+        oneLine(r.stderr),
+        "kv-router: --http-port cannot be used with --tls-client-ca: the HTTP port is plain HTTP and asks for no client certificate, so it would bypass mutual TLS; leave --http-port off (-1)",
+      );
+      // The server refuses the same combination from any caller.
+      const options = { router: DEFAULT_ROUTER_CONFIG, host: "127.0.0.1", grpcPort: 0, maxTokens: 1024, processMetrics: false, httpPort: 0 };
+      const tlsFiles = { cert: pki.serverCert, key: pki.serverKey, clientCa: pki.caCert };
+      await assert.rejects(startServer({ ...options, tls: tlsFiles }), /cannot be served with mutual TLS/);
+      // TLS without client certificates still serves an HTTP port: only mutual TLS is refused.
+      const served = await startServer({ ...options, tls: { ...tlsFiles, clientCa: undefined } });
+      await served.stop();
+    } finally {
+      pki.remove();
+    }
   });
 
   it("bad environment: names the variable and its value; two variables that disagree name both; KV_ROUTER_LOG lists the levels", async () => {

@@ -116,6 +116,10 @@ export interface RunningServer {
 export const KV_ROUTER_SERVICE_NAME = KvRouterService.typeName;
 
 export async function startServer(opts: ServerOptions): Promise<RunningServer> {
+  // The HTTP port is plain HTTP: beside mutual TLS it would be a way in without a client certificate.
+  if (opts.tls?.clientCa !== undefined && opts.httpPort !== undefined) {
+    throw new Error("the HTTP port (httpPort) cannot be served with mutual TLS (tls.clientCa): it is plain HTTP, where no client certificate is asked for");
+  }
   // Tokenizers load before anything starts: a bad model directory fails start-up, naming the file.
   // The gateway's modules load only when a gateway port is asked for (start-up time).
   const gateway = opts.httpPort !== undefined || opts.eppPort !== undefined;

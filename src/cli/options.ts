@@ -475,6 +475,9 @@ export function serveOptions<T>(y: Argv<T>) {
       }
       if ((argv.tlsCert === undefined) !== (argv.tlsKey === undefined)) problems.push("--tls-cert and --tls-key go together");
       if (argv.tlsClientCa !== undefined && argv.tlsCert === undefined) problems.push("--tls-client-ca needs --tls-cert and --tls-key");
+      if (argv.tlsClientCa !== undefined && (argv.httpPort as number) >= 0) {
+        problems.push("--http-port cannot be used with --tls-client-ca: the HTTP port is plain HTTP and asks for no client certificate, so it would bypass mutual TLS; leave --http-port off (-1)");
+      }
       if (argv.authToken !== undefined && argv.authTokenFile !== undefined) problems.push("give --auth-token or --auth-token-file, not both");
       for (const name of ["tls-cert", "tls-key", "tls-client-ca", "auth-token-file"]) {
         const file = argv[name] as string | undefined;
