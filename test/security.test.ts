@@ -92,6 +92,58 @@ describe("shared token", () => {
   });
 });
 
+describe("--auth-reads", () => {
+  const token = "reads-token";
+
+  it("a plain FindBestWorker without the token does not say whether the prompt is cached, over gRPC and Connect", async () => {
+    const r = await startTestRouter({ blockSize: B, predictedTtlMs: 60_000 }, { authToken: token, authReads: true, httpPort: 0 });
+    // Call credentials need TLS; on this plaintext channel the token goes in by interceptor.
+    const authed = new KvRouterClient(r.address, grpc.credentials.createInsecure(), {
+      interceptors: [
+        (options, next) =>
+          new grpc.InterceptingCall(next(options), {
+            start(metadata, listener, nxt) {
+              metadata.set("authorization", `Bearer ${token}`);
+              nxt(metadata, listener);
+            },
+          }),
+      ],
+    });
+    const connect = async (body: unknown, withToken: boolean) => {
+      const res = await fetch(`http://127.0.0.1:${r.server.httpPort}/kvrouter.v1.KvRouterService/FindBestWorker`, {
+        method: "POST",
+        headers: { "content-type": "application/json", ...(withToken ? { authorization: `Bearer ${token}` } : {}) },
+        body: JSON.stringify(body),
+      });
+      assert.equal(res.status, 200);
+      const json = (await res.json()) as { overlapBlocks?: number; predictedBlocks?: number };
+      return { overlapBlocks: json.overlapBlocks ?? 0, predictedBlocks: json.predictedBlocks ?? 0 };
+    };
+    try {
+      const cached = tokens(8); // 2 blocks on worker 1, from its events
+      const routed = tokens(12, 500); // 3 blocks predicted on the worker a routed request went to
+      await authed.sendEvents([stored(1, 1, cached, B, 10n)]);
+      await authed.findBestWorker({ tokenIds: routed, requestId: "r1" });
+      const hits = (d: { overlapBlocks: number; predictedBlocks: number }) => [d.overlapBlocks, d.predictedBlocks];
+      // With the token, the answer says how much is cached.
+      assert.deepEqual(hits(await authed.findBestWorker({ tokenIds: cached })), [2, 0]);
+      assert.deepEqual(hits(await authed.findBestWorker({ tokenIds: routed })), [3, 3]);
+      assert.deepEqual(hits(await connect({ tokenIds: cached }, true)), [2, 0]);
+      // Without it, the call still routes but says nothing of the cache.
+      for (const prompt of [cached, routed]) {
+        const anonymous = await r.client.findBestWorker({ tokenIds: prompt });
+        assert.equal(anonymous.worker!.workerId, 1n);
+        assert.equal(anonymous.promptBlocks, prompt.length / B);
+        assert.deepEqual(hits(anonymous), [0, 0], "gRPC");
+        assert.deepEqual(hits(await connect({ tokenIds: prompt }, false)), [0, 0], "Connect");
+      }
+    } finally {
+      authed.close();
+      await r.close();
+    }
+  });
+});
+
 describe("limits", () => {
   it("refuses a message over --max-message-bytes and keeps serving", async () => {
     const r = await startTestRouter({ blockSize: B }, { maxMessageBytes: 4096 });

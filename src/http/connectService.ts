@@ -4,15 +4,16 @@
 import { Code, type ConnectRouter, ConnectError, type HandlerContext } from "@connectrpc/connect";
 import { KvRouterService } from "../../gen/kvrouter/v1/router_pb.js";
 import type { RouterMetrics } from "../metrics/metrics.js";
-import { OPEN_READS, type TokenPolicy, tokenRefusal } from "../server/auth.js";
+import { type CacheHits, OPEN_READS, type TokenPolicy, hideCacheHits, hidesCacheHits, tokenRefusal } from "../server/auth.js";
 import { UNARY_METHOD_NAMES, type UnaryMethods, runUnary } from "../server/unaryMethods.js";
 
 export function connectRoutes(methods: UnaryMethods, metrics: RouterMetrics, authToken: string | undefined, policy: TokenPolicy = OPEN_READS) {
   const impl: Record<string, (req: never, ctx: HandlerContext) => unknown> = {};
   for (const local of Object.keys(UNARY_METHOD_NAMES) as (keyof UnaryMethods)[]) {
     impl[local] = async (req: { requestId?: string; explain?: boolean }, ctx: HandlerContext) => {
+      const authorization = ctx.requestHeader.get("authorization") ?? undefined;
       if (authToken !== undefined) {
-        const refused = tokenRefusal(local, req, ctx.requestHeader.get("authorization") ?? undefined, authToken, policy);
+        const refused = tokenRefusal(local, req, authorization, authToken, policy);
         if (refused !== undefined) {
           metrics.unauthenticated.inc({ method: local });
           throw new ConnectError(refused, Code.Unauthenticated);
@@ -24,6 +25,7 @@ export function connectRoutes(methods: UnaryMethods, metrics: RouterMetrics, aut
       );
       // gRPC status numbers are Connect codes (both follow google.rpc.Code).
       if (!outcome.ok) throw new ConnectError(outcome.details, outcome.code as number as Code);
+      if (authToken !== undefined && hidesCacheHits(local, authorization, authToken, policy)) hideCacheHits(outcome.response as CacheHits);
       return outcome.response;
     };
   }

@@ -19,7 +19,7 @@ export const MUTATING_METHODS = new Set([
 export interface TokenPolicy {
   /** Approximate mode (--no-kv-events): every FindBestWorker records its prompt in the index. */
   approximate: boolean;
-  /** --auth-reads: ListWorkers and FindBestWorker explain need the token too. */
+  /** --auth-reads: ListWorkers and FindBestWorker explain need the token too; plain FindBestWorker answers hide cache hits. */
   authReads: boolean;
 }
 
@@ -53,6 +53,30 @@ function sameSecret(a: string, b: string): boolean {
   return x.length === y.length && timingSafeEqual(x, y);
 }
 
+/**
+ * Whether a FindBestWorker answer must hide how much of the prompt is cached:
+ * with --auth-reads, from a caller without the token. A plain query stays open
+ * (it only routes), but its overlap_blocks and predicted_blocks would answer
+ * "is this prompt cached?" as explain does.
+ */
+export function hidesCacheHits(method: string, authorization: unknown, token: string, policy: TokenPolicy): boolean {
+  return method === "findBestWorker" && policy.authReads && !holdsToken(authorization, token);
+}
+
+/** The fields of a FindBestWorker answer that say how much of the prompt the chosen worker caches. */
+export type CacheHits = { overlapBlocks: number; predictedBlocks: number };
+
+/** Zeroes what hidesCacheHits() hides, in place. */
+export function hideCacheHits(response: CacheHits): void {
+  response.overlapBlocks = 0;
+  response.predictedBlocks = 0;
+}
+
+function holdsToken(authorization: unknown, token: string): boolean {
+  const presented = presentedToken(authorization);
+  return presented !== undefined && sameSecret(presented, token);
+}
+
 /** Wraps the handlers so calls that need the token (needsToken) refuse without it (UNAUTHENTICATED). */
 export function requireToken(
   handlers: UntypedServiceImplementation,
@@ -63,8 +87,15 @@ export function requireToken(
   const wrapped: UntypedServiceImplementation = {};
   for (const [name, handler] of Object.entries(handlers)) {
     wrapped[name] = ((call: { metadata: Metadata; request?: { requestId?: string; explain?: boolean }; emit?: Function }, callback?: Function) => {
-      const refused = tokenRefusal(name, call.request, call.metadata.get("authorization")[0], token, policy);
-      if (refused === undefined) return (handler as Function)(call, callback);
+      const authorization = call.metadata.get("authorization")[0];
+      const refused = tokenRefusal(name, call.request, authorization, token, policy);
+      if (refused === undefined) {
+        if (!hidesCacheHits(name, authorization, token, policy)) return (handler as Function)(call, callback);
+        return (handler as Function)(call, (err: unknown, response?: CacheHits) => {
+          if (response) hideCacheHits(response);
+          callback!(err, response);
+        });
+      }
       onRefused(name);
       // Server-streaming calls (DumpIndex) have no callback: fail the stream.
       if (callback) callback({ code: status.UNAUTHENTICATED, details: refused });
@@ -85,10 +116,8 @@ export function tokenRefusal(
   token: string,
   policy: TokenPolicy = OPEN_READS,
 ): string | undefined {
-  if (!needsToken(method, request, policy)) return undefined;
-  const presented = presentedToken(authorization);
-  if (presented !== undefined && sameSecret(presented, token)) return undefined;
-  return presented === undefined
+  if (!needsToken(method, request, policy) || holdsToken(authorization, token)) return undefined;
+  return presentedToken(authorization) === undefined
     ? "this call needs 'authorization: Bearer <token>' metadata (it changes router state, dumps the index, or --auth-reads is on)"
     : "the bearer token does not match the router's --auth-token";
 }
