@@ -213,7 +213,7 @@ describe("hardening: wrong answers", () => {
       const anonymous = r.client.findBestWorker({ tokenIds: tokens(16) });
       await assert.rejects(anonymous, code(status.UNAUTHENTICATED));
       const text = await scrapeText(r);
-      assert.equal(metricValue(text, /^kvrouter_unauthenticated_total\{method="findBestWorker"\}/), 1, "counted");
+      assert.equal(metricValue(text, /^kvrouter_unauthenticated_total\{method="FindBestWorker"\}/), 1, "counted");
     } finally {
       await r.close();
     }

@@ -2,6 +2,7 @@
 // (same token check, same statuses mapped to HTTP), probes, and the scorer API.
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
+import { KvRouterService } from "../gen/kvrouter/v1/router_pb.js";
 import { hashPrompt } from "../src/hashing/blockHash.js";
 import { stored } from "./support/events.js";
 import { type TestRouter, startTestRouter, tokens } from "./support/router.js";
@@ -12,7 +13,7 @@ let r: TestRouter;
 let base: string;
 
 before(async () => {
-  r = await startTestRouter({ blockSize: B }, { httpPort: 0, authToken: TOKEN, maxBodyBytes: 4096 });
+  r = await startTestRouter({ blockSize: B }, { httpPort: 0, metricsPort: 0, authToken: TOKEN, maxBodyBytes: 4096 });
   base = `http://127.0.0.1:${r.server.httpPort}`;
 });
 after(() => r.close());
@@ -39,7 +40,23 @@ describe("Connect HTTP/JSON", () => {
     assert.equal((await rpc("FindBestWorker", { tokenIds: tokens(8), requestId: "q" }, TOKEN)).status, 200);
     assert.deepEqual((await rpc("Free", { requestId: "q" }, TOKEN)).body, { found: true });
     // The same refusals are counted, whichever transport they came by.
-    assert.match(await r.server.metrics.registry.metrics(), /kvrouter_unauthenticated_total\{method="registerWorker"\} 2/);
+    assert.match(await r.server.metrics.registry.metrics(), /kvrouter_unauthenticated_total\{method="RegisterWorker"\} 2/);
+  });
+
+  it("counts token refusals under the method's wire name, as declared at start, whichever transport refused them", async () => {
+    const scrape = async () => {
+      const text = await (await fetch(`http://127.0.0.1:${r.server.metricsPort}/metrics`)).text();
+      return text.split("\n").filter((l) => l.startsWith("kvrouter_unauthenticated_total{"));
+    };
+    const freeCount = (series: string[]) => Number(series.find((l) => l.includes('method="Free"'))!.split(" ")[1]);
+    const before = await scrape();
+    await assert.rejects(r.client.free("f1"), (e: { code: number }) => e.code === 16); // gRPC UNAUTHENTICATED
+    assert.equal((await rpc("Free", { requestId: "f1" })).status, 401);
+    const after = await scrape();
+    assert.equal(freeCount(after), freeCount(before) + 2);
+    const methods = (series: string[]) => series.map((l) => /method="([^"]*)"/.exec(l)![1]).sort();
+    assert.deepEqual(methods(after), methods(before), "no series besides the ones declared at start");
+    assert.deepEqual(methods(after), KvRouterService.methods.map((m) => m.name).sort());
   });
 
   it("maps router statuses to HTTP: invalid → 400, not found → 404, already exists → 409", async () => {

@@ -172,7 +172,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   let handlers = kvRouterHandlers(router, metrics, methods, { maxConcurrentDumps: opts.maxConcurrentDumps }, pool);
   const tokenPolicy = { approximate: !opts.router.useKvEvents, authReads: opts.authReads ?? false };
   if (opts.authToken) {
-    handlers = requireToken(handlers, opts.authToken, (method) => metrics.unauthenticated.inc({ method }), tokenPolicy);
+    handlers = requireToken(handlers, opts.authToken, (method) => metrics.tokenRefused(method), tokenPolicy);
   }
   // IngestKvEvents decodes its own bytes (kvRouterService.ts: the hot-path decoder).
   server.addService(serviceDefinition(KvRouterService, ["ingestKvEvents"], { findBestWorker: decodeFindBestWorkerFast }), handlers);

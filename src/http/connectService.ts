@@ -15,7 +15,7 @@ export function connectRoutes(methods: UnaryMethods, metrics: RouterMetrics, aut
       if (authToken !== undefined) {
         const refused = tokenRefusal(local, req, authorization, authToken, policy);
         if (refused !== undefined) {
-          metrics.unauthenticated.inc({ method: local });
+          metrics.tokenRefused(local);
           throw new ConnectError(refused, Code.Unauthenticated);
         }
       }

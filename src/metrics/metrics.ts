@@ -22,6 +22,7 @@ export const DEFAULT_METRICS_MAX_WORKERS = 256;
 
 const EVENT_OUTCOMES: readonly (EventOutcome | "invalid")[] = ["applied", "parent_block_not_found", "stale_event_id", "invalid"];
 const METHODS = KvRouterService.methods.map((m) => m.name);
+const WIRE_NAMES = new Map(KvRouterService.methods.map((m) => [m.localName, m.name]));
 
 export class RouterMetrics {
   readonly registry = new Registry();
@@ -87,7 +88,7 @@ export class RouterMetrics {
     labelNames: ["method"] as const,
     registers: [this.registry],
   });
-  readonly unauthenticated = new Counter({
+  private readonly unauthenticated = new Counter({
     name: "kvrouter_unauthenticated_total",
     help: "State-changing calls refused for a missing or wrong bearer token, by method",
     labelNames: ["method"] as const,
@@ -170,6 +171,15 @@ export class RouterMetrics {
     for (const reason of ["busy", "queue_full"]) this.queueRefused.inc({ reason }, 0);
     for (const outcome of ["confirmed", "wrong"]) this.predictions.inc({ outcome }, 0);
     for (const outcome of ["new", "kept", "broken"]) this.sessionAffinity.inc({ outcome }, 0);
+  }
+
+  /**
+   * Counts a call refused for its token. `method` is the handler's name
+   * (findBestWorker); the label is the wire name (FindBestWorker), as in every
+   * method label here, whichever transport refused it.
+   */
+  tokenRefused(method: string): void {
+    this.unauthenticated.inc({ method: WIRE_NAMES.get(method) ?? method });
   }
 
   private workerGauge(name: string, help: string, collect?: () => void): Gauge<"worker_id" | "dp_rank"> {
