@@ -2,7 +2,8 @@
 // (same token check, same statuses mapped to HTTP), probes, and the scorer API.
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { KvRouterService } from "../gen/kvrouter/v1/router_pb.js";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { KvRouterService, RegisterWorkerRequestSchema, RegisterWorkerResponseSchema } from "../gen/kvrouter/v1/router_pb.js";
 import { hashPrompt } from "../src/hashing/blockHash.js";
 import { stored } from "./support/events.js";
 import { type TestRouter, startTestRouter, tokens } from "./support/router.js";
@@ -69,6 +70,36 @@ describe("Connect HTTP/JSON", () => {
     await rpc("Free", { requestId: "dup" }, TOKEN);
     const lw = await rpc("ListWorkers", {});
     assert.equal(lw.body.workers[0].address, "10.0.0.1:8000");
+  });
+
+  it("answers protobuf bytes that do not parse with 400 invalid_argument, counted, and changes nothing", async () => {
+    const proto = (method: string, body: Uint8Array) =>
+      fetch(`${base}/kvrouter.v1.KvRouterService/${method}`, {
+        method: "POST",
+        headers: { "content-type": "application/proto", authorization: `Bearer ${TOKEN}` },
+        body,
+      });
+    const invalidCount = async (method: string) =>
+      Number(/ (\d+)$/.exec((await r.server.metrics.registry.metrics()).split("\n").find((l) => l.startsWith(`kvrouter_invalid_requests_total{method="${method}"}`))!)![1]);
+    const workersBefore = (await r.client.listWorkers()).workers.length;
+    const countedBefore = await invalidCount("RegisterWorker");
+    const garbage = [Uint8Array.of(0xff, 0xff, 0xff, 0x07, 0x01), Uint8Array.of(0x0a, 0x10, 0x01), Uint8Array.of(0x08)]; // bad tag, truncated field, truncated varint
+    for (const method of ["RegisterWorker", "FindBestWorker", "SetBusyThresholds"]) {
+      for (const bytes of garbage) {
+        const res = await proto(method, bytes);
+        const body = (await res.json()) as { code: string; message: string };
+        assert.equal(res.status, 400, `${method} ${bytes}`);
+        assert.equal(body.code, "invalid_argument");
+        assert.match(body.message, new RegExp(`^request is not a valid kvrouter\\.v1\\.${method}Request: `));
+      }
+    }
+    assert.equal(await invalidCount("RegisterWorker"), countedBefore + garbage.length);
+    assert.equal((await r.client.listWorkers()).workers.length, workersBefore, "nothing registered");
+    // Valid protobuf bytes are served as before.
+    const ok = await proto("RegisterWorker", toBinary(RegisterWorkerRequestSchema, create(RegisterWorkerRequestSchema, { workerId: 77n })));
+    assert.equal(ok.status, 200);
+    assert.equal(fromBinary(RegisterWorkerResponseSchema, new Uint8Array(await ok.arrayBuffer())).leaseTtlSeconds > 0, true);
+    assert.equal((await rpc("DeregisterWorker", { workerId: "77" }, TOKEN)).status, 200);
   });
 
   it("answers the probes and names the endpoints on an unknown path", async () => {
