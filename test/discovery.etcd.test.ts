@@ -238,12 +238,13 @@ describe("Dynamo discovery over etcd", () => {
   });
 });
 
-describe("etcd discovery at scale and at rest", () => {
+describe("etcd discovery: big stores, idle and hung watches", () => {
   let etcd: EtcdServer;
   let client: Etcd3;
   before(async () => {
-    // Values up to 8 MiB (etcd's default is 1.5 MiB): room for the 5 MB model card below.
-    etcd = await startEtcd(["--max-request-bytes", String(8 * 1024 * 1024)]);
+    // Values up to 8 MiB (etcd's default is 1.5 MiB): room for the 5 MB model card below; keepalive pings
+    // as often as every 100 ms (etcd's default refuses them more often than every 5 s).
+    etcd = await startEtcd(["--max-request-bytes", String(8 * 1024 * 1024), "--grpc-keepalive-min-time", "100ms"]);
     client = new Etcd3({ hosts: etcd.url, grpcOptions: { "grpc.max_receive_message_length": 64 * 1024 * 1024 } });
   });
   after(async () => {
@@ -283,23 +284,51 @@ describe("etcd discovery at scale and at rest", () => {
     await waitFor(async () => (await workerIds(r)).length === 0, "all gone", 30_000);
   });
 
-  it("keeps its watch while idle for longer than the etcd call deadline: no reconnect, discovery_up stays 1", async (t) => {
-    const callTimeoutMs = 200; // the default is 5 s; the deadline must not apply to the watch stream at all
-    const discovery = new DynamoDiscovery(new EtcdStore({ endpoints: [etcd.url], callTimeoutMs }), {
+  /** A router whose etcd calls time out after `callTimeoutMs` and whose client pings etcd after 300 ms of quiet (answer due within callTimeoutMs). */
+  async function startQuickRouter(callTimeoutMs: number) {
+    const discovery = new DynamoDiscovery(new EtcdStore({ endpoints: [etcd.url], callTimeoutMs, keepaliveMs: 300 }), {
       endpoint: dynamoEndpoint(`${NS}.${COMPONENT}.${ENDPOINT}`),
       leaseMs: 1_000,
     });
-    const r = await startTestRouter({ blockSize: B }, { eventSources: [discovery], metricsPort: 0 });
+    return startTestRouter({ blockSize: B }, { eventSources: [discovery], metricsPort: 0 });
+  }
+
+  it("keeps its watch while idle for longer than the etcd call deadline: no reconnect, discovery_up stays 1", async (t) => {
+    const callTimeoutMs = 1_000; // the default is 5 s; the deadline must not apply to the watch stream at all
+    const r = await startQuickRouter(callTimeoutMs);
     t.after(() => r.close());
-    assert.equal(await metric(r, "kvrouter_discovery_up", { backend: "etcd" }), 1);
-    await new Promise((res) => setTimeout(res, 10 * callTimeoutMs));
-    assert.equal(await metric(r, "kvrouter_discovery_reconnects_total", {}), 0, "the watch was never re-established");
-    assert.equal(await metric(r, "kvrouter_discovery_up", { backend: "etcd" }), 1);
+    const up = () => metric(r, "kvrouter_discovery_up", { backend: "etcd" });
+    const reconnects = () => metric(r, "kvrouter_discovery_reconnects_total", {});
+    await waitFor(async () => (await up()) === 1, "connected", 20_000); // a loaded machine may miss the first deadline
+    const before = await reconnects();
+    await new Promise((res) => setTimeout(res, 3 * callTimeoutMs)); // with keepalive pings every 300 ms meanwhile
+    assert.equal(await reconnects(), before, "the watch was never re-established");
+    assert.equal(await up(), 1);
     // The same watch still delivers.
     const worker = await registerLikeDynamo(client);
     await waitFor(async () => (await workerIds(r)).includes(worker.instanceId), "a worker registered after the idle time is seen");
     await worker.lease.revoke();
     await waitFor(async () => (await workerIds(r)).length === 0, "gone with its lease");
-    assert.equal(await metric(r, "kvrouter_discovery_reconnects_total", {}), 0);
+    assert.equal(await reconnects(), before);
+  });
+
+  it("notices a hung etcd on its idle watch (keepalive pings), keeps routing, and resyncs when etcd answers again", async (t) => {
+    t.after(() => etcd.resume()); // first: nothing below can close while etcd is frozen
+    const r = await startQuickRouter(1_000);
+    t.after(() => r.close());
+    const up = () => metric(r, "kvrouter_discovery_up", { backend: "etcd" });
+    const known = 0x7_0000n;
+    await client.put(instanceKey(known)).value(instanceValue(known));
+    t.after(() => client.delete().prefix("v1/"));
+    await waitFor(async () => (await workerIds(r)).includes(known) && (await up()) === 1, "the worker is seen", 20_000);
+
+    etcd.pause(); // connections stay open, nothing answers: only a ping can tell
+    await waitFor(async () => (await up()) === 0, "the hung etcd is noticed", 20_000);
+    assert.equal((await r.client.findBestWorker({ tokenIds: tokens(8) })).worker!.workerId, known, "still routed to");
+    etcd.resume();
+    await waitFor(async () => (await up()) === 1, "etcd answers again", 30_000);
+    const later = 0x7_0001n;
+    await client.put(instanceKey(later)).value(instanceValue(later));
+    await waitFor(async () => (await workerIds(r)).includes(later), "a worker written afterwards is seen", 20_000);
   });
 });

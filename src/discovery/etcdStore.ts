@@ -11,8 +11,15 @@ import { type StoreHandler, type StoreHealth, type WatchedStore, backoffMs } fro
 export interface EtcdStoreOptions {
   /** Client URLs (Dynamo's ETCD_ENDPOINTS, comma-separated). */
   endpoints: string[];
-  /** Per-call deadline, so a hung etcd is noticed. */
+  /** Per-call deadline of unary calls, so a hung etcd is noticed. */
   callTimeoutMs?: number;
+  /**
+   * Quiet time after which the client pings etcd (answer due within
+   * callTimeoutMs), so a hung etcd is noticed on the watch stream too, which
+   * has no deadline. Default 10 s; etcd refuses pings more often than its
+   * --grpc-keepalive-min-time (5 s by default).
+   */
+  keepaliveMs?: number;
 }
 
 /** Largest message taken from etcd (grpc-js refuses anything over 4 MiB by default): room for one big model card. */
@@ -41,11 +48,16 @@ export class EtcdStore implements WatchedStore {
   constructor(private readonly opts: EtcdStoreOptions) {}
 
   async start(prefixes: readonly string[], handler: StoreHandler): Promise<void> {
+    const callTimeoutMs = this.opts.callTimeoutMs ?? 5_000;
     this.client = new Etcd3({
       hosts: this.opts.endpoints,
-      grpcOptions: { "grpc.max_receive_message_length": RECEIVE_LIMIT_BYTES },
+      grpcOptions: {
+        "grpc.max_receive_message_length": RECEIVE_LIMIT_BYTES,
+        "grpc.keepalive_time_ms": this.opts.keepaliveMs ?? 10_000,
+        "grpc.keepalive_timeout_ms": callTimeoutMs,
+      },
       // Unary calls only: a deadline on the watch stream would end it (and flap discovery_up) every callTimeoutMs.
-      defaultCallOptions: (call) => (call.isStream ? {} : { deadline: Date.now() + (this.opts.callTimeoutMs ?? 5_000) }),
+      defaultCallOptions: (call) => (call.isStream ? {} : { deadline: Date.now() + callTimeoutMs }),
     });
     await this.connect(prefixes, handler);
   }

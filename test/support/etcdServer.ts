@@ -15,6 +15,9 @@ export interface EtcdServer {
   url: string;
   /** Kills etcd (SIGKILL, like a crash); its data dir stays for restart(). */
   kill(): Promise<void>;
+  /** Freezes etcd (SIGSTOP): its connections stay open but nothing answers, like a hung host; resume() thaws it. */
+  pause(): void;
+  resume(): void;
   restart(): Promise<void>;
   stop(): Promise<void>;
 }
@@ -70,6 +73,8 @@ export async function startEtcd(args: string[] = []): Promise<EtcdServer> {
   return {
     url,
     kill,
+    pause: () => proc?.kill("SIGSTOP"),
+    resume: () => proc?.kill("SIGCONT"),
     restart: launch,
     async stop() {
       await kill();
