@@ -8,7 +8,7 @@ import { ApproximateTracker } from "../indexer/approximate.js";
 import type { EventBatch } from "../protocols/eventBatch.js";
 import { LowerTiers } from "../indexer/lowerTiers.js";
 import type { KvIndex } from "../indexer/types.js";
-import { type IndexEvent, type WorkerKey, parseWorkerKey, workerKeyString } from "../protocols/events.js";
+import { type IndexEvent, type WorkerKey, workerKeyString } from "../protocols/events.js";
 import { ActiveSequences, type WorkerLoad } from "../scheduler/activeSequences.js";
 import { type Score, minActivePrefillTokens, pickScore, scoreCandidate } from "../scheduler/costFunction.js";
 import { PredictedBlocks } from "../scheduler/predictions.js";
@@ -326,7 +326,7 @@ export class KvRouter {
     const wasRegistered = this.registry.deregister(workerId);
     const known = this.index.workers().some((w) => w.workerId === workerId);
     if (!wasRegistered && !known) throw new RouterError("not_found", `worker ${workerId} is not known`);
-    return this.forgetWorker(workerId);
+    return this.forgetWorkers([workerId])[0];
   }
 
   listWorkers(): WorkerStatus[] {
@@ -353,10 +353,8 @@ export class KvRouter {
   /** Periodic upkeep: expired leases, requests never freed, approximate blocks past TTL. */
   tick(): { expiredWorkers: bigint[]; expiredRequests: string[]; expiredBlocks: number } {
     const expiredWorkers = this.registry.expire();
-    for (const id of expiredWorkers) {
-      const dropped = this.forgetWorker(id);
-      log.info("worker lease expired; removed", { worker_id: id, dropped_blocks: dropped });
-    }
+    const dropped = this.forgetWorkers(expiredWorkers);
+    expiredWorkers.forEach((id, i) => log.info("worker lease expired; removed", { worker_id: id, dropped_blocks: dropped[i] }));
     const expiredRequests = this.active.expire();
     if (expiredRequests.length > 0) {
       log.warn("freed requests never released by their client", { count: expiredRequests.length });
@@ -440,20 +438,29 @@ export class KvRouter {
     return [...randomFillSync(new BigUint64Array(n))];
   }
 
-  private forgetWorker(workerId: bigint): number {
-    for (const key of this.active.workerKeys()) {
-      if (parseWorkerKey(key).workerId === workerId) this.active.dropWorker(key);
-    }
-    this.approx?.forgetWorker(workerId);
-    this.addresses.forgetWorker(workerId);
-    const ofWorker = (key: string) => parseWorkerKey(key).workerId === workerId;
-    this.predictions?.forgetWorker(ofWorker);
-    this.sessions?.forgetWorker(ofWorker);
-    this.prefillRates?.forgetWorker(ofWorker);
-    this.capacities.delete(workerId);
-    for (const o of this.workerObservers) o.forgotten?.(workerId);
-    const removed = this.index.removeWorker(workerId) + this.lowerTiers.removeWorker(workerId);
-    // Its queued requests may now have no candidate left: let them fail rather than wait.
+  /**
+   * Forgets workers: their load, cached blocks and everything keyed by them. Returns the
+   * blocks dropped per worker. A lease sweep can drop a thousand workers at once, so each
+   * table is walked once for the whole batch (and active requests by worker), never once
+   * per worker.
+   */
+  private forgetWorkers(workerIds: readonly bigint[]): number[] {
+    if (workerIds.length === 0) return [];
+    const ids = new Set(workerIds.map(String));
+    // Keys are "id:rank": the id's text is matched as is, without parsing a BigInt per entry.
+    const ofWorkers = (key: string) => ids.has(key.slice(0, key.indexOf(":")));
+    for (const id of workerIds) this.active.dropWorker(id);
+    this.predictions?.forgetWorker(ofWorkers);
+    this.sessions?.forgetWorker(ofWorkers);
+    this.prefillRates?.forgetWorker(ofWorkers);
+    const removed = workerIds.map((id) => {
+      this.approx?.forgetWorker(id);
+      this.addresses.forgetWorker(id);
+      this.capacities.delete(id);
+      for (const o of this.workerObservers) o.forgotten?.(id);
+      return this.index.removeWorker(id) + this.lowerTiers.removeWorker(id);
+    });
+    // Their queued requests may now have no candidate left: let them fail rather than wait.
     this.capacityChanged();
     return removed;
   }

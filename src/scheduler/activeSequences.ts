@@ -1,6 +1,7 @@
 // The load signal: requests routed to each worker and not yet freed.
 // A request counts as prefill load until MarkPrefillCompleted, and holds its
 // prompt's KV blocks (decode load) until Free or until its lease expires.
+import { parseWorkerKey } from "../protocols/events.js";
 
 export interface ActiveRequest {
   requestId: string;
@@ -25,7 +26,8 @@ export interface WorkerLoad {
 }
 
 class WorkerSequences {
-  requests = 0;
+  /** Its active requests: dropping the worker visits these, not every request. */
+  readonly requestIds = new Set<string>();
   prefillTokens = 0;
   outputBlocks = 0;
   /** Block -> number of active requests holding it. */
@@ -41,6 +43,8 @@ export interface ActiveLimits {
 export class ActiveSequences {
   private readonly requests = new Map<string, ActiveRequest>();
   private readonly workers = new Map<string, WorkerSequences>();
+  /** Worker id -> its keys (dp ranks) with requests in flight. */
+  private readonly keysById = new Map<bigint, Set<string>>();
   /** Prompt blocks held by all active requests. */
   private heldBlocks = 0;
 
@@ -77,7 +81,7 @@ export class ActiveSequences {
   load(workerKey: string): WorkerLoad {
     const w = this.workers.get(workerKey);
     if (w === undefined) return { requests: 0, prefillTokens: 0, decodeBlocks: 0, outputBlocks: 0 };
-    return { requests: w.requests, prefillTokens: w.prefillTokens, decodeBlocks: w.blockRefs.size, outputBlocks: w.outputBlocks };
+    return { requests: w.requestIds.size, prefillTokens: w.prefillTokens, decodeBlocks: w.blockRefs.size, outputBlocks: w.outputBlocks };
   }
 
   /** How many of `blocks` the worker's active requests do not already hold. */
@@ -101,12 +105,8 @@ export class ActiveSequences {
       expiresAt: this.now() + this.requestTtlMs,
     };
     this.requests.set(requestId, request);
-    let w = this.workers.get(workerKey);
-    if (w === undefined) {
-      w = new WorkerSequences();
-      this.workers.set(workerKey, w);
-    }
-    w.requests++;
+    const w = this.workers.get(workerKey) ?? this.addWorker(workerKey);
+    w.requestIds.add(requestId);
     w.prefillTokens += prefillTokens;
     this.heldBlocks += request.blocks.length;
     w.outputBlocks += outputBlocks;
@@ -129,14 +129,14 @@ export class ActiveSequences {
     this.requests.delete(requestId);
     this.heldBlocks -= request.blocks.length;
     const w = this.workers.get(request.workerKey)!;
-    w.requests--;
+    w.requestIds.delete(requestId);
     w.outputBlocks -= request.outputBlocks;
     for (const b of request.blocks) {
       const refs = w.blockRefs.get(b)!;
       if (refs === 1) w.blockRefs.delete(b);
       else w.blockRefs.set(b, refs - 1);
     }
-    if (w.requests === 0) this.workers.delete(request.workerKey);
+    if (w.requestIds.size === 0) this.removeWorker(request.workerKey);
     return true;
   }
 
@@ -145,16 +145,17 @@ export class ActiveSequences {
     return [...this.requests.values()];
   }
 
-  /** Workers with requests in flight. */
-  workerKeys(): string[] {
-    return [...this.workers.keys()];
-  }
-
-  /** Drops every request routed to a worker that went away; returns how many. */
-  dropWorker(workerKey: string): number {
-    let dropped = 0;
-    for (const request of [...this.requests.values()]) {
-      if (request.workerKey === workerKey && this.free(request.requestId)) dropped++;
+  /**
+   * Drops every request routed to any rank of a worker that went away; returns their ids.
+   * It costs the worker's own requests, so dropping many workers never walks every request per worker.
+   */
+  dropWorker(workerId: bigint): string[] {
+    const dropped: string[] = [];
+    for (const key of [...(this.keysById.get(workerId) ?? [])]) {
+      for (const requestId of [...this.workers.get(key)!.requestIds]) {
+        this.free(requestId);
+        dropped.push(requestId);
+      }
     }
     return dropped;
   }
@@ -168,6 +169,24 @@ export class ActiveSequences {
     }
     for (const id of expired) this.free(id);
     return expired;
+  }
+
+  private addWorker(workerKey: string): WorkerSequences {
+    const w = new WorkerSequences();
+    this.workers.set(workerKey, w);
+    const { workerId } = parseWorkerKey(workerKey);
+    const keys = this.keysById.get(workerId);
+    if (keys === undefined) this.keysById.set(workerId, new Set([workerKey]));
+    else keys.add(workerKey);
+    return w;
+  }
+
+  private removeWorker(workerKey: string): void {
+    this.workers.delete(workerKey);
+    const { workerId } = parseWorkerKey(workerKey);
+    const keys = this.keysById.get(workerId)!;
+    keys.delete(workerKey);
+    if (keys.size === 0) this.keysById.delete(workerId);
   }
 
   private completePrefill(request: ActiveRequest): void {
