@@ -54,4 +54,66 @@ describe("hardening: event-loop stalls", () => {
       await r.close();
     }
   });
+
+  it("a capacity change with 1,024 queued and 1,000 busy workers looks at the workers once, and admits in policy order", async () => {
+    const clock = { t: 1_000_000 }; // a fixed clock: fcfs order is priority, then arrival
+    const r = await startTestRouter(
+      { blockSize: B },
+      { now: () => clock.t, admission: { queuePolicy: "fcfs", maxQueued: 1_024, thresholds: { routerQueueThreshold: 1 } } },
+    );
+    let answers: Promise<unknown>[] = [];
+    try {
+      const workers = 1_000;
+      // A step budget of 4 tokens: one 8-token prompt in prefill puts a worker past the queue threshold.
+      await inBatches(workers, 100, (i) => r.client.registerWorker({ workerId: BigInt(i + 1), maxNumBatchedTokens: 4n }));
+      await inBatches(workers, 100, (i) =>
+        r.client.findBestWorker({ tokenIds: tokens(8, i * 8), requestId: `busy-${i + 1}`, allowedWorkers: [{ workerId: BigInt(i + 1), dpRank: 0 }] }),
+      );
+      // Counts the router's look at every candidate's load, the work a capacity change repeated per waiter.
+      const router = r.server.router;
+      const candidateStates = router.candidateStates.bind(router);
+      let looks = 0;
+      router.candidateStates = (allowed) => {
+        looks++;
+        return candidateStates(allowed);
+      };
+
+      const queued = 1_024;
+      const order: string[] = [];
+      // Waiters 0..4 carry priorities 5..1 (the first five out, best first); the rest 0, in arrival order.
+      const priorityOf = (i: number) => (i < 5 ? 5 - i : 0);
+      answers = Array.from({ length: queued }, (_, i) =>
+        r.client.findBestWorker({ tokenIds: tokens(8, 100_000 + i * 8), requestId: `q-${i}`, priority: priorityOf(i) }).then((res) => {
+          order.push(`q-${i}`);
+          return res;
+        }),
+      );
+      await waitFor(() => r.server.admission.depth === queued, "every call queued", 30_000);
+      assert.equal((await r.client.listWorkers()).workers.length, workers, "the server answers while 1,024 calls wait");
+
+      looks = 0;
+      await r.client.setBusyThresholds({ thresholds: { routerQueueThreshold: 1 } }); // a change that admits nobody
+      assert.equal(looks, 1, "one look at the workers, not one per waiter");
+      assert.equal(r.server.admission.depth, queued);
+
+      for (let k = 0; k < 5; k++) {
+        looks = 0;
+        await r.client.markPrefillCompleted(`busy-${k + 1}`); // one worker opens: one waiter goes, then it is busy again
+        await waitFor(() => order.length === k + 1, `admission ${k + 1}`);
+        assert.equal(order[k], `q-${k}`, "priority order");
+        assert.ok(looks <= 2, `${looks} looks for one admission`);
+      }
+      assert.equal(r.server.admission.depth, queued - 5);
+
+      await r.client.setBusyThresholds({ clear: ["router_queue_threshold"] }); // everyone goes
+      await Promise.all(answers);
+      assert.equal(r.server.admission.depth, 0);
+      assert.deepEqual(order.slice(0, 5), ["q-0", "q-1", "q-2", "q-3", "q-4"]);
+      const metrics = await r.server.metrics.registry.getSingleMetricAsString("kvrouter_queue_wait_seconds");
+      assert.match(metrics, new RegExp(`kvrouter_queue_wait_seconds_count\\{outcome="routed"\\} ${queued}`));
+    } finally {
+      await r.close();
+      await Promise.allSettled(answers); // after a failure, the calls still queued are answered UNAVAILABLE
+    }
+  });
 });

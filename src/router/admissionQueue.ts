@@ -6,6 +6,7 @@
 //   that fraction of its max_num_batched_tokens, the request waits here, in
 //   fcfs or wspt order, until a worker frees up; a full queue refuses at once.
 // The queue is callback-based so the simulator can drive it on virtual time.
+import { type WorkerKey, workerKeyString } from "../protocols/events.js";
 import { RouterError } from "./errors.js";
 import type { KvRouter } from "./router.js";
 import type { CandidateState, QueuePolicy, RouteDecision, RouteRequest } from "./types.js";
@@ -68,11 +69,22 @@ export interface AdmissionObserver {
 
 interface Waiter {
   req: AdmissionRequest;
+  /** Arrival order. */
   seq: number;
   enqueuedAt: number;
-  /** Uncached prompt tokens at enqueue time (wspt's processing time). */
-  costTokens: number;
+  /** Policy score (Dynamo's queue_policy_score), fixed at enqueue: higher goes first. */
+  score: number;
+  /** allowed_workers' keys; undefined: any known worker. */
+  allowed?: readonly string[];
+  /** The same list as text: waiters with the same list share one check per pass ("" = any worker). */
+  group: string;
   done: AdmissionCallback;
+}
+
+/** The known workers, and those below the queue threshold, for one pass over the waiters. */
+interface Openings {
+  known: ReadonlyMap<string, WorkerKey>;
+  open: Set<string>;
 }
 
 export function workerBusy(c: CandidateState, t: BusyThresholds): boolean {
@@ -89,9 +101,14 @@ export function pastQueueThreshold(c: CandidateState, t: BusyThresholds): boolea
 }
 
 export class AdmissionQueue {
+  /** In admission order: best score first, ties by arrival. Kept sorted on insert. */
   private waiters: Waiter[] = [];
   private seq = 0;
   private draining = false;
+  /** Counts changes other than drain()'s own admissions: a pass that sees one starts over. */
+  private edits = 0;
+  /** The known set every waiter was last found unable to go against (see nextAdmissible). */
+  private checkedAgainst?: ReadonlyMap<string, WorkerKey>;
   observer: AdmissionObserver = {};
 
   constructor(
@@ -148,13 +165,14 @@ export class AdmissionQueue {
       done(new RouterError("resource_exhausted", `the router's queue is full (${this.config.maxQueued} waiting, --router-max-queued); retry later`));
       return () => {};
     }
-    const waiter: Waiter = { req, seq: this.seq++, enqueuedAt: this.now(), costTokens: this.router.uncachedTokens(req), done };
-    this.waiters.push(waiter);
+    const waiter = this.waiterOf(req, done);
+    this.insert(waiter);
     this.observer.queued?.(this.waiters.length);
     return () => {
       const i = this.waiters.indexOf(waiter);
       if (i < 0) return;
       this.waiters.splice(i, 1);
+      this.edits++;
       this.observer.left?.("cancelled", this.now() - waiter.enqueuedAt, this.waiters.length);
     };
   }
@@ -193,9 +211,10 @@ export class AdmissionQueue {
     const limit = this.config.maxWaitMs;
     if (limit === undefined || this.waiters.length === 0) return 0;
     const now = this.now();
-    const late = this.waiters.filter((w) => now - w.enqueuedAt >= limit);
+    const late = byArrival(this.waiters.filter((w) => now - w.enqueuedAt >= limit));
     if (late.length === 0) return 0;
     this.waiters = this.waiters.filter((w) => now - w.enqueuedAt < limit);
+    this.edits++;
     for (const w of late) {
       this.observer.left?.("timed_out", now - w.enqueuedAt, this.waiters.length);
       w.done(new RouterError("resource_exhausted", `waited ${Math.round((now - w.enqueuedAt) / 1000)} s in the router's queue (--router-max-queue-wait-secs); retry later`));
@@ -205,49 +224,92 @@ export class AdmissionQueue {
 
   /** Answers every waiter UNAVAILABLE (the server is stopping). */
   close(): void {
-    const waiters = this.waiters;
+    const waiters = byArrival(this.waiters);
     this.waiters = [];
+    this.edits++;
     for (const w of waiters) {
       this.observer.left?.("failed", this.now() - w.enqueuedAt, 0);
       w.done(new RouterError("unavailable", "the router is shutting down; retry on another replica"));
     }
   }
 
-  /** Admits waiters in policy order while some candidate of theirs is below the queue threshold. */
+  /**
+   * Admits waiters in policy order while some candidate of theirs is below the
+   * queue threshold; a waiter that cannot go does not hold back those behind it.
+   * Each admission costs one look at every known worker plus the waiters it
+   * passes over, not a sort and a look at every worker per waiter.
+   */
   drain(): void {
-    if (this.draining || this.waiters.length === 0) return;
+    if (this.draining) {
+      this.edits++; // a change while a waiter is being routed: the pass starts over
+      return;
+    }
+    if (this.waiters.length === 0) return;
     this.draining = true;
     try {
+      let from = 0;
+      let known: ReadonlyMap<string, WorkerKey> | undefined;
       for (;;) {
-        const next = this.nextAdmissible();
-        if (next === undefined) break;
-        this.waiters.splice(this.waiters.indexOf(next), 1);
+        const openings = this.openings();
+        if (openings.known !== known) from = 0;
+        known = openings.known;
+        const i = this.nextAdmissible(openings, from);
+        if (i < 0) break;
+        const [next] = this.waiters.splice(i, 1);
+        const edits = this.edits;
         this.routeNow(next.req, next.enqueuedAt, next.done);
+        // Routing only adds load, so the waiters ahead of it still cannot go, unless something else changed meanwhile.
+        from = this.edits === edits ? i : 0;
       }
     } finally {
       this.draining = false;
     }
   }
 
-  private nextAdmissible(): Waiter | undefined {
-    const ordered = [...this.waiters].sort((a, b) => this.score(b) - this.score(a) || a.seq - b.seq);
-    for (const w of ordered) {
-      let states: CandidateState[];
-      try {
-        states = this.router.candidateStates(w.req.allowedWorkers);
-      } catch {
-        return w; // routing it reports why (e.g. its allowed workers went away)
-      }
-      if (!states.every((c) => pastQueueThreshold(c, this.config.thresholds))) return w;
+  /** The first waiter from `from` on that can go now, or -1. */
+  private nextAdmissible(openings: Openings, from: number): number {
+    // No worker is open and no worker went away since every waiter was found unable to go: none can.
+    if (openings.open.size === 0 && openings.known === this.checkedAgainst) return -1;
+    const checked = new Map<string, boolean>();
+    for (let i = from; i < this.waiters.length; i++) {
+      const w = this.waiters[i];
+      let ok = checked.get(w.group);
+      if (ok === undefined) checked.set(w.group, (ok = admissible(w, openings)));
+      if (ok) return i;
     }
-    return undefined;
+    this.checkedAgainst = openings.known;
+    return -1;
   }
 
-  /** Higher goes first (Dynamo's queue_policy_score). */
-  private score(w: Waiter): number {
-    const priority = w.req.priority ?? 0;
-    if (this.config.queuePolicy === "wspt") return (1 + priority) / Math.max(1, w.costTokens);
-    return priority - w.enqueuedAt / 1000;
+  private openings(): Openings {
+    const known = this.router.knownWorkers();
+    const open = new Set<string>();
+    if (known.size > 0) {
+      for (const c of this.router.candidateStates()) if (!pastQueueThreshold(c, this.config.thresholds)) open.add(c.key);
+    }
+    return { known, open };
+  }
+
+  private waiterOf(req: AdmissionRequest, done: AdmissionCallback): Waiter {
+    const enqueuedAt = this.now();
+    const priority = req.priority ?? 0;
+    const score =
+      this.config.queuePolicy === "wspt" ? (1 + priority) / Math.max(1, this.router.uncachedTokens(req)) : priority - enqueuedAt / 1000;
+    const allowed = req.allowedWorkers?.length ? req.allowedWorkers.map(workerKeyString) : undefined;
+    return { req, seq: this.seq++, enqueuedAt, score, allowed, group: allowed?.join(",") ?? "", done };
+  }
+
+  /** Inserts in order: after every waiter that scores at least as high (so ties keep arrival order). */
+  private insert(w: Waiter): void {
+    let lo = 0;
+    let hi = this.waiters.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (this.waiters[mid].score >= w.score) lo = mid + 1;
+      else hi = mid;
+    }
+    this.waiters.splice(lo, 0, w);
+    this.edits++;
   }
 
   /** `queuedSince` is undefined for a request that never waited. */
@@ -265,4 +327,18 @@ export class AdmissionQueue {
     if (wasQueued) this.observer.left?.("routed", queuedMs, this.waiters.length);
     done(undefined, { decision, queuedMs });
   }
+}
+
+/**
+ * Whether routing the waiter now would not wait: some candidate is below the queue
+ * threshold, or routing fails at once (no worker is known, or an allowed one went away).
+ */
+function admissible(w: Waiter, { known, open }: Openings): boolean {
+  if (w.allowed === undefined) return open.size > 0 || known.size === 0;
+  return w.allowed.some((key) => open.has(key) || !known.has(key));
+}
+
+/** Refusals go out in arrival order, whatever the admission order. */
+function byArrival(waiters: Waiter[]): Waiter[] {
+  return waiters.sort((a, b) => a.seq - b.seq);
 }
