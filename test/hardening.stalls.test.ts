@@ -4,6 +4,7 @@
 // measured stalls before and after are in docs/RELIABILITY.md.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { EnvoyStream, destination, extProcClient, immediate } from "./support/envoy.js";
 import { startTestRouter, tokens } from "./support/router.js";
 import { waitFor } from "./support/wait.js";
 
@@ -114,6 +115,54 @@ describe("hardening: event-loop stalls", () => {
     } finally {
       await r.close();
       await Promise.allSettled(answers); // after a failure, the calls still queued are answered UNAVAILABLE
+    }
+  });
+
+  it("an EPP subset hint of 4,000 endpoints routes within it; a longer one is refused unread (503 subset_too_large)", async () => {
+    // --max-worker-ranks 2,048: the router knows at most 2,048 endpoints, and a hint may list 4,096.
+    const r = await startTestRouter({ blockSize: B }, { eppPort: 0, maxWorkerRanks: 2_048, models: { tokenizers: [], loraAdapters: [] } });
+    const envoy = extProcClient(`127.0.0.1:${r.server.eppPort}`);
+    try {
+      const address = (i: number) => `10.0.${i >> 8}.${i & 255}:8000`;
+      await inBatches(2_000, 100, (i) => r.client.registerWorker({ workerId: BigInt(i + 1), leaseTtlSeconds: 600, address: address(i) }));
+      const body = Buffer.from(JSON.stringify({ model: "m", prompt: tokens(16), max_tokens: 1 }));
+      const send = async (subset: string[] | string) => {
+        const s = new EnvoyStream(envoy);
+        s.send({
+          request: { case: "requestHeaders", value: { headers: { headers: [{ key: ":method", rawValue: Buffer.from("POST") }] } } },
+          metadataContext: { filterMetadata: { "envoy.lb.subset_hint": { "x-gateway-destination-endpoint-subset": subset } } },
+        });
+        s.requestBody(body, 1);
+        const [res] = await s.responses(1);
+        s.call.cancel();
+        return res;
+      };
+      // Half the known endpoints, among 3,000 the router does not know: 4,000 entries.
+      const allowed = Array.from({ length: 1_000 }, (_, i) => address(1_000 + i));
+      const unknown = Array.from({ length: 3_000 }, (_, i) => `10.9.${i >> 8}.${i & 255}:9000`);
+      const routed = destination(await send([...unknown, ...allowed]));
+      const chosen = routed.header!.split(",");
+      assert.ok(chosen.length >= 1);
+      for (const endpoint of chosen) assert.ok(allowed.includes(endpoint), `${endpoint} is in the subset`);
+
+      const tooLong = [...allowed, ...unknown, ...Array.from({ length: 97 }, (_, i) => `10.8.0.${i}:1`)]; // 4,097
+      for (const subset of [tooLong, tooLong.join(",")]) {
+        const refused = immediate(await send(subset));
+        assert.equal(refused.status, 503);
+        assert.equal(refused.body.error.type, "subset_too_large");
+        assert.match(refused.body.error.message, /more than 4096 endpoints/);
+      }
+      // A hint naming no known worker is answered with a message of bounded length.
+      const none = immediate(await send(unknown));
+      assert.equal(none.body.error.type, "no_endpoint");
+      assert.ok(none.body.error.message.length < 300, none.body.error.message);
+
+      await waitFor(() => r.server.router.active.size === 0, "the routed stream's load freed");
+      const metrics = await r.server.metrics.registry.getSingleMetricAsString("kvrouter_gateway_rejected_total");
+      assert.match(metrics, /api="epp",reason="subset_too_large"\} 2/);
+    } finally {
+      envoy.close();
+      await r.close();
     }
   });
 });

@@ -85,7 +85,8 @@ class EppStream {
   private bodyBytes = 0;
   /** Body bytes charged to the shared budget; given back when the body is dropped. */
   private charged = 0;
-  private subset: string[] | undefined;
+  /** The gateway's subset hint: the endpoints (ip:port) this request may go to. */
+  private subset: ReadonlySet<string> | undefined;
   /** No more messages are read or handled: the stream broke, ended, or is refused. */
   private closed = false;
   /** The call is answered and ended. */
@@ -326,16 +327,17 @@ class EppStream {
   /** The workers the request may go to: those with an address, within the gateway's subset if it sent one. */
   private candidates(): WorkerKey[] {
     const { addresses } = this.opts.router;
-    const known = new Set(this.opts.router.knownWorkers().keys());
+    const known = this.opts.router.knownWorkers();
+    const subset = this.subset;
     const routable = addresses.entries().filter((e) => known.has(workerKeyString(e.worker)));
-    const eligible = this.subset === undefined ? routable : routable.filter((e) => this.subset!.includes(e.address));
+    const eligible = subset === undefined ? routable : routable.filter((e) => subset.has(e.address));
     if (eligible.length === 0) {
       throw new GatewayRefusal(
         503,
         "no_endpoint",
-        this.subset === undefined
+        subset === undefined
           ? "no worker with an address is known: register workers with an address (RegisterWorker address, --workers-file address)"
-          : `none of the gateway's subset endpoints (${this.subset.join(", ") || "empty"}) is a known worker`,
+          : `none of the gateway's subset endpoints (${sample(subset)}) is a known worker`,
       );
     }
     return eligible.map((e) => e.worker);
@@ -350,7 +352,8 @@ class EppStream {
   private noteSubset(md: Metadata | undefined): void {
     const ns = md?.filterMetadata[SUBSET_NAMESPACE];
     if (ns === undefined || this.subset !== undefined || !(SUBSET_KEY in ns)) return;
-    this.subset = stringList(ns[SUBSET_KEY]);
+    // No hint can name more endpoints than the router can know; a longer one is refused unread.
+    this.subset = new Set(stringList(ns[SUBSET_KEY], this.opts.router.maxAllowedWorkers));
   }
 
   /** The proxy may have retried on a fallback: the load moves to the endpoint that served. */
@@ -447,9 +450,23 @@ function headerMap(map: HeaderMap | undefined): Map<string, string> {
   return out;
 }
 
-function stringList(v: JsonValue | undefined): string[] {
-  if (Array.isArray(v)) return v.filter((x): x is string => typeof x === "string").map((s) => s.trim());
-  if (typeof v === "string") return v.split(",").map((s) => s.trim()).filter((s) => s !== "");
-  return [];
+/** The hint's endpoints (a list, or one comma-separated string); counted before any is read, refused past `max`. */
+function stringList(v: JsonValue | undefined, max: number): string[] {
+  const entries = Array.isArray(v) ? v : typeof v === "string" ? v.split(",", max + 1) : [];
+  if (entries.length > max) {
+    throw new GatewayRefusal(
+      503,
+      "subset_too_large",
+      `the gateway's subset hint (${SUBSET_KEY}) lists more than ${max} endpoints, more than this router can know (--max-worker-ranks)`,
+    );
+  }
+  return entries.filter((x): x is string => typeof x === "string").map((s) => s.trim()).filter((s) => s !== "");
+}
+
+/** A few of the subset's endpoints, for a message of bounded length. */
+function sample(subset: ReadonlySet<string>): string {
+  if (subset.size === 0) return "empty";
+  const shown = [...subset].slice(0, 5).join(", ");
+  return subset.size > 5 ? `${shown}, … ${subset.size} in all` : shown;
 }
 

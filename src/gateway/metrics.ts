@@ -19,7 +19,7 @@ export class GatewayMetrics {
   constructor(registry: Registry) {
     this.rejected = new Counter({
       name: "kvrouter_gateway_rejected_total",
-      help: "Gateway requests refused, by api (epp, query, query_by_hash) and reason (not_json, not_openai, too_large, unknown_model, no_endpoint, shed, invalid, malformed, buffers_full, internal)",
+      help: "Gateway requests refused, by api (epp, query, query_by_hash) and reason (not_json, not_openai, too_large, unknown_model, no_endpoint, subset_too_large, shed, invalid, malformed, buffers_full, internal)",
       labelNames: ["api", "reason"],
       registers: [registry],
     });
