@@ -165,4 +165,36 @@ describe("hardening: event-loop stalls", () => {
       await r.close();
     }
   });
+
+  it("/query with more values than --max-tokens allows is refused (413) before its body is parsed", async () => {
+    const r = await startTestRouter({ blockSize: B }, { httpPort: 0, maxTokens: 1_000, maxBodyBytes: 1 << 20 });
+    try {
+      await r.client.registerWorker({ workerId: 1n });
+      const post = async (path: string, body: string) => {
+        const res = await fetch(`http://127.0.0.1:${r.server.httpPort}${path}`, { method: "POST", body });
+        return { status: res.status, body: (await res.json()) as { error?: string; scores?: unknown } };
+      };
+      const ids = (n: number) => Array.from({ length: n }, (_, i) => i % 10).join(",");
+      // 100,000 ids (200 KB, under --max-body-bytes) and then not JSON at all: the count refuses it, unparsed.
+      for (const path of ["/query", "/query_by_hash"]) {
+        const field = path === "/query" ? "token_ids" : "block_hashes";
+        const res = await post(path, `{"model_name":"m","${field}":[${ids(100_000)}, this is not JSON`);
+        assert.equal(res.status, 413, path);
+        assert.match(res.body.error!, /more than 2024 JSON values; token_ids and block_hashes may have at most 1000 entries \(--max-tokens\)/);
+      }
+      // Commas inside strings (escaped quotes too) are not values; the limit itself is still checked after parsing.
+      const commas = `a\\\",${",".repeat(5_000)}`;
+      assert.equal((await post("/query", `{"model_name":"m","lora_name":"${commas}","token_ids":[${ids(1_000)}]}`)).status, 200);
+      const over = await post("/query", `{"model_name":"m","token_ids":[${ids(1_001)}]}`);
+      assert.equal(over.status, 400);
+      assert.match(over.body.error!, /token_ids has 1001 entries; the limit is 1000/);
+      // The server keeps serving.
+      assert.equal((await post("/query", `{"model_name":"m","token_ids":[${ids(8)}]}`)).status, 200);
+      const metrics = await r.server.metrics.registry.getSingleMetricAsString("kvrouter_gateway_rejected_total");
+      assert.match(metrics, /api="query",reason="too_large"\} 1/);
+      assert.match(metrics, /api="query_by_hash",reason="too_large"\} 1/);
+    } finally {
+      await r.close();
+    }
+  });
 });

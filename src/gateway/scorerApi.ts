@@ -12,6 +12,8 @@ import { json } from "../util/httpRespond.js";
 import { log } from "../util/log.js";
 
 const U64 = (1n << 64n) - 1n;
+/** JSON values a body may hold besides its token ids or hashes (model_name, lora_name, fields we ignore…). */
+const OTHER_VALUES = 1024;
 
 /** One instance's match, RFC #1403 shape: cumulative per tier (gpu ≤ cpu ≤ disk), per DP rank. */
 export interface InstanceMatch {
@@ -124,7 +126,7 @@ export function scorerHandler(
       req.resume(); // drain the body so the answer reaches the client
       return json(res, 401, { error: refused });
     }
-    readBody(req, opts.maxBodyBytes).then(
+    readBody(req, opts.maxBodyBytes, opts.maxTokens).then(
       (text) => {
         try {
           let body: unknown;
@@ -152,19 +154,65 @@ export function scorerHandler(
   };
 }
 
-function readBody(req: IncomingMessage, max: number): Promise<string> {
+/**
+ * Reads the body, at most `maxBytes`, counting its values as they arrive: parsing (lossless-json,
+ * a BigInt per number) costs far more than reading, so a body with more values than --max-tokens
+ * allows is refused (413) before it is parsed. Either way the rest is read and dropped, so the
+ * answer reaches the client.
+ */
+function readBody(req: IncomingMessage, maxBytes: number, maxTokens: number): Promise<string> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
+    const values = new ValueCounter();
+    const maxValues = maxTokens + OTHER_VALUES;
     let size = 0;
     req.on("data", (c: Buffer) => {
       size += c.length;
-      // Past the limit the rest is read and dropped, so the 413 still reaches the client.
-      if (size <= max) chunks.push(c);
+      if (size > maxBytes || values.count > maxValues) return;
+      values.add(c);
+      chunks.push(c);
     });
     req.on("end", () => {
-      if (size > max) reject(new ScorerInputError(413, `body is ${size} bytes, over --max-body-bytes ${max}`));
-      else resolve(Buffer.concat(chunks).toString("utf8"));
+      if (size > maxBytes) reject(new ScorerInputError(413, `body is ${size} bytes, over --max-body-bytes ${maxBytes}`));
+      else if (values.count > maxValues) {
+        reject(
+          new ScorerInputError(
+            413,
+            `body holds more than ${maxValues} JSON values; token_ids and block_hashes may have at most ${maxTokens} entries (--max-tokens)`,
+          ),
+        );
+      } else resolve(Buffer.concat(chunks).toString("utf8"));
     });
     req.on("error", reject);
   });
+}
+
+const QUOTE = 0x22;
+const BACKSLASH = 0x5c;
+const COMMA = 0x2c;
+
+/**
+ * Counts a JSON text's values from its bytes: at most one more than its commas outside
+ * strings. Chunks may split anywhere (UTF-8 continuation bytes are never ASCII).
+ */
+class ValueCounter {
+  private commas = 0;
+  private inString = false;
+  private escaped = false;
+
+  get count(): number {
+    return this.commas + 1;
+  }
+
+  add(chunk: Uint8Array): void {
+    for (let i = 0; i < chunk.length; i++) {
+      const c = chunk[i];
+      if (this.inString) {
+        if (this.escaped) this.escaped = false;
+        else if (c === BACKSLASH) this.escaped = true;
+        else if (c === QUOTE) this.inString = false;
+      } else if (c === COMMA) this.commas++;
+      else if (c === QUOTE) this.inString = true;
+    }
+  }
 }
