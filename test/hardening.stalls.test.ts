@@ -4,6 +4,8 @@
 // measured stalls before and after are in docs/RELIABILITY.md.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import * as grpc from "@grpc/grpc-js";
+import { KvRouterService } from "../gen/kvrouter/v1/router_pb.js";
 import { EnvoyStream, destination, extProcClient, immediate } from "./support/envoy.js";
 import { startTestRouter, tokens } from "./support/router.js";
 import { waitFor } from "./support/wait.js";
@@ -194,6 +196,43 @@ describe("hardening: event-loop stalls", () => {
       assert.match(metrics, /api="query",reason="too_large"\} 1/);
       assert.match(metrics, /api="query_by_hash",reason="too_large"\} 1/);
     } finally {
+      await r.close();
+    }
+  });
+
+  it("FindBestWorker with more allowed_workers than accepted is refused on the count, before any entry is decoded", async () => {
+    // --max-worker-ranks 1,024: at most 2,048 allowed_workers.
+    const r = await startTestRouter({ blockSize: B }, { maxWorkerRanks: 1_024 });
+    const raw = new grpc.Client(r.address, grpc.credentials.createInsecure());
+    try {
+      await r.client.registerWorker({ workerId: 1n });
+      const call = (body: Buffer) =>
+        new Promise<{ code: number; details: string }>((resolve) => {
+          const id = (b: Buffer) => b;
+          raw.makeUnaryRequest(`/${KvRouterService.typeName}/FindBestWorker`, id, id, body, (err) => resolve({ code: err?.code ?? 0, details: err?.details ?? "" }));
+        });
+      const prompt = [0x0a, 4, 1, 2, 3, 4]; // token_ids [1, 2, 3, 4], packed
+      const worker1 = [0x22, 2, 0x08, 1]; // allowed_workers { worker_id: 1 }
+      const broken = [0x22, 1, 0x00]; // allowed_workers { <tag with field number 0> }: protobuf-es refuses it
+      const group = [0x7b, 0x7c]; // unknown field 15 as an empty group: the hot-path decoder leaves such messages to protobuf-es
+      const message = (...parts: number[][]) => Buffer.from(parts.flat());
+      const times = (n: number, part: number[]) => Array.from({ length: n }, () => part).flat();
+
+      // 100,000 entries protobuf-es could not even decode: the count answers first.
+      const unread = await call(message(prompt, times(100_000, broken)));
+      assert.equal(unread.code, grpc.status.INVALID_ARGUMENT);
+      assert.match(unread.details, /^allowed_workers has 100000 entries; at most 2048 \(--max-worker-ranks\) are accepted$/);
+      // Behind a group (protobuf-es's path): still counted.
+      const grouped = await call(message(group, prompt, times(100_000, worker1)));
+      assert.match(grouped.details, /^allowed_workers has 100000 entries; at most 2048/);
+      // The bound is exact: 2,049 are refused, 2,048 route (naming worker 1 each time).
+      assert.match((await call(message(prompt, times(2_049, worker1)))).details, /^allowed_workers has 2049 entries/);
+      const ok = await r.client.findBestWorker({ tokenIds: tokens(4), allowedWorkers: Array.from({ length: 2_048 }, () => ({ workerId: 1n, dpRank: 0 })) });
+      assert.equal(ok.worker!.workerId, 1n);
+      // A list within the bound is decoded and checked entry by entry, as before.
+      assert.match((await call(message(prompt, broken))).details, /not a valid kvrouter\.v1\.FindBestWorkerRequest/);
+    } finally {
+      raw.close();
       await r.close();
     }
   });

@@ -12,6 +12,7 @@ import { describe, it } from "node:test";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { type FindBestWorkerRequest, FindBestWorkerRequestSchema } from "../gen/kvrouter/v1/router_pb.js";
 import { decodeFindBestWorkerFast, promptTokens } from "../src/server/promptDecoder.js";
+import { countField } from "../src/server/wireCount.js";
 import { seededRandom } from "../src/util/random.js";
 import { type Rnd, fields, part, u64 } from "./support/wire.js";
 
@@ -85,6 +86,10 @@ function check(bytes: Uint8Array): { fast: boolean; valid: boolean } {
   const expected = oracle(bytes);
   const fast = decodeFindBestWorkerFast(bytes);
   const at = `bytes ${Buffer.from(bytes).toString("hex").slice(0, 400)}`;
+  if (!("error" in expected)) {
+    // The count that refuses long lists before decoding is exact on every message protobuf-es accepts.
+    assert.equal(countField(bytes, 4), fromBinary(FindBestWorkerRequestSchema, bytes).allowedWorkers.length, `allowed_workers count; ${at}`);
+  }
   if (fast === undefined) return { fast: false, valid: !("error" in expected) };
   assert.ok(!("error" in expected), `the fast path accepted what protobuf-es rejects (${"error" in expected ? expected.error : ""}); ${at}`);
   assert.equal(canonical(fast, promptTokens(fast)), expected.message, at);

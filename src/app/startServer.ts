@@ -23,7 +23,7 @@ import { requireToken, tokenRefusal } from "../server/auth.js";
 import { kvRouterHandlers } from "../server/kvRouterService.js";
 import { kvRouterMethods } from "../server/unaryMethods.js";
 import { DEFAULT_FLOW_CONTROL_WINDOW, raiseReceiveWindows } from "../server/flowControl.js";
-import { decodeFindBestWorkerFast } from "../server/promptDecoder.js";
+import { findBestWorkerDecoder } from "../server/promptDecoder.js";
 import { ListenError, SourceStartError } from "./startupErrors.js";
 import type { RunningHttpApi } from "../http/httpServer.js";
 import { metricsServer } from "../http/metricsServer.js";
@@ -175,7 +175,8 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     handlers = requireToken(handlers, opts.authToken, (method) => metrics.tokenRefused(method), tokenPolicy);
   }
   // IngestKvEvents decodes its own bytes (kvRouterService.ts: the hot-path decoder).
-  server.addService(serviceDefinition(KvRouterService, ["ingestKvEvents"], { findBestWorker: decodeFindBestWorkerFast }), handlers);
+  const findBestWorker = findBestWorkerDecoder(router.maxAllowedWorkers);
+  server.addService(serviceDefinition(KvRouterService, ["ingestKvEvents"], { findBestWorker }), handlers);
   const health = new HealthImplementation({ "": "SERVING", [KV_ROUTER_SERVICE_NAME]: "SERVING" });
   health.addToServer(server);
   const descriptors = fileDescriptorSet([file_kvrouter_v1_router, file_grpc_health_v1_health]);

@@ -12,11 +12,34 @@
 // (test/promptDecoder.property.test.ts compares the two).
 import { create, fromBinary } from "@bufbuild/protobuf";
 import { type FindBestWorkerRequest, FindBestWorkerRequestSchema } from "../../gen/kvrouter/v1/router_pb.js";
+import { MalformedRequest } from "../protocols/grpcGlue.js";
 import { WireReader } from "../protocols/wireReader.js";
 import { toTokenArray } from "./convert.js";
+import { countField } from "./wireCount.js";
 
 const TOKEN_IDS = 1;
 const EMPTY = new Uint8Array(0);
+
+const ALLOWED_WORKERS = 4;
+
+/** The refusal of an allowed_workers list longer than the router accepts. */
+export function allowedWorkersProblem(entries: number, most: number): string {
+  return `allowed_workers has ${entries} entries; at most ${most} (--max-worker-ranks) are accepted`;
+}
+
+/**
+ * FindBestWorker's request decoder for a router that accepts at most `maxAllowedWorkers`
+ * allowed_workers. The list is counted on the wire first: a longer one is refused
+ * (INVALID_ARGUMENT) before protobuf-es builds an object and a BigInt for each entry
+ * (2 M entries took seconds to decode, only to be refused).
+ */
+export function findBestWorkerDecoder(maxAllowedWorkers: number): (buf: Uint8Array) => FindBestWorkerRequest | MalformedRequest | undefined {
+  return (buf) => {
+    const entries = countField(buf, ALLOWED_WORKERS);
+    if (entries > maxAllowedWorkers) return new MalformedRequest(allowedWorkersProblem(entries, maxAllowedWorkers));
+    return decodeFindBestWorkerFast(buf);
+  };
+}
 
 /** Token ids the fast path decoded, by the message it returned (whose own tokenIds is left empty). */
 const decodedTokens = new WeakMap<FindBestWorkerRequest, Uint32Array>();

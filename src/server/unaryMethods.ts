@@ -38,7 +38,7 @@ import type { KvRouter } from "../router/router.js";
 import { type AdmissionQueue, type BusyThresholds, MAX_PRIORITY, THRESHOLD_FIELDS } from "../router/admissionQueue.js";
 import { log } from "../util/log.js";
 import { addressProblem } from "../workers/addresses.js";
-import { promptTokens } from "./promptDecoder.js";
+import { allowedWorkersProblem, promptTokens } from "./promptDecoder.js";
 import { toWorkerKey, toWorkerRef } from "./convert.js";
 
 export interface ServiceLimits {
@@ -191,9 +191,8 @@ export function kvRouterMethods(router: KvRouter, metrics: RouterMetrics, limits
         invalid(`token_ids has ${tokens.length} tokens; the limit is ${limits.maxTokens} (--max-tokens)`);
       }
       if (req.requestId.length > MAX_REQUEST_ID_LENGTH) requireRequestId(req.requestId);
-      if (req.allowedWorkers.length > router.maxAllowedWorkers) {
-        invalid(`allowed_workers has ${req.allowedWorkers.length} entries; at most ${router.maxAllowedWorkers} (--max-worker-ranks) are accepted`);
-      }
+      // gRPC refuses a longer list before decoding it (findBestWorkerDecoder); Connect's arrives decoded.
+      if (req.allowedWorkers.length > router.maxAllowedWorkers) invalid(allowedWorkersProblem(req.allowedWorkers.length, router.maxAllowedWorkers));
       validateHints(req);
       const { decision, queuedMs } = await admission.admit(
         {
