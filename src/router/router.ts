@@ -10,7 +10,10 @@ import { LowerTiers } from "../indexer/lowerTiers.js";
 import type { KvIndex } from "../indexer/types.js";
 import { type IndexEvent, type WorkerKey, workerKeyString } from "../protocols/events.js";
 import { ActiveSequences, type WorkerLoad } from "../scheduler/activeSequences.js";
-import { type Score, minActivePrefillTokens, pickScore, scoreCandidate } from "../scheduler/costFunction.js";
+import { type Score, minActivePrefillTokens } from "../scheduler/costFunction.js";
+import { costOverrideProblem } from "../scheduler/costOverride.js";
+import { DEFAULT_POLICY, WorkerSelectionPolicies } from "../scheduler/policies.js";
+import type { PolicyCandidate, Selection, WorkerSelectionPolicy } from "../scheduler/workerSelection.js";
 import { PredictedBlocks } from "../scheduler/predictions.js";
 import { PrefillRates, decodeSlowdown, estimateTtftMs } from "../scheduler/prefillRates.js";
 import { type AffinityOutcome, SessionAffinity } from "../scheduler/sessionAffinity.js";
@@ -65,6 +68,9 @@ export class KvRouter {
   /** Learned prefill rates (ttft cost only). */
   readonly prefillRates: PrefillRates | undefined;
   readonly sessions: SessionAffinity | undefined;
+  /** Worker-selection policies by name, and the one requests use unless they name another. */
+  private readonly policies: WorkerSelectionPolicies;
+  private readonly defaultPolicy: WorkerSelectionPolicy;
   /** Engine sizes reported at registration, by worker id. */
   private readonly capacities = new Map<bigint, WorkerCapacity>();
   /** Called when load may have dropped or workers changed (the admission queue drains). */
@@ -100,6 +106,10 @@ export class KvRouter {
       (config.sessionAffinityTtlMs ?? 0) > 0
         ? new SessionAffinity(config.sessionAffinitySlack ?? 0, config.sessionAffinityTtlMs!, MAX_SESSIONS, now)
         : undefined;
+    this.policies = new WorkerSelectionPolicies(config.policyInstances, config.hostCacheHitWeight);
+    const chosen = this.policies.get(config.workerSelectionPolicy ?? DEFAULT_POLICY);
+    if (chosen === undefined) throw new Error(this.policies.unknown(config.workerSelectionPolicy!));
+    this.defaultPolicy = chosen;
   }
 
   /** Every candidate's load and reported size (throws as routing would for unknown workers). */
@@ -138,6 +148,10 @@ export class KvRouter {
 
   findBestWorker(req: RouteRequest): RouteDecision {
     const { blockSize } = this.config;
+    const policy = this.policyFor(req.workerSelectionPolicy);
+    const override = req.costOverride ?? {};
+    const overrideProblem = costOverrideProblem(override);
+    if (overrideProblem !== undefined) throw new RouterError("invalid_argument", overrideProblem);
     if (req.requestId && this.active.has(req.requestId)) {
       const holder = this.active.get(req.requestId)!.workerKey;
       throw new RouterError(
@@ -154,42 +168,54 @@ export class KvRouter {
     const overlaps = this.index.findMatches(hashes.sequence);
     const tierOverlaps = this.lowerTiers.continueMatches(hashes.sequence, overlaps);
     const isl = req.tokens.length;
-    const blocks = !this.config.trackActiveBlocks ? [] : this.config.assumeKvReuse ? hashes.sequence : this.uniqueBlockIds(hashes.sequence.length);
+    const assumeKvReuse = override.assumeKvReuse ?? this.config.assumeKvReuse;
+    const trackPrefillTokens = override.trackPrefillTokens ?? this.config.trackPrefillTokens;
+    const blocks = !this.config.trackActiveBlocks ? [] : assumeKvReuse ? hashes.sequence : this.uniqueBlockIds(hashes.sequence.length);
     const loads = keys.map((key) => this.active.load(key));
-    const params = { ...this.config, isl, minActivePrefillTokens: minActivePrefillTokens(loads) };
+    const params = {
+      ...this.config,
+      overlapScoreCredit: override.overlapScoreCredit ?? this.config.overlapScoreCredit,
+      prefillLoadScale: override.prefillLoadScale ?? this.config.prefillLoadScale,
+      trackPrefillTokens,
+      isl,
+      minActivePrefillTokens: minActivePrefillTokens(loads),
+    };
 
     const outputBlocks = Math.ceil((req.expectedOutputTokens ?? 0) / blockSize);
     const predictedByKey = new Map<string, number>();
-    const scores = candidates.map((worker, i) => {
+    const policyCandidates: PolicyCandidate[] = candidates.map((worker, i) => {
       const key = keys[i];
       const tiers = tierOverlaps.get(key);
       const known = overlaps.get(key) ?? 0;
       const overlapBlocks = this.predictions ? this.predictions.extend(key, hashes.sequence, known) : known;
       if (overlapBlocks > known) predictedByKey.set(key, overlapBlocks - known);
-      const score = scoreCandidate(
-        {
-          worker,
-          overlapBlocks,
-          hostOverlapBlocks: tiers?.host_pinned ?? 0,
-          // Disk and external stores share the disk weight, as in Dynamo.
-          diskOverlapBlocks: (tiers?.disk ?? 0) + (tiers?.external ?? 0),
-          // Output hints project decode load: the blocks those tokens will fill.
-          load: { ...loads[i], decodeBlocks: loads[i].decodeBlocks + loads[i].outputBlocks },
-          newDecodeBlocks: this.active.newBlocks(key, blocks) + outputBlocks,
-        },
-        params,
-      );
-      if (this.prefillRates) score.logit = this.ttftMs(key, loads[i], overlapBlocks, isl);
-      score.logit += this.extraCost.get(key) ?? 0;
-      return score;
+      return {
+        worker,
+        overlapBlocks,
+        hostOverlapBlocks: tiers?.host_pinned ?? 0,
+        // Disk and external stores share the disk weight, as in Dynamo.
+        diskOverlapBlocks: (tiers?.disk ?? 0) + (tiers?.external ?? 0),
+        // Output hints project decode load: the blocks those tokens will fill.
+        load: { ...loads[i], decodeBlocks: loads[i].decodeBlocks + loads[i].outputBlocks },
+        newDecodeBlocks: this.active.newBlocks(key, blocks) + outputBlocks,
+        extraCost: this.extraCost.get(key) ?? 0,
+        ttftMs: this.prefillRates ? this.ttftMs(key, loads[i], overlapBlocks, isl) : undefined,
+      };
     });
-    const chosen = this.withAffinity(req.sessionId, scores, pickScore(scores, this.config.temperature, this.random), req.requestId !== undefined);
+    const selection = policy.select({
+      candidates: policyCandidates,
+      params,
+      temperature: override.temperature ?? this.config.temperature,
+      requestBlocks: Math.ceil(isl / blockSize),
+      random: this.random,
+    });
+    const { chosen, reason } = this.withAffinity(req.sessionId, policy, selection, req.requestId !== undefined);
     const chosenKey = workerKeyString(chosen.worker);
 
     // Approximate mode first: an index with no slot left refuses before any state changes.
     if (this.approx) withIndexCapacity(() => this.approx!.routed(chosen.worker, hashes.sequence));
     if (req.requestId) {
-      const prefillTokens = this.config.trackPrefillTokens ? Math.max(0, isl - chosen.overlapBlocks * blockSize) : 0;
+      const prefillTokens = trackPrefillTokens ? Math.max(0, isl - chosen.overlapBlocks * blockSize) : 0;
       // The estimate's inputs as scored: work queued ahead plus this prompt, the decode load before it.
       const before = this.active.load(chosenKey);
       this.prefillRates?.routed(req.requestId, chosenKey, before.prefillTokens + Math.max(0, isl - chosen.overlapBlocks * blockSize), this.slowdown(before));
@@ -200,7 +226,7 @@ export class KvRouter {
     // leaves predictions behind: a pure query changes nothing.
     if (req.requestId) this.predictions?.routed(chosenKey, hashes.sequence);
 
-    scores.sort((a, b) => a.logit - b.logit);
+    const scores = selection.scores.sort((a, b) => a.logit - b.logit);
     return {
       worker: chosen.worker,
       overlapBlocks: chosen.overlapBlocks,
@@ -208,7 +234,22 @@ export class KvRouter {
       predictedBlocks: predictedByKey.get(chosenKey) ?? 0,
       scores,
       tierOverlaps,
+      policy: policy.name,
+      reason,
     };
+  }
+
+  /** The policy a request names, else the router's; an unknown name is the caller's error. */
+  private policyFor(name: string | undefined): WorkerSelectionPolicy {
+    if (name === undefined || name === "") return this.defaultPolicy;
+    const policy = this.policies.get(name);
+    if (policy === undefined) throw new RouterError("invalid_argument", `worker_selection_policy: ${this.policies.unknown(name)}`);
+    return policy;
+  }
+
+  /** Names a request may give as its worker-selection policy. */
+  policyNames(): string[] {
+    return this.policies.names();
   }
 
   private slowdown(load: WorkerLoad): number {
@@ -221,26 +262,37 @@ export class KvRouter {
     return estimateTtftMs(load.prefillTokens, uncached, this.prefillRates!.rate(key), this.slowdown(load));
   }
 
-  /** Keeps a session on its worker while that costs at most the slack more than the pick. */
-  /** `record`: a routed request (not a pure query) binds its session. */
-  private withAffinity(sessionId: string | undefined, scores: readonly Score[], picked: Score, record: boolean): Score {
-    if (!sessionId || this.sessions === undefined) return picked;
+  /**
+   * Session affinity over the policy's pick. Without a mode (kv-router's rule) a
+   * session keeps its worker while that costs at most the slack more than the best;
+   * `hard` keeps it while it is a candidate; `soft` too, but only under the cost
+   * policies (Dynamo's built-in selector), and others choose freely.
+   * `record`: a routed request (not a pure query) binds its session.
+   */
+  private withAffinity(sessionId: string | undefined, policy: WorkerSelectionPolicy, selection: Selection, record: boolean): { chosen: Score; reason: string } {
+    let { chosen, reason } = selection;
+    if (!sessionId || this.sessions === undefined) return { chosen, reason };
     const bound = this.sessions.boundWorker(sessionId);
-    let chosen = picked;
     let outcome: AffinityOutcome = "new";
     if (bound !== undefined) {
+      const { scores } = selection;
       const sticky = scores.find((s) => workerKeyString(s.worker) === bound);
-      const best = Math.min(...scores.map((s) => s.logit));
-      if (sticky !== undefined && sticky.logit - best <= this.sessions.slack) {
+      const mode = this.config.sessionAffinityMode;
+      const keep =
+        sticky !== undefined &&
+        (mode === undefined ? sticky.logit - Math.min(...scores.map((s) => s.logit)) <= this.sessions.slack : mode === "hard" || policy.keepsSoftBinding);
+      if (keep) {
         chosen = sticky;
+        reason = `session binding (${mode ?? "within slack"})`;
         outcome = "kept";
       } else {
-        outcome = "broken";
+        // A soft binding the policy chose anyway is kept; any other move breaks it.
+        outcome = mode !== undefined && sticky === chosen ? "kept" : "broken";
       }
     }
     if (record) this.sessions.bind(sessionId, workerKeyString(chosen.worker));
     this.schedulingObserver.affinity?.(outcome);
-    return chosen;
+    return { chosen, reason };
   }
 
   markPrefillCompleted(requestId: string): boolean {

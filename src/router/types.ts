@@ -5,8 +5,10 @@ import type { EventOutcome } from "../indexer/types.js";
 import type { LowerTier, WorkerKey } from "../protocols/events.js";
 import type { WorkerLoad } from "../scheduler/activeSequences.js";
 import { type CostWeights, DYNAMO_COST_WEIGHTS, type Score } from "../scheduler/costFunction.js";
+import type { CostOverride } from "../scheduler/costOverride.js";
+import type { PolicySpec } from "../scheduler/policies.js";
 import type { PredictionOutcomes } from "../scheduler/predictions.js";
-import type { AffinityOutcome } from "../scheduler/sessionAffinity.js";
+import type { AffinityOutcome, SessionAffinityMode } from "../scheduler/sessionAffinity.js";
 
 /** Dynamo's router queue ordering (--router-queue-policy). */
 export type QueuePolicy = "fcfs" | "wspt";
@@ -46,6 +48,12 @@ export interface RouterConfig extends CostWeights {
   sessionAffinitySlack?: number;
   /** How long a session binding lives after its last request; 0/undefined = no affinity. */
   sessionAffinityTtlMs?: number;
+  /** Dynamo's hard/soft affinity; undefined = the slack rule above. */
+  sessionAffinityMode?: SessionAffinityMode;
+  /** The worker-selection policy requests use unless they name one; undefined = kv-router's (scheduler/policies.ts). */
+  workerSelectionPolicy?: string;
+  /** Named policy instances (Dynamo's --router-policy-config worker_selection.instances), beside the built-in ones. */
+  policyInstances?: Readonly<Record<string, PolicySpec>>;
   /** A worker that does not report max_num_batched_tokens counts as this (Dynamo: 10M, never busy). */
   defaultMaxNumBatchedTokens?: number;
   /** The routing cost: Dynamo's block formula (default) or estimated time to first token in ms. */
@@ -116,6 +124,10 @@ export interface RouteRequest {
   expectedOutputTokens?: number;
   /** Session for affinity. */
   sessionId?: string;
+  /** A worker-selection policy for this request only (a built-in name or an instance). */
+  workerSelectionPolicy?: string;
+  /** Cost settings for this request only (Dynamo's router_config_override). */
+  costOverride?: CostOverride;
 }
 
 export interface RouteDecision {
@@ -128,6 +140,9 @@ export interface RouteDecision {
   scores: Score[];
   /** Per worker key, prompt blocks found on lower tiers beyond its GPU match. */
   tierOverlaps: TierOverlaps;
+  /** The policy that chose, and which of its rules (or the session's binding) decided. */
+  policy: string;
+  reason: string;
 }
 
 export interface IngestSummary {

@@ -2,6 +2,9 @@
 // stay on the worker that took the previous one while its cost stays within
 // `slack` of the best candidate's; past that the session moves. Bindings are
 // TTL'd from their last use and bounded in number (oldest dropped first).
+// Dynamo's modes replace the slack rule when given: `hard` keeps a session on
+// its worker while the worker is a candidate; `soft` lets a policy other than
+// the cost function choose another (and the session moves with it).
 
 interface Binding {
   workerKey: string;
@@ -9,6 +12,10 @@ interface Binding {
 }
 
 export type AffinityOutcome = "new" | "kept" | "broken";
+
+/** Dynamo's --router-session-affinity-mode. */
+export const SESSION_AFFINITY_MODES = ["hard", "soft"] as const;
+export type SessionAffinityMode = (typeof SESSION_AFFINITY_MODES)[number];
 
 export class SessionAffinity {
   /** Insertion order = last-use order (a use re-inserts), so the oldest is first. */

@@ -35,6 +35,7 @@ import { workerKeyString } from "../protocols/events.js";
 import type { RouterMetrics } from "../metrics/metrics.js";
 import { RouterError } from "../router/errors.js";
 import type { KvRouter } from "../router/router.js";
+import { costOverrideProblem, fromWire } from "../scheduler/costOverride.js";
 import { type AdmissionQueue, type BusyThresholds, MAX_PRIORITY, THRESHOLD_FIELDS } from "../router/admissionQueue.js";
 import { log } from "../util/log.js";
 import { addressProblem } from "../workers/addresses.js";
@@ -194,6 +195,22 @@ export function kvRouterMethods(router: KvRouter, metrics: RouterMetrics, limits
       // gRPC refuses a longer list before decoding it (findBestWorkerDecoder); Connect's arrives decoded.
       if (req.allowedWorkers.length > router.maxAllowedWorkers) invalid(allowedWorkersProblem(req.allowedWorkers.length, router.maxAllowedWorkers));
       validateHints(req);
+      // Refused before queueing: a bad name or value must not wait for a worker first.
+      const policy = req.workerSelectionPolicy || undefined;
+      if (policy !== undefined && !router.policyNames().includes(policy)) {
+        invalid(`worker_selection_policy "${policy}" is not a policy; known: ${router.policyNames().join(", ")}`);
+      }
+      const o = req.routerConfigOverride;
+      const costOverride = o && fromWire({
+        overlapScoreCredit: o.overlapScoreCredit,
+        prefillLoadScale: o.prefillLoadScale,
+        temperature: o.routerTemperature,
+        assumeKvReuse: o.assumeKvReuse,
+        trackPrefillTokens: o.trackPrefillTokens,
+        overlapScoreWeight: o.overlapScoreWeight,
+      });
+      const overrideProblem = costOverride && costOverrideProblem(costOverride);
+      if (overrideProblem) invalid(overrideProblem);
       const { decision, queuedMs } = await admission.admit(
         {
           tokens,
@@ -204,6 +221,8 @@ export function kvRouterMethods(router: KvRouter, metrics: RouterMetrics, limits
           priority: req.priority,
           expectedOutputTokens: Number(req.expectedOutputTokens),
           sessionId: req.sessionId || undefined,
+          workerSelectionPolicy: policy,
+          costOverride,
         },
         signal,
       );
@@ -215,6 +234,8 @@ export function kvRouterMethods(router: KvRouter, metrics: RouterMetrics, limits
         promptBlocks: decision.promptBlocks,
         queuedMs: Math.min(2 ** 32 - 1, Math.round(queuedMs)),
         predictedBlocks: decision.predictedBlocks,
+        workerSelectionPolicy: decision.policy,
+        selectionReason: decision.reason,
         scores: req.explain
           ? decision.scores.map((s) => {
               const tiers = decision.tierOverlaps.get(workerKeyString(s.worker));

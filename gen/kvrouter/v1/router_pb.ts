@@ -17,7 +17,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file kvrouter/v1/router.proto.
  */
 export const file_kvrouter_v1_router: GenFile = /*@__PURE__*/
-  fileDesc("ChhrdnJvdXRlci92MS9yb3V0ZXIucHJvdG8SC2t2cm91dGVyLnYxIi8KCVdvcmtlclJlZhIRCgl3b3JrZXJfaWQYASABKAQSDwoHZHBfcmFuaxgCIAEoDSLyAQoVRmluZEJlc3RXb3JrZXJSZXF1ZXN0EhEKCXRva2VuX2lkcxgBIAMoDRISCgpyZXF1ZXN0X2lkGAIgASgJEg8KB2V4cGxhaW4YAyABKAgSLwoPYWxsb3dlZF93b3JrZXJzGAQgAygLMhYua3Zyb3V0ZXIudjEuV29ya2VyUmVmEhEKCWxvcmFfbmFtZRgFIAEoCRIXCg9jYWNoZV9uYW1lc3BhY2UYBiABKAkSEAoIcHJpb3JpdHkYByABKAUSHgoWZXhwZWN0ZWRfb3V0cHV0X3Rva2VucxgIIAEoAxISCgpzZXNzaW9uX2lkGAkgASgJIsYBChZGaW5kQmVzdFdvcmtlclJlc3BvbnNlEiYKBndvcmtlchgBIAEoCzIWLmt2cm91dGVyLnYxLldvcmtlclJlZhIWCg5vdmVybGFwX2Jsb2NrcxgCIAEoDRIVCg1wcm9tcHRfYmxvY2tzGAMgASgNEigKBnNjb3JlcxgEIAMoCzIYLmt2cm91dGVyLnYxLldvcmtlclNjb3JlEhEKCXF1ZXVlZF9tcxgFIAEoDRIYChBwcmVkaWN0ZWRfYmxvY2tzGAYgASgNIuYBCgtXb3JrZXJTY29yZRImCgZ3b3JrZXIYASABKAsyFi5rdnJvdXRlci52MS5Xb3JrZXJSZWYSFgoOb3ZlcmxhcF9ibG9ja3MYAiABKA0SFgoOcHJlZmlsbF9ibG9ja3MYAyABKAESFQoNZGVjb2RlX2Jsb2NrcxgEIAEoBBINCgVsb2dpdBgFIAEoARIbChNob3N0X292ZXJsYXBfYmxvY2tzGAYgASgNEhsKE2Rpc2tfb3ZlcmxhcF9ibG9ja3MYByABKA0SHwoXZXh0ZXJuYWxfb3ZlcmxhcF9ibG9ja3MYCCABKA0iMQobTWFya1ByZWZpbGxDb21wbGV0ZWRSZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAkiLQocTWFya1ByZWZpbGxDb21wbGV0ZWRSZXNwb25zZRINCgVmb3VuZBgBIAEoCCIhCgtGcmVlUmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgJIh0KDEZyZWVSZXNwb25zZRINCgVmb3VuZBgBIAEoCCJOChVJbmdlc3RLdkV2ZW50c1JlcXVlc3QSJAoGZXZlbnRzGAEgAygLMhQua3Zyb3V0ZXIudjEuS3ZFdmVudBIPCgdyZXN0b3JlGAIgASgIImsKFkluZ2VzdEt2RXZlbnRzUmVzcG9uc2USDwoHYXBwbGllZBgBIAEoBBIQCghyZWplY3RlZBgCIAEoBBIuCgpyZWplY3Rpb25zGAMgAygLMhoua3Zyb3V0ZXIudjEuUmVqZWN0ZWRFdmVudCJZCg1SZWplY3RlZEV2ZW50EiYKBndvcmtlchgBIAEoCzIWLmt2cm91dGVyLnYxLldvcmtlclJlZhIQCghldmVudF9pZBgCIAEoBBIOCgZyZWFzb24YAyABKAkihQIKB0t2RXZlbnQSEQoJd29ya2VyX2lkGAEgASgEEg8KB2RwX3JhbmsYAiABKA0SEAoIZXZlbnRfaWQYAyABKAQSKwoGc3RvcmVkGAQgASgLMhkua3Zyb3V0ZXIudjEuQmxvY2tzU3RvcmVkSAASLQoHcmVtb3ZlZBgFIAEoCzIaLmt2cm91dGVyLnYxLkJsb2Nrc1JlbW92ZWRIABIwCgdjbGVhcmVkGAYgASgLMh0ua3Zyb3V0ZXIudjEuQWxsQmxvY2tzQ2xlYXJlZEgAEi4KDHN0b3JhZ2VfdGllchgHIAEoDjIYLmt2cm91dGVyLnYxLlN0b3JhZ2VUaWVyQgYKBGRhdGEimgEKDEJsb2Nrc1N0b3JlZBIeChFwYXJlbnRfYmxvY2tfaGFzaBgBIAEoBEgAiAEBEigKBmJsb2NrcxgCIAMoCzIYLmt2cm91dGVyLnYxLlN0b3JlZEJsb2NrEhEKCWxvcmFfbmFtZRgDIAEoCRIXCg9jYWNoZV9uYW1lc3BhY2UYBCABKAlCFAoSX3BhcmVudF9ibG9ja19oYXNoIp8BCgtTdG9yZWRCbG9jaxISCgpibG9ja19oYXNoGAEgASgEEhEKCXRva2VuX2lkcxgCIAMoDRIYCgt0b2tlbnNfaGFzaBgDIAEoBEgAiAEBEhEKCW1tX2hhc2hlcxgEIAMoBBIaCg1zZXF1ZW5jZV9oYXNoGAUgASgESAGIAQFCDgoMX3Rva2Vuc19oYXNoQhAKDl9zZXF1ZW5jZV9oYXNoIiUKDUJsb2Nrc1JlbW92ZWQSFAoMYmxvY2tfaGFzaGVzGAEgAygEIhIKEEFsbEJsb2Nrc0NsZWFyZWQi1AEKFVJlZ2lzdGVyV29ya2VyUmVxdWVzdBIRCgl3b3JrZXJfaWQYASABKAQSEAoIZHBfcmFua3MYAiADKA0SGQoRbGVhc2VfdHRsX3NlY29uZHMYAyABKA0SFAoMem1xX2VuZHBvaW50GAQgASgJEhsKE3ptcV9yZXBsYXlfZW5kcG9pbnQYBSABKAkSDwoHYWRkcmVzcxgGIAEoCRIeChZtYXhfbnVtX2JhdGNoZWRfdG9rZW5zGAcgASgEEhcKD3RvdGFsX2t2X2Jsb2NrcxgIIAEoBCIzChZSZWdpc3RlcldvcmtlclJlc3BvbnNlEhkKEWxlYXNlX3R0bF9zZWNvbmRzGAEgASgNIiUKEEtlZXBBbGl2ZVJlcXVlc3QSEQoJd29ya2VyX2lkGAEgASgEIi4KEUtlZXBBbGl2ZVJlc3BvbnNlEhkKEWxlYXNlX3R0bF9zZWNvbmRzGAEgASgNIiwKF0RlcmVnaXN0ZXJXb3JrZXJSZXF1ZXN0EhEKCXdvcmtlcl9pZBgBIAEoBCIyChhEZXJlZ2lzdGVyV29ya2VyUmVzcG9uc2USFgoOcmVtb3ZlZF9ibG9ja3MYASABKAQiFAoSTGlzdFdvcmtlcnNSZXF1ZXN0Ij8KE0xpc3RXb3JrZXJzUmVzcG9uc2USKAoHd29ya2VycxgBIAMoCzIXLmt2cm91dGVyLnYxLldvcmtlckluZm8i9AIKCldvcmtlckluZm8SJgoGd29ya2VyGAEgASgLMhYua3Zyb3V0ZXIudjEuV29ya2VyUmVmEhIKCnJlZ2lzdGVyZWQYAiABKAgSGgoSbGVhc2VfcmVtYWluaW5nX21zGAMgASgEEhUKDWNhY2hlZF9ibG9ja3MYBCABKAQSFwoPYWN0aXZlX3JlcXVlc3RzGAUgASgEEh0KFWFjdGl2ZV9wcmVmaWxsX3Rva2VucxgGIAEoBBIcChRhY3RpdmVfZGVjb2RlX2Jsb2NrcxgHIAEoBBIVCg1sYXN0X2V2ZW50X2lkGAggASgEEg8KB2FkZHJlc3MYCSABKAkSGgoSaG9zdF9jYWNoZWRfYmxvY2tzGAogASgEEhoKEmRpc2tfY2FjaGVkX2Jsb2NrcxgLIAEoBBIeChZleHRlcm5hbF9jYWNoZWRfYmxvY2tzGAwgASgEEiEKGXByZWZpbGxfdG9rZW5zX3Blcl9zZWNvbmQYDSABKAEiEgoQRHVtcEluZGV4UmVxdWVzdCI5ChFEdW1wSW5kZXhSZXNwb25zZRIkCgZldmVudHMYASADKAsyFC5rdnJvdXRlci52MS5LdkV2ZW50Is4CCg5CdXN5VGhyZXNob2xkcxIrCh5hY3RpdmVfZGVjb2RlX2Jsb2Nrc190aHJlc2hvbGQYASABKAFIAIgBARIsCh9hY3RpdmVfcHJlZmlsbF90b2tlbnNfdGhyZXNob2xkGAIgASgESAGIAQESMQokYWN0aXZlX3ByZWZpbGxfdG9rZW5zX3RocmVzaG9sZF9mcmFjGAMgASgBSAKIAQESIwoWcm91dGVyX3F1ZXVlX3RocmVzaG9sZBgEIAEoAUgDiAEBQiEKH19hY3RpdmVfZGVjb2RlX2Jsb2Nrc190aHJlc2hvbGRCIgogX2FjdGl2ZV9wcmVmaWxsX3Rva2Vuc190aHJlc2hvbGRCJwolX2FjdGl2ZV9wcmVmaWxsX3Rva2Vuc190aHJlc2hvbGRfZnJhY0IZChdfcm91dGVyX3F1ZXVlX3RocmVzaG9sZCJaChhTZXRCdXN5VGhyZXNob2xkc1JlcXVlc3QSLwoKdGhyZXNob2xkcxgBIAEoCzIbLmt2cm91dGVyLnYxLkJ1c3lUaHJlc2hvbGRzEg0KBWNsZWFyGAIgAygJIkwKGVNldEJ1c3lUaHJlc2hvbGRzUmVzcG9uc2USLwoKdGhyZXNob2xkcxgBIAEoCzIbLmt2cm91dGVyLnYxLkJ1c3lUaHJlc2hvbGRzKpQBCgtTdG9yYWdlVGllchIcChhTVE9SQUdFX1RJRVJfVU5TUEVDSUZJRUQQABIXChNTVE9SQUdFX1RJRVJfREVWSUNFEAESHAoYU1RPUkFHRV9USUVSX0hPU1RfUElOTkVEEAISFQoRU1RPUkFHRV9USUVSX0RJU0sQAxIZChVTVE9SQUdFX1RJRVJfRVhURVJOQUwQBDL/BgoPS3ZSb3V0ZXJTZXJ2aWNlElkKDkZpbmRCZXN0V29ya2VyEiIua3Zyb3V0ZXIudjEuRmluZEJlc3RXb3JrZXJSZXF1ZXN0GiMua3Zyb3V0ZXIudjEuRmluZEJlc3RXb3JrZXJSZXNwb25zZRJrChRNYXJrUHJlZmlsbENvbXBsZXRlZBIoLmt2cm91dGVyLnYxLk1hcmtQcmVmaWxsQ29tcGxldGVkUmVxdWVzdBopLmt2cm91dGVyLnYxLk1hcmtQcmVmaWxsQ29tcGxldGVkUmVzcG9uc2USOwoERnJlZRIYLmt2cm91dGVyLnYxLkZyZWVSZXF1ZXN0Ghkua3Zyb3V0ZXIudjEuRnJlZVJlc3BvbnNlElsKDkluZ2VzdEt2RXZlbnRzEiIua3Zyb3V0ZXIudjEuSW5nZXN0S3ZFdmVudHNSZXF1ZXN0GiMua3Zyb3V0ZXIudjEuSW5nZXN0S3ZFdmVudHNSZXNwb25zZSgBElkKDlJlZ2lzdGVyV29ya2VyEiIua3Zyb3V0ZXIudjEuUmVnaXN0ZXJXb3JrZXJSZXF1ZXN0GiMua3Zyb3V0ZXIudjEuUmVnaXN0ZXJXb3JrZXJSZXNwb25zZRJKCglLZWVwQWxpdmUSHS5rdnJvdXRlci52MS5LZWVwQWxpdmVSZXF1ZXN0Gh4ua3Zyb3V0ZXIudjEuS2VlcEFsaXZlUmVzcG9uc2USXwoQRGVyZWdpc3RlcldvcmtlchIkLmt2cm91dGVyLnYxLkRlcmVnaXN0ZXJXb3JrZXJSZXF1ZXN0GiUua3Zyb3V0ZXIudjEuRGVyZWdpc3RlcldvcmtlclJlc3BvbnNlElAKC0xpc3RXb3JrZXJzEh8ua3Zyb3V0ZXIudjEuTGlzdFdvcmtlcnNSZXF1ZXN0GiAua3Zyb3V0ZXIudjEuTGlzdFdvcmtlcnNSZXNwb25zZRJMCglEdW1wSW5kZXgSHS5rdnJvdXRlci52MS5EdW1wSW5kZXhSZXF1ZXN0Gh4ua3Zyb3V0ZXIudjEuRHVtcEluZGV4UmVzcG9uc2UwARJiChFTZXRCdXN5VGhyZXNob2xkcxIlLmt2cm91dGVyLnYxLlNldEJ1c3lUaHJlc2hvbGRzUmVxdWVzdBomLmt2cm91dGVyLnYxLlNldEJ1c3lUaHJlc2hvbGRzUmVzcG9uc2ViBnByb3RvMw");
+  fileDesc("ChhrdnJvdXRlci92MS9yb3V0ZXIucHJvdG8SC2t2cm91dGVyLnYxIi8KCVdvcmtlclJlZhIRCgl3b3JrZXJfaWQYASABKAQSDwoHZHBfcmFuaxgCIAEoDSLWAgoVRmluZEJlc3RXb3JrZXJSZXF1ZXN0EhEKCXRva2VuX2lkcxgBIAMoDRISCgpyZXF1ZXN0X2lkGAIgASgJEg8KB2V4cGxhaW4YAyABKAgSLwoPYWxsb3dlZF93b3JrZXJzGAQgAygLMhYua3Zyb3V0ZXIudjEuV29ya2VyUmVmEhEKCWxvcmFfbmFtZRgFIAEoCRIXCg9jYWNoZV9uYW1lc3BhY2UYBiABKAkSEAoIcHJpb3JpdHkYByABKAUSHgoWZXhwZWN0ZWRfb3V0cHV0X3Rva2VucxgIIAEoAxISCgpzZXNzaW9uX2lkGAkgASgJEh8KF3dvcmtlcl9zZWxlY3Rpb25fcG9saWN5GAogASgJEkEKFnJvdXRlcl9jb25maWdfb3ZlcnJpZGUYCyABKAsyIS5rdnJvdXRlci52MS5Sb3V0ZXJDb25maWdPdmVycmlkZSLsAgoUUm91dGVyQ29uZmlnT3ZlcnJpZGUSIQoUb3ZlcmxhcF9zY29yZV9jcmVkaXQYASABKAFIAIgBARIfChJwcmVmaWxsX2xvYWRfc2NhbGUYAiABKAFIAYgBARIfChJyb3V0ZXJfdGVtcGVyYXR1cmUYAyABKAFIAogBARIcCg9hc3N1bWVfa3ZfcmV1c2UYBCABKAhIA4gBARIhChR0cmFja19wcmVmaWxsX3Rva2VucxgFIAEoCEgEiAEBEiEKFG92ZXJsYXBfc2NvcmVfd2VpZ2h0GAYgASgBSAWIAQFCFwoVX292ZXJsYXBfc2NvcmVfY3JlZGl0QhUKE19wcmVmaWxsX2xvYWRfc2NhbGVCFQoTX3JvdXRlcl90ZW1wZXJhdHVyZUISChBfYXNzdW1lX2t2X3JldXNlQhcKFV90cmFja19wcmVmaWxsX3Rva2Vuc0IXChVfb3ZlcmxhcF9zY29yZV93ZWlnaHQigQIKFkZpbmRCZXN0V29ya2VyUmVzcG9uc2USJgoGd29ya2VyGAEgASgLMhYua3Zyb3V0ZXIudjEuV29ya2VyUmVmEhYKDm92ZXJsYXBfYmxvY2tzGAIgASgNEhUKDXByb21wdF9ibG9ja3MYAyABKA0SKAoGc2NvcmVzGAQgAygLMhgua3Zyb3V0ZXIudjEuV29ya2VyU2NvcmUSEQoJcXVldWVkX21zGAUgASgNEhgKEHByZWRpY3RlZF9ibG9ja3MYBiABKA0SHwoXd29ya2VyX3NlbGVjdGlvbl9wb2xpY3kYByABKAkSGAoQc2VsZWN0aW9uX3JlYXNvbhgIIAEoCSLmAQoLV29ya2VyU2NvcmUSJgoGd29ya2VyGAEgASgLMhYua3Zyb3V0ZXIudjEuV29ya2VyUmVmEhYKDm92ZXJsYXBfYmxvY2tzGAIgASgNEhYKDnByZWZpbGxfYmxvY2tzGAMgASgBEhUKDWRlY29kZV9ibG9ja3MYBCABKAQSDQoFbG9naXQYBSABKAESGwoTaG9zdF9vdmVybGFwX2Jsb2NrcxgGIAEoDRIbChNkaXNrX292ZXJsYXBfYmxvY2tzGAcgASgNEh8KF2V4dGVybmFsX292ZXJsYXBfYmxvY2tzGAggASgNIjEKG01hcmtQcmVmaWxsQ29tcGxldGVkUmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgJIi0KHE1hcmtQcmVmaWxsQ29tcGxldGVkUmVzcG9uc2USDQoFZm91bmQYASABKAgiIQoLRnJlZVJlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoCSIdCgxGcmVlUmVzcG9uc2USDQoFZm91bmQYASABKAgiTgoVSW5nZXN0S3ZFdmVudHNSZXF1ZXN0EiQKBmV2ZW50cxgBIAMoCzIULmt2cm91dGVyLnYxLkt2RXZlbnQSDwoHcmVzdG9yZRgCIAEoCCJrChZJbmdlc3RLdkV2ZW50c1Jlc3BvbnNlEg8KB2FwcGxpZWQYASABKAQSEAoIcmVqZWN0ZWQYAiABKAQSLgoKcmVqZWN0aW9ucxgDIAMoCzIaLmt2cm91dGVyLnYxLlJlamVjdGVkRXZlbnQiWQoNUmVqZWN0ZWRFdmVudBImCgZ3b3JrZXIYASABKAsyFi5rdnJvdXRlci52MS5Xb3JrZXJSZWYSEAoIZXZlbnRfaWQYAiABKAQSDgoGcmVhc29uGAMgASgJIoUCCgdLdkV2ZW50EhEKCXdvcmtlcl9pZBgBIAEoBBIPCgdkcF9yYW5rGAIgASgNEhAKCGV2ZW50X2lkGAMgASgEEisKBnN0b3JlZBgEIAEoCzIZLmt2cm91dGVyLnYxLkJsb2Nrc1N0b3JlZEgAEi0KB3JlbW92ZWQYBSABKAsyGi5rdnJvdXRlci52MS5CbG9ja3NSZW1vdmVkSAASMAoHY2xlYXJlZBgGIAEoCzIdLmt2cm91dGVyLnYxLkFsbEJsb2Nrc0NsZWFyZWRIABIuCgxzdG9yYWdlX3RpZXIYByABKA4yGC5rdnJvdXRlci52MS5TdG9yYWdlVGllckIGCgRkYXRhIpoBCgxCbG9ja3NTdG9yZWQSHgoRcGFyZW50X2Jsb2NrX2hhc2gYASABKARIAIgBARIoCgZibG9ja3MYAiADKAsyGC5rdnJvdXRlci52MS5TdG9yZWRCbG9jaxIRCglsb3JhX25hbWUYAyABKAkSFwoPY2FjaGVfbmFtZXNwYWNlGAQgASgJQhQKEl9wYXJlbnRfYmxvY2tfaGFzaCKfAQoLU3RvcmVkQmxvY2sSEgoKYmxvY2tfaGFzaBgBIAEoBBIRCgl0b2tlbl9pZHMYAiADKA0SGAoLdG9rZW5zX2hhc2gYAyABKARIAIgBARIRCgltbV9oYXNoZXMYBCADKAQSGgoNc2VxdWVuY2VfaGFzaBgFIAEoBEgBiAEBQg4KDF90b2tlbnNfaGFzaEIQCg5fc2VxdWVuY2VfaGFzaCIlCg1CbG9ja3NSZW1vdmVkEhQKDGJsb2NrX2hhc2hlcxgBIAMoBCISChBBbGxCbG9ja3NDbGVhcmVkItQBChVSZWdpc3RlcldvcmtlclJlcXVlc3QSEQoJd29ya2VyX2lkGAEgASgEEhAKCGRwX3JhbmtzGAIgAygNEhkKEWxlYXNlX3R0bF9zZWNvbmRzGAMgASgNEhQKDHptcV9lbmRwb2ludBgEIAEoCRIbChN6bXFfcmVwbGF5X2VuZHBvaW50GAUgASgJEg8KB2FkZHJlc3MYBiABKAkSHgoWbWF4X251bV9iYXRjaGVkX3Rva2VucxgHIAEoBBIXCg90b3RhbF9rdl9ibG9ja3MYCCABKAQiMwoWUmVnaXN0ZXJXb3JrZXJSZXNwb25zZRIZChFsZWFzZV90dGxfc2Vjb25kcxgBIAEoDSIlChBLZWVwQWxpdmVSZXF1ZXN0EhEKCXdvcmtlcl9pZBgBIAEoBCIuChFLZWVwQWxpdmVSZXNwb25zZRIZChFsZWFzZV90dGxfc2Vjb25kcxgBIAEoDSIsChdEZXJlZ2lzdGVyV29ya2VyUmVxdWVzdBIRCgl3b3JrZXJfaWQYASABKAQiMgoYRGVyZWdpc3RlcldvcmtlclJlc3BvbnNlEhYKDnJlbW92ZWRfYmxvY2tzGAEgASgEIhQKEkxpc3RXb3JrZXJzUmVxdWVzdCI/ChNMaXN0V29ya2Vyc1Jlc3BvbnNlEigKB3dvcmtlcnMYASADKAsyFy5rdnJvdXRlci52MS5Xb3JrZXJJbmZvIvQCCgpXb3JrZXJJbmZvEiYKBndvcmtlchgBIAEoCzIWLmt2cm91dGVyLnYxLldvcmtlclJlZhISCgpyZWdpc3RlcmVkGAIgASgIEhoKEmxlYXNlX3JlbWFpbmluZ19tcxgDIAEoBBIVCg1jYWNoZWRfYmxvY2tzGAQgASgEEhcKD2FjdGl2ZV9yZXF1ZXN0cxgFIAEoBBIdChVhY3RpdmVfcHJlZmlsbF90b2tlbnMYBiABKAQSHAoUYWN0aXZlX2RlY29kZV9ibG9ja3MYByABKAQSFQoNbGFzdF9ldmVudF9pZBgIIAEoBBIPCgdhZGRyZXNzGAkgASgJEhoKEmhvc3RfY2FjaGVkX2Jsb2NrcxgKIAEoBBIaChJkaXNrX2NhY2hlZF9ibG9ja3MYCyABKAQSHgoWZXh0ZXJuYWxfY2FjaGVkX2Jsb2NrcxgMIAEoBBIhChlwcmVmaWxsX3Rva2Vuc19wZXJfc2Vjb25kGA0gASgBIhIKEER1bXBJbmRleFJlcXVlc3QiOQoRRHVtcEluZGV4UmVzcG9uc2USJAoGZXZlbnRzGAEgAygLMhQua3Zyb3V0ZXIudjEuS3ZFdmVudCLOAgoOQnVzeVRocmVzaG9sZHMSKwoeYWN0aXZlX2RlY29kZV9ibG9ja3NfdGhyZXNob2xkGAEgASgBSACIAQESLAofYWN0aXZlX3ByZWZpbGxfdG9rZW5zX3RocmVzaG9sZBgCIAEoBEgBiAEBEjEKJGFjdGl2ZV9wcmVmaWxsX3Rva2Vuc190aHJlc2hvbGRfZnJhYxgDIAEoAUgCiAEBEiMKFnJvdXRlcl9xdWV1ZV90aHJlc2hvbGQYBCABKAFIA4gBAUIhCh9fYWN0aXZlX2RlY29kZV9ibG9ja3NfdGhyZXNob2xkQiIKIF9hY3RpdmVfcHJlZmlsbF90b2tlbnNfdGhyZXNob2xkQicKJV9hY3RpdmVfcHJlZmlsbF90b2tlbnNfdGhyZXNob2xkX2ZyYWNCGQoXX3JvdXRlcl9xdWV1ZV90aHJlc2hvbGQiWgoYU2V0QnVzeVRocmVzaG9sZHNSZXF1ZXN0Ei8KCnRocmVzaG9sZHMYASABKAsyGy5rdnJvdXRlci52MS5CdXN5VGhyZXNob2xkcxINCgVjbGVhchgCIAMoCSJMChlTZXRCdXN5VGhyZXNob2xkc1Jlc3BvbnNlEi8KCnRocmVzaG9sZHMYASABKAsyGy5rdnJvdXRlci52MS5CdXN5VGhyZXNob2xkcyqUAQoLU3RvcmFnZVRpZXISHAoYU1RPUkFHRV9USUVSX1VOU1BFQ0lGSUVEEAASFwoTU1RPUkFHRV9USUVSX0RFVklDRRABEhwKGFNUT1JBR0VfVElFUl9IT1NUX1BJTk5FRBACEhUKEVNUT1JBR0VfVElFUl9ESVNLEAMSGQoVU1RPUkFHRV9USUVSX0VYVEVSTkFMEAQy/wYKD0t2Um91dGVyU2VydmljZRJZCg5GaW5kQmVzdFdvcmtlchIiLmt2cm91dGVyLnYxLkZpbmRCZXN0V29ya2VyUmVxdWVzdBojLmt2cm91dGVyLnYxLkZpbmRCZXN0V29ya2VyUmVzcG9uc2USawoUTWFya1ByZWZpbGxDb21wbGV0ZWQSKC5rdnJvdXRlci52MS5NYXJrUHJlZmlsbENvbXBsZXRlZFJlcXVlc3QaKS5rdnJvdXRlci52MS5NYXJrUHJlZmlsbENvbXBsZXRlZFJlc3BvbnNlEjsKBEZyZWUSGC5rdnJvdXRlci52MS5GcmVlUmVxdWVzdBoZLmt2cm91dGVyLnYxLkZyZWVSZXNwb25zZRJbCg5Jbmdlc3RLdkV2ZW50cxIiLmt2cm91dGVyLnYxLkluZ2VzdEt2RXZlbnRzUmVxdWVzdBojLmt2cm91dGVyLnYxLkluZ2VzdEt2RXZlbnRzUmVzcG9uc2UoARJZCg5SZWdpc3RlcldvcmtlchIiLmt2cm91dGVyLnYxLlJlZ2lzdGVyV29ya2VyUmVxdWVzdBojLmt2cm91dGVyLnYxLlJlZ2lzdGVyV29ya2VyUmVzcG9uc2USSgoJS2VlcEFsaXZlEh0ua3Zyb3V0ZXIudjEuS2VlcEFsaXZlUmVxdWVzdBoeLmt2cm91dGVyLnYxLktlZXBBbGl2ZVJlc3BvbnNlEl8KEERlcmVnaXN0ZXJXb3JrZXISJC5rdnJvdXRlci52MS5EZXJlZ2lzdGVyV29ya2VyUmVxdWVzdBolLmt2cm91dGVyLnYxLkRlcmVnaXN0ZXJXb3JrZXJSZXNwb25zZRJQCgtMaXN0V29ya2VycxIfLmt2cm91dGVyLnYxLkxpc3RXb3JrZXJzUmVxdWVzdBogLmt2cm91dGVyLnYxLkxpc3RXb3JrZXJzUmVzcG9uc2USTAoJRHVtcEluZGV4Eh0ua3Zyb3V0ZXIudjEuRHVtcEluZGV4UmVxdWVzdBoeLmt2cm91dGVyLnYxLkR1bXBJbmRleFJlc3BvbnNlMAESYgoRU2V0QnVzeVRocmVzaG9sZHMSJS5rdnJvdXRlci52MS5TZXRCdXN5VGhyZXNob2xkc1JlcXVlc3QaJi5rdnJvdXRlci52MS5TZXRCdXN5VGhyZXNob2xkc1Jlc3BvbnNlYgZwcm90bzM");
 
 /**
  * One data-parallel rank of one worker: the unit a request is routed to.
@@ -111,11 +111,29 @@ export type FindBestWorkerRequest = Message<"kvrouter.v1.FindBestWorkerRequest">
   /**
    * Conversation/agent session, at most 1024 bytes: later requests of the
    * session stay on the same worker while its cost stays within
-   * --session-affinity-slack of the best one.
+   * --session-affinity-slack of the best one (or by Dynamo's rule, with
+   * --router-session-affinity-mode hard|soft).
    *
    * @generated from field: string session_id = 9;
    */
   sessionId: string;
+
+  /**
+   * The worker-selection policy for this request only: kv-router, default
+   * (Dynamo's built-in cost function), dynamo-two-tier-cost-fn, least-loaded,
+   * or an instance named in --router-policy-config. Empty: the router's
+   * (--router-worker-selection-policy). An unknown name is INVALID_ARGUMENT.
+   *
+   * @generated from field: string worker_selection_policy = 10;
+   */
+  workerSelectionPolicy: string;
+
+  /**
+   * Cost settings for this request only, as Dynamo's router_config_override.
+   *
+   * @generated from field: kvrouter.v1.RouterConfigOverride router_config_override = 11;
+   */
+  routerConfigOverride?: RouterConfigOverride | undefined;
 };
 
 /**
@@ -124,6 +142,64 @@ export type FindBestWorkerRequest = Message<"kvrouter.v1.FindBestWorkerRequest">
  */
 export const FindBestWorkerRequestSchema: GenMessage<FindBestWorkerRequest> = /*@__PURE__*/
   messageDesc(file_kvrouter_v1_router, 1);
+
+/**
+ * Per-request cost settings (Dynamo's RouterConfigOverride): each one set
+ * replaces the router's value for this request only.
+ *
+ * @generated from message kvrouter.v1.RouterConfigOverride
+ */
+export type RouterConfigOverride = Message<"kvrouter.v1.RouterConfigOverride"> & {
+  /**
+   * Credit per device-cached prompt block (--router-kv-overlap-score-credit); finite, >= 0.
+   *
+   * @generated from field: optional double overlap_score_credit = 1;
+   */
+  overlapScoreCredit?: number | undefined;
+
+  /**
+   * Weight of the adjusted prefill load (--router-prefill-load-scale); finite, >= 0.
+   *
+   * @generated from field: optional double prefill_load_scale = 2;
+   */
+  prefillLoadScale?: number | undefined;
+
+  /**
+   * Softmax temperature of the cost policies (--router-temperature); finite, >= 0.
+   *
+   * @generated from field: optional double router_temperature = 3;
+   */
+  routerTemperature?: number | undefined;
+
+  /**
+   * Active requests with a common prefix share its blocks (--router-assume-kv-reuse).
+   *
+   * @generated from field: optional bool assume_kv_reuse = 4;
+   */
+  assumeKvReuse?: boolean | undefined;
+
+  /**
+   * Count the prompt's tokens as prefill load (--router-track-prefill-tokens).
+   *
+   * @generated from field: optional bool track_prefill_tokens = 5;
+   */
+  trackPrefillTokens?: boolean | undefined;
+
+  /**
+   * Deprecated, as in Dynamo: sets prefill_load_scale (winning over it), and 0
+   * also sets overlap_score_credit to 0.
+   *
+   * @generated from field: optional double overlap_score_weight = 6;
+   */
+  overlapScoreWeight?: number | undefined;
+};
+
+/**
+ * Describes the message kvrouter.v1.RouterConfigOverride.
+ * Use `create(RouterConfigOverrideSchema)` to create a new message.
+ */
+export const RouterConfigOverrideSchema: GenMessage<RouterConfigOverride> = /*@__PURE__*/
+  messageDesc(file_kvrouter_v1_router, 2);
 
 /**
  * @generated from message kvrouter.v1.FindBestWorkerResponse
@@ -169,6 +245,19 @@ export type FindBestWorkerResponse = Message<"kvrouter.v1.FindBestWorkerResponse
    * @generated from field: uint32 predicted_blocks = 6;
    */
   predictedBlocks: number;
+
+  /**
+   * The worker-selection policy that chose, and which of its rules (or the
+   * session's binding) decided, e.g. "cache tier: least loaded of the largest overlap".
+   *
+   * @generated from field: string worker_selection_policy = 7;
+   */
+  workerSelectionPolicy: string;
+
+  /**
+   * @generated from field: string selection_reason = 8;
+   */
+  selectionReason: string;
 };
 
 /**
@@ -176,7 +265,7 @@ export type FindBestWorkerResponse = Message<"kvrouter.v1.FindBestWorkerResponse
  * Use `create(FindBestWorkerResponseSchema)` to create a new message.
  */
 export const FindBestWorkerResponseSchema: GenMessage<FindBestWorkerResponse> = /*@__PURE__*/
-  messageDesc(file_kvrouter_v1_router, 2);
+  messageDesc(file_kvrouter_v1_router, 3);
 
 /**
  * @generated from message kvrouter.v1.WorkerScore
@@ -211,6 +300,8 @@ export type WorkerScore = Message<"kvrouter.v1.WorkerScore"> & {
   /**
    * prefill_load_scale * prefill_blocks + decode_blocks
    * + decode_active_request_weight * active requests (+ engine load terms); lower wins.
+   * Under another worker-selection policy, that policy's cost: active requests
+   * (least-loaded; two-tier adds a step above the candidates its tier keeps).
    *
    * @generated from field: double logit = 5;
    */
@@ -241,7 +332,7 @@ export type WorkerScore = Message<"kvrouter.v1.WorkerScore"> & {
  * Use `create(WorkerScoreSchema)` to create a new message.
  */
 export const WorkerScoreSchema: GenMessage<WorkerScore> = /*@__PURE__*/
-  messageDesc(file_kvrouter_v1_router, 3);
+  messageDesc(file_kvrouter_v1_router, 4);
 
 /**
  * @generated from message kvrouter.v1.MarkPrefillCompletedRequest
@@ -258,7 +349,7 @@ export type MarkPrefillCompletedRequest = Message<"kvrouter.v1.MarkPrefillComple
  * Use `create(MarkPrefillCompletedRequestSchema)` to create a new message.
  */
 export const MarkPrefillCompletedRequestSchema: GenMessage<MarkPrefillCompletedRequest> = /*@__PURE__*/
-  messageDesc(file_kvrouter_v1_router, 4);
+  messageDesc(file_kvrouter_v1_router, 5);
 
 /**
  * @generated from message kvrouter.v1.MarkPrefillCompletedResponse
@@ -277,7 +368,7 @@ export type MarkPrefillCompletedResponse = Message<"kvrouter.v1.MarkPrefillCompl
  * Use `create(MarkPrefillCompletedResponseSchema)` to create a new message.
  */
 export const MarkPrefillCompletedResponseSchema: GenMessage<MarkPrefillCompletedResponse> = /*@__PURE__*/
-  messageDesc(file_kvrouter_v1_router, 5);
+  messageDesc(file_kvrouter_v1_router, 6);
 
 /**
  * @generated from message kvrouter.v1.FreeRequest
@@ -294,7 +385,7 @@ export type FreeRequest = Message<"kvrouter.v1.FreeRequest"> & {
  * Use `create(FreeRequestSchema)` to create a new message.
  */
 export const FreeRequestSchema: GenMessage<FreeRequest> = /*@__PURE__*/
-  messageDesc(file_kvrouter_v1_router, 6);
+  messageDesc(file_kvrouter_v1_router, 7);
 
 /**
  * @generated from message kvrouter.v1.FreeResponse
@@ -313,7 +404,7 @@ export type FreeResponse = Message<"kvrouter.v1.FreeResponse"> & {
  * Use `create(FreeResponseSchema)` to create a new message.
  */
 export const FreeResponseSchema: GenMessage<FreeResponse> = /*@__PURE__*/
-  messageDesc(file_kvrouter_v1_router, 7);
+  messageDesc(file_kvrouter_v1_router, 8);
 
 /**
  * @generated from message kvrouter.v1.IngestKvEventsRequest
@@ -338,7 +429,7 @@ export type IngestKvEventsRequest = Message<"kvrouter.v1.IngestKvEventsRequest">
  * Use `create(IngestKvEventsRequestSchema)` to create a new message.
  */
 export const IngestKvEventsRequestSchema: GenMessage<IngestKvEventsRequest> = /*@__PURE__*/
-  messageDesc(file_kvrouter_v1_router, 8);
+  messageDesc(file_kvrouter_v1_router, 9);
 
 /**
  * @generated from message kvrouter.v1.IngestKvEventsResponse
@@ -367,7 +458,7 @@ export type IngestKvEventsResponse = Message<"kvrouter.v1.IngestKvEventsResponse
  * Use `create(IngestKvEventsResponseSchema)` to create a new message.
  */
 export const IngestKvEventsResponseSchema: GenMessage<IngestKvEventsResponse> = /*@__PURE__*/
-  messageDesc(file_kvrouter_v1_router, 9);
+  messageDesc(file_kvrouter_v1_router, 10);
 
 /**
  * @generated from message kvrouter.v1.RejectedEvent
@@ -396,7 +487,7 @@ export type RejectedEvent = Message<"kvrouter.v1.RejectedEvent"> & {
  * Use `create(RejectedEventSchema)` to create a new message.
  */
 export const RejectedEventSchema: GenMessage<RejectedEvent> = /*@__PURE__*/
-  messageDesc(file_kvrouter_v1_router, 10);
+  messageDesc(file_kvrouter_v1_router, 11);
 
 /**
  * @generated from message kvrouter.v1.KvEvent
@@ -456,7 +547,7 @@ export type KvEvent = Message<"kvrouter.v1.KvEvent"> & {
  * Use `create(KvEventSchema)` to create a new message.
  */
 export const KvEventSchema: GenMessage<KvEvent> = /*@__PURE__*/
-  messageDesc(file_kvrouter_v1_router, 11);
+  messageDesc(file_kvrouter_v1_router, 12);
 
 /**
  * A chain of blocks that continues parent_block_hash (or starts a prompt).
@@ -494,7 +585,7 @@ export type BlocksStored = Message<"kvrouter.v1.BlocksStored"> & {
  * Use `create(BlocksStoredSchema)` to create a new message.
  */
 export const BlocksStoredSchema: GenMessage<BlocksStored> = /*@__PURE__*/
-  messageDesc(file_kvrouter_v1_router, 12);
+  messageDesc(file_kvrouter_v1_router, 13);
 
 /**
  * @generated from message kvrouter.v1.StoredBlock
@@ -541,7 +632,7 @@ export type StoredBlock = Message<"kvrouter.v1.StoredBlock"> & {
  * Use `create(StoredBlockSchema)` to create a new message.
  */
 export const StoredBlockSchema: GenMessage<StoredBlock> = /*@__PURE__*/
-  messageDesc(file_kvrouter_v1_router, 13);
+  messageDesc(file_kvrouter_v1_router, 14);
 
 /**
  * @generated from message kvrouter.v1.BlocksRemoved
@@ -558,7 +649,7 @@ export type BlocksRemoved = Message<"kvrouter.v1.BlocksRemoved"> & {
  * Use `create(BlocksRemovedSchema)` to create a new message.
  */
 export const BlocksRemovedSchema: GenMessage<BlocksRemoved> = /*@__PURE__*/
-  messageDesc(file_kvrouter_v1_router, 14);
+  messageDesc(file_kvrouter_v1_router, 15);
 
 /**
  * @generated from message kvrouter.v1.AllBlocksCleared
@@ -571,7 +662,7 @@ export type AllBlocksCleared = Message<"kvrouter.v1.AllBlocksCleared"> & {
  * Use `create(AllBlocksClearedSchema)` to create a new message.
  */
 export const AllBlocksClearedSchema: GenMessage<AllBlocksCleared> = /*@__PURE__*/
-  messageDesc(file_kvrouter_v1_router, 15);
+  messageDesc(file_kvrouter_v1_router, 16);
 
 /**
  * @generated from message kvrouter.v1.RegisterWorkerRequest
@@ -644,7 +735,7 @@ export type RegisterWorkerRequest = Message<"kvrouter.v1.RegisterWorkerRequest">
  * Use `create(RegisterWorkerRequestSchema)` to create a new message.
  */
 export const RegisterWorkerRequestSchema: GenMessage<RegisterWorkerRequest> = /*@__PURE__*/
-  messageDesc(file_kvrouter_v1_router, 16);
+  messageDesc(file_kvrouter_v1_router, 17);
 
 /**
  * @generated from message kvrouter.v1.RegisterWorkerResponse
@@ -661,7 +752,7 @@ export type RegisterWorkerResponse = Message<"kvrouter.v1.RegisterWorkerResponse
  * Use `create(RegisterWorkerResponseSchema)` to create a new message.
  */
 export const RegisterWorkerResponseSchema: GenMessage<RegisterWorkerResponse> = /*@__PURE__*/
-  messageDesc(file_kvrouter_v1_router, 17);
+  messageDesc(file_kvrouter_v1_router, 18);
 
 /**
  * @generated from message kvrouter.v1.KeepAliveRequest
@@ -678,7 +769,7 @@ export type KeepAliveRequest = Message<"kvrouter.v1.KeepAliveRequest"> & {
  * Use `create(KeepAliveRequestSchema)` to create a new message.
  */
 export const KeepAliveRequestSchema: GenMessage<KeepAliveRequest> = /*@__PURE__*/
-  messageDesc(file_kvrouter_v1_router, 18);
+  messageDesc(file_kvrouter_v1_router, 19);
 
 /**
  * @generated from message kvrouter.v1.KeepAliveResponse
@@ -695,7 +786,7 @@ export type KeepAliveResponse = Message<"kvrouter.v1.KeepAliveResponse"> & {
  * Use `create(KeepAliveResponseSchema)` to create a new message.
  */
 export const KeepAliveResponseSchema: GenMessage<KeepAliveResponse> = /*@__PURE__*/
-  messageDesc(file_kvrouter_v1_router, 19);
+  messageDesc(file_kvrouter_v1_router, 20);
 
 /**
  * @generated from message kvrouter.v1.DeregisterWorkerRequest
@@ -712,7 +803,7 @@ export type DeregisterWorkerRequest = Message<"kvrouter.v1.DeregisterWorkerReque
  * Use `create(DeregisterWorkerRequestSchema)` to create a new message.
  */
 export const DeregisterWorkerRequestSchema: GenMessage<DeregisterWorkerRequest> = /*@__PURE__*/
-  messageDesc(file_kvrouter_v1_router, 20);
+  messageDesc(file_kvrouter_v1_router, 21);
 
 /**
  * @generated from message kvrouter.v1.DeregisterWorkerResponse
@@ -731,7 +822,7 @@ export type DeregisterWorkerResponse = Message<"kvrouter.v1.DeregisterWorkerResp
  * Use `create(DeregisterWorkerResponseSchema)` to create a new message.
  */
 export const DeregisterWorkerResponseSchema: GenMessage<DeregisterWorkerResponse> = /*@__PURE__*/
-  messageDesc(file_kvrouter_v1_router, 21);
+  messageDesc(file_kvrouter_v1_router, 22);
 
 /**
  * @generated from message kvrouter.v1.ListWorkersRequest
@@ -744,7 +835,7 @@ export type ListWorkersRequest = Message<"kvrouter.v1.ListWorkersRequest"> & {
  * Use `create(ListWorkersRequestSchema)` to create a new message.
  */
 export const ListWorkersRequestSchema: GenMessage<ListWorkersRequest> = /*@__PURE__*/
-  messageDesc(file_kvrouter_v1_router, 22);
+  messageDesc(file_kvrouter_v1_router, 23);
 
 /**
  * @generated from message kvrouter.v1.ListWorkersResponse
@@ -761,7 +852,7 @@ export type ListWorkersResponse = Message<"kvrouter.v1.ListWorkersResponse"> & {
  * Use `create(ListWorkersResponseSchema)` to create a new message.
  */
 export const ListWorkersResponseSchema: GenMessage<ListWorkersResponse> = /*@__PURE__*/
-  messageDesc(file_kvrouter_v1_router, 23);
+  messageDesc(file_kvrouter_v1_router, 24);
 
 /**
  * @generated from message kvrouter.v1.WorkerInfo
@@ -852,7 +943,7 @@ export type WorkerInfo = Message<"kvrouter.v1.WorkerInfo"> & {
  * Use `create(WorkerInfoSchema)` to create a new message.
  */
 export const WorkerInfoSchema: GenMessage<WorkerInfo> = /*@__PURE__*/
-  messageDesc(file_kvrouter_v1_router, 24);
+  messageDesc(file_kvrouter_v1_router, 25);
 
 /**
  * @generated from message kvrouter.v1.DumpIndexRequest
@@ -865,7 +956,7 @@ export type DumpIndexRequest = Message<"kvrouter.v1.DumpIndexRequest"> & {
  * Use `create(DumpIndexRequestSchema)` to create a new message.
  */
 export const DumpIndexRequestSchema: GenMessage<DumpIndexRequest> = /*@__PURE__*/
-  messageDesc(file_kvrouter_v1_router, 25);
+  messageDesc(file_kvrouter_v1_router, 26);
 
 /**
  * @generated from message kvrouter.v1.DumpIndexResponse
@@ -882,7 +973,7 @@ export type DumpIndexResponse = Message<"kvrouter.v1.DumpIndexResponse"> & {
  * Use `create(DumpIndexResponseSchema)` to create a new message.
  */
 export const DumpIndexResponseSchema: GenMessage<DumpIndexResponse> = /*@__PURE__*/
-  messageDesc(file_kvrouter_v1_router, 26);
+  messageDesc(file_kvrouter_v1_router, 27);
 
 /**
  * Busy thresholds (Dynamo's names). A worker is busy when any set threshold is
@@ -927,7 +1018,7 @@ export type BusyThresholds = Message<"kvrouter.v1.BusyThresholds"> & {
  * Use `create(BusyThresholdsSchema)` to create a new message.
  */
 export const BusyThresholdsSchema: GenMessage<BusyThresholds> = /*@__PURE__*/
-  messageDesc(file_kvrouter_v1_router, 27);
+  messageDesc(file_kvrouter_v1_router, 28);
 
 /**
  * @generated from message kvrouter.v1.SetBusyThresholdsRequest
@@ -951,7 +1042,7 @@ export type SetBusyThresholdsRequest = Message<"kvrouter.v1.SetBusyThresholdsReq
  * Use `create(SetBusyThresholdsRequestSchema)` to create a new message.
  */
 export const SetBusyThresholdsRequestSchema: GenMessage<SetBusyThresholdsRequest> = /*@__PURE__*/
-  messageDesc(file_kvrouter_v1_router, 28);
+  messageDesc(file_kvrouter_v1_router, 29);
 
 /**
  * @generated from message kvrouter.v1.SetBusyThresholdsResponse
@@ -968,7 +1059,7 @@ export type SetBusyThresholdsResponse = Message<"kvrouter.v1.SetBusyThresholdsRe
  * Use `create(SetBusyThresholdsResponseSchema)` to create a new message.
  */
 export const SetBusyThresholdsResponseSchema: GenMessage<SetBusyThresholdsResponse> = /*@__PURE__*/
-  messageDesc(file_kvrouter_v1_router, 29);
+  messageDesc(file_kvrouter_v1_router, 30);
 
 /**
  * Dynamo's StorageTier.
