@@ -24,7 +24,7 @@ describe("defaults when the user sets nothing", () => {
   });
 
   it("--dynamo-defaults and the --load-aware preset take Dynamo's values for the flags not given", async () => {
-    assert.deepEqual(DYNAMO_DEFAULTS, { prefillLoadScale: 1, routerQueueThreshold: 16, predictedTtlSecs: 0 });
+    assert.deepEqual(DYNAMO_DEFAULTS, { prefillLoadScale: 1, routerQueueThreshold: 16, predictedTtlSecs: 0, sessionAffinityMode: "hard" });
     assert.deepEqual(await routerOf(["--dynamo-defaults"]), { prefillLoadScale: 1, queueThreshold: 16, predictedTtlSecs: 0 });
     assert.deepEqual(await routerOf(["--dynamo-defaults", "--router-predicted-ttl-secs", "5"]), {
       prefillLoadScale: 1,

@@ -3,9 +3,12 @@
 // DYN_* variables and NATS_SERVER. The real CLI is spawned; it must serve, with
 // exactly one warning per Dynamo setting it accepts but does not support yet.
 import assert from "node:assert/strict";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { KvRouterClient } from "../src/client/kvRouterClient.js";
-import { type RouterProcess, spawnRouter } from "./support/cliProcess.js";
+import { type RouterProcess, spawnCli, spawnRouter } from "./support/cliProcess.js";
 import { type NatsCluster, startNats } from "./support/natsServer.js";
 import { waitFor } from "./support/wait.js";
 
@@ -147,6 +150,51 @@ describe("kv-router from Dynamo's router command lines", () => {
     assert.equal(zero.warnings.filter((w) => /--kv-overlap-score-weight is deprecated/.test(w)).length, 1);
     assert.equal(two.warnings.filter((w) => /--router-kv-overlap-score-weight is deprecated/.test(w)).length, 1);
     assert.deepEqual(await Promise.all([zero.router.stop(), two.router.stop()]), [0, 0]);
+  });
+
+  it("--agentic and DYN_ROUTER_AGENTIC apply Dynamo's agentic preset (router-presets.md)", async () => {
+    const runs = await Promise.all([start(["--block-size", "16", "--agentic"]), start(["--block-size", "16"], { DYN_ROUTER_AGENTIC: "true" })]);
+    for (const { started, notSupported } of runs) {
+      assert.deepEqual([started.overlap_score_credit, started.prefill_load_scale, started.decode_active_request_weight], [2, 4, 64]);
+      assert.deepEqual(notSupported, []);
+    }
+    assert.deepEqual(await Promise.all(runs.map((r) => r.router.stop())), [0, 0]);
+  });
+
+  it("--router-policy-config selects its two-tier instance; DYN_ROUTER_WORKER_SELECTION_POLICY=default overrides it, as in Dynamo", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "kv-router-policy-"));
+    const path = join(dir, "worker-selection.yaml");
+    // configuration-and-tuning.md, "Worker-Selection Policies" (the aggregated stage: kv-router routes one pool).
+    writeFileSync(path, "worker_selection:\n  aggregated: dynamo-two-tier-cost-fn\n  instances:\n    - name: dynamo-two-tier-cost-fn\n      type: dynamo-two-tier-cost-fn\n");
+    const args = ["--block-size", "4", "--router-policy-config", path, "--router-session-affinity-ttl-secs", "60", "--router-session-affinity-mode", "soft"];
+    const runs = await Promise.all([start(args), start(args, { DYN_ROUTER_WORKER_SELECTION_POLICY: "default" })]);
+    const chosen: string[] = [];
+    for (const { router, started, notSupported } of runs) {
+      assert.deepEqual(notSupported, [], "--router-policy-config is implemented now");
+      const client = new KvRouterClient(router.grpcAddress);
+      try {
+        await client.registerWorker({ workerId: 1n });
+        const d = await client.findBestWorker({ tokenIds: [0, 1, 2, 3, 4, 5, 6, 7], sessionId: "s" });
+        assert.equal(d.workerSelectionPolicy, started.worker_selection_policy);
+        chosen.push(d.workerSelectionPolicy);
+      } finally {
+        client.close();
+      }
+    }
+    assert.deepEqual(chosen, ["dynamo-two-tier-cost-fn", "default"]);
+    assert.deepEqual(await Promise.all(runs.map((r) => r.router.stop())), [0, 0]);
+  });
+
+  it("a policy YAML Dynamo would refuse stops start-up: one line naming the key and the file, exit code 2", async () => {
+    const path = join(mkdtempSync(join(tmpdir(), "kv-router-policy-")), "bad.yaml");
+    writeFileSync(path, "worker_selection:\n  instances:\n    - name: a\n      type: dynamo-two-tier-cost-fn\n      parameters: {cache_treshold: 0.5}\n");
+    const run = spawnCli(["--block-size", "16", "--router-policy-config", path, "--grpc-port", "0", "--metrics-port", "-1"]);
+    assert.equal(await run.exited, 2);
+    assert.equal(
+      run.out.stderr.trim(),
+      `kv-router: --router-policy-config ${path}: worker_selection.instances[0].parameters: unknown parameter "cache_treshold"; ` +
+        "dynamo-two-tier-cost-fn takes cache_threshold, cache_threshold_inclusive, balance_abs_threshold, balance_rel_threshold, host_cache_weight",
+    );
   });
 
   it("refuses a value Dynamo refuses too (an unknown choice), naming the flag", async () => {

@@ -9,14 +9,17 @@ import { connectOptionsFromFlags } from "../nats/connection.js";
 import { modelSpecFrom } from "../gateway/modelSpec.js";
 import { DEFAULT_ROUTER_CONFIG, type QueuePolicy, type RouterConfig, type RouterCost } from "../router/types.js";
 import { applyDeprecatedOverlapScoreWeight } from "../scheduler/costFunction.js";
-import { DYNAMO_DEFAULTS, KV_ROUTER_DEFAULTS, type SchedulingDefaults } from "../scheduler/defaults.js";
+import { AGENTIC_WEIGHTS, DYNAMO_DEFAULTS, KV_ROUTER_DEFAULTS, type SchedulingDefaults } from "../scheduler/defaults.js";
+import type { SessionAffinityMode } from "../scheduler/sessionAffinity.js";
 import type { ServerOptions } from "../app/startServer.js";
 import { parseZmqWorkerSpec } from "../sources/engineZmq/endpoints.js";
 import { ZmqEventSource } from "../sources/engineZmq/zmqEventSource.js";
 import { givenAs, unsupportedFlagWarnings } from "./dynamoFlags.js";
 
 import { type ServeArgs, defaultIndexerShards } from "./options.js";
-import { DYNAMO_BLOCK_SIZE, type ROUTING_FLAGS } from "./routingFlags.js";
+import { DYNAMO_BLOCK_SIZE, type ROUTING_FLAGS, selectedPolicyName } from "./routingFlags.js";
+import { type PolicyConfig, PolicyConfigError, readPolicyConfig } from "./policyConfig.js";
+import { CliError } from "./errors.js";
 
 /** The parsed values of ROUTING_FLAGS (routingFlags.ts), as `serve` and `simulate` both have them. */
 export type RoutingArgs = ArgumentsCamelCase<InferredOptionTypes<typeof ROUTING_FLAGS>>;
@@ -24,9 +27,11 @@ export type RoutingArgs = ArgumentsCamelCase<InferredOptionTypes<typeof ROUTING_
 /**
  * The settings ROUTING_FLAGS make, over `base`, with Dynamo's meaning: flags not
  * given take `defaults` (kv-router's tuned values, or Dynamo's), then the
- * deprecated overlap weight applies (kv_router_args.py order).
+ * deprecated overlap weight applies (kv_router_args.py order), then the
+ * --agentic preset, which wins over both.
  */
 export function routingSettingsFrom(argv: RoutingArgs, base: RouterConfig, defaults: Readonly<SchedulingDefaults> = KV_ROUTER_DEFAULTS): RouterConfig {
+  const policies = policyConfigOf(argv);
   const router: RouterConfig = {
     ...base,
     blockSize: argv.blockSize,
@@ -40,16 +45,31 @@ export function routingSettingsFrom(argv: RoutingArgs, base: RouterConfig, defau
     predictedTtlMs: (argv.routerPredictedTtlSecs ?? (argv.kvEvents ? defaults.predictedTtlSecs : 0)) * 1000,
     sessionAffinityTtlMs: argv.sessionAffinityTtlSecs * 1000,
     sessionAffinitySlack: argv.sessionAffinitySlack,
+    sessionAffinityMode: (argv.routerSessionAffinityMode as SessionAffinityMode | undefined) ?? defaults.sessionAffinityMode,
     routerCost: argv.routerCost as RouterCost,
     prefillTokensPerSec: argv.routerPrefillTokensPerSec,
+    // DYN_ROUTER_WORKER_SELECTION_POLICY (this flag's variable) wins over the YAML's selection, as in Dynamo.
+    workerSelectionPolicy: selectedPolicyName(argv.routerWorkerSelectionPolicy) ?? policies.selected,
+    policyInstances: policies.instances,
   };
+  if (argv.agentic) return { ...router, ...AGENTIC_WEIGHTS };
   return argv.kvOverlapScoreWeight === undefined ? router : applyDeprecatedOverlapScoreWeight(router, argv.kvOverlapScoreWeight);
+}
+
+/** The --router-policy-config file, read (none: no instances, no selection). */
+export function policyConfigOf(argv: Pick<RoutingArgs, "routerPolicyConfig">): PolicyConfig {
+  if (argv.routerPolicyConfig === undefined) return { instances: {}, warnings: [] };
+  try {
+    return readPolicyConfig(argv.routerPolicyConfig);
+  } catch (err) {
+    throw err instanceof PolicyConfigError ? new CliError(err.message) : err;
+  }
 }
 
 /** The router's settings: the routing flags, then the --load-aware preset (kv_router_args.py order). */
 export function routerConfigFrom(argv: ServeArgs): RouterConfig {
-  // Flags not given take kv-router's tuned defaults, or Dynamo's with --dynamo-defaults or the --load-aware preset.
-  const defaults = argv.dynamoDefaults || argv.loadAware ? DYNAMO_DEFAULTS : KV_ROUTER_DEFAULTS;
+  // Flags not given take kv-router's tuned defaults, or Dynamo's with --dynamo-defaults or a Dynamo preset.
+  const defaults = argv.dynamoDefaults || argv.loadAware || argv.agentic ? DYNAMO_DEFAULTS : KV_ROUTER_DEFAULTS;
   const base: RouterConfig = {
     ...DEFAULT_ROUTER_CONFIG,
     overlapScoreCredit: argv.routerKvOverlapScoreCredit,
@@ -83,13 +103,29 @@ function indexerShardsFrom(argv: ServeArgs): number {
   return defaultIndexerShards(availableParallelism());
 }
 
+/** The flags --agentic overrides, with their spellings. */
+const AGENTIC_OVERRIDES = [
+  ["router-kv-overlap-score-credit"],
+  ["router-prefill-load-scale"],
+  ["router-decode-active-request-weight"],
+  ["kv-overlap-score-weight", "router-kv-overlap-score-weight", "overlap-score-weight"],
+];
+
 /** Start-up warnings for settings given with no effect, or with Dynamo's deprecations. */
 export function startupWarnings(argv: ServeArgs, cliArgs: readonly string[] = process.argv.slice(2), env = process.env): string[] {
   const warnings = unsupportedFlagWarnings(argv, cliArgs, env);
   if (givenAs(["block-size", "router-block-size", "kv-cache-block-size"], cliArgs, env) === undefined) {
     warnings.push(`no --block-size given: using Dynamo's default ${DYNAMO_BLOCK_SIZE}; it must equal the engines' KV block size or no prefix will match`);
   }
-  if (argv.kvOverlapScoreWeight !== undefined) {
+  warnings.push(...policyConfigOf(argv).warnings);
+  if (argv.agentic) {
+    const overridden = AGENTIC_OVERRIDES.map((names) => givenAs(names, cliArgs, env)).filter((as) => as !== undefined);
+    if (overridden.length > 0) warnings.push(`--agentic sets the overlap credit, prefill load scale and decode active-request weight; ${overridden.join(", ")} ignored (as in Dynamo)`);
+  }
+  if (argv.routerSessionAffinityMode !== undefined && argv.sessionAffinityTtlSecs === 0) {
+    warnings.push("--router-session-affinity-mode has no effect without --router-session-affinity-ttl-secs (affinity is off)");
+  }
+  if (argv.kvOverlapScoreWeight !== undefined && !argv.agentic) {
     const as = givenAs(["kv-overlap-score-weight", "router-kv-overlap-score-weight", "overlap-score-weight"], cliArgs, env) ?? "--kv-overlap-score-weight";
     warnings.push(`${as} is deprecated (as in Dynamo): it sets --router-prefill-load-scale${argv.kvOverlapScoreWeight === 0 ? " and, being 0, --router-kv-overlap-score-credit 0" : ""}`);
   }

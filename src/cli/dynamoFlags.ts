@@ -54,7 +54,6 @@ export const UNSUPPORTED_FLAGS: readonly UnsupportedFlag[] = [
   { flag: "router-prefill-continue", option: bool("let a prefill worker decode when the decode pool is full"), group: HELP_GROUP.routing, source: "docs/.../router/configuration-and-tuning.md" },
   { flag: "router-prefill-continue-config", option: str("prefill-continue settings"), group: HELP_GROUP.routing, source: "docs/.../router/configuration-and-tuning.md" },
   { flag: "router-prefill-load-model", option: str("prompt-side load model", ["none", "aic"]), group: HELP_GROUP.routing, source: KV_ROUTER_ARGS },
-  { flag: "router-policy-config", option: str("YAML policy classes and worker-selection instances"), group: HELP_GROUP.routing, source: KV_ROUTER_ARGS },
   { flag: "router-prefill-policy", option: str("named worker-selection instance for prefill workers"), group: HELP_GROUP.routing, source: KV_ROUTER_ARGS },
   { flag: "router-decode-policy", option: str("named worker-selection instance for decode workers"), group: HELP_GROUP.routing, source: KV_ROUTER_ARGS },
   { flag: "router-min-initial-workers", option: num("workers to wait for before routing (Dynamo: env DYN_ROUTER_MIN_INITIAL_WORKERS only)"), group: HELP_GROUP.routing, source: "lib/kv-router/src/scheduling/config.rs" },

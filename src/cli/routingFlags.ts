@@ -5,7 +5,10 @@
 import type { Options } from "yargs";
 import { DEFAULT_ADMISSION_CONFIG, QUEUE_POLICIES } from "../router/admissionQueue.js";
 import { DEFAULT_PREFILL_TOKENS_PER_SEC, ROUTER_COSTS, type RouterCost } from "../router/types.js";
-import { KV_ROUTER_DEFAULTS } from "../scheduler/defaults.js";
+import { AGENTIC_WEIGHTS, KV_ROUTER_DEFAULTS } from "../scheduler/defaults.js";
+import { POLICY_TYPES } from "../scheduler/policies.js";
+import { SESSION_AFFINITY_MODES } from "../scheduler/sessionAffinity.js";
+import { PolicyConfigError, readPolicyConfig } from "./policyConfig.js";
 
 /** Dynamo's standalone router default (components/src/dynamo/router/args.py, --router-block-size). */
 export const DYNAMO_BLOCK_SIZE = 128;
@@ -63,8 +66,34 @@ export const ROUTING_FLAGS = {
     defaultDescription: `${KV_ROUTER_DEFAULTS.predictedTtlSecs} with KV events (Dynamo: off)`,
     describe: "Predict-on-route: seconds a routed prompt counts as cached on its worker before its KV event arrives (0 = off)",
   },
-  "session-affinity-ttl-secs": { type: "number", default: 0, describe: "Keep session_id bindings this long after their last request (0 = no affinity)" },
+  "session-affinity-ttl-secs": {
+    alias: "router-session-affinity-ttl-secs", // Dynamo's frontend spelling, DYN_ROUTER_SESSION_AFFINITY_TTL_SECS
+    type: "number",
+    default: 0,
+    describe: "Keep session_id bindings this long after their last request (0 = no affinity)",
+  },
   "session-affinity-slack": { type: "number", default: 0, describe: "A session stays on its worker while its cost is at most this above the best worker's" },
+  "router-session-affinity-mode": {
+    type: "string",
+    choices: SESSION_AFFINITY_MODES,
+    defaultDescription: "the slack rule (Dynamo, and with --dynamo-defaults: hard)",
+    describe: "Dynamo's affinity: hard keeps a session on its worker while the worker is a candidate; soft too under the cost policies, while the other policies may move it",
+  },
+  "router-worker-selection-policy": {
+    type: "string",
+    defaultDescription: "worker_selection.aggregated of --router-policy-config, else kv-router",
+    describe: `Worker-selection policy (Dynamo's DYN_ROUTER_WORKER_SELECTION_POLICY): ${POLICY_TYPES.join(", ")}, or an instance of --router-policy-config; default is Dynamo's built-in cost function, kv-router the same plus kv-router's terms`,
+  },
+  "router-policy-config": {
+    type: "string",
+    describe: "Dynamo's policy YAML: worker_selection instances (dynamo-two-tier-cost-fn and its parameters) and the aggregated selection; unknown keys stop start-up",
+  },
+  agentic: {
+    alias: "router-agentic", // DYN_ROUTER_AGENTIC
+    type: "boolean",
+    default: false,
+    describe: `Dynamo's agentic preset: overlap credit ${AGENTIC_WEIGHTS.overlapScoreCredit}, prefill load scale ${AGENTIC_WEIGHTS.prefillLoadScale}, decode active-request weight ${AGENTIC_WEIGHTS.decodeActiveRequestWeight} (over those flags), Dynamo's defaults for the rest`,
+  },
   "router-cost": {
     choices: ROUTER_COSTS,
     default: "dynamo" as RouterCost,
@@ -96,5 +125,33 @@ export function routingFlagProblems(argv: Record<string, unknown>): string[] {
     atLeast(name, 0, false);
   }
   for (const name of ["router-ttl-secs", "router-prefill-tokens-per-sec"]) atLeast(name, 0, true);
+  if (argv.agentic && argv.loadAware) problems.push("--agentic and --load-aware are Dynamo presets that exclude each other; give one");
+  problems.push(...policyProblems(argv));
   return problems;
+}
+
+/** The policy YAML's problems and an unknown --router-worker-selection-policy (checked here so DYN_ origins are named). */
+function policyProblems(argv: Record<string, unknown>): string[] {
+  const path = argv.routerPolicyConfig as string | undefined;
+  let instances: string[] = [];
+  if (path !== undefined) {
+    try {
+      instances = Object.keys(readPolicyConfig(path).instances);
+    } catch (err) {
+      if (err instanceof PolicyConfigError) return [err.message];
+      throw err;
+    }
+  }
+  const name = selectedPolicyName(argv.routerWorkerSelectionPolicy as string | undefined);
+  const known = [...POLICY_TYPES, ...instances];
+  if (name !== undefined && !known.includes(name)) {
+    const inFile = path === undefined ? "" : `; instances in ${path}: ${instances.join(", ") || "none"}`;
+    return [`--router-worker-selection-policy "${name}" is not a policy; built in: ${POLICY_TYPES.join(", ")}${inFile}`];
+  }
+  return [];
+}
+
+/** Dynamo trims the selection and reads an empty one as none. */
+export function selectedPolicyName(flag: string | undefined): string | undefined {
+  return flag?.trim() || undefined;
 }

@@ -4,7 +4,7 @@ import { writeFileSync } from "node:fs";
 import cliProgress from "cli-progress";
 import type { Argv } from "yargs";
 import { DEFAULT_ROUTER_CONFIG } from "../router/types.js";
-import { KV_ROUTER_DEFAULTS } from "../scheduler/defaults.js";
+import { DYNAMO_DEFAULTS, KV_ROUTER_DEFAULTS } from "../scheduler/defaults.js";
 import { simulateLive } from "../simulate/live.js";
 import { POLICY_NAMES, type PolicyName } from "../simulate/policies.js";
 import { resultJson, resultTable, writeReport } from "../simulate/report.js";
@@ -122,8 +122,12 @@ export function traceFrom(spec: string, traceBlockSize: number): TraceRequest[] 
 }
 
 export function simOptionsFrom(a: SimulateArgs): SimOptions {
-  // The kv policy is the router `serve` runs, from the same flags and tuned defaults.
-  const router = routingSettingsFrom(a, { ...DEFAULT_ROUTER_CONFIG, prefillLoadScale: KV_ROUTER_DEFAULTS.prefillLoadScale });
+  // The kv policy is the router `serve` runs, from the same flags and tuned defaults (Dynamo's under --agentic, as serve).
+  const router = routingSettingsFrom(
+    a,
+    { ...DEFAULT_ROUTER_CONFIG, prefillLoadScale: KV_ROUTER_DEFAULTS.prefillLoadScale },
+    a.agentic ? DYNAMO_DEFAULTS : KV_ROUTER_DEFAULTS,
+  );
   return {
     workers: a.workers,
     engine: {
