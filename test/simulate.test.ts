@@ -247,6 +247,21 @@ describe("simulate command", () => {
     assert.notDeepEqual(events.policies[0].result, n, "with events the router sees evictions");
   });
 
+  test("each worker-selection policy runs by name; --router-worker-selection-policy reaches the kv policy", async () => {
+    const base = ["--trace", sharedPath, "--workers", "4", "--kv-blocks", "320", "--seed", "5", "--max-requests", "250"];
+    const named = await runSimulate(parseArgs([...base, "--policies", "dynamo-2026,dynamo-agentic,dynamo-two-tier-cost-fn,kv-least-loaded"]));
+    const by = byPolicy(named);
+    for (const p of by.values()) assert.equal(p.result.requests, 250, p.result.policy);
+    // 4 of a request's 6 blocks are a shared prompt: the two-tier cache tier follows it, least-loaded does not look.
+    assert.ok(
+      by.get("dynamo-two-tier-cost-fn")!.result.hit_rate > by.get("kv-least-loaded")!.result.hit_rate,
+      `two-tier ${by.get("dynamo-two-tier-cost-fn")!.result.hit_rate} vs least-loaded ${by.get("kv-least-loaded")!.result.hit_rate}`,
+    );
+    const flagged = await runSimulate(parseArgs([...base, "--policies", "kv", "--router-worker-selection-policy", "least-loaded"]));
+    const again = await runSimulate(parseArgs([...base, "--policies", "kv-least-loaded"]));
+    assert.deepEqual({ ...flagged.policies[0].result, policy: "kv-least-loaded" }, again.policies[0].result);
+  });
+
   test("writes the JSON figures and a Markdown report with SVG charts", async () => {
     const out = join(dir, "report");
     const jsonPath = join(dir, "out.json");

@@ -7,6 +7,8 @@ import { KvRouter } from "../router/router.js";
 import type { RouterConfig } from "../router/types.js";
 import { type AdmissionConfig, AdmissionQueue } from "../router/admissionQueue.js";
 import { DYNAMO_COST_WEIGHTS } from "../scheduler/costFunction.js";
+import { AGENTIC_WEIGHTS } from "../scheduler/defaults.js";
+import { TWO_TIER_POLICY_TYPE } from "../scheduler/twoTierPolicy.js";
 import { seededRandom } from "../util/random.js";
 import type { RequestRecord, SimEngine, SimRequest } from "./engine.js";
 
@@ -15,6 +17,9 @@ export const POLICY_NAMES = [
   "kv-ttft",
   "kv-approx",
   "dynamo-2026",
+  "dynamo-agentic",
+  "dynamo-two-tier-cost-fn",
+  "kv-least-loaded",
   "sglang-cache-aware",
   "round-robin",
   "random",
@@ -307,7 +312,7 @@ export interface PolicyOptions {
   clock: VirtualClock;
 }
 
-/** Dynamo's current defaults, whatever `kv` is set to: its cost weights, temperature 0, queue threshold 16, fcfs. */
+/** Dynamo's current defaults, whatever `kv` is set to: its built-in selector and cost weights, temperature 0, queue threshold 16, fcfs. */
 export function dynamoDefaults(router: RouterConfig): { router: RouterConfig; admission: AdmissionConfig } {
   return {
     router: {
@@ -318,6 +323,8 @@ export function dynamoDefaults(router: RouterConfig): { router: RouterConfig; ad
       trackActiveBlocks: true,
       predictedTtlMs: 0,
       sessionAffinityTtlMs: 0,
+      workerSelectionPolicy: "default",
+      routerCost: "dynamo",
     },
     admission: { thresholds: { routerQueueThreshold: DYNAMO_DEFAULT_QUEUE_THRESHOLD }, queuePolicy: "fcfs", maxQueued: Number.MAX_SAFE_INTEGER },
   };
@@ -337,6 +344,19 @@ export function makePolicy(name: PolicyName, opts: PolicyOptions): Policy {
       const d = dynamoDefaults(opts.router);
       return kv("dynamo-2026", d.router, d.admission);
     }
+    // Dynamo as its agentic preset runs it (router-presets.md): its defaults but those three weights.
+    case "dynamo-agentic": {
+      const d = dynamoDefaults(opts.router);
+      return kv("dynamo-agentic", { ...d.router, ...AGENTIC_WEIGHTS }, d.admission);
+    }
+    // Dynamo with worker_selection choosing its two-tier policy (Dynamo's default parameters).
+    case "dynamo-two-tier-cost-fn": {
+      const d = dynamoDefaults(opts.router);
+      return kv("dynamo-two-tier-cost-fn", { ...d.router, workerSelectionPolicy: TWO_TIER_POLICY_TYPE }, d.admission);
+    }
+    // kv's router and settings, choosing by the load it tracks alone.
+    case "kv-least-loaded":
+      return kv("kv-least-loaded", { ...opts.router, workerSelectionPolicy: "least-loaded" });
     case "sglang-cache-aware":
       return new SglangCacheAwarePolicy(opts.workers, opts.router.blockSize);
     case "round-robin":
