@@ -151,7 +151,7 @@ export function serveOptions<T>(y: Argv<T>) {
     .option("dynamo-defaults", {
       type: "boolean",
       default: false,
-      describe: `Dynamo's defaults for the flags not given: --router-prefill-load-scale ${DYNAMO_DEFAULTS.prefillLoadScale}, --router-predicted-ttl-secs ${DYNAMO_DEFAULTS.predictedTtlSecs}`,
+      describe: `Dynamo's defaults for the flags not given: --router-prefill-load-scale ${DYNAMO_DEFAULTS.prefillLoadScale}, --router-predicted-ttl-secs ${DYNAMO_DEFAULTS.predictedTtlSecs}, --router-session-affinity-mode ${DYNAMO_DEFAULTS.sessionAffinityMode}`,
     })
     .option("router-decode-active-request-weight", {
       type: "number",
