@@ -12,7 +12,7 @@ import { describe, it } from "node:test";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { type FindBestWorkerRequest, FindBestWorkerRequestSchema } from "../gen/kvrouter/v1/router_pb.js";
 import { decodeFindBestWorkerFast, promptTokens } from "../src/server/promptDecoder.js";
-import { countField } from "../src/server/wireCount.js";
+import { countField } from "../src/protocols/wireCount.js";
 import { seededRandom } from "../src/util/random.js";
 import { type Rnd, fields, part, u64 } from "./support/wire.js";
 

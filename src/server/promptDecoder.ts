@@ -15,7 +15,7 @@ import { type FindBestWorkerRequest, FindBestWorkerRequestSchema } from "../../g
 import { MalformedRequest } from "../protocols/grpcGlue.js";
 import { WireReader } from "../protocols/wireReader.js";
 import { toTokenArray } from "./convert.js";
-import { countField } from "./wireCount.js";
+import { countField } from "../protocols/wireCount.js";
 
 const TOKEN_IDS = 1;
 const EMPTY = new Uint8Array(0);
