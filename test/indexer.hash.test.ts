@@ -1,13 +1,14 @@
-// The WebAssembly and JavaScript hashing of src/hashing/ (wasmXxh3.ts, prompt.ts,
-// sequence.ts) against the native
+// The WebAssembly (SIMD) and JavaScript hashing of src/hashing/ (wasmXxh3.ts,
+// prompt.ts, sequence.ts) against the native
 // XXH3 hasher of blockHash.ts, which test/hash.test.ts checks against Python's
 // xxhash: same local and sequence hashes for every block size, LoRA seed and
 // input tried.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { hashPrompt, sequenceHash } from "../src/hashing/blockHash.js";
+import { hashPrompt, localBlockHash, localHashSeed, sequenceHash } from "../src/hashing/blockHash.js";
 import { hashPromptFast, hashPromptJs } from "../src/hashing/prompt.js";
 import { seqHash32, seqOut } from "../src/hashing/sequence.js";
+import { createWasmHasher } from "../src/hashing/wasmXxh3.js";
 import { seededRandom } from "../src/util/random.js";
 
 const rnd = seededRandom(99);
@@ -25,18 +26,68 @@ describe("WebAssembly and JavaScript XXH3 equal the native hasher", () => {
     }
   });
 
-  it("prompt hashes for block sizes 1..1100 tokens (long path from 61), base model and LoRA", () => {
-    const sizes = [1, 16, 32, 60, 61, 64, 65, 100, 128, 255, 256, 257, 300, 512, 1024, 1100];
-    for (const bs of sizes) {
-      for (const lora of ["", "adapter-a", "ÄÖÜ"]) {
-        for (let r = 0; r < 6; r++) {
-          const tokens = Array.from({ length: bs * (1 + (r % 3)) + (r % 2) * 7 }, () => (r === 0 ? 0 : u32()));
-          const want = hashPrompt(tokens, bs, lora);
-          assert.deepEqual(hashPromptFast(tokens, bs, lora), want, `wasm: block size ${bs}, lora "${lora}", case ${r}`);
-          assert.deepEqual(hashPromptJs(tokens, bs, lora), want, `js: block size ${bs}, lora "${lora}", case ${r}`);
+  // Tokens are 4 bytes, so block sizes map onto XXH3's input-size classes:
+  // 1-2 tokens 4..8 bytes, 3-4 the 9..16-byte path, 5-32 the 17..128-byte one
+  // (branches past 32, 64, 96 bytes), 33-60 the 129..240-byte one (8 to 15
+  // rounds, odd and even), 61+ the long path: stripes, the last partial
+  // stripe, 1024-byte blocks and their scramble (255/256/257, 271-273,
+  // 511-513 tokens sit on its edges).
+  const SIZES = [
+    ...Array.from({ length: 70 }, (_, i) => i + 1),
+    ...[96, 100, 127, 128, 129, 240, 241, 255, 256, 257, 271, 272, 273, 300, 511, 512, 513, 1024, 1100],
+  ];
+  const SEEDS: [string, string][] = [["", ""], ["adapter-a", ""], ["ÄÖÜ", ""], ["", "tenant-1"], ["adapter-a", "tenant-1"]];
+
+  it("prompt hashes for block sizes 1..1100 tokens, every XXH3 size class, base model, LoRA and namespace seeds", () => {
+    for (const bs of SIZES) {
+      for (const [lora, ns] of SEEDS) {
+        for (let r = 0; r < 4; r++) {
+          const extreme = r === 0 ? 0 : 0xffffffff; // all-zero and all-ones blocks, then random ones
+          const tokens = Array.from({ length: bs * (1 + (r % 3)) + (r % 2) * 7 }, () => (r < 2 ? extreme : u32()));
+          const want = hashPrompt(tokens, bs, lora, ns);
+          const at = `block size ${bs}, lora "${lora}", namespace "${ns}", case ${r}`;
+          assert.deepEqual(hashPromptFast(tokens, bs, lora, ns), want, `wasm: ${at}`);
+          assert.deepEqual(hashPromptFast(Uint32Array.from(tokens), bs, lora, ns), want, `wasm, Uint32Array: ${at}`);
+          assert.deepEqual(hashPromptJs(tokens, bs, lora, ns), want, `js: ${at}`);
         }
       }
     }
+  });
+
+  it("the decoders' path (tokenSpace + hashLocals) gives the native local hashes for every size class and seed", () => {
+    const hasher = createWasmHasher();
+    for (const bs of SIZES) {
+      for (const [lora, ns] of SEEDS) {
+        const seed = localHashSeed(lora, ns);
+        const tokens = Array.from({ length: bs * 3 + 5 }, () => u32());
+        const space = hasher.tokenSpace(tokens.length, bs);
+        space.set(tokens);
+        // blocks 1 and 2 only: the first token is not the space's first
+        const got = hasher.hashLocals(bs, 2, bs, seed);
+        for (let b = 1; b <= 2; b++) {
+          const want = localBlockHash(tokens.slice(b * bs, (b + 1) * bs), seed);
+          const have = (BigInt(got[2 * (b - 1) + 1]) << 32n) | BigInt(got[2 * (b - 1)]);
+          assert.equal(have, want, `block ${b}, block size ${bs}, lora "${lora}", namespace "${ns}"`);
+        }
+      }
+    }
+  });
+
+  it("memory growth, seed changes and any ArrayLike of token ids", () => {
+    const hasher = createWasmHasher();
+    const seeds = SEEDS.map(([lora, ns]) => localHashSeed(lora, ns));
+    // from a small prompt to ones far past the initial memory (2 pages), alternating seeds
+    for (const [i, n] of [100, 8192, 200_000, 64, 1_000_003].entries()) {
+      const tokens = Uint32Array.from({ length: n }, () => u32());
+      const [lora, ns] = SEEDS[i % SEEDS.length];
+      assert.deepEqual(hasher.hash(tokens, 64, seeds[i % seeds.length]), hashPrompt(tokens, 64, lora, ns), `${n} tokens`);
+    }
+    const tokens = Array.from({ length: 64 * 5 + 3 }, () => u32());
+    const arrayLike = { length: tokens.length, ...Object.fromEntries(tokens.map((t, i) => [i, t])) } as ArrayLike<number>;
+    assert.deepEqual(hashPromptFast(arrayLike, 64), hashPrompt(tokens, 64));
+    assert.deepEqual(hashPromptFast(new Float64Array(tokens), 16), hashPrompt(tokens, 16));
+    assert.deepEqual(hashPromptFast([], 64), { local: [], sequence: [] });
+    assert.deepEqual(hashPromptFast(tokens.slice(0, 63), 64), { local: [], sequence: [] });
   });
 
   it("the reference block: tokens 0..63 hash to 0x304d910e689e42bf", () => {

@@ -1,16 +1,16 @@
-// Prompt hashing without a native call per block: XXH3-64's long-input path
-// (inputs over 240 bytes, i.e. blocks of 61+ tokens, such as the usual 64)
-// and the sequence hash, for the whole prompt in one WebAssembly call
-// (wasmXxh3.ts), or in 32-bit JavaScript arithmetic when WebAssembly is not
-// available. Bit-exact with src/hashing/blockHash.ts (test/indexer.hash.test.ts
-// checks them against each other); shorter blocks and multimodal blocks fall
-// back to the native hasher.
+// Prompt hashing without a native call per block: every block's local hash
+// (XXH3-64) and the sequence hash, for the whole prompt in one WebAssembly
+// call (wasmXxh3.ts, 128-bit SIMD, every block size), or, when WebAssembly
+// cannot load, XXH3's long-input path (blocks of 61+ tokens) in 32-bit
+// JavaScript arithmetic. Bit-exact with src/hashing/blockHash.ts
+// (test/indexer.hash.test.ts checks them against each other); multimodal
+// blocks use the native hasher.
 import { hashPrompt, localHashSeed, type PromptHashes } from "./blockHash.js";
 import { seqHash32, seqOut } from "./sequence.js";
 import { createWasmHasher, type WasmHasher } from "./wasmXxh3.js";
 import { M64, SECRET_SIZE, customSecret } from "./xxh3Secret.js";
 
-/** The WebAssembly hasher (about 5x faster still); the JavaScript path below stands in if it cannot load. */
+/** The WebAssembly hasher; the JavaScript path below stands in if it cannot load. */
 let wasm: WasmHasher | undefined;
 try {
   wasm = createWasmHasher();
@@ -147,20 +147,9 @@ function xxh3Long(w: Uint32Array, from: number, words: number, keys: Keys): void
 const big = new BigUint64Array(1);
 const halves = new Uint32Array(big.buffer);
 
-/** Same result as hashPrompt() (blockHash.ts), about 10x faster for blocks of 61+ tokens. */
+/** Same result as hashPrompt() (blockHash.ts), without a native call per block. */
 export function hashPromptFast(tokens: ArrayLike<number>, blockSize: number, loraName = "", cacheNamespace = ""): PromptHashes {
-  if (blockSize * 4 <= 240) return hashPrompt(tokens, blockSize, loraName, cacheNamespace);
-  if (wasm !== undefined) {
-    const pairs = wasm.hash(tokens, blockSize, localHashSeed(loraName, cacheNamespace));
-    const n = pairs.length / 2;
-    const local = new Array<bigint>(n);
-    const sequence = new Array<bigint>(n);
-    for (let i = 0; i < n; i++) {
-      local[i] = pairs[2 * i];
-      sequence[i] = pairs[2 * i + 1];
-    }
-    return { local, sequence };
-  }
+  if (wasm !== undefined) return wasm.hash(tokens, blockSize, localHashSeed(loraName, cacheNamespace));
   return hashPromptJs(tokens, blockSize, loraName, cacheNamespace);
 }
 

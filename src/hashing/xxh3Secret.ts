@@ -20,6 +20,9 @@ const K_SECRET = Uint8Array.from(
 );
 const kView = new DataView(K_SECRET.buffer);
 
+/** The u64 (little-endian) at byte `offset` of the default secret. */
+export const defaultSecret64 = (offset: number): bigint => kView.getBigUint64(offset, true);
+
 /** XXH3_initCustomSecret: each 16-byte lane adds the seed to its low word and subtracts it from its high word. */
 export function customSecret(seed: bigint): Uint8Array {
   const secret = new Uint8Array(SECRET_SIZE);

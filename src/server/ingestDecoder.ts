@@ -79,9 +79,9 @@ export class IngestDecoder {
   private tokens: Uint32Array = new Uint32Array(0);
 
   constructor(private readonly blockSize: number) {
-    // Blocks of 61+ tokens take XXH3's long path, which the WebAssembly hasher implements.
+    // The WebAssembly hasher takes every block size; without WebAssembly, the native hasher per block.
     try {
-      this.hasher = blockSize * 4 > 240 ? createWasmHasher() : undefined;
+      this.hasher = createWasmHasher();
     } catch {
       this.hasher = undefined;
     }
