@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { hashPrompt, localBlockHash, localHashSeed, sequenceHash } from "../src/hashing/blockHash.js";
-import { hashPromptFast, hashPromptJs } from "../src/hashing/prompt.js";
+import { hashPromptFast, hashPromptJs, hashPromptSequence } from "../src/hashing/prompt.js";
 import { seqHash32, seqOut } from "../src/hashing/sequence.js";
 import { createWasmHasher } from "../src/hashing/wasmXxh3.js";
 import { seededRandom } from "../src/util/random.js";
@@ -48,6 +48,7 @@ describe("WebAssembly and JavaScript XXH3 equal the native hasher", () => {
           const at = `block size ${bs}, lora "${lora}", namespace "${ns}", case ${r}`;
           assert.deepEqual(hashPromptFast(tokens, bs, lora, ns), want, `wasm: ${at}`);
           assert.deepEqual(hashPromptFast(Uint32Array.from(tokens), bs, lora, ns), want, `wasm, Uint32Array: ${at}`);
+          assert.deepEqual(hashPromptSequence(tokens, bs, lora, ns), want.sequence, `wasm, sequence alone: ${at}`);
           assert.deepEqual(hashPromptJs(tokens, bs, lora, ns), want, `js: ${at}`);
         }
       }

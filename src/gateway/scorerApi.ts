@@ -93,7 +93,7 @@ export function queryTokens(body: Body, opts: ScorerOptions): ScoreResponse {
   const lora = body.lora_name ?? "";
   if (typeof lora !== "string") throw new ScorerInputError(400, "lora_name must be a string");
   const ids = Uint32Array.from(tokens, Number);
-  return scoreSequence(opts.router, opts.router.hashRequest(ids, lora).sequence);
+  return scoreSequence(opts.router, opts.router.sequenceHashes(ids, lora));
 }
 
 /** POST /query_by_hash: {block_hashes (local hashes, i64 as Dynamo sends them), model_name, tenant_id?} */

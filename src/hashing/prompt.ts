@@ -153,6 +153,12 @@ export function hashPromptFast(tokens: ArrayLike<number>, blockSize: number, lor
   return hashPromptJs(tokens, blockSize, loraName, cacheNamespace);
 }
 
+/** hashPromptFast(...).sequence, without making bigints of the local hashes: what routing reads. */
+export function hashPromptSequence(tokens: ArrayLike<number>, blockSize: number, loraName = "", cacheNamespace = ""): bigint[] {
+  if (wasm !== undefined) return wasm.sequence(tokens, blockSize, localHashSeed(loraName, cacheNamespace));
+  return hashPromptJs(tokens, blockSize, loraName, cacheNamespace).sequence;
+}
+
 /** The JavaScript fallback of hashPromptFast (exported for its test). */
 export function hashPromptJs(tokens: ArrayLike<number>, blockSize: number, loraName = "", cacheNamespace = ""): PromptHashes {
   if (blockSize * 4 <= 240) return hashPrompt(tokens, blockSize, loraName, cacheNamespace);

@@ -2,8 +2,8 @@
 // worker registry, and answers "which worker should take this prompt?".
 // It speaks plain typed data; the gRPC layer converts at the edge.
 import { randomFillSync } from "node:crypto";
-import { type PromptHashes, hashPromptEagle } from "../hashing/blockHash.js";
-import { hashPromptFast } from "../hashing/prompt.js";
+import { hashPromptEagle } from "../hashing/blockHash.js";
+import { hashPromptSequence } from "../hashing/prompt.js";
 import { ApproximateTracker } from "../indexer/approximate.js";
 import type { EventBatch } from "../protocols/eventBatch.js";
 import { LowerTiers } from "../indexer/lowerTiers.js";
@@ -132,18 +132,18 @@ export class KvRouter {
 
   /** The prompt's tokens not cached on the candidate that caches most of it. */
   uncachedTokens(req: RouteRequest): number {
-    const hashes = this.hashRequest(req.tokens, req.loraName ?? "", req.cacheNamespace ?? "");
+    const sequence = this.sequenceHashes(req.tokens, req.loraName ?? "", req.cacheNamespace ?? "");
     let best = 0;
-    for (const overlap of this.index.findMatches(hashes.sequence).values()) best = Math.max(best, overlap);
+    for (const overlap of this.index.findMatches(sequence).values()) best = Math.max(best, overlap);
     return Math.max(0, req.tokens.length - best * this.config.blockSize);
   }
 
-  /** A request's block hashes, as the workers' events hash them (Eagle windows with --eagle). */
-  hashRequest(tokens: ArrayLike<number>, loraName = "", cacheNamespace = ""): PromptHashes {
+  /** A request's sequence hashes, as the workers' events hash its blocks (Eagle windows with --eagle). */
+  sequenceHashes(tokens: ArrayLike<number>, loraName = "", cacheNamespace = ""): bigint[] {
     const { blockSize } = this.config;
     return this.config.eagle
-      ? hashPromptEagle(tokens, blockSize, loraName, cacheNamespace)
-      : hashPromptFast(tokens, blockSize, loraName, cacheNamespace);
+      ? hashPromptEagle(tokens, blockSize, loraName, cacheNamespace).sequence
+      : hashPromptSequence(tokens, blockSize, loraName, cacheNamespace);
   }
 
   findBestWorker(req: RouteRequest): RouteDecision {
@@ -160,17 +160,17 @@ export class KvRouter {
       );
     }
     const { workers: candidates, keys } = this.candidates(req.allowedWorkers);
-    const hashes = this.hashRequest(req.tokens, req.loraName ?? "", req.cacheNamespace ?? "");
+    const sequence = this.sequenceHashes(req.tokens, req.loraName ?? "", req.cacheNamespace ?? "");
     if (req.requestId) {
-      const full = this.active.roomProblem(this.config.trackActiveBlocks ? hashes.sequence.length : 0);
+      const full = this.active.roomProblem(this.config.trackActiveBlocks ? sequence.length : 0);
       if (full !== undefined) throw new RouterError("resource_exhausted", full);
     }
-    const overlaps = this.index.findMatches(hashes.sequence);
-    const tierOverlaps = this.lowerTiers.continueMatches(hashes.sequence, overlaps);
+    const overlaps = this.index.findMatches(sequence);
+    const tierOverlaps = this.lowerTiers.continueMatches(sequence, overlaps);
     const isl = req.tokens.length;
     const assumeKvReuse = override.assumeKvReuse ?? this.config.assumeKvReuse;
     const trackPrefillTokens = override.trackPrefillTokens ?? this.config.trackPrefillTokens;
-    const blocks = !this.config.trackActiveBlocks ? [] : assumeKvReuse ? hashes.sequence : this.uniqueBlockIds(hashes.sequence.length);
+    const blocks = !this.config.trackActiveBlocks ? [] : assumeKvReuse ? sequence : this.uniqueBlockIds(sequence.length);
     const loads = keys.map((key) => this.active.load(key));
     const params = {
       ...this.config,
@@ -187,7 +187,7 @@ export class KvRouter {
       const key = keys[i];
       const tiers = tierOverlaps.get(key);
       const known = overlaps.get(key) ?? 0;
-      const overlapBlocks = this.predictions ? this.predictions.extend(key, hashes.sequence, known) : known;
+      const overlapBlocks = this.predictions ? this.predictions.extend(key, sequence, known) : known;
       if (overlapBlocks > known) predictedByKey.set(key, overlapBlocks - known);
       return {
         worker,
@@ -213,7 +213,7 @@ export class KvRouter {
     const chosenKey = workerKeyString(chosen.worker);
 
     // Approximate mode first: an index with no slot left refuses before any state changes.
-    if (this.approx) withIndexCapacity(() => this.approx!.routed(chosen.worker, hashes.sequence));
+    if (this.approx) withIndexCapacity(() => this.approx!.routed(chosen.worker, sequence));
     if (req.requestId) {
       const prefillTokens = trackPrefillTokens ? Math.max(0, isl - chosen.overlapBlocks * blockSize) : 0;
       // The estimate's inputs as scored: work queued ahead plus this prompt, the decode load before it.
@@ -224,13 +224,13 @@ export class KvRouter {
     }
     // Only a routed request (one with a request_id, which needs the token when there is one)
     // leaves predictions behind: a pure query changes nothing.
-    if (req.requestId) this.predictions?.routed(chosenKey, hashes.sequence);
+    if (req.requestId) this.predictions?.routed(chosenKey, sequence);
 
     const scores = selection.scores.sort((a, b) => a.logit - b.logit);
     return {
       worker: chosen.worker,
       overlapBlocks: chosen.overlapBlocks,
-      promptBlocks: hashes.sequence.length,
+      promptBlocks: sequence.length,
       predictedBlocks: predictedByKey.get(chosenKey) ?? 0,
       scores,
       tierOverlaps,
