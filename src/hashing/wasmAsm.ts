@@ -139,7 +139,6 @@ export const WA = (
     WebAssembly: {
       Module: new (bytes: Uint8Array) => object;
       Instance: new (module: object, imports: object) => { exports: Record<string, unknown> };
-      validate(bytes: Uint8Array): boolean;
     };
   }
 ).WebAssembly;

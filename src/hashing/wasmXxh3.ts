@@ -181,8 +181,8 @@ const LOW_HALVES = shuffle32([0, 5, 2, 7]);
  */
 const foldPair = (X: string, Y: string) => [
   ...$(X), ...$(Y), ...shuffle32([0, 4, 1, 5]), ...to("fA"), // (a.lo, c.lo, a.hi, c.hi)
-  ...$(X), ...$(Y), ...shuffle32([2, 6, 3, 7]), ...teeTo("fB"), // (b.lo, d.lo, b.hi, d.hi)
-  ...$("fB"), ...shuffle32([2, 3, 0, 1]), ...to("fBs"), // (b.hi, d.hi, b.lo, d.lo)
+  ...$(X), ...$(Y), ...shuffle32([2, 6, 3, 7]), ...to("fB"), // (b.lo, d.lo, b.hi, d.hi)
+  ...$("fB"), ...$("fB"), ...shuffle32([2, 3, 0, 1]), ...to("fBs"), // (b.hi, d.hi, b.lo, d.lo)
   ...$("fA"), ...$("fB"), ...I64X2_EXTMUL_LOW_U, ...to("fll"),
   ...$("fA"), ...$("fBs"), ...I64X2_EXTMUL_LOW_U, ...to("flh"),
   // cross = (ll >> 32) + (lh & M32) + hl
@@ -369,8 +369,12 @@ export interface WasmHasher {
   hashLocals(first: number, blocks: number, blockSize: number, seed: bigint): Uint32Array;
 }
 
+/** Compiled once per thread: every hasher (one per ingest stream, say) is an instance with its own memory, sharing the tiered-up code. */
+let compiled: object | undefined;
+
 export function createWasmHasher(): WasmHasher {
-  const instance = new WA.Instance(new WA.Module(buildModule()), {});
+  compiled ??= new WA.Module(buildModule());
+  const instance = new WA.Instance(compiled, {});
   const memory = instance.exports.mem as WasmMemory;
   const hashFn = instance.exports.hash as (tok: number, blockBytes: number, n: number, out: number, chain: number) => void;
   // Views over the memory, made again when it grows (growing detaches the old buffer).
