@@ -5,12 +5,13 @@
 // index in the main thread, the compact index on shard threads, the naive
 // Map<string, Set> baseline, and PrefixIndex (the reference model).
 import { hashPrompt } from "../src/hashing/blockHash.js";
-import { hashPromptFast, hashPromptJs } from "../src/hashing/prompt.js";
+import { hashPromptFast, hashPromptJs, hashPromptSequence } from "../src/hashing/prompt.js";
 import { CompactIndex } from "../src/indexer/compactIndex.js";
 import { PrefixIndex } from "../src/indexer/prefixIndex.js";
 import type { Overlaps } from "../src/indexer/types.js";
 import type { IndexEvent } from "../src/protocols/events.js";
 import { NaiveIndex } from "./naiveIndex.js";
+import { hashPromptScalarWasm } from "./wasmXxh3Scalar.js";
 import { type Latency, gc, latency, median, usSince } from "./stats.js";
 import { BLOCK, type Workload, steadyEvents } from "./workload.js";
 import { toEventBatch } from "../src/protocols/eventBatch.js";
@@ -28,7 +29,7 @@ interface Impl {
   name: string;
   /** Applies events in one call (one round trip for shards), as a batching event source would. */
   applyNow(events: IndexEvent[]): void;
-  /** How this variant hashes prompts: the router's WebAssembly XXH3 for compact ones, the native hasher per block for the others. */
+  /** How this variant hashes prompts: as routing does (WebAssembly XXH3, sequence hashes alone) for compact ones, the native hasher per block for the others. */
   hash(tokens: Uint32Array): bigint[];
   applyAll(events: readonly IndexEvent[]): void;
   findMatches(seqs: readonly bigint[]): Overlaps;
@@ -56,7 +57,7 @@ async function makeImpl(kind: string, shards: number, entries: number): Promise<
   });
   return {
     name: kind,
-    hash: (t) => hashPromptFast(t, BLOCK).sequence,
+    hash: (t) => hashPromptSequence(t, BLOCK),
     applyNow: (es) => c.applyBatch(toEventBatch(es)),
     applyAll: (es) => {
       for (let i = 0; i < es.length; i += BATCH) c.applyBatch(toEventBatch(es.slice(i, i + BATCH)));
@@ -122,6 +123,47 @@ function hashingLatency(prompts: Uint32Array[], hash: (t: Uint32Array) => unknow
   }
   const blocks = prompts.reduce((n, p) => n + Math.floor(p.length / BLOCK), 0);
   return { ...latency(samples), blocksPerSec: blocks / (usSince(t0) / 1e6) };
+}
+
+/**
+ * Prompt hashing now against before issue 21 (bench/wasmXxh3Scalar.ts:
+ * scalar WebAssembly for blocks of 61+ tokens, the native hasher per block
+ * below that; local and sequence hashes as bigints, which routing then
+ * used), in the same run: passes over the same prompts alternate between the
+ * two (which one goes first flips every pass), every call timed. The ratio
+ * is now / before of each pass pair's p50. `now` is hashPromptFast (local
+ * and sequence hashes as bigints), or with `sequenceAlone` the router's
+ * hashPromptSequence.
+ */
+function hashingVsBefore(prompts: Uint32Array[], blockSize: number, { passes = 6, sequenceAlone = false } = {}) {
+  const now: number[] = [];
+  const before: number[] = [];
+  const ratios: number[] = [];
+  const pass = (hash: (t: Uint32Array) => unknown, into: number[]) => {
+    const samples: number[] = [];
+    for (const p of prompts) {
+      const t = process.hrtime.bigint();
+      hash(p);
+      samples.push(usSince(t));
+    }
+    into.push(...samples);
+    return median(samples);
+  };
+  const fresh = sequenceAlone ? (t: Uint32Array) => hashPromptSequence(t, blockSize) : (t: Uint32Array) => hashPromptFast(t, blockSize);
+  const old = (t: Uint32Array) => hashPromptScalarWasm(t, blockSize);
+  for (let i = 0; i < passes; i++) {
+    let nowP50: number;
+    let beforeP50: number;
+    if (i % 2 === 0) {
+      beforeP50 = pass(old, before);
+      nowP50 = pass(fresh, now);
+    } else {
+      nowP50 = pass(fresh, now);
+      beforeP50 = pass(old, before);
+    }
+    ratios.push(nowP50 / beforeP50);
+  }
+  return { now: latency(now), before: latency(before), ratioP50: median(ratios), ratioMin: Math.min(...ratios), ratioMax: Math.max(...ratios) };
 }
 
 /** Ingest with a query after every batch: both rates, and the queries' latency. */
@@ -221,12 +263,29 @@ export async function runIndexBench(workloads: Workload[], cfg: IndexBenchConfig
     for (const kind of IMPLS) ingestRates[kind] = await ingest(kind, w, cfg);
     res.ingestBlocksPerSec = ingestRates;
 
+    // V8 runs fresh WebAssembly as baseline code until its optimized code is ready (about 20 ms
+    // here): warm both hashers up first, or the first rows time the baseline code.
+    const warm = performance.now();
+    for (let i = 0; performance.now() - warm < 200; i++) {
+      hashPromptFast(prompts[i % prompts.length], BLOCK);
+      hashPromptScalarWasm(prompts[i % prompts.length], BLOCK);
+    }
     res.hashing8192 = {
       "wasm (router)": hashingLatency(prompts, (t) => hashPromptFast(t, BLOCK)),
       // Real prompts seldom end on a block boundary: the same prompts with 37 more tokens.
       "wasm (router), partial last block": hashingLatency(withTail(prompts, 37), (t) => hashPromptFast(t, BLOCK)),
       "js fallback": hashingLatency(prompts, (t) => hashPromptJs(t, BLOCK)),
       "napi-per-block": hashingLatency(prompts, (t) => hashPrompt(t, BLOCK)),
+    };
+    // Issue 21's figure: prompt hashing now vs before, in this run (block 16 hashed natively per block before: 200 prompts).
+    const tailed = withTail(prompts, 37);
+    res.hashing8192VsBefore = {
+      [`block ${BLOCK}, local + sequence`]: hashingVsBefore(prompts, BLOCK),
+      [`block ${BLOCK}, sequence alone (routing)`]: hashingVsBefore(prompts, BLOCK, { sequenceAlone: true }),
+      [`block ${BLOCK}, partial last block, local + sequence`]: hashingVsBefore(tailed, BLOCK),
+      [`block ${BLOCK}, partial last block, sequence alone (routing)`]: hashingVsBefore(tailed, BLOCK, { sequenceAlone: true }),
+      "block 128, local + sequence": hashingVsBefore(prompts, 128),
+      "block 16, local + sequence": hashingVsBefore(prompts.slice(0, 200), 16, { passes: 2 }),
     };
     const query: Record<string, unknown> = {};
     const underIngest: Record<string, unknown> = {};
