@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import type { DynamoDiscovery } from "../src/discovery/dynamoDiscovery.js";
-import { fileNameOfKey, keyOfFileName } from "../src/discovery/fileStore.js";
+import { MAX_RECORD_BYTES, fileNameOfKey, keyOfFileName } from "../src/discovery/fileStore.js";
 import { dynamoDiscoverySources } from "../src/cli/discoveryFlags.js";
 import { COMPONENT, ENDPOINT, NS, instanceValue } from "./support/dynamo.js";
 import { type TestRouter, startTestRouter, tokens } from "./support/router.js";
@@ -32,13 +32,14 @@ function registerWorker(root: string, instanceId: bigint): string {
   return dynamoInsert(root, "v1/instances", `${NS}/${COMPONENT}/${ENDPOINT}/${instanceId.toString(16)}`, instanceValue(instanceId));
 }
 
-async function startRouter(root: string) {
+async function startRouter(root: string, fileKvTtlMs = TTL_MS, fileKvRescanMs?: number) {
   const sources = dynamoDiscoverySources({
     backend: "file",
     endpoint: `${NS}.${COMPONENT}.${ENDPOINT}`,
     etcdEndpoints: [],
     fileKvRoot: root,
-    fileKvTtlMs: TTL_MS,
+    fileKvTtlMs,
+    fileKvRescanMs,
     workerLeaseMs: 1_000,
     zmqEventPlane: false,
   });
@@ -55,16 +56,24 @@ async function upMetric(r: TestRouter): Promise<number | undefined> {
   return m.values.find((v) => v.labels.backend === "file")?.value;
 }
 
-/** Touches the file like Dynamo's keep-alive thread until stopped. */
-function keepAlive(path: string): () => void {
+/** The file store's work so far (kvrouter_discovery_file_ops_total), by op. */
+async function fileOps(r: TestRouter): Promise<Record<"scan" | "list" | "stat" | "read", number>> {
+  const m = await r.server.metrics.registry.getSingleMetric("kvrouter_discovery_file_ops_total")!.get();
+  return Object.fromEntries(m.values.map((v) => [v.labels.op, v.value])) as Record<"scan" | "list" | "stat" | "read", number>;
+}
+
+/** Touches the files like Dynamo's keep-alive thread until stopped. */
+function keepAlive(path: string | string[], everyMs = 200): () => void {
   const t = setInterval(() => {
-    try {
-      const now = new Date();
-      utimesSync(path, now, now);
-    } catch {
-      /* deleted */
+    const now = new Date();
+    for (const p of [path].flat()) {
+      try {
+        utimesSync(p, now, now);
+      } catch {
+        /* deleted */
+      }
     }
-  }, 200);
+  }, everyMs);
   return () => clearInterval(t);
 }
 
@@ -161,6 +170,54 @@ describe("Dynamo discovery over the file store", () => {
       } finally {
         stopBack();
       }
+    } finally {
+      stop();
+    }
+  });
+  // Issue 24: every file was stat'ed on every scan and read again on every touch, and each touch's watch
+  // event started another full scan, so a router under a live fleet's keep-alive never finished starting.
+  it("starts under a fleet's keep-alive, and then neither reads a touched file again nor stats an idle one", async () => {
+    const root = newRoot();
+    const files = Array.from({ length: 300 }, (_, i) => registerWorker(root, BigInt(i + 1)));
+    const stop = keepAlive(files, 50); // touching all along, from before the router starts
+    try {
+      const { r } = await startRouter(root, 60_000, 100);
+      routers.push(r);
+      await waitFor(async () => (await workerIds(r)).length === files.length, "every worker seen");
+      const before = await fileOps(r);
+      await waitFor(async () => (await fileOps(r)).scan >= before.scan + 10, "ten more scans");
+      const after = await fileOps(r);
+      assert.equal(after.read - before.read, 0, "a touch is not a new version: nothing is read again");
+      assert.ok(after.stat - before.stat < files.length, `ten scans stat'ed ${after.stat - before.stat} files; a full pass each would be ${10 * files.length}`);
+      assert.equal(before.read, files.length, "each record was read once");
+      assert.equal((await workerIds(r)).length, files.length);
+    } finally {
+      stop();
+    }
+  });
+
+  it("skips a record over the size bound unread, counts it once while it is touched, and reads it once it is a real record", async () => {
+    const root = newRoot();
+    const small = 0x5n;
+    const big = 0xb16n;
+    // Valid JSON padded past the bound: skipped for its size alone.
+    const bigPath = dynamoInsert(root, "v1/instances", `${NS}/${COMPONENT}/${ENDPOINT}/${big.toString(16)}`, instanceValue(big).padEnd(MAX_RECORD_BYTES + 1, " "));
+    const stop = keepAlive([registerWorker(root, small), bigPath], 50);
+    try {
+      const { r, discovery } = await startRouter(root, 60_000, 100);
+      routers.push(r);
+      await waitFor(async () => (await workerIds(r)).includes(small), "the small record's worker seen");
+      const before = await fileOps(r);
+      await waitFor(async () => (await fileOps(r)).scan >= before.scan + 10, "ten more scans");
+      assert.deepEqual(await workerIds(r), [small]);
+      assert.equal(discovery.malformed.instance, 1, "counted once, however often it is touched");
+      assert.equal((await fileOps(r)).read, 1, "only the small record was read");
+
+      const dir = join(root, "v1/instances");
+      const tmp = join(dir, ".tmp_00000000000000b1");
+      writeFileSync(tmp, instanceValue(big));
+      renameSync(tmp, bigPath); // a new version, within the bound
+      await waitFor(async () => (await workerIds(r)).includes(big), "the replaced record's worker seen");
     } finally {
       stop();
     }

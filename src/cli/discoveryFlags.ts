@@ -55,6 +55,8 @@ export interface DynamoDiscoveryFlags {
   etcdEndpoints: string[];
   fileKvRoot: string;
   fileKvTtlMs: number;
+  /** The file store's rescan period (default: a third of the TTL, 100 ms to 2 s); not a flag, for tests. */
+  fileKvRescanMs?: number;
   workerLeaseMs: number;
   /** Follow the KV-event publishers announced in discovery (Dynamo's ZMQ event plane). */
   zmqEventPlane: boolean;
@@ -62,7 +64,7 @@ export interface DynamoDiscoveryFlags {
 
 /** The event plane first (it must observe discovery's first resync), then discovery. */
 export function dynamoDiscoverySources(f: DynamoDiscoveryFlags): EventSource[] {
-  const store = f.backend === "etcd" ? new EtcdStore({ endpoints: f.etcdEndpoints }) : new FileStore({ root: f.fileKvRoot, ttlMs: f.fileKvTtlMs });
+  const store = f.backend === "etcd" ? new EtcdStore({ endpoints: f.etcdEndpoints }) : new FileStore({ root: f.fileKvRoot, ttlMs: f.fileKvTtlMs, rescanMs: f.fileKvRescanMs });
   const discovery = new DynamoDiscovery(store, { endpoint: dynamoEndpoint(f.endpoint), leaseMs: f.workerLeaseMs });
   return f.zmqEventPlane ? [new DynamoZmqEventPlane(discovery), discovery] : [discovery];
 }

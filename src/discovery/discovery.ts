@@ -23,6 +23,8 @@ export interface WatchedStore {
   start(prefixes: readonly string[], handler: StoreHandler): Promise<void>;
   stop(): Promise<void>;
   readonly health: StoreHealth;
+  /** What reading the store cost, by operation, if the backend counts it (kvrouter_discovery_file_ops_total). */
+  readonly ops?: Readonly<Record<string, number>>;
 }
 
 export interface StoreHandler {
@@ -30,6 +32,8 @@ export interface StoreHandler {
   resync(entries: ReadonlyMap<string, Uint8Array>): void;
   put(key: string, value: Uint8Array): void;
   delete(key: string): void;
+  /** A value the store would not read (e.g. over its size bound): counted and logged like a malformed one. */
+  skip(key: string, reason: string): void;
 }
 
 /** Reported on /metrics: is the store reachable, and how often did we reconnect. */

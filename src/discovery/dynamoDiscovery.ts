@@ -50,9 +50,13 @@ export class DynamoDiscovery implements WorkerDiscovery, StoreHandler {
   refused = 0;
   readonly observers: ChannelObserver[] = [];
   private readonly workerOfKey = new Map<string, bigint>();
+  /** How many instance keys hold each worker (a re-registration may briefly use two): O(1) when one goes, with 50,000 held. */
+  private readonly keysOfWorker = new Map<bigint, number>();
   private readonly channels = new Map<string, EventChannel>();
   /** dp ranks of each worker, from its base model card (key → ranks, so a deleted card is forgotten). */
   private readonly cardRanks = new Map<string, { instanceId: bigint; dpRanks: number[] }>();
+  /** The card key last written for each worker. */
+  private readonly cardOfWorker = new Map<bigint, string>();
   /** Cards whose Eagle mode differs from the router's --eagle (requests would hash in other windows). */
   eagleMismatches = 0;
   private readonly loggedKeys = new LogOnce();
@@ -68,7 +72,7 @@ export class DynamoDiscovery implements WorkerDiscovery, StoreHandler {
 
   /** Workers currently held because their instance key exists. */
   get workers(): bigint[] {
-    return [...new Set(this.workerOfKey.values())];
+    return [...this.keysOfWorker.keys()];
   }
 
   async start(router: KvRouter, context?: EventSourceContext): Promise<void> {
@@ -119,12 +123,22 @@ export class DynamoDiscovery implements WorkerDiscovery, StoreHandler {
   }
 
   private deleteKey(key: string): void {
-    if (this.cardRanks.delete(key)) return; // the worker keeps the ranks it was registered with
+    const card = this.cardRanks.get(key);
+    if (card) {
+      this.cardRanks.delete(key);
+      if (this.cardOfWorker.get(card.instanceId) === key) this.cardOfWorker.delete(card.instanceId);
+      return; // the worker keeps the ranks it was registered with
+    }
     const workerId = this.workerOfKey.get(key);
     if (workerId !== undefined) {
       this.workerOfKey.delete(key);
       // Another key may still hold the same worker (a re-registration under a new key).
-      if (![...this.workerOfKey.values()].includes(workerId)) this.forget(workerId, key);
+      const left = this.keysOfWorker.get(workerId)! - 1;
+      if (left > 0) this.keysOfWorker.set(workerId, left);
+      else {
+        this.keysOfWorker.delete(workerId);
+        this.forget(workerId, key);
+      }
       return;
     }
     if (this.channels.delete(key)) {
@@ -137,7 +151,7 @@ export class DynamoDiscovery implements WorkerDiscovery, StoreHandler {
     try {
       inst = parseEndpointInstance(value);
     } catch (err) {
-      this.skip("instance", key, err);
+      this.countMalformed("instance", key, err);
       return;
     }
     if (!servesEndpoint(this.opts.endpoint, inst)) return;
@@ -147,6 +161,7 @@ export class DynamoDiscovery implements WorkerDiscovery, StoreHandler {
     // Registered first: a worker the router refuses is not held.
     this.router!.registerWorker(inst.instanceId, this.ranksOf(inst.instanceId), this.opts.leaseMs);
     this.workerOfKey.set(key, inst.instanceId);
+    this.keysOfWorker.set(inst.instanceId, (this.keysOfWorker.get(inst.instanceId) ?? 0) + 1);
     log.info("worker discovered", { backend: this.store.backend, key, worker_id: inst.instanceId });
   }
 
@@ -157,10 +172,13 @@ export class DynamoDiscovery implements WorkerDiscovery, StoreHandler {
     try {
       card = parseModelCardRanks(value);
     } catch (err) {
-      this.skip("card", key, err);
+      this.countMalformed("card", key, err);
       return;
     }
+    const previous = this.cardRanks.get(key);
+    if (previous && this.cardOfWorker.get(previous.instanceId) === key) this.cardOfWorker.delete(previous.instanceId);
     this.cardRanks.set(key, card);
+    this.cardOfWorker.set(card.instanceId, key);
     if (card.eagle !== (this.router!.config.eagle ?? false)) {
       this.eagleMismatches++;
       this.loggedKeys.log(
@@ -171,11 +189,12 @@ export class DynamoDiscovery implements WorkerDiscovery, StoreHandler {
         { key, worker_id: card.instanceId },
       );
     }
-    if (this.workers.includes(card.instanceId)) this.router!.registerWorker(card.instanceId, card.dpRanks, this.opts.leaseMs);
+    if (this.keysOfWorker.has(card.instanceId)) this.router!.registerWorker(card.instanceId, card.dpRanks, this.opts.leaseMs);
   }
 
   private ranksOf(workerId: bigint): number[] {
-    for (const c of this.cardRanks.values()) if (c.instanceId === workerId) return c.dpRanks;
+    const key = this.cardOfWorker.get(workerId);
+    if (key !== undefined) return this.cardRanks.get(key)!.dpRanks;
     return [0];
   }
 
@@ -184,7 +203,7 @@ export class DynamoDiscovery implements WorkerDiscovery, StoreHandler {
     try {
       channel = parseEventChannel(value);
     } catch (err) {
-      this.skip("channel", key, err);
+      this.countMalformed("channel", key, err);
       return;
     }
     if (channel.topic !== KV_EVENTS_TOPIC || !servesEndpoint(this.opts.endpoint, channel)) return;
@@ -195,7 +214,13 @@ export class DynamoDiscovery implements WorkerDiscovery, StoreHandler {
     for (const o of this.observers) o.channelAdded(key, channel);
   }
 
-  private skip(kind: keyof DynamoDiscovery["malformed"], key: string, err: unknown): void {
+  /** A value the store skipped unread (e.g. over its size bound): malformed, of its key's kind. */
+  skip(key: string, reason: string): void {
+    const kind = key.startsWith(EVENT_CHANNELS_PREFIX) ? "channel" : key.startsWith(modelCardsPrefix(this.opts.endpoint)) ? "card" : "instance";
+    this.countMalformed(kind, key, reason);
+  }
+
+  private countMalformed(kind: keyof DynamoDiscovery["malformed"], key: string, err: unknown): void {
     this.malformed[kind]++;
     this.loggedKeys.log(`malformed:${key}`, "malformed Dynamo discovery value skipped (logged once per key)", { key, error: String(err) });
   }
@@ -254,11 +279,16 @@ export class DynamoDiscovery implements WorkerDiscovery, StoreHandler {
       },
     });
     mirroredTotal(registry, "kvrouter_discovery_reconnects_total", "Times the discovery store's connection or watch was re-established", () => health.reconnects);
-    mirroredCounter(registry, "kvrouter_discovery_malformed_total", "Discovery values that were not valid records (e.g. not JSON), skipped, by kind", "kind", {
+    mirroredCounter(registry, "kvrouter_discovery_malformed_total", "Discovery values that were not valid records (e.g. not JSON, or a file over the file store's size bound), skipped, by kind", "kind", {
       instance: () => discovery.malformed.instance,
       card: () => discovery.malformed.card,
       channel: () => discovery.malformed.channel,
     });
+    const ops = this.store.ops;
+    if (ops) {
+      const read = Object.fromEntries(Object.keys(ops).map((op) => [op, () => ops[op]]));
+      mirroredCounter(registry, "kvrouter_discovery_file_ops_total", "File store work: scans, directory listings, record files stat'ed and read", "op", read);
+    }
     mirroredTotal(
       registry,
       "kvrouter_discovery_refused_total",
