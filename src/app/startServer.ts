@@ -24,6 +24,8 @@ import { kvRouterHandlers } from "../server/kvRouterService.js";
 import { kvRouterMethods } from "../server/unaryMethods.js";
 import { DEFAULT_FLOW_CONTROL_WINDOW, raiseReceiveWindows } from "../server/flowControl.js";
 import { findBestWorkerDecoder } from "../server/promptDecoder.js";
+import { GRPC_IDLE_CONNECTION_MS, capGrpcConnections } from "../server/grpcListeners.js";
+import { type ConnectionLimits, DEFAULT_MAX_CONNECTIONS_PER_PORT } from "../util/connectionCap.js";
 import { ListenError, SourceStartError } from "./startupErrors.js";
 import type { RunningHttpApi } from "../http/httpServer.js";
 import { metricsServer } from "../http/metricsServer.js";
@@ -75,6 +77,8 @@ export interface ServerOptions {
   maxConcurrentStreams?: number;
   /** HTTP/2 receive window per stream and per connection, bytes (default 4 MiB; 65,535 = HTTP/2's own). */
   flowControlWindow?: number;
+  /** Most connections each port (gRPC, metrics, HTTP, EPP) holds; more are closed as they arrive (default 1,024). */
+  maxConnectionsPerPort?: number;
   /** Index shards on worker threads; 0 or undefined = the index runs in this thread. */
   indexerShards?: number;
   /** Most (block, worker) entries the index holds before evicting the oldest; undefined/0 = unbounded. */
@@ -160,6 +164,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
 
   const server = new grpc.Server({
     "grpc.max_receive_message_length": opts.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES,
+    "grpc.max_connection_idle_ms": GRPC_IDLE_CONNECTION_MS,
     ...(opts.maxConcurrentStreams ? { "grpc.max_concurrent_streams": opts.maxConcurrentStreams } : {}),
   });
   const methods = kvRouterMethods(router, metrics, { maxTokens: opts.maxTokens }, admission);
@@ -194,6 +199,11 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     readiness === "ready" ? undefined : readiness === "starting" ? "starting: event sources are syncing the index" : "shutting down";
   const sources = opts.eventSources ?? [];
   const started: EventSource[] = [];
+  // One cap per port: a flood on one cannot take the file descriptors the others need.
+  const connections = (port: "grpc" | "metrics" | "http" | "epp"): ConnectionLimits => ({
+    maxConnections: opts.maxConnectionsPerPort ?? DEFAULT_MAX_CONNECTIONS_PER_PORT,
+    refused: () => metrics.connectionsRefused.inc({ port }),
+  });
   let grpcPort: number;
   try {
     grpcPort = await new Promise<number>((resolve, reject) =>
@@ -204,8 +214,9 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     if (!raiseReceiveWindows(server, opts.flowControlWindow ?? DEFAULT_FLOW_CONTROL_WINDOW)) {
       log.warn("could not raise the gRPC server's HTTP/2 receive windows (this grpc-js keeps its listeners elsewhere): they stay at 64 KB");
     }
+    if (!capGrpcConnections(server, connections("grpc"))) log.warn("could not cap the gRPC port's connections (this grpc-js keeps its listeners elsewhere)");
     if (opts.metricsPort !== undefined) {
-      http = metricsServer(metrics.registry, notReady);
+      http = metricsServer(metrics.registry, notReady, connections("metrics"));
       await new Promise<void>((resolve, reject) => {
         http!.once("error", (err) => reject(new ListenError("metrics", opts.host, opts.metricsPort!, err)));
         http!.listen(opts.metricsPort, opts.host, () => resolve());
@@ -234,6 +245,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
         routes: connectRoutes(methods, metrics, opts.authToken, tokenPolicy),
         notReady,
         maxBodyBytes: opts.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES,
+        connections: connections("http"),
         paths: {
           "/query": scorerHandler(queryTokens, { ...scorer, onRefused: (reason) => gatewayMetrics!.rejected.inc({ api: "query", reason }) }),
           "/query_by_hash": scorerHandler(queryHashes, {
@@ -258,6 +270,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
         maxBufferedBytes: opts.eppMaxBufferedBytes ?? DEFAULT_EPP_MAX_BUFFERED_BYTES,
         admission,
         maxMessageBytes: opts.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES,
+        connections: connections("epp"),
       }).catch((err: Error) => {
         throw new ListenError("EPP", opts.host, opts.eppPort!, err);
       });

@@ -177,6 +177,7 @@ export function serverOptionsFrom(argv: ServeArgs): ServerOptions {
     ingestThreads: argv.ingestThreads,
     maxWorkerRanks: argv.maxWorkerRanks,
     maxConcurrentDumps: argv.maxConcurrentDumps,
+    maxConnectionsPerPort: argv.maxConnectionsPerPort,
     authReads: argv.authReads,
     eventSources: [...(argv.natsUrl ? [natsSourceFrom(argv)] : []), ...zmqSourceFrom(argv), ...discoverySourcesFrom(argv)],
   };

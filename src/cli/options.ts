@@ -14,6 +14,7 @@ import { DYNAMO_COST_WEIGHTS } from "../scheduler/costFunction.js";
 import { DYNAMO_DEFAULTS, KV_ROUTER_DEFAULTS } from "../scheduler/defaults.js";
 import { DEFAULT_FLOW_CONTROL_WINDOW, HTTP2_DEFAULT_WINDOW, HTTP2_MAX_WINDOW } from "../server/flowControl.js";
 import { parseZmqWorkerSpec } from "../sources/engineZmq/endpoints.js";
+import { DEFAULT_MAX_CONNECTIONS_PER_PORT } from "../util/connectionCap.js";
 import { HELP_GROUP, UNSUPPORTED_FLAGS, unsupportedDynamoOptions } from "./dynamoFlags.js";
 import { ROUTING_FLAGS, routingFlagProblems } from "./routingFlags.js";
 
@@ -106,6 +107,7 @@ const HELP_GROUPS: Record<string, string[]> = {
     "max-message-bytes",
     "max-concurrent-streams",
     "grpc-flow-control-window",
+    "max-connections-per-port",
   ],
 };
 
@@ -424,6 +426,11 @@ export function serveOptions<T>(y: Argv<T>) {
       describe: "Most prompt blocks held by active requests (decode load) in total; more are refused with RESOURCE_EXHAUSTED",
     })
     .option("max-concurrent-dumps", { type: "number", default: 2, describe: "Most DumpIndex calls streaming at once" })
+    .option("max-connections-per-port", {
+      type: "number",
+      default: DEFAULT_MAX_CONNECTIONS_PER_PORT,
+      describe: "Most connections each port (gRPC, metrics, HTTP, EPP) holds; more are closed as they arrive, so idle sockets on one port cannot starve the others",
+    })
     .option("auth-reads", {
       type: "boolean",
       default: false,
@@ -498,6 +505,7 @@ export function serveOptions<T>(y: Argv<T>) {
       int("max-active-requests", argv.maxActiveRequests as number, 1, 2 ** 31 - 1);
       int("max-active-blocks", argv.maxActiveBlocks as number, 1, 2 ** 40);
       int("max-concurrent-dumps", argv.maxConcurrentDumps as number, 1, 1024);
+      int("max-connections-per-port", argv.maxConnectionsPerPort as number, 1, 1 << 20);
       if (argv.authReads && argv.authToken === undefined && argv.authTokenFile === undefined) {
         problems.push("--auth-reads needs --auth-token or --auth-token-file");
       }

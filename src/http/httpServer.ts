@@ -5,6 +5,7 @@ import { type IncomingMessage, type Server, type ServerResponse, createServer } 
 import type { AddressInfo } from "node:net";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { ConnectRouter } from "@connectrpc/connect";
+import { type ConnectionLimits, HTTP_TIMEOUTS, guardHttpServer } from "../util/connectionCap.js";
 import { text } from "../util/httpRespond.js";
 import { type PathHandler, probeHandlers } from "./probes.js";
 
@@ -20,6 +21,7 @@ export interface HttpApiOptions {
   maxBodyBytes: number;
   /** More endpoints by exact path, e.g. /query. */
   paths?: Record<string, PathHandler>;
+  connections: ConnectionLimits;
 }
 
 export interface RunningHttpApi {
@@ -40,7 +42,8 @@ export async function startHttpApi(opts: HttpApiOptions): Promise<RunningHttpApi
       else text(res as ServerResponse, 404, `no such endpoint ${path}; see /healthz, /readyz, ${Object.keys(opts.paths ?? {}).join(", ")} or POST /kvrouter.v1.KvRouterService/<Method>\n`);
     },
   });
-  const server: Server = createServer(handler);
+  const server: Server = createServer(HTTP_TIMEOUTS, handler);
+  guardHttpServer(server, opts.connections);
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
     server.listen(opts.port, opts.host, () => resolve());

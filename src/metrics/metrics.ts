@@ -94,6 +94,12 @@ export class RouterMetrics {
     labelNames: ["method"] as const,
     registers: [this.registry],
   });
+  readonly connectionsRefused = new Counter({
+    name: "kvrouter_connections_refused_total",
+    help: "Connections closed as they arrived because their port already held --max-connections-per-port, by port (grpc, metrics, http, epp)",
+    labelNames: ["port"] as const,
+    registers: [this.registry],
+  });
   readonly activeRequests = new Gauge({
     collect: gaugeFrom(() => this.sources.activeRequests),
     name: "kvrouter_active_requests",
@@ -169,6 +175,7 @@ export class RouterMetrics {
       this.unauthenticated.inc({ method }, 0);
     }
     for (const reason of ["busy", "queue_full"]) this.queueRefused.inc({ reason }, 0);
+    for (const port of ["grpc", "metrics", "http", "epp"]) this.connectionsRefused.inc({ port }, 0);
     for (const outcome of ["confirmed", "wrong"]) this.predictions.inc({ outcome }, 0);
     for (const outcome of ["new", "kept", "broken"]) this.sessionAffinity.inc({ outcome }, 0);
   }

@@ -9,6 +9,7 @@
 // may have in flight, so it is a flag (--grpc-flow-control-window).
 import type * as http2 from "node:http2";
 import type * as grpc from "@grpc/grpc-js";
+import { http2ServersOf } from "./grpcListeners.js";
 
 /** HTTP/2's own initial window: asking for this (or less) leaves the server as grpc-js sets it up. */
 export const HTTP2_DEFAULT_WINDOW = 65_535;
@@ -26,10 +27,9 @@ export const DEFAULT_FLOW_CONTROL_WINDOW = 4 * 1024 * 1024;
 export function raiseReceiveWindows(server: grpc.Server, bytes: number): boolean {
   if (bytes <= HTTP2_DEFAULT_WINDOW) return true;
   const window = Math.min(bytes, HTTP2_MAX_WINDOW);
-  // Not public API: grpc-js's map of its node:http2 servers (present through 1.14).
-  const listeners = (server as unknown as { http2Servers?: unknown }).http2Servers;
-  if (!(listeners instanceof Map)) return false;
-  for (const h2 of listeners.keys() as Iterable<http2.Http2Server>) {
+  const listeners = http2ServersOf(server);
+  if (listeners === undefined) return false;
+  for (const h2 of listeners) {
     h2.on("session", (session: http2.ServerHttp2Session) => {
       session.settings({ initialWindowSize: window });
       session.setLocalWindowSize(window);

@@ -21,9 +21,12 @@ export function cliEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
   return { ...env, ...extra };
 }
 
-/** Starts `kv-router ARGS` from the repository's sources. */
-export function spawnCli(args: string[], env: NodeJS.ProcessEnv = {}, nodeArgs: string[] = []): CliRun {
-  const child = spawn(process.execPath, [...nodeArgs, "--import", "tsx", "src/cli/main.ts", ...args], {
+/** Starts `kv-router ARGS` from the repository's sources; with `openFiles`, under `ulimit -n openFiles`. */
+export function spawnCli(args: string[], env: NodeJS.ProcessEnv = {}, nodeArgs: string[] = [], openFiles?: number): CliRun {
+  const argv = [...nodeArgs, "--import", "tsx", "src/cli/main.ts", ...args];
+  const [command, commandArgs] =
+    openFiles === undefined ? [process.execPath, argv] : ["bash", ["-c", `ulimit -n ${openFiles} && exec "$0" "$@"`, process.execPath, ...argv]];
+  const child = spawn(command, commandArgs, {
     cwd: REPO,
     env: cliEnv(env),
     stdio: ["ignore", "pipe", "pipe"],
@@ -46,8 +49,8 @@ export interface RouterProcess {
 }
 
 /** Starts a serving router and waits for its listening line and its start log (which names the metrics port). */
-export async function spawnRouter(args: string[], env: NodeJS.ProcessEnv = {}, nodeArgs: string[] = []): Promise<RouterProcess> {
-  const { child, out } = spawnCli(args, env, nodeArgs);
+export async function spawnRouter(args: string[], env: NodeJS.ProcessEnv = {}, nodeArgs: string[] = [], openFiles?: number): Promise<RouterProcess> {
+  const { child, out } = spawnCli(args, env, nodeArgs, openFiles);
   const deadline = Date.now() + 60_000; // a loaded 2-core machine can take 10-20 s per start
   // The start log reaches stderr after the listening line reaches stdout: wait for both, or metricsUrl races.
   while (!/kv-router listening on (\S+):(\d+)\n/.test(out.stdout) || !out.stderr.includes('"kv-router started"')) {
