@@ -8,7 +8,7 @@ const LAYERS = [
   ["indexer"], // the radix index: which worker holds which blocks
   ["scheduler", "workers"], // cost function and load accounting; worker identities and addresses
   ["router"], // routing, ingest, membership, admission
-  ["metrics"], // Prometheus metrics, the metered index decorator
+  ["metrics", "tracing"], // Prometheus metrics, the metered index decorator; OpenTelemetry spans
   ["discovery"], // worker registries (etcd, NATS KV, files)
   ["sources"], // event planes (NATS, JetStream, ZeroMQ), one adapter per format
   ["server", "client"], // the gRPC service; our own gRPC client

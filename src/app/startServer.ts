@@ -32,6 +32,8 @@ import { metricsServer } from "../http/metricsServer.js";
 import type { RunningEpp } from "../gateway/eppServer.js";
 import { GatewayMetrics } from "../gateway/metrics.js";
 import type { ModelSpec } from "../gateway/modelSpec.js";
+import type { TracingSettings } from "../tracing/setup.js";
+import type { Tracing } from "../tracing/tracing.js";
 
 export interface ServerOptions {
   router: RouterConfig;
@@ -93,6 +95,8 @@ export interface ServerOptions {
   maxConcurrentDumps?: number;
   /** With authToken: DumpIndex, ListWorkers and explain need the token too. */
   authReads?: boolean;
+  /** OpenTelemetry spans per request (--otlp-endpoint); undefined = off, and the SDK is never loaded. */
+  tracing?: TracingSettings;
 }
 
 /** Room for 1M-token prompts and large event batches. */
@@ -162,6 +166,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     affinity: (outcome) => metrics.sessionAffinity.inc({ outcome }),
   };
 
+  const tracing: Tracing | undefined = opts.tracing ? await (await import("../tracing/setup.js")).startTracing(opts.tracing) : undefined;
   const server = new grpc.Server({
     "grpc.max_receive_message_length": opts.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES,
     "grpc.max_connection_idle_ms": GRPC_IDLE_CONNECTION_MS,
@@ -171,10 +176,11 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const pool = opts.ingestThreads
     ? await IngestPool.start(opts.ingestThreads, opts.router.blockSize).catch(async (err) => {
         await compact.close();
+        await tracing?.shutdown();
         throw err;
       })
     : undefined;
-  let handlers = kvRouterHandlers(router, metrics, methods, { maxConcurrentDumps: opts.maxConcurrentDumps }, pool);
+  let handlers = kvRouterHandlers(router, metrics, methods, { maxConcurrentDumps: opts.maxConcurrentDumps }, pool, tracing);
   const tokenPolicy = { approximate: !opts.router.useKvEvents, authReads: opts.authReads ?? false };
   if (opts.authToken) {
     handlers = requireToken(handlers, opts.authToken, (method) => metrics.tokenRefused(method), tokenPolicy);
@@ -242,7 +248,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       httpApi = await startHttpApi({
         host: opts.host,
         port: opts.httpPort,
-        routes: connectRoutes(methods, metrics, opts.authToken, tokenPolicy),
+        routes: connectRoutes(methods, metrics, opts.authToken, tokenPolicy, tracing),
         notReady,
         maxBodyBytes: opts.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES,
         connections: connections("http"),
@@ -269,6 +275,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
         fallbacks: opts.eppFallbacks ?? 2,
         maxBufferedBytes: opts.eppMaxBufferedBytes ?? DEFAULT_EPP_MAX_BUFFERED_BYTES,
         admission,
+        tracing,
         maxMessageBytes: opts.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES,
         connections: connections("epp"),
       }).catch((err: Error) => {
@@ -293,6 +300,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     await epp?.stop();
     await compact.close();
     await pool?.close();
+    await tracing?.shutdown();
     throw err;
   }
   readiness = "ready";
@@ -326,6 +334,8 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     await epp?.stop();
     await compact.close();
     await pool?.close();
+    // Last: the spans of calls that finished during the grace period are exported too.
+    await tracing?.shutdown();
     log.info("kv-router stopped");
   };
 

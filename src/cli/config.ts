@@ -20,6 +20,7 @@ import { type ServeArgs, defaultIndexerShards } from "./options.js";
 import { DYNAMO_BLOCK_SIZE, type ROUTING_FLAGS, selectedPolicyName } from "./routingFlags.js";
 import { type PolicyConfig, PolicyConfigError, readPolicyConfig } from "./policyConfig.js";
 import { CliError } from "./errors.js";
+import { otlpProtocolWarning, tracingSettingsFrom } from "./tracingFlags.js";
 
 /** The parsed values of ROUTING_FLAGS (routingFlags.ts), as `serve` and `simulate` both have them. */
 export type RoutingArgs = ArgumentsCamelCase<InferredOptionTypes<typeof ROUTING_FLAGS>>;
@@ -129,6 +130,8 @@ export function startupWarnings(argv: ServeArgs, cliArgs: readonly string[] = pr
     const as = givenAs(["kv-overlap-score-weight", "router-kv-overlap-score-weight", "overlap-score-weight"], cliArgs, env) ?? "--kv-overlap-score-weight";
     warnings.push(`${as} is deprecated (as in Dynamo): it sets --router-prefill-load-scale${argv.kvOverlapScoreWeight === 0 ? " and, being 0, --router-kv-overlap-score-credit 0" : ""}`);
   }
+  const protocolWarning = tracingSettingsFrom(argv.otlpEndpoint, env) && otlpProtocolWarning(env);
+  if (protocolWarning) warnings.push(protocolWarning);
   return warnings;
 }
 
@@ -179,6 +182,7 @@ export function serverOptionsFrom(argv: ServeArgs): ServerOptions {
     maxConcurrentDumps: argv.maxConcurrentDumps,
     maxConnectionsPerPort: argv.maxConnectionsPerPort,
     authReads: argv.authReads,
+    tracing: tracingSettingsFrom(argv.otlpEndpoint),
     eventSources: [...(argv.natsUrl ? [natsSourceFrom(argv)] : []), ...zmqSourceFrom(argv), ...discoverySourcesFrom(argv)],
   };
 }

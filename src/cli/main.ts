@@ -47,6 +47,7 @@ async function serve(argv: Parameters<typeof serverOptionsFrom>[0]): Promise<voi
   log.info("kv-router started", {
     grpc: `${running.host}:${running.grpcPort}`,
     metrics: running.metricsPort === undefined ? "off" : `${running.host}:${running.metricsPort}/metrics`,
+    tracing: opts.tracing === undefined ? "off" : `${opts.tracing.endpoint} as ${opts.tracing.serviceName}`,
     block_size: opts.router.blockSize,
     overlap_score_credit: opts.router.overlapScoreCredit,
     overlap_score_credit_decay: opts.router.overlapScoreCreditDecay,

@@ -17,6 +17,7 @@ import { parseZmqWorkerSpec } from "../sources/engineZmq/endpoints.js";
 import { DEFAULT_MAX_CONNECTIONS_PER_PORT } from "../util/connectionCap.js";
 import { HELP_GROUP, UNSUPPORTED_FLAGS, unsupportedDynamoOptions } from "./dynamoFlags.js";
 import { ROUTING_FLAGS, routingFlagProblems } from "./routingFlags.js";
+import { otlpEndpointOf, otlpEndpointProblem } from "./tracingFlags.js";
 
 /**
  * One shard per spare core, but none below 3 cores: each synchronous query
@@ -96,6 +97,7 @@ const HELP_GROUPS: Record<string, string[]> = {
     "host",
     "grpc-port",
     "metrics-port",
+    "otlp-endpoint",
     "max-tokens",
     "seed",
     "worker-lease-ttl",
@@ -351,6 +353,11 @@ export function serveOptions<T>(y: Argv<T>) {
       default: DEFAULT_METRICS_MAX_WORKERS,
       describe: "Most workers given kvrouter_worker_* series on /metrics (the rest are counted in kvrouter_worker_series_omitted; 0 = none)",
     })
+    .option("otlp-endpoint", {
+      type: "string",
+      defaultDescription: "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT, else off",
+      describe: "OpenTelemetry collector (OTLP/gRPC, e.g. http://otel-collector:4317): export a span per FindBestWorker, Free, MarkPrefillCompleted and EPP pick",
+    })
     .option("http-port", {
       type: "number",
       default: -1,
@@ -476,6 +483,9 @@ export function serveOptions<T>(y: Argv<T>) {
       }
       int("max-tokens", argv.maxTokens as number, 1, 1 << 30);
       int("metrics-max-workers", argv.metricsMaxWorkers as number, 0, 100_000);
+      const otlp = otlpEndpointOf(argv.otlpEndpoint as string | undefined);
+      const otlpProblem = otlp && otlpEndpointProblem(otlp);
+      if (otlpProblem) problems.push(otlpProblem);
       int("router-max-tree-size", argv.routerMaxTreeSize as number, 1, 2 ** 40);
       for (const name of ["active-request-ttl", "worker-lease-ttl"] as const) {
         const v = argv[name] as number;

@@ -42,17 +42,21 @@ export class KvRouterClient {
     });
   }
 
-  private unary<Res>(method: string, request: unknown, options: grpc.CallOptions = {}): Promise<Res> {
+  private unary<Res>(method: string, request: unknown, options: grpc.CallOptions = {}, metadata = new grpc.Metadata()): Promise<Res> {
     return new Promise((resolve, reject) => {
-      (this.raw as unknown as Record<string, Function>)[method](request, new grpc.Metadata(), options, (err: grpc.ServiceError | null, res: Res) =>
+      (this.raw as unknown as Record<string, Function>)[method](request, metadata, options, (err: grpc.ServiceError | null, res: Res) =>
         err ? reject(err) : resolve(res),
       );
     });
   }
 
-  /** `options.deadline` bounds how long the call may wait in the router's queue. */
-  findBestWorker(req: Init<typeof FindBestWorkerRequestSchema>, options: grpc.CallOptions = {}): Promise<FindBestWorkerResponse> {
-    return this.unary("findBestWorker", create(FindBestWorkerRequestSchema, req), options);
+  /**
+   * `options.deadline` bounds how long the call may wait in the router's queue.
+   * `metadata` may carry the caller's W3C trace context (traceparent, tracestate):
+   * the router's span for the call joins that trace.
+   */
+  findBestWorker(req: Init<typeof FindBestWorkerRequestSchema>, options: grpc.CallOptions = {}, metadata?: grpc.Metadata): Promise<FindBestWorkerResponse> {
+    return this.unary("findBestWorker", create(FindBestWorkerRequestSchema, req), options, metadata);
   }
   /** Changes the busy/queue thresholds at run time; answers the thresholds now in force. */
   setBusyThresholds(req: Init<typeof SetBusyThresholdsRequestSchema>, metadata = new grpc.Metadata()): Promise<SetBusyThresholdsResponse> {
@@ -64,11 +68,11 @@ export class KvRouterClient {
       );
     });
   }
-  markPrefillCompleted(requestId: string): Promise<MarkPrefillCompletedResponse> {
-    return this.unary("markPrefillCompleted", create(MarkPrefillCompletedRequestSchema, { requestId }));
+  markPrefillCompleted(requestId: string, metadata?: grpc.Metadata): Promise<MarkPrefillCompletedResponse> {
+    return this.unary("markPrefillCompleted", create(MarkPrefillCompletedRequestSchema, { requestId }), {}, metadata);
   }
-  free(requestId: string): Promise<FreeResponse> {
-    return this.unary("free", create(FreeRequestSchema, { requestId }));
+  free(requestId: string, metadata?: grpc.Metadata): Promise<FreeResponse> {
+    return this.unary("free", create(FreeRequestSchema, { requestId }), {}, metadata);
   }
   registerWorker(req: Init<typeof RegisterWorkerRequestSchema>): Promise<RegisterWorkerResponse> {
     return this.unary("registerWorker", create(RegisterWorkerRequestSchema, req));

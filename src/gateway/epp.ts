@@ -21,6 +21,9 @@ import { RouterError } from "../router/errors.js";
 import type { AdmissionQueue } from "../router/admissionQueue.js";
 import type { KvRouter } from "../router/router.js";
 import { MalformedRequest } from "../protocols/grpcGlue.js";
+import { decisionAttributes } from "../tracing/decisionAttributes.js";
+import { EPP_PICK_SPAN, HTTP_REQUEST_METHOD, KV, URL_PATH } from "../tracing/names.js";
+import type { Span, Tracing } from "../tracing/tracing.js";
 import { log } from "../util/log.js";
 import type { BodyBudget } from "./bodyBudget.js";
 import type { EppLoads, Load } from "./eppLoads.js";
@@ -52,6 +55,8 @@ export interface EppOptions {
    * Without it, requests are routed at once.
    */
   admission?: AdmissionQueue;
+  /** Spans for picks and refusals, continuing the client's traceparent and handing it to the engine; undefined when off. */
+  tracing?: Tracing;
 }
 
 /** What every stream of one EPP server shares. */
@@ -97,6 +102,9 @@ class EppStream {
   private handled: Promise<void> = Promise.resolve();
   /** Aborts when the stream ends, breaks or is refused: a request still queued leaves the queue. */
   private readonly gone = new AbortController();
+  /** The pick's span while it is open (tracing on); `traced`: one was started, so a stream has one at most. */
+  private span: Span | undefined;
+  private traced = false;
 
   constructor(
     private readonly call: Call,
@@ -248,6 +256,7 @@ class EppStream {
   private async route(body: Buffer | undefined): Promise<void> {
     if (this.gone.signal.aborted) return; // the stream went away before its turn came
     const { router, metrics } = this.opts;
+    this.startSpan();
     let tokens: Uint32Array = new Uint32Array(0);
     let loraName = "";
     if (body !== undefined && body.length > 0) {
@@ -267,16 +276,23 @@ class EppStream {
     const requestId = this.requestId();
     const route = { tokens, requestId, allowedWorkers: allowed, loraName };
     let decision;
+    let queuedMs = 0;
     try {
-      decision = this.opts.admission ? (await this.opts.admission.admit(route, this.gone.signal)).decision : router.findBestWorker(route);
+      if (this.opts.admission) ({ decision, queuedMs } = await this.opts.admission.admit(route, this.gone.signal));
+      else decision = router.findBestWorker(route);
     } catch (err) {
-      if (err instanceof RouterError && err.code === "cancelled") return; // the stream went away while queued
+      if (err instanceof RouterError && err.code === "cancelled") return this.endSpanGone(); // the stream went away while queued
       if (err instanceof RouterError && err.code === "resource_exhausted") throw new GatewayRefusal(429, "shed", err.message);
       throw err;
     }
+    const span = this.span;
+    if (span !== undefined) {
+      span.setAttributes(decisionAttributes(decision, queuedMs));
+      span.setAttributes({ [KV.requestId]: requestId, [KV.promptTokens]: tokens.length });
+    }
     if (this.gone.signal.aborted) {
       router.free(requestId); // routed just as the stream went away: hold no load
-      return;
+      return this.endSpanGone();
     }
     const ordered = [decision.worker, ...decision.scores.map((s) => s.worker)];
     const endpoints = [...new Set(ordered.map((w) => router.addresses.get(w)!))].slice(0, 1 + this.opts.fallbacks);
@@ -285,6 +301,11 @@ class EppStream {
     const value = endpoints.join(",");
     const setHeaders = [headerOption(DESTINATION_HEADER, value)];
     if (body !== undefined && body.length > 0) setHeaders.push(headerOption("content-length", String(body.length)));
+    if (span !== undefined) {
+      span.setAttribute(KV.endpoints, value);
+      // The engine's spans join the trace as children of this pick (traceparent replaces the client's).
+      this.opts.tracing!.inject(span, (name, v) => setHeaders.push(headerOption(name, v)));
+    }
     this.send({
       response: { case: "requestHeaders", value: { response: { headerMutation: { setHeaders }, clearRouteCache: true } } },
       dynamicMetadata: { [DESTINATION_NAMESPACE]: { [DESTINATION_HEADER]: value } },
@@ -298,6 +319,29 @@ class EppStream {
       });
     }
     log.debug("epp routed", { request_id: requestId, endpoints: value, tokens: tokens.length, overlap_blocks: decision.overlapBlocks });
+    span?.end();
+    this.span = undefined;
+  }
+
+  /** Opens the pick's span (tracing on, once per stream), child of the trace context in the client's headers. */
+  private startSpan(): void {
+    const tracing = this.opts.tracing;
+    if (tracing === undefined || this.traced) return;
+    this.traced = true;
+    const method = this.headers.get(":method");
+    const path = this.headers.get(":path");
+    this.span = tracing.startServerSpan(
+      EPP_PICK_SPAN,
+      { ...(method ? { [HTTP_REQUEST_METHOD]: method } : {}), ...(path ? { [URL_PATH]: path.split("?")[0] } : {}) },
+      (name) => this.headers.get(name),
+    );
+  }
+
+  /** The stream went away before its pick was answered. */
+  private endSpanGone(): void {
+    if (this.span === undefined) return;
+    this.opts.tracing!.endError(this.span, "cancelled", "the ext_proc stream ended before the pick was answered");
+    this.span = undefined;
   }
 
   private tokenize(prompt: OpenAiPrompt, tokenizer: ReturnType<ModelCatalog["resolve"]>["tokenizer"], model: string): Uint32Array {
@@ -414,6 +458,7 @@ class EppStream {
 
   private refuse(refusal: GatewayRefusal): void {
     if (this.done) return;
+    this.traceRefusal(refusal);
     this.opts.metrics.rejected.inc({ api: "epp", reason: refusal.reason });
     this.opts.metrics.eppRequests.inc({ outcome: String(refusal.status) });
     this.finish("refused");
@@ -431,6 +476,16 @@ class EppStream {
     });
     this.done = true;
     this.call.end();
+  }
+
+  /** A refusal ends the pick's span as an error; one refused before its pick began gets a span of its own. */
+  private traceRefusal(refusal: GatewayRefusal): void {
+    const tracing = this.opts.tracing;
+    if (tracing === undefined) return;
+    this.startSpan();
+    if (this.span === undefined) return;
+    tracing.endHttpError(this.span, refusal.status, refusal.reason, refusal.message);
+    this.span = undefined;
   }
 
   private send(init: Parameters<typeof create<typeof ProcessingResponseSchema>>[1]): void {

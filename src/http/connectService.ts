@@ -12,9 +12,17 @@ import {
 import { KvRouterService } from "../../gen/kvrouter/v1/router_pb.js";
 import type { RouterMetrics } from "../metrics/metrics.js";
 import { type CacheHits, OPEN_READS, type TokenPolicy, hideCacheHits, hidesCacheHits, tokenRefusal } from "../server/auth.js";
-import { UNARY_METHOD_NAMES, type UnaryMethods, runUnary } from "../server/unaryMethods.js";
+import { TRACED_METHODS, UNARY_METHOD_NAMES, type UnaryMethods, runUnary } from "../server/unaryMethods.js";
+import type { Tracing } from "../tracing/tracing.js";
 
-export function connectRoutes(methods: UnaryMethods, metrics: RouterMetrics, authToken: string | undefined, policy: TokenPolicy = OPEN_READS) {
+/** `tracing`: undefined when off. */
+export function connectRoutes(
+  methods: UnaryMethods,
+  metrics: RouterMetrics,
+  authToken: string | undefined,
+  policy: TokenPolicy = OPEN_READS,
+  tracing?: Tracing,
+) {
   const impl: Record<string, (req: never, ctx: HandlerContext) => unknown> = {};
   for (const local of Object.keys(UNARY_METHOD_NAMES) as (keyof UnaryMethods)[]) {
     impl[local] = async (req: { requestId?: string; explain?: boolean }, ctx: HandlerContext) => {
@@ -26,10 +34,15 @@ export function connectRoutes(methods: UnaryMethods, metrics: RouterMetrics, aut
           throw new ConnectError(refused, Code.Unauthenticated);
         }
       }
+      const span =
+        tracing !== undefined && TRACED_METHODS.has(local)
+          ? tracing.startRpc("connect_rpc", KvRouterService.typeName, UNARY_METHOD_NAMES[local], (name) => ctx.requestHeader.get(name) ?? undefined)
+          : undefined;
       // ctx.signal aborts when the client goes away or its timeout passes: a queued FindBestWorker leaves the queue.
       const outcome = await runUnary(metrics, UNARY_METHOD_NAMES[local], () =>
-        (methods[local] as (r: unknown, signal: AbortSignal) => unknown)(req, ctx.signal),
+        (methods[local] as (r: unknown, signal: AbortSignal, span: unknown) => unknown)(req, ctx.signal, span),
       );
+      if (span !== undefined) tracing!.endRpc(span, "connect_rpc", outcome.ok ? 0 : outcome.code, outcome.ok ? undefined : outcome.details);
       // gRPC status numbers are Connect codes (both follow google.rpc.Code).
       if (!outcome.ok) throw new ConnectError(outcome.details, outcome.code as number as Code);
       if (authToken !== undefined && hidesCacheHits(local, authorization, authToken, policy)) hideCacheHits(outcome.response as CacheHits);

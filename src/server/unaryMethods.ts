@@ -37,6 +37,9 @@ import { RouterError } from "../router/errors.js";
 import type { KvRouter } from "../router/router.js";
 import { costOverrideProblem, fromWire } from "../scheduler/costOverride.js";
 import { type AdmissionQueue, type BusyThresholds, MAX_PRIORITY, THRESHOLD_FIELDS } from "../router/admissionQueue.js";
+import { decisionAttributes } from "../tracing/decisionAttributes.js";
+import { KV } from "../tracing/names.js";
+import type { Span } from "../tracing/tracing.js";
 import { log } from "../util/log.js";
 import { addressProblem } from "../workers/addresses.js";
 import { allowedWorkersProblem, promptTokens } from "./promptDecoder.js";
@@ -131,18 +134,22 @@ function toWireThresholds(t: BusyThresholds) {
 /**
  * The service's unary methods, by grpc-js local name: one implementation for
  * every transport. FindBestWorker may wait in the admission queue: `signal`
- * aborts when the client goes away or its deadline passes.
+ * aborts when the client goes away or its deadline passes. `span` (tracing
+ * on, TRACED_METHODS only) takes what the method learns: the decision, found.
  */
 export interface UnaryMethods {
-  findBestWorker(req: FindBestWorkerRequest, signal?: AbortSignal): Promise<FindBestWorkerResponse>;
+  findBestWorker(req: FindBestWorkerRequest, signal?: AbortSignal, span?: Span): Promise<FindBestWorkerResponse>;
   setBusyThresholds(req: SetBusyThresholdsRequest): SetBusyThresholdsResponse;
-  markPrefillCompleted(req: MarkPrefillCompletedRequest): MarkPrefillCompletedResponse;
-  free(req: FreeRequest): FreeResponse;
+  markPrefillCompleted(req: MarkPrefillCompletedRequest, signal?: AbortSignal, span?: Span): MarkPrefillCompletedResponse;
+  free(req: FreeRequest, signal?: AbortSignal, span?: Span): FreeResponse;
   registerWorker(req: RegisterWorkerRequest): RegisterWorkerResponse;
   keepAlive(req: KeepAliveRequest): KeepAliveResponse;
   deregisterWorker(req: DeregisterWorkerRequest): DeregisterWorkerResponse;
   listWorkers(req: ListWorkersRequest): ListWorkersResponse;
 }
+
+/** The methods that get a span each when tracing is on: the per-request calls. */
+export const TRACED_METHODS: ReadonlySet<keyof UnaryMethods> = new Set(["findBestWorker", "markPrefillCompleted", "free"]);
 
 /** What a unary call came to: its response, or the gRPC status it fails with. */
 export type UnaryOutcome<Res> = { ok: true; response: Res } | { ok: false; code: status; details: string };
@@ -185,7 +192,7 @@ export const UNARY_METHOD_NAMES: Record<keyof UnaryMethods, string> = {
 
 export function kvRouterMethods(router: KvRouter, metrics: RouterMetrics, limits: ServiceLimits, admission: AdmissionQueue): UnaryMethods {
   return {
-    findBestWorker: async (req, signal) => {
+    findBestWorker: async (req, signal, span) => {
       const tokens = promptTokens(req);
       if (tokens.length === 0) invalid("token_ids is empty; send the prompt's token ids");
       if (tokens.length > limits.maxTokens) {
@@ -227,6 +234,11 @@ export function kvRouterMethods(router: KvRouter, metrics: RouterMetrics, limits
         signal,
       );
       metrics.decisions.inc();
+      if (span !== undefined) {
+        span.setAttributes(decisionAttributes(decision, queuedMs));
+        span.setAttribute(KV.promptTokens, tokens.length);
+        if (req.requestId !== "") span.setAttribute(KV.requestId, req.requestId);
+      }
       if (decision.promptBlocks > 0) metrics.overlapRatio.observe(decision.overlapBlocks / decision.promptBlocks);
       return create(FindBestWorkerResponseSchema, {
         worker: toWorkerRef(decision.worker),
@@ -267,14 +279,18 @@ export function kvRouterMethods(router: KvRouter, metrics: RouterMetrics, limits
       return create(SetBusyThresholdsResponseSchema, { thresholds: toWireThresholds(now) });
     },
 
-    markPrefillCompleted: (req) => {
+    markPrefillCompleted: (req, _signal, span) => {
       requireRequestId(req.requestId);
-      return create(MarkPrefillCompletedResponseSchema, { found: router.markPrefillCompleted(req.requestId) });
+      const found = router.markPrefillCompleted(req.requestId);
+      span?.setAttributes({ [KV.requestId]: req.requestId, [KV.found]: found });
+      return create(MarkPrefillCompletedResponseSchema, { found });
     },
 
-    free: (req) => {
+    free: (req, _signal, span) => {
       requireRequestId(req.requestId);
-      return create(FreeResponseSchema, { found: router.free(req.requestId) });
+      const found = router.free(req.requestId);
+      span?.setAttributes({ [KV.requestId]: req.requestId, [KV.found]: found });
+      return create(FreeResponseSchema, { found });
     },
 
     registerWorker: (req) => {
