@@ -3,11 +3,14 @@
 // EPP (Envoy's ext_proc bytes, test/support/envoy.ts). Checks each span's
 // name, attributes and status, that a traceparent sent by the client (gRPC
 // metadata, HTTP header, the request headers Envoy forwards) makes it the
-// parent, and that the EPP hands its own context on to the engine.
+// parent, and that the EPP hands its own context on to the engine. The router
+// makes the SDK spans of ended requests in batches: `finished()` flushes
+// first, so every call answered so far has its span.
 import assert from "node:assert/strict";
 import { after, before, beforeEach, describe, it } from "node:test";
 import * as grpc from "@grpc/grpc-js";
 import { SpanKind, SpanStatusCode } from "@opentelemetry/api";
+import { hrTimeToNanoseconds } from "@opentelemetry/core";
 import { InMemorySpanExporter, type ReadableSpan } from "@opentelemetry/sdk-trace-base";
 import type { ProcessingResponse } from "../gen/envoy/service/ext_proc/v3/external_processor_pb.js";
 import { EnvoyStream, destination, extProcClient, immediate } from "./support/envoy.js";
@@ -41,7 +44,16 @@ after(async () => {
   envoy.close();
   await r.close();
 });
-beforeEach(() => exporter.reset());
+beforeEach(() => {
+  r.server.tracing!.flush();
+  exporter.reset();
+});
+
+/** The spans of every call answered so far. */
+function finished(): ReadableSpan[] {
+  r.server.tracing!.flush();
+  return exporter.getFinishedSpans();
+}
 
 function traceMetadata(traceparent = TRACEPARENT): grpc.Metadata {
   const md = new grpc.Metadata();
@@ -52,8 +64,8 @@ function traceMetadata(traceparent = TRACEPARENT): grpc.Metadata {
 
 /** The one finished span named `name` (the SimpleSpanProcessor hands each over as it ends). */
 function only(name: string): ReadableSpan {
-  const spans = exporter.getFinishedSpans().filter((s) => s.name === name);
-  assert.equal(spans.length, 1, `one ${name} span, got ${exporter.getFinishedSpans().map((s) => s.name).join(", ") || "none"}`);
+  const spans = finished().filter((s) => s.name === name);
+  assert.equal(spans.length, 1, `one ${name} span, got ${finished().map((s) => s.name).join(", ") || "none"}`);
   return spans[0];
 }
 
@@ -113,6 +125,7 @@ describe("tracing: gRPC", () => {
 
   it("MarkPrefillCompleted and Free: a span each, with the request id and whether it was active", async () => {
     await r.client.findBestWorker({ tokenIds: tokens(8), requestId: "g-2" });
+    finished();
     exporter.reset();
     assert.equal((await r.client.markPrefillCompleted("g-2", traceMetadata())).found, true);
     assert.equal((await r.client.free("g-2", traceMetadata())).found, true);
@@ -120,7 +133,7 @@ describe("tracing: gRPC", () => {
     const prefill = only(`${SERVICE}/MarkPrefillCompleted`);
     assertChildOfTraceparent(prefill);
     assert.deepEqual([prefill.attributes["kvrouter.request_id"], prefill.attributes["kvrouter.found"]], ["g-2", true]);
-    const frees = exporter.getFinishedSpans().filter((s) => s.name === `${SERVICE}/Free`);
+    const frees = finished().filter((s) => s.name === `${SERVICE}/Free`);
     assert.deepEqual(
       frees.map((s) => [s.attributes["kvrouter.found"], s.spanContext().traceId === TRACE_ID]),
       [
@@ -133,12 +146,29 @@ describe("tracing: gRPC", () => {
   it("calls other than the per-request ones are not traced", async () => {
     await r.client.listWorkers();
     await r.client.keepAlive(1n);
-    assert.deepEqual(exporter.getFinishedSpans(), []);
+    assert.deepEqual(finished(), []);
   });
 
   it("a sampled-out caller (trace flags 00) gets no span exported (parent-based sampling, the SDK's default)", async () => {
     await r.client.findBestWorker({ tokenIds: tokens(8) }, {}, traceMetadata(`00-${TRACE_ID}-${PARENT_ID}-00`));
-    assert.deepEqual(exporter.getFinishedSpans(), []);
+    assert.deepEqual(finished(), []);
+  });
+});
+
+describe("tracing: spans made in batches", () => {
+  it("keep the start of their request, not the moment the SDK span is made", () => {
+    const tracing = r.server.tracing!;
+    const none = () => undefined;
+    const a = tracing.startRpc("grpc", SERVICE, "A", none);
+    // The SDK places a span on the wall clock to the millisecond: let B start a few later.
+    for (const until = performance.now() + 3; performance.now() < until; );
+    const b = tracing.startRpc("grpc", SERVICE, "B", none);
+    // B ends first, so the batch makes B's span before A's.
+    tracing.end(b);
+    tracing.end(a);
+    const [sb, sa] = finished();
+    assert.deepEqual([sb.name, sa.name], [`${SERVICE}/B`, `${SERVICE}/A`]);
+    assert.ok(hrTimeToNanoseconds(sa.startTime) < hrTimeToNanoseconds(sb.startTime), "A started before B");
   });
 });
 
@@ -215,7 +245,7 @@ describe("tracing: EPP", () => {
     assert.equal(set.get("traceparent"), `00-${TRACE_ID}-${span.spanContext().spanId}-01`);
     assert.equal(set.get("tracestate"), "vendor=abc");
     await finish(s);
-    assert.equal(exporter.getFinishedSpans().length, 1, "one span per pick; the response adds none");
+    assert.equal(finished().length, 1, "one span per pick; the response adds none");
   });
 
   it("without a traceparent the pick starts a trace, and hands that on", async () => {

@@ -115,6 +115,8 @@ export interface RunningServer {
   metricsPort?: number;
   httpPort?: number;
   eppPort?: number;
+  /** Spans, when tracing is on (tests flush it to read spans at once). */
+  tracing?: Tracing;
   /** Why the router is not ready to serve, or undefined when it is (sources started, index synced). */
   notReady(): string | undefined;
   /** Stops accepting calls, lets in-flight ones finish, then closes. */
@@ -339,7 +341,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     log.info("kv-router stopped");
   };
 
-  return { router, admission, metrics, host: opts.host, grpcPort, metricsPort, httpPort: httpApi?.port, eppPort: epp?.port, notReady, stop };
+  return { router, admission, metrics, host: opts.host, grpcPort, metricsPort, httpPort: httpApi?.port, eppPort: epp?.port, tracing, notReady, stop };
 }
 
 type Readiness = "starting" | "ready" | "stopping";

@@ -23,7 +23,8 @@ import type { KvRouter } from "../router/router.js";
 import { MalformedRequest } from "../protocols/grpcGlue.js";
 import { decisionAttributes } from "../tracing/decisionAttributes.js";
 import { EPP_PICK_SPAN, HTTP_REQUEST_METHOD, KV, URL_PATH } from "../tracing/names.js";
-import type { Span, Tracing } from "../tracing/tracing.js";
+import type { RequestSpan } from "../tracing/requestSpan.js";
+import type { Tracing } from "../tracing/tracing.js";
 import { log } from "../util/log.js";
 import type { BodyBudget } from "./bodyBudget.js";
 import type { EppLoads, Load } from "./eppLoads.js";
@@ -103,7 +104,7 @@ class EppStream {
   /** Aborts when the stream ends, breaks or is refused: a request still queued leaves the queue. */
   private readonly gone = new AbortController();
   /** The pick's span while it is open (tracing on); `traced`: one was started, so a stream has one at most. */
-  private span: Span | undefined;
+  private span: RequestSpan | undefined;
   private traced = false;
 
   constructor(
@@ -319,7 +320,7 @@ class EppStream {
       });
     }
     log.debug("epp routed", { request_id: requestId, endpoints: value, tokens: tokens.length, overlap_blocks: decision.overlapBlocks });
-    span?.end();
+    if (span !== undefined) this.opts.tracing!.end(span);
     this.span = undefined;
   }
 

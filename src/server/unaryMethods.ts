@@ -39,7 +39,7 @@ import { costOverrideProblem, fromWire } from "../scheduler/costOverride.js";
 import { type AdmissionQueue, type BusyThresholds, MAX_PRIORITY, THRESHOLD_FIELDS } from "../router/admissionQueue.js";
 import { decisionAttributes } from "../tracing/decisionAttributes.js";
 import { KV } from "../tracing/names.js";
-import type { Span } from "../tracing/tracing.js";
+import type { RequestSpan } from "../tracing/requestSpan.js";
 import { log } from "../util/log.js";
 import { addressProblem } from "../workers/addresses.js";
 import { allowedWorkersProblem, promptTokens } from "./promptDecoder.js";
@@ -138,10 +138,10 @@ function toWireThresholds(t: BusyThresholds) {
  * on, TRACED_METHODS only) takes what the method learns: the decision, found.
  */
 export interface UnaryMethods {
-  findBestWorker(req: FindBestWorkerRequest, signal?: AbortSignal, span?: Span): Promise<FindBestWorkerResponse>;
+  findBestWorker(req: FindBestWorkerRequest, signal?: AbortSignal, span?: RequestSpan): Promise<FindBestWorkerResponse>;
   setBusyThresholds(req: SetBusyThresholdsRequest): SetBusyThresholdsResponse;
-  markPrefillCompleted(req: MarkPrefillCompletedRequest, signal?: AbortSignal, span?: Span): MarkPrefillCompletedResponse;
-  free(req: FreeRequest, signal?: AbortSignal, span?: Span): FreeResponse;
+  markPrefillCompleted(req: MarkPrefillCompletedRequest, signal?: AbortSignal, span?: RequestSpan): MarkPrefillCompletedResponse;
+  free(req: FreeRequest, signal?: AbortSignal, span?: RequestSpan): FreeResponse;
   registerWorker(req: RegisterWorkerRequest): RegisterWorkerResponse;
   keepAlive(req: KeepAliveRequest): KeepAliveResponse;
   deregisterWorker(req: DeregisterWorkerRequest): DeregisterWorkerResponse;

@@ -24,11 +24,12 @@ const SHUTDOWN_WAIT_MS = 5_000;
 
 /** The SDK's own problems (an unreachable collector, spans dropped) reach the log, one line a minute at most. */
 const DIAG_EVERY_MS = 60_000;
+const DIAG_MAX_CHARS = 400;
 
 export async function startTracing(settings: TracingSettings): Promise<Tracing> {
   routeDiagnostics();
   const exporter = settings.exporter ?? new (await import("@opentelemetry/exporter-trace-otlp-grpc")).OTLPTraceExporter({ url: settings.endpoint });
-  // A batch keeps the export (a gRPC call) off the request's path; an injected exporter sees each span at once.
+  // A batch keeps the export (a gRPC call) off the request's path; an injected exporter (tests) gets each span as it is made.
   const processor = settings.exporter ? new SimpleSpanProcessor(exporter) : new BatchSpanProcessor(exporter);
   const resource = defaultResource()
     .merge(detectResources({ detectors: [envDetector] })) // OTEL_RESOURCE_ATTRIBUTES
@@ -61,7 +62,9 @@ function routeDiagnostics(): void {
       quiet++;
       return;
     }
-    log.warn("tracing: " + args.map(String).join(" "), quiet > 0 ? { suppressed: quiet } : {});
+    // The SDK hands errors over as JSON with their stack: the first few hundred characters say what failed.
+    const text = args.map(String).join(" ");
+    log.warn("tracing: " + (text.length > DIAG_MAX_CHARS ? text.slice(0, DIAG_MAX_CHARS) + "…" : text), quiet > 0 ? { suppressed: quiet } : {});
     last = now;
     quiet = 0;
   };
