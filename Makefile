@@ -63,11 +63,13 @@ bench: node_modules
 	KV_ROUTER_LOG=$${KV_ROUTER_LOG:-error} node --expose-gc --import tsx bench/run.ts
 	KV_ROUTER_LOG=$${KV_ROUTER_LOG:-error} node --import tsx bench/natsRecovery.bench.ts
 	KV_ROUTER_LOG=$${KV_ROUTER_LOG:-error} node --import tsx bench/gateway.bench.ts
+	KV_ROUTER_LOG=$${KV_ROUTER_LOG:-error} node --import tsx bench/tracing.bench.ts
 
 bench-smoke: node_modules
 	BENCH_SMOKE=1 KV_ROUTER_LOG=$${KV_ROUTER_LOG:-error} node --expose-gc --import tsx bench/run.ts
 	BENCH_SMOKE=1 KV_ROUTER_LOG=$${KV_ROUTER_LOG:-error} node --import tsx bench/natsRecovery.bench.ts
 	BENCH_SMOKE=1 KV_ROUTER_LOG=$${KV_ROUTER_LOG:-error} node --import tsx bench/gateway.bench.ts
+	BENCH_SMOKE=1 KV_ROUTER_LOG=$${KV_ROUTER_LOG:-error} node --import tsx bench/tracing.bench.ts
 
 # The long soaks, normal and hostile (their 6-second variants run in `make test`).
 soak: node_modules

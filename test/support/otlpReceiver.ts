@@ -64,6 +64,8 @@ export interface OtlpReceiver {
   /** http://127.0.0.1:PORT, as --otlp-endpoint takes it. */
   endpoint: string;
   spans: ReceivedSpan[];
+  /** Spans received (kept in `spans` or not). */
+  received: number;
   /** Export calls received. */
   exports: number;
   /** Waits until a span passes `match` (polling; throws after `timeoutMs`). */
@@ -71,7 +73,9 @@ export interface OtlpReceiver {
   stop(): Promise<void>;
 }
 
-export async function startOtlpReceiver(): Promise<OtlpReceiver> {
+/** `keep: false` decodes and counts spans without keeping them (long benchmarks). */
+export async function startOtlpReceiver(opts: { keep?: boolean } = {}): Promise<OtlpReceiver> {
+  const keep = opts.keep ?? true;
   const definition = protoLoader.loadSync("opentelemetry/proto/collector/trace/v1/trace_service.proto", {
     includeDirs: [PROTO_ROOT],
     enums: String,
@@ -84,7 +88,7 @@ export async function startOtlpReceiver(): Promise<OtlpReceiver> {
   };
   const service = pkg.opentelemetry.proto.collector.trace.v1.TraceService.service;
   const server = new grpc.Server({ "grpc.max_receive_message_length": 64 * 1024 * 1024 });
-  const receiver = { spans: [] as ReceivedSpan[], exports: 0 };
+  const receiver = { spans: [] as ReceivedSpan[], received: 0, exports: 0 };
   server.addService(service, {
     Export: (call: grpc.ServerUnaryCall<WireRequest, unknown>, callback: grpc.sendUnaryData<unknown>) => {
       receiver.exports++;
@@ -92,7 +96,8 @@ export async function startOtlpReceiver(): Promise<OtlpReceiver> {
         const resource = attributes(rs.resource?.attributes);
         for (const ss of rs.scopeSpans) {
           for (const s of ss.spans) {
-            receiver.spans.push({
+            receiver.received++;
+            const span: ReceivedSpan = {
               name: s.name,
               traceId: s.traceId.toString("hex"),
               spanId: s.spanId.toString("hex"),
@@ -102,7 +107,8 @@ export async function startOtlpReceiver(): Promise<OtlpReceiver> {
               attributes: attributes(s.attributes),
               status: { code: s.status?.code ?? "STATUS_CODE_UNSET", message: s.status?.message ?? "" },
               resource,
-            });
+            };
+            if (keep) receiver.spans.push(span);
           }
         }
       }
@@ -116,6 +122,9 @@ export async function startOtlpReceiver(): Promise<OtlpReceiver> {
     endpoint: `http://127.0.0.1:${port}`,
     get spans() {
       return receiver.spans;
+    },
+    get received() {
+      return receiver.received;
     },
     get exports() {
       return receiver.exports;
