@@ -80,15 +80,83 @@ class EvictingReference {
   }
 }
 
+/**
+ * Many known worker ranks: before the stream, worker ids 1..size each store
+ * one block with the same local hash (one node held by `size` slots), so the
+ * stream's workers sit on high slots, far apart. The stream then uses a
+ * cluster of `cluster` consecutive ids (slots close together: dense holder
+ * sets) and `scattered` ids spread over the fleet (sparse ones), each with
+ * dp ranks 0 and 1 (rank 1 gets a slot past the fleet's). Bursts make many
+ * cluster workers store the same blocks, remove them, or clear at once, so
+ * nodes go from a few holders to many and back.
+ */
+interface Fleet {
+  size: number;
+  cluster: number;
+  scattered: number;
+}
+
+/** The block every fleet worker stores first: its local (and sequence) hash and its external hash. */
+const FLEET_LOCAL = 0x0123_4567_89ab_cdefn;
+const FLEET_EXT = 77n;
+
 /** A seeded stream of operations over a few workers and small hash pools (so prefixes collide). */
 class Stream {
   private readonly rnd: () => number;
   private readonly nextId = new Map<string, bigint>();
   /** Per worker key: external hash -> local-hash path from the root. */
   private readonly paths = new Map<string, Map<bigint, bigint[]>>();
+  /** Worker ids the stream's events use. */
+  readonly ids: bigint[];
+  /** The fleet's consecutive ids (empty without a fleet). */
+  private readonly cluster: bigint[] = [];
 
-  constructor(seed: number) {
+  constructor(
+    seed: number,
+    readonly fleet?: Fleet,
+  ) {
     this.rnd = seededRandom(seed);
+    if (fleet === undefined) {
+      this.ids = [1n, 2n, 3n, 4n, 5n];
+      return;
+    }
+    const start = 1 + this.int(fleet.size - fleet.cluster);
+    for (let i = 0; i < fleet.cluster; i++) this.cluster.push(BigInt(start + i));
+    // The fleet's last id too: a slot far from the others.
+    const scattered = [BigInt(fleet.size), ...Array.from({ length: fleet.scattered - 1 }, () => BigInt(1 + this.int(fleet.size)))];
+    this.ids = [...new Set([...this.cluster, ...scattered])];
+  }
+
+  /** The fleet's first events: every id stores the shared block (rank 0); the stream's workers know it as a parent. */
+  prologue(): IndexEvent[] {
+    if (this.fleet === undefined) return [];
+    for (const id of this.ids) {
+      const key = workerKeyString({ workerId: id, dpRank: 0 });
+      this.nextId.set(key, 2n);
+      this.paths.set(key, new Map([[FLEET_EXT, [FLEET_LOCAL]]]));
+    }
+    return Array.from({ length: this.fleet.size }, (_, i) => ({
+      kind: "stored" as const,
+      workerId: BigInt(i + 1),
+      dpRank: 0,
+      eventId: 1n,
+      blocks: [{ externalHash: FLEET_EXT, localHash: FLEET_LOCAL }],
+    }));
+  }
+
+  /** Many cluster workers at once: store the same blocks (under the fleet block or at the root), remove them, or clear. */
+  burst(): IndexEvent[] {
+    if (this.cluster.length === 0) return [];
+    const who = this.cluster.filter(() => this.chance(0.8)).map((workerId) => ({ workerId, dpRank: this.int(4) === 0 ? 1 : 0 }));
+    const r = this.rnd();
+    const locals = Array.from({ length: 1 + this.int(3) }, () => BigInt(1 + this.int(6)) * 0x9e3779b97f4a7c15n % (1n << 64n));
+    const underFleet = this.chance(0.5);
+    const exts = locals.map((_, i) => BigInt(1 + ((i * 7 + (underFleet ? 3 : 0)) % 40)));
+    return who.map((w) => {
+      if (r < 0.55) return this.event(w, { locals, exts, parent: underFleet ? FLEET_EXT : undefined });
+      if (r < 0.9) return this.event(w, { remove: exts });
+      return this.event(w, { clear: true });
+    });
   }
 
   int(n: number): number {
@@ -98,8 +166,12 @@ class Stream {
     return this.rnd() < p;
   }
 
+  workerId(): bigint {
+    return this.ids[this.int(this.ids.length)];
+  }
+
   worker(): WorkerKey {
-    return { workerId: BigInt(1 + this.int(5)), dpRank: this.int(2) };
+    return { workerId: this.workerId(), dpRank: this.int(2) };
   }
 
   private eventId(key: string): bigint {
@@ -111,12 +183,28 @@ class Stream {
     return id < 0n ? 0n : id;
   }
 
-  event(): IndexEvent {
-    const w = this.worker();
+  /** A random event of a random worker; `forced` (bursts) fixes the worker and what it does. */
+  event(
+    w: WorkerKey = this.worker(),
+    forced?: { locals?: bigint[]; exts?: bigint[]; parent?: bigint; remove?: bigint[]; clear?: boolean },
+  ): IndexEvent {
     const key = workerKeyString(w);
     const known = this.paths.get(key) ?? new Map<bigint, bigint[]>();
     this.paths.set(key, known);
     const eventId = this.eventId(key);
+    if (forced?.locals !== undefined) {
+      const parentHash = forced.parent !== undefined && known.has(forced.parent) ? forced.parent : undefined;
+      let path = parentHash === undefined ? [] : known.get(parentHash)!;
+      const blocks = forced.locals.map((localHash, i) => {
+        const externalHash = forced.exts![i];
+        path = [...path, localHash];
+        known.set(externalHash, path);
+        return { externalHash, localHash };
+      });
+      return { kind: "stored", workerId: w.workerId, dpRank: w.dpRank, eventId, parentHash, blocks };
+    }
+    if (forced?.remove !== undefined) return { kind: "removed", workerId: w.workerId, dpRank: w.dpRank, eventId, blockHashes: forced.remove };
+    if (forced?.clear) return { kind: "cleared", workerId: w.workerId, dpRank: w.dpRank, eventId };
     const r = this.rnd();
     if (r < 0.6) {
       let parentHash: bigint | undefined;
@@ -187,15 +275,18 @@ function sameState(ref: EvictingReference, got: CompactIndex, where: string): vo
 }
 
 /** Runs one seeded case; returns the number of operations compared. */
-function runCase(seed: number, index: CompactIndex, maxBlocks: number | undefined, steps: number): number {
-  const s = new Stream(seed);
+function runCase(seed: number, index: CompactIndex, maxBlocks: number | undefined, steps: number, fleet?: Fleet): number {
+  const s = new Stream(seed, fleet);
   const ref = new EvictingReference(maxBlocks);
   const evictionsBefore = index.stats().evictions;
   const where = (i: number) => `seed ${seed} step ${i}`;
+  const prologue = s.prologue();
+  if (prologue.length > 0) assert.deepEqual(index.applyBatch(toEventBatch(prologue)), ref.applyBatch(prologue, false), `seed ${seed}: fleet`);
   for (let i = 0; i < steps; i++) {
     const r = s.int(100);
     if (r < 45) {
-      const events = Array.from({ length: 1 + s.int(s.chance(0.3) ? 12 : 2) }, () => s.event());
+      const burst = fleet !== undefined && s.chance(0.3);
+      const events = burst ? s.burst() : Array.from({ length: 1 + s.int(s.chance(0.3) ? 12 : 2) }, () => s.event());
       const restore = s.chance(0.05);
       const want = ref.applyBatch(events, restore);
       const got = index.applyBatch(toEventBatch(events), restore);
@@ -205,7 +296,7 @@ function runCase(seed: number, index: CompactIndex, maxBlocks: number | undefine
       assert.deepEqual(sortedEntries(index.findMatches(q)), sortedEntries(ref.index.findMatches(q)), `${where(i)}: findMatches`);
       // The block a worker holds under an external hash (a lower-tier store's GPU parent).
       const w = s.worker();
-      const ext = BigInt(1 + s.int(40));
+      const ext = s.chance(0.1) ? FLEET_EXT : BigInt(1 + s.int(40));
       assert.equal(index.sequenceHashOf(w, ext), ref.index.sequenceHashOf(w, ext), `${where(i)}: sequenceHashOf`);
     } else if (r < 87) {
       const w = s.worker();
@@ -218,7 +309,7 @@ function runCase(seed: number, index: CompactIndex, maxBlocks: number | undefine
       ref.removeRouted(w, q);
       index.removeRouted(w, q);
     } else if (r < 96) {
-      const id = BigInt(1 + s.int(5));
+      const id = s.workerId();
       assert.equal(index.removeWorker(id), ref.removeWorker(id), `${where(i)}: removeWorker`);
       s.forget(id);
     } else {
@@ -268,15 +359,31 @@ describe("CompactIndex matches PrefixIndex (seeded random streams)", () => {
     });
   }
 
+  // Many known worker ranks: holder sets past the inline bitset of slots
+  // 0-63 (one slot, two, sorted lists, range bitsets, and the changes
+  // between them as bursts add and drop holders).
+  const fleets: { name: string; fleet: Fleet; cases: number }[] = [
+    { name: "3,000 ranks, a 40-rank cluster and 6 scattered", fleet: { size: 3000, cluster: 40, scattered: 6 }, cases: 30 },
+    { name: "400 ranks, a 200-rank cluster and 3 scattered", fleet: { size: 400, cluster: 200, scattered: 3 }, cases: 60 },
+  ];
+  for (const { name, fleet, cases } of fleets) {
+    it(`${name}: ${cases} + ${cases} cases, with and without eviction`, () => {
+      for (let seed = 1; seed <= cases; seed++) runCase(seed, CompactIndex.local(), undefined, STEPS, fleet);
+      for (let seed = 1; seed <= cases; seed++) runCase(seed, CompactIndex.local({ maxBlocks: 1 + (seed % 12) * 20 }), 1 + (seed % 12) * 20, STEPS, fleet);
+    });
+  }
+
   describe("sharded on worker threads", () => {
     // Starting threads takes a while, so a few sharded indexes serve many
     // cases: each case first removes every worker (which also exercises
     // removal) while its reference starts empty.
-    const configs = [
+    const configs: { shards: number; maxBlocks: number | undefined; fleet?: Fleet; cases?: number }[] = [
       { shards: 2, maxBlocks: undefined },
       { shards: 3, maxBlocks: undefined },
       { shards: 2, maxBlocks: 7 },
       { shards: 3, maxBlocks: 4 },
+      { shards: 2, maxBlocks: undefined, fleet: { size: 300, cluster: 60, scattered: 3 }, cases: 40 },
+      { shards: 3, maxBlocks: 90, fleet: { size: 300, cluster: 60, scattered: 3 }, cases: 40 },
     ];
     const indexes: CompactIndex[] = [];
     before(async () => {
@@ -287,12 +394,14 @@ describe("CompactIndex matches PrefixIndex (seeded random streams)", () => {
     });
 
     for (const [n, c] of configs.entries()) {
-      it(`${c.shards} shards, max blocks ${c.maxBlocks ?? "unbounded"}: 150 cases`, () => {
+      const cases = c.cases ?? 150;
+      const fleet = c.fleet === undefined ? "" : `, ${c.fleet.size} ranks known`;
+      it(`${c.shards} shards, max blocks ${c.maxBlocks ?? "unbounded"}${fleet}: ${cases} cases`, () => {
         const index = indexes[n];
-        for (let seed = 1; seed <= 150; seed++) {
+        for (let seed = 1; seed <= cases; seed++) {
           for (const w of index.workers()) index.removeWorker(w.workerId);
           assert.equal(index.stats().entries, 0);
-          runCase(seed * 7 + n, index, c.maxBlocks, STEPS);
+          runCase(seed * 7 + n, index, c.maxBlocks, STEPS, c.fleet);
         }
       });
     }
@@ -334,5 +443,92 @@ describe("find_matches' next-node shortcut", () => {
     assert.equal(compact.findMatches([s0, s1]).get(key), 2);
     // And a chain stored on top still finds its nodes: a third block under s1.
     assert.deepEqual([...compact.findMatches([s0, s1, 99n])], [...reference.findMatches([s0, s1, 99n])]);
+  });
+});
+
+// Holder sets past slot 63 (src/indexer/holderSets.ts): one slot, two, a
+// sorted list, a range bitset, and the changes between them, each step
+// compared with PrefixIndex. test/holderSets.test.ts checks that these slot
+// patterns do take those containers.
+describe("holder sets past slot 63 (named cases)", () => {
+  const X1 = 0xaaaa_0000_0000_0001n;
+  const X2 = 0xaaaa_0000_0000_0002n;
+  const Y = 0xbbbb_0000_0000_0003n;
+  const queries = [[X1], [X1, sequenceHash(X1, X2)], [X1, sequenceHash(X1, X2), sequenceHash(sequenceHash(X1, X2), Y)], [X1, sequenceHash(X1, Y)]];
+  const nextId = new Map<string, bigint>();
+  const id = (workerId: bigint, dpRank: number) => {
+    const k = `${workerId}:${dpRank}`;
+    const n = (nextId.get(k) ?? 0n) + 1n;
+    nextId.set(k, n);
+    return n;
+  };
+  /** Worker `w` (rank `r`) stores X1, then `also` under it (external hashes 10, 11, 12). */
+  const storeX = (w: number, r = 0, also: bigint[] = []): IndexEvent => ({
+    kind: "stored",
+    workerId: BigInt(w),
+    dpRank: r,
+    eventId: id(BigInt(w), r),
+    blocks: [X1, ...also].map((localHash, i) => ({ externalHash: BigInt(10 + i), localHash })),
+  });
+  const removeX = (w: number, r = 0): IndexEvent => ({ kind: "removed", workerId: BigInt(w), dpRank: r, eventId: id(BigInt(w), r), blockHashes: [10n] });
+  /** Worker ids 1..n each store a block of their own first: worker i gets slot i - 1. */
+  const fleet = (n: number): IndexEvent[] =>
+    Array.from({ length: n }, (_, i) => ({
+      kind: "stored" as const,
+      workerId: BigInt(i + 1),
+      dpRank: 0,
+      eventId: id(BigInt(i + 1), 0),
+      blocks: [{ externalHash: 1n, localHash: BigInt(5_000_000 + i) }],
+    }));
+
+  /** Applies each step (events, or a worker removal) to both indexes and compares every query and the state after it. */
+  function lockstep(name: string, steps: (IndexEvent[] | bigint)[]): void {
+    nextId.clear();
+    const index = CompactIndex.local();
+    const ref = new EvictingReference(undefined);
+    steps.forEach((step, i) => {
+      const where = `${name} step ${i}`;
+      if (typeof step === "bigint") assert.equal(index.removeWorker(step), ref.removeWorker(step), `${where}: removeWorker`);
+      else assert.deepEqual(index.applyBatch(toEventBatch(step)), ref.applyBatch(step, false), `${where}: apply`);
+      for (const q of queries) assert.deepEqual(sortedEntries(index.findMatches(q)), sortedEntries(ref.index.findMatches(q)), `${where}: findMatches ${q.length}`);
+      if (i % 8 === 0 || i === steps.length - 1) sameState(ref, index, where);
+    });
+  }
+  const range = (from: number, to: number) => Array.from({ length: to - from }, (_, i) => from + i);
+
+  it("list -> range bitset -> list on release", () => {
+    const build = fleet(300);
+    // Slots 100, 200, 290 hold X1 (a list), then slots 96..127 (a range over 7 words), some with X2 and Y under it.
+    lockstep("list/range", [
+      build,
+      [storeX(101, 0, [X2]), storeX(201), storeX(291, 0, [X2, Y])],
+      ...range(97, 129).map((w) => [storeX(w, 0, w % 3 === 0 ? [X2, Y] : w % 3 === 1 ? [X2] : [])]),
+      // Released one by one until the three first holders are left: back to a list.
+      ...range(97, 129).filter((w) => w !== 101).map((w) => [removeX(w)]),
+    ]);
+  });
+
+  it("a slot far from the others", () => {
+    lockstep("far slot", [
+      fleet(3000),
+      range(65, 129).map((w) => storeX(w, 0, w % 2 === 0 ? [X2] : [])),
+      [storeX(3000, 0, [X2, Y])],
+      [storeX(3000, 1, [Y])], // rank 1: a slot past the fleet's
+      [removeX(3000)],
+      [removeX(70), removeX(71)],
+      3000n,
+    ]);
+  });
+
+  it("clear and removeWorker of slots in a dense node", () => {
+    lockstep("dense", [
+      fleet(200),
+      range(65, 129).map((w) => storeX(w, 0, [X2])),
+      [storeX(100, 1, [X2, Y])],
+      [{ kind: "cleared", workerId: 100n, dpRank: 0, eventId: id(100n, 0) }],
+      101n,
+      100n,
+      ...range(65, 129).filter((w) => w !== 100 && w !== 101).map((w) => BigInt(w)),
+    ]);
   });
 });

@@ -10,8 +10,9 @@
 //   is dump-only: when it is the external hash of the list predecessor (a
 //   chain stored in one event) only a mode is kept, else it sits in a cold
 //   store (a Map, or dense arrays once many entries need it);
-// - nodes: one per sequence hash held by at least one worker, with a bitset
-//   of the slots holding it (find_matches ANDs these along the prompt);
+// - nodes: one per sequence hash held by at least one worker, with the set of
+//   slots holding it (holderSets.ts: memory in proportion to the holders;
+//   find_matches intersects these along the prompt);
 // - per-slot state (exists, block count, last event id) lives in SlotTable,
 //   which may sit in a SharedArrayBuffer so the main thread reads it directly.
 import {
@@ -28,6 +29,7 @@ import {
   recordWords,
 } from "./records.js";
 import { seqHash32, seqOut } from "../hashing/sequence.js";
+import { HolderSets } from "./holderSets.js";
 
 /** Default (and historical) number of (worker, dp_rank) slots: --max-worker-ranks. */
 export const MAX_SLOTS = 65_536;
@@ -169,9 +171,8 @@ export class CompactCore {
   private nFree = -1;
   private nLo = new Uint32Array(0);
   private nHi = new Uint32Array(0);
-  /** Slot bitsets, `words` u32 per node. */
-  private nBits = new Uint32Array(0);
-  private words = 1;
+  /** Which slots hold each node. */
+  private readonly holders = new HolderSets();
   /** Live nodes: distinct sequence hashes held by at least one worker. */
   nodes = 0;
   /** A power of two of buckets (find_matches probes it: home = hash & mask), each (hash bits above the mask) | (node + 1). */
@@ -336,16 +337,16 @@ export class CompactCore {
     }
   }
 
-  /** Per slot, how many leading hashes it holds; writes (slot, depth) pairs, returns their count. */
-  findMatches(h: Uint32Array, n: number, outSlot: Int32Array, outDepth: Int32Array, alive: Uint32Array): number {
+  /**
+   * Per slot, how many leading hashes of `h` (n (lo, hi) pairs) it holds:
+   * writes (slot, depth) pairs to foundSlot/foundDepth, returns their count.
+   */
+  findMatches(h: Uint32Array, n: number): number {
     if (n === 0) return 0;
     let node = this.findNode(h[0], h[1]);
     if (node < 0) return 0;
-    const W = this.words;
-    const bits = this.nBits;
-    let base = node * W;
-    for (let k = 0; k < W; k++) alive[k] = bits[base + k];
-    let found = 0;
+    const holders = this.holders;
+    holders.matchStart(node);
     let depth = 1;
     for (; depth < n; depth++) {
       const lo = h[2 * depth];
@@ -353,38 +354,17 @@ export class CompactCore {
       const next = this.successor(node, lo, hi);
       node = next >= 0 ? next : this.findNode(lo, hi);
       if (node < 0) break;
-      base = node * W;
-      let any = 0;
-      for (let k = 0; k < W; k++) {
-        const a = alive[k];
-        if (a === 0) continue;
-        const keep = a & bits[base + k];
-        let lost = (a & ~keep) >>> 0;
-        while (lost !== 0) {
-          const bit = 31 - Math.clz32(lost);
-          outSlot[found] = k * 32 + bit;
-          outDepth[found++] = depth;
-          lost = (lost & ~(1 << bit)) >>> 0;
-        }
-        alive[k] = keep;
-        any |= keep;
-      }
-      if (any === 0) return found; // early exit: nobody can match further
+      if (!holders.matchStep(node, depth)) return holders.matched; // early exit: nobody can match further
     }
-    for (let k = 0; k < W; k++) {
-      let a = alive[k] >>> 0;
-      while (a !== 0) {
-        const bit = 31 - Math.clz32(a);
-        outSlot[found] = k * 32 + bit;
-        outDepth[found++] = depth;
-        a = (a & ~(1 << bit)) >>> 0;
-      }
-    }
-    return found;
+    return holders.matchEnd(depth);
   }
 
-  get bitsetWords(): number {
-    return this.words;
+  /** findMatches' answer: slots, and the depth each matched (valid until the next call). */
+  get foundSlot(): Int32Array {
+    return this.holders.foundSlot;
+  }
+  get foundDepth(): Int32Array {
+    return this.holders.foundDepth;
   }
 
   /** Drops every rank of a worker; returns the blocks dropped. */
@@ -396,25 +376,7 @@ export class CompactCore {
       this.slots.hasLast[s] = 0;
       this.owned.delete(s);
     }
-    this.narrowIfSparse();
     return removed;
-  }
-
-  /**
-   * Narrows every node's slot bitset once the highest slot owned needs at
-   * most half of its words: bitsets follow the workers that exist now, not
-   * the most that ever existed (slots are handed out lowest first).
-   */
-  private narrowIfSparse(): void {
-    let top = -1;
-    for (const s of this.owned) if (s > top) top = s;
-    const needed = Math.max(1, Math.ceil((top + 1) / 32));
-    if (needed * 2 > this.words) return;
-    const old = this.words;
-    const bits = new Uint32Array(this.nCap * needed);
-    for (let v = 0; v < this.nTop; v++) for (let k = 0; k < needed; k++) bits[v * needed + k] = this.nBits[v * old + k];
-    this.nBits = bits;
-    this.words = needed;
   }
 
   /** Stamps of up to `max` oldest entries, ascending, into out; returns how many. */
@@ -506,7 +468,7 @@ export class CompactCore {
     const entryArrays = [this.eExtLo, this.eExtHi, this.eLocLo, this.eLocHi, this.eMode, this.eStamp, this.eSlot, this.eNode, this.ePrev, this.eNext, this.ePLo, this.ePHi];
     let bytes = this.coldPairs.byteLength + this.eTab.byteLength + this.nTab.byteLength + this.head.byteLength * 2;
     for (const a of entryArrays) bytes += a.byteLength;
-    return bytes + this.nLo.byteLength + this.nHi.byteLength + this.nBits.byteLength;
+    return bytes + this.nLo.byteLength + this.nHi.byteLength + this.holders.bytes();
   }
 
   // ---- slots -------------------------------------------------------------
@@ -522,7 +484,6 @@ export class CompactCore {
     this.head[slot] = -1;
     this.tail[slot] = -1;
     this.owned.add(slot);
-    if (slot >= this.words * 32) this.widen(Math.ceil((slot + 1) / 32));
   }
 
   private ranksOf(widLo: number, widHi: number): number[] {
@@ -532,20 +493,15 @@ export class CompactCore {
   }
 
   private clearSlot(slot: number): number {
-    const W = this.words;
     const count = this.slots.count[slot];
-    const word = slot >>> 5;
-    const bit = 1 << (slot & 31);
     let e = this.head[slot];
     while (e >= 0) {
       const next = this.eNext[e];
       const node = this.eNode[e];
-      const at = node * W + word;
       // A node visited again through an extra hold was already cleared (and maybe freed).
-      if (this.nBits[at] & bit) {
-        this.nBits[at] &= ~bit;
+      if (this.holders.remove(node, slot)) {
         this.extra.delete(node * SLOT_KEY_SPACE + slot);
-        if (this.nodeEmpty(node)) this.freeNode(node);
+        if (this.holders.isEmpty(node)) this.freeNode(node);
       }
       if (this.eMode[e] === P_COLD) this.dropCold(e);
       this.unlinkEntryTable(e);
@@ -609,13 +565,9 @@ export class CompactCore {
     const next = prevNode >= 0 ? this.successor(prevNode, sLo, sHi) : -1;
     const node = next >= 0 ? next : this.nodeFor(sLo, sHi);
     this.eNode[e] = node;
-    const at = node * this.words + (slot >>> 5);
-    const bit = 1 << (slot & 31);
-    if (this.nBits[at] & bit) {
+    if (!this.holders.add(node, slot)) {
       const key = node * SLOT_KEY_SPACE + slot;
       this.extra.set(key, (this.extra.get(key) ?? 0) + 1);
-    } else {
-      this.nBits[at] |= bit;
     }
     return node;
   }
@@ -650,8 +602,8 @@ export class CompactCore {
       else this.extra.set(key, extra - 1);
       return;
     }
-    this.nBits[node * this.words + (slot >>> 5)] &= ~(1 << (slot & 31));
-    if (this.nodeEmpty(node)) this.freeNode(node);
+    this.holders.remove(node, slot);
+    if (this.holders.isEmpty(node)) this.freeNode(node);
   }
 
   private allocEntry(): number {
@@ -858,11 +810,11 @@ export class CompactCore {
    * The node after `node` when it is the live node of (lo, hi), else -1. A
    * chain stored into fresh nodes gets consecutive node numbers, so the next
    * block's node is usually the one after: comparing it saves a table probe.
-   * A freed node keeps a stale hash word but an empty bitset, so it never passes.
+   * A freed node keeps a stale hash word but no holders, so it never passes.
    */
   private successor(node: number, lo: number, hi: number): number {
     const next = node + 1;
-    return next < this.nTop && this.nLo[next] === lo && this.nHi[next] === hi && !this.nodeEmpty(next) ? next : -1;
+    return next < this.nTop && this.nLo[next] === lo && this.nHi[next] === hi && !this.holders.isEmpty(next) ? next : -1;
   }
 
   private nodeFor(lo: number, hi: number): number {
@@ -885,12 +837,6 @@ export class CompactCore {
     return v;
   }
 
-  private nodeEmpty(node: number): boolean {
-    const W = this.words;
-    for (let k = node * W, end = k + W; k < end; k++) if (this.nBits[k] !== 0) return false;
-    return true;
-  }
-
   private freeNode(v: number): void {
     this.removeBucket(this.nTab, mix(this.nLo[v], this.nHi[v], 0) & this.nMask, this.nMask, v, true);
     this.nodes--;
@@ -901,16 +847,8 @@ export class CompactCore {
   private growNodes(cap: number): void {
     this.nLo = grownU32(this.nLo, cap);
     this.nHi = grownU32(this.nHi, cap);
-    this.nBits = grownU32(this.nBits, cap * this.words);
+    this.holders.grow(cap);
     this.nCap = cap;
-  }
-
-  private widen(words: number): void {
-    const old = this.words;
-    const bits = new Uint32Array(this.nCap * words);
-    for (let v = 0; v < this.nTop; v++) for (let k = 0; k < old; k++) bits[v * words + k] = this.nBits[v * old + k];
-    this.nBits = bits;
-    this.words = words;
   }
 
   private rehashNodes(buckets: number): void {

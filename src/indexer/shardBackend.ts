@@ -37,9 +37,6 @@ export class LocalBackend implements ShardBackend {
   readonly slots: SlotTable;
   readonly core: CompactCore;
   private out = new Int32Array(64);
-  private foundSlot = new Int32Array(64);
-  private foundDepth = new Int32Array(64);
-  private alive = new Uint32Array(2);
 
   constructor(maxSlots: number, initialEntries: number, core?: CoreOptions) {
     this.slots = new SlotTable(new ArrayBuffer(SlotTable.bytes(maxSlots)), maxSlots);
@@ -55,14 +52,10 @@ export class LocalBackend implements ShardBackend {
   }
 
   find(hashes: Uint32Array, n: number, hit: (slot: number, depth: number) => void): void {
-    const words = this.core.bitsetWords;
-    if (this.alive.length < words) this.alive = new Uint32Array(words);
-    if (this.foundSlot.length < words * 32) {
-      this.foundSlot = new Int32Array(words * 32);
-      this.foundDepth = new Int32Array(words * 32);
-    }
-    const found = this.core.findMatches(hashes, n, this.foundSlot, this.foundDepth, this.alive);
-    for (let i = 0; i < found; i++) hit(this.foundSlot[i], this.foundDepth[i]);
+    const found = this.core.findMatches(hashes, n);
+    const slot = this.core.foundSlot;
+    const depth = this.core.foundDepth;
+    for (let i = 0; i < found; i++) hit(slot[i], depth[i]);
   }
 
   oldestStamps(_shard: number, max: number): Float64Array {

@@ -29,9 +29,6 @@ let reqF64 = new Float64Array(data.req);
 let res = new Int32Array(data.res);
 let resF64 = new Float64Array(data.res);
 const core = new CompactCore(new SlotTable(data.slots, data.maxSlots), data.initialEntries);
-let foundSlot = new Int32Array(64);
-let foundDepth = new Int32Array(64);
-let alive = new Uint32Array(2);
 
 function serve(op: number): boolean {
   switch (op) {
@@ -41,13 +38,9 @@ function serve(op: number): boolean {
       return true;
     }
     case REQ_FIND: {
-      const words = core.bitsetWords;
-      if (alive.length < words) alive = new Uint32Array(words);
-      if (foundSlot.length < words * 32) {
-        foundSlot = new Int32Array(words * 32);
-        foundDepth = new Int32Array(words * 32);
-      }
-      const found = core.findMatches(req.subarray(REQ_HEADER), req[1], foundSlot, foundDepth, alive);
+      const found = core.findMatches(req.subarray(REQ_HEADER), req[1]);
+      const foundSlot = core.foundSlot;
+      const foundDepth = core.foundDepth;
       res[0] = found;
       for (let i = 0; i < found; i++) {
         res[1 + 2 * i] = foundSlot[i];

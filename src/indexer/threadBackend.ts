@@ -126,7 +126,8 @@ export class ThreadBackend implements ShardBackend {
 
   find(hashes: Uint32Array, n: number, hit: (slot: number, depth: number) => void): void {
     for (const s of this.list) {
-      this.ensureRoom(s, REQ_HEADER + 2 * n, 0);
+      // The answer is a (slot, depth) pair per matching slot: room for every slot (past 131,071 ranks, more than the initial buffer).
+      this.ensureRoom(s, REQ_HEADER + 2 * n, 2 * this.slots.slots);
       s.req[1] = n;
       s.req.set(hashes.subarray(0, 2 * n), REQ_HEADER);
       this.send(s, REQ_FIND);

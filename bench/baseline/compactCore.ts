@@ -1,0 +1,944 @@
+// Baseline for bench/holders.bench.ts: CompactCore as it was before holder
+// sets (src/indexer/holderSets.ts), with a slot bitset `words` u32 wide on
+// every node. Copied unchanged apart from these lines and the import paths;
+// nothing in src/ imports it.
+// The compact index engine: typed arrays and open-addressing tables, no JS
+// object per block. One instance is the whole index in the main thread, or
+// one shard's part of it inside a worker thread (shards own disjoint workers).
+//
+// Data:
+// - entries: one per (worker slot, external hash) held, with its local hash,
+//   parent mode, node, store stamp, and links in its worker's list
+//   (insertion order: parents before children, which dump relies on; also
+//   oldest-stored first, which eviction relies on). The parent external hash
+//   is dump-only: when it is the external hash of the list predecessor (a
+//   chain stored in one event) only a mode is kept, else it sits in a cold
+//   store (a Map, or dense arrays once many entries need it);
+// - nodes: one per sequence hash held by at least one worker, with a bitset
+//   of the slots holding it (find_matches ANDs these along the prompt);
+// - per-slot state (exists, block count, last event id) lives in SlotTable,
+//   which may sit in a SharedArrayBuffer so the main thread reads it directly.
+import {
+  FLAG_EXPLICIT_SEQUENCE,
+  FLAG_RESTORE,
+  HEADER_WORDS,
+  OP_REMOVED,
+  OP_REMOVE_ROUTED,
+  OP_REMOVE_WORKER,
+  OP_STORED,
+  OP_STORE_ROUTED,
+  OUTCOME_PARENT_NOT_FOUND,
+  OUTCOME_STALE,
+  recordWords,
+} from "../../src/indexer/records.js";
+import { seqHash32, seqOut } from "../../src/hashing/sequence.js";
+
+/** Default (and historical) number of (worker, dp_rank) slots: --max-worker-ranks. */
+export const MAX_SLOTS = 65_536;
+/** Largest slot table --max-worker-ranks may ask for. */
+export const SLOT_LIMIT = 1 << 20;
+/** Multiplier of the (node, slot) keys of `extra`: above SLOT_LIMIT, and node * it stays below 2^53. */
+const SLOT_KEY_SPACE = 1 << 21;
+const TWO32 = 4294967296;
+
+/** Parent modes (eMode): no parent; the parent is the list predecessor's external hash; the parent hash is in the cold store. */
+const P_NONE = 0;
+const P_PREV = 1;
+const P_COLD = 2;
+
+/** Test hooks; the defaults are what the server runs. */
+export interface CoreOptions {
+  /** Span of store stamps one u32 offset covers before a rebase (default 2^32). */
+  stampWindow?: number;
+  /** Cold parents kept in a Map before they move to dense arrays (default an eighth of the entry capacity). */
+  denseParentsAt?: number;
+}
+
+/** Per-slot state shared between a shard and the main thread. */
+export class SlotTable {
+  static bytes(slots: number): number {
+    return slots * (1 + 1 + 4 * 6);
+  }
+  readonly exists: Uint8Array;
+  readonly hasLast: Uint8Array;
+  readonly count: Int32Array;
+  readonly lastLo: Uint32Array;
+  readonly lastHi: Uint32Array;
+  readonly widLo: Uint32Array;
+  readonly widHi: Uint32Array;
+  readonly rank: Uint32Array;
+
+  constructor(
+    readonly buffer: ArrayBufferLike,
+    readonly slots: number,
+  ) {
+    let o = 0;
+    const u32 = () => {
+      const a = new Uint32Array(buffer, o, slots);
+      o += slots * 4;
+      return a;
+    };
+    this.count = new Int32Array(buffer, o, slots);
+    o += slots * 4;
+    this.lastLo = u32();
+    this.lastHi = u32();
+    this.widLo = u32();
+    this.widHi = u32();
+    this.rank = u32();
+    this.exists = new Uint8Array(buffer, o, slots);
+    o += slots;
+    this.hasLast = new Uint8Array(buffer, o, slots);
+  }
+}
+
+function mix(a: number, b: number, c: number): number {
+  let h = Math.imul(a ^ Math.imul(b, 0x9e3779b1) ^ Math.imul(c, 0x85ebca77), 0xc2b2ae3d);
+  h ^= h >>> 15;
+  h = Math.imul(h, 0x27d4eb2f);
+  return (h ^ (h >>> 13)) >>> 0;
+}
+
+function grownU32(a: Uint32Array, cap: number): Uint32Array<ArrayBuffer> {
+  const b = new Uint32Array(cap);
+  b.set(a);
+  return b;
+}
+function grownI32(a: Int32Array, cap: number): Int32Array<ArrayBuffer> {
+  const b = new Int32Array(cap);
+  b.set(a);
+  return b;
+}
+function grownU8(a: Uint8Array, cap: number): Uint8Array<ArrayBuffer> {
+  const b = new Uint8Array(cap);
+  b.set(a);
+  return b;
+}
+
+/**
+ * A slot's entries as dumpSlot packs them: DUMP_WORDS u32 per entry, in the
+ * slot's list order: external hash, local hash, parent external hash (lo, hi
+ * each), has-parent, then the entry's sequence hash (lo, hi).
+ */
+export const DUMP_WORDS = 9;
+
+const coldOut = { lo: 0, hi: 0 };
+
+export class CompactCore {
+  // entries (struct of arrays)
+  private eCap = 0;
+  private eTop = 0;
+  private eFree = -1;
+  private eExtLo = new Uint32Array(0);
+  private eExtHi = new Uint32Array(0);
+  private eLocLo = new Uint32Array(0);
+  private eLocHi = new Uint32Array(0);
+  /** Parent mode, P_*. */
+  private eMode = new Uint8Array(0);
+  /**
+   * Store stamps as u32 offsets from stampBase (a slot's list is in stamp
+   * order, so a rebase to the oldest head keeps them exact); Float64Array of
+   * absolute stamps if live stamps ever span more than the window.
+   */
+  private eStamp: Uint32Array | Float64Array = new Uint32Array(0);
+  private stampBase = 0;
+  private stampWindow: number;
+  /** u16 when every slot fits (up to 65,536 worker ranks), else u32. */
+  private eSlot: Uint16Array | Uint32Array;
+  private eNode = new Int32Array(0);
+  private ePrev = new Int32Array(0);
+  private eNext = new Int32Array(0);
+  /** Cold parent hashes: entry -> index of a (lo, hi) pair in coldPairs, until denseParentsAt of them... */
+  private readonly coldParent = new Map<number, number>();
+  private coldPairs = new Uint32Array(64);
+  private coldFree: number[] = [];
+  private coldTop = 0;
+  /** ...then per-entry arrays (empty until then). */
+  private ePLo = new Uint32Array(0);
+  private ePHi = new Uint32Array(0);
+  private readonly denseParentsAt: number | undefined;
+  /** Live entries: the (block, worker) pairs the index holds. */
+  entries = 0;
+  /**
+   * Any number of buckets (sized to the entries, not to a power of two):
+   * home = high bits of the hash scaled to the size; a bucket holds
+   * (low hash bits << eBits) | (entry + 1), 0 = empty.
+   */
+  private eTab = new Uint32Array(0);
+  private eBits = 0;
+  private eScale = 0;
+
+  // nodes
+  private nCap = 0;
+  private nTop = 0;
+  private nFree = -1;
+  private nLo = new Uint32Array(0);
+  private nHi = new Uint32Array(0);
+  /** Slot bitsets, `words` u32 per node. */
+  private nBits = new Uint32Array(0);
+  private words = 1;
+  /** Live nodes: distinct sequence hashes held by at least one worker. */
+  nodes = 0;
+  /** A power of two of buckets (find_matches probes it: home = hash & mask), each (hash bits above the mask) | (node + 1). */
+  private nTab = new Uint32Array(0);
+  private nMask = 0;
+
+  /** (node * SLOT_KEY_SPACE + slot) -> extra holds of one sequence hash through several external hashes. */
+  private readonly extra = new Map<number, number>();
+  // per-slot list heads of this core
+  private readonly head: Int32Array;
+  private readonly tail: Int32Array;
+  /** Slots this core owns, for ranks-of-worker scans and eviction. */
+  private readonly owned = new Set<number>();
+  /** Entries dropped by evictThrough. */
+  evicted = 0;
+
+  constructor(
+    readonly slots: SlotTable,
+    initialEntries = 1024,
+    opts: CoreOptions = {},
+  ) {
+    this.stampWindow = opts.stampWindow ?? TWO32;
+    this.denseParentsAt = opts.denseParentsAt;
+    this.eSlot = slots.slots <= 65_536 ? new Uint16Array(0) : new Uint32Array(0);
+    this.head = new Int32Array(slots.slots).fill(-1);
+    this.tail = new Int32Array(slots.slots).fill(-1);
+    // Blocks are usually shared by several workers: nodes start at a quarter of the entries and grow if needed.
+    this.growEntries(Math.max(16, initialEntries));
+    this.growNodes(Math.max(16, initialEntries >>> 2));
+    this.rehashEntries(Math.max(32, Math.ceil((initialEntries * 4) / 3) + 2));
+    this.rehashNodes(Math.max(32, nextPow2(Math.ceil(((initialEntries >>> 2) * 4) / 3) + 1)));
+  }
+
+  // ---- operations ------------------------------------------------------
+
+  /** Applies `count` records from `w`; writes one result word per record into `out`. */
+  applyRecords(w: Uint32Array, count: number, out: Int32Array): void {
+    for (let i = 0, o = 0; i < count; i++, o += recordWords(w, o)) out[i] = this.applyOne(w, o);
+  }
+
+  /** Result: outcome | gap << 2 | unknownRemovals << 3; for OP_REMOVE_WORKER the blocks dropped. */
+  private applyOne(w: Uint32Array, o: number): number {
+    const op = w[o];
+    const slot = w[o + 1];
+    const st = this.slots;
+    if (op === OP_REMOVE_WORKER) return this.removeWorker(w[o + 2], w[o + 3]);
+    const exists = st.exists[slot] === 1 && this.owned.has(slot);
+    const stamp = w[o + 7] + w[o + 8] * TWO32;
+    const b = o + HEADER_WORDS;
+    if (op === OP_STORE_ROUTED) {
+      if (!exists) this.create(slot, w[o + 2], w[o + 3], w[o + 4]);
+      this.storeRouted(slot, w, b, stamp);
+      return 0;
+    }
+    if (op === OP_REMOVE_ROUTED) {
+      if (!exists) return 0;
+      const n = w[b];
+      for (let i = 0; i < n; i++) this.releaseExt(slot, w[b + 1 + 2 * i], w[b + 2 + 2 * i]);
+      return 0;
+    }
+    const restore = (w[o + 9] & FLAG_RESTORE) !== 0;
+    // A restored dump states each block's sequence hash: no parent to resolve.
+    const explicit = (w[o + 9] & FLAG_EXPLICIT_SEQUENCE) !== 0;
+    const eLo = w[o + 5];
+    const eHi = w[o + 6];
+    let gap = 0;
+    const hasLast = exists && st.hasLast[slot] === 1;
+    const lLo = hasLast ? st.lastLo[slot] : 0;
+    const lHi = hasLast ? st.lastHi[slot] : 0;
+    const newer = hasLast && (eHi > lHi || (eHi === lHi && eLo > lLo));
+    if (!restore && hasLast) {
+      if (!newer) return OUTCOME_STALE;
+      const nLo = (lLo + 1) >>> 0;
+      const nHi = nLo === 0 ? (lHi + 1) >>> 0 : lHi;
+      gap = eLo === nLo && eHi === nHi ? 0 : 1;
+    }
+    let parentNode = -1;
+    if (op === OP_STORED && w[b] === 1 && !explicit) {
+      const pe = exists ? this.findEntry(slot, w[b + 1], w[b + 2]) : -1;
+      if (pe < 0) return OUTCOME_PARENT_NOT_FOUND | (gap << 2);
+      parentNode = this.eNode[pe];
+    }
+    if (!exists) this.create(slot, w[o + 2], w[o + 3], w[o + 4]);
+    if (!restore || !hasLast || newer) {
+      st.lastLo[slot] = eLo;
+      st.lastHi[slot] = eHi;
+      st.hasLast[slot] = 1;
+    }
+    if (op === OP_STORED) {
+      if (explicit) this.storedExplicit(slot, w, b, stamp);
+      else this.stored(slot, w, b, parentNode, stamp);
+      return gap << 2;
+    }
+    if (op === OP_REMOVED) {
+      const n = w[b];
+      let unknown = 0;
+      for (let i = 0; i < n; i++) if (!this.releaseExt(slot, w[b + 1 + 2 * i], w[b + 2 + 2 * i])) unknown++;
+      return (gap << 2) | (unknown << 3);
+    }
+    // cleared: this (worker, dp_rank) only, as Dynamo scopes it; its other ranks keep their blocks
+    this.clearSlot(slot);
+    return gap << 2;
+  }
+
+  private stored(slot: number, w: Uint32Array, b: number, parentNode: number, stamp: number): void {
+    let hasParent = w[b] === 1;
+    let pLo = w[b + 1];
+    let pHi = w[b + 2];
+    let sLo = parentNode >= 0 ? this.nLo[parentNode] : 0;
+    let sHi = parentNode >= 0 ? this.nHi[parentNode] : 0;
+    let chained = parentNode >= 0;
+    let prevNode = parentNode;
+    const n = w[b + 3];
+    for (let i = 0, q = b + 4; i < n; i++, q += 4) {
+      const xLo = w[q];
+      const xHi = w[q + 1];
+      const lo = w[q + 2];
+      const hi = w[q + 3];
+      if (chained) {
+        seqHash32(sLo, sHi, lo, hi);
+        sLo = seqOut.lo;
+        sHi = seqOut.hi;
+      } else {
+        sLo = lo;
+        sHi = hi;
+        chained = true;
+      }
+      prevNode = this.hold(slot, xLo, xHi, sLo, sHi, lo, hi, hasParent, pLo, pHi, stamp + i, prevNode);
+      hasParent = true;
+      pLo = xLo;
+      pHi = xHi;
+    }
+  }
+
+  /** Stored blocks with their sequence hashes given (6 words each: external, local, sequence). */
+  private storedExplicit(slot: number, w: Uint32Array, b: number, stamp: number): void {
+    let hasParent = w[b] === 1;
+    let pLo = w[b + 1];
+    let pHi = w[b + 2];
+    const n = w[b + 3];
+    for (let i = 0, q = b + 4; i < n; i++, q += 6) {
+      this.hold(slot, w[q], w[q + 1], w[q + 4], w[q + 5], w[q + 2], w[q + 3], hasParent, pLo, pHi, stamp + i, -1);
+      hasParent = true;
+      pLo = w[q];
+      pHi = w[q + 1];
+    }
+  }
+
+  private storeRouted(slot: number, w: Uint32Array, b: number, stamp: number): void {
+    const n = w[b];
+    let hasParent = false;
+    let pLo = 0;
+    let pHi = 0;
+    for (let i = 0; i < n; i++) {
+      const lo = w[b + 1 + 2 * i];
+      const hi = w[b + 2 + 2 * i];
+      // Routed blocks have no engine id: the sequence hash stands in for it.
+      this.hold(slot, lo, hi, lo, hi, lo, hi, hasParent, pLo, pHi, stamp + i, -1);
+      hasParent = true;
+      pLo = lo;
+      pHi = hi;
+    }
+  }
+
+  /** Per slot, how many leading hashes it holds; writes (slot, depth) pairs, returns their count. */
+  findMatches(h: Uint32Array, n: number, outSlot: Int32Array, outDepth: Int32Array, alive: Uint32Array): number {
+    if (n === 0) return 0;
+    let node = this.findNode(h[0], h[1]);
+    if (node < 0) return 0;
+    const W = this.words;
+    const bits = this.nBits;
+    let base = node * W;
+    for (let k = 0; k < W; k++) alive[k] = bits[base + k];
+    let found = 0;
+    let depth = 1;
+    for (; depth < n; depth++) {
+      const lo = h[2 * depth];
+      const hi = h[2 * depth + 1];
+      const next = this.successor(node, lo, hi);
+      node = next >= 0 ? next : this.findNode(lo, hi);
+      if (node < 0) break;
+      base = node * W;
+      let any = 0;
+      for (let k = 0; k < W; k++) {
+        const a = alive[k];
+        if (a === 0) continue;
+        const keep = a & bits[base + k];
+        let lost = (a & ~keep) >>> 0;
+        while (lost !== 0) {
+          const bit = 31 - Math.clz32(lost);
+          outSlot[found] = k * 32 + bit;
+          outDepth[found++] = depth;
+          lost = (lost & ~(1 << bit)) >>> 0;
+        }
+        alive[k] = keep;
+        any |= keep;
+      }
+      if (any === 0) return found; // early exit: nobody can match further
+    }
+    for (let k = 0; k < W; k++) {
+      let a = alive[k] >>> 0;
+      while (a !== 0) {
+        const bit = 31 - Math.clz32(a);
+        outSlot[found] = k * 32 + bit;
+        outDepth[found++] = depth;
+        a = (a & ~(1 << bit)) >>> 0;
+      }
+    }
+    return found;
+  }
+
+  get bitsetWords(): number {
+    return this.words;
+  }
+
+  /** Drops every rank of a worker; returns the blocks dropped. */
+  removeWorker(widLo: number, widHi: number): number {
+    let removed = 0;
+    for (const s of this.ranksOf(widLo, widHi)) {
+      removed += this.clearSlot(s);
+      this.slots.exists[s] = 0;
+      this.slots.hasLast[s] = 0;
+      this.owned.delete(s);
+    }
+    this.narrowIfSparse();
+    return removed;
+  }
+
+  /**
+   * Narrows every node's slot bitset once the highest slot owned needs at
+   * most half of its words: bitsets follow the workers that exist now, not
+   * the most that ever existed (slots are handed out lowest first).
+   */
+  private narrowIfSparse(): void {
+    let top = -1;
+    for (const s of this.owned) if (s > top) top = s;
+    const needed = Math.max(1, Math.ceil((top + 1) / 32));
+    if (needed * 2 > this.words) return;
+    const old = this.words;
+    const bits = new Uint32Array(this.nCap * needed);
+    for (let v = 0; v < this.nTop; v++) for (let k = 0; k < needed; k++) bits[v * needed + k] = this.nBits[v * old + k];
+    this.nBits = bits;
+    this.words = needed;
+  }
+
+  /** Stamps of up to `max` oldest entries, ascending, into out; returns how many. */
+  oldestStamps(max: number, out: Float64Array): number {
+    const cursors: number[] = [];
+    for (const s of this.owned) if (this.head[s] >= 0) cursors.push(this.head[s]);
+    let k = 0;
+    while (k < max && cursors.length > 0) {
+      let best = 0;
+      for (let i = 1; i < cursors.length; i++) if (this.eStamp[cursors[i]] < this.eStamp[cursors[best]]) best = i;
+      const e = cursors[best];
+      out[k++] = this.stampBase + this.eStamp[e];
+      const next = this.eNext[e];
+      if (next >= 0) cursors[best] = next;
+      else cursors.splice(best, 1);
+    }
+    return k;
+  }
+
+  /** Evicts every entry stored at or before `stamp`; returns how many. */
+  evictThrough(stamp: number): number {
+    let n = 0;
+    const rel = stamp - this.stampBase;
+    for (const s of this.owned) {
+      while (this.head[s] >= 0 && this.eStamp[this.head[s]] <= rel) {
+        this.release(this.head[s]);
+        n++;
+      }
+    }
+    this.evicted += n;
+    return n;
+  }
+
+  /** The sequence hash (lo, hi into out) of the slot's entry with this external hash; false when it holds none. */
+  sequenceOf(slot: number, xLo: number, xHi: number, out: Uint32Array | Int32Array): boolean {
+    if (!this.owned.has(slot)) return false;
+    const e = this.findEntry(slot, xLo, xHi);
+    if (e < 0) return false;
+    const node = this.eNode[e];
+    out[0] = this.nLo[node];
+    out[1] = this.nHi[node];
+    return true;
+  }
+
+  /** Entries of a slot in list order, packed (DUMP_WORDS per entry). */
+  dumpSlot(slot: number): Uint32Array<ArrayBuffer> {
+    if (!this.owned.has(slot)) return new Uint32Array(0);
+    const out = new Uint32Array(this.slots.count[slot] * DUMP_WORDS);
+    let o = 0;
+    for (let e = this.head[slot]; e >= 0; e = this.eNext[e], o += DUMP_WORDS) {
+      const node = this.eNode[e];
+      out[o] = this.eExtLo[e];
+      out[o + 1] = this.eExtHi[e];
+      out[o + 2] = this.eLocLo[e];
+      out[o + 3] = this.eLocHi[e];
+      const mode = this.eMode[e];
+      if (mode === P_PREV) {
+        const p = this.ePrev[e];
+        out[o + 4] = this.eExtLo[p];
+        out[o + 5] = this.eExtHi[p];
+      } else if (mode === P_COLD) {
+        this.coldOf(e);
+        out[o + 4] = coldOut.lo;
+        out[o + 5] = coldOut.hi;
+      }
+      out[o + 6] = mode === P_NONE ? 0 : 1;
+      out[o + 7] = this.nLo[node];
+      out[o + 8] = this.nHi[node];
+    }
+    return out;
+  }
+
+  /** Sequence hashes of every live node as (lo, hi) pairs. */
+  nodeHashes(): Uint32Array<ArrayBuffer> {
+    const out = new Uint32Array(this.nodes * 2);
+    let k = 0;
+    const mask = this.nMask;
+    for (let b = 0; b < this.nTab.length; b++) {
+      if (this.nTab[b] === 0) continue;
+      const v = (this.nTab[b] & mask) - 1;
+      out[k++] = this.nLo[v];
+      out[k++] = this.nHi[v];
+    }
+    return out;
+  }
+
+  /** Bytes held in typed arrays (capacity, not just use). */
+  arrayBytes(): number {
+    const entryArrays = [this.eExtLo, this.eExtHi, this.eLocLo, this.eLocHi, this.eMode, this.eStamp, this.eSlot, this.eNode, this.ePrev, this.eNext, this.ePLo, this.ePHi];
+    let bytes = this.coldPairs.byteLength + this.eTab.byteLength + this.nTab.byteLength + this.head.byteLength * 2;
+    for (const a of entryArrays) bytes += a.byteLength;
+    return bytes + this.nLo.byteLength + this.nHi.byteLength + this.nBits.byteLength;
+  }
+
+  // ---- slots -------------------------------------------------------------
+
+  private create(slot: number, widLo: number, widHi: number, rank: number): void {
+    const st = this.slots;
+    st.exists[slot] = 1;
+    st.hasLast[slot] = 0;
+    st.count[slot] = 0;
+    st.widLo[slot] = widLo;
+    st.widHi[slot] = widHi;
+    st.rank[slot] = rank;
+    this.head[slot] = -1;
+    this.tail[slot] = -1;
+    this.owned.add(slot);
+    if (slot >= this.words * 32) this.widen(Math.ceil((slot + 1) / 32));
+  }
+
+  private ranksOf(widLo: number, widHi: number): number[] {
+    const out: number[] = [];
+    for (const s of this.owned) if (this.slots.widLo[s] === widLo && this.slots.widHi[s] === widHi) out.push(s);
+    return out;
+  }
+
+  private clearSlot(slot: number): number {
+    const W = this.words;
+    const count = this.slots.count[slot];
+    const word = slot >>> 5;
+    const bit = 1 << (slot & 31);
+    let e = this.head[slot];
+    while (e >= 0) {
+      const next = this.eNext[e];
+      const node = this.eNode[e];
+      const at = node * W + word;
+      // A node visited again through an extra hold was already cleared (and maybe freed).
+      if (this.nBits[at] & bit) {
+        this.nBits[at] &= ~bit;
+        this.extra.delete(node * SLOT_KEY_SPACE + slot);
+        if (this.nodeEmpty(node)) this.freeNode(node);
+      }
+      if (this.eMode[e] === P_COLD) this.dropCold(e);
+      this.unlinkEntryTable(e);
+      this.freeEntry(e);
+      e = next;
+    }
+    this.head[slot] = -1;
+    this.tail[slot] = -1;
+    this.slots.count[slot] = 0;
+    this.entries -= count;
+    return count;
+  }
+
+  // ---- entries -----------------------------------------------------------
+
+  private hold(
+    slot: number,
+    xLo: number,
+    xHi: number,
+    sLo: number,
+    sHi: number,
+    lLo: number,
+    lHi: number,
+    hasParent: boolean,
+    pLo: number,
+    pHi: number,
+    stamp: number,
+    /** The chain's previous node (-1: none): its successor is tried before the node table. */
+    prevNode: number,
+  ): number {
+    const held = this.findEntry(slot, xLo, xHi);
+    if (held >= 0) return this.eNode[held]; // duplicate store: idempotent
+    // Where that probe stopped: the new entry's bucket, unless the table changes first.
+    const missTab = this.eTab;
+    const missBucket = this.missBucket;
+    const missHash = this.missHash;
+    const e = this.allocEntry();
+    this.eExtLo[e] = xLo;
+    this.eExtHi[e] = xHi;
+    this.eLocLo[e] = lLo;
+    this.eLocHi[e] = lHi;
+    const t = this.tail[slot];
+    if (!hasParent) this.eMode[e] = P_NONE;
+    else if (t >= 0 && this.eExtLo[t] === pLo && this.eExtHi[t] === pHi) this.eMode[e] = P_PREV;
+    else this.setCold(e, pLo, pHi);
+    if (stamp - this.stampBase >= this.stampWindow) this.rebaseStamps(stamp);
+    this.eStamp[e] = stamp - this.stampBase;
+    this.eSlot[e] = slot;
+    // Before the list append: a rehash here puts every listed entry in the table.
+    if ((this.entries + 1) * 4 <= this.eTab.length * 3 && this.eTab === missTab) {
+      missTab[missBucket] = (missHash << this.eBits) | (e + 1); // no second probe
+    } else this.insertEntryTable(e);
+    // append to the worker's list
+    this.ePrev[e] = t;
+    this.eNext[e] = -1;
+    if (t >= 0) this.eNext[t] = e;
+    else this.head[slot] = e;
+    this.tail[slot] = e;
+    this.entries++;
+    this.slots.count[slot]++;
+    const next = prevNode >= 0 ? this.successor(prevNode, sLo, sHi) : -1;
+    const node = next >= 0 ? next : this.nodeFor(sLo, sHi);
+    this.eNode[e] = node;
+    const at = node * this.words + (slot >>> 5);
+    const bit = 1 << (slot & 31);
+    if (this.nBits[at] & bit) {
+      const key = node * SLOT_KEY_SPACE + slot;
+      this.extra.set(key, (this.extra.get(key) ?? 0) + 1);
+    } else {
+      this.nBits[at] |= bit;
+    }
+    return node;
+  }
+
+  private releaseExt(slot: number, xLo: number, xHi: number): boolean {
+    const e = this.findEntry(slot, xLo, xHi);
+    if (e < 0) return false;
+    this.release(e);
+    return true;
+  }
+
+  private release(e: number): void {
+    const slot = this.eSlot[e];
+    const p = this.ePrev[e];
+    const nx = this.eNext[e];
+    // The successor's predecessor changes: its parent hash (this entry's) moves to the cold store.
+    if (nx >= 0 && this.eMode[nx] === P_PREV) this.setCold(nx, this.eExtLo[e], this.eExtHi[e]);
+    if (this.eMode[e] === P_COLD) this.dropCold(e);
+    if (p >= 0) this.eNext[p] = nx;
+    else this.head[slot] = nx;
+    if (nx >= 0) this.ePrev[nx] = p;
+    else this.tail[slot] = p;
+    this.unlinkEntryTable(e);
+    this.entries--;
+    this.slots.count[slot]--;
+    const node = this.eNode[e];
+    this.freeEntry(e);
+    const key = node * SLOT_KEY_SPACE + slot;
+    const extra = this.extra.get(key);
+    if (extra !== undefined) {
+      if (extra === 1) this.extra.delete(key);
+      else this.extra.set(key, extra - 1);
+      return;
+    }
+    this.nBits[node * this.words + (slot >>> 5)] &= ~(1 << (slot & 31));
+    if (this.nodeEmpty(node)) this.freeNode(node);
+  }
+
+  private allocEntry(): number {
+    if (this.eFree >= 0) {
+      const e = this.eFree;
+      this.eFree = this.eNext[e];
+      return e;
+    }
+    if (this.eTop === this.eCap) this.growEntries(Math.ceil(this.eCap * 1.5));
+    return this.eTop++;
+  }
+
+  private freeEntry(e: number): void {
+    this.eNext[e] = this.eFree;
+    this.eFree = e;
+  }
+
+  private growEntries(cap: number): void {
+    this.eExtLo = grownU32(this.eExtLo, cap);
+    this.eExtHi = grownU32(this.eExtHi, cap);
+    this.eLocLo = grownU32(this.eLocLo, cap);
+    this.eLocHi = grownU32(this.eLocHi, cap);
+    this.eMode = grownU8(this.eMode, cap);
+    const stamp = this.eStamp instanceof Float64Array ? new Float64Array(cap) : new Uint32Array(cap);
+    stamp.set(this.eStamp);
+    this.eStamp = stamp;
+    const slot = this.eSlot instanceof Uint16Array ? new Uint16Array(cap) : new Uint32Array(cap);
+    slot.set(this.eSlot);
+    this.eSlot = slot;
+    this.eNode = grownI32(this.eNode, cap);
+    this.ePrev = grownI32(this.ePrev, cap);
+    this.eNext = grownI32(this.eNext, cap);
+    if (this.ePLo.length > 0) {
+      this.ePLo = grownU32(this.ePLo, cap);
+      this.ePHi = grownU32(this.ePHi, cap);
+    }
+    this.eCap = cap;
+  }
+
+  // ---- cold parents and stamps -------------------------------------------
+
+  private setCold(e: number, lo: number, hi: number): void {
+    this.eMode[e] = P_COLD;
+    if (this.ePLo.length > 0) {
+      this.ePLo[e] = lo;
+      this.ePHi[e] = hi;
+      return;
+    }
+    let i = this.coldParent.get(e);
+    if (i === undefined) {
+      i = this.coldFree.pop() ?? this.coldTop++;
+      if (2 * i + 2 > this.coldPairs.length) this.coldPairs = grownU32(this.coldPairs, this.coldPairs.length * 2);
+      this.coldParent.set(e, i);
+    }
+    this.coldPairs[2 * i] = lo;
+    this.coldPairs[2 * i + 1] = hi;
+    // A Map entry costs several times the 8 bytes per entry of dense arrays.
+    if (this.coldParent.size > (this.denseParentsAt ?? this.eCap >>> 3)) this.densifyParents();
+  }
+
+  private dropCold(e: number): void {
+    if (this.ePLo.length > 0) return;
+    this.coldFree.push(this.coldParent.get(e)!);
+    this.coldParent.delete(e);
+  }
+
+  private coldOf(e: number): void {
+    if (this.ePLo.length > 0) {
+      coldOut.lo = this.ePLo[e];
+      coldOut.hi = this.ePHi[e];
+    } else {
+      const i = this.coldParent.get(e)!;
+      coldOut.lo = this.coldPairs[2 * i];
+      coldOut.hi = this.coldPairs[2 * i + 1];
+    }
+  }
+
+  private densifyParents(): void {
+    this.ePLo = new Uint32Array(this.eCap);
+    this.ePHi = new Uint32Array(this.eCap);
+    for (const [e, i] of this.coldParent) {
+      this.ePLo[e] = this.coldPairs[2 * i];
+      this.ePHi[e] = this.coldPairs[2 * i + 1];
+    }
+    this.coldParent.clear();
+    this.coldPairs = new Uint32Array(0);
+    this.coldFree = [];
+    this.coldTop = 0;
+  }
+
+  /** Moves stampBase to the oldest live stamp so `stamp` fits the window; past that, absolute f64 stamps. */
+  private rebaseStamps(stamp: number): void {
+    let min = stamp;
+    for (const s of this.owned) for (let e = this.head[s]; e >= 0; e = this.eNext[e]) min = Math.min(min, this.stampBase + this.eStamp[e]);
+    if (stamp - min < this.stampWindow) {
+      const d = min - this.stampBase;
+      for (const s of this.owned) for (let e = this.head[s]; e >= 0; e = this.eNext[e]) this.eStamp[e] -= d;
+      this.stampBase = min;
+      return;
+    }
+    const wide = new Float64Array(this.eCap);
+    for (let e = 0; e < this.eTop; e++) wide[e] = this.stampBase + this.eStamp[e];
+    this.eStamp = wide;
+    this.stampBase = 0;
+    this.stampWindow = Infinity;
+  }
+
+  // Open-addressing tables with one u32 per bucket: hash bits beside the
+  // index filter probes without touching the entry or node arrays, and the
+  // index + 1 fits its bits because a table grows before its live count
+  // (hence any index handed out) reaches 3/4 of its buckets.
+
+  /** Where the last findEntry() that missed stopped (the first empty bucket) and the key's hash. */
+  private missBucket = 0;
+  private missHash = 0;
+
+  private findEntry(slot: number, xLo: number, xHi: number): number {
+    const tab = this.eTab;
+    const size = tab.length;
+    const bits = this.eBits;
+    const idx = (1 << bits) - 1;
+    const h = mix(xLo, xHi, slot);
+    const tag = h << bits;
+    for (let b = (h * this.eScale) >>> 0; ; b = b + 1 === size ? 0 : b + 1) {
+      const v = tab[b];
+      if (v === 0) {
+        this.missBucket = b;
+        this.missHash = h;
+        return -1;
+      }
+      if (((v ^ tag) & ~idx) === 0) {
+        const e = (v & idx) - 1;
+        if (this.eExtLo[e] === xLo && this.eExtHi[e] === xHi && this.eSlot[e] === slot) return e;
+      }
+    }
+  }
+
+  private entryHash(e: number): number {
+    return mix(this.eExtLo[e], this.eExtHi[e], this.eSlot[e]);
+  }
+
+  private insertEntryTable(e: number): void {
+    if ((this.entries + 1) * 4 > this.eTab.length * 3) this.rehashEntries(Math.ceil(this.eTab.length * 1.5));
+    this.putEntry(e, this.entryHash(e));
+  }
+
+  private putEntry(e: number, h: number): void {
+    const tab = this.eTab;
+    let b = (h * this.eScale) >>> 0;
+    while (tab[b] !== 0) b = b + 1 === tab.length ? 0 : b + 1;
+    tab[b] = (h << this.eBits) | (e + 1);
+  }
+
+  private unlinkEntryTable(e: number): void {
+    const h = this.entryHash(e);
+    this.removeBucket(this.eTab, (h * this.eScale) >>> 0, (1 << this.eBits) - 1, e, false);
+  }
+
+  private rehashEntries(buckets: number): void {
+    this.eTab = new Uint32Array(buckets);
+    this.eBits = 32 - Math.clz32(buckets);
+    this.eScale = buckets / TWO32;
+    for (const slot of this.owned) {
+      for (let e = this.head[slot]; e >= 0; e = this.eNext[e]) this.putEntry(e, this.entryHash(e));
+    }
+  }
+
+  /** Removes `value` (index bits `idx`, home bucket `i`) by backward-shift deletion: probe chains stay whole without tombstones. */
+  private removeBucket(tab: Uint32Array, i: number, idx: number, value: number, nodes: boolean): void {
+    const size = tab.length;
+    while ((tab[i] & idx) !== value + 1) i = i + 1 === size ? 0 : i + 1;
+    let j = i;
+    for (;;) {
+      j = j + 1 === size ? 0 : j + 1;
+      const v = tab[j];
+      if (v === 0) break;
+      const k = (v & idx) - 1;
+      const home = nodes ? mix(this.nLo[k], this.nHi[k], 0) & idx : (this.entryHash(k) * this.eScale) >>> 0;
+      if (i <= j ? i < home && home <= j : i < home || home <= j) continue;
+      tab[i] = v;
+      i = j;
+    }
+    tab[i] = 0;
+  }
+
+  // ---- nodes -------------------------------------------------------------
+
+  private findNode(lo: number, hi: number): number {
+    const mask = this.nMask;
+    const high = ~mask;
+    const tab = this.nTab;
+    const h = mix(lo, hi, 0);
+    for (let b = h & mask; ; b = (b + 1) & mask) {
+      const v = tab[b];
+      if (v === 0) return -1;
+      if (((v ^ h) & high) === 0) {
+        const n = (v & mask) - 1;
+        if (this.nLo[n] === lo && this.nHi[n] === hi) return n;
+      }
+    }
+  }
+
+  /**
+   * The node after `node` when it is the live node of (lo, hi), else -1. A
+   * chain stored into fresh nodes gets consecutive node numbers, so the next
+   * block's node is usually the one after: comparing it saves a table probe.
+   * A freed node keeps a stale hash word but an empty bitset, so it never passes.
+   */
+  private successor(node: number, lo: number, hi: number): number {
+    const next = node + 1;
+    return next < this.nTop && this.nLo[next] === lo && this.nHi[next] === hi && !this.nodeEmpty(next) ? next : -1;
+  }
+
+  private nodeFor(lo: number, hi: number): number {
+    const found = this.findNode(lo, hi);
+    if (found >= 0) return found;
+    if ((this.nodes + 1) * 4 > this.nMask * 3) this.rehashNodes((this.nMask + 1) * 2);
+    let v: number;
+    if (this.nFree >= 0) {
+      v = this.nFree;
+      this.nFree = this.nLo[v] | 0;
+      if (this.nFree === 0x7fffffff) this.nFree = -1;
+    } else {
+      if (this.nTop === this.nCap) this.growNodes(Math.ceil(this.nCap * 1.5));
+      v = this.nTop++;
+    }
+    this.nLo[v] = lo;
+    this.nHi[v] = hi;
+    putBucket(this.nTab, this.nMask, v, mix(lo, hi, 0));
+    this.nodes++;
+    return v;
+  }
+
+  private nodeEmpty(node: number): boolean {
+    const W = this.words;
+    for (let k = node * W, end = k + W; k < end; k++) if (this.nBits[k] !== 0) return false;
+    return true;
+  }
+
+  private freeNode(v: number): void {
+    this.removeBucket(this.nTab, mix(this.nLo[v], this.nHi[v], 0) & this.nMask, this.nMask, v, true);
+    this.nodes--;
+    this.nLo[v] = this.nFree < 0 ? 0x7fffffff : this.nFree;
+    this.nFree = v;
+  }
+
+  private growNodes(cap: number): void {
+    this.nLo = grownU32(this.nLo, cap);
+    this.nHi = grownU32(this.nHi, cap);
+    this.nBits = grownU32(this.nBits, cap * this.words);
+    this.nCap = cap;
+  }
+
+  private widen(words: number): void {
+    const old = this.words;
+    const bits = new Uint32Array(this.nCap * words);
+    for (let v = 0; v < this.nTop; v++) for (let k = 0; k < old; k++) bits[v * words + k] = this.nBits[v * old + k];
+    this.nBits = bits;
+    this.words = words;
+  }
+
+  private rehashNodes(buckets: number): void {
+    const old = this.nTab;
+    const oldMask = this.nMask;
+    this.nTab = new Uint32Array(buckets);
+    this.nMask = buckets - 1;
+    for (let b = 0; b < old.length; b++) {
+      if (old[b] === 0) continue;
+      const v = (old[b] & oldMask) - 1;
+      putBucket(this.nTab, this.nMask, v, mix(this.nLo[v], this.nHi[v], 0));
+    }
+  }
+}
+
+/** Inserts `value` with hash `h` by linear probing. */
+function putBucket(tab: Uint32Array, mask: number, value: number, h: number): void {
+  let b = h & mask;
+  while (tab[b] !== 0) b = (b + 1) & mask;
+  tab[b] = (h & ~mask) | (value + 1);
+}
+
+function nextPow2(n: number): number {
+  let p = 1;
+  while (p < n) p *= 2;
+  return p;
+}

@@ -1,0 +1,604 @@
+// Holder sets: for each index node, the (worker, dp_rank) slots that hold it,
+// and the walk find_matches makes through them along a prompt.
+//
+// A set costs memory in proportion to its holders, not to the highest slot in
+// use: a bitset as wide as the fleet cost 2.5 KB per block once 20,000 worker
+// ranks were known. Each node has a kind byte and two inline u32 words:
+//
+//   LOW    every holder is below 64: the two words are its bitset. A fleet of
+//          up to 64 ranks only ever uses this (the old layout's fast path).
+//   ONE    a = the slot.
+//   TWO    a < b: the two slots.
+//   LIST   a = pool offset of the sorted slots, b = how many. Used while the
+//          holders are sparse: fewer of them than the words a bitset over
+//          their span would take.
+//   RANGE  a = pool offset of [first word | words << 16, bitset words...],
+//          b = how many holders. A bitset over only the words the holders
+//          span, used while dense.
+//
+// Pool blocks come in power-of-two size classes (the class sits in the kind
+// byte's high bits) with a free list per class. A list becomes a range once
+// it needs as many words as the range would, and a range becomes a list again
+// once it is less than half full, so a node near the boundary does not
+// convert on every change. When more than half the pool is free, live blocks
+// are packed together again.
+//
+// The walk keeps the holders still matching ("alive") as a bitset over a word
+// range while it comes from LOW or RANGE nodes, and as a sorted slot list
+// otherwise (or once few are left); each step costs what the smaller side has.
+
+const EMPTY = 0;
+const LOW = 1;
+const ONE = 2;
+const TWO = 3;
+const LIST = 4;
+const RANGE = 5;
+const KIND_MASK = 7;
+const CLASS_SHIFT = 3;
+/** Smallest pool block: 4 words. */
+const MIN_CLASS = 2;
+
+function classFor(words: number): number {
+  return Math.max(MIN_CLASS, 32 - Math.clz32(words - 1));
+}
+
+function popcount(x: number): number {
+  x -= (x >>> 1) & 0x55555555;
+  x = (x & 0x33333333) + ((x >>> 2) & 0x33333333);
+  return (Math.imul((x + (x >>> 4)) & 0x0f0f0f0f, 0x01010101) >>> 24) & 63;
+}
+
+/** Words a bitset from slot `lo`'s word to slot `hi`'s needs. */
+function spanWords(lo: number, hi: number): number {
+  return (hi >>> 5) - (lo >>> 5) + 1;
+}
+
+export class HolderSets {
+  /** Per node: kind | size class << CLASS_SHIFT. */
+  private kind = new Uint8Array(0);
+  private a = new Uint32Array(0);
+  private b = new Uint32Array(0);
+  private pool = new Uint32Array(256);
+  private poolTop = 0;
+  /** Words in live pool blocks. */
+  private poolLive = 0;
+  private readonly freeHead = new Int32Array(24).fill(-1);
+  /** A set spelled out as sorted slots, while it changes container. */
+  private scratch = new Uint32Array(64);
+
+  // The walk's state (see matchStart).
+  /** Holders that stopped matching, and the depth each reached; `matched` of them. */
+  foundSlot = new Int32Array(64);
+  foundDepth = new Int32Array(64);
+  matched = 0;
+  private listMode = false;
+  /** Alive as a bitset: words aLo .. aLo + aN - 1. */
+  private aw = new Uint32Array(64);
+  private aLo = 0;
+  private aN = 0;
+  /** Alive as sorted slots (list mode). */
+  private al = new Uint32Array(64);
+  /** How many are alive. */
+  private m = 0;
+  /** A LOW node's two words, for the rare walk that meets one in bitset mode over other words. */
+  private readonly lowWords = new Uint32Array(3);
+
+  /** Room for `cap` nodes (new ones are empty). */
+  grow(cap: number): void {
+    const kind = new Uint8Array(cap);
+    kind.set(this.kind);
+    this.kind = kind;
+    const a = new Uint32Array(cap);
+    a.set(this.a);
+    this.a = a;
+    const b = new Uint32Array(cap);
+    b.set(this.b);
+    this.b = b;
+  }
+
+  isEmpty(v: number): boolean {
+    return this.kind[v] === EMPTY;
+  }
+
+  /** Distinct slots holding node `v`. */
+  count(v: number): number {
+    const k = this.kind[v] & KIND_MASK;
+    if (k === LOW) return popcount(this.a[v]) + popcount(this.b[v]);
+    if (k === ONE) return 1;
+    if (k === TWO) return 2;
+    return k === EMPTY ? 0 : this.b[v];
+  }
+
+  /** Adds `slot` to node `v`'s holders; false when it already held it. */
+  add(v: number, slot: number): boolean {
+    const kb = this.kind[v];
+    const k = kb & KIND_MASK;
+    if (k === LOW && slot < 64) {
+      const words = slot < 32 ? this.a : this.b;
+      const bit = 1 << (slot & 31);
+      if (words[v] & bit) return false;
+      words[v] |= bit;
+      return true;
+    }
+    if (k === EMPTY) {
+      if (slot < 64) {
+        this.kind[v] = LOW;
+        this.a[v] = slot < 32 ? 1 << slot : 0;
+        this.b[v] = slot < 32 ? 0 : 1 << (slot & 31);
+      } else {
+        this.kind[v] = ONE;
+        this.a[v] = slot;
+      }
+      return true;
+    }
+    if (k === RANGE) {
+      const off = this.a[v];
+      const head = this.pool[off];
+      const i = (slot >>> 5) - (head & 0xffff);
+      if (i >= 0 && i < head >>> 16) {
+        const bit = 1 << (slot & 31);
+        if (this.pool[off + 1 + i] & bit) return false;
+        this.pool[off + 1 + i] |= bit;
+        this.b[v]++;
+        return true;
+      }
+    } else if (k === LIST) {
+      const off = this.a[v];
+      const n = this.b[v];
+      const at = this.lowerBound(off, n, slot);
+      if (at < n && this.pool[off + at] === slot) return false;
+      const lo = at === 0 ? slot : this.pool[off];
+      const hi = at === n ? slot : this.pool[off + n - 1];
+      // Still sparse and the block has room: insert in place.
+      if (n + 1 <= 1 << (kb >>> CLASS_SHIFT) && n + 1 < spanWords(lo, hi)) {
+        this.pool.copyWithin(off + at + 1, off + at, off + n);
+        this.pool[off + at] = slot;
+        this.b[v] = n + 1;
+        return true;
+      }
+    } else if (k === ONE && this.a[v] === slot) return false;
+    else if (k === TWO && (this.a[v] === slot || this.b[v] === slot)) return false;
+    // Everything else changes container: spell the set out, add, store again.
+    const n = this.spell(v);
+    const s = this.scratch;
+    let at = n;
+    while (at > 0 && s[at - 1] > slot) {
+      s[at] = s[at - 1];
+      at--;
+    }
+    s[at] = slot;
+    this.store(v, n + 1);
+    return true;
+  }
+
+  /** Removes `slot` from node `v`'s holders; false when it did not hold it. */
+  remove(v: number, slot: number): boolean {
+    const kb = this.kind[v];
+    const k = kb & KIND_MASK;
+    if (k === LOW) {
+      if (slot >= 64) return false;
+      const words = slot < 32 ? this.a : this.b;
+      const bit = 1 << (slot & 31);
+      if ((words[v] & bit) === 0) return false;
+      words[v] &= ~bit;
+      if (this.a[v] === 0 && this.b[v] === 0) this.kind[v] = EMPTY;
+      return true;
+    }
+    if (k === EMPTY) return false;
+    if (k === ONE) {
+      if (this.a[v] !== slot) return false;
+      this.kind[v] = EMPTY;
+      return true;
+    }
+    if (k === RANGE) {
+      const off = this.a[v];
+      const head = this.pool[off];
+      const words = head >>> 16;
+      const i = (slot >>> 5) - (head & 0xffff);
+      const bit = 1 << (slot & 31);
+      if (i < 0 || i >= words || (this.pool[off + 1 + i] & bit) === 0) return false;
+      this.pool[off + 1 + i] &= ~bit;
+      const n = --this.b[v];
+      // Less than half full: a list (or an inline form) is smaller.
+      if (n * 2 < words) this.store(v, this.spell(v));
+      return true;
+    }
+    if (k === LIST) {
+      const off = this.a[v];
+      const n = this.b[v];
+      const at = this.lowerBound(off, n, slot);
+      if (at === n || this.pool[off + at] !== slot) return false;
+      const hi = at === n - 1 ? this.pool[off + n - 2] : this.pool[off + n - 1];
+      const cls = kb >>> CLASS_SHIFT;
+      // Stays a list in the same block unless it fits inline or the block is four times too big.
+      if (n - 1 > 2 && hi >= 64 && (cls === MIN_CLASS || (n - 1) * 4 > 1 << cls)) {
+        this.pool.copyWithin(off + at, off + at + 1, off + n);
+        this.b[v] = n - 1;
+        return true;
+      }
+    } else if (this.a[v] !== slot && this.b[v] !== slot) return false; // TWO
+    const n = this.spell(v);
+    const s = this.scratch;
+    let at = 0;
+    while (s[at] !== slot) at++;
+    s.copyWithin(at, at + 1, n);
+    this.store(v, n - 1);
+    return true;
+  }
+
+  has(v: number, slot: number): boolean {
+    const k = this.kind[v] & KIND_MASK;
+    if (k === LOW) return slot < 64 && ((slot < 32 ? this.a[v] : this.b[v]) & (1 << (slot & 31))) !== 0;
+    if (k === ONE) return this.a[v] === slot;
+    if (k === TWO) return this.a[v] === slot || this.b[v] === slot;
+    if (k === LIST) {
+      const at = this.lowerBound(this.a[v], this.b[v], slot);
+      return at < this.b[v] && this.pool[this.a[v] + at] === slot;
+    }
+    if (k === RANGE) {
+      const off = this.a[v];
+      const i = (slot >>> 5) - (this.pool[off] & 0xffff);
+      return i >= 0 && i < this.pool[off] >>> 16 && (this.pool[off + 1 + i] & (1 << (slot & 31))) !== 0;
+    }
+    return false;
+  }
+
+  /** Node `v`'s container (tests, debugging). */
+  kindOf(v: number): "empty" | "low" | "one" | "two" | "list" | "range" {
+    return (["empty", "low", "one", "two", "list", "range"] as const)[this.kind[v] & KIND_MASK];
+  }
+
+  /** Node `v`'s holders in ascending order (tests, debugging). */
+  slotsOf(v: number): number[] {
+    return Array.from(this.scratch.subarray(0, this.spell(v)));
+  }
+
+  /** Bytes held in typed arrays (capacity). */
+  bytes(): number {
+    return this.kind.byteLength + this.a.byteLength + this.b.byteLength + this.pool.byteLength;
+  }
+
+  // ---- containers --------------------------------------------------------
+
+  /** Index in node list `off` (n sorted slots) of the first slot >= `slot`. */
+  private lowerBound(off: number, n: number, slot: number): number {
+    const p = this.pool;
+    let lo = 0;
+    let hi = n;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (p[off + mid] < slot) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  /** Writes node `v`'s holders, ascending, into scratch (with room for one more); returns how many. */
+  private spell(v: number): number {
+    const n = this.count(v);
+    if (this.scratch.length < n + 1) this.scratch = new Uint32Array(Math.max(n + 1, this.scratch.length * 2));
+    const s = this.scratch;
+    const k = this.kind[v] & KIND_MASK;
+    if (k === LOW) {
+      let i = 0;
+      for (let w = 0; w < 2; w++) {
+        let x = w === 0 ? this.a[v] : this.b[v];
+        while (x !== 0) {
+          const low = x & -x;
+          s[i++] = w * 32 + 31 - Math.clz32(low);
+          x = (x ^ low) >>> 0;
+        }
+      }
+    } else if (k === ONE) s[0] = this.a[v];
+    else if (k === TWO) {
+      s[0] = this.a[v];
+      s[1] = this.b[v];
+    } else if (k === LIST) s.set(this.pool.subarray(this.a[v], this.a[v] + n));
+    else if (k === RANGE) {
+      const off = this.a[v];
+      const first = this.pool[off] & 0xffff;
+      const words = this.pool[off] >>> 16;
+      let i = 0;
+      for (let w = 0; w < words; w++) {
+        let x = this.pool[off + 1 + w];
+        while (x !== 0) {
+          const low = x & -x;
+          s[i++] = (first + w) * 32 + 31 - Math.clz32(low);
+          x = (x ^ low) >>> 0;
+        }
+      }
+    }
+    return n;
+  }
+
+  /** Makes scratch[0 .. n) (ascending) node `v`'s holders, in the container that fits them. */
+  private store(v: number, n: number): void {
+    const k = this.kind[v] & KIND_MASK;
+    if (k === LIST || k === RANGE) this.free(this.a[v], this.kind[v] >>> CLASS_SHIFT);
+    const s = this.scratch;
+    if (n === 0) this.kind[v] = EMPTY;
+    else if (s[n - 1] < 64) {
+      let lo = 0;
+      let hi = 0;
+      for (let i = 0; i < n; i++) {
+        if (s[i] < 32) lo |= 1 << s[i];
+        else hi |= 1 << (s[i] - 32);
+      }
+      this.kind[v] = LOW;
+      this.a[v] = lo;
+      this.b[v] = hi;
+    } else if (n === 1) {
+      this.kind[v] = ONE;
+      this.a[v] = s[0];
+    } else if (n === 2) {
+      this.kind[v] = TWO;
+      this.a[v] = s[0];
+      this.b[v] = s[1];
+    } else {
+      const words = spanWords(s[0], s[n - 1]);
+      if (n < words) {
+        // Twice the room, so the next few adds insert in place.
+        const cls = classFor(n * 2);
+        const off = this.alloc(cls);
+        this.pool.set(s.subarray(0, n), off);
+        this.kind[v] = LIST | (cls << CLASS_SHIFT);
+        this.a[v] = off;
+      } else {
+        const cls = classFor(words + 1);
+        const off = this.alloc(cls);
+        const first = s[0] >>> 5;
+        const p = this.pool;
+        p.fill(0, off + 1, off + 1 + words);
+        p[off] = (first | (words << 16)) >>> 0;
+        for (let i = 0; i < n; i++) p[off + 1 + (s[i] >>> 5) - first] |= 1 << (s[i] & 31);
+        this.kind[v] = RANGE | (cls << CLASS_SHIFT);
+        this.a[v] = off;
+      }
+      this.b[v] = n;
+    }
+    this.compactIfSparse();
+  }
+
+  private alloc(cls: number): number {
+    const size = 1 << cls;
+    this.poolLive += size;
+    const head = this.freeHead[cls];
+    if (head >= 0) {
+      this.freeHead[cls] = this.pool[head] | 0;
+      return head;
+    }
+    if (this.poolTop + size > this.pool.length) {
+      const next = new Uint32Array(Math.max(this.pool.length * 2, this.poolTop + size));
+      next.set(this.pool.subarray(0, this.poolTop));
+      this.pool = next;
+    }
+    const off = this.poolTop;
+    this.poolTop += size;
+    return off;
+  }
+
+  private free(off: number, cls: number): void {
+    this.pool[off] = this.freeHead[cls];
+    this.freeHead[cls] = off;
+    this.poolLive -= 1 << cls;
+  }
+
+  /**
+   * Free lists are per size class, so a pool whose sets changed size can end
+   * up mostly free. Past half free (and past a quarter word per node, which
+   * bounds how often this runs), live blocks are copied into a pool of their
+   * own size.
+   */
+  private compactIfSparse(): void {
+    const idle = this.poolTop - this.poolLive;
+    if (idle <= this.poolLive + (this.kind.length >>> 2) + 1024) return;
+    const pool = new Uint32Array(Math.max(256, Math.ceil(this.poolLive * 1.25)));
+    let top = 0;
+    for (let v = 0; v < this.kind.length; v++) {
+      const k = this.kind[v] & KIND_MASK;
+      if (k !== LIST && k !== RANGE) continue;
+      const size = 1 << (this.kind[v] >>> CLASS_SHIFT);
+      pool.set(this.pool.subarray(this.a[v], this.a[v] + size), top);
+      this.a[v] = top;
+      top += size;
+    }
+    this.pool = pool;
+    this.poolTop = top;
+    this.freeHead.fill(-1);
+  }
+
+  // ---- the walk ----------------------------------------------------------
+  //
+  // matchStart(first node), then matchStep(node, depth) for each next prompt
+  // block while it returns true, then matchEnd(depth): foundSlot/foundDepth
+  // [0, matched) hold each holder of the first node and how many leading
+  // blocks it holds.
+
+  matchStart(v: number): void {
+    const n = this.count(v);
+    if (this.foundSlot.length < n) {
+      const cap = 1 << (32 - Math.clz32(n - 1));
+      this.foundSlot = new Int32Array(cap);
+      this.foundDepth = new Int32Array(cap);
+      this.al = new Uint32Array(cap);
+    }
+    this.matched = 0;
+    this.m = n;
+    const k = this.kind[v] & KIND_MASK;
+    if (k === LOW) {
+      this.listMode = false;
+      this.aw[0] = this.a[v];
+      this.aw[1] = this.b[v];
+      this.aLo = 0;
+      this.aN = 2;
+    } else if (k === RANGE) {
+      const off = this.a[v];
+      const words = this.pool[off] >>> 16;
+      if (this.aw.length < words) this.aw = new Uint32Array(1 << (32 - Math.clz32(words - 1)));
+      this.aw.set(this.pool.subarray(off + 1, off + 1 + words));
+      this.aLo = this.pool[off] & 0xffff;
+      this.aN = words;
+      this.listMode = false;
+    } else {
+      this.listMode = true;
+      const al = this.al;
+      if (k === ONE) al[0] = this.a[v];
+      else if (k === TWO) {
+        al[0] = this.a[v];
+        al[1] = this.b[v];
+      } else al.set(this.pool.subarray(this.a[v], this.a[v] + n));
+    }
+  }
+
+  /** Keeps alive only the holders of `v`; those that drop out matched `depth` blocks. False when none is left. */
+  matchStep(v: number, depth: number): boolean {
+    if (!this.listMode) {
+      const k = this.kind[v] & KIND_MASK;
+      if (k === LOW) {
+        if (this.aLo === 0 && this.aN === 2) {
+          // The usual fleet (every rank below 64): two ANDs, as the old layout did.
+          const aw = this.aw;
+          const k0 = aw[0] & this.a[v];
+          const k1 = aw[1] & this.b[v];
+          this.m -= this.lose((aw[0] & ~k0) >>> 0, 0, depth) + this.lose((aw[1] & ~k1) >>> 0, 32, depth);
+          aw[0] = k0;
+          aw[1] = k1;
+          return (k0 | k1) !== 0;
+        }
+        this.lowWords[1] = this.a[v];
+        this.lowWords[2] = this.b[v];
+        return this.andWords(this.lowWords, 1, 0, 2, depth);
+      }
+      if (k === RANGE) {
+        const off = this.a[v];
+        const head = this.pool[off];
+        return this.andWords(this.pool, off + 1, head & 0xffff, head >>> 16, depth);
+      }
+      this.toList();
+    }
+    return this.filter(v, depth);
+  }
+
+  /** Records every holder still alive as matching `depth` blocks; returns how many holders were recorded in all. */
+  matchEnd(depth: number): number {
+    if (this.listMode) {
+      for (let i = 0; i < this.m; i++) this.record(this.al[i], depth);
+    } else {
+      for (let i = 0; i < this.aN; i++) this.lose(this.aw[i], (this.aLo + i) * 32, depth);
+    }
+    return this.matched;
+  }
+
+  private record(slot: number, depth: number): void {
+    this.foundSlot[this.matched] = slot;
+    this.foundDepth[this.matched++] = depth;
+  }
+
+  /** Records the set bits of `x` (slots base + bit) as matching `depth`; returns how many. */
+  private lose(x: number, base: number, depth: number): number {
+    let n = 0;
+    while (x !== 0) {
+      const low = x & -x;
+      this.record(base + 31 - Math.clz32(low), depth);
+      x = (x ^ low) >>> 0;
+      n++;
+    }
+    return n;
+  }
+
+  /** Bitset mode: ANDs alive with the bitset words[off ..] covering words first .. first + n - 1. */
+  private andWords(words: Uint32Array, off: number, first: number, n: number, depth: number): boolean {
+    const aw = this.aw;
+    const aLo = this.aLo;
+    const aEnd = aLo + this.aN;
+    const lo = Math.max(aLo, first);
+    const end = Math.min(aEnd, first + n);
+    let lost = 0;
+    // Alive words outside the node's range all drop out.
+    for (let w = aLo; w < Math.min(lo, aEnd); w++) lost += this.lose(aw[w - aLo], w * 32, depth);
+    for (let w = Math.max(end, lo); w < aEnd; w++) lost += this.lose(aw[w - aLo], w * 32, depth);
+    for (let w = lo; w < end; w++) {
+      const a = aw[w - aLo];
+      const keep = a & words[off + w - first];
+      if (a !== keep) lost += this.lose((a & ~keep) >>> 0, w * 32, depth);
+      aw[w - lo] = keep; // shifted down to the new first word (w - lo <= w - aLo)
+    }
+    this.aLo = lo;
+    this.aN = Math.max(0, end - lo);
+    this.m -= lost;
+    if (this.m === 0) return false;
+    // Few left in many words: walk them as a list from here on.
+    if (this.m * 4 < this.aN) this.toList();
+    return true;
+  }
+
+  private toList(): void {
+    const al = this.al;
+    let i = 0;
+    for (let w = 0; w < this.aN; w++) {
+      let x = this.aw[w];
+      while (x !== 0) {
+        const low = x & -x;
+        al[i++] = (this.aLo + w) * 32 + 31 - Math.clz32(low);
+        x = (x ^ low) >>> 0;
+      }
+    }
+    this.m = i;
+    this.listMode = true;
+  }
+
+  /** List mode: keeps the alive slots node `v` holds, in order. */
+  private filter(v: number, depth: number): boolean {
+    const al = this.al;
+    const m = this.m;
+    const k = this.kind[v] & KIND_MASK;
+    const A = this.a[v];
+    const B = this.b[v];
+    const p = this.pool;
+    let kept = 0;
+    if (k === LIST && m * 8 >= B) {
+      // Comparable sizes: one merge pass.
+      for (let i = 0, j = 0; i < m; i++) {
+        const s = al[i];
+        while (j < B && p[A + j] < s) j++;
+        if (j < B && p[A + j] === s) al[kept++] = s;
+        else this.record(s, depth);
+      }
+    } else if (k === LIST) {
+      // Few alive against a long list: binary search past the last one found.
+      let from = 0;
+      for (let i = 0; i < m; i++) {
+        const s = al[i];
+        let lo = from;
+        let hi = B;
+        while (lo < hi) {
+          const mid = (lo + hi) >>> 1;
+          if (p[A + mid] < s) lo = mid + 1;
+          else hi = mid;
+        }
+        from = lo;
+        if (lo < B && p[A + lo] === s) al[kept++] = s;
+        else this.record(s, depth);
+      }
+    } else if (k === RANGE) {
+      const first = p[A] & 0xffff;
+      const words = p[A] >>> 16;
+      for (let i = 0; i < m; i++) {
+        const s = al[i];
+        const w = (s >>> 5) - first;
+        if (w >= 0 && w < words && (p[A + 1 + w] & (1 << (s & 31))) !== 0) al[kept++] = s;
+        else this.record(s, depth);
+      }
+    } else {
+      for (let i = 0; i < m; i++) {
+        const s = al[i];
+        const held =
+          k === LOW ? s < 64 && ((s < 32 ? A : B) & (1 << (s & 31))) !== 0 : k === ONE ? s === A : s === A || s === B;
+        if (held) al[kept++] = s;
+        else this.record(s, depth);
+      }
+    }
+    this.m = kept;
+    return kept > 0;
+  }
+}
