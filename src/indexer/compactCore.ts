@@ -96,6 +96,15 @@ function mix(a: number, b: number, c: number): number {
   return (h ^ (h >>> 13)) >>> 0;
 }
 
+/**
+ * The size a node array or the node table grows to from `size`: 1.5 times,
+ * but no more than `most`, what the entry capacity calls for (every node has
+ * an entry, so an index sized by --max-blocks stops there), and at least `need`.
+ */
+function grownTo(size: number, need: number, most: number): number {
+  return Math.max(need, Math.min(Math.ceil(size * 1.5), most));
+}
+
 function grownU32(a: Uint32Array, cap: number): Uint32Array<ArrayBuffer> {
   const b = new Uint32Array(cap);
   b.set(a);
@@ -175,9 +184,15 @@ export class CompactCore {
   private readonly holders = new HolderSets();
   /** Live nodes: distinct sequence hashes held by at least one worker. */
   nodes = 0;
-  /** A power of two of buckets (find_matches probes it: home = hash & mask), each (hash bits above the mask) | (node + 1). */
+  /**
+   * Laid out as the entry table: any number of buckets, home = high bits of
+   * the hash scaled to the size, a bucket holds (low hash bits << nBits) |
+   * (node + 1), 0 = empty. Sized by the nodes, at most the entry capacity
+   * (every node has an entry).
+   */
   private nTab = new Uint32Array(0);
-  private nMask = 0;
+  private nBits = 0;
+  private nScale = 0;
 
   /** (node * SLOT_KEY_SPACE + slot) -> extra holds of one sequence hash through several external hashes. */
   private readonly extra = new Map<number, number>();
@@ -199,11 +214,12 @@ export class CompactCore {
     this.eSlot = slots.slots <= 65_536 ? new Uint16Array(0) : new Uint32Array(0);
     this.head = new Int32Array(slots.slots).fill(-1);
     this.tail = new Int32Array(slots.slots).fill(-1);
-    // Blocks are usually shared by several workers: nodes start at a quarter of the entries and grow if needed.
+    // Blocks are usually shared by several workers: node arrays start at a quarter of the entries and grow if
+    // needed; the node table at half of them (a rehash costs more than growing the arrays).
     this.growEntries(Math.max(16, initialEntries));
     this.growNodes(Math.max(16, initialEntries >>> 2));
     this.rehashEntries(Math.max(32, Math.ceil((initialEntries * 4) / 3) + 2));
-    this.rehashNodes(Math.max(32, nextPow2(Math.ceil(((initialEntries >>> 2) * 4) / 3) + 1)));
+    this.rehashNodes(Math.max(32, Math.ceil(((initialEntries >>> 1) * 4) / 3) + 2));
   }
 
   // ---- operations ------------------------------------------------------
@@ -453,10 +469,10 @@ export class CompactCore {
   nodeHashes(): Uint32Array<ArrayBuffer> {
     const out = new Uint32Array(this.nodes * 2);
     let k = 0;
-    const mask = this.nMask;
+    const idx = (1 << this.nBits) - 1;
     for (let b = 0; b < this.nTab.length; b++) {
       if (this.nTab[b] === 0) continue;
-      const v = (this.nTab[b] & mask) - 1;
+      const v = (this.nTab[b] & idx) - 1;
       out[k++] = this.nLo[v];
       out[k++] = this.nHi[v];
     }
@@ -781,7 +797,7 @@ export class CompactCore {
       const v = tab[j];
       if (v === 0) break;
       const k = (v & idx) - 1;
-      const home = nodes ? mix(this.nLo[k], this.nHi[k], 0) & idx : (this.entryHash(k) * this.eScale) >>> 0;
+      const home = nodes ? (mix(this.nLo[k], this.nHi[k], 0) * this.nScale) >>> 0 : (this.entryHash(k) * this.eScale) >>> 0;
       if (i <= j ? i < home && home <= j : i < home || home <= j) continue;
       tab[i] = v;
       i = j;
@@ -792,15 +808,17 @@ export class CompactCore {
   // ---- nodes -------------------------------------------------------------
 
   private findNode(lo: number, hi: number): number {
-    const mask = this.nMask;
-    const high = ~mask;
     const tab = this.nTab;
+    const size = tab.length;
+    const bits = this.nBits;
+    const idx = (1 << bits) - 1;
     const h = mix(lo, hi, 0);
-    for (let b = h & mask; ; b = (b + 1) & mask) {
+    const tag = h << bits;
+    for (let b = (h * this.nScale) >>> 0; ; b = b + 1 === size ? 0 : b + 1) {
       const v = tab[b];
       if (v === 0) return -1;
-      if (((v ^ h) & high) === 0) {
-        const n = (v & mask) - 1;
+      if (((v ^ tag) & ~idx) === 0) {
+        const n = (v & idx) - 1;
         if (this.nLo[n] === lo && this.nHi[n] === hi) return n;
       }
     }
@@ -820,25 +838,34 @@ export class CompactCore {
   private nodeFor(lo: number, hi: number): number {
     const found = this.findNode(lo, hi);
     if (found >= 0) return found;
-    if ((this.nodes + 1) * 4 > this.nMask * 3) this.rehashNodes((this.nMask + 1) * 2);
+    if ((this.nodes + 1) * 4 > this.nTab.length * 3) {
+      this.rehashNodes(grownTo(this.nTab.length, Math.ceil(((this.nodes + 1) * 4) / 3) + 1, Math.ceil((this.eCap * 4) / 3) + 2));
+    }
     let v: number;
     if (this.nFree >= 0) {
       v = this.nFree;
       this.nFree = this.nLo[v] | 0;
       if (this.nFree === 0x7fffffff) this.nFree = -1;
     } else {
-      if (this.nTop === this.nCap) this.growNodes(Math.ceil(this.nCap * 1.5));
+      if (this.nTop === this.nCap) this.growNodes(grownTo(this.nCap, this.nCap + 1, this.eCap));
       v = this.nTop++;
     }
     this.nLo[v] = lo;
     this.nHi[v] = hi;
-    putBucket(this.nTab, this.nMask, v, mix(lo, hi, 0));
+    this.putNode(v, mix(lo, hi, 0));
     this.nodes++;
     return v;
   }
 
+  private putNode(v: number, h: number): void {
+    const tab = this.nTab;
+    let b = (h * this.nScale) >>> 0;
+    while (tab[b] !== 0) b = b + 1 === tab.length ? 0 : b + 1;
+    tab[b] = (h << this.nBits) | (v + 1);
+  }
+
   private freeNode(v: number): void {
-    this.removeBucket(this.nTab, mix(this.nLo[v], this.nHi[v], 0) & this.nMask, this.nMask, v, true);
+    this.removeBucket(this.nTab, (mix(this.nLo[v], this.nHi[v], 0) * this.nScale) >>> 0, (1 << this.nBits) - 1, v, true);
     this.nodes--;
     this.nLo[v] = this.nFree < 0 ? 0x7fffffff : this.nFree;
     this.nFree = v;
@@ -853,26 +880,14 @@ export class CompactCore {
 
   private rehashNodes(buckets: number): void {
     const old = this.nTab;
-    const oldMask = this.nMask;
+    const oldIdx = (1 << this.nBits) - 1;
     this.nTab = new Uint32Array(buckets);
-    this.nMask = buckets - 1;
+    this.nBits = 32 - Math.clz32(buckets);
+    this.nScale = buckets / TWO32;
     for (let b = 0; b < old.length; b++) {
       if (old[b] === 0) continue;
-      const v = (old[b] & oldMask) - 1;
-      putBucket(this.nTab, this.nMask, v, mix(this.nLo[v], this.nHi[v], 0));
+      const v = (old[b] & oldIdx) - 1;
+      this.putNode(v, mix(this.nLo[v], this.nHi[v], 0));
     }
   }
-}
-
-/** Inserts `value` with hash `h` by linear probing. */
-function putBucket(tab: Uint32Array, mask: number, value: number, h: number): void {
-  let b = h & mask;
-  while (tab[b] !== 0) b = (b + 1) & mask;
-  tab[b] = (h & ~mask) | (value + 1);
-}
-
-function nextPow2(n: number): number {
-  let p = 1;
-  while (p < n) p *= 2;
-  return p;
 }

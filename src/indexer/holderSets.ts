@@ -38,6 +38,11 @@ const CLASS_SHIFT = 3;
 /** Smallest pool block: 4 words. */
 const MIN_CLASS = 2;
 
+/** Walk modes: alive as a bitset of slots 0-63 (the fast path), as a bitset over other words, as a sorted list. */
+const W_LOW = 0;
+const W_RANGE = 1;
+const W_LIST = 2;
+
 function classFor(words: number): number {
   return Math.max(MIN_CLASS, 32 - Math.clz32(words - 1));
 }
@@ -71,14 +76,14 @@ export class HolderSets {
   foundSlot = new Int32Array(64);
   foundDepth = new Int32Array(64);
   matched = 0;
-  private listMode = false;
-  /** Alive as a bitset: words aLo .. aLo + aN - 1. */
+  /** How alive is kept: W_LOW, W_RANGE or W_LIST. */
+  private mode = W_LOW;
+  /** Alive as a bitset: words aLo .. aLo + aN - 1 (W_LOW: words 0 and 1). */
   private aw = new Uint32Array(64);
   private aLo = 0;
   private aN = 0;
-  /** Alive as sorted slots (list mode). */
+  /** Alive as sorted slots (W_LIST), `m` of them. */
   private al = new Uint32Array(64);
-  /** How many are alive. */
   private m = 0;
   /** A LOW node's two words, for the rare walk that meets one in bitset mode over other words. */
   private readonly lowWords = new Uint32Array(3);
@@ -337,8 +342,8 @@ export class HolderSets {
     } else {
       const words = spanWords(s[0], s[n - 1]);
       if (n < words) {
-        // Twice the room, so the next few adds insert in place.
-        const cls = classFor(n * 2);
+        // The smallest class that fits: a full list moves up a class (doubling), an emptied one down.
+        const cls = classFor(n);
         const off = this.alloc(cls);
         this.pool.set(s.subarray(0, n), off);
         this.kind[v] = LIST | (cls << CLASS_SHIFT);
@@ -423,10 +428,9 @@ export class HolderSets {
       this.al = new Uint32Array(cap);
     }
     this.matched = 0;
-    this.m = n;
     const k = this.kind[v] & KIND_MASK;
     if (k === LOW) {
-      this.listMode = false;
+      this.mode = W_LOW;
       this.aw[0] = this.a[v];
       this.aw[1] = this.b[v];
       this.aLo = 0;
@@ -438,9 +442,10 @@ export class HolderSets {
       this.aw.set(this.pool.subarray(off + 1, off + 1 + words));
       this.aLo = this.pool[off] & 0xffff;
       this.aN = words;
-      this.listMode = false;
+      this.mode = W_RANGE;
     } else {
-      this.listMode = true;
+      this.mode = W_LIST;
+      this.m = n;
       const al = this.al;
       if (k === ONE) al[0] = this.a[v];
       else if (k === TWO) {
@@ -452,19 +457,45 @@ export class HolderSets {
 
   /** Keeps alive only the holders of `v`; those that drop out matched `depth` blocks. False when none is left. */
   matchStep(v: number, depth: number): boolean {
-    if (!this.listMode) {
+    if (this.mode === W_LOW && this.kind[v] === LOW) {
+      // The usual fleet (every rank below 64): two ANDs, as the old layout did.
+      const aw = this.aw;
+      const x0 = aw[0];
+      const x1 = aw[1];
+      const k0 = x0 & this.a[v];
+      const k1 = x1 & this.b[v];
+      if (((x0 ^ k0) | (x1 ^ k1)) !== 0) {
+        this.lose((x0 ^ k0) >>> 0, 0, depth);
+        this.lose((x1 ^ k1) >>> 0, 32, depth);
+      }
+      aw[0] = k0;
+      aw[1] = k1;
+      return (k0 | k1) !== 0;
+    }
+    if (this.mode === W_LIST && this.m === 1) {
+      // One holder left (sparse sharing, or past where the others stopped): a membership test.
+      if (this.has(v, this.al[0])) return true;
+      this.record(this.al[0], depth);
+      this.m = 0;
+      return false;
+    }
+    return this.stepOther(v, depth);
+  }
+
+  /** Records every holder still alive as matching `depth` blocks; returns how many holders were recorded in all. */
+  matchEnd(depth: number): number {
+    if (this.mode === W_LIST) {
+      for (let i = 0; i < this.m; i++) this.record(this.al[i], depth);
+    } else {
+      for (let i = 0; i < this.aN; i++) this.lose(this.aw[i], (this.aLo + i) * 32, depth);
+    }
+    return this.matched;
+  }
+
+  private stepOther(v: number, depth: number): boolean {
+    if (this.mode !== W_LIST) {
       const k = this.kind[v] & KIND_MASK;
       if (k === LOW) {
-        if (this.aLo === 0 && this.aN === 2) {
-          // The usual fleet (every rank below 64): two ANDs, as the old layout did.
-          const aw = this.aw;
-          const k0 = aw[0] & this.a[v];
-          const k1 = aw[1] & this.b[v];
-          this.m -= this.lose((aw[0] & ~k0) >>> 0, 0, depth) + this.lose((aw[1] & ~k1) >>> 0, 32, depth);
-          aw[0] = k0;
-          aw[1] = k1;
-          return (k0 | k1) !== 0;
-        }
         this.lowWords[1] = this.a[v];
         this.lowWords[2] = this.b[v];
         return this.andWords(this.lowWords, 1, 0, 2, depth);
@@ -479,31 +510,18 @@ export class HolderSets {
     return this.filter(v, depth);
   }
 
-  /** Records every holder still alive as matching `depth` blocks; returns how many holders were recorded in all. */
-  matchEnd(depth: number): number {
-    if (this.listMode) {
-      for (let i = 0; i < this.m; i++) this.record(this.al[i], depth);
-    } else {
-      for (let i = 0; i < this.aN; i++) this.lose(this.aw[i], (this.aLo + i) * 32, depth);
-    }
-    return this.matched;
-  }
-
   private record(slot: number, depth: number): void {
     this.foundSlot[this.matched] = slot;
     this.foundDepth[this.matched++] = depth;
   }
 
-  /** Records the set bits of `x` (slots base + bit) as matching `depth`; returns how many. */
-  private lose(x: number, base: number, depth: number): number {
-    let n = 0;
+  /** Records the set bits of `x` (slots base + bit) as matching `depth`. */
+  private lose(x: number, base: number, depth: number): void {
     while (x !== 0) {
       const low = x & -x;
       this.record(base + 31 - Math.clz32(low), depth);
       x = (x ^ low) >>> 0;
-      n++;
     }
-    return n;
   }
 
   /** Bitset mode: ANDs alive with the bitset words[off ..] covering words first .. first + n - 1. */
@@ -513,22 +531,23 @@ export class HolderSets {
     const aEnd = aLo + this.aN;
     const lo = Math.max(aLo, first);
     const end = Math.min(aEnd, first + n);
-    let lost = 0;
     // Alive words outside the node's range all drop out.
-    for (let w = aLo; w < Math.min(lo, aEnd); w++) lost += this.lose(aw[w - aLo], w * 32, depth);
-    for (let w = Math.max(end, lo); w < aEnd; w++) lost += this.lose(aw[w - aLo], w * 32, depth);
+    for (let w = aLo; w < Math.min(lo, aEnd); w++) this.lose(aw[w - aLo], w * 32, depth);
+    for (let w = Math.max(end, lo); w < aEnd; w++) this.lose(aw[w - aLo], w * 32, depth);
+    let alive = 0;
     for (let w = lo; w < end; w++) {
       const a = aw[w - aLo];
       const keep = a & words[off + w - first];
-      if (a !== keep) lost += this.lose((a & ~keep) >>> 0, w * 32, depth);
+      if ((a ^ keep) !== 0) this.lose((a ^ keep) >>> 0, w * 32, depth);
       aw[w - lo] = keep; // shifted down to the new first word (w - lo <= w - aLo)
+      alive += popcount(keep);
     }
     this.aLo = lo;
     this.aN = Math.max(0, end - lo);
-    this.m -= lost;
-    if (this.m === 0) return false;
+    this.mode = lo === 0 && this.aN === 2 ? W_LOW : W_RANGE;
+    if (alive === 0) return false;
     // Few left in many words: walk them as a list from here on.
-    if (this.m * 4 < this.aN) this.toList();
+    if (alive * 4 < this.aN) this.toList();
     return true;
   }
 
@@ -544,7 +563,7 @@ export class HolderSets {
       }
     }
     this.m = i;
-    this.listMode = true;
+    this.mode = W_LIST;
   }
 
   /** List mode: keeps the alive slots node `v` holds, in order. */
