@@ -8,6 +8,7 @@ import { availableParallelism, cpus, totalmem } from "node:os";
 import { fileURLToPath } from "node:url";
 import { runDynamoZmqBench } from "./dynamoZmq.bench.js";
 import { runE2eBench } from "./findBestWorker.bench.js";
+import { holderRows, runDefaultFleetAB, runFleetBench } from "./holders.bench.js";
 import { runIngestBench } from "./ingest.bench.js";
 import { runIndexBench, runSteadyBench } from "./indexer.bench.js";
 import { runTierBench } from "./tiers.bench.js";
@@ -62,6 +63,19 @@ const grpc = await runIngestBench(
   log,
 );
 
+// Last: its baseline builds indexes of several hundred MB.
+log("index memory and find_matches by known worker ranks (holder sets vs the old core)");
+const fleets = runFleetBench(
+  { blocks: smoke ? 20_000 : 200_000, baselineMaxBytes: smoke ? 64 << 20 : 700 << 20, ranks: [64, 20_000, 100_000], baselineMaxRanks: smoke ? 20_000 : 100_000, queries: smoke ? 200 : 2000, rounds: smoke ? 1 : 3 },
+  log,
+);
+const defaultFleet: Record<string, ReturnType<typeof runDefaultFleetAB>> = {};
+for (const make of existsSync(TRACE) ? [mooncake, randomPrefix] : [randomPrefix]) {
+  const w = make(entries);
+  log(`64-rank fleet, old core vs holder sets: ${w.name}`);
+  defaultFleet[w.name] = runDefaultFleetAB(w, smoke ? 200 : 2000, smoke ? 2 : 6);
+}
+
 const results = {
   date: new Date().toISOString(),
   machine: { cpus: cpus().length, model: cpus()[0]?.model, memGB: Math.round(totalmem() / 2 ** 30), node: process.version },
@@ -74,6 +88,7 @@ const results = {
   dynamoZmq,
   ...grpc,
   tiers,
+  holderSets: { fleets, defaultFleet },
 };
 // Committed figures of earlier code and runs (keys this run does not write, see docs/indexer.md) are kept beside the new ones.
 const resultsFile = fileURLToPath(new URL(smoke ? "./results.smoke.json" : "./results.json", import.meta.url));
@@ -152,6 +167,7 @@ for (const [k, v] of Object.entries(sc)) {
   if (typeof v !== "object") continue;
   rows.push(["scaling", `ingest blocks/s | 32-way FindBestWorker/s (${sc.cores} cores)`, k, `${f(v.ingestBlocksPerSec)} | ${f(v.findBestWorker32Way)}`, ""]);
 }
+rows.push(...holderRows(fleets, defaultFleet));
 const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
 console.log(`kv-router benchmarks (${results.mode}, ${entries} entries, ${results.machine.cpus} cpus, ${results.date})`);
 for (const r of rows) console.log(r.map((c, i) => (i === 3 ? c.padStart(widths[i]) : c.padEnd(widths[i]))).join("  "));
