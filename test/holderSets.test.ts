@@ -131,28 +131,49 @@ describe("HolderSets container changes", () => {
     assert.equal(hs.kindOf(1), "empty");
   });
 
-  it("list -> range bitset -> list as holders come and go", () => {
+  it("three slots inline, packed in 20 bits each", () => {
     const hs = fresh();
-    for (const s of [100, 200, 290]) hs.add(0, s);
-    assert.equal(hs.kindOf(0), "list", "3 holders spanning 7 words");
-    for (let s = 96; s < 128; s++) hs.add(0, s);
-    assert.equal(hs.kindOf(0), "range", "34 holders spanning 7 words");
-    assert.equal(hs.count(0), 34);
-    for (let s = 96; s < 128; s++) if (s !== 100) hs.remove(0, s);
-    assert.equal(hs.kindOf(0), "list", "3 holders left");
-    assert.deepEqual(hs.slotsOf(0), [100, 200, 290]);
+    for (const s of [1_048_575, 64, 524_288]) hs.add(0, s);
+    assert.equal(hs.kindOf(0), "three");
+    assert.deepEqual(hs.slotsOf(0), [64, 524_288, 1_048_575]);
+    assert.ok(hs.has(0, 524_288) && !hs.has(0, 524_289));
+    assert.deepEqual(walk(hs, [0]), [
+      [64, 1],
+      [524_288, 1],
+      [1_048_575, 1],
+    ]);
+    hs.add(0, 7);
+    assert.equal(hs.kindOf(0), "list", "a fourth holder");
+    hs.remove(0, 1_048_575);
+    assert.equal(hs.kindOf(0), "three");
+    assert.deepEqual(hs.slotsOf(0), [7, 64, 524_288]);
   });
 
-  it("a range keeps its holders while it is at least half full", () => {
+  it("list -> range bitset -> list as holders come and go", () => {
     const hs = fresh();
-    for (let s = 64; s < 64 + 8 * 32; s++) hs.add(0, s); // words 2-9, full
+    for (const s of [100, 200, 290, 400, 500]) hs.add(0, s);
+    assert.equal(hs.kindOf(0), "list", "5 holders spanning 13 words");
+    for (let s = 96; s < 128; s++) hs.add(0, s);
+    assert.equal(hs.kindOf(0), "range", "36 holders spanning 13 words");
+    assert.equal(hs.count(0), 36);
+    for (let s = 96; s < 128; s++) if (s !== 100) hs.remove(0, s);
+    assert.equal(hs.kindOf(0), "list", "5 holders left");
+    assert.deepEqual(hs.slotsOf(0), [100, 200, 290, 400, 500]);
+    hs.remove(0, 400);
+    hs.remove(0, 500);
+    assert.equal(hs.kindOf(0), "three");
+  });
+
+  it("a range keeps its holders while at least half full", () => {
+    const hs = fresh();
+    for (let s = 64; s < 64 + 10 * 32; s++) hs.add(0, s); // words 2-11, full
     assert.equal(hs.kindOf(0), "range");
-    const keep = [64, 160, 250, 319];
-    for (let s = 64; s < 64 + 8 * 32; s++) if (!keep.includes(s)) hs.remove(0, s);
-    assert.equal(hs.kindOf(0), "range", "4 holders in 8 words: half full");
-    hs.remove(0, 160);
-    assert.equal(hs.kindOf(0), "list", "3 holders in 8 words");
-    assert.deepEqual(hs.slotsOf(0), [64, 250, 319]);
+    const keep = [64, 130, 200, 300, 383];
+    for (let s = 64; s < 64 + 10 * 32; s++) if (!keep.includes(s)) hs.remove(0, s);
+    assert.equal(hs.kindOf(0), "range", "5 holders in 10 words: half full");
+    hs.remove(0, 130);
+    assert.equal(hs.kindOf(0), "list", "4 holders in 10 words");
+    assert.deepEqual(hs.slotsOf(0), [64, 200, 300, 383]);
   });
 
   it("a slot far from the others: a range does not widen across it", () => {

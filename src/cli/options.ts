@@ -13,6 +13,7 @@ import { DEFAULT_ADMISSION_CONFIG } from "../router/admissionQueue.js";
 import { DYNAMO_COST_WEIGHTS } from "../scheduler/costFunction.js";
 import { DYNAMO_DEFAULTS, KV_ROUTER_DEFAULTS } from "../scheduler/defaults.js";
 import { DEFAULT_FLOW_CONTROL_WINDOW, HTTP2_DEFAULT_WINDOW, HTTP2_MAX_WINDOW } from "../server/flowControl.js";
+import { SLOT_LIMIT } from "../indexer/compactCore.js";
 import { parseZmqWorkerSpec } from "../sources/engineZmq/endpoints.js";
 import { DEFAULT_MAX_CONNECTIONS_PER_PORT } from "../util/connectionCap.js";
 import { HELP_GROUP, UNSUPPORTED_FLAGS, unsupportedDynamoOptions } from "./dynamoFlags.js";
@@ -510,7 +511,7 @@ export function serveOptions<T>(y: Argv<T>) {
       if (argv.indexerShards !== undefined) int("indexer-shards", argv.indexerShards as number, 0, 64);
       int("max-blocks", argv.maxBlocks as number, 0, 2 ** 31 - 1);
       int("ingest-threads", argv.ingestThreads as number, 0, 64);
-      int("max-worker-ranks", argv.maxWorkerRanks as number, 1, 1 << 20);
+      int("max-worker-ranks", argv.maxWorkerRanks as number, 1, SLOT_LIMIT);
       int("max-dp-ranks", argv.maxDpRanks as number, 1, 1 << 20);
       int("max-active-requests", argv.maxActiveRequests as number, 1, 2 ** 31 - 1);
       int("max-active-blocks", argv.maxActiveBlocks as number, 1, 2 ** 40);

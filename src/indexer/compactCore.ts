@@ -29,12 +29,12 @@ import {
   recordWords,
 } from "./records.js";
 import { seqHash32, seqOut } from "../hashing/sequence.js";
-import { HolderSets } from "./holderSets.js";
+import { HolderSets, SLOT_BITS } from "./holderSets.js";
 
 /** Default (and historical) number of (worker, dp_rank) slots: --max-worker-ranks. */
 export const MAX_SLOTS = 65_536;
-/** Largest slot table --max-worker-ranks may ask for. */
-export const SLOT_LIMIT = 1 << 20;
+/** Largest slot table --max-worker-ranks may ask for (holder sets pack slots in SLOT_BITS bits). */
+export const SLOT_LIMIT = 1 << SLOT_BITS;
 /** Multiplier of the (node, slot) keys of `extra`: above SLOT_LIMIT, and node * it stays below 2^53. */
 const SLOT_KEY_SPACE = 1 << 21;
 const TWO32 = 4294967296;
@@ -209,6 +209,7 @@ export class CompactCore {
     initialEntries = 1024,
     opts: CoreOptions = {},
   ) {
+    if (slots.slots > SLOT_LIMIT) throw new RangeError(`${slots.slots} worker ranks: the index holds at most ${SLOT_LIMIT}`);
     this.stampWindow = opts.stampWindow ?? TWO32;
     this.denseParentsAt = opts.denseParentsAt;
     this.eSlot = slots.slots <= 65_536 ? new Uint16Array(0) : new Uint32Array(0);

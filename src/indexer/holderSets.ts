@@ -9,6 +9,7 @@
 //          up to 64 ranks only ever uses this (the old layout's fast path).
 //   ONE    a = the slot.
 //   TWO    a < b: the two slots.
+//   THREE  three slots of SLOT_BITS bits each, packed into a and b.
 //   LIST   a = pool offset of the sorted slots, b = how many. Used while the
 //          holders are sparse: fewer of them than the words a bitset over
 //          their span would take.
@@ -31,8 +32,9 @@ const EMPTY = 0;
 const LOW = 1;
 const ONE = 2;
 const TWO = 3;
-const LIST = 4;
-const RANGE = 5;
+const THREE = 4;
+const LIST = 5;
+const RANGE = 6;
 const KIND_MASK = 7;
 const CLASS_SHIFT = 3;
 /** Smallest pool block: 4 words. */
@@ -42,6 +44,21 @@ const MIN_CLASS = 2;
 const W_LOW = 0;
 const W_RANGE = 1;
 const W_LIST = 2;
+
+/** Bits of a slot: THREE packs three into 64 bits (so --max-worker-ranks is at most 2^20). */
+export const SLOT_BITS = 20;
+const SLOT_MASK = (1 << SLOT_BITS) - 1;
+
+/** THREE's slots, ascending, from its two words. */
+function first3(a: number): number {
+  return a & SLOT_MASK;
+}
+function second3(a: number, b: number): number {
+  return (a >>> SLOT_BITS) | ((b & 0xff) << (32 - SLOT_BITS));
+}
+function third3(b: number): number {
+  return b >>> (2 * SLOT_BITS - 32);
+}
 
 function classFor(words: number): number {
   return Math.max(MIN_CLASS, 32 - Math.clz32(words - 1));
@@ -61,8 +78,8 @@ function spanWords(lo: number, hi: number): number {
 export class HolderSets {
   /** Per node: kind | size class << CLASS_SHIFT. */
   private kind = new Uint8Array(0);
-  private a = new Uint32Array(0);
-  private b = new Uint32Array(0);
+  /** Per node the two inline words side by side: a = w[2v], b = w[2v + 1]. */
+  private w = new Uint32Array(0);
   private pool = new Uint32Array(256);
   private poolTop = 0;
   /** Words in live pool blocks. */
@@ -85,20 +102,15 @@ export class HolderSets {
   /** Alive as sorted slots (W_LIST), `m` of them. */
   private al = new Uint32Array(64);
   private m = 0;
-  /** A LOW node's two words, for the rare walk that meets one in bitset mode over other words. */
-  private readonly lowWords = new Uint32Array(3);
 
   /** Room for `cap` nodes (new ones are empty). */
   grow(cap: number): void {
     const kind = new Uint8Array(cap);
     kind.set(this.kind);
     this.kind = kind;
-    const a = new Uint32Array(cap);
-    a.set(this.a);
-    this.a = a;
-    const b = new Uint32Array(cap);
-    b.set(this.b);
-    this.b = b;
+    const w = new Uint32Array(cap * 2);
+    w.set(this.w);
+    this.w = w;
   }
 
   isEmpty(v: number): boolean {
@@ -108,10 +120,11 @@ export class HolderSets {
   /** Distinct slots holding node `v`. */
   count(v: number): number {
     const k = this.kind[v] & KIND_MASK;
-    if (k === LOW) return popcount(this.a[v]) + popcount(this.b[v]);
+    if (k === LOW) return popcount(this.w[2 * v]) + popcount(this.w[2 * v + 1]);
     if (k === ONE) return 1;
     if (k === TWO) return 2;
-    return k === EMPTY ? 0 : this.b[v];
+    if (k === THREE) return 3;
+    return k === EMPTY ? 0 : this.w[2 * v + 1];
   }
 
   /** Adds `slot` to node `v`'s holders; false when it already held it. */
@@ -119,37 +132,37 @@ export class HolderSets {
     const kb = this.kind[v];
     const k = kb & KIND_MASK;
     if (k === LOW && slot < 64) {
-      const words = slot < 32 ? this.a : this.b;
+      const at = 2 * v + (slot >>> 5);
       const bit = 1 << (slot & 31);
-      if (words[v] & bit) return false;
-      words[v] |= bit;
+      if (this.w[at] & bit) return false;
+      this.w[at] |= bit;
       return true;
     }
     if (k === EMPTY) {
       if (slot < 64) {
         this.kind[v] = LOW;
-        this.a[v] = slot < 32 ? 1 << slot : 0;
-        this.b[v] = slot < 32 ? 0 : 1 << (slot & 31);
+        this.w[2 * v] = slot < 32 ? 1 << slot : 0;
+        this.w[2 * v + 1] = slot < 32 ? 0 : 1 << (slot & 31);
       } else {
         this.kind[v] = ONE;
-        this.a[v] = slot;
+        this.w[2 * v] = slot;
       }
       return true;
     }
     if (k === RANGE) {
-      const off = this.a[v];
+      const off = this.w[2 * v];
       const head = this.pool[off];
       const i = (slot >>> 5) - (head & 0xffff);
       if (i >= 0 && i < head >>> 16) {
         const bit = 1 << (slot & 31);
         if (this.pool[off + 1 + i] & bit) return false;
         this.pool[off + 1 + i] |= bit;
-        this.b[v]++;
+        this.w[2 * v + 1]++;
         return true;
       }
     } else if (k === LIST) {
-      const off = this.a[v];
-      const n = this.b[v];
+      const off = this.w[2 * v];
+      const n = this.w[2 * v + 1];
       const at = this.lowerBound(off, n, slot);
       if (at < n && this.pool[off + at] === slot) return false;
       const lo = at === 0 ? slot : this.pool[off];
@@ -158,11 +171,11 @@ export class HolderSets {
       if (n + 1 <= 1 << (kb >>> CLASS_SHIFT) && n + 1 < spanWords(lo, hi)) {
         this.pool.copyWithin(off + at + 1, off + at, off + n);
         this.pool[off + at] = slot;
-        this.b[v] = n + 1;
+        this.w[2 * v + 1] = n + 1;
         return true;
       }
-    } else if (k === ONE && this.a[v] === slot) return false;
-    else if (k === TWO && (this.a[v] === slot || this.b[v] === slot)) return false;
+    } else if (k === ONE && this.w[2 * v] === slot) return false;
+    else if ((k === TWO || k === THREE) && this.has(v, slot)) return false;
     // Everything else changes container: spell the set out, add, store again.
     const n = this.spell(v);
     const s = this.scratch;
@@ -182,46 +195,46 @@ export class HolderSets {
     const k = kb & KIND_MASK;
     if (k === LOW) {
       if (slot >= 64) return false;
-      const words = slot < 32 ? this.a : this.b;
+      const at = 2 * v + (slot >>> 5);
       const bit = 1 << (slot & 31);
-      if ((words[v] & bit) === 0) return false;
-      words[v] &= ~bit;
-      if (this.a[v] === 0 && this.b[v] === 0) this.kind[v] = EMPTY;
+      if ((this.w[at] & bit) === 0) return false;
+      this.w[at] &= ~bit;
+      if (this.w[2 * v] === 0 && this.w[2 * v + 1] === 0) this.kind[v] = EMPTY;
       return true;
     }
     if (k === EMPTY) return false;
     if (k === ONE) {
-      if (this.a[v] !== slot) return false;
+      if (this.w[2 * v] !== slot) return false;
       this.kind[v] = EMPTY;
       return true;
     }
     if (k === RANGE) {
-      const off = this.a[v];
+      const off = this.w[2 * v];
       const head = this.pool[off];
       const words = head >>> 16;
       const i = (slot >>> 5) - (head & 0xffff);
       const bit = 1 << (slot & 31);
       if (i < 0 || i >= words || (this.pool[off + 1 + i] & bit) === 0) return false;
       this.pool[off + 1 + i] &= ~bit;
-      const n = --this.b[v];
+      const n = --this.w[2 * v + 1];
       // Less than half full: a list (or an inline form) is smaller.
       if (n * 2 < words) this.store(v, this.spell(v));
       return true;
     }
     if (k === LIST) {
-      const off = this.a[v];
-      const n = this.b[v];
+      const off = this.w[2 * v];
+      const n = this.w[2 * v + 1];
       const at = this.lowerBound(off, n, slot);
       if (at === n || this.pool[off + at] !== slot) return false;
       const hi = at === n - 1 ? this.pool[off + n - 2] : this.pool[off + n - 1];
       const cls = kb >>> CLASS_SHIFT;
       // Stays a list in the same block unless it fits inline or the block is four times too big.
-      if (n - 1 > 2 && hi >= 64 && (cls === MIN_CLASS || (n - 1) * 4 > 1 << cls)) {
+      if (n - 1 > 3 && hi >= 64 && (cls === MIN_CLASS || (n - 1) * 4 > 1 << cls)) {
         this.pool.copyWithin(off + at, off + at + 1, off + n);
-        this.b[v] = n - 1;
+        this.w[2 * v + 1] = n - 1;
         return true;
       }
-    } else if (this.a[v] !== slot && this.b[v] !== slot) return false; // TWO
+    } else if (!this.has(v, slot)) return false; // TWO, THREE
     const n = this.spell(v);
     const s = this.scratch;
     let at = 0;
@@ -233,15 +246,20 @@ export class HolderSets {
 
   has(v: number, slot: number): boolean {
     const k = this.kind[v] & KIND_MASK;
-    if (k === LOW) return slot < 64 && ((slot < 32 ? this.a[v] : this.b[v]) & (1 << (slot & 31))) !== 0;
-    if (k === ONE) return this.a[v] === slot;
-    if (k === TWO) return this.a[v] === slot || this.b[v] === slot;
+    if (k === LOW) return slot < 64 && ((slot < 32 ? this.w[2 * v] : this.w[2 * v + 1]) & (1 << (slot & 31))) !== 0;
+    if (k === ONE) return this.w[2 * v] === slot;
+    if (k === TWO) return this.w[2 * v] === slot || this.w[2 * v + 1] === slot;
+    if (k === THREE) {
+      const a = this.w[2 * v];
+      const b = this.w[2 * v + 1];
+      return first3(a) === slot || second3(a, b) === slot || third3(b) === slot;
+    }
     if (k === LIST) {
-      const at = this.lowerBound(this.a[v], this.b[v], slot);
-      return at < this.b[v] && this.pool[this.a[v] + at] === slot;
+      const at = this.lowerBound(this.w[2 * v], this.w[2 * v + 1], slot);
+      return at < this.w[2 * v + 1] && this.pool[this.w[2 * v] + at] === slot;
     }
     if (k === RANGE) {
-      const off = this.a[v];
+      const off = this.w[2 * v];
       const i = (slot >>> 5) - (this.pool[off] & 0xffff);
       return i >= 0 && i < this.pool[off] >>> 16 && (this.pool[off + 1 + i] & (1 << (slot & 31))) !== 0;
     }
@@ -249,8 +267,8 @@ export class HolderSets {
   }
 
   /** Node `v`'s container (tests, debugging). */
-  kindOf(v: number): "empty" | "low" | "one" | "two" | "list" | "range" {
-    return (["empty", "low", "one", "two", "list", "range"] as const)[this.kind[v] & KIND_MASK];
+  kindOf(v: number): "empty" | "low" | "one" | "two" | "three" | "list" | "range" {
+    return (["empty", "low", "one", "two", "three", "list", "range"] as const)[this.kind[v] & KIND_MASK];
   }
 
   /** Node `v`'s holders in ascending order (tests, debugging). */
@@ -260,7 +278,7 @@ export class HolderSets {
 
   /** Bytes held in typed arrays (capacity). */
   bytes(): number {
-    return this.kind.byteLength + this.a.byteLength + this.b.byteLength + this.pool.byteLength;
+    return this.kind.byteLength + this.w.byteLength + this.pool.byteLength;
   }
 
   // ---- containers --------------------------------------------------------
@@ -287,20 +305,21 @@ export class HolderSets {
     if (k === LOW) {
       let i = 0;
       for (let w = 0; w < 2; w++) {
-        let x = w === 0 ? this.a[v] : this.b[v];
+        let x = w === 0 ? this.w[2 * v] : this.w[2 * v + 1];
         while (x !== 0) {
           const low = x & -x;
           s[i++] = w * 32 + 31 - Math.clz32(low);
           x = (x ^ low) >>> 0;
         }
       }
-    } else if (k === ONE) s[0] = this.a[v];
+    } else if (k === ONE) s[0] = this.w[2 * v];
     else if (k === TWO) {
-      s[0] = this.a[v];
-      s[1] = this.b[v];
-    } else if (k === LIST) s.set(this.pool.subarray(this.a[v], this.a[v] + n));
+      s[0] = this.w[2 * v];
+      s[1] = this.w[2 * v + 1];
+    } else if (k === THREE) this.unpack3(v, s);
+    else if (k === LIST) s.set(this.pool.subarray(this.w[2 * v], this.w[2 * v] + n));
     else if (k === RANGE) {
-      const off = this.a[v];
+      const off = this.w[2 * v];
       const first = this.pool[off] & 0xffff;
       const words = this.pool[off] >>> 16;
       let i = 0;
@@ -319,7 +338,7 @@ export class HolderSets {
   /** Makes scratch[0 .. n) (ascending) node `v`'s holders, in the container that fits them. */
   private store(v: number, n: number): void {
     const k = this.kind[v] & KIND_MASK;
-    if (k === LIST || k === RANGE) this.free(this.a[v], this.kind[v] >>> CLASS_SHIFT);
+    if (k === LIST || k === RANGE) this.free(this.w[2 * v], this.kind[v] >>> CLASS_SHIFT);
     const s = this.scratch;
     if (n === 0) this.kind[v] = EMPTY;
     else if (s[n - 1] < 64) {
@@ -330,15 +349,19 @@ export class HolderSets {
         else hi |= 1 << (s[i] - 32);
       }
       this.kind[v] = LOW;
-      this.a[v] = lo;
-      this.b[v] = hi;
+      this.w[2 * v] = lo;
+      this.w[2 * v + 1] = hi;
     } else if (n === 1) {
       this.kind[v] = ONE;
-      this.a[v] = s[0];
+      this.w[2 * v] = s[0];
     } else if (n === 2) {
       this.kind[v] = TWO;
-      this.a[v] = s[0];
-      this.b[v] = s[1];
+      this.w[2 * v] = s[0];
+      this.w[2 * v + 1] = s[1];
+    } else if (n === 3) {
+      this.kind[v] = THREE;
+      this.w[2 * v] = (s[0] | (s[1] << SLOT_BITS)) >>> 0;
+      this.w[2 * v + 1] = ((s[1] >>> (32 - SLOT_BITS)) | (s[2] << (2 * SLOT_BITS - 32))) >>> 0;
     } else {
       const words = spanWords(s[0], s[n - 1]);
       if (n < words) {
@@ -347,7 +370,7 @@ export class HolderSets {
         const off = this.alloc(cls);
         this.pool.set(s.subarray(0, n), off);
         this.kind[v] = LIST | (cls << CLASS_SHIFT);
-        this.a[v] = off;
+        this.w[2 * v] = off;
       } else {
         const cls = classFor(words + 1);
         const off = this.alloc(cls);
@@ -357,11 +380,20 @@ export class HolderSets {
         p[off] = (first | (words << 16)) >>> 0;
         for (let i = 0; i < n; i++) p[off + 1 + (s[i] >>> 5) - first] |= 1 << (s[i] & 31);
         this.kind[v] = RANGE | (cls << CLASS_SHIFT);
-        this.a[v] = off;
+        this.w[2 * v] = off;
       }
-      this.b[v] = n;
+      this.w[2 * v + 1] = n;
     }
     this.compactIfSparse();
+  }
+
+  /** A THREE node's slots, ascending, into out[0..2]. */
+  private unpack3(v: number, out: Uint32Array): void {
+    const a = this.w[2 * v];
+    const b = this.w[2 * v + 1];
+    out[0] = first3(a);
+    out[1] = second3(a, b);
+    out[2] = third3(b);
   }
 
   private alloc(cls: number): number {
@@ -403,8 +435,8 @@ export class HolderSets {
       const k = this.kind[v] & KIND_MASK;
       if (k !== LIST && k !== RANGE) continue;
       const size = 1 << (this.kind[v] >>> CLASS_SHIFT);
-      pool.set(this.pool.subarray(this.a[v], this.a[v] + size), top);
-      this.a[v] = top;
+      pool.set(this.pool.subarray(this.w[2 * v], this.w[2 * v] + size), top);
+      this.w[2 * v] = top;
       top += size;
     }
     this.pool = pool;
@@ -431,12 +463,12 @@ export class HolderSets {
     const k = this.kind[v] & KIND_MASK;
     if (k === LOW) {
       this.mode = W_LOW;
-      this.aw[0] = this.a[v];
-      this.aw[1] = this.b[v];
+      this.aw[0] = this.w[2 * v];
+      this.aw[1] = this.w[2 * v + 1];
       this.aLo = 0;
       this.aN = 2;
     } else if (k === RANGE) {
-      const off = this.a[v];
+      const off = this.w[2 * v];
       const words = this.pool[off] >>> 16;
       if (this.aw.length < words) this.aw = new Uint32Array(1 << (32 - Math.clz32(words - 1)));
       this.aw.set(this.pool.subarray(off + 1, off + 1 + words));
@@ -447,23 +479,25 @@ export class HolderSets {
       this.mode = W_LIST;
       this.m = n;
       const al = this.al;
-      if (k === ONE) al[0] = this.a[v];
+      if (k === ONE) al[0] = this.w[2 * v];
       else if (k === TWO) {
-        al[0] = this.a[v];
-        al[1] = this.b[v];
-      } else al.set(this.pool.subarray(this.a[v], this.a[v] + n));
+        al[0] = this.w[2 * v];
+        al[1] = this.w[2 * v + 1];
+      } else if (k === THREE) this.unpack3(v, al);
+      else al.set(this.pool.subarray(this.w[2 * v], this.w[2 * v] + n));
     }
   }
 
   /** Keeps alive only the holders of `v`; those that drop out matched `depth` blocks. False when none is left. */
   matchStep(v: number, depth: number): boolean {
-    if (this.mode === W_LOW && this.kind[v] === LOW) {
+    const k = this.kind[v];
+    if (this.mode === W_LOW && k === LOW) {
       // The usual fleet (every rank below 64): two ANDs, as the old layout did.
       const aw = this.aw;
       const x0 = aw[0];
       const x1 = aw[1];
-      const k0 = x0 & this.a[v];
-      const k1 = x1 & this.b[v];
+      const k0 = x0 & this.w[2 * v];
+      const k1 = x1 & this.w[2 * v + 1];
       if (((x0 ^ k0) | (x1 ^ k1)) !== 0) {
         this.lose((x0 ^ k0) >>> 0, 0, depth);
         this.lose((x1 ^ k1) >>> 0, 32, depth);
@@ -472,9 +506,9 @@ export class HolderSets {
       aw[1] = k1;
       return (k0 | k1) !== 0;
     }
-    if (this.mode === W_LIST && this.m === 1) {
-      // One holder left (sparse sharing, or past where the others stopped): a membership test.
-      if (this.has(v, this.al[0])) return true;
+    if (this.mode === W_LIST && this.m === 1 && k === ONE) {
+      // One holder left, one on the node (a block only one worker holds): one compare.
+      if (this.al[0] === this.w[2 * v]) return true;
       this.record(this.al[0], depth);
       this.m = 0;
       return false;
@@ -492,20 +526,42 @@ export class HolderSets {
     return this.matched;
   }
 
+  /** Every step but the fast one (kept apart so that one stays small enough to inline). */
   private stepOther(v: number, depth: number): boolean {
     if (this.mode !== W_LIST) {
       const k = this.kind[v] & KIND_MASK;
-      if (k === LOW) {
-        this.lowWords[1] = this.a[v];
-        this.lowWords[2] = this.b[v];
-        return this.andWords(this.lowWords, 1, 0, 2, depth);
-      }
+      if (k === LOW) return this.andWords(this.w, 2 * v, 0, 2, depth);
       if (k === RANGE) {
-        const off = this.a[v];
+        const off = this.w[2 * v];
         const head = this.pool[off];
         return this.andWords(this.pool, off + 1, head & 0xffff, head >>> 16, depth);
       }
       this.toList();
+    }
+    const k = this.kind[v];
+    if (k === ONE || k === TWO || k === THREE) {
+      // Sparse sharing: the node's inline slots against the few alive (repeating ONE's and TWO's last slot).
+      const a = this.w[2 * v];
+      const b = this.w[2 * v + 1];
+      const A = k === THREE ? first3(a) : a;
+      const B = k === THREE ? second3(a, b) : k === TWO ? b : a;
+      const C = k === THREE ? third3(b) : B;
+      const al = this.al;
+      let kept = 0;
+      for (let i = 0; i < this.m; i++) {
+        const s = al[i];
+        if (s === A || s === B || s === C) al[kept++] = s;
+        else this.record(s, depth);
+      }
+      this.m = kept;
+      return kept > 0;
+    }
+    if (this.m === 1) {
+      // One holder left: a membership test.
+      if (this.has(v, this.al[0])) return true;
+      this.record(this.al[0], depth);
+      this.m = 0;
+      return false;
     }
     return this.filter(v, depth);
   }
@@ -571,8 +627,8 @@ export class HolderSets {
     const al = this.al;
     const m = this.m;
     const k = this.kind[v] & KIND_MASK;
-    const A = this.a[v];
-    const B = this.b[v];
+    const A = this.w[2 * v];
+    const B = this.w[2 * v + 1];
     const p = this.pool;
     let kept = 0;
     if (k === LIST && m * 8 >= B) {
@@ -609,11 +665,10 @@ export class HolderSets {
         else this.record(s, depth);
       }
     } else {
+      // LOW (the inline kinds were handled by stepOther).
       for (let i = 0; i < m; i++) {
         const s = al[i];
-        const held =
-          k === LOW ? s < 64 && ((s < 32 ? A : B) & (1 << (s & 31))) !== 0 : k === ONE ? s === A : s === A || s === B;
-        if (held) al[kept++] = s;
+        if (this.has(v, s)) al[kept++] = s;
         else this.record(s, depth);
       }
     }
