@@ -10,9 +10,9 @@
 //   ONE    a = the slot.
 //   TWO    a < b: the two slots.
 //   THREE  three slots of SLOT_BITS bits each, packed into a and b.
-//   LIST   a = pool offset of the sorted slots, b = how many. Used while the
-//          holders are sparse: fewer of them than the words a bitset over
-//          their span would take.
+//   LIST   a = pool offset of the sorted slots, b = how many (four or more).
+//          Used while the holders are sparse: fewer of them than the words a
+//          bitset over their span would take.
 //   RANGE  a = pool offset of [first word | words << 16, bitset words...],
 //          b = how many holders. A bitset over only the words the holders
 //          span, used while dense.
@@ -26,7 +26,8 @@
 //
 // The walk keeps the holders still matching ("alive") as a bitset over a word
 // range while it comes from LOW or RANGE nodes, and as a sorted slot list
-// otherwise (or once few are left); each step costs what the smaller side has.
+// otherwise (or once few are left), so a step costs about what the smaller
+// side holds; a fleet below 64 ranks walks two words per block as before.
 
 const EMPTY = 0;
 const LOW = 1;
