@@ -22,6 +22,11 @@ export class WireReader {
     this.pos = 0;
   }
 
+  /** Drops the reference to the last message's bytes, so a reused reader does not keep them alive. */
+  release(): void {
+    this.reset(EMPTY);
+  }
+
   /** A varint ending before `end` into lo/hi; false (cursor unmoved) when irregular. */
   varint(end: number): boolean {
     const b = this.buf;

@@ -65,7 +65,6 @@ const KNOWN_CLEARED = known(AllBlocksClearedSchema);
 
 /** Thrown inside the decoder to hand the message to protobuf-es. */
 const SLOW = new Error("slow path");
-const EMPTY = new Uint8Array(0);
 
 export class IngestDecoder {
   private readonly hasher: WasmHasher | undefined;
@@ -95,7 +94,7 @@ export class IngestDecoder {
       if (err === SLOW) return undefined;
       throw err;
     } finally {
-      this.r.reset(EMPTY); // keep no reference to the message's bytes
+      this.r.release();
     }
   }
 

@@ -18,7 +18,6 @@ import { toTokenArray } from "./convert.js";
 import { countField } from "../protocols/wireCount.js";
 
 const TOKEN_IDS = 1;
-const EMPTY = new Uint8Array(0);
 
 const ALLOWED_WORKERS = 4;
 
@@ -57,7 +56,7 @@ export function decodeFindBestWorkerFast(buf: Uint8Array): FindBestWorkerRequest
   try {
     return decode(buf);
   } finally {
-    r.reset(EMPTY); // keep no reference to the request's bytes
+    r.release();
   }
 }
 
