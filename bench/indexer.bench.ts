@@ -4,6 +4,7 @@
 // memory per (block, worker) entry. Implementations compared: the compact
 // index in the main thread, the compact index on shard threads, the naive
 // Map<string, Set> baseline, and PrefixIndex (the reference model).
+import { availableParallelism } from "node:os";
 import { hashPrompt } from "../src/hashing/blockHash.js";
 import { hashPromptFast, hashPromptJs, hashPromptSequence } from "../src/hashing/prompt.js";
 import { CompactIndex } from "../src/indexer/compactIndex.js";
@@ -65,6 +66,45 @@ async function makeImpl(kind: string, shards: number, entries: number): Promise<
     findMatches: (s) => c.findMatches(s),
     close: () => c.close(),
   };
+}
+
+/**
+ * In-process ingest as threads are added: the index in this thread (the
+ * baseline), then T shard threads fed as before (each batch waits for the
+ * shards: applyBatch) and queued (applyBatchAsync: this thread writes the
+ * next batch's records while the shards apply, up to `window` batches ahead).
+ * Blocks per second, median of repeats; the core count goes beside it.
+ */
+export async function runIngestScaling(w: Workload, threads: number[], repeats: number, window = 64) {
+  const rate = async (shards: number, queued: boolean) => {
+    const rates: number[] = [];
+    for (let r = 0; r < repeats; r++) {
+      const c = await CompactIndex.create({ shards, maxBlocks: w.storedBlocks });
+      gc();
+      const t0 = process.hrtime.bigint();
+      if (!queued) {
+        for (let i = 0; i < w.events.length; i += BATCH) c.applyBatch(toEventBatch(w.events.slice(i, i + BATCH)));
+      } else {
+        const inFlight: Promise<unknown>[] = [];
+        for (let i = 0; i < w.events.length; i += BATCH) {
+          if (inFlight.length >= window) await inFlight.shift();
+          inFlight.push(c.applyBatchAsync(toEventBatch(w.events.slice(i, i + BATCH))));
+        }
+        await Promise.all(inFlight);
+      }
+      rates.push(w.storedBlocks / (usSince(t0) / 1e6));
+      await c.close();
+    }
+    return median(rates);
+  };
+  const inThread = await rate(0, false);
+  const rows: Record<string, unknown>[] = [];
+  for (const t of threads) {
+    const waiting = await rate(t, false);
+    const queued = await rate(t, true);
+    rows.push({ threads: t, waitingBlocksPerSec: waiting, queuedBlocksPerSec: queued, queuedVsInThread: queued / inThread, queuedVsWaiting: queued / waiting });
+  }
+  return { cores: availableParallelism(), batchEvents: BATCH, window, inThreadBlocksPerSec: inThread, rows };
 }
 
 export const IMPLS = ["compact", "compact-grown", "compact-1-thread", "compact-N-threads", "naive", "reference"] as const;

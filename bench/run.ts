@@ -10,7 +10,7 @@ import { runDynamoZmqBench } from "./dynamoZmq.bench.js";
 import { runE2eBench } from "./findBestWorker.bench.js";
 import { holderRows, runDefaultFleetAB, runFleetBench } from "./holders.bench.js";
 import { runIngestBench } from "./ingest.bench.js";
-import { runIndexBench, runSteadyBench } from "./indexer.bench.js";
+import { runIndexBench, runIngestScaling, runSteadyBench } from "./indexer.bench.js";
 import { runTierBench } from "./tiers.bench.js";
 import { TRACE, mooncake, randomPrefix } from "./workload.js";
 
@@ -33,6 +33,10 @@ const index = await runIndexBench(workloads, {
   steadyMs: smoke ? 200 : 2000,
   steadyEventsPerSec: 200_000,
 });
+/** Thread counts for the scaling tables: 1, 2, 4, ... up to the cores (at least 4, to show oversubscription). */
+const threadCounts = [1, 2, 4, 8, 16].filter((t) => t <= Math.max(4, availableParallelism()));
+log(`in-process ingest by threads (${threadCounts.join(", ")}; ${availableParallelism()} cores)`);
+const ingestScaling = await runIngestScaling(workloads[0], smoke ? [1, 2] : threadCounts, smoke ? 1 : 3);
 log("end-to-end FindBestWorker benchmark");
 const e2e = await runE2eBench(workloads[0], {
   calls: smoke ? 200 : 2000,
@@ -83,6 +87,7 @@ const results = {
   entries,
   shardThreads: shards,
   index,
+  ingestScaling,
   steadyIngest: steady,
   e2e,
   dynamoZmq,
@@ -115,6 +120,15 @@ for (const [name, r] of Object.entries(index) as [string, any][]) {
   }
   const mem = r.memory as Record<string, any>;
   for (const [k, v] of Object.entries(mem)) rows.push([name, "bytes per (block, worker) entry", k, f(v.bytesPerEntry, 1), `RSS ${f(v.rssMB)} MB`]);
+}
+for (const r of ingestScaling.rows as any[]) {
+  rows.push([
+    `in-process, ${ingestScaling.cores} cores`,
+    "ingest blocks/s: queued | waiting",
+    `${r.threads} shard thread${r.threads === 1 ? "" : "s"}`,
+    `${f(r.queuedBlocksPerSec)} | ${f(r.waitingBlocksPerSec)}`,
+    `${f(r.queuedVsInThread, 2)}x in-thread (${f(ingestScaling.inThreadBlocksPerSec)})`,
+  ]);
 }
 for (const [k, v] of Object.entries(steady as Record<string, any>)) {
   rows.push(["steady", "query wait @200k ev/s p50/p99/max us", k, `${f(v.waitUs.p50, 0)} / ${f(v.waitUs.p99, 0)} / ${f(v.waitUs.max, 0)}`, `${f(v.eventsPerSec)} ev/s applied`]);

@@ -3,6 +3,9 @@
 // order; an invalid message ends the stream with the same INVALID_ARGUMENT
 // as before and nothing from it or after it is applied; messages the hot
 // path hands back (multimodal hashes) are decoded by protobuf-es and agree.
+// With index shard threads the applies are pipelined (queued to the shards
+// while the next message decodes): the same answers, and a refused message
+// still changes nothing.
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { status } from "@grpc/grpc-js";
@@ -12,11 +15,20 @@ import { type TestRouter, startTestRouter } from "./support/router.js";
 const B = 64;
 const tokens = (seed: number, blocks: number) => Array.from({ length: blocks * B }, (_, i) => (seed * 7919 + i * 31) % 120_000);
 
-for (const ingestThreads of [0, 2]) {
-  describe(`IngestKvEvents (${ingestThreads === 0 ? "decoded on the main thread" : `${ingestThreads} decoder threads`})`, () => {
+const SETUPS = [
+  { ingestThreads: 0, indexerShards: 0 },
+  { ingestThreads: 2, indexerShards: 0 },
+  { ingestThreads: 0, indexerShards: 2 },
+  { ingestThreads: 2, indexerShards: 2 },
+];
+
+for (const { ingestThreads, indexerShards } of SETUPS) {
+  const decoded = ingestThreads === 0 ? "decoded on the main thread" : `${ingestThreads} decoder threads`;
+  const applied = indexerShards === 0 ? "" : `, applies pipelined to ${indexerShards} index shards`;
+  describe(`IngestKvEvents (${decoded}${applied})`, () => {
     let r: TestRouter;
     before(async () => {
-      r = await startTestRouter({ blockSize: B }, { ingestThreads });
+      r = await startTestRouter({ blockSize: B }, { ingestThreads, indexerShards });
     });
     after(() => r.close());
 

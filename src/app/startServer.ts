@@ -182,7 +182,9 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
         throw err;
       })
     : undefined;
-  let handlers = kvRouterHandlers(router, metrics, methods, { maxConcurrentDumps: opts.maxConcurrentDumps }, pool, tracing);
+  // With shard threads the index applies ingest batches while this thread decodes the next ones.
+  const ingest = { pool, pipelined: (opts.indexerShards ?? 0) > 0 };
+  let handlers = kvRouterHandlers(router, metrics, methods, { maxConcurrentDumps: opts.maxConcurrentDumps }, ingest, tracing);
   const tokenPolicy = { approximate: !opts.router.useKvEvents, authReads: opts.authReads ?? false };
   if (opts.authToken) {
     handlers = requireToken(handlers, opts.authToken, (method) => metrics.tokenRefused(method), tokenPolicy);

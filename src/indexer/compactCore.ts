@@ -230,8 +230,12 @@ export class CompactCore {
     for (let i = 0, o = 0; i < count; i++, o += recordWords(w, o)) out[i] = this.applyOne(w, o);
   }
 
-  /** Result: outcome | gap << 2 | unknownRemovals << 3; for OP_REMOVE_WORKER the blocks dropped. */
-  private applyOne(w: Uint32Array, o: number): number {
+  /**
+   * Applies the one record at word `o` (a shard thread applying a queued
+   * batch answers queries between records). Result: outcome | gap << 2 |
+   * unknownRemovals << 3; for OP_REMOVE_WORKER the blocks dropped.
+   */
+  applyOne(w: Uint32Array, o: number): number {
     const op = w[o];
     const slot = w[o + 1];
     const st = this.slots;

@@ -71,6 +71,8 @@ export class CompactIndex implements KvIndex {
   /** Bumped on every change to byKey's keys (KvIndex.workerSetVersion). */
   workerSetVersion = 0;
   private readonly freeSlots: number[] = [];
+  /** Keys first named by queued batches whose results are not all in: their slot, and how many such chunks name them. */
+  private readonly inFlight = new Map<string, { slot: number; batches: number }>();
   /** workerId -> [shard, number of slots (known or pending) it has there]. */
   private readonly shardOf = new Map<bigint, { shard: number; slots: number }>();
   private readonly workersPerShard: number[];
@@ -120,6 +122,81 @@ export class CompactIndex implements KvIndex {
     return results;
   }
 
+  /**
+   * Applies events in order like applyBatch(), without waiting here for shard
+   * threads: their records are queued and the results arrive later, so the
+   * caller can decode the next batch meanwhile. Batches apply in the order
+   * they are submitted, also relative to every synchronous call. A refusal
+   * (no worker slots) is thrown by this call, before anything is queued.
+   */
+  applyBatchAsync(batch: EventBatch, restore = false): Promise<ApplyResult[]> {
+    this.ensureRoomFor(batch); // throws here, before anything is queued
+    const results: ApplyResult[] = new Array(batch.count);
+    const parts: Promise<void>[] = [];
+    for (let start = 0; start < batch.count; start += MAX_BATCH_EVENTS) {
+      parts.push(this.submitChunk(batch, start, Math.min(batch.count, start + MAX_BATCH_EVENTS), restore, results));
+    }
+    return Promise.all(parts).then(() => results);
+  }
+
+  private submitChunk(batch: EventBatch, from: number, to: number, restore: boolean, results: ApplyResult[]): Promise<void> {
+    for (const w of this.writers) w.reset();
+    const where = new Int32Array((to - from) * 2);
+    /** Worker keys this chunk holds an in-flight claim on. */
+    const claims = new Set<string>();
+    const ev = batch.events;
+    for (let i = from; i < to; i++) {
+      const o = i * EVENT_WORDS;
+      const key = batchKeyString(ev, o);
+      let slot = this.byKey.get(key);
+      if (slot === undefined) {
+        slot = this.claimInFlight(key, () => ({ workerId: u64(ev[o + E_WORKER_LO], ev[o + E_WORKER_HI]), dpRank: ev[o + E_DP_RANK] }), claims);
+      }
+      const shard = this.bySlot[slot]!.shard;
+      const w = this.writers[shard];
+      where[2 * (i - from)] = shard;
+      where[2 * (i - from) + 1] = w.count;
+      w.batchEvent(batch, i, slot, this.clock, restore);
+      this.clock += stampsOf(batch, i);
+    }
+    return this.backend.submit(this.writers.map((w) => (w.count > 0 ? w : undefined))).then(
+      (outs) => {
+        for (let i = from; i < to; i++) results[i] = resultOf(outs[where[2 * (i - from)]][where[2 * (i - from) + 1]]);
+        this.releaseClaims(claims);
+        this.evictOverflow();
+      },
+      (err: unknown) => {
+        this.releaseClaims(claims);
+        throw err;
+      },
+    );
+  }
+
+  /** The slot of a worker key not yet known: shared by every queued batch naming it until the last one's results are in. */
+  private claimInFlight(key: string, keyOf: () => WorkerKey, claims: Set<string>): number {
+    let f = this.inFlight.get(key);
+    if (f === undefined) {
+      const pending = new Map<string, number>();
+      f = { slot: this.slotForKey(key, keyOf, pending), batches: 0 };
+      this.inFlight.set(key, f);
+    }
+    if (!claims.has(key)) {
+      claims.add(key);
+      f.batches++;
+    }
+    return f.slot;
+  }
+
+  /** A queued chunk's results are in: a key no queued chunk names any more becomes known, or its slot is freed. */
+  private releaseClaims(claims: Set<string>): void {
+    for (const key of claims) {
+      const f = this.inFlight.get(key)!;
+      if (--f.batches > 0) continue;
+      this.inFlight.delete(key);
+      this.settle(new Map([[key, f.slot]]));
+    }
+  }
+
   private applyChunk(batch: EventBatch, from: number, to: number, restore: boolean, results: ApplyResult[]): void {
     for (const w of this.writers) w.reset();
     const where = new Int32Array((to - from) * 2);
@@ -140,13 +217,7 @@ export class CompactIndex implements KvIndex {
       this.clock += stampsOf(batch, i);
     }
     const outs = this.backend.apply(this.writers.map((w) => (w.count > 0 ? w : undefined)));
-    for (let i = from; i < to; i++) {
-      const code = outs[where[2 * (i - from)]][where[2 * (i - from) + 1]];
-      results[i] = {
-        outcome: OUTCOMES[code & 3],
-        notes: { gap: (code & 4) !== 0, unknownRemovals: code >>> 3 },
-      };
-    }
+    for (let i = from; i < to; i++) results[i] = resultOf(outs[where[2 * (i - from)]][where[2 * (i - from) + 1]]);
     this.settle(pending);
     this.evictOverflow();
   }
@@ -169,8 +240,10 @@ export class CompactIndex implements KvIndex {
   }
 
   storeRouted(worker: WorkerKey, sequenceHashes: readonly bigint[]): void {
-    if (this.byKey.size >= this.capacity && !this.byKey.has(workerKeyString(worker))) {
-      throw new IndexCapacityError(this.capacity, this.byKey.size, 1);
+    const key = workerKeyString(worker);
+    const known = this.byKey.size + this.inFlight.size;
+    if (known >= this.capacity && !this.byKey.has(key) && !this.inFlight.has(key)) {
+      throw new IndexCapacityError(this.capacity, known, 1);
     }
     const pending = new Map<string, number>();
     const slot = this.slotFor(worker, pending);
@@ -181,7 +254,7 @@ export class CompactIndex implements KvIndex {
   }
 
   removeRouted(worker: WorkerKey, sequenceHashes: readonly bigint[]): void {
-    const slot = this.byKey.get(workerKeyString(worker));
+    const slot = this.slotOf(workerKeyString(worker));
     if (slot === undefined) return;
     this.routed(OP_REMOVE_ROUTED, slot, this.bySlot[slot]!.shard, worker, sequenceHashes);
   }
@@ -235,7 +308,7 @@ export class CompactIndex implements KvIndex {
    * each worker is consistent with its own event cursor.
    */
   sequenceHashOf(worker: WorkerKey, externalHash: bigint): bigint | undefined {
-    const slot = this.byKey.get(workerKeyString(worker));
+    const slot = this.slotOf(workerKeyString(worker));
     if (slot === undefined) return undefined;
     const lo = Number(externalHash & 0xffffffffn);
     const hi = Number(externalHash >> 32n);
@@ -297,6 +370,11 @@ export class CompactIndex implements KvIndex {
 
   // ---- internals -------------------------------------------------------
 
+  /** The slot of a known worker key, or of one first named by batches still queued. */
+  private slotOf(key: string): number | undefined {
+    return this.byKey.get(key) ?? this.inFlight.get(key)?.slot;
+  }
+
   private routed(op: number, slot: number, shard: number, worker: WorkerKey, hashes: readonly bigint[]): void {
     for (const w of this.writers) w.reset();
     this.writers[shard].hashes(op, slot, worker, hashes, this.clock);
@@ -306,14 +384,15 @@ export class CompactIndex implements KvIndex {
 
   /** Throws IndexCapacityError, before anything is applied, when `batch` names more new pairs than there are free slots. */
   private ensureRoomFor(batch: EventBatch): void {
-    const free = this.capacity - this.byKey.size;
+    const known = this.byKey.size + this.inFlight.size;
+    const free = this.capacity - known;
     if (batch.count <= free) return;
     const fresh = new Set<string>();
     for (let i = 0; i < batch.count; i++) {
       const key = batchKeyString(batch.events, i * EVENT_WORDS);
-      if (!this.byKey.has(key)) fresh.add(key);
+      if (!this.byKey.has(key) && !this.inFlight.has(key)) fresh.add(key);
     }
-    if (fresh.size > free) throw new IndexCapacityError(this.capacity, this.byKey.size, fresh.size);
+    if (fresh.size > free) throw new IndexCapacityError(this.capacity, known, fresh.size);
   }
 
   /** The slot of a worker key; a new key gets a pending slot that settle() keeps or frees. */
@@ -322,7 +401,7 @@ export class CompactIndex implements KvIndex {
   }
 
   private slotForKey(k: string, keyOf: () => WorkerKey, pending: Map<string, number>): number {
-    const known = this.byKey.get(k) ?? pending.get(k);
+    const known = this.byKey.get(k) ?? pending.get(k) ?? this.inFlight.get(k)?.slot;
     if (known !== undefined) return known;
     const key = keyOf();
     let placed = this.shardOf.get(key.workerId);
@@ -390,6 +469,10 @@ export class CompactIndex implements KvIndex {
       this.evictions += this.backend.evictThrough(stamps[Math.min(want, stamps.length) - 1]);
     }
   }
+}
+
+function resultOf(code: number): ApplyResult {
+  return { outcome: OUTCOMES[code & 3], notes: { gap: (code & 4) !== 0, unknownRemovals: code >>> 3 } };
 }
 
 /** workerKeyString() of the event at word `o`, without a bigint for the usual ids below 2^32. */

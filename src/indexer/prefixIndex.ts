@@ -32,6 +32,10 @@ export class PrefixIndex implements KvIndex {
     return eventsOf(batch).map((e) => this.apply(e, restore));
   }
 
+  applyBatchAsync(batch: EventBatch, restore = false): Promise<ApplyResult[]> {
+    return Promise.resolve(this.applyBatch(batch, restore));
+  }
+
   /** One event, as applyBatch() applies it (the reference form tests and benchmarks call directly). */
   apply(event: IndexEvent, restore = false): ApplyResult {
     const notes = { unknownRemovals: 0, gap: false };

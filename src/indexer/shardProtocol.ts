@@ -4,10 +4,24 @@
 // notifies; the shard answers in place, bumps the response seq and notifies.
 // Rare, bulky answers (dumps, node lists) travel on a MessagePort that the
 // waiting side drains synchronously with receiveMessageOnPort.
+//
+// Queued applies (the ingest path) do not wait: the caller transfers a
+// batch's records on the queue port and rings the doorbell; the shard applies
+// queued batches in order and posts each batch's results on the result port.
+// A shard serves a find between two records of a queued batch (queries do
+// not wait for ingest); every other request first applies everything queued
+// before it, so a removal, eviction or dump is ordered after earlier batches.
 export const CTL_REQ = 0;
 export const CTL_RES = 1;
 /** Set by a shard whose request failed; the error text waits on the port. */
 export const CTL_ERROR = 2;
+/**
+ * The doorbell: bumped (and notified) for every sync request and every
+ * queued batch, so an idle shard sleeps on this one word whatever wakes it.
+ */
+export const CTL_BELL = 3;
+/** Words of the control buffer. */
+export const CTL_WORDS = 4;
 
 export const REQ_APPLY = 1;
 export const REQ_FIND = 2;
@@ -25,6 +39,20 @@ export const REQ_HEADER = 4;
 
 export const INITIAL_REQ_BYTES = 1 << 20;
 export const INITIAL_RES_BYTES = 1 << 20;
+
+/** A queued batch (main thread to shard, records transferred). */
+export interface QueuedBatch {
+  id: number;
+  words: Uint32Array;
+  count: number;
+}
+
+/** A queued batch's answer: one result word per record, or the error that stopped it. */
+export interface QueuedResult {
+  id: number;
+  out?: Int32Array;
+  error?: string;
+}
 
 export interface ShardThreadData {
   ctl: SharedArrayBuffer;

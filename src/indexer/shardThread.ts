@@ -1,10 +1,13 @@
 // Entry point of a shard thread: one CompactCore serving requests from the
-// main thread through shared memory (see shardProtocol.ts). It blocks in
-// Atomics.wait between requests, so an idle shard costs no CPU.
+// main thread through shared memory, and applying queued batches (see
+// shardProtocol.ts). It blocks in Atomics.wait on the doorbell when it has
+// nothing to do, so an idle shard costs no CPU.
 import { type MessagePort, parentPort, receiveMessageOnPort, workerData } from "node:worker_threads";
 import { getHeapStatistics } from "node:v8";
 import { CompactCore, SlotTable } from "./compactCore.js";
+import { recordWords } from "./records.js";
 import {
+  CTL_BELL,
   CTL_ERROR,
   CTL_REQ,
   CTL_RES,
@@ -19,10 +22,12 @@ import {
   REQ_STATS,
   REQ_STOP,
   REQ_SWAP_BUFFERS,
+  type QueuedBatch,
+  type QueuedResult,
   type ShardThreadData,
 } from "./shardProtocol.js";
 
-const data = workerData as ShardThreadData & { port: MessagePort };
+const data = workerData as ShardThreadData & { port: MessagePort; queue: MessagePort; results: MessagePort };
 const ctl = new Int32Array(data.ctl);
 let req = new Uint32Array(data.req);
 let reqF64 = new Float64Array(data.req);
@@ -92,12 +97,14 @@ function serve(op: number): boolean {
   }
 }
 
+/** Records applied between two looks for a waiting find. */
+const FIND_CHECK_EVERY = 16;
+
 let seen = 0;
-parentPort?.postMessage("ready");
-for (;;) {
-  Atomics.wait(ctl, CTL_REQ, seen);
-  const seq = Atomics.load(ctl, CTL_REQ);
-  if (seq === seen) continue;
+let running = true;
+
+/** Answers the pending sync request (its seq is `seq`); false once told to stop. */
+function answer(seq: number): boolean {
   seen = seq;
   let more = true;
   try {
@@ -109,6 +116,59 @@ for (;;) {
   }
   Atomics.store(ctl, CTL_RES, seq);
   Atomics.notify(ctl, CTL_RES);
-  if (!more) break;
+  return more;
+}
+
+/** Serves a find that arrived while a queued batch is applied (nothing else may overtake the queue). */
+function findBetweenRecords(): void {
+  const seq = Atomics.load(ctl, CTL_REQ);
+  if (seq !== seen && req[0] === REQ_FIND) answer(seq);
+}
+
+/** Applies one queued batch, record by record, and posts its results. */
+function applyQueued({ id, words, count }: QueuedBatch): void {
+  const reply: QueuedResult = { id };
+  try {
+    const out = new Int32Array(count);
+    for (let i = 0, o = 0; i < count; i++, o += recordWords(words, o)) {
+      if (i % FIND_CHECK_EVERY === 0) findBetweenRecords();
+      out[i] = core.applyOne(words, o);
+    }
+    reply.out = out;
+  } catch (err) {
+    reply.error = String((err as Error)?.stack ?? err);
+  }
+  if (reply.out) data.results.postMessage(reply, [reply.out.buffer as ArrayBuffer]);
+  else data.results.postMessage(reply);
+}
+
+/** Applies every batch queued so far; false when the queue was empty. */
+function drainQueue(): boolean {
+  let any = false;
+  for (let m = receiveMessageOnPort(data.queue); m !== undefined; m = receiveMessageOnPort(data.queue)) {
+    applyQueued(m.message as QueuedBatch);
+    any = true;
+  }
+  return any;
+}
+
+parentPort?.postMessage("ready");
+while (running) {
+  const bell = Atomics.load(ctl, CTL_BELL);
+  const seq = Atomics.load(ctl, CTL_REQ);
+  if (seq !== seen) {
+    // Every request but a find comes after the batches queued before it.
+    if (req[0] !== REQ_FIND) drainQueue();
+    running = answer(seq);
+    continue;
+  }
+  const m = receiveMessageOnPort(data.queue);
+  if (m !== undefined) {
+    applyQueued(m.message as QueuedBatch);
+    continue;
+  }
+  Atomics.wait(ctl, CTL_BELL, bell);
 }
 data.port.close();
+data.queue.close();
+data.results.close();

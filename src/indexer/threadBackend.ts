@@ -4,12 +4,21 @@
 // that fans out (apply, find, evict) wakes every shard first and then waits,
 // so shards work in parallel. Because each call returns only once the shards
 // have answered, a query always sees every event applied before it.
+//
+// submit() is the ingest path's apply that does not wait: each shard's
+// records are transferred to its queue, and the results come back as a
+// message, so this thread decodes the next batch while shards apply this one.
+// The consistency rule: a query sees every batch whose results came back
+// before the query was made (a shard applies in queue order and answers a
+// find only between two records); every other call waits for the batches
+// queued before it.
 import { type MessagePort, MessageChannel, type Worker, receiveMessageOnPort } from "node:worker_threads";
 import { siblingModule, startThread } from "../util/threads.js";
 import { SlotTable } from "./compactCore.js";
 import { u64 } from "../protocols/eventBatch.js";
 import type { ShardBackend, ShardStats } from "./shardBackend.js";
 import {
+  CTL_BELL,
   CTL_ERROR,
   CTL_REQ,
   CTL_RES,
@@ -26,12 +35,19 @@ import {
   REQ_STATS,
   REQ_STOP,
   REQ_SWAP_BUFFERS,
+  CTL_WORDS,
+  type QueuedBatch,
+  type QueuedResult,
   type ShardThreadData,
 } from "./shardProtocol.js";
 
 interface Shard {
   worker: Worker;
   port: MessagePort;
+  /** Queued batches go out here... */
+  queue: MessagePort;
+  /** ...and their results come back here. */
+  results: MessagePort;
   ctl: Int32Array;
   req: Uint32Array;
   reqF64: Float64Array;
@@ -45,6 +61,9 @@ export class ThreadBackend implements ShardBackend {
   readonly slots: SlotTable;
   private readonly list: Shard[] = [];
   private closed = false;
+  private nextBatch = 0;
+  /** Queued batches per shard awaiting results: id -> settle. */
+  private readonly waiting = new Map<number, { resolve(out: Int32Array): void; reject(err: Error): void }>();
 
   private constructor(
     readonly shards: number,
@@ -59,10 +78,12 @@ export class ThreadBackend implements ShardBackend {
     const started: Promise<void>[] = [];
     for (let i = 0; i < shards; i++) {
       const { port1, port2 } = new MessageChannel();
-      const ctl = new SharedArrayBuffer(16);
+      const queue = new MessageChannel();
+      const results = new MessageChannel();
+      const ctl = new SharedArrayBuffer(CTL_WORDS * 4);
       const req = new SharedArrayBuffer(INITIAL_REQ_BYTES);
       const res = new SharedArrayBuffer(INITIAL_RES_BYTES);
-      const data: ShardThreadData & { port: MessagePort } = {
+      const data: ShardThreadData & { port: MessagePort; queue: MessagePort; results: MessagePort } = {
         ctl,
         req,
         res,
@@ -70,10 +91,12 @@ export class ThreadBackend implements ShardBackend {
         maxSlots,
         initialEntries,
         port: port2,
+        queue: queue.port2,
+        results: results.port1,
       };
       const worker = startThread(siblingModule(import.meta.url, "shardThread"), {
         workerData: data,
-        transferList: [port2],
+        transferList: [port2, queue.port2, results.port1],
         name: `kv-index-shard-${i}`,
       });
       started.push(
@@ -83,9 +106,13 @@ export class ThreadBackend implements ShardBackend {
           worker.once("error", reject);
         }),
       );
+      results.port2.on("message", (m: QueuedResult) => backend.settleQueued(m));
+      results.port2.unref();
       backend.list.push({
         worker,
         port: port1,
+        queue: queue.port1,
+        results: results.port2,
         ctl: new Int32Array(ctl),
         req: new Uint32Array(req),
         reqF64: new Float64Array(req),
@@ -122,6 +149,34 @@ export class ThreadBackend implements ShardBackend {
       outs[i] = s.res.slice(0, b.count);
     });
     return outs;
+  }
+
+  submit(batches: readonly ({ words: Uint32Array; length: number; count: number } | undefined)[]): Promise<Int32Array[]> {
+    if (this.closed) return Promise.reject(new Error("sharded index is closed"));
+    // Results pending keep the process alive (an idle index does not).
+    if (this.waiting.size === 0) for (const s of this.list) s.results.ref();
+    return Promise.all(
+      this.list.map((s, i) => {
+        const b = batches[i];
+        if (b === undefined || b.count === 0) return new Int32Array(0);
+        const id = this.nextBatch++;
+        const batch: QueuedBatch = { id, words: b.words.slice(0, b.length), count: b.count };
+        const done = new Promise<Int32Array>((resolve, reject) => this.waiting.set(id, { resolve, reject }));
+        s.queue.postMessage(batch, [batch.words.buffer as ArrayBuffer]);
+        this.ring(s);
+        return done;
+      }),
+    );
+  }
+
+  /** A queued batch's results came back. */
+  private settleQueued(m: QueuedResult): void {
+    const w = this.waiting.get(m.id);
+    if (w === undefined) return;
+    this.waiting.delete(m.id);
+    if (this.waiting.size === 0) for (const s of this.list) s.results.unref();
+    if (m.out !== undefined) w.resolve(m.out);
+    else w.reject(new Error(`index shard failed: ${m.error ?? "unknown error"}`));
   }
 
   find(hashes: Uint32Array, n: number, hit: (slot: number, depth: number) => void): void {
@@ -216,7 +271,13 @@ export class ThreadBackend implements ShardBackend {
       this.send(s, REQ_STOP);
       this.wait(s);
       s.port.close();
+      s.queue.close();
     }
+    // The stop request applied everything queued first, so each result is in: let them land, then close.
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    for (const s of this.list) s.results.close();
+    for (const w of this.waiting.values()) w.reject(new Error("sharded index is closed"));
+    this.waiting.clear();
     await Promise.all(this.list.map((s) => s.worker.terminate()));
   }
 
@@ -225,7 +286,13 @@ export class ThreadBackend implements ShardBackend {
     s.req[0] = op;
     s.seq = (s.seq + 1) | 0;
     Atomics.store(s.ctl, CTL_REQ, s.seq);
-    Atomics.notify(s.ctl, CTL_REQ);
+    this.ring(s);
+  }
+
+  /** Wakes a shard for new work (a request or a queued batch). */
+  private ring(s: Shard): void {
+    Atomics.add(s.ctl, CTL_BELL, 1);
+    Atomics.notify(s.ctl, CTL_BELL);
   }
 
   private wait(s: Shard): void {

@@ -47,6 +47,15 @@ export interface KvIndex {
    * throws IndexCapacityError and changes nothing.
    */
   applyBatch(batch: EventBatch, restore?: boolean): ApplyResult[];
+  /**
+   * applyBatch() for the ingest path: an index with threads queues the batch
+   * and resolves once it is applied, so the caller is free meanwhile. Batches
+   * apply in the order they are submitted, also relative to every other call;
+   * a query sees every batch whose promise resolved before the query was made.
+   * A capacity refusal is thrown by the call itself (not through the promise),
+   * before anything is queued, so a caller stops at once.
+   */
+  applyBatchAsync(batch: EventBatch, restore?: boolean): Promise<ApplyResult[]>;
   /** Per worker (keyed by workerKeyString), the number of leading blocks held. */
   findMatches(sequenceHashes: readonly bigint[]): Overlaps;
   /** Indexes a routed prompt on a worker without an event (approximate mode). */

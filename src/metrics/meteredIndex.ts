@@ -27,6 +27,10 @@ export class MeteredIndex implements KvIndex {
     return this.countAll(this.inner.applyBatch(batch, restore), (i) => eventAt(batch, i));
   }
 
+  applyBatchAsync(batch: EventBatch, restore?: boolean): Promise<ApplyResult[]> {
+    return this.inner.applyBatchAsync(batch, restore).then((results) => this.countAll(results, (i) => eventAt(batch, i)));
+  }
+
   /**
    * Counts a batch's results: the common case (all applied, no anomaly) is one
    * counter increment per batch, not one labelled lookup per event (the ingest hot path).

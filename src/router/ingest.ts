@@ -22,13 +22,18 @@ function cursorOnly(e: IndexEvent): IndexEvent {
 /** The flag that sets the index's (worker, dp_rank) capacity, named in refusals. */
 export const WORKER_RANKS_FLAG = "--max-worker-ranks";
 
+/** An index out of worker slots as RESOURCE_EXHAUSTED naming the flag; any other error as it is. */
+function capacityRefusal(err: unknown): unknown {
+  if (!(err instanceof IndexCapacityError)) return err;
+  return new RouterError("resource_exhausted", `${err.message}; nothing was applied (raise the limit with ${WORKER_RANKS_FLAG})`);
+}
+
 /** Runs an index operation; an index out of worker slots becomes RESOURCE_EXHAUSTED naming the flag. */
 export function withIndexCapacity<T>(op: () => T): T {
   try {
     return op();
   } catch (err) {
-    if (!(err instanceof IndexCapacityError)) throw err;
-    throw new RouterError("resource_exhausted", `${err.message}; nothing was applied (raise the limit with ${WORKER_RANKS_FLAG})`);
+    throw capacityRefusal(err);
   }
 }
 
@@ -62,6 +67,19 @@ export function applyEventBatch(index: KvIndex, lowerTiers: LowerTiers, batch: E
   return summarize(withIndexCapacity(() => index.applyBatch(batch, restore)), (i) => eventAt(batch, i));
 }
 
+/**
+ * applyEventBatch() that does not wait for index threads (the gRPC ingest
+ * path): the index applies batches in submission order, so the caller may
+ * submit the next one before this one resolves. A batch with a clear, which
+ * also touches the lower tiers, applies synchronously (after those queued).
+ * Throws, as applyEventBatch() does, when the batch is refused.
+ */
+export function applyEventBatchAsync(index: KvIndex, lowerTiers: LowerTiers, batch: EventBatch, restore = false): Promise<IngestSummary> {
+  if (hasCleared(batch)) return Promise.resolve(applyEvents(index, lowerTiers, eventsOf(batch), restore));
+  // A refusal is thrown here, before anything is queued, as applyEventBatch() throws it.
+  const applying = withIndexCapacity(() => index.applyBatchAsync(batch, restore));
+  return applying.then((results) => summarize(results, (i) => eventAt(batch, i)));
+}
 
 /** Counts outcomes; lists the first rejections (eventOf builds an event only for those). */
 function summarize(results: readonly ApplyResult[], eventOf: (i: number) => IndexEvent): IngestSummary {

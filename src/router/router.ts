@@ -38,7 +38,7 @@ import {
   DYNAMO_DEFAULT_MAX_BATCHED_TOKENS,
   DEFAULT_TTFT_DECODE_SLOWDOWN_PER_BLOCK,
 } from "./types.js";
-import { WORKER_RANKS_FLAG, applyEventBatch, applyEvents, withIndexCapacity } from "./ingest.js";
+import { WORKER_RANKS_FLAG, applyEventBatch, applyEventBatchAsync, applyEvents, withIndexCapacity } from "./ingest.js";
 
 /** Candidate workers and their key strings, index for index. */
 interface Candidates {
@@ -326,6 +326,11 @@ export class KvRouter {
   /** Same as applyEvents() on a flat batch (the gRPC ingest path). */
   applyEventBatch(batch: EventBatch, restore = false): IngestSummary {
     return applyEventBatch(this.index, this.lowerTiers, batch, restore);
+  }
+
+  /** applyEventBatch() that lets index threads apply while the caller goes on (see KvIndex.applyBatchAsync). */
+  applyEventBatchAsync(batch: EventBatch, restore = false): Promise<IngestSummary> {
+    return applyEventBatchAsync(this.index, this.lowerTiers, batch, restore);
   }
 
   /** Stored events that rebuild the index, every tier (see DumpIndex). */

@@ -1,6 +1,8 @@
 // IngestKvEvents: a client stream of KV events, decoded by the hot-path decoder
 // (on this thread or on decoder threads) and applied in stream order; the
 // first invalid message ends the stream, and nothing from or after it applies.
+// With index shard threads the applies are pipelined: a message is queued to
+// the shards and the next one decoded while they apply it.
 import { create } from "@bufbuild/protobuf";
 import { type ServerReadableStream, type sendUnaryData, status } from "@grpc/grpc-js";
 import { IngestKvEventsResponseSchema } from "../../gen/kvrouter/v1/router_pb.js";
@@ -30,8 +32,15 @@ const MAX_IN_FLIGHT_BYTES = 64 * 1024 * 1024;
  */
 const APPLY_TURN_MS = 2;
 
-/** The IngestKvEvents handler; `pool`: decoder threads (undefined: decode on this thread). */
-export function ingestKvEventsHandler(router: KvRouter, metrics: RouterMetrics, pool?: IngestPool) {
+export interface IngestOptions {
+  /** Decoder threads (undefined: decode on this thread). */
+  pool?: IngestPool;
+  /** The index has shard threads: queue applies to them instead of waiting for each (KvIndex.applyBatchAsync). */
+  pipelined?: boolean;
+}
+
+/** The IngestKvEvents handler. */
+export function ingestKvEventsHandler(router: KvRouter, metrics: RouterMetrics, { pool, pipelined = false }: IngestOptions = {}) {
   const failure = (method: string, err: unknown) => failureOf(metrics, method, err);
   const { blockSize } = router.config;
   /** Workers already warned about a block-size mismatch: one warning per (worker, dp_rank), however many events. */
@@ -80,59 +89,92 @@ export function ingestKvEventsHandler(router: KvRouter, metrics: RouterMetrics, 
         }),
       );
     };
-    /** Applies one decoded message, or ends the stream with the message's error. */
+    const count = (summary: ReturnType<KvRouter["applyEvents"]>) => {
+      total.applied += BigInt(summary.applied);
+      total.rejected += BigInt(summary.rejected);
+      for (const r of summary.rejections) if (total.rejections.length < 100) total.rejections.push(r);
+    };
+    /** Applies queued to index threads whose results are not in yet. */
+    const queued = new Set<Promise<void>>();
     // Received messages still apply after the client goes away; nothing applies after an invalid one.
     let rejected = false;
-    const apply = (where: string, decode: () => Decoded) => {
-      if (rejected) return;
-      try {
-        const decoded = decode();
-        // The index refuses a message it has no worker slots for before applying any of it.
-        const summary =
-          "events" in decoded ? router.applyEvents(decoded.events, decoded.restore) : router.applyEventBatch(decoded.batch, decoded.restore);
-        total.applied += BigInt(summary.applied);
-        total.rejected += BigInt(summary.rejected);
-        for (const r of summary.rejections) if (total.rejections.length < 100) total.rejections.push(r);
-      } catch (err) {
-        rejected = true;
-        metrics.events.inc({ outcome: "invalid" });
-        if (err instanceof BlockSizeMismatchError) warnBlockSizeOnce(err, blockSize);
-        const f = failure("IngestKvEvents", err);
-        if (!f.details.startsWith(where)) f.details = `${where}: ${f.details}`;
+    const fail = (where: string, err: unknown) => {
+      rejected = true;
+      metrics.events.inc({ outcome: "invalid" });
+      if (err instanceof BlockSizeMismatchError) warnBlockSizeOnce(err, blockSize);
+      const f = failure("IngestKvEvents", err);
+      if (!f.details.startsWith(where)) f.details = `${where}: ${f.details}`;
+      // Messages queued before this one still apply: count them in.
+      void Promise.all(queued).then(() => {
         f.details += `; ${total.applied} events applied before this message`;
         finish(f);
-      }
+      });
     };
-    // With decoder threads, messages decode in parallel and apply in stream
-    // order; a stream with too many messages in flight is paused.
-    let applied: Promise<void> = Promise.resolve();
+    /** Messages received and not yet applied (decoding, or queued to index threads), and their bytes; too many pause the stream. */
     let inFlight = 0;
     let inFlightBytes = 0;
     let paused = false;
+    const taken = (bytes: number) => {
+      inFlight++;
+      inFlightBytes += bytes;
+      if (!paused && (inFlight >= MAX_IN_FLIGHT || inFlightBytes >= MAX_IN_FLIGHT_BYTES)) {
+        paused = true;
+        call.pause();
+      }
+    };
+    const settled = (bytes: number) => {
+      inFlight--;
+      inFlightBytes -= bytes;
+      if (paused && inFlight < MAX_IN_FLIGHT && inFlightBytes < MAX_IN_FLIGHT_BYTES) {
+        paused = false;
+        call.resume();
+      }
+    };
+    /**
+     * Applies one decoded message (or queues it, pipelined), or ends the
+     * stream with the message's error; `bytes` leave the in-flight count once applied.
+     */
+    const apply = (where: string, bytes: number, decode: () => Decoded) => {
+      if (rejected) return settled(bytes);
+      try {
+        const decoded = decode();
+        // The index refuses a message it has no worker slots for before applying (or queueing) any of it.
+        if (pipelined && "batch" in decoded) {
+          const applying = router.applyEventBatchAsync(decoded.batch, decoded.restore).then(count, (err: unknown) => fail(where, err));
+          const done = applying.finally(() => {
+            queued.delete(done);
+            settled(bytes);
+          });
+          queued.add(done);
+          return;
+        }
+        count("events" in decoded ? router.applyEvents(decoded.events, decoded.restore) : router.applyEventBatch(decoded.batch, decoded.restore));
+      } catch (err) {
+        fail(where, err);
+      }
+      settled(bytes);
+    };
+    // With decoder threads, messages decode in parallel and apply in stream order.
+    let applied: Promise<void> = Promise.resolve();
     let turnStart = 0;
     call.on("data", (bytes: Buffer) => {
       if (done) return;
       const where = `message ${messages++}`;
+      taken(bytes.length);
       if (pool === undefined) {
         if (turnStart === 0) turnStart = performance.now();
-        apply(where, () => decodeIngest(bytes, where));
-        if (!done && performance.now() - turnStart > APPLY_TURN_MS) {
+        apply(where, bytes.length, () => decodeIngest(bytes, where));
+        if (!done && !paused && performance.now() - turnStart > APPLY_TURN_MS) {
           // Let queries (and other streams) in; messages already received wait in order.
           call.pause();
           setImmediate(() => {
             turnStart = 0;
-            call.resume();
+            if (!paused) call.resume();
           });
         }
         return;
       }
       const decoding = pool.decode(bytes);
-      inFlight++;
-      inFlightBytes += bytes.length;
-      if (!paused && (inFlight >= MAX_IN_FLIGHT || inFlightBytes >= MAX_IN_FLIGHT_BYTES)) {
-        paused = true;
-        call.pause();
-      }
       applied = applied.then(async () => {
         let result: PoolResult | Error;
         try {
@@ -140,19 +182,13 @@ export function ingestKvEventsHandler(router: KvRouter, metrics: RouterMetrics, 
         } catch (err) {
           result = err as Error;
         }
-        inFlight--;
-        inFlightBytes -= bytes.length;
-        if (paused && inFlight < MAX_IN_FLIGHT && inFlightBytes < MAX_IN_FLIGHT_BYTES) {
-          paused = false;
-          call.resume();
-        }
-        apply(where, () => {
+        apply(where, bytes.length, () => {
           if (result instanceof Error) throw result;
           return result === "slow" ? decodeSlow(bytes, where) : result;
         });
       });
     });
-    call.on("end", () => void applied.then(() => finish(null)));
+    call.on("end", () => void applied.then(() => Promise.all(queued)).then(() => finish(null)));
     call.on("error", (err) => {
       log.warn("event stream broke", { error: String(err), applied: total.applied });
       finish({ code: status.CANCELLED, details: String(err) });

@@ -6,7 +6,6 @@ import type { RouterMetrics } from "../metrics/metrics.js";
 import type { Tracing } from "../tracing/tracing.js";
 import type { KvRouter } from "../router/router.js";
 import { MalformedRequest } from "../protocols/grpcGlue.js";
-import type { IngestPool } from "./ingestPool.js";
 import {
   DEFAULT_MAX_CONCURRENT_DUMPS,
   type ServiceLimits,
@@ -16,7 +15,7 @@ import {
   invalid,
   runUnary,
 } from "./unaryMethods.js";
-import { ingestKvEventsHandler } from "./ingestStream.js";
+import { type IngestOptions, ingestKvEventsHandler } from "./ingestStream.js";
 import { dumpIndexHandler } from "./dumpStream.js";
 
 /** The service's name in spans (rpc.service). */
@@ -28,13 +27,13 @@ const metadataText = (md: Metadata) => (name: string) => {
   return typeof v === "string" ? v : undefined;
 };
 
-/** `pool`: decoder threads for IngestKvEvents (undefined: decode on this thread). `tracing`: undefined when off. */
+/** `ingest`: how IngestKvEvents decodes and applies (see ingestStream.ts). `tracing`: undefined when off. */
 export function kvRouterHandlers(
   router: KvRouter,
   metrics: RouterMetrics,
   methods: UnaryMethods,
   limits: Pick<ServiceLimits, "maxConcurrentDumps">,
-  pool?: IngestPool,
+  ingest: IngestOptions = {},
   tracing?: Tracing,
 ): UntypedServiceImplementation {
   const unary =
@@ -64,7 +63,7 @@ export function kvRouterHandlers(
     };
   return {
     ...Object.fromEntries(Object.keys(UNARY_METHOD_NAMES).map((local) => [local, unary(local as keyof UnaryMethods)])),
-    ingestKvEvents: ingestKvEventsHandler(router, metrics, pool),
+    ingestKvEvents: ingestKvEventsHandler(router, metrics, ingest),
     dumpIndex: dumpIndexHandler(router, metrics, limits.maxConcurrentDumps ?? DEFAULT_MAX_CONCURRENT_DUMPS),
   };
 }
