@@ -208,11 +208,13 @@ export async function runIngestBench(cfg: IngestBenchConfig, log: (msg: string) 
   log(`gRPC ingest: scaling at ${cfg.threads.join(", ")} threads (${cores} cores)`);
   const scaling: Record<string, unknown> = { cores };
   const queryPrefill = ingestTraffic(Math.min(cfg.blocks, 65_536), true, 13);
-  const configs: [string, string, string][] = [["main thread", "0", "0"]];
-  for (const n of cfg.threads) configs.push([`${n} ingest threads`, "0", String(n)], [`${n} index shards`, String(n), "0"]);
-  for (const [name, shards, threads] of configs) {
-    const ingest = await throughput(["router", shards, threads], tokens);
-    const q = await preparedRouter(["router", shards, threads], queryPrefill);
+  const configs: string[][] = [["main thread", "0", "0"]];
+  for (const n of cfg.threads) {
+    configs.push([`${n} ingest threads`, "0", String(n)], [`${n} index shards`, String(n), "0"], [`${n} index shards, waiting applies`, String(n), "0", "wait"]);
+  }
+  for (const [name, ...args] of configs) {
+    const ingest = await throughput(["router", ...args], tokens);
+    const q = await preparedRouter(["router", ...args], queryPrefill);
     const qps = await queryThroughput(q.client, q.reqs, cfg.queryCalls);
     q.client.close();
     await q.server.stop();

@@ -1,6 +1,7 @@
 // The servers the gRPC ingest benchmarks drive, each in a process of its own
 // (so the client's work does not share the server's thread), started as
-//   node --import tsx bench/ingestServers.ts floor|floor-64k|naive|router [indexShards] [ingestThreads]
+//   node --import tsx bench/ingestServers.ts floor|floor-64k|naive|router [indexShards] [ingestThreads] [wait]
+// ("wait": index shards apply each ingest batch before the next is decoded, the baseline of queued applies)
 // Each prints "PORT <n>" once serving and exits when its stdin closes.
 // - floor:  a bare grpc-js server answering IngestKvEvents with an identity
 //           deserializer: it receives the same bytes and only counts them,
@@ -93,7 +94,7 @@ async function naive(): Promise<number> {
 }
 
 /** kv-router as every benchmark runs it: the bench's block size, loopback, a seeded tie-break. */
-export function startBenchRouter(indexerShards: number, ingestThreads = 0) {
+export function startBenchRouter(indexerShards: number, ingestThreads = 0, pipelineIngest = true) {
   return startServer({
     router: { ...DEFAULT_ROUTER_CONFIG, blockSize: BLOCK },
     host: "127.0.0.1",
@@ -103,21 +104,22 @@ export function startBenchRouter(indexerShards: number, ingestThreads = 0) {
     processMetrics: false,
     indexerShards,
     ingestThreads,
+    pipelineIngest,
   });
 }
 
-async function router(shards: number, ingestThreads: number): Promise<number> {
-  return (await startBenchRouter(shards, ingestThreads)).grpcPort;
+async function router(shards: number, ingestThreads: number, pipelineIngest: boolean): Promise<number> {
+  return (await startBenchRouter(shards, ingestThreads, pipelineIngest)).grpcPort;
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  const [kind, shards, threads] = process.argv.slice(2);
+  const [kind, shards, threads, applies] = process.argv.slice(2);
   const servers: Record<string, () => Promise<number>> = {
     floor: () => floor(DEFAULT_FLOW_CONTROL_WINDOW),
     "floor-64k": () => floor(HTTP2_DEFAULT_WINDOW),
     naive,
   };
-  const port = await (servers[kind] ?? (() => router(Number(shards ?? 0), Number(threads ?? 0))))();
+  const port = await (servers[kind] ?? (() => router(Number(shards ?? 0), Number(threads ?? 0), applies !== "wait")))();
   process.stdout.write(`PORT ${port}\n`);
   process.stdin.resume();
   process.stdin.on("end", () => process.exit(0));

@@ -89,6 +89,12 @@ export interface ServerOptions {
   metricsMaxWorkers?: number;
   /** Threads decoding IngestKvEvents messages; 0 or undefined = the main thread. */
   ingestThreads?: number;
+  /**
+   * With index shard threads, IngestKvEvents queues each message's batch to
+   * the shards and goes on (default true); false waits for each batch, as
+   * before (the benchmark's baseline).
+   */
+  pipelineIngest?: boolean;
   /** Most (worker, dp_rank) pairs the index (and the registry) hold; default 65,536. */
   maxWorkerRanks?: number;
   /** Most DumpIndex calls streaming at once; default 2. */
@@ -183,7 +189,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       })
     : undefined;
   // With shard threads the index applies ingest batches while this thread decodes the next ones.
-  const ingest = { pool, pipelined: (opts.indexerShards ?? 0) > 0 };
+  const ingest = { pool, pipelined: (opts.indexerShards ?? 0) > 0 && opts.pipelineIngest !== false };
   let handlers = kvRouterHandlers(router, metrics, methods, { maxConcurrentDumps: opts.maxConcurrentDumps }, ingest, tracing);
   const tokenPolicy = { approximate: !opts.router.useKvEvents, authReads: opts.authReads ?? false };
   if (opts.authToken) {
