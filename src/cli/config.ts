@@ -15,6 +15,8 @@ import type { ServerOptions } from "../app/startServer.js";
 import { parseZmqWorkerSpec } from "../sources/engineZmq/endpoints.js";
 import { ZmqEventSource } from "../sources/engineZmq/zmqEventSource.js";
 import { givenAs, unsupportedFlagWarnings } from "./dynamoFlags.js";
+import { conditionalDisaggSettingsOf } from "./disaggFlags.js";
+import type { ApproximateCachePolicy } from "../indexer/approximateLru.js";
 
 import { type ServeArgs, defaultIndexerShards } from "./options.js";
 import { DYNAMO_BLOCK_SIZE, type ROUTING_FLAGS, selectedPolicyName } from "./routingFlags.js";
@@ -92,9 +94,14 @@ export function routerConfigFrom(argv: ServeArgs): RouterConfig {
     defaultMaxNumBatchedTokens: argv.defaultMaxNumBatchedTokens,
     ttftDecodeSlowdownPerBlock: argv.routerTtftDecodeSlowdownPerBlock,
   };
-  const router = routingSettingsFrom(argv, base, defaults);
+  const router: RouterConfig = {
+    ...routingSettingsFrom(argv, base, defaults),
+    approxCachePolicy: argv.routerApproximateCachePolicy as ApproximateCachePolicy,
+    conditionalDisagg: conditionalDisaggSettingsOf(argv),
+  };
   if (!argv.loadAware) return router;
-  return { ...router, overlapScoreCredit: 0, useKvEvents: false, trackActiveBlocks: true, assumeKvReuse: false, trackPrefillTokens: true };
+  // _LOAD_AWARE_KWARG_OVERRIDES (kv_router_args.py), predict-on-route (router_predicted_ttl_secs None) included.
+  return { ...router, overlapScoreCredit: 0, useKvEvents: false, trackActiveBlocks: true, assumeKvReuse: false, trackPrefillTokens: true, predictedTtlMs: 0 };
 }
 
 /** --indexer-shards, else Dynamo's --router-event-threads (1 = single-threaded), else one per spare core. */

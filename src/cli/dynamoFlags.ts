@@ -47,8 +47,6 @@ const AIC_FIELDS: [string, Options][] = [
 
 export const UNSUPPORTED_FLAGS: readonly UnsupportedFlag[] = [
   { flag: "serve-indexer", option: bool("serve this router's KV index over Dynamo's request plane"), group: HELP_GROUP.indexer, source: ROUTER_ARGS },
-  { flag: "router-conditional-disagg", option: bool("conditional disaggregation (frontend)"), group: HELP_GROUP.routing, source: KV_ROUTER_ARGS },
-  { flag: "router-conditional-disagg-config", option: str("conditional disaggregation settings (JSON)"), group: HELP_GROUP.routing, source: KV_ROUTER_ARGS },
   { flag: "router-conditional-prefill", option: bool("conditional prefill (older releases)"), group: HELP_GROUP.routing, source: KV_ROUTER_ARGS },
   { flag: "router-conditional-prefill-max-new-tokens", option: num("conditional prefill token cap (older releases)"), group: HELP_GROUP.routing, source: KV_ROUTER_ARGS },
   { flag: "router-prefill-continue", option: bool("let a prefill worker decode when the decode pool is full"), group: HELP_GROUP.routing, source: "docs/.../router/configuration-and-tuning.md" },
@@ -66,7 +64,6 @@ export const UNSUPPORTED_FLAGS: readonly UnsupportedFlag[] = [
   { flag: "router-tracking-hash", option: str("hash of active-sequence identities", ["public-xxh3-v1", "keyed-xxh3-v1"]), group: HELP_GROUP.tracking, source: KV_ROUTER_ARGS },
   { flag: "router-tracking-key-file", option: str("32-byte key for keyed-xxh3-v1"), group: HELP_GROUP.tracking, source: KV_ROUTER_ARGS },
   { flag: "router-tracking-key-id", option: str("key epoch for keyed-xxh3-v1"), group: HELP_GROUP.tracking, source: KV_ROUTER_ARGS },
-  { flag: "router-approximate-cache-policy", option: str("approximate-mode retention", ["ttl", "lru"]), group: HELP_GROUP.indexer, source: KV_ROUTER_ARGS },
   { flag: "router-prune-target-ratio", option: num("approximate-mode prune target (older releases; kv-router prunes to 0.8)"), group: HELP_GROUP.indexer, source: KV_ROUTER_ARGS },
   { flag: "use-remote-indexer", option: bool("query a remote KV indexer instead of a local one"), group: HELP_GROUP.indexer, source: KV_ROUTER_ARGS },
   { flag: "enable-session-prefix-index", option: bool("per-session block lineage index"), group: HELP_GROUP.indexer, source: KV_ROUTER_ARGS },

@@ -18,6 +18,8 @@ import { parseZmqWorkerSpec } from "../sources/engineZmq/endpoints.js";
 import { DEFAULT_MAX_CONNECTIONS_PER_PORT } from "../util/connectionCap.js";
 import { HELP_GROUP, UNSUPPORTED_FLAGS, unsupportedDynamoOptions } from "./dynamoFlags.js";
 import { ROUTING_FLAGS, routingFlagProblems } from "./routingFlags.js";
+import { disaggAndRetentionProblems } from "./disaggFlags.js";
+import { APPROXIMATE_CACHE_POLICIES } from "../indexer/approximateLru.js";
 import { otlpEndpointOf, otlpEndpointProblem } from "./tracingFlags.js";
 
 /**
@@ -44,6 +46,8 @@ const HELP_GROUPS: Record<string, string[]> = {
     "kv-overlap-score-weight",
     "load-aware",
     "agentic",
+    "router-conditional-disagg",
+    "router-conditional-disagg-config",
     "router-worker-selection-policy",
     "router-policy-config",
     "router-session-affinity-mode",
@@ -56,6 +60,7 @@ const HELP_GROUPS: Record<string, string[]> = {
   [HELP_GROUP.tracking]: ["track-active-blocks", "router-assume-kv-reuse", "router-replica-sync", "active-request-ttl"],
   [HELP_GROUP.indexer]: [
     "router-ttl-secs",
+    "router-approximate-cache-policy",
     "router-max-tree-size",
     "router-event-threads",
     "router-snapshot-threshold",
@@ -168,6 +173,24 @@ export function serveOptions<T>(y: Argv<T>) {
       type: "boolean",
       default: false,
       describe: "Dynamo's load-only preset: overlap credit 0, no KV events, no KV-reuse assumption, load tracking on",
+    })
+    .option("router-conditional-disagg", {
+      type: "boolean",
+      default: false,
+      describe:
+        "Dynamo's conditional disaggregation: a FindBestWorker naming prefill_workers may answer 'prefill on the decode worker' (policy isl_bounding by default: few uncached prompt tokens there); needs KV events",
+    })
+    .option("router-conditional-disagg-config", {
+      type: "string",
+      describe:
+        "JSON object: policy (isl_bounding|prefill_load|isl_or_load), eff_isl_threshold (2048), eff_isl_ratio_threshold (0.7), prefill_busy_threshold (default: --router-queue-threshold), decode_busy_threshold (off)",
+    })
+    .option("router-approximate-cache-policy", {
+      type: "string",
+      choices: APPROXIMATE_CACHE_POLICIES,
+      default: "ttl",
+      describe:
+        "Approximate mode (--no-kv-events) retention: ttl (--router-ttl-secs) or lru (each rank holds what fits its RegisterWorker total_kv_blocks; blocks of active requests are never evicted; ranks of unknown size fall back to ttl)",
     })
     .option("router-track-prefill-tokens", {
       type: "boolean",
@@ -453,6 +476,7 @@ export function serveOptions<T>(y: Argv<T>) {
         if (!Number.isFinite(v) || v < 0) problems.push(`--${name} must be a number >= 0, got ${v}`);
       };
       problems.push(...routingFlagProblems(argv));
+      problems.push(...disaggAndRetentionProblems(argv));
       for (const name of [
         "router-kv-overlap-score-credit",
         "router-kv-overlap-score-credit-decay",

@@ -5,6 +5,7 @@ import { randomFillSync } from "node:crypto";
 import { hashPromptEagle } from "../hashing/blockHash.js";
 import { hashPromptSequence } from "../hashing/prompt.js";
 import { ApproximateTracker } from "../indexer/approximate.js";
+import { ApproximateLru } from "../indexer/approximateLru.js";
 import type { EventBatch } from "../protocols/eventBatch.js";
 import { LowerTiers } from "../indexer/lowerTiers.js";
 import type { KvIndex } from "../indexer/types.js";
@@ -39,6 +40,7 @@ import {
   DEFAULT_TTFT_DECODE_SLOWDOWN_PER_BLOCK,
 } from "./types.js";
 import { WORKER_RANKS_FLAG, applyEventBatch, applyEventBatchAsync, applyEvents, withIndexCapacity } from "./ingest.js";
+import { prefillBookingId, routeDisaggregated } from "./disaggregation.js";
 
 /** Candidate workers and their key strings, index for index. */
 interface Candidates {
@@ -64,6 +66,8 @@ export class KvRouter {
   /** Blocks on host memory, disk and external stores (the GPU's are in `index`). */
   readonly lowerTiers: LowerTiers;
   private readonly approx: ApproximateTracker | undefined;
+  /** --router-approximate-cache-policy lru: ranks of known size keep what fits (others use `approx`). */
+  readonly approxLru: ApproximateLru | undefined;
   private readonly predictions: PredictedBlocks | undefined;
   /** Learned prefill rates (ttft cost only). */
   readonly prefillRates: PrefillRates | undefined;
@@ -94,6 +98,7 @@ export class KvRouter {
     this.approx = config.useKvEvents
       ? undefined
       : new ApproximateTracker(index, config.approxTtlMs, config.approxMaxBlocks, now);
+    this.approxLru = this.approx && config.approxCachePolicy === "lru" ? new ApproximateLru(index, this.approx) : undefined;
     this.predictions =
       config.useKvEvents && (config.predictedTtlMs ?? 0) > 0
         ? new PredictedBlocks(config.predictedTtlMs!, config.approxMaxBlocks, now)
@@ -147,6 +152,7 @@ export class KvRouter {
   }
 
   findBestWorker(req: RouteRequest): RouteDecision {
+    if (req.prefillWorkers !== undefined && req.prefillWorkers.length > 0) return routeDisaggregated(this, req);
     const { blockSize } = this.config;
     const policy = this.policyFor(req.workerSelectionPolicy);
     const override = req.costOverride ?? {};
@@ -213,7 +219,8 @@ export class KvRouter {
     const chosenKey = workerKeyString(chosen.worker);
 
     // Approximate mode first: an index with no slot left refuses before any state changes.
-    if (this.approx) withIndexCapacity(() => this.approx!.routed(chosen.worker, sequence));
+    if (this.approxLru) withIndexCapacity(() => this.approxLru!.routed(chosen.worker, sequence, req.requestId));
+    else if (this.approx) withIndexCapacity(() => this.approx!.routed(chosen.worker, sequence));
     if (req.requestId) {
       const prefillTokens = trackPrefillTokens ? Math.max(0, isl - chosen.overlapBlocks * blockSize) : 0;
       // The estimate's inputs as scored: work queued ahead plus this prompt, the decode load before it.
@@ -296,6 +303,12 @@ export class KvRouter {
   }
 
   markPrefillCompleted(requestId: string): boolean {
+    // A remote prefill ends here: its booking on the prefill worker goes.
+    const remote = this.active.has(prefillBookingId(requestId)) && this.freeOne(prefillBookingId(requestId));
+    return this.markPrefillDone(requestId) || remote;
+  }
+
+  private markPrefillDone(requestId: string): boolean {
     const request = this.active.get(requestId);
     const done = this.active.markPrefillCompleted(requestId);
     if (done) this.prefillRates?.prefillDone(requestId);
@@ -305,9 +318,15 @@ export class KvRouter {
   }
 
   free(requestId: string): boolean {
+    if (this.active.has(prefillBookingId(requestId))) this.freeOne(prefillBookingId(requestId));
+    return this.freeOne(requestId);
+  }
+
+  private freeOne(requestId: string): boolean {
     const request = this.active.get(requestId);
     const freed = this.active.free(requestId);
     this.prefillRates?.forget(requestId);
+    this.approxLru?.release(requestId);
     if (freed && request) this.activeListener?.({ kind: "free", requestId, workerKey: request.workerKey });
     if (freed) this.capacityChanged();
     return freed;
@@ -366,6 +385,7 @@ export class KvRouter {
       if (address) this.addresses.set({ workerId, dpRank }, rankAddresses[i], "registration");
     });
     if (capacity !== undefined) this.capacities.set(workerId, capacity);
+    for (const dpRank of ranks) this.approxLru?.setCapacity({ workerId, dpRank }, capacity?.totalKvBlocks ?? 0);
     this.capacityChanged();
     return ttl;
   }
@@ -413,6 +433,7 @@ export class KvRouter {
     const dropped = this.forgetWorkers(expiredWorkers);
     expiredWorkers.forEach((id, i) => log.info("worker lease expired; removed", { worker_id: id, dropped_blocks: dropped[i] }));
     const expiredRequests = this.active.expire();
+    for (const id of expiredRequests) this.approxLru?.release(id);
     if (expiredRequests.length > 0) {
       log.warn("freed requests never released by their client", { count: expiredRequests.length });
     }
@@ -512,6 +533,7 @@ export class KvRouter {
     this.prefillRates?.forgetWorker(ofWorkers);
     const removed = workerIds.map((id) => {
       this.approx?.forgetWorker(id);
+      this.approxLru?.forgetWorker(id);
       this.addresses.forgetWorker(id);
       this.capacities.delete(id);
       for (const o of this.workerObservers) o.forgotten?.(id);

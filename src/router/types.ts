@@ -1,10 +1,12 @@
 // The router's settings and the plain data it takes and answers: routes,
 // decisions, worker status and load changes. No behaviour lives here.
 import type { TierOverlaps } from "../indexer/lowerTiers.js";
+import type { ApproximateCachePolicy } from "../indexer/approximateLru.js";
 import type { EventOutcome } from "../indexer/types.js";
 import type { LowerTier, WorkerKey } from "../protocols/events.js";
 import type { WorkerLoad } from "../scheduler/activeSequences.js";
 import { type CostWeights, DYNAMO_COST_WEIGHTS, type Score } from "../scheduler/costFunction.js";
+import type { ConditionalDisaggSettings } from "../scheduler/conditionalDisagg.js";
 import type { CostOverride } from "../scheduler/costOverride.js";
 import type { PolicySpec } from "../scheduler/policies.js";
 import type { PredictionOutcomes } from "../scheduler/predictions.js";
@@ -62,6 +64,10 @@ export interface RouterConfig extends CostWeights {
   prefillTokensPerSec?: number;
   /** ttft cost: prefill slows by this fraction per active decode block on the worker. */
   ttftDecodeSlowdownPerBlock?: number;
+  /** Approximate mode's retention: ttl (default) or lru over each rank's total_kv_blocks. */
+  approxCachePolicy?: ApproximateCachePolicy;
+  /** Dynamo's conditional disaggregation, for requests that name prefill workers; undefined = off. */
+  conditionalDisagg?: ConditionalDisaggSettings;
 }
 
 export const ROUTER_COSTS = ["dynamo", "ttft"] as const;
@@ -128,6 +134,8 @@ export interface RouteRequest {
   workerSelectionPolicy?: string;
   /** Cost settings for this request only (Dynamo's router_config_override). */
   costOverride?: CostOverride;
+  /** Disaggregated serving: the prefill pool (the decode pool is allowedWorkers, else every other worker). */
+  prefillWorkers?: WorkerKey[];
 }
 
 export interface RouteDecision {
@@ -143,6 +151,18 @@ export interface RouteDecision {
   /** The policy that chose, and which of its rules (or the session's binding) decided. */
   policy: string;
   reason: string;
+  /** For a request that named prefill workers: where its prefill runs, and why. */
+  disagg?: DisaggDecision;
+}
+
+export interface DisaggDecision {
+  prefillLocally: boolean;
+  prefillWorker?: WorkerKey;
+  prefillOverlapBlocks: number;
+  netNewTokens: number;
+  reason: string;
+  prefillBusy?: boolean;
+  decodeBusy?: boolean;
 }
 
 export interface IngestSummary {

@@ -20,10 +20,11 @@ import { countField } from "../protocols/wireCount.js";
 const TOKEN_IDS = 1;
 
 const ALLOWED_WORKERS = 4;
+const PREFILL_WORKERS = 12;
 
-/** The refusal of an allowed_workers list longer than the router accepts. */
-export function allowedWorkersProblem(entries: number, most: number): string {
-  return `allowed_workers has ${entries} entries; at most ${most} (--max-worker-ranks) are accepted`;
+/** The refusal of an allowed_workers (or prefill_workers) list longer than the router accepts. */
+export function allowedWorkersProblem(entries: number, most: number, field = "allowed_workers"): string {
+  return `${field} has ${entries} entries; at most ${most} (--max-worker-ranks) are accepted`;
 }
 
 /**
@@ -36,6 +37,8 @@ export function findBestWorkerDecoder(maxAllowedWorkers: number): (buf: Uint8Arr
   return (buf) => {
     const entries = countField(buf, ALLOWED_WORKERS);
     if (entries > maxAllowedWorkers) return new MalformedRequest(allowedWorkersProblem(entries, maxAllowedWorkers));
+    const prefill = countField(buf, PREFILL_WORKERS);
+    if (prefill > maxAllowedWorkers) return new MalformedRequest(allowedWorkersProblem(prefill, maxAllowedWorkers, "prefill_workers"));
     return decodeFindBestWorkerFast(buf);
   };
 }

@@ -201,6 +201,7 @@ export function kvRouterMethods(router: KvRouter, metrics: RouterMetrics, limits
       if (req.requestId.length > MAX_REQUEST_ID_LENGTH) requireRequestId(req.requestId);
       // gRPC refuses a longer list before decoding it (findBestWorkerDecoder); Connect's arrives decoded.
       if (req.allowedWorkers.length > router.maxAllowedWorkers) invalid(allowedWorkersProblem(req.allowedWorkers.length, router.maxAllowedWorkers));
+      if (req.prefillWorkers.length > router.maxAllowedWorkers) invalid(allowedWorkersProblem(req.prefillWorkers.length, router.maxAllowedWorkers, "prefill_workers"));
       validateHints(req);
       // Refused before queueing: a bad name or value must not wait for a worker first.
       const policy = req.workerSelectionPolicy || undefined;
@@ -230,6 +231,7 @@ export function kvRouterMethods(router: KvRouter, metrics: RouterMetrics, limits
           sessionId: req.sessionId || undefined,
           workerSelectionPolicy: policy,
           costOverride,
+          prefillWorkers: req.prefillWorkers.map(toWorkerKey),
         },
         signal,
       );
@@ -248,6 +250,15 @@ export function kvRouterMethods(router: KvRouter, metrics: RouterMetrics, limits
         predictedBlocks: decision.predictedBlocks,
         workerSelectionPolicy: decision.policy,
         selectionReason: decision.reason,
+        disagg: decision.disagg && {
+          prefillLocally: decision.disagg.prefillLocally,
+          prefillWorker: decision.disagg.prefillWorker && toWorkerRef(decision.disagg.prefillWorker),
+          prefillOverlapBlocks: decision.disagg.prefillOverlapBlocks,
+          netNewTokens: BigInt(decision.disagg.netNewTokens),
+          reason: decision.disagg.reason,
+          prefillWorkerBusy: decision.disagg.prefillBusy,
+          decodeWorkerBusy: decision.disagg.decodeBusy,
+        },
         scores: req.explain
           ? decision.scores.map((s) => {
               const tiers = decision.tierOverlaps.get(workerKeyString(s.worker));

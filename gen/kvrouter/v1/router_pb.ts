@@ -17,7 +17,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file kvrouter/v1/router.proto.
  */
 export const file_kvrouter_v1_router: GenFile = /*@__PURE__*/
-  fileDesc("ChhrdnJvdXRlci92MS9yb3V0ZXIucHJvdG8SC2t2cm91dGVyLnYxIi8KCVdvcmtlclJlZhIRCgl3b3JrZXJfaWQYASABKAQSDwoHZHBfcmFuaxgCIAEoDSLWAgoVRmluZEJlc3RXb3JrZXJSZXF1ZXN0EhEKCXRva2VuX2lkcxgBIAMoDRISCgpyZXF1ZXN0X2lkGAIgASgJEg8KB2V4cGxhaW4YAyABKAgSLwoPYWxsb3dlZF93b3JrZXJzGAQgAygLMhYua3Zyb3V0ZXIudjEuV29ya2VyUmVmEhEKCWxvcmFfbmFtZRgFIAEoCRIXCg9jYWNoZV9uYW1lc3BhY2UYBiABKAkSEAoIcHJpb3JpdHkYByABKAUSHgoWZXhwZWN0ZWRfb3V0cHV0X3Rva2VucxgIIAEoAxISCgpzZXNzaW9uX2lkGAkgASgJEh8KF3dvcmtlcl9zZWxlY3Rpb25fcG9saWN5GAogASgJEkEKFnJvdXRlcl9jb25maWdfb3ZlcnJpZGUYCyABKAsyIS5rdnJvdXRlci52MS5Sb3V0ZXJDb25maWdPdmVycmlkZSLsAgoUUm91dGVyQ29uZmlnT3ZlcnJpZGUSIQoUb3ZlcmxhcF9zY29yZV9jcmVkaXQYASABKAFIAIgBARIfChJwcmVmaWxsX2xvYWRfc2NhbGUYAiABKAFIAYgBARIfChJyb3V0ZXJfdGVtcGVyYXR1cmUYAyABKAFIAogBARIcCg9hc3N1bWVfa3ZfcmV1c2UYBCABKAhIA4gBARIhChR0cmFja19wcmVmaWxsX3Rva2VucxgFIAEoCEgEiAEBEiEKFG92ZXJsYXBfc2NvcmVfd2VpZ2h0GAYgASgBSAWIAQFCFwoVX292ZXJsYXBfc2NvcmVfY3JlZGl0QhUKE19wcmVmaWxsX2xvYWRfc2NhbGVCFQoTX3JvdXRlcl90ZW1wZXJhdHVyZUISChBfYXNzdW1lX2t2X3JldXNlQhcKFV90cmFja19wcmVmaWxsX3Rva2Vuc0IXChVfb3ZlcmxhcF9zY29yZV93ZWlnaHQigQIKFkZpbmRCZXN0V29ya2VyUmVzcG9uc2USJgoGd29ya2VyGAEgASgLMhYua3Zyb3V0ZXIudjEuV29ya2VyUmVmEhYKDm92ZXJsYXBfYmxvY2tzGAIgASgNEhUKDXByb21wdF9ibG9ja3MYAyABKA0SKAoGc2NvcmVzGAQgAygLMhgua3Zyb3V0ZXIudjEuV29ya2VyU2NvcmUSEQoJcXVldWVkX21zGAUgASgNEhgKEHByZWRpY3RlZF9ibG9ja3MYBiABKA0SHwoXd29ya2VyX3NlbGVjdGlvbl9wb2xpY3kYByABKAkSGAoQc2VsZWN0aW9uX3JlYXNvbhgIIAEoCSLmAQoLV29ya2VyU2NvcmUSJgoGd29ya2VyGAEgASgLMhYua3Zyb3V0ZXIudjEuV29ya2VyUmVmEhYKDm92ZXJsYXBfYmxvY2tzGAIgASgNEhYKDnByZWZpbGxfYmxvY2tzGAMgASgBEhUKDWRlY29kZV9ibG9ja3MYBCABKAQSDQoFbG9naXQYBSABKAESGwoTaG9zdF9vdmVybGFwX2Jsb2NrcxgGIAEoDRIbChNkaXNrX292ZXJsYXBfYmxvY2tzGAcgASgNEh8KF2V4dGVybmFsX292ZXJsYXBfYmxvY2tzGAggASgNIjEKG01hcmtQcmVmaWxsQ29tcGxldGVkUmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgJIi0KHE1hcmtQcmVmaWxsQ29tcGxldGVkUmVzcG9uc2USDQoFZm91bmQYASABKAgiIQoLRnJlZVJlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoCSIdCgxGcmVlUmVzcG9uc2USDQoFZm91bmQYASABKAgiTgoVSW5nZXN0S3ZFdmVudHNSZXF1ZXN0EiQKBmV2ZW50cxgBIAMoCzIULmt2cm91dGVyLnYxLkt2RXZlbnQSDwoHcmVzdG9yZRgCIAEoCCJrChZJbmdlc3RLdkV2ZW50c1Jlc3BvbnNlEg8KB2FwcGxpZWQYASABKAQSEAoIcmVqZWN0ZWQYAiABKAQSLgoKcmVqZWN0aW9ucxgDIAMoCzIaLmt2cm91dGVyLnYxLlJlamVjdGVkRXZlbnQiWQoNUmVqZWN0ZWRFdmVudBImCgZ3b3JrZXIYASABKAsyFi5rdnJvdXRlci52MS5Xb3JrZXJSZWYSEAoIZXZlbnRfaWQYAiABKAQSDgoGcmVhc29uGAMgASgJIoUCCgdLdkV2ZW50EhEKCXdvcmtlcl9pZBgBIAEoBBIPCgdkcF9yYW5rGAIgASgNEhAKCGV2ZW50X2lkGAMgASgEEisKBnN0b3JlZBgEIAEoCzIZLmt2cm91dGVyLnYxLkJsb2Nrc1N0b3JlZEgAEi0KB3JlbW92ZWQYBSABKAsyGi5rdnJvdXRlci52MS5CbG9ja3NSZW1vdmVkSAASMAoHY2xlYXJlZBgGIAEoCzIdLmt2cm91dGVyLnYxLkFsbEJsb2Nrc0NsZWFyZWRIABIuCgxzdG9yYWdlX3RpZXIYByABKA4yGC5rdnJvdXRlci52MS5TdG9yYWdlVGllckIGCgRkYXRhIpoBCgxCbG9ja3NTdG9yZWQSHgoRcGFyZW50X2Jsb2NrX2hhc2gYASABKARIAIgBARIoCgZibG9ja3MYAiADKAsyGC5rdnJvdXRlci52MS5TdG9yZWRCbG9jaxIRCglsb3JhX25hbWUYAyABKAkSFwoPY2FjaGVfbmFtZXNwYWNlGAQgASgJQhQKEl9wYXJlbnRfYmxvY2tfaGFzaCKfAQoLU3RvcmVkQmxvY2sSEgoKYmxvY2tfaGFzaBgBIAEoBBIRCgl0b2tlbl9pZHMYAiADKA0SGAoLdG9rZW5zX2hhc2gYAyABKARIAIgBARIRCgltbV9oYXNoZXMYBCADKAQSGgoNc2VxdWVuY2VfaGFzaBgFIAEoBEgBiAEBQg4KDF90b2tlbnNfaGFzaEIQCg5fc2VxdWVuY2VfaGFzaCIlCg1CbG9ja3NSZW1vdmVkEhQKDGJsb2NrX2hhc2hlcxgBIAMoBCISChBBbGxCbG9ja3NDbGVhcmVkItQBChVSZWdpc3RlcldvcmtlclJlcXVlc3QSEQoJd29ya2VyX2lkGAEgASgEEhAKCGRwX3JhbmtzGAIgAygNEhkKEWxlYXNlX3R0bF9zZWNvbmRzGAMgASgNEhQKDHptcV9lbmRwb2ludBgEIAEoCRIbChN6bXFfcmVwbGF5X2VuZHBvaW50GAUgASgJEg8KB2FkZHJlc3MYBiABKAkSHgoWbWF4X251bV9iYXRjaGVkX3Rva2VucxgHIAEoBBIXCg90b3RhbF9rdl9ibG9ja3MYCCABKAQiMwoWUmVnaXN0ZXJXb3JrZXJSZXNwb25zZRIZChFsZWFzZV90dGxfc2Vjb25kcxgBIAEoDSIlChBLZWVwQWxpdmVSZXF1ZXN0EhEKCXdvcmtlcl9pZBgBIAEoBCIuChFLZWVwQWxpdmVSZXNwb25zZRIZChFsZWFzZV90dGxfc2Vjb25kcxgBIAEoDSIsChdEZXJlZ2lzdGVyV29ya2VyUmVxdWVzdBIRCgl3b3JrZXJfaWQYASABKAQiMgoYRGVyZWdpc3RlcldvcmtlclJlc3BvbnNlEhYKDnJlbW92ZWRfYmxvY2tzGAEgASgEIhQKEkxpc3RXb3JrZXJzUmVxdWVzdCI/ChNMaXN0V29ya2Vyc1Jlc3BvbnNlEigKB3dvcmtlcnMYASADKAsyFy5rdnJvdXRlci52MS5Xb3JrZXJJbmZvIvQCCgpXb3JrZXJJbmZvEiYKBndvcmtlchgBIAEoCzIWLmt2cm91dGVyLnYxLldvcmtlclJlZhISCgpyZWdpc3RlcmVkGAIgASgIEhoKEmxlYXNlX3JlbWFpbmluZ19tcxgDIAEoBBIVCg1jYWNoZWRfYmxvY2tzGAQgASgEEhcKD2FjdGl2ZV9yZXF1ZXN0cxgFIAEoBBIdChVhY3RpdmVfcHJlZmlsbF90b2tlbnMYBiABKAQSHAoUYWN0aXZlX2RlY29kZV9ibG9ja3MYByABKAQSFQoNbGFzdF9ldmVudF9pZBgIIAEoBBIPCgdhZGRyZXNzGAkgASgJEhoKEmhvc3RfY2FjaGVkX2Jsb2NrcxgKIAEoBBIaChJkaXNrX2NhY2hlZF9ibG9ja3MYCyABKAQSHgoWZXh0ZXJuYWxfY2FjaGVkX2Jsb2NrcxgMIAEoBBIhChlwcmVmaWxsX3Rva2Vuc19wZXJfc2Vjb25kGA0gASgBIhIKEER1bXBJbmRleFJlcXVlc3QiOQoRRHVtcEluZGV4UmVzcG9uc2USJAoGZXZlbnRzGAEgAygLMhQua3Zyb3V0ZXIudjEuS3ZFdmVudCLOAgoOQnVzeVRocmVzaG9sZHMSKwoeYWN0aXZlX2RlY29kZV9ibG9ja3NfdGhyZXNob2xkGAEgASgBSACIAQESLAofYWN0aXZlX3ByZWZpbGxfdG9rZW5zX3RocmVzaG9sZBgCIAEoBEgBiAEBEjEKJGFjdGl2ZV9wcmVmaWxsX3Rva2Vuc190aHJlc2hvbGRfZnJhYxgDIAEoAUgCiAEBEiMKFnJvdXRlcl9xdWV1ZV90aHJlc2hvbGQYBCABKAFIA4gBAUIhCh9fYWN0aXZlX2RlY29kZV9ibG9ja3NfdGhyZXNob2xkQiIKIF9hY3RpdmVfcHJlZmlsbF90b2tlbnNfdGhyZXNob2xkQicKJV9hY3RpdmVfcHJlZmlsbF90b2tlbnNfdGhyZXNob2xkX2ZyYWNCGQoXX3JvdXRlcl9xdWV1ZV90aHJlc2hvbGQiWgoYU2V0QnVzeVRocmVzaG9sZHNSZXF1ZXN0Ei8KCnRocmVzaG9sZHMYASABKAsyGy5rdnJvdXRlci52MS5CdXN5VGhyZXNob2xkcxINCgVjbGVhchgCIAMoCSJMChlTZXRCdXN5VGhyZXNob2xkc1Jlc3BvbnNlEi8KCnRocmVzaG9sZHMYASABKAsyGy5rdnJvdXRlci52MS5CdXN5VGhyZXNob2xkcyqUAQoLU3RvcmFnZVRpZXISHAoYU1RPUkFHRV9USUVSX1VOU1BFQ0lGSUVEEAASFwoTU1RPUkFHRV9USUVSX0RFVklDRRABEhwKGFNUT1JBR0VfVElFUl9IT1NUX1BJTk5FRBACEhUKEVNUT1JBR0VfVElFUl9ESVNLEAMSGQoVU1RPUkFHRV9USUVSX0VYVEVSTkFMEAQy/wYKD0t2Um91dGVyU2VydmljZRJZCg5GaW5kQmVzdFdvcmtlchIiLmt2cm91dGVyLnYxLkZpbmRCZXN0V29ya2VyUmVxdWVzdBojLmt2cm91dGVyLnYxLkZpbmRCZXN0V29ya2VyUmVzcG9uc2USawoUTWFya1ByZWZpbGxDb21wbGV0ZWQSKC5rdnJvdXRlci52MS5NYXJrUHJlZmlsbENvbXBsZXRlZFJlcXVlc3QaKS5rdnJvdXRlci52MS5NYXJrUHJlZmlsbENvbXBsZXRlZFJlc3BvbnNlEjsKBEZyZWUSGC5rdnJvdXRlci52MS5GcmVlUmVxdWVzdBoZLmt2cm91dGVyLnYxLkZyZWVSZXNwb25zZRJbCg5Jbmdlc3RLdkV2ZW50cxIiLmt2cm91dGVyLnYxLkluZ2VzdEt2RXZlbnRzUmVxdWVzdBojLmt2cm91dGVyLnYxLkluZ2VzdEt2RXZlbnRzUmVzcG9uc2UoARJZCg5SZWdpc3RlcldvcmtlchIiLmt2cm91dGVyLnYxLlJlZ2lzdGVyV29ya2VyUmVxdWVzdBojLmt2cm91dGVyLnYxLlJlZ2lzdGVyV29ya2VyUmVzcG9uc2USSgoJS2VlcEFsaXZlEh0ua3Zyb3V0ZXIudjEuS2VlcEFsaXZlUmVxdWVzdBoeLmt2cm91dGVyLnYxLktlZXBBbGl2ZVJlc3BvbnNlEl8KEERlcmVnaXN0ZXJXb3JrZXISJC5rdnJvdXRlci52MS5EZXJlZ2lzdGVyV29ya2VyUmVxdWVzdBolLmt2cm91dGVyLnYxLkRlcmVnaXN0ZXJXb3JrZXJSZXNwb25zZRJQCgtMaXN0V29ya2VycxIfLmt2cm91dGVyLnYxLkxpc3RXb3JrZXJzUmVxdWVzdBogLmt2cm91dGVyLnYxLkxpc3RXb3JrZXJzUmVzcG9uc2USTAoJRHVtcEluZGV4Eh0ua3Zyb3V0ZXIudjEuRHVtcEluZGV4UmVxdWVzdBoeLmt2cm91dGVyLnYxLkR1bXBJbmRleFJlc3BvbnNlMAESYgoRU2V0QnVzeVRocmVzaG9sZHMSJS5rdnJvdXRlci52MS5TZXRCdXN5VGhyZXNob2xkc1JlcXVlc3QaJi5rdnJvdXRlci52MS5TZXRCdXN5VGhyZXNob2xkc1Jlc3BvbnNlYgZwcm90bzM");
+  fileDesc("ChhrdnJvdXRlci92MS9yb3V0ZXIucHJvdG8SC2t2cm91dGVyLnYxIi8KCVdvcmtlclJlZhIRCgl3b3JrZXJfaWQYASABKAQSDwoHZHBfcmFuaxgCIAEoDSKHAwoVRmluZEJlc3RXb3JrZXJSZXF1ZXN0EhEKCXRva2VuX2lkcxgBIAMoDRISCgpyZXF1ZXN0X2lkGAIgASgJEg8KB2V4cGxhaW4YAyABKAgSLwoPYWxsb3dlZF93b3JrZXJzGAQgAygLMhYua3Zyb3V0ZXIudjEuV29ya2VyUmVmEhEKCWxvcmFfbmFtZRgFIAEoCRIXCg9jYWNoZV9uYW1lc3BhY2UYBiABKAkSEAoIcHJpb3JpdHkYByABKAUSHgoWZXhwZWN0ZWRfb3V0cHV0X3Rva2VucxgIIAEoAxISCgpzZXNzaW9uX2lkGAkgASgJEh8KF3dvcmtlcl9zZWxlY3Rpb25fcG9saWN5GAogASgJEkEKFnJvdXRlcl9jb25maWdfb3ZlcnJpZGUYCyABKAsyIS5rdnJvdXRlci52MS5Sb3V0ZXJDb25maWdPdmVycmlkZRIvCg9wcmVmaWxsX3dvcmtlcnMYDCADKAsyFi5rdnJvdXRlci52MS5Xb3JrZXJSZWYi7AIKFFJvdXRlckNvbmZpZ092ZXJyaWRlEiEKFG92ZXJsYXBfc2NvcmVfY3JlZGl0GAEgASgBSACIAQESHwoScHJlZmlsbF9sb2FkX3NjYWxlGAIgASgBSAGIAQESHwoScm91dGVyX3RlbXBlcmF0dXJlGAMgASgBSAKIAQESHAoPYXNzdW1lX2t2X3JldXNlGAQgASgISAOIAQESIQoUdHJhY2tfcHJlZmlsbF90b2tlbnMYBSABKAhIBIgBARIhChRvdmVybGFwX3Njb3JlX3dlaWdodBgGIAEoAUgFiAEBQhcKFV9vdmVybGFwX3Njb3JlX2NyZWRpdEIVChNfcHJlZmlsbF9sb2FkX3NjYWxlQhUKE19yb3V0ZXJfdGVtcGVyYXR1cmVCEgoQX2Fzc3VtZV9rdl9yZXVzZUIXChVfdHJhY2tfcHJlZmlsbF90b2tlbnNCFwoVX292ZXJsYXBfc2NvcmVfd2VpZ2h0Iq4CChZGaW5kQmVzdFdvcmtlclJlc3BvbnNlEiYKBndvcmtlchgBIAEoCzIWLmt2cm91dGVyLnYxLldvcmtlclJlZhIWCg5vdmVybGFwX2Jsb2NrcxgCIAEoDRIVCg1wcm9tcHRfYmxvY2tzGAMgASgNEigKBnNjb3JlcxgEIAMoCzIYLmt2cm91dGVyLnYxLldvcmtlclNjb3JlEhEKCXF1ZXVlZF9tcxgFIAEoDRIYChBwcmVkaWN0ZWRfYmxvY2tzGAYgASgNEh8KF3dvcmtlcl9zZWxlY3Rpb25fcG9saWN5GAcgASgJEhgKEHNlbGVjdGlvbl9yZWFzb24YCCABKAkSKwoGZGlzYWdnGAkgASgLMhsua3Zyb3V0ZXIudjEuRGlzYWdnRGVjaXNpb24ikwIKDkRpc2FnZ0RlY2lzaW9uEhcKD3ByZWZpbGxfbG9jYWxseRgBIAEoCBIuCg5wcmVmaWxsX3dvcmtlchgCIAEoCzIWLmt2cm91dGVyLnYxLldvcmtlclJlZhIeChZwcmVmaWxsX292ZXJsYXBfYmxvY2tzGAMgASgNEhYKDm5ldF9uZXdfdG9rZW5zGAQgASgEEg4KBnJlYXNvbhgFIAEoCRIgChNwcmVmaWxsX3dvcmtlcl9idXN5GAYgASgISACIAQESHwoSZGVjb2RlX3dvcmtlcl9idXN5GAcgASgISAGIAQFCFgoUX3ByZWZpbGxfd29ya2VyX2J1c3lCFQoTX2RlY29kZV93b3JrZXJfYnVzeSLmAQoLV29ya2VyU2NvcmUSJgoGd29ya2VyGAEgASgLMhYua3Zyb3V0ZXIudjEuV29ya2VyUmVmEhYKDm92ZXJsYXBfYmxvY2tzGAIgASgNEhYKDnByZWZpbGxfYmxvY2tzGAMgASgBEhUKDWRlY29kZV9ibG9ja3MYBCABKAQSDQoFbG9naXQYBSABKAESGwoTaG9zdF9vdmVybGFwX2Jsb2NrcxgGIAEoDRIbChNkaXNrX292ZXJsYXBfYmxvY2tzGAcgASgNEh8KF2V4dGVybmFsX292ZXJsYXBfYmxvY2tzGAggASgNIjEKG01hcmtQcmVmaWxsQ29tcGxldGVkUmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgJIi0KHE1hcmtQcmVmaWxsQ29tcGxldGVkUmVzcG9uc2USDQoFZm91bmQYASABKAgiIQoLRnJlZVJlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoCSIdCgxGcmVlUmVzcG9uc2USDQoFZm91bmQYASABKAgiTgoVSW5nZXN0S3ZFdmVudHNSZXF1ZXN0EiQKBmV2ZW50cxgBIAMoCzIULmt2cm91dGVyLnYxLkt2RXZlbnQSDwoHcmVzdG9yZRgCIAEoCCJrChZJbmdlc3RLdkV2ZW50c1Jlc3BvbnNlEg8KB2FwcGxpZWQYASABKAQSEAoIcmVqZWN0ZWQYAiABKAQSLgoKcmVqZWN0aW9ucxgDIAMoCzIaLmt2cm91dGVyLnYxLlJlamVjdGVkRXZlbnQiWQoNUmVqZWN0ZWRFdmVudBImCgZ3b3JrZXIYASABKAsyFi5rdnJvdXRlci52MS5Xb3JrZXJSZWYSEAoIZXZlbnRfaWQYAiABKAQSDgoGcmVhc29uGAMgASgJIoUCCgdLdkV2ZW50EhEKCXdvcmtlcl9pZBgBIAEoBBIPCgdkcF9yYW5rGAIgASgNEhAKCGV2ZW50X2lkGAMgASgEEisKBnN0b3JlZBgEIAEoCzIZLmt2cm91dGVyLnYxLkJsb2Nrc1N0b3JlZEgAEi0KB3JlbW92ZWQYBSABKAsyGi5rdnJvdXRlci52MS5CbG9ja3NSZW1vdmVkSAASMAoHY2xlYXJlZBgGIAEoCzIdLmt2cm91dGVyLnYxLkFsbEJsb2Nrc0NsZWFyZWRIABIuCgxzdG9yYWdlX3RpZXIYByABKA4yGC5rdnJvdXRlci52MS5TdG9yYWdlVGllckIGCgRkYXRhIpoBCgxCbG9ja3NTdG9yZWQSHgoRcGFyZW50X2Jsb2NrX2hhc2gYASABKARIAIgBARIoCgZibG9ja3MYAiADKAsyGC5rdnJvdXRlci52MS5TdG9yZWRCbG9jaxIRCglsb3JhX25hbWUYAyABKAkSFwoPY2FjaGVfbmFtZXNwYWNlGAQgASgJQhQKEl9wYXJlbnRfYmxvY2tfaGFzaCKfAQoLU3RvcmVkQmxvY2sSEgoKYmxvY2tfaGFzaBgBIAEoBBIRCgl0b2tlbl9pZHMYAiADKA0SGAoLdG9rZW5zX2hhc2gYAyABKARIAIgBARIRCgltbV9oYXNoZXMYBCADKAQSGgoNc2VxdWVuY2VfaGFzaBgFIAEoBEgBiAEBQg4KDF90b2tlbnNfaGFzaEIQCg5fc2VxdWVuY2VfaGFzaCIlCg1CbG9ja3NSZW1vdmVkEhQKDGJsb2NrX2hhc2hlcxgBIAMoBCISChBBbGxCbG9ja3NDbGVhcmVkItQBChVSZWdpc3RlcldvcmtlclJlcXVlc3QSEQoJd29ya2VyX2lkGAEgASgEEhAKCGRwX3JhbmtzGAIgAygNEhkKEWxlYXNlX3R0bF9zZWNvbmRzGAMgASgNEhQKDHptcV9lbmRwb2ludBgEIAEoCRIbChN6bXFfcmVwbGF5X2VuZHBvaW50GAUgASgJEg8KB2FkZHJlc3MYBiABKAkSHgoWbWF4X251bV9iYXRjaGVkX3Rva2VucxgHIAEoBBIXCg90b3RhbF9rdl9ibG9ja3MYCCABKAQiMwoWUmVnaXN0ZXJXb3JrZXJSZXNwb25zZRIZChFsZWFzZV90dGxfc2Vjb25kcxgBIAEoDSIlChBLZWVwQWxpdmVSZXF1ZXN0EhEKCXdvcmtlcl9pZBgBIAEoBCIuChFLZWVwQWxpdmVSZXNwb25zZRIZChFsZWFzZV90dGxfc2Vjb25kcxgBIAEoDSIsChdEZXJlZ2lzdGVyV29ya2VyUmVxdWVzdBIRCgl3b3JrZXJfaWQYASABKAQiMgoYRGVyZWdpc3RlcldvcmtlclJlc3BvbnNlEhYKDnJlbW92ZWRfYmxvY2tzGAEgASgEIhQKEkxpc3RXb3JrZXJzUmVxdWVzdCI/ChNMaXN0V29ya2Vyc1Jlc3BvbnNlEigKB3dvcmtlcnMYASADKAsyFy5rdnJvdXRlci52MS5Xb3JrZXJJbmZvIvQCCgpXb3JrZXJJbmZvEiYKBndvcmtlchgBIAEoCzIWLmt2cm91dGVyLnYxLldvcmtlclJlZhISCgpyZWdpc3RlcmVkGAIgASgIEhoKEmxlYXNlX3JlbWFpbmluZ19tcxgDIAEoBBIVCg1jYWNoZWRfYmxvY2tzGAQgASgEEhcKD2FjdGl2ZV9yZXF1ZXN0cxgFIAEoBBIdChVhY3RpdmVfcHJlZmlsbF90b2tlbnMYBiABKAQSHAoUYWN0aXZlX2RlY29kZV9ibG9ja3MYByABKAQSFQoNbGFzdF9ldmVudF9pZBgIIAEoBBIPCgdhZGRyZXNzGAkgASgJEhoKEmhvc3RfY2FjaGVkX2Jsb2NrcxgKIAEoBBIaChJkaXNrX2NhY2hlZF9ibG9ja3MYCyABKAQSHgoWZXh0ZXJuYWxfY2FjaGVkX2Jsb2NrcxgMIAEoBBIhChlwcmVmaWxsX3Rva2Vuc19wZXJfc2Vjb25kGA0gASgBIhIKEER1bXBJbmRleFJlcXVlc3QiOQoRRHVtcEluZGV4UmVzcG9uc2USJAoGZXZlbnRzGAEgAygLMhQua3Zyb3V0ZXIudjEuS3ZFdmVudCLOAgoOQnVzeVRocmVzaG9sZHMSKwoeYWN0aXZlX2RlY29kZV9ibG9ja3NfdGhyZXNob2xkGAEgASgBSACIAQESLAofYWN0aXZlX3ByZWZpbGxfdG9rZW5zX3RocmVzaG9sZBgCIAEoBEgBiAEBEjEKJGFjdGl2ZV9wcmVmaWxsX3Rva2Vuc190aHJlc2hvbGRfZnJhYxgDIAEoAUgCiAEBEiMKFnJvdXRlcl9xdWV1ZV90aHJlc2hvbGQYBCABKAFIA4gBAUIhCh9fYWN0aXZlX2RlY29kZV9ibG9ja3NfdGhyZXNob2xkQiIKIF9hY3RpdmVfcHJlZmlsbF90b2tlbnNfdGhyZXNob2xkQicKJV9hY3RpdmVfcHJlZmlsbF90b2tlbnNfdGhyZXNob2xkX2ZyYWNCGQoXX3JvdXRlcl9xdWV1ZV90aHJlc2hvbGQiWgoYU2V0QnVzeVRocmVzaG9sZHNSZXF1ZXN0Ei8KCnRocmVzaG9sZHMYASABKAsyGy5rdnJvdXRlci52MS5CdXN5VGhyZXNob2xkcxINCgVjbGVhchgCIAMoCSJMChlTZXRCdXN5VGhyZXNob2xkc1Jlc3BvbnNlEi8KCnRocmVzaG9sZHMYASABKAsyGy5rdnJvdXRlci52MS5CdXN5VGhyZXNob2xkcyqUAQoLU3RvcmFnZVRpZXISHAoYU1RPUkFHRV9USUVSX1VOU1BFQ0lGSUVEEAASFwoTU1RPUkFHRV9USUVSX0RFVklDRRABEhwKGFNUT1JBR0VfVElFUl9IT1NUX1BJTk5FRBACEhUKEVNUT1JBR0VfVElFUl9ESVNLEAMSGQoVU1RPUkFHRV9USUVSX0VYVEVSTkFMEAQy/wYKD0t2Um91dGVyU2VydmljZRJZCg5GaW5kQmVzdFdvcmtlchIiLmt2cm91dGVyLnYxLkZpbmRCZXN0V29ya2VyUmVxdWVzdBojLmt2cm91dGVyLnYxLkZpbmRCZXN0V29ya2VyUmVzcG9uc2USawoUTWFya1ByZWZpbGxDb21wbGV0ZWQSKC5rdnJvdXRlci52MS5NYXJrUHJlZmlsbENvbXBsZXRlZFJlcXVlc3QaKS5rdnJvdXRlci52MS5NYXJrUHJlZmlsbENvbXBsZXRlZFJlc3BvbnNlEjsKBEZyZWUSGC5rdnJvdXRlci52MS5GcmVlUmVxdWVzdBoZLmt2cm91dGVyLnYxLkZyZWVSZXNwb25zZRJbCg5Jbmdlc3RLdkV2ZW50cxIiLmt2cm91dGVyLnYxLkluZ2VzdEt2RXZlbnRzUmVxdWVzdBojLmt2cm91dGVyLnYxLkluZ2VzdEt2RXZlbnRzUmVzcG9uc2UoARJZCg5SZWdpc3RlcldvcmtlchIiLmt2cm91dGVyLnYxLlJlZ2lzdGVyV29ya2VyUmVxdWVzdBojLmt2cm91dGVyLnYxLlJlZ2lzdGVyV29ya2VyUmVzcG9uc2USSgoJS2VlcEFsaXZlEh0ua3Zyb3V0ZXIudjEuS2VlcEFsaXZlUmVxdWVzdBoeLmt2cm91dGVyLnYxLktlZXBBbGl2ZVJlc3BvbnNlEl8KEERlcmVnaXN0ZXJXb3JrZXISJC5rdnJvdXRlci52MS5EZXJlZ2lzdGVyV29ya2VyUmVxdWVzdBolLmt2cm91dGVyLnYxLkRlcmVnaXN0ZXJXb3JrZXJSZXNwb25zZRJQCgtMaXN0V29ya2VycxIfLmt2cm91dGVyLnYxLkxpc3RXb3JrZXJzUmVxdWVzdBogLmt2cm91dGVyLnYxLkxpc3RXb3JrZXJzUmVzcG9uc2USTAoJRHVtcEluZGV4Eh0ua3Zyb3V0ZXIudjEuRHVtcEluZGV4UmVxdWVzdBoeLmt2cm91dGVyLnYxLkR1bXBJbmRleFJlc3BvbnNlMAESYgoRU2V0QnVzeVRocmVzaG9sZHMSJS5rdnJvdXRlci52MS5TZXRCdXN5VGhyZXNob2xkc1JlcXVlc3QaJi5rdnJvdXRlci52MS5TZXRCdXN5VGhyZXNob2xkc1Jlc3BvbnNlYgZwcm90bzM");
 
 /**
  * One data-parallel rank of one worker: the unit a request is routed to.
@@ -134,6 +134,17 @@ export type FindBestWorkerRequest = Message<"kvrouter.v1.FindBestWorkerRequest">
    * @generated from field: kvrouter.v1.RouterConfigOverride router_config_override = 11;
    */
   routerConfigOverride?: RouterConfigOverride | undefined;
+
+  /**
+   * Disaggregated serving: the prefill workers. When set, the request needs a
+   * decode worker (from allowed_workers, or every known worker not listed
+   * here) and a prefill worker from this list; the answer's `disagg` says
+   * which prefill worker, or, with --router-conditional-disagg, that the
+   * decode worker should prefill locally (Dynamo's conditional disaggregation).
+   *
+   * @generated from field: repeated kvrouter.v1.WorkerRef prefill_workers = 12;
+   */
+  prefillWorkers: WorkerRef[];
 };
 
 /**
@@ -258,6 +269,13 @@ export type FindBestWorkerResponse = Message<"kvrouter.v1.FindBestWorkerResponse
    * @generated from field: string selection_reason = 8;
    */
   selectionReason: string;
+
+  /**
+   * Set when the request named prefill_workers: where its prefill runs, and why.
+   *
+   * @generated from field: kvrouter.v1.DisaggDecision disagg = 9;
+   */
+  disagg?: DisaggDecision | undefined;
 };
 
 /**
@@ -266,6 +284,70 @@ export type FindBestWorkerResponse = Message<"kvrouter.v1.FindBestWorkerResponse
  */
 export const FindBestWorkerResponseSchema: GenMessage<FindBestWorkerResponse> = /*@__PURE__*/
   messageDesc(file_kvrouter_v1_router, 3);
+
+/**
+ * Where a disaggregated request prefills: on the decode worker (`worker` of the
+ * response) or on a prefill worker first.
+ *
+ * @generated from message kvrouter.v1.DisaggDecision
+ */
+export type DisaggDecision = Message<"kvrouter.v1.DisaggDecision"> & {
+  /**
+   * True: skip remote prefill, the decode worker prefills the prompt itself.
+   *
+   * @generated from field: bool prefill_locally = 1;
+   */
+  prefillLocally: boolean;
+
+  /**
+   * The prefill worker to use when prefill_locally is false.
+   *
+   * @generated from field: kvrouter.v1.WorkerRef prefill_worker = 2;
+   */
+  prefillWorker?: WorkerRef | undefined;
+
+  /**
+   * Leading prompt blocks the prefill worker holds (0 when prefilling locally).
+   *
+   * @generated from field: uint32 prefill_overlap_blocks = 3;
+   */
+  prefillOverlapBlocks: number;
+
+  /**
+   * Prompt tokens not cached on the decode worker (Dynamo's effective ISL).
+   *
+   * @generated from field: uint64 net_new_tokens = 4;
+   */
+  netNewTokens: bigint;
+
+  /**
+   * The rule that decided, with its numbers, e.g. "isl_bounding: 96 net-new
+   * tokens < 2048 and 0.09 of the prompt < 0.7".
+   *
+   * @generated from field: string reason = 5;
+   */
+  reason: string;
+
+  /**
+   * The load signals Dynamo's rule read, when it read them: the chosen prefill
+   * worker past prefill_busy_threshold, the decode worker past decode_busy_threshold.
+   *
+   * @generated from field: optional bool prefill_worker_busy = 6;
+   */
+  prefillWorkerBusy?: boolean | undefined;
+
+  /**
+   * @generated from field: optional bool decode_worker_busy = 7;
+   */
+  decodeWorkerBusy?: boolean | undefined;
+};
+
+/**
+ * Describes the message kvrouter.v1.DisaggDecision.
+ * Use `create(DisaggDecisionSchema)` to create a new message.
+ */
+export const DisaggDecisionSchema: GenMessage<DisaggDecision> = /*@__PURE__*/
+  messageDesc(file_kvrouter_v1_router, 4);
 
 /**
  * @generated from message kvrouter.v1.WorkerScore
@@ -332,7 +414,7 @@ export type WorkerScore = Message<"kvrouter.v1.WorkerScore"> & {
  * Use `create(WorkerScoreSchema)` to create a new message.
  */
 export const WorkerScoreSchema: GenMessage<WorkerScore> = /*@__PURE__*/
-  messageDesc(file_kvrouter_v1_router, 4);
+  messageDesc(file_kvrouter_v1_router, 5);
 
 /**
  * @generated from message kvrouter.v1.MarkPrefillCompletedRequest
@@ -349,7 +431,7 @@ export type MarkPrefillCompletedRequest = Message<"kvrouter.v1.MarkPrefillComple
  * Use `create(MarkPrefillCompletedRequestSchema)` to create a new message.
  */
 export const MarkPrefillCompletedRequestSchema: GenMessage<MarkPrefillCompletedRequest> = /*@__PURE__*/
-  messageDesc(file_kvrouter_v1_router, 5);
+  messageDesc(file_kvrouter_v1_router, 6);
 
 /**
  * @generated from message kvrouter.v1.MarkPrefillCompletedResponse
@@ -368,7 +450,7 @@ export type MarkPrefillCompletedResponse = Message<"kvrouter.v1.MarkPrefillCompl
  * Use `create(MarkPrefillCompletedResponseSchema)` to create a new message.
  */
 export const MarkPrefillCompletedResponseSchema: GenMessage<MarkPrefillCompletedResponse> = /*@__PURE__*/
-  messageDesc(file_kvrouter_v1_router, 6);
+  messageDesc(file_kvrouter_v1_router, 7);
 
 /**
  * @generated from message kvrouter.v1.FreeRequest
@@ -385,7 +467,7 @@ export type FreeRequest = Message<"kvrouter.v1.FreeRequest"> & {
  * Use `create(FreeRequestSchema)` to create a new message.
  */
 export const FreeRequestSchema: GenMessage<FreeRequest> = /*@__PURE__*/
-  messageDesc(file_kvrouter_v1_router, 7);
+  messageDesc(file_kvrouter_v1_router, 8);
 
 /**
  * @generated from message kvrouter.v1.FreeResponse
@@ -404,7 +486,7 @@ export type FreeResponse = Message<"kvrouter.v1.FreeResponse"> & {
  * Use `create(FreeResponseSchema)` to create a new message.
  */
 export const FreeResponseSchema: GenMessage<FreeResponse> = /*@__PURE__*/
-  messageDesc(file_kvrouter_v1_router, 8);
+  messageDesc(file_kvrouter_v1_router, 9);
 
 /**
  * @generated from message kvrouter.v1.IngestKvEventsRequest
@@ -429,7 +511,7 @@ export type IngestKvEventsRequest = Message<"kvrouter.v1.IngestKvEventsRequest">
  * Use `create(IngestKvEventsRequestSchema)` to create a new message.
  */
 export const IngestKvEventsRequestSchema: GenMessage<IngestKvEventsRequest> = /*@__PURE__*/
-  messageDesc(file_kvrouter_v1_router, 9);
+  messageDesc(file_kvrouter_v1_router, 10);
 
 /**
  * @generated from message kvrouter.v1.IngestKvEventsResponse
@@ -458,7 +540,7 @@ export type IngestKvEventsResponse = Message<"kvrouter.v1.IngestKvEventsResponse
  * Use `create(IngestKvEventsResponseSchema)` to create a new message.
  */
 export const IngestKvEventsResponseSchema: GenMessage<IngestKvEventsResponse> = /*@__PURE__*/
-  messageDesc(file_kvrouter_v1_router, 10);
+  messageDesc(file_kvrouter_v1_router, 11);
 
 /**
  * @generated from message kvrouter.v1.RejectedEvent
@@ -487,7 +569,7 @@ export type RejectedEvent = Message<"kvrouter.v1.RejectedEvent"> & {
  * Use `create(RejectedEventSchema)` to create a new message.
  */
 export const RejectedEventSchema: GenMessage<RejectedEvent> = /*@__PURE__*/
-  messageDesc(file_kvrouter_v1_router, 11);
+  messageDesc(file_kvrouter_v1_router, 12);
 
 /**
  * @generated from message kvrouter.v1.KvEvent
@@ -547,7 +629,7 @@ export type KvEvent = Message<"kvrouter.v1.KvEvent"> & {
  * Use `create(KvEventSchema)` to create a new message.
  */
 export const KvEventSchema: GenMessage<KvEvent> = /*@__PURE__*/
-  messageDesc(file_kvrouter_v1_router, 12);
+  messageDesc(file_kvrouter_v1_router, 13);
 
 /**
  * A chain of blocks that continues parent_block_hash (or starts a prompt).
@@ -585,7 +667,7 @@ export type BlocksStored = Message<"kvrouter.v1.BlocksStored"> & {
  * Use `create(BlocksStoredSchema)` to create a new message.
  */
 export const BlocksStoredSchema: GenMessage<BlocksStored> = /*@__PURE__*/
-  messageDesc(file_kvrouter_v1_router, 13);
+  messageDesc(file_kvrouter_v1_router, 14);
 
 /**
  * @generated from message kvrouter.v1.StoredBlock
@@ -632,7 +714,7 @@ export type StoredBlock = Message<"kvrouter.v1.StoredBlock"> & {
  * Use `create(StoredBlockSchema)` to create a new message.
  */
 export const StoredBlockSchema: GenMessage<StoredBlock> = /*@__PURE__*/
-  messageDesc(file_kvrouter_v1_router, 14);
+  messageDesc(file_kvrouter_v1_router, 15);
 
 /**
  * @generated from message kvrouter.v1.BlocksRemoved
@@ -649,7 +731,7 @@ export type BlocksRemoved = Message<"kvrouter.v1.BlocksRemoved"> & {
  * Use `create(BlocksRemovedSchema)` to create a new message.
  */
 export const BlocksRemovedSchema: GenMessage<BlocksRemoved> = /*@__PURE__*/
-  messageDesc(file_kvrouter_v1_router, 15);
+  messageDesc(file_kvrouter_v1_router, 16);
 
 /**
  * @generated from message kvrouter.v1.AllBlocksCleared
@@ -662,7 +744,7 @@ export type AllBlocksCleared = Message<"kvrouter.v1.AllBlocksCleared"> & {
  * Use `create(AllBlocksClearedSchema)` to create a new message.
  */
 export const AllBlocksClearedSchema: GenMessage<AllBlocksCleared> = /*@__PURE__*/
-  messageDesc(file_kvrouter_v1_router, 16);
+  messageDesc(file_kvrouter_v1_router, 17);
 
 /**
  * @generated from message kvrouter.v1.RegisterWorkerRequest
@@ -735,7 +817,7 @@ export type RegisterWorkerRequest = Message<"kvrouter.v1.RegisterWorkerRequest">
  * Use `create(RegisterWorkerRequestSchema)` to create a new message.
  */
 export const RegisterWorkerRequestSchema: GenMessage<RegisterWorkerRequest> = /*@__PURE__*/
-  messageDesc(file_kvrouter_v1_router, 17);
+  messageDesc(file_kvrouter_v1_router, 18);
 
 /**
  * @generated from message kvrouter.v1.RegisterWorkerResponse
@@ -752,7 +834,7 @@ export type RegisterWorkerResponse = Message<"kvrouter.v1.RegisterWorkerResponse
  * Use `create(RegisterWorkerResponseSchema)` to create a new message.
  */
 export const RegisterWorkerResponseSchema: GenMessage<RegisterWorkerResponse> = /*@__PURE__*/
-  messageDesc(file_kvrouter_v1_router, 18);
+  messageDesc(file_kvrouter_v1_router, 19);
 
 /**
  * @generated from message kvrouter.v1.KeepAliveRequest
@@ -769,7 +851,7 @@ export type KeepAliveRequest = Message<"kvrouter.v1.KeepAliveRequest"> & {
  * Use `create(KeepAliveRequestSchema)` to create a new message.
  */
 export const KeepAliveRequestSchema: GenMessage<KeepAliveRequest> = /*@__PURE__*/
-  messageDesc(file_kvrouter_v1_router, 19);
+  messageDesc(file_kvrouter_v1_router, 20);
 
 /**
  * @generated from message kvrouter.v1.KeepAliveResponse
@@ -786,7 +868,7 @@ export type KeepAliveResponse = Message<"kvrouter.v1.KeepAliveResponse"> & {
  * Use `create(KeepAliveResponseSchema)` to create a new message.
  */
 export const KeepAliveResponseSchema: GenMessage<KeepAliveResponse> = /*@__PURE__*/
-  messageDesc(file_kvrouter_v1_router, 20);
+  messageDesc(file_kvrouter_v1_router, 21);
 
 /**
  * @generated from message kvrouter.v1.DeregisterWorkerRequest
@@ -803,7 +885,7 @@ export type DeregisterWorkerRequest = Message<"kvrouter.v1.DeregisterWorkerReque
  * Use `create(DeregisterWorkerRequestSchema)` to create a new message.
  */
 export const DeregisterWorkerRequestSchema: GenMessage<DeregisterWorkerRequest> = /*@__PURE__*/
-  messageDesc(file_kvrouter_v1_router, 21);
+  messageDesc(file_kvrouter_v1_router, 22);
 
 /**
  * @generated from message kvrouter.v1.DeregisterWorkerResponse
@@ -822,7 +904,7 @@ export type DeregisterWorkerResponse = Message<"kvrouter.v1.DeregisterWorkerResp
  * Use `create(DeregisterWorkerResponseSchema)` to create a new message.
  */
 export const DeregisterWorkerResponseSchema: GenMessage<DeregisterWorkerResponse> = /*@__PURE__*/
-  messageDesc(file_kvrouter_v1_router, 22);
+  messageDesc(file_kvrouter_v1_router, 23);
 
 /**
  * @generated from message kvrouter.v1.ListWorkersRequest
@@ -835,7 +917,7 @@ export type ListWorkersRequest = Message<"kvrouter.v1.ListWorkersRequest"> & {
  * Use `create(ListWorkersRequestSchema)` to create a new message.
  */
 export const ListWorkersRequestSchema: GenMessage<ListWorkersRequest> = /*@__PURE__*/
-  messageDesc(file_kvrouter_v1_router, 23);
+  messageDesc(file_kvrouter_v1_router, 24);
 
 /**
  * @generated from message kvrouter.v1.ListWorkersResponse
@@ -852,7 +934,7 @@ export type ListWorkersResponse = Message<"kvrouter.v1.ListWorkersResponse"> & {
  * Use `create(ListWorkersResponseSchema)` to create a new message.
  */
 export const ListWorkersResponseSchema: GenMessage<ListWorkersResponse> = /*@__PURE__*/
-  messageDesc(file_kvrouter_v1_router, 24);
+  messageDesc(file_kvrouter_v1_router, 25);
 
 /**
  * @generated from message kvrouter.v1.WorkerInfo
@@ -943,7 +1025,7 @@ export type WorkerInfo = Message<"kvrouter.v1.WorkerInfo"> & {
  * Use `create(WorkerInfoSchema)` to create a new message.
  */
 export const WorkerInfoSchema: GenMessage<WorkerInfo> = /*@__PURE__*/
-  messageDesc(file_kvrouter_v1_router, 25);
+  messageDesc(file_kvrouter_v1_router, 26);
 
 /**
  * @generated from message kvrouter.v1.DumpIndexRequest
@@ -956,7 +1038,7 @@ export type DumpIndexRequest = Message<"kvrouter.v1.DumpIndexRequest"> & {
  * Use `create(DumpIndexRequestSchema)` to create a new message.
  */
 export const DumpIndexRequestSchema: GenMessage<DumpIndexRequest> = /*@__PURE__*/
-  messageDesc(file_kvrouter_v1_router, 26);
+  messageDesc(file_kvrouter_v1_router, 27);
 
 /**
  * @generated from message kvrouter.v1.DumpIndexResponse
@@ -973,7 +1055,7 @@ export type DumpIndexResponse = Message<"kvrouter.v1.DumpIndexResponse"> & {
  * Use `create(DumpIndexResponseSchema)` to create a new message.
  */
 export const DumpIndexResponseSchema: GenMessage<DumpIndexResponse> = /*@__PURE__*/
-  messageDesc(file_kvrouter_v1_router, 27);
+  messageDesc(file_kvrouter_v1_router, 28);
 
 /**
  * Busy thresholds (Dynamo's names). A worker is busy when any set threshold is
@@ -1018,7 +1100,7 @@ export type BusyThresholds = Message<"kvrouter.v1.BusyThresholds"> & {
  * Use `create(BusyThresholdsSchema)` to create a new message.
  */
 export const BusyThresholdsSchema: GenMessage<BusyThresholds> = /*@__PURE__*/
-  messageDesc(file_kvrouter_v1_router, 28);
+  messageDesc(file_kvrouter_v1_router, 29);
 
 /**
  * @generated from message kvrouter.v1.SetBusyThresholdsRequest
@@ -1042,7 +1124,7 @@ export type SetBusyThresholdsRequest = Message<"kvrouter.v1.SetBusyThresholdsReq
  * Use `create(SetBusyThresholdsRequestSchema)` to create a new message.
  */
 export const SetBusyThresholdsRequestSchema: GenMessage<SetBusyThresholdsRequest> = /*@__PURE__*/
-  messageDesc(file_kvrouter_v1_router, 29);
+  messageDesc(file_kvrouter_v1_router, 30);
 
 /**
  * @generated from message kvrouter.v1.SetBusyThresholdsResponse
@@ -1059,7 +1141,7 @@ export type SetBusyThresholdsResponse = Message<"kvrouter.v1.SetBusyThresholdsRe
  * Use `create(SetBusyThresholdsResponseSchema)` to create a new message.
  */
 export const SetBusyThresholdsResponseSchema: GenMessage<SetBusyThresholdsResponse> = /*@__PURE__*/
-  messageDesc(file_kvrouter_v1_router, 30);
+  messageDesc(file_kvrouter_v1_router, 31);
 
 /**
  * Dynamo's StorageTier.
