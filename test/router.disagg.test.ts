@@ -142,6 +142,9 @@ describe("disaggregated FindBestWorker", () => {
       assert.equal(await grpcCode(r.client.findBestWorker({ tokenIds: tokens(40, 5000), requestId: "x", prefillWorkers })), status.ALREADY_EXISTS);
       await r.client.free("x");
       assert.deepEqual(await Promise.all(PREFILL.map((w) => loadOf(r, w).then((l) => l.requests))), [0, 0], "Free drops the prefill booking too");
+      // Counted on the wire and refused before protobuf-es builds an object per entry, as allowed_workers is.
+      const huge = Array.from({ length: 200_000 }, (_, i) => ({ workerId: BigInt(i) }));
+      assert.equal(await grpcCode(r.client.findBestWorker({ tokenIds: PROMPT, prefillWorkers: huge })), status.INVALID_ARGUMENT);
     });
   });
 });
