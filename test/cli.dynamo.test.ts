@@ -125,7 +125,8 @@ describe("kv-router from Dynamo's router command lines", () => {
       DYN_ROUTER_DECODE_ACTIVE_REQUEST_WEIGHT: "4",
       DYN_ROUTER_QUEUE_POLICY: "wspt",
       DYN_ROUTER_TRACK_OUTPUT_BLOCKS: "true",
-      DYN_ROUTER_APPROXIMATE_CACHE_POLICY: "lru",
+      DYN_ROUTER_APPROXIMATE_CACHE_POLICY: "ttl",
+      DYN_ROUTER_CONDITIONAL_DISAGG: "true",
       DYN_AIS_SYSTEM: "h200_sxm",
     });
     assert.deepEqual(
@@ -134,8 +135,8 @@ describe("kv-router from Dynamo's router command lines", () => {
     );
     assert.deepEqual(
       [...notSupported].sort(),
-      // DYN_ROUTER_QUEUE_POLICY is implemented (the admission queue), so it does not warn.
-      ["DYN_AIS_SYSTEM", "DYN_ROUTER_APPROXIMATE_CACHE_POLICY", "DYN_ROUTER_TRACK_OUTPUT_BLOCKS"],
+      // DYN_ROUTER_QUEUE_POLICY, _APPROXIMATE_CACHE_POLICY and _CONDITIONAL_DISAGG are implemented, so they do not warn.
+      ["DYN_AIS_SYSTEM", "DYN_ROUTER_TRACK_OUTPUT_BLOCKS"],
     );
     assert.equal(await router.stop(), 0);
   });
