@@ -54,8 +54,9 @@ export class Publisher {
     proc.stderr!.on("data", (d) => process.stderr.write(`[publisher] ${d}`));
   }
 
-  static async start(format: PublisherFormat, opts: { replay?: boolean; replayTopicFrame?: boolean; topic?: string } = {}) {
+  static async start(format: PublisherFormat, opts: { replay?: boolean; replayTopicFrame?: boolean; topic?: string; host?: string } = {}) {
     const args = [SCRIPT, "--format", format];
+    if (opts.host !== undefined) args.push("--host", opts.host);
     if (opts.replay) args.push("--replay");
     if (opts.replayTopicFrame) args.push("--replay-topic-frame");
     if (opts.topic !== undefined) args.push("--topic", opts.topic);

@@ -23,6 +23,7 @@ import { DYNAMO_BLOCK_SIZE, type ROUTING_FLAGS, selectedPolicyName } from "./rou
 import { type PolicyConfig, PolicyConfigError, readPolicyConfig } from "./policyConfig.js";
 import { CliError } from "./errors.js";
 import { otlpProtocolWarning, tracingSettingsFrom } from "./tracingFlags.js";
+import { kubernetesDiscoveryFrom } from "./kubernetesFlags.js";
 
 /** The parsed values of ROUTING_FLAGS (routingFlags.ts), as `serve` and `simulate` both have them. */
 export type RoutingArgs = ArgumentsCamelCase<InferredOptionTypes<typeof ROUTING_FLAGS>>;
@@ -202,9 +203,10 @@ function discoveryBackendOf(argv: ServeArgs) {
   });
 }
 
-/** Dynamo's etcd or file discovery, and the ZMQ event plane its publishers announce there. */
+/** Dynamo's etcd or file discovery (and the ZMQ event plane its publishers announce there), or Kubernetes pods. */
 function discoverySourcesFrom(argv: ServeArgs) {
   const backend = discoveryBackendOf(argv);
+  if (backend === "kubernetes") return [kubernetesDiscoveryFrom(argv, argv.workerLeaseTtl * 1000)];
   if (backend !== "etcd" && backend !== "file") return [];
   return dynamoDiscoverySources({
     backend,

@@ -1,5 +1,6 @@
 // --discovery-backend and Dynamo's variables (DYN_DISCOVERY_BACKEND,
 // ETCD_ENDPOINTS, DYN_FILE_KV, DYN_FILE_KV_TTL_SECS) → the sources to start.
+// The kubernetes backend's own flags are in kubernetesFlags.ts.
 import type { EventSource } from "../router/eventSource.js";
 import { DynamoZmqEventPlane } from "../sources/dynamoZmq/dynamoZmqSource.js";
 import type { DiscoveryBackendName } from "../discovery/discovery.js";
@@ -9,12 +10,17 @@ import { EtcdStore } from "../discovery/etcdStore.js";
 import { FileStore } from "../discovery/fileStore.js";
 
 /** Dynamo's spellings → ours; Dynamo's `kv_store` is its etcd-backed default. */
-const ALIASES: Record<string, DiscoveryBackendName> = { etcd: "etcd", kv_store: "etcd", file: "file", "nats-kv": "nats-kv", none: "none" };
+const ALIASES: Record<string, DiscoveryBackendName> = {
+  etcd: "etcd",
+  kv_store: "etcd",
+  file: "file",
+  "nats-kv": "nats-kv",
+  kubernetes: "kubernetes",
+  none: "none",
+};
 
 /** Dynamo backends kv-router cannot read, and why (a start-up error names them). */
 const UNSUPPORTED: Record<string, string> = {
-  kubernetes:
-    "Kubernetes discovery (DynamoWorkerMetadata resources and EndpointSlices) is not supported yet; run the workers with DYN_DISCOVERY_BACKEND=etcd (or file) and point kv-router at the same store",
   mem: "mem is Dynamo's in-process store: no other process can see its workers; use etcd or file",
 };
 
@@ -25,7 +31,7 @@ export const DEFAULT_ETCD_ENDPOINTS = "http://localhost:2379";
 export function discoveryBackendProblem(value: string | undefined): string | undefined {
   if (value === undefined || value in ALIASES) return undefined;
   if (value in UNSUPPORTED) return `--discovery-backend / DYN_DISCOVERY_BACKEND "${value}": ${UNSUPPORTED[value]}`;
-  return `--discovery-backend / DYN_DISCOVERY_BACKEND must be one of etcd (or kv_store), file, nats-kv, none; got "${value}"`;
+  return `--discovery-backend / DYN_DISCOVERY_BACKEND must be one of etcd (or kv_store), file, nats-kv, kubernetes, none; got "${value}"`;
 }
 
 /**

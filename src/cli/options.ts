@@ -21,6 +21,7 @@ import { ROUTING_FLAGS, routingFlagProblems } from "./routingFlags.js";
 import { disaggAndRetentionProblems } from "./disaggFlags.js";
 import { APPROXIMATE_CACHE_POLICIES } from "../indexer/approximateLru.js";
 import { otlpEndpointOf, otlpEndpointProblem } from "./tracingFlags.js";
+import { KUBERNETES_FLAGS, KUBERNETES_FLAG_NAMES, kubernetesFlagProblems } from "./kubernetesFlags.js";
 
 /**
  * One shard per spare core, but none below 3 cores: each synchronous query
@@ -70,6 +71,7 @@ const HELP_GROUPS: Record<string, string[]> = {
     "max-blocks",
   ],
   "Discovery (Dynamo's etcd and file stores, kv-router's NATS bucket):": ["discovery-backend", "etcd-endpoints", "file-kv", "file-kv-ttl-secs"],
+  "Kubernetes discovery (pods by label selector or InferencePool):": KUBERNETES_FLAG_NAMES,
   "Scheduling (kv-router):": [
     "router-max-queued",
     "router-max-queue-wait-secs",
@@ -295,8 +297,10 @@ export function serveOptions<T>(y: Argv<T>) {
       type: "string",
       describe:
         "Where workers are discovered (DYN_DISCOVERY_BACKEND): etcd (Dynamo's default, also kv_store), file (DYN_FILE_KV), " +
-        "nats-kv (the endpoint's NATS KV bucket), none. Default: etcd when ETCD_ENDPOINTS is set, nats-kv with --nats-url, else none",
+        "nats-kv (the endpoint's NATS KV bucket), kubernetes (Ready pods by --k8s-selector or --k8s-inference-pool), none. " +
+        "Default: etcd when ETCD_ENDPOINTS is set, nats-kv with --nats-url, else none",
     })
+    .options(KUBERNETES_FLAGS)
     .option("etcd-endpoints", {
       type: "string",
       default: process.env.ETCD_ENDPOINTS ?? DEFAULT_ETCD_ENDPOINTS,
@@ -583,6 +587,7 @@ export function serveOptions<T>(y: Argv<T>) {
       const backendProblem = discoveryBackendProblem(argv.discoveryBackend as string | undefined);
       if (backendProblem) problems.push(backendProblem);
       if (argv.discoveryBackend === "nats-kv" && argv.natsUrl === undefined) problems.push("--discovery-backend nats-kv needs --nats-url");
+      problems.push(...kubernetesFlagProblems(argv as Parameters<typeof kubernetesFlagProblems>[0]));
       for (const url of parseEtcdEndpoints(argv.etcdEndpoints as string)) {
         if (!/^https?:\/\/[^\s/]+$/.test(url)) problems.push(`--etcd-endpoints / ETCD_ENDPOINTS: "${url}" is not an http(s)://host:port URL`);
       }

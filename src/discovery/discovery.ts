@@ -1,6 +1,7 @@
 // One interface for every way the router learns which workers exist:
 // Dynamo's etcd and file stores (dynamoDiscovery.ts over etcdStore.ts /
-// fileStore.ts), our NATS KV bucket (natsKv.ts), and RegisterWorker calls over
+// fileStore.ts), our NATS KV bucket (natsKv.ts), Kubernetes pods
+// (kubernetes/kubernetesDiscovery.ts), and RegisterWorker calls over
 // gRPC (the service handler; always on beside any backend). Each backend turns
 // its records into the router's worker registry: a worker appears when its
 // record appears and is forgotten, with its blocks and load, when it goes.
@@ -10,7 +11,7 @@ import type { EventSource } from "../router/eventSource.js";
 export type WorkerDiscovery = EventSource;
 
 /** The backends --discovery-backend selects (`none`: gRPC registrations and KV events only). */
-export const DISCOVERY_BACKENDS = ["etcd", "file", "nats-kv", "none"] as const;
+export const DISCOVERY_BACKENDS = ["etcd", "file", "nats-kv", "kubernetes", "none"] as const;
 export type DiscoveryBackendName = (typeof DISCOVERY_BACKENDS)[number];
 
 /**

@@ -137,17 +137,18 @@ def main():
     ap.add_argument("--replay-topic-frame", action="store_true",
                     help="replay replies carry the topic before seq (newer vLLM)")
     ap.add_argument("--buffer-steps", type=int, default=10_000)
+    ap.add_argument("--host", default="127.0.0.1", help="address to bind (a pod's IP in Kubernetes tests: 127.0.0.x)")
     args = ap.parse_args()
 
     ctx = zmq.Context.instance()
     pub = ctx.socket(zmq.XPUB)
     pub.setsockopt(zmq.SNDHWM, 100_000)
-    pub_port = pub.bind_to_random_port("tcp://127.0.0.1")
+    pub_port = pub.bind_to_random_port(f"tcp://{args.host}")
     replay = None
     replay_port = None
     if args.replay:
         replay = ctx.socket(zmq.ROUTER)
-        replay_port = replay.bind_to_random_port("tcp://127.0.0.1")
+        replay_port = replay.bind_to_random_port(f"tcp://{args.host}")
 
     topic = args.topic.encode("utf-8")
     buffer = deque(maxlen=args.buffer_steps)
@@ -159,8 +160,8 @@ def main():
         sys.stdout.write(json.dumps(obj) + "\n")
         sys.stdout.flush()
 
-    reply({"ready": True, "endpoint": f"tcp://127.0.0.1:{pub_port}",
-           "replay": f"tcp://127.0.0.1:{replay_port}" if replay is not None else None})
+    reply({"ready": True, "endpoint": f"tcp://{args.host}:{pub_port}",
+           "replay": f"tcp://{args.host}:{replay_port}" if replay is not None else None})
 
     poller = zmq.Poller()
     poller.register(pub, zmq.POLLIN)
