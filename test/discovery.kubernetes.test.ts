@@ -197,6 +197,24 @@ describe("KubernetesDiscovery list and watch", () => {
     assert.equal(discovery.workers.length, 2);
   });
 
+  test("a pod re-created under its name starts empty; one that stops being Ready or starts terminating is dropped", async () => {
+    const api = await FakeKubeApi.start();
+    cleanups.push(() => api.close());
+    api.put({ name: "vllm-0", labels: APP, ip: "10.4.0.1", ready: true });
+    api.put({ name: "vllm-1", labels: APP, ip: "10.4.0.2", ready: true });
+    const { discovery, r } = await setUp(api);
+    await r.client.sendEvents([{ ...stored(0, 1, tokens(8), 4, 1n), workerId: ID("vllm-0") }]);
+    assert.equal((await workers(r.client)).get(ID("vllm-0"))!.blocks, 2);
+    api.put({ name: "vllm-0", labels: APP, ip: "10.4.0.1", ready: true }); // MODIFIED, nothing the router holds changed
+    api.put({ name: "vllm-0", labels: APP, ip: "10.4.0.9", ready: true, uid: "uid-vllm-0-second" }); // a StatefulSet's replacement
+    await waitFor(async () => (await workers(r.client)).get(ID("vllm-0"))?.address === "10.4.0.9:8000", "re-created pod");
+    assert.equal((await workers(r.client)).get(ID("vllm-0"))!.blocks, 0);
+    api.put({ name: "vllm-0", labels: APP, ip: "10.4.0.9", ready: false, uid: "uid-vllm-0-second" });
+    api.put({ name: "vllm-1", labels: APP, ip: "10.4.0.2", ready: true, terminating: true });
+    await waitFor(() => discovery.workers.length === 0, "both dropped");
+    assert.equal((await workers(r.client)).size, 0);
+  });
+
   test("an InferencePool names the selector and target ports (rank i on targetPorts[i])", async () => {
     const api = await FakeKubeApi.start();
     cleanups.push(() => api.close());
