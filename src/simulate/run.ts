@@ -1,6 +1,8 @@
 // The virtual-clock simulation: every policy gets its own fleet of simulated
-// engines, and all fleets replay the same trace in lockstep, so each prompt is
-// expanded and hashed once. Nothing reads the wall clock: same seed, same result.
+// engines. The fleets take the same arrivals one by one, so each prompt is
+// expanded and hashed once, but each keeps its own clock, load samples, router
+// ticks and queue steps: a policy's result never depends on which policies run
+// beside it. Nothing reads the wall clock: same seed, same result.
 import { hashPrompt } from "../hashing/blockHash.js";
 import type { IndexEvent } from "../protocols/events.js";
 import type { RouterConfig } from "../router/types.js";
@@ -158,67 +160,88 @@ const TICK_MS = 1000;
 /** While a router holds queued requests, time advances in steps this fine (admissions happen on step boundaries). */
 const QUEUE_STEP_MS = 5;
 
+/**
+ * One fleet's virtual time. Every fleet stops at the same arrivals, samples and
+ * ticks, and at its own queue steps: while its router holds queued requests,
+ * time advances in fine steps so admissions happen promptly. Engines' results
+ * depend on where they are stopped (whole decode steps are counted between
+ * stops), so stops must never come from another fleet.
+ */
+class FleetTimeline {
+  readonly clock = { t: 0, now: () => this.clock.t };
+  fleet!: PolicyFleet;
+  private nextSample = 0;
+  private nextTick = TICK_MS;
+
+  constructor(private readonly sampleMs: number) {}
+
+  /** Moves the fleet to time t, taking load samples and router ticks on the way. */
+  advance(t: number): void {
+    const f = this.fleet;
+    for (;;) {
+      const fine = f.waiting > 0 ? this.clock.t + QUEUE_STEP_MS : Infinity;
+      const at = Math.min(this.nextSample, this.nextTick, fine);
+      if (at > t) break;
+      this.clock.t = at;
+      f.advanceTo(at);
+      if (at === this.nextSample) {
+        f.sample(at);
+        this.nextSample += this.sampleMs;
+      }
+      if (at === this.nextTick) {
+        f.policy.tick(at);
+        this.nextTick += TICK_MS;
+      }
+    }
+    this.clock.t = t;
+    f.advanceTo(t);
+  }
+
+  /** Keeps sampling until the fleet is idle (bounded: engines always make progress). */
+  drain(): void {
+    for (let guard = 0; guard < 1_000_000 && !this.fleet.idle; guard++) this.advance(this.nextSample);
+    this.fleet.advanceTo(Infinity);
+  }
+}
+
 export function simulate(trace: readonly TraceRequest[], opts: SimOptions, onProgress?: (done: number, total: number) => void): SimResult {
   validateOptions(opts);
   const requests = opts.maxRequests !== undefined ? trace.slice(0, opts.maxRequests) : trace;
   const traceBlockSize = opts.traceBlockSize ?? MOONCAKE_BLOCK_TOKENS;
-  const clock = { t: 0, now: () => clock.t };
-  const fleets = opts.policies.map(
-    (name) =>
-      new PolicyFleet(
-        makePolicy(name, {
-          router: opts.router,
-          admission: opts.admission,
-          maxNumBatchedTokens: opts.engine.maxNumBatchedTokens,
-          clientDeadlineMs: opts.clientDeadlineMs,
-          workers: opts.workers,
-          seed: opts.seed,
-          clock,
-        }),
-        opts.workers,
-        opts.engine,
-        opts.workerSpeeds,
-      ),
-  );
   const span = requests.length > 0 ? requests[requests.length - 1].timestampMs / opts.speedup : 0;
   const sampleMs = opts.sampleMs ?? Math.max(1, span / 300);
-  let nextSample = 0;
-  let nextTick = TICK_MS;
-
-  // Moves every fleet to time t, taking load samples and router ticks on the way.
-  const advance = (t: number) => {
-    for (;;) {
-      const fine = fleets.some((f) => f.waiting > 0) ? clock.t + QUEUE_STEP_MS : Infinity;
-      const at = Math.min(nextSample, nextTick, fine);
-      if (at > t) break;
-      clock.t = at;
-      for (const f of fleets) f.advanceTo(at);
-      if (at !== nextSample && at !== nextTick) continue;
-      if (at === nextSample) {
-        for (const f of fleets) f.sample(at);
-        nextSample += sampleMs;
-      }
-      if (at === nextTick) {
-        for (const f of fleets) f.policy.tick(at);
-        nextTick += TICK_MS;
-      }
-    }
-    clock.t = t;
-    for (const f of fleets) f.advanceTo(t);
-  };
+  const timelines = opts.policies.map((name) => {
+    const timeline = new FleetTimeline(sampleMs);
+    timeline.fleet = new PolicyFleet(
+      makePolicy(name, {
+        router: opts.router,
+        admission: opts.admission,
+        maxNumBatchedTokens: opts.engine.maxNumBatchedTokens,
+        clientDeadlineMs: opts.clientDeadlineMs,
+        workers: opts.workers,
+        seed: opts.seed,
+        clock: timeline.clock,
+      }),
+      opts.workers,
+      opts.engine,
+      opts.workerSpeeds,
+    );
+    return timeline;
+  });
+  const fleets = timelines.map((tl) => tl.fleet);
 
   const burst = Math.max(1, opts.burst ?? 1);
   requests.forEach((tr, i) => {
     // A burst arrives together, at its first request's time.
     const at = burst > 1 ? requests[i - (i % burst)].timestampMs : tr.timestampMs;
     const req = prepareRequest({ ...tr, timestampMs: at }, opts.engine.blockSize, opts.speedup, `r${tr.index}`, traceBlockSize);
-    advance(req.arrivalMs);
-    for (const f of fleets) f.dispatch(req, req.arrivalMs);
+    for (const tl of timelines) {
+      tl.advance(req.arrivalMs);
+      tl.fleet.dispatch(req, req.arrivalMs);
+    }
     if (onProgress && (i % 100 === 99 || i === requests.length - 1)) onProgress(i + 1, requests.length);
   });
-  // Drain: keep sampling until every fleet is idle (bounded: engines always make progress).
-  for (let guard = 0; guard < 1_000_000 && !fleets.every((f) => f.idle); guard++) advance(nextSample);
-  for (const f of fleets) f.advanceTo(Infinity);
+  for (const tl of timelines) tl.drain();
 
   return {
     config: {
