@@ -2,13 +2,15 @@
 // under its own name (with its default parameters), plus the named instances
 // of Dynamo's --router-policy-config, which may shadow a type's name with
 // their own parameters (Dynamo's docs name the two-tier instance after its type).
+import { ADAPTIVE_POLICY_NAME, ADAPTIVE_SELECTOR } from "./adaptivePolicy.js";
+import { CACHE_GREEDY_SELECTOR } from "./cacheGreedyPolicy.js";
 import { DYNAMO_DEFAULT_SELECTOR, KV_ROUTER_SELECTOR } from "./costPolicies.js";
 import { LEAST_LOADED_SELECTOR } from "./leastLoadedPolicy.js";
 import { TWO_TIER_DEFAULTS, TWO_TIER_POLICY_TYPE, type TwoTierParameters, twoTierPolicy } from "./twoTierPolicy.js";
 import type { WorkerSelectionPolicy } from "./workerSelection.js";
 
 /** `default` is Dynamo's reserved name for its built-in selector; `kv-router` is kv-router's routing, its default. */
-export const POLICY_TYPES = ["kv-router", "default", TWO_TIER_POLICY_TYPE, "least-loaded"] as const;
+export const POLICY_TYPES = ["kv-router", "default", TWO_TIER_POLICY_TYPE, "least-loaded", "cache-greedy", ADAPTIVE_POLICY_NAME] as const;
 export type PolicyType = (typeof POLICY_TYPES)[number];
 
 /** What kv-router runs when neither a flag, a YAML selection nor the request names a policy. */
@@ -28,6 +30,10 @@ function build(name: string, spec: PolicySpec, hostCacheHitWeight: number): Work
       return name === DYNAMO_DEFAULT_SELECTOR.name ? DYNAMO_DEFAULT_SELECTOR : { ...DYNAMO_DEFAULT_SELECTOR, name };
     case "least-loaded":
       return name === LEAST_LOADED_SELECTOR.name ? LEAST_LOADED_SELECTOR : { ...LEAST_LOADED_SELECTOR, name };
+    case "cache-greedy":
+      return name === CACHE_GREEDY_SELECTOR.name ? CACHE_GREEDY_SELECTOR : { ...CACHE_GREEDY_SELECTOR, name };
+    case ADAPTIVE_POLICY_NAME:
+      return name === ADAPTIVE_SELECTOR.name ? ADAPTIVE_SELECTOR : { ...ADAPTIVE_SELECTOR, name };
     case TWO_TIER_POLICY_TYPE:
       return twoTierPolicy(name, spec.twoTier ?? TWO_TIER_DEFAULTS, hostCacheHitWeight);
   }

@@ -20,6 +20,8 @@ export const POLICY_NAMES = [
   "dynamo-agentic",
   "dynamo-two-tier-cost-fn",
   "kv-least-loaded",
+  "kv-cache-greedy",
+  "kv-adaptive",
   "sglang-cache-aware",
   "round-robin",
   "random",
@@ -357,6 +359,12 @@ export function makePolicy(name: PolicyName, opts: PolicyOptions): Policy {
     // kv's router and settings, choosing by the load it tracks alone.
     case "kv-least-loaded":
       return kv("kv-least-loaded", { ...opts.router, workerSelectionPolicy: "least-loaded" });
+    // kv's router and settings, following the longest cached prefix (worker-selection policy `cache-greedy`).
+    case "kv-cache-greedy":
+      return kv("kv-cache-greedy", { ...opts.router, workerSelectionPolicy: "cache-greedy" });
+    // kv's router and settings, choosing with the load-adaptive cost (worker-selection policy `kv-adaptive`).
+    case "kv-adaptive":
+      return kv("kv-adaptive", { ...opts.router, workerSelectionPolicy: "kv-adaptive" });
     case "sglang-cache-aware":
       return new SglangCacheAwarePolicy(opts.workers, opts.router.blockSize);
     case "round-robin":
