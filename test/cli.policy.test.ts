@@ -116,7 +116,7 @@ describe("--router-worker-selection-policy and --router-policy-config", () => {
   it("an unknown policy name stops start-up, listing the known ones", async () => {
     assert.match(
       await refusal(["--router-worker-selection-policy", "two-tier"]),
-      /^--router-worker-selection-policy "two-tier" is not a policy; built in: kv-router, default, dynamo-two-tier-cost-fn, least-loaded$/m,
+      /^--router-worker-selection-policy "two-tier" is not a policy; built in: kv-router, default, dynamo-two-tier-cost-fn, least-loaded, cache-greedy, kv-adaptive$/m,
     );
   });
 
