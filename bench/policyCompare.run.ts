@@ -7,6 +7,7 @@
 //   --mooncake ../shared/data/mooncake_conversation_trace.jsonl
 //   --capacity FILE   reuse measured capacities (JSON by family) instead of measuring
 //   --candidate kv-adaptive   the policy the verdict table judges against the baselines
+//   --rows FILE   re-render the table and charts from an earlier run's rows.json (no simulation)
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
@@ -32,6 +33,7 @@ const { values } = parseArgs({
     capacity: { type: "string" },
     out: { type: "string", default: "docs/simulation/policies" },
     "no-charts": { type: "boolean", default: false },
+    rows: { type: "string" },
   },
 });
 
@@ -95,10 +97,12 @@ const capacityOf = (family: FamilyName): Capacity => {
   return capacities[family];
 };
 
-const rows: ComparisonRow[] = runComparison(plan, traceOf, capacityOf, (batch) => {
-  const b = batch[0];
-  log(`${b.family} seed ${b.seed} load ${b.load}: ` + batch.map((r) => `${r.policy} ${Math.round(r.ttft_mean_ms)}/${Math.round(r.ttft_p99_ms)}`).join(", "));
-});
+const rows: ComparisonRow[] = values.rows
+  ? JSON.parse(readFileSync(values.rows, "utf8"))
+  : runComparison(plan, traceOf, capacityOf, (batch) => {
+      const b = batch[0];
+      log(`${b.family} seed ${b.seed} load ${b.load}: ` + batch.map((r) => `${r.policy} ${Math.round(r.ttft_mean_ms)}/${Math.round(r.ttft_p99_ms)}`).join(", "));
+    });
 await writeComparison(values.out, rows, {
   candidate: values.candidate,
   baselines: list(values.baselines),

@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { DEFAULT_ROUTER_CONFIG } from "../src/router/types.js";
 import { KNEE_FACTOR, measureCapacity } from "../src/simulate/capacity.js";
-import { aggregate, runComparison, verdicts } from "../src/simulate/compare.js";
+import { aggregate, runComparison, seedVerdicts, verdicts } from "../src/simulate/compare.js";
 import { comparisonMarkdown } from "../src/simulate/compareReport.js";
 import type { EngineParams } from "../src/simulate/engine.js";
 import { chatTrace, DEFAULT_CHAT, DEFAULT_RAG, familyTrace, longAgenticTrace, ragTrace, traceWindow } from "../src/simulate/families.js";
@@ -102,8 +102,16 @@ describe("capacity and the comparison", () => {
     assert.ok(aggs.every((a) => a.seeds === 2));
     const v = verdicts(aggs, "kv-adaptive", ["dynamo-2026", "kv-least-loaded"]);
     assert.deepEqual(v.map((x) => x.load).sort(), [0.5, 1]);
+    const single = seedVerdicts(rows, "kv-adaptive", ["dynamo-2026", "kv-least-loaded"]);
+    assert.equal(single.length, 4, "one verdict per (seed, load)");
+    for (const x of single) {
+      const cell = rows.filter((r) => r.seed === x.seed && r.load === x.load);
+      const best = Math.min(...cell.filter((r) => r.policy !== "kv-adaptive").map((r) => r.ttft_mean_ms));
+      assert.equal(x.meanRatio, Number((cell.find((r) => r.policy === "kv-adaptive")!.ttft_mean_ms / best).toFixed(3)));
+    }
     const md = comparisonMarkdown(rows, { candidate: "kv-adaptive", baselines: ["dynamo-2026", "kv-least-loaded"], heldOut: ["rag"], capacities: { rag: capacity }, command: "cmd", charts: false });
     assert.match(md, /\| rag\* \| 50% \|/);
     assert.match(md, /\| family \| load \| dynamo-2026 \| kv-least-loaded \| kv-adaptive \|/);
+    assert.match(md, /Single runs \(family, seed, load\) where kv-adaptive is worse than the best baseline in mean or p99: \d+ of 4\./);
   });
 });

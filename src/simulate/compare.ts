@@ -137,3 +137,40 @@ export function verdicts(aggs: readonly Aggregate[], candidate: string, others: 
   }
   return out;
 }
+
+export interface SeedVerdict {
+  family: FamilyName;
+  seed: number;
+  load: number;
+  meanRatio: number;
+  bestMean: string;
+  p99Ratio: number;
+  bestP99: string;
+}
+
+/** The candidate against the best of `others` in every single (family, seed, load) run. */
+export function seedVerdicts(rows: readonly ComparisonRow[], candidate: string, others: readonly string[]): SeedVerdict[] {
+  const out: SeedVerdict[] = [];
+  const cells = new Map<string, ComparisonRow[]>();
+  for (const r of rows) {
+    const key = `${r.family}\u0000${r.seed}\u0000${r.load}`;
+    cells.set(key, [...(cells.get(key) ?? []), r]);
+  }
+  for (const cell of cells.values()) {
+    const mine = cell.find((r) => r.policy === candidate);
+    const rivals = cell.filter((r) => others.includes(r.policy));
+    if (mine === undefined || rivals.length === 0) continue;
+    const byMean = rivals.reduce((b, r) => (r.ttft_mean_ms < b.ttft_mean_ms ? r : b));
+    const byP99 = rivals.reduce((b, r) => (r.ttft_p99_ms < b.ttft_p99_ms ? r : b));
+    out.push({
+      family: mine.family,
+      seed: mine.seed,
+      load: mine.load,
+      meanRatio: Number((mine.ttft_mean_ms / byMean.ttft_mean_ms).toFixed(3)),
+      bestMean: byMean.policy,
+      p99Ratio: Number((mine.ttft_p99_ms / byP99.ttft_p99_ms).toFixed(3)),
+      bestP99: byP99.policy,
+    });
+  }
+  return out;
+}

@@ -4,7 +4,7 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { TopLevelSpec } from "vega-lite";
 import type { Capacity } from "./capacity.js";
-import { type Aggregate, type ComparisonRow, aggregate, verdicts } from "./compare.js";
+import { type Aggregate, type ComparisonRow, aggregate, seedVerdicts, verdicts } from "./compare.js";
 import { renderSvg } from "./charts.js";
 
 export interface ComparisonMeta {
@@ -74,6 +74,13 @@ export function comparisonMarkdown(rows: readonly ComparisonRow[], meta: Compari
       const flag = (r: number) => (r <= 1 ? r.toFixed(2) : `**${r.toFixed(2)}**`);
       lines.push(`| ${x.family}${mark} | ${pct(x.load)} | ${x.bestMean} | ${flag(x.meanRatio)} | ${x.bestP99} | ${flag(x.p99Ratio)} |`);
     }
+  }
+  const losses = seedVerdicts(rows, meta.candidate, meta.baselines).filter((x) => x.meanRatio > 1 || x.p99Ratio > 1);
+  const runs = new Set(rows.map((r) => `${r.family} ${r.seed} ${r.load}`)).size;
+  lines.push("", `Single runs (family, seed, load) where ${meta.candidate} is worse than the best baseline in mean or p99: ${losses.length} of ${runs}.`);
+  if (losses.length > 0) {
+    lines.push("", "| family | seed | load | mean ratio (best) | p99 ratio (best) |", "|---|---:|---:|---:|---:|");
+    for (const x of losses) lines.push(`| ${x.family} | ${x.seed} | ${pct(x.load)} | ${x.meanRatio.toFixed(2)} (${x.bestMean}) | ${x.p99Ratio.toFixed(2)} (${x.bestP99}) |`);
   }
   lines.push("", "Capacities (speedup of the trace's timestamps at 100% load; measured with the reference policy):", "");
   lines.push("| family | reference | light-load speedup | light-load TTFT mean | capacity speedup |", "|---|---|---:|---:|---:|");
