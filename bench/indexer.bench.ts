@@ -75,10 +75,10 @@ async function makeImpl(kind: string, shards: number, entries: number): Promise<
  * next batch's records while the shards apply, up to `window` batches ahead).
  * Blocks per second, median of repeats; the core count goes beside it.
  */
-export async function runIngestScaling(w: Workload, threads: number[], repeats: number, window = 64) {
+export async function runIngestScaling(w: Workload, threads: number[], repeats: number, window = 64, batchEvents = BATCH) {
   // Batches built once, outside the timing: the figure is the index's (a decoder hands over flat batches).
   const batches: EventBatch[] = [];
-  for (let i = 0; i < w.events.length; i += BATCH) batches.push(toEventBatch(w.events.slice(i, i + BATCH)));
+  for (let i = 0; i < w.events.length; i += batchEvents) batches.push(toEventBatch(w.events.slice(i, i + batchEvents)));
   const rate = async (shards: number, queued: boolean) => {
     const rates: number[] = [];
     for (let r = 0; r < repeats; r++) {
@@ -107,7 +107,7 @@ export async function runIngestScaling(w: Workload, threads: number[], repeats: 
     const queued = await rate(t, true);
     rows.push({ threads: t, waitingBlocksPerSec: waiting, queuedBlocksPerSec: queued, queuedVsInThread: queued / inThread, queuedVsWaiting: queued / waiting });
   }
-  return { cores: availableParallelism(), batchEvents: BATCH, window, inThreadBlocksPerSec: inThread, rows };
+  return { cores: availableParallelism(), batchEvents, window, inThreadBlocksPerSec: inThread, rows };
 }
 
 export const IMPLS = ["compact", "compact-grown", "compact-1-thread", "compact-N-threads", "naive", "reference"] as const;

@@ -8,5 +8,5 @@ import { TRACE, mooncake, randomPrefix } from "./workload.js";
 const entries = Number(process.env.BENCH_ENTRIES ?? 1_000_000);
 const threads = process.argv.slice(2).map(Number);
 const w = existsSync(TRACE) ? mooncake(entries) : randomPrefix(entries);
-const result = await runIngestScaling(w, threads.length > 0 ? threads : [1, 2, 4], Number(process.env.BENCH_REPEATS ?? 3));
+const result = await runIngestScaling(w, threads.length > 0 ? threads : [1, 2, 4], Number(process.env.BENCH_REPEATS ?? 3), 64, Number(process.env.BENCH_BATCH_EVENTS ?? 16));
 console.log(JSON.stringify({ date: new Date().toISOString(), workload: w.name, entries, ...result }, null, 2));
