@@ -5,12 +5,14 @@
 // Rare, bulky answers (dumps, node lists) travel on a MessagePort that the
 // waiting side drains synchronously with receiveMessageOnPort.
 //
-// Queued applies (the ingest path) do not wait: the caller transfers a
-// batch's records on the queue port and rings the doorbell; the shard applies
-// queued batches in order and posts each batch's results on the result port.
-// A shard serves a find between two records of a queued batch (queries do
-// not wait for ingest); every other request first applies everything queued
-// before it, so a removal, eviction or dump is ordered after earlier batches.
+// Queued applies (the ingest path) do not wait: the caller writes a batch's
+// records into the shard's queue ring (sharedRing.ts) and rings the doorbell;
+// the shard applies queued batches in order and writes each batch's results
+// into its result ring. A shard serves a find between two records of a queued
+// batch (queries do not wait for ingest); every other request first applies
+// everything queued before it, so a removal, eviction or dump is ordered after
+// earlier batches. A queued batch that fails (an engine bug) answers with its
+// error on the error port instead of a result entry.
 export const CTL_REQ = 0;
 export const CTL_RES = 1;
 /** Set by a shard whose request failed; the error text waits on the port. */
@@ -40,22 +42,22 @@ export const REQ_HEADER = 4;
 export const INITIAL_REQ_BYTES = 1 << 20;
 export const INITIAL_RES_BYTES = 1 << 20;
 
-/** A queued batch (main thread to shard, records transferred). */
-export interface QueuedBatch {
-  id: number;
-  words: Uint32Array;
-  count: number;
-}
+/** Words of each shard's queue ring and result ring (4 MiB each); a bigger batch applies synchronously. */
+export const RING_WORDS = 1 << 20;
+/** A queue entry: [length, batch id, record count, records...]; a result entry: [length, batch id, count, result codes...]. */
+export const ENTRY_HEADER = 3;
 
-/** A queued batch's answer: one result word per record, or the error that stopped it. */
-export interface QueuedResult {
+/** A queued batch that failed, on the error port. */
+export interface QueuedFailure {
   id: number;
-  out?: Int32Array;
-  error?: string;
+  error: string;
 }
 
 export interface ShardThreadData {
   ctl: SharedArrayBuffer;
+  /** The queue ring (main thread to shard) and the result ring (back). */
+  queue: SharedArrayBuffer;
+  results: SharedArrayBuffer;
   req: SharedArrayBuffer;
   res: SharedArrayBuffer;
   slots: SharedArrayBuffer;

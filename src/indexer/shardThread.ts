@@ -22,12 +22,15 @@ import {
   REQ_STATS,
   REQ_STOP,
   REQ_SWAP_BUFFERS,
-  type QueuedBatch,
-  type QueuedResult,
+  ENTRY_HEADER,
+  type QueuedFailure,
   type ShardThreadData,
 } from "./shardProtocol.js";
+import { SharedRing } from "./sharedRing.js";
 
-const data = workerData as ShardThreadData & { port: MessagePort; queue: MessagePort; results: MessagePort };
+const data = workerData as ShardThreadData & { port: MessagePort; failures: MessagePort };
+const queue = new SharedRing(data.queue);
+const results = new SharedRing(data.results);
 const ctl = new Int32Array(data.ctl);
 let req = new Uint32Array(data.req);
 let reqF64 = new Float64Array(data.req);
@@ -125,31 +128,45 @@ function findBetweenRecords(): void {
   if (seq !== seen && req[0] === REQ_FIND) answer(seq);
 }
 
-/** Applies one queued batch, record by record, and posts its results. */
-function applyQueued({ id, words, count }: QueuedBatch): void {
-  const reply: QueuedResult = { id };
+/** Applies the queued batch at `at` in the queue ring, record by record, and writes its results. */
+function applyQueued(at: number): void {
+  const w = queue.words;
+  const id = w[at + 1];
+  const count = w[at + 2];
+  let out = -1;
   try {
-    const out = new Int32Array(count);
-    for (let i = 0, o = 0; i < count; i++, o += recordWords(words, o)) {
+    out = reserveResult(ENTRY_HEADER + count);
+    const res = results.signed;
+    res[out + 1] = id;
+    res[out + 2] = count;
+    for (let i = 0, o = at + ENTRY_HEADER; i < count; i++, o += recordWords(w, o)) {
       if (i % FIND_CHECK_EVERY === 0) findBetweenRecords();
-      out[i] = core.applyOne(words, o);
+      res[out + ENTRY_HEADER + i] = core.applyOne(w, o);
     }
-    reply.out = out;
   } catch (err) {
-    reply.error = String((err as Error)?.stack ?? err);
+    const failure: QueuedFailure = { id, error: String((err as Error)?.stack ?? err) };
+    data.failures.postMessage(failure);
+    // The reserved result entry is not published: the next one reuses its room.
+    queue.release(at);
+    return;
   }
-  if (reply.out) data.results.postMessage(reply, [reply.out.buffer as ArrayBuffer]);
-  else data.results.postMessage(reply);
+  queue.release(at);
+  results.publish(out, ENTRY_HEADER + count);
 }
 
-/** Applies every batch queued so far; false when the queue was empty. */
-function drainQueue(): boolean {
-  let any = false;
-  for (let m = receiveMessageOnPort(data.queue); m !== undefined; m = receiveMessageOnPort(data.queue)) {
-    applyQueued(m.message as QueuedBatch);
-    any = true;
+/** Room in the result ring; while the main thread has not read enough of it, finds are still served. */
+function reserveResult(n: number): number {
+  for (;;) {
+    const at = results.reserve(n);
+    if (at >= 0) return at;
+    findBetweenRecords();
+    Atomics.wait(results.control, SharedRing.HEAD, results.head, 1);
   }
-  return any;
+}
+
+/** Applies every batch queued so far. */
+function drainQueue(): void {
+  for (let at = queue.next(); at >= 0; at = queue.next()) applyQueued(at);
 }
 
 parentPort?.postMessage("ready");
@@ -162,13 +179,12 @@ while (running) {
     running = answer(seq);
     continue;
   }
-  const m = receiveMessageOnPort(data.queue);
-  if (m !== undefined) {
-    applyQueued(m.message as QueuedBatch);
+  const at = queue.next();
+  if (at >= 0) {
+    applyQueued(at);
     continue;
   }
   Atomics.wait(ctl, CTL_BELL, bell);
 }
 data.port.close();
-data.queue.close();
-data.results.close();
+data.failures.close();

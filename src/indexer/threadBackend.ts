@@ -6,8 +6,10 @@
 // have answered, a query always sees every event applied before it.
 //
 // submit() is the ingest path's apply that does not wait: each shard's
-// records are transferred to its queue, and the results come back as a
-// message, so this thread decodes the next batch while shards apply this one.
+// records are written into its queue ring, and the results come back in its
+// result ring (read when Atomics.waitAsync says they are there, and whenever
+// this thread submits or waits), so this thread decodes the next batch while
+// shards apply this one.
 // The consistency rule: a query sees every batch whose results came back
 // before the query was made (a shard applies in queue order and answers a
 // find only between two records); every other call waits for the batches
@@ -36,18 +38,23 @@ import {
   REQ_STOP,
   REQ_SWAP_BUFFERS,
   CTL_WORDS,
-  type QueuedBatch,
-  type QueuedResult,
+  ENTRY_HEADER,
+  type QueuedFailure,
+  RING_WORDS,
   type ShardThreadData,
 } from "./shardProtocol.js";
+import { SharedRing } from "./sharedRing.js";
 
 interface Shard {
   worker: Worker;
   port: MessagePort;
   /** Queued batches go out here... */
-  queue: MessagePort;
-  /** ...and their results come back here. */
-  results: MessagePort;
+  queue: SharedRing;
+  /** ...and their results come back here (a failed batch's error on `failures`). */
+  results: SharedRing;
+  failures: MessagePort;
+  /** An Atomics.waitAsync on the result ring is pending. */
+  armed: boolean;
   ctl: Int32Array;
   req: Uint32Array;
   reqF64: Float64Array;
@@ -62,8 +69,13 @@ export class ThreadBackend implements ShardBackend {
   private readonly list: Shard[] = [];
   private closed = false;
   private nextBatch = 0;
-  /** Queued batches per shard awaiting results: id -> settle. */
+  /** Queued batches awaiting results: id -> settle. */
   private readonly waiting = new Map<number, { resolve(out: Int32Array): void; reject(err: Error): void }>();
+  /**
+   * A pending Atomics.waitAsync does not keep the process alive: this timer,
+   * referenced only while results are awaited, does.
+   */
+  private readonly keepAlive = setInterval(() => {}, 1 << 30).unref();
 
   private constructor(
     readonly shards: number,
@@ -78,12 +90,13 @@ export class ThreadBackend implements ShardBackend {
     const started: Promise<void>[] = [];
     for (let i = 0; i < shards; i++) {
       const { port1, port2 } = new MessageChannel();
-      const queue = new MessageChannel();
-      const results = new MessageChannel();
+      const queue = SharedRing.create(RING_WORDS);
+      const results = SharedRing.create(RING_WORDS);
+      const failures = new MessageChannel();
       const ctl = new SharedArrayBuffer(CTL_WORDS * 4);
       const req = new SharedArrayBuffer(INITIAL_REQ_BYTES);
       const res = new SharedArrayBuffer(INITIAL_RES_BYTES);
-      const data: ShardThreadData & { port: MessagePort; queue: MessagePort; results: MessagePort } = {
+      const data: ShardThreadData & { port: MessagePort; failures: MessagePort } = {
         ctl,
         req,
         res,
@@ -91,12 +104,13 @@ export class ThreadBackend implements ShardBackend {
         maxSlots,
         initialEntries,
         port: port2,
-        queue: queue.port2,
-        results: results.port1,
+        queue: queue.buffer,
+        results: results.buffer,
+        failures: failures.port1,
       };
       const worker = startThread(siblingModule(import.meta.url, "shardThread"), {
         workerData: data,
-        transferList: [port2, queue.port2, results.port1],
+        transferList: [port2, failures.port1],
         name: `kv-index-shard-${i}`,
       });
       started.push(
@@ -106,13 +120,15 @@ export class ThreadBackend implements ShardBackend {
           worker.once("error", reject);
         }),
       );
-      results.port2.on("message", (m: QueuedResult) => backend.settleQueued(m));
-      results.port2.unref();
+      failures.port2.on("message", (m: QueuedFailure) => backend.settle(m.id, new Error(`index shard failed: ${m.error}`)));
+      failures.port2.unref();
       backend.list.push({
         worker,
         port: port1,
-        queue: queue.port1,
-        results: results.port2,
+        queue,
+        results,
+        failures: failures.port2,
+        armed: false,
         ctl: new Int32Array(ctl),
         req: new Uint32Array(req),
         reqF64: new Float64Array(req),
@@ -153,30 +169,79 @@ export class ThreadBackend implements ShardBackend {
 
   submit(batches: readonly ({ words: Uint32Array; length: number; count: number } | undefined)[]): Promise<Int32Array[]> {
     if (this.closed) return Promise.reject(new Error("sharded index is closed"));
-    // Results pending keep the process alive (an idle index does not).
-    if (this.waiting.size === 0) for (const s of this.list) s.results.ref();
+    this.drainResults();
+    // A batch too big for a ring applies synchronously (after everything queued, as every synchronous call).
+    if (batches.some((b, i) => b !== undefined && ENTRY_HEADER + b.length > this.list[i].queue.maxEntry)) {
+      return Promise.resolve(this.apply(batches));
+    }
     return Promise.all(
       this.list.map((s, i) => {
         const b = batches[i];
         if (b === undefined || b.count === 0) return new Int32Array(0);
-        const id = this.nextBatch++;
-        const batch: QueuedBatch = { id, words: b.words.slice(0, b.length), count: b.count };
+        const id = this.nextBatch;
+        this.nextBatch = (this.nextBatch + 1) >>> 0;
+        const n = ENTRY_HEADER + b.length;
+        let at = s.queue.reserve(n);
+        while (at < 0) {
+          // The shard is behind: read its results (it may be waiting for room to write them) and wait a little.
+          this.drainResults();
+          Atomics.wait(s.queue.control, SharedRing.HEAD, s.queue.head, 1);
+          at = s.queue.reserve(n);
+        }
+        const w = s.queue.words;
+        w[at + 1] = id;
+        w[at + 2] = b.count;
+        w.set(b.words.subarray(0, b.length), at + ENTRY_HEADER);
+        if (this.waiting.size === 0) this.keepAlive.ref();
         const done = new Promise<Int32Array>((resolve, reject) => this.waiting.set(id, { resolve, reject }));
-        s.queue.postMessage(batch, [batch.words.buffer as ArrayBuffer]);
+        s.queue.publish(at, n);
         this.ring(s);
+        this.arm(s);
         return done;
       }),
     );
   }
 
-  /** A queued batch's results came back. */
-  private settleQueued(m: QueuedResult): void {
-    const w = this.waiting.get(m.id);
+  /** Reads every result entry there is and settles its batch. */
+  private drainResults(): void {
+    if (this.waiting.size === 0) return;
+    for (const s of this.list) {
+      const r = s.results;
+      for (let at = r.next(); at >= 0; at = r.next()) {
+        const id = r.words[at + 1];
+        const count = r.words[at + 2];
+        const out = r.signed.slice(at + ENTRY_HEADER, at + ENTRY_HEADER + count);
+        r.release(at);
+        this.settle(id, out);
+      }
+    }
+  }
+
+  /** Reads a shard's results as soon as it writes some (while any batch awaits them). */
+  private arm(s: Shard): void {
+    if (s.armed || this.closed) return;
+    s.armed = true;
+    // The tail before reading: results written after it change it, so the wait below returns at once.
+    const seen = s.results.tail;
+    this.drainResults();
+    const woken = () => {
+      s.armed = false;
+      this.drainResults();
+      if (this.waiting.size > 0) this.arm(s);
+    };
+    const wait = waitAsync(s.results.control, SharedRing.TAIL, seen);
+    if (wait.async) void wait.value.then(woken);
+    else queueMicrotask(woken);
+  }
+
+  /** A queued batch's results (or its error) came back. */
+  private settle(id: number, result: Int32Array | Error): void {
+    const w = this.waiting.get(id);
     if (w === undefined) return;
-    this.waiting.delete(m.id);
-    if (this.waiting.size === 0) for (const s of this.list) s.results.unref();
-    if (m.out !== undefined) w.resolve(m.out);
-    else w.reject(new Error(`index shard failed: ${m.error ?? "unknown error"}`));
+    this.waiting.delete(id);
+    if (this.waiting.size === 0) this.keepAlive.unref();
+    if (result instanceof Error) w.reject(result);
+    else w.resolve(result);
   }
 
   find(hashes: Uint32Array, n: number, hit: (slot: number, depth: number) => void): void {
@@ -271,13 +336,14 @@ export class ThreadBackend implements ShardBackend {
       this.send(s, REQ_STOP);
       this.wait(s);
       s.port.close();
-      s.queue.close();
     }
-    // The stop request applied everything queued first, so each result is in: let them land, then close.
+    // The stop request applied everything queued first: every result is in the rings (or its failure on its way).
+    this.drainResults();
     await new Promise<void>((resolve) => setImmediate(resolve));
-    for (const s of this.list) s.results.close();
+    for (const s of this.list) s.failures.close();
     for (const w of this.waiting.values()) w.reject(new Error("sharded index is closed"));
     this.waiting.clear();
+    clearInterval(this.keepAlive);
     await Promise.all(this.list.map((s) => s.worker.terminate()));
   }
 
@@ -296,10 +362,12 @@ export class ThreadBackend implements ShardBackend {
   }
 
   private wait(s: Shard): void {
-    for (;;) {
+    for (let spins = 0; ; spins++) {
       const got = Atomics.load(s.ctl, CTL_RES);
       if (got === s.seq) break;
-      Atomics.wait(s.ctl, CTL_RES, got, 1000);
+      // A shard applying queued batches first may be waiting for room in its result ring: read results meanwhile.
+      if (spins > 0) this.drainResults();
+      Atomics.wait(s.ctl, CTL_RES, got, this.waiting.size > 0 ? 1 : 1000);
     }
     if (Atomics.load(s.ctl, CTL_ERROR) === 1) {
       Atomics.store(s.ctl, CTL_ERROR, 0);
@@ -322,6 +390,11 @@ export class ThreadBackend implements ShardBackend {
     s.resF64 = new Float64Array(res);
   }
 }
+
+/** Atomics.waitAsync (Node 16+; its type is in TypeScript's es2024 lib, newer than ours). */
+const waitAsync = (Atomics as unknown as {
+  waitAsync(a: Int32Array, index: number, value: number): { async: false; value: string } | { async: true; value: Promise<string> };
+}).waitAsync;
 
 function nextPow2(n: number): number {
   let p = 1;
