@@ -551,6 +551,20 @@ describe("queued ingest on shard threads (applyBatchAsync)", () => {
         }
       });
 
+      it("with rings of 96 words (full rings on both sides, wrap-around, big batches applied synchronously): 30 cases", async () => {
+        const tiny = await CompactIndex.create({ shards, ringWords: 96 });
+        try {
+          for (let seed = 1; seed <= 30; seed++) {
+            for (const w of tiny.workers()) tiny.removeWorker(w.workerId);
+            await runPipelinedCase(seed * 19 + shards, tiny, STEPS);
+            for (const w of tiny.workers()) tiny.removeWorker(w.workerId);
+            assert.ok((await runConsistencyCase(seed * 23 + shards, tiny, 40)) > 40);
+          }
+        } finally {
+          await tiny.close();
+        }
+      });
+
       it("a batch refused for want of worker slots throws at once and changes nothing", async () => {
         const small = await CompactIndex.create({ shards, maxWorkerRanks: 2 });
         try {

@@ -67,6 +67,23 @@ for (const { ingestThreads, indexerShards } of SETUPS) {
       assert.equal(w.lastEventId, 2n);
     });
 
+    it("a message naming more new workers than the index has slots for is refused whole; what came before it stays", async () => {
+      const small = await startTestRouter({ blockSize: B }, { ingestThreads, indexerShards, maxWorkerRanks: 3 });
+      try {
+        const one = (workerId: number, eventId: number) => ({ events: [stored(workerId, 0, tokens(300 + workerId, 1), B, BigInt(9000 + workerId * 10 + eventId))] });
+        const many = { events: [4, 5, 6].map((w) => stored(w, 0, tokens(400 + w, 1), B, BigInt(9500 + w))) };
+        await assert.rejects(small.client.ingestKvEvents([one(1, 1), one(2, 1), many, one(3, 1)]), (err: { code: number; details: string }) => {
+          assert.equal(err.code, status.RESOURCE_EXHAUSTED);
+          assert.match(err.details, /^message 2: the index holds at most 3 \(worker, dp_rank\) pairs; 2 are known and this would add 3; nothing was applied \(raise the limit with --max-worker-ranks\); 2 events applied before this message$/);
+          return true;
+        });
+        const ids = (await small.client.listWorkers()).workers.map((w) => w.worker?.workerId).sort();
+        assert.deepEqual(ids, [1n, 2n]);
+      } finally {
+        await small.close();
+      }
+    });
+
     it("a message with multimodal hashes (decoded by protobuf-es) applies like any other", async () => {
       const event = stored(3, 1, tokens(7, 1), B, 77n);
       if (event.data?.case === "stored") event.data.value.blocks![0].mmHashes = [5n, 3n];

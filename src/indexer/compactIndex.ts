@@ -33,6 +33,8 @@ export interface CompactIndexOptions {
   maxWorkerRanks?: number;
   /** Test hooks of the in-thread core (ignored with shard threads). */
   core?: CoreOptions;
+  /** Test hook: words of each shard thread's queue and result rings (default RING_WORDS). */
+  ringWords?: number;
 }
 
 /** Events sent to the shards per round trip: bounds how long one call keeps shards busy. */
@@ -104,7 +106,7 @@ export class CompactIndex implements KvIndex {
     const shards = opts.shards ?? 0;
     if (shards === 0) return CompactIndex.local(opts);
     const perShard = Math.ceil(initialEntriesOf(opts) / shards);
-    const backend = await ThreadBackend.start(shards, opts.maxWorkerRanks ?? MAX_SLOTS, perShard);
+    const backend = await ThreadBackend.start(shards, opts.maxWorkerRanks ?? MAX_SLOTS, perShard, opts.ringWords);
     return new CompactIndex(backend, opts.maxBlocks);
   }
 

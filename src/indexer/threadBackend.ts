@@ -85,13 +85,14 @@ export class ThreadBackend implements ShardBackend {
   }
 
   /** Starts `shards` threads and waits until each one serves requests. */
-  static async start(shards: number, maxSlots: number, initialEntries: number): Promise<ThreadBackend> {
+  /** `ringWords`: each shard's queue and result ring (a test hook: small rings fill and wrap often). */
+  static async start(shards: number, maxSlots: number, initialEntries: number, ringWords = RING_WORDS): Promise<ThreadBackend> {
     const backend = new ThreadBackend(shards, maxSlots);
     const started: Promise<void>[] = [];
     for (let i = 0; i < shards; i++) {
       const { port1, port2 } = new MessageChannel();
-      const queue = SharedRing.create(RING_WORDS);
-      const results = SharedRing.create(RING_WORDS);
+      const queue = SharedRing.create(ringWords);
+      const results = SharedRing.create(ringWords);
       const failures = new MessageChannel();
       const ctl = new SharedArrayBuffer(CTL_WORDS * 4);
       const req = new SharedArrayBuffer(INITIAL_REQ_BYTES);
