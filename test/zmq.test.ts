@@ -39,7 +39,7 @@ interface Rig {
 
 async function rig(
   format: PublisherFormat,
-  opts: { replay?: boolean; replayTopicFrame?: boolean; useReplay?: boolean; dpRank?: number; waitSubscribed?: boolean; eagle?: boolean } = {},
+  opts: { replay?: boolean; replayTopicFrame?: boolean; useReplay?: boolean; dpRank?: number; waitSubscribed?: boolean; eagle?: boolean; indexerShards?: number } = {},
 ): Promise<Rig> {
   const pub = await Publisher.start(format, { replay: opts.replay, replayTopicFrame: opts.replayTopicFrame });
   cleanups.push(() => pub.stop());
@@ -57,7 +57,7 @@ async function rig(
     ],
     replayTimeoutMs: 3_000,
   });
-  const router = await startTestRouter({ blockSize: B, eagle: opts.eagle }, { eventSources: [source] });
+  const router = await startTestRouter({ blockSize: B, eagle: opts.eagle }, { eventSources: [source], indexerShards: opts.indexerShards });
   cleanups.push(() => router.close());
   const registry = router.server.metrics.registry;
   if (opts.waitSubscribed !== false) await pub.waitSubscribed();
@@ -122,6 +122,21 @@ describe("vLLM feed (map-encoded events, current vLLM)", () => {
     assert.equal(r.blocks(1), 0);
     assert.equal(await metric(r.registry, "kvrouter_zmq_frames_total", { outcome: "applied" }), 7);
     assert.equal(await metric(r.registry, "kvrouter_kv_events_total", { outcome: "applied" }), 7);
+  });
+
+  test("with the index on 2 shard threads (batches queued, not waited for) a chain of 40 batches applies in order", async () => {
+    const r = await rig("vllm-map", { indexerShards: 2 });
+    const prompt = tokens(40 * B, 700);
+    // Each batch stores the next block under the previous one: any reordering would orphan the rest.
+    for (let i = 0; i < 40; i++) {
+      await r.pub.batch([storedSpec(prompt.slice(i * B, (i + 1) * B), B, 0n, { hashes: [7000n + BigInt(i)], parent_block_hash: i === 0 ? null : 7000n + BigInt(i - 1) })]);
+    }
+    await r.handled(40);
+    await waitFor(() => r.blocks() === 40, "40 blocks applied");
+    assert.equal(await overlap(r, prompt), 40);
+    await r.pub.batch([{ type: "AllBlocksCleared" }]);
+    await waitFor(() => r.blocks() === 0, "cleared");
+    assert.equal(await overlap(r, prompt), 0);
   });
 
   test("LoRA blocks hash with the adapter's seed; offload tiers are indexed per tier; other groups stay out", async () => {

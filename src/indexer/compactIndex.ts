@@ -87,10 +87,14 @@ export class CompactIndex implements KvIndex {
   private queryWords = new Uint32Array(this.query.buffer);
   private queryBig = this.query;
 
+  /** The backend when it runs shard threads (it then also takes queued batches). */
+  private readonly threads: ThreadBackend | undefined;
+
   private constructor(
     private readonly backend: ShardBackend,
     private readonly maxBlocks: number | undefined,
   ) {
+    this.threads = backend instanceof ThreadBackend ? backend : undefined;
     this.capacity = backend.slots.slots;
     this.workersPerShard = new Array(backend.shards).fill(0);
     this.writers = Array.from({ length: backend.shards }, () => new RecordWriter());
@@ -132,6 +136,8 @@ export class CompactIndex implements KvIndex {
    * (no worker slots) is thrown by this call, before anything is queued.
    */
   applyBatchAsync(batch: EventBatch, restore = false): Promise<ApplyResult[]> {
+    // In this thread there is nothing to overlap with: apply now, so every effect is visible on return.
+    if (this.threads === undefined) return Promise.resolve(this.applyBatch(batch, restore));
     this.ensureRoomFor(batch); // throws here, before anything is queued
     const results: ApplyResult[] = new Array(batch.count);
     const parts: Promise<void>[] = [];
@@ -161,7 +167,7 @@ export class CompactIndex implements KvIndex {
       w.batchEvent(batch, i, slot, this.clock, restore);
       this.clock += stampsOf(batch, i);
     }
-    return this.backend.submit(this.writers.map((w) => (w.count > 0 ? w : undefined))).then(
+    return this.threads!.submit(this.writers.map((w) => (w.count > 0 ? w : undefined))).then(
       (outs) => {
         for (let i = from; i < to; i++) results[i] = resultOf(outs[where[2 * (i - from)]][where[2 * (i - from) + 1]]);
         this.releaseClaims(claims);

@@ -18,11 +18,6 @@ export interface ShardBackend {
   readonly slots: SlotTable;
   /** Applies each shard's records (shards work in parallel); outs[s][i] = result of record i. */
   apply(batches: readonly ({ words: Uint32Array; length: number; count: number } | undefined)[]): Int32Array[];
-  /**
-   * Queues each shard's records and resolves with their results once applied,
-   * without waiting here (see threadBackend.ts for the ordering it keeps).
-   */
-  submit(batches: readonly ({ words: Uint32Array; length: number; count: number } | undefined)[]): Promise<Int32Array[]>;
   /** Fans a query out to every shard and calls `hit` for each (slot, depth) answer. */
   find(hashes: Uint32Array, n: number, hit: (slot: number, depth: number) => void): void;
   oldestStamps(shard: number, max: number): Float64Array;
@@ -54,11 +49,6 @@ export class LocalBackend implements ShardBackend {
     if (this.out.length < b.count) this.out = new Int32Array(b.count * 2);
     this.core.applyRecords(b.words, b.count, this.out);
     return [this.out];
-  }
-
-  submit(batches: readonly ({ words: Uint32Array; length: number; count: number } | undefined)[]): Promise<Int32Array[]> {
-    // No thread to hand to: apply now (apply() reuses its buffer, so copy the results).
-    return Promise.resolve(this.apply(batches).map((out) => out.slice(0, batches[0]?.count ?? 0)));
   }
 
   find(hashes: Uint32Array, n: number, hit: (slot: number, depth: number) => void): void {

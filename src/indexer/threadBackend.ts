@@ -168,6 +168,10 @@ export class ThreadBackend implements ShardBackend {
     return outs;
   }
 
+  /**
+   * Queues each shard's records and resolves with their results once
+   * applied, without waiting here (the ordering it keeps: see the header).
+   */
   submit(batches: readonly ({ words: Uint32Array; length: number; count: number } | undefined)[]): Promise<Int32Array[]> {
     if (this.closed) return Promise.reject(new Error("sharded index is closed"));
     this.drainResults();

@@ -68,6 +68,19 @@ export function applyEventBatch(index: KvIndex, lowerTiers: LowerTiers, batch: E
 }
 
 /**
+ * applyEvents() that does not wait for index threads (the event planes): a
+ * batch of device-tier stores and removals is queued; anything touching the
+ * lower tiers applies synchronously (after what is queued). Throws, as
+ * applyEvents() does, when the batch is refused.
+ */
+export function applyEventsAsync(index: KvIndex, lowerTiers: LowerTiers, events: readonly IndexEvent[], restore = false): Promise<IngestSummary> {
+  if (!events.every((e) => isPrimary(e) && e.kind !== "cleared")) return Promise.resolve(applyEvents(index, lowerTiers, events, restore));
+  const batch = toEventBatch(events);
+  const applying = withIndexCapacity(() => index.applyBatchAsync(batch, restore));
+  return applying.then((results) => summarize(results, (i) => events[i]));
+}
+
+/**
  * applyEventBatch() that does not wait for index threads (the gRPC ingest
  * path): the index applies batches in submission order, so the caller may
  * submit the next one before this one resolves. A batch with a clear, which

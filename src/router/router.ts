@@ -39,7 +39,7 @@ import {
   DYNAMO_DEFAULT_MAX_BATCHED_TOKENS,
   DEFAULT_TTFT_DECODE_SLOWDOWN_PER_BLOCK,
 } from "./types.js";
-import { WORKER_RANKS_FLAG, applyEventBatch, applyEventBatchAsync, applyEvents, withIndexCapacity } from "./ingest.js";
+import { WORKER_RANKS_FLAG, applyEventBatch, applyEventBatchAsync, applyEvents, applyEventsAsync, withIndexCapacity } from "./ingest.js";
 import { prefillBookingId, routeDisaggregated } from "./disaggregation.js";
 
 /** Candidate workers and their key strings, index for index. */
@@ -345,6 +345,11 @@ export class KvRouter {
   /** Same as applyEvents() on a flat batch (the gRPC ingest path). */
   applyEventBatch(batch: EventBatch, restore = false): IngestSummary {
     return applyEventBatch(this.index, this.lowerTiers, batch, restore);
+  }
+
+  /** applyEvents() that lets index threads apply while the caller goes on (the event planes; see KvIndex.applyBatchAsync). */
+  applyEventsAsync(events: readonly IndexEvent[], restore = false): Promise<IngestSummary> {
+    return applyEventsAsync(this.index, this.lowerTiers, events, restore);
   }
 
   /** applyEventBatch() that lets index threads apply while the caller goes on (see KvIndex.applyBatchAsync). */

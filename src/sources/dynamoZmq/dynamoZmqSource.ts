@@ -160,7 +160,13 @@ export class DynamoZmqEventPlane implements EventSource, ChannelObserver {
     if (p.lastSequence !== undefined && msg.sequence > p.lastSequence + 1n) this.stats.gaps++;
     p.lastSequence = msg.sequence;
     try {
-      this.stats.applied += this.router!.applyEvents(events).applied;
+      // With index shard threads the message is queued and the feed goes on to the next one.
+      this.router!.applyEventsAsync(events).then(
+        (summary) => {
+          this.stats.applied += summary.applied;
+        },
+        (err: unknown) => this.warnOnce("apply_failed", "the index failed to apply a Dynamo event-plane message", { endpoint: p.channel.transport, error: String(err) }),
+      );
     } catch (err) {
       this.stats.refused++;
       const error = (err as Error)?.message ?? String(err);

@@ -263,7 +263,8 @@ export class EngineSubscriber {
     }
     if (events.length > 0) {
       try {
-        router.applyEvents(events);
+        // With index shard threads the batch is queued and this feed goes on to the next frame.
+        router.applyEventsAsync(events).catch((err: unknown) => this.warn("apply_failed", "the index failed to apply a KV event batch", { seq, error: String(err) }));
       } catch (err) {
         // Refused whole (e.g. no index slot left for this worker): nothing applied, counted, skipped.
         metrics.frames.inc({ outcome: "refused" });

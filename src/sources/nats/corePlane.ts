@@ -64,7 +64,13 @@ export class NatsCorePlane {
       return;
     }
     try {
-      this.stats.applied += router.applyEvents(events).applied;
+      // With index shard threads the message is queued and the subscription goes on to the next one.
+      router.applyEventsAsync(events).then(
+        (summary) => {
+          this.stats.applied += summary.applied;
+        },
+        (err: unknown) => this.logged.log("apply_failed", "the index failed to apply an event-plane message", { subject, error: String(err) }),
+      );
       this.stats.messages++;
     } catch (err) {
       this.stats.refused++;
