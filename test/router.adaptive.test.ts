@@ -1,25 +1,35 @@
 // The kv-adaptive and cache-greedy worker-selection policies over real gRPC,
 // on one fleet state: kv-adaptive follows the cache while the fleet's prefill
-// queues are short and balances once they hold a prompt per worker; the
-// expected choices are worked out by hand from src/scheduler/adaptivePolicy.ts.
+// queues are short, balances once they hold an engine step (each worker's
+// max_num_batched_tokens, reported at registration) or a prompt per worker,
+// and weights a worker's load by the share of its KV cache (total_kv_blocks)
+// its requests would hold; the expected choices are worked out by hand from
+// src/scheduler/adaptivePolicy.ts.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { IDLE_LOAD_WEIGHT, loadWeight, queuedPrompts } from "../src/scheduler/adaptivePolicy.js";
+import { ADAPTIVE_FIRST_ROUND, IDLE_LOAD_WEIGHT, kvShare, loadWeight, queuedSteps } from "../src/scheduler/adaptivePolicy.js";
 import { stored } from "./support/events.js";
 import { type TestRouter, tokens, withTestRouter } from "./support/router.js";
 
 const B = 4;
 /** A 10-block prompt; worker 1 holds its first 8 blocks. */
 const PROMPT = tokens(40, 0);
+/** Every worker's engine step: 20 tokens (5 blocks). */
+const STEP = 20;
 
 async function route(r: TestRouter, worker: number, id: string, n: number, offset: number, prefillDone: boolean) {
   await r.client.findBestWorker({ tokenIds: tokens(n, offset), requestId: id, allowedWorkers: [{ workerId: BigInt(worker) }] });
   if (prefillDone) await r.client.markPrefillCompleted(id);
 }
 
-/** Worker 1: the cache and 3 decoding requests of 10 blocks; worker 2: one of 100 blocks; worker 3: two of 1 block. */
-async function fleet(r: TestRouter) {
-  for (const id of [1n, 2n, 3n]) await r.client.registerWorker({ workerId: id });
+/**
+ * Worker 1: the cache and 3 decoding requests of 10 blocks; worker 2: one of 100 blocks; worker 3: two of 1 block.
+ * Each reports a 20-token step and a KV cache of `kv[i]` blocks.
+ */
+async function fleet(r: TestRouter, kv: [number, number, number] = [1000, 1000, 1000]) {
+  for (const id of [1, 2, 3]) {
+    await r.client.registerWorker({ workerId: BigInt(id), maxNumBatchedTokens: BigInt(STEP), totalKvBlocks: BigInt(kv[id - 1]) });
+  }
   await r.client.sendEvents([stored(1, 1, tokens(32, 0), B, 100n)]);
   for (const k of [1, 2, 3]) await route(r, 1, `w1-${k}`, 40, 1000 * k, true);
   await route(r, 2, "w2-1", 400, 50_000, true);
@@ -29,35 +39,66 @@ async function fleet(r: TestRouter) {
 
 async function choose(r: TestRouter, policy: string) {
   const d = await r.client.findBestWorker({ tokenIds: PROMPT, explain: true, workerSelectionPolicy: policy });
-  return { worker: Number(d.worker!.workerId), reason: d.selectionReason, logits: d.scores.map((s) => [Number(s.worker!.workerId), s.logit]) };
+  const logits = d.scores.map((s) => [Number(s.worker!.workerId), Number(s.logit.toFixed(2))]);
+  return { worker: Number(d.worker!.workerId), reason: d.selectionReason, logits };
 }
 
 describe("kv-adaptive", () => {
-  it("the load weight: 0.1 on an idle fleet, rising to 1 at one prompt of prefill queued per worker", () => {
-    assert.equal(loadWeight(queuedPrompts([0, 0, 0], 40)), IDLE_LOAD_WEIGHT);
-    assert.equal(loadWeight(queuedPrompts([40, 0, 20], 40)), 0.5);
-    assert.equal(loadWeight(queuedPrompts([400, 400], 40)), 1);
-    assert.equal(queuedPrompts([], 40), 0);
+  it("the fleet's weight: 0.1 idle, 1 at one engine step or one prompt of prefill queued per worker, whichever comes first", () => {
+    const step = (prefillTokens: number) => ({ prefillTokens, stepTokens: 8192 });
+    assert.equal(loadWeight(queuedSteps([step(0)], 40_000)), IDLE_LOAD_WEIGHT);
+    assert.equal(queuedSteps([step(8192), step(0)], 40_000), 0.5);
+    // A 40 k-token prompt: a step queued per worker is one step, where the first round read a fifth of a prompt.
+    assert.equal(queuedSteps([step(8192)], 40_960), 1);
+    assert.equal(queuedSteps([step(8192)], 40_960, "prompts"), 0.2);
+    // A 1 k-token prompt: the same queue is 8 prompts (its wait is 8 times its own prefill).
+    assert.equal(queuedSteps([step(8192)], 1024), 8);
+    assert.equal(queuedSteps([step(8192)], 1024, "steps"), 1);
+    // A worker that reports no step size counts in prompts.
+    assert.equal(queuedSteps([{ prefillTokens: 8192, stepTokens: 0 }], 40_960), 0.2);
+    assert.equal(queuedSteps([], 40), 0);
+    assert.deepEqual([kvShare(500, 1000), kvShare(5000, 1000), kvShare(500, 0)], [0.5, 1, 0]);
   });
 
-  it("follows the cache while queues are short, balances once they are long (per request, over gRPC)", async () => {
-    await withTestRouter({ blockSize: B }, async (r) => {
+  it("follows the cache while queues are short, balances once they hold a step per worker (per request, over gRPC)", async () => {
+    const firstRound = { r1: { type: "kv-adaptive" as const, adaptive: ADAPTIVE_FIRST_ROUND } };
+    await withTestRouter({ blockSize: B, policyInstances: firstRound }, async (r) => {
       await fleet(r);
-      // Idle queues, weight 0.1. Prefill: 10 blocks x scale 4, minus 8 cached x credit 2 on w1 (clamped at 0).
-      // w1: 0 + 0.1 x (30 + 10) + 6.4 x 3 = 23.2; w3: 40 + 0.1 x 12 + 6.4 x 2 = 54; w2: 40 + 0.1 x 110 + 6.4 = 57.4.
+      // Idle queues, weight 0.1 (no worker's requests hold over a tenth of its KV). Prefill: 10 blocks x scale 4,
+      // minus 8 cached x credit 2 on w1 (clamped at 0). Load: 0.1 x (decode blocks + 64 per request).
+      // w1: 0 + 0.1 x (40 + 192) = 23.2; w3: 40 + 0.1 x (12 + 128) = 54; w2: 40 + 0.11 x (110 + 64) = 59.14 (KV share 0.11).
       const idle = await choose(r, "kv-adaptive");
       assert.equal(idle.worker, 1, "the cached worker, though it carries the most requests");
-      assert.match(idle.reason, /load weight 0\.10 \(0\.00 prompts queued per worker\)/);
-      assert.deepEqual(idle.logits.map(([w, l]) => [w, Number(l.toFixed(1))]), [[1, 23.2], [3, 54], [2, 57.4]]);
+      assert.match(idle.reason, /load weight 0\.10 \(0\.00 steps or prompts of prefill queued per worker; 1 worker weighted up by KV pressure\)/);
+      assert.deepEqual(idle.logits, [[1, 23.2], [3, 54], [2, 59.14]]);
       assert.equal((await choose(r, "kv-router")).worker, 3, "kv-router's cost balances the decode blocks even here");
 
-      // One uncached 40-token prompt queued on every worker: weight 1.
-      for (const w of [1, 2, 3]) await route(r, w, `busy-${w}`, 40, 100_000 * w, false);
-      // w1: 4 x ((40 + 40) / 4 - 16) + (40 + 10 + 10) ... worked: 16 + 50 + 256 = 322; w3: 80 + 22 + 192 = 294; w2: 80 + 120 + 128 = 328.
+      // One uncached 20-token prompt (one step) queued on every worker: weight 1.
+      for (const w of [1, 2, 3]) await route(r, w, `busy-${w}`, 20, 100_000 * w, false);
+      // w1: 4 x max(0, (20 + 40) / 4 - 16) + (30 + 5 + 10) + 64 x 4 = 301; w3: 60 + 17 + 192 = 269; w2: 60 + 115 + 128 = 303.
       const busy = await choose(r, "kv-adaptive");
       assert.equal(busy.worker, 3, "balanced: the lightest worker");
-      assert.match(busy.reason, /load weight 1\.00 \(1\.00 prompts queued per worker\)/);
-      assert.deepEqual(busy.logits, [[3, 294], [1, 322], [2, 328]]);
+      assert.match(busy.reason, /load weight 1\.00 \(1\.00 steps or prompts of prefill queued per worker\)/);
+      assert.deepEqual(busy.logits, [[3, 269], [1, 301], [2, 303]]);
+
+      // The first round counted the same queue in prompts of this request (40 tokens): half a prompt, weight 0.5,
+      // and it stayed on the cached worker: w1 0.5 x (45 + 256) = 150.5; w3 60 + 0.5 x 209 = 164.5; w2 60 + 0.5 x 243 = 181.5.
+      const r1 = await choose(r, "r1");
+      assert.equal(r1.worker, 1);
+      assert.match(r1.reason, /load weight 0\.50 \(0\.50 prompts of prefill queued per worker\)/);
+      assert.deepEqual(r1.logits, [[1, 150.5], [3, 164.5], [2, 181.5]]);
+    });
+  });
+
+  it("a worker whose requests would fill most of its KV cache weighs its load by that share, however short the queues", async () => {
+    await withTestRouter({ blockSize: B }, async (r) => {
+      // Worker 1 reports a KV cache of 50 blocks: with this prompt its requests would hold 40 of them (0.8).
+      await fleet(r, [50, 1000, 1000]);
+      // w1: 0 + 0.8 x (40 + 192) = 185.6; w3 54 and w2 59.14 as above.
+      const d = await choose(r, "kv-adaptive");
+      assert.equal(d.worker, 3, "the cached worker is nearly out of KV: the lightest one instead");
+      assert.match(d.reason, /load weight 0\.10 .*2 workers weighted up by KV pressure/);
+      assert.deepEqual(d.logits, [[3, 54], [2, 59.14], [1, 185.6]]);
     });
   });
 });

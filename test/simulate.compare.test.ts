@@ -7,7 +7,7 @@ import { KNEE_FACTOR, measureCapacity } from "../src/simulate/capacity.js";
 import { aggregate, runComparison, seedVerdicts, verdicts } from "../src/simulate/compare.js";
 import { comparisonMarkdown } from "../src/simulate/compareReport.js";
 import type { EngineParams } from "../src/simulate/engine.js";
-import { chatTrace, DEFAULT_CHAT, DEFAULT_RAG, familyTrace, longAgenticTrace, ragTrace, traceWindow } from "../src/simulate/families.js";
+import { chatTrace, DEFAULT_CHAT, DEFAULT_RAG, familyTrace, longAgenticTrace, mooncakeWindowStart, ragTrace, traceWindow } from "../src/simulate/families.js";
 import type { SimOptions } from "../src/simulate/run.js";
 
 const ENGINE: EngineParams = {
@@ -69,10 +69,14 @@ describe("trace families", () => {
 
   test("a recorded trace's window is rebased to start at 0", () => {
     const trace = familyTrace("agentic", 1).slice(0, 50);
-    const w = traceWindow(trace, 1, 10, 20);
+    const w = traceWindow(trace, 20, 10);
     assert.equal(w.length, 10);
     assert.equal(w[0].timestampMs, 0);
     assert.deepEqual(w[3].hashIds, trace[23].hashIds);
+    // Mooncake's windows: 0-3 every 3,500 requests; the held-out 4-6 in the gaps, sharing no request with 1-3.
+    const windows = [1, 2, 3, 4, 5, 6].map((s) => [mooncakeWindowStart(s), mooncakeWindowStart(s) + 1500]);
+    assert.deepEqual(windows.slice(3), [[1750, 3250], [5250, 6750], [8750, 10250]]);
+    for (const [a, b] of windows.slice(3)) for (const [c, d] of windows.slice(0, 3)) assert.ok(b <= c || d <= a, `${a}-${b} overlaps ${c}-${d}`);
     assert.throws(() => familyTrace("mooncake", 0), /needs the recorded trace/);
   });
 });

@@ -147,12 +147,14 @@ export function serveOptions<T>(y: Argv<T>) {
     // Dynamo's cost terms (lib/kv-router/src/scheduling/selector.rs); see src/scheduler/costFunction.ts.
     .option("router-kv-overlap-score-credit", {
       type: "number",
-      default: DYNAMO_COST_WEIGHTS.overlapScoreCredit,
+      // No default: a weight given by hand selects the cost policy (config.ts, costWeightsGiven).
+      defaultDescription: String(DYNAMO_COST_WEIGHTS.overlapScoreCredit),
       describe: "Credit per device-cached prompt block against the prefill load (0 = ignore the cache)",
     })
     .option("router-kv-overlap-score-credit-decay", {
       type: "number",
-      default: DYNAMO_COST_WEIGHTS.overlapScoreCreditDecay,
+      // No default: a weight given by hand selects the cost policy (config.ts, costWeightsGiven).
+      defaultDescription: String(DYNAMO_COST_WEIGHTS.overlapScoreCreditDecay),
       describe: "Shrinks that credit on workers with more active prefill than the least loaded (1 halves it at one request's worth; 0 = off)",
     })
     .option("router-prefill-load-scale", {
@@ -167,7 +169,8 @@ export function serveOptions<T>(y: Argv<T>) {
     })
     .option("router-decode-active-request-weight", {
       type: "number",
-      default: DYNAMO_COST_WEIGHTS.decodeActiveRequestWeight,
+      // No default: a weight given by hand selects the cost policy (config.ts, costWeightsGiven).
+      defaultDescription: String(DYNAMO_COST_WEIGHTS.decodeActiveRequestWeight),
       describe: "Cost, in blocks, of each active request on a worker",
     })
     .option("load-aware", {
@@ -488,7 +491,7 @@ export function serveOptions<T>(y: Argv<T>) {
         "router-host-cache-hit-weight",
         "router-disk-cache-hit-weight",
       ]) {
-        nonNegative(name, argv[name] as number);
+        if (argv[name] !== undefined) nonNegative(name, argv[name] as number);
       }
       if (argv.routerPrefillLoadScale !== undefined) nonNegative("router-prefill-load-scale", argv.routerPrefillLoadScale as number);
       if (argv.routerEventThreads !== undefined) int("router-event-threads", argv.routerEventThreads as number, 1, 64);

@@ -12,8 +12,8 @@ import type { KvIndex } from "../indexer/types.js";
 import { type IndexEvent, type WorkerKey, workerKeyString } from "../protocols/events.js";
 import { ActiveSequences, type WorkerLoad } from "../scheduler/activeSequences.js";
 import { type Score, minActivePrefillTokens } from "../scheduler/costFunction.js";
-import { costOverrideProblem } from "../scheduler/costOverride.js";
-import { DEFAULT_POLICY, WorkerSelectionPolicies } from "../scheduler/policies.js";
+import { type CostOverride, costOverrideProblem } from "../scheduler/costOverride.js";
+import { COST_POLICY, DEFAULT_POLICY, WorkerSelectionPolicies } from "../scheduler/policies.js";
 import type { PolicyCandidate, Selection, WorkerSelectionPolicy } from "../scheduler/workerSelection.js";
 import { PredictedBlocks } from "../scheduler/predictions.js";
 import { PrefillRates, decodeSlowdown, estimateTtftMs } from "../scheduler/prefillRates.js";
@@ -154,8 +154,8 @@ export class KvRouter {
   findBestWorker(req: RouteRequest): RouteDecision {
     if (req.prefillWorkers !== undefined && req.prefillWorkers.length > 0) return routeDisaggregated(this, req);
     const { blockSize } = this.config;
-    const policy = this.policyFor(req.workerSelectionPolicy);
     const override = req.costOverride ?? {};
+    const policy = this.policyFor(req.workerSelectionPolicy, override);
     const overrideProblem = costOverrideProblem(override);
     if (overrideProblem !== undefined) throw new RouterError("invalid_argument", overrideProblem);
     if (req.requestId && this.active.has(req.requestId)) {
@@ -206,6 +206,8 @@ export class KvRouter {
         newDecodeBlocks: this.active.newBlocks(key, blocks) + outputBlocks,
         extraCost: this.extraCost.get(key) ?? 0,
         ttftMs: this.prefillRates ? this.ttftMs(key, loads[i], overlapBlocks, isl) : undefined,
+        stepTokens: this.capacities.get(worker.workerId)?.maxNumBatchedTokens ?? 0,
+        kvBlocks: this.capacities.get(worker.workerId)?.totalKvBlocks ?? 0,
       };
     });
     const selection = policy.select({
@@ -246,9 +248,16 @@ export class KvRouter {
     };
   }
 
-  /** The policy a request names, else the router's; an unknown name is the caller's error. */
-  private policyFor(name: string | undefined): WorkerSelectionPolicy {
-    if (name === undefined || name === "") return this.defaultPolicy;
+  /**
+   * The policy a request names, else the router's; an unknown name is the caller's error.
+   * A request that overrides a cost weight and names no policy gets the `kv-router` cost
+   * policy when the router's sets its own weights: the override keeps Dynamo's meaning.
+   */
+  private policyFor(name: string | undefined, override: CostOverride): WorkerSelectionPolicy {
+    if (name === undefined || name === "") {
+      const weighted = override.overlapScoreCredit !== undefined || override.prefillLoadScale !== undefined;
+      return weighted && this.defaultPolicy.ownWeights ? this.policies.get(COST_POLICY)! : this.defaultPolicy;
+    }
     const policy = this.policies.get(name);
     if (policy === undefined) throw new RouterError("invalid_argument", `worker_selection_policy: ${this.policies.unknown(name)}`);
     return policy;

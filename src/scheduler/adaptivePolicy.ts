@@ -1,58 +1,110 @@
 // kv-adaptive: Dynamo's cost in one unit (blocks), with the weight of the
-// load terms set by how busy the fleet is right now, so nothing needs tuning
-// per fleet. The signal is the prefill work queued per worker, counted in
-// prompts of this request's size (scale-free: it reads the same on any model,
-// hardware or prompt length):
-// - queues short (under one such prompt per worker): decode blocks and active
-//   requests barely weigh, and the request follows its cached prefix unless
-//   the prefill queued there costs more than the hit saves;
-// - queues of a prompt or more per worker: the load terms weigh fully and
-//   the fleet balances.
-// In between the weight rises linearly. The prefill side uses the weights of
-// Dynamo's --agentic preset (a cached block earns twice its prefill, uncached
-// prefill weighs four decode blocks), which the comparison found best on the
-// families it was designed on (docs/simulation/policies.md); the preset's
-// fixed 64 blocks per active request become 64 × the load weight.
+// load terms set by how busy the fleet and each worker are right now, read
+// against yardsticks every engine and request carry, so nothing needs tuning
+// per fleet:
+// - the fleet's prefill queue: mean queued prefill tokens per worker, counted
+//   both in engine steps (the worker's max_num_batched_tokens, reported at
+//   registration) and in prompts of this request's size, whichever is more.
+//   Past one step a new prompt no longer starts in the next step; past one
+//   prompt the wait at least doubles its own prefill. Either way the queue
+//   is long, and the load terms weigh fully (weight 1); below, the weight
+//   falls linearly to 0.1 (idle: load only breaks ties);
+// - each worker's KV pressure: the share of its KV cache (total_kv_blocks)
+//   its requests in flight would hold with this one. A worker short of KV
+//   stalls the prompts sent to it until a decode finishes, however short its
+//   prefill queue, so its load terms weigh at least that share.
+// Weight w = max(fleet weight, the worker's KV share). The prefill side uses
+// the weights of Dynamo's --agentic preset (a cached block earns twice its
+// prefill, uncached prefill weighs four decode blocks); the preset's decode
+// blocks and 64 blocks per active request are both scaled by w.
+// The first round (docs/simulation/policies.md) counted the queue in prompts
+// only and had no KV term: with 25-60 k-token contexts "one prompt per worker"
+// is a deep queue, and it piled long sessions on workers whose KV ran out.
+// A worker that reports no step size counts in prompts only; one that reports
+// no KV size adds no KV pressure.
 // The router's own cost weights (flags, per-request overrides) do not apply:
-// they belong to the cost policies (`default`, `kv-router`).
+// they belong to the cost policies (`default`, `kv-router`), and a request
+// that overrides one is routed by `kv-router` (router.ts, policyFor).
 import { pickScore, scoreCandidate } from "./costFunction.js";
 import { AGENTIC_WEIGHTS } from "./defaults.js";
-import type { Selection, SelectionInput, WorkerSelectionPolicy } from "./workerSelection.js";
+import type { PolicyCandidate, Selection, SelectionInput, WorkerSelectionPolicy } from "./workerSelection.js";
 
 export const ADAPTIVE_POLICY_NAME = "kv-adaptive";
 
 /** Weight of the load terms on an idle fleet: breaks ties between equally cached workers towards the lighter one. */
 export const IDLE_LOAD_WEIGHT = 0.1;
 
-/** Prefill tokens queued per worker, in prompts of `isl` tokens: the fleet's load as this request sees it. */
-export function queuedPrompts(prefillTokens: readonly number[], isl: number): number {
-  if (prefillTokens.length === 0) return 0;
-  const mean = prefillTokens.reduce((a, b) => a + b, 0) / prefillTokens.length;
-  return mean / Math.max(1, isl);
+/** How the fleet's prefill queue is counted: in engine steps, in prompts of this request's size (the first round), or the larger. */
+export type QueueUnit = "steps" | "prompts" | "steps-or-prompts";
+
+/** Which load signals the policy reads: the current ones, or the first round's for comparison. */
+export interface AdaptiveOptions {
+  queue: QueueUnit;
+  /** Raise a worker's load weight to the share of its KV cache its requests in flight would hold. */
+  kvPressure: boolean;
 }
 
-/** The load terms' weight: IDLE_LOAD_WEIGHT on an idle fleet, rising linearly to 1 at one prompt queued per worker. */
+export const ADAPTIVE_DEFAULTS: Readonly<AdaptiveOptions> = { queue: "steps-or-prompts", kvPressure: true };
+/** The first round's signals (prompts queued per worker, no KV term): kept to compare against. */
+export const ADAPTIVE_FIRST_ROUND: Readonly<AdaptiveOptions> = { queue: "prompts", kvPressure: false };
+
+/** What the policy needs of a worker to read the fleet's queue. */
+export interface QueueView {
+  prefillTokens: number;
+  /** The worker's max_num_batched_tokens; 0 = not reported. */
+  stepTokens: number;
+}
+
+/**
+ * Mean prefill queued per worker, in engine steps (its max_num_batched_tokens), in prompts
+ * of `isl` tokens, or the larger of the two per worker; a worker that reports no step size counts in prompts.
+ */
+export function queuedSteps(workers: readonly QueueView[], isl: number, unit: QueueUnit = ADAPTIVE_DEFAULTS.queue): number {
+  if (workers.length === 0) return 0;
+  let sum = 0;
+  for (const w of workers) {
+    const prompts = w.prefillTokens / Math.max(1, isl);
+    const steps = w.stepTokens > 0 ? w.prefillTokens / w.stepTokens : prompts;
+    sum += unit === "prompts" ? prompts : unit === "steps" ? steps : Math.max(steps, prompts);
+  }
+  return sum / workers.length;
+}
+
+/** The fleet's load weight: IDLE_LOAD_WEIGHT on an idle fleet, rising linearly to 1 at a queue of one (step or prompt) per worker. */
 export function loadWeight(queued: number): number {
   return Math.min(1, Math.max(IDLE_LOAD_WEIGHT, queued));
 }
 
-export const ADAPTIVE_SELECTOR: WorkerSelectionPolicy = {
-  name: ADAPTIVE_POLICY_NAME,
-  keepsSoftBinding: true,
-  select({ candidates, params, temperature, random }: SelectionInput): Selection {
-    const queued = queuedPrompts(
-      candidates.map((c) => c.load.prefillTokens),
-      params.isl,
-    );
-    const weight = loadWeight(queued);
-    const p = { ...params, overlapScoreCredit: AGENTIC_WEIGHTS.overlapScoreCredit, prefillLoadScale: AGENTIC_WEIGHTS.prefillLoadScale };
-    const perRequest = AGENTIC_WEIGHTS.decodeActiveRequestWeight * weight;
-    const scores = candidates.map((c) => {
-      const s = scoreCandidate(c, p);
-      s.logit = p.prefillLoadScale * s.prefillBlocks + weight * s.decodeBlocks + perRequest * c.load.requests + c.extraCost;
-      return s;
-    });
-    const reason = `lowest cost at load weight ${weight.toFixed(2)} (${queued.toFixed(2)} prompts queued per worker)`;
-    return { scores, chosen: pickScore(scores, temperature, random), reason };
-  },
-};
+/** Share of the worker's KV cache (`kvBlocks`) that `decodeBlocks` fill, at most 1; 0 when the size is unknown. */
+export function kvShare(decodeBlocks: number, kvBlocks: number): number {
+  return kvBlocks > 0 ? Math.min(1, decodeBlocks / kvBlocks) : 0;
+}
+
+export function adaptiveSelector(name: string, options: Readonly<AdaptiveOptions> = ADAPTIVE_DEFAULTS): WorkerSelectionPolicy {
+  return {
+    name,
+    keepsSoftBinding: true,
+    ownWeights: true,
+    select({ candidates, params, temperature, random }: SelectionInput): Selection {
+      const view = candidates.map((c: PolicyCandidate) => ({ prefillTokens: c.load.prefillTokens, stepTokens: c.stepTokens ?? 0 }));
+      const queued = queuedSteps(view, params.isl, options.queue);
+      const fleet = loadWeight(queued);
+      const p = { ...params, overlapScoreCredit: AGENTIC_WEIGHTS.overlapScoreCredit, prefillLoadScale: AGENTIC_WEIGHTS.prefillLoadScale };
+      let pressed = 0;
+      const scores = candidates.map((c) => {
+        const s = scoreCandidate(c, p);
+        const kv = options.kvPressure ? kvShare(s.decodeBlocks, c.kvBlocks ?? 0) : 0;
+        if (kv > fleet) pressed++;
+        const w = Math.max(fleet, kv);
+        s.logit = p.prefillLoadScale * s.prefillBlocks + w * (s.decodeBlocks + AGENTIC_WEIGHTS.decodeActiveRequestWeight * c.load.requests) + c.extraCost;
+        return s;
+      });
+      const unit = { steps: "engine steps", prompts: "prompts", "steps-or-prompts": "steps or prompts" }[options.queue];
+      const kvNote = pressed > 0 ? `; ${pressed} worker${pressed === 1 ? "" : "s"} weighted up by KV pressure` : "";
+      const reason = `lowest cost at load weight ${fleet.toFixed(2)} (${queued.toFixed(2)} ${unit} of prefill queued per worker${kvNote})`;
+      return { scores, chosen: pickScore(scores, temperature, random), reason };
+    },
+  };
+}
+
+export const ADAPTIVE_SELECTOR: WorkerSelectionPolicy = adaptiveSelector(ADAPTIVE_POLICY_NAME);

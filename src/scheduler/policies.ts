@@ -2,7 +2,7 @@
 // under its own name (with its default parameters), plus the named instances
 // of Dynamo's --router-policy-config, which may shadow a type's name with
 // their own parameters (Dynamo's docs name the two-tier instance after its type).
-import { ADAPTIVE_POLICY_NAME, ADAPTIVE_SELECTOR } from "./adaptivePolicy.js";
+import { ADAPTIVE_POLICY_NAME, ADAPTIVE_SELECTOR, type AdaptiveOptions, adaptiveSelector } from "./adaptivePolicy.js";
 import { CACHE_GREEDY_SELECTOR } from "./cacheGreedyPolicy.js";
 import { DYNAMO_DEFAULT_SELECTOR, KV_ROUTER_SELECTOR } from "./costPolicies.js";
 import { LEAST_LOADED_SELECTOR } from "./leastLoadedPolicy.js";
@@ -13,13 +13,18 @@ import type { WorkerSelectionPolicy } from "./workerSelection.js";
 export const POLICY_TYPES = ["kv-router", "default", TWO_TIER_POLICY_TYPE, "least-loaded", "cache-greedy", ADAPTIVE_POLICY_NAME] as const;
 export type PolicyType = (typeof POLICY_TYPES)[number];
 
-/** What kv-router runs when neither a flag, a YAML selection nor the request names a policy. */
+/** What a router runs when neither its settings nor the request name a policy (the CLI's default is in defaults.ts). */
 export const DEFAULT_POLICY: PolicyType = "kv-router";
 
-/** A named policy instance: its type and, for the two-tier type, its parameters. */
+/** The policy that honours the router's cost weights, flags and per-request overrides alike. */
+export const COST_POLICY: PolicyType = "kv-router";
+
+/** A named policy instance: its type and, for the two-tier and adaptive types, its parameters. */
 export interface PolicySpec {
   type: PolicyType;
   twoTier?: TwoTierParameters;
+  /** Which load signals a kv-adaptive instance reads (the simulator's comparison with the first round). */
+  adaptive?: AdaptiveOptions;
 }
 
 function build(name: string, spec: PolicySpec, hostCacheHitWeight: number): WorkerSelectionPolicy {
@@ -33,6 +38,7 @@ function build(name: string, spec: PolicySpec, hostCacheHitWeight: number): Work
     case "cache-greedy":
       return name === CACHE_GREEDY_SELECTOR.name ? CACHE_GREEDY_SELECTOR : { ...CACHE_GREEDY_SELECTOR, name };
     case ADAPTIVE_POLICY_NAME:
+      if (spec.adaptive !== undefined) return adaptiveSelector(name, spec.adaptive);
       return name === ADAPTIVE_SELECTOR.name ? ADAPTIVE_SELECTOR : { ...ADAPTIVE_SELECTOR, name };
     case TWO_TIER_POLICY_TYPE:
       return twoTierPolicy(name, spec.twoTier ?? TWO_TIER_DEFAULTS, hostCacheHitWeight);

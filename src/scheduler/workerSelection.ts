@@ -10,6 +10,9 @@ export interface PolicyCandidate extends Candidate {
   extraCost: number;
   /** Estimated ms to first token, set when the router runs the ttft cost (--router-cost ttft). */
   ttftMs?: number;
+  /** What the worker reported at registration: its max_num_batched_tokens and KV cache size in blocks (0 or absent: not reported). */
+  stepTokens?: number;
+  kvBlocks?: number;
 }
 
 export interface SelectionInput {
@@ -40,5 +43,11 @@ export interface WorkerSelectionPolicy {
    * bound worker while that worker is eligible, other policies choose freely.
    */
   readonly keepsSoftBinding: boolean;
+  /**
+   * True when the policy sets its own cost weights and ignores the router's
+   * (flags and per-request router_config_override): a request that overrides
+   * a weight is then routed by the `kv-router` cost policy, so it keeps Dynamo's meaning.
+   */
+  readonly ownWeights?: boolean;
   select(input: SelectionInput): Selection;
 }

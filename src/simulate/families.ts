@@ -155,11 +155,11 @@ export function agenticFamilyTrace(seed: number, sessions = 150): TraceRequest[]
 }
 
 /**
- * A window of a recorded trace as one "seed": `count` requests from `seed * stride`,
+ * A window of a recorded trace as one "seed": `count` requests from `start`,
  * timestamps rebased to start at 0 (Mooncake's conversation trace, 12,031 requests).
  */
-export function traceWindow(trace: readonly TraceRequest[], seed: number, count: number, stride: number): TraceRequest[] {
-  const slice = trace.slice(seed * stride, seed * stride + count);
+export function traceWindow(trace: readonly TraceRequest[], start: number, count: number): TraceRequest[] {
+  const slice = trace.slice(start, start + count);
   const t0 = slice[0]?.timestampMs ?? 0;
   return slice.map((r, i) => ({ ...r, index: i, timestampMs: r.timestampMs - t0 }));
 }
@@ -183,6 +183,20 @@ export function familyTrace(family: FamilyName, seed: number, recorded?: readonl
       return longAgenticTrace(seed);
     case "mooncake":
       if (recorded === undefined) throw new Error("the mooncake family needs the recorded trace (--mooncake FILE)");
-      return traceWindow(recorded, seed, 1500, 3500);
+      return traceWindow(recorded, mooncakeWindowStart(seed), MOONCAKE_WINDOW);
   }
+}
+
+/** Requests per Mooncake window, and the stride between windows 0-3. */
+const MOONCAKE_WINDOW = 1500;
+const MOONCAKE_STRIDE = 3500;
+
+/**
+ * Where Mooncake "seed" `seed` starts. Windows 0-3 start every 3,500 requests
+ * (the trace's 12,031 requests hold four); seeds 4-6 are the gaps between them,
+ * each starting halfway between windows seed-4 and seed-3, so they share no
+ * request with windows 1-3 or each other (held-out data for the second round).
+ */
+export function mooncakeWindowStart(seed: number): number {
+  return seed < 4 ? seed * MOONCAKE_STRIDE : (seed - 4) * MOONCAKE_STRIDE + MOONCAKE_STRIDE / 2;
 }

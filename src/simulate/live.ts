@@ -110,7 +110,12 @@ export async function simulateLive(
 
   try {
     for (const id of ids) {
-      await client.registerWorker({ workerId: id, dpRanks: [0], leaseTtlSeconds: LEASE_S }).catch((err: unknown) => {
+      // The engine's sizes, as a vLLM worker reports them: policies read the step budget and the KV cache size.
+      const sizes = {
+        maxNumBatchedTokens: BigInt(opts.engine.maxNumBatchedTokens ?? 0),
+        totalKvBlocks: BigInt(Number.isFinite(opts.engine.kvBlocks) ? opts.engine.kvBlocks : 0),
+      };
+      await client.registerWorker({ workerId: id, dpRanks: [0], leaseTtlSeconds: LEASE_S, ...sizes }).catch((err: unknown) => {
         throw new Error(`cannot register simulated workers with the kv-router at ${opts.address}: ${(err as Error).message}`);
       });
     }

@@ -7,7 +7,9 @@ import { KvRouter } from "../router/router.js";
 import type { RouterConfig } from "../router/types.js";
 import { type AdmissionConfig, AdmissionQueue } from "../router/admissionQueue.js";
 import { DYNAMO_COST_WEIGHTS } from "../scheduler/costFunction.js";
+import { ADAPTIVE_FIRST_ROUND, ADAPTIVE_POLICY_NAME, type AdaptiveOptions } from "../scheduler/adaptivePolicy.js";
 import { AGENTIC_WEIGHTS } from "../scheduler/defaults.js";
+import { COST_POLICY } from "../scheduler/policies.js";
 import { TWO_TIER_POLICY_TYPE } from "../scheduler/twoTierPolicy.js";
 import { seededRandom } from "../util/random.js";
 import type { RequestRecord, SimEngine, SimRequest } from "./engine.js";
@@ -22,6 +24,7 @@ export const POLICY_NAMES = [
   "kv-least-loaded",
   "kv-cache-greedy",
   "kv-adaptive",
+  "kv-adaptive-r1",
   "sglang-cache-aware",
   "round-robin",
   "random",
@@ -89,9 +92,11 @@ export class KvPolicy implements Policy {
     maxNumBatchedTokens = 0,
     /** A simulated client gives up after this long in the queue. */
     private readonly clientDeadlineMs = Infinity,
+    /** Each worker's KV cache size in blocks, reported at registration as vLLM workers do (0 = unreported). */
+    totalKvBlocks = 0,
   ) {
     this.router = new KvRouter(config, new PrefixIndex(), seededRandom(seed), () => clock.now());
-    const capacity = { maxNumBatchedTokens, totalKvBlocks: 0 };
+    const capacity = { maxNumBatchedTokens, totalKvBlocks };
     for (let i = 0; i < workers; i++) this.router.registerWorker(BigInt(i + 1), [0], NO_EXPIRY_MS, undefined, undefined, capacity);
     if (admission !== undefined) this.admission = new AdmissionQueue(this.router, structuredClone(admission), () => clock.now());
   }
@@ -307,6 +312,8 @@ export interface PolicyOptions {
   admission?: AdmissionConfig;
   /** The engines' step budget, reported by the simulated workers (0 = unknown). */
   maxNumBatchedTokens?: number;
+  /** The engines' KV cache size in blocks, reported by the simulated workers (0 = unknown). */
+  totalKvBlocks?: number;
   /** Simulated clients give up after this long in a router's queue. */
   clientDeadlineMs?: number;
   workers: number;
@@ -332,14 +339,20 @@ export function dynamoDefaults(router: RouterConfig): { router: RouterConfig; ad
   };
 }
 
+/** Router settings that select a kv-adaptive instance with the given signals. */
+function adaptiveInstance(name: string, adaptive: AdaptiveOptions): Pick<RouterConfig, "workerSelectionPolicy" | "policyInstances"> {
+  return { workerSelectionPolicy: name, policyInstances: { [name]: { type: ADAPTIVE_POLICY_NAME, adaptive } } };
+}
+
 export function makePolicy(name: PolicyName, opts: PolicyOptions): Policy {
   const kv = (label: string, router: RouterConfig, admission = opts.admission) =>
-    new KvPolicy(label, router, opts.workers, opts.seed, opts.clock, admission, opts.maxNumBatchedTokens ?? 0, opts.clientDeadlineMs);
+    new KvPolicy(label, router, opts.workers, opts.seed, opts.clock, admission, opts.maxNumBatchedTokens ?? 0, opts.clientDeadlineMs, opts.totalKvBlocks ?? 0);
   switch (name) {
     case "kv":
       return kv("kv", opts.router);
     case "kv-ttft":
-      return kv("kv-ttft", { ...opts.router, routerCost: "ttft" });
+      // The ttft cost belongs to the cost policy, whatever `kv` selects.
+      return kv("kv-ttft", { ...opts.router, routerCost: "ttft", workerSelectionPolicy: COST_POLICY });
     case "kv-approx":
       return kv("kv-approx", { ...opts.router, useKvEvents: false });
     case "dynamo-2026": {
@@ -365,6 +378,9 @@ export function makePolicy(name: PolicyName, opts: PolicyOptions): Policy {
     // kv's router and settings, choosing with the load-adaptive cost (worker-selection policy `kv-adaptive`).
     case "kv-adaptive":
       return kv("kv-adaptive", { ...opts.router, workerSelectionPolicy: "kv-adaptive" });
+    // The same cost with the first round's signals (prompts queued per worker, no KV pressure), to compare.
+    case "kv-adaptive-r1":
+      return kv("kv-adaptive-r1", { ...opts.router, ...adaptiveInstance("kv-adaptive-r1", ADAPTIVE_FIRST_ROUND) });
     case "sglang-cache-aware":
       return new SglangCacheAwarePolicy(opts.workers, opts.router.blockSize);
     case "round-robin":

@@ -217,6 +217,7 @@ export function simulate(trace: readonly TraceRequest[], opts: SimOptions, onPro
         router: opts.router,
         admission: opts.admission,
         maxNumBatchedTokens: opts.engine.maxNumBatchedTokens,
+        totalKvBlocks: Number.isFinite(opts.engine.kvBlocks) ? opts.engine.kvBlocks : 0,
         clientDeadlineMs: opts.clientDeadlineMs,
         workers: opts.workers,
         seed: opts.seed,
