@@ -114,3 +114,21 @@ describe("cache-greedy", () => {
     });
   });
 });
+
+describe("a router whose policy sets its own weights", () => {
+  it("routes a request that overrides a cost weight by the kv-router cost policy, so the override keeps Dynamo's meaning", async () => {
+    await withTestRouter({ blockSize: B, workerSelectionPolicy: "kv-adaptive" }, async (r) => {
+      await fleet(r);
+      const plain = await r.client.findBestWorker({ tokenIds: PROMPT, explain: true });
+      assert.equal(plain.workerSelectionPolicy, "kv-adaptive");
+      const weighted = await r.client.findBestWorker({ tokenIds: PROMPT, explain: true, routerConfigOverride: { prefillLoadScale: 10 } });
+      assert.equal(weighted.workerSelectionPolicy, "kv-router", "the override's weight applies");
+      // A temperature alone is no cost weight: kv-adaptive samples with it too.
+      const warm = await r.client.findBestWorker({ tokenIds: PROMPT, explain: true, routerConfigOverride: { routerTemperature: 0 } });
+      assert.equal(warm.workerSelectionPolicy, "kv-adaptive");
+      // A request naming its policy gets it, override or not.
+      const named = await r.client.findBestWorker({ tokenIds: PROMPT, workerSelectionPolicy: "kv-adaptive", routerConfigOverride: { prefillLoadScale: 10 } });
+      assert.equal(named.workerSelectionPolicy, "kv-adaptive");
+    });
+  });
+});

@@ -8,8 +8,7 @@ import { NatsEventSource, defaultRouterId } from "../sources/nats/natsSource.js"
 import { connectOptionsFromFlags } from "../nats/connection.js";
 import { modelSpecFrom } from "../gateway/modelSpec.js";
 import { DEFAULT_ROUTER_CONFIG, type QueuePolicy, type RouterConfig, type RouterCost } from "../router/types.js";
-import { DYNAMO_COST_WEIGHTS, applyDeprecatedOverlapScoreWeight } from "../scheduler/costFunction.js";
-import { COST_POLICY } from "../scheduler/policies.js";
+import { applyDeprecatedOverlapScoreWeight } from "../scheduler/costFunction.js";
 import { AGENTIC_WEIGHTS, DYNAMO_DEFAULTS, KV_ROUTER_DEFAULTS, type SchedulingDefaults } from "../scheduler/defaults.js";
 import type { SessionAffinityMode } from "../scheduler/sessionAffinity.js";
 import type { ServerOptions } from "../app/startServer.js";
@@ -35,15 +34,8 @@ export type RoutingArgs = ArgumentsCamelCase<InferredOptionTypes<typeof ROUTING_
  * deprecated overlap weight applies (kv_router_args.py order), then the
  * --agentic preset, which wins over both.
  */
-export function routingSettingsFrom(
-  argv: RoutingArgs,
-  base: RouterConfig,
-  defaults: Readonly<SchedulingDefaults> = KV_ROUTER_DEFAULTS,
-  costWeightsGiven = false,
-): RouterConfig {
+export function routingSettingsFrom(argv: RoutingArgs, base: RouterConfig, defaults: Readonly<SchedulingDefaults> = KV_ROUTER_DEFAULTS): RouterConfig {
   const policies = policyConfigOf(argv);
-  // Cost weights or the ttft cost given by hand mean the cost policy: the default policy may set its own weights.
-  const costPolicyAsked = costWeightsGiven || argv.kvOverlapScoreWeight !== undefined || argv.routerCost === "ttft";
   const router: RouterConfig = {
     ...base,
     blockSize: argv.blockSize,
@@ -61,8 +53,7 @@ export function routingSettingsFrom(
     routerCost: argv.routerCost as RouterCost,
     prefillTokensPerSec: argv.routerPrefillTokensPerSec,
     // DYN_ROUTER_WORKER_SELECTION_POLICY (this flag's variable) wins over the YAML's selection, as in Dynamo.
-    workerSelectionPolicy:
-      selectedPolicyName(argv.routerWorkerSelectionPolicy) ?? policies.selected ?? (costPolicyAsked ? COST_POLICY : defaults.workerSelectionPolicy),
+    workerSelectionPolicy: selectedPolicyName(argv.routerWorkerSelectionPolicy) ?? policies.selected,
     policyInstances: policies.instances,
   };
   if (argv.agentic) return { ...router, ...AGENTIC_WEIGHTS };
@@ -85,10 +76,10 @@ export function routerConfigFrom(argv: ServeArgs): RouterConfig {
   const defaults = argv.dynamoDefaults || argv.loadAware || argv.agentic ? DYNAMO_DEFAULTS : KV_ROUTER_DEFAULTS;
   const base: RouterConfig = {
     ...DEFAULT_ROUTER_CONFIG,
-    overlapScoreCredit: argv.routerKvOverlapScoreCredit ?? DYNAMO_COST_WEIGHTS.overlapScoreCredit,
-    overlapScoreCreditDecay: argv.routerKvOverlapScoreCreditDecay ?? DYNAMO_COST_WEIGHTS.overlapScoreCreditDecay,
+    overlapScoreCredit: argv.routerKvOverlapScoreCredit,
+    overlapScoreCreditDecay: argv.routerKvOverlapScoreCreditDecay,
     prefillLoadScale: argv.routerPrefillLoadScale ?? defaults.prefillLoadScale,
-    decodeActiveRequestWeight: argv.routerDecodeActiveRequestWeight ?? DYNAMO_COST_WEIGHTS.decodeActiveRequestWeight,
+    decodeActiveRequestWeight: argv.routerDecodeActiveRequestWeight,
     trackPrefillTokens: argv.routerTrackPrefillTokens,
     assumeKvReuse: argv.routerAssumeKvReuse,
     eagle: argv.eagle,
@@ -104,11 +95,8 @@ export function routerConfigFrom(argv: ServeArgs): RouterConfig {
     defaultMaxNumBatchedTokens: argv.defaultMaxNumBatchedTokens,
     ttftDecodeSlowdownPerBlock: argv.routerTtftDecodeSlowdownPerBlock,
   };
-  const weightsGiven = [argv.routerKvOverlapScoreCredit, argv.routerKvOverlapScoreCreditDecay, argv.routerPrefillLoadScale, argv.routerDecodeActiveRequestWeight].some(
-    (v) => v !== undefined,
-  );
   const router: RouterConfig = {
-    ...routingSettingsFrom(argv, base, defaults, weightsGiven),
+    ...routingSettingsFrom(argv, base, defaults),
     approxCachePolicy: argv.routerApproximateCachePolicy as ApproximateCachePolicy,
     conditionalDisagg: conditionalDisaggSettingsOf(argv),
   };

@@ -147,14 +147,12 @@ export function serveOptions<T>(y: Argv<T>) {
     // Dynamo's cost terms (lib/kv-router/src/scheduling/selector.rs); see src/scheduler/costFunction.ts.
     .option("router-kv-overlap-score-credit", {
       type: "number",
-      // No default: a weight given by hand selects the cost policy (config.ts, costWeightsGiven).
-      defaultDescription: String(DYNAMO_COST_WEIGHTS.overlapScoreCredit),
+      default: DYNAMO_COST_WEIGHTS.overlapScoreCredit,
       describe: "Credit per device-cached prompt block against the prefill load (0 = ignore the cache)",
     })
     .option("router-kv-overlap-score-credit-decay", {
       type: "number",
-      // No default: a weight given by hand selects the cost policy (config.ts, costWeightsGiven).
-      defaultDescription: String(DYNAMO_COST_WEIGHTS.overlapScoreCreditDecay),
+      default: DYNAMO_COST_WEIGHTS.overlapScoreCreditDecay,
       describe: "Shrinks that credit on workers with more active prefill than the least loaded (1 halves it at one request's worth; 0 = off)",
     })
     .option("router-prefill-load-scale", {
@@ -169,8 +167,7 @@ export function serveOptions<T>(y: Argv<T>) {
     })
     .option("router-decode-active-request-weight", {
       type: "number",
-      // No default: a weight given by hand selects the cost policy (config.ts, costWeightsGiven).
-      defaultDescription: String(DYNAMO_COST_WEIGHTS.decodeActiveRequestWeight),
+      default: DYNAMO_COST_WEIGHTS.decodeActiveRequestWeight,
       describe: "Cost, in blocks, of each active request on a worker",
     })
     .option("load-aware", {
@@ -491,7 +488,7 @@ export function serveOptions<T>(y: Argv<T>) {
         "router-host-cache-hit-weight",
         "router-disk-cache-hit-weight",
       ]) {
-        if (argv[name] !== undefined) nonNegative(name, argv[name] as number);
+        nonNegative(name, argv[name] as number);
       }
       if (argv.routerPrefillLoadScale !== undefined) nonNegative("router-prefill-load-scale", argv.routerPrefillLoadScale as number);
       if (argv.routerEventThreads !== undefined) int("router-event-threads", argv.routerEventThreads as number, 1, 64);

@@ -81,11 +81,10 @@ export const ROUTING_FLAGS = {
   },
   "router-worker-selection-policy": {
     type: "string",
-    defaultDescription: `worker_selection.aggregated of --router-policy-config, else ${KV_ROUTER_DEFAULTS.workerSelectionPolicy}`,
+    defaultDescription: "worker_selection.aggregated of --router-policy-config, else kv-router",
     describe:
       `Worker-selection policy (Dynamo's DYN_ROUTER_WORKER_SELECTION_POLICY): ${POLICY_TYPES.join(", ")}, or an instance of --router-policy-config; ` +
-      "default is Dynamo's built-in cost function, kv-router the same plus kv-router's terms, kv-adaptive the cost with load weights read from the fleet. " +
-      "kv-router is also the default with --dynamo-defaults, a Dynamo preset, or a cost weight or --router-cost ttft given",
+      "default is Dynamo's built-in cost function, kv-router the same plus kv-router's terms, kv-adaptive the cost with load weights read from the fleet's queues and the workers' KV",
   },
   "router-policy-config": {
     type: "string",

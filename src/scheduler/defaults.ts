@@ -15,29 +15,20 @@ export interface SchedulingDefaults {
   predictedTtlSecs: number;
   /** router_session_affinity_mode when affinity is on; undefined = kv-router's slack rule (sessionAffinity.ts). */
   sessionAffinityMode?: SessionAffinityMode;
-  /** The worker-selection policy when no flag, YAML selection or cost weight names one (policies.ts). */
-  workerSelectionPolicy: string;
 }
 
 /**
  * Dynamo's defaults: prefill_load_scale 1.0, router_queue_threshold Some(16.0), router_predicted_ttl_secs None,
  * --router-session-affinity-mode hard (components/src/dynamo/common/configuration/groups/router_args.py).
  */
-export const DYNAMO_DEFAULTS: Readonly<SchedulingDefaults> = {
-  prefillLoadScale: 1,
-  routerQueueThreshold: 16,
-  predictedTtlSecs: 0,
-  sessionAffinityMode: "hard",
-  // Dynamo's cost function (kv-router's cost policy adds only the terms of kv-router's own opt-in flags).
-  workerSelectionPolicy: "kv-router",
-};
+export const DYNAMO_DEFAULTS: Readonly<SchedulingDefaults> = { prefillLoadScale: 1, routerQueueThreshold: 16, predictedTtlSecs: 0, sessionAffinityMode: "hard" };
 
 /**
  * kv-router's: a prompt's uncached prefill weighs three times Dynamo's (cache hits
  * matter more than a few decode blocks), and siblings of a new prefix land
  * together before its KV event arrives.
  */
-export const KV_ROUTER_DEFAULTS: Readonly<SchedulingDefaults> = { prefillLoadScale: 3, routerQueueThreshold: 16, predictedTtlSecs: 2, workerSelectionPolicy: "kv-router" };
+export const KV_ROUTER_DEFAULTS: Readonly<SchedulingDefaults> = { prefillLoadScale: 3, routerQueueThreshold: 16, predictedTtlSecs: 2 };
 
 /**
  * Dynamo's --agentic preset (router-presets.md): more credit per cached block, uncached
