@@ -117,6 +117,12 @@ describe("Dynamo discovery over etcd", () => {
     const ranks = async () =>
       (await r.client.listWorkers()).workers.filter((w) => w.worker!.workerId === instanceId).map((w) => w.worker!.dpRank).sort();
     await waitFor(async () => (await ranks()).join() === "2,3,4", "ranks 2, 3 and 4 listed");
+    // The card's engine sizes reach the router, as RegisterWorker's do (its queue threshold and kv-adaptive read them).
+    const states = r.server.router.candidateStates().filter((c) => c.key.startsWith(`${instanceId}:`));
+    assert.deepEqual(
+      states.map((c) => c.capacity),
+      [2, 3, 4].map(() => ({ maxNumBatchedTokens: 8192, totalKvBlocks: 1024 })),
+    );
     await lease.revoke();
     await waitFor(async () => (await ranks()).length === 0, "gone with its lease");
   });

@@ -26,6 +26,7 @@ import {
   modelCardsPrefix,
   parseEndpointInstance,
   parseEventChannel,
+  type ModelCardRanks,
   parseModelCardRanks,
   servesEndpoint,
 } from "./dynamoRecords.js";
@@ -54,7 +55,7 @@ export class DynamoDiscovery implements WorkerDiscovery, StoreHandler {
   private readonly keysOfWorker = new Map<bigint, number>();
   private readonly channels = new Map<string, EventChannel>();
   /** dp ranks of each worker, from its base model card (key → ranks, so a deleted card is forgotten). */
-  private readonly cardRanks = new Map<string, { instanceId: bigint; dpRanks: number[] }>();
+  private readonly cardRanks = new Map<string, Pick<ModelCardRanks, "instanceId" | "dpRanks" | "capacity">>();
   /** The card key last written for each worker. */
   private readonly cardOfWorker = new Map<bigint, string>();
   /** Cards whose Eagle mode differs from the router's --eagle (requests would hash in other windows). */
@@ -159,7 +160,7 @@ export class DynamoDiscovery implements WorkerDiscovery, StoreHandler {
     if (previous === inst.instanceId) return;
     if (previous !== undefined) this.deleteKey(key);
     // Registered first: a worker the router refuses is not held.
-    this.router!.registerWorker(inst.instanceId, this.ranksOf(inst.instanceId), this.opts.leaseMs);
+    this.router!.registerWorker(inst.instanceId, this.ranksOf(inst.instanceId), this.opts.leaseMs, undefined, undefined, this.capacityOf(inst.instanceId));
     this.workerOfKey.set(key, inst.instanceId);
     this.keysOfWorker.set(inst.instanceId, (this.keysOfWorker.get(inst.instanceId) ?? 0) + 1);
     log.info("worker discovered", { backend: this.store.backend, key, worker_id: inst.instanceId });
@@ -189,7 +190,15 @@ export class DynamoDiscovery implements WorkerDiscovery, StoreHandler {
         { key, worker_id: card.instanceId },
       );
     }
-    if (this.keysOfWorker.has(card.instanceId)) this.router!.registerWorker(card.instanceId, card.dpRanks, this.opts.leaseMs);
+    if (this.keysOfWorker.has(card.instanceId)) {
+      this.router!.registerWorker(card.instanceId, card.dpRanks, this.opts.leaseMs, undefined, undefined, card.capacity);
+    }
+  }
+
+  /** The engine sizes a worker's model card reports (undefined before its card is seen). */
+  private capacityOf(workerId: bigint): { maxNumBatchedTokens: number; totalKvBlocks: number } | undefined {
+    const key = this.cardOfWorker.get(workerId);
+    return key === undefined ? undefined : this.cardRanks.get(key)!.capacity;
   }
 
   private ranksOf(workerId: bigint): number[] {

@@ -147,6 +147,11 @@ export interface ModelCardRanks {
   dpRanks: number[];
   /** runtime_config.enable_eagle: the worker runs Eagle speculative decoding (Dynamo then hashes requests in Eagle windows). */
   eagle: boolean;
+  /**
+   * runtime_config.max_num_batched_tokens and total_kv_blocks (per dp rank), 0 where the card has none:
+   * what RegisterWorker reports for workers that register themselves.
+   */
+  capacity: { maxNumBatchedTokens: number; totalKvBlocks: number };
 }
 
 /**
@@ -172,7 +177,19 @@ export function parseModelCardRanks(bytes: Uint8Array): ModelCardRanks {
   if (size < 1 || size > MAX_CARD_DP_RANKS || start + size - 1 > 0xffffffff) {
     throw new DecodeError(`card_json.runtime_config: data_parallel_size ${size} from rank ${start} is out of range (1..${MAX_CARD_DP_RANKS})`);
   }
-  return { instanceId, dpRanks: Array.from({ length: size }, (_, i) => start + i), eagle: rc.enable_eagle === true };
+  // Optional sizes (Option<u64> in ModelRuntimeConfig): null or absent = not reported.
+  const size64 = (field: string) => {
+    const v = rc[field];
+    if (v === undefined || v === null) return 0;
+    if (typeof v !== "bigint" || v < 0n || v > BigInt(Number.MAX_SAFE_INTEGER)) throw new DecodeError(`card_json.runtime_config.${field}: expected a u64 below 2^53`);
+    return Number(v);
+  };
+  return {
+    instanceId,
+    dpRanks: Array.from({ length: size }, (_, i) => start + i),
+    eagle: rc.enable_eagle === true,
+    capacity: { maxNumBatchedTokens: size64("max_num_batched_tokens"), totalKvBlocks: size64("total_kv_blocks") },
+  };
 }
 
 /** The prefix of one endpoint's model cards; a base card's key ends with the instance id (no LoRA suffix). */
