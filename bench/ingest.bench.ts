@@ -17,7 +17,7 @@ import { toEventBatch } from "../src/protocols/eventBatch.js";
 import { decodeIngestRequest } from "../src/server/convert.js";
 import { IngestDecoder } from "../src/server/ingestDecoder.js";
 import { startThread } from "../src/util/threads.js";
-import { type IngestTraffic, ingestTraffic, sendAll } from "./ingestWire.js";
+import { type IngestTraffic, ingestTraffic, sendAll, sendParallel } from "./ingestWire.js";
 import { type Latency, latency, median, usSince } from "./stats.js";
 
 export interface IngestBenchConfig {
@@ -75,6 +75,17 @@ async function throughput(args: string[], traffic: IngestTraffic): Promise<numbe
     await sendAll(server.port, warmUp.token_ids.messages);
     await sendAll(server.port, warmUp.tokens_hash.messages);
     return traffic.blocks / (await sendAll(server.port, traffic.messages));
+  } finally {
+    await server.stop();
+  }
+}
+
+/** Stored blocks per second into a fresh server, the lists streamed at once on connections of their own. */
+async function throughputParallel(args: string[], lists: Buffer[][], blocks: number): Promise<number> {
+  const server = await spawnServer(args);
+  try {
+    await sendAll(server.port, warmUp.token_ids.messages);
+    return blocks / (await sendParallel(server.port, lists));
   } finally {
     await server.stop();
   }
@@ -212,13 +223,19 @@ export async function runIngestBench(cfg: IngestBenchConfig, log: (msg: string) 
   for (const n of cfg.threads) {
     configs.push([`${n} ingest threads`, "0", String(n)], [`${n} index shards`, String(n), "0"], [`${n} index shards, waiting applies`, String(n), "0", "wait"]);
   }
+  // The same blocks from 8 publishers on 8 connections (each its own workers, so each stream keeps its order).
+  const CONNECTIONS = 8;
+  const perConnection = Array.from({ length: CONNECTIONS }, (_, c) => ingestTraffic(Math.ceil(cfg.blocks / CONNECTIONS), true, 17 + c, 10_000 * (c + 1)));
+  const parallelBlocks = perConnection.reduce((n, t) => n + t.blocks, 0);
+  scaling.connections = CONNECTIONS;
   for (const [name, ...args] of configs) {
     const ingest = await throughput(["router", ...args], tokens);
+    const ingest8 = await throughputParallel(["router", ...args], perConnection.map((t) => t.messages), parallelBlocks);
     const q = await preparedRouter(["router", ...args], queryPrefill);
     const qps = await queryThroughput(q.client, q.reqs, cfg.queryCalls);
     q.client.close();
     await q.server.stop();
-    scaling[name] = { ingestBlocksPerSec: ingest, findBestWorker32Way: qps };
+    scaling[name] = { ingestBlocksPerSec: ingest, ingestBlocksPerSec8Connections: ingest8, findBestWorker32Way: qps };
   }
   return { grpcIngest, queryUnderIngest, scaling };
 }

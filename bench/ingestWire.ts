@@ -69,10 +69,11 @@ const RawClient = grpc.makeGenericClientConstructor(RAW_INGEST, "RawIngest");
 
 export type RawStream = grpc.ClientWritableStream<Buffer> & { done: Promise<void> };
 
-/** A client that writes pre-encoded IngestKvEventsRequest bytes. */
-export function rawIngestClient(port: number): { open(): RawStream; close(): void } {
+/** A client that writes pre-encoded IngestKvEventsRequest bytes; `own`: a connection of its own (not shared with other clients). */
+export function rawIngestClient(port: number, own = false): { open(): RawStream; close(): void } {
   const client = new RawClient(`127.0.0.1:${port}`, grpc.credentials.createInsecure(), {
     "grpc.max_send_message_length": MAX_MESSAGE,
+    ...(own ? { "grpc.use_local_subchannel_pool": 1 } : {}),
   }) as unknown as { ingestKvEvents(cb: (e: Error | null) => void): grpc.ClientWritableStream<Buffer>; close(): void };
   return {
     open() {
@@ -98,6 +99,25 @@ export async function sendAll(port: number, messages: readonly Buffer[]): Promis
   await s.done;
   const secs = (performance.now() - t0) / 1000;
   c.close();
+  return secs;
+}
+
+/** Streams each message list on a connection of its own, all at once: seconds until the last response. */
+export async function sendParallel(port: number, lists: readonly (readonly Buffer[])[]): Promise<number> {
+  const clients = lists.map(() => rawIngestClient(port, true));
+  const t0 = performance.now();
+  await Promise.all(
+    lists.map(async (messages, i) => {
+      const s = clients[i].open();
+      for (const m of messages) {
+        if (!s.write(m)) await new Promise((resolve) => s.once("drain", resolve));
+      }
+      s.end();
+      await s.done;
+    }),
+  );
+  const secs = (performance.now() - t0) / 1000;
+  for (const c of clients) c.close();
   return secs;
 }
 
