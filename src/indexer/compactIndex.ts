@@ -148,28 +148,12 @@ export class CompactIndex implements KvIndex {
   }
 
   private submitChunk(batch: EventBatch, from: number, to: number, restore: boolean, results: ApplyResult[]): Promise<void> {
-    for (const w of this.writers) w.reset();
-    const where = new Int32Array((to - from) * 2);
     /** Worker keys this chunk holds an in-flight claim on. */
     const claims = new Set<string>();
-    const ev = batch.events;
-    for (let i = from; i < to; i++) {
-      const o = i * EVENT_WORDS;
-      const key = batchKeyString(ev, o);
-      let slot = this.byKey.get(key);
-      if (slot === undefined) {
-        slot = this.claimInFlight(key, () => ({ workerId: u64(ev[o + E_WORKER_LO], ev[o + E_WORKER_HI]), dpRank: ev[o + E_DP_RANK] }), claims);
-      }
-      const shard = this.bySlot[slot]!.shard;
-      const w = this.writers[shard];
-      where[2 * (i - from)] = shard;
-      where[2 * (i - from) + 1] = w.count;
-      w.batchEvent(batch, i, slot, this.clock, restore);
-      this.clock += stampsOf(batch, i);
-    }
+    const where = this.writeRecords(batch, from, to, restore, (key, keyOf) => this.byKey.get(key) ?? this.claimInFlight(key, keyOf, claims));
     return this.threads!.submit(this.writers.map((w) => (w.count > 0 ? w : undefined))).then(
       (outs) => {
-        for (let i = from; i < to; i++) results[i] = resultOf(outs[where[2 * (i - from)]][where[2 * (i - from) + 1]]);
+        fillResults(outs, where, from, to, results);
         this.releaseClaims(claims);
         this.evictOverflow();
       },
@@ -184,8 +168,7 @@ export class CompactIndex implements KvIndex {
   private claimInFlight(key: string, keyOf: () => WorkerKey, claims: Set<string>): number {
     let f = this.inFlight.get(key);
     if (f === undefined) {
-      const pending = new Map<string, number>();
-      f = { slot: this.slotForKey(key, keyOf, pending), batches: 0 };
+      f = { slot: this.newSlot(key, keyOf()), batches: 0 };
       this.inFlight.set(key, f);
     }
     if (!claims.has(key)) {
@@ -206,17 +189,31 @@ export class CompactIndex implements KvIndex {
   }
 
   private applyChunk(batch: EventBatch, from: number, to: number, restore: boolean, results: ApplyResult[]): void {
+    const pending = new Map<string, number>();
+    const where = this.writeRecords(batch, from, to, restore, (key, keyOf) => this.slotForKey(key, keyOf, pending));
+    fillResults(this.backend.apply(this.writers.map((w) => (w.count > 0 ? w : undefined))), where, from, to, results);
+    this.settle(pending);
+    this.evictOverflow();
+  }
+
+  /**
+   * Writes events [from, to) as records into each shard's writer, stamped by
+   * the store clock; `slotOf` gives each event's slot. Returns where each
+   * event's result will be: (shard, record index) pairs.
+   */
+  private writeRecords(
+    batch: EventBatch,
+    from: number,
+    to: number,
+    restore: boolean,
+    slotOf: (key: string, keyOf: () => WorkerKey) => number,
+  ): Int32Array {
     for (const w of this.writers) w.reset();
     const where = new Int32Array((to - from) * 2);
-    const pending = new Map<string, number>();
     const ev = batch.events;
     for (let i = from; i < to; i++) {
       const o = i * EVENT_WORDS;
-      const lo = ev[o + E_WORKER_LO];
-      const hi = ev[o + E_WORKER_HI];
-      const dpRank = ev[o + E_DP_RANK];
-      const key = batchKeyString(ev, o);
-      const slot = this.slotForKey(key, () => ({ workerId: u64(lo, hi), dpRank }), pending);
+      const slot = slotOf(batchKeyString(ev, o), () => ({ workerId: u64(ev[o + E_WORKER_LO], ev[o + E_WORKER_HI]), dpRank: ev[o + E_DP_RANK] }));
       const shard = this.bySlot[slot]!.shard;
       const w = this.writers[shard];
       where[2 * (i - from)] = shard;
@@ -224,10 +221,7 @@ export class CompactIndex implements KvIndex {
       w.batchEvent(batch, i, slot, this.clock, restore);
       this.clock += stampsOf(batch, i);
     }
-    const outs = this.backend.apply(this.writers.map((w) => (w.count > 0 ? w : undefined)));
-    for (let i = from; i < to; i++) results[i] = resultOf(outs[where[2 * (i - from)]][where[2 * (i - from) + 1]]);
-    this.settle(pending);
-    this.evictOverflow();
+    return where;
   }
 
   findMatches(sequenceHashes: readonly bigint[]): Overlaps {
@@ -411,10 +405,15 @@ export class CompactIndex implements KvIndex {
   private slotForKey(k: string, keyOf: () => WorkerKey, pending: Map<string, number>): number {
     const known = this.byKey.get(k) ?? pending.get(k) ?? this.inFlight.get(k)?.slot;
     if (known !== undefined) return known;
-    const key = keyOf();
+    const slot = this.newSlot(k, keyOf());
+    pending.set(k, slot);
+    return slot;
+  }
+
+  /** A slot for a worker key not held yet, on its worker's shard (a new worker goes to the shard with the fewest). */
+  private newSlot(k: string, key: WorkerKey): number {
     let placed = this.shardOf.get(key.workerId);
     if (placed === undefined) {
-      // A new worker goes to the shard with the fewest workers.
       let best = 0;
       for (let s = 1; s < this.workersPerShard.length; s++) {
         if (this.workersPerShard[s] < this.workersPerShard[best]) best = s;
@@ -429,7 +428,6 @@ export class CompactIndex implements KvIndex {
     if (slot >= this.capacity) throw new Error(`slot ${slot} past the index capacity ${this.capacity}`);
     placed.slots++;
     this.bySlot[slot] = { key: { workerId: key.workerId, dpRank: key.dpRank }, keyString: k, shard: placed.shard };
-    pending.set(k, slot);
     return slot;
   }
 
@@ -479,8 +477,12 @@ export class CompactIndex implements KvIndex {
   }
 }
 
-function resultOf(code: number): ApplyResult {
-  return { outcome: OUTCOMES[code & 3], notes: { gap: (code & 4) !== 0, unknownRemovals: code >>> 3 } };
+/** Each event's result from the shards' result words, at the places writeRecords() noted. */
+function fillResults(outs: readonly Int32Array[], where: Int32Array, from: number, to: number, results: ApplyResult[]): void {
+  for (let i = from; i < to; i++) {
+    const code = outs[where[2 * (i - from)]][where[2 * (i - from) + 1]];
+    results[i] = { outcome: OUTCOMES[code & 3], notes: { gap: (code & 4) !== 0, unknownRemovals: code >>> 3 } };
+  }
 }
 
 /** workerKeyString() of the event at word `o`, without a bigint for the usual ids below 2^32. */
