@@ -3,26 +3,9 @@
 // start-up refusals as Dynamo's kv_router_args.py / frontend_args.py give them.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import yargs from "yargs";
 import { routerConfigFrom, startupWarnings } from "../src/cli/config.js";
-import { serveOptions } from "../src/cli/options.js";
+import { parseServe as parse, refusal, routerOf } from "./support/cliParse.js";
 
-async function parse(args: string[]) {
-  return serveOptions(yargs(["--block-size", "16", ...args])).strict().exitProcess(false).fail((msg, err) => {
-    throw err ?? new Error(msg);
-  }).parse();
-}
-
-const routerOf = async (args: string[]) => routerConfigFrom(await parse(args));
-
-async function refusal(args: string[]): Promise<string> {
-  try {
-    await parse(args);
-  } catch (err) {
-    return (err as Error).message;
-  }
-  assert.fail(`accepted: ${args.join(" ")}`);
-}
 
 describe("--router-conditional-disagg", () => {
   it("off by default; on with Dynamo's defaults (isl_bounding, 2048, 0.7, no decode gate), without a warning", async () => {

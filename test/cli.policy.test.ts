@@ -9,10 +9,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import yargs from "yargs";
-import { routerConfigFrom, startupWarnings } from "../src/cli/config.js";
-import { serveOptions } from "../src/cli/options.js";
+import { startupWarnings } from "../src/cli/config.js";
 import { simOptionsFrom, simulateOptions } from "../src/cli/simulateCommand.js";
 import { TWO_TIER_DEFAULTS } from "../src/scheduler/twoTierPolicy.js";
+import { parseServe as parse, refusal, routerOf } from "./support/cliParse.js";
 
 const dir = mkdtempSync(join(tmpdir(), "kv-router-policy-"));
 let files = 0;
@@ -22,23 +22,6 @@ function yamlFile(text: string): string {
   return path;
 }
 
-async function parse(args: string[]) {
-  return serveOptions(yargs(["--block-size", "16", ...args])).strict().exitProcess(false).fail((msg, err) => {
-    throw err ?? new Error(msg);
-  }).parse();
-}
-
-const routerOf = async (args: string[]) => routerConfigFrom(await parse(args));
-
-/** The error a command line stops with. */
-async function refusal(args: string[]): Promise<string> {
-  try {
-    await parse(args);
-  } catch (err) {
-    return (err as Error).message;
-  }
-  assert.fail(`accepted: ${args.join(" ")}`);
-}
 
 // The instance shape of Dynamo's configuration-and-tuning.md, "Tune a Policy".
 const TWO_TIER_YAML = `worker_selection:
