@@ -100,7 +100,7 @@ export async function runE2eBench(w: Workload, cfg: E2eConfig) {
   const reqs = w.prompts(4096, 256).map((p) => create(FindBestWorkerRequestSchema, { tokenIds: Array.from(p) }));
   const routers = [];
   for (const shards of cfg.shardVariants) {
-    const server = await startBenchRouter(shards);
+    const server = await startBenchRouter({ indexerShards: shards });
     for (let i = 0; i < w.events.length; i += 64) server.router.applyEvents(w.events.slice(i, i + 64));
     const client = new KvRouterClient(`127.0.0.1:${server.grpcPort}`);
     routers.push({ name: shards === 0 ? "router (index in main thread)" : `router (${shards} index shard thread${shards > 1 ? "s" : ""})`, server, client });

@@ -16,7 +16,7 @@ import * as protoLoader from "@grpc/proto-loader";
 import { KV_HASH_SEED, sequenceHash } from "../src/hashing/blockHash.js";
 import { DEFAULT_ROUTER_CONFIG } from "../src/router/types.js";
 import { DEFAULT_FLOW_CONTROL_WINDOW, HTTP2_DEFAULT_WINDOW, raiseReceiveWindows } from "../src/server/flowControl.js";
-import { startServer } from "../src/app/startServer.js";
+import { type ServerOptions, startServer } from "../src/app/startServer.js";
 import { BLOCK } from "./workload.js";
 
 export const INGEST_PATH = "/kvrouter.v1.KvRouterService/IngestKvEvents";
@@ -93,8 +93,8 @@ async function naive(): Promise<number> {
   return bind(server);
 }
 
-/** kv-router as every benchmark runs it: the bench's block size, loopback, a seeded tie-break. */
-export function startBenchRouter(indexerShards: number, ingestThreads = 0, pipelineIngest = true) {
+/** kv-router as every benchmark runs it: the bench's block size, loopback, a seeded tie-break; `opts` on top. */
+export function startBenchRouter(opts: Partial<Omit<ServerOptions, "router">> = {}) {
   return startServer({
     router: { ...DEFAULT_ROUTER_CONFIG, blockSize: BLOCK },
     host: "127.0.0.1",
@@ -102,14 +102,12 @@ export function startBenchRouter(indexerShards: number, ingestThreads = 0, pipel
     maxTokens: 1 << 20,
     seed: 1,
     processMetrics: false,
-    indexerShards,
-    ingestThreads,
-    pipelineIngest,
+    ...opts,
   });
 }
 
-async function router(shards: number, ingestThreads: number, pipelineIngest: boolean): Promise<number> {
-  return (await startBenchRouter(shards, ingestThreads, pipelineIngest)).grpcPort;
+async function router(indexerShards: number, ingestThreads: number, pipelineIngest: boolean): Promise<number> {
+  return (await startBenchRouter({ indexerShards, ingestThreads, pipelineIngest })).grpcPort;
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {

@@ -15,9 +15,9 @@ import { spawn } from "node:child_process";
 import { create } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import { type FindBestWorkerRequest, FindBestWorkerRequestSchema } from "../gen/kvrouter/v1/router_pb.js";
-import { type RunningServer, startServer } from "../src/app/startServer.js";
+import type { RunningServer } from "../src/app/startServer.js";
+import { startBenchRouter } from "./ingestServers.js";
 import { KvRouterClient } from "../src/client/kvRouterClient.js";
-import { DEFAULT_ROUTER_CONFIG } from "../src/router/types.js";
 import type { TracingSettings } from "../src/tracing/setup.js";
 import { type Latency, latency, median, usSince } from "./stats.js";
 import { BLOCK, randomPrefix } from "./workload.js";
@@ -67,15 +67,7 @@ const medianRun = (runs: Run[]): Run => ({
 });
 
 function benchRouter(tracing?: TracingSettings): Promise<RunningServer> {
-  return startServer({
-    router: { ...DEFAULT_ROUTER_CONFIG, blockSize: BLOCK },
-    host: "127.0.0.1",
-    grpcPort: 0,
-    maxTokens: 1 << 20,
-    seed: 1,
-    processMetrics: false,
-    tracing,
-  });
+  return startBenchRouter({ tracing });
 }
 
 /** The receiver process; `counts()` closes its stdin and reads what it received. */
