@@ -5,6 +5,7 @@ const LAYERS = [
   ["util"], // logging, threads, small helpers (and gen/, the generated protobuf types)
   ["protocols"], // wire formats: event types and batch layout, proto glue, Dynamo's codecs and names
   ["hashing", "nats"], // block hashing; the NATS connection
+  ["decoding"], // hot-path wire decoders: IngestKvEvents bytes to hashed flat batches (used by the index's shard threads too)
   ["indexer"], // the radix index: which worker holds which blocks
   ["scheduler", "workers"], // cost function and load accounting; worker identities and addresses
   ["router"], // routing, ingest, membership, admission

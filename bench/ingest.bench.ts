@@ -15,7 +15,7 @@ import { type FindBestWorkerRequest, FindBestWorkerRequestSchema } from "../gen/
 import { KvRouterClient } from "../src/client/kvRouterClient.js";
 import { toEventBatch } from "../src/protocols/eventBatch.js";
 import { decodeIngestRequest } from "../src/server/convert.js";
-import { IngestDecoder } from "../src/server/ingestDecoder.js";
+import { IngestDecoder } from "../src/decoding/ingestDecoder.js";
 import { startThread } from "../src/util/threads.js";
 import { type IngestTraffic, ingestTraffic, sendAll, sendParallel } from "./ingestWire.js";
 import { type Latency, latency, median, usSince } from "./stats.js";
@@ -69,7 +69,7 @@ async function spawnServer(args: string[]): Promise<Server> {
 /** Other workers' traffic that warms a fresh server up before it is timed. */
 const warmUp = { token_ids: ingestTraffic(4096, true, 5, 2000), tokens_hash: ingestTraffic(4096, false, 5, 2000) };
 
-async function throughput(args: string[], traffic: IngestTraffic): Promise<number> {
+export async function throughput(args: string[], traffic: IngestTraffic): Promise<number> {
   const server = await spawnServer(args);
   try {
     await sendAll(server.port, warmUp.token_ids.messages);
@@ -81,7 +81,7 @@ async function throughput(args: string[], traffic: IngestTraffic): Promise<numbe
 }
 
 /** Stored blocks per second into a fresh server, the lists streamed at once on connections of their own. */
-async function throughputParallel(args: string[], lists: Buffer[][], blocks: number): Promise<number> {
+export async function throughputParallel(args: string[], lists: Buffer[][], blocks: number): Promise<number> {
   const server = await spawnServer(args);
   try {
     await sendAll(server.port, warmUp.token_ids.messages);
@@ -155,6 +155,9 @@ export async function runIngestBench(cfg: IngestBenchConfig, log: (msg: string) 
     { name: "naive stub (proto-loader + Map)", args: ["naive"] },
     { name: "router", args: ["router", "0", "0"] },
     { name: "router, 1 ingest thread", args: ["router", "0", "1"] },
+    { name: "router, 1 index shard (raw messages decoded there)", args: ["router", "1", "0"] },
+    { name: "router, 1 index shard, decoded here", args: ["router", "1", "0", "decoded"] },
+    { name: "router, 2 index shards (raw)", args: ["router", "2", "0"] },
   ];
   const runs = new Map<string, number[]>();
   for (let round = 0; round < cfg.rounds; round++) {
@@ -221,11 +224,16 @@ export async function runIngestBench(cfg: IngestBenchConfig, log: (msg: string) 
   const queryPrefill = ingestTraffic(Math.min(cfg.blocks, 65_536), true, 13);
   const configs: string[][] = [["main thread", "0", "0"]];
   for (const n of cfg.threads) {
-    configs.push([`${n} ingest threads`, "0", String(n)], [`${n} index shards`, String(n), "0"], [`${n} index shards, waiting applies`, String(n), "0", "wait"]);
+    configs.push(
+      [`${n} ingest threads`, "0", String(n)],
+      [`${n} index shards`, String(n), "0"],
+      [`${n} index shards, decoded here`, String(n), "0", "decoded"],
+      [`${n} index shards, waiting applies`, String(n), "0", "wait"],
+    );
   }
-  // The same blocks from 8 publishers on 8 connections (each its own workers, so each stream keeps its order).
+  // The same blocks from 8 engines' publishers on 8 connections, one worker each (as engines publish).
   const CONNECTIONS = 8;
-  const perConnection = Array.from({ length: CONNECTIONS }, (_, c) => ingestTraffic(Math.ceil(cfg.blocks / CONNECTIONS), true, 17 + c, 10_000 * (c + 1)));
+  const perConnection = Array.from({ length: CONNECTIONS }, (_, c) => ingestTraffic(Math.ceil(cfg.blocks / CONNECTIONS), true, 17 + c, 10_000 * (c + 1), 1));
   const parallelBlocks = perConnection.reduce((n, t) => n + t.blocks, 0);
   scaling.connections = CONNECTIONS;
   for (const [name, ...args] of configs) {

@@ -106,8 +106,9 @@ export function startBenchRouter(opts: Partial<Omit<ServerOptions, "router">> = 
   });
 }
 
-async function router(indexerShards: number, ingestThreads: number, pipelineIngest: boolean): Promise<number> {
-  return (await startBenchRouter({ indexerShards, ingestThreads, pipelineIngest })).grpcPort;
+/** `applies`: "wait" (each batch waits for the shards), "decoded" (queued, decoded on the main thread), else raw messages to the shards. */
+async function router(indexerShards: number, ingestThreads: number, applies: string | undefined): Promise<number> {
+  return (await startBenchRouter({ indexerShards, ingestThreads, pipelineIngest: applies !== "wait", rawIngest: applies !== "decoded" })).grpcPort;
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
@@ -117,7 +118,7 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
     "floor-64k": () => floor(HTTP2_DEFAULT_WINDOW),
     naive,
   };
-  const port = await (servers[kind] ?? (() => router(Number(shards ?? 0), Number(threads ?? 0), applies !== "wait")))();
+  const port = await (servers[kind] ?? (() => router(Number(shards ?? 0), Number(threads ?? 0), applies)))();
   process.stdout.write(`PORT ${port}\n`);
   process.stdin.resume();
   process.stdin.on("end", () => process.exit(0));

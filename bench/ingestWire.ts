@@ -23,17 +23,18 @@ export interface IngestTraffic {
 /**
  * `blocks` stored blocks for 64 workers, 32 blocks per event (each event
  * extends its worker's chain), 16 events per message; with token ids (64 per
- * block) or with tokens_hash. Worker ids start at `firstWorker`.
+ * block) or with tokens_hash. Worker ids start at `firstWorker`; `workers`
+ * of them (64 by default: a relay of a fleet; 1: one engine's publisher).
  */
-export function ingestTraffic(blocks: number, withTokens: boolean, seed = 7, firstWorker = 1): IngestTraffic {
+export function ingestTraffic(blocks: number, withTokens: boolean, seed = 7, firstWorker = 1, workers = WORKERS): IngestTraffic {
   const rnd = seededRandom(seed);
-  const nextId = new Array<bigint>(WORKERS).fill(1n);
-  const last = new Array<bigint | undefined>(WORKERS).fill(undefined);
+  const nextId = new Array<bigint>(workers).fill(1n);
+  const last = new Array<bigint | undefined>(workers).fill(undefined);
   let ext = BigInt(seed) << 40n;
   const messages: Buffer[] = [];
   let events: KvEvent[] = [];
   let bytes = 0;
-  const prefixes: number[][] = Array.from({ length: WORKERS }, () => []);
+  const prefixes: number[][] = Array.from({ length: workers }, () => []);
   const flush = () => {
     const b = Buffer.from(toBinary(IngestKvEventsRequestSchema, create(IngestKvEventsRequestSchema, { events })));
     messages.push(b);
@@ -41,7 +42,7 @@ export function ingestTraffic(blocks: number, withTokens: boolean, seed = 7, fir
     events = [];
   };
   for (let n = 0; n * BLOCKS_PER_EVENT < blocks; n++) {
-    const w = n % WORKERS;
+    const w = n % workers;
     const stored = [];
     for (let j = 0; j < BLOCKS_PER_EVENT; j++) {
       ext++;

@@ -1,4 +1,4 @@
-// The hot-path IngestKvEvents decoder (src/server/ingestDecoder.ts) against
+// The hot-path IngestKvEvents decoder (src/decoding/ingestDecoder.ts) against
 // its oracle, protobuf-es + convert.ts: random and hostile wire bytes —
 // fields in any order, packed and unpacked lists, repeated scalars and
 // oneofs, unknown fields of every wire type, groups, over-long and
@@ -13,7 +13,7 @@ import { describe, it } from "node:test";
 import { eventsOf } from "../src/protocols/eventBatch.js";
 import { RouterError } from "../src/router/errors.js";
 import { decodeIngestRequest } from "../src/server/convert.js";
-import { IngestDecoder } from "../src/server/ingestDecoder.js";
+import { IngestDecoder } from "../src/decoding/ingestDecoder.js";
 import { seededRandom } from "../src/util/random.js";
 import { type Rnd, Wire, fields, part, u64 } from "./support/wire.js";
 

@@ -95,6 +95,13 @@ export interface ServerOptions {
    * before (the benchmark's baseline).
    */
   pipelineIngest?: boolean;
+  /**
+   * Pipelined, without decoder threads: a message naming only known workers
+   * of one shard goes to that shard thread as raw bytes, decoded and applied
+   * there (default true); false decodes every message on this thread (the
+   * benchmark's baseline).
+   */
+  rawIngest?: boolean;
   /** Most (worker, dp_rank) pairs the index (and the registry) hold; default 65,536. */
   maxWorkerRanks?: number;
   /** Most DumpIndex calls streaming at once; default 2. */
@@ -145,6 +152,8 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     shards: opts.indexerShards ?? 0,
     maxBlocks: opts.maxBlocks || undefined,
     maxWorkerRanks: opts.maxWorkerRanks,
+    // Shard threads that know the block size decode raw IngestKvEvents messages themselves.
+    blockSize: opts.rawIngest === false || opts.pipelineIngest === false || opts.ingestThreads ? undefined : opts.router.blockSize,
   });
   metrics.sources.indexEvictions = () => compact.evictionCount;
   metrics.sources.indexBytes = () => compact.stats().arrayBytes;
@@ -189,7 +198,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       })
     : undefined;
   // With shard threads the index applies ingest batches while this thread decodes the next ones.
-  const ingest = { pool, pipelined: (opts.indexerShards ?? 0) > 0 && opts.pipelineIngest !== false };
+  const ingest = { pool, pipelined: (opts.indexerShards ?? 0) > 0 && opts.pipelineIngest !== false, raw: opts.rawIngest !== false };
   let handlers = kvRouterHandlers(router, metrics, methods, { maxConcurrentDumps: opts.maxConcurrentDumps }, ingest, tracing);
   const tokenPolicy = { approximate: !opts.router.useKvEvents, authReads: opts.authReads ?? false };
   if (opts.authToken) {

@@ -19,7 +19,9 @@ import { u64 } from "../protocols/eventBatch.js";
 import { E_DP_RANK, E_WORKER_HI, E_WORKER_LO, EVENT_WORDS, type EventBatch } from "../protocols/eventBatch.js";
 import { LocalBackend, type ShardBackend } from "./shardBackend.js";
 import { ThreadBackend } from "./threadBackend.js";
-import { type ApplyResult, type EventOutcome, IndexCapacityError, type KvIndex, type Overlaps } from "./types.js";
+import { type ApplyResult, type EventOutcome, IndexCapacityError, type KvIndex, type Overlaps, type RawApplied, type RawStream } from "./types.js";
+import { WorkerPeek } from "../decoding/workerPeek.js";
+import { RAW_APPLIED, RAW_EVENT_WORDS, RAW_PAIR_WORDS, RAW_RESULT_HEADER } from "./shardProtocol.js";
 import { type IndexEvent, type WorkerKey, workerKeyString } from "../protocols/events.js";
 
 export interface CompactIndexOptions {
@@ -35,6 +37,8 @@ export interface CompactIndexOptions {
   core?: CoreOptions;
   /** Test hook: words of each shard thread's queue and result rings (default RING_WORDS). */
   ringWords?: number;
+  /** Tokens per block: with shard threads, IngestKvEvents messages may then go to them as raw bytes (openRawStream). */
+  blockSize?: number;
 }
 
 /** Events sent to the shards per round trip: bounds how long one call keeps shards busy. */
@@ -79,7 +83,10 @@ export class CompactIndex implements KvIndex {
   private readonly shardOf = new Map<bigint, { shard: number; slots: number }>();
   private readonly workersPerShard: number[];
   private readonly writers: RecordWriter[];
+  /** The store clock without shard threads (with them, ThreadBackend.clock). */
   private clock = 1;
+  /** Reads which workers a raw message names. */
+  private readonly peek = new WorkerPeek();
   /** Most (worker, dp_rank) pairs held at once. */
   readonly capacity: number;
   private evictions = 0;
@@ -110,7 +117,7 @@ export class CompactIndex implements KvIndex {
     const shards = opts.shards ?? 0;
     if (shards === 0) return CompactIndex.local(opts);
     const perShard = Math.ceil(initialEntriesOf(opts) / shards);
-    const backend = await ThreadBackend.start(shards, opts.maxWorkerRanks ?? MAX_SLOTS, perShard, opts.ringWords);
+    const backend = await ThreadBackend.start(shards, opts.maxWorkerRanks ?? MAX_SLOTS, perShard, { ringWords: opts.ringWords, blockSize: opts.blockSize });
     return new CompactIndex(backend, opts.maxBlocks);
   }
 
@@ -218,8 +225,7 @@ export class CompactIndex implements KvIndex {
       const w = this.writers[shard];
       where[2 * (i - from)] = shard;
       where[2 * (i - from) + 1] = w.count;
-      w.batchEvent(batch, i, slot, this.clock, restore);
-      this.clock += stampsOf(batch, i);
+      w.batchEvent(batch, i, slot, this.stamps(stampsOf(batch, i)), restore);
     }
     return where;
   }
@@ -370,6 +376,96 @@ export class CompactIndex implements KvIndex {
     return this.backend.close();
   }
 
+  /**
+   * A client stream's raw applies (KvIndex.openRawStream): undefined without
+   * shard threads that decode, or when RAW_STREAMS streams already have one.
+   */
+  openRawStream(): RawStream | undefined {
+    const threads = this.threads;
+    if (threads === undefined || !threads.takesRaw) return undefined;
+    const flag = threads.takeRawFlag();
+    if (flag === undefined) return undefined;
+    let shard = -1;
+    let closed = false;
+    const stream = {
+      outstanding: 0,
+      submit: (bytes: Uint8Array): Promise<RawApplied> | undefined => {
+        const target = this.rawTarget(bytes);
+        if (target === undefined || closed || (stream.outstanding > 0 && target.shard !== shard)) return undefined;
+        const claims = new Set<string>();
+        for (const key of target.inFlight) this.claimInFlight(key, () => this.bySlot[this.inFlight.get(key)!.slot]!.key, claims);
+        const submitted = threads.submitRaw(target.shard, flag, target.pairs, bytes);
+        if (submitted === undefined) {
+          this.releaseClaims(claims);
+          return undefined;
+        }
+        shard = target.shard;
+        stream.outstanding++;
+        const done = (): void => {
+          stream.outstanding--;
+          this.releaseClaims(claims);
+        };
+        return submitted.then(
+          (words) => {
+            done();
+            this.evictOverflow();
+            return rawApplied(words);
+          },
+          (err: unknown) => {
+            done();
+            throw err;
+          },
+        );
+      },
+      resume: () => threads.clearRawFlag(flag),
+      close: () => {
+        if (closed) return;
+        closed = true;
+        // A flag still in use by queued messages is never handed to another stream.
+        const free = () => (stream.outstanding === 0 ? threads.releaseRawFlag(flag) : setTimeout(free, 10).unref());
+        free();
+      },
+    };
+    return stream satisfies RawStream;
+  }
+
+  /** The shard owning every worker an IngestKvEvents message names, their slots, and those still in flight; undefined if there is none. */
+  private rawTarget(bytes: Uint8Array): { shard: number; pairs: Uint32Array; inFlight: string[] } | undefined {
+    const peek = this.peek;
+    if (!peek.peek(bytes) || peek.count === 0) return undefined;
+    const pairs = new Uint32Array(peek.count * RAW_PAIR_WORDS);
+    const inFlight: string[] = [];
+    let shard = -1;
+    for (let i = 0; i < peek.count; i++) {
+      const lo = peek.words[3 * i];
+      const hi = peek.words[3 * i + 1];
+      const rank = peek.words[3 * i + 2];
+      const key = `${hi === 0 ? lo : u64(lo, hi)}:${rank}`;
+      let slot = this.byKey.get(key);
+      if (slot === undefined) {
+        slot = this.inFlight.get(key)?.slot;
+        if (slot === undefined) return undefined; // a new worker: its slot is assigned on the decoded path
+        inFlight.push(key);
+      }
+      const s = this.bySlot[slot]!.shard;
+      if (shard >= 0 && s !== shard) return undefined;
+      shard = s;
+      pairs.set([lo, hi, rank, slot], i * RAW_PAIR_WORDS);
+    }
+    return { shard, pairs, inFlight };
+  }
+
+  /** `n` consecutive store stamps: from the clock shared with the shard threads, which draw from it for raw messages. */
+  private stamps(n: number): number {
+    const shared = this.threads?.clock;
+    if (shared === undefined) {
+      const at = this.clock;
+      this.clock += n;
+      return at;
+    }
+    return Number(Atomics.add(shared, 0, BigInt(n)));
+  }
+
   // ---- internals -------------------------------------------------------
 
   /** The slot of a known worker key, or of one first named by batches still queued. */
@@ -379,8 +475,7 @@ export class CompactIndex implements KvIndex {
 
   private routed(op: number, slot: number, shard: number, worker: WorkerKey, hashes: readonly bigint[]): void {
     for (const w of this.writers) w.reset();
-    this.writers[shard].hashes(op, slot, worker, hashes, this.clock);
-    this.clock += hashes.length + 1;
+    this.writers[shard].hashes(op, slot, worker, hashes, this.stamps(hashes.length + 1));
     this.backend.apply(this.writers.map((w) => (w.count > 0 ? w : undefined)));
   }
 
@@ -480,9 +575,31 @@ export class CompactIndex implements KvIndex {
 /** Each event's result from the shards' result words, at the places writeRecords() noted. */
 function fillResults(outs: readonly Int32Array[], where: Int32Array, from: number, to: number, results: ApplyResult[]): void {
   for (let i = from; i < to; i++) {
-    const code = outs[where[2 * (i - from)]][where[2 * (i - from) + 1]];
-    results[i] = { outcome: OUTCOMES[code & 3], notes: { gap: (code & 4) !== 0, unknownRemovals: code >>> 3 } };
+    results[i] = resultOf(outs[where[2 * (i - from)]][where[2 * (i - from) + 1]]);
   }
+}
+
+/** A shard's result word (outcome | gap << 2 | unknownRemovals << 3) as a result. */
+function resultOf(code: number): ApplyResult {
+  return { outcome: OUTCOMES[code & 3], notes: { gap: (code & 4) !== 0, unknownRemovals: code >>> 3 } };
+}
+
+/** A raw message's result entry (see RAW_ENTRY) as results. */
+function rawApplied(words: Int32Array): RawApplied {
+  if (words[0] !== RAW_APPLIED) return "refused";
+  const n = words[2];
+  const results: ApplyResult[] = new Array(n);
+  for (let i = 0, r = RAW_RESULT_HEADER; i < n; i++, r += RAW_EVENT_WORDS) {
+    results[i] = resultOf(words[r]);
+  }
+  return {
+    restore: words[1] === 1,
+    results,
+    eventOf: (i) => {
+      const r = RAW_RESULT_HEADER + i * RAW_EVENT_WORDS;
+      return { workerId: u64(words[r + 1] >>> 0, words[r + 2] >>> 0), dpRank: words[r + 3] >>> 0, eventId: u64(words[r + 4] >>> 0, words[r + 5] >>> 0) };
+    },
+  };
 }
 
 /** workerKeyString() of the event at word `o`, without a bigint for the usual ids below 2^32. */

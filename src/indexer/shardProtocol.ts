@@ -47,6 +47,25 @@ export const RING_WORDS = 1 << 20;
 /** A queue entry: [length, batch id, record count, records...]; a result entry: [length, batch id, count, result codes...]. */
 export const ENTRY_HEADER = 3;
 
+/**
+ * A raw queue entry (an IngestKvEvents message the shard decodes itself) has
+ * this in its count word, then: its stream's flag (a word of the shared
+ * raw-stream flags), byte length, pair count, (worker lo, worker hi,
+ * dp_rank, slot) per pair, then the message
+ * bytes. Its result entry's words: status (RAW_APPLIED / RAW_REFUSED),
+ * restore, event count, and per event RAW_EVENT_WORDS: result code, worker
+ * lo, worker hi, dp_rank, event id lo, hi.
+ */
+export const RAW_ENTRY = 0xffffffff;
+export const RAW_HEADER = ENTRY_HEADER + 3;
+/** Client streams that may send raw messages at once (one flag word each); more take the decoded path. */
+export const RAW_STREAMS = 4096;
+export const RAW_PAIR_WORDS = 4;
+export const RAW_APPLIED = 0;
+export const RAW_REFUSED = 1;
+export const RAW_RESULT_HEADER = 3;
+export const RAW_EVENT_WORDS = 6;
+
 /** A queued batch that failed, on the error port. */
 export interface QueuedFailure {
   id: number;
@@ -63,4 +82,10 @@ export interface ShardThreadData {
   slots: SharedArrayBuffer;
   maxSlots: number;
   initialEntries: number;
+  /** The store clock, shared by every shard and the main thread (one BigInt64, Atomics.add). */
+  clock: SharedArrayBuffer;
+  /** One word per raw stream: set by a shard that refused one of the stream's messages, cleared by the main thread. */
+  rawFlags: SharedArrayBuffer;
+  /** Tokens per block, for decoding raw messages (0: the index takes none). */
+  blockSize: number;
 }

@@ -5,7 +5,9 @@
 import { type MessagePort, parentPort, receiveMessageOnPort, workerData } from "node:worker_threads";
 import { getHeapStatistics } from "node:v8";
 import { CompactCore, SlotTable } from "./compactCore.js";
-import { recordWords } from "./records.js";
+import { RecordWriter, recordWords, stampsOf } from "./records.js";
+import { IngestDecoder } from "../decoding/ingestDecoder.js";
+import { E_DP_RANK, E_ID_HI, E_ID_LO, E_KIND, E_WORKER_HI, E_WORKER_LO, EVENT_WORDS, type EventBatch, KIND_CLEARED } from "../protocols/eventBatch.js";
 import {
   CTL_BELL,
   CTL_ERROR,
@@ -23,6 +25,13 @@ import {
   REQ_STOP,
   REQ_SWAP_BUFFERS,
   ENTRY_HEADER,
+  RAW_APPLIED,
+  RAW_ENTRY,
+  RAW_EVENT_WORDS,
+  RAW_HEADER,
+  RAW_PAIR_WORDS,
+  RAW_REFUSED,
+  RAW_RESULT_HEADER,
   type QueuedFailure,
   type ShardThreadData,
 } from "./shardProtocol.js";
@@ -37,6 +46,12 @@ let reqF64 = new Float64Array(data.req);
 let res = new Int32Array(data.res);
 let resF64 = new Float64Array(data.res);
 const core = new CompactCore(new SlotTable(data.slots, data.maxSlots), data.initialEntries);
+/** The store clock every shard and the main thread draw stamps from. */
+const clock = new BigInt64Array(data.clock);
+/** Per raw stream: 1 once the shard refused one of its messages, until the main thread has redone them. */
+const rawBlocked = new Int32Array(data.rawFlags);
+const decoder = data.blockSize > 0 ? new IngestDecoder(data.blockSize) : undefined;
+const rawRecords = new RecordWriter();
 
 function serve(op: number): boolean {
   switch (op) {
@@ -133,6 +148,7 @@ function applyQueued(at: number): void {
   const w = queue.words;
   const id = w[at + 1];
   const count = w[at + 2];
+  if (count === RAW_ENTRY) return applyRaw(at, id);
   let out = -1;
   try {
     out = reserveResult(ENTRY_HEADER + count);
@@ -152,6 +168,100 @@ function applyQueued(at: number): void {
   }
   queue.release(at);
   results.publish(out, ENTRY_HEADER + count);
+}
+
+/**
+ * The raw IngestKvEvents message at `at`: decoded, hashed and applied here,
+ * or refused whole (nothing applied) when the main thread must decode it:
+ * the hot-path decoder hands it back (protobuf-es words the error or the
+ * odd form), a clear, an event naming a pair the entry gave no slot for, or
+ * an earlier refusal of the same stream still being redone.
+ */
+function applyRaw(at: number, id: number): void {
+  const w = queue.words;
+  const flag = w[at + ENTRY_HEADER];
+  const byteLength = w[at + ENTRY_HEADER + 1];
+  const pairs = w[at + ENTRY_HEADER + 2];
+  const p0 = at + RAW_HEADER;
+  let out = -1;
+  try {
+    let batch: ReturnType<typeof decodeRaw>;
+    try {
+      batch = Atomics.load(rawBlocked, flag) === 0 ? decodeRaw(queue.bytes(p0 + pairs * RAW_PAIR_WORDS, byteLength), w, p0, pairs) : undefined;
+    } catch {
+      batch = undefined; // the main thread decodes it again and words any error
+    }
+    if (batch === undefined) {
+      Atomics.store(rawBlocked, flag, 1);
+      out = reserveResult(ENTRY_HEADER + RAW_RESULT_HEADER);
+      results.signed[out + ENTRY_HEADER] = RAW_REFUSED;
+      finishResult(out, id, RAW_RESULT_HEADER);
+      queue.release(at);
+      return;
+    }
+    const { events, restore, slots } = batch;
+    const n = events.count;
+    // Stamps come from the shared clock: eviction orders entries of every shard by them.
+    rawRecords.reset();
+    for (let i = 0; i < n; i++) {
+      const stamp = Number(Atomics.add(clock, 0, BigInt(stampsOf(events, i))));
+      rawRecords.batchEvent(events, i, slots[i], stamp, restore);
+    }
+    const size = RAW_RESULT_HEADER + n * RAW_EVENT_WORDS;
+    out = reserveResult(ENTRY_HEADER + size);
+    const res = results.signed;
+    res[out + ENTRY_HEADER] = RAW_APPLIED;
+    res[out + ENTRY_HEADER + 1] = restore ? 1 : 0;
+    res[out + ENTRY_HEADER + 2] = n;
+    const rw = rawRecords.words;
+    const ev = events.events;
+    for (let i = 0, o = 0, r = out + ENTRY_HEADER + RAW_RESULT_HEADER; i < n; i++, o += recordWords(rw, o), r += RAW_EVENT_WORDS) {
+      if (i % FIND_CHECK_EVERY === 0) findBetweenRecords();
+      res[r] = core.applyOne(rw, o);
+      const e = i * EVENT_WORDS;
+      res[r + 1] = ev[e + E_WORKER_LO];
+      res[r + 2] = ev[e + E_WORKER_HI];
+      res[r + 3] = ev[e + E_DP_RANK];
+      res[r + 4] = ev[e + E_ID_LO];
+      res[r + 5] = ev[e + E_ID_HI];
+    }
+    finishResult(out, id, size);
+  } catch (err) {
+    const failure: QueuedFailure = { id, error: String((err as Error)?.stack ?? err) };
+    data.failures.postMessage(failure);
+  }
+  queue.release(at);
+}
+
+/** A raw message's events and each one's slot, or undefined when it must be refused (see applyRaw). */
+function decodeRaw(bytes: Uint8Array, w: Uint32Array, p0: number, pairs: number): { events: EventBatch; restore: boolean; slots: Uint32Array } | undefined {
+  if (decoder === undefined) return undefined;
+  const decoded = decoder.decode(bytes);
+  if (decoded === undefined) return undefined;
+  const { batch } = decoded;
+  const ev = batch.events;
+  const slots = new Uint32Array(batch.count);
+  for (let i = 0; i < batch.count; i++) {
+    const e = i * EVENT_WORDS;
+    if (ev[e + E_KIND] === KIND_CLEARED) return undefined; // a clear also empties the lower tiers, on the main thread
+    let slot = -1;
+    for (let p = p0; p < p0 + pairs * RAW_PAIR_WORDS; p += RAW_PAIR_WORDS) {
+      if (w[p] === ev[e + E_WORKER_LO] && w[p + 1] === ev[e + E_WORKER_HI] && w[p + 2] === ev[e + E_DP_RANK]) {
+        slot = w[p + 3];
+        break;
+      }
+    }
+    if (slot < 0) return undefined;
+    slots[i] = slot;
+  }
+  return { events: batch, restore: decoded.restore, slots };
+}
+
+/** Publishes a result entry of `size` words after its header. */
+function finishResult(out: number, id: number, size: number): void {
+  results.signed[out + 1] = id;
+  results.signed[out + 2] = size;
+  results.publish(out, ENTRY_HEADER + size);
 }
 
 /** Room in the result ring; while the main thread has not read enough of it, finds are still served. */

@@ -35,6 +35,11 @@ export class SharedRing {
     return new SharedRing(new SharedArrayBuffer(CONTROL_BYTES + words * 4));
   }
 
+  /** A byte view of `length` bytes from data word `word` (raw messages travel as bytes inside an entry). */
+  bytes(word: number, length: number): Uint8Array {
+    return new Uint8Array(this.buffer, CONTROL_BYTES + word * 4, length);
+  }
+
   /** Largest entry the ring takes (it must also fit beside a padded end): bigger ones go another way. */
   get maxEntry(): number {
     return Math.floor(this.size / 2) - 1;

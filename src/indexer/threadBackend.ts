@@ -40,6 +40,9 @@ import {
   CTL_WORDS,
   ENTRY_HEADER,
   type QueuedFailure,
+  RAW_ENTRY,
+  RAW_HEADER,
+  RAW_STREAMS,
   RING_WORDS,
   type ShardThreadData,
 } from "./shardProtocol.js";
@@ -64,8 +67,21 @@ interface Shard {
 }
 
 
+export interface ThreadBackendOptions {
+  /** Words of each shard's queue and result ring (a test hook: small rings fill and wrap often). */
+  ringWords?: number;
+  /** Tokens per block: shards then take raw IngestKvEvents messages (submitRaw); 0 or absent: they do not. */
+  blockSize?: number;
+}
+
 export class ThreadBackend implements ShardBackend {
   readonly slots: SlotTable;
+  /** The store clock, shared with every shard (stamps order entries for eviction across shards). */
+  readonly clock = new BigInt64Array(new SharedArrayBuffer(8));
+  /** The raw streams' flags (see RAW_ENTRY) and the free ones. */
+  private readonly rawFlags = new Int32Array(new SharedArrayBuffer(RAW_STREAMS * 4));
+  private readonly freeRawFlags = Array.from({ length: RAW_STREAMS }, (_, i) => RAW_STREAMS - 1 - i);
+  readonly takesRaw: boolean;
   private readonly list: Shard[] = [];
   private closed = false;
   private nextBatch = 0;
@@ -80,14 +96,17 @@ export class ThreadBackend implements ShardBackend {
   private constructor(
     readonly shards: number,
     maxSlots: number,
+    blockSize: number,
   ) {
+    this.takesRaw = blockSize > 0;
+    this.clock[0] = 1n;
     this.slots = new SlotTable(new SharedArrayBuffer(SlotTable.bytes(maxSlots)), maxSlots);
   }
 
   /** Starts `shards` threads and waits until each one serves requests. */
-  /** `ringWords`: each shard's queue and result ring (a test hook: small rings fill and wrap often). */
-  static async start(shards: number, maxSlots: number, initialEntries: number, ringWords = RING_WORDS): Promise<ThreadBackend> {
-    const backend = new ThreadBackend(shards, maxSlots);
+  static async start(shards: number, maxSlots: number, initialEntries: number, opts: ThreadBackendOptions = {}): Promise<ThreadBackend> {
+    const { ringWords = RING_WORDS, blockSize = 0 } = opts;
+    const backend = new ThreadBackend(shards, maxSlots, blockSize);
     const started: Promise<void>[] = [];
     for (let i = 0; i < shards; i++) {
       const { port1, port2 } = new MessageChannel();
@@ -108,6 +127,9 @@ export class ThreadBackend implements ShardBackend {
         queue: queue.buffer,
         results: results.buffer,
         failures: failures.port1,
+        clock: backend.clock.buffer as SharedArrayBuffer,
+        rawFlags: backend.rawFlags.buffer as SharedArrayBuffer,
+        blockSize,
       };
       const worker = startThread(siblingModule(import.meta.url, "shardThread"), {
         workerData: data,
@@ -183,28 +205,73 @@ export class ThreadBackend implements ShardBackend {
       this.list.map((s, i) => {
         const b = batches[i];
         if (b === undefined || b.count === 0) return new Int32Array(0);
-        const id = this.nextBatch;
-        this.nextBatch = (this.nextBatch + 1) >>> 0;
-        const n = ENTRY_HEADER + b.length;
-        let at = s.queue.reserve(n);
-        while (at < 0) {
-          // The shard is behind: read its results (it may be waiting for room to write them) and wait a little.
-          this.drainResults();
-          Atomics.wait(s.queue.control, SharedRing.HEAD, s.queue.head, 1);
-          at = s.queue.reserve(n);
-        }
-        const w = s.queue.words;
-        w[at + 1] = id;
-        w[at + 2] = b.count;
-        w.set(b.words.subarray(0, b.length), at + ENTRY_HEADER);
-        if (this.waiting.size === 0) this.keepAlive.ref();
-        const done = new Promise<Int32Array>((resolve, reject) => this.waiting.set(id, { resolve, reject }));
-        s.queue.publish(at, n);
-        this.ring(s);
-        this.arm(s);
-        return done;
+        return this.enqueue(s, ENTRY_HEADER + b.length, (w, at) => {
+          w[at + 2] = b.count;
+          w.set(b.words.subarray(0, b.length), at + ENTRY_HEADER);
+        });
       }),
     );
+  }
+
+  /**
+   * Queues a raw IngestKvEvents message for `shard` (see RAW_ENTRY): `pairs`
+   * holds (worker lo, worker hi, dp_rank, slot) per pair it names. Resolves
+   * with the result entry's words; undefined when the message is too big
+   * for the ring (the caller decodes it instead).
+   */
+  submitRaw(shard: number, flag: number, pairs: Uint32Array, bytes: Uint8Array): Promise<Int32Array> | undefined {
+    if (this.closed || !this.takesRaw) return undefined;
+    const s = this.list[shard];
+    const n = RAW_HEADER + pairs.length + Math.ceil(bytes.length / 4);
+    if (n > s.queue.maxEntry) return undefined;
+    this.drainResults();
+    return this.enqueue(s, n, (w, at) => {
+      w[at + 2] = RAW_ENTRY;
+      w[at + ENTRY_HEADER] = flag;
+      w[at + ENTRY_HEADER + 1] = bytes.length;
+      w[at + ENTRY_HEADER + 2] = pairs.length / 4;
+      w.set(pairs, at + RAW_HEADER);
+      s.queue.bytes(at + RAW_HEADER + pairs.length, bytes.length).set(bytes);
+    });
+  }
+
+  /** A flag for a client stream's raw messages, or undefined when RAW_STREAMS are in use. */
+  takeRawFlag(): number | undefined {
+    const f = this.freeRawFlags.pop();
+    if (f !== undefined) Atomics.store(this.rawFlags, f, 0);
+    return f;
+  }
+
+  /** The stream's refused messages are redone: shards take its raw messages again (call with none outstanding). */
+  clearRawFlag(flag: number): void {
+    Atomics.store(this.rawFlags, flag, 0);
+  }
+
+  /** The stream ended (with none outstanding). */
+  releaseRawFlag(flag: number): void {
+    this.freeRawFlags.push(flag);
+  }
+
+  /** Writes an entry of `n` words into a shard's queue (`fill` writes words 2 .. n-1) and resolves with its results. */
+  private enqueue(s: Shard, n: number, fill: (w: Uint32Array, at: number) => void): Promise<Int32Array> {
+    const id = this.nextBatch;
+    this.nextBatch = (this.nextBatch + 1) >>> 0;
+    let at = s.queue.reserve(n);
+    while (at < 0) {
+      // The shard is behind: read its results (it may be waiting for room to write them) and wait a little.
+      this.drainResults();
+      Atomics.wait(s.queue.control, SharedRing.HEAD, s.queue.head, 1);
+      at = s.queue.reserve(n);
+    }
+    const w = s.queue.words;
+    w[at + 1] = id;
+    fill(w, at);
+    if (this.waiting.size === 0) this.keepAlive.ref();
+    const done = new Promise<Int32Array>((resolve, reject) => this.waiting.set(id, { resolve, reject }));
+    s.queue.publish(at, n);
+    this.ring(s);
+    this.arm(s);
+    return done;
   }
 
   /** Reads every result entry there is and settles its batch. */

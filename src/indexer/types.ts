@@ -56,6 +56,13 @@ export interface KvIndex {
    * before anything is queued, so a caller stops at once.
    */
   applyBatchAsync(batch: EventBatch, restore?: boolean): Promise<ApplyResult[]>;
+  /**
+   * The ingest path's fastest apply, offered by an index with shard threads
+   * (undefined otherwise, or when too many streams have one): a client
+   * stream's IngestKvEvents messages go to the shard that owns every worker
+   * they name as wire bytes, and the shard decodes, hashes and applies them.
+   */
+  openRawStream?(): RawStream | undefined;
   /** Per worker (keyed by workerKeyString), the number of leading blocks held. */
   findMatches(sequenceHashes: readonly bigint[]): Overlaps;
   /** Indexes a routed prompt on a worker without an event (approximate mode). */
@@ -82,6 +89,31 @@ export interface KvIndex {
   /** The sequence hash of the block a worker holds under this external hash, or undefined. */
   sequenceHashOf(worker: WorkerKey, externalHash: bigint): bigint | undefined;
 }
+
+/** A client stream's raw applies (KvIndex.openRawStream). */
+export interface RawStream {
+  /** Raw messages submitted whose results are not in yet. */
+  readonly outstanding: number;
+  /**
+   * Queues a message's wire bytes to a shard; undefined when it must take the
+   * decoded path (a worker not known yet, workers on several shards, a clear,
+   * another shard while messages are outstanding): the caller then applies
+   * nothing else of the stream until `outstanding` is 0. A message the shard
+   * cannot take resolves "refused" and changes nothing, and so does every raw
+   * message of the stream queued after it, until the caller, having applied
+   * the refused ones the decoded way, calls resume().
+   */
+  submit(bytes: Uint8Array): Promise<RawApplied> | undefined;
+  resume(): void;
+  /** The stream ended. */
+  close(): void;
+}
+
+/** What identifies an event in a result (rejections, warnings). */
+export type EventRef = Pick<IndexEvent, "workerId" | "dpRank" | "eventId">;
+
+/** A raw message's fate: refused (nothing applied), or one result per event. */
+export type RawApplied = "refused" | { restore: boolean; results: ApplyResult[]; eventOf(i: number): EventRef };
 
 /**
  * The index has no slot left for a new (worker, dp_rank): thrown before any

@@ -1,7 +1,7 @@
 // Wraps any KvIndex to count what happens to events and expose the index's
 // size, so no index implementation carries metrics code of its own.
 import { type EventBatch, eventAt } from "../protocols/eventBatch.js";
-import type { ApplyResult, KvIndex, Overlaps } from "../indexer/types.js";
+import type { ApplyResult, EventRef, KvIndex, Overlaps, RawStream } from "../indexer/types.js";
 import type { IndexEvent, WorkerKey } from "../protocols/events.js";
 import { LogOnce } from "../util/logOnce.js";
 import type { RouterMetrics } from "./metrics.js";
@@ -31,11 +31,28 @@ export class MeteredIndex implements KvIndex {
     return this.inner.applyBatchAsync(batch, restore).then((results) => this.countAll(results, (i) => eventAt(batch, i)));
   }
 
+  openRawStream(): RawStream | undefined {
+    const raw = this.inner.openRawStream?.();
+    if (raw === undefined) return undefined;
+    return {
+      get outstanding() {
+        return raw.outstanding;
+      },
+      submit: (bytes) =>
+        raw.submit(bytes)?.then((applied) => {
+          if (applied !== "refused") this.countAll(applied.results, applied.eventOf);
+          return applied;
+        }),
+      resume: () => raw.resume(),
+      close: () => raw.close(),
+    };
+  }
+
   /**
    * Counts a batch's results: the common case (all applied, no anomaly) is one
    * counter increment per batch, not one labelled lookup per event (the ingest hot path).
    */
-  private countAll(results: ApplyResult[], eventOf: (i: number) => IndexEvent): ApplyResult[] {
+  private countAll(results: ApplyResult[], eventOf: (i: number) => EventRef): ApplyResult[] {
     let plain = 0;
     for (let i = 0; i < results.length; i++) {
       const r = results[i];
@@ -46,7 +63,7 @@ export class MeteredIndex implements KvIndex {
     return results;
   }
 
-  private count(eventOf: () => IndexEvent, result: ApplyResult): void {
+  private count(eventOf: () => EventRef, result: ApplyResult): void {
     this.metrics.events.inc({ outcome: result.outcome });
     if (result.notes.unknownRemovals > 0) {
       this.metrics.eventAnomalies.inc({ kind: "unknown_removal" }, result.notes.unknownRemovals);

@@ -34,6 +34,12 @@ export class RouterMetrics {
     labelNames: ["outcome"] as const,
     registers: [this.registry],
   });
+  readonly ingestMessages = new Counter({
+    name: "kvrouter_ingest_messages_total",
+    help: "IngestKvEvents messages by where they were decoded: shard (as raw bytes, on the index shard thread that applied them), main (on the main thread or a decoder thread), shard_refused (sent raw, handed back by the shard, then decoded on the main thread)",
+    labelNames: ["path"] as const,
+    registers: [this.registry],
+  });
   readonly eventAnomalies = new Counter({
     name: "kvrouter_kv_event_anomalies_total",
     help: "Applied events with something off: unknown_removal (block not held), event_id_gap",
@@ -170,6 +176,7 @@ export class RouterMetrics {
     // Every label value known up front is exported from the first scrape, at 0, so rate() works at once.
     for (const outcome of EVENT_OUTCOMES) this.events.inc({ outcome }, 0);
     for (const kind of ["unknown_removal", "event_id_gap"]) this.eventAnomalies.inc({ kind }, 0);
+    for (const path of ["shard", "main", "shard_refused"]) this.ingestMessages.inc({ path }, 0);
     for (const method of METHODS) {
       this.invalidRequests.inc({ method }, 0);
       this.unauthenticated.inc({ method }, 0);

@@ -1,4 +1,4 @@
-// Protobuf wire primitives for the hot-path decoders (server/ingestDecoder.ts
+// Protobuf wire primitives for the hot-path decoders (decoding/ingestDecoder.ts
 // for IngestKvEvents, server/promptDecoder.ts for FindBestWorker): a cursor
 // over the bytes and the last varint as (lo, hi) u32 halves, so reading needs
 // no allocation and no bigint.

@@ -3,7 +3,7 @@
 // refused batch (no worker slots left) changes nothing.
 import { E_KIND, EVENT_WORDS, type EventBatch, KIND_CLEARED, eventAt, eventsOf, toEventBatch } from "../protocols/eventBatch.js";
 import type { LowerTierEvent, LowerTiers } from "../indexer/lowerTiers.js";
-import { type ApplyResult, IndexCapacityError, type KvIndex } from "../indexer/types.js";
+import { type ApplyResult, type EventRef, IndexCapacityError, type KvIndex } from "../indexer/types.js";
 import type { IndexEvent } from "../protocols/events.js";
 import { RouterError } from "./errors.js";
 import type { IngestSummary } from "./types.js";
@@ -94,8 +94,34 @@ export function applyEventBatchAsync(index: KvIndex, lowerTiers: LowerTiers, bat
   return applying.then((results) => summarize(results, (i) => eventAt(batch, i)));
 }
 
+/**
+ * A client stream's IngestKvEvents messages applied as wire bytes by the
+ * index's shard threads (KvIndex.openRawStream, whose rules it keeps), each
+ * message's outcomes summed up as applyEventBatch() does.
+ */
+export interface RawIngest {
+  readonly outstanding: number;
+  submit(bytes: Uint8Array): Promise<IngestSummary | "refused"> | undefined;
+  resume(): void;
+  close(): void;
+}
+
+/** A raw ingest for one client stream, or undefined when the index takes no raw messages. */
+export function openRawIngest(index: KvIndex): RawIngest | undefined {
+  const raw = index.openRawStream?.();
+  if (raw === undefined) return undefined;
+  return {
+    get outstanding() {
+      return raw.outstanding;
+    },
+    submit: (bytes) => raw.submit(bytes)?.then((applied) => (applied === "refused" ? applied : summarize(applied.results, applied.eventOf))),
+    resume: () => raw.resume(),
+    close: () => raw.close(),
+  };
+}
+
 /** Counts outcomes; lists the first rejections (eventOf builds an event only for those). */
-function summarize(results: readonly ApplyResult[], eventOf: (i: number) => IndexEvent): IngestSummary {
+function summarize(results: readonly ApplyResult[], eventOf: (i: number) => EventRef): IngestSummary {
   const summary: IngestSummary = { applied: 0, rejected: 0, rejections: [] };
   for (let i = 0; i < results.length; i++) {
     const { outcome } = results[i];

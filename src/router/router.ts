@@ -39,7 +39,7 @@ import {
   DYNAMO_DEFAULT_MAX_BATCHED_TOKENS,
   DEFAULT_TTFT_DECODE_SLOWDOWN_PER_BLOCK,
 } from "./types.js";
-import { WORKER_RANKS_FLAG, applyEventBatch, applyEventBatchAsync, applyEvents, applyEventsAsync, withIndexCapacity } from "./ingest.js";
+import { type RawIngest, WORKER_RANKS_FLAG, applyEventBatch, applyEventBatchAsync, applyEvents, applyEventsAsync, openRawIngest, withIndexCapacity } from "./ingest.js";
 import { prefillBookingId, routeDisaggregated } from "./disaggregation.js";
 
 /** Candidate workers and their key strings, index for index. */
@@ -364,6 +364,11 @@ export class KvRouter {
   /** applyEventBatch() that lets index threads apply while the caller goes on (see KvIndex.applyBatchAsync). */
   applyEventBatchAsync(batch: EventBatch, restore = false): Promise<IngestSummary> {
     return applyEventBatchAsync(this.index, this.lowerTiers, batch, restore);
+  }
+
+  /** A client stream's raw IngestKvEvents applies on the index's shard threads, or undefined (see KvIndex.openRawStream). */
+  openRawIngest(): RawIngest | undefined {
+    return openRawIngest(this.index);
   }
 
   /** Stored events that rebuild the index, every tier (see DumpIndex). */

@@ -2,7 +2,9 @@
 // (on this thread or on decoder threads) and applied in stream order; the
 // first invalid message ends the stream, and nothing from or after it applies.
 // With index shard threads the applies are pipelined: a message is queued to
-// the shards and the next one decoded while they apply it.
+// the shards and the next one decoded while they apply it; and a message
+// that names only known workers of one shard goes to it as raw bytes, to be
+// decoded, hashed and applied there (RawIngest).
 import { create } from "@bufbuild/protobuf";
 import { type ServerReadableStream, type sendUnaryData, status } from "@grpc/grpc-js";
 import { IngestKvEventsResponseSchema } from "../../gen/kvrouter/v1/router_pb.js";
@@ -10,13 +12,16 @@ import type { EventBatch } from "../protocols/eventBatch.js";
 import type { IndexEvent } from "../protocols/events.js";
 import type { RouterMetrics } from "../metrics/metrics.js";
 import type { KvRouter } from "../router/router.js";
+import type { IngestSummary } from "../router/types.js";
 import { log } from "../util/log.js";
-import { IngestDecoder } from "./ingestDecoder.js";
+import { IngestDecoder } from "../decoding/ingestDecoder.js";
 import type { IngestPool, PoolResult } from "./ingestPool.js";
 import { BlockSizeMismatchError, decodeIngestRequest, toWorkerRef } from "./convert.js";
 import { failureOf } from "./unaryMethods.js";
 
 const MAX_WARNED_WORKERS = 10_000;
+/** Rejections a response lists (the rest are counted). */
+const MAX_LISTED_REJECTIONS = 100;
 
 /** A flat batch from the hot-path decoder, or protobuf-es's events (which may carry tiers and namespaces a batch cannot). */
 type Decoded = { batch: EventBatch; restore: boolean } | { events: IndexEvent[]; restore: boolean };
@@ -37,10 +42,12 @@ export interface IngestOptions {
   pool?: IngestPool;
   /** The index has shard threads: queue applies to them instead of waiting for each (KvIndex.applyBatchAsync). */
   pipelined?: boolean;
+  /** Pipelined without decoder threads: send messages to the shard threads as raw bytes where the index takes them (default true). */
+  raw?: boolean;
 }
 
 /** The IngestKvEvents handler. */
-export function ingestKvEventsHandler(router: KvRouter, metrics: RouterMetrics, { pool, pipelined = false }: IngestOptions = {}) {
+export function ingestKvEventsHandler(router: KvRouter, metrics: RouterMetrics, { pool, pipelined = false, raw: rawWanted = true }: IngestOptions = {}) {
   const failure = (method: string, err: unknown) => failureOf(metrics, method, err);
   const { blockSize } = router.config;
   /** Workers already warned about a block-size mismatch: one warning per (worker, dp_rank), however many events. */
@@ -57,6 +64,7 @@ export function ingestKvEventsHandler(router: KvRouter, metrics: RouterMetrics, 
     });
   };
   const ingestDecoder = new IngestDecoder(blockSize);
+  const whereOf = (seq: number) => `message ${seq}`;
 
   /**
    * One IngestKvEvents message as a flat batch: the hot-path decoder, or
@@ -69,12 +77,16 @@ export function ingestKvEventsHandler(router: KvRouter, metrics: RouterMetrics, 
 
   return (call: ServerReadableStream<Buffer, unknown>, callback: sendUnaryData<unknown>) => {
     const stop = metrics.requestDuration.startTimer({ method: "IngestKvEvents" });
-    const total = { applied: 0n, rejected: 0n, rejections: [] as ReturnType<KvRouter["applyEvents"]>["rejections"] };
+    type Rejection = IngestSummary["rejections"][number];
+    /** Rejections with the message they came from: messages applied on different threads finish out of order, the response lists them in stream order. */
+    const total = { applied: 0n, rejected: 0n, rejections: [] as { seq: number; r: Rejection }[] };
     let messages = 0;
     let done = false;
+    const raw = pipelined && rawWanted && pool === undefined ? router.openRawIngest() : undefined;
     const finish = (err: { code: status; details: string } | null) => {
       if (done) return;
       done = true;
+      raw?.close();
       stop({ code: err ? status[err.code] : "OK" });
       if (err) {
         callback(err);
@@ -85,27 +97,37 @@ export function ingestKvEventsHandler(router: KvRouter, metrics: RouterMetrics, 
         create(IngestKvEventsResponseSchema, {
           applied: total.applied,
           rejected: total.rejected,
-          rejections: total.rejections.map((r) => ({ worker: toWorkerRef(r.worker), eventId: r.eventId, reason: r.reason })),
+          rejections: total.rejections.map(({ r }) => ({ worker: toWorkerRef(r.worker), eventId: r.eventId, reason: r.reason })),
         }),
       );
     };
-    const count = (summary: ReturnType<KvRouter["applyEvents"]>) => {
+    const count = (summary: IngestSummary, seq: number) => {
       total.applied += BigInt(summary.applied);
       total.rejected += BigInt(summary.rejected);
-      for (const r of summary.rejections) if (total.rejections.length < 100) total.rejections.push(r);
+      if (summary.rejections.length === 0) return;
+      // The first MAX_LISTED_REJECTIONS in stream order (a message's own are in event order already).
+      const listed = total.rejections;
+      for (const r of summary.rejections) listed.push({ seq, r });
+      if (listed.length > 1 && listed[listed.length - summary.rejections.length - 1]?.seq > seq) listed.sort((a, b) => a.seq - b.seq);
+      listed.length = Math.min(listed.length, MAX_LISTED_REJECTIONS);
     };
     /** Applies queued to index threads whose results are not in yet. */
     const queued = new Set<Promise<void>>();
+    /** Resolves once nothing of the stream is queued (what finishes a queued apply may queue more: refused raw messages redone). */
+    const whenIdle = async () => {
+      while (queued.size > 0) await Promise.all(queued);
+    };
     // Received messages still apply after the client goes away; nothing applies after an invalid one.
     let rejected = false;
-    const fail = (where: string, err: unknown) => {
+    const fail = (seq: number, err: unknown) => {
+      const where = whereOf(seq);
       rejected = true;
       metrics.events.inc({ outcome: "invalid" });
       if (err instanceof BlockSizeMismatchError) warnBlockSizeOnce(err, blockSize);
       const f = failure("IngestKvEvents", err);
       if (!f.details.startsWith(where)) f.details = `${where}: ${f.details}`;
       // Messages queued before this one still apply: count them in.
-      void Promise.all(queued).then(() => {
+      void whenIdle().then(() => {
         f.details += `; ${total.applied} events applied before this message`;
         finish(f);
       });
@@ -134,13 +156,16 @@ export function ingestKvEventsHandler(router: KvRouter, metrics: RouterMetrics, 
      * Applies one decoded message (or queues it, pipelined), or ends the
      * stream with the message's error; `bytes` leave the in-flight count once applied.
      */
-    const apply = (where: string, bytes: number, decode: () => Decoded) => {
+    const apply = (seq: number, bytes: number, decode: () => Decoded) => {
       if (rejected) return settled(bytes);
       try {
         const decoded = decode();
         // The index refuses a message it has no worker slots for before applying (or queueing) any of it.
         if (pipelined && "batch" in decoded) {
-          const applying = router.applyEventBatchAsync(decoded.batch, decoded.restore).then(count, (err: unknown) => fail(where, err));
+          const applying = router.applyEventBatchAsync(decoded.batch, decoded.restore).then(
+            (summary) => count(summary, seq),
+            (err: unknown) => fail(seq, err),
+          );
           const done = applying.finally(() => {
             queued.delete(done);
             settled(bytes);
@@ -148,22 +173,85 @@ export function ingestKvEventsHandler(router: KvRouter, metrics: RouterMetrics, 
           queued.add(done);
           return;
         }
-        count("events" in decoded ? router.applyEvents(decoded.events, decoded.restore) : router.applyEventBatch(decoded.batch, decoded.restore));
+        count("events" in decoded ? router.applyEvents(decoded.events, decoded.restore) : router.applyEventBatch(decoded.batch, decoded.restore), seq);
       } catch (err) {
-        fail(where, err);
+        fail(seq, err);
       }
       settled(bytes);
     };
+    // ---- raw messages (RawIngest): order is kept by two queues ----
+    /** Messages waiting, in order, for the stream's raw messages to come back: one that takes the decoded path, and all after it. */
+    const backlog: { seq: number; bytes: Buffer }[] = [];
+    /** Raw messages a shard refused (nothing applied), in order: decoded here once none is outstanding. */
+    const refused: { seq: number; bytes: Buffer }[] = [];
+    /** Sends a message raw, or decodes it here when nothing raw is outstanding; false: it must wait. */
+    const route = (seq: number, bytes: Buffer): boolean => {
+      if (rejected) {
+        settled(bytes.length);
+        return true;
+      }
+      const submitted = raw!.submit(bytes);
+      if (submitted === undefined) {
+        if (raw!.outstanding > 0) return false;
+        metrics.ingestMessages.inc({ path: "main" });
+        apply(seq, bytes.length, () => decodeIngest(bytes, whereOf(seq)));
+        return true;
+      }
+      const finished = submitted
+        .then(
+          (summary) => {
+            if (summary === "refused") return void refused.push({ seq, bytes });
+            metrics.ingestMessages.inc({ path: "shard" });
+            count(summary, seq);
+            settled(bytes.length);
+          },
+          (err: unknown) => {
+            fail(seq, err);
+            settled(bytes.length);
+          },
+        )
+        .finally(() => {
+          queued.delete(finished);
+          catchUp();
+        });
+      queued.add(finished);
+      return true;
+    };
+    /** Once no raw message is outstanding: the refused ones applied the decoded way, in order, then the waiting ones. */
+    const catchUp = () => {
+      if (raw!.outstanding > 0) return;
+      if (refused.length > 0) {
+        for (const m of refused.splice(0)) {
+          metrics.ingestMessages.inc({ path: "shard_refused" });
+          apply(m.seq, m.bytes.length, () => decodeIngest(m.bytes, whereOf(m.seq)));
+        }
+        raw!.resume();
+      }
+      while (backlog.length > 0) {
+        const m = backlog[0];
+        if (!route(m.seq, m.bytes)) return;
+        backlog.shift();
+      }
+    };
+    const take = (seq: number, bytes: Buffer) => {
+      if (raw === undefined) {
+        metrics.ingestMessages.inc({ path: "main" });
+        return apply(seq, bytes.length, () => decodeIngest(bytes, whereOf(seq)));
+      }
+      if (backlog.length > 0 || refused.length > 0 || !route(seq, bytes)) backlog.push({ seq, bytes });
+    };
+
     // With decoder threads, messages decode in parallel and apply in stream order.
     let applied: Promise<void> = Promise.resolve();
     let turnStart = 0;
     call.on("data", (bytes: Buffer) => {
       if (done) return;
-      const where = `message ${messages++}`;
+      const seq = messages++;
+      const where = whereOf(seq);
       taken(bytes.length);
       if (pool === undefined) {
         if (turnStart === 0) turnStart = performance.now();
-        apply(where, bytes.length, () => decodeIngest(bytes, where));
+        take(seq, bytes);
         if (!done && !paused && performance.now() - turnStart > APPLY_TURN_MS) {
           // Let queries (and other streams) in; messages already received wait in order.
           call.pause();
@@ -174,6 +262,7 @@ export function ingestKvEventsHandler(router: KvRouter, metrics: RouterMetrics, 
         }
         return;
       }
+      metrics.ingestMessages.inc({ path: "main" });
       const decoding = pool.decode(bytes);
       applied = applied.then(async () => {
         let result: PoolResult | Error;
@@ -182,13 +271,13 @@ export function ingestKvEventsHandler(router: KvRouter, metrics: RouterMetrics, 
         } catch (err) {
           result = err as Error;
         }
-        apply(where, bytes.length, () => {
+        apply(seq, bytes.length, () => {
           if (result instanceof Error) throw result;
           return result === "slow" ? decodeSlow(bytes, where) : result;
         });
       });
     });
-    call.on("end", () => void applied.then(() => Promise.all(queued)).then(() => finish(null)));
+    call.on("end", () => void applied.then(whenIdle).then(() => finish(null)));
     call.on("error", (err) => {
       log.warn("event stream broke", { error: String(err), applied: total.applied });
       finish({ code: status.CANCELLED, details: String(err) });

@@ -3,7 +3,7 @@
 // back with its buffers transferred (no copy). A message the decoder hands
 // back is answered "slow": the main thread decodes it with protobuf-es.
 import { parentPort, workerData } from "node:worker_threads";
-import { IngestDecoder } from "./ingestDecoder.js";
+import { IngestDecoder } from "../decoding/ingestDecoder.js";
 
 const decoder = new IngestDecoder((workerData as { blockSize: number }).blockSize);
 parentPort!.on("message", ({ id, bytes }: { id: number; bytes: Uint8Array }) => {
