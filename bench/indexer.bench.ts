@@ -12,6 +12,7 @@ import { PrefixIndex } from "../src/indexer/prefixIndex.js";
 import type { Overlaps } from "../src/indexer/types.js";
 import type { IndexEvent } from "../src/protocols/events.js";
 import { NaiveIndex } from "./naiveIndex.js";
+import { hashPromptLoopSimd, hashSequenceLoopSimd } from "./wasmXxh3Loop.js";
 import { hashPromptScalarWasm } from "./wasmXxh3Scalar.js";
 import { type Latency, gc, latency, median, usSince } from "./stats.js";
 import { BLOCK, type Workload, steadyEvents } from "./workload.js";
@@ -176,16 +177,21 @@ function hashingLatency(prompts: Uint32Array[], hash: (t: Uint32Array) => unknow
 }
 
 /**
- * Prompt hashing now against before issue 21 (bench/wasmXxh3Scalar.ts:
- * scalar WebAssembly for blocks of 61+ tokens, the native hasher per block
- * below that; local and sequence hashes as bigints, which routing then
- * used), in the same run: passes over the same prompts alternate between the
- * two (which one goes first flips every pass), every call timed. The ratio
- * is now / before of each pass pair's p50. `now` is hashPromptFast (local
- * and sequence hashes as bigints), or with `sequenceAlone` the router's
- * hashPromptSequence.
+ * Prompt hashing now against an earlier hasher, in the same run: passes over
+ * the same prompts alternate between the two (which one goes first flips
+ * every pass), every call timed. The ratio is now / before of each pass
+ * pair's p50. `now` is hashPromptFast (local and sequence hashes as
+ * bigints), or with `sequenceAlone` the router's hashPromptSequence. The
+ * default `before` is the hasher from before issue 21
+ * (bench/wasmXxh3Scalar.ts: scalar WebAssembly for blocks of 61+ tokens,
+ * the native hasher per block below that; local and sequence hashes as
+ * bigints, which routing then used).
  */
-function hashingVsBefore(prompts: Uint32Array[], blockSize: number, { passes = 6, sequenceAlone = false } = {}) {
+export function hashingVsBefore(
+  prompts: Uint32Array[],
+  blockSize: number,
+  { passes = 6, sequenceAlone = false, old = (t: Uint32Array) => hashPromptScalarWasm(t, blockSize) as unknown } = {},
+) {
   const now: number[] = [];
   const before: number[] = [];
   const ratios: number[] = [];
@@ -200,7 +206,6 @@ function hashingVsBefore(prompts: Uint32Array[], blockSize: number, { passes = 6
     return median(samples);
   };
   const fresh = sequenceAlone ? (t: Uint32Array) => hashPromptSequence(t, blockSize) : (t: Uint32Array) => hashPromptFast(t, blockSize);
-  const old = (t: Uint32Array) => hashPromptScalarWasm(t, blockSize);
   for (let i = 0; i < passes; i++) {
     let nowP50: number;
     let beforeP50: number;
@@ -319,6 +324,7 @@ export async function runIndexBench(workloads: Workload[], cfg: IndexBenchConfig
     for (let i = 0; performance.now() - warm < 200; i++) {
       hashPromptFast(prompts[i % prompts.length], BLOCK);
       hashPromptScalarWasm(prompts[i % prompts.length], BLOCK);
+      hashPromptLoopSimd(prompts[i % prompts.length], BLOCK);
     }
     res.hashing8192 = {
       "wasm (router)": hashingLatency(prompts, (t) => hashPromptFast(t, BLOCK)),
@@ -336,6 +342,12 @@ export async function runIndexBench(workloads: Workload[], cfg: IndexBenchConfig
       [`block ${BLOCK}, partial last block, sequence alone (routing)`]: hashingVsBefore(tailed, BLOCK, { sequenceAlone: true }),
       "block 128, local + sequence": hashingVsBefore(prompts, 128),
       "block 16, local + sequence": hashingVsBefore(prompts.slice(0, 200), 16, { passes: 2 }),
+    };
+    // The unrolled, pipelined long path against the SIMD hasher as it was before (bench/wasmXxh3Loop.ts).
+    res.hashing8192VsLoopSimd = {
+      [`block ${BLOCK}, local + sequence`]: hashingVsBefore(prompts, BLOCK, { old: (t) => hashPromptLoopSimd(t, BLOCK) }),
+      [`block ${BLOCK}, sequence alone (routing)`]: hashingVsBefore(prompts, BLOCK, { sequenceAlone: true, old: (t) => hashSequenceLoopSimd(t, BLOCK) }),
+      "block 128, local + sequence": hashingVsBefore(prompts, 128, { old: (t) => hashPromptLoopSimd(t, 128) }),
     };
     const query: Record<string, unknown> = {};
     const underIngest: Record<string, unknown> = {};

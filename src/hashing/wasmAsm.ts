@@ -55,6 +55,7 @@ export const I64_EXTEND_I32_U = 0xad;
 export const I32_ADD = 0x6a;
 export const I32_SUB = 0x6b;
 export const I32_MUL = 0x6c;
+export const I32_SHR_U = 0x76;
 export const I32_DIV_U = 0x6e;
 export const I32_GE_U = 0x4f;
 export const I32_GT_U = 0x4b;
@@ -66,6 +67,18 @@ export const I32_EQZ = 0x45;
 export const loopUntil = (exit: number[], body: number[]) => [0x02, 0x40, 0x03, 0x40, ...exit, 0x0d, 1, ...body, 0x0c, 0, 0x0b, 0x0b];
 export const ifThenElse = (cond: number[], then: number[], els: number[]) => [...cond, 0x04, 0x40, ...then, 0x05, ...els, 0x0b];
 export const ifThen = (cond: number[], then: number[]) => [...cond, 0x04, 0x40, ...then, 0x0b];
+/**
+ * A jump into a run of code pieces: with `index` (code leaving an i32) = n,
+ * runs pieces n-1, n-2, ..., 0 (n = 0 runs piece 0 too; n past the last
+ * piece runs them all). Nested blocks left by one br_table, as in Duff's device.
+ */
+export function enterAt(index: number[], pieces: number[][]): number[] {
+  const k = pieces.length;
+  // Block j (1..k, outermost first) ends just before piece j-1; the br_table sits in the innermost, block k.
+  let code = [...Array(k).fill([0x02, 0x40]).flat(), ...index, 0x0e, ...uleb(k + 1), ...Array.from({ length: k + 1 }, (_, n) => uleb(k - Math.max(n, 1))).flat(), ...uleb(0)];
+  for (let j = k; j >= 1; j--) code = [...code, 0x0b, ...pieces[j - 1]];
+  return code;
+}
 
 // ---- SIMD (the 0xfd prefix; opcodes are LEB128 after it) ------------------
 const simd = (op: number) => [0xfd, ...uleb(op)];

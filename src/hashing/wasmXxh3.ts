@@ -20,6 +20,7 @@ import {
   I32_GT_U,
   I32_LT_U,
   I32_MUL,
+  I32_SHR_U,
   I32_SUB,
   I64,
   I64_ADD,
@@ -43,6 +44,7 @@ import {
   type WasmMemory,
   assemble,
   body,
+  enterAt,
   funcType,
   get,
   i32c,
@@ -112,8 +114,8 @@ function seedKeys(seed: bigint): Uint8Array {
 const PARAMS = ["tok", "len", "n", "out", "chain"]; // len: bytes per block
 const LOCALS: [number, string[]][] = [
   [I32, ["b", "p", "o", "nb", "blk", "s", "ns", "q", "k", "r", "j"]],
-  [I64, ["h", "sq", "acc", "x", "y", "ll", "lh", "hl", "cross"]],
-  [V128, ["A0", "A1", "A2", "A3", "d", "x0", "x1", "x2", "x3", "E", "O", "S", "fA", "fB", "fBs", "fll", "flh", "fc"]],
+  [I64, ["h", "sq", "acc", "x", "y", "ll", "lh", "hl"]],
+  [V128, ["A0", "A1", "A2", "A3", "B0", "B1", "B2", "B3", "d", "x0", "x1", "x2", "x3", "E", "O", "S", "fA", "fB", "fBs", "fll", "flh", "fc"]],
 ];
 const slot = new Map<string, number>();
 [...PARAMS, ...LOCALS.flatMap(([, names]) => names)].forEach((name, i) => slot.set(name, i));
@@ -132,17 +134,18 @@ const key = (addr: number) => [...i32c(0), ...v128load(addr)];
 // ---- scalar pieces (i64) ----------------------------------------------------------
 const lo = (name: string) => [...$(name), ...i64c(M32), I64_AND];
 const hi = (name: string) => [...$(name), ...i64c(32n), I64_SHR_U];
-/** XXH3_mul128_fold64(x, y): low ^ high of the 128-bit product, from 32-bit halves. */
+/**
+ * XXH3_mul128_fold64(x, y): low ^ high of the 128-bit product. The low word
+ * is i64.mul's; the high one is built from the 32-bit partial products.
+ */
 const fold64 = [
-  ...lo("x"), ...lo("y"), I64_MUL, ...to("ll"),
+  ...$("x"), ...$("y"), I64_MUL,
+  ...lo("x"), ...lo("y"), I64_MUL, ...i64c(32n), I64_SHR_U, ...to("ll"),
   ...lo("x"), ...hi("y"), I64_MUL, ...to("lh"),
   ...hi("x"), ...lo("y"), I64_MUL, ...to("hl"),
-  // cross = (ll >> 32) + (lh & M32) + hl
-  ...hi("ll"), ...lo("lh"), I64_ADD, ...$("hl"), I64_ADD, ...to("cross"),
-  // lower = (cross << 32) | (ll & M32)
-  ...$("cross"), ...i64c(32n), I64_SHL, ...lo("ll"), I64_OR,
-  // upper = hi(x)*hi(y) + (lh >> 32) + (cross >> 32)
-  ...hi("x"), ...hi("y"), I64_MUL, ...hi("lh"), I64_ADD, ...hi("cross"), I64_ADD,
+  // upper = hi(x)*hi(y) + (lh >> 32) + (hl >> 32) + ((ll >> 32) + (lh & M32) + (hl & M32)) >> 32
+  ...hi("x"), ...hi("y"), I64_MUL, ...hi("lh"), I64_ADD, ...hi("hl"), I64_ADD,
+  ...$("ll"), ...lo("lh"), I64_ADD, ...lo("hl"), I64_ADD, ...i64c(32n), I64_SHR_U, I64_ADD,
   I64_XOR,
 ];
 /** h (on the stack) -> XXH3_avalanche(h), via local h. */
@@ -270,10 +273,10 @@ const mix129to240 = [
  * ...), so the data adds in place; the products come out swapped from the
  * order of the u32 lanes fed to extmul.
  */
-const stripe = [0, 2].flatMap((v) => [
+const stripeAt = (data: number[], dataOffset: number, keys: number[], keyOffset: number) => [0, 2].flatMap((v) => [
   ...[v, v + 1].flatMap((i) => [
-    ...$(`A${i}`), ...$("q"), ...v128load(16 * i), ...teeTo("d"), ...I64X2_ADD, ...to(`A${i}`),
-    ...$("d"), ...$("k"), ...v128load(16 * i), ...V128_XOR, ...to(`x${i - v}`),
+    ...$(`A${i}`), ...data, ...v128load(dataOffset + 16 * i), ...teeTo("d"), ...I64X2_ADD, ...to(`A${i}`),
+    ...$("d"), ...keys, ...v128load(keyOffset + 16 * i), ...V128_XOR, ...to(`x${i - v}`),
   ]),
   // E = the low u32 of each of the four u64 lanes, O = the high ones, each pair swapped
   ...$("x0"), ...$("x1"), ...shuffle32([2, 0, 6, 4]), ...to("E"),
@@ -281,6 +284,7 @@ const stripe = [0, 2].flatMap((v) => [
   ...$(`A${v}`), ...$("E"), ...$("O"), ...I64X2_EXTMUL_LOW_U, ...I64X2_ADD, ...to(`A${v}`),
   ...$(`A${v + 1}`), ...$("E"), ...$("O"), ...I64X2_EXTMUL_HIGH_U, ...I64X2_ADD, ...to(`A${v + 1}`),
 ]);
+const stripe = stripeAt($("q"), 0, $("k"), 0);
 /** XXH3_scrambleAcc: acc = (acc ^ (acc >> 47) ^ key) * PRIME32_1 (keys swapped as the lanes are). */
 const scramble = [0, 1, 2, 3].flatMap((i) => [
   ...$(`A${i}`), ...$(`A${i}`), ...i32c(47), ...I64X2_SHR_U, ...V128_XOR,
@@ -291,9 +295,29 @@ const stripes = (base: number[], count: number[]) => [
   ...base, ...to("q"), ...i32c(SECRET), ...to("k"), ...i32c(0), ...to("s"),
   ...loopUntil([...$("s"), ...count, I32_GE_U], [...stripe, ...addTo("q", 64), ...addTo("k", 8), ...addTo("s", 1)]),
 ];
+const initAcc = [0, 1, 2, 3].flatMap((i) => [...key(INIT + 16 * i), ...to(`A${i}`)]);
+/** The merge of accumulators `${acc}0..3`: len * PRIME64_1 + the folds of the four lane pairs, each XOR its key at 11 + 16j (swapped: fold is symmetric). */
+const mergeOf = (acc: string) => [
+  ...[0, 1, 2, 3].flatMap((j) => [...$(`${acc}${j}`), ...key(SWAPPED + 64 + 16 * j), ...V128_XOR, ...to(`x${j}`)]),
+  ...foldPair("x0", "x1"), ...foldPair("x2", "x3"), ...I64X2_ADD, ...to("S"),
+  ...lenTimesPrime, ...plusLanesOfS, ...avalanche, ...to("h"),
+];
+/** The last stripe: the input's last 64 bytes, keys at 121. */
+const lastStripe = stripeAt(fromEnd(64), 0, at0, SECRET + SECRET_SIZE - 64 - 7);
+/**
+ * The long path's accumulation for 241..1024 bytes (blocks of 61..256
+ * tokens): no scramble, so the (len - 1) / 64 stripes (3..15) can be added
+ * in any order: straight code entered at stripe ns - 1 (enterAt), data and
+ * keys at constant offsets, no loop counters.
+ */
+const accumulateUpTo1024 = [
+  ...initAcc,
+  ...enterAt([...$("len"), ...i32c(1), I32_SUB, ...i32c(6), I32_SHR_U], Array.from({ length: 15 }, (_, s) => stripeAt(atP, 64 * s, at0, SECRET + 8 * s))),
+  ...lastStripe,
+];
 /** XXH3's long path (over 240 bytes) with the seed's custom secret. */
 const long = [
-  ...[0, 1, 2, 3].flatMap((i) => [...key(INIT + 16 * i), ...to(`A${i}`)]),
+  ...initAcc,
   // nb = (len - 1) / 1024 whole 1024-byte blocks, each 16 stripes and a scramble
   ...$("len"), ...i32c(1), I32_SUB, ...i32c(1024), I32_DIV_U, ...to("nb"),
   ...i32c(0), ...to("blk"),
@@ -302,17 +326,21 @@ const long = [
     ...scramble,
     ...addTo("blk", 1),
   ]),
-  // ns = ((len - 1) - 1024 * nb) / 64 more stripes, then the input's last 64 bytes with keys at 121
+  // ns = ((len - 1) - 1024 * nb) / 64 more stripes
   ...$("len"), ...i32c(1), I32_SUB, ...$("nb"), ...i32c(1024), I32_MUL, I32_SUB, ...i32c(64), I32_DIV_U, ...to("ns"),
   ...stripes([...$("p"), ...$("nb"), ...i32c(1024), I32_MUL, I32_ADD], $("ns")),
-  ...fromEnd(64), ...to("q"), ...i32c(SECRET + SECRET_SIZE - 64 - 7), ...to("k"),
-  ...stripe,
-  // merge: len * PRIME64_1 + the folds of the four lane pairs, each XOR its key at 11 + 16j (swapped: fold is symmetric)
-  ...[0, 1, 2, 3].flatMap((j) => [...$(`A${j}`), ...key(SWAPPED + 64 + 16 * j), ...V128_XOR, ...to(`x${j}`)]),
-  ...foldPair("x0", "x1"), ...foldPair("x2", "x3"), ...I64X2_ADD, ...to("S"),
-  ...lenTimesPrime, ...plusLanesOfS, ...avalanche, ...to("h"),
+  ...lastStripe,
+  ...mergeOf("A"),
 ];
-
+/** Stores h (and with chain = 1 the sequence hash after it) at o, and moves o on. */
+const emitHash = [
+  ...$("o"), ...$("h"), ...store64(0),
+  ...ifThenElse($("chain"), [
+    ...ifThenElse([...$("b"), I32_EQZ], [...$("h"), ...to("sq")], sequence),
+    ...$("o"), ...$("sq"), ...store64(8),
+    ...addTo("o", 16),
+  ], addTo("o", 8)),
+];
 /**
  * hash(tok, len, n, out, chain): the local hash of each of n blocks of len
  * bytes from tok; with chain = 1, out gets (local, sequence) u64 pairs, else
@@ -323,21 +351,37 @@ function blocks(local: number[]): number[] {
     ...$("tok"), ...to("p"), ...$("out"), ...to("o"), ...i32c(0), ...to("b"),
     ...loopUntil([...$("b"), ...$("n"), I32_GE_U], [
       ...local,
-      ...$("o"), ...$("h"), ...store64(0),
-      ...ifThenElse($("chain"), [
-        ...ifThenElse([...$("b"), I32_EQZ], [...$("h"), ...to("sq")], sequence),
-        ...$("o"), ...$("sq"), ...store64(8),
-        ...addTo("o", 16),
-      ], addTo("o", 8)),
+      ...emitHash,
       ...$("p"), ...$("len"), I32_ADD, ...to("p"),
       ...addTo("b", 1),
     ]),
   ];
 }
-const hashBlocks = ifThenElse([...$("len"), ...i32c(240), I32_GT_U], blocks(long),
-  ifThenElse([...$("len"), ...i32c(128), I32_GT_U], blocks(mix129to240),
-    ifThenElse([...$("len"), ...i32c(16), I32_GT_U], blocks(mix17to128),
-      ifThenElse([...$("len"), ...i32c(8), I32_GT_U], blocks(short9to16), blocks(short4to8)))));
+/**
+ * The loop for 241..1024-byte blocks, software-pipelined: each turn
+ * accumulates the next block's stripes (into A) before merging the block
+ * saved in B, so the merge's long chain of dependent multiplies overlaps
+ * independent work (about 7% faster for 256-byte blocks than one block a
+ * turn, measured in bench/hashing.run.ts).
+ */
+function blocksPipelined(): number[] {
+  return ifThen([...$("n"), ...i32c(0), I32_GT_U], [
+    ...$("tok"), ...to("p"), ...$("out"), ...to("o"), ...i32c(0), ...to("b"),
+    ...accumulateUpTo1024,
+    ...loopUntil([...$("b"), ...$("n"), I32_GE_U], [
+      ...[0, 1, 2, 3].flatMap((j) => [...$(`A${j}`), ...to(`B${j}`)]),
+      ...ifThen([...$("b"), ...i32c(1), I32_ADD, ...$("n"), I32_LT_U], [...$("p"), ...$("len"), I32_ADD, ...to("p"), ...accumulateUpTo1024]),
+      ...mergeOf("B"),
+      ...emitHash,
+      ...addTo("b", 1),
+    ]),
+  ]);
+}
+const hashBlocks = ifThenElse([...$("len"), ...i32c(1024), I32_GT_U], blocks(long),
+  ifThenElse([...$("len"), ...i32c(240), I32_GT_U], blocksPipelined(),
+    ifThenElse([...$("len"), ...i32c(128), I32_GT_U], blocks(mix129to240),
+      ifThenElse([...$("len"), ...i32c(16), I32_GT_U], blocks(mix17to128),
+        ifThenElse([...$("len"), ...i32c(8), I32_GT_U], blocks(short9to16), blocks(short4to8))))));
 
 export function buildModule(): Uint8Array {
   return assemble({
