@@ -102,6 +102,8 @@ export interface ServerOptions {
    * benchmark's baseline).
    */
   rawIngest?: boolean;
+  /** Test hook: queue words an index shard may be behind before raw messages are decoded on the main thread. */
+  rawDecodeHerePastWords?: number;
   /** Most (worker, dp_rank) pairs the index (and the registry) hold; default 65,536. */
   maxWorkerRanks?: number;
   /** Most DumpIndex calls streaming at once; default 2. */
@@ -154,6 +156,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     maxWorkerRanks: opts.maxWorkerRanks,
     // Shard threads that know the block size decode raw IngestKvEvents messages themselves.
     blockSize: opts.rawIngest === false || opts.pipelineIngest === false || opts.ingestThreads ? undefined : opts.router.blockSize,
+    decodeHerePastWords: opts.rawDecodeHerePastWords,
   });
   metrics.sources.indexEvictions = () => compact.evictionCount;
   metrics.sources.indexBytes = () => compact.stats().arrayBytes;

@@ -16,12 +16,13 @@
 import { type CoreOptions, DUMP_WORDS, MAX_SLOTS } from "./compactCore.js";
 import { OP_REMOVE_ROUTED, OP_STORE_ROUTED, RecordWriter, stampsOf } from "./records.js";
 import { u64 } from "../protocols/eventBatch.js";
-import { E_DP_RANK, E_WORKER_HI, E_WORKER_LO, EVENT_WORDS, type EventBatch } from "../protocols/eventBatch.js";
+import { E_DP_RANK, E_KIND, E_WORKER_HI, E_WORKER_LO, EVENT_WORDS, type EventBatch, KIND_CLEARED } from "../protocols/eventBatch.js";
 import { LocalBackend, type ShardBackend } from "./shardBackend.js";
 import { ThreadBackend } from "./threadBackend.js";
 import { type ApplyResult, type EventOutcome, IndexCapacityError, type KvIndex, type Overlaps, type RawApplied, type RawStream } from "./types.js";
 import { WorkerPeek } from "../decoding/workerPeek.js";
-import { RAW_APPLIED, RAW_EVENT_WORDS, RAW_PAIR_WORDS, RAW_RESULT_HEADER } from "./shardProtocol.js";
+import { IngestDecoder } from "../decoding/ingestDecoder.js";
+import { RAW_APPLIED, RAW_EVENT_WORDS, RAW_PAIR_WORDS, RAW_RESULT_HEADER, pairIndex } from "./shardProtocol.js";
 import { type IndexEvent, type WorkerKey, workerKeyString } from "../protocols/events.js";
 
 export interface CompactIndexOptions {
@@ -39,7 +40,16 @@ export interface CompactIndexOptions {
   ringWords?: number;
   /** Tokens per block: with shard threads, IngestKvEvents messages may then go to them as raw bytes (openRawStream). */
   blockSize?: number;
+  /** Test hook: queue words a shard may be behind before raw messages are decoded here (default DECODE_HERE_PAST_WORDS). */
+  decodeHerePastWords?: number;
 }
+
+/**
+ * Queue words a shard may be behind before this thread decodes a raw
+ * stream's messages itself (it has spare time while the shard is the
+ * bottleneck): about four messages of 16 events of 32 token-id blocks.
+ */
+const DECODE_HERE_PAST_WORDS = 80_000;
 
 /** Events sent to the shards per round trip: bounds how long one call keeps shards busy. */
 export const MAX_BATCH_EVENTS = 4096;
@@ -87,6 +97,8 @@ export class CompactIndex implements KvIndex {
   private clock = 1;
   /** Reads which workers a raw message names. */
   private readonly peek = new WorkerPeek();
+  /** Decodes raw streams' messages here while their shard is behind (made on first use). */
+  private rawDecoder: IngestDecoder | undefined;
   /** Most (worker, dp_rank) pairs held at once. */
   readonly capacity: number;
   private evictions = 0;
@@ -100,6 +112,7 @@ export class CompactIndex implements KvIndex {
   private constructor(
     private readonly backend: ShardBackend,
     private readonly maxBlocks: number | undefined,
+    private readonly decodeHerePastWords = DECODE_HERE_PAST_WORDS,
   ) {
     this.threads = backend instanceof ThreadBackend ? backend : undefined;
     this.capacity = backend.slots.slots;
@@ -118,7 +131,7 @@ export class CompactIndex implements KvIndex {
     if (shards === 0) return CompactIndex.local(opts);
     const perShard = Math.ceil(initialEntriesOf(opts) / shards);
     const backend = await ThreadBackend.start(shards, opts.maxWorkerRanks ?? MAX_SLOTS, perShard, { ringWords: opts.ringWords, blockSize: opts.blockSize });
-    return new CompactIndex(backend, opts.maxBlocks);
+    return new CompactIndex(backend, opts.maxBlocks, opts.decodeHerePastWords);
   }
 
   get shards(): number {
@@ -394,7 +407,11 @@ export class CompactIndex implements KvIndex {
         if (target === undefined || closed || (stream.outstanding > 0 && target.shard !== shard)) return undefined;
         const claims = new Set<string>();
         for (const key of target.inFlight) this.claimInFlight(key, () => this.bySlot[this.inFlight.get(key)!.slot]!.key, claims);
-        const submitted = threads.submitRaw(target.shard, flag, target.pairs, bytes);
+        // A shard behind on its queue: decode here (this thread has room), and queue the records under the stream's flag.
+        const submitted =
+          threads.queuedWords(target.shard) > this.decodeHerePastWords
+            ? this.submitDecodedRaw(bytes, target, flag)
+            : threads.submitRaw(target.shard, flag, target.pairs, bytes);
         if (submitted === undefined) {
           this.releaseClaims(claims);
           return undefined;
@@ -427,6 +444,30 @@ export class CompactIndex implements KvIndex {
       },
     };
     return stream satisfies RawStream;
+  }
+
+  /**
+   * A raw stream's message decoded here and queued as records under its
+   * flag (RAW_RECORDS); undefined when it must take the decoded path after
+   * all (the hot-path decoder hands it back, a clear, a pair the peek missed).
+   */
+  private submitDecodedRaw(bytes: Uint8Array, target: { shard: number; pairs: Uint32Array }, flag: number): Promise<Int32Array> | undefined {
+    const decoded = (this.rawDecoder ??= new IngestDecoder(this.threads!.blockSize)).decode(bytes);
+    if (decoded === undefined) return undefined;
+    const { batch, restore } = decoded;
+    const ev = batch.events;
+    const slots = new Uint32Array(batch.count);
+    for (let i = 0; i < batch.count; i++) {
+      const o = i * EVENT_WORDS;
+      if (ev[o + E_KIND] === KIND_CLEARED) return undefined;
+      const p = pairIndex(target.pairs, 0, target.pairs.length / RAW_PAIR_WORDS, ev[o + E_WORKER_LO], ev[o + E_WORKER_HI], ev[o + E_DP_RANK]);
+      if (p < 0) return undefined;
+      slots[i] = target.pairs[p + 3];
+    }
+    const w = this.writers[target.shard];
+    w.reset();
+    for (let i = 0; i < batch.count; i++) w.batchEvent(batch, i, slots[i], this.stamps(stampsOf(batch, i)), restore);
+    return this.threads!.submitRawRecords(target.shard, flag, w);
   }
 
   /** The shard owning every worker an IngestKvEvents message names, their slots, and those still in flight; undefined if there is none. */

@@ -58,9 +58,23 @@ export const ENTRY_HEADER = 3;
  */
 export const RAW_ENTRY = 0xffffffff;
 export const RAW_HEADER = ENTRY_HEADER + 3;
+/**
+ * A raw stream's message decoded on the main thread (while its shard is
+ * behind) has this in its count word, then: the stream's flag, the record
+ * count, the records. It is refused or applied like a raw entry, with the
+ * same result entry.
+ */
+export const RAW_RECORDS = 0xfffffffe;
+export const RAW_RECORDS_HEADER = ENTRY_HEADER + 2;
 /** Client streams that may send raw messages at once (one flag word each); more take the decoded path. */
 export const RAW_STREAMS = 4096;
 export const RAW_PAIR_WORDS = 4;
+/** Where (worker lo, hi, dp_rank) is among a raw entry's pairs (RAW_PAIR_WORDS each, from word `from`), or -1; the slot is 3 words on. */
+export function pairIndex(w: Uint32Array, from: number, pairs: number, lo: number, hi: number, rank: number): number {
+  for (let p = from; p < from + pairs * RAW_PAIR_WORDS; p += RAW_PAIR_WORDS) if (w[p] === lo && w[p + 1] === hi && w[p + 2] === rank) return p;
+  return -1;
+}
+
 export const RAW_APPLIED = 0;
 export const RAW_REFUSED = 1;
 export const RAW_RESULT_HEADER = 3;

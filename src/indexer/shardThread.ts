@@ -5,9 +5,9 @@
 import { type MessagePort, parentPort, receiveMessageOnPort, workerData } from "node:worker_threads";
 import { getHeapStatistics } from "node:v8";
 import { CompactCore, SlotTable } from "./compactCore.js";
-import { RecordWriter, recordWords, stampsOf } from "./records.js";
+import { FLAG_RESTORE, RecordWriter, recordWords, stampsOf } from "./records.js";
 import { IngestDecoder } from "../decoding/ingestDecoder.js";
-import { E_DP_RANK, E_ID_HI, E_ID_LO, E_KIND, E_WORKER_HI, E_WORKER_LO, EVENT_WORDS, type EventBatch, KIND_CLEARED } from "../protocols/eventBatch.js";
+import { E_DP_RANK, E_KIND, E_WORKER_HI, E_WORKER_LO, EVENT_WORDS, type EventBatch, KIND_CLEARED } from "../protocols/eventBatch.js";
 import {
   CTL_BELL,
   CTL_ERROR,
@@ -30,10 +30,13 @@ import {
   RAW_EVENT_WORDS,
   RAW_HEADER,
   RAW_PAIR_WORDS,
+  RAW_RECORDS,
+  RAW_RECORDS_HEADER,
   RAW_REFUSED,
   RAW_RESULT_HEADER,
   type QueuedFailure,
   type ShardThreadData,
+  pairIndex,
 } from "./shardProtocol.js";
 import { SharedRing } from "./sharedRing.js";
 
@@ -149,6 +152,7 @@ function applyQueued(at: number): void {
   const id = w[at + 1];
   const count = w[at + 2];
   if (count === RAW_ENTRY) return applyRaw(at, id);
+  if (count === RAW_RECORDS) return applyRawRecords(at, id);
   let out = -1;
   try {
     out = reserveResult(ENTRY_HEADER + count);
@@ -183,7 +187,6 @@ function applyRaw(at: number, id: number): void {
   const byteLength = w[at + ENTRY_HEADER + 1];
   const pairs = w[at + ENTRY_HEADER + 2];
   const p0 = at + RAW_HEADER;
-  let out = -1;
   try {
     let batch: ReturnType<typeof decodeRaw>;
     try {
@@ -191,46 +194,68 @@ function applyRaw(at: number, id: number): void {
     } catch {
       batch = undefined; // the main thread decodes it again and words any error
     }
-    if (batch === undefined) {
-      Atomics.store(rawBlocked, flag, 1);
-      out = reserveResult(ENTRY_HEADER + RAW_RESULT_HEADER);
-      results.signed[out + ENTRY_HEADER] = RAW_REFUSED;
-      finishResult(out, id, RAW_RESULT_HEADER);
-      queue.release(at);
-      return;
-    }
+    if (batch === undefined) return refuseRaw(at, id, flag);
     const { events, restore, slots } = batch;
-    const n = events.count;
     // Stamps come from the shared clock: eviction orders entries of every shard by them.
     rawRecords.reset();
-    for (let i = 0; i < n; i++) {
+    for (let i = 0; i < events.count; i++) {
       const stamp = Number(Atomics.add(clock, 0, BigInt(stampsOf(events, i))));
       rawRecords.batchEvent(events, i, slots[i], stamp, restore);
     }
-    const size = RAW_RESULT_HEADER + n * RAW_EVENT_WORDS;
-    out = reserveResult(ENTRY_HEADER + size);
-    const res = results.signed;
-    res[out + ENTRY_HEADER] = RAW_APPLIED;
-    res[out + ENTRY_HEADER + 1] = restore ? 1 : 0;
-    res[out + ENTRY_HEADER + 2] = n;
-    const rw = rawRecords.words;
-    const ev = events.events;
-    for (let i = 0, o = 0, r = out + ENTRY_HEADER + RAW_RESULT_HEADER; i < n; i++, o += recordWords(rw, o), r += RAW_EVENT_WORDS) {
-      if (i % FIND_CHECK_EVERY === 0) findBetweenRecords();
-      res[r] = core.applyOne(rw, o);
-      const e = i * EVENT_WORDS;
-      res[r + 1] = ev[e + E_WORKER_LO];
-      res[r + 2] = ev[e + E_WORKER_HI];
-      res[r + 3] = ev[e + E_DP_RANK];
-      res[r + 4] = ev[e + E_ID_LO];
-      res[r + 5] = ev[e + E_ID_HI];
-    }
-    finishResult(out, id, size);
+    applyRecordsWithRefs(rawRecords.words, 0, events.count, id);
   } catch (err) {
     const failure: QueuedFailure = { id, error: String((err as Error)?.stack ?? err) };
     data.failures.postMessage(failure);
   }
   queue.release(at);
+}
+
+/** A raw stream's message the main thread decoded (RAW_RECORDS): applied like a raw one, or refused while its stream is. */
+function applyRawRecords(at: number, id: number): void {
+  const w = queue.words;
+  const flag = w[at + ENTRY_HEADER];
+  if (Atomics.load(rawBlocked, flag) !== 0) return refuseRaw(at, id, flag);
+  try {
+    applyRecordsWithRefs(w, at + RAW_RECORDS_HEADER, w[at + ENTRY_HEADER + 1], id);
+  } catch (err) {
+    const failure: QueuedFailure = { id, error: String((err as Error)?.stack ?? err) };
+    data.failures.postMessage(failure);
+  }
+  queue.release(at);
+}
+
+/** Refuses a raw stream's entry (nothing applied) and every later one of its stream until the main thread clears the flag. */
+function refuseRaw(at: number, id: number, flag: number): void {
+  Atomics.store(rawBlocked, flag, 1);
+  const out = reserveResult(ENTRY_HEADER + RAW_RESULT_HEADER);
+  results.signed[out + ENTRY_HEADER] = RAW_REFUSED;
+  finishResult(out, id, RAW_RESULT_HEADER);
+  queue.release(at);
+}
+
+/**
+ * Applies `count` records from word `o` of `w` and publishes a raw result
+ * entry: per event its result code and the event's worker, rank and id
+ * (from the record header), for rejections and warnings.
+ */
+function applyRecordsWithRefs(w: Uint32Array, o: number, count: number, id: number): void {
+  const size = RAW_RESULT_HEADER + count * RAW_EVENT_WORDS;
+  const out = reserveResult(ENTRY_HEADER + size);
+  const res = results.signed;
+  res[out + ENTRY_HEADER] = RAW_APPLIED;
+  res[out + ENTRY_HEADER + 1] = count > 0 && (w[o + 9] & FLAG_RESTORE) !== 0 ? 1 : 0;
+  res[out + ENTRY_HEADER + 2] = count;
+  for (let i = 0, r = out + ENTRY_HEADER + RAW_RESULT_HEADER; i < count; i++, o += recordWords(w, o), r += RAW_EVENT_WORDS) {
+    if (i % FIND_CHECK_EVERY === 0) findBetweenRecords();
+    res[r] = core.applyOne(w, o);
+    // Record header: op, slot, worker lo, hi, dp_rank, event id lo, hi.
+    res[r + 1] = w[o + 2];
+    res[r + 2] = w[o + 3];
+    res[r + 3] = w[o + 4];
+    res[r + 4] = w[o + 5];
+    res[r + 5] = w[o + 6];
+  }
+  finishResult(out, id, size);
 }
 
 /** A raw message's events and each one's slot, or undefined when it must be refused (see applyRaw). */
@@ -244,15 +269,9 @@ function decodeRaw(bytes: Uint8Array, w: Uint32Array, p0: number, pairs: number)
   for (let i = 0; i < batch.count; i++) {
     const e = i * EVENT_WORDS;
     if (ev[e + E_KIND] === KIND_CLEARED) return undefined; // a clear also empties the lower tiers, on the main thread
-    let slot = -1;
-    for (let p = p0; p < p0 + pairs * RAW_PAIR_WORDS; p += RAW_PAIR_WORDS) {
-      if (w[p] === ev[e + E_WORKER_LO] && w[p + 1] === ev[e + E_WORKER_HI] && w[p + 2] === ev[e + E_DP_RANK]) {
-        slot = w[p + 3];
-        break;
-      }
-    }
-    if (slot < 0) return undefined;
-    slots[i] = slot;
+    const p = pairIndex(w, p0, pairs, ev[e + E_WORKER_LO], ev[e + E_WORKER_HI], ev[e + E_DP_RANK]);
+    if (p < 0) return undefined;
+    slots[i] = w[p + 3];
   }
   return { events: batch, restore: decoded.restore, slots };
 }

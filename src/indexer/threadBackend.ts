@@ -42,6 +42,8 @@ import {
   type QueuedFailure,
   RAW_ENTRY,
   RAW_HEADER,
+  RAW_RECORDS,
+  RAW_RECORDS_HEADER,
   RAW_STREAMS,
   RING_WORDS,
   type ShardThreadData,
@@ -82,6 +84,8 @@ export class ThreadBackend implements ShardBackend {
   private readonly rawFlags = new Int32Array(new SharedArrayBuffer(RAW_STREAMS * 4));
   private readonly freeRawFlags = Array.from({ length: RAW_STREAMS }, (_, i) => RAW_STREAMS - 1 - i);
   readonly takesRaw: boolean;
+  /** Tokens per block of the raw messages shards decode (0: they take none). */
+  readonly blockSize: number;
   private readonly list: Shard[] = [];
   private closed = false;
   private nextBatch = 0;
@@ -99,6 +103,7 @@ export class ThreadBackend implements ShardBackend {
     blockSize: number,
   ) {
     this.takesRaw = blockSize > 0;
+    this.blockSize = blockSize;
     this.clock[0] = 1n;
     this.slots = new SlotTable(new SharedArrayBuffer(SlotTable.bytes(maxSlots)), maxSlots);
   }
@@ -233,6 +238,31 @@ export class ThreadBackend implements ShardBackend {
       w.set(pairs, at + RAW_HEADER);
       s.queue.bytes(at + RAW_HEADER + pairs.length, bytes.length).set(bytes);
     });
+  }
+
+  /**
+   * Queues a raw stream's message already decoded into `records` (the main
+   * thread decodes while the shard is behind): refused or applied like a raw
+   * entry. Undefined when too big for the ring.
+   */
+  submitRawRecords(shard: number, flag: number, records: { words: Uint32Array; length: number; count: number }): Promise<Int32Array> | undefined {
+    if (this.closed) return undefined;
+    const s = this.list[shard];
+    const n = RAW_RECORDS_HEADER + records.length;
+    if (n > s.queue.maxEntry) return undefined;
+    this.drainResults();
+    return this.enqueue(s, n, (w, at) => {
+      w[at + 2] = RAW_RECORDS;
+      w[at + ENTRY_HEADER] = flag;
+      w[at + ENTRY_HEADER + 1] = records.count;
+      w.set(records.words.subarray(0, records.length), at + RAW_RECORDS_HEADER);
+    });
+  }
+
+  /** Words queued for a shard and not yet taken by it: how far behind it is. */
+  queuedWords(shard: number): number {
+    const q = this.list[shard].queue;
+    return (q.tail - q.head + q.size) % q.size;
   }
 
   /** A flag for a client stream's raw messages, or undefined when RAW_STREAMS are in use. */
