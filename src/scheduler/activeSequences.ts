@@ -13,6 +13,8 @@ export interface ActiveRequest {
   /** Blocks its expected output will fill (expected_output_tokens hint). */
   outputBlocks: number;
   prefillDone: boolean;
+  /** When it was routed (the router's clock): how long its prefill has been waiting. */
+  routedAt: number;
   expiresAt: number;
 }
 
@@ -23,11 +25,15 @@ export interface WorkerLoad {
   decodeBlocks: number;
   /** Blocks the requests in flight are expected to add while decoding (their output hints). */
   outputBlocks: number;
+  /** Ms since the oldest request whose prefill is not reported done was routed (0: none pending). */
+  prefillWaitMs?: number;
 }
 
 class WorkerSequences {
   /** Its active requests: dropping the worker visits these, not every request. */
   readonly requestIds = new Set<string>();
+  /** Requests whose prefill is not reported done, in routing order: the first is the oldest. */
+  readonly pendingPrefills = new Map<string, number>();
   prefillTokens = 0;
   outputBlocks = 0;
   /** Block -> number of active requests holding it. */
@@ -80,8 +86,13 @@ export class ActiveSequences {
 
   load(workerKey: string): WorkerLoad {
     const w = this.workers.get(workerKey);
-    if (w === undefined) return { requests: 0, prefillTokens: 0, decodeBlocks: 0, outputBlocks: 0 };
-    return { requests: w.requestIds.size, prefillTokens: w.prefillTokens, decodeBlocks: w.blockRefs.size, outputBlocks: w.outputBlocks };
+    if (w === undefined) return { requests: 0, prefillTokens: 0, decodeBlocks: 0, outputBlocks: 0, prefillWaitMs: 0 };
+    let prefillWaitMs = 0;
+    for (const routedAt of w.pendingPrefills.values()) {
+      prefillWaitMs = Math.max(0, this.now() - routedAt);
+      break;
+    }
+    return { requests: w.requestIds.size, prefillTokens: w.prefillTokens, decodeBlocks: w.blockRefs.size, outputBlocks: w.outputBlocks, prefillWaitMs };
   }
 
   /** How many of `blocks` the worker's active requests do not already hold. */
@@ -102,11 +113,13 @@ export class ActiveSequences {
       prefillTokens,
       outputBlocks,
       prefillDone: false,
+      routedAt: this.now(),
       expiresAt: this.now() + this.requestTtlMs,
     };
     this.requests.set(requestId, request);
     const w = this.workers.get(workerKey) ?? this.addWorker(workerKey);
     w.requestIds.add(requestId);
+    w.pendingPrefills.set(requestId, request.routedAt);
     w.prefillTokens += prefillTokens;
     this.heldBlocks += request.blocks.length;
     w.outputBlocks += outputBlocks;
@@ -192,6 +205,8 @@ export class ActiveSequences {
   private completePrefill(request: ActiveRequest): void {
     if (request.prefillDone) return;
     request.prefillDone = true;
-    this.workers.get(request.workerKey)!.prefillTokens -= request.prefillTokens;
+    const w = this.workers.get(request.workerKey)!;
+    w.prefillTokens -= request.prefillTokens;
+    w.pendingPrefills.delete(request.requestId);
   }
 }

@@ -9,6 +9,12 @@
 //   prompt the wait at least doubles its own prefill. Either way the queue
 //   is long, and the load terms weigh fully (weight 1); below, the weight
 //   falls linearly to 0.1 (idle: load only breaks ties);
+// - the wait the fleet's prompts actually meet (third round): per worker, how
+//   long its oldest prompt not yet reported prefilled (MarkPrefillCompleted or
+//   Free) has been waiting since it was routed; the fleet's median, in seconds
+//   of MEASURED_WAIT_FULL_MS, is a floor on the weight. It sees what a token
+//   count cannot: engines whose batch or KV is full, slow steps under long
+//   decode contexts, any engine whose speed the router does not know;
 // - each worker's KV pressure: the share of its KV cache (total_kv_blocks)
 //   its requests in flight would hold with this one. A worker short of KV
 //   stalls the prompts sent to it until a decode finishes, however short its
@@ -34,6 +40,14 @@ export const ADAPTIVE_POLICY_NAME = "kv-adaptive";
 /** Weight of the load terms on an idle fleet: breaks ties between equally cached workers towards the lighter one. */
 export const IDLE_LOAD_WEIGHT = 0.1;
 
+/**
+ * A fleet whose median worker has had a prompt waiting this long for its first
+ * token is busy: the load terms weigh fully. One second is the service level
+ * of an interactive first token, a property of the users, not of the fleet
+ * (the design runs also tried 0.5 s and 2 s: docs/simulation/policies.md, round 3).
+ */
+export const MEASURED_WAIT_FULL_MS = 1000;
+
 /** How the fleet's prefill queue is counted: in engine steps, in prompts of this request's size (the first round), or the larger. */
 export type QueueUnit = "steps" | "prompts" | "steps-or-prompts";
 
@@ -42,11 +56,15 @@ export interface AdaptiveOptions {
   queue: QueueUnit;
   /** Raise a worker's load weight to the share of its KV cache its requests in flight would hold. */
   kvPressure: boolean;
+  /** Floor the fleet's weight by the median worker's measured prefill wait (third round). */
+  measuredWait?: boolean;
 }
 
-export const ADAPTIVE_DEFAULTS: Readonly<AdaptiveOptions> = { queue: "steps-or-prompts", kvPressure: true };
+export const ADAPTIVE_DEFAULTS: Readonly<AdaptiveOptions> = { queue: "steps-or-prompts", kvPressure: true, measuredWait: true };
 /** The first round's signals (prompts queued per worker, no KV term): kept to compare against. */
 export const ADAPTIVE_FIRST_ROUND: Readonly<AdaptiveOptions> = { queue: "prompts", kvPressure: false };
+/** The second round's signals (queue in steps or prompts, KV term, no measured wait): kept to compare against. */
+export const ADAPTIVE_SECOND_ROUND: Readonly<AdaptiveOptions> = { queue: "steps-or-prompts", kvPressure: true, measuredWait: false };
 
 /** What the policy needs of a worker to read the fleet's queue. */
 export interface QueueView {
@@ -75,6 +93,13 @@ export function loadWeight(queued: number): number {
   return Math.min(1, Math.max(IDLE_LOAD_WEIGHT, queued));
 }
 
+/** The median of the workers' measured prefill waits (ms): the wait half the fleet's workers have their oldest prompt past. */
+export function medianWaitMs(waits: readonly number[]): number {
+  if (waits.length === 0) return 0;
+  const sorted = [...waits].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)];
+}
+
 /** Share of the worker's KV cache (`kvBlocks`) that `decodeBlocks` fill, at most 1; 0 when the size is unknown. */
 export function kvShare(decodeBlocks: number, kvBlocks: number): number {
   return kvBlocks > 0 ? Math.min(1, decodeBlocks / kvBlocks) : 0;
@@ -88,7 +113,8 @@ export function adaptiveSelector(name: string, options: Readonly<AdaptiveOptions
     select({ candidates, params, temperature, random }: SelectionInput): Selection {
       const view = candidates.map((c: PolicyCandidate) => ({ prefillTokens: c.load.prefillTokens, stepTokens: c.stepTokens ?? 0 }));
       const queued = queuedSteps(view, params.isl, options.queue);
-      const fleet = loadWeight(queued);
+      const waitMs = options.measuredWait ? medianWaitMs(candidates.map((c) => c.load.prefillWaitMs ?? 0)) : 0;
+      const fleet = Math.max(loadWeight(queued), Math.min(1, waitMs / MEASURED_WAIT_FULL_MS));
       const p = { ...params, overlapScoreCredit: AGENTIC_WEIGHTS.overlapScoreCredit, prefillLoadScale: AGENTIC_WEIGHTS.prefillLoadScale };
       let pressed = 0;
       const scores = candidates.map((c) => {
@@ -101,7 +127,8 @@ export function adaptiveSelector(name: string, options: Readonly<AdaptiveOptions
       });
       const unit = { steps: "engine steps", prompts: "prompts", "steps-or-prompts": "steps or prompts" }[options.queue];
       const kvNote = pressed > 0 ? `; ${pressed} worker${pressed === 1 ? "" : "s"} weighted up by KV pressure` : "";
-      const reason = `lowest cost at load weight ${fleet.toFixed(2)} (${queued.toFixed(2)} ${unit} of prefill queued per worker${kvNote})`;
+      const waitNote = options.measuredWait ? `, median prefill wait ${Math.round(waitMs)} ms` : "";
+      const reason = `lowest cost at load weight ${fleet.toFixed(2)} (${queued.toFixed(2)} ${unit} of prefill queued per worker${waitNote}${kvNote})`;
       return { scores, chosen: pickScore(scores, temperature, random), reason };
     },
   };

@@ -196,7 +196,12 @@ const MOONCAKE_STRIDE = 3500;
  * (the trace's 12,031 requests hold four); seeds 4-6 are the gaps between them,
  * each starting halfway between windows seed-4 and seed-3, so they share no
  * request with windows 1-3 or each other (held-out data for the second round).
+ * The trace has no room for a third set of disjoint windows: seeds 7-9 start a
+ * quarter of the way from window seed-7 to the gap after it (875 requests in),
+ * so each shares 625 of its 1,500 requests with window seed-7 and 625 with
+ * window seed-3 (the third round's new, partly seen, windows).
  */
 export function mooncakeWindowStart(seed: number): number {
+  if (seed >= 7) return (seed - 7) * MOONCAKE_STRIDE + MOONCAKE_STRIDE / 4;
   return seed < 4 ? seed * MOONCAKE_STRIDE : (seed - 4) * MOONCAKE_STRIDE + MOONCAKE_STRIDE / 2;
 }

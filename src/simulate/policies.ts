@@ -7,7 +7,7 @@ import { KvRouter } from "../router/router.js";
 import type { RouterConfig } from "../router/types.js";
 import { type AdmissionConfig, AdmissionQueue } from "../router/admissionQueue.js";
 import { DYNAMO_COST_WEIGHTS } from "../scheduler/costFunction.js";
-import { ADAPTIVE_FIRST_ROUND, ADAPTIVE_POLICY_NAME, type AdaptiveOptions } from "../scheduler/adaptivePolicy.js";
+import { ADAPTIVE_FIRST_ROUND, ADAPTIVE_POLICY_NAME, ADAPTIVE_SECOND_ROUND, type AdaptiveOptions } from "../scheduler/adaptivePolicy.js";
 import { AGENTIC_WEIGHTS } from "../scheduler/defaults.js";
 import { COST_POLICY } from "../scheduler/policies.js";
 import { TWO_TIER_POLICY_TYPE } from "../scheduler/twoTierPolicy.js";
@@ -25,6 +25,7 @@ export const POLICY_NAMES = [
   "kv-cache-greedy",
   "kv-adaptive",
   "kv-adaptive-r1",
+  "kv-adaptive-r2",
   "sglang-cache-aware",
   "round-robin",
   "random",
@@ -381,6 +382,9 @@ export function makePolicy(name: PolicyName, opts: PolicyOptions): Policy {
     // The same cost with the first round's signals (prompts queued per worker, no KV pressure), to compare.
     case "kv-adaptive-r1":
       return kv("kv-adaptive-r1", { ...opts.router, ...adaptiveInstance("kv-adaptive-r1", ADAPTIVE_FIRST_ROUND) });
+    // The second round's signals (no measured wait), to compare with the third.
+    case "kv-adaptive-r2":
+      return kv("kv-adaptive-r2", { ...opts.router, ...adaptiveInstance("kv-adaptive-r2", ADAPTIVE_SECOND_ROUND) });
     case "sglang-cache-aware":
       return new SglangCacheAwarePolicy(opts.workers, opts.router.blockSize);
     case "round-robin":
