@@ -3,13 +3,15 @@
 // queues are short, balances once they hold an engine step (each worker's
 // max_num_batched_tokens, reported at registration) or a prompt per worker,
 // and weights a worker's load by the share of its KV cache (total_kv_blocks)
-// its requests would hold; the expected choices are worked out by hand from
-// src/scheduler/adaptivePolicy.ts.
+// its requests would hold, and balances too once the fleet's prompts have
+// waited a second for their first token (the median worker's oldest prompt
+// not yet reported prefilled; the router's clock is driven by hand); the
+// expected choices are worked out by hand from src/scheduler/adaptivePolicy.ts.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { ADAPTIVE_FIRST_ROUND, IDLE_LOAD_WEIGHT, kvShare, loadWeight, queuedSteps } from "../src/scheduler/adaptivePolicy.js";
+import { ADAPTIVE_FIRST_ROUND, ADAPTIVE_SECOND_ROUND, IDLE_LOAD_WEIGHT, kvShare, loadWeight, medianWaitMs, queuedSteps } from "../src/scheduler/adaptivePolicy.js";
 import { stored } from "./support/events.js";
-import { type TestRouter, tokens, withTestRouter } from "./support/router.js";
+import { type TestRouter, startTestRouter, tokens, withTestRouter } from "./support/router.js";
 
 const B = 4;
 /** A 10-block prompt; worker 1 holds its first 8 blocks. */
@@ -58,6 +60,7 @@ describe("kv-adaptive", () => {
     assert.equal(queuedSteps([{ prefillTokens: 8192, stepTokens: 0 }], 40_960), 0.2);
     assert.equal(queuedSteps([], 40), 0);
     assert.deepEqual([kvShare(500, 1000), kvShare(5000, 1000), kvShare(500, 0)], [0.5, 1, 0]);
+    assert.deepEqual([medianWaitMs([0, 1500, 1500]), medianWaitMs([0, 0, 1500]), medianWaitMs([300, 100]), medianWaitMs([])], [1500, 0, 300, 0]);
   });
 
   it("follows the cache while queues are short, balances once they hold a step per worker (per request, over gRPC)", async () => {
@@ -69,7 +72,7 @@ describe("kv-adaptive", () => {
       // w1: 0 + 0.1 x (40 + 192) = 23.2; w3: 40 + 0.1 x (12 + 128) = 54; w2: 40 + 0.11 x (110 + 64) = 59.14 (KV share 0.11).
       const idle = await choose(r, "kv-adaptive");
       assert.equal(idle.worker, 1, "the cached worker, though it carries the most requests");
-      assert.match(idle.reason, /load weight 0\.10 \(0\.00 steps or prompts of prefill queued per worker; 1 worker weighted up by KV pressure\)/);
+      assert.match(idle.reason, /load weight 0\.10 \(0\.00 steps or prompts of prefill queued per worker, median prefill wait \d+ ms; 1 worker weighted up by KV pressure\)/);
       assert.deepEqual(idle.logits, [[1, 23.2], [3, 54], [2, 59.14]]);
       assert.equal((await choose(r, "kv-router")).worker, 3, "kv-router's cost balances the decode blocks even here");
 
@@ -78,7 +81,7 @@ describe("kv-adaptive", () => {
       // w1: 4 x max(0, (20 + 40) / 4 - 16) + (30 + 5 + 10) + 64 x 4 = 301; w3: 60 + 17 + 192 = 269; w2: 60 + 115 + 128 = 303.
       const busy = await choose(r, "kv-adaptive");
       assert.equal(busy.worker, 3, "balanced: the lightest worker");
-      assert.match(busy.reason, /load weight 1\.00 \(1\.00 steps or prompts of prefill queued per worker\)/);
+      assert.match(busy.reason, /load weight 1\.00 \(1\.00 steps or prompts of prefill queued per worker, median prefill wait \d+ ms\)/);
       assert.deepEqual(busy.logits, [[3, 269], [1, 301], [2, 303]]);
 
       // The first round counted the same queue in prompts of this request (40 tokens): half a prompt, weight 0.5,
@@ -100,6 +103,43 @@ describe("kv-adaptive", () => {
       assert.match(d.reason, /load weight 0\.10 .*2 workers weighted up by KV pressure/);
       assert.deepEqual(d.logits, [[3, 54], [2, 59.14], [1, 185.6]]);
     });
+  });
+});
+
+describe("kv-adaptive's measured wait", () => {
+  it("balances once the median worker's oldest prompt has waited a second unreported, and follows the cache again once it is reported prefilled", async () => {
+    let t = 1_000_000;
+    const r = await startTestRouter({ blockSize: B, policyInstances: { r2: { type: "kv-adaptive", adaptive: ADAPTIVE_SECOND_ROUND } } }, { now: () => t });
+    try {
+      await fleet(r);
+      assert.equal((await choose(r, "kv-adaptive")).worker, 1, "idle: the cached worker");
+      // One 4-token prompt on workers 2 and 3, not yet reported prefilled: a fifth of a step each, so the queue
+      // alone gives weight (0 + 0.2 + 0.2) / 3 = 0.13; after 1.5 s the median worker's oldest prompt has waited 1.5 s.
+      await route(r, 2, "slow-2", 4, 200_000, false);
+      await route(r, 3, "slow-3", 4, 300_000, false);
+      t += 1500;
+      // Weight 1. w1: 0 + (40 + 192) = 232; w3 and w2 now queue 4 tokens: 4 x (4 + 40) / 4 = 44 of prefill, plus
+      // w3 (13 + 192) = 249, w2 (111 + 128) = 283: the cached worker still, but by less.
+      const waited = await choose(r, "kv-adaptive");
+      assert.match(waited.reason, /load weight 1\.00 \(0\.13 steps or prompts of prefill queued per worker, median prefill wait 1500 ms\)/);
+      assert.deepEqual(waited.logits, [[1, 232], [3, 249], [2, 283]]);
+      // The second round reads only the token queue: weight 0.13, and the load barely counts.
+      const r2 = await choose(r, "r2");
+      assert.match(r2.reason, /load weight 0\.13 \(0\.13 steps or prompts of prefill queued per worker\)/);
+      // Two more requests on worker 1 tip it: at weight 1 each adds 64 + 10 blocks, so w1 = 232 + 148 = 380 > 249.
+      await route(r, 1, "w1-4", 40, 4000, true);
+      await route(r, 1, "w1-5", 40, 5000, true);
+      assert.equal((await choose(r, "kv-adaptive")).worker, 3, "a busy fleet: the lighter worker");
+      assert.equal((await choose(r, "r2")).worker, 1, "the second round stays on the cache");
+      // The engines report both prompts prefilled: nothing waits, the weight falls back, the cache wins again.
+      await r.client.markPrefillCompleted("slow-2");
+      await r.client.markPrefillCompleted("slow-3");
+      const reported = await choose(r, "kv-adaptive");
+      assert.equal(reported.worker, 1);
+      assert.match(reported.reason, /median prefill wait 0 ms/);
+    } finally {
+      await r.close();
+    }
   });
 });
 

@@ -208,6 +208,7 @@ export class KvRouter {
         ttftMs: this.prefillRates ? this.ttftMs(key, loads[i], overlapBlocks, isl) : undefined,
         stepTokens: this.capacities.get(worker.workerId)?.maxNumBatchedTokens ?? 0,
         kvBlocks: this.capacities.get(worker.workerId)?.totalKvBlocks ?? 0,
+        prefillWaitMs: this.active.prefillWaitMs(key),
       };
     });
     const selection = policy.select({

@@ -25,8 +25,6 @@ export interface WorkerLoad {
   decodeBlocks: number;
   /** Blocks the requests in flight are expected to add while decoding (their output hints). */
   outputBlocks: number;
-  /** Ms since the oldest request whose prefill is not reported done was routed (0: none pending). */
-  prefillWaitMs?: number;
 }
 
 class WorkerSequences {
@@ -86,13 +84,20 @@ export class ActiveSequences {
 
   load(workerKey: string): WorkerLoad {
     const w = this.workers.get(workerKey);
-    if (w === undefined) return { requests: 0, prefillTokens: 0, decodeBlocks: 0, outputBlocks: 0, prefillWaitMs: 0 };
-    let prefillWaitMs = 0;
-    for (const routedAt of w.pendingPrefills.values()) {
-      prefillWaitMs = Math.max(0, this.now() - routedAt);
-      break;
-    }
-    return { requests: w.requestIds.size, prefillTokens: w.prefillTokens, decodeBlocks: w.blockRefs.size, outputBlocks: w.outputBlocks, prefillWaitMs };
+    if (w === undefined) return { requests: 0, prefillTokens: 0, decodeBlocks: 0, outputBlocks: 0 };
+    return { requests: w.requestIds.size, prefillTokens: w.prefillTokens, decodeBlocks: w.blockRefs.size, outputBlocks: w.outputBlocks };
+  }
+
+  /**
+   * Ms since the worker's oldest request whose prefill is not reported done (MarkPrefillCompleted
+   * or Free) was routed here; 0 when none is pending. The wait prompts on this worker are meeting
+   * now, measured rather than estimated from tokens.
+   */
+  prefillWaitMs(workerKey: string): number {
+    const w = this.workers.get(workerKey);
+    if (w === undefined) return 0;
+    for (const routedAt of w.pendingPrefills.values()) return Math.max(0, this.now() - routedAt);
+    return 0;
   }
 
   /** How many of `blocks` the worker's active requests do not already hold. */

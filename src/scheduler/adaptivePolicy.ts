@@ -113,7 +113,7 @@ export function adaptiveSelector(name: string, options: Readonly<AdaptiveOptions
     select({ candidates, params, temperature, random }: SelectionInput): Selection {
       const view = candidates.map((c: PolicyCandidate) => ({ prefillTokens: c.load.prefillTokens, stepTokens: c.stepTokens ?? 0 }));
       const queued = queuedSteps(view, params.isl, options.queue);
-      const waitMs = options.measuredWait ? medianWaitMs(candidates.map((c) => c.load.prefillWaitMs ?? 0)) : 0;
+      const waitMs = options.measuredWait ? medianWaitMs(candidates.map((c) => c.prefillWaitMs ?? 0)) : 0;
       const fleet = Math.max(loadWeight(queued), Math.min(1, waitMs / MEASURED_WAIT_FULL_MS));
       const p = { ...params, overlapScoreCredit: AGENTIC_WEIGHTS.overlapScoreCredit, prefillLoadScale: AGENTIC_WEIGHTS.prefillLoadScale };
       let pressed = 0;

@@ -13,6 +13,8 @@ export interface PolicyCandidate extends Candidate {
   /** What the worker reported at registration: its max_num_batched_tokens and KV cache size in blocks (0 or absent: not reported). */
   stepTokens?: number;
   kvBlocks?: number;
+  /** Ms the worker's oldest prompt not yet reported prefilled has waited since it was routed (0: none). */
+  prefillWaitMs?: number;
 }
 
 export interface SelectionInput {
