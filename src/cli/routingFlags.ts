@@ -84,7 +84,7 @@ export const ROUTING_FLAGS = {
     defaultDescription: "worker_selection.aggregated of --router-policy-config, else kv-router",
     describe:
       `Worker-selection policy (Dynamo's DYN_ROUTER_WORKER_SELECTION_POLICY): ${POLICY_TYPES.join(", ")}, or an instance of --router-policy-config; ` +
-      "default is Dynamo's built-in cost function, kv-router the same plus kv-router's terms, kv-adaptive the cost with load weights read from the fleet's queues and the workers' KV",
+      "default is Dynamo's built-in cost function, kv-router the same plus kv-router's terms, kv-adaptive the cost with load weights read from the fleet's queues, its measured prefill waits and the workers' KV",
   },
   "router-policy-config": {
     type: "string",
