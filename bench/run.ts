@@ -11,6 +11,7 @@ import { runE2eBench } from "./findBestWorker.bench.js";
 import { holderRows, runDefaultFleetAB, runFleetBench } from "./holders.bench.js";
 import { runIngestBench } from "./ingest.bench.js";
 import { runIndexBench, runIngestScaling, runSteadyBench } from "./indexer.bench.js";
+import { runRawIngestScaling } from "./rawIngest.bench.js";
 import { runTierBench } from "./tiers.bench.js";
 import { TRACE, mooncake, randomPrefix } from "./workload.js";
 
@@ -37,6 +38,8 @@ const index = await runIndexBench(workloads, {
 const threadCounts = [1, 2, 4, 8, 16].filter((t) => t <= Math.max(4, availableParallelism()));
 log(`in-process ingest by threads (${threadCounts.join(", ")}; ${availableParallelism()} cores)`);
 const ingestScaling = await runIngestScaling(workloads[0], smoke ? [1, 2] : threadCounts, smoke ? 1 : 3);
+log(`in-process ingest from wire bytes by shard threads (${threadCounts.join(", ")}; ${availableParallelism()} cores)`);
+const rawIngest = await runRawIngestScaling(workloads[0], smoke ? [1, 2] : threadCounts, smoke ? 1 : 3);
 log("end-to-end FindBestWorker benchmark");
 const e2e = await runE2eBench(workloads[0], {
   calls: smoke ? 200 : 2000,
@@ -63,7 +66,7 @@ log("Dynamo ZMQ event plane decode");
 const dynamoZmq = runDynamoZmqBench(smoke ? 2_000 : 50_000, smoke ? 1 : 3);
 log("gRPC ingest benchmarks");
 const grpc = await runIngestBench(
-  { blocks: smoke ? 4096 : 204_800, rounds: smoke ? 1 : 3, phaseMs: smoke ? 300 : 3000, threads: smoke ? [1] : [1, 2, 4, 8], queryCalls: smoke ? 64 : 2000, underIngest: smoke ? [[0, 1]] : [[0, 0], [0, 1], [2, 0]] },
+  { blocks: smoke ? 4096 : 204_800, rounds: smoke ? 1 : 3, phaseMs: smoke ? 300 : 3000, threads: smoke ? [1] : [1, 2, 4, 8], queryCalls: smoke ? 64 : 2000, underIngest: smoke ? [[0, 1]] : [[0, 0], [0, 1], [1, 0], [2, 0]] },
   log,
 );
 
@@ -88,6 +91,7 @@ const results = {
   shardThreads: shards,
   index,
   ingestScaling,
+  rawIngest,
   steadyIngest: steady,
   e2e,
   dynamoZmq,
@@ -131,6 +135,15 @@ for (const r of ingestScaling.rows as any[]) {
     `${r.threads} shard thread${r.threads === 1 ? "" : "s"}`,
     `${f(r.queuedBlocksPerSec)} | ${f(r.waitingBlocksPerSec)}`,
     `${f(r.queuedVsInThread, 2)}x in-thread (${f(ingestScaling.inThreadBlocksPerSec)})`,
+  ]);
+}
+for (const r of rawIngest.rows as any[]) {
+  rows.push([
+    `in-process, ${rawIngest.cores} cores`,
+    "ingest from wire bytes blocks/s: raw | decoded here",
+    `${r.threads} shard thread${r.threads === 1 ? "" : "s"}`,
+    `${f(r.rawBlocksPerSec)} | ${f(r.decodedHereBlocksPerSec)}`,
+    `${f(r.rawVsThisThread, 2)}x this thread (${f(rawIngest.thisThreadBlocksPerSec)}), ${f(r.rawVsOneThread ?? 1, 2)}x 1 thread`,
   ]);
 }
 for (const [k, v] of Object.entries(steady as Record<string, any>)) {
