@@ -12,20 +12,9 @@ import { after, before, describe, it } from "node:test";
 import type { KvEvent } from "../gen/kvrouter/v1/router_pb.js";
 import { type EventInit, removed, stored } from "./support/events.js";
 import { type TestRouter, startTestRouter } from "./support/router.js";
+import { seededRandom } from "../src/util/random.js";
 
 const B = 16;
-
-/** A small seeded generator (mulberry32). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 type Message = { events: EventInit[] };
 
@@ -36,7 +25,7 @@ type Message = { events: EventInit[] };
  * a stale or orphaned event, a clear, a multimodal block.
  */
 function fleetStreams(seed: number, streams: number, workersPerStream: number, messages: number): Message[][] {
-  const rand = rng(seed);
+  const rand = seededRandom(seed);
   const out: Message[][] = [];
   for (let s = 0; s < streams; s++) {
     const keys = Array.from({ length: workersPerStream }, (_, i) => ({ workerId: 100 * (s + 1) + i, dpRank: i % 2 }));
