@@ -33,9 +33,9 @@ function portOpen(port: number): Promise<boolean> {
 /** `args`: more etcd flags, e.g. ["--max-request-bytes", "8388608"] for values over its 1.5 MiB default. */
 export async function startEtcd(args: string[] = []): Promise<EtcdServer> {
   const dir = mkdtempSync(join(tmpdir(), "kvr-etcd-"));
-  const [clientPort, peerPort] = [await freePort(), await freePort()];
-  const url = `http://127.0.0.1:${clientPort}`;
-  const peer = `http://127.0.0.1:${peerPort}`;
+  let [clientPort, peerPort] = [await freePort(), await freePort()];
+  let url = `http://127.0.0.1:${clientPort}`;
+  let peer = `http://127.0.0.1:${peerPort}`;
   let proc: ChildProcess | undefined;
   let exited: Promise<void> = Promise.resolve();
   let stderr = "";
@@ -60,7 +60,9 @@ export async function startEtcd(args: string[] = []): Promise<EtcdServer> {
     proc = p;
     exited = new Promise((resolve) => p.once("exit", () => resolve()));
     try {
-      await waitFor(() => portOpen(clientPort), `etcd on port ${clientPort}`, 15_000);
+      const died = exited.then(() => Promise.reject(new Error(`etcd exited before serving on port ${clientPort}`)));
+      died.catch(() => {});
+      await Promise.race([waitFor(() => portOpen(clientPort), `etcd on port ${clientPort}`, 15_000), died]);
     } catch (err) {
       throw new Error(`${(err as Error).message}\n${stderr}`);
     }
@@ -69,7 +71,20 @@ export async function startEtcd(args: string[] = []): Promise<EtcdServer> {
     if (proc && proc.exitCode === null && proc.signalCode === null) proc.kill("SIGKILL");
     await exited;
   };
-  await launch();
+  // A free port can be taken before etcd binds it (other processes on the machine): new ports, up to 3 tries.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await launch();
+      break;
+    } catch (err) {
+      if (attempt === 3 || !/address already in use/.test(stderr)) throw err;
+      await kill();
+      stderr = "";
+      [clientPort, peerPort] = [await freePort(), await freePort()];
+      url = `http://127.0.0.1:${clientPort}`;
+      peer = `http://127.0.0.1:${peerPort}`;
+    }
+  }
   return {
     url,
     kill,
