@@ -89,16 +89,25 @@ async function ingestMessagesByPath(r: TestRouter): Promise<Record<string, numbe
   return out;
 }
 
-// The last setup decodes a raw stream's message on the main thread whenever its shard has anything
-// queued (as it does when a shard falls behind), so both kinds of queue entries mix in every stream.
-for (const [shards, decodeHere] of [[1, false], [2, false], [4, false], [2, true]] as const) {
-  const mixed = decodeHere ? ", some decoded on the main thread while the shard is busy" : "";
-  describe(`IngestKvEvents as raw bytes on ${shards} index shard thread(s)${mixed}`, () => {
+// "decode here": a raw stream's message is decoded on the main thread whenever its shard has anything
+// queued (as when a shard falls behind), so both kinds of queue entries mix in every stream.
+// "small rings": 2,048-word rings fill (raw messages then wait their turn instead of blocking the
+// main thread) and wrap, and the bigger messages do not fit one (they take the decoded path).
+const SETUPS = [
+  { shards: 1 },
+  { shards: 2 },
+  { shards: 4 },
+  { shards: 2, decodeHere: true },
+  { shards: 2, ringWords: 2048 },
+];
+for (const { shards, decodeHere = false, ringWords } of SETUPS) {
+  const how = `${decodeHere ? ", some decoded on the main thread while the shard is busy" : ""}${ringWords ? `, ${ringWords}-word rings` : ""}`;
+  describe(`IngestKvEvents as raw bytes on ${shards} index shard thread(s)${how}`, () => {
     let ref: TestRouter;
     let raw: TestRouter;
     before(async () => {
       ref = await startTestRouter({ blockSize: B }, { indexerShards: 0 });
-      raw = await startTestRouter({ blockSize: B }, { indexerShards: shards, metricsPort: 0, rawDecodeHerePastWords: decodeHere ? 0 : undefined });
+      raw = await startTestRouter({ blockSize: B }, { indexerShards: shards, metricsPort: 0, rawDecodeHerePastWords: decodeHere ? 0 : undefined, indexRingWords: ringWords });
     });
     after(async () => {
       await ref.close();
@@ -106,7 +115,7 @@ for (const [shards, decodeHere] of [[1, false], [2, false], [4, false], [2, true
     });
 
     it("concurrent streams give the same responses and the same index as the main thread", async () => {
-      const streams = fleetStreams(shards + (decodeHere ? 10 : 0), 3, 3, 120);
+      const streams = fleetStreams(shards + (decodeHere ? 10 : 0) + (ringWords ? 20 : 0), 3, 3, 120);
       const [want, got] = await Promise.all([
         Promise.all(streams.map((s) => ref.client.ingestKvEvents(s))),
         Promise.all(streams.map((s) => raw.client.ingestKvEvents(s))),

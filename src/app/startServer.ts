@@ -104,6 +104,8 @@ export interface ServerOptions {
   rawIngest?: boolean;
   /** Test hook: queue words an index shard may be behind before raw messages are decoded on the main thread. */
   rawDecodeHerePastWords?: number;
+  /** Test hook: words of each index shard's queue and result rings (small rings fill and wrap often). */
+  indexRingWords?: number;
   /** Most (worker, dp_rank) pairs the index (and the registry) hold; default 65,536. */
   maxWorkerRanks?: number;
   /** Most DumpIndex calls streaming at once; default 2. */
@@ -157,6 +159,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     // Shard threads that know the block size decode raw IngestKvEvents messages themselves.
     blockSize: opts.rawIngest === false || opts.pipelineIngest === false || opts.ingestThreads ? undefined : opts.router.blockSize,
     decodeHerePastWords: opts.rawDecodeHerePastWords,
+    ringWords: opts.indexRingWords,
   });
   metrics.sources.indexEvictions = () => compact.evictionCount;
   metrics.sources.indexBytes = () => compact.stats().arrayBytes;

@@ -222,7 +222,9 @@ export class ThreadBackend implements ShardBackend {
    * Queues a raw IngestKvEvents message for `shard` (see RAW_ENTRY): `pairs`
    * holds (worker lo, worker hi, dp_rank, slot) per pair it names. Resolves
    * with the result entry's words; undefined when the message is too big
-   * for the ring (the caller decodes it instead).
+   * for the ring or the ring is full (the caller's stream then waits for
+   * its outstanding messages, or decodes it): raw submissions never block
+   * this thread waiting for a shard.
    */
   submitRaw(shard: number, flag: number, pairs: Uint32Array, bytes: Uint8Array): Promise<Int32Array> | undefined {
     if (this.closed || !this.takesRaw) return undefined;
@@ -237,13 +239,13 @@ export class ThreadBackend implements ShardBackend {
       w[at + ENTRY_HEADER + 2] = pairs.length / 4;
       w.set(pairs, at + RAW_HEADER);
       s.queue.bytes(at + RAW_HEADER + pairs.length, bytes.length).set(bytes);
-    });
+    }, false);
   }
 
   /**
    * Queues a raw stream's message already decoded into `records` (the main
    * thread decodes while the shard is behind): refused or applied like a raw
-   * entry. Undefined when too big for the ring.
+   * entry. Undefined when too big for the ring or the ring is full.
    */
   submitRawRecords(shard: number, flag: number, records: { words: Uint32Array; length: number; count: number }): Promise<Int32Array> | undefined {
     if (this.closed) return undefined;
@@ -256,7 +258,7 @@ export class ThreadBackend implements ShardBackend {
       w[at + ENTRY_HEADER] = flag;
       w[at + ENTRY_HEADER + 1] = records.count;
       w.set(records.words.subarray(0, records.length), at + RAW_RECORDS_HEADER);
-    });
+    }, false);
   }
 
   /** Words queued for a shard and not yet taken by it: how far behind it is. */
@@ -282,11 +284,23 @@ export class ThreadBackend implements ShardBackend {
     this.freeRawFlags.push(flag);
   }
 
-  /** Writes an entry of `n` words into a shard's queue (`fill` writes words 2 .. n-1) and resolves with its results. */
-  private enqueue(s: Shard, n: number, fill: (w: Uint32Array, at: number) => void): Promise<Int32Array> {
+  /**
+   * Writes an entry of `n` words into a shard's queue (`fill` writes words
+   * 2 .. n-1) and resolves with its results. With no room, `wait` says
+   * whether to wait here for the shard (blocking this thread) or to give up
+   * (undefined).
+   */
+  private enqueue(s: Shard, n: number, fill: (w: Uint32Array, at: number) => void, wait: false): Promise<Int32Array> | undefined;
+  private enqueue(s: Shard, n: number, fill: (w: Uint32Array, at: number) => void, wait?: true): Promise<Int32Array>;
+  private enqueue(s: Shard, n: number, fill: (w: Uint32Array, at: number) => void, wait = true): Promise<Int32Array> | undefined {
+    let at = s.queue.reserve(n);
+    if (at < 0 && !wait) {
+      this.drainResults();
+      at = s.queue.reserve(n);
+      if (at < 0) return undefined;
+    }
     const id = this.nextBatch;
     this.nextBatch = (this.nextBatch + 1) >>> 0;
-    let at = s.queue.reserve(n);
     while (at < 0) {
       // The shard is behind: read its results (it may be waiting for room to write them) and wait a little.
       this.drainResults();
