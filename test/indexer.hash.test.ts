@@ -6,7 +6,8 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { hashPrompt, localBlockHash, localHashSeed, sequenceHash } from "../src/hashing/blockHash.js";
-import { hashPromptFast, hashPromptJs, hashPromptSequence } from "../src/hashing/prompt.js";
+import { hashPromptFast, hashPromptJs, hashPromptSequence, hashPromptWords } from "../src/hashing/prompt.js";
+import { SequenceHashes } from "../src/hashing/sequenceHashes.js";
 import { seqHash32, seqOut } from "../src/hashing/sequence.js";
 import { createWasmHasher } from "../src/hashing/wasmXxh3.js";
 import { seededRandom } from "../src/util/random.js";
@@ -49,6 +50,7 @@ describe("WebAssembly and JavaScript XXH3 equal the native hasher", () => {
           assert.deepEqual(hashPromptFast(tokens, bs, lora, ns), want, `wasm: ${at}`);
           assert.deepEqual(hashPromptFast(Uint32Array.from(tokens), bs, lora, ns), want, `wasm, Uint32Array: ${at}`);
           assert.deepEqual(hashPromptSequence(tokens, bs, lora, ns), want.sequence, `wasm, sequence alone: ${at}`);
+          assert.deepEqual(hashPromptWords(tokens, bs, lora, ns).bigints, want.sequence, `wasm, sequence words: ${at}`);
           assert.deepEqual(hashPromptJs(tokens, bs, lora, ns), want, `js: ${at}`);
         }
       }
@@ -74,6 +76,40 @@ describe("WebAssembly and JavaScript XXH3 equal the native hasher", () => {
     }
   });
 
+  it("FindBestWorker's decoder path (tokenSpace + sequenceWordsInPlace) gives the native sequence hashes, words owned by the caller", () => {
+    const hasher = createWasmHasher();
+    for (const bs of SIZES) {
+      for (const [lora, ns] of SEEDS) {
+        const seed = localHashSeed(lora, ns);
+        const tokens = Array.from({ length: bs * 3 + (bs > 1 ? 5 % bs : 0) }, () => u32());
+        // a space larger than the prompt, as the decoder sizes it by the message's bytes
+        hasher.tokenSpace(tokens.length * 3 + 11, bs).set(tokens);
+        const words = hasher.sequenceWordsInPlace(tokens.length, bs, seed);
+        const want = hashPrompt(tokens, bs, lora, ns).sequence;
+        const at = `block size ${bs}, lora "${lora}", namespace "${ns}"`;
+        assert.deepEqual(new SequenceHashes(words).bigints, want, at);
+        // the words are a copy: hashing another prompt in the same memory leaves them alone
+        hasher.tokenSpace(tokens.length, bs).fill(7);
+        hasher.sequenceWordsInPlace(tokens.length, bs, seed);
+        assert.deepEqual(new SequenceHashes(words).bigints, want, `${at}, after reuse`);
+      }
+    }
+    hasher.tokenSpace(10, 4);
+    assert.throws(() => hasher.sequenceWordsInPlace(11, 4, 1337n), RangeError);
+    assert.equal(hasher.sequenceWordsInPlace(3, 4, 1337n).length, 0);
+  });
+
+  it("SequenceHashes: words and bigints agree both ways, at any byte offset", () => {
+    const hashes = Array.from({ length: 9 }, () => u64());
+    const s = SequenceHashes.fromBigints(hashes);
+    assert.equal(s.length, 9);
+    assert.deepEqual(new SequenceHashes(s.words.slice()).bigints, hashes);
+    const shifted = new Uint32Array(19);
+    shifted.set(s.words, 1);
+    assert.deepEqual(new SequenceHashes(shifted.subarray(1)).bigints, hashes);
+    assert.equal(new SequenceHashes(new Uint32Array(0)).length, 0);
+  });
+
   it("memory growth, seed changes and any ArrayLike of token ids", () => {
     const hasher = createWasmHasher();
     const seeds = SEEDS.map(([lora, ns]) => localHashSeed(lora, ns));
@@ -89,6 +125,8 @@ describe("WebAssembly and JavaScript XXH3 equal the native hasher", () => {
     assert.deepEqual(hashPromptFast(new Float64Array(tokens), 16), hashPrompt(tokens, 16));
     assert.deepEqual(hashPromptFast([], 64), { local: [], sequence: [] });
     assert.deepEqual(hashPromptFast(tokens.slice(0, 63), 64), { local: [], sequence: [] });
+    assert.equal(hashPromptWords(tokens.slice(0, 63), 64).length, 0);
+    assert.deepEqual(hashPromptWords(arrayLike, 64).bigints, hashPrompt(tokens, 64).sequence);
   });
 
   it("the reference block: tokens 0..63 hash to 0x304d910e689e42bf", () => {

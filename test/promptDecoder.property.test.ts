@@ -7,11 +7,17 @@
 // oracle's; when it hands the bytes back, the server decodes them with the
 // oracle, so the outcome is the oracle's by construction. The suite also
 // checks that it answers the great majority of valid messages itself.
+// The decoder's hashing mode (a PromptSpace: token ids decoded into the
+// hasher's memory and hashed there) must answer the same messages with the
+// same fields, the oracle's token count, and the native hasher's sequence
+// hashes of the oracle's token ids, under the message's LoRA and namespace.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { type FindBestWorkerRequest, FindBestWorkerRequestSchema } from "../gen/kvrouter/v1/router_pb.js";
-import { decodeFindBestWorkerFast, promptTokens } from "../src/server/promptDecoder.js";
+import { hashPrompt } from "../src/hashing/blockHash.js";
+import { HashedPrompt } from "../src/hashing/sequenceHashes.js";
+import { decodeFindBestWorkerFast, promptSpace, promptTokens } from "../src/server/promptDecoder.js";
 import { countField } from "../src/protocols/wireCount.js";
 import { seededRandom } from "../src/util/random.js";
 import { type Rnd, fields, part, u64 } from "./support/wire.js";
@@ -81,18 +87,45 @@ function canonical(msg: FindBestWorkerRequest, tokens: Uint32Array | undefined):
   return Buffer.from(toBinary(FindBestWorkerRequestSchema, copy)).toString("hex");
 }
 
+/** Hashing decoders: block 16 with room for any prompt, and block 4 whose space (5 x 30 ids) is smaller than many prompts. */
+const spaces = [promptSpace(16, 1 << 20)!, promptSpace(4, 30)!];
+
+/** The hashing mode on bytes the plain fast path decoded (`expected`: the oracle's canonical message). */
+function checkHashed(bytes: Uint8Array, expected: string, at: string): void {
+  const want = fromBinary(FindBestWorkerRequestSchema, bytes);
+  const tokens = want.tokenIds;
+  for (const space of spaces) {
+    const hashed = decodeFindBestWorkerFast(bytes, space);
+    if (hashed === undefined) {
+      // Handed back only when the token ids may not fit its space (the server then decodes with protobuf-es).
+      assert.ok(bytes.length > space.maxTokens, `hashing decoder (block ${space.blockSize}) handed back a message that fits; ${at}`);
+      continue;
+    }
+    const prompt = promptTokens(hashed);
+    assert.ok(prompt instanceof HashedPrompt, at);
+    assert.equal(prompt.length, tokens.length, `token count; ${at}`);
+    assert.ok(prompt.fits(space.blockSize, want.loraName, want.cacheNamespace), at);
+    assert.deepEqual(prompt.sequence.bigints, hashPrompt(tokens, space.blockSize, want.loraName, want.cacheNamespace).sequence, `sequence hashes, block ${space.blockSize}; ${at}`);
+    assert.equal(canonical(hashed, Uint32Array.from(tokens)), expected, at);
+  }
+}
+
 /** Checks one message; says whether the fast path answered and whether the bytes are valid. */
 function check(bytes: Uint8Array): { fast: boolean; valid: boolean } {
   const expected = oracle(bytes);
   const fast = decodeFindBestWorkerFast(bytes);
   const at = `bytes ${Buffer.from(bytes).toString("hex").slice(0, 400)}`;
+  if (fast === undefined) {
+    for (const space of spaces) assert.equal(decodeFindBestWorkerFast(bytes, space), undefined, `hashing decoder answered where the plain one did not; ${at}`);
+  }
   if (!("error" in expected)) {
     // The count that refuses long lists before decoding is exact on every message protobuf-es accepts.
     assert.equal(countField(bytes, 4), fromBinary(FindBestWorkerRequestSchema, bytes).allowedWorkers.length, `allowed_workers count; ${at}`);
   }
   if (fast === undefined) return { fast: false, valid: !("error" in expected) };
   assert.ok(!("error" in expected), `the fast path accepted what protobuf-es rejects (${"error" in expected ? expected.error : ""}); ${at}`);
-  assert.equal(canonical(fast, promptTokens(fast)), expected.message, at);
+  assert.equal(canonical(fast, promptTokens(fast) as Uint32Array), expected.message, at);
+  checkHashed(bytes, expected.message, at);
   return { fast: true, valid: true };
 }
 
@@ -117,7 +150,7 @@ describe("FindBestWorker hot-path decoder vs protobuf-es", () => {
   it("a well-formed message is decoded by the fast path, and its tokens are the prompt", () => {
     const msg = decodeFindBestWorkerFast(Uint8Array.from(plain));
     assert.ok(msg !== undefined);
-    assert.deepEqual([...promptTokens(msg)], [1, 300, 70_000, 2 ** 32 - 1]);
+    assert.deepEqual([...(promptTokens(msg) as Uint32Array)], [1, 300, 70_000, 2 ** 32 - 1]);
     assert.equal(msg.requestId, "r1");
     check(Uint8Array.from(plain));
   });

@@ -211,7 +211,9 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     handlers = requireToken(handlers, opts.authToken, (method) => metrics.tokenRefused(method), tokenPolicy);
   }
   // IngestKvEvents decodes its own bytes (kvRouterService.ts: the hot-path decoder).
-  const findBestWorker = findBestWorkerDecoder(router.maxAllowedWorkers);
+  // Prompts are hashed as they are decoded, unless the router hashes Eagle windows (from the token ids).
+  const promptHashing = opts.router.eagle ? undefined : { blockSize: opts.router.blockSize, maxTokens: opts.maxTokens };
+  const findBestWorker = findBestWorkerDecoder(router.maxAllowedWorkers, promptHashing);
   server.addService(serviceDefinition(KvRouterService, ["ingestKvEvents"], { findBestWorker }), handlers);
   const health = new HealthImplementation({ "": "SERVING", [KV_ROUTER_SERVICE_NAME]: "SERVING" });
   health.addToServer(server);

@@ -6,6 +6,7 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { parseWorkerKey } from "../protocols/events.js";
 import { sequenceHash } from "../hashing/blockHash.js";
+import { SequenceHashes } from "../hashing/sequenceHashes.js";
 import { parseJsonLossless } from "../protocols/routerEventCodec.js";
 import type { KvRouter } from "../router/router.js";
 import { json } from "../util/httpRespond.js";
@@ -42,9 +43,9 @@ export class ScorerInputError extends Error {
 }
 
 /** Scores a prompt's sequence hashes against the index. */
-export function scoreSequence(router: KvRouter, sequence: readonly bigint[]): ScoreResponse {
+export function scoreSequence(router: KvRouter, sequence: SequenceHashes): ScoreResponse {
   const { blockSize } = router.config;
-  const overlaps = router.index.findMatches(sequence);
+  const overlaps = router.index.findMatchesWords(sequence.words, sequence.length);
   const res: ScoreResponse = { scores: {}, frequencies: [], instances: {} };
   for (const [key, blocks] of overlaps) {
     if (blocks === 0) continue;
@@ -105,7 +106,7 @@ export function queryHashes(body: Body, opts: ScorerOptions): ScoreResponse {
   const locals = intList(body.block_hashes, "block_hashes", opts.maxTokens, (n) => n >= -(1n << 63n) && n <= U64, "64-bit block hashes");
   let parent: bigint | undefined;
   const sequence = locals.map((h) => (parent = sequenceHash(parent, h & U64)));
-  return scoreSequence(opts.router, sequence);
+  return scoreSequence(opts.router, SequenceHashes.fromBigints(sequence));
 }
 
 /** An HTTP handler for one of the two endpoints, reading at most maxBodyBytes. */

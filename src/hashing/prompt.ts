@@ -7,6 +7,7 @@
 // blocks use the native hasher.
 import { hashPrompt, localHashSeed, type PromptHashes } from "./blockHash.js";
 import { seqHash32, seqOut } from "./sequence.js";
+import { SequenceHashes } from "./sequenceHashes.js";
 import { createWasmHasher, type WasmHasher } from "./wasmXxh3.js";
 import { M64, SECRET_SIZE, customSecret } from "./xxh3Secret.js";
 
@@ -157,6 +158,20 @@ export function hashPromptFast(tokens: ArrayLike<number>, blockSize: number, lor
 export function hashPromptSequence(tokens: ArrayLike<number>, blockSize: number, loraName = "", cacheNamespace = ""): bigint[] {
   if (wasm !== undefined) return wasm.sequence(tokens, blockSize, localHashSeed(loraName, cacheNamespace));
   return hashPromptJs(tokens, blockSize, loraName, cacheNamespace).sequence;
+}
+
+/**
+ * hashPromptSequence() as u32 words (SequenceHashes): routing's form, with
+ * no bigints made unless a reader asks.
+ */
+export function hashPromptWords(tokens: ArrayLike<number>, blockSize: number, loraName = "", cacheNamespace = ""): SequenceHashes {
+  if (wasm !== undefined) return new SequenceHashes(wasm.sequenceWords(tokens, blockSize, localHashSeed(loraName, cacheNamespace)));
+  return SequenceHashes.fromBigints(hashPromptJs(tokens, blockSize, loraName, cacheNamespace).sequence);
+}
+
+/** A hasher of its own for a decoder that writes token ids into its memory (undefined where WebAssembly cannot load). */
+export function createPromptSpace(): WasmHasher | undefined {
+  return wasm === undefined ? undefined : createWasmHasher();
 }
 
 /** The JavaScript fallback of hashPromptFast (exported for its test). */

@@ -332,19 +332,26 @@ const long = [
   ...lastStripe,
   ...mergeOf("A"),
 ];
-/** Stores h (and with chain = 1 the sequence hash after it) at o, and moves o on. */
-const emitHash = [
+/** sq = this block's sequence hash (the local hash h for block 0). Leaves h clobbered (avalanche). */
+const chainOn = ifThenElse([...$("b"), I32_EQZ], [...$("h"), ...to("sq")], sequence);
+/**
+ * Stores this block's hashes at o and moves o on: chain = 0, the local hash h;
+ * chain = 1, h then the sequence hash; chain = 2, the sequence hash alone
+ * (what routing reads, so it leaves as one contiguous run of u64s).
+ */
+const emitHash = ifThenElse([...$("chain"), ...i32c(1), I32_GT_U], [
+  ...chainOn,
+  ...$("o"), ...$("sq"), ...store64(0),
+  ...addTo("o", 8),
+], [
   ...$("o"), ...$("h"), ...store64(0),
-  ...ifThenElse($("chain"), [
-    ...ifThenElse([...$("b"), I32_EQZ], [...$("h"), ...to("sq")], sequence),
-    ...$("o"), ...$("sq"), ...store64(8),
-    ...addTo("o", 16),
-  ], addTo("o", 8)),
-];
+  ...ifThenElse($("chain"), [...chainOn, ...$("o"), ...$("sq"), ...store64(8), ...addTo("o", 16)], addTo("o", 8)),
+]);
 /**
  * hash(tok, len, n, out, chain): the local hash of each of n blocks of len
- * bytes from tok; with chain = 1, out gets (local, sequence) u64 pairs, else
- * the local hashes alone. One loop per size class, the class's code inline.
+ * bytes from tok; out gets the local hashes (chain = 0), (local, sequence)
+ * u64 pairs (chain = 1) or the sequence hashes (chain = 2). One loop per size
+ * class, the class's code inline.
  */
 function blocks(local: number[]): number[] {
   return [
@@ -400,6 +407,16 @@ export interface WasmHasher {
   /** The sequence hashes alone (the local hashes are computed, for the chain, but not turned into bigints). */
   sequence(tokens: ArrayLike<number>, blockSize: number, seed: bigint): bigint[];
   /**
+   * The sequence hashes alone as (lo, hi) u32 pairs, in an array of its own
+   * (routing's query: no bigints made).
+   */
+  sequenceWords(tokens: ArrayLike<number>, blockSize: number, seed: bigint): Uint32Array;
+  /**
+   * sequenceWords() of the first `count` token ids of the token space, where
+   * a decoder wrote them (no copy in).
+   */
+  sequenceWordsInPlace(count: number, blockSize: number, seed: bigint): Uint32Array;
+  /**
    * Token space in the module's memory for `tokens` token ids followed by
    * room for their hashes: decoders write token ids there directly. The view
    * stays valid until the next tokenSpace() call.
@@ -448,8 +465,11 @@ export function createWasmHasher(): WasmHasher {
     current = seed;
   };
   new BigUint64Array(buffer, INIT, 8).set(INIT_ACC.map((_, i) => INIT_ACC[i ^ 1]));
-  /** Copies the n whole blocks of `tokens` in and hashes them: the (local, sequence) pairs are at u64 index `at` on. */
-  const hashWhole = (tokens: ArrayLike<number>, blockSize: number, n: number, seed: bigint): number => {
+  /**
+   * Copies the n whole blocks of `tokens` in and hashes them (emitHash's
+   * `chain` mode): the hashes are at u64 index `at` on.
+   */
+  const hashWhole = (tokens: ArrayLike<number>, blockSize: number, n: number, seed: bigint, chain = 1): number => {
     const whole = n * blockSize;
     const out = DATA + Math.ceil(whole / 2) * 8; // 8-aligned, for the u64 view
     ensure(out + n * 16);
@@ -460,7 +480,7 @@ export function createWasmHasher(): WasmHasher {
     else if (tokens instanceof Uint32Array) u32.set(tokens.subarray(0, whole), DATA / 4);
     else if (Array.isArray(tokens)) u32.set(tokens.slice(0, whole), DATA / 4);
     else for (let i = 0; i < whole; i++) u32[DATA / 4 + i] = tokens[i];
-    hashFn(DATA, blockSize * 4, n, out, 1);
+    hashFn(DATA, blockSize * 4, n, out, chain);
     return out / 8;
   };
   let spaceTokens = 0;
@@ -470,6 +490,20 @@ export function createWasmHasher(): WasmHasher {
       ensure(DATA + tokens * 4 + (Math.floor(tokens / blockSize) + 1) * 8);
       spaceTokens = tokens;
       return new Uint32Array(buffer, DATA, tokens);
+    },
+    sequenceWords(tokens, blockSize, seed) {
+      const n = Math.floor(tokens.length / blockSize);
+      const at = hashWhole(tokens, blockSize, n, seed, 2);
+      return u32.slice(2 * at, 2 * (at + n));
+    },
+    sequenceWordsInPlace(count, blockSize, seed) {
+      if (count > spaceTokens) throw new RangeError(`${count} tokens asked of a token space of ${spaceTokens}`);
+      const n = Math.floor(count / blockSize);
+      useSeed(seed);
+      // After the tokens, in the room tokenSpace() keeps for one hash per block.
+      const out = DATA + spaceTokens * 4;
+      hashFn(DATA, blockSize * 4, n, out, 2);
+      return u32.slice(out / 4, out / 4 + 2 * n);
     },
     hashLocals(first, blocks, blockSize, seed) {
       useSeed(seed);

@@ -244,16 +244,21 @@ export class CompactIndex implements KvIndex {
   }
 
   findMatches(sequenceHashes: readonly bigint[]): Overlaps {
-    const overlaps: Overlaps = new Map();
     const n = sequenceHashes.length;
-    if (n === 0) return overlaps;
+    if (n === 0) return new Map();
     if (this.queryBig.length < n) {
       this.queryBig = new BigUint64Array(n * 2);
       this.queryWords = new Uint32Array(this.queryBig.buffer);
     }
     const q = this.queryBig;
     for (let i = 0; i < n; i++) q[i] = sequenceHashes[i];
-    this.backend.find(this.queryWords, n, (slot, depth) => {
+    return this.findMatchesWords(this.queryWords, n);
+  }
+
+  findMatchesWords(words: Uint32Array, n: number): Overlaps {
+    const overlaps: Overlaps = new Map();
+    if (n === 0) return overlaps;
+    this.backend.find(words, n, (slot, depth) => {
       const info = this.bySlot[slot];
       if (info !== undefined) overlaps.set(info.keyString, depth);
     });

@@ -109,6 +109,13 @@ export class PrefixIndex implements KvIndex {
     return overlaps;
   }
 
+  /** The reference keeps bigint keys: the words become bigints here. */
+  findMatchesWords(words: Uint32Array, n: number): Overlaps {
+    const hashes = new Array<bigint>(n);
+    for (let i = 0; i < n; i++) hashes[i] = (BigInt(words[2 * i + 1]) << 32n) | BigInt(words[2 * i]);
+    return this.findMatches(hashes);
+  }
+
   storeRouted(key: WorkerKey, sequenceHashes: readonly bigint[]): void {
     const worker = this.worker(key, true);
     let parentExternal: bigint | undefined;

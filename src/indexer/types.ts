@@ -65,6 +65,11 @@ export interface KvIndex {
   openRawStream?(): RawStream | undefined;
   /** Per worker (keyed by workerKeyString), the number of leading blocks held. */
   findMatches(sequenceHashes: readonly bigint[]): Overlaps;
+  /**
+   * findMatches() of n sequence hashes given as little-endian (lo, hi) u32
+   * pairs, `words[2i]` and `words[2i + 1]`: routing's query, with no bigints.
+   */
+  findMatchesWords(words: Uint32Array, n: number): Overlaps;
   /** Indexes a routed prompt on a worker without an event (approximate mode). */
   storeRouted(worker: WorkerKey, sequenceHashes: readonly bigint[]): void;
   /** Drops routed blocks again (approximate mode expiry). */

@@ -86,6 +86,9 @@ export class MeteredIndex implements KvIndex {
   findMatches(sequenceHashes: readonly bigint[]): Overlaps {
     return this.inner.findMatches(sequenceHashes);
   }
+  findMatchesWords(words: Uint32Array, n: number): Overlaps {
+    return this.inner.findMatchesWords(words, n);
+  }
   storeRouted(worker: WorkerKey, sequenceHashes: readonly bigint[]): void {
     this.inner.storeRouted(worker, sequenceHashes);
   }

@@ -3,11 +3,12 @@
 // It speaks plain typed data; the gRPC layer converts at the edge.
 import { randomFillSync } from "node:crypto";
 import { hashPromptEagle } from "../hashing/blockHash.js";
-import { hashPromptSequence } from "../hashing/prompt.js";
+import { hashPromptWords } from "../hashing/prompt.js";
+import { HashedPrompt, SequenceHashes } from "../hashing/sequenceHashes.js";
 import { ApproximateTracker } from "../indexer/approximate.js";
 import { ApproximateLru } from "../indexer/approximateLru.js";
 import type { EventBatch } from "../protocols/eventBatch.js";
-import { LowerTiers } from "../indexer/lowerTiers.js";
+import { LowerTiers, type TierOverlaps } from "../indexer/lowerTiers.js";
 import type { KvIndex } from "../indexer/types.js";
 import { type IndexEvent, type WorkerKey, workerKeyString } from "../protocols/events.js";
 import { ActiveSequences, type WorkerLoad } from "../scheduler/activeSequences.js";
@@ -47,6 +48,9 @@ interface Candidates {
   workers: readonly WorkerKey[];
   keys: readonly string[];
 }
+
+/** The blocks a request holds when block tracking is off. */
+const NO_BLOCKS = new SequenceHashes(new Uint32Array(0));
 
 interface KnownWorkers extends Candidates {
   indexVersion: number;
@@ -139,16 +143,25 @@ export class KvRouter {
   uncachedTokens(req: RouteRequest): number {
     const sequence = this.sequenceHashes(req.tokens, req.loraName ?? "", req.cacheNamespace ?? "");
     let best = 0;
-    for (const overlap of this.index.findMatches(sequence).values()) best = Math.max(best, overlap);
+    for (const overlap of this.index.findMatchesWords(sequence.words, sequence.length).values()) best = Math.max(best, overlap);
     return Math.max(0, req.tokens.length - best * this.config.blockSize);
   }
 
-  /** A request's sequence hashes, as the workers' events hash its blocks (Eagle windows with --eagle). */
-  sequenceHashes(tokens: ArrayLike<number>, loraName = "", cacheNamespace = ""): bigint[] {
-    const { blockSize } = this.config;
-    return this.config.eagle
-      ? hashPromptEagle(tokens, blockSize, loraName, cacheNamespace).sequence
-      : hashPromptSequence(tokens, blockSize, loraName, cacheNamespace);
+  /**
+   * A request's sequence hashes, as the workers' events hash its blocks (Eagle
+   * windows with --eagle): as u32 words, bigints only if a reader asks. A
+   * prompt its decoder hashed (HashedPrompt) brings its own.
+   */
+  sequenceHashes(tokens: ArrayLike<number> | HashedPrompt, loraName = "", cacheNamespace = ""): SequenceHashes {
+    const { blockSize, eagle } = this.config;
+    if (tokens instanceof HashedPrompt) {
+      // The decoder is built from this router's settings (startServer), so this holds by construction.
+      if (!eagle && tokens.fits(blockSize, loraName, cacheNamespace)) return tokens.sequence;
+      throw new Error(`a prompt hashed for block size ${tokens.blockSize} reached a router that hashes blocks of ${blockSize}${eagle ? " (Eagle)" : ""}`);
+    }
+    return eagle
+      ? SequenceHashes.fromBigints(hashPromptEagle(tokens, blockSize, loraName, cacheNamespace).sequence)
+      : hashPromptWords(tokens, blockSize, loraName, cacheNamespace);
   }
 
   findBestWorker(req: RouteRequest): RouteDecision {
@@ -171,12 +184,13 @@ export class KvRouter {
       const full = this.active.roomProblem(this.config.trackActiveBlocks ? sequence.length : 0);
       if (full !== undefined) throw new RouterError("resource_exhausted", full);
     }
-    const overlaps = this.index.findMatches(sequence);
-    const tierOverlaps = this.lowerTiers.continueMatches(sequence, overlaps);
+    const overlaps = this.index.findMatchesWords(sequence.words, sequence.length);
+    // Lower tiers key their maps by bigint: made only when a tier holds anything.
+    const tierOverlaps: TierOverlaps = this.lowerTiers.size() === 0 ? new Map() : this.lowerTiers.continueMatches(sequence.bigints, overlaps);
     const isl = req.tokens.length;
     const assumeKvReuse = override.assumeKvReuse ?? this.config.assumeKvReuse;
     const trackPrefillTokens = override.trackPrefillTokens ?? this.config.trackPrefillTokens;
-    const blocks = !this.config.trackActiveBlocks ? [] : assumeKvReuse ? sequence : this.uniqueBlockIds(sequence.length);
+    const blocks = !this.config.trackActiveBlocks ? NO_BLOCKS : assumeKvReuse ? sequence : this.uniqueBlockIds(sequence.length);
     const loads = keys.map((key) => this.active.load(key));
     const params = {
       ...this.config,
@@ -193,7 +207,7 @@ export class KvRouter {
       const key = keys[i];
       const tiers = tierOverlaps.get(key);
       const known = overlaps.get(key) ?? 0;
-      const overlapBlocks = this.predictions ? this.predictions.extend(key, sequence, known) : known;
+      const overlapBlocks = this.predictions ? this.predictions.extend(key, sequence.bigints, known) : known;
       if (overlapBlocks > known) predictedByKey.set(key, overlapBlocks - known);
       return {
         worker,
@@ -222,19 +236,19 @@ export class KvRouter {
     const chosenKey = workerKeyString(chosen.worker);
 
     // Approximate mode first: an index with no slot left refuses before any state changes.
-    if (this.approxLru) withIndexCapacity(() => this.approxLru!.routed(chosen.worker, sequence, req.requestId));
-    else if (this.approx) withIndexCapacity(() => this.approx!.routed(chosen.worker, sequence));
+    if (this.approxLru) withIndexCapacity(() => this.approxLru!.routed(chosen.worker, sequence.bigints, req.requestId));
+    else if (this.approx) withIndexCapacity(() => this.approx!.routed(chosen.worker, sequence.bigints));
     if (req.requestId) {
       const prefillTokens = trackPrefillTokens ? Math.max(0, isl - chosen.overlapBlocks * blockSize) : 0;
       // The estimate's inputs as scored: work queued ahead plus this prompt, the decode load before it.
       const before = this.active.load(chosenKey);
       this.prefillRates?.routed(req.requestId, chosenKey, before.prefillTokens + Math.max(0, isl - chosen.overlapBlocks * blockSize), this.slowdown(before));
-      this.active.add(req.requestId, chosenKey, blocks, prefillTokens, outputBlocks);
-      this.activeListener?.({ kind: "add", requestId: req.requestId, workerKey: chosenKey, blocks, prefillTokens, outputBlocks });
+      this.active.add(req.requestId, chosenKey, blocks.bigints, prefillTokens, outputBlocks);
+      this.activeListener?.({ kind: "add", requestId: req.requestId, workerKey: chosenKey, blocks: blocks.bigints, prefillTokens, outputBlocks });
     }
     // Only a routed request (one with a request_id, which needs the token when there is one)
     // leaves predictions behind: a pure query changes nothing.
-    if (req.requestId) this.predictions?.routed(chosenKey, sequence);
+    if (req.requestId) this.predictions?.routed(chosenKey, sequence.bigints);
 
     const scores = selection.scores.sort((a, b) => a.logit - b.logit);
     return {
@@ -532,8 +546,8 @@ export class KvRouter {
   }
 
   /** Block ids no other request shares (random, so replicas do not collide): Dynamo's behaviour when KV reuse is not assumed. */
-  private uniqueBlockIds(n: number): bigint[] {
-    return [...randomFillSync(new BigUint64Array(n))];
+  private uniqueBlockIds(n: number): SequenceHashes {
+    return new SequenceHashes(randomFillSync(new Uint32Array(2 * n)));
   }
 
   /**

@@ -1,5 +1,6 @@
 // The router's settings and the plain data it takes and answers: routes,
 // decisions, worker status and load changes. No behaviour lives here.
+import type { HashedPrompt } from "../hashing/sequenceHashes.js";
 import type { TierOverlaps } from "../indexer/lowerTiers.js";
 import type { ApproximateCachePolicy } from "../indexer/approximateLru.js";
 import type { EventOutcome } from "../indexer/types.js";
@@ -120,7 +121,12 @@ export const DEFAULT_ROUTER_CONFIG: RouterConfig = {
 };
 
 export interface RouteRequest {
-  tokens: Uint32Array | readonly number[];
+  /**
+   * The prompt's token ids, or (FindBestWorker over gRPC) the prompt as its
+   * decoder hashed it, the token ids decoded straight into the hasher's memory
+   * and not kept: its `length` is the token count either way.
+   */
+  tokens: Uint32Array | readonly number[] | HashedPrompt;
   requestId?: string;
   allowedWorkers?: WorkerKey[];
   loraName?: string;

@@ -1,6 +1,7 @@
 // The load signal: requests routed to each worker and not yet freed.
 // A request counts as prefill load until MarkPrefillCompleted, and holds its
 // prompt's KV blocks (decode load) until Free or until its lease expires.
+import { SequenceHashes } from "../hashing/sequenceHashes.js";
 import { parseWorkerKey } from "../protocols/events.js";
 
 export interface ActiveRequest {
@@ -100,12 +101,15 @@ export class ActiveSequences {
     return 0;
   }
 
-  /** How many of `blocks` the worker's active requests do not already hold. */
-  newBlocks(workerKey: string, blocks: readonly bigint[]): number {
+  /**
+   * How many of `blocks` the worker's active requests do not already hold.
+   * Routing's SequenceHashes become bigints only for a worker holding blocks.
+   */
+  newBlocks(workerKey: string, blocks: readonly bigint[] | SequenceHashes): number {
     const w = this.workers.get(workerKey);
     if (w === undefined || w.blockRefs.size === 0) return blocks.length;
     let fresh = 0;
-    for (const b of blocks) if (!w.blockRefs.has(b)) fresh++;
+    for (const b of blocks instanceof SequenceHashes ? blocks.bigints : blocks) if (!w.blockRefs.has(b)) fresh++;
     return fresh;
   }
 

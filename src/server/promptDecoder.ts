@@ -5,6 +5,14 @@
 // Uint32Array and hands every other field, byte for byte and in order, to
 // protobuf-es: the message it returns is protobuf-es's own, minus token_ids.
 //
+// With a block size (a router without --eagle), the token ids are decoded
+// straight into a WebAssembly hasher's memory and hashed there, once the other
+// fields (the LoRA name and cache namespace, which pick the seed) are known:
+// the request then carries a HashedPrompt (its token count and sequence hashes
+// as u32 words) and no token array. Nothing else reads the tokens of a gRPC
+// request, and the hashes are copied out, so a request the admission queue
+// holds keeps them while later requests reuse the hasher's memory.
+//
 // Anything it is not sure of — a wrong wire type, a group, truncation, an
 // irregular varint, a field number 0 (protocols/wireReader.ts) — returns undefined and the
 // caller decodes the whole message with protobuf-es as before, so results and
@@ -16,6 +24,10 @@ import { MalformedRequest } from "../protocols/grpcGlue.js";
 import { WireReader } from "../protocols/wireReader.js";
 import { toTokenArray } from "./convert.js";
 import { countField } from "../protocols/wireCount.js";
+import { localHashSeed } from "../hashing/blockHash.js";
+import { createPromptSpace } from "../hashing/prompt.js";
+import { HashedPrompt, SequenceHashes } from "../hashing/sequenceHashes.js";
+import type { WasmHasher } from "../hashing/wasmXxh3.js";
 
 const TOKEN_IDS = 1;
 
@@ -27,46 +39,74 @@ export function allowedWorkersProblem(entries: number, most: number, field = "al
   return `${field} has ${entries} entries; at most ${most} (--max-worker-ranks) are accepted`;
 }
 
+/** Where a decoder hashes prompts: a hasher of its own, the router's block size, and --max-tokens. */
+export interface PromptSpace {
+  hasher: WasmHasher;
+  blockSize: number;
+  /**
+   * Token ids the space takes, 5 per token the router accepts (a u32 varint has
+   * at most 5 bytes): every acceptable prompt fits, and the hasher's memory stays
+   * within 20 bytes per --max-tokens token however large a message is. A larger
+   * prompt goes to protobuf-es, and the service refuses it.
+   */
+  maxTokens: number;
+}
+
+/** A PromptSpace for a router hashing blocks of `blockSize` (undefined where WebAssembly cannot load). */
+export function promptSpace(blockSize: number, maxTokens: number): PromptSpace | undefined {
+  const hasher = createPromptSpace();
+  return hasher && { hasher, blockSize, maxTokens: 5 * maxTokens };
+}
+
 /**
  * FindBestWorker's request decoder for a router that accepts at most `maxAllowedWorkers`
  * allowed_workers. The list is counted on the wire first: a longer one is refused
  * (INVALID_ARGUMENT) before protobuf-es builds an object and a BigInt for each entry
- * (2 M entries took seconds to decode, only to be refused).
+ * (2 M entries took seconds to decode, only to be refused). With `hashing` (give it
+ * unless the router hashes Eagle windows) the prompt is hashed as it is decoded.
  */
-export function findBestWorkerDecoder(maxAllowedWorkers: number): (buf: Uint8Array) => FindBestWorkerRequest | MalformedRequest | undefined {
+export function findBestWorkerDecoder(
+  maxAllowedWorkers: number,
+  hashing?: { blockSize: number; maxTokens: number },
+): (buf: Uint8Array) => FindBestWorkerRequest | MalformedRequest | undefined {
+  const space = hashing === undefined ? undefined : promptSpace(hashing.blockSize, hashing.maxTokens);
   return (buf) => {
     const entries = countField(buf, ALLOWED_WORKERS);
     if (entries > maxAllowedWorkers) return new MalformedRequest(allowedWorkersProblem(entries, maxAllowedWorkers));
     const prefill = countField(buf, PREFILL_WORKERS);
     if (prefill > maxAllowedWorkers) return new MalformedRequest(allowedWorkersProblem(prefill, maxAllowedWorkers, "prefill_workers"));
-    return decodeFindBestWorkerFast(buf);
+    return decodeFindBestWorkerFast(buf, space);
   };
 }
 
-/** Token ids the fast path decoded, by the message it returned (whose own tokenIds is left empty). */
-const decodedTokens = new WeakMap<FindBestWorkerRequest, Uint32Array>();
+/** The prompt the fast path decoded, by the message it returned (whose own tokenIds is left empty). */
+const decodedPrompts = new WeakMap<FindBestWorkerRequest, Uint32Array | HashedPrompt>();
 
-/** A request's prompt: the fast path's array, or the message's own token_ids. */
-export function promptTokens(req: FindBestWorkerRequest): Uint32Array {
-  return decodedTokens.get(req) ?? toTokenArray(req.tokenIds);
+/** A request's prompt: what the fast path decoded (token ids, or the hashed prompt), or the message's own token_ids. */
+export function promptTokens(req: FindBestWorkerRequest): Uint32Array | HashedPrompt {
+  return decodedPrompts.get(req) ?? toTokenArray(req.tokenIds);
 }
 
 /** Reused: the decoder runs to completion before the next call. */
 const r = new WireReader();
 
-/** Decodes a FindBestWorkerRequest's wire bytes, or undefined to leave them to protobuf-es. */
-export function decodeFindBestWorkerFast(buf: Uint8Array): FindBestWorkerRequest | undefined {
+/**
+ * Decodes a FindBestWorkerRequest's wire bytes, or undefined to leave them to protobuf-es.
+ * With a `space`, the prompt is decoded into its hasher's memory and hashed (a HashedPrompt).
+ */
+export function decodeFindBestWorkerFast(buf: Uint8Array, space?: PromptSpace): FindBestWorkerRequest | undefined {
   try {
-    return decode(buf);
+    return decode(buf, space);
   } finally {
     r.release();
   }
 }
 
-function decode(buf: Uint8Array): FindBestWorkerRequest | undefined {
+function decode(buf: Uint8Array, space: PromptSpace | undefined): FindBestWorkerRequest | undefined {
   r.reset(buf);
   const end = buf.length;
-  let tokens: Uint32Array<ArrayBuffer> = new Uint32Array(0);
+  // Each token id takes at least one byte: the message's length bounds the count, so the space never grows.
+  let tokens: Uint32Array = space ? space.hasher.tokenSpace(Math.min(end, space.maxTokens), space.blockSize) : new Uint32Array(0);
   let count = 0;
   /** Byte ranges of the other fields, as [start, end) pairs. */
   const rest: number[] = [];
@@ -82,12 +122,18 @@ function decode(buf: Uint8Array): FindBestWorkerRequest | undefined {
         const len = r.length(end);
         if (len < 0) return undefined;
         // Each id takes at least one byte: len bounds the count.
-        if (tokens.length - count < len) tokens = grown(tokens, count + len);
+        if (tokens.length - count < len) {
+          if (space) return undefined;
+          tokens = grown(tokens, count + len);
+        }
         count = r.packedU32(r.pos + len, tokens, count);
         if (count < 0) return undefined;
       } else if (wire === 0) {
         if (!r.varint(end)) return undefined;
-        if (count === tokens.length) tokens = grown(tokens, Math.max(16, count * 2));
+        if (count === tokens.length) {
+          if (space) return undefined;
+          tokens = grown(tokens, Math.max(16, count * 2));
+        }
         tokens[count++] = r.lo;
       } else return undefined;
       continue;
@@ -110,11 +156,16 @@ function decode(buf: Uint8Array): FindBestWorkerRequest | undefined {
       return undefined;
     }
   }
-  decodedTokens.set(msg, tokens.subarray(0, count));
+  if (space === undefined) decodedPrompts.set(msg, tokens.subarray(0, count));
+  else {
+    const { hasher, blockSize } = space;
+    const words = hasher.sequenceWordsInPlace(count, blockSize, localHashSeed(msg.loraName, msg.cacheNamespace));
+    decodedPrompts.set(msg, new HashedPrompt(count, blockSize, msg.loraName, msg.cacheNamespace, new SequenceHashes(words)));
+  }
   return msg;
 }
 
-function grown(a: Uint32Array, atLeast: number): Uint32Array<ArrayBuffer> {
+function grown(a: Uint32Array, atLeast: number): Uint32Array {
   const b = new Uint32Array(Math.max(atLeast, a.length * 2));
   b.set(a);
   return b;
