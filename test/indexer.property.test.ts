@@ -3,6 +3,7 @@
 // seeded random streams of events, queries, routed blocks and worker removals.
 // With --max-blocks, the reference is PrefixIndex plus a plain model of the
 // documented eviction rule (oldest first-stored (worker, block) entries go first).
+import { SequenceHashes } from "../src/hashing/sequenceHashes.js";
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import { sequenceHash } from "../src/hashing/blockHash.js";
@@ -294,6 +295,10 @@ function runCase(seed: number, index: CompactIndex, maxBlocks: number | undefine
     } else if (r < 80) {
       const q = s.query();
       assert.deepEqual(sortedEntries(index.findMatches(q)), sortedEntries(ref.index.findMatches(q)), `${where(i)}: findMatches`);
+      const words = SequenceHashes.fromBigints(q).words;
+      // Routing's query (u32 words, no bigints) answers as the bigint one, on the index and on the reference.
+      assert.deepEqual(sortedEntries(index.findMatchesWords(words, q.length)), sortedEntries(ref.index.findMatches(q)), `${where(i)}: findMatchesWords`);
+      assert.deepEqual(sortedEntries(ref.index.findMatchesWords(words, q.length)), sortedEntries(ref.index.findMatches(q)), `${where(i)}: reference findMatchesWords`);
       // The block a worker holds under an external hash (a lower-tier store's GPU parent).
       const w = s.worker();
       const ext = s.chance(0.1) ? FLEET_EXT : BigInt(1 + s.int(40));
@@ -451,6 +456,10 @@ async function runPipelinedCase(seed: number, index: CompactIndex, steps: number
       await drain();
       const q = s.query();
       assert.deepEqual(sortedEntries(index.findMatches(q)), sortedEntries(ref.index.findMatches(q)), `${where(i)}: findMatches`);
+      const words = SequenceHashes.fromBigints(q).words;
+      // Routing's query (u32 words, no bigints) answers as the bigint one, on the index and on the reference.
+      assert.deepEqual(sortedEntries(index.findMatchesWords(words, q.length)), sortedEntries(ref.index.findMatches(q)), `${where(i)}: findMatchesWords`);
+      assert.deepEqual(sortedEntries(ref.index.findMatchesWords(words, q.length)), sortedEntries(ref.index.findMatches(q)), `${where(i)}: reference findMatchesWords`);
       if (s.chance(0.3)) sameState(ref, index, where(i));
     }
   }
