@@ -20,6 +20,12 @@ export interface E2eConfig {
   rounds: number;
   /** Index shard threads of the router variants to measure (0 = main thread). */
   shardVariants: number[];
+  /**
+   * Also measure the first variant with prompts decoded into a token array
+   * that the router hashes (hashOnDecode off): the baseline of hashing as
+   * the request is decoded.
+   */
+  decodeBaseline?: boolean;
 }
 
 type Call = (req: FindBestWorkerRequest) => Promise<unknown>;
@@ -99,11 +105,14 @@ function medianRun(runs: Run[]): Run {
 export async function runE2eBench(w: Workload, cfg: E2eConfig) {
   const reqs = w.prompts(4096, 256).map((p) => create(FindBestWorkerRequestSchema, { tokenIds: Array.from(p) }));
   const routers = [];
-  for (const shards of cfg.shardVariants) {
-    const server = await startBenchRouter({ indexerShards: shards });
+  const variants = cfg.shardVariants.map((shards) => ({ shards, hashOnDecode: true }));
+  if (cfg.decodeBaseline) variants.push({ shards: cfg.shardVariants[0], hashOnDecode: false });
+  for (const { shards, hashOnDecode } of variants) {
+    const server = await startBenchRouter({ indexerShards: shards, hashOnDecode });
     for (let i = 0; i < w.events.length; i += 64) server.router.applyEvents(w.events.slice(i, i + 64));
     const client = new KvRouterClient(`127.0.0.1:${server.grpcPort}`);
-    routers.push({ name: shards === 0 ? "router (index in main thread)" : `router (${shards} index shard thread${shards > 1 ? "s" : ""})`, server, client });
+    const name = shards === 0 ? "router (index in main thread)" : `router (${shards} index shard thread${shards > 1 ? "s" : ""})`;
+    routers.push({ name: hashOnDecode ? name : `${name}, tokens decoded into an array`, server, client });
   }
   const sample = await routers[0].client.findBestWorker({ tokenIds: reqs[0].tokenIds });
   const echo = await startEcho(sample);

@@ -6,7 +6,8 @@
 // Map<string, Set> baseline, and PrefixIndex (the reference model).
 import { availableParallelism } from "node:os";
 import { hashPrompt } from "../src/hashing/blockHash.js";
-import { hashPromptFast, hashPromptJs, hashPromptSequence } from "../src/hashing/prompt.js";
+import { hashPromptFast, hashPromptJs, hashPromptSequence, hashPromptWords } from "../src/hashing/prompt.js";
+import { runQueryComparison } from "./query.bench.js";
 import { CompactIndex } from "../src/indexer/compactIndex.js";
 import { PrefixIndex } from "../src/indexer/prefixIndex.js";
 import type { Overlaps } from "../src/indexer/types.js";
@@ -31,10 +32,13 @@ interface Impl {
   name: string;
   /** Applies events in one call (one round trip for shards), as a batching event source would. */
   applyNow(events: IndexEvent[]): void;
-  /** How this variant hashes prompts: as routing does (WebAssembly XXH3, sequence hashes alone) for compact ones, the native hasher per block for the others. */
-  hash(tokens: Uint32Array): bigint[];
+  /**
+   * Hashes a prompt and finds its overlaps: as routing does for compact ones
+   * (WebAssembly XXH3, sequence hashes as u32 words, findMatchesWords), the
+   * native hasher per block and bigint keys for the others.
+   */
+  query(tokens: Uint32Array): Overlaps;
   applyAll(events: readonly IndexEvent[]): void;
-  findMatches(seqs: readonly bigint[]): Overlaps;
   close(): Promise<void>;
 }
 
@@ -47,11 +51,11 @@ const nativeHash = (t: Uint32Array) => hashPrompt(t, BLOCK).sequence;
 async function makeImpl(kind: string, shards: number, entries: number): Promise<Impl> {
   if (kind === "naive") {
     const n = new NaiveIndex();
-    return { name: kind, hash: nativeHash, applyNow: (es) => es.forEach((e) => n.apply(e)), applyAll: (es) => es.forEach((e) => n.apply(e)), findMatches: (s) => n.findMatches(s), close: async () => {} };
+    return { name: kind, query: (t) => n.findMatches(nativeHash(t)), applyNow: (es) => es.forEach((e) => n.apply(e)), applyAll: (es) => es.forEach((e) => n.apply(e)), close: async () => {} };
   }
   if (kind === "reference") {
     const p = new PrefixIndex();
-    return { name: kind, hash: nativeHash, applyNow: (es) => es.forEach((e) => p.apply(e)), applyAll: (es) => es.forEach((e) => p.apply(e)), findMatches: (s) => p.findMatches(s), close: async () => {} };
+    return { name: kind, query: (t) => p.findMatches(nativeHash(t)), applyNow: (es) => es.forEach((e) => p.apply(e)), applyAll: (es) => es.forEach((e) => p.apply(e)), close: async () => {} };
   }
   const c = await CompactIndex.create({
     shards: kind === "compact" || kind === "compact-grown" ? 0 : shards,
@@ -59,12 +63,14 @@ async function makeImpl(kind: string, shards: number, entries: number): Promise<
   });
   return {
     name: kind,
-    hash: (t) => hashPromptSequence(t, BLOCK),
+    query: (t) => {
+      const s = hashPromptWords(t, BLOCK);
+      return c.findMatchesWords(s.words, s.length);
+    },
     applyNow: (es) => c.applyBatch(toEventBatch(es)),
     applyAll: (es) => {
       for (let i = 0; i < es.length; i += BATCH) c.applyBatch(toEventBatch(es.slice(i, i + BATCH)));
     },
-    findMatches: (s) => c.findMatches(s),
     close: () => c.close(),
   };
 }
@@ -143,7 +149,7 @@ function queryLatency(impl: Impl, prompts: Uint32Array[]): Latency & { meanOverl
   let overlap = 0;
   for (const p of prompts) {
     const t0 = process.hrtime.bigint();
-    const m = impl.findMatches(impl.hash(p));
+    const m = impl.query(p);
     samples.push(usSince(t0));
     let best = 0;
     for (const v of m.values()) best = Math.max(best, v);
@@ -229,7 +235,7 @@ function ingestWithQueries(impl: Impl, w: Workload, prompts: Uint32Array[]) {
   for (let i = 0; i < w.events.length; i += BATCH) {
     impl.applyAll(w.events.slice(i, i + BATCH));
     const t = process.hrtime.bigint();
-    impl.findMatches(impl.hash(prompts[q++ % prompts.length]));
+    impl.query(prompts[q++ % prompts.length]);
     samples.push(usSince(t));
   }
   const secs = usSince(t0) / 1e6;
@@ -260,7 +266,7 @@ function steadyIngest(impl: Impl, prompts: Uint32Array[], ms: number, rate: numb
       applied += batch.length;
     }
     if (performance.now() >= nextQuery) {
-      impl.findMatches(impl.hash(prompts[q++ % prompts.length]));
+      impl.query(prompts[q++ % prompts.length]);
       waits.push((performance.now() - nextQuery) * 1000);
       nextQuery += 1;
     }
@@ -365,6 +371,14 @@ export async function runIndexBench(workloads: Workload[], cfg: IndexBenchConfig
       }
     }
     res.findMatches8192Us = query;
+    // The query path now (u32 words; from wire bytes, decoded into the hasher) against the bigint path and before issue 21.
+    {
+      const c = await CompactIndex.create({ shards: 0, maxBlocks: w.storedBlocks });
+      for (let i = 0; i < w.events.length; i += BATCH) c.applyBatch(toEventBatch(w.events.slice(i, i + BATCH)));
+      runQueryComparison(c, prompts.slice(0, Math.min(200, prompts.length)), BLOCK, 1); // warm-up
+      res.queryVsBefore = runQueryComparison(c, prompts, BLOCK, 2 * cfg.repeats);
+      await c.close();
+    }
     res.ingestWithQueries = underIngest;
 
     const mem: Record<string, unknown> = {};

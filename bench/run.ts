@@ -46,6 +46,7 @@ const e2e = await runE2eBench(workloads[0], {
   concurrency: 64,
   rounds: smoke ? 1 : 3,
   shardVariants: [0, 1],
+  decodeBaseline: true,
 });
 
 log("lower tiers on the lookup path");
@@ -122,6 +123,12 @@ for (const [name, r] of Object.entries(index) as [string, any][]) {
   }
   const q = r.findMatches8192Us as Record<string, any>;
   for (const [k, v] of Object.entries(q)) rows.push([name, "find_matches 8192 tok p50/p99 us", k, `${f(v.p50, 1)} / ${f(v.p99, 1)}`, `${f(q.naive.p50 / v.p50, 1)}x naive p50`]);
+  const qv = r.queryVsBefore as { findMatchesWithHashing: Record<string, any>; hashing: Record<string, any> } | undefined;
+  for (const [group, title] of [["findMatchesWithHashing", "find_matches with prompt hashing p50 us: now | baseline"], ["hashing", "hash 8192 tokens p50 us: now | baseline"]] as const) {
+    for (const [k, v] of Object.entries(qv?.[group] ?? {})) {
+      rows.push([name, title, k, `${f(v.now.p50, 1)} | ${f(v.baseline.p50, 1)}`, `${f(v.ratioP50, 2)}x (passes ${f(v.ratioMin, 2)}-${f(v.ratioMax, 2)})`]);
+    }
+  }
   for (const [k, v] of Object.entries(r.ingestWithQueries as Record<string, any>)) {
     rows.push([name, "ingest+queries blocks/s | q p50/p99 us", k, `${f(v.storedBlocksPerSec)} | ${f(v.query.p50, 1)} / ${f(v.query.p99, 1)}`, ""]);
   }

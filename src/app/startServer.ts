@@ -106,6 +106,13 @@ export interface ServerOptions {
   rawDecodeHerePastWords?: number;
   /** Test hook: words of each index shard's queue and result rings (small rings fill and wrap often). */
   indexRingWords?: number;
+  /**
+   * FindBestWorker over gRPC decodes the prompt's token ids into a hasher's
+   * memory and hashes them there (default true, unless the router hashes Eagle
+   * windows); false decodes them into an array the router hashes (the
+   * benchmark's baseline).
+   */
+  hashOnDecode?: boolean;
   /** Most (worker, dp_rank) pairs the index (and the registry) hold; default 65,536. */
   maxWorkerRanks?: number;
   /** Most DumpIndex calls streaming at once; default 2. */
@@ -212,7 +219,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   }
   // IngestKvEvents decodes its own bytes (kvRouterService.ts: the hot-path decoder).
   // Prompts are hashed as they are decoded, unless the router hashes Eagle windows (from the token ids).
-  const promptHashing = opts.router.eagle ? undefined : { blockSize: opts.router.blockSize, maxTokens: opts.maxTokens };
+  const promptHashing = opts.router.eagle || opts.hashOnDecode === false ? undefined : { blockSize: opts.router.blockSize, maxTokens: opts.maxTokens };
   const findBestWorker = findBestWorkerDecoder(router.maxAllowedWorkers, promptHashing);
   server.addService(serviceDefinition(KvRouterService, ["ingestKvEvents"], { findBestWorker }), handlers);
   const health = new HealthImplementation({ "": "SERVING", [KV_ROUTER_SERVICE_NAME]: "SERVING" });
