@@ -47,6 +47,9 @@ import {
   enterAt,
   funcType,
   get,
+  I32_AND,
+  I32_OR,
+  I32_SHL,
   i32c,
   i64c,
   i64x2ExtractLane,
@@ -54,9 +57,11 @@ import {
   ifThenElse,
   load32,
   load64,
+  load8u,
   loopUntil,
   set,
   shuffle32,
+  store32,
   store64,
   tee,
   u64x2,
@@ -73,6 +78,7 @@ const FLIP4 = 320; // u64: the 4..8-byte path's key
 const FLIP9 = 328; // 2 x u64: the 9..16-byte path's keys
 const SWAPPED = 344; // 2 x 64 bytes: the scramble keys (secret 128..191), then the merge keys (11..74), u64 pairs swapped
 const KEYS_END = 472;
+const STOP = 504; // i32: where varints() stopped reading
 const INIT = 512; // 64 bytes: XXH3's initial accumulators, pairs swapped (seed-independent, written once)
 export const DATA = 576;
 
@@ -390,13 +396,50 @@ const hashBlocks = ifThenElse([...$("len"), ...i32c(1024), I32_GT_U], blocks(lon
       ifThenElse([...$("len"), ...i32c(16), I32_GT_U], blocks(mix17to128),
         ifThenElse([...$("len"), ...i32c(8), I32_GT_U], blocks(short9to16), blocks(short4to8))))));
 
+// ---- packed varints -----------------------------------------------------------
+/**
+ * varints(p, end, d) -> d': protobuf's packed varints from byte p on, each
+ * stored as a u32 at d, d + 4, ... The 1..4-byte ones only (token ids under
+ * 2^28): it stops at a varint of 5 bytes or more, leaving it to the caller,
+ * or once p >= end; where it stopped goes to STOP. As in WireReader.packedU32,
+ * a varint may run past end (the caller sees STOP > end and refuses it).
+ */
+const VP = 0;
+const VEND = 1;
+const VD = 2;
+const VX = 3;
+const VV = 4;
+const varintByte = (k: number) => [...get(VP), ...load8u(k), ...tee(VX), ...i32c(0x7f), I32_AND, ...(k === 0 ? [] : [...i32c(7 * k), I32_SHL, ...get(VV), I32_OR]), ...set(VV)];
+const varintEnds = [...get(VX), ...i32c(0x80), I32_LT_U];
+const advance = (n: number) => [...get(VP), ...i32c(n), I32_ADD, ...set(VP)];
+const varintsBody = [
+  ...loopUntil([...get(VP), ...get(VEND), I32_GE_U], [
+    ...varintByte(0),
+    ...ifThenElse(varintEnds, advance(1), [
+      ...varintByte(1),
+      ...ifThenElse(varintEnds, advance(2), [
+        ...varintByte(2),
+        ...ifThenElse(varintEnds, advance(3), [
+          ...varintByte(3),
+          // 5 bytes or more: the caller reads it (br 5: out of the four ifs, the loop and the loop's block)
+          ...ifThenElse(varintEnds, advance(4), [0x0c, 5]),
+        ]),
+      ]),
+    ]),
+    ...get(VD), ...get(VV), ...store32(0),
+    ...get(VD), ...i32c(4), I32_ADD, ...set(VD),
+  ]),
+  ...i32c(0), ...get(VP), ...store32(STOP),
+  ...get(VD),
+];
+
 export function buildModule(): Uint8Array {
   return assemble({
-    types: [funcType([I32, I32, I32, I32, I32], [])],
-    funcTypes: [0],
-    bodies: [body(LOCALS.map(([t, names]) => [names.length, t]), hashBlocks)],
+    types: [funcType([I32, I32, I32, I32, I32], []), funcType([I32, I32, I32], [I32])],
+    funcTypes: [0, 1],
+    bodies: [body(LOCALS.map(([t, names]) => [names.length, t]), hashBlocks), body([[2, I32]], varintsBody)],
     memoryPages: 2,
-    exports: { hash: 0 },
+    exports: { hash: 0, varints: 1 },
   });
 }
 
@@ -423,6 +466,14 @@ export interface WasmHasher {
    */
   tokenSpace(tokens: number, blockSize: number): Uint32Array;
   /**
+   * Packed varints (protobuf's, read as WireReader.packedU32 reads them: the
+   * low 32 bits of each) of bytes [from, to) into the token space from token
+   * `at` on, decoded in WebAssembly. Returns the new token count, or -1 when
+   * a varint is irregular or crosses `to`, or when `at + (to - from)` passes
+   * the space (each varint takes at least a byte: no check per value).
+   */
+  packedTokens(bytes: Uint8Array, from: number, to: number, at: number): number;
+  /**
    * Local hashes of `blocks` blocks of `blockSize` tokens starting at token
    * `first` of the token space, as (lo, hi) u32 pairs (a view, valid until
    * the next call).
@@ -438,14 +489,17 @@ export function createWasmHasher(): WasmHasher {
   const instance = new WA.Instance(compiled, {});
   const memory = instance.exports.mem as WasmMemory;
   const hashFn = instance.exports.hash as (tok: number, blockBytes: number, n: number, out: number, chain: number) => void;
+  const varintsFn = instance.exports.varints as (p: number, end: number, d: number) => number;
   // Views over the memory, made again when it grows (growing detaches the old buffer).
   let buffer = memory.buffer;
+  let u8 = new Uint8Array(buffer);
   let u32 = new Uint32Array(buffer);
   let u64 = new BigUint64Array(buffer);
   const ensure = (bytes: number) => {
     if (bytes > memory.buffer.byteLength) memory.grow(Math.ceil((bytes - memory.buffer.byteLength) / 65536));
     if (buffer !== memory.buffer) {
       buffer = memory.buffer;
+      u8 = new Uint8Array(buffer);
       u32 = new Uint32Array(buffer);
       u64 = new BigUint64Array(buffer);
     }
@@ -484,12 +538,43 @@ export function createWasmHasher(): WasmHasher {
     return out / 8;
   };
   let spaceTokens = 0;
+  /** Where packedTokens() copies varint bytes in: after the space's hashes. */
+  let spaceBytes = 0;
   return {
     tokenSpace(tokens, blockSize) {
-      // The hashes go after the tokens: one (lo, hi) pair per whole block.
-      ensure(DATA + tokens * 4 + (Math.floor(tokens / blockSize) + 1) * 8);
+      // After the tokens: one (lo, hi) hash pair per whole block, then room for `tokens` bytes of
+      // packed varints (packedTokens) and the few bytes its reads may run past them. Nothing
+      // after this call grows the memory, so the view stays valid.
+      spaceBytes = DATA + tokens * 4 + (Math.floor(tokens / blockSize) + 1) * 8;
+      ensure(spaceBytes + tokens + 8);
       spaceTokens = tokens;
       return new Uint32Array(buffer, DATA, tokens);
+    },
+    packedTokens(bytes, from, to, at) {
+      const len = to - from;
+      if (len < 0 || at + len > spaceTokens) return -1;
+      u8.set(bytes.subarray(from, to), spaceBytes);
+      const end = spaceBytes + len;
+      let p = spaceBytes;
+      let d = DATA + 4 * at;
+      for (;;) {
+        d = varintsFn(p, end, d);
+        p = u32[STOP / 4];
+        if (p >= end) break;
+        // A varint of 5 bytes or more, by WireReader.varint's rules: at most 10 bytes, the 10th at most 1.
+        let lo = 0;
+        for (let i = 0; ; i++) {
+          if (p >= end || i === 10) return -1;
+          const x = u8[p++];
+          if (i < 4) lo |= (x & 0x7f) << (7 * i);
+          else if (i === 4) lo |= (x & 0x0f) << 28;
+          else if (i === 9 && x > 1) return -1;
+          if (x < 0x80) break;
+        }
+        u32[d / 4] = lo >>> 0;
+        d += 4;
+      }
+      return p > end ? -1 : (d - DATA) / 4;
     },
     sequenceWords(tokens, blockSize, seed) {
       const n = Math.floor(tokens.length / blockSize);
