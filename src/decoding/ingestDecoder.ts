@@ -236,7 +236,11 @@ export class IngestDecoder {
       if (field === 2 && wt === 2) {
         // Packed token ids: the inner loop of ingest.
         const len = this.length(end);
-        t = this.r.packedU32(this.r.pos + len, tokens, t);
+        if (this.hasher !== undefined) {
+          // Decoded in WebAssembly straight into the token space (WireReader's reading rules).
+          t = this.hasher.packedTokens(r.buf, r.pos, r.pos + len, t);
+          r.pos += len;
+        } else t = r.packedU32(r.pos + len, tokens, t);
         if (t < 0) throw SLOW;
       } else if (field === 2 && wt === 0) {
         this.varint(end);
