@@ -350,12 +350,12 @@ describe("CompactIndex matches PrefixIndex (seeded random streams)", () => {
   });
 
   // The other layouts the core picks: u32 slot arrays past 65,536 worker
-  // ranks, stamp rebases and f64 stamps (a tiny stamp window) and dense parent
-  // arrays.
+  // ranks, stamp deltas in the side store (a Map, then a dense array) and
+  // dense parent arrays.
   const layouts = [
     { name: "u32 slots", opts: { maxWorkerRanks: 65_537 } },
-    { name: "stamp window 16, dense parents from 2", opts: { initialEntries: 16, core: { stampWindow: 16, denseParentsAt: 2 } } },
-    { name: "stamp window 256, u32 slots", opts: { initialEntries: 16, maxWorkerRanks: 1 << 20, core: { stampWindow: 256 } } },
+    { name: "stamp deltas over 1 in the side store, dense from 2; dense parents from 2", opts: { initialEntries: 16, core: { inlineStampDelta: 1, denseStampsAt: 2, denseParentsAt: 2 } } },
+    { name: "every stamp delta in the side store's Map, u32 slots", opts: { initialEntries: 16, maxWorkerRanks: 1 << 20, core: { inlineStampDelta: 0, denseStampsAt: Infinity } } },
   ];
   for (const { name, opts } of layouts) {
     it(`${name}: 200 + 200 cases, with and without eviction`, () => {

@@ -39,15 +39,23 @@ export const SLOT_LIMIT = 1 << SLOT_BITS;
 const SLOT_KEY_SPACE = 1 << 21;
 const TWO32 = 4294967296;
 
-/** Parent modes (eMode): no parent; the parent is the list predecessor's external hash; the parent hash is in the cold store. */
+/** Parent modes (the low bits of eMeta): no parent; the parent is the list predecessor's external hash; the parent hash is in the cold store. */
 const P_NONE = 0;
 const P_PREV = 1;
 const P_COLD = 2;
+const MODE_MASK = 3;
+/** eMeta's high 6 bits: the stamp delta from the list predecessor, or STAMP_ESC (the delta is in a side store). */
+const DELTA_SHIFT = 2;
+const STAMP_ESC = 63;
+/** Dense stamp deltas: this value sends the delta to the Map (it does not fit a u32). */
+const DENSE_BIG = 0xffffffff;
 
 /** Test hooks; the defaults are what the server runs. */
 export interface CoreOptions {
-  /** Span of store stamps one u32 offset covers before a rebase (default 2^32). */
-  stampWindow?: number;
+  /** Largest stamp delta kept in the entry's meta byte (default and most 62); larger ones go to the side store. */
+  inlineStampDelta?: number;
+  /** Side-store stamp deltas kept in a Map before they move to a dense array (default an eighth of the entry capacity). */
+  denseStampsAt?: number;
   /** Cold parents kept in a Map before they move to dense arrays (default an eighth of the entry capacity). */
   denseParentsAt?: number;
 }
@@ -139,16 +147,21 @@ export class CompactCore {
   private eExtHi = new Uint32Array(0);
   private eLocLo = new Uint32Array(0);
   private eLocHi = new Uint32Array(0);
-  /** Parent mode, P_*. */
-  private eMode = new Uint8Array(0);
   /**
-   * Store stamps as u32 offsets from stampBase (a slot's list is in stamp
-   * order, so a rebase to the oldest head keeps them exact); Float64Array of
-   * absolute stamps if live stamps ever span more than the window.
+   * Parent mode (P_*, low 2 bits) and store stamp (high 6 bits). A slot's
+   * list is in stamp order and stamps are only read walking it from the head
+   * (eviction, oldestStamps), so an entry keeps the delta from its list
+   * predecessor's stamp: blocks of one event are 1 apart. Deltas over
+   * inlineDelta (the first block of most events) are STAMP_ESC with the delta
+   * in a Map, then in eDelta once more than denseStampsAt need it. The head's
+   * and the tail's absolute stamps are per slot (headStamp, tailStamp).
    */
-  private eStamp: Uint32Array | Float64Array = new Uint32Array(0);
-  private stampBase = 0;
-  private stampWindow: number;
+  private eMeta = new Uint8Array(0);
+  private readonly inlineDelta: number;
+  private readonly bigDelta = new Map<number, number>();
+  /** Dense side-store deltas (empty until denseStampsAt); DENSE_BIG sends a delta to bigDelta. */
+  private eDelta = new Uint32Array(0);
+  private readonly denseStampsAt: number | undefined;
   /** u16 when every slot fits (up to 65,536 worker ranks), else u32. */
   private eSlot: Uint16Array | Uint32Array;
   private eNode = new Int32Array(0);
@@ -196,9 +209,11 @@ export class CompactCore {
 
   /** (node * SLOT_KEY_SPACE + slot) -> extra holds of one sequence hash through several external hashes. */
   private readonly extra = new Map<number, number>();
-  // per-slot list heads of this core
-  private readonly head: Int32Array;
-  private readonly tail: Int32Array;
+  // Per-slot list ends and their absolute stamps, sized by the highest slot this core owned (not by the slot table).
+  private head = new Int32Array(0);
+  private tail = new Int32Array(0);
+  private headStamp = new Float64Array(0);
+  private tailStamp = new Float64Array(0);
   /** Slots this core owns, for ranks-of-worker scans and eviction. */
   private readonly owned = new Set<number>();
   /** Entries dropped by evictThrough. */
@@ -210,11 +225,10 @@ export class CompactCore {
     opts: CoreOptions = {},
   ) {
     if (slots.slots > SLOT_LIMIT) throw new RangeError(`${slots.slots} worker ranks: the index holds at most ${SLOT_LIMIT}`);
-    this.stampWindow = opts.stampWindow ?? TWO32;
+    this.inlineDelta = Math.min(STAMP_ESC - 1, opts.inlineStampDelta ?? STAMP_ESC - 1);
+    this.denseStampsAt = opts.denseStampsAt;
     this.denseParentsAt = opts.denseParentsAt;
     this.eSlot = slots.slots <= 65_536 ? new Uint16Array(0) : new Uint32Array(0);
-    this.head = new Int32Array(slots.slots).fill(-1);
-    this.tail = new Int32Array(slots.slots).fill(-1);
     // Blocks are usually shared by several workers: node arrays start at a quarter of the entries and grow if
     // needed; the node table at half of them (a rehash costs more than growing the arrays).
     this.growEntries(Math.max(16, initialEntries));
@@ -403,16 +417,25 @@ export class CompactCore {
   /** Stamps of up to `max` oldest entries, ascending, into out; returns how many. */
   oldestStamps(max: number, out: Float64Array): number {
     const cursors: number[] = [];
-    for (const s of this.owned) if (this.head[s] >= 0) cursors.push(this.head[s]);
+    const stamps: number[] = [];
+    for (const s of this.owned) {
+      if (this.head[s] < 0) continue;
+      cursors.push(this.head[s]);
+      stamps.push(this.headStamp[s]);
+    }
     let k = 0;
     while (k < max && cursors.length > 0) {
       let best = 0;
-      for (let i = 1; i < cursors.length; i++) if (this.eStamp[cursors[i]] < this.eStamp[cursors[best]]) best = i;
-      const e = cursors[best];
-      out[k++] = this.stampBase + this.eStamp[e];
-      const next = this.eNext[e];
-      if (next >= 0) cursors[best] = next;
-      else cursors.splice(best, 1);
+      for (let i = 1; i < cursors.length; i++) if (stamps[i] < stamps[best]) best = i;
+      out[k++] = stamps[best];
+      const next = this.eNext[cursors[best]];
+      if (next >= 0) {
+        cursors[best] = next;
+        stamps[best] += this.deltaOf(next);
+      } else {
+        cursors.splice(best, 1);
+        stamps.splice(best, 1);
+      }
     }
     return k;
   }
@@ -420,9 +443,8 @@ export class CompactCore {
   /** Evicts every entry stored at or before `stamp`; returns how many. */
   evictThrough(stamp: number): number {
     let n = 0;
-    const rel = stamp - this.stampBase;
     for (const s of this.owned) {
-      while (this.head[s] >= 0 && this.eStamp[this.head[s]] <= rel) {
+      while (this.head[s] >= 0 && this.headStamp[s] <= stamp) {
         this.release(this.head[s]);
         n++;
       }
@@ -453,7 +475,7 @@ export class CompactCore {
       out[o + 1] = this.eExtHi[e];
       out[o + 2] = this.eLocLo[e];
       out[o + 3] = this.eLocHi[e];
-      const mode = this.eMode[e];
+      const mode = this.eMeta[e] & MODE_MASK;
       if (mode === P_PREV) {
         const p = this.ePrev[e];
         out[o + 4] = this.eExtLo[p];
@@ -486,10 +508,34 @@ export class CompactCore {
 
   /** Bytes held in typed arrays (capacity, not just use). */
   arrayBytes(): number {
-    const entryArrays = [this.eExtLo, this.eExtHi, this.eLocLo, this.eLocHi, this.eMode, this.eStamp, this.eSlot, this.eNode, this.ePrev, this.eNext, this.ePLo, this.ePHi];
-    let bytes = this.coldPairs.byteLength + this.eTab.byteLength + this.nTab.byteLength + this.head.byteLength * 2;
-    for (const a of entryArrays) bytes += a.byteLength;
-    return bytes + this.nLo.byteLength + this.nHi.byteLength + this.holders.bytes();
+    let bytes = 0;
+    for (const [, b] of this.arrayBreakdown()) bytes += b;
+    return bytes;
+  }
+
+  /** arrayBytes() by array, for the benchmarks and docs/indexer.md. */
+  arrayBreakdown(): [string, number][] {
+    const rows: [string, number][] = [
+      ["entry: external hash", this.eExtLo.byteLength + this.eExtHi.byteLength],
+      ["entry: local hash", this.eLocLo.byteLength + this.eLocHi.byteLength],
+      ["entry: parent mode + stamp delta", this.eMeta.byteLength],
+      ["entry: slot", this.eSlot.byteLength],
+      ["entry: node", this.eNode.byteLength],
+      ["entry: list links", this.ePrev.byteLength + this.eNext.byteLength],
+      ["entry: cold parents", this.coldPairs.byteLength + this.ePLo.byteLength + this.ePHi.byteLength],
+      ["entry: dense stamp deltas", this.eDelta.byteLength],
+      ["entry table", this.eTab.byteLength],
+      ["node: sequence hash", this.nLo.byteLength + this.nHi.byteLength],
+      ["node: holder sets", this.holders.bytes()],
+      ["node table", this.nTab.byteLength],
+      ["per slot: list ends and stamps", this.perSlotBytes()],
+    ];
+    return rows;
+  }
+
+  /** Bytes of this core's per-slot arrays (sized by the highest slot it owned). */
+  perSlotBytes(): number {
+    return this.head.byteLength + this.tail.byteLength + this.headStamp.byteLength + this.tailStamp.byteLength;
   }
 
   // ---- slots -------------------------------------------------------------
@@ -502,9 +548,26 @@ export class CompactCore {
     st.widLo[slot] = widLo;
     st.widHi[slot] = widHi;
     st.rank[slot] = rank;
+    if (slot >= this.head.length) this.growSlots(slot + 1);
     this.head[slot] = -1;
     this.tail[slot] = -1;
     this.owned.add(slot);
+  }
+
+  private growSlots(need: number): void {
+    const n = Math.min(this.slots.slots, Math.max(need, Math.ceil(this.head.length * 1.5), 64));
+    const head = new Int32Array(n).fill(-1);
+    head.set(this.head);
+    const tail = new Int32Array(n).fill(-1);
+    tail.set(this.tail);
+    const hs = new Float64Array(n);
+    hs.set(this.headStamp);
+    const ts = new Float64Array(n);
+    ts.set(this.tailStamp);
+    this.head = head;
+    this.tail = tail;
+    this.headStamp = hs;
+    this.tailStamp = ts;
   }
 
   private ranksOf(widLo: number, widHi: number): number[] {
@@ -524,7 +587,8 @@ export class CompactCore {
         this.extra.delete(node * SLOT_KEY_SPACE + slot);
         if (this.holders.isEmpty(node)) this.freeNode(node);
       }
-      if (this.eMode[e] === P_COLD) this.dropCold(e);
+      if ((this.eMeta[e] & MODE_MASK) === P_COLD) this.dropCold(e);
+      this.takeDelta(e);
       this.unlinkEntryTable(e);
       this.freeEntry(e);
       e = next;
@@ -565,11 +629,16 @@ export class CompactCore {
     this.eLocLo[e] = lLo;
     this.eLocHi[e] = lHi;
     const t = this.tail[slot];
-    if (!hasParent) this.eMode[e] = P_NONE;
-    else if (t >= 0 && this.eExtLo[t] === pLo && this.eExtHi[t] === pHi) this.eMode[e] = P_PREV;
-    else this.setCold(e, pLo, pHi);
-    if (stamp - this.stampBase >= this.stampWindow) this.rebaseStamps(stamp);
-    this.eStamp[e] = stamp - this.stampBase;
+    // A fresh meta byte (a reused entry's is stale): the mode, then the stamp delta.
+    if (!hasParent) this.eMeta[e] = P_NONE;
+    else if (t >= 0 && this.eExtLo[t] === pLo && this.eExtHi[t] === pHi) this.eMeta[e] = P_PREV;
+    else {
+      this.eMeta[e] = P_NONE;
+      this.setCold(e, pLo, pHi);
+    }
+    if (t >= 0) this.setDelta(e, stamp - this.tailStamp[slot]);
+    else this.headStamp[slot] = stamp;
+    this.tailStamp[slot] = stamp;
     this.eSlot[e] = slot;
     // Before the list append: a rehash here puts every listed entry in the table.
     if ((this.entries + 1) * 4 <= this.eTab.length * 3 && this.eTab === missTab) {
@@ -605,8 +674,16 @@ export class CompactCore {
     const p = this.ePrev[e];
     const nx = this.eNext[e];
     // The successor's predecessor changes: its parent hash (this entry's) moves to the cold store.
-    if (nx >= 0 && this.eMode[nx] === P_PREV) this.setCold(nx, this.eExtLo[e], this.eExtHi[e]);
-    if (this.eMode[e] === P_COLD) this.dropCold(e);
+    if (nx >= 0 && (this.eMeta[nx] & MODE_MASK) === P_PREV) this.setCold(nx, this.eExtLo[e], this.eExtHi[e]);
+    if ((this.eMeta[e] & MODE_MASK) === P_COLD) this.dropCold(e);
+    // Stamps: the successor's delta grows by this entry's; a new head takes its stamp into headStamp.
+    if (p < 0) {
+      if (nx >= 0) this.headStamp[slot] += this.takeDelta(nx);
+    } else {
+      const d = this.takeDelta(e);
+      if (nx >= 0) this.setDelta(nx, d + this.takeDelta(nx));
+      else this.tailStamp[slot] -= d;
+    }
     if (p >= 0) this.eNext[p] = nx;
     else this.head[slot] = nx;
     if (nx >= 0) this.ePrev[nx] = p;
@@ -647,10 +724,8 @@ export class CompactCore {
     this.eExtHi = grownU32(this.eExtHi, cap);
     this.eLocLo = grownU32(this.eLocLo, cap);
     this.eLocHi = grownU32(this.eLocHi, cap);
-    this.eMode = grownU8(this.eMode, cap);
-    const stamp = this.eStamp instanceof Float64Array ? new Float64Array(cap) : new Uint32Array(cap);
-    stamp.set(this.eStamp);
-    this.eStamp = stamp;
+    this.eMeta = grownU8(this.eMeta, cap);
+    if (this.eDelta.length > 0) this.eDelta = grownU32(this.eDelta, cap);
     const slot = this.eSlot instanceof Uint16Array ? new Uint16Array(cap) : new Uint32Array(cap);
     slot.set(this.eSlot);
     this.eSlot = slot;
@@ -667,7 +742,7 @@ export class CompactCore {
   // ---- cold parents and stamps -------------------------------------------
 
   private setCold(e: number, lo: number, hi: number): void {
-    this.eMode[e] = P_COLD;
+    this.eMeta[e] = (this.eMeta[e] & ~MODE_MASK) | P_COLD;
     if (this.ePLo.length > 0) {
       this.ePLo[e] = lo;
       this.ePHi[e] = hi;
@@ -715,21 +790,53 @@ export class CompactCore {
     this.coldTop = 0;
   }
 
-  /** Moves stampBase to the oldest live stamp so `stamp` fits the window; past that, absolute f64 stamps. */
-  private rebaseStamps(stamp: number): void {
-    let min = stamp;
-    for (const s of this.owned) for (let e = this.head[s]; e >= 0; e = this.eNext[e]) min = Math.min(min, this.stampBase + this.eStamp[e]);
-    if (stamp - min < this.stampWindow) {
-      const d = min - this.stampBase;
-      for (const s of this.owned) for (let e = this.head[s]; e >= 0; e = this.eNext[e]) this.eStamp[e] -= d;
-      this.stampBase = min;
+  /** The stamp delta of `e` from its list predecessor (not the head's: headStamp has it). */
+  private deltaOf(e: number): number {
+    const c = this.eMeta[e] >>> DELTA_SHIFT;
+    if (c !== STAMP_ESC) return c;
+    if (this.eDelta.length > 0 && this.eDelta[e] !== DENSE_BIG) return this.eDelta[e];
+    return this.bigDelta.get(e)!;
+  }
+
+  /** deltaOf(e), dropping it from the side store (e is leaving, or its delta is about to change). */
+  private takeDelta(e: number): number {
+    const c = this.eMeta[e] >>> DELTA_SHIFT;
+    this.eMeta[e] &= MODE_MASK;
+    if (c !== STAMP_ESC) return c;
+    if (this.eDelta.length > 0 && this.eDelta[e] !== DENSE_BIG) return this.eDelta[e];
+    const d = this.bigDelta.get(e)!;
+    this.bigDelta.delete(e);
+    return d;
+  }
+
+  /** Sets e's stamp delta; its side-store delta, if any, must have been taken. */
+  private setDelta(e: number, d: number): void {
+    const mode = this.eMeta[e] & MODE_MASK;
+    if (d >= 0 && d <= this.inlineDelta) {
+      this.eMeta[e] = mode | (d << DELTA_SHIFT);
       return;
     }
-    const wide = new Float64Array(this.eCap);
-    for (let e = 0; e < this.eTop; e++) wide[e] = this.stampBase + this.eStamp[e];
-    this.eStamp = wide;
-    this.stampBase = 0;
-    this.stampWindow = Infinity;
+    this.eMeta[e] = mode | (STAMP_ESC << DELTA_SHIFT);
+    if (this.eDelta.length > 0 && d >= 0 && d < DENSE_BIG) {
+      this.eDelta[e] = d;
+      return;
+    }
+    if (this.eDelta.length > 0) this.eDelta[e] = DENSE_BIG;
+    this.bigDelta.set(e, d);
+    // A Map entry costs several times the 4 bytes per entry of a dense array.
+    if (this.eDelta.length === 0 && this.bigDelta.size > (this.denseStampsAt ?? this.eCap >>> 3)) this.densifyStamps();
+  }
+
+  private densifyStamps(): void {
+    this.eDelta = new Uint32Array(this.eCap);
+    for (const [e, d] of this.bigDelta) {
+      if (d < 0 || d >= DENSE_BIG) {
+        this.eDelta[e] = DENSE_BIG;
+        continue;
+      }
+      this.eDelta[e] = d;
+      this.bigDelta.delete(e);
+    }
   }
 
   // Open-addressing tables with one u32 per bucket: hash bits beside the
