@@ -9,8 +9,10 @@
 //   by 1-4 random ranks out of N, each holding a prefix of 64-128 blocks.
 //
 // Memory: the core sized for its pairs (as --max-blocks sizes it), per
-// (block, worker) pair held, without the per-rank tables (34 bytes per rank
-// the index is sized for, reported apart): its typed arrays (what
+// (block, worker) pair held, without the per-rank tables (the slot table's
+// 26 bytes per rank the index is sized for, and the core's own: 8 bytes per
+// such rank in the baseline, 24 per rank up to the highest held today;
+// reported apart): its typed arrays (what
 // kvrouter_index_memory_bytes reports) and V8's heap + array buffers. The
 // baseline holds fewer blocks where a full run would not fit in memory (its
 // cost per block is fixed by the rank count). find_matches is timed on the
@@ -94,6 +96,11 @@ export class Driver {
 
   bytes(): number {
     return this.core.arrayBytes();
+  }
+
+  /** The core's per-rank arrays: the baseline's list heads (8 bytes per rank it is sized for), today's list ends and stamps (24 per rank up to the highest it holds). */
+  coreRankBytes(maxSlots: number): number {
+    return this.core instanceof CompactCore ? this.core.perSlotBytes() : maxSlots * 8;
   }
 
   get entries(): number {
@@ -222,7 +229,7 @@ export interface ScenarioResult {
   bytesPerPair: number;
   /** The same from V8 (heap + array buffers the core added, its Maps and Sets included). */
   heapBytesPerPair: number;
-  /** Per-rank tables (slot table, list heads): 34 bytes per rank the index is sized for, whatever it holds. */
+  /** Per-rank tables: the slot table (26 bytes per rank the index is sized for) and the core's (coreRankBytes). */
   perRankMB: number;
   /** Index arrays in all. */
   indexMB: number;
@@ -236,8 +243,6 @@ export interface ScenarioResult {
   vsBaselineP50?: number;
 }
 
-/** Slot table (26 bytes: SlotTable.bytes) and list heads (8) per rank the index is sized for. */
-const PER_RANK_BYTES = 34;
 
 /** Builds one core of `kind` for a scenario, sized for its pairs as --max-blocks would, and measures memory and ingest; the core stays for queries. */
 function build(kind: CoreKind, s: Scenario): { driver: Driver; result: Omit<ScenarioResult, "findMatchesUs" | "findMatchesRoundP50" | "meanAnswers"> } {
@@ -262,9 +267,9 @@ function build(kind: CoreKind, s: Scenario): { driver: Driver; result: Omit<Scen
       ranks: s.ranks,
       pairs,
       // The core's arrays count its list heads (8 bytes per rank); the slot table (26) is the index front-end's.
-      bytesPerPair: (driver.bytes() - s.maxSlots * 8) / pairs,
-      heapBytesPerPair: (heap1 - heap0 - s.maxSlots * PER_RANK_BYTES) / pairs,
-      perRankMB: (s.maxSlots * PER_RANK_BYTES) / 2 ** 20,
+      bytesPerPair: (driver.bytes() - driver.coreRankBytes(s.maxSlots)) / pairs,
+      heapBytesPerPair: (heap1 - heap0 - SlotTable.bytes(s.maxSlots) - driver.coreRankBytes(s.maxSlots)) / pairs,
+      perRankMB: (SlotTable.bytes(s.maxSlots) + driver.coreRankBytes(s.maxSlots)) / 2 ** 20,
       indexMB: driver.bytes() / 2 ** 20,
       ingestPairsPerSec: s.pairs / secs,
     },
