@@ -350,11 +350,11 @@ describe("CompactIndex matches PrefixIndex (seeded random streams)", () => {
   });
 
   // The other layouts the core picks: u32 slot arrays past 65,536 worker
-  // ranks, stamp deltas in the side store (a Map, then a dense array) and
-  // dense parent arrays.
+  // ranks, stamp deltas in the side store (a Map, then a dense array), dense
+  // parent arrays and dense arrays of local hashes unlike their node's.
   const layouts = [
     { name: "u32 slots", opts: { maxWorkerRanks: 65_537 } },
-    { name: "stamp deltas over 1 in the side store, dense from 2; dense parents from 2", opts: { initialEntries: 16, core: { inlineStampDelta: 1, denseStampsAt: 2, denseParentsAt: 2 } } },
+    { name: "stamp deltas over 1 in the side store, dense from 2; dense parents and local hashes from 2", opts: { initialEntries: 16, core: { inlineStampDelta: 1, denseStampsAt: 2, denseParentsAt: 2, denseLocalsAt: 2 } } },
     { name: "every stamp delta in the side store's Map, u32 slots", opts: { initialEntries: 16, maxWorkerRanks: 1 << 20, core: { inlineStampDelta: 0, denseStampsAt: Infinity } } },
   ];
   for (const { name, opts } of layouts) {

@@ -30,6 +30,7 @@ import {
 } from "./records.js";
 import { seqHash32, seqOut } from "../hashing/sequence.js";
 import { HolderSets, SLOT_BITS } from "./holderSets.js";
+import { ColdPairs } from "./coldPairs.js";
 
 /** Default (and historical) number of (worker, dp_rank) slots: --max-worker-ranks. */
 export const MAX_SLOTS = 65_536;
@@ -44,20 +45,26 @@ const P_NONE = 0;
 const P_PREV = 1;
 const P_COLD = 2;
 const MODE_MASK = 3;
-/** eMeta's high 6 bits: the stamp delta from the list predecessor, or STAMP_ESC (the delta is in a side store). */
-const DELTA_SHIFT = 2;
-const STAMP_ESC = 63;
+/** eMeta bit: the entry's local hash is not its node's (it is in coldLocals). */
+const LOCAL_COLD = 4;
+/** eMeta's bits below the stamp delta. */
+const LOW_MASK = 7;
+/** eMeta's high 5 bits: the stamp delta from the list predecessor, or STAMP_ESC (the delta is in a side store). */
+const DELTA_SHIFT = 3;
+const STAMP_ESC = 31;
 /** Dense stamp deltas: this value sends the delta to the Map (it does not fit a u32). */
 const DENSE_BIG = 0xffffffff;
 
 /** Test hooks; the defaults are what the server runs. */
 export interface CoreOptions {
-  /** Largest stamp delta kept in the entry's meta byte (default and most 62); larger ones go to the side store. */
+  /** Largest stamp delta kept in the entry's meta byte (default and most 30); larger ones go to the side store. */
   inlineStampDelta?: number;
   /** Side-store stamp deltas kept in a Map before they move to a dense array (default an eighth of the entry capacity). */
   denseStampsAt?: number;
   /** Cold parents kept in a Map before they move to dense arrays (default an eighth of the entry capacity). */
   denseParentsAt?: number;
+  /** Local hashes unlike their node's kept in a Map before they move to dense arrays (default an eighth of the entry capacity). */
+  denseLocalsAt?: number;
 }
 
 /** Per-slot state shared between a shard and the main thread. */
@@ -145,7 +152,6 @@ function grownU8(a: Uint8Array, cap: number): Uint8Array<ArrayBuffer> {
  */
 export const DUMP_WORDS = 9;
 
-const coldOut = { lo: 0, hi: 0 };
 
 export class CompactCore {
   // entries (struct of arrays)
@@ -154,8 +160,6 @@ export class CompactCore {
   private eFree = -1;
   private eExtLo = new Uint32Array(0);
   private eExtHi = new Uint32Array(0);
-  private eLocLo = new Uint32Array(0);
-  private eLocHi = new Uint32Array(0);
   /**
    * Parent mode (P_*, low 2 bits) and store stamp (high 6 bits). A slot's
    * list is in stamp order and stamps are only read walking it from the head
@@ -176,15 +180,16 @@ export class CompactCore {
   private eNode = new Int32Array(0);
   private ePrev = new Int32Array(0);
   private eNext = new Int32Array(0);
-  /** Cold parent hashes: entry -> index of a (lo, hi) pair in coldPairs, until denseParentsAt of them... */
-  private readonly coldParent = new Map<number, number>();
-  private coldPairs = new Uint32Array(64);
-  private coldFree: number[] = [];
-  private coldTop = 0;
-  /** ...then per-entry arrays (empty until then). */
-  private ePLo = new Uint32Array(0);
-  private ePHi = new Uint32Array(0);
-  private readonly denseParentsAt: number | undefined;
+  /** Parent hashes of P_COLD entries. */
+  private readonly coldParents: ColdPairs;
+  /**
+   * Local hashes of LOCAL_COLD entries. The local hash is only read by dump,
+   * and nearly always the same for every holder of a sequence hash, so it
+   * sits on the node (8 bytes per node, not per entry); an entry whose local
+   * hash differs (a routed store, whose local hash is its sequence hash,
+   * beside an engine's; a restore) keeps its own here.
+   */
+  private readonly coldLocals: ColdPairs;
   /** Live entries: the (block, worker) pairs the index holds. */
   entries = 0;
   /**
@@ -202,6 +207,9 @@ export class CompactCore {
   private nFree = -1;
   private nLo = new Uint32Array(0);
   private nHi = new Uint32Array(0);
+  /** The local hash of the entry that created the node. */
+  private nLocLo = new Uint32Array(0);
+  private nLocHi = new Uint32Array(0);
   /** Which slots hold each node. */
   private readonly holders = new HolderSets();
   /** Live nodes: distinct sequence hashes held by at least one worker. */
@@ -236,7 +244,8 @@ export class CompactCore {
     if (slots.slots > SLOT_LIMIT) throw new RangeError(`${slots.slots} worker ranks: the index holds at most ${SLOT_LIMIT}`);
     this.inlineDelta = Math.min(STAMP_ESC - 1, opts.inlineStampDelta ?? STAMP_ESC - 1);
     this.denseStampsAt = opts.denseStampsAt;
-    this.denseParentsAt = opts.denseParentsAt;
+    this.coldParents = new ColdPairs(opts.denseParentsAt);
+    this.coldLocals = new ColdPairs(opts.denseLocalsAt);
     this.eSlot = slots.slots <= 65_536 ? new Uint16Array(0) : new Uint32Array(0);
     // Blocks are usually shared by several workers: node arrays start at a quarter of the entries and grow if
     // needed; the node table at half of them (a rehash costs more than growing the arrays).
@@ -482,17 +491,24 @@ export class CompactCore {
       const node = this.eNode[e];
       out[o] = this.eExtLo[e];
       out[o + 1] = this.eExtHi[e];
-      out[o + 2] = this.eLocLo[e];
-      out[o + 3] = this.eLocHi[e];
-      const mode = this.eMeta[e] & MODE_MASK;
+      const meta = this.eMeta[e];
+      if ((meta & LOCAL_COLD) !== 0) {
+        this.coldLocals.get(e);
+        out[o + 2] = this.coldLocals.outLo;
+        out[o + 3] = this.coldLocals.outHi;
+      } else {
+        out[o + 2] = this.nLocLo[node];
+        out[o + 3] = this.nLocHi[node];
+      }
+      const mode = meta & MODE_MASK;
       if (mode === P_PREV) {
         const p = this.ePrev[e];
         out[o + 4] = this.eExtLo[p];
         out[o + 5] = this.eExtHi[p];
       } else if (mode === P_COLD) {
-        this.coldOf(e);
-        out[o + 4] = coldOut.lo;
-        out[o + 5] = coldOut.hi;
+        this.coldParents.get(e);
+        out[o + 4] = this.coldParents.outLo;
+        out[o + 5] = this.coldParents.outHi;
       }
       out[o + 6] = mode === P_NONE ? 0 : 1;
       out[o + 7] = this.nLo[node];
@@ -526,15 +542,16 @@ export class CompactCore {
   arrayBreakdown(): [string, number][] {
     const rows: [string, number][] = [
       ["entry: external hash", this.eExtLo.byteLength + this.eExtHi.byteLength],
-      ["entry: local hash", this.eLocLo.byteLength + this.eLocHi.byteLength],
       ["entry: parent mode + stamp delta", this.eMeta.byteLength],
       ["entry: slot", this.eSlot.byteLength],
       ["entry: node", this.eNode.byteLength],
       ["entry: list links", this.ePrev.byteLength + this.eNext.byteLength],
-      ["entry: cold parents", this.coldPairs.byteLength + this.ePLo.byteLength + this.ePHi.byteLength],
+      ["entry: cold parents", this.coldParents.bytes()],
+      ["entry: cold local hashes", this.coldLocals.bytes()],
       ["entry: dense stamp deltas", this.eDelta.byteLength],
       ["entry table", this.eTab.byteLength],
       ["node: sequence hash", this.nLo.byteLength + this.nHi.byteLength],
+      ["node: local hash", this.nLocLo.byteLength + this.nLocHi.byteLength],
       ["node: holder sets", this.holders.bytes()],
       ["node table", this.nTab.byteLength],
       ["per slot: list ends and stamps", this.perSlotBytes()],
@@ -596,7 +613,9 @@ export class CompactCore {
         this.extra.delete(node * SLOT_KEY_SPACE + slot);
         if (this.holders.isEmpty(node)) this.freeNode(node);
       }
-      if ((this.eMeta[e] & MODE_MASK) === P_COLD) this.dropCold(e);
+      const meta = this.eMeta[e];
+      if ((meta & MODE_MASK) === P_COLD) this.coldParents.drop(e);
+      if ((meta & LOCAL_COLD) !== 0) this.coldLocals.drop(e);
       this.takeDelta(e);
       this.unlinkEntryTable(e);
       this.freeEntry(e);
@@ -635,8 +654,6 @@ export class CompactCore {
     const e = this.allocEntry();
     this.eExtLo[e] = xLo;
     this.eExtHi[e] = xHi;
-    this.eLocLo[e] = lLo;
-    this.eLocHi[e] = lHi;
     const t = this.tail[slot];
     // A fresh meta byte (a reused entry's is stale): the mode, then the stamp delta.
     if (!hasParent) this.eMeta[e] = P_NONE;
@@ -662,8 +679,12 @@ export class CompactCore {
     this.entries++;
     this.slots.count[slot]++;
     const next = prevNode >= 0 ? this.successor(prevNode, sLo, sHi) : -1;
-    const node = next >= 0 ? next : this.nodeFor(sLo, sHi);
+    const node = next >= 0 ? next : this.nodeFor(sLo, sHi, lLo, lHi);
     this.eNode[e] = node;
+    if (this.nLocLo[node] !== lLo || this.nLocHi[node] !== lHi) {
+      this.coldLocals.set(e, lLo, lHi, this.eCap);
+      this.eMeta[e] |= LOCAL_COLD;
+    }
     if (!this.holders.add(node, slot)) {
       const key = node * SLOT_KEY_SPACE + slot;
       this.extra.set(key, (this.extra.get(key) ?? 0) + 1);
@@ -684,7 +705,8 @@ export class CompactCore {
     const nx = this.eNext[e];
     // The successor's predecessor changes: its parent hash (this entry's) moves to the cold store.
     if (nx >= 0 && (this.eMeta[nx] & MODE_MASK) === P_PREV) this.setCold(nx, this.eExtLo[e], this.eExtHi[e]);
-    if ((this.eMeta[e] & MODE_MASK) === P_COLD) this.dropCold(e);
+    if ((this.eMeta[e] & MODE_MASK) === P_COLD) this.coldParents.drop(e);
+    if ((this.eMeta[e] & LOCAL_COLD) !== 0) this.coldLocals.drop(e);
     // Stamps: the successor's delta grows by this entry's; a new head takes its stamp into headStamp.
     if (p < 0) {
       if (nx >= 0) this.headStamp[slot] += this.takeDelta(nx);
@@ -731,8 +753,6 @@ export class CompactCore {
   private growEntries(cap: number): void {
     this.eExtLo = grownU32(this.eExtLo, cap);
     this.eExtHi = grownU32(this.eExtHi, cap);
-    this.eLocLo = grownU32(this.eLocLo, cap);
-    this.eLocHi = grownU32(this.eLocHi, cap);
     this.eMeta = grownU8(this.eMeta, cap);
     if (this.eDelta.length > 0) this.eDelta = grownU32(this.eDelta, cap);
     const slot = this.eSlot instanceof Uint16Array ? new Uint16Array(cap) : new Uint32Array(cap);
@@ -741,10 +761,8 @@ export class CompactCore {
     this.eNode = grownI32(this.eNode, cap);
     this.ePrev = grownI32(this.ePrev, cap);
     this.eNext = grownI32(this.eNext, cap);
-    if (this.ePLo.length > 0) {
-      this.ePLo = grownU32(this.ePLo, cap);
-      this.ePHi = grownU32(this.ePHi, cap);
-    }
+    this.coldParents.grow(cap);
+    this.coldLocals.grow(cap);
     this.eCap = cap;
   }
 
@@ -752,51 +770,7 @@ export class CompactCore {
 
   private setCold(e: number, lo: number, hi: number): void {
     this.eMeta[e] = (this.eMeta[e] & ~MODE_MASK) | P_COLD;
-    if (this.ePLo.length > 0) {
-      this.ePLo[e] = lo;
-      this.ePHi[e] = hi;
-      return;
-    }
-    let i = this.coldParent.get(e);
-    if (i === undefined) {
-      i = this.coldFree.pop() ?? this.coldTop++;
-      if (2 * i + 2 > this.coldPairs.length) this.coldPairs = grownU32(this.coldPairs, this.coldPairs.length * 2);
-      this.coldParent.set(e, i);
-    }
-    this.coldPairs[2 * i] = lo;
-    this.coldPairs[2 * i + 1] = hi;
-    // A Map entry costs several times the 8 bytes per entry of dense arrays.
-    if (this.coldParent.size > (this.denseParentsAt ?? this.eCap >>> 3)) this.densifyParents();
-  }
-
-  private dropCold(e: number): void {
-    if (this.ePLo.length > 0) return;
-    this.coldFree.push(this.coldParent.get(e)!);
-    this.coldParent.delete(e);
-  }
-
-  private coldOf(e: number): void {
-    if (this.ePLo.length > 0) {
-      coldOut.lo = this.ePLo[e];
-      coldOut.hi = this.ePHi[e];
-    } else {
-      const i = this.coldParent.get(e)!;
-      coldOut.lo = this.coldPairs[2 * i];
-      coldOut.hi = this.coldPairs[2 * i + 1];
-    }
-  }
-
-  private densifyParents(): void {
-    this.ePLo = new Uint32Array(this.eCap);
-    this.ePHi = new Uint32Array(this.eCap);
-    for (const [e, i] of this.coldParent) {
-      this.ePLo[e] = this.coldPairs[2 * i];
-      this.ePHi[e] = this.coldPairs[2 * i + 1];
-    }
-    this.coldParent.clear();
-    this.coldPairs = new Uint32Array(0);
-    this.coldFree = [];
-    this.coldTop = 0;
+    this.coldParents.set(e, lo, hi, this.eCap);
   }
 
   /** The stamp delta of `e` from its list predecessor (not the head's: headStamp has it). */
@@ -810,7 +784,7 @@ export class CompactCore {
   /** deltaOf(e), dropping it from the side store (e is leaving, or its delta is about to change). */
   private takeDelta(e: number): number {
     const c = this.eMeta[e] >>> DELTA_SHIFT;
-    this.eMeta[e] &= MODE_MASK;
+    this.eMeta[e] &= LOW_MASK;
     if (c !== STAMP_ESC) return c;
     if (this.eDelta.length > 0 && this.eDelta[e] !== DENSE_BIG) return this.eDelta[e];
     const d = this.bigDelta.get(e)!;
@@ -820,12 +794,12 @@ export class CompactCore {
 
   /** Sets e's stamp delta; its side-store delta, if any, must have been taken. */
   private setDelta(e: number, d: number): void {
-    const mode = this.eMeta[e] & MODE_MASK;
+    const low = this.eMeta[e] & LOW_MASK;
     if (d >= 0 && d <= this.inlineDelta) {
-      this.eMeta[e] = mode | (d << DELTA_SHIFT);
+      this.eMeta[e] = low | (d << DELTA_SHIFT);
       return;
     }
-    this.eMeta[e] = mode | (STAMP_ESC << DELTA_SHIFT);
+    this.eMeta[e] = low | (STAMP_ESC << DELTA_SHIFT);
     if (this.eDelta.length > 0 && d >= 0 && d < DENSE_BIG) {
       this.eDelta[e] = d;
       return;
@@ -956,7 +930,8 @@ export class CompactCore {
     return next < this.nTop && this.nLo[next] === lo && this.nHi[next] === hi && !this.holders.isEmpty(next) ? next : -1;
   }
 
-  private nodeFor(lo: number, hi: number): number {
+  /** The node of sequence hash (lo, hi), made (with local hash (locLo, locHi)) if there is none. */
+  private nodeFor(lo: number, hi: number, locLo: number, locHi: number): number {
     const found = this.findNode(lo, hi);
     if (found >= 0) return found;
     if ((this.nodes + 1) * 4 > this.nTab.length * 3) {
@@ -973,6 +948,8 @@ export class CompactCore {
     }
     this.nLo[v] = lo;
     this.nHi[v] = hi;
+    this.nLocLo[v] = locLo;
+    this.nLocHi[v] = locHi;
     this.putNode(v, mix(lo, hi, 0));
     this.nodes++;
     return v;
@@ -995,6 +972,8 @@ export class CompactCore {
   private growNodes(cap: number): void {
     this.nLo = grownU32(this.nLo, cap);
     this.nHi = grownU32(this.nHi, cap);
+    this.nLocLo = grownU32(this.nLocLo, cap);
+    this.nLocHi = grownU32(this.nLocHi, cap);
     this.holders.grow(cap);
     this.nCap = cap;
   }
