@@ -247,10 +247,10 @@ export class CompactCore {
     this.coldParents = new ColdPairs(opts.denseParentsAt);
     this.coldLocals = new ColdPairs(opts.denseLocalsAt);
     this.eSlot = slots.slots <= 65_536 ? new Uint16Array(0) : new Uint32Array(0);
-    // Blocks are usually shared by several workers: node arrays start at a quarter of the entries and grow if
-    // needed; the node table at half of them (a rehash costs more than growing the arrays).
+    // Blocks are often shared by several workers: node arrays and the node table start at half the entries and
+    // grow if needed (each growth of the node arrays during a fill copies them and leaves garbage to collect).
     this.growEntries(Math.max(16, initialEntries));
-    this.growNodes(Math.max(16, initialEntries >>> 2));
+    this.growNodes(Math.max(16, initialEntries >>> 1));
     this.rehashEntries(Math.max(32, Math.ceil((initialEntries * 4) / 3) + 2));
     this.rehashNodes(Math.max(32, Math.ceil(((initialEntries >>> 1) * 4) / 3) + 2));
   }
