@@ -3,16 +3,19 @@
 // one shard's part of it inside a worker thread (shards own disjoint workers).
 //
 // Data:
-// - entries: one per (worker slot, external hash) held, with its local hash,
-//   parent mode, node, store stamp, and links in its worker's list
-//   (insertion order: parents before children, which dump relies on; also
-//   oldest-stored first, which eviction relies on). The parent external hash
-//   is dump-only: when it is the external hash of the list predecessor (a
-//   chain stored in one event) only a mode is kept, else it sits in a cold
-//   store (a Map, or dense arrays once many entries need it);
-// - nodes: one per sequence hash held by at least one worker, with the set of
-//   slots holding it (holderSets.ts: memory in proportion to the holders;
-//   find_matches intersects these along the prompt);
+// - entries: one per (worker slot, external hash) held, with its node, a meta
+//   byte (parent mode, store stamp as a delta from the list predecessor's)
+//   and links in its worker's list (insertion order: parents before children,
+//   which dump relies on; also oldest-stored first, which eviction relies
+//   on). The parent external hash is dump-only: when it is the external hash
+//   of the list predecessor (a chain stored in one event) only a mode is
+//   kept, else it sits in a cold store (coldPairs.ts: a Map, or dense arrays
+//   once many entries need it). So is the local hash: it sits on the node,
+//   and an entry whose local hash differs from its node's keeps its own in a
+//   second cold store;
+// - nodes: one per sequence hash held by at least one worker, with its local
+//   hash and the set of slots holding it (holderSets.ts: memory in proportion
+//   to the holders; find_matches intersects these along the prompt);
 // - per-slot state (exists, block count, last event id) lives in SlotTable,
 //   which may sit in a SharedArrayBuffer so the main thread reads it directly.
 import {
