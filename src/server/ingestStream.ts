@@ -141,7 +141,6 @@ export function ingestKvEventsHandler(router: KvRouter, metrics: RouterMetrics, 
       inFlightBytes += bytes;
       if (!paused && (inFlight >= MAX_IN_FLIGHT || inFlightBytes >= MAX_IN_FLIGHT_BYTES)) {
         paused = true;
-        (globalThis as any).__p = ((globalThis as any).__p ?? 0) + 1; (globalThis as any).__t0 = performance.now();
         call.pause();
       }
     };
@@ -150,7 +149,6 @@ export function ingestKvEventsHandler(router: KvRouter, metrics: RouterMetrics, 
       inFlightBytes -= bytes;
       if (paused && inFlight < MAX_IN_FLIGHT && inFlightBytes < MAX_IN_FLIGHT_BYTES) {
         paused = false;
-        (globalThis as any).__pt = ((globalThis as any).__pt ?? 0) + performance.now() - (globalThis as any).__t0;
         call.resume();
       }
     };
@@ -256,7 +254,6 @@ export function ingestKvEventsHandler(router: KvRouter, metrics: RouterMetrics, 
         take(seq, bytes);
         if (!done && !paused && performance.now() - turnStart > APPLY_TURN_MS) {
           // Let queries (and other streams) in; messages already received wait in order.
-          (globalThis as any).__tp = ((globalThis as any).__tp ?? 0) + 1;
           call.pause();
           setImmediate(() => {
             turnStart = 0;
@@ -280,7 +277,7 @@ export function ingestKvEventsHandler(router: KvRouter, metrics: RouterMetrics, 
         });
       });
     });
-    call.on("end", () => { if (process.env.KVR_DEBUG) console.error("pauses", (globalThis as any).__p, "paused ms", (globalThis as any).__pt?.toFixed(0), "turn pauses", (globalThis as any).__tp); }); call.on("end", () => void applied.then(whenIdle).then(() => finish(null)));
+    call.on("end", () => void applied.then(whenIdle).then(() => finish(null)));
     call.on("error", (err) => {
       log.warn("event stream broke", { error: String(err), applied: total.applied });
       finish({ code: status.CANCELLED, details: String(err) });
