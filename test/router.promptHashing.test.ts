@@ -9,20 +9,12 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import * as grpc from "@grpc/grpc-js";
-import { type TestRouter, startTestRouter, tokens } from "./support/router.js";
+import { type TestRouter, startTestRouter, tokens, withRouter } from "./support/router.js";
 import { stored } from "./support/events.js";
 import { waitFor } from "./support/wait.js";
 
 const B = 4;
 
-async function withRouter(r: Promise<TestRouter>, body: (r: TestRouter) => Promise<void>) {
-  const router = await r;
-  try {
-    await body(router);
-  } finally {
-    await router.close();
-  }
-}
 
 /** Prompts of 3 full blocks (and a partial one), stored on worker 1 under each seed. */
 const SEEDS = [

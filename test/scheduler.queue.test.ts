@@ -8,7 +8,7 @@ import * as grpc from "@grpc/grpc-js";
 import { create } from "@bufbuild/protobuf";
 import { FindBestWorkerRequestSchema } from "../gen/kvrouter/v1/router_pb.js";
 import type { AdmissionConfig } from "../src/router/admissionQueue.js";
-import { type TestRouter, startTestRouter, tokens } from "./support/router.js";
+import { type TestRouter, startTestRouter, tokens, withRouter } from "./support/router.js";
 import { waitFor } from "./support/wait.js";
 
 const B = 4;
@@ -23,14 +23,6 @@ async function queueingRouter(admission: Partial<AdmissionConfig> = {}, threshol
   return r;
 }
 
-async function withRouter(r: Promise<TestRouter>, body: (r: TestRouter) => Promise<void>) {
-  const router = await r;
-  try {
-    await body(router);
-  } finally {
-    await router.close();
-  }
-}
 
 /** Sends a FindBestWorker and waits until the server has queued it (so arrival order is known). */
 async function enqueue(r: TestRouter, order: string[], id: string, tokenIds: number[], priority = 0) {

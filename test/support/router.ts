@@ -52,3 +52,13 @@ export async function withTestRouter(config: Partial<RouterConfig>, body: (r: Te
     await r.close();
   }
 }
+
+/** Runs `body` against a router being started (any options) and always closes it. */
+export async function withRouter(starting: Promise<TestRouter>, body: (r: TestRouter) => Promise<void>): Promise<void> {
+  const router = await starting;
+  try {
+    await body(router);
+  } finally {
+    await router.close();
+  }
+}
