@@ -68,7 +68,17 @@ export interface CoreOptions {
   denseParentsAt?: number;
   /** Local hashes unlike their node's kept in a Map before they move to dense arrays (default an eighth of the entry capacity). */
   denseLocalsAt?: number;
+  /**
+   * Sized for a --max-blocks bound: past the initial entries only a batch's
+   * overshoot before eviction runs is held, so the entry arrays and table
+   * grow by an eighth there instead of by half (a full index stays near its
+   * sized bytes per entry).
+   */
+  bounded?: boolean;
 }
+
+/** Growth of a bounded core's entry arrays and table past its initial size (CoreOptions.bounded). */
+const BOUNDED_GROWTH = 1.125;
 
 /** Per-slot state shared between a shard and the main thread. */
 export class SlotTable {
@@ -238,6 +248,8 @@ export class CompactCore {
   private readonly owned = new Set<number>();
   /** Entries dropped by evictThrough. */
   evicted = 0;
+  /** How much the entry arrays and the entry table grow when full (CoreOptions.bounded). */
+  private readonly entryGrowth: number;
 
   constructor(
     readonly slots: SlotTable,
@@ -247,6 +259,7 @@ export class CompactCore {
     if (slots.slots > SLOT_LIMIT) throw new RangeError(`${slots.slots} worker ranks: the index holds at most ${SLOT_LIMIT}`);
     this.inlineDelta = Math.min(STAMP_ESC - 1, opts.inlineStampDelta ?? STAMP_ESC - 1);
     this.denseStampsAt = opts.denseStampsAt;
+    this.entryGrowth = opts.bounded ? BOUNDED_GROWTH : 1.5;
     this.coldParents = new ColdPairs(opts.denseParentsAt);
     this.coldLocals = new ColdPairs(opts.denseLocalsAt);
     this.eSlot = slots.slots <= 65_536 ? new Uint16Array(0) : new Uint32Array(0);
@@ -744,7 +757,7 @@ export class CompactCore {
       this.eFree = this.eNext[e];
       return e;
     }
-    if (this.eTop === this.eCap) this.growEntries(Math.ceil(this.eCap * 1.5));
+    if (this.eTop === this.eCap) this.growEntries(Math.ceil(this.eCap * this.entryGrowth) + 16);
     return this.eTop++;
   }
 
@@ -860,7 +873,7 @@ export class CompactCore {
   }
 
   private insertEntryTable(e: number): void {
-    if ((this.entries + 1) * 4 > this.eTab.length * 3) this.rehashEntries(Math.ceil(this.eTab.length * 1.5));
+    if ((this.entries + 1) * 4 > this.eTab.length * 3) this.rehashEntries(Math.ceil(this.eTab.length * this.entryGrowth) + 16);
     this.putEntry(e, this.entryHash(e));
   }
 

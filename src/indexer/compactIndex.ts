@@ -64,6 +64,11 @@ function initialEntriesOf(opts: CompactIndexOptions): number {
   return opts.initialEntries ?? (opts.maxBlocks ? Math.min(opts.maxBlocks, 1 << 24) : 1024);
 }
 
+/** The index is sized for its whole --max-blocks bound (CoreOptions.bounded: it then grows only by a batch's overshoot). */
+function boundedBy(opts: CompactIndexOptions): boolean {
+  return opts.initialEntries === undefined && opts.maxBlocks !== undefined && opts.maxBlocks <= 1 << 24;
+}
+
 const OUTCOMES: EventOutcome[] = ["applied", "parent_block_not_found", "stale_event_id"];
 
 interface SlotInfo {
@@ -122,7 +127,8 @@ export class CompactIndex implements KvIndex {
 
   /** An index in the calling thread (synchronous to build: for embedding and tests). */
   static local(opts: Omit<CompactIndexOptions, "shards"> = {}): CompactIndex {
-    return new CompactIndex(new LocalBackend(opts.maxWorkerRanks ?? MAX_SLOTS, initialEntriesOf(opts), opts.core), opts.maxBlocks);
+    const core = { bounded: boundedBy(opts), ...opts.core };
+    return new CompactIndex(new LocalBackend(opts.maxWorkerRanks ?? MAX_SLOTS, initialEntriesOf(opts), core), opts.maxBlocks, opts.decodeHerePastWords);
   }
 
   /** An index with `opts.shards` worker threads (0 = local). */
@@ -130,7 +136,7 @@ export class CompactIndex implements KvIndex {
     const shards = opts.shards ?? 0;
     if (shards === 0) return CompactIndex.local(opts);
     const perShard = Math.ceil(initialEntriesOf(opts) / shards);
-    const backend = await ThreadBackend.start(shards, opts.maxWorkerRanks ?? MAX_SLOTS, perShard, { ringWords: opts.ringWords, blockSize: opts.blockSize });
+    const backend = await ThreadBackend.start(shards, opts.maxWorkerRanks ?? MAX_SLOTS, perShard, { ringWords: opts.ringWords, blockSize: opts.blockSize, bounded: boundedBy(opts) });
     return new CompactIndex(backend, opts.maxBlocks, opts.decodeHerePastWords);
   }
 

@@ -96,6 +96,8 @@ export interface ShardThreadData {
   slots: SharedArrayBuffer;
   maxSlots: number;
   initialEntries: number;
+  /** Sized for a --max-blocks bound (CoreOptions.bounded). */
+  bounded: boolean;
   /** The store clock, shared by every shard and the main thread (one BigInt64, Atomics.add). */
   clock: SharedArrayBuffer;
   /** One word per raw stream: set by a shard that refused one of the stream's messages, cleared by the main thread. */

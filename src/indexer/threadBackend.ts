@@ -74,6 +74,8 @@ export interface ThreadBackendOptions {
   ringWords?: number;
   /** Tokens per block: shards then take raw IngestKvEvents messages (submitRaw); 0 or absent: they do not. */
   blockSize?: number;
+  /** Sized for a --max-blocks bound (CoreOptions.bounded). */
+  bounded?: boolean;
 }
 
 export class ThreadBackend implements ShardBackend {
@@ -132,6 +134,7 @@ export class ThreadBackend implements ShardBackend {
         queue: queue.buffer,
         results: results.buffer,
         failures: failures.port1,
+        bounded: opts.bounded ?? false,
         clock: backend.clock.buffer as SharedArrayBuffer,
         rawFlags: backend.rawFlags.buffer as SharedArrayBuffer,
         blockSize,
