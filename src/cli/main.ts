@@ -61,6 +61,8 @@ async function serve(argv: Parameters<typeof serverOptionsFrom>[0]): Promise<voi
     cores: availableParallelism(),
     ingest_threads: opts.ingestThreads ?? 0,
     indexer_shards: opts.indexerShards ?? 0,
+    // Where IngestKvEvents messages are decoded and hashed (docs/indexer.md, "Raw messages on the shard threads").
+    ingest_decoding: opts.ingestThreads ? `${opts.ingestThreads} decoder threads` : (opts.indexerShards ?? 0) > 0 ? "on the index shard threads" : "main thread",
   });
   let stopping = false;
   const shutdown = (signal: string) => {
