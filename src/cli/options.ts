@@ -431,12 +431,12 @@ export function serveOptions<T>(y: Argv<T>) {
     .option("indexer-shards", {
       type: "number",
       defaultDescription: "one per spare core from 3 cores up, else 0",
-      describe: "KV index shards on worker threads (0 = in the main thread)",
+      describe: "KV index shards on worker threads (0 = in the main thread); with shards (and no --ingest-threads) IngestKvEvents messages are decoded and applied on them",
     })
     .option("ingest-threads", {
       type: "number",
       default: defaultIngestThreads(availableParallelism()),
-      describe: "Threads decoding and hashing IngestKvEvents messages (0 = in the main thread)",
+      describe: "Threads decoding and hashing IngestKvEvents messages (0 = in the main thread, or on the index shards when there are some)",
     })
     .option("max-blocks", {
       type: "number",
@@ -604,10 +604,14 @@ export function serveOptions<T>(y: Argv<T>) {
 export type ServeArgs = Awaited<ReturnType<ReturnType<typeof serveOptions>["parse"]>>;
 
 /**
- * IngestKvEvents decoder threads: none below 3 cores (on 2 cores a thread
- * measured slower than decoding on the main thread, docs/indexer.md), one
- * from 3 cores up (not yet measured on such a host).
+ * IngestKvEvents decoder threads: none. Below 3 cores a thread measured
+ * slower than decoding on the main thread (docs/indexer.md); from 3 cores up
+ * the index has shard threads, and each decodes the messages of its own
+ * workers (raw messages), which spreads decoding over every shard where one
+ * decoder thread would cap it. Decoder threads still help a relay that
+ * publishes workers of several shards in one message (those are decoded on
+ * the main thread otherwise).
  */
-export function defaultIngestThreads(cores: number): number {
-  return cores >= 3 ? 1 : 0;
+export function defaultIngestThreads(_cores: number): number {
+  return 0;
 }
