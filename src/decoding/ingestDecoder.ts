@@ -87,9 +87,14 @@ export class IngestDecoder {
   }
 
   /** The message's events, or undefined when protobuf-es must decode it (see the header). */
-  decode(bytes: Uint8Array): DecodedIngest | undefined {
+  /**
+   * `transient`: the batch's arrays are views of this decoder's own buffers,
+   * valid until its next decode (for a caller that applies the batch at once:
+   * no copy, and no garbage per message).
+   */
+  decode(bytes: Uint8Array, transient = false): DecodedIngest | undefined {
     try {
-      return this.decodeOrThrow(bytes);
+      return this.decodeOrThrow(bytes, transient);
     } catch (err) {
       if (err === SLOW) return undefined;
       throw err;
@@ -98,7 +103,7 @@ export class IngestDecoder {
     }
   }
 
-  private decodeOrThrow(bytes: Uint8Array): DecodedIngest {
+  private decodeOrThrow(bytes: Uint8Array, transient: boolean): DecodedIngest {
     const r = this.r;
     r.reset(bytes);
     this.eventSeed.clear(); // a message handed back half-way may have left seeds
@@ -131,7 +136,9 @@ export class IngestDecoder {
     }
     this.hashEvents(count);
     return {
-      batch: { count, events: this.events.slice(0, count * EVENT_WORDS), items: this.items.slice(0, items * ITEM_WORDS) },
+      batch: transient
+        ? { count, events: this.events.subarray(0, count * EVENT_WORDS), items: this.items.subarray(0, items * ITEM_WORDS) }
+        : { count, events: this.events.slice(0, count * EVENT_WORDS), items: this.items.slice(0, items * ITEM_WORDS) },
       restore,
     };
   }

@@ -463,7 +463,8 @@ export class CompactIndex implements KvIndex {
    * all (the hot-path decoder hands it back, a clear, a pair the peek missed).
    */
   private submitDecodedRaw(bytes: Uint8Array, target: { shard: number; pairs: Uint32Array }, flag: number): Promise<Int32Array> | undefined {
-    const decoded = (this.rawDecoder ??= new IngestDecoder(this.threads!.blockSize)).decode(bytes);
+    // Written into records below, before the next decode: views of the decoder's buffers.
+    const decoded = (this.rawDecoder ??= new IngestDecoder(this.threads!.blockSize)).decode(bytes, true);
     if (decoded === undefined) return undefined;
     const { batch, restore } = decoded;
     const ev = batch.events;

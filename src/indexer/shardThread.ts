@@ -55,6 +55,8 @@ const clock = new BigInt64Array(data.clock);
 const rawBlocked = new Int32Array(data.rawFlags);
 const decoder = data.blockSize > 0 ? new IngestDecoder(data.blockSize) : undefined;
 const rawRecords = new RecordWriter();
+/** Each decoded event's slot (reused: one raw message at a time). */
+let rawSlots = new Uint32Array(64);
 
 function serve(op: number): boolean {
   switch (op) {
@@ -261,11 +263,13 @@ function applyRecordsWithRefs(w: Uint32Array, o: number, count: number, id: numb
 /** A raw message's events and each one's slot, or undefined when it must be refused (see applyRaw). */
 function decodeRaw(bytes: Uint8Array, w: Uint32Array, p0: number, pairs: number): { events: EventBatch; restore: boolean; slots: Uint32Array } | undefined {
   if (decoder === undefined) return undefined;
-  const decoded = decoder.decode(bytes);
+  // Applied before the next decode: views of the decoder's buffers, no copy.
+  const decoded = decoder.decode(bytes, true);
   if (decoded === undefined) return undefined;
   const { batch } = decoded;
   const ev = batch.events;
-  const slots = new Uint32Array(batch.count);
+  if (rawSlots.length < batch.count) rawSlots = new Uint32Array(Math.max(batch.count, 2 * rawSlots.length));
+  const slots = rawSlots;
   for (let i = 0; i < batch.count; i++) {
     const e = i * EVENT_WORDS;
     if (ev[e + E_KIND] === KIND_CLEARED) return undefined; // a clear also empties the lower tiers, on the main thread
