@@ -12,6 +12,7 @@
 // the caller decodes the message with protobuf-es (convert.ts), whose result
 // or error message is then exactly what it always was. protobuf-es is the
 // oracle: test/ingestDecoder.property.test.ts demands identical outcomes.
+import { doubledFor } from "../util/typedArrays.js";
 import type { DescMessage } from "@bufbuild/protobuf";
 import {
   AllBlocksClearedSchema,
@@ -124,7 +125,7 @@ export class IngestDecoder {
       const wt = tag & 7;
       if (field === 1 && wt === 2) {
         const len = this.length(end);
-        if ((count + 1) * EVENT_WORDS > this.events.length) this.events = grow(this.events, (count + 1) * EVENT_WORDS);
+        if ((count + 1) * EVENT_WORDS > this.events.length) this.events = doubledFor(this.events, (count + 1) * EVENT_WORDS);
         const out = this.event(this.r.pos + len, count * EVENT_WORDS, items, tokenBlocks);
         items = out.items;
         tokenBlocks = out.tokenBlocks;
@@ -301,8 +302,8 @@ export class IngestDecoder {
   }
 
   private roomForItem(k: number): void {
-    if ((k + 1) * ITEM_WORDS > this.items.length) this.items = grow(this.items, (k + 1) * ITEM_WORDS);
-    if (k + 1 > this.tokenBlockOf.length) this.tokenBlockOf = grow(this.tokenBlockOf, k + 1);
+    if ((k + 1) * ITEM_WORDS > this.items.length) this.items = doubledFor(this.items, (k + 1) * ITEM_WORDS);
+    if (k + 1 > this.tokenBlockOf.length) this.tokenBlockOf = doubledFor(this.tokenBlockOf, k + 1);
   }
 
   /** Local hashes of every token block, one WebAssembly call per event. */
@@ -380,10 +381,3 @@ export class IngestDecoder {
   }
 }
 
-function grow<T extends Uint32Array | Int32Array>(a: T, need: number): T {
-  let cap = a.length * 2;
-  while (cap < need) cap *= 2;
-  const next = new (a.constructor as new (n: number) => T)(cap);
-  next.set(a);
-  return next;
-}

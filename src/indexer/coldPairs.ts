@@ -5,6 +5,8 @@
 // entry costs several times the 8 bytes per entry of the dense arrays. The
 // caller keeps which entries have a pair (a bit of its own per entry).
 
+import { grown } from "../util/typedArrays.js";
+
 export class ColdPairs {
   private readonly index = new Map<number, number>();
   private pairs = new Uint32Array(16);
@@ -31,9 +33,7 @@ export class ColdPairs {
     if (i === undefined) {
       i = this.free.pop() ?? this.top++;
       if (2 * i + 2 > this.pairs.length) {
-        const grown = new Uint32Array(this.pairs.length * 2);
-        grown.set(this.pairs);
-        this.pairs = grown;
+        this.pairs = grown(this.pairs, this.pairs.length * 2);
       }
       this.index.set(e, i);
     }
@@ -64,12 +64,8 @@ export class ColdPairs {
   /** The entry capacity grew to `cap`. */
   grow(cap: number): void {
     if (this.lo.length === 0) return;
-    const lo = new Uint32Array(cap);
-    lo.set(this.lo);
-    const hi = new Uint32Array(cap);
-    hi.set(this.hi);
-    this.lo = lo;
-    this.hi = hi;
+    this.lo = grown(this.lo, cap);
+    this.hi = grown(this.hi, cap);
   }
 
   /** Typed-array bytes (the Map is V8 heap). */

@@ -18,6 +18,7 @@
 //   to the holders; find_matches intersects these along the prompt);
 // - per-slot state (exists, block count, last event id) lives in SlotTable,
 //   which may sit in a SharedArrayBuffer so the main thread reads it directly.
+import { grown } from "../util/typedArrays.js";
 import {
   FLAG_EXPLICIT_SEQUENCE,
   FLAG_RESTORE,
@@ -142,21 +143,6 @@ function grownTo(size: number, need: number, most: number, factor: number): numb
 const NODE_GROWTH = 1.25;
 const TABLE_GROWTH = 1.5;
 
-function grownU32(a: Uint32Array, cap: number): Uint32Array<ArrayBuffer> {
-  const b = new Uint32Array(cap);
-  b.set(a);
-  return b;
-}
-function grownI32(a: Int32Array, cap: number): Int32Array<ArrayBuffer> {
-  const b = new Int32Array(cap);
-  b.set(a);
-  return b;
-}
-function grownU8(a: Uint8Array, cap: number): Uint8Array<ArrayBuffer> {
-  const b = new Uint8Array(cap);
-  b.set(a);
-  return b;
-}
 
 /**
  * A slot's entries as dumpSlot packs them: DUMP_WORDS u32 per entry, in the
@@ -598,18 +584,11 @@ export class CompactCore {
 
   private growSlots(need: number): void {
     const n = Math.min(this.slots.slots, Math.max(need, Math.ceil(this.head.length * 1.5), 64));
-    const head = new Int32Array(n).fill(-1);
-    head.set(this.head);
-    const tail = new Int32Array(n).fill(-1);
-    tail.set(this.tail);
-    const hs = new Float64Array(n);
-    hs.set(this.headStamp);
-    const ts = new Float64Array(n);
-    ts.set(this.tailStamp);
-    this.head = head;
-    this.tail = tail;
-    this.headStamp = hs;
-    this.tailStamp = ts;
+    const known = this.head.length;
+    this.head = grown(this.head, n).fill(-1, known);
+    this.tail = grown(this.tail, n).fill(-1, known);
+    this.headStamp = grown(this.headStamp, n);
+    this.tailStamp = grown(this.tailStamp, n);
   }
 
   private ranksOf(widLo: number, widHi: number): number[] {
@@ -767,16 +746,14 @@ export class CompactCore {
   }
 
   private growEntries(cap: number): void {
-    this.eExtLo = grownU32(this.eExtLo, cap);
-    this.eExtHi = grownU32(this.eExtHi, cap);
-    this.eMeta = grownU8(this.eMeta, cap);
-    if (this.eDelta.length > 0) this.eDelta = grownU32(this.eDelta, cap);
-    const slot = this.eSlot instanceof Uint16Array ? new Uint16Array(cap) : new Uint32Array(cap);
-    slot.set(this.eSlot);
-    this.eSlot = slot;
-    this.eNode = grownI32(this.eNode, cap);
-    this.ePrev = grownI32(this.ePrev, cap);
-    this.eNext = grownI32(this.eNext, cap);
+    this.eExtLo = grown(this.eExtLo, cap);
+    this.eExtHi = grown(this.eExtHi, cap);
+    this.eMeta = grown(this.eMeta, cap);
+    if (this.eDelta.length > 0) this.eDelta = grown(this.eDelta, cap);
+    this.eSlot = grown(this.eSlot, cap);
+    this.eNode = grown(this.eNode, cap);
+    this.ePrev = grown(this.ePrev, cap);
+    this.eNext = grown(this.eNext, cap);
     this.coldParents.grow(cap);
     this.coldLocals.grow(cap);
     this.eCap = cap;
@@ -986,10 +963,10 @@ export class CompactCore {
   }
 
   private growNodes(cap: number): void {
-    this.nLo = grownU32(this.nLo, cap);
-    this.nHi = grownU32(this.nHi, cap);
-    this.nLocLo = grownU32(this.nLocLo, cap);
-    this.nLocHi = grownU32(this.nLocHi, cap);
+    this.nLo = grown(this.nLo, cap);
+    this.nHi = grown(this.nHi, cap);
+    this.nLocLo = grown(this.nLocLo, cap);
+    this.nLocHi = grown(this.nLocHi, cap);
     this.holders.grow(cap);
     this.nCap = cap;
   }

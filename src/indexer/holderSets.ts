@@ -28,6 +28,7 @@
 // range while it comes from LOW or RANGE nodes, and as a sorted slot list
 // otherwise (or once few are left), so a step costs about what the smaller
 // side holds; a fleet below 64 ranks walks two words per block as before.
+import { grown } from "../util/typedArrays.js";
 
 const EMPTY = 0;
 const LOW = 1;
@@ -106,12 +107,8 @@ export class HolderSets {
 
   /** Room for `cap` nodes (new ones are empty). */
   grow(cap: number): void {
-    const kind = new Uint8Array(cap);
-    kind.set(this.kind);
-    this.kind = kind;
-    const w = new Uint32Array(cap * 2);
-    w.set(this.w);
-    this.w = w;
+    this.kind = grown(this.kind, cap);
+    this.w = grown(this.w, cap * 2);
   }
 
   isEmpty(v: number): boolean {

@@ -1,6 +1,7 @@
 // The compact wire format of index operations: one Uint32Array of records,
 // u64 values as (lo, hi) u32 halves. The same records feed the in-thread core
 // and, batched into one buffer, the shard threads (no per-event cloning).
+import { doubledFor } from "../util/typedArrays.js";
 import {
   E_COUNT,
   E_DP_RANK,
@@ -56,11 +57,7 @@ export class RecordWriter {
 
   private room(n: number): void {
     if (this.length + n <= this.words.length) return;
-    let cap = this.words.length * 2;
-    while (cap < this.length + n) cap *= 2;
-    const next = new Uint32Array(cap);
-    next.set(this.words.subarray(0, this.length));
-    this.words = next;
+    this.words = doubledFor(this.words, this.length + n);
   }
 
   private u64(v: bigint): void {

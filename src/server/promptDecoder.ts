@@ -19,6 +19,7 @@
 // caller decodes the whole message with protobuf-es as before, so results and
 // error messages are protobuf-es's by construction
 // (test/promptDecoder.property.test.ts compares the two).
+import { grown } from "../util/typedArrays.js";
 import { create, fromBinary } from "@bufbuild/protobuf";
 import { type FindBestWorkerRequest, FindBestWorkerRequestSchema } from "../../gen/kvrouter/v1/router_pb.js";
 import { MalformedRequest } from "../protocols/grpcGlue.js";
@@ -130,14 +131,14 @@ function decode(buf: Uint8Array, space: PromptSpace | undefined): FindBestWorker
           r.pos += len;
           continue;
         }
-        if (tokens.length - count < len) tokens = grown(tokens, count + len);
+        if (tokens.length - count < len) tokens = grown(tokens, Math.max(count + len, tokens.length * 2));
         count = r.packedU32(r.pos + len, tokens, count);
         if (count < 0) return undefined;
       } else if (wire === 0) {
         if (!r.varint(end)) return undefined;
         if (count === tokens.length) {
           if (space) return undefined;
-          tokens = grown(tokens, Math.max(16, count * 2));
+          tokens = grown(tokens, Math.max(16, count * 2, tokens.length * 2));
         }
         tokens[count++] = r.lo;
       } else return undefined;
@@ -170,8 +171,3 @@ function decode(buf: Uint8Array, space: PromptSpace | undefined): FindBestWorker
   return msg;
 }
 
-function grown(a: Uint32Array, atLeast: number): Uint32Array {
-  const b = new Uint32Array(Math.max(atLeast, a.length * 2));
-  b.set(a);
-  return b;
-}
