@@ -432,6 +432,7 @@ export class CompactIndex implements KvIndex {
         const done = (): void => {
           stream.outstanding--;
           this.releaseClaims(claims);
+          if (closed && stream.outstanding === 0) threads.releaseRawFlag(flag);
         };
         return submitted.then(
           (words) => {
@@ -449,9 +450,8 @@ export class CompactIndex implements KvIndex {
       close: () => {
         if (closed) return;
         closed = true;
-        // A flag still in use by queued messages is never handed to another stream.
-        const free = () => (stream.outstanding === 0 ? threads.releaseRawFlag(flag) : setTimeout(free, 10).unref());
-        free();
+        // A flag still in use by queued messages is never handed to another stream: the last one frees it.
+        if (stream.outstanding === 0) threads.releaseRawFlag(flag);
       },
     };
     return stream satisfies RawStream;
@@ -640,13 +640,12 @@ function resultOf(code: number): ApplyResult {
 /** A raw message's result entry (see RAW_ENTRY) as results. */
 function rawApplied(words: Int32Array): RawApplied {
   if (words[0] !== RAW_APPLIED) return "refused";
-  const n = words[2];
+  const n = words[1];
   const results: ApplyResult[] = new Array(n);
   for (let i = 0, r = RAW_RESULT_HEADER; i < n; i++, r += RAW_EVENT_WORDS) {
     results[i] = resultOf(words[r]);
   }
   return {
-    restore: words[1] === 1,
     results,
     eventOf: (i) => {
       const r = RAW_RESULT_HEADER + i * RAW_EVENT_WORDS;

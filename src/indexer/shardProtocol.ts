@@ -53,8 +53,8 @@ export const ENTRY_HEADER = 3;
  * raw-stream flags), byte length, pair count, (worker lo, worker hi,
  * dp_rank, slot) per pair, then the message
  * bytes. Its result entry's words: status (RAW_APPLIED / RAW_REFUSED),
- * restore, event count, and per event RAW_EVENT_WORDS: result code, worker
- * lo, worker hi, dp_rank, event id lo, hi.
+ * event count, and per event RAW_EVENT_WORDS: result code, worker lo,
+ * worker hi, dp_rank, event id lo, hi.
  */
 export const RAW_ENTRY = 0xffffffff;
 export const RAW_HEADER = ENTRY_HEADER + 3;
@@ -77,7 +77,7 @@ export function pairIndex(w: Uint32Array, from: number, pairs: number, lo: numbe
 
 export const RAW_APPLIED = 0;
 export const RAW_REFUSED = 1;
-export const RAW_RESULT_HEADER = 3;
+export const RAW_RESULT_HEADER = 2;
 export const RAW_EVENT_WORDS = 6;
 
 /** A queued batch that failed, on the error port. */

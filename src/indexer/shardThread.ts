@@ -5,7 +5,7 @@
 import { type MessagePort, parentPort, receiveMessageOnPort, workerData } from "node:worker_threads";
 import { getHeapStatistics } from "node:v8";
 import { CompactCore, SlotTable } from "./compactCore.js";
-import { FLAG_RESTORE, RecordWriter, recordWords, stampsOf } from "./records.js";
+import { RecordWriter, recordWords, stampsOf } from "./records.js";
 import { IngestDecoder } from "../decoding/ingestDecoder.js";
 import { E_DP_RANK, E_KIND, E_WORKER_HI, E_WORKER_LO, EVENT_WORDS, type EventBatch, KIND_CLEARED } from "../protocols/eventBatch.js";
 import {
@@ -153,27 +153,28 @@ function applyQueued(at: number): void {
   const w = queue.words;
   const id = w[at + 1];
   const count = w[at + 2];
-  if (count === RAW_ENTRY) return applyRaw(at, id);
-  if (count === RAW_RECORDS) return applyRawRecords(at, id);
-  let out = -1;
   try {
-    out = reserveResult(ENTRY_HEADER + count);
-    const res = results.signed;
-    res[out + 1] = id;
-    res[out + 2] = count;
-    for (let i = 0, o = at + ENTRY_HEADER; i < count; i++, o += recordWords(w, o)) {
-      if (i % FIND_CHECK_EVERY === 0) findBetweenRecords();
-      res[out + ENTRY_HEADER + i] = core.applyOne(w, o);
-    }
+    if (count === RAW_ENTRY) applyRaw(at, id);
+    else if (count === RAW_RECORDS) applyRawRecords(at, id);
+    else applyRecords(at, id, count);
   } catch (err) {
+    // An engine bug: the batch's promise rejects with it. A result entry reserved is not published: the next one reuses its room.
     const failure: QueuedFailure = { id, error: String((err as Error)?.stack ?? err) };
     data.failures.postMessage(failure);
-    // The reserved result entry is not published: the next one reuses its room.
-    queue.release(at);
-    return;
   }
   queue.release(at);
-  results.publish(out, ENTRY_HEADER + count);
+}
+
+/** A queued batch of `count` records: one result word each. */
+function applyRecords(at: number, id: number, count: number): void {
+  const w = queue.words;
+  const out = reserveResult(ENTRY_HEADER + count);
+  const res = results.signed;
+  for (let i = 0, o = at + ENTRY_HEADER; i < count; i++, o += recordWords(w, o)) {
+    if (i % FIND_CHECK_EVERY === 0) findBetweenRecords();
+    res[out + ENTRY_HEADER + i] = core.applyOne(w, o);
+  }
+  finishResult(out, id, count);
 }
 
 /**
@@ -189,50 +190,37 @@ function applyRaw(at: number, id: number): void {
   const byteLength = w[at + ENTRY_HEADER + 1];
   const pairs = w[at + ENTRY_HEADER + 2];
   const p0 = at + RAW_HEADER;
+  let batch: ReturnType<typeof decodeRaw>;
   try {
-    let batch: ReturnType<typeof decodeRaw>;
-    try {
-      batch = Atomics.load(rawBlocked, flag) === 0 ? decodeRaw(queue.bytes(p0 + pairs * RAW_PAIR_WORDS, byteLength), w, p0, pairs) : undefined;
-    } catch {
-      batch = undefined; // the main thread decodes it again and words any error
-    }
-    if (batch === undefined) return refuseRaw(at, id, flag);
-    const { events, restore, slots } = batch;
-    // Stamps come from the shared clock: eviction orders entries of every shard by them.
-    rawRecords.reset();
-    for (let i = 0; i < events.count; i++) {
-      const stamp = Number(Atomics.add(clock, 0, BigInt(stampsOf(events, i))));
-      rawRecords.batchEvent(events, i, slots[i], stamp, restore);
-    }
-    applyRecordsWithRefs(rawRecords.words, 0, events.count, id);
-  } catch (err) {
-    const failure: QueuedFailure = { id, error: String((err as Error)?.stack ?? err) };
-    data.failures.postMessage(failure);
+    batch = Atomics.load(rawBlocked, flag) === 0 ? decodeRaw(queue.bytes(p0 + pairs * RAW_PAIR_WORDS, byteLength), w, p0, pairs) : undefined;
+  } catch {
+    batch = undefined; // the main thread decodes it again and words any error
   }
-  queue.release(at);
+  if (batch === undefined) return refuseRaw(id, flag);
+  const { events, restore, slots } = batch;
+  // Stamps come from the shared clock: eviction orders entries of every shard by them.
+  rawRecords.reset();
+  for (let i = 0; i < events.count; i++) {
+    const stamp = Number(Atomics.add(clock, 0, BigInt(stampsOf(events, i))));
+    rawRecords.batchEvent(events, i, slots[i], stamp, restore);
+  }
+  applyRecordsWithRefs(rawRecords.words, 0, events.count, id);
 }
 
 /** A raw stream's message the main thread decoded (RAW_RECORDS): applied like a raw one, or refused while its stream is. */
 function applyRawRecords(at: number, id: number): void {
   const w = queue.words;
   const flag = w[at + ENTRY_HEADER];
-  if (Atomics.load(rawBlocked, flag) !== 0) return refuseRaw(at, id, flag);
-  try {
-    applyRecordsWithRefs(w, at + RAW_RECORDS_HEADER, w[at + ENTRY_HEADER + 1], id);
-  } catch (err) {
-    const failure: QueuedFailure = { id, error: String((err as Error)?.stack ?? err) };
-    data.failures.postMessage(failure);
-  }
-  queue.release(at);
+  if (Atomics.load(rawBlocked, flag) !== 0) return refuseRaw(id, flag);
+  applyRecordsWithRefs(w, at + RAW_RECORDS_HEADER, w[at + ENTRY_HEADER + 1], id);
 }
 
 /** Refuses a raw stream's entry (nothing applied) and every later one of its stream until the main thread clears the flag. */
-function refuseRaw(at: number, id: number, flag: number): void {
+function refuseRaw(id: number, flag: number): void {
   Atomics.store(rawBlocked, flag, 1);
   const out = reserveResult(ENTRY_HEADER + RAW_RESULT_HEADER);
   results.signed[out + ENTRY_HEADER] = RAW_REFUSED;
   finishResult(out, id, RAW_RESULT_HEADER);
-  queue.release(at);
 }
 
 /**
@@ -245,8 +233,7 @@ function applyRecordsWithRefs(w: Uint32Array, o: number, count: number, id: numb
   const out = reserveResult(ENTRY_HEADER + size);
   const res = results.signed;
   res[out + ENTRY_HEADER] = RAW_APPLIED;
-  res[out + ENTRY_HEADER + 1] = count > 0 && (w[o + 9] & FLAG_RESTORE) !== 0 ? 1 : 0;
-  res[out + ENTRY_HEADER + 2] = count;
+  res[out + ENTRY_HEADER + 1] = count;
   for (let i = 0, r = out + ENTRY_HEADER + RAW_RESULT_HEADER; i < count; i++, o += recordWords(w, o), r += RAW_EVENT_WORDS) {
     if (i % FIND_CHECK_EVERY === 0) findBetweenRecords();
     res[r] = core.applyOne(w, o);

@@ -230,19 +230,15 @@ export class ThreadBackend implements ShardBackend {
    * this thread waiting for a shard.
    */
   submitRaw(shard: number, flag: number, pairs: Uint32Array, bytes: Uint8Array): Promise<Int32Array> | undefined {
-    if (this.closed || !this.takesRaw) return undefined;
-    const s = this.list[shard];
-    const n = RAW_HEADER + pairs.length + Math.ceil(bytes.length / 4);
-    if (n > s.queue.maxEntry) return undefined;
-    this.drainResults();
-    return this.enqueue(s, n, (w, at) => {
+    if (!this.takesRaw) return undefined;
+    return this.enqueueRaw(shard, RAW_HEADER + pairs.length + Math.ceil(bytes.length / 4), (w, at, q) => {
       w[at + 2] = RAW_ENTRY;
       w[at + ENTRY_HEADER] = flag;
       w[at + ENTRY_HEADER + 1] = bytes.length;
       w[at + ENTRY_HEADER + 2] = pairs.length / 4;
       w.set(pairs, at + RAW_HEADER);
-      s.queue.bytes(at + RAW_HEADER + pairs.length, bytes.length).set(bytes);
-    }, false);
+      q.bytes(at + RAW_HEADER + pairs.length, bytes.length).set(bytes);
+    });
   }
 
   /**
@@ -251,17 +247,20 @@ export class ThreadBackend implements ShardBackend {
    * entry. Undefined when too big for the ring or the ring is full.
    */
   submitRawRecords(shard: number, flag: number, records: { words: Uint32Array; length: number; count: number }): Promise<Int32Array> | undefined {
-    if (this.closed) return undefined;
-    const s = this.list[shard];
-    const n = RAW_RECORDS_HEADER + records.length;
-    if (n > s.queue.maxEntry) return undefined;
-    this.drainResults();
-    return this.enqueue(s, n, (w, at) => {
+    return this.enqueueRaw(shard, RAW_RECORDS_HEADER + records.length, (w, at) => {
       w[at + 2] = RAW_RECORDS;
       w[at + ENTRY_HEADER] = flag;
       w[at + ENTRY_HEADER + 1] = records.count;
       w.set(records.words.subarray(0, records.length), at + RAW_RECORDS_HEADER);
-    }, false);
+    });
+  }
+
+  /** A raw stream's entry of `n` words for `shard`, if the ring takes it now (a raw submission never waits here). */
+  private enqueueRaw(shard: number, n: number, fill: (w: Uint32Array, at: number, queue: SharedRing) => void): Promise<Int32Array> | undefined {
+    const s = this.list[shard];
+    if (this.closed || n > s.queue.maxEntry) return undefined;
+    this.drainResults();
+    return this.enqueue(s, n, (w, at) => fill(w, at, s.queue), false);
   }
 
   /** Words queued for a shard and not yet taken by it: how far behind it is. */

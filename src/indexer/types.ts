@@ -95,8 +95,8 @@ export interface KvIndex {
   sequenceHashOf(worker: WorkerKey, externalHash: bigint): bigint | undefined;
 }
 
-/** A client stream's raw applies (KvIndex.openRawStream). */
-export interface RawStream {
+/** A client stream's raw applies (KvIndex.openRawStream); `T`: what a submitted message resolves to. */
+export interface RawStreamOf<T> {
   /** Raw messages submitted whose results are not in yet. */
   readonly outstanding: number;
   /**
@@ -108,17 +108,31 @@ export interface RawStream {
    * message of the stream queued after it, until the caller, having applied
    * the refused ones the decoded way, calls resume().
    */
-  submit(bytes: Uint8Array): Promise<RawApplied> | undefined;
+  submit(bytes: Uint8Array): Promise<T> | undefined;
   resume(): void;
   /** The stream ended. */
   close(): void;
+}
+
+export type RawStream = RawStreamOf<RawApplied>;
+
+/** `raw` with each submitted message's outcome passed through `then` (the decorators above an index: metrics, summaries). */
+export function mapRawStream<A, B>(raw: RawStreamOf<A>, then: (applied: A) => B): RawStreamOf<B> {
+  return {
+    get outstanding() {
+      return raw.outstanding;
+    },
+    submit: (bytes) => raw.submit(bytes)?.then(then),
+    resume: () => raw.resume(),
+    close: () => raw.close(),
+  };
 }
 
 /** What identifies an event in a result (rejections, warnings). */
 export type EventRef = Pick<IndexEvent, "workerId" | "dpRank" | "eventId">;
 
 /** A raw message's fate: refused (nothing applied), or one result per event. */
-export type RawApplied = "refused" | { restore: boolean; results: ApplyResult[]; eventOf(i: number): EventRef };
+export type RawApplied = "refused" | { results: ApplyResult[]; eventOf(i: number): EventRef };
 
 /**
  * The index has no slot left for a new (worker, dp_rank): thrown before any

@@ -1,7 +1,7 @@
 // Wraps any KvIndex to count what happens to events and expose the index's
 // size, so no index implementation carries metrics code of its own.
 import { type EventBatch, eventAt } from "../protocols/eventBatch.js";
-import type { ApplyResult, EventRef, KvIndex, Overlaps, RawStream } from "../indexer/types.js";
+import { type ApplyResult, type EventRef, type KvIndex, type Overlaps, type RawStream, mapRawStream } from "../indexer/types.js";
 import type { IndexEvent, WorkerKey } from "../protocols/events.js";
 import { LogOnce } from "../util/logOnce.js";
 import type { RouterMetrics } from "./metrics.js";
@@ -34,18 +34,10 @@ export class MeteredIndex implements KvIndex {
   openRawStream(): RawStream | undefined {
     const raw = this.inner.openRawStream?.();
     if (raw === undefined) return undefined;
-    return {
-      get outstanding() {
-        return raw.outstanding;
-      },
-      submit: (bytes) =>
-        raw.submit(bytes)?.then((applied) => {
-          if (applied !== "refused") this.countAll(applied.results, applied.eventOf);
-          return applied;
-        }),
-      resume: () => raw.resume(),
-      close: () => raw.close(),
-    };
+    return mapRawStream(raw, (applied) => {
+      if (applied !== "refused") this.countAll(applied.results, applied.eventOf);
+      return applied;
+    });
   }
 
   /**

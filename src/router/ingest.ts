@@ -3,7 +3,7 @@
 // refused batch (no worker slots left) changes nothing.
 import { E_KIND, EVENT_WORDS, type EventBatch, KIND_CLEARED, eventAt, eventsOf, toEventBatch } from "../protocols/eventBatch.js";
 import type { LowerTierEvent, LowerTiers } from "../indexer/lowerTiers.js";
-import { type ApplyResult, type EventRef, IndexCapacityError, type KvIndex } from "../indexer/types.js";
+import { type ApplyResult, type EventRef, IndexCapacityError, type KvIndex, type RawStreamOf, mapRawStream } from "../indexer/types.js";
 import type { IndexEvent } from "../protocols/events.js";
 import { RouterError } from "./errors.js";
 import type { IngestSummary } from "./types.js";
@@ -99,25 +99,13 @@ export function applyEventBatchAsync(index: KvIndex, lowerTiers: LowerTiers, bat
  * index's shard threads (KvIndex.openRawStream, whose rules it keeps), each
  * message's outcomes summed up as applyEventBatch() does.
  */
-export interface RawIngest {
-  readonly outstanding: number;
-  submit(bytes: Uint8Array): Promise<IngestSummary | "refused"> | undefined;
-  resume(): void;
-  close(): void;
-}
+export type RawIngest = RawStreamOf<IngestSummary | "refused">;
 
 /** A raw ingest for one client stream, or undefined when the index takes no raw messages. */
 export function openRawIngest(index: KvIndex): RawIngest | undefined {
   const raw = index.openRawStream?.();
   if (raw === undefined) return undefined;
-  return {
-    get outstanding() {
-      return raw.outstanding;
-    },
-    submit: (bytes) => raw.submit(bytes)?.then((applied) => (applied === "refused" ? applied : summarize(applied.results, applied.eventOf))),
-    resume: () => raw.resume(),
-    close: () => raw.close(),
-  };
+  return mapRawStream(raw, (applied) => (applied === "refused" ? applied : summarize(applied.results, applied.eventOf)));
 }
 
 /** Counts outcomes; lists the first rejections (eventOf builds an event only for those). */
