@@ -179,6 +179,11 @@ export function ingestKvEventsHandler(router: KvRouter, metrics: RouterMetrics, 
       }
       settled(bytes);
     };
+    /** A message decoded on this thread (`path`: why, for the metric) and applied or queued in stream order. */
+    const decodeHere = (seq: number, bytes: Buffer, path: "main" | "shard_refused") => {
+      metrics.ingestMessages.inc({ path });
+      apply(seq, bytes.length, () => decodeIngest(bytes, whereOf(seq)));
+    };
     // ---- raw messages (RawIngest): order is kept by two queues ----
     /** Messages waiting, in order, for the stream's raw messages to come back: one that takes the decoded path, and all after it. */
     const backlog: { seq: number; bytes: Buffer }[] = [];
@@ -193,8 +198,7 @@ export function ingestKvEventsHandler(router: KvRouter, metrics: RouterMetrics, 
       const submitted = raw!.submit(bytes);
       if (submitted === undefined) {
         if (raw!.outstanding > 0) return false;
-        metrics.ingestMessages.inc({ path: "main" });
-        apply(seq, bytes.length, () => decodeIngest(bytes, whereOf(seq)));
+        decodeHere(seq, bytes, "main");
         return true;
       }
       const finished = submitted
@@ -221,10 +225,7 @@ export function ingestKvEventsHandler(router: KvRouter, metrics: RouterMetrics, 
     const catchUp = () => {
       if (raw!.outstanding > 0) return;
       if (refused.length > 0) {
-        for (const m of refused.splice(0)) {
-          metrics.ingestMessages.inc({ path: "shard_refused" });
-          apply(m.seq, m.bytes.length, () => decodeIngest(m.bytes, whereOf(m.seq)));
-        }
+        for (const m of refused.splice(0)) decodeHere(m.seq, m.bytes, "shard_refused");
         raw!.resume();
       }
       while (backlog.length > 0) {
@@ -234,10 +235,7 @@ export function ingestKvEventsHandler(router: KvRouter, metrics: RouterMetrics, 
       }
     };
     const take = (seq: number, bytes: Buffer) => {
-      if (raw === undefined) {
-        metrics.ingestMessages.inc({ path: "main" });
-        return apply(seq, bytes.length, () => decodeIngest(bytes, whereOf(seq)));
-      }
+      if (raw === undefined) return decodeHere(seq, bytes, "main");
       if (backlog.length > 0 || refused.length > 0 || !route(seq, bytes)) backlog.push({ seq, bytes });
     };
 
