@@ -14,7 +14,7 @@
 // duplicate store does not refresh it. Evicting an entry is exactly a removal
 // of that external hash from that worker (no cascade; lookups stop there).
 import { type CoreOptions, DUMP_WORDS, MAX_SLOTS } from "./compactCore.js";
-import { OP_REMOVE_ROUTED, OP_STORE_ROUTED, RecordWriter, stampsOf } from "./records.js";
+import { OP_REMOVE_ROUTED, OP_STORE_ROUTED, RecordWriter, stampsOf, stampsOfRange } from "./records.js";
 import { u64 } from "../protocols/eventBatch.js";
 import { E_DP_RANK, E_KIND, E_WORKER_HI, E_WORKER_LO, EVENT_WORDS, type EventBatch, KIND_CLEARED } from "../protocols/eventBatch.js";
 import { LocalBackend, type ShardBackend } from "./shardBackend.js";
@@ -237,6 +237,7 @@ export class CompactIndex implements KvIndex {
     for (const w of this.writers) w.reset();
     const where = new Int32Array((to - from) * 2);
     const ev = batch.events;
+    let stamp = this.stamps(stampsOfRange(batch, from, to));
     for (let i = from; i < to; i++) {
       const o = i * EVENT_WORDS;
       const slot = slotOf(batchKeyString(ev, o), () => ({ workerId: u64(ev[o + E_WORKER_LO], ev[o + E_WORKER_HI]), dpRank: ev[o + E_DP_RANK] }));
@@ -244,7 +245,8 @@ export class CompactIndex implements KvIndex {
       const w = this.writers[shard];
       where[2 * (i - from)] = shard;
       where[2 * (i - from) + 1] = w.count;
-      w.batchEvent(batch, i, slot, this.stamps(stampsOf(batch, i)), restore);
+      w.batchEvent(batch, i, slot, stamp, restore);
+      stamp += stampsOf(batch, i);
     }
     return where;
   }
@@ -478,7 +480,11 @@ export class CompactIndex implements KvIndex {
     }
     const w = this.writers[target.shard];
     w.reset();
-    for (let i = 0; i < batch.count; i++) w.batchEvent(batch, i, slots[i], this.stamps(stampsOf(batch, i)), restore);
+    let stamp = this.stamps(stampsOfRange(batch, 0, batch.count));
+    for (let i = 0; i < batch.count; i++) {
+      w.batchEvent(batch, i, slots[i], stamp, restore);
+      stamp += stampsOf(batch, i);
+    }
     return this.threads!.submitRawRecords(target.shard, flag, w);
   }
 

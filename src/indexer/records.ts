@@ -162,6 +162,13 @@ export function recordWords(w: Uint32Array, o: number): number {
 }
 
 /** Stamps event `i` of a batch consumes: one per block it may store, plus one. */
+/** Stamps events [from, to) of a batch consume together (one draw from a shared clock). */
+export function stampsOfRange(batch: EventBatch, from: number, to: number): number {
+  let n = 0;
+  for (let i = from; i < to; i++) n += stampsOf(batch, i);
+  return n;
+}
+
 export function stampsOf(batch: EventBatch, i: number): number {
   const o = i * EVENT_WORDS;
   return batch.events[o + E_KIND] === KIND_STORED ? batch.events[o + E_COUNT] + 1 : 1;

@@ -5,7 +5,7 @@
 import { type MessagePort, parentPort, receiveMessageOnPort, workerData } from "node:worker_threads";
 import { getHeapStatistics } from "node:v8";
 import { CompactCore, SlotTable } from "./compactCore.js";
-import { RecordWriter, recordWords, stampsOf } from "./records.js";
+import { RecordWriter, recordWords, stampsOf, stampsOfRange } from "./records.js";
 import { IngestDecoder } from "../decoding/ingestDecoder.js";
 import { E_DP_RANK, E_KIND, E_WORKER_HI, E_WORKER_LO, EVENT_WORDS, type EventBatch, KIND_CLEARED } from "../protocols/eventBatch.js";
 import {
@@ -198,11 +198,12 @@ function applyRaw(at: number, id: number): void {
   }
   if (batch === undefined) return refuseRaw(id, flag);
   const { events, restore, slots } = batch;
-  // Stamps come from the shared clock: eviction orders entries of every shard by them.
+  // Stamps come from the shared clock (one draw per message): eviction orders entries of every shard by them.
+  let stamp = Number(Atomics.add(clock, 0, BigInt(stampsOfRange(events, 0, events.count))));
   rawRecords.reset();
   for (let i = 0; i < events.count; i++) {
-    const stamp = Number(Atomics.add(clock, 0, BigInt(stampsOf(events, i))));
     rawRecords.batchEvent(events, i, slots[i], stamp, restore);
+    stamp += stampsOf(events, i);
   }
   applyRecordsWithRefs(rawRecords.words, 0, events.count, id);
 }
