@@ -41,6 +41,22 @@ async function serve(argv: Parameters<typeof serverOptionsFrom>[0]): Promise<voi
   serving = true;
   // Only once serving: a start-up failure must still end the process.
   installLastResortHandlers();
+  // Before the lines that say it serves: a supervisor that stops it as soon as it reads them gets a clean shutdown.
+  let stopping = false;
+  const shutdown = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info("shutting down", { signal });
+    running.stop().then(
+      () => process.exit(0),
+      (err) => {
+        log.error("shutdown failed", { error: String(err) });
+        process.exit(1);
+      },
+    );
+  };
+  process.on("SIGTERM", () => shutdown("SIGTERM"));
+  process.on("SIGINT", () => shutdown("SIGINT"));
   process.stdout.write(`kv-router listening on ${running.host}:${running.grpcPort}\n`);
   if (running.httpPort !== undefined) process.stdout.write(`kv-router http listening on ${running.host}:${running.httpPort}\n`);
   if (running.eppPort !== undefined) process.stdout.write(`kv-router epp listening on ${running.host}:${running.eppPort}\n`);
@@ -64,21 +80,6 @@ async function serve(argv: Parameters<typeof serverOptionsFrom>[0]): Promise<voi
     // Where IngestKvEvents messages are decoded and hashed (docs/indexer.md, "Raw messages on the shard threads").
     ingest_decoding: opts.ingestThreads ? `${opts.ingestThreads} decoder threads` : (opts.indexerShards ?? 0) > 0 ? "on the index shard threads" : "main thread",
   });
-  let stopping = false;
-  const shutdown = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    log.info("shutting down", { signal });
-    running.stop().then(
-      () => process.exit(0),
-      (err) => {
-        log.error("shutdown failed", { error: String(err) });
-        process.exit(1);
-      },
-    );
-  };
-  process.on("SIGTERM", () => shutdown("SIGTERM"));
-  process.on("SIGINT", () => shutdown("SIGINT"));
 }
 
 function parseTokens(text: string): number[] {
