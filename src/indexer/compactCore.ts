@@ -18,7 +18,7 @@
 //   to the holders; find_matches intersects these along the prompt);
 // - per-slot state (exists, block count, last event id) lives in SlotTable,
 //   which may sit in a SharedArrayBuffer so the main thread reads it directly.
-import { grown } from "../util/typedArrays.js";
+import { emptyArray, grown, sameKind } from "../util/typedArrays.js";
 import {
   FLAG_EXPLICIT_SEQUENCE,
   FLAG_RESTORE,
@@ -35,6 +35,7 @@ import {
 import { seqHash32, seqOut } from "../hashing/sequence.js";
 import { HolderSets, SLOT_BITS } from "./holderSets.js";
 import { ColdPairs } from "./coldPairs.js";
+import { NodePublisher, type NodeSharing } from "./sharedNodes.js";
 
 /** Default (and historical) number of (worker, dp_rank) slots: --max-worker-ranks. */
 export const MAX_SLOTS = 65_536;
@@ -76,6 +77,12 @@ export interface CoreOptions {
    * sized bytes per entry).
    */
   bounded?: boolean;
+  /**
+   * The node side (node table, sequence hashes, holder sets) in
+   * SharedArrayBuffers that another thread reads while this core writes
+   * (a shard thread's core; see sharedNodes.ts).
+   */
+  share?: NodeSharing;
 }
 
 /** Growth of a bounded core's entry arrays and table past its initial size (CoreOptions.bounded). */
@@ -123,6 +130,31 @@ function mix(a: number, b: number, c: number): number {
   h ^= h >>> 15;
   h = Math.imul(h, 0x27d4eb2f);
   return (h ^ (h >>> 13)) >>> 0;
+}
+
+/**
+ * The node of sequence hash (lo, hi) in node table `tab`, or -1: the probe
+ * of CompactCore's node table, also run by SharedNodeReader on a shard's
+ * table from another thread (so it stops after one lap even if concurrent
+ * changes kept it from meeting an empty bucket).
+ */
+export function findNodeIn(tab: Uint32Array, nLo: Uint32Array, nHi: Uint32Array, lo: number, hi: number): number {
+  const size = tab.length;
+  const bits = 32 - Math.clz32(size);
+  const idx = (1 << bits) - 1;
+  const h = mix(lo, hi, 0);
+  const tag = h << bits;
+  let b = (h * (size / TWO32)) >>> 0; // as putNode places it (nScale is size / TWO32)
+  for (let left = size; left > 0; left--) {
+    const v = tab[b];
+    if (v === 0) return -1;
+    if (((v ^ tag) & ~idx) === 0) {
+      const n = (v & idx) - 1;
+      if (nLo[n] === lo && nHi[n] === hi) return n;
+    }
+    b = b + 1 === size ? 0 : b + 1;
+  }
+  return -1;
 }
 
 /**
@@ -204,13 +236,15 @@ export class CompactCore {
   private nCap = 0;
   private nTop = 0;
   private nFree = -1;
-  private nLo = new Uint32Array(0);
-  private nHi = new Uint32Array(0);
+  private nLo: Uint32Array;
+  private nHi: Uint32Array;
   /** The local hash of the entry that created the node. */
   private nLocLo = new Uint32Array(0);
   private nLocHi = new Uint32Array(0);
   /** Which slots hold each node. */
-  private readonly holders = new HolderSets();
+  private readonly holders: HolderSets;
+  /** Shared node side only: says when buffers are replaced and table buckets move. */
+  private readonly publisher: NodePublisher | undefined;
   /** Live nodes: distinct sequence hashes held by at least one worker. */
   nodes = 0;
   /**
@@ -219,7 +253,7 @@ export class CompactCore {
    * (node + 1), 0 = empty. Sized by the nodes, at most the entry capacity
    * (every node has an entry).
    */
-  private nTab = new Uint32Array(0);
+  private nTab: Uint32Array;
   private nBits = 0;
   private nScale = 0;
 
@@ -249,6 +283,13 @@ export class CompactCore {
     this.coldParents = new ColdPairs(opts.denseParentsAt);
     this.coldLocals = new ColdPairs(opts.denseLocalsAt);
     this.eSlot = slots.slots <= 65_536 ? new Uint16Array(0) : new Uint32Array(0);
+    const shared = opts.share !== undefined;
+    this.nLo = emptyArray(Uint32Array, shared);
+    this.nHi = emptyArray(Uint32Array, shared);
+    this.nTab = emptyArray(Uint32Array, shared);
+    this.publisher =
+      opts.share && new NodePublisher(opts.share, () => ({ nTab: this.nTab, nLo: this.nLo, nHi: this.nHi, ...this.holders.views() }));
+    this.holders = new HolderSets(this.publisher);
     // Blocks are often shared by several workers: node arrays and the node table start at half the entries and
     // grow if needed (each growth of the node arrays during a fill copies them and leaves garbage to collect).
     this.growEntries(Math.max(16, initialEntries));
@@ -896,20 +937,7 @@ export class CompactCore {
   // ---- nodes -------------------------------------------------------------
 
   private findNode(lo: number, hi: number): number {
-    const tab = this.nTab;
-    const size = tab.length;
-    const bits = this.nBits;
-    const idx = (1 << bits) - 1;
-    const h = mix(lo, hi, 0);
-    const tag = h << bits;
-    for (let b = (h * this.nScale) >>> 0; ; b = b + 1 === size ? 0 : b + 1) {
-      const v = tab[b];
-      if (v === 0) return -1;
-      if (((v ^ tag) & ~idx) === 0) {
-        const n = (v & idx) - 1;
-        if (this.nLo[n] === lo && this.nHi[n] === hi) return n;
-      }
-    }
+    return findNodeIn(this.nTab, this.nLo, this.nHi, lo, hi);
   }
 
   /**
@@ -956,25 +984,30 @@ export class CompactCore {
   }
 
   private freeNode(v: number): void {
+    this.publisher?.tableChanging();
     this.removeBucket(this.nTab, (mix(this.nLo[v], this.nHi[v], 0) * this.nScale) >>> 0, (1 << this.nBits) - 1, v, true);
+    this.publisher?.tableChanged();
     this.nodes--;
     this.nLo[v] = this.nFree < 0 ? 0x7fffffff : this.nFree;
     this.nFree = v;
   }
 
   private growNodes(cap: number): void {
+    this.publisher?.relocating();
     this.nLo = grown(this.nLo, cap);
     this.nHi = grown(this.nHi, cap);
     this.nLocLo = grown(this.nLocLo, cap);
     this.nLocHi = grown(this.nLocHi, cap);
     this.holders.grow(cap);
     this.nCap = cap;
+    this.publisher?.relocated();
   }
 
   private rehashNodes(buckets: number): void {
+    this.publisher?.relocating();
     const old = this.nTab;
     const oldIdx = (1 << this.nBits) - 1;
-    this.nTab = new Uint32Array(buckets);
+    this.nTab = sameKind(old, buckets);
     this.nBits = 32 - Math.clz32(buckets);
     this.nScale = buckets / TWO32;
     for (let b = 0; b < old.length; b++) {
@@ -982,5 +1015,6 @@ export class CompactCore {
       const v = (old[b] & oldIdx) - 1;
       this.putNode(v, mix(this.nLo[v], this.nHi[v], 0));
     }
+    this.publisher?.relocated();
   }
 }

@@ -42,6 +42,8 @@ export interface CompactIndexOptions {
   blockSize?: number;
   /** Test hook: queue words a shard may be behind before raw messages are decoded here (default DECODE_HERE_PAST_WORDS). */
   decodeHerePastWords?: number;
+  /** With shard threads: queries read the shards' shared memory instead of asking them (default: on x86-64). */
+  sharedReads?: boolean;
 }
 
 /**
@@ -83,6 +85,9 @@ export interface IndexStats {
   evictions: number;
   arrayBytes: number;
   shardHeapBytes: number;
+  /** Shard answers to queries read from shared memory, and asked of the shard threads (0 without them). */
+  findsRead: number;
+  findsAsked: number;
 }
 
 export class CompactIndex implements KvIndex {
@@ -136,7 +141,7 @@ export class CompactIndex implements KvIndex {
     const shards = opts.shards ?? 0;
     if (shards === 0) return CompactIndex.local(opts);
     const perShard = Math.ceil(initialEntriesOf(opts) / shards);
-    const backend = await ThreadBackend.start(shards, opts.maxWorkerRanks ?? MAX_SLOTS, perShard, { ringWords: opts.ringWords, blockSize: opts.blockSize, bounded: boundedBy(opts) });
+    const backend = await ThreadBackend.start(shards, opts.maxWorkerRanks ?? MAX_SLOTS, perShard, { ringWords: opts.ringWords, blockSize: opts.blockSize, bounded: boundedBy(opts), sharedReads: opts.sharedReads });
     return new CompactIndex(backend, opts.maxBlocks, opts.decodeHerePastWords);
   }
 
@@ -394,6 +399,8 @@ export class CompactIndex implements KvIndex {
       evictions: this.evictions,
       arrayBytes: shards.reduce((n, s) => n + s.arrayBytes, 0) + this.backend.slots.buffer.byteLength,
       shardHeapBytes: shards.reduce((n, s) => n + s.heapUsed, 0),
+      findsRead: shards.reduce((n, s) => n + s.findsRead, 0),
+      findsAsked: shards.reduce((n, s) => n + s.findsAsked, 0),
     };
   }
 

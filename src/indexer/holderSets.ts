@@ -28,7 +28,7 @@
 // range while it comes from LOW or RANGE nodes, and as a sorted slot list
 // otherwise (or once few are left), so a step costs about what the smaller
 // side holds; a fleet below 64 ranks walks two words per block as before.
-import { grown } from "../util/typedArrays.js";
+import { emptyArray, grown, sameKind } from "../util/typedArrays.js";
 
 const EMPTY = 0;
 const LOW = 1;
@@ -77,12 +77,28 @@ function spanWords(lo: number, hi: number): number {
   return (hi >>> 5) - (lo >>> 5) + 1;
 }
 
+/** What a shared HolderSets calls around replacing its buffers (sharedNodes.ts: NodePublisher). */
+export interface Relocations {
+  relocating(): void;
+  relocated(): void;
+}
+
+/** Most words a LIST or RANGE block can span (a copy that reads more was torn). */
+const MOST_BLOCK_WORDS = 1 << SLOT_BITS;
+
 export class HolderSets {
   /** Per node: kind | size class << CLASS_SHIFT. */
-  private kind = new Uint8Array(0);
+  private kind: Uint8Array;
   /** Per node the two inline words side by side: a = w[2v], b = w[2v + 1]. */
-  private w = new Uint32Array(0);
-  private pool = new Uint32Array(256);
+  private w: Uint32Array;
+  private pool: Uint32Array;
+  /**
+   * Shared sets only (sharedNodes.ts): per node, a version bumped to odd
+   * before and back to even after every change of its set except a LOW
+   * node's bit flips, so a reader in another thread can tell a torn read.
+   */
+  private ver: Uint32Array;
+  private readonly shared: boolean;
   private poolTop = 0;
   /** Words in live pool blocks. */
   private poolLive = 0;
@@ -105,10 +121,35 @@ export class HolderSets {
   private al = new Uint32Array(64);
   private m = 0;
 
-  /** Room for `cap` nodes (new ones are empty). */
+  /** `relocations`: the sets live in SharedArrayBuffers and say when they replace them. */
+  constructor(private readonly relocations?: Relocations) {
+    this.shared = relocations !== undefined;
+    this.kind = emptyArray(Uint8Array, this.shared);
+    this.w = emptyArray(Uint32Array, this.shared);
+    this.ver = emptyArray(Uint32Array, this.shared);
+    this.pool = sameKind(this.w, 256);
+  }
+
+  /** Room for `cap` nodes (new ones are empty). A shared set's caller brackets this with its relocation. */
   grow(cap: number): void {
     this.kind = grown(this.kind, cap);
     this.w = grown(this.w, cap * 2);
+    if (this.shared) this.ver = grown(this.ver, cap);
+  }
+
+  /** The buffers a reader in another thread reads (shared sets). */
+  views(): { kind: Uint8Array; w: Uint32Array; pool: Uint32Array; ver: Uint32Array } {
+    return { kind: this.kind, w: this.w, pool: this.pool, ver: this.ver };
+  }
+
+  /** Node `v`'s set is about to change (shared sets: its version turns odd). */
+  private changing(v: number): void {
+    if (this.shared) Atomics.add(this.ver, v, 1);
+  }
+
+  /** ...and has changed (its version is even again). */
+  private changed(v: number): void {
+    if (this.shared) Atomics.add(this.ver, v, 1);
   }
 
   isEmpty(v: number): boolean {
@@ -137,6 +178,7 @@ export class HolderSets {
       return true;
     }
     if (k === EMPTY) {
+      this.changing(v);
       if (slot < 64) {
         this.kind[v] = LOW;
         this.w[2 * v] = slot < 32 ? 1 << slot : 0;
@@ -145,6 +187,7 @@ export class HolderSets {
         this.kind[v] = ONE;
         this.w[2 * v] = slot;
       }
+      this.changed(v);
       return true;
     }
     if (k === RANGE) {
@@ -154,8 +197,10 @@ export class HolderSets {
       if (i >= 0 && i < head >>> 16) {
         const bit = 1 << (slot & 31);
         if (this.pool[off + 1 + i] & bit) return false;
+        this.changing(v);
         this.pool[off + 1 + i] |= bit;
         this.w[2 * v + 1]++;
+        this.changed(v);
         return true;
       }
     } else if (k === LIST) {
@@ -167,9 +212,11 @@ export class HolderSets {
       const hi = at === n ? slot : this.pool[off + n - 1];
       // Still sparse and the block has room: insert in place.
       if (n + 1 <= 1 << (kb >>> CLASS_SHIFT) && n + 1 < spanWords(lo, hi)) {
+        this.changing(v);
         this.pool.copyWithin(off + at + 1, off + at, off + n);
         this.pool[off + at] = slot;
         this.w[2 * v + 1] = n + 1;
+        this.changed(v);
         return true;
       }
     } else if (k === ONE && this.w[2 * v] === slot) return false;
@@ -203,7 +250,9 @@ export class HolderSets {
     if (k === EMPTY) return false;
     if (k === ONE) {
       if (this.w[2 * v] !== slot) return false;
+      this.changing(v);
       this.kind[v] = EMPTY;
+      this.changed(v);
       return true;
     }
     if (k === RANGE) {
@@ -213,8 +262,10 @@ export class HolderSets {
       const i = (slot >>> 5) - (head & 0xffff);
       const bit = 1 << (slot & 31);
       if (i < 0 || i >= words || (this.pool[off + 1 + i] & bit) === 0) return false;
+      this.changing(v);
       this.pool[off + 1 + i] &= ~bit;
       const n = --this.w[2 * v + 1];
+      this.changed(v); // (not around store(): a version bumped twice would read even mid-change)
       // Less than half full: a list (or an inline form) is smaller.
       if (n * 2 < words) this.store(v, this.spell(v));
       return true;
@@ -228,8 +279,10 @@ export class HolderSets {
       const cls = kb >>> CLASS_SHIFT;
       // Stays a list in the same block unless it fits inline or the block is four times too big.
       if (n - 1 > 3 && hi >= 64 && (cls === MIN_CLASS || (n - 1) * 4 > 1 << cls)) {
+        this.changing(v);
         this.pool.copyWithin(off + at, off + at + 1, off + n);
         this.w[2 * v + 1] = n - 1;
+        this.changed(v);
         return true;
       }
     } else if (!this.has(v, slot)) return false; // TWO, THREE
@@ -276,7 +329,32 @@ export class HolderSets {
 
   /** Bytes held in typed arrays (capacity). */
   bytes(): number {
-    return this.kind.byteLength + this.w.byteLength + this.pool.byteLength;
+    return this.kind.byteLength + this.w.byteLength + this.pool.byteLength + this.ver.byteLength;
+  }
+
+  /**
+   * Makes node 0 of this set a copy of node `v` of another set's arrays
+   * (SharedNodeReader: the walk then reads only the copy). False when what
+   * was read cannot be a node, which only a read torn by a concurrent
+   * change gives; the caller's version check catches the other torn reads.
+   */
+  copyNode(kind: Uint8Array, w: Uint32Array, pool: Uint32Array, v: number): boolean {
+    const kb = kind[v];
+    const k = kb & KIND_MASK;
+    const a = w[2 * v];
+    const b = w[2 * v + 1];
+    this.kind[0] = kb;
+    this.w[0] = a;
+    this.w[1] = b;
+    if (k < LIST) return true;
+    if (k > RANGE) return false;
+    // LIST: b sorted slots at a; RANGE: a head word (first word, word count) at a, then the words.
+    const words = k === LIST ? b : a < pool.length ? 1 + (pool[a] >>> 16) : 0;
+    if (words === 0 || words > MOST_BLOCK_WORDS || a + words > pool.length || b > MOST_BLOCK_WORDS) return false;
+    if (this.pool.length < words) this.pool = new Uint32Array(1 << (32 - Math.clz32(words - 1)));
+    this.pool.set(pool.subarray(a, a + words));
+    this.w[0] = 0;
+    return true;
   }
 
   // ---- containers --------------------------------------------------------
@@ -335,6 +413,7 @@ export class HolderSets {
 
   /** Makes scratch[0 .. n) (ascending) node `v`'s holders, in the container that fits them. */
   private store(v: number, n: number): void {
+    this.changing(v);
     const k = this.kind[v] & KIND_MASK;
     if (k === LIST || k === RANGE) this.free(this.w[2 * v], this.kind[v] >>> CLASS_SHIFT);
     const s = this.scratch;
@@ -382,6 +461,7 @@ export class HolderSets {
       }
       this.w[2 * v + 1] = n;
     }
+    this.changed(v);
     this.compactIfSparse();
   }
 
@@ -403,9 +483,11 @@ export class HolderSets {
       return head;
     }
     if (this.poolTop + size > this.pool.length) {
-      const next = new Uint32Array(Math.max(this.pool.length * 2, this.poolTop + size));
+      this.relocations?.relocating();
+      const next = sameKind(this.pool, Math.max(this.pool.length * 2, this.poolTop + size));
       next.set(this.pool.subarray(0, this.poolTop));
       this.pool = next;
+      this.relocations?.relocated();
     }
     const off = this.poolTop;
     this.poolTop += size;
@@ -427,7 +509,9 @@ export class HolderSets {
   private compactIfSparse(): void {
     const idle = this.poolTop - this.poolLive;
     if (idle <= this.poolLive + (this.kind.length >>> 2) + 1024) return;
-    const pool = new Uint32Array(Math.max(256, Math.ceil(this.poolLive * 1.25)));
+    // The offsets in w change in place: a reader in another thread drops what it read across this (a new generation).
+    this.relocations?.relocating();
+    const pool = sameKind(this.pool, Math.max(256, Math.ceil(this.poolLive * 1.25)));
     let top = 0;
     for (let v = 0; v < this.kind.length; v++) {
       const k = this.kind[v] & KIND_MASK;
@@ -440,6 +524,7 @@ export class HolderSets {
     this.pool = pool;
     this.poolTop = top;
     this.freeHead.fill(-1);
+    this.relocations?.relocated();
   }
 
   // ---- the walk ----------------------------------------------------------

@@ -13,6 +13,8 @@
 // everything queued before it, so a removal, eviction or dump is ordered after
 // earlier batches. A queued batch that fails (an engine bug) answers with its
 // error on the error port instead of a result entry.
+import type { MessagePort } from "node:worker_threads";
+
 export const CTL_REQ = 0;
 export const CTL_RES = 1;
 /** Set by a shard whose request failed; the error text waits on the port. */
@@ -104,4 +106,7 @@ export interface ShardThreadData {
   rawFlags: SharedArrayBuffer;
   /** Tokens per block, for decoding raw messages (0: the index takes none). */
   blockSize: number;
+  /** With shared reads (sharedNodes.ts): the node side's header words, and the port new buffers are posted on. */
+  nodeHeader: SharedArrayBuffer | undefined;
+  views: MessagePort | undefined;
 }

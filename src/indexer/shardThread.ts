@@ -48,7 +48,12 @@ let req = new Uint32Array(data.req);
 let reqF64 = new Float64Array(data.req);
 let res = new Int32Array(data.res);
 let resF64 = new Float64Array(data.res);
-const core = new CompactCore(new SlotTable(data.slots, data.maxSlots), data.initialEntries, { bounded: data.bounded });
+const views = data.views;
+const core = new CompactCore(new SlotTable(data.slots, data.maxSlots), data.initialEntries, {
+  bounded: data.bounded,
+  // Queries read the node side from the main thread (sharedReader.ts); new buffers go there on this port.
+  share: data.nodeHeader && views && { header: new Int32Array(data.nodeHeader), post: (v) => views.postMessage(v) },
+});
 /** The store clock every shard and the main thread draw stamps from. */
 const clock = new BigInt64Array(data.clock);
 /** Per raw stream: 1 once the shard refused one of its messages, until the main thread has redone them. */

@@ -49,6 +49,8 @@ import {
   type ShardThreadData,
 } from "./shardProtocol.js";
 import { SharedRing } from "./sharedRing.js";
+import { SHARED_HEADER_WORDS, type NodeViews, sharedReadsByDefault } from "./sharedNodes.js";
+import { SharedNodeReader } from "./sharedReader.js";
 
 interface Shard {
   worker: Worker;
@@ -66,6 +68,11 @@ interface Shard {
   res: Int32Array;
   resF64: Float64Array;
   seq: number;
+  /** Reads the shard's node side in shared memory (queries need not wake it); absent where reads are not shared. */
+  reader: SharedNodeReader | undefined;
+  /** Queries answered from shared memory, and by asking the shard. */
+  findsRead: number;
+  findsAsked: number;
 }
 
 
@@ -76,6 +83,8 @@ export interface ThreadBackendOptions {
   blockSize?: number;
   /** Sized for a --max-blocks bound (CoreOptions.bounded). */
   bounded?: boolean;
+  /** Queries read the shards' memory instead of asking them (default: on x86-64; see sharedNodes.ts). */
+  sharedReads?: boolean;
 }
 
 export class ThreadBackend implements ShardBackend {
@@ -114,9 +123,12 @@ export class ThreadBackend implements ShardBackend {
   static async start(shards: number, maxSlots: number, initialEntries: number, opts: ThreadBackendOptions = {}): Promise<ThreadBackend> {
     const { ringWords = RING_WORDS, blockSize = 0 } = opts;
     const backend = new ThreadBackend(shards, maxSlots, blockSize);
+    const sharedReads = opts.sharedReads ?? sharedReadsByDefault();
     const started: Promise<void>[] = [];
     for (let i = 0; i < shards; i++) {
       const { port1, port2 } = new MessageChannel();
+      const views = sharedReads ? new MessageChannel() : undefined;
+      const nodeHeader = sharedReads ? new SharedArrayBuffer(SHARED_HEADER_WORDS * 4) : undefined;
       const queue = SharedRing.create(ringWords);
       const results = SharedRing.create(ringWords);
       const failures = new MessageChannel();
@@ -138,10 +150,12 @@ export class ThreadBackend implements ShardBackend {
         clock: backend.clock.buffer as SharedArrayBuffer,
         rawFlags: backend.rawFlags.buffer as SharedArrayBuffer,
         blockSize,
+        nodeHeader,
+        views: views?.port2,
       };
       const worker = startThread(siblingModule(import.meta.url, "shardThread"), {
         workerData: data,
-        transferList: [port2, failures.port1],
+        transferList: views ? [port2, failures.port1, views.port2] : [port2, failures.port1],
         name: `kv-index-shard-${i}`,
       });
       started.push(
@@ -153,6 +167,13 @@ export class ThreadBackend implements ShardBackend {
       );
       failures.port2.on("message", (m: QueuedFailure) => backend.settle(m.id, new Error(`index shard failed: ${m.error}`)));
       failures.port2.unref();
+      let reader: SharedNodeReader | undefined;
+      if (views && nodeHeader) {
+        const r = (reader = new SharedNodeReader(new Int32Array(nodeHeader), views.port1));
+        // New buffers are also taken between tasks, so replaced ones are not kept alive until the next query.
+        views.port1.on("message", (m: NodeViews) => r.take(m));
+        views.port1.unref();
+      }
       backend.list.push({
         worker,
         port: port1,
@@ -166,6 +187,9 @@ export class ThreadBackend implements ShardBackend {
         res: new Int32Array(res),
         resF64: new Float64Array(res),
         seq: 0,
+        reader,
+        findsRead: 0,
+        findsAsked: 0,
       });
     }
     await Promise.all(started);
@@ -362,19 +386,38 @@ export class ThreadBackend implements ShardBackend {
     else w.resolve(result);
   }
 
+  /**
+   * Each shard's answer read from its shared memory; a shard whose memory
+   * cannot be read whole now (see SharedNodeReader), or is not shared, is
+   * asked, and answers while the others are read.
+   */
   find(hashes: Uint32Array, n: number, hit: (slot: number, depth: number) => void): void {
+    let asked: Shard[] | undefined;
     for (const s of this.list) {
-      // The answer is a (slot, depth) pair per matching slot: room for every slot (past 131,071 ranks, more than the initial buffer).
-      this.ensureRoom(s, REQ_HEADER + 2 * n, 2 * this.slots.slots);
-      s.req[1] = n;
-      s.req.set(hashes.subarray(0, 2 * n), REQ_HEADER);
-      this.send(s, REQ_FIND);
+      const r = s.reader;
+      const found = r === undefined ? -1 : r.find(hashes, n);
+      if (found < 0) {
+        (asked ??= []).push(s);
+        this.askFind(s, hashes, n);
+        continue;
+      }
+      s.findsRead++;
+      for (let i = 0; i < found; i++) hit(r!.foundSlot[i], r!.foundDepth[i]);
     }
-    for (const s of this.list) {
+    for (const s of asked ?? []) {
       this.wait(s);
+      s.findsAsked++;
       const found = s.res[0];
       for (let i = 0; i < found; i++) hit(s.res[1 + 2 * i], s.res[2 + 2 * i]);
     }
+  }
+
+  private askFind(s: Shard, hashes: Uint32Array, n: number): void {
+    // The answer is a (slot, depth) pair per matching slot: room for every slot (past 131,071 ranks, more than the initial buffer).
+    this.ensureRoom(s, REQ_HEADER + 2 * n, 2 * this.slots.slots);
+    s.req[1] = n;
+    s.req.set(hashes.subarray(0, 2 * n), REQ_HEADER);
+    this.send(s, REQ_FIND);
   }
 
   oldestStamps(shard: number, max: number): Float64Array {
@@ -443,7 +486,7 @@ export class ThreadBackend implements ShardBackend {
       this.send(s, REQ_STATS);
       this.wait(s);
       const f = s.resF64;
-      return { entries: f[0], nodes: f[1], arrayBytes: f[2], evicted: f[3], heapUsed: f[4] };
+      return { entries: f[0], nodes: f[1], arrayBytes: f[2], evicted: f[3], heapUsed: f[4], findsRead: s.findsRead, findsAsked: s.findsAsked };
     });
   }
 
