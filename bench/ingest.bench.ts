@@ -30,8 +30,8 @@ export interface IngestBenchConfig {
   threads: number[];
   /** Calls per query-throughput measurement. */
   queryCalls: number;
-  /** Router configurations measured under paced ingest: [index shards, ingest threads]. */
-  underIngest: [number, number][];
+  /** Router configurations measured under paced ingest: [index shards, ingest threads, applies (ingestServers.ts)]. */
+  underIngest: ([number, number] | [number, number, string])[];
 }
 
 interface Server {
@@ -197,27 +197,7 @@ export async function runIngestBench(cfg: IngestBenchConfig, log: (msg: string) 
     hotPathBlocksPerSec: median(decodeRuns.hotPath.slice(1)),
     protobufEsBlocksPerSec: median(decodeRuns.protobufEs.slice(1)),
   };
-  log("gRPC ingest: query latency under paced ingest");
-  const prefill = ingestTraffic(Math.min(cfg.blocks, 204_800), true, 11);
-  const queryUnderIngest: Record<string, unknown> = {};
-  for (const [shards, threads] of cfg.underIngest) {
-    const r = await preparedRouter(["router", String(shards), String(threads)], prefill);
-    await queriesFor(r.client, r.reqs, 300);
-    const capacityRun = await pacedIngest(r.server.port, 0, cfg.phaseMs, 1000);
-    const capacity = capacityRun.blocks / capacityRun.secs;
-    const row: Record<string, unknown> = { capacityBlocksPerSec: capacity };
-    row.idle = await queriesFor(r.client, r.reqs, cfg.phaseMs);
-    for (const share of [0.5, 0.9]) {
-      const ingest = pacedIngest(r.server.port, capacity * share, cfg.phaseMs + 400, 1100 + share * 100);
-      await new Promise((resolve) => setTimeout(resolve, 200));
-      const q = await queriesFor(r.client, r.reqs, cfg.phaseMs);
-      const done = await ingest;
-      row[`${share * 100}%`] = { ...q, ingestBlocksPerSec: done.blocks / done.secs };
-    }
-    r.client.close();
-    await r.server.stop();
-    queryUnderIngest[`index shards ${shards}, ingest threads ${threads}`] = row;
-  }
+  const queryUnderIngest = await runQueryUnderIngest(cfg, log);
 
   log(`gRPC ingest: scaling at ${cfg.threads.join(", ")} threads (${cores} cores)`);
   const scaling: Record<string, unknown> = { cores };
@@ -246,4 +226,30 @@ export async function runIngestBench(cfg: IngestBenchConfig, log: (msg: string) 
     scaling[name] = { ingestBlocksPerSec: ingest, ingestBlocksPerSec8Connections: ingest8, findBestWorker32Way: qps };
   }
   return { grpcIngest, queryUnderIngest, scaling };
+}
+
+/** FindBestWorker latency idle and while ingest runs at 50% and 90% of each configuration's measured capacity. */
+export async function runQueryUnderIngest(cfg: Pick<IngestBenchConfig, "blocks" | "phaseMs" | "underIngest">, log: (msg: string) => void) {
+  log("gRPC ingest: query latency under paced ingest");
+  const prefill = ingestTraffic(Math.min(cfg.blocks, 204_800), true, 11);
+  const queryUnderIngest: Record<string, unknown> = {};
+  for (const [shards, threads, applies] of cfg.underIngest) {
+    const r = await preparedRouter(["router", String(shards), String(threads), ...(applies ? [applies] : [])], prefill);
+    await queriesFor(r.client, r.reqs, 300);
+    const capacityRun = await pacedIngest(r.server.port, 0, cfg.phaseMs, 1000);
+    const capacity = capacityRun.blocks / capacityRun.secs;
+    const row: Record<string, unknown> = { capacityBlocksPerSec: capacity };
+    row.idle = await queriesFor(r.client, r.reqs, cfg.phaseMs);
+    for (const share of [0.5, 0.9]) {
+      const ingest = pacedIngest(r.server.port, capacity * share, cfg.phaseMs + 400, 1100 + share * 100);
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      const q = await queriesFor(r.client, r.reqs, cfg.phaseMs);
+      const done = await ingest;
+      row[`${share * 100}%`] = { ...q, ingestBlocksPerSec: done.blocks / done.secs };
+    }
+    r.client.close();
+    await r.server.stop();
+    queryUnderIngest[`index shards ${shards}, ingest threads ${threads}${applies ? `, ${applies}` : ""}`] = row;
+  }
+  return queryUnderIngest;
 }

@@ -1,6 +1,6 @@
 // The servers the gRPC ingest benchmarks drive, each in a process of its own
 // (so the client's work does not share the server's thread), started as
-//   node --import tsx bench/ingestServers.ts floor|floor-64k|naive|router [indexShards] [ingestThreads] [wait]
+//   node --import tsx bench/ingestServers.ts floor|floor-64k|naive|router [indexShards] [ingestThreads] [wait|decoded|asked]
 // ("wait": index shards apply each ingest batch before the next is decoded, the baseline of queued applies)
 // Each prints "PORT <n>" once serving and exits when its stdin closes.
 // - floor:  a bare grpc-js server answering IngestKvEvents with an identity
@@ -106,9 +106,20 @@ export function startBenchRouter(opts: Partial<Omit<ServerOptions, "router">> = 
   });
 }
 
-/** `applies`: "wait" (each batch waits for the shards), "decoded" (queued, decoded on the main thread), else raw messages to the shards. */
+/**
+ * `applies`: "wait" (each batch waits for the shards), "decoded" (queued, decoded on the main thread), else raw
+ * messages to the shards; "asked": as the default, but queries ask the shard threads instead of reading their memory.
+ */
 async function router(indexerShards: number, ingestThreads: number, applies: string | undefined): Promise<number> {
-  return (await startBenchRouter({ indexerShards, ingestThreads, pipelineIngest: applies !== "wait", rawIngest: applies !== "decoded" })).grpcPort;
+  return (
+    await startBenchRouter({
+      indexerShards,
+      ingestThreads,
+      pipelineIngest: applies !== "wait",
+      rawIngest: applies !== "decoded",
+      indexSharedReads: applies === "asked" ? false : undefined,
+    })
+  ).grpcPort;
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {

@@ -67,7 +67,7 @@ log("Dynamo ZMQ event plane decode");
 const dynamoZmq = runDynamoZmqBench(smoke ? 2_000 : 50_000, smoke ? 1 : 3);
 log("gRPC ingest benchmarks");
 const grpc = await runIngestBench(
-  { blocks: smoke ? 4096 : 204_800, rounds: smoke ? 1 : 3, phaseMs: smoke ? 300 : 3000, threads: smoke ? [1] : [1, 2, 4, 8], queryCalls: smoke ? 64 : 2000, underIngest: smoke ? [[0, 1]] : [[0, 0], [0, 1], [1, 0], [2, 0]] },
+  { blocks: smoke ? 4096 : 204_800, rounds: smoke ? 1 : 3, phaseMs: smoke ? 300 : 3000, threads: smoke ? [1] : [1, 2, 4, 8], queryCalls: smoke ? 64 : 2000, underIngest: smoke ? [[0, 1]] : [[0, 0], [0, 1], [1, 0, "asked"], [1, 0], [2, 0]] },
   log,
 );
 

@@ -106,6 +106,8 @@ export interface ServerOptions {
   rawDecodeHerePastWords?: number;
   /** Test hook: words of each index shard's queue and result rings (small rings fill and wrap often). */
   indexRingWords?: number;
+  /** With index shards, queries read the shards' shared memory (default: on x86-64); false asks the shard threads (the benchmark's baseline). */
+  indexSharedReads?: boolean;
   /**
    * FindBestWorker over gRPC decodes the prompt's token ids into a hasher's
    * memory and hashes them there (default true, unless the router hashes Eagle
@@ -167,6 +169,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     blockSize: opts.rawIngest === false || opts.pipelineIngest === false || opts.ingestThreads ? undefined : opts.router.blockSize,
     decodeHerePastWords: opts.rawDecodeHerePastWords,
     ringWords: opts.indexRingWords,
+    sharedReads: opts.indexSharedReads,
   });
   metrics.sources.indexEvictions = () => compact.evictionCount;
   metrics.sources.indexBytes = () => compact.stats().arrayBytes;

@@ -20,6 +20,7 @@ import type { YargsOptions } from "./yargsOptions.js";
 import { serveOptions } from "./options.js";
 import { serverOptionsFrom, startupWarnings } from "./config.js";
 import { simulateCommand, simulateOptions } from "./simulateCommand.js";
+import { sharedReadsByDefault } from "../indexer/sharedNodes.js";
 
 if (parseLogLevel(process.env.KV_ROUTER_LOG) === undefined) {
   exitWith(`KV_ROUTER_LOG="${process.env.KV_ROUTER_LOG}" is not a log level; use one of ${LOG_LEVELS.join(", ")}`, 2);
@@ -79,6 +80,8 @@ async function serve(argv: Parameters<typeof serverOptionsFrom>[0]): Promise<voi
     indexer_shards: opts.indexerShards ?? 0,
     // Where IngestKvEvents messages are decoded and hashed (docs/indexer.md, "Raw messages on the shard threads").
     ingest_decoding: opts.ingestThreads ? `${opts.ingestThreads} decoder threads` : (opts.indexerShards ?? 0) > 0 ? "on the index shard threads" : "main thread",
+    // How queries reach the shards (docs/indexer.md, "Queries read the shards' memory").
+    index_queries: (opts.indexerShards ?? 0) === 0 ? "main thread" : sharedReadsByDefault() ? "read from the shards' shared memory" : "asked of the shard threads (shared reads need x86-64)",
   });
 }
 

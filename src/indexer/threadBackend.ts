@@ -10,10 +10,11 @@
 // result ring (read when Atomics.waitAsync says they are there, and whenever
 // this thread submits or waits), so this thread decodes the next batch while
 // shards apply this one.
-// The consistency rule: a query sees every batch whose results came back
-// before the query was made (a shard applies in queue order and answers a
-// find only between two records); every other call waits for the batches
-// queued before it.
+// find() reads each shard's node side in shared memory (sharedReader.ts) and
+// asks a shard (a find request, served between two records) only when that
+// read cannot be made whole. The consistency rule: a query sees every batch
+// whose results came back before the query was made; every other call waits
+// for the batches queued before it.
 import { type MessagePort, MessageChannel, type Worker, receiveMessageOnPort } from "node:worker_threads";
 import { siblingModule, startThread } from "../util/threads.js";
 import { SlotTable } from "./compactCore.js";
