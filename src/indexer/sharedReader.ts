@@ -64,6 +64,12 @@ export class SharedNodeReader {
     return -1;
   }
 
+  /** Stops taking buffers (the shard stopped); the reader is not used again. */
+  close(): void {
+    this.port.close();
+    this.views = undefined;
+  }
+
   /** Takes the posted buffers; true when they are generation `gen`'s (posted before it was stored). */
   private refresh(gen: number): boolean {
     for (let m = receiveMessageOnPort(this.port); m !== undefined; m = receiveMessageOnPort(this.port)) this.take(m.message as NodeViews);

@@ -393,6 +393,7 @@ export class ThreadBackend implements ShardBackend {
    * asked, and answers while the others are read.
    */
   find(hashes: Uint32Array, n: number, hit: (slot: number, depth: number) => void): void {
+    if (this.closed) throw new Error("sharded index is closed");
     let asked: Shard[] | undefined;
     for (const s of this.list) {
       const r = s.reader;
@@ -502,7 +503,10 @@ export class ThreadBackend implements ShardBackend {
     // The stop request applied everything queued first: every result is in the rings (or its failure on its way).
     this.drainResults();
     await new Promise<void>((resolve) => setImmediate(resolve));
-    for (const s of this.list) s.failures.close();
+    for (const s of this.list) {
+      s.failures.close();
+      s.reader?.close();
+    }
     for (const w of this.waiting.values()) w.reject(new Error("sharded index is closed"));
     this.waiting.clear();
     clearInterval(this.keepAlive);
