@@ -14,6 +14,7 @@ import { type IndexEvent, type WorkerKey, workerKeyString } from "../protocols/e
 import { ActiveSequences, type WorkerLoad } from "../scheduler/activeSequences.js";
 import { type Score, minActivePrefillTokens } from "../scheduler/costFunction.js";
 import { type CostOverride, costOverrideProblem } from "../scheduler/costOverride.js";
+import { EngineBatches } from "../scheduler/engineBatch.js";
 import { COST_POLICY, DEFAULT_POLICY, WorkerSelectionPolicies } from "../scheduler/policies.js";
 import type { PolicyCandidate, Selection, WorkerSelectionPolicy } from "../scheduler/workerSelection.js";
 import { PredictedBlocks } from "../scheduler/predictions.js";
@@ -67,6 +68,8 @@ export class KvRouter {
   readonly workerObservers: WorkerObserver[] = [];
   /** Extra cost in blocks per worker key (e.g. the engine's own queue depth); set by load feeds. */
   readonly extraCost = new Map<string, number>();
+  /** What engines report of their batch (running, waiting); set by load feeds, read with the slots they registered. */
+  readonly engineBatches: EngineBatches;
   /** Blocks on host memory, disk and external stores (the GPU's are in `index`). */
   readonly lowerTiers: LowerTiers;
   private readonly approx: ApproximateTracker | undefined;
@@ -98,6 +101,7 @@ export class KvRouter {
       maxBlocks: config.maxActiveBlocks ?? Infinity,
     });
     this.registry = new WorkerRegistry(now);
+    this.engineBatches = new EngineBatches(now);
     this.lowerTiers = new LowerTiers(config.lowerTierMaxBlocks ?? 0, (worker, ext) => index.sequenceHashOf(worker, ext));
     this.approx = config.useKvEvents
       ? undefined
@@ -223,6 +227,9 @@ export class KvRouter {
         stepTokens: this.capacities.get(worker.workerId)?.maxNumBatchedTokens ?? 0,
         kvBlocks: this.capacities.get(worker.workerId)?.totalKvBlocks ?? 0,
         prefillWaitMs: this.active.prefillWaitMs(key),
+        batch: this.engineBatches.batch(key, this.capacities.get(worker.workerId)?.maxNumSeqs ?? 0, loads[i].requests),
+        prefillMsPerToken: this.active.prefillMsPerToken,
+        decodeMs: this.active.decodeMs,
       };
     });
     const selection = policy.select({
@@ -565,6 +572,7 @@ export class KvRouter {
     this.predictions?.forgetWorker(ofWorkers);
     this.sessions?.forgetWorker(ofWorkers);
     this.prefillRates?.forgetWorker(ofWorkers);
+    this.engineBatches.forgetWorker(ofWorkers);
     const removed = workerIds.map((id) => {
       this.approx?.forgetWorker(id);
       this.approxLru?.forgetWorker(id);

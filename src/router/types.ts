@@ -85,6 +85,8 @@ export const DYNAMO_DEFAULT_MAX_BATCHED_TOKENS = 10_000_000;
 export interface WorkerCapacity {
   maxNumBatchedTokens: number;
   totalKvBlocks: number;
+  /** Batch slots: the most sequences the engine runs at once (vLLM max_num_seqs); 0 or absent = unknown. */
+  maxNumSeqs?: number;
 }
 
 /** A candidate worker's load and size, for admission decisions. */

@@ -3,6 +3,7 @@
 // prompt's KV blocks (decode load) until Free or until its lease expires.
 import { SequenceHashes } from "../hashing/sequenceHashes.js";
 import { parseWorkerKey } from "../protocols/events.js";
+import { DecodeTime, PrefillSpeed } from "./prefillSpeed.js";
 
 export interface ActiveRequest {
   requestId: string;
@@ -16,6 +17,10 @@ export interface ActiveRequest {
   prefillDone: boolean;
   /** When it was routed (the router's clock): how long its prefill has been waiting. */
   routedAt: number;
+  /** No other prompt of this router was waiting for its prefill on the worker when it was routed: its prefill time is a speed sample. */
+  firstInLine: boolean;
+  /** When MarkPrefillCompleted reported its first token (NaN: not reported). */
+  prefillDoneAt: number;
   expiresAt: number;
 }
 
@@ -52,6 +57,10 @@ export class ActiveSequences {
   private readonly keysById = new Map<bigint, Set<string>>();
   /** Prompt blocks held by all active requests. */
   private heldBlocks = 0;
+  /** The fleet's prefill speed, measured from routing to MarkPrefillCompleted. */
+  private readonly speed = new PrefillSpeed();
+  /** How long a sequence holds its batch slot after its first token (MarkPrefillCompleted to Free), fleet-wide. */
+  private readonly decode = new DecodeTime();
 
   constructor(
     private readonly requestTtlMs: number,
@@ -101,6 +110,16 @@ export class ActiveSequences {
     return 0;
   }
 
+  /** The fleet's measured prefill time per prompt token (ms); 0 before any prompt was reported prefilled. */
+  get prefillMsPerToken(): number {
+    return this.speed.msPerToken;
+  }
+
+  /** The fleet's measured time from a request's first token to its Free (ms); 0 before any such request was freed. */
+  get decodeMs(): number {
+    return this.decode.ms;
+  }
+
   /**
    * How many of `blocks` the worker's active requests do not already hold.
    * Routing's SequenceHashes become bigints only for a worker holding blocks.
@@ -123,10 +142,13 @@ export class ActiveSequences {
       outputBlocks,
       prefillDone: false,
       routedAt: this.now(),
+      prefillDoneAt: NaN,
+      firstInLine: false,
       expiresAt: this.now() + this.requestTtlMs,
     };
     this.requests.set(requestId, request);
     const w = this.workers.get(workerKey) ?? this.addWorker(workerKey);
+    request.firstInLine = w.pendingPrefills.size === 0;
     w.requestIds.add(requestId);
     w.pendingPrefills.set(requestId, request.routedAt);
     w.prefillTokens += prefillTokens;
@@ -139,6 +161,9 @@ export class ActiveSequences {
   markPrefillCompleted(requestId: string): boolean {
     const request = this.requests.get(requestId);
     if (request === undefined) return false;
+    // Only an explicit report times a prefill: Free also completes one, after the whole decode.
+    if (!request.prefillDone && request.firstInLine) this.speed.sample(request.prefillTokens, this.now() - request.routedAt);
+    if (!request.prefillDone) request.prefillDoneAt = this.now();
     this.completePrefill(request);
     return true;
   }
@@ -147,6 +172,7 @@ export class ActiveSequences {
   free(requestId: string): boolean {
     const request = this.requests.get(requestId);
     if (request === undefined) return false;
+    if (Number.isFinite(request.prefillDoneAt)) this.decode.sample(this.now() - request.prefillDoneAt);
     this.completePrefill(request);
     this.requests.delete(requestId);
     this.heldBlocks -= request.blocks.length;

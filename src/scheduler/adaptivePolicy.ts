@@ -33,6 +33,7 @@
 // that overrides one is routed by `kv-router` (router.ts, policyFor).
 import { pickScore, scoreCandidate } from "./costFunction.js";
 import { AGENTIC_WEIGHTS } from "./defaults.js";
+import { backedUp } from "./engineBatch.js";
 import type { PolicyCandidate, Selection, SelectionInput, WorkerSelectionPolicy } from "./workerSelection.js";
 
 export const ADAPTIVE_POLICY_NAME = "kv-adaptive";
@@ -58,9 +59,13 @@ export interface AdaptiveOptions {
   kvPressure: boolean;
   /** Floor the fleet's weight by the median worker's measured prefill wait (third round). */
   measuredWait?: boolean;
+  /** Charge a backed-up worker (batch slots full, requests waiting) the wait its prompts meet, as prefill blocks (fourth round). */
+  backedUpWait?: boolean;
 }
 
-export const ADAPTIVE_DEFAULTS: Readonly<AdaptiveOptions> = { queue: "steps-or-prompts", kvPressure: true, measuredWait: true };
+export const ADAPTIVE_DEFAULTS: Readonly<AdaptiveOptions> = { queue: "steps-or-prompts", kvPressure: true, measuredWait: true, backedUpWait: true };
+/** The third round's signals (no batch state): kept to compare against. */
+export const ADAPTIVE_THIRD_ROUND: Readonly<AdaptiveOptions> = { queue: "steps-or-prompts", kvPressure: true, measuredWait: true, backedUpWait: false };
 /** The first round's signals (prompts queued per worker, no KV term): kept to compare against. */
 export const ADAPTIVE_FIRST_ROUND: Readonly<AdaptiveOptions> = { queue: "prompts", kvPressure: false };
 /** The second round's signals (queue in steps or prompts, KV term, no measured wait): kept to compare against. */
@@ -100,6 +105,30 @@ export function medianWaitMs(waits: readonly number[]): number {
   return sorted[Math.floor(sorted.length / 2)];
 }
 
+/**
+ * The wait a new prompt meets on a backed-up worker (every batch slot taken, requests
+ * waiting), in ms: it starts when `waiting + 1` running sequences have finished, and a full
+ * batch frees a slot about every (decode time / slots) ms, the decode time being the fleet's
+ * measured time from first token to Free. 0 when the worker is not backed up, reports no
+ * slots, or no decode has been timed yet.
+ */
+export function backedUpWaitMs(c: PolicyCandidate): number {
+  const b = c.batch;
+  if (b === undefined || !backedUp(b) || !((c.decodeMs ?? 0) > 0)) return 0;
+  return ((b.waiting + 1) * c.decodeMs!) / b.slots;
+}
+
+/**
+ * That wait in the cost's unit: the prompt blocks the fleet prefills in that time (the
+ * measured prefill time per token, times the block size), weighed as uncached prefill is
+ * (prefill_load_scale), so a ms of waiting counts as a ms of recomputing elsewhere. 0 until
+ * the fleet's prefill speed is measured.
+ */
+export function waitBlocks(waitMs: number, c: PolicyCandidate, blockSize: number, prefillLoadScale: number): number {
+  const msPerToken = c.prefillMsPerToken ?? 0;
+  return msPerToken > 0 ? (prefillLoadScale * waitMs) / (msPerToken * blockSize) : 0;
+}
+
 /** Share of the worker's KV cache (`kvBlocks`) that `decodeBlocks` fill, at most 1; 0 when the size is unknown. */
 export function kvShare(decodeBlocks: number, kvBlocks: number): number {
   return kvBlocks > 0 ? Math.min(1, decodeBlocks / kvBlocks) : 0;
@@ -117,18 +146,26 @@ export function adaptiveSelector(name: string, options: Readonly<AdaptiveOptions
       const fleet = Math.max(loadWeight(queued), Math.min(1, waitMs / MEASURED_WAIT_FULL_MS));
       const p = { ...params, overlapScoreCredit: AGENTIC_WEIGHTS.overlapScoreCredit, prefillLoadScale: AGENTIC_WEIGHTS.prefillLoadScale };
       let pressed = 0;
-      const scores = candidates.map((c) => {
+      let backed = 0;
+      // Only a wait above the fleet's median is charged: where most workers are backed up the prompt
+      // waits wherever it goes, and moving it buys a recompute, not a slot.
+      const waits = candidates.map((c) => (options.backedUpWait ? waitBlocks(backedUpWaitMs(c), c, p.blockSize, p.prefillLoadScale) : 0));
+      const usual = medianWaitMs(waits);
+      const scores = candidates.map((c, i) => {
         const s = scoreCandidate(c, p);
         const kv = options.kvPressure ? kvShare(s.decodeBlocks, c.kvBlocks ?? 0) : 0;
         if (kv > fleet) pressed++;
         const w = Math.max(fleet, kv);
-        s.logit = p.prefillLoadScale * s.prefillBlocks + w * (s.decodeBlocks + AGENTIC_WEIGHTS.decodeActiveRequestWeight * c.load.requests) + c.extraCost;
+        const wait = Math.max(0, waits[i] - usual);
+        if (wait > 0) backed++;
+        s.logit = p.prefillLoadScale * s.prefillBlocks + w * (s.decodeBlocks + AGENTIC_WEIGHTS.decodeActiveRequestWeight * c.load.requests) + wait + c.extraCost;
         return s;
       });
       const unit = { steps: "engine steps", prompts: "prompts", "steps-or-prompts": "steps or prompts" }[options.queue];
       const kvNote = pressed > 0 ? `; ${pressed} worker${pressed === 1 ? "" : "s"} weighted up by KV pressure` : "";
       const waitNote = options.measuredWait ? `, median prefill wait ${Math.round(waitMs)} ms` : "";
-      const reason = `lowest cost at load weight ${fleet.toFixed(2)} (${queued.toFixed(2)} ${unit} of prefill queued per worker${waitNote}${kvNote})`;
+      const backedNote = backed > 0 ? `; ${backed} backed-up worker${backed === 1 ? "" : "s"} charged their wait for a batch slot` : "";
+      const reason = `lowest cost at load weight ${fleet.toFixed(2)} (${queued.toFixed(2)} ${unit} of prefill queued per worker${waitNote}${kvNote}${backedNote})`;
       return { scores, chosen: pickScore(scores, temperature, random), reason };
     },
   };

@@ -3,6 +3,7 @@
 // Policies are pure: no router state, randomness only through `random`, so
 // the same input always explains the same choice.
 import type { Candidate, CostParams, Score } from "./costFunction.js";
+import type { EngineBatch } from "./engineBatch.js";
 
 /** A candidate as a policy sees it: the cost function's inputs plus kv-router's own terms. */
 export interface PolicyCandidate extends Candidate {
@@ -15,6 +16,12 @@ export interface PolicyCandidate extends Candidate {
   kvBlocks?: number;
   /** Ms the worker's oldest prompt not yet reported prefilled has waited since it was routed (0: none). */
   prefillWaitMs?: number;
+  /** The engine's batch: its slots (reported at registration), running and waiting (reported by the engine, else projected). */
+  batch?: EngineBatch;
+  /** The fleet's measured prefill time per prompt token (ms; 0 = not yet measured). */
+  prefillMsPerToken?: number;
+  /** The fleet's measured time from first token to Free (ms; 0 = not yet measured): how long a sequence holds its batch slot. */
+  decodeMs?: number;
 }
 
 export interface SelectionInput {

@@ -162,6 +162,16 @@ export class SimEngine {
     return this.queue.length - this.queueHead + (this.prefilling ? 1 : 0) + this.decoding.size;
   }
 
+  /** Sequences in the batch (prefilling or decoding): what the engine reports as running (request_active_slots). */
+  get running(): number {
+    return (this.prefilling ? 1 : 0) + this.decoding.size;
+  }
+
+  /** Requests queued for a batch slot: what the engine reports as waiting (num_requests_waiting). */
+  get waiting(): number {
+    return this.queue.length - this.queueHead;
+  }
+
   get cachedBlocks(): number {
     return this.cache.size;
   }

@@ -1,13 +1,13 @@
 // Routing policies compared by the simulator. `kv` is the real router
 // (KvRouter + PrefixIndex) fed by the engines' events; the others are the
 // usual alternatives, and `oracle-prefix` is the hit-rate ceiling.
-import type { IndexEvent } from "../protocols/events.js";
+import { type IndexEvent, workerKeyString } from "../protocols/events.js";
 import { PrefixIndex } from "../indexer/prefixIndex.js";
 import { KvRouter } from "../router/router.js";
 import type { RouterConfig } from "../router/types.js";
 import { type AdmissionConfig, AdmissionQueue } from "../router/admissionQueue.js";
 import { DYNAMO_COST_WEIGHTS } from "../scheduler/costFunction.js";
-import { ADAPTIVE_FIRST_ROUND, ADAPTIVE_POLICY_NAME, ADAPTIVE_SECOND_ROUND, type AdaptiveOptions } from "../scheduler/adaptivePolicy.js";
+import { ADAPTIVE_FIRST_ROUND, ADAPTIVE_POLICY_NAME, ADAPTIVE_SECOND_ROUND, ADAPTIVE_THIRD_ROUND, type AdaptiveOptions } from "../scheduler/adaptivePolicy.js";
 import { AGENTIC_WEIGHTS } from "../scheduler/defaults.js";
 import { COST_POLICY } from "../scheduler/policies.js";
 import { TWO_TIER_POLICY_TYPE } from "../scheduler/twoTierPolicy.js";
@@ -26,6 +26,7 @@ export const POLICY_NAMES = [
   "kv-adaptive",
   "kv-adaptive-r1",
   "kv-adaptive-r2",
+  "kv-adaptive-r3",
   "sglang-cache-aware",
   "round-robin",
   "random",
@@ -95,14 +96,19 @@ export class KvPolicy implements Policy {
     private readonly clientDeadlineMs = Infinity,
     /** Each worker's KV cache size in blocks, reported at registration as vLLM workers do (0 = unreported). */
     totalKvBlocks = 0,
+    /** Each worker's batch slots (max_num_seqs), reported at registration as Dynamo's workers do (0 = unreported). */
+    maxNumSeqs = 0,
   ) {
     this.router = new KvRouter(config, new PrefixIndex(), seededRandom(seed), () => clock.now());
-    const capacity = { maxNumBatchedTokens, totalKvBlocks };
+    const capacity = { maxNumBatchedTokens, totalKvBlocks, maxNumSeqs };
     for (let i = 0; i < workers; i++) this.router.registerWorker(BigInt(i + 1), [0], NO_EXPIRY_MS, undefined, undefined, capacity);
     if (admission !== undefined) this.admission = new AdmissionQueue(this.router, structuredClone(admission), () => clock.now());
   }
 
-  choose(req: SimRequest): Dispatch | undefined {
+  choose(req: SimRequest, engines: readonly SimEngine[]): Dispatch | undefined {
+    // The engines' batch as each reports it every forward pass (Dynamo's ForwardPassMetrics: scheduled and
+    // queued requests), through the router's load feed, as of this request's arrival.
+    for (const e of engines) this.router.engineBatches.report(workerKeyString({ workerId: e.workerId, dpRank: 0 }), { running: e.running, waiting: e.waiting });
     const route = { tokens: req.tokens, requestId: req.id, sessionId: req.sessionId };
     if (this.admission === undefined) return this.dispatchOf(this.router.findBestWorker(route));
     let answered = false;
@@ -315,6 +321,8 @@ export interface PolicyOptions {
   maxNumBatchedTokens?: number;
   /** The engines' KV cache size in blocks, reported by the simulated workers (0 = unknown). */
   totalKvBlocks?: number;
+  /** The engines' batch slots (max_num_seqs), reported by the simulated workers (0 = unknown). */
+  maxNumSeqs?: number;
   /** Simulated clients give up after this long in a router's queue. */
   clientDeadlineMs?: number;
   workers: number;
@@ -347,7 +355,7 @@ function adaptiveInstance(name: string, adaptive: AdaptiveOptions): Pick<RouterC
 
 export function makePolicy(name: PolicyName, opts: PolicyOptions): Policy {
   const kv = (label: string, router: RouterConfig, admission = opts.admission) =>
-    new KvPolicy(label, router, opts.workers, opts.seed, opts.clock, admission, opts.maxNumBatchedTokens ?? 0, opts.clientDeadlineMs, opts.totalKvBlocks ?? 0);
+    new KvPolicy(label, router, opts.workers, opts.seed, opts.clock, admission, opts.maxNumBatchedTokens ?? 0, opts.clientDeadlineMs, opts.totalKvBlocks ?? 0, opts.maxNumSeqs ?? 0);
   switch (name) {
     case "kv":
       return kv("kv", opts.router);
@@ -385,6 +393,9 @@ export function makePolicy(name: PolicyName, opts: PolicyOptions): Policy {
     // The second round's signals (no measured wait), to compare with the third.
     case "kv-adaptive-r2":
       return kv("kv-adaptive-r2", { ...opts.router, ...adaptiveInstance("kv-adaptive-r2", ADAPTIVE_SECOND_ROUND) });
+    // The third round's signals (no batch state), to compare with the fourth.
+    case "kv-adaptive-r3":
+      return kv("kv-adaptive-r3", { ...opts.router, ...adaptiveInstance("kv-adaptive-r3", ADAPTIVE_THIRD_ROUND) });
     case "sglang-cache-aware":
       return new SglangCacheAwarePolicy(opts.workers, opts.router.blockSize);
     case "round-robin":

@@ -218,6 +218,7 @@ export function simulate(trace: readonly TraceRequest[], opts: SimOptions, onPro
         admission: opts.admission,
         maxNumBatchedTokens: opts.engine.maxNumBatchedTokens,
         totalKvBlocks: Number.isFinite(opts.engine.kvBlocks) ? opts.engine.kvBlocks : 0,
+        maxNumSeqs: opts.engine.maxBatch,
         clientDeadlineMs: opts.clientDeadlineMs,
         workers: opts.workers,
         seed: opts.seed,
