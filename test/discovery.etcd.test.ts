@@ -121,7 +121,7 @@ describe("Dynamo discovery over etcd", () => {
     const states = r.server.router.candidateStates().filter((c) => c.key.startsWith(`${instanceId}:`));
     assert.deepEqual(
       states.map((c) => c.capacity),
-      [2, 3, 4].map(() => ({ maxNumBatchedTokens: 8192, totalKvBlocks: 1024 })),
+      [2, 3, 4].map(() => ({ maxNumBatchedTokens: 8192, totalKvBlocks: 1024, maxNumSeqs: 256 })),
     );
     await lease.revoke();
     await waitFor(async () => (await ranks()).length === 0, "gone with its lease");

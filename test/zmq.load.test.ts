@@ -32,6 +32,10 @@ describe("engine load from Prometheus text", () => {
     const sglang = 'sglang:num_queue_reqs{model_name="m"} 4\nsglang:token_usage{model_name="m"} 0.5\n';
     assert.deepEqual(parseEngineLoad(sglang, 0), { waiting: 4, kvUsage: 0.5 });
     assert.equal(parseEngineLoad("process_cpu_seconds_total 12\n", 0), undefined);
+    // The running batch, when the page has it: with the waiting count, the engine's batch state.
+    const running = 'vllm:num_requests_running{engine="0",model_name="m"} 64\n' + vllm;
+    assert.deepEqual(parseEngineLoad(running, 0), { waiting: 3, kvUsage: 0.25, running: 64 });
+    assert.deepEqual(parseEngineLoad("sglang:num_running_reqs 12\nsglang:num_queue_reqs 2\n", 0), { waiting: 2, kvUsage: 0, running: 12 });
   });
 });
 
@@ -50,10 +54,11 @@ class MetricsServer {
     await waitFor(async () => (await fetch(this.url).catch(() => undefined))?.ok === true, "metrics server up");
   }
 
-  write(waiting: number, usage: number): void {
+  write(waiting: number, usage: number, running = 0): void {
     writeFileSync(
       join(this.dir, "metrics"),
-      `vllm:num_requests_waiting{engine="0",model_name="m"} ${waiting}\nvllm:kv_cache_usage_perc{engine="0",model_name="m"} ${usage}\n`,
+      `vllm:num_requests_waiting{engine="0",model_name="m"} ${waiting}\nvllm:kv_cache_usage_perc{engine="0",model_name="m"} ${usage}\n` +
+        `vllm:num_requests_running{engine="0",model_name="m"} ${running}\n`,
     );
   }
 
@@ -97,6 +102,10 @@ describe("the load term in routing", () => {
       return { chosen: res.worker?.workerId, gap: logit(1n) - logit(2n) };
     };
     assert.deepEqual(await route(), { chosen: 2n, gap: 34 });
+    // The page's batch counts reach the router beside the cost term (read with the slots a worker registers).
+    m1.write(30, 0.5, 64);
+    await waitFor(() => r.server.router.engineBatches.batch("1:0", 64, 0).running === 64, "worker 1's running batch read");
+    assert.deepEqual(r.server.router.engineBatches.batch("1:0", 64, 0), { slots: 64, running: 64, waiting: 30, reported: true });
 
     m2.write(100, 0.1);
     await waitFor(() => extra().get("2:0") === 101, "worker 2's queue grew");

@@ -196,7 +196,7 @@ export class DynamoDiscovery implements WorkerDiscovery, StoreHandler {
   }
 
   /** The engine sizes a worker's model card reports (undefined before its card is seen). */
-  private capacityOf(workerId: bigint): { maxNumBatchedTokens: number; totalKvBlocks: number } | undefined {
+  private capacityOf(workerId: bigint): { maxNumBatchedTokens: number; totalKvBlocks: number; maxNumSeqs: number } | undefined {
     const key = this.cardOfWorker.get(workerId);
     return key === undefined ? undefined : this.cardRanks.get(key)!.capacity;
   }

@@ -148,10 +148,10 @@ export interface ModelCardRanks {
   /** runtime_config.enable_eagle: the worker runs Eagle speculative decoding (Dynamo then hashes requests in Eagle windows). */
   eagle: boolean;
   /**
-   * runtime_config.max_num_batched_tokens and total_kv_blocks (per dp rank), 0 where the card has none:
-   * what RegisterWorker reports for workers that register themselves.
+   * runtime_config.max_num_batched_tokens, total_kv_blocks and max_num_seqs (per dp rank), 0 where the card
+   * has none: what RegisterWorker reports for workers that register themselves.
    */
-  capacity: { maxNumBatchedTokens: number; totalKvBlocks: number };
+  capacity: { maxNumBatchedTokens: number; totalKvBlocks: number; maxNumSeqs: number };
 }
 
 /**
@@ -188,7 +188,7 @@ export function parseModelCardRanks(bytes: Uint8Array): ModelCardRanks {
     instanceId,
     dpRanks: Array.from({ length: size }, (_, i) => start + i),
     eagle: rc.enable_eagle === true,
-    capacity: { maxNumBatchedTokens: size64("max_num_batched_tokens"), totalKvBlocks: size64("total_kv_blocks") },
+    capacity: { maxNumBatchedTokens: size64("max_num_batched_tokens"), totalKvBlocks: size64("total_kv_blocks"), maxNumSeqs: size64("max_num_seqs") },
   };
 }
 

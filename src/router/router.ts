@@ -14,7 +14,7 @@ import { type IndexEvent, type WorkerKey, workerKeyString } from "../protocols/e
 import { ActiveSequences, type WorkerLoad } from "../scheduler/activeSequences.js";
 import { type Score, minActivePrefillTokens } from "../scheduler/costFunction.js";
 import { type CostOverride, costOverrideProblem } from "../scheduler/costOverride.js";
-import { EngineBatches } from "../scheduler/engineBatch.js";
+import { type EngineBatchReport, EngineBatches } from "../scheduler/engineBatch.js";
 import { COST_POLICY, DEFAULT_POLICY, WorkerSelectionPolicies } from "../scheduler/policies.js";
 import type { PolicyCandidate, Selection, WorkerSelectionPolicy } from "../scheduler/workerSelection.js";
 import { PredictedBlocks } from "../scheduler/predictions.js";
@@ -138,6 +138,7 @@ export class KvRouter {
         capacity: {
           maxNumBatchedTokens: reported?.maxNumBatchedTokens || fallback,
           totalKvBlocks: reported?.totalKvBlocks ?? 0,
+          maxNumSeqs: reported?.maxNumSeqs ?? 0,
         },
       };
     });
@@ -431,12 +432,22 @@ export class KvRouter {
     return ttl;
   }
 
-  keepAlive(workerId: bigint): number {
-    const reg = this.registry.keepAlive(workerId);
-    if (reg === undefined) {
+  /** Renews the lease; `batch` is the engine's batch per rank as it reports it (ranks it did not register are refused). */
+  keepAlive(workerId: bigint, batch: readonly ({ dpRank: number } & EngineBatchReport)[] = []): number {
+    const reg = this.registry.get(workerId);
+    if (reg !== undefined && batch.length > reg.dpRanks.length) {
+      throw new RouterError("invalid_argument", `batch has ${batch.length} reports; worker ${workerId} registered ${reg.dpRanks.length} ranks`);
+    }
+    const unknown = batch.find((b) => reg !== undefined && !reg.dpRanks.includes(b.dpRank));
+    if (unknown !== undefined) {
+      throw new RouterError("invalid_argument", `batch reports dp_rank ${unknown.dpRank}; worker ${workerId} registered ranks ${reg!.dpRanks.join(", ")}`);
+    }
+    const renewed = this.registry.keepAlive(workerId);
+    if (renewed === undefined) {
       throw new RouterError("not_found", `worker ${workerId} holds no lease; call RegisterWorker first`);
     }
-    return reg.ttlMs;
+    for (const b of batch) this.engineBatches.report(workerKeyString({ workerId, dpRank: b.dpRank }), b);
+    return renewed.ttlMs;
   }
 
   /** Forgets a worker: its lease, its cached blocks and its load. Returns dropped blocks. */

@@ -318,12 +318,12 @@ export function kvRouterMethods(router: KvRouter, metrics: RouterMetrics, limits
         }
       }
       const feed = req.zmqEndpoint ? { zmqEndpoint: req.zmqEndpoint, zmqReplayEndpoint: req.zmqReplayEndpoint || undefined } : undefined;
-      const capacity = { maxNumBatchedTokens: Number(req.maxNumBatchedTokens), totalKvBlocks: Number(req.totalKvBlocks) };
+      const capacity = { maxNumBatchedTokens: Number(req.maxNumBatchedTokens), totalKvBlocks: Number(req.totalKvBlocks), maxNumSeqs: Number(req.maxNumSeqs) };
       const ttlMs = router.registerWorker(req.workerId, req.dpRanks, req.leaseTtlSeconds * 1000, feed, req.address || undefined, capacity);
       return create(RegisterWorkerResponseSchema, { leaseTtlSeconds: Math.ceil(ttlMs / 1000) });
     },
 
-    keepAlive: (req) => create(KeepAliveResponseSchema, { leaseTtlSeconds: Math.ceil(router.keepAlive(req.workerId) / 1000) }),
+    keepAlive: (req) => create(KeepAliveResponseSchema, { leaseTtlSeconds: Math.ceil(router.keepAlive(req.workerId, req.batch) / 1000) }),
 
     deregisterWorker: (req) =>
       create(DeregisterWorkerResponseSchema, { removedBlocks: BigInt(router.deregisterWorker(req.workerId)) }),

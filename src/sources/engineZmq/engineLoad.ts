@@ -17,10 +17,15 @@ export interface EngineLoadWeights {
 export interface EngineLoad {
   waiting: number;
   kvUsage: number;
+  /** Sequences the engine runs now; undefined when the page has no such series. */
+  running?: number;
 }
 
 // vLLM names first, then SGLang's; older vLLM called KV usage gpu_cache_usage_perc.
 const WAITING = ["vllm:num_requests_waiting", "sglang:num_queue_reqs"];
+// Sequences in the running batch: with the waiting count and the slots the worker registered, the batch
+// state the kv-adaptive policy reads (vLLM's scheduler stats, SGLang's scheduler metrics).
+const RUNNING = ["vllm:num_requests_running", "sglang:num_running_reqs"];
 const KV_USAGE = ["vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc", "sglang:token_usage"];
 
 /**
@@ -52,8 +57,9 @@ export function parseEngineLoad(text: string, dpRank: number): EngineLoad | unde
   };
   const waiting = read(WAITING);
   const kvUsage = read(KV_USAGE);
+  const running = read(RUNNING);
   if (waiting === undefined && kvUsage === undefined) return undefined;
-  return { waiting: waiting ?? 0, kvUsage: kvUsage ?? 0 };
+  return { waiting: waiting ?? 0, kvUsage: kvUsage ?? 0, ...(running !== undefined ? { running } : {}) };
 }
 
 /** Polls one engine's /metrics and keeps the router's extra cost for the worker up to date. */
@@ -91,6 +97,8 @@ export class EngineLoadPoller {
       const load = parseEngineLoad(await boundedText(res, MAX_METRICS_BYTES), this.worker.dpRank);
       if (load === undefined) throw new Error("no queue-depth or KV-usage metric found");
       this.router.extraCost.set(key, this.weights.queue * load.waiting + this.weights.kvUsage * load.kvUsage);
+      // The batch as the engine counts it, for policies that read it (kv-adaptive); dropped when it goes stale.
+      if (load.running !== undefined) this.router.engineBatches.report(key, { running: load.running, waiting: load.waiting });
       this.metrics.loadScrapes.inc({ outcome: "ok" });
     } catch (err) {
       // No fresh signal, no term: a stale number would steer traffic wrongly.

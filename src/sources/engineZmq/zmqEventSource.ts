@@ -209,9 +209,10 @@ export class ZmqEventSource implements EventSource {
 
   private startPoller(key: string, spec: ZmqEndpoint): void {
     const weights = this.opts.loadWeights;
-    if (spec.metrics === undefined || weights === undefined || (weights.queue === 0 && weights.kvUsage === 0)) return;
+    // A metrics URL is polled even with both weights 0: the batch it reports (running, waiting) is read by kv-adaptive.
+    if (spec.metrics === undefined) return;
     const worker = { workerId: spec.workerId, dpRank: spec.dpRank };
-    const poller = new EngineLoadPoller(spec.metrics, worker, this.router!, weights, this.metrics!, this.opts.loadPollMs ?? 1_000);
+    const poller = new EngineLoadPoller(spec.metrics, worker, this.router!, weights ?? { queue: 0, kvUsage: 0 }, this.metrics!, this.opts.loadPollMs ?? 1_000);
     this.pollers.set(key, poller);
     poller.start();
   }
