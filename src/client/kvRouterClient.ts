@@ -77,8 +77,9 @@ export class KvRouterClient {
   registerWorker(req: Init<typeof RegisterWorkerRequestSchema>): Promise<RegisterWorkerResponse> {
     return this.unary("registerWorker", create(RegisterWorkerRequestSchema, req));
   }
-  keepAlive(workerId: bigint): Promise<KeepAliveResponse> {
-    return this.unary("keepAlive", create(KeepAliveRequestSchema, { workerId }));
+  /** Renews the worker's lease; `batch`: its engine's running and waiting counts per rank, when it reports them. */
+  keepAlive(workerId: bigint, batch: { dpRank: number; running: number; waiting: number }[] = []): Promise<KeepAliveResponse> {
+    return this.unary("keepAlive", create(KeepAliveRequestSchema, { workerId, batch }));
   }
   deregisterWorker(workerId: bigint): Promise<DeregisterWorkerResponse> {
     return this.unary("deregisterWorker", create(DeregisterWorkerRequestSchema, { workerId }));
