@@ -75,7 +75,8 @@ class LivePolicy implements Policy {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const KEEPALIVE_MS = 2000;
+/** Once a second: the lease's keep-alive and the batch report (Dynamo's forward-pass metrics heartbeat is 1 s). */
+const KEEPALIVE_MS = 1000;
 const LEASE_S = 10;
 
 export async function simulateLive(
@@ -114,13 +115,18 @@ export async function simulateLive(
       const sizes = {
         maxNumBatchedTokens: BigInt(opts.engine.maxNumBatchedTokens ?? 0),
         totalKvBlocks: BigInt(Number.isFinite(opts.engine.kvBlocks) ? opts.engine.kvBlocks : 0),
+        maxNumSeqs: BigInt(opts.engine.maxBatch),
       };
       await client.registerWorker({ workerId: id, dpRanks: [0], leaseTtlSeconds: LEASE_S, ...sizes }).catch((err: unknown) => {
         throw new Error(`cannot register simulated workers with the kv-router at ${opts.address}: ${(err as Error).message}`);
       });
     }
+    // Each keep-alive carries the engine's batch (running, waiting), as a worker relays its forward-pass metrics.
     keepAlive = setInterval(() => {
-      for (const id of ids) client.keepAlive(id).catch(() => {});
+      ids.forEach((id, i) => {
+        const e = fleet.engines[i];
+        client.keepAlive(id, [{ dpRank: 0, running: e.running, waiting: e.waiting }]).catch(() => {});
+      });
     }, KEEPALIVE_MS);
     const start = performance.now();
     const now = () => performance.now() - start;
