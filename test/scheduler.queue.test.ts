@@ -160,7 +160,7 @@ describe("admission queue", () => {
     try {
       await new Promise<void>((resolve, reject) =>
         (r.client.raw as unknown as Record<string, Function>).registerWorker(
-          { workerId: 1n, dpRanks: [], leaseTtlSeconds: 0, zmqEndpoint: "", zmqReplayEndpoint: "", address: "", maxNumBatchedTokens: 0n, totalKvBlocks: 0n, $typeName: "kvrouter.v1.RegisterWorkerRequest" },
+          { workerId: 1n, dpRanks: [], leaseTtlSeconds: 0, zmqEndpoint: "", zmqReplayEndpoint: "", address: "", maxNumBatchedTokens: 0n, totalKvBlocks: 0n, maxNumSeqs: 0n, $typeName: "kvrouter.v1.RegisterWorkerRequest" },
           auth,
           (err: Error | null) => (err ? reject(err) : resolve()),
         ),
