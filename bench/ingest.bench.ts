@@ -43,13 +43,16 @@ const SERVERS = fileURLToPath(new URL("./ingestServers.ts", import.meta.url));
 
 /** Starts one of bench/ingestServers.ts's servers in a child process. */
 async function spawnServer(args: string[]): Promise<Server> {
-  const child: ChildProcess = spawn(process.execPath, ["--import", "tsx", SERVERS, ...args], {
+  // BENCH_SERVER_NODE_FLAGS (e.g. "--trace-gc"): V8 flags for the servers, whose output then goes to stderr.
+  const flags = process.env.BENCH_SERVER_NODE_FLAGS?.split(" ").filter((f) => f !== "") ?? [];
+  const child: ChildProcess = spawn(process.execPath, [...flags, "--import", "tsx", SERVERS, ...args], {
     stdio: ["pipe", "pipe", "inherit"],
     env: { ...process.env, KV_ROUTER_LOG: "error" },
   });
   const port = await new Promise<number>((resolve, reject) => {
     let out = "";
     child.stdout!.on("data", (d) => {
+      if (flags.length > 0) process.stderr.write(d);
       out += d;
       const m = /PORT (\d+)/.exec(out);
       if (m) resolve(Number(m[1]));
