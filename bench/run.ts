@@ -12,6 +12,7 @@ import { holderRows, runDefaultFleetAB, runFleetBench } from "./holders.bench.js
 import { runIngestBench } from "./ingest.bench.js";
 import { runIndexBench, runIngestScaling, runSteadyBench } from "./indexer.bench.js";
 import { runRawIngestScaling } from "./rawIngest.bench.js";
+import { runSharedReadsBench } from "./sharedReads.bench.js";
 import { runTierBench } from "./tiers.bench.js";
 import { TRACE, mooncake, randomPrefix } from "./workload.js";
 
@@ -40,6 +41,8 @@ log(`in-process ingest by threads (${threadCounts.join(", ")}; ${availableParall
 const ingestScaling = await runIngestScaling(workloads[0], smoke ? [1, 2] : threadCounts, smoke ? 1 : 3);
 log(`in-process ingest from wire bytes by shard threads (${threadCounts.join(", ")}; ${availableParallelism()} cores)`);
 const rawIngest = await runRawIngestScaling(workloads[0], smoke ? [1, 2] : threadCounts, smoke ? 1 : 3);
+log("find_matches on shard threads: reading their shared memory vs asking them, idle and under 90% ingest");
+const sharedReads = await runSharedReadsBench(workloads[0], entries, smoke ? 200 : 2000, smoke ? 1 : 3);
 log("end-to-end FindBestWorker benchmark");
 const e2e = await runE2eBench(workloads[0], {
   calls: smoke ? 200 : 2000,
@@ -93,6 +96,7 @@ const results = {
   index,
   ingestScaling,
   rawIngest,
+  sharedReads: { ...sharedReads, byShards: Object.fromEntries(Object.entries(sharedReads.byShards).map(([k, v]) => [k, v.summary])) },
   steadyIngest: steady,
   e2e,
   dynamoZmq,
@@ -152,6 +156,18 @@ for (const r of rawIngest.rows as any[]) {
     `${f(r.rawBlocksPerSec)} | ${f(r.decodedHereBlocksPerSec)}`,
     `${f(r.rawVsThisThread, 2)}x this thread (${f(rawIngest.thisThreadBlocksPerSec)}), ${f(r.rawVsOneThread ?? 1, 2)}x 1 thread`,
   ]);
+}
+for (const [k, s] of Object.entries(sharedReads.byShards)) {
+  for (const mode of ["asked", "read"] as const) {
+    const v = s.summary;
+    rows.push([
+      `in-process, ${sharedReads.cores} cores`,
+      "find_matches idle p50/p99 | 90% ingest p50/p99 us",
+      `${k}, ${mode === "read" ? "read shared memory" : "ask the shards"}`,
+      `${f(v[`${mode}IdleP50`], 1)} / ${f(v[`${mode}IdleP99`], 1)} | ${f(v[`${mode}BusyP50`], 1)} / ${f(v[`${mode}BusyP99`], 1)}`,
+      `busy p99 ${f(v[`${mode}BusyP99VsIdle`], 2)}x idle${mode === "read" ? `, ${f(v.readBusyP99 / v.askedBusyP99, 2)}x asking` : ""}`,
+    ]);
+  }
 }
 for (const [k, v] of Object.entries(steady as Record<string, any>)) {
   rows.push(["steady", "query wait @200k ev/s p50/p99/max us", k, `${f(v.waitUs.p50, 0)} / ${f(v.waitUs.p99, 0)} / ${f(v.waitUs.max, 0)}`, `${f(v.eventsPerSec)} ev/s applied`]);
