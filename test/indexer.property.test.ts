@@ -574,6 +574,23 @@ describe("queued ingest on shard threads (applyBatchAsync)", () => {
         }
       });
 
+      it("with queries asking the shards instead of reading their memory (the path off x86-64): 20 + 10 cases", async () => {
+        const asking = await CompactIndex.create({ shards, sharedReads: false });
+        try {
+          for (let seed = 1; seed <= 20; seed++) {
+            for (const w of asking.workers()) asking.removeWorker(w.workerId);
+            await runPipelinedCase(seed * 29 + shards, asking, STEPS);
+          }
+          for (let seed = 1; seed <= 10; seed++) {
+            for (const w of asking.workers()) asking.removeWorker(w.workerId);
+            assert.ok((await runConsistencyCase(seed * 31 + shards, asking, 80)) > 80);
+          }
+          assert.equal(asking.stats().findsRead, 0);
+        } finally {
+          await asking.close();
+        }
+      });
+
       it("a batch refused for want of worker slots throws at once and changes nothing", async () => {
         const small = await CompactIndex.create({ shards, maxWorkerRanks: 2 });
         try {
