@@ -35,6 +35,19 @@ describe("server with --indexer-shards 2", () => {
     const bad = await r.client.sendEvents([stored(8, 2, prompt.slice(4, 8), 4, 2001n, { parent: 999n })]);
     assert.equal(bad.rejected, 1n);
   });
+
+  it("counts how the shards' answers were had: read from shared memory on x86-64, else asked", async () => {
+    const text = async () => r.server.metrics.registry.metrics();
+    const count = (t: string, path: string) => Number(new RegExp(`^kvrouter_index_shard_answers_total\\{path="${path}"\\} (\\S+)$`, "m").exec(t)?.[1]);
+    const before = await text();
+    for (let i = 0; i < 3; i++) await r.client.findBestWorker({ tokenIds: tokens(16, 500) });
+    const after = await text();
+    // Two shards answer each of the three queries.
+    const read = count(after, "read") - count(before, "read");
+    const asked = count(after, "asked") - count(before, "asked");
+    assert.equal(read + asked, 6);
+    if (process.arch === "x64") assert.equal(read, 6);
+  });
 });
 
 describe("sharded index with requests larger than its initial buffers", () => {

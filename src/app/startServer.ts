@@ -173,6 +173,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   });
   metrics.sources.indexEvictions = () => compact.evictionCount;
   metrics.sources.indexBytes = () => compact.stats().arrayBytes;
+  if (compact.shards > 0) metrics.sources.indexShardAnswers = () => compact.queryAnswers();
   const index = new MeteredIndex(compact, metrics);
   const random = opts.seed === undefined ? Math.random : seededRandom(opts.seed);
   const now = opts.now ?? Date.now;

@@ -404,6 +404,11 @@ export class CompactIndex implements KvIndex {
     };
   }
 
+  /** Shard answers to queries so far: read from the shards' shared memory, or asked of the shard threads (no round trip). */
+  queryAnswers(): { read: number; asked: number } {
+    return this.backend.queryAnswers();
+  }
+
   /** Stops shard threads (no-op for a local index). */
   close(): Promise<void> {
     return this.backend.close();

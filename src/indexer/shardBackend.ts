@@ -31,6 +31,8 @@ export interface ShardBackend {
   /** Distinct sequence hashes held across shards. */
   distinctNodes(): number;
   stats(): ShardStats[];
+  /** Shard answers to queries so far, read from shared memory and asked of the shard threads (no round trip; 0 in this thread). */
+  queryAnswers(): { read: number; asked: number };
   close(): Promise<void>;
 }
 
@@ -87,6 +89,10 @@ export class LocalBackend implements ShardBackend {
   stats(): ShardStats[] {
     const c = this.core;
     return [{ entries: c.entries, nodes: c.nodes, arrayBytes: c.arrayBytes(), evicted: c.evicted, heapUsed: 0, findsRead: 0, findsAsked: 0 }];
+  }
+
+  queryAnswers(): { read: number; asked: number } {
+    return { read: 0, asked: 0 };
   }
 
   async close(): Promise<void> {}

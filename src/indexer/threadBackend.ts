@@ -492,6 +492,16 @@ export class ThreadBackend implements ShardBackend {
     });
   }
 
+  queryAnswers(): { read: number; asked: number } {
+    let read = 0;
+    let asked = 0;
+    for (const s of this.list) {
+      read += s.findsRead;
+      asked += s.findsAsked;
+    }
+    return { read, asked };
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;

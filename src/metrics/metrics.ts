@@ -4,7 +4,7 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom
 import { KvRouterService } from "../../gen/kvrouter/v1/router_pb.js";
 import type { EventOutcome } from "../indexer/types.js";
 import type { WorkerStatus } from "../router/types.js";
-import { mirroredTotal } from "./mirrored.js";
+import { mirroredCounter, mirroredTotal } from "./mirrored.js";
 
 /** Live figures read at scrape time, set by whoever owns them. */
 export interface GaugeSources {
@@ -12,6 +12,8 @@ export interface GaugeSources {
   indexWorkers?: () => number;
   indexEvictions?: () => number;
   indexBytes?: () => number;
+  /** Shard answers to queries, by how they were had (index shard threads only). */
+  indexShardAnswers?: () => { read: number; asked: number };
   activeRequests?: () => number;
   workers?: () => WorkerStatus[];
   queueDepth?: () => number;
@@ -70,6 +72,13 @@ export class RouterMetrics {
     help: "Bytes the index's typed arrays hold (capacity, all shards)",
     registers: [this.registry],
   });
+  readonly indexShardAnswers = mirroredCounter(
+    this.registry,
+    "kvrouter_index_shard_answers_total",
+    "Index shard threads' answers to queries by how they were had: read (from the shard's shared memory, without waking it) or asked (of the shard thread: its memory could not be read whole at that moment, or shared reads are off on this CPU)",
+    "path",
+    { read: () => this.sources.indexShardAnswers?.().read ?? 0, asked: () => this.sources.indexShardAnswers?.().asked ?? 0 },
+  );
   readonly decisions = new Counter({
     name: "kvrouter_routing_decisions_total",
     help: "FindBestWorker decisions made",
