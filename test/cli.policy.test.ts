@@ -36,9 +36,9 @@ const TWO_TIER_YAML = `worker_selection:
 `;
 
 describe("--router-worker-selection-policy and --router-policy-config", () => {
-  it("default: kv-router's policy, no instances", async () => {
+  it("default: kv-adaptive, no instances", async () => {
     const r = await routerOf([]);
-    assert.equal(r.workerSelectionPolicy, undefined);
+    assert.equal(r.workerSelectionPolicy, "kv-adaptive");
     assert.deepEqual(r.policyInstances, {});
   });
 
@@ -142,9 +142,9 @@ describe("Dynamo's presets and affinity mode", () => {
     assert.equal((await routerOf(["--router-session-affinity-ttl-secs", "30"])).sessionAffinityTtlMs, 30_000, "Dynamo's spelling of the TTL");
   });
 
-  it("--dynamo-defaults alone still routes as Dynamo: kv-router's policy (no kv-router terms set), Dynamo's weights", async () => {
+  it("--dynamo-defaults alone still routes as Dynamo: kv-router's cost policy (no kv-router terms set), Dynamo's weights", async () => {
     const r = await routerOf(["--dynamo-defaults"]);
-    assert.equal(r.workerSelectionPolicy, undefined);
+    assert.equal(r.workerSelectionPolicy, "kv-router");
     assert.deepEqual(weights(r), [1, 1, 0]);
   });
 });

@@ -8,9 +8,10 @@ import { NatsEventSource, defaultRouterId } from "../sources/nats/natsSource.js"
 import { connectOptionsFromFlags } from "../nats/connection.js";
 import { modelSpecFrom } from "../gateway/modelSpec.js";
 import { DEFAULT_ROUTER_CONFIG, type QueuePolicy, type RouterConfig, type RouterCost } from "../router/types.js";
-import { applyDeprecatedOverlapScoreWeight } from "../scheduler/costFunction.js";
+import { DYNAMO_COST_WEIGHTS, applyDeprecatedOverlapScoreWeight } from "../scheduler/costFunction.js";
 import { AGENTIC_WEIGHTS, DYNAMO_DEFAULTS, KV_ROUTER_DEFAULTS, type SchedulingDefaults } from "../scheduler/defaults.js";
 import type { SessionAffinityMode } from "../scheduler/sessionAffinity.js";
+import { DEFAULT_POLICY } from "../scheduler/policies.js";
 import type { ServerOptions } from "../app/startServer.js";
 import { parseZmqWorkerSpec } from "../sources/engineZmq/endpoints.js";
 import { ZmqEventSource } from "../sources/engineZmq/zmqEventSource.js";
@@ -20,6 +21,7 @@ import type { ApproximateCachePolicy } from "../indexer/approximateLru.js";
 
 import { type ServeArgs, defaultIndexerShards } from "./options.js";
 import { DYNAMO_BLOCK_SIZE, type ROUTING_FLAGS, selectedPolicyName } from "./routingFlags.js";
+import { unnamedPolicy } from "./defaultPolicy.js";
 import { type PolicyConfig, PolicyConfigError, readPolicyConfig } from "./policyConfig.js";
 import { CliError } from "./errors.js";
 import { otlpProtocolWarning, tracingSettingsFrom } from "./tracingFlags.js";
@@ -52,8 +54,9 @@ export function routingSettingsFrom(argv: RoutingArgs, base: RouterConfig, defau
     sessionAffinityMode: (argv.routerSessionAffinityMode as SessionAffinityMode | undefined) ?? defaults.sessionAffinityMode,
     routerCost: argv.routerCost as RouterCost,
     prefillTokensPerSec: argv.routerPrefillTokensPerSec,
-    // DYN_ROUTER_WORKER_SELECTION_POLICY (this flag's variable) wins over the YAML's selection, as in Dynamo.
-    workerSelectionPolicy: selectedPolicyName(argv.routerWorkerSelectionPolicy) ?? policies.selected,
+    // DYN_ROUTER_WORKER_SELECTION_POLICY (this flag's variable) wins over the YAML's selection, as in Dynamo;
+    // with neither, kv-adaptive, or the cost policy for a command line that sets the cost (defaultPolicy.ts).
+    workerSelectionPolicy: selectedPolicyName(argv.routerWorkerSelectionPolicy) ?? policies.selected ?? unnamedPolicy(argv).name,
     policyInstances: policies.instances,
   };
   if (argv.agentic) return { ...router, ...AGENTIC_WEIGHTS };
@@ -76,10 +79,11 @@ export function routerConfigFrom(argv: ServeArgs): RouterConfig {
   const defaults = argv.dynamoDefaults || argv.loadAware || argv.agentic ? DYNAMO_DEFAULTS : KV_ROUTER_DEFAULTS;
   const base: RouterConfig = {
     ...DEFAULT_ROUTER_CONFIG,
-    overlapScoreCredit: argv.routerKvOverlapScoreCredit,
-    overlapScoreCreditDecay: argv.routerKvOverlapScoreCreditDecay,
+    // Unset (not given) means Dynamo's weight; given, it also picks the cost policy (defaultPolicy.ts).
+    overlapScoreCredit: argv.routerKvOverlapScoreCredit ?? DYNAMO_COST_WEIGHTS.overlapScoreCredit,
+    overlapScoreCreditDecay: argv.routerKvOverlapScoreCreditDecay ?? DYNAMO_COST_WEIGHTS.overlapScoreCreditDecay,
     prefillLoadScale: argv.routerPrefillLoadScale ?? defaults.prefillLoadScale,
-    decodeActiveRequestWeight: argv.routerDecodeActiveRequestWeight,
+    decodeActiveRequestWeight: argv.routerDecodeActiveRequestWeight ?? DYNAMO_COST_WEIGHTS.decodeActiveRequestWeight,
     trackPrefillTokens: argv.routerTrackPrefillTokens,
     assumeKvReuse: argv.routerAssumeKvReuse,
     eagle: argv.eagle,
@@ -138,9 +142,22 @@ export function startupWarnings(argv: ServeArgs, cliArgs: readonly string[] = pr
     const as = givenAs(["kv-overlap-score-weight", "router-kv-overlap-score-weight", "overlap-score-weight"], cliArgs, env) ?? "--kv-overlap-score-weight";
     warnings.push(`${as} is deprecated (as in Dynamo): it sets --router-prefill-load-scale${argv.kvOverlapScoreWeight === 0 ? " and, being 0, --router-kv-overlap-score-credit 0" : ""}`);
   }
+  const costPolicy = costPolicyWarning(argv);
+  if (costPolicy) warnings.push(costPolicy);
   const protocolWarning = tracingSettingsFrom(argv.otlpEndpoint, env) && otlpProtocolWarning(env);
   if (protocolWarning) warnings.push(protocolWarning);
   return warnings;
+}
+
+/** Dynamo's presets and --dynamo-defaults mean Dynamo's cost function anyway; only a weight or the TTFT cost moving the default is news. */
+const COST_PRESETS = ["--dynamo-defaults", "--agentic", "--load-aware"];
+
+/** Says when a cost flag, with no policy named, made the cost policy run instead of the default. */
+function costPolicyWarning(argv: ServeArgs): string | undefined {
+  if (selectedPolicyName(argv.routerWorkerSelectionPolicy) !== undefined || policyConfigOf(argv).selected !== undefined) return undefined;
+  const { name, askedBy } = unnamedPolicy(argv);
+  if (askedBy === undefined || COST_PRESETS.includes(askedBy)) return undefined;
+  return `${askedBy} sets the cost function, so the cost policy ${name} routes instead of the default ${DEFAULT_POLICY} (which sets its own weights); --router-worker-selection-policy names a policy`;
 }
 
 export function serverOptionsFrom(argv: ServeArgs): ServerOptions {

@@ -9,7 +9,7 @@ import { hashPrompt, hashPromptEagle } from "../hashing/blockHash.js";
 import { workerCommand } from "./workerCommand.js";
 import { startServer } from "../app/startServer.js";
 import { installLastResortHandlers } from "../util/lastResort.js";
-import { DEFAULT_POLICY } from "../scheduler/policies.js";
+import { COST_POLICY } from "../scheduler/policies.js";
 import { LOG_LEVELS, log, parseLogLevel } from "../util/log.js";
 import { configFileParser } from "./configFile.js";
 import { describe } from "./describe.js";
@@ -73,7 +73,7 @@ async function serve(argv: Parameters<typeof serverOptionsFrom>[0]): Promise<voi
     router_temperature: opts.router.temperature,
     kv_events: opts.router.useKvEvents,
     track_active_blocks: opts.router.trackActiveBlocks,
-    worker_selection_policy: opts.router.workerSelectionPolicy ?? DEFAULT_POLICY,
+    worker_selection_policy: opts.router.workerSelectionPolicy ?? COST_POLICY,
     // The thread defaults follow the core count (options.ts): say what this machine got.
     cores: availableParallelism(),
     ingest_threads: opts.ingestThreads ?? 0,

@@ -145,36 +145,37 @@ export function serveOptions<T>(y: Argv<T>) {
     })
     .options(ROUTING_FLAGS)
     // Dynamo's cost terms (lib/kv-router/src/scheduling/selector.rs); see src/scheduler/costFunction.ts.
+    // The three weights have no yargs default: set means given, which picks the cost policy (defaultPolicy.ts).
     .option("router-kv-overlap-score-credit", {
       type: "number",
-      default: DYNAMO_COST_WEIGHTS.overlapScoreCredit,
-      describe: "Credit per device-cached prompt block against the prefill load (0 = ignore the cache)",
+      defaultDescription: String(DYNAMO_COST_WEIGHTS.overlapScoreCredit),
+      describe: "Cost policies: credit per device-cached prompt block against the prefill load (0 = ignore the cache); given, it makes kv-router the policy unless one is named",
     })
     .option("router-kv-overlap-score-credit-decay", {
       type: "number",
-      default: DYNAMO_COST_WEIGHTS.overlapScoreCreditDecay,
-      describe: "Shrinks that credit on workers with more active prefill than the least loaded (1 halves it at one request's worth; 0 = off)",
+      defaultDescription: String(DYNAMO_COST_WEIGHTS.overlapScoreCreditDecay),
+      describe: "Cost policies: shrinks that credit on workers with more active prefill than the least loaded (1 halves it at one request's worth; 0 = off); given, it makes kv-router the policy unless one is named",
     })
     .option("router-prefill-load-scale", {
       type: "number",
       defaultDescription: `${KV_ROUTER_DEFAULTS.prefillLoadScale} (Dynamo: ${DYNAMO_DEFAULTS.prefillLoadScale})`,
-      describe: "Weight of the prefill load (after cache credits) against decode blocks",
+      describe: "Cost policies: weight of the prefill load (after cache credits) against decode blocks; given, it makes kv-router the policy unless one is named",
     })
     .option("dynamo-defaults", {
       type: "boolean",
       default: false,
-      describe: `Dynamo's defaults for the flags not given: --router-prefill-load-scale ${DYNAMO_DEFAULTS.prefillLoadScale}, --router-predicted-ttl-secs ${DYNAMO_DEFAULTS.predictedTtlSecs}, --router-session-affinity-mode ${DYNAMO_DEFAULTS.sessionAffinityMode}`,
+      describe: `Dynamo's defaults for the flags not given: Dynamo's cost function (policy kv-router with Dynamo's weights) unless a policy is named, --router-prefill-load-scale ${DYNAMO_DEFAULTS.prefillLoadScale}, --router-predicted-ttl-secs ${DYNAMO_DEFAULTS.predictedTtlSecs}, --router-session-affinity-mode ${DYNAMO_DEFAULTS.sessionAffinityMode}`,
     })
     .option("router-decode-active-request-weight", {
       type: "number",
-      default: DYNAMO_COST_WEIGHTS.decodeActiveRequestWeight,
-      describe: "Cost, in blocks, of each active request on a worker",
+      defaultDescription: String(DYNAMO_COST_WEIGHTS.decodeActiveRequestWeight),
+      describe: "Cost policies: cost, in blocks, of each active request on a worker; given, it makes kv-router the policy unless one is named",
     })
     .option("load-aware", {
       alias: "router-load-aware", // DYN_ROUTER_LOAD_AWARE
       type: "boolean",
       default: false,
-      describe: "Dynamo's load-only preset: overlap credit 0, no KV events, no KV-reuse assumption, load tracking on",
+      describe: "Dynamo's load-only preset: overlap credit 0, no KV events, no KV-reuse assumption, load tracking on; the cost policy kv-router unless a policy is named",
     })
     .option("router-conditional-disagg", {
       type: "boolean",
@@ -481,14 +482,10 @@ export function serveOptions<T>(y: Argv<T>) {
       };
       problems.push(...routingFlagProblems(argv));
       problems.push(...disaggAndRetentionProblems(argv));
-      for (const name of [
-        "router-kv-overlap-score-credit",
-        "router-kv-overlap-score-credit-decay",
-        "router-decode-active-request-weight",
-        "router-host-cache-hit-weight",
-        "router-disk-cache-hit-weight",
-      ]) {
-        nonNegative(name, argv[name] as number);
+      for (const name of ["router-host-cache-hit-weight", "router-disk-cache-hit-weight"]) nonNegative(name, argv[name] as number);
+      // Not given: Dynamo's weight (config.ts).
+      for (const name of ["router-kv-overlap-score-credit", "router-kv-overlap-score-credit-decay", "router-decode-active-request-weight"]) {
+        if (argv[name] !== undefined) nonNegative(name, argv[name] as number);
       }
       if (argv.routerPrefillLoadScale !== undefined) nonNegative("router-prefill-load-scale", argv.routerPrefillLoadScale as number);
       if (argv.routerEventThreads !== undefined) int("router-event-threads", argv.routerEventThreads as number, 1, 64);

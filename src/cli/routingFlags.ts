@@ -6,7 +6,7 @@ import type { Options } from "yargs";
 import { DEFAULT_ADMISSION_CONFIG, QUEUE_POLICIES } from "../router/admissionQueue.js";
 import { DEFAULT_PREFILL_TOKENS_PER_SEC, ROUTER_COSTS, type RouterCost } from "../router/types.js";
 import { AGENTIC_WEIGHTS, KV_ROUTER_DEFAULTS } from "../scheduler/defaults.js";
-import { POLICY_TYPES } from "../scheduler/policies.js";
+import { DEFAULT_POLICY, POLICY_TYPES } from "../scheduler/policies.js";
 import { SESSION_AFFINITY_MODES } from "../scheduler/sessionAffinity.js";
 import { PolicyConfigError, readPolicyConfig } from "./policyConfig.js";
 
@@ -81,10 +81,12 @@ export const ROUTING_FLAGS = {
   },
   "router-worker-selection-policy": {
     type: "string",
-    defaultDescription: "worker_selection.aggregated of --router-policy-config, else kv-router",
+    defaultDescription: `worker_selection.aggregated of --router-policy-config, else ${DEFAULT_POLICY}`,
     describe:
       `Worker-selection policy (Dynamo's DYN_ROUTER_WORKER_SELECTION_POLICY): ${POLICY_TYPES.join(", ")}, or an instance of --router-policy-config; ` +
-      "default is Dynamo's built-in cost function, kv-router the same plus kv-router's terms, kv-adaptive the cost with load weights read from the fleet's queues, its measured prefill waits and the workers' KV",
+      "kv-adaptive (the default) is the cost with load weights read from the fleet's queues, its measured prefill waits, the workers' KV and full batches; " +
+      "default is Dynamo's built-in cost function, kv-router the same plus kv-router's terms. Unnamed, a cost weight flag, --agentic, --load-aware, " +
+      "--dynamo-defaults or --router-cost ttft makes it kv-router, and so does a request that overrides a cost weight",
   },
   "router-policy-config": {
     type: "string",
@@ -94,12 +96,12 @@ export const ROUTING_FLAGS = {
     alias: "router-agentic", // DYN_ROUTER_AGENTIC
     type: "boolean",
     default: false,
-    describe: `Dynamo's agentic preset: overlap credit ${AGENTIC_WEIGHTS.overlapScoreCredit}, prefill load scale ${AGENTIC_WEIGHTS.prefillLoadScale}, decode active-request weight ${AGENTIC_WEIGHTS.decodeActiveRequestWeight} (over those flags), Dynamo's defaults for the rest`,
+    describe: `Dynamo's agentic preset: overlap credit ${AGENTIC_WEIGHTS.overlapScoreCredit}, prefill load scale ${AGENTIC_WEIGHTS.prefillLoadScale}, decode active-request weight ${AGENTIC_WEIGHTS.decodeActiveRequestWeight} (over those flags), Dynamo's defaults for the rest; the cost policy kv-router unless a policy is named`,
   },
   "router-cost": {
     choices: ROUTER_COSTS,
     default: "dynamo" as RouterCost,
-    describe: "Routing cost: dynamo (Dynamo's block formula) or ttft (estimated ms to first token, prefill rates learned per worker)",
+    describe: "Routing cost of the kv-router policy: dynamo (Dynamo's block formula) or ttft (estimated ms to first token, prefill rates learned per worker; makes kv-router the policy unless one is named)",
   },
   "router-prefill-tokens-per-sec": {
     type: "number",

@@ -15,7 +15,7 @@ import { ActiveSequences, type WorkerLoad } from "../scheduler/activeSequences.j
 import { type Score, minActivePrefillTokens } from "../scheduler/costFunction.js";
 import { type CostOverride, costOverrideProblem } from "../scheduler/costOverride.js";
 import { type EngineBatchReport, EngineBatches } from "../scheduler/engineBatch.js";
-import { COST_POLICY, DEFAULT_POLICY, WorkerSelectionPolicies } from "../scheduler/policies.js";
+import { COST_POLICY, WorkerSelectionPolicies } from "../scheduler/policies.js";
 import type { PolicyCandidate, Selection, WorkerSelectionPolicy } from "../scheduler/workerSelection.js";
 import { PredictedBlocks } from "../scheduler/predictions.js";
 import { PrefillRates, decodeSlowdown, estimateTtftMs } from "../scheduler/prefillRates.js";
@@ -120,7 +120,7 @@ export class KvRouter {
         ? new SessionAffinity(config.sessionAffinitySlack ?? 0, config.sessionAffinityTtlMs!, MAX_SESSIONS, now)
         : undefined;
     this.policies = new WorkerSelectionPolicies(config.policyInstances, config.hostCacheHitWeight);
-    const chosen = this.policies.get(config.workerSelectionPolicy ?? DEFAULT_POLICY);
+    const chosen = this.policies.get(config.workerSelectionPolicy ?? COST_POLICY);
     if (chosen === undefined) throw new Error(this.policies.unknown(config.workerSelectionPolicy!));
     this.defaultPolicy = chosen;
   }

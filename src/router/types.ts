@@ -53,7 +53,7 @@ export interface RouterConfig extends CostWeights {
   sessionAffinityTtlMs?: number;
   /** Dynamo's hard/soft affinity; undefined = the slack rule above. */
   sessionAffinityMode?: SessionAffinityMode;
-  /** The worker-selection policy requests use unless they name one; undefined = kv-router's (scheduler/policies.ts). */
+  /** The worker-selection policy requests use unless they name one; undefined = the cost policy `kv-router` (scheduler/policies.ts). */
   workerSelectionPolicy?: string;
   /** Named policy instances (Dynamo's --router-policy-config worker_selection.instances), beside the built-in ones. */
   policyInstances?: Readonly<Record<string, PolicySpec>>;

@@ -9,14 +9,22 @@ import { LEAST_LOADED_SELECTOR } from "./leastLoadedPolicy.js";
 import { TWO_TIER_DEFAULTS, TWO_TIER_POLICY_TYPE, type TwoTierParameters, twoTierPolicy } from "./twoTierPolicy.js";
 import type { WorkerSelectionPolicy } from "./workerSelection.js";
 
-/** `default` is Dynamo's reserved name for its built-in selector; `kv-router` is kv-router's routing, its default. */
+/** `default` is Dynamo's reserved name for its built-in selector; `kv-router` is kv-router's cost routing, its default until issue 22's decision. */
 export const POLICY_TYPES = ["kv-router", "default", TWO_TIER_POLICY_TYPE, "least-loaded", "cache-greedy", ADAPTIVE_POLICY_NAME] as const;
 export type PolicyType = (typeof POLICY_TYPES)[number];
 
-/** What a router runs when neither its settings nor the request name a policy (the CLI's default is in defaults.ts). */
-export const DEFAULT_POLICY: PolicyType = "kv-router";
+/**
+ * What `kv-router serve` and `simulate` run when no flag, DYN_ variable or policy YAML names a
+ * policy (cli/defaultPolicy.ts): better than the cost policy on most held-out cells of the
+ * simulator, and nothing to tune per fleet (docs/simulation/policies.md, "Default").
+ */
+export const DEFAULT_POLICY: PolicyType = ADAPTIVE_POLICY_NAME;
 
-/** The policy that honours the router's cost weights, flags and per-request overrides alike. */
+/**
+ * The policy that honours the router's cost weights, flags and per-request overrides alike. A
+ * KvRouter whose settings name no policy runs it (the settings the CLI builds always name one), and
+ * so do the simulator's comparison plans, whose `kv` row is this policy with kv-router's weights.
+ */
 export const COST_POLICY: PolicyType = "kv-router";
 
 /** A named policy instance: its type and, for the two-tier and adaptive types, its parameters. */
