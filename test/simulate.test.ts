@@ -262,6 +262,15 @@ describe("simulate command", () => {
     assert.deepEqual({ ...flagged.policies[0].result, policy: "kv-least-loaded" }, again.policies[0].result);
   });
 
+  test("kv runs serve's default, kv-adaptive; kv-cost the cost policy kv-router, serve's default before", async () => {
+    const base = ["--trace", sharedPath, "--workers", "4", "--kv-blocks", "320", "--seed", "5", "--max-requests", "250"];
+    const plain = await runSimulate(parseArgs([...base, "--policies", "kv,kv-adaptive,kv-cost"]));
+    const [kv, adaptive, cost] = plain.policies.map((p) => p.result);
+    assert.deepEqual({ ...kv, policy: "kv-adaptive" }, adaptive);
+    const named = await runSimulate(parseArgs([...base, "--policies", "kv", "--router-worker-selection-policy", "kv-router"]));
+    assert.deepEqual({ ...named.policies[0].result, policy: "kv-cost" }, cost);
+  });
+
   test("writes the JSON figures and a Markdown report with SVG charts", async () => {
     const out = join(dir, "report");
     const jsonPath = join(dir, "out.json");

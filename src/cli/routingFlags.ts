@@ -85,8 +85,8 @@ export const ROUTING_FLAGS = {
     describe:
       `Worker-selection policy (Dynamo's DYN_ROUTER_WORKER_SELECTION_POLICY): ${POLICY_TYPES.join(", ")}, or an instance of --router-policy-config; ` +
       "kv-adaptive (the default) is the cost with load weights read from the fleet's queues, its measured prefill waits, the workers' KV and full batches; " +
-      "default is Dynamo's built-in cost function, kv-router the same plus kv-router's terms. Unnamed, a cost weight flag, --agentic, --load-aware, " +
-      "--dynamo-defaults or --router-cost ttft makes it kv-router, and so does a request that overrides a cost weight",
+      "default is Dynamo's built-in cost function, kv-router the same plus kv-router's terms. With no policy named, a cost weight flag, --agentic, " +
+      "--load-aware, --dynamo-defaults or --router-cost ttft selects kv-router instead, as does a request that overrides a cost weight",
   },
   "router-policy-config": {
     type: "string",

@@ -5,6 +5,7 @@ import cliProgress from "cli-progress";
 import type { Argv } from "yargs";
 import { DEFAULT_ROUTER_CONFIG } from "../router/types.js";
 import { DYNAMO_DEFAULTS, KV_ROUTER_DEFAULTS } from "../scheduler/defaults.js";
+import { DEFAULT_POLICY } from "../scheduler/policies.js";
 import { simulateLive } from "../simulate/live.js";
 import { POLICY_NAMES, type PolicyName } from "../simulate/policies.js";
 import { resultJson, resultTable, writeReport } from "../simulate/report.js";
@@ -43,7 +44,7 @@ export function simulateOptions<T>(y: Argv<T>) {
     .option("policies", {
       type: "string",
       default: DEFAULT_POLICIES.join(","),
-      describe: `Comma-separated policies to compare: ${POLICY_NAMES.join(", ")}`,
+      describe: `Comma-separated policies to compare: ${POLICY_NAMES.join(", ")}; kv is the router serve runs with these flags (by default the policy ${DEFAULT_POLICY}), kv-cost the same with the cost policy kv-router`,
     })
     .option("seed", { type: "number", default: 0, describe: "Seed for every random choice (same seed, same results)" })
     .option("speedup", { type: "number", default: 1, describe: "Replay the trace this many times faster (divides timestamps)" })
@@ -122,7 +123,8 @@ export function traceFrom(spec: string, traceBlockSize: number): TraceRequest[] 
 }
 
 export function simOptionsFrom(a: SimulateArgs): SimOptions {
-  // The kv policy is the router `serve` runs, from the same flags and tuned defaults (Dynamo's under --agentic, as serve).
+  // The kv policy is the router `serve` runs, from the same flags and tuned defaults (Dynamo's under --agentic, as serve),
+  // its worker-selection policy included (kv-adaptive unless the flags name one or set the cost: defaultPolicy.ts).
   const router = routingSettingsFrom(
     a,
     { ...DEFAULT_ROUTER_CONFIG, prefillLoadScale: KV_ROUTER_DEFAULTS.prefillLoadScale },

@@ -1,5 +1,7 @@
 // Routing policies compared by the simulator. `kv` is the real router
-// (KvRouter + PrefixIndex) fed by the engines' events; the others are the
+// (KvRouter + PrefixIndex) fed by the engines' events, with the worker-selection
+// policy its settings name (`simulate` names serve's default, kv-adaptive; settings
+// that name none run the cost policy kv-router); the others are the
 // usual alternatives, and `oracle-prefix` is the hit-rate ceiling.
 import { type IndexEvent, workerKeyString } from "../protocols/events.js";
 import { PrefixIndex } from "../indexer/prefixIndex.js";
@@ -16,6 +18,7 @@ import type { RequestRecord, SimEngine, SimRequest } from "./engine.js";
 
 export const POLICY_NAMES = [
   "kv",
+  "kv-cost",
   "kv-ttft",
   "kv-approx",
   "dynamo-2026",
@@ -359,6 +362,9 @@ export function makePolicy(name: PolicyName, opts: PolicyOptions): Policy {
   switch (name) {
     case "kv":
       return kv("kv", opts.router);
+    // kv's router and settings, choosing with the cost policy `kv-router` (serve's default until issue 22's decision).
+    case "kv-cost":
+      return kv("kv-cost", { ...opts.router, workerSelectionPolicy: COST_POLICY });
     case "kv-ttft":
       // The ttft cost belongs to the cost policy, whatever `kv` selects.
       return kv("kv-ttft", { ...opts.router, routerCost: "ttft", workerSelectionPolicy: COST_POLICY });
