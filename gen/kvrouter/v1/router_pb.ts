@@ -119,10 +119,13 @@ export type FindBestWorkerRequest = Message<"kvrouter.v1.FindBestWorkerRequest">
   sessionId: string;
 
   /**
-   * The worker-selection policy for this request only: kv-router, default
-   * (Dynamo's built-in cost function), dynamo-two-tier-cost-fn, least-loaded,
-   * or an instance named in --router-policy-config. Empty: the router's
-   * (--router-worker-selection-policy). An unknown name is INVALID_ARGUMENT.
+   * The worker-selection policy for this request only: kv-adaptive, kv-router
+   * (the cost function), default (Dynamo's built-in cost function),
+   * dynamo-two-tier-cost-fn, least-loaded, cache-greedy, or an instance named
+   * in --router-policy-config. Empty: the router's (--router-worker-selection-policy,
+   * kv-adaptive unless set), but kv-router when router_config_override sets
+   * a cost weight and the router's policy sets its own. An unknown name is
+   * INVALID_ARGUMENT.
    *
    * @generated from field: string worker_selection_policy = 10;
    */
