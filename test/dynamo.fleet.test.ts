@@ -1,5 +1,6 @@
 // A 2026 Dynamo fleet, end to end, against the real CLI started with a Dynamo
-// pod's environment only (DYN_DISCOVERY_BACKEND, ETCD_ENDPOINTS, NATS_SERVER):
+// pod's environment only (DYN_DISCOVERY_BACKEND, ETCD_ENDPOINTS, NATS_SERVER,
+// DYN_ROUTER_WORKER_SELECTION_POLICY):
 // two workers registered in a real etcd exactly as Dynamo registers them, one
 // publishing Dynamo-exact MessagePack on the endpoint-scoped core-NATS subject
 // (a real nats-server), the other on Dynamo's ZMQ event plane, announced in
@@ -67,6 +68,9 @@ describe("a Dynamo fleet: etcd discovery, the endpoint-scoped NATS plane and the
       DYN_DISCOVERY_BACKEND: "etcd",
       ETCD_ENDPOINTS: etcd.url,
       NATS_SERVER: nats.urls,
+      // Dynamo's own selector, by Dynamo's variable, so the host-tier credit shows in Dynamo's cost below
+      // (kv-router's default, kv-adaptive, credits a cached block twice: this prompt's prefill clamps to 0).
+      DYN_ROUTER_WORKER_SELECTION_POLICY: "default",
     });
     const c = new KvRouterClient(cli.grpcAddress);
     try {
