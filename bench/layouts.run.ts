@@ -1,22 +1,27 @@
-// `node --expose-gc --import tsx bench/layouts.run.ts [entries] [rounds] [prompts]`:
+// `node --expose-gc --import tsx bench/layouts.run.ts [entries] [rounds] [prompts]`
+// (LAYOUTS=regex keeps only the layouts whose names match, beside the baseline):
 // the layout experiment of issue 21 §2, in one run. Today's CompactCore and the
 // prototypes in bench/layouts/ are fed the same record stream (the index
 // bench's Mooncake events for 64 workers, block 64, encoded once as op
 // records, then a churn of removals, re-stores and a clear), and asked the
 // same 8,192-token prompts (hashes given: sequence hashes, or local hashes
 // for the local-keyed prototype). Printed: ingest rate per round (fresh cores
-// sized for the entries, in alternating order) and its ratio to CompactCore's
+// sized for the entries, in alternating order) and its ratio to the baseline's
 // in the same round, find_matches p50/p99 (cores alternating in slices of 50
 // prompts), bytes per entry (typed arrays), the core count and Node version.
-// Every prototype's apply outcomes and find_matches answers are checked
-// against CompactCore's (all prompts, after the fill and after the churn) and
-// PrefixIndex's (a sample): a mismatch fails the run.
+// The first layout is the baseline of every ratio and every check: CompactCore
+// as it was before the store-path tuning of issue 21 §2
+// (bench/baseline/compactCoreUntuned.ts); today's CompactCore is the second.
+// Every other layout's apply outcomes and find_matches answers are checked
+// against the baseline's (all prompts, after the fill and after the churn),
+// and the baseline's against PrefixIndex's (a sample): a mismatch fails the run.
 import { availableParallelism, cpus } from "node:os";
 import { hashPromptFast } from "../src/hashing/prompt.js";
 import { seqHash32, seqOut } from "../src/hashing/sequence.js";
 import { CompactCore, MAX_SLOTS, SlotTable } from "../src/indexer/compactCore.js";
 import { PrefixIndex } from "../src/indexer/prefixIndex.js";
 import { seededRandom } from "../src/util/random.js";
+import { CompactCore as UntunedCore, SlotTable as UntunedSlots } from "./baseline/compactCoreUntuned.js";
 import { RunCore } from "./layouts/runCore.js";
 import { type Chunk, churn, encode } from "./layouts/stream.js";
 import { gc, latency, median } from "./stats.js";
@@ -44,13 +49,16 @@ interface Core {
   readonly entries: number;
 }
 
-const layouts: Layout[] = [
+const only = process.env.LAYOUTS === undefined ? undefined : new RegExp(process.env.LAYOUTS);
+const allLayouts: Layout[] = [
+  { name: "CompactCore, untuned", keys: "seq", make: (n) => new UntunedCore(new UntunedSlots(new ArrayBuffer(UntunedSlots.bytes(MAX_SLOTS)), MAX_SLOTS), n) },
   { name: "CompactCore (today)", keys: "seq", make: (n) => new CompactCore(new SlotTable(new ArrayBuffer(SlotTable.bytes(MAX_SLOTS)), MAX_SLOTS), n) },
   { name: "runs, seq-keyed", keys: "seq", make: (n) => new RunCore("seq", n) },
   { name: "runs, seq-keyed, touch", keys: "seq", make: (n) => new RunCore("seq", n, { touch: true }) },
   { name: "runs, local-keyed", keys: "local", make: (n) => new RunCore("local", n) },
   { name: "runs, local-keyed, touch", keys: "local", make: (n) => new RunCore("local", n, { touch: true }) },
 ];
+const layouts = allLayouts.filter((l, k) => k === 0 || only === undefined || only.test(l.name));
 
 function fail(msg: string): never {
   console.error(`LAYOUT CHECK FAILED: ${msg}`);
@@ -110,7 +118,7 @@ function oracleAnswer(o: PrefixIndex, p: (typeof prompts)[number]): string {
 }
 
 function sameOutcomes(a: Int32Array[], b: Int32Array[], what: string): void {
-  a.forEach((x, i) => x.forEach((v, j) => v !== b[i][j] && fail(`${what}: record ${j} of chunk ${i}: outcome ${b[i][j]}, CompactCore ${v}`)));
+  a.forEach((x, i) => x.forEach((v, j) => v !== b[i][j] && fail(`${what}: record ${j} of chunk ${i}: outcome ${b[i][j]}, the baseline ${v}`)));
 }
 
 // ---- ingest: fresh cores, alternating order, same records ----
@@ -165,7 +173,7 @@ for (let r = 0; r < 3; r++) {
   hashMs = Math.min(hashMs, performance.now() - t0 + (x === 0.5 ? 1 : 0));
 }
 
-// ---- answers against CompactCore (every prompt) and PrefixIndex (a sample) ----
+// ---- answers against the baseline (every prompt) and PrefixIndex (a sample) ----
 const oracle = new PrefixIndex();
 for (const e of w.events) oracle.apply(e);
 function check(phase: string): number {
@@ -175,13 +183,13 @@ function check(phase: string): number {
     if (want !== "") hits++;
     for (let k = 1; k < layouts.length; k++) {
       const got = answer(kept[k], layouts[k], p);
-      if (got !== want) fail(`${layouts[k].name}, ${phase}: answers ${got.slice(0, 200)} where CompactCore gives ${want.slice(0, 200)}`);
+      if (got !== want) fail(`${layouts[k].name}, ${phase}: answers ${got.slice(0, 200)} where the baseline gives ${want.slice(0, 200)}`);
     }
   }
   for (const p of prompts.slice(0, oracleSample)) {
     const want = oracleAnswer(oracle, p);
     const got = answer(kept[0], layouts[0], p);
-    if (got !== want) fail(`CompactCore, ${phase}: answers ${got.slice(0, 200)} where PrefixIndex gives ${want.slice(0, 200)}`);
+    if (got !== want) fail(`${layouts[0].name}, ${phase}: answers ${got.slice(0, 200)} where PrefixIndex gives ${want.slice(0, 200)}`);
   }
   return hits;
 }
@@ -227,7 +235,7 @@ const churnOut = kept.map((c, k) => {
 });
 for (let k = 1; k < layouts.length; k++) sameOutcomes(churnOut[0], churnOut[k], `${layouts[k].name}, churn`);
 for (const e of churnEvents) oracle.apply(e);
-kept.forEach((c, k) => c.entries !== kept[0].entries && fail(`${layouts[k].name}: ${c.entries} entries after the churn, CompactCore ${kept[0].entries}`));
+kept.forEach((c, k) => c.entries !== kept[0].entries && fail(`${layouts[k].name}: ${c.entries} entries after the churn, the baseline ${kept[0].entries}`));
 const hitsChurn = check("after the churn");
 // Answers the removals changed (the cleared worker, slot 63, left out: it changes nearly every answer).
 const notCleared = (a: string) => a.split(",").filter((x) => !x.startsWith("63:")).join(",");
@@ -236,10 +244,10 @@ let refused = 0;
 for (const out of churnOut[0]) for (const x of out) if ((x & 3) === 1) refused++;
 
 // ---- report ----
-console.log(`\nchecks passed: apply outcomes of ${fillEvents} + ${churnEvents.length} records equal; find_matches answers of ${prompts.length} prompts equal CompactCore's after the fill (${hitsFill} with a match) and after the churn (${hitsChurn}; ${changed} answers changed by its removals, ${refused} churn stores refused: parent removed), ${oracleSample} equal PrefixIndex's`);
+console.log(`\nchecks passed: apply outcomes of ${fillEvents} + ${churnEvents.length} records equal; find_matches answers of ${prompts.length} prompts equal the baseline's after the fill (${hitsFill} with a match) and after the churn (${hitsChurn}; ${changed} answers changed by its removals, ${refused} churn stores refused: parent removed), ${oracleSample} equal PrefixIndex's`);
 console.log(`sequence-hash chaining alone over the fill records: ${f(w.storedBlocks / hashMs / 1e3)} M blocks/s (${f((hashMs * 1e6) / w.storedBlocks, 0)} ns/block)\n`);
 const base = rates[0];
-console.log("layout                      ingest M blocks/s (median, range)   vs today (median of per-round ratios)   find_matches p50 / p99 us   vs today p50   bytes/entry   churn ms");
+console.log("layout                      ingest M blocks/s (median, range)   vs baseline (median of per-round ratios)      find_matches p50 / p99 us   vs baseline p50    bytes/entry   churn ms");
 layouts.forEach((l, k) => {
   const ratios = rates[k].map((x, r) => x / base[r]);
   const qr = q.passP50[k].map((x, r) => x / q.passP50[0][r]);
@@ -247,9 +255,9 @@ layouts.forEach((l, k) => {
     [
       l.name.padEnd(27),
       `${f(median(rates[k]) / 1e6)} (${f(Math.min(...rates[k]) / 1e6)}-${f(Math.max(...rates[k]) / 1e6)})`.padEnd(36),
-      `${f(median(ratios))}x (${f(Math.min(...ratios))}-${f(Math.max(...ratios))})`.padEnd(40),
+      `${f(median(ratios))}x (${f(Math.min(...ratios))}-${f(Math.max(...ratios))})`.padEnd(43),
       `${f(q.lat[k].p50)} / ${f(q.lat[k].p99)}`.padEnd(28),
-      `${f(median(qr))}x (${f(Math.min(...qr))}-${f(Math.max(...qr))})`.padEnd(15),
+      `${f(median(qr))}x (${f(Math.min(...qr))}-${f(Math.max(...qr))})`.padEnd(19),
       f(fillBytes[k], 1).padEnd(14),
       f(churnMs[k], 1),
     ].join(""),
