@@ -178,6 +178,20 @@ function grownTo(size: number, need: number, most: number, factor: number): numb
  */
 const NODE_GROWTH = 1.25;
 const TABLE_GROWTH = 1.5;
+/**
+ * Node arrays and the node table are first sized for this many nodes per
+ * entry of the initial capacity (--max-blocks). The index bench's 1 M-entry
+ * fills make 0.69 (random prefixes) and 0.70 (Mooncake) nodes per entry:
+ * starting at half, the fill grew the node arrays twice and rehashed the node
+ * table once (about 7% of the fill). At 0.75 neither happens, and a full
+ * Mooncake core takes fewer bytes, not more (51.2 per entry instead of 51.9:
+ * the arrays no longer overshoot to 0.78, and the table is the one bucket per
+ * entry it grew to before). With more sharing (fewer nodes per entry) the
+ * unused part costs up to 7.6 bytes per entry more than starting at half
+ * (a quarter entry's node side), and a core filled to its bound at 64 ranks
+ * still takes about 51 bytes per entry (docs/indexer.md).
+ */
+const NODES_PER_ENTRY = 0.75;
 
 
 /**
@@ -294,12 +308,13 @@ export class CompactCore {
     this.publisher =
       opts.share && new NodePublisher(opts.share, () => ({ nTab: this.nTab, nLo: this.nLo, nHi: this.nHi, ...this.holders.views() }));
     this.holders = new HolderSets(this.publisher);
-    // Blocks are often shared by several workers: node arrays and the node table start at half the entries and
-    // grow if needed (each growth of the node arrays during a fill copies them and leaves garbage to collect).
+    // Blocks are often shared by several workers: the node side starts at NODES_PER_ENTRY of the entries and grows
+    // if needed (each growth during a fill copies the arrays or rehashes the table, and leaves garbage to collect).
     this.growEntries(Math.max(16, initialEntries));
-    this.growNodes(Math.max(16, initialEntries >>> 1));
+    const nodes = Math.ceil(initialEntries * NODES_PER_ENTRY);
+    this.growNodes(Math.max(16, nodes));
     this.rehashEntries(Math.max(32, Math.ceil((initialEntries * 4) / 3) + 2));
-    this.rehashNodes(Math.max(32, Math.ceil(((initialEntries >>> 1) * 4) / 3) + 2));
+    this.rehashNodes(Math.max(32, Math.ceil((nodes * 4) / 3) + 2));
   }
 
   // ---- operations ------------------------------------------------------
@@ -377,7 +392,28 @@ export class CompactCore {
     return gap << 2;
   }
 
+  /** What touchEntries read, kept so that the loads are not optimised away (read by nothing). */
+  touched = 0;
+
+  /**
+   * Loads the entry-table home bucket of every block of a stored event before
+   * they are stored. The loads do not depend on each other, so the CPU keeps
+   * many cache misses in flight at once, where the store loop meets them one
+   * at a time (each probe waits for the chain hash and the previous block's
+   * inserts); the loop's probes then mostly hit the cache. A prefetch, in
+   * plain JavaScript (issue 21 §2, measured in docs/indexer.md).
+   */
+  private touchEntries(slot: number, w: Uint32Array, b: number): void {
+    const tab = this.eTab;
+    const scale = this.eScale;
+    let acc = 0;
+    const n = w[b + 3];
+    for (let i = 0, q = b + 4; i < n; i++, q += 4) acc |= tab[(mix(w[q], w[q + 1], slot) * scale) >>> 0];
+    this.touched = acc;
+  }
+
   private stored(slot: number, w: Uint32Array, b: number, parentNode: number, stamp: number): void {
+    this.touchEntries(slot, w, b);
     let hasParent = w[b] === 1;
     let pLo = w[b + 1];
     let pHi = w[b + 2];
