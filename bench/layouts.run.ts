@@ -8,10 +8,13 @@
 // for the local-keyed prototype). Printed: ingest rate per round (fresh cores
 // sized for the entries, in alternating order) and its ratio to the baseline's
 // in the same round, find_matches p50/p99 (cores alternating in slices of 50
-// prompts), bytes per entry (typed arrays), the core count and Node version.
+// prompts), bytes per entry (typed arrays), the core count and Node version;
+// ingest is also given per CPU second of the process, which moves less with
+// the other jobs on a shared machine than the wall-clock rate does.
 // The first layout is the baseline of every ratio and every check: CompactCore
 // as it was before the store-path tuning of issue 21 §2
-// (bench/baseline/compactCoreUntuned.ts); today's CompactCore is the second.
+// (bench/baseline/compactCoreUntuned.ts); today's CompactCore is the second,
+// and the third is a prototype of the next step (bench/layouts/compactCoreWasmChain.ts).
 // Every other layout's apply outcomes and find_matches answers are checked
 // against the baseline's (all prompts, after the fill and after the churn),
 // and the baseline's against PrefixIndex's (a sample): a mismatch fails the run.
@@ -22,6 +25,7 @@ import { CompactCore, MAX_SLOTS, SlotTable } from "../src/indexer/compactCore.js
 import { PrefixIndex } from "../src/indexer/prefixIndex.js";
 import { seededRandom } from "../src/util/random.js";
 import { CompactCore as UntunedCore, SlotTable as UntunedSlots } from "./baseline/compactCoreUntuned.js";
+import { CompactCore as WasmChainCore, SlotTable as WasmChainSlots } from "./layouts/compactCoreWasmChain.js";
 import { RunCore } from "./layouts/runCore.js";
 import { type Chunk, churn, encode } from "./layouts/stream.js";
 import { gc, latency, median } from "./stats.js";
@@ -53,6 +57,7 @@ const only = process.env.LAYOUTS === undefined ? undefined : new RegExp(process.
 const allLayouts: Layout[] = [
   { name: "CompactCore, untuned", keys: "seq", make: (n) => new UntunedCore(new UntunedSlots(new ArrayBuffer(UntunedSlots.bytes(MAX_SLOTS)), MAX_SLOTS), n) },
   { name: "CompactCore (today)", keys: "seq", make: (n) => new CompactCore(new SlotTable(new ArrayBuffer(SlotTable.bytes(MAX_SLOTS)), MAX_SLOTS), n) },
+  { name: "CompactCore, wasm chain+node touch (prototype)", keys: "seq", make: (n) => new WasmChainCore(new WasmChainSlots(new ArrayBuffer(WasmChainSlots.bytes(MAX_SLOTS)), MAX_SLOTS), n) },
   { name: "runs, seq-keyed", keys: "seq", make: (n) => new RunCore("seq", n) },
   { name: "runs, seq-keyed, touch", keys: "seq", make: (n) => new RunCore("seq", n, { touch: true }) },
   { name: "runs, local-keyed", keys: "local", make: (n) => new RunCore("local", n) },
@@ -123,6 +128,9 @@ function sameOutcomes(a: Int32Array[], b: Int32Array[], what: string): void {
 
 // ---- ingest: fresh cores, alternating order, same records ----
 const rates = layouts.map(() => [] as number[]);
+// Per CPU second of this process (all its threads, so the collector's helpers count): other jobs on a shared
+// machine take the CPU away mid-fill, which moves the wall-clock rate far more than it moves this one.
+const cpuRates = layouts.map(() => [] as number[]);
 let kept: Core[] = [];
 let outcomes: Int32Array[][] = [];
 for (let r = 0; r < rounds; r++) {
@@ -134,15 +142,18 @@ for (let r = 0; r < rounds; r++) {
     const core = layouts[k].make(w.storedBlocks);
     gc();
     const t0 = performance.now();
+    const c0 = process.cpuUsage();
     const out = apply(core, fill);
+    const cpu = process.cpuUsage(c0);
     rates[k].push(w.storedBlocks / ((performance.now() - t0) / 1000));
+    cpuRates[k].push(w.storedBlocks / ((cpu.user + cpu.system) / 1e6));
     made.set(k, { core, out });
   }
   layouts.forEach((_, k) => {
     kept.push(made.get(k)!.core);
     outcomes.push(made.get(k)!.out);
   });
-  console.log(`round ${r + 1}: ${layouts.map((l, k) => `${l.name} ${f(rates[k][r] / 1e6)} M/s`).join(", ")}`);
+  console.log(`round ${r + 1}: ${layouts.map((l, k) => `${l.name} ${f(rates[k][r] / 1e6)} M/s (${f(cpuRates[k][r] / 1e6)} per CPU s)`).join(", ")}`);
 }
 for (let k = 1; k < layouts.length; k++) sameOutcomes(outcomes[0], outcomes[k], `${layouts[k].name}, fill`);
 kept.forEach((c, k) => c.entries !== w.storedBlocks && fail(`${layouts[k].name}: ${c.entries} entries after the fill, expected ${w.storedBlocks}`));
@@ -247,13 +258,14 @@ for (const out of churnOut[0]) for (const x of out) if ((x & 3) === 1) refused++
 console.log(`\nchecks passed: apply outcomes of ${fillEvents} + ${churnEvents.length} records equal; find_matches answers of ${prompts.length} prompts equal the baseline's after the fill (${hitsFill} with a match) and after the churn (${hitsChurn}; ${changed} answers changed by its removals, ${refused} churn stores refused: parent removed), ${oracleSample} equal PrefixIndex's`);
 console.log(`sequence-hash chaining alone over the fill records: ${f(w.storedBlocks / hashMs / 1e3)} M blocks/s (${f((hashMs * 1e6) / w.storedBlocks, 0)} ns/block)\n`);
 const base = rates[0];
-console.log("layout                      ingest M blocks/s (median, range)   vs baseline (median of per-round ratios)      find_matches p50 / p99 us   vs baseline p50    bytes/entry   churn ms");
+const nameWidth = Math.max(...layouts.map((l) => l.name.length)) + 2;
+console.log("layout".padEnd(nameWidth) + "ingest M blocks/s (median, range)   vs baseline (median of per-round ratios)      find_matches p50 / p99 us   vs baseline p50    bytes/entry   churn ms");
 layouts.forEach((l, k) => {
   const ratios = rates[k].map((x, r) => x / base[r]);
   const qr = q.passP50[k].map((x, r) => x / q.passP50[0][r]);
   console.log(
     [
-      l.name.padEnd(27),
+      l.name.padEnd(nameWidth),
       `${f(median(rates[k]) / 1e6)} (${f(Math.min(...rates[k]) / 1e6)}-${f(Math.max(...rates[k]) / 1e6)})`.padEnd(36),
       `${f(median(ratios))}x (${f(Math.min(...ratios))}-${f(Math.max(...ratios))})`.padEnd(43),
       `${f(q.lat[k].p50)} / ${f(q.lat[k].p99)}`.padEnd(28),
@@ -262,6 +274,12 @@ layouts.forEach((l, k) => {
       f(churnMs[k], 1),
     ].join(""),
   );
+});
+console.log("\ningest per CPU second of this process (all threads), median (range), and vs baseline (median of per-round ratios):");
+layouts.forEach((l, k) => {
+  const xs = cpuRates[k];
+  const ratios = xs.map((x, r) => x / cpuRates[0][r]);
+  console.log(`  ${l.name.padEnd(nameWidth)}${`${f(median(xs) / 1e6)} (${f(Math.min(...xs) / 1e6)}-${f(Math.max(...xs) / 1e6)})`.padEnd(20)}${f(median(ratios))}x (${f(Math.min(...ratios))}-${f(Math.max(...ratios))})`);
 });
 console.log("\nbytes per entry by part, after the fill (typed arrays at capacity; CompactIndex's slot table not counted for any):");
 layouts.forEach((l, k) => {
