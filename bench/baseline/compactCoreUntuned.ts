@@ -1,5 +1,5 @@
 // Baseline for bench/layouts.run.ts (issue 21 §2, store-path tuning): CompactCore
-// as it was at 6c54133, before the touch pass and the node presize. Copied
+// as it was at 5ad1395, before the touch pass and the node presize. Copied
 // unchanged apart from these lines and the import paths; nothing in src/
 // imports it.
 // The compact index engine: typed arrays and open-addressing tables, no JS
@@ -143,12 +143,16 @@ function mix(a: number, b: number, c: number): number {
  * changes kept it from meeting an empty bucket).
  */
 export function findNodeIn(tab: Uint32Array, nLo: Uint32Array, nHi: Uint32Array, lo: number, hi: number): number {
+  return probeNodes(tab, 32 - Math.clz32(tab.length), tab.length / TWO32, nLo, nHi, lo, hi);
+}
+
+/** findNodeIn() with the table's index bits and home scale given (the core keeps them). */
+function probeNodes(tab: Uint32Array, bits: number, scale: number, nLo: Uint32Array, nHi: Uint32Array, lo: number, hi: number): number {
   const size = tab.length;
-  const bits = 32 - Math.clz32(size);
   const idx = (1 << bits) - 1;
   const h = mix(lo, hi, 0);
   const tag = h << bits;
-  let b = (h * (size / TWO32)) >>> 0; // as putNode places it (nScale is size / TWO32)
+  let b = (h * scale) >>> 0;
   for (let left = size; left > 0; left--) {
     const v = tab[b];
     if (v === 0) return -1;
@@ -941,7 +945,7 @@ export class CompactCore {
   // ---- nodes -------------------------------------------------------------
 
   private findNode(lo: number, hi: number): number {
-    return findNodeIn(this.nTab, this.nLo, this.nHi, lo, hi);
+    return probeNodes(this.nTab, this.nBits, this.nScale, this.nLo, this.nHi, lo, hi);
   }
 
   /**

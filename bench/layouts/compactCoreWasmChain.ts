@@ -148,12 +148,16 @@ function mix(a: number, b: number, c: number): number {
  * changes kept it from meeting an empty bucket).
  */
 export function findNodeIn(tab: Uint32Array, nLo: Uint32Array, nHi: Uint32Array, lo: number, hi: number): number {
+  return probeNodes(tab, 32 - Math.clz32(tab.length), tab.length / TWO32, nLo, nHi, lo, hi);
+}
+
+/** findNodeIn() with the table's index bits and home scale given (the core keeps them). */
+function probeNodes(tab: Uint32Array, bits: number, scale: number, nLo: Uint32Array, nHi: Uint32Array, lo: number, hi: number): number {
   const size = tab.length;
-  const bits = 32 - Math.clz32(size);
   const idx = (1 << bits) - 1;
   const h = mix(lo, hi, 0);
   const tag = h << bits;
-  let b = (h * (size / TWO32)) >>> 0; // as putNode places it (nScale is size / TWO32)
+  let b = (h * scale) >>> 0;
   for (let left = size; left > 0; left--) {
     const v = tab[b];
     if (v === 0) return -1;
@@ -981,7 +985,7 @@ export class CompactCore {
   // ---- nodes -------------------------------------------------------------
 
   private findNode(lo: number, hi: number): number {
-    return findNodeIn(this.nTab, this.nLo, this.nHi, lo, hi);
+    return probeNodes(this.nTab, this.nBits, this.nScale, this.nLo, this.nHi, lo, hi);
   }
 
   /**
