@@ -179,19 +179,18 @@ function grownTo(size: number, need: number, most: number, factor: number): numb
 const NODE_GROWTH = 1.25;
 const TABLE_GROWTH = 1.5;
 /**
- * Node arrays and the node table are first sized for this many nodes per
- * entry of the initial capacity (--max-blocks). The index bench's 1 M-entry
- * fills make 0.69 (random prefixes) and 0.70 (Mooncake) nodes per entry:
- * starting at half, the fill grew the node arrays twice and rehashed the node
- * table once (about 7% of the fill). At 0.75 neither happens, and a full
- * Mooncake core takes fewer bytes, not more (51.2 per entry instead of 51.9:
- * the arrays no longer overshoot to 0.78, and the table is the one bucket per
- * entry it grew to before). With more sharing (fewer nodes per entry) the
- * unused part costs up to 7.6 bytes per entry more than starting at half
- * (a quarter entry's node side), and a core filled to its bound at 64 ranks
- * still takes about 51 bytes per entry (docs/indexer.md).
+ * The node table is first sized for this many nodes per entry of the initial
+ * capacity (--max-blocks): one bucket per entry at 3/4 load. The index bench's
+ * 1 M-entry fills make 0.69 (random prefixes) and 0.70 (Mooncake) nodes per
+ * entry, so a table sized for half rehashed once during the fill (every node
+ * re-inserted: about 7% of it) and ended at this size anyway. Starting here
+ * costs a more shared workload at most 1.33 bytes per entry (a third of a
+ * bucket). The node arrays still start at half the entries and grow by a
+ * quarter: starting them at 0.75 too measured no clear gain (0-3%, within the
+ * noise) and would cost a shared workload up to 6.3 bytes per entry
+ * (docs/indexer.md, "Touch pass and node presize").
  */
-const NODES_PER_ENTRY = 0.75;
+const NODE_TABLE_PER_ENTRY = 0.75;
 
 
 /**
@@ -308,13 +307,13 @@ export class CompactCore {
     this.publisher =
       opts.share && new NodePublisher(opts.share, () => ({ nTab: this.nTab, nLo: this.nLo, nHi: this.nHi, ...this.holders.views() }));
     this.holders = new HolderSets(this.publisher);
-    // Blocks are often shared by several workers: the node side starts at NODES_PER_ENTRY of the entries and grows
-    // if needed (each growth during a fill copies the arrays or rehashes the table, and leaves garbage to collect).
+    // Blocks are often shared by several workers: node arrays start at half the entries, the node table at
+    // NODE_TABLE_PER_ENTRY of them, and both grow if needed (each growth during a fill copies the arrays or
+    // re-inserts every node, and leaves garbage to collect).
     this.growEntries(Math.max(16, initialEntries));
-    const nodes = Math.ceil(initialEntries * NODES_PER_ENTRY);
-    this.growNodes(Math.max(16, nodes));
+    this.growNodes(Math.max(16, initialEntries >>> 1));
     this.rehashEntries(Math.max(32, Math.ceil((initialEntries * 4) / 3) + 2));
-    this.rehashNodes(Math.max(32, Math.ceil((nodes * 4) / 3) + 2));
+    this.rehashNodes(Math.max(32, Math.ceil((initialEntries * NODE_TABLE_PER_ENTRY * 4) / 3) + 2));
   }
 
   // ---- operations ------------------------------------------------------
