@@ -14,7 +14,7 @@
 // The first layout is the baseline of every ratio and every check: CompactCore
 // as it was before the store-path tuning of issue 21 §2
 // (bench/baseline/compactCoreUntuned.ts); today's CompactCore is the second,
-// and the third is a prototype of the next step (bench/layouts/compactCoreWasmChain.ts).
+// (with the WebAssembly chaining and node-table touch the prototype of the same name measured, now in src/).
 // Every other layout's apply outcomes and find_matches answers are checked
 // against the baseline's (all prompts, after the fill and after the churn),
 // and the baseline's against PrefixIndex's (a sample): a mismatch fails the run.
@@ -25,7 +25,6 @@ import { CompactCore, MAX_SLOTS, SlotTable } from "../src/indexer/compactCore.js
 import { PrefixIndex } from "../src/indexer/prefixIndex.js";
 import { seededRandom } from "../src/util/random.js";
 import { CompactCore as UntunedCore, SlotTable as UntunedSlots } from "./baseline/compactCoreUntuned.js";
-import { CompactCore as WasmChainCore, SlotTable as WasmChainSlots } from "./layouts/compactCoreWasmChain.js";
 import { RunCore } from "./layouts/runCore.js";
 import { type Chunk, churn, encode } from "./layouts/stream.js";
 import { gc, latency, median } from "./stats.js";
@@ -57,7 +56,6 @@ const only = process.env.LAYOUTS === undefined ? undefined : new RegExp(process.
 const allLayouts: Layout[] = [
   { name: "CompactCore, untuned", keys: "seq", make: (n) => new UntunedCore(new UntunedSlots(new ArrayBuffer(UntunedSlots.bytes(MAX_SLOTS)), MAX_SLOTS), n) },
   { name: "CompactCore (today)", keys: "seq", make: (n) => new CompactCore(new SlotTable(new ArrayBuffer(SlotTable.bytes(MAX_SLOTS)), MAX_SLOTS), n) },
-  { name: "CompactCore, wasm chain+node touch (prototype)", keys: "seq", make: (n) => new WasmChainCore(new WasmChainSlots(new ArrayBuffer(WasmChainSlots.bytes(MAX_SLOTS)), MAX_SLOTS), n) },
   { name: "runs, seq-keyed", keys: "seq", make: (n) => new RunCore("seq", n) },
   { name: "runs, seq-keyed, touch", keys: "seq", make: (n) => new RunCore("seq", n, { touch: true }) },
   { name: "runs, local-keyed", keys: "local", make: (n) => new RunCore("local", n) },

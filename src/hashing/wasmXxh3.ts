@@ -78,6 +78,7 @@ const FLIP4 = 320; // u64: the 4..8-byte path's key
 const FLIP9 = 328; // 2 x u64: the 9..16-byte path's keys
 const SWAPPED = 344; // 2 x 64 bytes: the scramble keys (secret 128..191), then the merge keys (11..74), u64 pairs swapped
 const KEYS_END = 472;
+const PARENT = 480; // u64: chain()'s parent sequence hash
 const STOP = 504; // i32: where varints() stopped reading
 const INIT = 512; // 64 bytes: XXH3's initial accumulators, pairs swapped (seed-independent, written once)
 export const DATA = 576;
@@ -433,13 +434,41 @@ const varintsBody = [
   ...get(VD),
 ];
 
+/**
+ * chain(tok, _, n, out, chain): the sequence hashes of n stored blocks given
+ * as the index's op records write them (4 u32 each from `tok`: external lo,
+ * hi, local lo, hi), chained from the parent's at PARENT when `chain` is 1,
+ * else from the first block's local hash; (lo, hi) pairs from `out`. The
+ * index chains an event's blocks here in one call (CompactCore.stored).
+ */
+const chainBody = [
+  ...i32c(0), ...load64(PARENT), ...to("sq"),
+  ...$("tok"), ...to("p"),
+  ...$("out"), ...to("o"),
+  ...i32c(0), ...to("b"),
+  // No parent: the first block's sequence hash is its local hash.
+  ...ifThen([...$("chain"), I32_EQZ, ...$("n"), I32_EQZ, I32_EQZ, I32_AND], [
+    ...$("p"), ...load64(8), ...to("sq"),
+    ...$("o"), ...$("sq"), ...store64(0),
+    ...addTo("p", 16), ...addTo("o", 8),
+    ...i32c(1), ...to("b"),
+  ]),
+  ...loopUntil([...$("b"), ...$("n"), I32_GE_U], [
+    ...$("p"), ...load64(8), ...to("h"),
+    ...sequence,
+    ...$("o"), ...$("sq"), ...store64(0),
+    ...addTo("p", 16), ...addTo("o", 8), ...addTo("b", 1),
+  ]),
+];
+
 export function buildModule(): Uint8Array {
+  const hashLocals = LOCALS.map(([t, names]) => [names.length, t] as [number, number]);
   return assemble({
     types: [funcType([I32, I32, I32, I32, I32], []), funcType([I32, I32, I32], [I32])],
-    funcTypes: [0, 1],
-    bodies: [body(LOCALS.map(([t, names]) => [names.length, t]), hashBlocks), body([[2, I32]], varintsBody)],
+    funcTypes: [0, 1, 0],
+    bodies: [body(hashLocals, hashBlocks), body([[2, I32]], varintsBody), body(hashLocals, chainBody)],
     memoryPages: 2,
-    exports: { hash: 0, varints: 1 },
+    exports: { hash: 0, varints: 1, chain: 2 },
   });
 }
 
@@ -479,6 +508,13 @@ export interface WasmHasher {
    * the next call).
    */
   hashLocals(first: number, blocks: number, blockSize: number, seed: bigint): Uint32Array;
+  /**
+   * The sequence hashes of the n stored blocks at words [at, at + 4n) of
+   * `records` (4 u32 per block: external lo, hi, local lo, hi), chained from
+   * the parent (pLo, pHi) when `chained`, else from the first block's local
+   * hash: (lo, hi) u32 pairs in a view valid until the next call.
+   */
+  chainSequence(records: Uint32Array, at: number, n: number, pLo: number, pHi: number, chained: boolean): Uint32Array;
 }
 
 /** Compiled once per thread: every hasher (one per ingest stream, say) is an instance with its own memory, sharing the tiered-up code. */
@@ -490,6 +526,7 @@ export function createWasmHasher(): WasmHasher {
   const memory = instance.exports.mem as WasmMemory;
   const hashFn = instance.exports.hash as (tok: number, blockBytes: number, n: number, out: number, chain: number) => void;
   const varintsFn = instance.exports.varints as (p: number, end: number, d: number) => number;
+  const chainFn = instance.exports.chain as (tok: number, unused: number, n: number, out: number, chain: number) => void;
   // Views over the memory, made again when it grows (growing detaches the old buffer).
   let buffer = memory.buffer;
   let u8 = new Uint8Array(buffer);
@@ -589,6 +626,18 @@ export function createWasmHasher(): WasmHasher {
       const out = DATA + spaceTokens * 4;
       hashFn(DATA, blockSize * 4, n, out, 2);
       return u32.slice(out / 4, out / 4 + 2 * n);
+    },
+    chainSequence(records, at, n, pLo, pHi, chained) {
+      // The blocks' words at DATA, the hashes after them (8-aligned).
+      const out = DATA + n * 16;
+      ensure(out + n * 8);
+      u32[PARENT / 4] = pLo;
+      u32[PARENT / 4 + 1] = pHi;
+      u32.set(records.subarray(at, at + 4 * n), DATA / 4);
+      chainFn(DATA, 0, n, out, chained ? 1 : 0);
+      // The token space's view (tokenSpace) covers the same bytes: a decoder's tokens there are gone now.
+      spaceTokens = 0;
+      return new Uint32Array(buffer, out, 2 * n);
     },
     hashLocals(first, blocks, blockSize, seed) {
       useSeed(seed);

@@ -32,7 +32,7 @@ import {
   OUTCOME_STALE,
   recordWords,
 } from "./records.js";
-import { seqHash32, seqOut } from "../hashing/sequence.js";
+import { createSequenceChainer } from "../hashing/sequenceChain.js";
 import { HolderSets, SLOT_BITS } from "./holderSets.js";
 import { ColdPairs } from "./coldPairs.js";
 import { NodePublisher, type NodeSharing } from "./sharedNodes.js";
@@ -191,6 +191,8 @@ const TABLE_GROWTH = 1.5;
  * (docs/indexer.md, "Touch pass and node presize").
  */
 const NODE_TABLE_PER_ENTRY = 0.75;
+/** Blocks of a stored event chained per call (the chainer's memory holds 24 bytes a block). */
+const CHAIN_BLOCKS = 4096;
 
 
 /**
@@ -411,6 +413,22 @@ export class CompactCore {
     this.touched = acc;
   }
 
+  /** Chains each stored event's sequence hashes in one call (WebAssembly where it loads). */
+  private readonly chainer = createSequenceChainer();
+
+  /**
+   * Loads the node-table home bucket of each of `n` sequence hashes (pairs in
+   * `seq`) before the blocks are stored: touchEntries' prefetch for the node
+   * table, possible once an event's hashes are chained ahead of the store loop.
+   */
+  private touchNodes(seq: Uint32Array, n: number): void {
+    const tab = this.nTab;
+    const scale = this.nScale;
+    let acc = 0;
+    for (let k = 0; k < 2 * n; k += 2) acc |= tab[(mix(seq[k], seq[k + 1], 0) * scale) >>> 0];
+    this.touched |= acc;
+  }
+
   private stored(slot: number, w: Uint32Array, b: number, parentNode: number, stamp: number): void {
     this.touchEntries(slot, w, b);
     let hasParent = w[b] === 1;
@@ -421,24 +439,23 @@ export class CompactCore {
     let chained = parentNode >= 0;
     let prevNode = parentNode;
     const n = w[b + 3];
-    for (let i = 0, q = b + 4; i < n; i++, q += 4) {
-      const xLo = w[q];
-      const xHi = w[q + 1];
-      const lo = w[q + 2];
-      const hi = w[q + 3];
-      if (chained) {
-        seqHash32(sLo, sHi, lo, hi);
-        sLo = seqOut.lo;
-        sHi = seqOut.hi;
-      } else {
-        sLo = lo;
-        sHi = hi;
-        chained = true;
+    // In slices of CHAIN_BLOCKS, so a million-block event does not grow the chainer's memory for good.
+    for (let from = 0; from < n; from += CHAIN_BLOCKS) {
+      const m = Math.min(CHAIN_BLOCKS, n - from);
+      const q0 = b + 4 + 4 * from;
+      const seq = this.chainer.chain(w, q0, m, sLo, sHi, chained);
+      this.touchNodes(seq, m);
+      for (let i = 0, q = q0, k = 0; i < m; i++, q += 4, k += 2) {
+        const xLo = w[q];
+        const xHi = w[q + 1];
+        prevNode = this.hold(slot, xLo, xHi, seq[k], seq[k + 1], w[q + 2], w[q + 3], hasParent, pLo, pHi, stamp + from + i, prevNode);
+        hasParent = true;
+        pLo = xLo;
+        pHi = xHi;
       }
-      prevNode = this.hold(slot, xLo, xHi, sLo, sHi, lo, hi, hasParent, pLo, pHi, stamp + i, prevNode);
-      hasParent = true;
-      pLo = xLo;
-      pHi = xHi;
+      sLo = seq[2 * m - 2];
+      sHi = seq[2 * m - 1];
+      chained = true;
     }
   }
 
