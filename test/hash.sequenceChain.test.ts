@@ -38,7 +38,7 @@ describe("sequence hashes of a stored event, chained in one call", () => {
       }
       for (const [name, chainer] of [["wasm", wasm], ["js", js]] as const) {
         const got = chainer.chain(records, at, n, parent === undefined ? 0 : lo(parent), parent === undefined ? 0 : hi(parent), parent !== undefined);
-        assert.deepEqual(Array.from(got), expected, `${name}, case ${c}: ${n} blocks, parent ${parent}`);
+        assert.deepEqual(Array.from(got.subarray(0, 2 * n)), expected, `${name}, case ${c}: ${n} blocks, parent ${parent}`);
       }
     }
   });

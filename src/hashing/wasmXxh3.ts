@@ -512,7 +512,8 @@ export interface WasmHasher {
    * The sequence hashes of the n stored blocks at words [at, at + 4n) of
    * `records` (4 u32 per block: external lo, hi, local lo, hi), chained from
    * the parent (pLo, pHi) when `chained`, else from the first block's local
-   * hash: (lo, hi) u32 pairs in a view valid until the next call.
+   * hash: (lo, hi) u32 pairs in words [0, 2n) of the array returned (longer;
+   * valid until the next call).
    */
   chainSequence(records: Uint32Array, at: number, n: number, pLo: number, pHi: number, chained: boolean): Uint32Array;
 }
@@ -575,6 +576,8 @@ export function createWasmHasher(): WasmHasher {
     return out / 8;
   };
   let spaceTokens = 0;
+  /** chainSequence()'s answer: the memory from DATA on. */
+  let chainView = new Uint32Array(buffer, DATA);
   /** Where packedTokens() copies varint bytes in: after the space's hashes. */
   let spaceBytes = 0;
   return {
@@ -628,16 +631,18 @@ export function createWasmHasher(): WasmHasher {
       return u32.slice(out / 4, out / 4 + 2 * n);
     },
     chainSequence(records, at, n, pLo, pHi, chained) {
-      // The blocks' words at DATA, the hashes after them (8-aligned).
-      const out = DATA + n * 16;
-      ensure(out + n * 8);
+      // The hashes at DATA, the blocks' words after them: block i is read before hash i is written over
+      // anything, so the result is one view from DATA, made again only when the memory grows.
+      const blocksAt = DATA + n * 8;
+      ensure(blocksAt + n * 16);
+      if (chainView.buffer !== buffer) chainView = new Uint32Array(buffer, DATA);
       u32[PARENT / 4] = pLo;
       u32[PARENT / 4 + 1] = pHi;
-      u32.set(records.subarray(at, at + 4 * n), DATA / 4);
-      chainFn(DATA, 0, n, out, chained ? 1 : 0);
+      u32.set(records.subarray(at, at + 4 * n), blocksAt / 4);
+      chainFn(blocksAt, 0, n, DATA, chained ? 1 : 0);
       // The token space's view (tokenSpace) covers the same bytes: a decoder's tokens there are gone now.
       spaceTokens = 0;
-      return new Uint32Array(buffer, out, 2 * n);
+      return chainView;
     },
     hashLocals(first, blocks, blockSize, seed) {
       useSeed(seed);
