@@ -99,6 +99,16 @@ describe("the worker-selection policy when none is named", () => {
     assert.equal(await simPolicyOf(["--router-cost", "ttft"]), "kv-router");
   });
 
+  it("kv-adaptive named with a cost weight or preset: it runs, and one line says the flag does not move it", async () => {
+    for (const args of [["--router-prefill-load-scale", "2"], ["--agentic"], ["--router-cost", "ttft"]]) {
+      const { policy, warnings } = await policyOf(["--router-worker-selection-policy", "kv-adaptive", ...args]);
+      assert.equal(policy, "kv-adaptive", args.join(" "));
+      assert.equal(warnings.filter((w) => w.includes("which kv-adaptive does not use")).length, 1, args.join(" "));
+    }
+    // Named with no cost flag: nothing to say.
+    assert.deepEqual(await policyOf(["--router-worker-selection-policy", "kv-adaptive"]), { policy: "kv-adaptive", warnings: [] });
+  });
+
   it("the cost weights not given are still Dynamo's", async () => {
     const argv = await serveOptions(yargs(["--block-size", "16"])).strict().exitProcess(false).parse();
     const r = routerConfigFrom(argv);

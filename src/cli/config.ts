@@ -152,9 +152,19 @@ export function startupWarnings(argv: ServeArgs, cliArgs: readonly string[] = pr
 /** Dynamo's presets and --dynamo-defaults mean Dynamo's cost function anyway; only a weight or the TTFT cost moving the default is news. */
 const COST_PRESETS = ["--dynamo-defaults", "--agentic", "--load-aware"];
 
-/** Says when a cost flag, with no policy named, made the cost policy run instead of the default. */
+/**
+ * Says when a cost flag, with no policy named, made the cost policy run
+ * instead of the default; or, with kv-adaptive named, that the flag does not
+ * move it (it sets its own weights).
+ */
 function costPolicyWarning(argv: ServeArgs): string | undefined {
-  if (selectedPolicyName(argv.routerWorkerSelectionPolicy) !== undefined || policyConfigOf(argv).selected !== undefined) return undefined;
+  const named = selectedPolicyName(argv.routerWorkerSelectionPolicy) ?? policyConfigOf(argv).selected;
+  if (named === DEFAULT_POLICY) {
+    const { askedBy } = unnamedPolicy(argv);
+    if (askedBy === undefined) return undefined;
+    return `${askedBy} sets the cost function's weights, which ${DEFAULT_POLICY} does not use (it sets its own); it applies to requests that override a weight, which the cost policy routes`;
+  }
+  if (named !== undefined) return undefined;
   const { name, askedBy } = unnamedPolicy(argv);
   if (askedBy === undefined || COST_PRESETS.includes(askedBy)) return undefined;
   return `${askedBy} sets the cost function, so the cost policy ${name} routes instead of the default ${DEFAULT_POLICY} (which sets its own weights); --router-worker-selection-policy names a policy`;
