@@ -77,8 +77,7 @@ async function measure(w: Workload, entries: number, prompts: Uint32Array[], sha
     const busySecs = (performance.now() - start) / 1000;
     await Promise.all(queued);
     const applied = sent * BATCH;
-    const stats = index.stats();
-    return { idle: latency(idle), busy: latency(busy), capacity, busyBlocksPerSec: applied / busySecs, read: stats.findsRead, asked: stats.findsAsked };
+    return { idle: latency(idle), busy: latency(busy), capacity, busyBlocksPerSec: applied / busySecs, ...index.queryAnswers() };
   } finally {
     await index.close();
   }

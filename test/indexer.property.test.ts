@@ -585,7 +585,7 @@ describe("queued ingest on shard threads (applyBatchAsync)", () => {
             for (const w of asking.workers()) asking.removeWorker(w.workerId);
             assert.ok((await runConsistencyCase(seed * 31 + shards, asking, 80)) > 80);
           }
-          assert.equal(asking.stats().findsRead, 0);
+          assert.equal(asking.queryAnswers().read, 0);
         } finally {
           await asking.close();
         }

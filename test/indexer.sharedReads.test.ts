@@ -103,8 +103,7 @@ async function churnWhileReading(shards: number, seed: number): Promise<{ querie
       }
       await Promise.all(queued);
     }
-    const stats = index.stats();
-    return { queries, read: stats.findsRead, asked: stats.findsAsked };
+    return { queries, ...index.queryAnswers() };
   } finally {
     await index.close();
   }

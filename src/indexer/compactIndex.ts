@@ -85,9 +85,6 @@ export interface IndexStats {
   evictions: number;
   arrayBytes: number;
   shardHeapBytes: number;
-  /** Shard answers to queries read from shared memory, and asked of the shard threads (0 without them). */
-  findsRead: number;
-  findsAsked: number;
 }
 
 export class CompactIndex implements KvIndex {
@@ -399,8 +396,6 @@ export class CompactIndex implements KvIndex {
       evictions: this.evictions,
       arrayBytes: shards.reduce((n, s) => n + s.arrayBytes, 0) + this.backend.slots.buffer.byteLength,
       shardHeapBytes: shards.reduce((n, s) => n + s.heapUsed, 0),
-      findsRead: shards.reduce((n, s) => n + s.findsRead, 0),
-      findsAsked: shards.reduce((n, s) => n + s.findsAsked, 0),
     };
   }
 

@@ -11,9 +11,6 @@ export interface ShardStats {
   evicted: number;
   /** V8 heap used by the thread that runs the shard (0 for the in-thread core). */
   heapUsed: number;
-  /** Queries answered by reading the shard's shared memory, and by asking the shard (0 for the in-thread core). */
-  findsRead: number;
-  findsAsked: number;
 }
 
 export interface ShardBackend {
@@ -88,7 +85,7 @@ export class LocalBackend implements ShardBackend {
 
   stats(): ShardStats[] {
     const c = this.core;
-    return [{ entries: c.entries, nodes: c.nodes, arrayBytes: c.arrayBytes(), evicted: c.evicted, heapUsed: 0, findsRead: 0, findsAsked: 0 }];
+    return [{ entries: c.entries, nodes: c.nodes, arrayBytes: c.arrayBytes(), evicted: c.evicted, heapUsed: 0 }];
   }
 
   queryAnswers(): { read: number; asked: number } {

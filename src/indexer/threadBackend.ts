@@ -488,7 +488,7 @@ export class ThreadBackend implements ShardBackend {
       this.send(s, REQ_STATS);
       this.wait(s);
       const f = s.resF64;
-      return { entries: f[0], nodes: f[1], arrayBytes: f[2], evicted: f[3], heapUsed: f[4], findsRead: s.findsRead, findsAsked: s.findsAsked };
+      return { entries: f[0], nodes: f[1], arrayBytes: f[2], evicted: f[3], heapUsed: f[4] };
     });
   }
 
