@@ -9,7 +9,7 @@
 // expected choices are worked out by hand from src/scheduler/adaptivePolicy.ts.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { ADAPTIVE_FIRST_ROUND, ADAPTIVE_SECOND_ROUND, IDLE_LOAD_WEIGHT, kvShare, loadWeight, medianWaitMs, queuedSteps } from "../src/scheduler/adaptivePolicy.js";
+import { ADAPTIVE_FIRST_ROUND, ADAPTIVE_SECOND_ROUND, IDLE_LOAD_WEIGHT, kvShare, loadWeight, upperMedian, queuedSteps } from "../src/scheduler/adaptivePolicy.js";
 import { stored } from "./support/events.js";
 import { type TestRouter, startTestRouter, tokens, withTestRouter } from "./support/router.js";
 
@@ -60,7 +60,7 @@ describe("kv-adaptive", () => {
     assert.equal(queuedSteps([{ prefillTokens: 8192, stepTokens: 0 }], 40_960), 0.2);
     assert.equal(queuedSteps([], 40), 0);
     assert.deepEqual([kvShare(500, 1000), kvShare(5000, 1000), kvShare(500, 0)], [0.5, 1, 0]);
-    assert.deepEqual([medianWaitMs([0, 1500, 1500]), medianWaitMs([0, 0, 1500]), medianWaitMs([300, 100]), medianWaitMs([])], [1500, 0, 300, 0]);
+    assert.deepEqual([upperMedian([0, 1500, 1500]), upperMedian([0, 0, 1500]), upperMedian([300, 100]), upperMedian([])], [1500, 0, 300, 0]);
   });
 
   it("follows the cache while queues are short, balances once they hold a step per worker (per request, over gRPC)", async () => {

@@ -393,7 +393,7 @@ export class CompactCore {
     return gap << 2;
   }
 
-  /** What touchEntries read, kept so that the loads are not optimised away (read by nothing). */
+  /** What touchEntries and touchNodes read, kept so that the loads are not optimised away (read by nothing). */
   touched = 0;
 
   /**

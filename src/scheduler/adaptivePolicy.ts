@@ -98,10 +98,13 @@ export function loadWeight(queued: number): number {
   return Math.min(1, Math.max(IDLE_LOAD_WEIGHT, queued));
 }
 
-/** The median of the workers' measured prefill waits (ms): the wait half the fleet's workers have their oldest prompt past. */
-export function medianWaitMs(waits: readonly number[]): number {
-  if (waits.length === 0) return 0;
-  const sorted = [...waits].sort((a, b) => a - b);
+/**
+ * The upper median of the workers' values (0 for none): the measured prefill wait (ms) half the
+ * fleet's workers have their oldest prompt past, and the batch-slot wait (blocks) charged only above it.
+ */
+export function upperMedian(values: readonly number[]): number {
+  if (values.length === 0) return 0;
+  const sorted = [...values].sort((a, b) => a - b);
   return sorted[Math.floor(sorted.length / 2)];
 }
 
@@ -142,7 +145,7 @@ export function adaptiveSelector(name: string, options: Readonly<AdaptiveOptions
     select({ candidates, params, temperature, random }: SelectionInput): Selection {
       const view = candidates.map((c: PolicyCandidate) => ({ prefillTokens: c.load.prefillTokens, stepTokens: c.stepTokens ?? 0 }));
       const queued = queuedSteps(view, params.isl, options.queue);
-      const waitMs = options.measuredWait ? medianWaitMs(candidates.map((c) => c.prefillWaitMs ?? 0)) : 0;
+      const waitMs = options.measuredWait ? upperMedian(candidates.map((c) => c.prefillWaitMs ?? 0)) : 0;
       const fleet = Math.max(loadWeight(queued), Math.min(1, waitMs / MEASURED_WAIT_FULL_MS));
       const p = { ...params, overlapScoreCredit: AGENTIC_WEIGHTS.overlapScoreCredit, prefillLoadScale: AGENTIC_WEIGHTS.prefillLoadScale };
       let pressed = 0;
@@ -150,7 +153,7 @@ export function adaptiveSelector(name: string, options: Readonly<AdaptiveOptions
       // Only a wait above the fleet's median is charged: where most workers are backed up the prompt
       // waits wherever it goes, and moving it buys a recompute, not a slot.
       const waits = candidates.map((c) => (options.backedUpWait ? waitBlocks(backedUpWaitMs(c), c, p.blockSize, p.prefillLoadScale) : 0));
-      const usual = medianWaitMs(waits);
+      const usual = upperMedian(waits);
       const scores = candidates.map((c, i) => {
         const s = scoreCandidate(c, p);
         const kv = options.kvPressure ? kvShare(s.decodeBlocks, c.kvBlocks ?? 0) : 0;
