@@ -287,7 +287,7 @@ export function serveOptions<T>(y: Argv<T>) {
     .option("nats-event-plane", {
       type: "boolean",
       default: true,
-      describe: "Also read Dynamo's core-NATS MessagePack event plane (namespace.<ns>.component.<c>.kv-events)",
+      describe: "Also read Dynamo's core-NATS MessagePack event plane: KV events (namespace.<ns>.component.<c>[.endpoint.<ep>].kv-events) and the engines' forward-pass metrics (...forward-pass-metrics)",
     })
     .option("nats-discovery", {
       type: "boolean",

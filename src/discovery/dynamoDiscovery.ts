@@ -1,7 +1,7 @@
 // Dynamo's discovery, read from its store (etcd or the file KV): the
-// instances of --endpoint become workers of the router, and the KV-event
-// publishers announced under v1/event_channels are handed to whoever follows
-// them (the Dynamo ZMQ event plane adapter).
+// instances of --endpoint become workers of the router, and the KV-event and
+// forward-pass-metrics publishers announced under v1/event_channels are handed
+// to whoever follows them (the Dynamo ZMQ event plane adapter).
 //
 // The store is the lease keeper: a worker is held while its key exists (the
 // router renews its own registry lease on the worker's behalf) and forgotten
@@ -11,6 +11,7 @@
 import type { Registry } from "prom-client";
 import { Gauge } from "prom-client";
 import { mirroredCounter, mirroredTotal } from "../metrics/mirrored.js";
+import { FPM_TOPIC } from "../protocols/forwardPassMetrics.js";
 import { RouterError } from "../router/errors.js";
 import type { KvRouter } from "../router/router.js";
 import type { EventSourceContext } from "../router/eventSource.js";
@@ -31,7 +32,10 @@ import {
   servesEndpoint,
 } from "./dynamoRecords.js";
 
-/** Told about the KV-event publishers of the router's endpoint as they come and go (keyed by discovery key). */
+/**
+ * Told about the KV-event and forward-pass-metrics publishers of the router's endpoint as they come
+ * and go (keyed by discovery key); `channel.topic` says which.
+ */
 export interface ChannelObserver {
   channelAdded(key: string, channel: EventChannel): void;
   channelRemoved(key: string): void;
@@ -86,7 +90,8 @@ export class DynamoDiscovery implements WorkerDiscovery, StoreHandler {
       backend: this.store.backend,
       instances: instancesPrefix(this.opts.endpoint),
       workers: this.workerOfKey.size,
-      kv_event_publishers: this.channels.size,
+      kv_event_publishers: [...this.channels.values()].filter((c) => c.topic === KV_EVENTS_TOPIC).length,
+      fpm_publishers: [...this.channels.values()].filter((c) => c.topic === FPM_TOPIC).length,
     });
   }
 
@@ -215,7 +220,7 @@ export class DynamoDiscovery implements WorkerDiscovery, StoreHandler {
       this.countMalformed("channel", key, err);
       return;
     }
-    if (channel.topic !== KV_EVENTS_TOPIC || !servesEndpoint(this.opts.endpoint, channel)) return;
+    if ((channel.topic !== KV_EVENTS_TOPIC && channel.topic !== FPM_TOPIC) || !servesEndpoint(this.opts.endpoint, channel)) return;
     const known = this.channels.get(key);
     if (known && JSON.stringify(known, bigintSafe) === JSON.stringify(channel, bigintSafe)) return;
     if (known) for (const o of this.observers) o.channelRemoved(key);

@@ -1,5 +1,6 @@
 // Subject, stream and bucket names derived from `--endpoint ns.component.endpoint`,
 // spelled the way Dynamo spells them (see docs/nats.md for the sources).
+import { FPM_TOPIC } from "./forwardPassMetrics.js";
 
 /** Dynamo's slug: lowercase; anything but [a-z0-9-] becomes '-'. */
 export function slugify(text: string): string {
@@ -29,6 +30,10 @@ export interface NatsNames {
   eventPlaneSubject: string;
   /** Core-NATS event plane subject, endpoint-scoped: where current Dynamo workers publish KV events. */
   endpointEventPlaneSubject: string;
+  /** Dynamo's forward-pass metrics, component-scoped (the publishers and router subscriber of earlier releases). */
+  fpmSubject: string;
+  /** Dynamo's forward-pass metrics, endpoint-scoped: where current workers publish them (the generate endpoint). */
+  endpointFpmSubject: string;
   /** JetStream stream holding JSON RouterEvents. */
   stream: string;
   /** The stream binds `{stream}.*`; Dynamo's NatsQueue publishes on `{stream}.queue`. */
@@ -50,6 +55,9 @@ export function natsNames(endpoint: string): NatsNames {
   if (!namespace || !component || !ep) throw new Error(`endpoint must be namespace.component.endpoint, got "${endpoint}"`);
   const componentSubject = `namespace.${namespace}.component.${component}`;
   const stream = slugify(`${componentSubject}.kv-events`);
+  // Dynamo's EventScope::subject: each segment, the topic too, percent-encoded.
+  const scoped = (...segments: string[]) => segments.map((s, i) => (i % 2 === 0 ? s : encodeEventSegment(s))).join(".");
+  const fpmTopic = encodeEventSegment(FPM_TOPIC);
   return {
     namespace,
     component,
@@ -65,6 +73,8 @@ export function natsNames(endpoint: string): NatsNames {
       encodeEventSegment(ep),
       "kv-events",
     ].join("."),
+    fpmSubject: `${scoped("namespace", namespace, "component", component)}.${fpmTopic}`,
+    endpointFpmSubject: `${scoped("namespace", namespace, "component", component, "endpoint", ep)}.${fpmTopic}`,
     stream,
     streamSubjects: `${stream}.*`,
     publishSubject: `${stream}.queue`,

@@ -4,14 +4,18 @@
 // adapter follows those announcements: one SUB socket per announced publisher
 // of the router's endpoint, opened when the announcement appears and closed
 // when it goes. Messages carry the same MessagePack envelope as the NATS event
-// plane, so decoding is the shared RouterEvent codec.
+// plane, so decoding is the shared RouterEvent codec. Publishers of the
+// engines' forward-pass metrics (topic forward-pass-metrics) are followed the
+// same way; their messages go to the shared FPM feed (src/sources/fpmFeed.ts).
 import * as zmq from "zeromq";
 import { Gauge, type Registry } from "prom-client";
 import { mirroredCounter } from "../../metrics/mirrored.js";
 import type { ChannelObserver, DynamoDiscovery } from "../../discovery/dynamoDiscovery.js";
-import { type EventChannel, KV_EVENTS_TOPIC } from "../../discovery/dynamoRecords.js";
+import type { EventChannel } from "../../discovery/dynamoRecords.js";
 import type { IndexEvent } from "../../protocols/events.js";
 import { DecodeError, eventPlaneEvents } from "../../protocols/routerEventCodec.js";
+import { FPM_TOPIC } from "../../protocols/forwardPassMetrics.js";
+import { FPM_OUTCOMES, ForwardPassMetricsFeed } from "../fpmFeed.js";
 import type { KvRouter } from "../../router/router.js";
 import { log } from "../../util/log.js";
 import { LogOnce } from "../../util/logOnce.js";
@@ -62,10 +66,16 @@ export class DynamoZmqEventPlane implements EventSource, ChannelObserver {
   private readonly publishers = new Map<string, Publisher>();
   private readonly loggedErrors = new LogOnce();
   private router: KvRouter | undefined;
+  private fpm: ForwardPassMetricsFeed | undefined;
   private stopped = false;
 
   constructor(discovery: DynamoDiscovery) {
     discovery.observers.push(this);
+  }
+
+  /** Forward-pass metrics messages by outcome (undefined before start). */
+  get fpmCounts(): ForwardPassMetricsFeed["counts"] | undefined {
+    return this.fpm?.counts;
   }
 
   get publisherCount(): number {
@@ -74,6 +84,7 @@ export class DynamoZmqEventPlane implements EventSource, ChannelObserver {
 
   async start(router: KvRouter, context?: EventSourceContext): Promise<void> {
     this.router = router;
+    this.fpm = new ForwardPassMetricsFeed(router, "zmq");
     if (context) this.registerMetrics(context.registry);
   }
 
@@ -106,11 +117,11 @@ export class DynamoZmqEventPlane implements EventSource, ChannelObserver {
       return;
     }
     // Direct-mode publishers put the bare topic in the first frame.
-    sub.subscribe(KV_EVENTS_TOPIC);
+    sub.subscribe(channel.topic);
     const p: Publisher = { channel, sub, loop: Promise.resolve() };
     p.loop = this.run(key, p);
     this.publishers.set(key, p);
-    log.info("following a Dynamo KV event publisher (ZMQ event plane)", { key, endpoint: channel.transport.endpoint, publisher_id: channel.publisherId });
+    log.info("following a Dynamo event publisher (ZMQ event plane)", { key, topic: channel.topic, endpoint: channel.transport.endpoint, publisher_id: channel.publisherId });
   }
 
   channelRemoved(key: string): void {
@@ -144,6 +155,10 @@ export class DynamoZmqEventPlane implements EventSource, ChannelObserver {
   }
 
   private onMessage(p: Publisher, frames: Buffer[]): void {
+    if (p.channel.topic === FPM_TOPIC) {
+      this.onFpm(p, frames);
+      return;
+    }
     let events: IndexEvent[];
     let msg: EventPlaneMessage;
     try {
@@ -174,6 +189,19 @@ export class DynamoZmqEventPlane implements EventSource, ChannelObserver {
     }
   }
 
+  /** A forward-pass metrics message: framing errors count as malformed FPM; the rest is the shared feed's. */
+  private onFpm(p: Publisher, frames: Buffer[]): void {
+    let msg: EventPlaneMessage;
+    try {
+      msg = decodeEventPlaneMessage(frames);
+    } catch (err) {
+      this.fpm!.counts.malformed++;
+      this.warnOnce(`fpm-frame:${String((err as Error).message).slice(0, 80)}`, "malformed forward-pass metrics frame skipped", { endpoint: p.channel.transport, error: String((err as Error).message) });
+      return;
+    }
+    this.fpm!.onEnvelope(msg.envelope, { endpoint: p.channel.transport.kind === "zmq" ? p.channel.transport.endpoint : undefined });
+  }
+
   private warnOnce(topic: string, message: string, fields: Record<string, unknown>): void {
     this.loggedErrors.log(topic, `${message} (logged once)`, fields);
   }
@@ -201,6 +229,13 @@ export class DynamoZmqEventPlane implements EventSource, ChannelObserver {
         other_tier: () => plane.stats.otherTier,
         unfollowed: () => plane.stats.unfollowed,
       },
+    );
+    mirroredCounter(
+      registry,
+      "kvrouter_dynamo_zmq_fpm_messages_total",
+      "Dynamo forward-pass metrics messages (engine batch reports) on the ZMQ event plane, by outcome: applied, or skipped as malformed, oversized, unknown_version or unknown_worker",
+      "outcome",
+      Object.fromEntries(FPM_OUTCOMES.map((o) => [o, () => plane.fpm?.counts[o] ?? 0])),
     );
   }
 }

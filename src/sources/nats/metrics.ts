@@ -6,6 +6,7 @@ import { mirroredCounter, mirroredTotal } from "../../metrics/mirrored.js";
 import type { SkipReason } from "../../protocols/routerEventCodec.js";
 import type { SkipCounter } from "../skipCounter.js";
 import type { CorePlaneStats } from "./corePlane.js";
+import { FPM_OUTCOMES, type FpmOutcome } from "../fpmFeed.js";
 
 /** What NATS mode exposes to its metrics (NatsEventSource; an interface so neither imports the other). */
 export interface NatsStatsView {
@@ -16,6 +17,7 @@ export interface NatsStatsView {
   };
   readonly eventPlaneStats: CorePlaneStats;
   readonly eventPlaneSkips: SkipCounter;
+  readonly fpmPlane: { count(outcome: FpmOutcome): number };
   sync?: { stats: { published: number; applied: number; malformed: number; joined: number; dropped: number } };
   snapshotter?: { snapshotsWritten: number };
   restored: { seq: number };
@@ -33,6 +35,13 @@ export function registerNatsMetrics(registry: Registry, src: NatsStatsView): voi
     event_plane_malformed: () => src.eventPlaneStats.malformed,
     event_plane_refused: () => src.eventPlaneStats.refused,
   });
+  mirroredCounter(
+    registry,
+    "kvrouter_nats_fpm_messages_total",
+    "Dynamo forward-pass metrics messages (engine batch reports) on the NATS event plane, by outcome: applied, or skipped as malformed, oversized, unknown_version or unknown_worker",
+    "outcome",
+    Object.fromEntries(FPM_OUTCOMES.map((o) => [o, () => src.fpmPlane.count(o)])),
+  );
   mirroredTotal(
     registry,
     "kvrouter_nats_stream_gap_filled_total",

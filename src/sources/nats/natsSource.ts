@@ -14,6 +14,7 @@ import { log } from "../../util/log.js";
 import type { EventSource, EventSourceContext } from "../../router/eventSource.js";
 import { StreamIngest, ensureStream } from "./jetstreamIngest.js";
 import { type CorePlaneStats, NatsCorePlane } from "./corePlane.js";
+import { NatsFpmPlane } from "./fpmPlane.js";
 import { registerNatsMetrics } from "./metrics.js";
 import type { SkipCounter } from "../skipCounter.js";
 
@@ -29,7 +30,7 @@ export interface NatsModeOptions {
   resetStates: boolean;
   /** Replicas of the stream and buckets this router creates (3 on a 3-node cluster). */
   streamReplicas: number;
-  /** Also read the core-NATS MessagePack event plane (not durable). */
+  /** Also read the core-NATS MessagePack event plane (not durable): KV events and the engines' forward-pass metrics. */
   eventPlane: boolean;
   /** Watch the discovery bucket. */
   discovery: boolean;
@@ -55,11 +56,14 @@ export class NatsEventSource implements EventSource {
   /** Events restored from the snapshot at start, and how long the restore took. */
   restored = { events: 0, seq: 0, ms: 0 };
   private readonly corePlane: NatsCorePlane;
+  /** Dynamo's forward-pass metrics (engine batch reports), read with the event plane. */
+  readonly fpmPlane: NatsFpmPlane;
 
   constructor(private readonly opts: NatsModeOptions) {
     this.names = natsNames(opts.endpoint);
     this.routerId = safeName(opts.routerId ?? `kv-router-${hostname()}-${process.pid}`);
     this.corePlane = new NatsCorePlane([this.names.endpointEventPlaneSubject, this.names.eventPlaneSubject]);
+    this.fpmPlane = new NatsFpmPlane([this.names.endpointFpmSubject, this.names.fpmSubject]);
   }
 
   get eventPlaneStats(): CorePlaneStats {
@@ -124,12 +128,14 @@ export class NatsEventSource implements EventSource {
     }
     if (o.eventPlane) {
       this.corePlane.start(nc, router);
+      this.fpmPlane.start(nc, router);
       await nc.flush(); // the server knows our interest before we report started
     }
     log.info("NATS mode on", {
       router_id: this.routerId,
       stream: this.names.stream,
       event_plane: o.eventPlane ? this.corePlane.subjects.join(", ") : "off",
+      forward_pass_metrics: o.eventPlane ? this.fpmPlane.subjects.join(", ") : "off",
       discovery_bucket: o.discovery ? this.names.discoveryBucket : "off",
       replica_sync: o.replicaSync ? this.names.activeSequencesSubject : "off",
       snapshot_threshold: o.snapshotThreshold,
@@ -141,6 +147,7 @@ export class NatsEventSource implements EventSource {
     await this.sync?.stop();
     await this.discovery?.stop();
     await this.corePlane.stop();
+    await this.fpmPlane.stop();
     // A gracefully stopped replica deletes its consumer so it holds back no trimming.
     await this.ingest?.stop(true);
     await this.nc?.drain().catch(() => this.nc?.close());
