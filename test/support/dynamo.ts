@@ -49,6 +49,20 @@ export function channelKey(publisherId: bigint): string {
   return `v1/event_channels/namespace/${NS}/component/${COMPONENT}/topic/kv-events/${publisherId.toString(16)}`;
 }
 
+/**
+ * An endpoint-scoped publisher's key and value, as current workers announce their forward-pass metrics
+ * (EventPublisher::for_endpoint on the generate endpoint): `v1/event_channels/namespace/{ns}/component/{c}/endpoint/{ep}/topic/{topic}/{id:x}`,
+ * scope `{"kind":"endpoint","endpoint":{"namespace","component","name"}}` (EndpointId's fields).
+ */
+export function endpointChannel(publisherId: bigint, topic: string, zmqEndpoint: string): { key: string; value: string } {
+  return {
+    key: `v1/event_channels/namespace/${NS}/component/${COMPONENT}/endpoint/${ENDPOINT}/topic/${topic}/${publisherId.toString(16)}`,
+    value:
+      `{"type":"EventChannel","scope":{"kind":"endpoint","endpoint":{"namespace":"${NS}","component":"${COMPONENT}","name":"${ENDPOINT}"}},` +
+      `"topic":"${topic}","instance_id":${publisherId},"transport":{"kind":"Zmq","config":{"endpoint":"${zmqEndpoint}"}}}`,
+  };
+}
+
 /** serde_json of DiscoveryInstance::EventChannel { scope, topic, instance_id, transport } (direct ZMQ). */
 export function channelValue(publisherId: bigint, zmqEndpoint: string): string {
   return (
@@ -84,6 +98,26 @@ export function dynamoEnvelope(events: unknown[], sequence = 0): Uint8Array {
   return Buffer.from(r.stdout, "hex");
 }
 
+const FPM_SCRIPT = fileURLToPath(new URL("../python/dynamo_fpm.py", import.meta.url));
+
+/** What a worker's forward-pass metrics say (test/python/dynamo_fpm.py fills in the rest of Dynamo's fields). */
+export interface FpmSpec {
+  worker_id: string;
+  dp_rank?: number;
+  counter_id?: number;
+  wall_time?: number;
+  version?: number;
+  scheduled?: Record<string, number>;
+  queued?: Record<string, number>;
+}
+
+/** The envelope bytes a Dynamo worker publishes on the core-NATS event plane for these forward-pass metrics. */
+export function dynamoFpmEnvelope(fpm: FpmSpec, sequence = 0): Uint8Array {
+  const r = spawnSync("/usr/bin/python3", [FPM_SCRIPT], { input: JSON.stringify({ publisher_id: 4503599627370495, sequence, fpm }), encoding: "utf8" });
+  assert.equal(r.status, 0, `python FPM publisher failed: ${r.stderr}`);
+  return Buffer.from(r.stdout, "hex");
+}
+
 const SCRIPT = fileURLToPath(new URL("../python/dynamo_zmq_publisher.py", import.meta.url));
 
 /** test/python/dynamo_zmq_publisher.py (Debian's python3-zmq and python3-msgpack) driven over stdin/stdout. */
@@ -102,8 +136,9 @@ export class DynamoZmqPublisher {
     proc.stderr!.on("data", (d) => process.stderr.write(`[dynamo publisher] ${d}`));
   }
 
-  static async start(publisherId: bigint): Promise<DynamoZmqPublisher> {
-    const p = new DynamoZmqPublisher(spawn("/usr/bin/python3", [SCRIPT, String(publisherId)], { stdio: ["pipe", "pipe", "pipe"] }));
+  /** `topic`: kv-events, or forward-pass-metrics for an engine's FPM publisher. */
+  static async start(publisherId: bigint, topic = "kv-events"): Promise<DynamoZmqPublisher> {
+    const p = new DynamoZmqPublisher(spawn("/usr/bin/python3", [SCRIPT, String(publisherId), topic], { stdio: ["pipe", "pipe", "pipe"] }));
     p.endpoint = JSON.parse(await p.next()).endpoint;
     return p;
   }
@@ -116,6 +151,12 @@ export class DynamoZmqPublisher {
 
   async publish(routerEvent: unknown): Promise<void> {
     this.proc.stdin!.write(stringifyJson({ publish: routerEvent }) + "\n");
+    await this.next();
+  }
+
+  /** Publishes forward-pass metrics (the publisher started with topic forward-pass-metrics). */
+  async publishFpm(fpm: FpmSpec): Promise<void> {
+    this.proc.stdin!.write(JSON.stringify({ publish_fpm: fpm }) + "\n");
     await this.next();
   }
 
