@@ -8,7 +8,8 @@ import { ReflectionService } from "@grpc/reflection";
 import { HealthImplementation } from "grpc-health-check";
 import { file_grpc_health_v1_health } from "../../gen/grpc/health/v1/health_pb.js";
 import { KvRouterService, file_kvrouter_v1_router } from "../../gen/kvrouter/v1/router_pb.js";
-import { CompactIndex } from "../indexer/compactIndex.js";
+import { CompactIndex, type CompactIndexOptions } from "../indexer/compactIndex.js";
+import { IndexShardDownError } from "../indexer/types.js";
 import { MeteredIndex } from "../metrics/meteredIndex.js";
 import { RouterMetrics } from "../metrics/metrics.js";
 import { KvRouter } from "../router/router.js";
@@ -108,6 +109,8 @@ export interface ServerOptions {
   indexRingWords?: number;
   /** With index shards, queries read the shards' shared memory (default: on x86-64); false asks the shard threads (the benchmark's baseline). */
   indexSharedReads?: boolean;
+  /** Test hook: each index shard's thread once it serves (a test ends one with terminate(), as a crash would end it). */
+  onIndexShardThread?: CompactIndexOptions["onShardThread"];
   /**
    * FindBestWorker over gRPC decodes the prompt's token ids into a hasher's
    * memory and hashes them there (default true, unless the router hashes Eagle
@@ -145,6 +148,13 @@ export interface RunningServer {
   tracing?: Tracing;
   /** Why the router is not ready to serve, or undefined when it is (sources started, index synced). */
   notReady(): string | undefined;
+  /**
+   * Settles with the error once the router can no longer serve and must be
+   * restarted (an index shard thread died; see docs/indexer.md, "A shard
+   * thread that dies"): it already answers UNAVAILABLE, reports not ready and
+   * not live; the CLI then stops it and exits non-zero. Never settles otherwise.
+   */
+  failed: Promise<Error>;
   /** Stops accepting calls, lets in-flight ones finish, then closes. */
   stop(): Promise<void>;
 }
@@ -170,10 +180,12 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     decodeHerePastWords: opts.rawDecodeHerePastWords,
     ringWords: opts.indexRingWords,
     sharedReads: opts.indexSharedReads,
+    onShardThread: opts.onIndexShardThread,
   });
   metrics.sources.indexEvictions = () => compact.evictionCount;
   metrics.sources.indexBytes = () => compact.stats().arrayBytes;
   if (compact.shards > 0) metrics.sources.indexShardAnswers = () => compact.queryAnswers();
+  if (compact.shards > 0) metrics.sources.indexShardsDown = () => compact.shardsDown;
   const index = new MeteredIndex(compact, metrics);
   const random = opts.seed === undefined ? Math.random : seededRandom(opts.seed);
   const now = opts.now ?? Date.now;
@@ -239,8 +251,19 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const maxBodyBytes = opts.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
   // /readyz: ready once every event source has started, not ready again from the moment stop() begins.
   let readiness: Readiness = "starting";
+  // Not live once the index lost a shard: nothing but a restart brings its workers' blocks back.
+  const notLive = () => compact.down?.message;
   const notReady = () =>
-    readiness === "ready" ? undefined : readiness === "starting" ? "starting: event sources are syncing the index" : "shutting down";
+    notLive() ?? (readiness === "ready" ? undefined : readiness === "starting" ? "starting: event sources are syncing the index" : "shutting down");
+  const probes = { notReady, notLive };
+  let failedWith: (err: Error) => void = () => {};
+  const failed = new Promise<Error>((resolve) => (failedWith = resolve));
+  compact.onDown((err) => {
+    health.setStatus("", "NOT_SERVING");
+    health.setStatus(KV_ROUTER_SERVICE_NAME, "NOT_SERVING");
+    epp?.setReady(false);
+    failedWith(err);
+  });
   const sources = opts.eventSources ?? [];
   const started: EventSource[] = [];
   // One cap per port: a flood on one cannot take the file descriptors the others need.
@@ -260,7 +283,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     }
     if (!capGrpcConnections(server, connections("grpc"))) log.warn("could not cap the gRPC port's connections (this grpc-js keeps its listeners elsewhere)");
     if (opts.metricsPort !== undefined) {
-      http = metricsServer(metrics.registry, notReady, connections("metrics"));
+      http = metricsServer(metrics.registry, probes, connections("metrics"));
       await new Promise<void>((resolve, reject) => {
         http!.once("error", (err) => reject(new ListenError("metrics", opts.host, opts.metricsPort!, err)));
         http!.listen(opts.metricsPort, opts.host, () => resolve());
@@ -287,7 +310,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
         host: opts.host,
         port: opts.httpPort,
         routes: connectRoutes(methods, metrics, opts.authToken, tokenPolicy, tracing),
-        notReady,
+        probes,
         maxBodyBytes: opts.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES,
         connections: connections("http"),
         paths: {
@@ -342,10 +365,19 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     throw err;
   }
   readiness = "ready";
-  epp?.setReady(true);
+  epp?.setReady(compact.down === undefined);
 
   const timer = setInterval(() => {
-    const { expiredWorkers, expiredRequests } = router.tick();
+    // With an index shard down the router is on its way out: upkeep would only meet the same error.
+    if (compact.down !== undefined) return;
+    let expired;
+    try {
+      expired = router.tick();
+    } catch (err) {
+      if (err instanceof IndexShardDownError) return; // found down during this tick, and logged there
+      throw err;
+    }
+    const { expiredWorkers, expiredRequests } = expired;
     admission.expire();
     if (expiredWorkers.length > 0) metrics.expiredWorkers.inc(expiredWorkers.length);
     if (expiredRequests.length > 0) metrics.expiredRequests.inc(expiredRequests.length);
@@ -377,7 +409,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     log.info("kv-router stopped");
   };
 
-  return { router, admission, metrics, host: opts.host, grpcPort, metricsPort, httpPort: httpApi?.port, eppPort: epp?.port, tracing, notReady, stop };
+  return { router, admission, metrics, host: opts.host, grpcPort, metricsPort, httpPort: httpApi?.port, eppPort: epp?.port, tracing, notReady, failed, stop };
 }
 
 type Readiness = "starting" | "ready" | "stopping";

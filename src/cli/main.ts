@@ -44,12 +44,12 @@ async function serve(argv: Parameters<typeof serverOptionsFrom>[0]): Promise<voi
   installLastResortHandlers();
   // Before the lines that say it serves: a supervisor that stops it as soon as it reads them gets a clean shutdown.
   let stopping = false;
-  const shutdown = (signal: string) => {
+  const shutdown = (signal: string, exitCode = 0) => {
     if (stopping) return;
     stopping = true;
     log.info("shutting down", { signal });
     running.stop().then(
-      () => process.exit(0),
+      () => process.exit(exitCode),
       (err) => {
         log.error("shutdown failed", { error: String(err) });
         process.exit(1);
@@ -58,6 +58,11 @@ async function serve(argv: Parameters<typeof serverOptionsFrom>[0]): Promise<voi
   };
   process.on("SIGTERM", () => shutdown("SIGTERM"));
   process.on("SIGINT", () => shutdown("SIGINT"));
+  // Fail fast (docs/indexer.md, "A shard thread that dies"): calls in flight are answered, then the process exits non-zero for its supervisor to restart it.
+  void running.failed.then((err) => {
+    log.error("the router cannot serve any more; stopping, to exit with code 1 for a restart", { error: err.message });
+    shutdown("index shard down", 1);
+  });
   process.stdout.write(`kv-router listening on ${running.host}:${running.grpcPort}\n`);
   if (running.httpPort !== undefined) process.stdout.write(`kv-router http listening on ${running.host}:${running.httpPort}\n`);
   if (running.eppPort !== undefined) process.stdout.write(`kv-router epp listening on ${running.host}:${running.eppPort}\n`);

@@ -18,6 +18,7 @@ import {
 } from "../../gen/envoy/service/ext_proc/v3/external_processor_pb.js";
 import { type WorkerKey, workerKeyString } from "../protocols/events.js";
 import { RouterError } from "../router/errors.js";
+import { IndexShardDownError } from "../indexer/types.js";
 import type { AdmissionQueue } from "../router/admissionQueue.js";
 import type { KvRouter } from "../router/router.js";
 import { MalformedRequest } from "../protocols/grpcGlue.js";
@@ -284,6 +285,8 @@ class EppStream {
     } catch (err) {
       if (err instanceof RouterError && err.code === "cancelled") return this.endSpanGone(); // the stream went away while queued
       if (err instanceof RouterError && err.code === "resource_exhausted") throw new GatewayRefusal(429, "shed", err.message);
+      // The index lost a shard thread: this router cannot pick (the proxy's retry or another replica can).
+      if (err instanceof IndexShardDownError) throw new GatewayRefusal(503, "index_down", err.message);
       throw err;
     }
     const span = this.span;

@@ -1,5 +1,5 @@
 // The HTTP port (--http-port): the Connect JSON API of every unary RPC, the
-// probes (/healthz: the process answers; /readyz: serving and the index
+// probes (/healthz: the process can serve; /readyz: serving and the index
 // synced) and any extra JSON endpoints (the scorer API), on one node:http server.
 import { type IncomingMessage, type Server, type ServerResponse, createServer } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -7,7 +7,7 @@ import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { ConnectRouter } from "@connectrpc/connect";
 import { type ConnectionLimits, HTTP_TIMEOUTS, guardHttpServer } from "../util/connectionCap.js";
 import { text } from "../util/httpRespond.js";
-import { type PathHandler, probeHandlers } from "./probes.js";
+import { type PathHandler, type ProbeState, probeHandlers } from "./probes.js";
 
 
 export interface HttpApiOptions {
@@ -15,8 +15,8 @@ export interface HttpApiOptions {
   /** 0 picks a free port. */
   port: number;
   routes: (router: ConnectRouter) => void;
-  /** Why the router is not ready, or undefined when it is. */
-  notReady: () => string | undefined;
+  /** What /readyz and /healthz report. */
+  probes: ProbeState;
   /** Largest request body accepted, in bytes. */
   maxBodyBytes: number;
   /** More endpoints by exact path, e.g. /query. */
@@ -30,7 +30,7 @@ export interface RunningHttpApi {
 }
 
 export async function startHttpApi(opts: HttpApiOptions): Promise<RunningHttpApi> {
-  const paths: Record<string, PathHandler> = { ...probeHandlers(opts.notReady), ...opts.paths };
+  const paths: Record<string, PathHandler> = { ...probeHandlers(opts.probes), ...opts.paths };
   const handler = connectNodeAdapter({
     routes: opts.routes,
     readMaxBytes: opts.maxBodyBytes,

@@ -3,10 +3,10 @@ import { type Server, createServer } from "node:http";
 import type { Registry } from "prom-client";
 import { type ConnectionLimits, HTTP_TIMEOUTS, guardHttpServer } from "../util/connectionCap.js";
 import { text } from "../util/httpRespond.js";
-import { probeHandlers } from "./probes.js";
+import { type ProbeState, probeHandlers } from "./probes.js";
 
-export function metricsServer(registry: Registry, notReady: () => string | undefined, limits: ConnectionLimits): Server {
-  const probes = probeHandlers(notReady);
+export function metricsServer(registry: Registry, state: ProbeState, limits: ConnectionLimits): Server {
+  const probes = probeHandlers(state);
   const server = createServer(HTTP_TIMEOUTS, (req, res) => {
     const path = (req.url ?? "").split("?")[0];
     if (path === "/healthz" || path === "/readyz") return probes[path](req, res);

@@ -18,8 +18,8 @@ import { OP_REMOVE_ROUTED, OP_STORE_ROUTED, RecordWriter, stampsOf, stampsOfRang
 import { u64 } from "../protocols/eventBatch.js";
 import { E_DP_RANK, E_KIND, E_WORKER_HI, E_WORKER_LO, EVENT_WORDS, type EventBatch, KIND_CLEARED } from "../protocols/eventBatch.js";
 import { LocalBackend, type ShardBackend } from "./shardBackend.js";
-import { ThreadBackend } from "./threadBackend.js";
-import { type ApplyResult, type EventOutcome, IndexCapacityError, type KvIndex, type Overlaps, type RawApplied, type RawStream } from "./types.js";
+import { ThreadBackend, type ThreadBackendOptions } from "./threadBackend.js";
+import { type ApplyResult, type EventOutcome, IndexCapacityError, type IndexShardDownError, type KvIndex, type Overlaps, type RawApplied, type RawStream } from "./types.js";
 import { WorkerPeek } from "../decoding/workerPeek.js";
 import { IngestDecoder } from "../decoding/ingestDecoder.js";
 import { RAW_APPLIED, RAW_EVENT_WORDS, RAW_PAIR_WORDS, RAW_RESULT_HEADER, pairIndex } from "./shardProtocol.js";
@@ -44,6 +44,8 @@ export interface CompactIndexOptions {
   decodeHerePastWords?: number;
   /** With shard threads: queries read the shards' shared memory instead of asking them (default: on x86-64). */
   sharedReads?: boolean;
+  /** Test hook: each shard's thread once it serves (a test ends one with terminate(), as a crash would end it). */
+  onShardThread?: ThreadBackendOptions["onShardThread"];
 }
 
 /**
@@ -138,7 +140,7 @@ export class CompactIndex implements KvIndex {
     const shards = opts.shards ?? 0;
     if (shards === 0) return CompactIndex.local(opts);
     const perShard = Math.ceil(initialEntriesOf(opts) / shards);
-    const backend = await ThreadBackend.start(shards, opts.maxWorkerRanks ?? MAX_SLOTS, perShard, { ringWords: opts.ringWords, blockSize: opts.blockSize, bounded: boundedBy(opts), sharedReads: opts.sharedReads });
+    const backend = await ThreadBackend.start(shards, opts.maxWorkerRanks ?? MAX_SLOTS, perShard, { ringWords: opts.ringWords, blockSize: opts.blockSize, bounded: boundedBy(opts), sharedReads: opts.sharedReads, onShardThread: opts.onShardThread });
     return new CompactIndex(backend, opts.maxBlocks, opts.decodeHerePastWords);
   }
 
@@ -402,6 +404,25 @@ export class CompactIndex implements KvIndex {
   /** Shard answers to queries so far: read from the shards' shared memory, or asked of the shard threads (no round trip). */
   queryAnswers(): { read: number; asked: number } {
     return this.backend.queryAnswers();
+  }
+
+  /**
+   * Why the index cannot serve: the first shard thread found down (queries
+   * and its workers' events fail with it), or undefined. Only shard threads
+   * go down; the index in this thread never does.
+   */
+  get down(): IndexShardDownError | undefined {
+    return this.threads?.down;
+  }
+
+  /** Shard threads found down so far (for a gauge). */
+  get shardsDown(): number {
+    return this.threads?.shardsDown ?? 0;
+  }
+
+  /** Calls `listener` once, soon after the first shard thread is found down (never for an index in this thread). */
+  onDown(listener: (err: IndexShardDownError) => void): void {
+    this.threads?.onDown(listener);
   }
 
   /** Stops shard threads (no-op for a local index). */

@@ -24,8 +24,16 @@ export const CTL_ERROR = 2;
  * queued batch, so an idle shard sleeps on this one word whatever wakes it.
  */
 export const CTL_BELL = 3;
+/**
+ * Set by a shard thread about to die of an exception that escaped its loop
+ * (its last words wait on the last-words port), and notified on CTL_RES, so
+ * a caller waiting for an answer learns at once. A thread that is
+ * terminated or killed for memory runs no more JavaScript and cannot set it:
+ * threadBackend.ts finds those gone by other means.
+ */
+export const CTL_DOWN = 4;
 /** Words of the control buffer. */
-export const CTL_WORDS = 4;
+export const CTL_WORDS = 5;
 
 export const REQ_APPLY = 1;
 export const REQ_FIND = 2;
@@ -109,4 +117,9 @@ export interface ShardThreadData {
   /** With shared reads (sharedNodes.ts): the node side's header words, and the port new buffers are posted on. */
   nodeHeader: SharedArrayBuffer | undefined;
   views: MessagePort | undefined;
+}
+
+/** A shard thread's first message: it serves; `task` is its thread's /proc entry (Linux), to see it gone without its help. */
+export interface ShardReady {
+  task: string | undefined;
 }

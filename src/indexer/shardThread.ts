@@ -3,6 +3,7 @@
 // shardProtocol.ts). It blocks in Atomics.wait on the doorbell when it has
 // nothing to do, so an idle shard costs no CPU.
 import { type MessagePort, parentPort, receiveMessageOnPort, workerData } from "node:worker_threads";
+import { readlinkSync } from "node:fs";
 import { getHeapStatistics } from "node:v8";
 import { CompactCore, SlotTable } from "./compactCore.js";
 import { RecordWriter, recordWords, stampsOf, stampsOfRange } from "./records.js";
@@ -10,6 +11,7 @@ import { IngestDecoder } from "../decoding/ingestDecoder.js";
 import { E_DP_RANK, E_KIND, E_WORKER_HI, E_WORKER_LO, EVENT_WORDS, type EventBatch, KIND_CLEARED } from "../protocols/eventBatch.js";
 import {
   CTL_BELL,
+  CTL_DOWN,
   CTL_ERROR,
   CTL_REQ,
   CTL_RES,
@@ -35,12 +37,13 @@ import {
   RAW_REFUSED,
   RAW_RESULT_HEADER,
   type QueuedFailure,
+  type ShardReady,
   type ShardThreadData,
   pairIndex,
 } from "./shardProtocol.js";
 import { SharedRing } from "./sharedRing.js";
 
-const data = workerData as ShardThreadData & { port: MessagePort; failures: MessagePort };
+const data = workerData as ShardThreadData & { port: MessagePort; failures: MessagePort; lastWords: MessagePort };
 const queue = new SharedRing(data.queue);
 const results = new SharedRing(data.results);
 const ctl = new Int32Array(data.ctl);
@@ -295,22 +298,40 @@ function drainQueue(): void {
   for (let at = queue.next(); at >= 0; at = queue.next()) applyQueued(at);
 }
 
-parentPort?.postMessage("ready");
-while (running) {
-  const bell = Atomics.load(ctl, CTL_BELL);
-  const seq = Atomics.load(ctl, CTL_REQ);
-  if (seq !== seen) {
-    // Every request but a find comes after the batches queued before it.
-    if (req[0] !== REQ_FIND) drainQueue();
-    running = answer(seq);
-    continue;
+/** This thread's entry under /proc/self/task (Linux): the main thread sees it vanish when this thread ends, however it ends. */
+function taskEntry(): string | undefined {
+  try {
+    const [, tid] = /\/task\/(\d+)$/.exec(readlinkSync("/proc/thread-self")) ?? [];
+    return tid === undefined ? undefined : `/proc/self/task/${tid}`;
+  } catch {
+    return undefined; // not Linux: the main thread learns of a silent end from the thread's exit event only
   }
-  const at = queue.next();
-  if (at >= 0) {
-    applyQueued(at);
-    continue;
+}
+
+parentPort?.postMessage({ task: taskEntry() } satisfies ShardReady);
+try {
+  while (running) {
+    const bell = Atomics.load(ctl, CTL_BELL);
+    const seq = Atomics.load(ctl, CTL_REQ);
+    if (seq !== seen) {
+      // Every request but a find comes after the batches queued before it.
+      if (req[0] !== REQ_FIND) drainQueue();
+      running = answer(seq);
+      continue;
+    }
+    const at = queue.next();
+    if (at >= 0) {
+      applyQueued(at);
+      continue;
+    }
+    Atomics.wait(ctl, CTL_BELL, bell);
   }
-  Atomics.wait(ctl, CTL_BELL, bell);
+} catch (err) {
+  // Something escaped the per-request guards: this thread ends. Say why first, so a waiting caller fails at once with the cause.
+  data.lastWords.postMessage(String((err as Error)?.stack ?? err));
+  Atomics.store(ctl, CTL_DOWN, 1);
+  Atomics.notify(ctl, CTL_RES);
+  throw err;
 }
 data.port.close();
 data.failures.close();

@@ -15,13 +15,24 @@
 // read cannot be made whole. The consistency rule: a query sees every batch
 // whose results came back before the query was made; every other call waits
 // for the batches queued before it.
+//
+// A shard thread that dies (an exception escaping its loop, killed for
+// memory, terminated) is noticed from its last words (CTL_DOWN), its exit
+// event, or, while this thread waits for it and cannot see events, its
+// thread's /proc entry vanishing. From then on every call that needs it, and
+// every batch queued to it, fails with IndexShardDownError; its memory is no
+// longer read; onDown's listeners hear of it once.
+import { existsSync } from "node:fs";
 import { type MessagePort, MessageChannel, type Worker, receiveMessageOnPort } from "node:worker_threads";
+import { log } from "../util/log.js";
 import { siblingModule, startThread } from "../util/threads.js";
 import { SlotTable } from "./compactCore.js";
 import { u64 } from "../protocols/eventBatch.js";
 import type { ShardBackend, ShardStats } from "./shardBackend.js";
+import { IndexShardDownError } from "./types.js";
 import {
   CTL_BELL,
+  CTL_DOWN,
   CTL_ERROR,
   CTL_REQ,
   CTL_RES,
@@ -47,6 +58,7 @@ import {
   RAW_RECORDS_HEADER,
   RAW_STREAMS,
   RING_WORDS,
+  type ShardReady,
   type ShardThreadData,
 } from "./shardProtocol.js";
 import { SharedRing } from "./sharedRing.js";
@@ -54,7 +66,15 @@ import { SHARED_HEADER_WORDS, type NodeViews, sharedReadsByDefault } from "./sha
 import { SharedNodeReader } from "./sharedReader.js";
 
 interface Shard {
+  /** Its place in the list (named in errors). */
+  index: number;
   worker: Worker;
+  /** The thread's /proc/self/task entry (Linux): gone once the thread ended, whether or not this thread has run its exit event. */
+  task: string | undefined;
+  /** Its thread stopped serving: every call that needs it throws this. */
+  down: IndexShardDownError | undefined;
+  /** What the thread said as it died (an exception that escaped its loop), read once it is found down. */
+  lastWords: MessagePort;
   port: MessagePort;
   /** Queued batches go out here... */
   queue: SharedRing;
@@ -86,6 +106,8 @@ export interface ThreadBackendOptions {
   bounded?: boolean;
   /** Queries read the shards' memory instead of asking them (default: on x86-64; see sharedNodes.ts). */
   sharedReads?: boolean;
+  /** Test hook: each shard's thread once it serves (a test ends one with terminate(), as a crash would end it). */
+  onShardThread?: (shard: number, thread: Worker) => void;
 }
 
 export class ThreadBackend implements ShardBackend {
@@ -101,8 +123,9 @@ export class ThreadBackend implements ShardBackend {
   private readonly list: Shard[] = [];
   private closed = false;
   private nextBatch = 0;
-  /** Queued batches awaiting results: id -> settle. */
-  private readonly waiting = new Map<number, { resolve(out: Int32Array): void; reject(err: Error): void }>();
+  /** Queued batches awaiting results: id -> its shard and how to settle it. */
+  private readonly waiting = new Map<number, { shard: Shard; resolve(out: Int32Array): void; reject(err: Error): void }>();
+  private readonly downListeners: ((err: IndexShardDownError) => void)[] = [];
   /**
    * A pending Atomics.waitAsync does not keep the process alive: this timer,
    * referenced only while results are awaited, does.
@@ -133,10 +156,11 @@ export class ThreadBackend implements ShardBackend {
       const queue = SharedRing.create(ringWords);
       const results = SharedRing.create(ringWords);
       const failures = new MessageChannel();
+      const lastWords = new MessageChannel();
       const ctl = new SharedArrayBuffer(CTL_WORDS * 4);
       const req = new SharedArrayBuffer(INITIAL_REQ_BYTES);
       const res = new SharedArrayBuffer(INITIAL_RES_BYTES);
-      const data: ShardThreadData & { port: MessagePort; failures: MessagePort } = {
+      const data: ShardThreadData & { port: MessagePort; failures: MessagePort; lastWords: MessagePort } = {
         ctl,
         req,
         res,
@@ -147,6 +171,7 @@ export class ThreadBackend implements ShardBackend {
         queue: queue.buffer,
         results: results.buffer,
         failures: failures.port1,
+        lastWords: lastWords.port1,
         bounded: opts.bounded ?? false,
         clock: backend.clock.buffer as SharedArrayBuffer,
         rawFlags: backend.rawFlags.buffer as SharedArrayBuffer,
@@ -156,14 +181,23 @@ export class ThreadBackend implements ShardBackend {
       };
       const worker = startThread(siblingModule(import.meta.url, "shardThread"), {
         workerData: data,
-        transferList: views ? [port2, failures.port1, views.port2] : [port2, failures.port1],
+        transferList: [port2, failures.port1, lastWords.port1, ...(views ? [views.port2] : [])],
         name: `kv-index-shard-${i}`,
       });
       started.push(
         new Promise((resolve, reject) => {
+          const settle = (err?: Error) => {
+            worker.off("message", ready).off("error", settle).off("exit", exited);
+            if (err === undefined) resolve();
+            else reject(err);
+          };
           // The thread says so once its modules are loaded and it is about to serve.
-          worker.once("message", () => resolve());
-          worker.once("error", reject);
+          const ready = (m: ShardReady) => {
+            backend.list[i].task = m.task;
+            settle();
+          };
+          const exited = (code: number) => settle(new Error(`index shard ${i}'s thread exited with code ${code} while starting`));
+          worker.on("message", ready).on("error", settle).on("exit", exited);
         }),
       );
       failures.port2.on("message", (m: QueuedFailure) => backend.settle(m.id, new Error(`index shard failed: ${m.error}`)));
@@ -175,8 +209,13 @@ export class ThreadBackend implements ShardBackend {
         views.port1.on("message", (m: NodeViews) => r.take(m));
         views.port1.unref();
       }
+      lastWords.port2.unref();
       backend.list.push({
+        index: i,
         worker,
+        task: undefined,
+        down: undefined,
+        lastWords: lastWords.port2,
         port: port1,
         queue,
         results,
@@ -195,32 +234,61 @@ export class ThreadBackend implements ShardBackend {
     }
     await Promise.all(started);
     // Idle shards must not keep the process alive; close() stops them.
-    for (const s of backend.list) s.worker.unref();
+    for (const s of backend.list) {
+      s.worker.unref();
+      backend.watch(s);
+    }
+    backend.list.forEach((s, i) => opts.onShardThread?.(i, s.worker));
     // The first round trip also proves each shard's loop is running.
     backend.stats();
     return backend;
   }
 
   apply(batches: readonly ({ words: Uint32Array; length: number; count: number } | undefined)[]): Int32Array[] {
-    const outs: Int32Array[] = [];
-    batches.forEach((b, i) => {
-      if (b === undefined || b.count === 0) return;
-      const s = this.list[i];
-      this.ensureRoom(s, REQ_HEADER + b.length, b.count);
-      s.req[1] = b.count;
-      s.req.set(b.words.subarray(0, b.length), REQ_HEADER);
-      this.send(s, REQ_APPLY);
-    });
-    batches.forEach((b, i) => {
-      const s = this.list[i];
-      if (b === undefined || b.count === 0) {
-        outs[i] = new Int32Array(0);
-        return;
-      }
-      this.wait(s);
-      outs[i] = s.res.slice(0, b.count);
-    });
+    const outs = batches.map(() => new Int32Array(0));
+    this.fanOut(
+      this.list.filter((_, i) => batches[i] !== undefined && batches[i].count > 0),
+      (s) => {
+        const b = batches[s.index]!;
+        this.ensureRoom(s, REQ_HEADER + b.length, b.count);
+        s.req[1] = b.count;
+        s.req.set(b.words.subarray(0, b.length), REQ_HEADER);
+        this.send(s, REQ_APPLY);
+      },
+      (s) => (outs[s.index] = s.res.slice(0, batches[s.index]!.count)),
+    );
     return outs;
+  }
+
+  /**
+   * Sends each shard its request and then collects every answer, so shards
+   * work in parallel. Nothing is sent when one of them is known to be down;
+   * a shard that fails meanwhile is waited out for the others (an answer
+   * left uncollected would be overwritten by the next request), then the
+   * first error is thrown.
+   */
+  private fanOut(shards: readonly Shard[], send: (s: Shard) => void, read: (s: Shard) => void): void {
+    for (const s of shards) this.live(s);
+    const sent: Shard[] = [];
+    let failed: unknown;
+    for (const s of shards) {
+      try {
+        send(s);
+        sent.push(s);
+      } catch (err) {
+        failed = err;
+        break;
+      }
+    }
+    for (const s of sent) {
+      try {
+        this.wait(s);
+        if (failed === undefined) read(s);
+      } catch (err) {
+        failed ??= err;
+      }
+    }
+    if (failed !== undefined) throw failed;
   }
 
   /**
@@ -230,9 +298,19 @@ export class ThreadBackend implements ShardBackend {
   submit(batches: readonly ({ words: Uint32Array; length: number; count: number } | undefined)[]): Promise<Int32Array[]> {
     if (this.closed) return Promise.reject(new Error("sharded index is closed"));
     this.drainResults();
+    // Nothing is queued when a shard it needs is down: the batch changes nothing.
+    for (const s of this.list) {
+      const b = batches[s.index];
+      const down = b !== undefined && b.count > 0 ? this.downOf(s) : undefined;
+      if (down !== undefined) return Promise.reject(down);
+    }
     // A batch too big for a ring applies synchronously (after everything queued, as every synchronous call).
     if (batches.some((b, i) => b !== undefined && ENTRY_HEADER + b.length > this.list[i].queue.maxEntry)) {
-      return Promise.resolve(this.apply(batches));
+      try {
+        return Promise.resolve(this.apply(batches));
+      } catch (err) {
+        return Promise.reject(err);
+      }
     }
     return Promise.all(
       this.list.map((s, i) => {
@@ -284,6 +362,8 @@ export class ThreadBackend implements ShardBackend {
   private enqueueRaw(shard: number, n: number, fill: (w: Uint32Array, at: number, queue: SharedRing) => void): Promise<Int32Array> | undefined {
     const s = this.list[shard];
     if (this.closed || n > s.queue.maxEntry) return undefined;
+    const down = this.downOf(s);
+    if (down !== undefined) return Promise.reject(down);
     this.drainResults();
     return this.enqueue(s, n, (w, at) => fill(w, at, s.queue), false);
   }
@@ -328,9 +408,12 @@ export class ThreadBackend implements ShardBackend {
     }
     const id = this.nextBatch;
     this.nextBatch = (this.nextBatch + 1) >>> 0;
+    const look = new LookOut();
     while (at < 0) {
       // The shard is behind: read its results (it may be waiting for room to write them) and wait a little.
       this.drainResults();
+      const down = this.downOf(s, look.due());
+      if (down !== undefined) return Promise.reject(down);
       Atomics.wait(s.queue.control, SharedRing.HEAD, s.queue.head, 1);
       at = s.queue.reserve(n);
     }
@@ -338,11 +421,91 @@ export class ThreadBackend implements ShardBackend {
     w[at + 1] = id;
     fill(w, at);
     if (this.waiting.size === 0) this.keepAlive.ref();
-    const done = new Promise<Int32Array>((resolve, reject) => this.waiting.set(id, { resolve, reject }));
+    const done = new Promise<Int32Array>((resolve, reject) => this.waiting.set(id, { shard: s, resolve, reject }));
     s.queue.publish(at, n);
     this.ring(s);
     this.arm(s);
     return done;
+  }
+
+  /** The first shard found down, if any (the index cannot answer for every worker). */
+  get down(): IndexShardDownError | undefined {
+    for (const s of this.list) if (s.down !== undefined) return s.down;
+    return undefined;
+  }
+
+  /** Shards found down so far. */
+  get shardsDown(): number {
+    return this.list.filter((s) => s.down !== undefined).length;
+  }
+
+  /** Calls `listener` once, soon after the first shard is found down (after the call that found it). */
+  onDown(listener: (err: IndexShardDownError) => void): void {
+    this.downListeners.push(listener);
+  }
+
+  /** A started shard's thread: an exception that ends it, and its end, mark it down (unless this index closed it). */
+  private watch(s: Shard): void {
+    let error: unknown;
+    s.worker.on("error", (err) => {
+      error = err;
+    });
+    s.worker.on("exit", (code) => {
+      if (this.closed) return;
+      const why = error === undefined ? `its thread exited with code ${code}` : `its thread stopped: ${describe(error)}`;
+      if (s.down === undefined) this.markDown(s, why);
+      // Found down earlier while waiting for it, before the exit said why: say it now.
+      else if (error !== undefined) log.error("index shard thread's error", { shard: s.index, error: String((error as Error)?.stack ?? error) });
+    });
+  }
+
+  /** Throws the shard's IndexShardDownError if it is down. */
+  private live(s: Shard): void {
+    const down = this.downOf(s);
+    if (down !== undefined) throw down;
+  }
+
+  /**
+   * The shard's IndexShardDownError once its thread stopped serving. Its
+   * last words are one load away; with `look`, also looks for its thread
+   * under /proc (a system call: only while waiting for the shard).
+   */
+  private downOf(s: Shard, look = false): IndexShardDownError | undefined {
+    if (s.down !== undefined) return s.down;
+    if (Atomics.load(s.ctl, CTL_DOWN) === 1) {
+      const words = receiveMessageOnPort(s.lastWords)?.message as string | undefined;
+      return this.markDown(s, `its thread threw: ${firstLine(words ?? "an unknown error")}`, words);
+    }
+    if (look && s.task !== undefined && !existsSync(s.task)) {
+      return this.markDown(s, "its thread is gone: terminated, or killed (out of memory?)");
+    }
+    return undefined;
+  }
+
+  /**
+   * Marks a shard down: its memory is no longer read, batches queued to it
+   * and not applied fail with the error (results already in its ring still
+   * count), the error is logged once, and onDown's listeners hear of it.
+   */
+  private markDown(s: Shard, reason: string, detail?: string): IndexShardDownError {
+    if (s.down !== undefined) return s.down;
+    const err = (s.down = new IndexShardDownError(s.index, reason));
+    s.reader?.close();
+    s.reader = undefined;
+    this.drainResults();
+    for (const [id, w] of this.waiting) {
+      if (w.shard !== s) continue;
+      this.waiting.delete(id);
+      w.reject(err);
+    }
+    if (this.waiting.size === 0) this.keepAlive.unref();
+    log.error("index shard thread stopped serving: queries and the events of its workers fail with UNAVAILABLE from now on", {
+      shard: s.index,
+      reason,
+      ...(detail === undefined ? {} : { error: detail }),
+    });
+    for (const listener of this.downListeners) queueMicrotask(() => listener(err));
+    return err;
   }
 
   /** Reads every result entry there is and settles its batch. */
@@ -394,24 +557,29 @@ export class ThreadBackend implements ShardBackend {
    */
   find(hashes: Uint32Array, n: number, hit: (slot: number, depth: number) => void): void {
     if (this.closed) throw new Error("sharded index is closed");
+    // Every shard answers for its own workers: without one of them the answer would be silently short.
+    for (const s of this.list) this.live(s);
     let asked: Shard[] | undefined;
     for (const s of this.list) {
       const r = s.reader;
       const found = r === undefined ? -1 : r.find(hashes, n);
       if (found < 0) {
         (asked ??= []).push(s);
-        this.askFind(s, hashes, n);
         continue;
       }
       s.findsRead++;
       for (let i = 0; i < found; i++) hit(r!.foundSlot[i], r!.foundDepth[i]);
     }
-    for (const s of asked ?? []) {
-      this.wait(s);
-      s.findsAsked++;
-      const found = s.res[0];
-      for (let i = 0; i < found; i++) hit(s.res[1 + 2 * i], s.res[2 + 2 * i]);
-    }
+    if (asked === undefined) return;
+    this.fanOut(
+      asked,
+      (s) => this.askFind(s, hashes, n),
+      (s) => {
+        s.findsAsked++;
+        const found = s.res[0];
+        for (let i = 0; i < found; i++) hit(s.res[1 + 2 * i], s.res[2 + 2 * i]);
+      },
+    );
   }
 
   private askFind(s: Shard, hashes: Uint32Array, n: number): void {
@@ -431,15 +599,15 @@ export class ThreadBackend implements ShardBackend {
   }
 
   evictThrough(stamp: number): number {
-    for (const s of this.list) {
-      s.reqF64[1] = stamp;
-      this.send(s, REQ_EVICT);
-    }
     let n = 0;
-    for (const s of this.list) {
-      this.wait(s);
-      n += s.res[0];
-    }
+    this.fanOut(
+      this.list,
+      (s) => {
+        s.reqF64[1] = stamp;
+        this.send(s, REQ_EVICT);
+      },
+      (s) => (n += s.res[0]),
+    );
     return n;
   }
 
@@ -506,8 +674,14 @@ export class ThreadBackend implements ShardBackend {
     if (this.closed) return;
     this.closed = true;
     for (const s of this.list) {
-      this.send(s, REQ_STOP);
-      this.wait(s);
+      if (this.downOf(s, true) === undefined) {
+        try {
+          this.send(s, REQ_STOP);
+          this.wait(s);
+        } catch {
+          // It died while stopping: its queued batches were failed with the cause.
+        }
+      }
       s.port.close();
     }
     // The stop request applied everything queued first: every result is in the rings (or its failure on its way).
@@ -515,6 +689,7 @@ export class ThreadBackend implements ShardBackend {
     await new Promise<void>((resolve) => setImmediate(resolve));
     for (const s of this.list) {
       s.failures.close();
+      s.lastWords.close();
       s.reader?.close();
     }
     for (const w of this.waiting.values()) w.reject(new Error("sharded index is closed"));
@@ -525,6 +700,7 @@ export class ThreadBackend implements ShardBackend {
 
   private send(s: Shard, op: number): void {
     if (this.closed && op !== REQ_STOP) throw new Error("sharded index is closed");
+    this.live(s);
     s.req[0] = op;
     s.seq = (s.seq + 1) | 0;
     Atomics.store(s.ctl, CTL_REQ, s.seq);
@@ -538,12 +714,18 @@ export class ThreadBackend implements ShardBackend {
   }
 
   private wait(s: Shard): void {
+    const look = new LookOut();
     for (let spins = 0; ; spins++) {
       const got = Atomics.load(s.ctl, CTL_RES);
       if (got === s.seq) break;
-      // A shard applying queued batches first may be waiting for room in its result ring: read results meanwhile.
-      if (spins > 0) this.drainResults();
-      Atomics.wait(s.ctl, CTL_RES, got, this.waiting.size > 0 ? 1 : 1000);
+      if (spins > 0) {
+        // A shard applying queued batches first may be waiting for room in its result ring: read results meanwhile.
+        this.drainResults();
+        // This thread sees no exit event while it waits here: look for the thread itself.
+        const down = this.downOf(s, look.due());
+        if (down !== undefined) throw down;
+      }
+      Atomics.wait(s.ctl, CTL_RES, got, this.waiting.size > 0 ? 1 : LOOK_EVERY_MS);
     }
     if (Atomics.load(s.ctl, CTL_ERROR) === 1) {
       Atomics.store(s.ctl, CTL_ERROR, 0);
@@ -571,6 +753,30 @@ export class ThreadBackend implements ShardBackend {
 const waitAsync = (Atomics as unknown as {
   waitAsync(a: Int32Array, index: number, value: number): { async: false; value: string } | { async: true; value: Promise<string> };
 }).waitAsync;
+
+/** How often a wait for a shard looks for its thread under /proc (ms). */
+const LOOK_EVERY_MS = 50;
+
+/** Says when a wait is due to look for its shard's thread again (once per LOOK_EVERY_MS). */
+class LookOut {
+  private last = performance.now();
+  due(): boolean {
+    const now = performance.now();
+    if (now - this.last < LOOK_EVERY_MS) return false;
+    this.last = now;
+    return true;
+  }
+}
+
+function describe(err: unknown): string {
+  const e = err as { code?: string; message?: string };
+  return e?.code !== undefined ? `${e.code}: ${e.message}` : firstLine(String(e?.message ?? err));
+}
+
+function firstLine(text: string): string {
+  const nl = text.indexOf("\n");
+  return nl < 0 ? text : text.slice(0, nl);
+}
 
 function nextPow2(n: number): number {
   let p = 1;

@@ -147,3 +147,20 @@ export class IndexCapacityError extends Error {
     super(`the index holds at most ${limit} (worker, dp_rank) pairs; ${known} are known and this would add ${adding}`);
   }
 }
+
+/**
+ * An index shard thread stopped serving (an uncaught exception, killed for
+ * memory, terminated): every call that needs that shard fails with this,
+ * promptly, instead of waiting for it or answering from its frozen memory.
+ * The router cannot answer for the shard's workers again (see
+ * docs/indexer.md, "A shard thread that dies"): UNAVAILABLE to callers.
+ */
+export class IndexShardDownError extends Error {
+  constructor(
+    readonly shard: number,
+    /** Why it stopped, as far as this thread knows it. */
+    readonly reason: string,
+  ) {
+    super(`index shard ${shard} is down (${reason}); the router cannot answer for that shard's workers until it is restarted`);
+  }
+}

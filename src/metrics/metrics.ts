@@ -14,6 +14,8 @@ export interface GaugeSources {
   indexBytes?: () => number;
   /** Shard answers to queries, by how they were had (index shard threads only). */
   indexShardAnswers?: () => { read: number; asked: number };
+  /** Index shard threads that stopped serving (index shard threads only). */
+  indexShardsDown?: () => number;
   activeRequests?: () => number;
   workers?: () => WorkerStatus[];
   queueDepth?: () => number;
@@ -79,6 +81,12 @@ export class RouterMetrics {
     "path",
     { read: () => this.sources.indexShardAnswers?.().read ?? 0, asked: () => this.sources.indexShardAnswers?.().asked ?? 0 },
   );
+  readonly indexShardsDown = new Gauge({
+    collect: gaugeFrom(() => this.sources.indexShardsDown),
+    name: "kvrouter_index_shards_down",
+    help: "Index shard threads that stopped serving (an exception, killed for memory, terminated): above 0 the router answers UNAVAILABLE, reports not ready and not live, and exits to be restarted",
+    registers: [this.registry],
+  });
   readonly decisions = new Counter({
     name: "kvrouter_routing_decisions_total",
     help: "FindBestWorker decisions made",
@@ -235,6 +243,11 @@ export class RouterMetrics {
 function gaugeFrom(source: () => (() => number) | undefined) {
   return function (this: Gauge) {
     const read = source();
-    if (read !== undefined) this.set(read());
+    if (read === undefined) return;
+    try {
+      this.set(read());
+    } catch {
+      // A source that cannot answer now (an index shard thread down) keeps its last value: /metrics still serves the rest.
+    }
   };
 }

@@ -34,6 +34,7 @@ import {
 import { workerKeyString } from "../protocols/events.js";
 import type { RouterMetrics } from "../metrics/metrics.js";
 import { RouterError } from "../router/errors.js";
+import { IndexShardDownError } from "../indexer/types.js";
 import type { KvRouter } from "../router/router.js";
 import { costOverrideProblem, fromWire } from "../scheduler/costOverride.js";
 import { type AdmissionQueue, type BusyThresholds, MAX_PRIORITY, THRESHOLD_FIELDS } from "../router/admissionQueue.js";
@@ -160,6 +161,8 @@ export function failureOf(metrics: RouterMetrics, method: string, err: unknown):
     if (err.code === "invalid_argument") metrics.invalidRequests.inc({ method });
     return { code: STATUS_OF[err.code], details: err.message };
   }
+  // The index lost a shard thread (logged once where it was found): the caller should go to another replica.
+  if (err instanceof IndexShardDownError) return { code: status.UNAVAILABLE, details: err.message };
   log.error("internal error", { method, error: String((err as Error)?.stack ?? err) });
   return { code: status.INTERNAL, details: `internal error: ${(err as Error)?.message ?? err}` };
 }
