@@ -195,6 +195,8 @@ export class ThreadBackend implements ShardBackend {
           const ready = (m: ShardReady) => {
             backend.list[i].task = m.task;
             settle();
+            // From now on its end is a shard down (an error event with no listener would also end this process).
+            backend.watch(backend.list[i]);
           };
           const exited = (code: number) => settle(new Error(`index shard ${i}'s thread exited with code ${code} while starting`));
           worker.on("message", ready).on("error", settle).on("exit", exited);
@@ -234,10 +236,7 @@ export class ThreadBackend implements ShardBackend {
     }
     await Promise.all(started);
     // Idle shards must not keep the process alive; close() stops them.
-    for (const s of backend.list) {
-      s.worker.unref();
-      backend.watch(s);
-    }
+    for (const s of backend.list) s.worker.unref();
     backend.list.forEach((s, i) => opts.onShardThread?.(i, s.worker));
     // The first round trip also proves each shard's loop is running.
     backend.stats();
