@@ -8,24 +8,26 @@
 //   --capacity FILE   reuse measured capacities (JSON by family) instead of measuring
 //   --candidate kv-adaptive   the policy the verdict table judges against the baselines
 //   --rows FILE   re-render the table and charts from an earlier run's rows.json (no simulation)
+// Row names: `kv-router` is the cost policy, `kv-adaptive` serve's default, `kv` whatever serve's
+// default is at the time of the run. Until round 5 the comparison's routers named no policy, so
+// the `kv` rows of rounds 1-4 (their rows.json and tables) are the cost policy, `kv-router`.
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { DEFAULT_ROUTER_CONFIG } from "../src/router/types.js";
-import { KV_ROUTER_DEFAULTS } from "../src/scheduler/defaults.js";
 import { type Capacity, measureCapacity } from "../src/simulate/capacity.js";
 import { writeComparison } from "../src/simulate/compareReport.js";
 import { type ComparisonPlan, type ComparisonRow, LOAD_LEVELS, runComparison } from "../src/simulate/compare.js";
 import { FAMILY_NAMES, type FamilyName, familyTrace } from "../src/simulate/families.js";
 import { POLICY_NAMES, type PolicyName } from "../src/simulate/policies.js";
 import { loadTrace, type TraceRequest } from "../src/simulate/trace.js";
+import { PLAN_BASE } from "./policyPlan.js";
 
 const { values } = parseArgs({
   options: {
     families: { type: "string", default: FAMILY_NAMES.join(",") },
     seeds: { type: "string", default: "1,2,3" },
     loads: { type: "string", default: LOAD_LEVELS.join(",") },
-    policies: { type: "string", default: "dynamo-2026,dynamo-agentic,dynamo-two-tier-cost-fn,kv-cache-greedy,kv-least-loaded,kv,kv-adaptive" },
+    policies: { type: "string", default: "dynamo-2026,dynamo-agentic,dynamo-two-tier-cost-fn,kv-cache-greedy,kv-least-loaded,kv-router,kv-adaptive" },
     candidate: { type: "string", default: "kv-adaptive" },
     baselines: { type: "string", default: "dynamo-2026,dynamo-agentic,dynamo-two-tier-cost-fn,kv-cache-greedy,kv-least-loaded" },
     "held-out": { type: "string", default: "" },
@@ -45,36 +47,7 @@ for (const p of policies) if (!(POLICY_NAMES as readonly string[]).includes(p)) 
 const seeds = list(values.seeds).map(Number);
 const loads = list(values.loads).map(Number);
 
-const BLOCK = 64;
-const plan: ComparisonPlan = {
-  families,
-  seeds,
-  loads,
-  policies,
-  base: {
-    workers: 8,
-    engine: {
-      blockSize: BLOCK,
-      kvBlocks: 8192,
-      prefillMsPerToken: 0.1,
-      decodeMsPerStep: 10,
-      decodeMsPerToken: 1,
-      maxBatch: 64,
-      maxNumBatchedTokens: 8192,
-      kvReadMsPerBlock: 0.002,
-    },
-    // kv-router's defaults, as `serve` and `simulate` run them.
-    router: {
-      ...DEFAULT_ROUTER_CONFIG,
-      blockSize: BLOCK,
-      prefillLoadScale: KV_ROUTER_DEFAULTS.prefillLoadScale,
-      predictedTtlMs: KV_ROUTER_DEFAULTS.predictedTtlSecs * 1000,
-      sessionAffinityTtlMs: 0,
-    },
-    admission: { thresholds: { routerQueueThreshold: KV_ROUTER_DEFAULTS.routerQueueThreshold }, queuePolicy: "fcfs", maxQueued: 1 << 20 },
-    clientDeadlineMs: 60_000,
-  },
-};
+const plan: ComparisonPlan = { families, seeds, loads, policies, base: PLAN_BASE };
 
 const t0 = performance.now();
 const log = (m: string) => console.error(`[compare ${((performance.now() - t0) / 1000).toFixed(0)}s] ${m}`);

@@ -31,7 +31,7 @@
 // The router's own cost weights (flags, per-request overrides) do not apply:
 // they belong to the cost policies (`default`, `kv-router`), and a request
 // that overrides one is routed by `kv-router` (router.ts, policyFor).
-import { pickScore, scoreCandidate } from "./costFunction.js";
+import { type CostParams, creditedPrefillBlocks, pickScore, scoreCandidate } from "./costFunction.js";
 import { AGENTIC_WEIGHTS } from "./defaults.js";
 import { backedUp } from "./engineBatch.js";
 import type { PolicyCandidate, Selection, SelectionInput, WorkerSelectionPolicy } from "./workerSelection.js";
@@ -61,9 +61,17 @@ export interface AdaptiveOptions {
   measuredWait?: boolean;
   /** Charge a backed-up worker (batch slots full, requests waiting) the wait its prompts meet, as prefill blocks (fourth round). */
   backedUpWait?: boolean;
+  /**
+   * Fifth round: the credit offsets a worker's queued prefill only up to the fleet's mean queue (the
+   * queue above it is charged in full), and a worker's prefill term is at least the blocks a move
+   * there recomputes beyond the best-cached worker.
+   */
+  localJams?: boolean;
 }
 
-export const ADAPTIVE_DEFAULTS: Readonly<AdaptiveOptions> = { queue: "steps-or-prompts", kvPressure: true, measuredWait: true, backedUpWait: true };
+export const ADAPTIVE_DEFAULTS: Readonly<AdaptiveOptions> = { queue: "steps-or-prompts", kvPressure: true, measuredWait: true, backedUpWait: true, localJams: true };
+/** The fourth round's signals (--agentic's prefill term as Dynamo clamps it): kept to compare against. */
+export const ADAPTIVE_FOURTH_ROUND: Readonly<AdaptiveOptions> = { queue: "steps-or-prompts", kvPressure: true, measuredWait: true, backedUpWait: true, localJams: false };
 /** The third round's signals (no batch state): kept to compare against. */
 export const ADAPTIVE_THIRD_ROUND: Readonly<AdaptiveOptions> = { queue: "steps-or-prompts", kvPressure: true, measuredWait: true, backedUpWait: false };
 /** The first round's signals (prompts queued per worker, no KV term): kept to compare against. */
@@ -137,6 +145,24 @@ export function kvShare(decodeBlocks: number, kvBlocks: number): number {
   return kvBlocks > 0 ? Math.min(1, decodeBlocks / kvBlocks) : 0;
 }
 
+/**
+ * The prefill term (blocks, before prefill_load_scale) with two corrections to --agentic's
+ * `max(0, queued + prompt - 2 x cached)` (fifth round, docs/simulation/policies.md):
+ * - the credit offsets the worker's queued prefill only up to the fleet's mean queue: the part
+ *   above it is a local jam (in the design runs' slowest 1%, one 25-50 k-token recompute with batch
+ *   slots free), which this prompt waits behind in full however much of it is cached there;
+ * - the term is at least the blocks this prompt would recompute on the worker beyond what the
+ *   best-cached candidate holds: with a credit of 2 the clamp at zero let a worker holding half
+ *   of a long context look as cheap as one holding all of it, so sessions moved for a recompute of
+ *   25-50 k tokens (2.5-5 s of prefill) that also stalled everyone queued behind it.
+ * Both yardsticks are the fleet's own (its mean queue) and the prompt's own (its blocks): no constant.
+ */
+export function jamAwarePrefillBlocks(c: PolicyCandidate, p: CostParams, meanQueueTokens: number, bestOverlap: number): number {
+  const excess = Math.max(0, c.load.prefillTokens - meanQueueTokens) / p.blockSize;
+  const credited = Math.max(0, creditedPrefillBlocks(c, p) - excess) + excess;
+  return Math.max(credited, bestOverlap - c.overlapBlocks);
+}
+
 export function adaptiveSelector(name: string, options: Readonly<AdaptiveOptions> = ADAPTIVE_DEFAULTS): WorkerSelectionPolicy {
   return {
     name,
@@ -150,10 +176,13 @@ export function adaptiveSelector(name: string, options: Readonly<AdaptiveOptions
       const p = { ...params, overlapScoreCredit: AGENTIC_WEIGHTS.overlapScoreCredit, prefillLoadScale: AGENTIC_WEIGHTS.prefillLoadScale };
       let pressed = 0;
       let backed = 0;
+      let jammed = 0;
       // Only a wait above the fleet's median is charged: where most workers are backed up the prompt
       // waits wherever it goes, and moving it buys a recompute, not a slot.
       const waits = candidates.map((c) => (options.backedUpWait ? waitBlocks(backedUpWaitMs(c), c, p.blockSize, p.prefillLoadScale) : 0));
       const usual = upperMedian(waits);
+      const meanQueue = candidates.reduce((a, c) => a + c.load.prefillTokens, 0) / candidates.length;
+      const bestOverlap = candidates.reduce((a, c) => Math.max(a, c.overlapBlocks), 0);
       const scores = candidates.map((c, i) => {
         const s = scoreCandidate(c, p);
         const kv = options.kvPressure ? kvShare(s.decodeBlocks, c.kvBlocks ?? 0) : 0;
@@ -161,6 +190,11 @@ export function adaptiveSelector(name: string, options: Readonly<AdaptiveOptions
         const w = Math.max(fleet, kv);
         const wait = Math.max(0, waits[i] - usual);
         if (wait > 0) backed++;
+        if (options.localJams) {
+          const prefill = jamAwarePrefillBlocks(c, p, meanQueue, bestOverlap);
+          if (prefill > s.prefillBlocks) jammed++;
+          s.prefillBlocks = prefill;
+        }
         s.logit = p.prefillLoadScale * s.prefillBlocks + w * (s.decodeBlocks + AGENTIC_WEIGHTS.decodeActiveRequestWeight * c.load.requests) + wait + c.extraCost;
         return s;
       });
@@ -168,7 +202,8 @@ export function adaptiveSelector(name: string, options: Readonly<AdaptiveOptions
       const kvNote = pressed > 0 ? `; ${pressed} worker${pressed === 1 ? "" : "s"} weighted up by KV pressure` : "";
       const waitNote = options.measuredWait ? `, median prefill wait ${Math.round(waitMs)} ms` : "";
       const backedNote = backed > 0 ? `; ${backed} backed-up worker${backed === 1 ? "" : "s"} charged their wait for a batch slot` : "";
-      const reason = `lowest cost at load weight ${fleet.toFixed(2)} (${queued.toFixed(2)} ${unit} of prefill queued per worker${waitNote}${kvNote}${backedNote})`;
+      const jamNote = jammed > 0 ? `; ${jammed} worker${jammed === 1 ? "" : "s"} charged a queue above the fleet's mean or a recompute in full` : "";
+      const reason = `lowest cost at load weight ${fleet.toFixed(2)} (${queued.toFixed(2)} ${unit} of prefill queued per worker${waitNote}${kvNote}${backedNote}${jamNote})`;
       return { scores, chosen: pickScore(scores, temperature, random), reason };
     },
   };

@@ -86,7 +86,12 @@ export function minActivePrefillTokens(loads: readonly WorkerLoad[]): number {
   return Number.isFinite(min) ? min : 0;
 }
 
-export function scoreCandidate(c: Candidate, p: CostParams): Score {
+/**
+ * The prompt-side prefill load before Dynamo's clamp at zero, in blocks: the worker's queued
+ * prefill plus this prompt, less the cache credits. Negative when the credits exceed the load
+ * (a worker caching more than its queue costs); scoreCandidate clamps it, as Dynamo does.
+ */
+export function creditedPrefillBlocks(c: Candidate, p: CostParams): number {
   const B = p.blockSize;
   const cachedTokens = c.overlapBlocks * B;
   // Dynamo keeps the cached tokens in the raw load and subtracts them as credit below.
@@ -104,7 +109,11 @@ export function scoreCandidate(c: Candidate, p: CostParams): Score {
     p.overlapScoreCredit * decay * c.overlapBlocks +
     (p.hostCacheHitWeight ?? 0) * (c.hostOverlapBlocks ?? 0) +
     (p.diskCacheHitWeight ?? 0) * (c.diskOverlapBlocks ?? 0);
-  const prefillBlocks = Math.max(0, rawPrefillBlocks - creditBlocks);
+  return rawPrefillBlocks - creditBlocks;
+}
+
+export function scoreCandidate(c: Candidate, p: CostParams): Score {
+  const prefillBlocks = Math.max(0, creditedPrefillBlocks(c, p));
   const decodeBlocks = c.load.decodeBlocks + c.newDecodeBlocks;
   return {
     worker: c.worker,

@@ -9,7 +9,7 @@ import { KvRouter } from "../router/router.js";
 import type { RouterConfig } from "../router/types.js";
 import { type AdmissionConfig, AdmissionQueue } from "../router/admissionQueue.js";
 import { DYNAMO_COST_WEIGHTS } from "../scheduler/costFunction.js";
-import { ADAPTIVE_FIRST_ROUND, ADAPTIVE_POLICY_NAME, ADAPTIVE_SECOND_ROUND, ADAPTIVE_THIRD_ROUND, type AdaptiveOptions } from "../scheduler/adaptivePolicy.js";
+import { ADAPTIVE_FIRST_ROUND, ADAPTIVE_POLICY_NAME, ADAPTIVE_SECOND_ROUND, ADAPTIVE_THIRD_ROUND, ADAPTIVE_FOURTH_ROUND, type AdaptiveOptions } from "../scheduler/adaptivePolicy.js";
 import { AGENTIC_WEIGHTS } from "../scheduler/defaults.js";
 import { COST_POLICY } from "../scheduler/policies.js";
 import { TWO_TIER_POLICY_TYPE } from "../scheduler/twoTierPolicy.js";
@@ -30,6 +30,8 @@ export const POLICY_NAMES = [
   "kv-adaptive-r1",
   "kv-adaptive-r2",
   "kv-adaptive-r3",
+  "kv-adaptive-r4",
+  "kv-router",
   "sglang-cache-aware",
   "round-robin",
   "random",
@@ -365,6 +367,9 @@ export function makePolicy(name: PolicyName, opts: PolicyOptions): Policy {
     // kv's router and settings, choosing with the cost policy `kv-router` (serve's default until issue 22's decision).
     case "kv-cost":
       return kv("kv-cost", { ...opts.router, workerSelectionPolicy: COST_POLICY });
+    // The cost policy under its own name: what older comparison tables label `kv` (their routers named no policy).
+    case "kv-router":
+      return kv("kv-router", { ...opts.router, workerSelectionPolicy: COST_POLICY });
     case "kv-ttft":
       // The ttft cost belongs to the cost policy, whatever `kv` selects.
       return kv("kv-ttft", { ...opts.router, routerCost: "ttft", workerSelectionPolicy: COST_POLICY });
@@ -402,6 +407,9 @@ export function makePolicy(name: PolicyName, opts: PolicyOptions): Policy {
     // The third round's signals (no batch state), to compare with the fourth.
     case "kv-adaptive-r3":
       return kv("kv-adaptive-r3", { ...opts.router, ...adaptiveInstance("kv-adaptive-r3", ADAPTIVE_THIRD_ROUND) });
+    // The fourth round's signals (the prefill term clamped at zero), to compare with the fifth.
+    case "kv-adaptive-r4":
+      return kv("kv-adaptive-r4", { ...opts.router, ...adaptiveInstance("kv-adaptive-r4", ADAPTIVE_FOURTH_ROUND) });
     case "sglang-cache-aware":
       return new SglangCacheAwarePolicy(opts.workers, opts.router.blockSize);
     case "round-robin":
