@@ -5,11 +5,14 @@
 // and weights a worker's load by the share of its KV cache (total_kv_blocks)
 // its requests would hold, and balances too once the fleet's prompts have
 // waited a second for their first token (the median worker's oldest prompt
-// not yet reported prefilled; the router's clock is driven by hand); the
-// expected choices are worked out by hand from src/scheduler/adaptivePolicy.ts.
+// not yet reported prefilled; the router's clock is driven by hand). Since
+// the fifth round its cache credit no longer hides a worker's queue above the
+// fleet's mean, and a worker holding part of a prompt is charged at least the
+// blocks it would recompute. The expected choices are worked out by hand from
+// src/scheduler/adaptivePolicy.ts.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { ADAPTIVE_FIRST_ROUND, ADAPTIVE_SECOND_ROUND, IDLE_LOAD_WEIGHT, kvShare, loadWeight, upperMedian, queuedSteps } from "../src/scheduler/adaptivePolicy.js";
+import { ADAPTIVE_FIRST_ROUND, ADAPTIVE_FOURTH_ROUND, ADAPTIVE_SECOND_ROUND, IDLE_LOAD_WEIGHT, kvShare, loadWeight, upperMedian, queuedSteps } from "../src/scheduler/adaptivePolicy.js";
 import { stored } from "./support/events.js";
 import { type TestRouter, startTestRouter, tokens, withTestRouter } from "./support/router.js";
 
@@ -140,6 +143,58 @@ describe("kv-adaptive's measured wait", () => {
     } finally {
       await r.close();
     }
+  });
+});
+
+describe("kv-adaptive's local jams (fifth round)", () => {
+  const r4 = { r4: { type: "kv-adaptive" as const, adaptive: ADAPTIVE_FOURTH_ROUND } };
+
+  it("charges a worker's queued prefill above the fleet's mean in full, where the cache credit hid it", async () => {
+    const t = 1_000_000;
+    const r = await startTestRouter({ blockSize: B, policyInstances: r4 }, { now: () => t });
+    try {
+      for (const id of [1, 2, 3]) await r.client.registerWorker({ workerId: BigInt(id) });
+      // Worker 1 caches the whole 10-block prompt; a 40-token uncached prompt (10 blocks) waits for its prefill
+      // there: the jam. Worker 3 decodes a 1-block request; worker 2 is idle.
+      await r.client.sendEvents([stored(1, 1, PROMPT, B, 100n)]);
+      await route(r, 1, "jam", 40, 500_000, false);
+      await route(r, 3, "w3-1", 4, 600_000, true);
+      // Fleet weight: 40 / 40 = 1 prompt queued on w1, 1/3 per worker. Load: 1/3 x (decode blocks + 64 per request).
+      // Round 4: w1 4 x max(0, (40 + 40) / 4 - 2 x 10) = 0, + (10 + 10 + 64) / 3 = 28, the jam hidden by the credit;
+      // w2 4 x 10 + 10 / 3 = 43.33; w3 40 + (11 + 64) / 3 = 65.
+      const before = await choose(r, "r4");
+      assert.equal(before.worker, 1, "round 4 waits behind the jam");
+      assert.deepEqual(before.logits, [[1, 28], [2, 43.33], [3, 65]]);
+      // Round 5: the fleet's mean queue is 40 / 3 tokens; w1's 26.67 above it (6.67 blocks) are charged outside the
+      // credit: 4 x (max(0, 20 - 20 - 6.67) + 6.67) = 26.67, so w1 = 54.67 and the idle w2 (43.33) wins.
+      const after = await choose(r, "kv-adaptive");
+      assert.equal(after.worker, 2, "round 5 leaves the jam for an idle worker");
+      assert.deepEqual(after.logits, [[2, 43.33], [1, 54.67], [3, 65]]);
+      assert.match(after.reason, /1 worker charged a queue above the fleet's mean or a recompute in full/);
+      // Once the jam is reported prefilled the cache wins again: w1 = (20 + 64) x 0.1 = 8.4.
+      await r.client.markPrefillCompleted("jam");
+      assert.equal((await choose(r, "kv-adaptive")).worker, 1);
+    } finally {
+      await r.close();
+    }
+  });
+
+  it("charges a worker holding half the prompt for the half it would recompute, where the clamp made it look fully cached", async () => {
+    await withTestRouter({ blockSize: B, policyInstances: r4 }, async (r) => {
+      for (const id of [1, 2, 3]) await r.client.registerWorker({ workerId: BigInt(id) });
+      // Worker 1 caches all 10 blocks and decodes one 10-block request; worker 2 caches the first 5 blocks.
+      await r.client.sendEvents([stored(1, 1, PROMPT, B, 100n), stored(2, 1, PROMPT.slice(0, 20), B, 200n)]);
+      await route(r, 1, "w1-1", 40, 1000, true);
+      // Idle fleet: weight 0.1. Round 4: w1 0 + 0.1 x (10 + 10 + 64) = 8.4; w2 4 x max(0, 10 - 2 x 5) = 0 + 0.1 x 10 = 1,
+      // as cheap as the full cache but for the load; w3 40 + 1 = 41.
+      const before = await choose(r, "r4");
+      assert.equal(before.worker, 2, "round 4 moves for a 5-block recompute to save 7.4 blocks of load");
+      assert.deepEqual(before.logits, [[2, 1], [1, 8.4], [3, 41]]);
+      // Round 5: w2's term is at least the 10 - 5 blocks it would recompute: 4 x 5 + 1 = 21.
+      const after = await choose(r, "kv-adaptive");
+      assert.equal(after.worker, 1, "round 5 keeps the prompt on its cache");
+      assert.deepEqual(after.logits, [[1, 8.4], [2, 21], [3, 41]]);
+    });
   });
 });
 
