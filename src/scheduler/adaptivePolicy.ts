@@ -19,6 +19,10 @@
 //   its requests in flight would hold with this one. A worker short of KV
 //   stalls the prompts sent to it until a decode finishes, however short its
 //   prefill queue, so its load terms weigh at least that share.
+// - local jams (fifth round): the cache credit offsets a worker's queued
+//   prefill only up to the fleet's mean queue, and a worker's prefill term is
+//   at least the blocks the prompt would recompute there beyond the
+//   best-cached worker (jamAwarePrefillBlocks).
 // Weight w = max(fleet weight, the worker's KV share). The prefill side uses
 // the weights of Dynamo's --agentic preset (a cached block earns twice its
 // prefill, uncached prefill weighs four decode blocks); the preset's decode

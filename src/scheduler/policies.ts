@@ -22,8 +22,8 @@ export const DEFAULT_POLICY: PolicyType = ADAPTIVE_POLICY_NAME;
 
 /**
  * The policy that honours the router's cost weights, flags and per-request overrides alike. A
- * KvRouter whose settings name no policy runs it (the settings the CLI builds always name one), and
- * so do the simulator's comparison plans, whose `kv` row is this policy with kv-router's weights.
+ * KvRouter whose settings name no policy runs it (the settings the CLI builds always name one); the
+ * simulator's comparison names it `kv-router` (rounds 1-4 of its tables called it `kv`).
  */
 export const COST_POLICY: PolicyType = "kv-router";
 
