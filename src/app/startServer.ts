@@ -2,6 +2,7 @@
 // server with reflection and health, Prometheus endpoint, upkeep timer.
 import type { Server as HttpServer } from "node:http";
 import type { AddressInfo } from "node:net";
+import type { Worker } from "node:worker_threads";
 import * as grpc from "@grpc/grpc-js";
 import * as protoLoader from "@grpc/proto-loader";
 import { ReflectionService } from "@grpc/reflection";
@@ -111,6 +112,10 @@ export interface ServerOptions {
   indexSharedReads?: boolean;
   /** Test hook: each index shard's thread once it serves (a test ends one with terminate(), as a crash would end it). */
   onIndexShardThread?: CompactIndexOptions["onShardThread"];
+  /** Test hook: each ingest decoder thread once it serves, replacements included (a test ends one with terminate()). */
+  onIngestThread?: (thread: number, worker: Worker) => void;
+  /** Decoder thread restarts allowed within a window before the router fails (default IngestPool.DEFAULT_RESTARTS). */
+  ingestDecoderRestarts?: { max: number; windowMs: number };
   /**
    * FindBestWorker over gRPC decodes the prompt's token ids into a hasher's
    * memory and hashes them there (default true, unless the router hashes Eagle
@@ -150,8 +155,9 @@ export interface RunningServer {
   notReady(): string | undefined;
   /**
    * Settles with the error once the router can no longer serve and must be
-   * restarted (an index shard thread died; see docs/indexer.md, "A shard
-   * thread that dies"): it already answers UNAVAILABLE, reports not ready and
+   * restarted (an index shard thread died, or decoder threads died more often
+   * than their restart bound allows; see docs/indexer.md, "A shard thread
+   * that dies"): it already answers UNAVAILABLE, reports not ready and
    * not live; the CLI then stops it and exits non-zero. Never settles otherwise.
    */
   failed: Promise<Error>;
@@ -220,12 +226,13 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   });
   const methods = kvRouterMethods(router, metrics, { maxTokens: opts.maxTokens }, admission);
   const pool = opts.ingestThreads
-    ? await IngestPool.start(opts.ingestThreads, opts.router.blockSize).catch(async (err) => {
+    ? await IngestPool.start(opts.ingestThreads, opts.router.blockSize, { restarts: opts.ingestDecoderRestarts, onThread: opts.onIngestThread }).catch(async (err) => {
         await compact.close();
         await tracing?.shutdown();
         throw err;
       })
     : undefined;
+  if (pool) metrics.sources.ingestDecoderRestarts = () => pool.restarts;
   // With shard threads the index applies ingest batches while this thread decodes the next ones.
   const ingest = { pool, pipelined: (opts.indexerShards ?? 0) > 0 && opts.pipelineIngest !== false, raw: opts.rawIngest !== false };
   let handlers = kvRouterHandlers(router, metrics, methods, { maxConcurrentDumps: opts.maxConcurrentDumps }, ingest, tracing);
@@ -251,19 +258,21 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const maxBodyBytes = opts.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
   // /readyz: ready once every event source has started, not ready again from the moment stop() begins.
   let readiness: Readiness = "starting";
-  // Not live once the index lost a shard: nothing but a restart brings its workers' blocks back.
-  const notLive = () => compact.down?.message;
+  // Not live once the index lost a shard (nothing but a restart brings its workers' blocks back), or the decoder threads keep dying.
+  const notLive = () => compact.down?.message ?? pool?.failure?.message;
   const notReady = () =>
     notLive() ?? (readiness === "ready" ? undefined : readiness === "starting" ? "starting: event sources are syncing the index" : "shutting down");
   const probes = { notReady, notLive };
   let failedWith: (err: Error) => void = () => {};
   const failed = new Promise<Error>((resolve) => (failedWith = resolve));
-  compact.onDown((err) => {
+  const down = (err: Error) => {
     health.setStatus("", "NOT_SERVING");
     health.setStatus(KV_ROUTER_SERVICE_NAME, "NOT_SERVING");
     epp?.setReady(false);
     failedWith(err);
-  });
+  };
+  compact.onDown(down);
+  pool?.onFailed(down);
   const sources = opts.eventSources ?? [];
   const started: EventSource[] = [];
   // One cap per port: a flood on one cannot take the file descriptors the others need.

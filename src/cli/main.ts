@@ -61,7 +61,7 @@ async function serve(argv: Parameters<typeof serverOptionsFrom>[0]): Promise<voi
   // Fail fast (docs/indexer.md, "A shard thread that dies"): calls in flight are answered, then the process exits non-zero for its supervisor to restart it.
   void running.failed.then((err) => {
     log.error("the router cannot serve any more; stopping, to exit with code 1 for a restart", { error: err.message });
-    shutdown("index shard down", 1);
+    shutdown(err.constructor.name, 1);
   });
   process.stdout.write(`kv-router listening on ${running.host}:${running.grpcPort}\n`);
   if (running.httpPort !== undefined) process.stdout.write(`kv-router http listening on ${running.host}:${running.httpPort}\n`);

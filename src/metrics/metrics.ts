@@ -16,6 +16,8 @@ export interface GaugeSources {
   indexShardAnswers?: () => { read: number; asked: number };
   /** Index shard threads that stopped serving (index shard threads only). */
   indexShardsDown?: () => number;
+  /** Ingest decoder threads replaced after they stopped (--ingest-threads only). */
+  ingestDecoderRestarts?: () => number;
   activeRequests?: () => number;
   workers?: () => WorkerStatus[];
   queueDepth?: () => number;
@@ -87,6 +89,12 @@ export class RouterMetrics {
     help: "Index shard threads that stopped serving (an exception, killed for memory, terminated): above 0 the router answers UNAVAILABLE, reports not ready and not live, and exits to be restarted",
     registers: [this.registry],
   });
+  readonly ingestDecoderRestarts = mirroredTotal(
+    this.registry,
+    "kvrouter_ingest_decoder_restarts_total",
+    "Ingest decoder threads (--ingest-threads) replaced after they stopped (an exception, killed for memory, terminated); the messages they were decoding failed their streams with UNAVAILABLE. Past 5 restarts a minute the router stops instead",
+    () => this.sources.ingestDecoderRestarts?.() ?? 0,
+  );
   readonly decisions = new Counter({
     name: "kvrouter_routing_decisions_total",
     help: "FindBestWorker decisions made",
