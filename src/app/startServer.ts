@@ -114,6 +114,8 @@ export interface ServerOptions {
   onIndexShardThread?: CompactIndexOptions["onShardThread"];
   /** Test hook: each ingest decoder thread once it serves, replacements included (a test ends one with terminate()). */
   onIngestThread?: (thread: number, worker: Worker) => void;
+  /** Test hook: index shard threads throw applying this event, as a bug in the index would (CompactIndexOptions.testOnlyThrowOnEvent). */
+  testOnlyIndexThrowOnEvent?: CompactIndexOptions["testOnlyThrowOnEvent"];
   /** Decoder thread restarts allowed within a window before the router fails (default IngestPool.DEFAULT_RESTARTS). */
   ingestDecoderRestarts?: { max: number; windowMs: number };
   /**
@@ -187,6 +189,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     ringWords: opts.indexRingWords,
     sharedReads: opts.indexSharedReads,
     onShardThread: opts.onIndexShardThread,
+    testOnlyThrowOnEvent: opts.testOnlyIndexThrowOnEvent,
   });
   metrics.sources.indexEvictions = () => compact.evictionCount;
   metrics.sources.indexBytes = () => compact.stats().arrayBytes;

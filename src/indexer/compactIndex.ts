@@ -46,6 +46,8 @@ export interface CompactIndexOptions {
   sharedReads?: boolean;
   /** Test hook: each shard's thread once it serves (a test ends one with terminate(), as a crash would end it). */
   onShardThread?: ThreadBackendOptions["onShardThread"];
+  /** Test hook: shard threads throw applying this event (ThreadBackendOptions.testOnlyThrowOnEvent). */
+  testOnlyThrowOnEvent?: ThreadBackendOptions["testOnlyThrowOnEvent"];
 }
 
 /**
@@ -140,7 +142,7 @@ export class CompactIndex implements KvIndex {
     const shards = opts.shards ?? 0;
     if (shards === 0) return CompactIndex.local(opts);
     const perShard = Math.ceil(initialEntriesOf(opts) / shards);
-    const backend = await ThreadBackend.start(shards, opts.maxWorkerRanks ?? MAX_SLOTS, perShard, { ringWords: opts.ringWords, blockSize: opts.blockSize, bounded: boundedBy(opts), sharedReads: opts.sharedReads, onShardThread: opts.onShardThread });
+    const backend = await ThreadBackend.start(shards, opts.maxWorkerRanks ?? MAX_SLOTS, perShard, { ringWords: opts.ringWords, blockSize: opts.blockSize, bounded: boundedBy(opts), sharedReads: opts.sharedReads, onShardThread: opts.onShardThread, testOnlyThrowOnEvent: opts.testOnlyThrowOnEvent });
     return new CompactIndex(backend, opts.maxBlocks, opts.decodeHerePastWords);
   }
 

@@ -90,12 +90,6 @@ export const RAW_REFUSED = 1;
 export const RAW_RESULT_HEADER = 2;
 export const RAW_EVENT_WORDS = 6;
 
-/** A queued batch that failed, on the error port. */
-export interface QueuedFailure {
-  id: number;
-  error: string;
-}
-
 export interface ShardThreadData {
   ctl: SharedArrayBuffer;
   /** The queue ring (main thread to shard) and the result ring (back). */
@@ -117,6 +111,8 @@ export interface ShardThreadData {
   /** With shared reads (sharedNodes.ts): the node side's header words, and the port new buffers are posted on. */
   nodeHeader: SharedArrayBuffer | undefined;
   views: MessagePort | undefined;
+  /** Test hook (ThreadBackendOptions.testOnlyThrowOnEvent): worker lo, hi, event id lo, hi of the event whose apply throws. */
+  testOnlyThrowOnEvent?: [number, number, number, number];
 }
 
 /** A shard thread's first message: it serves; `task` is its thread's /proc entry (Linux), to see it gone without its help. */

@@ -8,7 +8,7 @@ import { getHeapStatistics } from "node:v8";
 import { CompactCore, SlotTable } from "./compactCore.js";
 import { RecordWriter, recordWords, stampsOf, stampsOfRange } from "./records.js";
 import { IngestDecoder } from "../decoding/ingestDecoder.js";
-import { E_DP_RANK, E_KIND, E_WORKER_HI, E_WORKER_LO, EVENT_WORDS, type EventBatch, KIND_CLEARED } from "../protocols/eventBatch.js";
+import { E_DP_RANK, E_KIND, E_WORKER_HI, E_WORKER_LO, EVENT_WORDS, type EventBatch, KIND_CLEARED, u64 } from "../protocols/eventBatch.js";
 import {
   CTL_BELL,
   CTL_DOWN,
@@ -36,14 +36,13 @@ import {
   RAW_RECORDS_HEADER,
   RAW_REFUSED,
   RAW_RESULT_HEADER,
-  type QueuedFailure,
   type ShardReady,
   type ShardThreadData,
   pairIndex,
 } from "./shardProtocol.js";
 import { SharedRing } from "./sharedRing.js";
 
-const data = workerData as ShardThreadData & { port: MessagePort; failures: MessagePort; lastWords: MessagePort };
+const data = workerData as ShardThreadData & { port: MessagePort; lastWords: MessagePort };
 const queue = new SharedRing(data.queue);
 const results = new SharedRing(data.results);
 const ctl = new Int32Array(data.ctl);
@@ -61,6 +60,7 @@ const core = new CompactCore(new SlotTable(data.slots, data.maxSlots), data.init
 const clock = new BigInt64Array(data.clock);
 /** Per raw stream: 1 once the shard refused one of its messages, until the main thread has redone them. */
 const rawBlocked = new Int32Array(data.rawFlags);
+if (data.testOnlyThrowOnEvent !== undefined) throwOnEvent(data.testOnlyThrowOnEvent);
 const decoder = data.blockSize > 0 ? new IngestDecoder(data.blockSize) : undefined;
 const rawRecords = new RecordWriter();
 /** Each decoded event's slot (reused: one raw message at a time). */
@@ -134,14 +134,20 @@ const FIND_CHECK_EVERY = 16;
 let seen = 0;
 let running = true;
 
-/** Answers the pending sync request (its seq is `seq`); false once told to stop. */
+/**
+ * Answers the pending sync request (its seq is `seq`); false once told to
+ * stop. A request that only reads and throws (out of memory for a dump, an
+ * engine bug) fails alone: the index is as it was. One that writes (apply,
+ * evict) and throws may have done part of its work: that poisons the shard.
+ */
 function answer(seq: number): boolean {
   seen = seq;
   let more = true;
+  const op = req[0];
   try {
-    more = serve(req[0]);
+    more = serve(op);
   } catch (err) {
-    // An engine bug must not leave the caller waiting forever: flag it and answer.
+    if (op === REQ_APPLY || op === REQ_EVICT) throw poison(err);
     Atomics.store(ctl, CTL_ERROR, 1);
     data.port.postMessage({ error: String((err as Error)?.stack ?? err) });
   }
@@ -166,11 +172,25 @@ function applyQueued(at: number): void {
     else if (count === RAW_RECORDS) applyRawRecords(at, id);
     else applyRecords(at, id, count);
   } catch (err) {
-    // An engine bug: the batch's promise rejects with it. A result entry reserved is not published: the next one reuses its room.
-    const failure: QueuedFailure = { id, error: String((err as Error)?.stack ?? err) };
-    data.failures.postMessage(failure);
+    throw poison(err);
   }
   queue.release(at);
+}
+
+/**
+ * The error that ends this shard when applying throws. The records before
+ * the throwing one were applied and the rest were not, so the shard's index
+ * would differ from what its results say (or, for a batch that failed, from
+ * the nothing its caller was told). Serving on would answer queries from that
+ * silently wrong index: the shard stops instead, and the main thread fails
+ * everything that needs it (threadBackend.ts, IndexShardDownError).
+ */
+function poison(err: unknown): Error {
+  const cause = String((err as Error)?.stack ?? err);
+  const nl = cause.indexOf("\n");
+  const e = new Error(`applying threw, so the shard may hold part of what it was applying: ${nl < 0 ? cause : cause.slice(0, nl)}`);
+  e.stack = `Error: ${e.message}\ncaused by ${cause}`;
+  return e;
 }
 
 /** A queued batch of `count` records: one result word each. */
@@ -298,6 +318,22 @@ function drainQueue(): void {
   for (let at = queue.next(); at >= 0; at = queue.next()) applyQueued(at);
 }
 
+/**
+ * Test hook (ThreadBackendOptions.testOnlyThrowOnEvent): this core's applyOne
+ * throws on the records of one event (by worker id and event id), after the
+ * batch's earlier records were applied, as a bug in CompactCore would.
+ */
+function throwOnEvent([wLo, wHi, eLo, eHi]: [number, number, number, number]): void {
+  const applyOne = core.applyOne.bind(core);
+  // Record header: op, slot, worker lo, hi, dp_rank, event id lo, hi (records.ts).
+  core.applyOne = (w, o) => {
+    if (w[o + 2] === wLo && w[o + 3] === wHi && w[o + 5] === eLo && w[o + 6] === eHi) {
+      throw new Error(`test-only throw on worker ${u64(wLo, wHi)} event ${u64(eLo, eHi)}`);
+    }
+    return applyOne(w, o);
+  };
+}
+
 /** This thread's entry under /proc/self/task (Linux): the main thread sees it vanish when this thread ends, however it ends. */
 function taskEntry(): string | undefined {
   try {
@@ -327,11 +363,10 @@ try {
     Atomics.wait(ctl, CTL_BELL, bell);
   }
 } catch (err) {
-  // Something escaped the per-request guards: this thread ends. Say why first, so a waiting caller fails at once with the cause.
+  // An apply that threw (poison), or something that escaped the per-request guards: this thread ends. Say why first, so a waiting caller fails at once with the cause.
   data.lastWords.postMessage(String((err as Error)?.stack ?? err));
   Atomics.store(ctl, CTL_DOWN, 1);
   Atomics.notify(ctl, CTL_RES);
   throw err;
 }
 data.port.close();
-data.failures.close();

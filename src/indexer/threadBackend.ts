@@ -16,7 +16,8 @@
 // whose results came back before the query was made; every other call waits
 // for the batches queued before it.
 //
-// A shard thread that dies (an exception escaping its loop, killed for
+// A shard thread that dies (an exception escaping its loop, an apply that
+// threw and so poisoned it (shardThread.ts), killed for
 // memory, terminated) is noticed from its last words (CTL_DOWN), its exit
 // event, or, while this thread waits for it and cannot see events, its
 // thread's /proc entry vanishing. From then on every call that needs it, and
@@ -51,7 +52,6 @@ import {
   REQ_SWAP_BUFFERS,
   CTL_WORDS,
   ENTRY_HEADER,
-  type QueuedFailure,
   RAW_ENTRY,
   RAW_HEADER,
   RAW_RECORDS,
@@ -78,9 +78,8 @@ interface Shard {
   port: MessagePort;
   /** Queued batches go out here... */
   queue: SharedRing;
-  /** ...and their results come back here (a failed batch's error on `failures`). */
+  /** ...and their results come back here (a batch that throws ends the shard: its promise fails with IndexShardDownError). */
   results: SharedRing;
-  failures: MessagePort;
   /** An Atomics.waitAsync on the result ring is pending. */
   armed: boolean;
   ctl: Int32Array;
@@ -108,6 +107,11 @@ export interface ThreadBackendOptions {
   sharedReads?: boolean;
   /** Test hook: each shard's thread once it serves (a test ends one with terminate(), as a crash would end it). */
   onShardThread?: (shard: number, thread: Worker) => void;
+  /**
+   * Test hook: the shard threads throw when they apply this event (of any
+   * dp_rank), as a bug in CompactCore would; no flag or request sets it.
+   */
+  testOnlyThrowOnEvent?: { workerId: bigint; eventId: bigint };
 }
 
 export class ThreadBackend implements ShardBackend {
@@ -155,12 +159,11 @@ export class ThreadBackend implements ShardBackend {
       const nodeHeader = sharedReads ? new SharedArrayBuffer(SHARED_HEADER_WORDS * 4) : undefined;
       const queue = SharedRing.create(ringWords);
       const results = SharedRing.create(ringWords);
-      const failures = new MessageChannel();
       const lastWords = new MessageChannel();
       const ctl = new SharedArrayBuffer(CTL_WORDS * 4);
       const req = new SharedArrayBuffer(INITIAL_REQ_BYTES);
       const res = new SharedArrayBuffer(INITIAL_RES_BYTES);
-      const data: ShardThreadData & { port: MessagePort; failures: MessagePort; lastWords: MessagePort } = {
+      const data: ShardThreadData & { port: MessagePort; lastWords: MessagePort } = {
         ctl,
         req,
         res,
@@ -170,7 +173,6 @@ export class ThreadBackend implements ShardBackend {
         port: port2,
         queue: queue.buffer,
         results: results.buffer,
-        failures: failures.port1,
         lastWords: lastWords.port1,
         bounded: opts.bounded ?? false,
         clock: backend.clock.buffer as SharedArrayBuffer,
@@ -178,10 +180,11 @@ export class ThreadBackend implements ShardBackend {
         blockSize,
         nodeHeader,
         views: views?.port2,
+        testOnlyThrowOnEvent: opts.testOnlyThrowOnEvent && [...words(opts.testOnlyThrowOnEvent.workerId), ...words(opts.testOnlyThrowOnEvent.eventId)],
       };
       const worker = startThread(siblingModule(import.meta.url, "shardThread"), {
         workerData: data,
-        transferList: [port2, failures.port1, lastWords.port1, ...(views ? [views.port2] : [])],
+        transferList: [port2, lastWords.port1, ...(views ? [views.port2] : [])],
         name: `kv-index-shard-${i}`,
       });
       started.push(
@@ -202,8 +205,6 @@ export class ThreadBackend implements ShardBackend {
           worker.on("message", ready).on("error", settle).on("exit", exited);
         }),
       );
-      failures.port2.on("message", (m: QueuedFailure) => backend.settle(m.id, new Error(`index shard failed: ${m.error}`)));
-      failures.port2.unref();
       let reader: SharedNodeReader | undefined;
       if (views && nodeHeader) {
         const r = (reader = new SharedNodeReader(new Int32Array(nodeHeader), views.port1));
@@ -221,7 +222,6 @@ export class ThreadBackend implements ShardBackend {
         port: port1,
         queue,
         results,
-        failures: failures.port2,
         armed: false,
         ctl: new Int32Array(ctl),
         req: new Uint32Array(req),
@@ -452,7 +452,9 @@ export class ThreadBackend implements ShardBackend {
     s.worker.on("exit", (code) => {
       if (this.closed) return;
       const why = error === undefined ? `its thread exited with code ${code}` : `its thread stopped: ${describe(error)}`;
-      if (s.down === undefined) this.markDown(s, why);
+      // The whole story for the log: its last words (the stack, and what caused it), else the error's.
+      const words = receiveMessageOnPort(s.lastWords)?.message as string | undefined;
+      if (s.down === undefined) this.markDown(s, why, words ?? (error === undefined ? undefined : String((error as Error)?.stack ?? error)));
       // Found down earlier while waiting for it, before the exit said why: say it now.
       else if (error !== undefined) log.error("index shard thread's error", { shard: s.index, error: String((error as Error)?.stack ?? error) });
     });
@@ -539,14 +541,13 @@ export class ThreadBackend implements ShardBackend {
     else queueMicrotask(woken);
   }
 
-  /** A queued batch's results (or its error) came back. */
-  private settle(id: number, result: Int32Array | Error): void {
+  /** A queued batch's results came back. */
+  private settle(id: number, result: Int32Array): void {
     const w = this.waiting.get(id);
     if (w === undefined) return;
     this.waiting.delete(id);
     if (this.waiting.size === 0) this.keepAlive.unref();
-    if (result instanceof Error) w.reject(result);
-    else w.resolve(result);
+    w.resolve(result);
   }
 
   /**
@@ -683,11 +684,10 @@ export class ThreadBackend implements ShardBackend {
       }
       s.port.close();
     }
-    // The stop request applied everything queued first: every result is in the rings (or its failure on its way).
+    // The stop request applied everything queued first: every result is in the rings (unless it died applying one: markDown failed the rest).
     this.drainResults();
     await new Promise<void>((resolve) => setImmediate(resolve));
     for (const s of this.list) {
-      s.failures.close();
       s.lastWords.close();
       s.reader?.close();
     }
@@ -775,6 +775,11 @@ function describe(err: unknown): string {
 function firstLine(text: string): string {
   const nl = text.indexOf("\n");
   return nl < 0 ? text : text.slice(0, nl);
+}
+
+/** A u64's low and high 32-bit words. */
+function words(v: bigint): [number, number] {
+  return [Number(v & 0xffffffffn), Number((v >> 32n) & 0xffffffffn)];
 }
 
 function nextPow2(n: number): number {
