@@ -118,4 +118,24 @@ describe("server with --ingest-threads 2 whose decoder thread dies", { timeout: 
       await r.close();
     }
   });
+
+  it("a decoder that throws (a bug, made with a test-only option) ends no thread: its messages are decoded by protobuf-es, or refused precisely", async () => {
+    const threads: Worker[] = [];
+    const r = await startTestRouter({ blockSize: B }, { ingestThreads: 2, metricsPort: 0, testOnlyIngestDecoderThrows: true, onIngestThread: (i, t) => (threads[i] = t) });
+    try {
+      const first = [...threads];
+      assert.equal((await r.client.ingestKvEvents(chain(7, 0, 6))).applied, 6n);
+      const bad = { events: [stored(7, 7, tokens(3, 900), 3, 9000n)] }; // 3 tokens: not the router's block size
+      await assert.rejects(r.client.ingestKvEvents([link(7, 6), bad]), (err: grpc.ServiceError) => {
+        assert.equal(err.code, grpc.status.INVALID_ARGUMENT, err.details);
+        assert.match(err.details, /^message 1 events\[0\] .*block size.*; 1 events applied before this message$/);
+        return true;
+      });
+      assert.deepEqual(threads, first, "no thread was replaced");
+      const res = await fetch(`http://127.0.0.1:${r.server.metricsPort}/metrics`);
+      assert.match(await res.text(), /^kvrouter_ingest_decoder_restarts_total 0$/m);
+    } finally {
+      await r.close();
+    }
+  });
 });

@@ -118,6 +118,8 @@ export interface ServerOptions {
   testOnlyIndexThrowOnEvent?: CompactIndexOptions["testOnlyThrowOnEvent"];
   /** Decoder thread restarts allowed within a window before the router fails (default IngestPool.DEFAULT_RESTARTS). */
   ingestDecoderRestarts?: { max: number; windowMs: number };
+  /** Test hook: the decoder threads' decoder throws on every message, as a bug would. */
+  testOnlyIngestDecoderThrows?: boolean;
   /**
    * FindBestWorker over gRPC decodes the prompt's token ids into a hasher's
    * memory and hashes them there (default true, unless the router hashes Eagle
@@ -229,7 +231,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   });
   const methods = kvRouterMethods(router, metrics, { maxTokens: opts.maxTokens }, admission);
   const pool = opts.ingestThreads
-    ? await IngestPool.start(opts.ingestThreads, opts.router.blockSize, { restarts: opts.ingestDecoderRestarts, onThread: opts.onIngestThread }).catch(async (err) => {
+    ? await IngestPool.start(opts.ingestThreads, opts.router.blockSize, { restarts: opts.ingestDecoderRestarts, onThread: opts.onIngestThread, testOnlyThrow: opts.testOnlyIngestDecoderThrows }).catch(async (err) => {
         await compact.close();
         await tracing?.shutdown();
         throw err;

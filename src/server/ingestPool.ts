@@ -4,8 +4,10 @@
 // that come back; so with spare cores ingest decodes in parallel and a big
 // message no longer holds queries up while it is decoded and hashed.
 //
-// A decoder thread that ends (an exception, killed at its heap limit,
-// process.exit or terminate()) is seen by its exit event: the decodes it held
+// A decoder that throws on a message does not end its thread (the message
+// comes back "slow", see ingestThread.ts). A decoder thread that ends anyway
+// (killed at its heap limit, process.exit, terminate(), an exception outside
+// the decoder) is seen by its exit event: the decodes it held
 // fail with IngestDecoderDownError (UNAVAILABLE; they were never applied) and
 // the thread is replaced, since decoders keep no state between messages.
 // More than `max` restarts within `windowMs` means something keeps killing
@@ -36,6 +38,8 @@ export interface IngestPoolOptions {
   restarts?: { max: number; windowMs: number };
   /** Test hook: each decoder thread once it serves, replacements too (a test ends one with terminate()). */
   onThread?: (thread: number, worker: Worker) => void;
+  /** Test hook: the threads' decoder throws on every message, as a decoder bug would (ingestThread.ts). */
+  testOnlyThrow?: boolean;
 }
 
 interface Pending {
@@ -50,7 +54,11 @@ interface Decoder {
   pending: Map<number, Pending>;
 }
 
-type Reply = { id: number; slow?: true; count: number; events: Uint32Array; items: Uint32Array; restore: boolean };
+/** A decoded batch, or slow (with the error when the decoder threw on it). */
+type Reply = { id: number; slow?: true; error?: string; count: number; events: Uint32Array; items: Uint32Array; restore: boolean };
+
+/** Decoder throws logged (each is a bug; the message itself is decoded by protobuf-es); later ones are not. */
+const MAX_LOGGED_THROWS = 10;
 
 export class IngestPool {
   /** Five restarts a minute: a rare crash is survived, a thread killed over and over (a poison input, memory) stops the router. */
@@ -58,6 +66,7 @@ export class IngestPool {
 
   private next = 0;
   private id = 0;
+  private throwsLogged = 0;
   private closed = false;
   /** Decoder threads replaced so far. */
   restarts = 0;
@@ -78,7 +87,7 @@ export class IngestPool {
 
   static async start(threads: number, blockSize: number, opts: IngestPoolOptions = {}): Promise<IngestPool> {
     const entry = siblingModule(import.meta.url, "ingestThread");
-    const workers = Array.from({ length: threads }, (_, i) => spawn(entry, blockSize, i));
+    const workers = Array.from({ length: threads }, (_, i) => spawn(entry, blockSize, i, opts.testOnlyThrow));
     await Promise.all(
       workers.map(
         (w) =>
@@ -130,6 +139,10 @@ export class IngestPool {
       const p = d.pending.get(m.id);
       if (p === undefined) return;
       d.pending.delete(m.id);
+      if (m.error !== undefined && this.throwsLogged < MAX_LOGGED_THROWS) {
+        this.throwsLogged++;
+        log.error("the ingest decoder threw on a message (a bug; the message was decoded by protobuf-es instead)", { thread: d.index, error: m.error });
+      }
       p.resolve(m.slow ? "slow" : { batch: { count: m.count, events: m.events, items: m.items }, restore: m.restore });
     });
     // An uncaught exception or ERR_WORKER_OUT_OF_MEMORY; the exit event follows.
@@ -159,7 +172,7 @@ export class IngestPool {
       restarts_in_window: this.recent.length,
       ...detail,
     });
-    const worker = (d.worker = spawn(this.entry, this.blockSize, d.index));
+    const worker = (d.worker = spawn(this.entry, this.blockSize, d.index, this.opts.testOnlyThrow));
     this.watch(d);
     const onThread = this.opts.onThread;
     if (onThread) worker.once("message", () => onThread(d.index, worker));
@@ -188,8 +201,8 @@ export class IngestPool {
   }
 }
 
-function spawn(entry: URL, blockSize: number, index: number): Worker {
-  return startThread(entry, { workerData: { blockSize }, name: `kv-ingest-decoder-${index}` });
+function spawn(entry: URL, blockSize: number, index: number, testOnlyThrow = false): Worker {
+  return startThread(entry, { workerData: { blockSize, testOnlyThrow }, name: `kv-ingest-decoder-${index}` });
 }
 
 function describe(err: unknown): string {
