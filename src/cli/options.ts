@@ -437,7 +437,8 @@ export function serveOptions<T>(y: Argv<T>) {
     .option("ingest-threads", {
       type: "number",
       default: defaultIngestThreads(availableParallelism()),
-      describe: "Threads decoding and hashing IngestKvEvents messages (0 = in the main thread, or on the index shards when there are some)",
+      describe:
+        "Threads decoding and hashing IngestKvEvents messages (0 = in the main thread, or on the index shards when there are some); one that dies is restarted, and past 5 restarts a minute the router exits with code 1",
     })
     .option("max-blocks", {
       type: "number",
