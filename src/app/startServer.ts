@@ -231,7 +231,11 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   });
   const methods = kvRouterMethods(router, metrics, { maxTokens: opts.maxTokens }, admission);
   const pool = opts.ingestThreads
-    ? await IngestPool.start(opts.ingestThreads, opts.router.blockSize, { restarts: opts.ingestDecoderRestarts, onThread: opts.onIngestThread, testOnlyThrow: opts.testOnlyIngestDecoderThrows }).catch(async (err) => {
+    ? await IngestPool.start(opts.ingestThreads, opts.router.blockSize, {
+        restarts: opts.ingestDecoderRestarts,
+        onThread: opts.onIngestThread,
+        testOnlyThrow: opts.testOnlyIngestDecoderThrows,
+      }).catch(async (err) => {
         await compact.close();
         await tracing?.shutdown();
         throw err;
