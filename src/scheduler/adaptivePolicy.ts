@@ -71,9 +71,16 @@ export interface AdaptiveOptions {
    * there recomputes beyond the best-cached worker.
    */
   localJams?: boolean;
+  /**
+   * Sixth round: floor the fleet's weight by the fullest batch, the largest share of a worker's batch slots its
+   * sequences (running, waiting and this prompt) would take.
+   */
+  fullestBatch?: boolean;
 }
 
-export const ADAPTIVE_DEFAULTS: Readonly<AdaptiveOptions> = { queue: "steps-or-prompts", kvPressure: true, measuredWait: true, backedUpWait: true, localJams: true };
+export const ADAPTIVE_DEFAULTS: Readonly<AdaptiveOptions> = { queue: "steps-or-prompts", kvPressure: true, measuredWait: true, backedUpWait: true, localJams: true, fullestBatch: true };
+/** The fifth round's signals (slot wait estimated from decode time): kept to compare against. */
+export const ADAPTIVE_FIFTH_ROUND: Readonly<AdaptiveOptions> = { queue: "steps-or-prompts", kvPressure: true, measuredWait: true, backedUpWait: true, localJams: true };
 /** The fourth round's signals (--agentic's prefill term as Dynamo clamps it): kept to compare against. */
 export const ADAPTIVE_FOURTH_ROUND: Readonly<AdaptiveOptions> = { queue: "steps-or-prompts", kvPressure: true, measuredWait: true, backedUpWait: true, localJams: false };
 /** The third round's signals (no batch state): kept to compare against. */
@@ -149,6 +156,12 @@ export function kvShare(decodeBlocks: number, kvBlocks: number): number {
   return kvBlocks > 0 ? Math.min(1, decodeBlocks / kvBlocks) : 0;
 }
 
+/** Share of the worker's batch slots its sequences and this prompt would take, at most 1; 0 when it reports no slots. */
+export function slotShare(c: PolicyCandidate): number {
+  const b = c.batch;
+  return b !== undefined && b.slots > 0 ? Math.min(1, (b.running + b.waiting + 1) / b.slots) : 0;
+}
+
 /**
  * The prefill term (blocks, before prefill_load_scale) with two corrections to --agentic's
  * `max(0, queued + prompt - 2 x cached)` (fifth round, docs/simulation/policies.md):
@@ -176,7 +189,8 @@ export function adaptiveSelector(name: string, options: Readonly<AdaptiveOptions
       const view = candidates.map((c: PolicyCandidate) => ({ prefillTokens: c.load.prefillTokens, stepTokens: c.stepTokens ?? 0 }));
       const queued = queuedSteps(view, params.isl, options.queue);
       const waitMs = options.measuredWait ? upperMedian(candidates.map((c) => c.prefillWaitMs ?? 0)) : 0;
-      const fleet = Math.max(loadWeight(queued), Math.min(1, waitMs / MEASURED_WAIT_FULL_MS));
+      const fullest = options.fullestBatch ? candidates.reduce((a, c) => Math.max(a, slotShare(c)), 0) : 0;
+      const fleet = Math.max(loadWeight(queued), Math.min(1, waitMs / MEASURED_WAIT_FULL_MS), fullest);
       const p = { ...params, overlapScoreCredit: AGENTIC_WEIGHTS.overlapScoreCredit, prefillLoadScale: AGENTIC_WEIGHTS.prefillLoadScale };
       let pressed = 0;
       let backed = 0;
@@ -204,7 +218,7 @@ export function adaptiveSelector(name: string, options: Readonly<AdaptiveOptions
       });
       const unit = { steps: "engine steps", prompts: "prompts", "steps-or-prompts": "steps or prompts" }[options.queue];
       const kvNote = pressed > 0 ? `; ${pressed} worker${pressed === 1 ? "" : "s"} weighted up by KV pressure` : "";
-      const waitNote = options.measuredWait ? `, median prefill wait ${Math.round(waitMs)} ms` : "";
+      const waitNote = (options.measuredWait ? `, median prefill wait ${Math.round(waitMs)} ms` : "") + (fullest > 0 ? `, fullest batch ${Math.round(fullest * 100)}% of its slots` : "");
       const backedNote = backed > 0 ? `; ${backed} backed-up worker${backed === 1 ? "" : "s"} charged their wait for a batch slot` : "";
       const jamNote = jammed > 0 ? `; ${jammed} worker${jammed === 1 ? "" : "s"} charged a queue above the fleet's mean or a recompute in full` : "";
       const reason = `lowest cost at load weight ${fleet.toFixed(2)} (${queued.toFixed(2)} ${unit} of prefill queued per worker${waitNote}${kvNote}${backedNote}${jamNote})`;
