@@ -8,11 +8,13 @@
 // not yet reported prefilled; the router's clock is driven by hand). Since
 // the fifth round its cache credit no longer hides a worker's queue above the
 // fleet's mean, and a worker holding part of a prompt is charged at least the
-// blocks it would recompute. The expected choices are worked out by hand from
-// src/scheduler/adaptivePolicy.ts.
+// blocks it would recompute. Since the sixth round the fleet's load weight is
+// at least the fullest batch's share of its slots (RegisterWorker.max_num_seqs),
+// so sessions spread before a worker's batch fills. The expected choices are
+// worked out by hand from src/scheduler/adaptivePolicy.ts.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { ADAPTIVE_FIRST_ROUND, ADAPTIVE_FOURTH_ROUND, ADAPTIVE_SECOND_ROUND, IDLE_LOAD_WEIGHT, kvShare, loadWeight, upperMedian, queuedSteps } from "../src/scheduler/adaptivePolicy.js";
+import { ADAPTIVE_FIFTH_ROUND, ADAPTIVE_FIRST_ROUND, ADAPTIVE_FOURTH_ROUND, ADAPTIVE_SECOND_ROUND, IDLE_LOAD_WEIGHT, kvShare, loadWeight, slotShare, upperMedian, queuedSteps } from "../src/scheduler/adaptivePolicy.js";
 import { stored } from "./support/events.js";
 import { type TestRouter, startTestRouter, tokens, withTestRouter } from "./support/router.js";
 
@@ -194,6 +196,39 @@ describe("kv-adaptive's local jams (fifth round)", () => {
       const after = await choose(r, "kv-adaptive");
       assert.equal(after.worker, 1, "round 5 keeps the prompt on its cache");
       assert.deepEqual(after.logits, [[1, 8.4], [2, 21], [3, 41]]);
+    });
+  });
+});
+
+describe("kv-adaptive's fullest batch (sixth round)", () => {
+  it("a worker's batch share counts its running and waiting sequences and this prompt over its slots", () => {
+    const batch = (running: number, waiting: number, slots = 4) => ({ batch: { slots, running, waiting, reported: true } }) as never;
+    assert.deepEqual([slotShare(batch(2, 0)), slotShare(batch(4, 3)), slotShare(batch(0, 0, 64)), slotShare(batch(3, 0, 0)), slotShare({} as never)], [0.75, 1, 1 / 64, 0, 0]);
+  });
+
+  it("weighs the load by the fullest batch's share of its slots, however short the prefill queues, and follows the cache again once it drains", async () => {
+    const r5 = { r5: { type: "kv-adaptive" as const, adaptive: ADAPTIVE_FIFTH_ROUND } };
+    await withTestRouter({ blockSize: B, policyInstances: r5 }, async (r) => {
+      // Every worker runs at most 4 sequences; worker 1 caches 8 of the prompt's 10 blocks and decodes two
+      // 10-block requests (prefilled: no prefill queued anywhere, nothing waiting for its first token).
+      for (const id of [1, 2, 3]) await r.client.registerWorker({ workerId: BigInt(id), totalKvBlocks: 1000n, maxNumSeqs: 4n });
+      await r.client.sendEvents([stored(1, 1, tokens(32, 0), B, 100n)]);
+      for (const k of [1, 2]) await route(r, 1, `w1-${k}`, 40, 1000 * k, true);
+      // Round 5 reads an idle fleet, weight 0.1: w1 0 + 0.1 x (20 + 10 + 64 x 2) = 15.8; w2, w3 4 x 10 + 0.1 x 10 = 41.
+      const before = await choose(r, "r5");
+      assert.equal(before.worker, 1, "round 5 fills the cached worker's batch");
+      assert.deepEqual(before.logits, [[1, 15.8], [2, 41], [3, 41]]);
+      // Round 6: with this prompt worker 1 would run 3 of its 4 slots, weight 0.75: w1 0.75 x 158 = 118.5,
+      // w2 and w3 40 + 0.75 x 10 = 47.5.
+      const full = await choose(r, "kv-adaptive");
+      assert.notEqual(full.worker, 1, "round 6 spreads before the batch fills");
+      assert.deepEqual(full.logits.find(([w]) => w === 1), [1, 118.5]);
+      assert.match(full.reason, /load weight 0\.75 \(0\.00 steps or prompts of prefill queued per worker, median prefill wait 0 ms, fullest batch 75% of its slots\)/);
+      // One request finishes: 2 of 4 slots with this prompt, weight 0.5: w1 0.5 x (10 + 10 + 64) = 42 < 40 + 5 = 45.
+      await r.client.free("w1-2");
+      const drained = await choose(r, "kv-adaptive");
+      assert.equal(drained.worker, 1, "the cache again");
+      assert.deepEqual(drained.logits, [[1, 42], [2, 45], [3, 45]]);
     });
   });
 });

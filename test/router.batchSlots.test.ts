@@ -8,10 +8,12 @@
 // prefill blocks at the fleet's measured prefill speed and weighed as uncached
 // prefill (x prefill_load_scale 4), above the fleet's median such charge. The
 // router's clock is driven by hand; the expected choices are worked out by hand
-// from src/scheduler/adaptivePolicy.ts.
+// from src/scheduler/adaptivePolicy.ts. The sixth round also floors the fleet's load
+// weight by the fullest batch (test/router.adaptive.test.ts); these checks run the
+// fifth round's form (kv-adaptive-r5's signals), so the wait is seen on its own.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { ADAPTIVE_THIRD_ROUND, backedUpWaitMs, waitBlocks } from "../src/scheduler/adaptivePolicy.js";
+import { ADAPTIVE_FIFTH_ROUND, ADAPTIVE_THIRD_ROUND, backedUpWaitMs, waitBlocks } from "../src/scheduler/adaptivePolicy.js";
 import { ENGINE_BATCH_FRESH_MS, EngineBatches, backedUp, projectedBatch } from "../src/scheduler/engineBatch.js";
 import { DecodeTime, PrefillSpeed } from "../src/scheduler/prefillSpeed.js";
 import { stored } from "./support/events.js";
@@ -21,6 +23,7 @@ const B = 4;
 /** A 10-block prompt; worker 1 holds its first 8 blocks. */
 const PROMPT = tokens(40, 0);
 const SLOTS = 4;
+const R5 = { r5: { type: "kv-adaptive" as const, adaptive: ADAPTIVE_FIFTH_ROUND } };
 
 async function choose(r: TestRouter, policy: string) {
   const d = await r.client.findBestWorker({ tokenIds: PROMPT, explain: true, workerSelectionPolicy: policy });
@@ -64,7 +67,7 @@ describe("an engine's batch", () => {
 describe("kv-adaptive and the engine's batch (over gRPC)", () => {
   it("moves a prompt off a cached worker whose batch is full with requests waiting, not off one busy with a prefill, nor when the whole fleet waits", async () => {
     let t = 1_000_000;
-    const r3 = { r3: { type: "kv-adaptive" as const, adaptive: ADAPTIVE_THIRD_ROUND } };
+    const r3 = { r3: { type: "kv-adaptive" as const, adaptive: ADAPTIVE_THIRD_ROUND }, ...R5 };
     const r = await startTestRouter({ blockSize: B, policyInstances: r3 }, { now: () => t });
     try {
       for (const id of [1n, 2n, 3n]) await r.client.registerWorker({ workerId: id, maxNumBatchedTokens: 20n, totalKvBlocks: 1000n, maxNumSeqs: BigInt(SLOTS) });
@@ -77,13 +80,13 @@ describe("kv-adaptive and the engine's batch (over gRPC)", () => {
       await r.client.free("probe");
 
       // Idle, weight 0.1. w1: 4 x max(0, 10 - 2 x 8) + 0.1 x 10 = 1; w2, w3: 4 x 10 + 0.1 x 10 = 41.
-      const idle = await choose(r, "kv-adaptive");
+      const idle = await choose(r, "r5");
       assert.deepEqual([idle.worker, idle.logits[0]], [1, [1, 1]]);
 
       // Worker 1's engine: all 4 slots running, 3 waiting. A prompt there starts after 4 releases, one every
       // 100 / 4 = 25 ms: 100 ms, which prefills 100 tokens = 25 blocks, x 4 = 100 blocks. The fleet's median charge is 0.
       await r.client.keepAlive(1n, [{ dpRank: 0, running: SLOTS, waiting: 3 }]);
-      const full = await choose(r, "kv-adaptive");
+      const full = await choose(r, "r5");
       assert.notEqual(full.worker, 1, "a backed-up home: recomputing the prompt elsewhere is cheaper than its wait");
       assert.match(full.reason, /1 backed-up worker charged their wait for a batch slot/);
       assert.deepEqual(full.logits.find(([w]) => w === 1), [1, 101]);
@@ -91,23 +94,23 @@ describe("kv-adaptive and the engine's batch (over gRPC)", () => {
 
       // The same queue with free slots (a prefill ahead, no full batch): the next prompt starts within steps.
       await r.client.keepAlive(1n, [{ dpRank: 0, running: 1, waiting: 3 }]);
-      const prefilling = await choose(r, "kv-adaptive");
+      const prefilling = await choose(r, "r5");
       assert.deepEqual([prefilling.worker, prefilling.logits[0]], [1, [1, 1]]);
 
       // Every worker backed up alike: the prompt waits wherever it goes; only a wait above the median is charged.
       for (const id of [1n, 2n, 3n]) await r.client.keepAlive(id, [{ dpRank: 0, running: SLOTS, waiting: 3 }]);
-      const everywhere = await choose(r, "kv-adaptive");
+      const everywhere = await choose(r, "r5");
       assert.deepEqual([everywhere.worker, everywhere.logits[0]], [1, [1, 1]]);
 
       // Worker 1 the most backed up (7 waiting: 200 blocks) against 100 elsewhere: charged the 100 above the median.
       await r.client.keepAlive(1n, [{ dpRank: 0, running: SLOTS, waiting: 7 }]);
-      const worst = await choose(r, "kv-adaptive");
+      const worst = await choose(r, "r5");
       assert.notEqual(worst.worker, 1);
       assert.deepEqual(worst.logits.find(([w]) => w === 1), [1, 101]);
 
       // Reports stop: after 3 s the router's own count stands in, and it has routed nothing to worker 1.
       t += ENGINE_BATCH_FRESH_MS + 1;
-      assert.equal((await choose(r, "kv-adaptive")).worker, 1);
+      assert.equal((await choose(r, "r5")).worker, 1);
 
       // A report for a rank the worker did not register is refused.
       await assert.rejects(r.client.keepAlive(1n, [{ dpRank: 5, running: 1, waiting: 0 }]), /INVALID_ARGUMENT.*dp_rank 5/);
@@ -118,7 +121,7 @@ describe("kv-adaptive and the engine's batch (over gRPC)", () => {
 
   it("without engine reports, counts the requests it routed: past the slots they wait", async () => {
     let t = 1_000_000;
-    const r = await startTestRouter({ blockSize: B }, { now: () => t });
+    const r = await startTestRouter({ blockSize: B, policyInstances: R5 }, { now: () => t });
     try {
       for (const id of [1n, 2n, 3n]) await r.client.registerWorker({ workerId: id, maxNumBatchedTokens: 1000n, totalKvBlocks: 1000n, maxNumSeqs: 2n });
       await r.client.sendEvents([stored(1, 1, tokens(32, 0), B, 100n)]);
@@ -133,12 +136,12 @@ describe("kv-adaptive and the engine's batch (over gRPC)", () => {
         await r.client.markPrefillCompleted(`w1-${k}`);
       }
       // Wait (1 + 1) x 100 / 2 = 100 ms = 100 blocks charged; w1 = 1 + 0.1 x (3 + 192) + 100 > 41.
-      const d = await choose(r, "kv-adaptive");
+      const d = await choose(r, "r5");
       assert.notEqual(d.worker, 1);
       assert.match(d.reason, /1 backed-up worker charged/);
       // One finishes: two run, none waits; the cache wins again (w1 = 1 + 0.1 x (2 + 128) = 14).
       await r.client.free("w1-3");
-      assert.equal((await choose(r, "kv-adaptive")).worker, 1);
+      assert.equal((await choose(r, "r5")).worker, 1);
     } finally {
       await r.close();
     }
