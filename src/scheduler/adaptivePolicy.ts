@@ -23,6 +23,14 @@
 //   prefill only up to the fleet's mean queue, and a worker's prefill term is
 //   at least the blocks the prompt would recompute there beyond the
 //   best-cached worker (jamAwarePrefillBlocks).
+// - the fullest batch (sixth round): the largest share of a worker's batch
+//   slots (max_num_seqs) its sequences, running and waiting, and this prompt
+//   would take is a floor on the fleet's weight. Cached long sessions queue
+//   little prefill, so the queue and the measured wait read an idle fleet
+//   while the sessions' turns fill one worker's batch and then wait there for
+//   a slot (seconds, not steps); the load terms must count before the batch
+//   is full, not once it is. The share is the engine's own yardstick: no
+//   constant. A worker that reports no slots adds nothing.
 // Weight w = max(fleet weight, the worker's KV share). The prefill side uses
 // the weights of Dynamo's --agentic preset (a cached block earns twice its
 // prefill, uncached prefill weighs four decode blocks); the preset's decode
@@ -156,7 +164,10 @@ export function kvShare(decodeBlocks: number, kvBlocks: number): number {
   return kvBlocks > 0 ? Math.min(1, decodeBlocks / kvBlocks) : 0;
 }
 
-/** Share of the worker's batch slots its sequences and this prompt would take, at most 1; 0 when it reports no slots. */
+/**
+ * Share of the worker's batch slots its sequences (running and waiting, as the engine reports them or
+ * the router projects them) and this prompt would take, at most 1; 0 when it reports no slots.
+ */
 export function slotShare(c: PolicyCandidate): number {
   const b = c.batch;
   return b !== undefined && b.slots > 0 ? Math.min(1, (b.running + b.waiting + 1) / b.slots) : 0;
