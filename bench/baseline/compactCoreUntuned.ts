@@ -296,7 +296,7 @@ export class CompactCore {
     this.nHi = emptyArray(Uint32Array, shared);
     this.nTab = emptyArray(Uint32Array, shared);
     this.publisher =
-      opts.share && new NodePublisher(opts.share, () => ({ nTab: this.nTab, nLo: this.nLo, nHi: this.nHi, ...this.holders.views() }));
+      opts.share && new NodePublisher(opts.share, () => ({ nTab: this.nTab, nBits: this.nBits, nLo: this.nLo, nHi: this.nHi, ...this.holders.views() }));
     this.holders = new HolderSets(this.publisher);
     // Blocks are often shared by several workers: node arrays and the node table start at half the entries and
     // grow if needed (each growth of the node arrays during a fill copies them and leaves garbage to collect).

@@ -15,7 +15,10 @@
 //   second cold store;
 // - nodes: one per sequence hash held by at least one worker, with its local
 //   hash and the set of slots holding it (holderSets.ts: memory in proportion
-//   to the holders; find_matches intersects these along the prompt);
+//   to the holders; find_matches intersects these along the prompt). A chain
+//   stored into fresh nodes takes consecutive numbers: only its first node
+//   (a head) goes into the node table, the others (links) are found from the
+//   node before them (see nLink);
 // - per-slot state (exists, block count, last event id) lives in SlotTable,
 //   which may sit in a SharedArrayBuffer so the main thread reads it directly.
 import { emptyArray, grown, sameKind } from "../util/typedArrays.js";
@@ -33,6 +36,7 @@ import {
   recordWords,
 } from "./records.js";
 import { createSequenceChainer } from "../hashing/sequenceChain.js";
+import { seqHash32, seqOut } from "../hashing/sequence.js";
 import { HolderSets, SLOT_BITS } from "./holderSets.js";
 import { ColdPairs } from "./coldPairs.js";
 import { NodePublisher, type NodeSharing } from "./sharedNodes.js";
@@ -44,6 +48,10 @@ export const SLOT_LIMIT = 1 << SLOT_BITS;
 /** Multiplier of the (node, slot) keys of `extra`: above SLOT_LIMIT, and node * it stays below 2^53. */
 const SLOT_KEY_SPACE = 1 << 21;
 const TWO32 = 4294967296;
+/** A chain's previous node, when there is none: the block is a root. */
+const ROOT = -1;
+/** A chain's previous node, when the parent's entry is not held here: it cannot be known. */
+const UNKNOWN = -2;
 
 /** Parent modes (the low bits of eMeta): no parent; the parent is the list predecessor's external hash; the parent hash is in the cold store. */
 const P_NONE = 0;
@@ -138,8 +146,8 @@ function mix(a: number, b: number, c: number): number {
  * table from another thread (so it stops after one lap even if concurrent
  * changes kept it from meeting an empty bucket).
  */
-export function findNodeIn(tab: Uint32Array, nLo: Uint32Array, nHi: Uint32Array, lo: number, hi: number): number {
-  return probeNodes(tab, 32 - Math.clz32(tab.length), tab.length / TWO32, nLo, nHi, lo, hi);
+export function findNodeIn(tab: Uint32Array, bits: number, nLo: Uint32Array, nHi: Uint32Array, lo: number, hi: number): number {
+  return probeNodes(tab, bits, tab.length / TWO32, nLo, nHi, lo, hi);
 }
 
 /** findNodeIn() with the table's index bits and home scale given (the core keeps them). */
@@ -179,18 +187,16 @@ function grownTo(size: number, need: number, most: number, factor: number): numb
 const NODE_GROWTH = 1.25;
 const TABLE_GROWTH = 1.5;
 /**
- * The node table is first sized for this many nodes per entry of the initial
- * capacity (--max-blocks): one bucket per entry at 3/4 load. The index bench's
- * 1 M-entry fills make 0.69 (random prefixes) and 0.70 (Mooncake) nodes per
- * entry, so a table sized for half rehashed once during the fill (every node
- * re-inserted: about 7% of it) and ended at this size anyway. Starting here
- * costs a more shared workload at most 1.33 bytes per entry (a third of a
- * bucket). The node arrays still start at half the entries and grow by a
- * quarter: starting them at 0.75 too measured no clear gain (0-3%, within the
- * noise) and would cost a shared workload up to 6.3 bytes per entry
- * (docs/indexer.md, "Touch pass and node presize").
+ * The node table is first sized for this many heads per entry of the initial
+ * capacity (--max-blocks), at 3/4 load. It holds only heads (see nLink): the
+ * index bench's 1 M-entry fills make 0.70 nodes per entry, but only 5,057
+ * (Mooncake) and 8,172 (random prefixes) heads, under 1% of the entries.
+ * Starting at a thirty-second leaves room for four times that before the
+ * table grows, for a sixth of a byte per entry. The node arrays start at half
+ * the entries and grow by a quarter (docs/indexer.md, "Touch pass and node
+ * presize").
  */
-const NODE_TABLE_PER_ENTRY = 0.75;
+const NODE_TABLE_PER_ENTRY = 1 / 32;
 /** Blocks of a stored event chained per call (the chainer's memory holds 24 bytes a block). */
 const CHAIN_BLOCKS = 4096;
 
@@ -267,6 +273,25 @@ export class CompactCore {
   /** Live nodes: distinct sequence hashes held by at least one worker. */
   nodes = 0;
   /**
+   * 1 = a link: a node made as the chain child of node v - 1 (the next block
+   * of a chain stored into fresh nodes), kept out of the node table and
+   * found from v - 1 by successor(). Every lookup of a stored block starts
+   * from its parent's node, so it meets the link there; a link whose parent
+   * node is freed goes into the table (freeNode). Per block of a fresh chain
+   * this saves the table insert (a cache miss), and the table holds only
+   * heads: a few percent of the nodes (docs/indexer.md, "Links").
+   */
+  private nLink = new Uint8Array(0);
+  /** Nodes in the node table (heads); the others are links. */
+  heads = 0;
+  private links = 0;
+  /**
+   * False once a store whose hashes the core cannot check (a restore's own
+   * sequence hashes, a routed store) had to look a hash up with no parent
+   * to start from: every link went into the table then, and no more are made.
+   */
+  private linking = true;
+  /**
    * Laid out as the entry table: any number of buckets, home = high bits of
    * the hash scaled to the size, a bucket holds (low hash bits << nBits) |
    * (node + 1), 0 = empty. Sized by the nodes, at most the entry capacity
@@ -307,7 +332,7 @@ export class CompactCore {
     this.nHi = emptyArray(Uint32Array, shared);
     this.nTab = emptyArray(Uint32Array, shared);
     this.publisher =
-      opts.share && new NodePublisher(opts.share, () => ({ nTab: this.nTab, nLo: this.nLo, nHi: this.nHi, ...this.holders.views() }));
+      opts.share && new NodePublisher(opts.share, () => ({ nTab: this.nTab, nBits: this.nBits, nLo: this.nLo, nHi: this.nHi, ...this.holders.views() }));
     this.holders = new HolderSets(this.publisher);
     // Blocks are often shared by several workers: node arrays start at half the entries, the node table at
     // NODE_TABLE_PER_ENTRY of them, and both grow if needed (each growth during a fill copies the arrays or
@@ -448,7 +473,7 @@ export class CompactCore {
       for (let i = 0, q = q0, k = 0; i < m; i++, q += 4, k += 2) {
         const xLo = w[q];
         const xHi = w[q + 1];
-        prevNode = this.hold(slot, xLo, xHi, seq[k], seq[k + 1], w[q + 2], w[q + 3], hasParent, pLo, pHi, stamp + from + i, prevNode);
+        prevNode = this.hold(slot, xLo, xHi, seq[k], seq[k + 1], w[q + 2], w[q + 3], hasParent, pLo, pHi, stamp + from + i, prevNode, true);
         hasParent = true;
         pLo = xLo;
         pHi = xHi;
@@ -465,8 +490,9 @@ export class CompactCore {
     let pLo = w[b + 1];
     let pHi = w[b + 2];
     const n = w[b + 3];
+    let prev = !hasParent ? ROOT : this.parentNodeOf(slot, pLo, pHi);
     for (let i = 0, q = b + 4; i < n; i++, q += 6) {
-      this.hold(slot, w[q], w[q + 1], w[q + 4], w[q + 5], w[q + 2], w[q + 3], hasParent, pLo, pHi, stamp + i, -1);
+      prev = this.hold(slot, w[q], w[q + 1], w[q + 4], w[q + 5], w[q + 2], w[q + 3], hasParent, pLo, pHi, stamp + i, prev, false);
       hasParent = true;
       pLo = w[q];
       pHi = w[q + 1];
@@ -478,11 +504,12 @@ export class CompactCore {
     let hasParent = false;
     let pLo = 0;
     let pHi = 0;
+    let prev = ROOT;
     for (let i = 0; i < n; i++) {
       const lo = w[b + 1 + 2 * i];
       const hi = w[b + 2 + 2 * i];
-      // Routed blocks have no engine id: the sequence hash stands in for it.
-      this.hold(slot, lo, hi, lo, hi, lo, hi, hasParent, pLo, pHi, stamp + i, -1);
+      // Routed blocks have no engine id: the sequence hash stands in for it (and for the local hash).
+      prev = this.hold(slot, lo, hi, lo, hi, lo, hi, hasParent, pLo, pHi, stamp + i, prev, false);
       hasParent = true;
       pLo = lo;
       pHi = hi;
@@ -620,10 +647,8 @@ export class CompactCore {
   nodeHashes(): Uint32Array<ArrayBuffer> {
     const out = new Uint32Array(this.nodes * 2);
     let k = 0;
-    const idx = (1 << this.nBits) - 1;
-    for (let b = 0; b < this.nTab.length; b++) {
-      if (this.nTab[b] === 0) continue;
-      const v = (this.nTab[b] & idx) - 1;
+    for (let v = 0; v < this.nTop; v++) {
+      if (this.holders.isEmpty(v)) continue;
       out[k++] = this.nLo[v];
       out[k++] = this.nHi[v];
     }
@@ -652,6 +677,7 @@ export class CompactCore {
       ["node: sequence hash", this.nLo.byteLength + this.nHi.byteLength],
       ["node: local hash", this.nLocLo.byteLength + this.nLocHi.byteLength],
       ["node: holder sets", this.holders.bytes()],
+      ["node: link flag", this.nLink.byteLength],
       ["node table", this.nTab.byteLength],
       ["per slot: list ends and stamps", this.perSlotBytes()],
     ];
@@ -734,11 +760,21 @@ export class CompactCore {
     pLo: number,
     pHi: number,
     stamp: number,
-    /** The chain's previous node (-1: none): its successor is tried before the node table. */
+    /** The chain's previous node (ROOT: none; UNKNOWN: not held here): its successor is tried before the node table. */
     prevNode: number,
+    /** The sequence hash was chained here from prevNode's (else the caller's: see nodeFor). */
+    chainedHere: boolean,
   ): number {
     const held = this.findEntry(slot, xLo, xHi);
-    if (held >= 0) return this.eNode[held]; // duplicate store: idempotent
+    if (held >= 0) {
+      // A duplicate store is idempotent. The chain goes on from the node of (sLo, sHi), which is not the
+      // entry's when the block was first stored under another parent (none: the next block cannot be a link).
+      const node = this.eNode[held];
+      if (this.nLo[node] === sLo && this.nHi[node] === sHi) return node;
+      const next = prevNode >= 0 ? this.successor(prevNode, sLo, sHi) : -1;
+      const found = next >= 0 ? next : this.findNode(sLo, sHi);
+      return found >= 0 ? found : chainedHere ? ROOT : UNKNOWN;
+    }
     // Where that probe stopped: the new entry's bucket, unless the table changes first.
     const missTab = this.eTab;
     const missBucket = this.missBucket;
@@ -771,7 +807,7 @@ export class CompactCore {
     this.entries++;
     this.slots.count[slot]++;
     const next = prevNode >= 0 ? this.successor(prevNode, sLo, sHi) : -1;
-    const node = next >= 0 ? next : this.nodeFor(sLo, sHi, lLo, lHi);
+    const node = next >= 0 ? next : this.nodeFor(sLo, sHi, lLo, lHi, prevNode, chainedHere);
     this.eNode[e] = node;
     if (this.nLocLo[node] !== lLo || this.nLocHi[node] !== lHi) {
       this.coldLocals.set(e, lLo, lHi, this.eCap);
@@ -1007,12 +1043,23 @@ export class CompactCore {
     return next < this.nTop && this.nLo[next] === lo && this.nHi[next] === hi && !this.holders.isEmpty(next) ? next : -1;
   }
 
-  /** The node of sequence hash (lo, hi), made (with local hash (locLo, locHi)) if there is none. */
-  private nodeFor(lo: number, hi: number, locLo: number, locHi: number): number {
-    const found = this.findNode(lo, hi);
+  /**
+   * The node of sequence hash (lo, hi), made (with local hash (locLo, locHi))
+   * if there is none; `prev`'s successor was tried already. A link of (lo,
+   * hi) would be prev's successor when (lo, hi) is prev's hash chained with
+   * the local hash: always so when the caller chained it (`chainedHere`). A
+   * restore's own hashes and routed ones are checked here; where they do not
+   * chain from prev, a link elsewhere could hold (lo, hi), and every link goes
+   * into the table for good (tableEveryLink). Only hashes chained here make
+   * links.
+   */
+  private nodeFor(lo: number, hi: number, locLo: number, locHi: number, prev: number, chainedHere: boolean): number {
+    let found = this.findNode(lo, hi);
     if (found >= 0) return found;
-    if ((this.nodes + 1) * 4 > this.nTab.length * 3) {
-      this.rehashNodes(grownTo(this.nTab.length, Math.ceil(((this.nodes + 1) * 4) / 3) + 1, Math.ceil((this.eCap * 4) / 3) + 2, TABLE_GROWTH));
+    if (!chainedHere && this.links > 0 && !this.chainsFrom(prev, lo, hi, locLo, locHi)) {
+      this.tableEveryLink();
+      found = this.findNode(lo, hi);
+      if (found >= 0) return found;
     }
     let v: number;
     if (this.nFree >= 0) {
@@ -1027,9 +1074,46 @@ export class CompactCore {
     this.nHi[v] = hi;
     this.nLocLo[v] = locLo;
     this.nLocHi[v] = locHi;
-    this.putNode(v, mix(lo, hi, 0));
+    if (chainedHere && this.linking && prev >= 0 && v === prev + 1) {
+      this.nLink[v] = 1;
+      this.links++;
+    } else this.putHead(v);
     this.nodes++;
     return v;
+  }
+
+  /** Whether (lo, hi) is the sequence hash of local hash (locLo, locHi) under node `prev` (ROOT: none; UNKNOWN: cannot tell). */
+  private chainsFrom(prev: number, lo: number, hi: number, locLo: number, locHi: number): boolean {
+    if (prev === UNKNOWN) return false;
+    if (prev === ROOT) return lo === locLo && hi === locHi;
+    seqHash32(this.nLo[prev], this.nHi[prev], locLo, locHi);
+    return seqOut.lo === lo && seqOut.hi === hi;
+  }
+
+  /** The node of the slot's entry for external hash (lo, hi), or UNKNOWN. */
+  private parentNodeOf(slot: number, lo: number, hi: number): number {
+    const e = this.slots.exists[slot] === 1 && this.owned.has(slot) ? this.findEntry(slot, lo, hi) : -1;
+    return e >= 0 ? this.eNode[e] : UNKNOWN;
+  }
+
+  /** Puts node v into the node table (growing it first if full). */
+  private putHead(v: number): void {
+    if ((this.heads + 1) * 4 > this.nTab.length * 3) {
+      this.rehashNodes(grownTo(this.nTab.length, Math.ceil(((this.heads + 1) * 4) / 3) + 1, Math.ceil((this.eCap * 4) / 3) + 2, TABLE_GROWTH));
+    }
+    this.putNode(v, mix(this.nLo[v], this.nHi[v], 0));
+    this.heads++;
+  }
+
+  /** Every link into the node table, and no more links: lookups with no parent to start from find every node. */
+  private tableEveryLink(): void {
+    this.linking = false;
+    for (let v = 0; v < this.nTop && this.links > 0; v++) {
+      if (this.nLink[v] === 0) continue;
+      this.nLink[v] = 0;
+      this.links--;
+      this.putHead(v);
+    }
   }
 
   private putNode(v: number, h: number): void {
@@ -1040,9 +1124,22 @@ export class CompactCore {
   }
 
   private freeNode(v: number): void {
-    this.publisher?.tableChanging();
-    this.removeBucket(this.nTab, (mix(this.nLo[v], this.nHi[v], 0) * this.nScale) >>> 0, (1 << this.nBits) - 1, v, true);
-    this.publisher?.tableChanged();
+    if (this.nLink[v] === 1) {
+      this.nLink[v] = 0;
+      this.links--;
+    } else {
+      this.publisher?.tableChanging();
+      this.removeBucket(this.nTab, (mix(this.nLo[v], this.nHi[v], 0) * this.nScale) >>> 0, (1 << this.nBits) - 1, v, true);
+      this.publisher?.tableChanged();
+      this.heads--;
+    }
+    // A link of v is found from v: with v gone, it goes into the table.
+    const child = v + 1;
+    if (child < this.nTop && this.nLink[child] === 1) {
+      this.nLink[child] = 0;
+      this.links--;
+      this.putHead(child);
+    }
     this.nodes--;
     this.nLo[v] = this.nFree < 0 ? 0x7fffffff : this.nFree;
     this.nFree = v;
@@ -1054,8 +1151,11 @@ export class CompactCore {
     this.nHi = grown(this.nHi, cap);
     this.nLocLo = grown(this.nLocLo, cap);
     this.nLocHi = grown(this.nLocHi, cap);
+    this.nLink = grown(this.nLink, cap);
     this.holders.grow(cap);
     this.nCap = cap;
+    // A bucket holds node + 1 in its index bits: more nodes than those bits hold re-pack the table.
+    if (this.nTab.length > 0 && 32 - Math.clz32(cap) > this.nBits) this.rehashNodes(this.nTab.length);
     this.publisher?.relocated();
   }
 
@@ -1064,7 +1164,8 @@ export class CompactCore {
     const old = this.nTab;
     const oldIdx = (1 << this.nBits) - 1;
     this.nTab = sameKind(old, buckets);
-    this.nBits = 32 - Math.clz32(buckets);
+    // The index bits hold any node + 1 (the table holds only heads: it may have fewer buckets than nodes).
+    this.nBits = 32 - Math.clz32(Math.max(buckets, this.nCap));
     this.nScale = buckets / TWO32;
     for (let b = 0; b < old.length; b++) {
       if (old[b] === 0) continue;

@@ -29,6 +29,8 @@ export const SHARED_HEADER_WORDS = 2;
 export interface NodeViews {
   gen: number;
   nTab: Uint32Array;
+  /** The node table's index bits (a bucket holds node + 1 in them). */
+  nBits: number;
   nLo: Uint32Array;
   nHi: Uint32Array;
   kind: Uint8Array;

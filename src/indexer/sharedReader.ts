@@ -104,7 +104,7 @@ export class SharedNodeReader {
     for (let i = 0; i < SPINS; i++) {
       const t = Atomics.load(this.header, TABLE_VERSION);
       if ((t & 1) !== 0) continue;
-      const node = findNodeIn(v.nTab, v.nLo, v.nHi, lo, hi);
+      const node = findNodeIn(v.nTab, v.nBits, v.nLo, v.nHi, lo, hi);
       if (node >= 0) return node;
       if (Atomics.load(this.header, TABLE_VERSION) === t) return ABSENT;
     }
