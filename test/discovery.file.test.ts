@@ -3,30 +3,19 @@
 // directories under the root, one file per key named by the percent-encoded
 // key, published through a `.tmp_` file and a link, kept alive by touching.
 import assert from "node:assert/strict";
-import { linkSync, mkdirSync, mkdtempSync, renameSync, rmSync, unlinkSync, utimesSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, renameSync, rmSync, unlinkSync, utimesSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import type { DynamoDiscovery } from "../src/discovery/dynamoDiscovery.js";
 import { MAX_RECORD_BYTES, fileNameOfKey, keyOfFileName } from "../src/discovery/fileStore.js";
 import { dynamoDiscoverySources } from "../src/cli/discoveryFlags.js";
-import { COMPONENT, ENDPOINT, NS, instanceValue } from "./support/dynamo.js";
+import { COMPONENT, ENDPOINT, NS, instanceValue, dynamoInsert } from "./support/dynamo.js";
 import { type TestRouter, startTestRouter, tokens } from "./support/router.js";
 import { waitFor } from "./support/wait.js";
 
 const TTL_MS = 1_500;
 
-/** Writes a key as Dynamo's FileStore Directory::insert does (temp file, then hard link for revision 0). */
-function dynamoInsert(root: string, bucket: string, relativeKey: string, value: string): string {
-  const dir = join(root, bucket);
-  mkdirSync(dir, { recursive: true });
-  const temp = join(dir, `.tmp_${Math.floor(Math.random() * 2 ** 52).toString(16).padStart(16, "0")}`);
-  writeFileSync(temp, value);
-  const path = join(dir, fileNameOfKey(relativeKey));
-  linkSync(temp, path);
-  unlinkSync(temp);
-  return path;
-}
 
 function registerWorker(root: string, instanceId: bigint): string {
   return dynamoInsert(root, "v1/instances", `${NS}/${COMPONENT}/${ENDPOINT}/${instanceId.toString(16)}`, instanceValue(instanceId));

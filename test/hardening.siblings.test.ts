@@ -4,17 +4,16 @@
 // publisher (test/python/dynamo_zmq_publisher.py, sending exactly Dynamo's
 // frames), Dynamo's file store in a real directory, gRPC, HTTP.
 import assert from "node:assert/strict";
-import { linkSync, mkdirSync, mkdtempSync, rmSync, unlinkSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { StorageTier } from "../gen/kvrouter/v1/router_pb.js";
 import type { DynamoDiscovery } from "../src/discovery/dynamoDiscovery.js";
-import { fileNameOfKey } from "../src/discovery/fileStore.js";
 import { dynamoDiscoverySources } from "../src/cli/discoveryFlags.js";
 import { localBlockHash } from "../src/hashing/blockHash.js";
 import type { DynamoZmqEventPlane } from "../src/sources/dynamoZmq/dynamoZmqSource.js";
-import { COMPONENT, ENDPOINT, NS, DynamoZmqPublisher, cardValue, channelValue, instanceValue, routerStoredEvent } from "./support/dynamo.js";
+import { COMPONENT, ENDPOINT, NS, DynamoZmqPublisher, cardValue, channelValue, instanceValue, routerStoredEvent, dynamoInsert } from "./support/dynamo.js";
 import { removed, stored } from "./support/events.js";
 import { type TestRouter, startTestRouter, tokens } from "./support/router.js";
 import { waitFor } from "./support/wait.js";
@@ -27,15 +26,6 @@ after(async () => {
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
 
-/** Writes a key as Dynamo's FileStore does (temp file, then a hard link). */
-function dynamoInsert(root: string, bucket: string, relativeKey: string, value: string): void {
-  const dir = join(root, bucket);
-  mkdirSync(dir, { recursive: true });
-  const temp = join(dir, `.tmp_${Math.floor(Math.random() * 2 ** 52).toString(16).padStart(16, "0")}`);
-  writeFileSync(temp, value);
-  linkSync(temp, join(dir, fileNameOfKey(relativeKey)));
-  unlinkSync(temp);
-}
 
 async function startDynamoRouter(server: { maxWorkerRanks?: number } = {}, router: { maxDpRanks?: number } = {}) {
   const root = mkdtempSync(join(tmpdir(), "kvr-siblings-"));

@@ -8,15 +8,14 @@
 // (test/python/dynamo_zmq_publisher.py with test/python/dynamo_fpm.py, from
 // Dynamo's definitions) sends exactly Dynamo's frames.
 import assert from "node:assert/strict";
-import { linkSync, mkdirSync, mkdtempSync, rmSync, unlinkSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { dynamoDiscoverySources } from "../src/cli/discoveryFlags.js";
-import { fileNameOfKey } from "../src/discovery/fileStore.js";
 import { FPM_TOPIC } from "../src/protocols/forwardPassMetrics.js";
 import type { DynamoZmqEventPlane } from "../src/sources/dynamoZmq/dynamoZmqSource.js";
-import { COMPONENT, ENDPOINT, NS, DynamoZmqPublisher, type FpmSpec, cardValue, endpointChannel, instanceValue } from "./support/dynamo.js";
+import { COMPONENT, ENDPOINT, NS, DynamoZmqPublisher, type FpmSpec, cardValue, endpointChannel, instanceValue, dynamoInsert } from "./support/dynamo.js";
 import { type TestRouter, startTestRouter } from "./support/router.js";
 import { waitFor } from "./support/wait.js";
 
@@ -27,15 +26,6 @@ after(async () => {
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
 
-/** Writes a key as Dynamo's FileStore does (temp file, then a hard link). */
-function dynamoInsert(root: string, bucket: string, relativeKey: string, value: string): void {
-  const dir = join(root, bucket);
-  mkdirSync(dir, { recursive: true });
-  const temp = join(dir, `.tmp_${Math.floor(Math.random() * 2 ** 52).toString(16).padStart(16, "0")}`);
-  writeFileSync(temp, value);
-  linkSync(temp, join(dir, fileNameOfKey(relativeKey)));
-  unlinkSync(temp);
-}
 
 const WORKER = 0x7a11n;
 const KEY = `${WORKER}:0`;

@@ -5,9 +5,24 @@
 // the struct's fields as declared); docs/dynamo.md cites each.
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import { linkSync, mkdirSync, unlinkSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
+import { fileNameOfKey } from "../../src/discovery/fileStore.js";
 import { stringifyJson } from "../../src/protocols/routerEventCodec.js";
+
+/** Writes a key as Dynamo's FileStore does (a temp file, then a hard link): the file's path. */
+export function dynamoInsert(root: string, bucket: string, relativeKey: string, value: string): string {
+  const dir = join(root, bucket);
+  mkdirSync(dir, { recursive: true });
+  const temp = join(dir, `.tmp_${Math.floor(Math.random() * 2 ** 52).toString(16).padStart(16, "0")}`);
+  writeFileSync(temp, value);
+  const path = join(dir, fileNameOfKey(relativeKey));
+  linkSync(temp, path);
+  unlinkSync(temp);
+  return path;
+}
 
 export const NS = "dynamo";
 export const COMPONENT = "backend";
