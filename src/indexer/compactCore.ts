@@ -1018,7 +1018,7 @@ export class CompactCore {
       const v = tab[j];
       if (v === 0) break;
       const k = (v & idx) - 1;
-      const home = nodes ? (mix(this.nLo[k], this.nHi[k], 0) * this.nScale) >>> 0 : (this.entryHash(k) * this.eScale) >>> 0;
+      const home = nodes ? (this.nodeHash(k) * this.nScale) >>> 0 : (this.entryHash(k) * this.eScale) >>> 0;
       if (i <= j ? i < home && home <= j : i < home || home <= j) continue;
       tab[i] = v;
       i = j;
@@ -1027,6 +1027,11 @@ export class CompactCore {
   }
 
   // ---- nodes -------------------------------------------------------------
+
+  /** Node v's table hash (its sequence hash mixed), as entryHash is an entry's. */
+  private nodeHash(v: number): number {
+    return mix(this.nLo[v], this.nHi[v], 0);
+  }
 
   private findNode(lo: number, hi: number): number {
     return probeNodes(this.nTab, this.nBits, this.nScale, this.nLo, this.nHi, lo, hi);
@@ -1101,7 +1106,7 @@ export class CompactCore {
     if ((this.heads + 1) * 4 > this.nTab.length * 3) {
       this.rehashNodes(grownTo(this.nTab.length, Math.ceil(((this.heads + 1) * 4) / 3) + 1, Math.ceil((this.eCap * 4) / 3) + 2, TABLE_GROWTH));
     }
-    this.putNode(v, mix(this.nLo[v], this.nHi[v], 0));
+    this.putNode(v, this.nodeHash(v));
     this.heads++;
   }
 
@@ -1129,7 +1134,7 @@ export class CompactCore {
       this.links--;
     } else {
       this.publisher?.tableChanging();
-      this.removeBucket(this.nTab, (mix(this.nLo[v], this.nHi[v], 0) * this.nScale) >>> 0, (1 << this.nBits) - 1, v, true);
+      this.removeBucket(this.nTab, (this.nodeHash(v) * this.nScale) >>> 0, (1 << this.nBits) - 1, v, true);
       this.publisher?.tableChanged();
       this.heads--;
     }
@@ -1170,7 +1175,7 @@ export class CompactCore {
     for (let b = 0; b < old.length; b++) {
       if (old[b] === 0) continue;
       const v = (old[b] & oldIdx) - 1;
-      this.putNode(v, mix(this.nLo[v], this.nHi[v], 0));
+      this.putNode(v, this.nodeHash(v));
     }
     this.publisher?.relocated();
   }
