@@ -3,7 +3,10 @@
 // 1. IngestKvEvents throughput with token ids and with tokens_hash, next to
 //    the transport floor (a bare grpc-js server that only counts the bytes,
 //    with the HTTP/2 receive windows kv-router sets, and once more with
-//    grpc-js's own 64 KB ones) and the naive stub, all in the same run;
+//    grpc-js's own 64 KB ones) and the naive stub, all in the same run:
+//    cold (the first `blocks` into a fresh server: V8 still compiling, the
+//    index growing from its start) and steady (the same server after a
+//    round of that size, several rounds timed; steadyIngest below);
 // 2. FindBestWorker latency (4096 tokens) while ingest runs at 50% and 90%
 //    of the router's measured capacity, next to the idle figure;
 // 3. ingest and query throughput at 1, 2, 4, 8 threads, with the core count.
@@ -32,6 +35,8 @@ export interface IngestBenchConfig {
   queryCalls: number;
   /** Router configurations measured under paced ingest: [index shards, ingest threads, applies (ingestServers.ts)]. */
   underIngest: ([number, number] | [number, number, string])[];
+  /** Steady-state ingest: rounds of `blocks` timed after one warm-up round, fresh servers per target; more --max-blocks bounds to compare. */
+  steady: { timedRounds: number; servers: number; otherMaxBlocks?: number[] };
 }
 
 interface Server {
@@ -81,6 +86,71 @@ export async function throughput(args: string[], traffic: IngestTraffic): Promis
   } finally {
     await server.stop();
   }
+}
+
+/** One fresh server taking each round in turn, each on a stream of its own: stored blocks per second of every round. */
+export async function roundsIntoOneServer(args: string[], rounds: readonly IngestTraffic[]): Promise<number[]> {
+  const server = await spawnServer(args);
+  try {
+    const rates: number[] = [];
+    for (const t of rounds) rates.push(t.blocks / (await sendAll(server.port, t.messages)));
+    return rates;
+  } finally {
+    await server.stop();
+  }
+}
+
+/** `rounds` rounds of `blocks` fresh blocks each, every round on 64 workers of its own (worker ids from 100,000). */
+export function steadyTraffic(blocks: number, withTokens: boolean, rounds: number): IngestTraffic[] {
+  return Array.from({ length: rounds }, (_, r) => ingestTraffic(blocks, withTokens, 31 + r, 100_000 + 1000 * r));
+}
+
+/**
+ * Ingest of a running router: each server first takes one round of `blocks` (V8 compiles the hot
+ * path, the index's tables grow), then `timedRounds` more, each to fresh workers; per target the
+ * median of the timed rounds of all its servers, the first round kept beside it. Targets: the floor,
+ * the router as the CLI starts it on this machine, and the same with --max-blocks as an operator
+ * sets it (the fleet's cache capacity in blocks: here every worker holds what it stored, so the
+ * bound is the blocks the server takes in all its rounds; nothing is evicted and the index is sized once).
+ */
+export async function runSteadyIngest(cfg: Pick<IngestBenchConfig, "blocks" | "steady">, log: (msg: string) => void) {
+  const cores = availableParallelism();
+  const { timedRounds, servers } = cfg.steady;
+  const maxBlocks = cfg.blocks * (1 + timedRounds);
+  const targets = [
+    { name: "floor (bare grpc-js, counts bytes)", args: ["floor"] },
+    { name: "router, defaults", args: ["router", "defaults"] },
+    { name: "router, defaults, --max-blocks sized to the fleet", args: ["router", "defaults", `--max-blocks=${maxBlocks}`] },
+    ...(cfg.steady.otherMaxBlocks ?? []).map((n) => ({ name: `router, defaults, --max-blocks ${n}`, args: ["router", "defaults", `--max-blocks=${n}`] })),
+  ];
+  const steady: Record<string, unknown> = {
+    cores,
+    blocksPerRound: cfg.blocks,
+    timedRounds,
+    servers,
+    maxBlocks,
+    measures: `per server one warm-up round of ${cfg.blocks} blocks, then ${timedRounds} timed rounds of ${cfg.blocks} fresh blocks on fresh workers; median of the timed rounds of ${servers} server(s)`,
+  };
+  for (const withTokens of [true, false]) {
+    const payload = withTokens ? "token_ids" : "tokens_hash";
+    log(`gRPC ingest, steady state (${payload}): ${servers} server(s) per target, 1 + ${timedRounds} rounds of ${cfg.blocks} blocks (${cores} cores)`);
+    const rounds = steadyTraffic(cfg.blocks, withTokens, 1 + timedRounds);
+    const runs = new Map<string, number[][]>();
+    // Targets alternate within each repetition, so a noisy minute hits all of them.
+    for (let s = 0; s < servers; s++) {
+      for (const t of targets) runs.set(t.name, [...(runs.get(t.name) ?? []), await roundsIntoOneServer(t.args, rounds)]);
+    }
+    const timed = (name: string) => runs.get(name)!.flatMap((r) => r.slice(1));
+    const floor = median(timed(targets[0].name));
+    const row: Record<string, unknown> = {};
+    for (const t of targets) {
+      const v = median(timed(t.name));
+      const first = median(runs.get(t.name)!.map((r) => r[0]));
+      row[t.name] = { blocksPerSec: v, vsFloor: v / floor, firstRoundBlocksPerSec: first, steadyVsFirstRound: v / first, args: t.args, rounds: runs.get(t.name) };
+    }
+    steady[payload] = row;
+  }
+  return steady;
 }
 
 /** Stored blocks per second into a fresh server, the lists streamed at once on connections of their own. */
@@ -172,6 +242,9 @@ export async function runIngestBench(cfg: IngestBenchConfig, log: (msg: string) 
     }
   }
   const grpcIngest: Record<string, unknown> = {
+    cores,
+    // token_ids and tokens_hash below: the cold figure (their keys kept from before steadyIngest existed).
+    measures: `token_ids, tokens_hash: the first ${cfg.blocks} blocks into a fresh server (after 8 warm-up messages of 512 blocks), median of ${cfg.rounds} servers`,
     blocks: cfg.blocks,
     bytesPerBlock: { token_ids: tokens.bytes / tokens.blocks, tokens_hash: hashes.bytes / hashes.blocks },
   };
@@ -185,6 +258,7 @@ export async function runIngestBench(cfg: IngestBenchConfig, log: (msg: string) 
     }
     grpcIngest[payload] = row;
   }
+  grpcIngest.steadyIngest = await runSteadyIngest(cfg, log);
   // In-process: the hot-path decoder (wire bytes -> hashed flat batch) against protobuf-es + convert.ts.
   const decoder = new IngestDecoder(64);
   const decodeRuns = { hotPath: [] as number[], protobufEs: [] as number[] };

@@ -1,6 +1,7 @@
 // The servers the gRPC ingest benchmarks drive, each in a process of its own
 // (so the client's work does not share the server's thread), started as
-//   node --import tsx bench/ingestServers.ts floor|floor-64k|naive|router [indexShards] [ingestThreads] [wait|decoded|asked]
+//   node --import tsx bench/ingestServers.ts floor|floor-64k|naive|router [indexShards|defaults] [ingestThreads] [wait|decoded|asked] [--max-blocks=N]
+// ("defaults": index shards and ingest threads as the CLI picks them for this machine's cores)
 // ("wait": index shards apply each ingest batch before the next is decoded, the baseline of queued applies)
 // Each prints "PORT <n>" once serving and exits when its stdin closes.
 // - floor:  a bare grpc-js server answering IngestKvEvents with an identity
@@ -9,6 +10,7 @@
 // - floor-64k: the same with grpc-js's own 64 KB windows.
 // - naive:  a ~50-line stub (proto-loader objects, a Map of sequence hashes).
 // - router: kv-router itself (startServer, as the CLI runs it).
+import { availableParallelism } from "node:os";
 import { fileURLToPath } from "node:url";
 import { xxh3 } from "@node-rs/xxhash";
 import * as grpc from "@grpc/grpc-js";
@@ -17,6 +19,7 @@ import { KV_HASH_SEED, sequenceHash } from "../src/hashing/blockHash.js";
 import { DEFAULT_ROUTER_CONFIG } from "../src/router/types.js";
 import { DEFAULT_FLOW_CONTROL_WINDOW, HTTP2_DEFAULT_WINDOW, raiseReceiveWindows } from "../src/server/flowControl.js";
 import { type ServerOptions, startServer } from "../src/app/startServer.js";
+import { defaultIndexerShards, defaultIngestThreads } from "../src/cli/options.js";
 import { BLOCK } from "./workload.js";
 
 export const INGEST_PATH = "/kvrouter.v1.KvRouterService/IngestKvEvents";
@@ -110,11 +113,12 @@ export function startBenchRouter(opts: Partial<Omit<ServerOptions, "router">> = 
  * `applies`: "wait" (each batch waits for the shards), "decoded" (queued, decoded on the main thread), else raw
  * messages to the shards; "asked": as the default, but queries ask the shard threads instead of reading their memory.
  */
-async function router(indexerShards: number, ingestThreads: number, applies: string | undefined): Promise<number> {
+async function router(indexerShards: number, ingestThreads: number, applies: string | undefined, maxBlocks: number | undefined): Promise<number> {
   return (
     await startBenchRouter({
       indexerShards,
       ingestThreads,
+      maxBlocks,
       pipelineIngest: applies !== "wait",
       rawIngest: applies !== "decoded",
       indexSharedReads: applies === "asked" ? false : undefined,
@@ -123,13 +127,20 @@ async function router(indexerShards: number, ingestThreads: number, applies: str
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  const [kind, shards, threads, applies] = process.argv.slice(2);
+  // Options (--max-blocks=N) may stand anywhere; the rest are positional.
+  const argv = process.argv.slice(2);
+  const maxBlocksArg = argv.find((a) => a.startsWith("--max-blocks="));
+  const maxBlocks = maxBlocksArg === undefined ? undefined : Number(maxBlocksArg.slice("--max-blocks=".length));
+  if (maxBlocks !== undefined && !(Number.isInteger(maxBlocks) && maxBlocks > 0)) throw new Error(`bench server: bad ${maxBlocksArg}`);
+  const [kind, shards, threads, applies] = argv.filter((a) => !a.startsWith("--"));
   const servers: Record<string, () => Promise<number>> = {
     floor: () => floor(DEFAULT_FLOW_CONTROL_WINDOW),
     "floor-64k": () => floor(HTTP2_DEFAULT_WINDOW),
     naive,
   };
-  const port = await (servers[kind] ?? (() => router(Number(shards ?? 0), Number(threads ?? 0), applies)))();
+  const cores = availableParallelism();
+  const [nShards, nThreads] = shards === "defaults" ? [defaultIndexerShards(cores), defaultIngestThreads(cores)] : [Number(shards ?? 0), Number(threads ?? 0)];
+  const port = await (servers[kind] ?? (() => router(nShards, nThreads, applies, maxBlocks)))();
   process.stdout.write(`PORT ${port}\n`);
   process.stdin.resume();
   process.stdin.on("end", () => process.exit(0));
