@@ -207,7 +207,7 @@ for (const payload of ["token_ids", "tokens_hash"]) {
   for (const [k, v] of Object.entries(s[payload] as Record<string, any>)) {
     rows.push([
       `gRPC ingest, ${s.cores} cores`,
-      `IngestKvEvents ${payload} blocks/s, steady: median of ${s.timedRounds} rounds x ${s.servers} after ${f(s.blocksPerRound)} (first round)`,
+      `IngestKvEvents ${payload} blocks/s, steady: median of ${s.timedRounds}x${s.servers} rounds after one (first round)`,
       k === "router, defaults, --max-blocks sized to the fleet" ? `router, defaults, --max-blocks ${s.maxBlocks}` : k,
       `${f(v.blocksPerSec)} (${f(v.firstRoundBlocksPerSec)})`,
       `${f(v.vsFloor, 2)}x floor, ${f(v.steadyVsFirstRound, 2)}x its first round`,
