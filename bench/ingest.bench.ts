@@ -88,18 +88,6 @@ export async function throughput(args: string[], traffic: IngestTraffic): Promis
   }
 }
 
-/** One fresh server taking each round in turn, each on a stream of its own: stored blocks per second of every round. */
-export async function roundsIntoOneServer(args: string[], rounds: readonly IngestTraffic[]): Promise<number[]> {
-  const server = await spawnServer(args);
-  try {
-    const rates: number[] = [];
-    for (const t of rounds) rates.push(t.blocks / (await sendAll(server.port, t.messages)));
-    return rates;
-  } finally {
-    await server.stop();
-  }
-}
-
 /** `rounds` rounds of `blocks` fresh blocks each, every round on 64 workers of its own (worker ids from 100,000). */
 export function steadyTraffic(blocks: number, withTokens: boolean, rounds: number): IngestTraffic[] {
   return Array.from({ length: rounds }, (_, r) => ingestTraffic(blocks, withTokens, 31 + r, 100_000 + 1000 * r));
@@ -107,11 +95,13 @@ export function steadyTraffic(blocks: number, withTokens: boolean, rounds: numbe
 
 /**
  * Ingest of a running router: each server first takes one round of `blocks` (V8 compiles the hot
- * path, the index's tables grow), then `timedRounds` more, each to fresh workers; per target the
- * median of the timed rounds of all its servers, the first round kept beside it. Targets: the floor,
- * the router as the CLI starts it on this machine, and the same with --max-blocks as an operator
- * sets it (the fleet's cache capacity in blocks: here every worker holds what it stored, so the
- * bound is the blocks the server takes in all its rounds; nothing is evicted and the index is sized once).
+ * path, the index's tables grow), then `timedRounds` more, each to fresh workers. One server per
+ * target at a time, the targets taking each round in turn, so a noisy second hits them all; per
+ * target the median of the timed rounds of all its servers, and the median of its per-round ratios
+ * to the floor's same round (paired). Targets: the floor, the router as the CLI starts it on this
+ * machine, and the same with --max-blocks as an operator sets it: the fleet's cache capacity in
+ * blocks. Here every worker keeps what it stored, so that is the blocks the server takes in all its
+ * rounds: nothing is evicted and the index is sized once.
  */
 export async function runSteadyIngest(cfg: Pick<IngestBenchConfig, "blocks" | "steady">, log: (msg: string) => void) {
   const cores = availableParallelism();
@@ -129,24 +119,34 @@ export async function runSteadyIngest(cfg: Pick<IngestBenchConfig, "blocks" | "s
     timedRounds,
     servers,
     maxBlocks,
-    measures: `per server one warm-up round of ${cfg.blocks} blocks, then ${timedRounds} timed rounds of ${cfg.blocks} fresh blocks on fresh workers; median of the timed rounds of ${servers} server(s)`,
+    measures: `per server one warm-up round of ${cfg.blocks} blocks, then ${timedRounds} timed rounds of ${cfg.blocks} fresh blocks on fresh workers, the targets taking each round in turn; median of the timed rounds of ${servers} server(s) per target`,
   };
   for (const withTokens of [true, false]) {
     const payload = withTokens ? "token_ids" : "tokens_hash";
     log(`gRPC ingest, steady state (${payload}): ${servers} server(s) per target, 1 + ${timedRounds} rounds of ${cfg.blocks} blocks (${cores} cores)`);
     const rounds = steadyTraffic(cfg.blocks, withTokens, 1 + timedRounds);
-    const runs = new Map<string, number[][]>();
-    // Targets alternate within each repetition, so a noisy minute hits all of them.
+    // rates[target][server][round], blocks per second.
+    const rates = targets.map(() => [] as number[][]);
     for (let s = 0; s < servers; s++) {
-      for (const t of targets) runs.set(t.name, [...(runs.get(t.name) ?? []), await roundsIntoOneServer(t.args, rounds)]);
+      const started: Server[] = [];
+      try {
+        for (const t of targets) started.push(await spawnServer(t.args));
+        targets.forEach((_, i) => rates[i].push([]));
+        for (const r of rounds) {
+          for (const [i, server] of started.entries()) rates[i][s].push(r.blocks / (await sendAll(server.port, r.messages)));
+        }
+      } finally {
+        await Promise.all(started.map((server) => server.stop()));
+      }
     }
-    const timed = (name: string) => runs.get(name)!.flatMap((r) => r.slice(1));
-    const floor = median(timed(targets[0].name));
+    const timed = (i: number) => rates[i].flatMap((r) => r.slice(1));
+    const floor = median(timed(0));
     const row: Record<string, unknown> = {};
-    for (const t of targets) {
-      const v = median(timed(t.name));
-      const first = median(runs.get(t.name)!.map((r) => r[0]));
-      row[t.name] = { blocksPerSec: v, vsFloor: v / floor, firstRoundBlocksPerSec: first, steadyVsFirstRound: v / first, args: t.args, rounds: runs.get(t.name) };
+    for (const [i, t] of targets.entries()) {
+      const v = median(timed(i));
+      const first = median(rates[i].map((r) => r[0]));
+      const paired = median(rates[i].flatMap((r, s) => r.slice(1).map((x, k) => x / rates[0][s][k + 1])));
+      row[t.name] = { blocksPerSec: v, vsFloor: v / floor, vsFloorPaired: paired, firstRoundBlocksPerSec: first, steadyVsFirstRound: v / first, args: t.args, rounds: rates[i] };
     }
     steady[payload] = row;
   }

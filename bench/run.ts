@@ -210,7 +210,7 @@ for (const payload of ["token_ids", "tokens_hash"]) {
       `IngestKvEvents ${payload} blocks/s, steady: median of ${s.timedRounds}x${s.servers} rounds after one (first round)`,
       k === "router, defaults, --max-blocks sized to the fleet" ? `router, defaults, --max-blocks ${s.maxBlocks}` : k,
       `${f(v.blocksPerSec)} (${f(v.firstRoundBlocksPerSec)})`,
-      `${f(v.vsFloor, 2)}x floor, ${f(v.steadyVsFirstRound, 2)}x its first round`,
+      `${f(v.vsFloor, 2)}x floor (paired by round ${f(v.vsFloorPaired, 2)}x), ${f(v.steadyVsFirstRound, 2)}x its first round`,
     ]);
   }
 }

@@ -22,7 +22,7 @@ console.log(`gRPC ingest, steady state, blocks/s: median of ${timedRounds} round
 for (const payload of ["token_ids", "tokens_hash"]) {
   for (const [name, v] of Object.entries(steady[payload] as Record<string, any>)) {
     const rounds = (v.rounds as number[][]).map((r) => r.map((x) => (x / 1e6).toFixed(2)).join(" ")).join(" | ");
-    console.log(`  ${payload.padEnd(12)} ${name.padEnd(52)} ${(v.blocksPerSec / 1e6).toFixed(2)} M  ${v.vsFloor.toFixed(2)}x floor  first round ${(v.firstRoundBlocksPerSec / 1e6).toFixed(2)} M  rounds ${rounds}`);
+    console.log(`  ${payload.padEnd(12)} ${name.padEnd(52)} ${(v.blocksPerSec / 1e6).toFixed(2)} M  ${v.vsFloor.toFixed(2)}x floor (paired ${v.vsFloorPaired.toFixed(2)}x)  first round ${(v.firstRoundBlocksPerSec / 1e6).toFixed(2)} M  rounds ${rounds}`);
   }
 }
 if (process.argv[4]) writeFileSync(process.argv[4], JSON.stringify(result, null, 2) + "\n");
