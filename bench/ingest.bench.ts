@@ -95,8 +95,8 @@ export function steadyTraffic(blocks: number, withTokens: boolean, rounds: numbe
 
 /**
  * Ingest of a running router: each server first takes one round of `blocks` (V8 compiles the hot
- * path, the index's tables grow), then `timedRounds` more, each to fresh workers. One server per
- * target at a time, the targets taking each round in turn, so a noisy second hits them all; per
+ * path, the index's tables grow), then `timedRounds` more, each to fresh workers. Each repetition
+ * starts one server per target side by side, and the targets take each round in turn, so a noisy second hits them all; per
  * target the median of the timed rounds of all its servers, and the median of its per-round ratios
  * to the floor's same round (paired). Targets: the floor, the router as the CLI starts it on this
  * machine, and the same with --max-blocks as an operator sets it: the fleet's cache capacity in
@@ -244,7 +244,7 @@ export async function runIngestBench(cfg: IngestBenchConfig, log: (msg: string) 
   const grpcIngest: Record<string, unknown> = {
     cores,
     // token_ids and tokens_hash below: the cold figure (their keys kept from before steadyIngest existed).
-    measures: `token_ids, tokens_hash: the first ${cfg.blocks} blocks into a fresh server (after 8 warm-up messages of 512 blocks), median of ${cfg.rounds} servers`,
+    measures: `token_ids, tokens_hash: the first ${cfg.blocks} blocks into a fresh server (after 16 warm-up messages of 512 blocks, 8 with token ids and 8 with tokens_hash, to other workers), median of ${cfg.rounds} servers`,
     blocks: cfg.blocks,
     bytesPerBlock: { token_ids: tokens.bytes / tokens.blocks, tokens_hash: hashes.bytes / hashes.blocks },
   };
