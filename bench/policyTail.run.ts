@@ -38,18 +38,28 @@ const policies = values.policies.split(",") as PolicyName[];
 interface AtRoute {
   policy: string;
   decision?: RouteDecision;
-  /** Per engine: running, waiting, prefill tokens queued or in progress (uncached estimate = whole prompts). */
-  engines: { running: number; waiting: number; queuedTokens: number }[];
+  /**
+   * Per engine: running, waiting, prefill tokens queued or in progress (whole prompts), and the same
+   * less what the engine's cache holds now of each queued prompt's prefix (what it would prefill if it started now).
+   */
+  engines: { running: number; waiting: number; queuedTokens: number; uncachedTokens: number }[];
 }
 const atRoute = new Map<string, AtRoute>();
 let current: AtRoute | undefined;
 
 const engineState = (e: SimEngine) => {
   // Private fields, read for this diagnostic only.
-  const x = e as unknown as { queue: { record: { request: SimRequest } }[]; queueHead: number; prefillRemaining: number; prefilling: unknown };
+  const x = e as unknown as { queue: { record: { request: SimRequest } }[]; queueHead: number; prefillRemaining: number; prefilling: unknown; cache: Map<number, unknown> };
   let queuedTokens = x.prefilling ? x.prefillRemaining : 0;
-  for (let i = x.queueHead; i < x.queue.length; i++) queuedTokens += x.queue[i].record.request.inputLength;
-  return { running: e.running, waiting: e.waiting, queuedTokens };
+  let uncachedTokens = queuedTokens;
+  for (let i = x.queueHead; i < x.queue.length; i++) {
+    const req = x.queue[i].record.request;
+    queuedTokens += req.inputLength;
+    let hit = 0;
+    while (hit < req.keys.length && x.cache.has(req.keys[hit])) hit++;
+    uncachedTokens += req.inputLength - hit * PLAN_BLOCK;
+  }
+  return { running: e.running, waiting: e.waiting, queuedTokens, uncachedTokens };
 };
 
 const choose = KvPolicy.prototype.choose;
@@ -107,7 +117,7 @@ for (const { result: r, records } of result.policies) {
   const slow = [...records].sort((a, b) => ttft(b) - ttft(a)).slice(0, Math.max(1, Math.round(records.length * Number(values.top))));
   const counts = { moved: 0, stayed: 0, first: 0, backedUp: 0 };
   let sums = { router: 0, engine: 0, prefill: 0 };
-  console.log("ttft s | router q | engine q | prefill | uncached tok | prompt tok | worker | prev | batch run/wait | queued tok ahead | min queued tok elsewhere | chosen: overlap, prefill, decode blocks, logit | prev: same | reason");
+  console.log("arrival s | ttft s | router q | engine q | prefill | uncached tok | prompt tok | worker | prev | batch run/wait | queued tok ahead (uncached now) | min queued tok elsewhere (uncached now) | chosen: overlap, prefill, decode blocks, logit | prev: same | reason");
   for (const rec of slow) {
     const at = atRoute.get(`${r.policy}\u0000${rec.request.id}`);
     const d = at?.decision ?? lateDecisions.get(rec.request.id);
@@ -117,16 +127,16 @@ for (const { result: r, records } of result.policies) {
     else counts.moved++;
     const e = at?.engines[rec.worker];
     if (e !== undefined && e.running >= PLAN_BASE.engine.maxBatch && e.waiting > 0) counts.backedUp++;
-    const others = at?.engines.filter((_, i) => i !== rec.worker).map((x) => x.queuedTokens) ?? [];
+    const others = at?.engines.filter((_, i) => i !== rec.worker) ?? [];
     const routerQ = rec.queuedMs - rec.request.arrivalMs;
     const engineQ = rec.prefillStartMs - rec.queuedMs;
     const prefill = rec.firstTokenMs - rec.prefillStartMs;
     sums = { router: sums.router + routerQ, engine: sums.engine + engineQ, prefill: sums.prefill + prefill };
     if (slow.indexOf(rec) < Number(values.rows)) {
       console.log(
-        [fmt(ttft(rec)), fmt(routerQ), fmt(engineQ), fmt(prefill), rec.request.inputLength - rec.hitBlocks * PLAN_BLOCK, rec.request.inputLength, rec.worker,
-          prev === undefined ? "-" : prev === rec.worker ? "same" : prev, e ? `${e.running}/${e.waiting}` : "?", e?.queuedTokens ?? "?",
-          others.length ? Math.min(...others) : "?", scoreOf(d, rec.worker), prev === undefined || prev === rec.worker ? "" : scoreOf(d, prev), d?.reason ?? ""].join(" | "),
+        [fmt(rec.request.arrivalMs), fmt(ttft(rec)), fmt(routerQ), fmt(engineQ), fmt(prefill), rec.request.inputLength - rec.hitBlocks * PLAN_BLOCK, rec.request.inputLength, rec.worker,
+          prev === undefined ? "-" : prev === rec.worker ? "same" : prev, e ? `${e.running}/${e.waiting}` : "?", e ? `${e.queuedTokens} (${e.uncachedTokens})` : "?",
+          others.length ? `${Math.min(...others.map((o) => o.queuedTokens))} (${Math.min(...others.map((o) => o.uncachedTokens))})` : "?", scoreOf(d, rec.worker), prev === undefined || prev === rec.worker ? "" : scoreOf(d, prev), d?.reason ?? ""].join(" | "),
       );
     }
   }

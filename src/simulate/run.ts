@@ -8,7 +8,7 @@ import type { IndexEvent } from "../protocols/events.js";
 import type { RouterConfig } from "../router/types.js";
 import { type EngineListener, type EngineParams, type RequestRecord, SimEngine, type SimRequest } from "./engine.js";
 import { type LoadSamples, type PolicyResult, summarize } from "./metrics.js";
-import { type Dispatch, type Policy, type PolicyName, makePolicy } from "./policies.js";
+import { type Dispatch, type Policy, type PolicyName, type PolicyOptions, makePolicy } from "./policies.js";
 import type { AdmissionConfig } from "../router/admissionQueue.js";
 import { type TraceRequest, expandTokens, MOONCAKE_BLOCK_TOKENS } from "./trace.js";
 
@@ -33,6 +33,8 @@ export interface SimOptions {
   burst?: number;
   /** Simulated clients give up after this long in a router's queue (default: never). */
   clientDeadlineMs?: number;
+  /** Builds policies the simulator has no name for (design runs of new forms); undefined falls back to makePolicy. */
+  makeExtra?: (name: string, opts: PolicyOptions) => Policy | undefined;
 }
 
 export interface PolicyRunData {
@@ -212,18 +214,19 @@ export function simulate(trace: readonly TraceRequest[], opts: SimOptions, onPro
   const sampleMs = opts.sampleMs ?? Math.max(1, span / 300);
   const timelines = opts.policies.map((name) => {
     const timeline = new FleetTimeline(sampleMs);
+    const policyOptions: PolicyOptions = {
+      router: opts.router,
+      admission: opts.admission,
+      maxNumBatchedTokens: opts.engine.maxNumBatchedTokens,
+      totalKvBlocks: Number.isFinite(opts.engine.kvBlocks) ? opts.engine.kvBlocks : 0,
+      maxNumSeqs: opts.engine.maxBatch,
+      clientDeadlineMs: opts.clientDeadlineMs,
+      workers: opts.workers,
+      seed: opts.seed,
+      clock: timeline.clock,
+    };
     timeline.fleet = new PolicyFleet(
-      makePolicy(name, {
-        router: opts.router,
-        admission: opts.admission,
-        maxNumBatchedTokens: opts.engine.maxNumBatchedTokens,
-        totalKvBlocks: Number.isFinite(opts.engine.kvBlocks) ? opts.engine.kvBlocks : 0,
-        maxNumSeqs: opts.engine.maxBatch,
-        clientDeadlineMs: opts.clientDeadlineMs,
-        workers: opts.workers,
-        seed: opts.seed,
-        clock: timeline.clock,
-      }),
+      opts.makeExtra?.(name, policyOptions) ?? makePolicy(name, policyOptions),
       opts.workers,
       opts.engine,
       opts.workerSpeeds,
