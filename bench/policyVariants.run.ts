@@ -6,7 +6,7 @@
 // try forms on seeds already seen.
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
-import { ADAPTIVE_DEFAULTS, ADAPTIVE_SIXTH_ROUND, type AdaptiveOptions } from "../src/scheduler/adaptivePolicy.js";
+import { ADAPTIVE_DEFAULTS, ADAPTIVE_SEVENTH_ROUND, type AdaptiveOptions } from "../src/scheduler/adaptivePolicy.js";
 import type { RouterConfig } from "../src/router/types.js";
 import type { Capacity } from "../src/simulate/capacity.js";
 import { type FamilyName, familyTrace } from "../src/simulate/families.js";
@@ -21,15 +21,16 @@ interface Variant {
 }
 
 const VARIANTS: Record<string, Variant> = {
-  r6: { adaptive: ADAPTIVE_SIXTH_ROUND },
-  // the seventh round's form, serve's default: the sixth's without the slot-wait charge
-  r7: { adaptive: ADAPTIVE_DEFAULTS },
-  "no-slot-wait": { adaptive: { ...ADAPTIVE_SIXTH_ROUND, backedUpWait: false } },
-  "no-predict": { adaptive: ADAPTIVE_SIXTH_ROUND, router: { predictedTtlMs: 0 } },
-  ttl5: { adaptive: ADAPTIVE_SIXTH_ROUND, router: { predictedTtlMs: 5000 } },
-  ttl10: { adaptive: ADAPTIVE_SIXTH_ROUND, router: { predictedTtlMs: 10_000 } },
-  "ns-ttl10": { adaptive: { ...ADAPTIVE_SIXTH_ROUND, backedUpWait: false }, router: { predictedTtlMs: 10_000 } },
-  "no-jams": { adaptive: { ...ADAPTIVE_SIXTH_ROUND, localJams: false } },
+  // the sixth round's form, serve's default
+  r6: { adaptive: ADAPTIVE_DEFAULTS },
+  // the seventh round's candidate: the sixth's without the slot-wait charge
+  r7: { adaptive: ADAPTIVE_SEVENTH_ROUND },
+  "no-slot-wait": { adaptive: { ...ADAPTIVE_DEFAULTS, backedUpWait: false } },
+  "no-predict": { adaptive: ADAPTIVE_DEFAULTS, router: { predictedTtlMs: 0 } },
+  ttl5: { adaptive: ADAPTIVE_DEFAULTS, router: { predictedTtlMs: 5000 } },
+  ttl10: { adaptive: ADAPTIVE_DEFAULTS, router: { predictedTtlMs: 10_000 } },
+  "ns-ttl10": { adaptive: { ...ADAPTIVE_DEFAULTS, backedUpWait: false }, router: { predictedTtlMs: 10_000 } },
+  "no-jams": { adaptive: { ...ADAPTIVE_DEFAULTS, localJams: false } },
 };
 
 const { values } = parseArgs({

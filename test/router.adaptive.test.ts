@@ -10,11 +10,13 @@
 // fleet's mean, and a worker holding part of a prompt is charged at least the
 // blocks it would recompute. Since the sixth round the fleet's load weight is
 // at least the fullest batch's share of its slots (RegisterWorker.max_num_seqs),
-// so sessions spread before a worker's batch fills. The expected choices are
-// worked out by hand from src/scheduler/adaptivePolicy.ts.
+// so sessions spread before a worker's batch fills. The seventh round's candidate
+// (selectable as a kv-adaptive instance with ADAPTIVE_SEVENTH_ROUND, not the default)
+// drops the fourth round's charge for the wait for a batch slot. The expected choices are worked out by hand from
+// src/scheduler/adaptivePolicy.ts.
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { ADAPTIVE_FIFTH_ROUND, ADAPTIVE_FIRST_ROUND, ADAPTIVE_FOURTH_ROUND, ADAPTIVE_SECOND_ROUND, IDLE_LOAD_WEIGHT, kvShare, loadWeight, slotShare, upperMedian, queuedSteps } from "../src/scheduler/adaptivePolicy.js";
+import { ADAPTIVE_FIFTH_ROUND, ADAPTIVE_FIRST_ROUND, ADAPTIVE_FOURTH_ROUND, ADAPTIVE_SECOND_ROUND, ADAPTIVE_SEVENTH_ROUND, IDLE_LOAD_WEIGHT, kvShare, loadWeight, slotShare, upperMedian, queuedSteps } from "../src/scheduler/adaptivePolicy.js";
 import { stored } from "./support/events.js";
 import { type TestRouter, startTestRouter, tokens, withTestRouter } from "./support/router.js";
 
@@ -230,6 +232,41 @@ describe("kv-adaptive's fullest batch (sixth round)", () => {
       assert.equal(drained.worker, 1, "the cache again");
       assert.deepEqual(drained.logits, [[1, 42], [2, 45], [3, 45]]);
     });
+  });
+});
+
+describe("kv-adaptive without the slot-wait charge (seventh round's candidate)", () => {
+  it("weighs a full batch by the fleet's load weight only, where the default also charges the wait for a slot", async () => {
+    let t = 1_000_000;
+    const r7 = { r7: { type: "kv-adaptive" as const, adaptive: ADAPTIVE_SEVENTH_ROUND } };
+    const r = await startTestRouter({ blockSize: B, policyInstances: r7 }, { now: () => t });
+    try {
+      // Three workers of 4 slots; worker 1 caches 8 of the prompt's 10 blocks. One request times the fleet:
+      // 80 uncached tokens prefilled in 80 ms (1 ms per token), then 100 ms of decode.
+      for (const id of [1n, 2n, 3n]) await r.client.registerWorker({ workerId: id, maxNumBatchedTokens: BigInt(STEP), totalKvBlocks: 1000n, maxNumSeqs: 4n });
+      await r.client.sendEvents([stored(1, 1, tokens(32, 0), B, 100n)]);
+      await r.client.findBestWorker({ tokenIds: tokens(80, 500_000), requestId: "probe", allowedWorkers: [{ workerId: 2n }] });
+      t += 80;
+      await r.client.markPrefillCompleted("probe");
+      t += 100;
+      await r.client.free("probe");
+      // Worker 1's engine: all 4 slots running, 3 waiting. The fullest batch (8 of 4 slots with this prompt) sets the
+      // load weight to 1 for both forms: w1 4 x max(0, 10 - 2 x 8) + 1 x 10 = 10; w2, w3 4 x 10 + 10 = 50.
+      await r.client.keepAlive(1n, [{ dpRank: 0, running: 4, waiting: 3 }]);
+      // The default (round 6) adds the slot wait: 4 releases at 100 / 4 ms each = 100 ms = 25 blocks of prefill,
+      // x 4 = 100: w1 110.
+      const before = await choose(r, "kv-adaptive");
+      assert.notEqual(before.worker, 1, "the default moves the prompt off its cache");
+      assert.deepEqual(before.logits.find(([w]) => w === 1), [1, 110]);
+      assert.match(before.reason, /1 backed-up worker charged their wait for a batch slot/);
+      // Round 7's candidate does not: the prompts waiting there are a prefill queue the prefill term already prices.
+      const after = await choose(r, "r7");
+      assert.equal(after.worker, 1, "round 7 keeps the cache");
+      assert.deepEqual(after.logits, [[1, 10], [2, 50], [3, 50]]);
+      assert.match(after.reason, /load weight 1\.00 .*fullest batch 100% of its slots\)$/);
+    } finally {
+      await r.close();
+    }
   });
 });
 

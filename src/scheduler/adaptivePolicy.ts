@@ -86,17 +86,17 @@ export interface AdaptiveOptions {
   fullestBatch?: boolean;
 }
 
+export const ADAPTIVE_DEFAULTS: Readonly<AdaptiveOptions> = { queue: "steps-or-prompts", kvPressure: true, measuredWait: true, backedUpWait: true, localJams: true, fullestBatch: true };
 /**
- * Seventh round: the sixth round's signals without the fourth round's slot-wait charge. Since the fullest
- * batch floors the load weight, sessions spread before a batch fills, so the charge only fired where every
- * batch was full and prompts queued behind prefill (rag's bursts of shared documents): there the waiting
- * prompts are the prefill queue the prefill term already charges, and the decode time it was priced from
- * stretches with every prefill chunk, so it pushed prompts off their cached workers and added prefill
- * to an overloaded fleet (docs/simulation/policies.md, round 7).
+ * The seventh round's candidate, not the default: the sixth round's signals without the fourth round's
+ * slot-wait charge. Since the fullest batch floors the load weight, sessions spread before a batch fills,
+ * and on the design seeds the charge fired mostly where every batch was full behind rag's bursts of shared
+ * documents: there the waiting prompts are the prefill queue the prefill term already charges, and the
+ * decode time it is priced from stretches with every prefill chunk, so it pushed prompts off their cached
+ * workers. On held-out seeds 19-21 it was no better than the sixth round and lost one long-session tail
+ * (docs/simulation/policies.md, round 7).
  */
-export const ADAPTIVE_DEFAULTS: Readonly<AdaptiveOptions> = { queue: "steps-or-prompts", kvPressure: true, measuredWait: true, backedUpWait: false, localJams: true, fullestBatch: true };
-/** The sixth round's signals (the fullest batch beside the slot-wait charge): kept to compare against. */
-export const ADAPTIVE_SIXTH_ROUND: Readonly<AdaptiveOptions> = { queue: "steps-or-prompts", kvPressure: true, measuredWait: true, backedUpWait: true, localJams: true, fullestBatch: true };
+export const ADAPTIVE_SEVENTH_ROUND: Readonly<AdaptiveOptions> = { ...ADAPTIVE_DEFAULTS, backedUpWait: false };
 /** The fifth round's signals (slot wait estimated from decode time): kept to compare against. */
 export const ADAPTIVE_FIFTH_ROUND: Readonly<AdaptiveOptions> = { queue: "steps-or-prompts", kvPressure: true, measuredWait: true, backedUpWait: true, localJams: true };
 /** The fourth round's signals (--agentic's prefill term as Dynamo clamps it): kept to compare against. */

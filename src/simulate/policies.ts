@@ -9,7 +9,7 @@ import { KvRouter } from "../router/router.js";
 import type { RouterConfig } from "../router/types.js";
 import { type AdmissionConfig, AdmissionQueue } from "../router/admissionQueue.js";
 import { DYNAMO_COST_WEIGHTS } from "../scheduler/costFunction.js";
-import { ADAPTIVE_FIRST_ROUND, ADAPTIVE_POLICY_NAME, ADAPTIVE_SECOND_ROUND, ADAPTIVE_THIRD_ROUND, ADAPTIVE_FOURTH_ROUND, ADAPTIVE_FIFTH_ROUND, ADAPTIVE_SIXTH_ROUND, type AdaptiveOptions } from "../scheduler/adaptivePolicy.js";
+import { ADAPTIVE_FIRST_ROUND, ADAPTIVE_POLICY_NAME, ADAPTIVE_SECOND_ROUND, ADAPTIVE_THIRD_ROUND, ADAPTIVE_FOURTH_ROUND, ADAPTIVE_FIFTH_ROUND, ADAPTIVE_SEVENTH_ROUND, type AdaptiveOptions } from "../scheduler/adaptivePolicy.js";
 import { AGENTIC_WEIGHTS } from "../scheduler/defaults.js";
 import { COST_POLICY } from "../scheduler/policies.js";
 import { TWO_TIER_POLICY_TYPE } from "../scheduler/twoTierPolicy.js";
@@ -32,7 +32,7 @@ export const POLICY_NAMES = [
   "kv-adaptive-r3",
   "kv-adaptive-r4",
   "kv-adaptive-r5",
-  "kv-adaptive-r6",
+  "kv-adaptive-r7",
   "kv-router",
   "sglang-cache-aware",
   "round-robin",
@@ -415,9 +415,9 @@ export function makePolicy(name: PolicyName, opts: PolicyOptions): Policy {
     // The fifth round's signals (no batch-slot pressure), to compare with the sixth.
     case "kv-adaptive-r5":
       return kv("kv-adaptive-r5", { ...opts.router, ...adaptiveInstance("kv-adaptive-r5", ADAPTIVE_FIFTH_ROUND) });
-    // The sixth round's signals (with the slot-wait charge), to compare with the seventh.
-    case "kv-adaptive-r6":
-      return kv("kv-adaptive-r6", { ...opts.router, ...adaptiveInstance("kv-adaptive-r6", ADAPTIVE_SIXTH_ROUND) });
+    // The seventh round's candidate (no slot-wait charge), which did not replace the sixth's as kv-adaptive.
+    case "kv-adaptive-r7":
+      return kv("kv-adaptive-r7", { ...opts.router, ...adaptiveInstance("kv-adaptive-r7", ADAPTIVE_SEVENTH_ROUND) });
     case "sglang-cache-aware":
       return new SglangCacheAwarePolicy(opts.workers, opts.router.blockSize);
     case "round-robin":
