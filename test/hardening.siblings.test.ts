@@ -10,10 +10,9 @@ import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { StorageTier } from "../gen/kvrouter/v1/router_pb.js";
 import type { DynamoDiscovery } from "../src/discovery/dynamoDiscovery.js";
-import { dynamoDiscoverySources } from "../src/cli/discoveryFlags.js";
 import { localBlockHash } from "../src/hashing/blockHash.js";
 import type { DynamoZmqEventPlane } from "../src/sources/dynamoZmq/dynamoZmqSource.js";
-import { COMPONENT, ENDPOINT, NS, DynamoZmqPublisher, cardValue, channelValue, instanceValue, routerStoredEvent, dynamoInsert } from "./support/dynamo.js";
+import { COMPONENT, ENDPOINT, NS, DynamoZmqPublisher, cardValue, channelValue, instanceValue, routerStoredEvent, dynamoInsert, fileDiscoveryWithZmqPlane } from "./support/dynamo.js";
 import { removed, stored } from "./support/events.js";
 import { type TestRouter, startTestRouter, tokens } from "./support/router.js";
 import { waitFor } from "./support/wait.js";
@@ -30,15 +29,7 @@ after(async () => {
 async function startDynamoRouter(server: { maxWorkerRanks?: number } = {}, router: { maxDpRanks?: number } = {}) {
   const root = mkdtempSync(join(tmpdir(), "kvr-siblings-"));
   dirs.push(root);
-  const sources = dynamoDiscoverySources({
-    backend: "file",
-    endpoint: `${NS}.${COMPONENT}.${ENDPOINT}`,
-    etcdEndpoints: [],
-    fileKvRoot: root,
-    fileKvTtlMs: 60_000,
-    workerLeaseMs: 10_000,
-    zmqEventPlane: true,
-  });
+  const sources = fileDiscoveryWithZmqPlane(root);
   const r = await startTestRouter({ blockSize: B, ...router }, { eventSources: sources, metricsPort: 0, ...server });
   routers.push(r);
   return { r, root, plane: sources[0] as DynamoZmqEventPlane, discovery: sources[1] as DynamoDiscovery };

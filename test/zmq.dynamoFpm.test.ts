@@ -12,10 +12,9 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
-import { dynamoDiscoverySources } from "../src/cli/discoveryFlags.js";
 import { FPM_TOPIC } from "../src/protocols/forwardPassMetrics.js";
 import type { DynamoZmqEventPlane } from "../src/sources/dynamoZmq/dynamoZmqSource.js";
-import { COMPONENT, ENDPOINT, NS, DynamoZmqPublisher, type FpmSpec, cardValue, endpointChannel, instanceValue, dynamoInsert } from "./support/dynamo.js";
+import { COMPONENT, ENDPOINT, NS, DynamoZmqPublisher, type FpmSpec, cardValue, endpointChannel, instanceValue, dynamoInsert, fileDiscoveryWithZmqPlane } from "./support/dynamo.js";
 import { type TestRouter, startTestRouter } from "./support/router.js";
 import { waitFor } from "./support/wait.js";
 
@@ -36,15 +35,7 @@ describe("Dynamo's forward-pass metrics on its ZMQ event plane", () => {
   it("follows an announced FPM publisher: reports apply to the worker's rank; garbage, other versions and unknown workers are counted skips", async () => {
     const root = mkdtempSync(join(tmpdir(), "kvr-fpm-"));
     dirs.push(root);
-    const sources = dynamoDiscoverySources({
-      backend: "file",
-      endpoint: `${NS}.${COMPONENT}.${ENDPOINT}`,
-      etcdEndpoints: [],
-      fileKvRoot: root,
-      fileKvTtlMs: 60_000,
-      workerLeaseMs: 10_000,
-      zmqEventPlane: true,
-    });
+    const sources = fileDiscoveryWithZmqPlane(root);
     const plane = sources[0] as DynamoZmqEventPlane;
     const r = await startTestRouter({ blockSize: 4 }, { eventSources: sources, metricsPort: 0 });
     routers.push(r);

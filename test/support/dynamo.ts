@@ -9,6 +9,7 @@ import { linkSync, mkdirSync, unlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
+import { dynamoDiscoverySources } from "../../src/cli/discoveryFlags.js";
 import { fileNameOfKey } from "../../src/discovery/fileStore.js";
 import { stringifyJson } from "../../src/protocols/routerEventCodec.js";
 
@@ -22,6 +23,19 @@ export function dynamoInsert(root: string, bucket: string, relativeKey: string, 
   linkSync(temp, path);
   unlinkSync(temp);
   return path;
+}
+
+/** The event sources of `--discovery-backend file` over `root` for Dynamo's default endpoint, with its ZMQ event plane followed. */
+export function fileDiscoveryWithZmqPlane(root: string) {
+  return dynamoDiscoverySources({
+    backend: "file",
+    endpoint: `${NS}.${COMPONENT}.${ENDPOINT}`,
+    etcdEndpoints: [],
+    fileKvRoot: root,
+    fileKvTtlMs: 60_000,
+    workerLeaseMs: 10_000,
+    zmqEventPlane: true,
+  });
 }
 
 export const NS = "dynamo";
