@@ -18,7 +18,7 @@ import { toEventBatch } from "../src/protocols/eventBatch.js";
 import type { IndexEvent } from "../src/protocols/events.js";
 import { IngestKvEventsRequestSchema } from "../gen/kvrouter/v1/router_pb.js";
 import { stored } from "./support/events.js";
-import { startTestRouter, tokens } from "./support/router.js";
+import { startTestRouter, tokens, metricsPage } from "./support/router.js";
 
 /** A chain of `n` blocks stored by `worker` (event `eventId`), external hashes from `first`. */
 function chain(worker: bigint, eventId: bigint, n: number, first = 1n): IndexEvent {
@@ -110,10 +110,7 @@ describe("server with --indexer-shards 2 whose shard thread dies", () => {
   it("answers UNAVAILABLE naming the shard, fails an open IngestKvEvents stream, reports not ready and not live, and stops", async () => {
     const threads: Worker[] = [];
     const r = await startTestRouter({ blockSize: 4 }, { indexerShards: 2, metricsPort: 0, onIndexShardThread: (i, t) => (threads[i] = t) });
-    const probe = async (path: string) => {
-      const res = await fetch(`http://127.0.0.1:${r.server.metricsPort}${path}`);
-      return `${res.status} ${await res.text()}`;
-    };
+    const probe = (path: string) => metricsPage(r, path);
     let failed: Error | undefined;
     void r.server.failed.then((err) => (failed = err));
     try {

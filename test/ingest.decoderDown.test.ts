@@ -12,7 +12,7 @@ import { describe, it } from "node:test";
 import type { Worker } from "node:worker_threads";
 import * as grpc from "@grpc/grpc-js";
 import { stored } from "./support/events.js";
-import { startTestRouter, tokens } from "./support/router.js";
+import { startTestRouter, tokens, metricsPage } from "./support/router.js";
 
 const B = 4;
 /** Message i of worker `w`'s chain: one stored block with event id `i + first`, continuing the block before it. */
@@ -48,10 +48,7 @@ describe("server with --ingest-threads 2 whose decoder thread dies", { timeout: 
   it("the message it held ends its stream UNAVAILABLE (nothing after it applies); the thread is restarted and counted; later streams apply", async () => {
     const threads: Worker[] = [];
     const r = await startTestRouter({ blockSize: B }, { ingestThreads: 2, metricsPort: 0, onIngestThread: (i, t) => (threads[i] = t) });
-    const probe = async (path: string) => {
-      const res = await fetch(`http://127.0.0.1:${r.server.metricsPort}${path}`);
-      return `${res.status} ${await res.text()}`;
-    };
+    const probe = (path: string) => metricsPage(r, path);
     try {
       assert.equal(threads.length, 2);
       const doomed = threads[1];
@@ -87,10 +84,7 @@ describe("server with --ingest-threads 2 whose decoder thread dies", { timeout: 
       { blockSize: B },
       { ingestThreads: 2, metricsPort: 0, ingestDecoderRestarts: { max: 1, windowMs: 60_000 }, onIngestThread: (i, t) => (threads[i] = t) },
     );
-    const probe = async (path: string) => {
-      const res = await fetch(`http://127.0.0.1:${r.server.metricsPort}${path}`);
-      return `${res.status} ${await res.text()}`;
-    };
+    const probe = (path: string) => metricsPage(r, path);
     let failed: Error | undefined;
     void r.server.failed.then((err) => (failed = err));
     try {
@@ -132,8 +126,7 @@ describe("server with --ingest-threads 2 whose decoder thread dies", { timeout: 
         return true;
       });
       assert.deepEqual(threads, first, "no thread was replaced");
-      const res = await fetch(`http://127.0.0.1:${r.server.metricsPort}/metrics`);
-      assert.match(await res.text(), /^kvrouter_ingest_decoder_restarts_total 0$/m);
+      assert.match(await metricsPage(r, "/metrics"), /^kvrouter_ingest_decoder_restarts_total 0$/m);
     } finally {
       await r.close();
     }

@@ -19,9 +19,8 @@ import { ENGINE_BATCH_FRESH_MS } from "../src/scheduler/engineBatch.js";
 import { NatsEventSource } from "../src/sources/nats/natsSource.js";
 import type { FpmOutcome } from "../src/sources/fpmFeed.js";
 import { type FpmSpec, dynamoFpmEnvelope } from "./support/dynamo.js";
-import { stored } from "./support/events.js";
 import { type NatsCluster, natsModeOptions, natsSuite } from "./support/natsServer.js";
-import { type TestRouter, startTestRouter, tokens } from "./support/router.js";
+import { type TestRouter, startTestRouter, tokens, timedFleet } from "./support/router.js";
 import { waitFor } from "./support/wait.js";
 
 const B = 4;
@@ -74,13 +73,7 @@ describe("Dynamo's forward-pass metrics on the core-NATS event plane", () => {
 
   /** Three workers of 4 slots; worker 1 caches the prompt; one request times the fleet's prefill and decode. */
   async function fleet(r: TestRouter): Promise<void> {
-    for (const id of [1n, 2n, 3n]) await r.client.registerWorker({ workerId: id, maxNumBatchedTokens: 20n, totalKvBlocks: 1000n, maxNumSeqs: BigInt(SLOTS) });
-    await r.client.sendEvents([stored(1, 1, tokens(32, 0), B, 100n)]);
-    await r.client.findBestWorker({ tokenIds: tokens(80, 500_000), requestId: "probe", allowedWorkers: [{ workerId: 2n }] });
-    t += 80;
-    await r.client.markPrefillCompleted("probe");
-    t += 100;
-    await r.client.free("probe");
+    await timedFleet(r, { blockSize: B, maxNumBatchedTokens: 20n, maxNumSeqs: BigInt(SLOTS) }, (ms) => (t += ms));
   }
 
   it("subscribes where Dynamo's workers publish: the endpoint-scoped subject, and the component-scoped one of earlier releases", () => {

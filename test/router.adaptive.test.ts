@@ -18,7 +18,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { ADAPTIVE_FIFTH_ROUND, ADAPTIVE_FIRST_ROUND, ADAPTIVE_FOURTH_ROUND, ADAPTIVE_SECOND_ROUND, ADAPTIVE_SEVENTH_ROUND, IDLE_LOAD_WEIGHT, kvShare, loadWeight, slotShare, upperMedian, queuedSteps } from "../src/scheduler/adaptivePolicy.js";
 import { stored } from "./support/events.js";
-import { type TestRouter, startTestRouter, tokens, withTestRouter } from "./support/router.js";
+import { type TestRouter, startTestRouter, tokens, withTestRouter, timedFleet } from "./support/router.js";
 
 const B = 4;
 /** A 10-block prompt; worker 1 holds its first 8 blocks. */
@@ -243,13 +243,7 @@ describe("kv-adaptive without the slot-wait charge (seventh round's candidate)",
     try {
       // Three workers of 4 slots; worker 1 caches 8 of the prompt's 10 blocks. One request times the fleet:
       // 80 uncached tokens prefilled in 80 ms (1 ms per token), then 100 ms of decode.
-      for (const id of [1n, 2n, 3n]) await r.client.registerWorker({ workerId: id, maxNumBatchedTokens: BigInt(STEP), totalKvBlocks: 1000n, maxNumSeqs: 4n });
-      await r.client.sendEvents([stored(1, 1, tokens(32, 0), B, 100n)]);
-      await r.client.findBestWorker({ tokenIds: tokens(80, 500_000), requestId: "probe", allowedWorkers: [{ workerId: 2n }] });
-      t += 80;
-      await r.client.markPrefillCompleted("probe");
-      t += 100;
-      await r.client.free("probe");
+      await timedFleet(r, { blockSize: B, maxNumBatchedTokens: BigInt(STEP), maxNumSeqs: 4n }, (ms) => (t += ms));
       // Worker 1's engine: all 4 slots running, 3 waiting. The fullest batch (8 of 4 slots with this prompt) sets the
       // load weight to 1 for both forms: w1 4 x max(0, 10 - 2 x 8) + 1 x 10 = 10; w2, w3 4 x 10 + 10 = 50.
       await r.client.keepAlive(1n, [{ dpRank: 0, running: 4, waiting: 3 }]);

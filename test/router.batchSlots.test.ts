@@ -16,8 +16,7 @@ import { describe, it } from "node:test";
 import { ADAPTIVE_FIFTH_ROUND, ADAPTIVE_THIRD_ROUND, backedUpWaitMs, waitBlocks } from "../src/scheduler/adaptivePolicy.js";
 import { ENGINE_BATCH_FRESH_MS, EngineBatches, backedUp, projectedBatch } from "../src/scheduler/engineBatch.js";
 import { DecodeTime, PrefillSpeed } from "../src/scheduler/prefillSpeed.js";
-import { stored } from "./support/events.js";
-import { type TestRouter, startTestRouter, tokens } from "./support/router.js";
+import { type TestRouter, startTestRouter, tokens, timedFleet } from "./support/router.js";
 
 const B = 4;
 /** A 10-block prompt; worker 1 holds its first 8 blocks. */
@@ -70,14 +69,8 @@ describe("kv-adaptive and the engine's batch (over gRPC)", () => {
     const r3 = { r3: { type: "kv-adaptive" as const, adaptive: ADAPTIVE_THIRD_ROUND }, ...R5 };
     const r = await startTestRouter({ blockSize: B, policyInstances: r3 }, { now: () => t });
     try {
-      for (const id of [1n, 2n, 3n]) await r.client.registerWorker({ workerId: id, maxNumBatchedTokens: 20n, totalKvBlocks: 1000n, maxNumSeqs: BigInt(SLOTS) });
-      await r.client.sendEvents([stored(1, 1, tokens(32, 0), B, 100n)]);
       // One request times the fleet: 80 uncached tokens prefilled in 80 ms (1 ms per token), then 100 ms of decode.
-      await r.client.findBestWorker({ tokenIds: tokens(80, 500_000), requestId: "probe", allowedWorkers: [{ workerId: 2n }] });
-      t += 80;
-      await r.client.markPrefillCompleted("probe");
-      t += 100;
-      await r.client.free("probe");
+      await timedFleet(r, { blockSize: B, maxNumBatchedTokens: 20n, maxNumSeqs: BigInt(SLOTS) }, (ms) => (t += ms));
 
       // Idle, weight 0.1. w1: 4 x max(0, 10 - 2 x 8) + 0.1 x 10 = 1; w2, w3: 4 x 10 + 0.1 x 10 = 41.
       const idle = await choose(r, "r5");
@@ -123,13 +116,7 @@ describe("kv-adaptive and the engine's batch (over gRPC)", () => {
     let t = 1_000_000;
     const r = await startTestRouter({ blockSize: B, policyInstances: R5 }, { now: () => t });
     try {
-      for (const id of [1n, 2n, 3n]) await r.client.registerWorker({ workerId: id, maxNumBatchedTokens: 1000n, totalKvBlocks: 1000n, maxNumSeqs: 2n });
-      await r.client.sendEvents([stored(1, 1, tokens(32, 0), B, 100n)]);
-      await r.client.findBestWorker({ tokenIds: tokens(80, 500_000), requestId: "probe", allowedWorkers: [{ workerId: 2n }] });
-      t += 80;
-      await r.client.markPrefillCompleted("probe");
-      t += 100;
-      await r.client.free("probe");
+      await timedFleet(r, { blockSize: B, maxNumBatchedTokens: 1000n, maxNumSeqs: 2n }, (ms) => (t += ms));
       // Three 4-token requests on worker 1, prefilled: two run, one waits for a slot (the router's projection).
       for (const k of [1, 2, 3]) {
         await r.client.findBestWorker({ tokenIds: tokens(4, 10_000 * k), requestId: `w1-${k}`, allowedWorkers: [{ workerId: 1n }] });

@@ -3,6 +3,7 @@
 import { KvRouterClient } from "../../src/client/kvRouterClient.js";
 import { DEFAULT_ROUTER_CONFIG, type RouterConfig } from "../../src/router/types.js";
 import { type RunningServer, type ServerOptions, startServer } from "../../src/app/startServer.js";
+import { stored } from "./events.js";
 
 export interface TestRouter {
   server: RunningServer;
@@ -61,4 +62,31 @@ export async function withRouter(starting: Promise<TestRouter>, body: (r: TestRo
   } finally {
     await router.close();
   }
+}
+
+/** GET `path` on the router's metrics port (probes, /metrics): "status body". */
+export async function metricsPage(r: TestRouter, path: string): Promise<string> {
+  const res = await fetch(`http://127.0.0.1:${r.server.metricsPort}${path}`);
+  return `${res.status} ${await res.text()}`;
+}
+
+/**
+ * Workers 1-3 registered with these engine sizes; worker 1 caches the first
+ * 32 tokens (block size `blockSize`); then one request on worker 2 times the
+ * fleet: 80 uncached tokens prefilled in 80 ms, then 100 ms of decode
+ * (`advance` moves the router's clock).
+ */
+export async function timedFleet(
+  r: TestRouter,
+  engine: { blockSize: number; maxNumBatchedTokens: bigint; maxNumSeqs: bigint },
+  advance: (ms: number) => void,
+): Promise<void> {
+  const { blockSize, maxNumBatchedTokens, maxNumSeqs } = engine;
+  for (const id of [1n, 2n, 3n]) await r.client.registerWorker({ workerId: id, maxNumBatchedTokens, totalKvBlocks: 1000n, maxNumSeqs });
+  await r.client.sendEvents([stored(1, 1, tokens(32, 0), blockSize, 100n)]);
+  await r.client.findBestWorker({ tokenIds: tokens(80, 500_000), requestId: "probe", allowedWorkers: [{ workerId: 2n }] });
+  advance(80);
+  await r.client.markPrefillCompleted("probe");
+  advance(100);
+  await r.client.free("probe");
 }
