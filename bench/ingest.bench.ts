@@ -20,6 +20,7 @@ import { toEventBatch } from "../src/protocols/eventBatch.js";
 import { decodeIngestRequest } from "../src/server/convert.js";
 import { IngestDecoder } from "../src/decoding/ingestDecoder.js";
 import { startThread } from "../src/util/threads.js";
+import { defaultIndexerShards } from "../src/cli/options.js";
 import { type IngestTraffic, ingestTraffic, sendAll, sendParallel } from "./ingestWire.js";
 import { type Latency, latency, median, usSince } from "./stats.js";
 
@@ -110,6 +111,8 @@ export async function runSteadyIngest(cfg: Pick<IngestBenchConfig, "blocks" | "s
   const targets = [
     { name: "floor (bare grpc-js, counts bytes)", args: ["floor"] },
     { name: "router, defaults", args: ["router", "defaults"] },
+    // The index in the main thread, the default below 2 cores (and on 2 until 2026-12-05): what the defaults gain from the shard thread.
+    ...(defaultIndexerShards(cores) > 0 ? [{ name: "router, --indexer-shards 0 (index in the main thread)", args: ["router", "0", "0"] }] : []),
     { name: "router, defaults, --max-blocks sized to the fleet", args: ["router", "defaults", `--max-blocks=${maxBlocks}`] },
     ...(cfg.steady.otherMaxBlocks ?? []).map((n) => ({ name: `router, defaults, --max-blocks ${n}`, args: ["router", "defaults", `--max-blocks=${n}`] })),
   ];

@@ -14,6 +14,7 @@ import { DYNAMO_COST_WEIGHTS } from "../scheduler/costFunction.js";
 import { DYNAMO_DEFAULTS, KV_ROUTER_DEFAULTS } from "../scheduler/defaults.js";
 import { DEFAULT_FLOW_CONTROL_WINDOW, HTTP2_DEFAULT_WINDOW, HTTP2_MAX_WINDOW } from "../server/flowControl.js";
 import { SLOT_LIMIT } from "../indexer/compactCore.js";
+import { sharedReadsByDefault } from "../indexer/sharedNodes.js";
 import { parseZmqWorkerSpec } from "../sources/engineZmq/endpoints.js";
 import { DEFAULT_MAX_CONNECTIONS_PER_PORT } from "../util/connectionCap.js";
 import { HELP_GROUP, UNSUPPORTED_FLAGS, unsupportedDynamoOptions } from "./dynamoFlags.js";
@@ -24,12 +25,17 @@ import { otlpEndpointOf, otlpEndpointProblem } from "./tracingFlags.js";
 import { KUBERNETES_FLAGS, KUBERNETES_FLAG_NAMES, kubernetesFlagProblems } from "./kubernetesFlags.js";
 
 /**
- * One shard per spare core, but none below 3 cores: each synchronous query
- * pays a cross-thread wake-up (50-100 µs measured on 2 cores), more than the
- * whole in-thread lookup costs, and a single shard thread parallelises nothing.
+ * One shard per spare core, and on 2 cores one shard where queries read the
+ * shard's memory without waking it (x86-64, `sharedReadsByDefault`): the
+ * main thread then only receives, peeks and acknowledges while the shard
+ * decodes, hashes and applies (steady gRPC ingest 1.3-1.4x the index in the
+ * main thread with token ids, docs/indexer.md). Elsewhere on 2 cores, and on
+ * 1, none: each query would pay a cross-thread wake-up (50-100 us measured),
+ * more than the whole in-thread lookup.
  */
-export function defaultIndexerShards(cores: number): number {
-  return cores >= 3 ? cores - 1 : 0;
+export function defaultIndexerShards(cores: number, sharedReads = sharedReadsByDefault()): number {
+  if (cores >= 3) return cores - 1;
+  return cores === 2 && sharedReads ? 1 : 0;
 }
 
 /**
@@ -431,7 +437,7 @@ export function serveOptions<T>(y: Argv<T>) {
     })
     .option("indexer-shards", {
       type: "number",
-      defaultDescription: "one per spare core from 3 cores up, else 0",
+      defaultDescription: "one per spare core (on 2 cores: 1 on x86-64, else 0)",
       describe: "KV index shards on worker threads (0 = in the main thread); with shards (and no --ingest-threads) IngestKvEvents messages are decoded and applied on them",
     })
     .option("ingest-threads", {
