@@ -18,7 +18,9 @@ export class WireReader {
   hi = 0;
 
   reset(buf: Uint8Array): void {
-    this.buf = buf;
+    // A plain view of a Buffer (grpc-js hands those): its subarray() then makes no FastBuffer
+    // (profiled: 0.1-0.2 us a block on the main thread), and every read sees one array kind.
+    this.buf = buf.constructor === Uint8Array ? buf : new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
     this.pos = 0;
   }
 
