@@ -4,7 +4,8 @@
 // (WireReader.packedU32): on random, valid and hostile byte strings (1..10-byte
 // varints, over-long and overflowing ones, a 10th byte over 1, varints cut by
 // the end, ranges inside a larger buffer, offsets into the space) both give
-// the same count and the same token ids, or both refuse (-1).
+// the same count and the same token ids, or both refuse (-1); also when the
+// whole buffer is first copied in (loadMessage, as the ingest decoder does).
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { WireReader } from "../src/protocols/wireReader.js";
@@ -49,6 +50,7 @@ describe("packed token ids decoded in WebAssembly match the JavaScript reader", 
     const hasher = createWasmHasher();
     const reader = new WireReader();
     let refused = 0;
+    let loadedRefused = 0;
     for (let c = 0; c < 3000; c++) {
       const body = randomVarints();
       // The range sits inside a buffer with bytes around it (read past `to` as the JS reader does).
@@ -70,8 +72,17 @@ describe("packed token ids decoded in WebAssembly match the JavaScript reader", 
       assert.equal(gotN, wantN, where);
       if (wantN < 0) refused++;
       else assert.deepEqual([...space.subarray(at, gotN)], [...want.subarray(at, wantN)], where);
+      // The same range read from the whole buffer copied in once (the ingest decoder's way), when the space holds it.
+      const whole = hasher.tokenSpace(Math.max(room, buf.length), 16);
+      whole.fill(0xdeadbeef);
+      assert.equal(hasher.loadMessage(buf), true, where);
+      const wholeN = hasher.packedTokensOfMessage(from, to, at);
+      assert.equal(wholeN, wantN, `${where} (loaded whole)`);
+      if (wantN >= 0) assert.deepEqual([...whole.subarray(at, wholeN)], [...want.subarray(at, wantN)], `${where} (loaded whole)`);
+      else loadedRefused++;
     }
     assert.ok(refused > 100 && refused < 2500, `refused ${refused} of 3000`);
+    assert.equal(loadedRefused, refused);
   });
 
   it("refuses a range that may not fit the space, as the JavaScript reader does", () => {
@@ -81,5 +92,9 @@ describe("packed token ids decoded in WebAssembly match the JavaScript reader", 
     assert.equal(hasher.packedTokens(bytes, 0, 4, 1), 5);
     assert.equal(hasher.packedTokens(bytes, 0, 4, 2), -1);
     assert.equal(hasher.packedTokens(bytes, 0, 0, 5), 5);
+    assert.equal(hasher.loadMessage(Uint8Array.from([1, 2, 3, 4, 5, 6])), false, "a message longer than the space is not copied in");
+    assert.equal(hasher.loadMessage(bytes), true);
+    assert.equal(hasher.packedTokensOfMessage(0, 4, 1), 5);
+    assert.equal(hasher.packedTokensOfMessage(0, 4, 2), -1);
   });
 });

@@ -77,6 +77,8 @@ export class IngestDecoder {
   /** Per stored block: its token block in the token space, or -1 (tokens_hash). */
   private tokenBlockOf = new Int32Array(1024);
   private tokens: Uint32Array = new Uint32Array(0);
+  /** This message's bytes are in the hasher's memory (loadMessage): packed token ids decode from there. */
+  private messageLoaded = false;
 
   constructor(private readonly blockSize: number) {
     // The WebAssembly hasher takes every block size; without WebAssembly, the native hasher per block.
@@ -111,6 +113,7 @@ export class IngestDecoder {
     // Each token takes at least one byte, so the message length bounds the token space.
     try {
       this.tokens = this.hasher ? this.hasher.tokenSpace(bytes.length, this.blockSize) : new Uint32Array(bytes.length);
+      this.messageLoaded = false;
     } catch {
       throw SLOW; // no memory for the token space: protobuf-es decodes it
     }
@@ -246,7 +249,8 @@ export class IngestDecoder {
         const len = this.length(end);
         if (this.hasher !== undefined) {
           // Decoded in WebAssembly straight into the token space (WireReader's reading rules).
-          t = this.hasher.packedTokens(r.buf, r.pos, r.pos + len, t);
+          if (!this.messageLoaded) this.messageLoaded = this.hasher.loadMessage(r.buf);
+          t = this.messageLoaded ? this.hasher.packedTokensOfMessage(r.pos, r.pos + len, t) : this.hasher.packedTokens(r.buf, r.pos, r.pos + len, t);
           r.pos += len;
         } else t = r.packedU32(r.pos + len, tokens, t);
         if (t < 0) throw SLOW;

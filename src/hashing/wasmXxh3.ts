@@ -503,6 +503,15 @@ export interface WasmHasher {
    */
   packedTokens(bytes: Uint8Array, from: number, to: number, at: number): number;
   /**
+   * Copies a whole message into the space's byte room at once, for
+   * packedTokensOfMessage(): one copy per message instead of one per packed
+   * field. False (nothing copied) when the message is longer than the space
+   * holds tokens (then use packedTokens). Valid until the next tokenSpace().
+   */
+  loadMessage(bytes: Uint8Array): boolean;
+  /** packedTokens() of bytes [from, to) of the message loadMessage() copied in. */
+  packedTokensOfMessage(from: number, to: number, at: number): number;
+  /**
    * Local hashes of `blocks` blocks of `blockSize` tokens starting at token
    * `first` of the token space, as (lo, hi) u32 pairs (a view, valid until
    * the next call).
@@ -578,8 +587,30 @@ export function createWasmHasher(): WasmHasher {
   let spaceTokens = 0;
   /** chainSequence()'s answer: the memory from DATA on. */
   let chainView = new Uint32Array(buffer, DATA);
-  /** Where packedTokens() copies varint bytes in: after the space's hashes. */
+  /** Where packedTokens() copies varint bytes in (loadMessage() a whole message): after the space's hashes. */
   let spaceBytes = 0;
+  /** Packed varints at memory [p, end) into the token space from token `at` (see packedTokens). */
+  function packedAt(p: number, end: number, at: number): number {
+    let d = DATA + 4 * at;
+    for (;;) {
+      d = varintsFn(p, end, d);
+      p = u32[STOP / 4];
+      if (p >= end) break;
+      // A varint of 5 bytes or more, by WireReader.varint's rules: at most 10 bytes, the 10th at most 1.
+      let lo = 0;
+      for (let i = 0; ; i++) {
+        if (p >= end || i === 10) return -1;
+        const x = u8[p++];
+        if (i < 4) lo |= (x & 0x7f) << (7 * i);
+        else if (i === 4) lo |= (x & 0x0f) << 28;
+        else if (i === 9 && x > 1) return -1;
+        if (x < 0x80) break;
+      }
+      u32[d / 4] = lo >>> 0;
+      d += 4;
+    }
+    return p > end ? -1 : (d - DATA) / 4;
+  }
   return {
     tokenSpace(tokens, blockSize) {
       // After the tokens: one (lo, hi) hash pair per whole block, then room for `tokens` bytes of
@@ -594,27 +625,17 @@ export function createWasmHasher(): WasmHasher {
       const len = to - from;
       if (len < 0 || at + len > spaceTokens) return -1;
       u8.set(bytes.subarray(from, to), spaceBytes);
-      const end = spaceBytes + len;
-      let p = spaceBytes;
-      let d = DATA + 4 * at;
-      for (;;) {
-        d = varintsFn(p, end, d);
-        p = u32[STOP / 4];
-        if (p >= end) break;
-        // A varint of 5 bytes or more, by WireReader.varint's rules: at most 10 bytes, the 10th at most 1.
-        let lo = 0;
-        for (let i = 0; ; i++) {
-          if (p >= end || i === 10) return -1;
-          const x = u8[p++];
-          if (i < 4) lo |= (x & 0x7f) << (7 * i);
-          else if (i === 4) lo |= (x & 0x0f) << 28;
-          else if (i === 9 && x > 1) return -1;
-          if (x < 0x80) break;
-        }
-        u32[d / 4] = lo >>> 0;
-        d += 4;
-      }
-      return p > end ? -1 : (d - DATA) / 4;
+      return packedAt(spaceBytes, spaceBytes + len, at);
+    },
+    loadMessage(bytes) {
+      if (bytes.length > spaceTokens) return false;
+      u8.set(bytes, spaceBytes);
+      return true;
+    },
+    packedTokensOfMessage(from, to, at) {
+      const len = to - from;
+      if (len < 0 || at + len > spaceTokens) return -1;
+      return packedAt(spaceBytes + from, spaceBytes + to, at);
     },
     sequenceWords(tokens, blockSize, seed) {
       const n = Math.floor(tokens.length / blockSize);
