@@ -20,8 +20,9 @@ export const CTL_RES = 1;
 /** Set by a shard whose request failed; the error text waits on the port. */
 export const CTL_ERROR = 2;
 /**
- * The doorbell: bumped (and notified) for every sync request and every
- * queued batch, so an idle shard sleeps on this one word whatever wakes it.
+ * The doorbell: bumped for every sync request and every queued batch (and
+ * notified when the shard sleeps: CTL_SLEEPING), so an idle shard sleeps on
+ * this one word whatever wakes it.
  */
 export const CTL_BELL = 3;
 /**
@@ -32,8 +33,14 @@ export const CTL_BELL = 3;
  * threadBackend.ts finds those gone by other means.
  */
 export const CTL_DOWN = 4;
+/**
+ * Set by a shard just before it sleeps on CTL_BELL, cleared when it wakes:
+ * the main thread notifies the doorbell only then (a wake-up is a system
+ * call; a busy shard finds the work on its own, having bumped nothing).
+ */
+export const CTL_SLEEPING = 5;
 /** Words of the control buffer. */
-export const CTL_WORDS = 5;
+export const CTL_WORDS = 6;
 
 export const REQ_APPLY = 1;
 export const REQ_FIND = 2;

@@ -15,6 +15,7 @@ import {
   CTL_ERROR,
   CTL_REQ,
   CTL_RES,
+  CTL_SLEEPING,
   REQ_APPLY,
   REQ_DUMP_SLOT,
   REQ_EVICT,
@@ -300,7 +301,26 @@ function decodeRaw(bytes: Uint8Array, w: Uint32Array, p0: number, pairs: number)
 function finishResult(out: number, id: number, size: number): void {
   results.signed[out + 1] = id;
   results.signed[out + 2] = size;
-  results.publish(out, ENTRY_HEADER + size);
+  // The main thread is woken for every RESULTS_PER_WAKE results, and before this thread waits for anything (signalResults).
+  results.publish(out, ENTRY_HEADER + size, false);
+  if (++unsignaled >= RESULTS_PER_WAKE) signalResults();
+}
+
+/**
+ * Results published before the main thread is woken to read them: waking its
+ * Atomics.waitAsync costs this thread microseconds a time (profiled: 6% of a
+ * shard's time when it woke it per batch). The main thread also reads results
+ * whenever it queues work or waits for an answer, so while it sends work they
+ * reach it anyway.
+ */
+const RESULTS_PER_WAKE = 8;
+let unsignaled = 0;
+
+/** Wakes the main thread for the results published since the last wake. */
+function signalResults(): void {
+  if (unsignaled === 0) return;
+  unsignaled = 0;
+  results.wakeConsumer();
 }
 
 /** Room in the result ring; while the main thread has not read enough of it, finds are still served. */
@@ -309,6 +329,7 @@ function reserveResult(n: number): number {
     const at = results.reserve(n);
     if (at >= 0) return at;
     findBetweenRecords();
+    signalResults(); // the main thread makes room by reading them
     Atomics.wait(results.control, SharedRing.HEAD, results.head, 1);
   }
 }
@@ -360,7 +381,11 @@ try {
       applyQueued(at);
       continue;
     }
+    signalResults();
+    // Asleep from here (the main thread then notifies the bell); a bell rung since `bell` was read returns at once.
+    Atomics.store(ctl, CTL_SLEEPING, 1);
     Atomics.wait(ctl, CTL_BELL, bell);
+    Atomics.store(ctl, CTL_SLEEPING, 0);
   }
 } catch (err) {
   // An apply that threw (poison), or something that escaped the per-request guards: this thread ends. Say why first, so a waiting caller fails at once with the cause.

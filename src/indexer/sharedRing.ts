@@ -70,10 +70,20 @@ export class SharedRing {
     return at;
   }
 
-  /** Makes the entry reserved at `at` (of `n` words) visible to the consumer, and wakes a consumer waiting on it. */
-  publish(at: number, n: number): void {
+  /**
+   * Makes the entry reserved at `at` (of `n` words) visible to the consumer,
+   * and wakes a consumer waiting on TAIL unless `wake` is false (the
+   * producer then calls wakeConsumer() itself, once for several entries:
+   * waking an Atomics.waitAsync costs the producer microseconds).
+   */
+  publish(at: number, n: number, wake = true): void {
     const next = at + n === this.size ? 0 : at + n;
     Atomics.store(this.control, TAIL, next);
+    if (wake) Atomics.notify(this.control, TAIL);
+  }
+
+  /** Wakes a consumer waiting on TAIL for entries published without waking it. */
+  wakeConsumer(): void {
     Atomics.notify(this.control, TAIL);
   }
 

@@ -50,6 +50,7 @@ import {
   REQ_STATS,
   REQ_STOP,
   REQ_SWAP_BUFFERS,
+  CTL_SLEEPING,
   CTL_WORDS,
   ENTRY_HEADER,
   RAW_ENTRY,
@@ -421,7 +422,7 @@ export class ThreadBackend implements ShardBackend {
     fill(w, at);
     if (this.waiting.size === 0) this.keepAlive.ref();
     const done = new Promise<Int32Array>((resolve, reject) => this.waiting.set(id, { shard: s, resolve, reject }));
-    s.queue.publish(at, n);
+    s.queue.publish(at, n, false); // the shard waits on its doorbell, not on the queue's tail
     this.ring(s);
     this.arm(s);
     return done;
@@ -706,10 +707,11 @@ export class ThreadBackend implements ShardBackend {
     this.ring(s);
   }
 
-  /** Wakes a shard for new work (a request or a queued batch). */
+  /** Wakes a shard for new work (a request or a queued batch): the bell always moves, the shard is notified only if asleep. */
   private ring(s: Shard): void {
     Atomics.add(s.ctl, CTL_BELL, 1);
-    Atomics.notify(s.ctl, CTL_BELL);
+    // Sequentially consistent with the shard's "sleeping, then wait while the bell is unmoved": either it sees the bell moved or this sees it asleep.
+    if (Atomics.load(s.ctl, CTL_SLEEPING) === 1) Atomics.notify(s.ctl, CTL_BELL);
   }
 
   private wait(s: Shard): void {
