@@ -12,8 +12,8 @@ import type { IndexEvent } from "../src/protocols/events.js";
 import { DecodeError as NatsDecodeError, decodeRouterEvent, encodeMsgpack, parseEventPlane, parseJsonEvents, stringifyJson, toRouterEvent } from "../src/protocols/routerEventCodec.js";
 import { KvRouter } from "../src/router/router.js";
 import { DEFAULT_ROUTER_CONFIG } from "../src/router/types.js";
-import { toIndexEvent as engineToIndexEvent } from "../src/sources/engineZmq/convert.js";
-import { DecodeError as ZmqDecodeError, decodeBatch, decodeFrames, encodeSeq } from "../src/sources/engineZmq/decode.js";
+import { toIndexEvent as engineToIndexEvent } from "../src/decoding/engine/convert.js";
+import { DecodeError as ZmqDecodeError, decodeBatch, decodeFrames, encodeSeq } from "../src/decoding/engine/decode.js";
 import { EndpointSpecError, parseWorkersFile, parseZmqWorkerSpec } from "../src/sources/engineZmq/endpoints.js";
 import { seededRandom } from "../src/util/random.js";
 

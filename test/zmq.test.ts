@@ -57,7 +57,9 @@ async function rig(
     ],
     replayTimeoutMs: 3_000,
   });
-  const router = await startTestRouter({ blockSize: B, eagle: opts.eagle }, { eventSources: [source], indexerShards: opts.indexerShards });
+  // ZMQ_TEST_SHARDS=2 runs the whole file with the index on shard threads (payloads decoded there).
+  const shards = opts.indexerShards ?? (Number(process.env.ZMQ_TEST_SHARDS ?? 0) || undefined);
+  const router = await startTestRouter({ blockSize: B, eagle: opts.eagle }, { eventSources: [source], indexerShards: shards });
   cleanups.push(() => router.close());
   const registry = router.server.metrics.registry;
   if (opts.waitSubscribed !== false) await pub.waitSubscribed();

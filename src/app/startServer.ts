@@ -104,6 +104,13 @@ export interface ServerOptions {
    * benchmark's baseline).
    */
   rawIngest?: boolean;
+  /**
+   * With index shard threads, engine feeds' payloads (vLLM/SGLang over
+   * ZeroMQ) are decoded, hashed and applied on the shard that owns the
+   * worker (default true); false decodes them on this thread and queues the
+   * batches (the benchmark's baseline).
+   */
+  shardFeeds?: boolean;
   /** Test hook: queue words an index shard may be behind before raw messages are decoded on the main thread. */
   rawDecodeHerePastWords?: number;
   /** Test hook: words of each index shard's queue and result rings (small rings fill and wrap often). */
@@ -187,6 +194,8 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     maxWorkerRanks: opts.maxWorkerRanks,
     // Shard threads that know the block size decode raw IngestKvEvents messages themselves.
     blockSize: opts.rawIngest === false || opts.pipelineIngest === false || opts.ingestThreads ? undefined : opts.router.blockSize,
+    // Shard threads that know it decode engine feeds' payloads themselves.
+    feedBlockSize: opts.shardFeeds === false ? undefined : opts.router.blockSize,
     decodeHerePastWords: opts.rawDecodeHerePastWords,
     ringWords: opts.indexRingWords,
     sharedReads: opts.indexSharedReads,

@@ -19,10 +19,11 @@ import { u64 } from "../protocols/eventBatch.js";
 import { E_DP_RANK, E_KIND, E_WORKER_HI, E_WORKER_LO, EVENT_WORDS, type EventBatch, KIND_CLEARED } from "../protocols/eventBatch.js";
 import { LocalBackend, type ShardBackend } from "./shardBackend.js";
 import { ThreadBackend, type ThreadBackendOptions } from "./threadBackend.js";
-import { type ApplyResult, type EventOutcome, IndexCapacityError, type IndexShardDownError, type KvIndex, type Overlaps, type RawApplied, type RawStream } from "./types.js";
+import { type ApplyResult, type EngineFeed, type EngineFeedApplied, type EngineFeedMessage, type EventOutcome, IndexCapacityError, type IndexShardDownError, type KvIndex, type Overlaps, type RawApplied, type RawStream } from "./types.js";
 import { WorkerPeek } from "../decoding/workerPeek.js";
 import { IngestDecoder } from "../decoding/ingestDecoder.js";
-import { RAW_APPLIED, RAW_EVENT_WORDS, RAW_PAIR_WORDS, RAW_RESULT_HEADER, pairIndex } from "./shardProtocol.js";
+import { ENGINE_PAIR_WORDS, ENGINE_RESULT_TAIL, FEED_ID_CONTINUE, FEED_ID_GIVEN, RAW_APPLIED, RAW_EVENT_WORDS, RAW_PAIR_WORDS, RAW_RESULT_HEADER, pairIndex } from "./shardProtocol.js";
+import { ENGINE_CODES } from "../decoding/engine/shardFeed.js";
 import { type IndexEvent, type WorkerKey, workerKeyString } from "../protocols/events.js";
 
 export interface CompactIndexOptions {
@@ -44,6 +45,8 @@ export interface CompactIndexOptions {
   decodeHerePastWords?: number;
   /** With shard threads: queries read the shards' shared memory instead of asking them (default: on x86-64). */
   sharedReads?: boolean;
+  /** Tokens per block: with shard threads, engine feeds' payloads may then be decoded on them (openEngineFeed). */
+  feedBlockSize?: number;
   /** Test hook: each shard's thread once it serves (a test ends one with terminate(), as a crash would end it). */
   onShardThread?: ThreadBackendOptions["onShardThread"];
   /** Test hook: shard threads throw applying this event (ThreadBackendOptions.testOnlyThrowOnEvent). */
@@ -142,7 +145,7 @@ export class CompactIndex implements KvIndex {
     const shards = opts.shards ?? 0;
     if (shards === 0) return CompactIndex.local(opts);
     const perShard = Math.ceil(initialEntriesOf(opts) / shards);
-    const backend = await ThreadBackend.start(shards, opts.maxWorkerRanks ?? MAX_SLOTS, perShard, { ringWords: opts.ringWords, blockSize: opts.blockSize, bounded: boundedBy(opts), sharedReads: opts.sharedReads, onShardThread: opts.onShardThread, testOnlyThrowOnEvent: opts.testOnlyThrowOnEvent });
+    const backend = await ThreadBackend.start(shards, opts.maxWorkerRanks ?? MAX_SLOTS, perShard, { ringWords: opts.ringWords, blockSize: opts.blockSize, feedBlockSize: opts.feedBlockSize, bounded: boundedBy(opts), sharedReads: opts.sharedReads, onShardThread: opts.onShardThread, testOnlyThrowOnEvent: opts.testOnlyThrowOnEvent });
     return new CompactIndex(backend, opts.maxBlocks, opts.decodeHerePastWords);
   }
 
@@ -490,6 +493,93 @@ export class CompactIndex implements KvIndex {
   }
 
   /**
+   * An engine feed whose payloads the owning shard decodes and applies
+   * (KvIndex.openEngineFeed): undefined without shard threads that take
+   * them, or when RAW_STREAMS feeds and streams already hold a flag.
+   */
+  openEngineFeed(): EngineFeed | undefined {
+    const threads = this.threads;
+    if (threads === undefined || threads.feedBlockSize === 0) return undefined;
+    const flag = threads.takeRawFlag();
+    if (flag === undefined) return undefined;
+    let closed = false;
+    /**
+     * Keys named by this feed's entries in flight, with their slot. The
+     * shard numbers a key's events on from where the feed's previous entry
+     * left it (FEED_ID_CONTINUE); with none in flight the caller's last id
+     * is exact and is given.
+     */
+    const carried = new Map<string, { slot: number; entries: number }>();
+    const feed = {
+      outstanding: 0,
+      submit: (m: EngineFeedMessage, payload: Uint8Array): Promise<EngineFeedApplied | "refused"> | undefined => {
+        if (closed) return undefined;
+        const pairs: number[] = [];
+        const keys: string[] = [];
+        const flying: string[] = [];
+        let shard = -1;
+        for (const dpRank of m.ranks) {
+          const key = workerKeyString({ workerId: m.workerId, dpRank });
+          let slot = this.byKey.get(key);
+          if (slot === undefined) {
+            slot = this.inFlight.get(key)?.slot;
+            if (slot === undefined) continue; // not known yet: a payload naming it is refused and takes the main thread's path
+            flying.push(key);
+          }
+          const c = carried.get(key);
+          if (c !== undefined && c.slot !== slot) return undefined; // the worker was dropped and came back meanwhile
+          const last = c === undefined ? m.lastEventId(dpRank) : 0n;
+          pairs.push(dpRank, slot, c === undefined ? FEED_ID_GIVEN : FEED_ID_CONTINUE, Number(last & 0xffffffffn), Number(last >> 32n));
+          keys.push(key);
+          shard = this.bySlot[slot]!.shard; // every rank of a worker lives on one shard
+        }
+        if (shard < 0) return undefined;
+        const claims = new Set<string>();
+        for (const key of flying) this.claimInFlight(key, () => this.bySlot[this.inFlight.get(key)!.slot]!.key, claims);
+        const head = [ENGINE_CODES.indexOf(m.engine), Number(m.workerId & 0xffffffffn), Number((m.workerId >> 32n) & 0xffffffffn), m.defaultRank >>> 0];
+        const submitted = threads.submitEngine(shard, flag, head, Uint32Array.from(pairs), payload);
+        if (submitted === undefined) {
+          this.releaseClaims(claims);
+          return undefined;
+        }
+        feed.outstanding++;
+        keys.forEach((key, i) => {
+          const c = carried.get(key);
+          if (c === undefined) carried.set(key, { slot: pairs[i * ENGINE_PAIR_WORDS + 1], entries: 1 });
+          else c.entries++;
+        });
+        const done = (): void => {
+          feed.outstanding--;
+          for (const key of keys) {
+            const c = carried.get(key)!;
+            if (--c.entries === 0) carried.delete(key);
+          }
+          this.releaseClaims(claims);
+          if (closed && feed.outstanding === 0) threads.releaseRawFlag(flag);
+        };
+        return submitted.then(
+          (words) => {
+            done();
+            this.evictOverflow();
+            return engineApplied(words);
+          },
+          (err: unknown) => {
+            done();
+            throw err;
+          },
+        );
+      },
+      resume: () => threads.clearRawFlag(flag),
+      close: () => {
+        if (closed) return;
+        closed = true;
+        if (feed.outstanding === 0) threads.releaseRawFlag(flag);
+      },
+    };
+    return feed satisfies EngineFeed;
+  }
+
+  /**
    * A raw stream's message decoded here and queued as records under its
    * flag (RAW_RECORDS); undefined when it must take the decoded path after
    * all (the hot-path decoder hands it back, a clear, a pair the peek missed).
@@ -688,6 +778,14 @@ function rawApplied(words: Int32Array): RawApplied {
       return { workerId: u64(words[r + 1] >>> 0, words[r + 2] >>> 0), dpRank: words[r + 3] >>> 0, eventId: u64(words[r + 4] >>> 0, words[r + 5] >>> 0) };
     },
   };
+}
+
+/** An engine entry's result (see ENGINE_ENTRY): a raw entry's, then dp_rank, the last event id and the count matrix. */
+function engineApplied(words: Int32Array): EngineFeedApplied | "refused" {
+  const applied = rawApplied(words);
+  if (applied === "refused") return applied;
+  const t = RAW_RESULT_HEADER + words[1] * RAW_EVENT_WORDS;
+  return { ...applied, dpRank: words[t] >>> 0, lastEventId: u64(words[t + 1] >>> 0, words[t + 2] >>> 0), counts: words.subarray(t + ENGINE_RESULT_TAIL) };
 }
 
 /** workerKeyString() of the event at word `o`, without a bigint for the usual ids below 2^32. */

@@ -92,6 +92,27 @@ export function pairIndex(w: Uint32Array, from: number, pairs: number, lo: numbe
   return -1;
 }
 
+/**
+ * An engine feed's message (a vLLM/SGLang ZeroMQ payload, msgpack) that the
+ * shard decodes, converts, hashes and applies itself has this in its count
+ * word, then: its feed's flag (a word of the raw-stream flags, refused alike),
+ * byte length, engine code (ENGINE_CODES), worker lo, worker hi, the
+ * publisher's default dp_rank, pair count, per pair ENGINE_PAIR_WORDS
+ * (dp_rank, slot, mode, last event id lo, hi), then the payload bytes. Mode
+ * FEED_ID_GIVEN: the feed's last event id for that pair is the one given;
+ * FEED_ID_CONTINUE: it is where the shard's previous entry for that slot
+ * left it. Its result entry is a raw entry's (RAW_APPLIED / RAW_REFUSED,
+ * event count, RAW_EVENT_WORDS per event), then, when applied: dp_rank, the
+ * pair's last event id lo, hi, and the FEED_COUNT_WORDS count matrix.
+ */
+export const ENGINE_ENTRY = 0xffffff10;
+export const ENGINE_HEADER = ENTRY_HEADER + 7;
+export const ENGINE_PAIR_WORDS = 5;
+export const FEED_ID_GIVEN = 1;
+export const FEED_ID_CONTINUE = 0;
+/** Words of an applied engine entry's result after its events: dp_rank, last id lo, hi (the count matrix follows). */
+export const ENGINE_RESULT_TAIL = 3;
+
 export const RAW_APPLIED = 0;
 export const RAW_REFUSED = 1;
 export const RAW_RESULT_HEADER = 2;
@@ -115,6 +136,8 @@ export interface ShardThreadData {
   rawFlags: SharedArrayBuffer;
   /** Tokens per block, for decoding raw messages (0: the index takes none). */
   blockSize: number;
+  /** Tokens per block of the engine feeds' messages the shard decodes (ENGINE_ENTRY); 0 or absent: it takes none. */
+  feedBlockSize?: number;
   /** With shared reads (sharedNodes.ts): the node side's header words, and the port new buffers are posted on. */
   nodeHeader: SharedArrayBuffer | undefined;
   views: MessagePort | undefined;

@@ -8,7 +8,8 @@ import { getHeapStatistics } from "node:v8";
 import { CompactCore, SlotTable } from "./compactCore.js";
 import { RecordWriter, recordWords, stampsOf, stampsOfRange } from "./records.js";
 import { IngestDecoder } from "../decoding/ingestDecoder.js";
-import { E_DP_RANK, E_KIND, E_WORKER_HI, E_WORKER_LO, EVENT_WORDS, type EventBatch, KIND_CLEARED, u64 } from "../protocols/eventBatch.js";
+import { E_DP_RANK, E_KIND, E_WORKER_HI, E_WORKER_LO, EVENT_WORDS, type EventBatch, KIND_CLEARED, toEventBatch, u64 } from "../protocols/eventBatch.js";
+import { ENGINE_CODES, FEED_COUNT_WORDS, decodeForShard } from "../decoding/engine/shardFeed.js";
 import {
   CTL_BELL,
   CTL_DOWN,
@@ -28,6 +29,11 @@ import {
   REQ_STOP,
   REQ_SWAP_BUFFERS,
   ENTRY_HEADER,
+  ENGINE_ENTRY,
+  ENGINE_HEADER,
+  ENGINE_PAIR_WORDS,
+  ENGINE_RESULT_TAIL,
+  FEED_ID_GIVEN,
   RAW_APPLIED,
   RAW_ENTRY,
   RAW_EVENT_WORDS,
@@ -64,6 +70,12 @@ const rawBlocked = new Int32Array(data.rawFlags);
 if (data.testOnlyThrowOnEvent !== undefined) throwOnEvent(data.testOnlyThrowOnEvent);
 const decoder = data.blockSize > 0 ? new IngestDecoder(data.blockSize) : undefined;
 const rawRecords = new RecordWriter();
+/** Engine feeds' payloads decode here when the index was given their block size. */
+const feedBlockSize = data.feedBlockSize ?? 0;
+/** Per slot, the last event id an engine feed entry handed out (FEED_ID_CONTINUE picks up from it). */
+const feedLastIds = new Map<number, bigint>();
+/** An applied engine entry's tail: dp_rank, last id lo, hi, then the count matrix. */
+const feedTail = new Int32Array(ENGINE_RESULT_TAIL + FEED_COUNT_WORDS);
 /** Each decoded event's slot (reused: one raw message at a time). */
 let rawSlots = new Uint32Array(64);
 
@@ -171,6 +183,7 @@ function applyQueued(at: number): void {
   try {
     if (count === RAW_ENTRY) applyRaw(at, id);
     else if (count === RAW_RECORDS) applyRawRecords(at, id);
+    else if (count === ENGINE_ENTRY) applyEngine(at, id);
     else applyRecords(at, id, count);
   } catch (err) {
     throw poison(err);
@@ -258,8 +271,9 @@ function refuseRaw(id: number, flag: number): void {
  * entry: per event its result code and the event's worker, rank and id
  * (from the record header), for rejections and warnings.
  */
-function applyRecordsWithRefs(w: Uint32Array, o: number, count: number, id: number): void {
-  const size = RAW_RESULT_HEADER + count * RAW_EVENT_WORDS;
+function applyRecordsWithRefs(w: Uint32Array, o: number, count: number, id: number, tail?: Int32Array): void {
+  const events = RAW_RESULT_HEADER + count * RAW_EVENT_WORDS;
+  const size = events + (tail?.length ?? 0);
   const out = reserveResult(ENTRY_HEADER + size);
   const res = results.signed;
   res[out + ENTRY_HEADER] = RAW_APPLIED;
@@ -274,7 +288,58 @@ function applyRecordsWithRefs(w: Uint32Array, o: number, count: number, id: numb
     res[r + 4] = w[o + 5];
     res[r + 5] = w[o + 6];
   }
+  if (tail !== undefined) res.set(tail, out + ENTRY_HEADER + events);
   finishResult(out, id, size);
+}
+
+/**
+ * An engine feed's payload at `at` (ENGINE_ENTRY): decoded, converted,
+ * hashed and applied here, its events numbered on from the feed's last
+ * event id for the pair; or refused whole (nothing applied) when the main
+ * thread must take it (decodeForShard), its dp_rank has no pair, the pair's
+ * last id is not known here, or its feed is refused already.
+ */
+function applyEngine(at: number, id: number): void {
+  const w = queue.words;
+  const flag = w[at + ENTRY_HEADER];
+  const byteLength = w[at + ENTRY_HEADER + 1];
+  const engine = ENGINE_CODES[w[at + ENTRY_HEADER + 2]];
+  const workerLo = w[at + ENTRY_HEADER + 3];
+  const workerHi = w[at + ENTRY_HEADER + 4];
+  const pairs = w[at + ENTRY_HEADER + 6];
+  const p0 = at + ENGINE_HEADER;
+  if (feedBlockSize === 0 || engine === undefined || Atomics.load(rawBlocked, flag) !== 0) return refuseRaw(id, flag);
+  feedTail.fill(0);
+  const counts = feedTail.subarray(ENGINE_RESULT_TAIL);
+  const worker = { workerId: u64(workerLo, workerHi), defaultRank: w[at + ENTRY_HEADER + 5] };
+  let decoded: ReturnType<typeof decodeForShard>;
+  try {
+    decoded = decodeForShard(queue.bytes(p0 + pairs * ENGINE_PAIR_WORDS, byteLength), engine, worker, feedBlockSize, counts);
+  } catch {
+    decoded = undefined; // the main thread decodes it again and says what went wrong
+  }
+  let p = -1;
+  for (let q = p0; decoded !== undefined && q < p0 + pairs * ENGINE_PAIR_WORDS; q += ENGINE_PAIR_WORDS) if (w[q] === decoded.dpRank) p = q;
+  if (decoded === undefined || p < 0) return refuseRaw(id, flag);
+  const slot = w[p + 1];
+  if (w[p + 2] !== FEED_ID_GIVEN && !feedLastIds.has(slot)) return refuseRaw(id, flag);
+  // Every pair's given id holds from here on, also for the pairs this payload does not name.
+  for (let q = p0; q < p0 + pairs * ENGINE_PAIR_WORDS; q += ENGINE_PAIR_WORDS) if (w[q + 2] === FEED_ID_GIVEN) feedLastIds.set(w[q + 1], u64(w[q + 3], w[q + 4]));
+  let last = feedLastIds.get(slot)!;
+  const { events } = decoded;
+  for (const e of events) e.eventId = ++last;
+  feedLastIds.set(slot, last);
+  feedTail[0] = decoded.dpRank;
+  feedTail[1] = Number(last & 0xffffffffn);
+  feedTail[2] = Number(last >> 32n);
+  const batch = toEventBatch(events);
+  let stamp = Number(Atomics.add(clock, 0, BigInt(stampsOfRange(batch, 0, batch.count))));
+  rawRecords.reset();
+  for (let i = 0; i < batch.count; i++) {
+    rawRecords.batchEvent(batch, i, slot, stamp, false);
+    stamp += stampsOf(batch, i);
+  }
+  applyRecordsWithRefs(rawRecords.words, 0, batch.count, id, feedTail);
 }
 
 /** A raw message's events and each one's slot, or undefined when it must be refused (see applyRaw). */

@@ -53,6 +53,9 @@ import {
   CTL_SLEEPING,
   CTL_WORDS,
   ENTRY_HEADER,
+  ENGINE_ENTRY,
+  ENGINE_HEADER,
+  ENGINE_PAIR_WORDS,
   RAW_ENTRY,
   RAW_HEADER,
   RAW_RECORDS,
@@ -104,6 +107,8 @@ export interface ThreadBackendOptions {
   blockSize?: number;
   /** Sized for a --max-blocks bound (CoreOptions.bounded). */
   bounded?: boolean;
+  /** Tokens per block: shards then decode engine feeds' messages themselves (submitEngine); 0 or absent: they do not. */
+  feedBlockSize?: number;
   /** Queries read the shards' memory instead of asking them (default: on x86-64; see sharedNodes.ts). */
   sharedReads?: boolean;
   /** Test hook: each shard's thread once it serves (a test ends one with terminate(), as a crash would end it). */
@@ -137,6 +142,9 @@ export class ThreadBackend implements ShardBackend {
    */
   private readonly keepAlive = setInterval(() => {}, 1 << 30).unref();
 
+  /** Tokens per block of the engine feeds' messages shards decode (0: they take none). */
+  feedBlockSize = 0;
+
   private constructor(
     readonly shards: number,
     maxSlots: number,
@@ -152,6 +160,7 @@ export class ThreadBackend implements ShardBackend {
   static async start(shards: number, maxSlots: number, initialEntries: number, opts: ThreadBackendOptions = {}): Promise<ThreadBackend> {
     const { ringWords = RING_WORDS, blockSize = 0 } = opts;
     const backend = new ThreadBackend(shards, maxSlots, blockSize);
+    backend.feedBlockSize = opts.feedBlockSize ?? 0;
     const sharedReads = opts.sharedReads ?? sharedReadsByDefault();
     const started: Promise<void>[] = [];
     for (let i = 0; i < shards; i++) {
@@ -179,6 +188,7 @@ export class ThreadBackend implements ShardBackend {
         clock: backend.clock.buffer as SharedArrayBuffer,
         rawFlags: backend.rawFlags.buffer as SharedArrayBuffer,
         blockSize,
+        feedBlockSize: opts.feedBlockSize ?? 0,
         nodeHeader,
         views: views?.port2,
         testOnlyThrowOnEvent: opts.testOnlyThrowOnEvent && [...words(opts.testOnlyThrowOnEvent.workerId), ...words(opts.testOnlyThrowOnEvent.eventId)],
@@ -355,6 +365,26 @@ export class ThreadBackend implements ShardBackend {
       w[at + ENTRY_HEADER] = flag;
       w[at + ENTRY_HEADER + 1] = records.count;
       w.set(records.words.subarray(0, records.length), at + RAW_RECORDS_HEADER);
+    });
+  }
+
+  /**
+   * Queues an engine feed's payload for `shard` (see ENGINE_ENTRY): `head`
+   * is (engine code, worker lo, worker hi, default dp_rank), `pairs` holds
+   * ENGINE_PAIR_WORDS per (worker, dp_rank) it may name. Resolves with the
+   * result entry's words; undefined when the shards take no engine feeds,
+   * the payload is too big for the ring or the ring is full.
+   */
+  submitEngine(shard: number, flag: number, head: readonly number[], pairs: Uint32Array, bytes: Uint8Array): Promise<Int32Array> | undefined {
+    if (this.feedBlockSize === 0) return undefined;
+    return this.enqueueRaw(shard, ENGINE_HEADER + pairs.length + Math.ceil(bytes.length / 4), (w, at, q) => {
+      w[at + 2] = ENGINE_ENTRY;
+      w[at + ENTRY_HEADER] = flag;
+      w[at + ENTRY_HEADER + 1] = bytes.length;
+      for (let i = 0; i < 4; i++) w[at + ENTRY_HEADER + 2 + i] = head[i];
+      w[at + ENTRY_HEADER + 6] = pairs.length / ENGINE_PAIR_WORDS;
+      w.set(pairs, at + ENGINE_HEADER);
+      q.bytes(at + ENGINE_HEADER + pairs.length, bytes.length).set(bytes);
     });
   }
 

@@ -2,6 +2,7 @@
 // the events it applies are protocols/events.ts. Workers are dense "slots".
 import type { EventBatch } from "../protocols/eventBatch.js";
 import type { IndexEvent, WorkerKey } from "../protocols/events.js";
+import type { EngineKind } from "../decoding/engine/decode.js";
 
 /** Why an event was not applied (or only partly applied), as counted in metrics. */
 export type EventOutcome =
@@ -63,6 +64,12 @@ export interface KvIndex {
    * they name as wire bytes, and the shard decodes, hashes and applies them.
    */
   openRawStream?(): RawStream | undefined;
+  /**
+   * A native engine feed's messages decoded, hashed and applied by the shard
+   * thread that owns the worker (undefined without shard threads that take
+   * them, or when too many feeds and streams have one). See EngineFeed.
+   */
+  openEngineFeed?(): EngineFeed | undefined;
   /** Per worker (keyed by workerKeyString), the number of leading blocks held. */
   findMatches(sequenceHashes: readonly bigint[]): Overlaps;
   /**
@@ -126,6 +133,39 @@ export function mapRawStream<A, B>(raw: RawStreamOf<A>, then: (applied: A) => B)
     resume: () => raw.resume(),
     close: () => raw.close(),
   };
+}
+
+/** One engine payload for the shards (EngineFeed.submit). */
+export interface EngineFeedMessage {
+  engine: EngineKind;
+  workerId: bigint;
+  /** The publisher's dp_rank, for payloads that name none. */
+  defaultRank: number;
+  /** The dp ranks the payload may name (those the feed has seen); the others are refused. */
+  ranks: Iterable<number>;
+  /** The feed's last event id for a (worker, dp_rank): the shard numbers the payload's events on from it. */
+  lastEventId(dpRank: number): bigint;
+}
+
+/** An engine payload applied on a shard: its events' results, the dp_rank it named, the feed's last event id for it, and kvrouter_zmq_events_total's counts (FEED_TYPES × FEED_OUTCOMES). */
+export type EngineFeedApplied = Exclude<RawApplied, "refused"> & { dpRank: number; lastEventId: bigint; counts: Int32Array };
+
+/**
+ * A native engine feed (one worker's ZeroMQ publishers) whose payloads the
+ * shard owning the worker decodes, converts, hashes and applies, in the
+ * order submitted, also relative to every other queued batch. The rules are
+ * a raw stream's (RawStreamOf): submit() is undefined when the payload must
+ * take the main thread's path (no (worker, dp_rank) it may name is known,
+ * the ring is full); a payload the shard cannot settle alone resolves
+ * "refused", changes nothing, and so does every later one of the feed
+ * until the caller, having taken the refused ones the main thread's way with
+ * none outstanding, calls resume().
+ */
+export interface EngineFeed {
+  readonly outstanding: number;
+  submit(message: EngineFeedMessage, payload: Uint8Array): Promise<EngineFeedApplied | "refused"> | undefined;
+  resume(): void;
+  close(): void;
 }
 
 /** What identifies an event in a result (rejections, warnings). */

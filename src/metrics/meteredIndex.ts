@@ -1,7 +1,7 @@
 // Wraps any KvIndex to count what happens to events and expose the index's
 // size, so no index implementation carries metrics code of its own.
 import { type EventBatch, eventAt } from "../protocols/eventBatch.js";
-import { type ApplyResult, type EventRef, type KvIndex, type Overlaps, type RawStream, mapRawStream } from "../indexer/types.js";
+import { type ApplyResult, type EngineFeed, type EventRef, type KvIndex, type Overlaps, type RawStream, mapRawStream } from "../indexer/types.js";
 import type { IndexEvent, WorkerKey } from "../protocols/events.js";
 import { LogOnce } from "../util/logOnce.js";
 import type { RouterMetrics } from "./metrics.js";
@@ -38,6 +38,23 @@ export class MeteredIndex implements KvIndex {
       if (applied !== "refused") this.countAll(applied.results, applied.eventOf);
       return applied;
     });
+  }
+
+  openEngineFeed(): EngineFeed | undefined {
+    const feed = this.inner.openEngineFeed?.();
+    if (feed === undefined) return undefined;
+    return {
+      get outstanding() {
+        return feed.outstanding;
+      },
+      submit: (message, payload) =>
+        feed.submit(message, payload)?.then((applied) => {
+          if (applied !== "refused") this.countAll(applied.results, applied.eventOf);
+          return applied;
+        }),
+      resume: () => feed.resume(),
+      close: () => feed.close(),
+    };
   }
 
   /**

@@ -9,7 +9,7 @@ import { ApproximateTracker } from "../indexer/approximate.js";
 import { ApproximateLru } from "../indexer/approximateLru.js";
 import type { EventBatch } from "../protocols/eventBatch.js";
 import { LowerTiers, type TierOverlaps } from "../indexer/lowerTiers.js";
-import type { KvIndex } from "../indexer/types.js";
+import type { EngineFeed, KvIndex } from "../indexer/types.js";
 import { type IndexEvent, type WorkerKey, workerKeyString } from "../protocols/events.js";
 import { ActiveSequences, type WorkerLoad } from "../scheduler/activeSequences.js";
 import { type Score, minActivePrefillTokens } from "../scheduler/costFunction.js";
@@ -392,6 +392,11 @@ export class KvRouter {
   /** A client stream's raw IngestKvEvents applies on the index's shard threads, or undefined (see KvIndex.openRawStream). */
   openRawIngest(): RawIngest | undefined {
     return openRawIngest(this.index);
+  }
+
+  /** An engine feed whose payloads the index's shard threads decode and apply, or undefined (see KvIndex.openEngineFeed). */
+  openEngineFeed(): EngineFeed | undefined {
+    return this.index.openEngineFeed?.();
   }
 
   /** Stored events that rebuild the index, every tier (see DumpIndex). */

@@ -3,7 +3,7 @@
 // consecutive ports), so a worker with several DP ranks has several entries.
 import { parse as parseYaml } from "yaml";
 import { addressProblem } from "../../workers/addresses.js";
-import type { EngineKind } from "./decode.js";
+import type { EngineKind } from "../../decoding/engine/decode.js";
 
 export interface ZmqEndpoint {
   workerId: bigint;

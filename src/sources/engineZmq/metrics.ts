@@ -1,7 +1,7 @@
 // Counters of the ZeroMQ event feed, registered on the router's registry so
 // they appear on its /metrics endpoint.
 import { Counter, Gauge, type Registry } from "prom-client";
-import { SKIP_REASONS } from "./convert.js";
+import { SKIP_REASONS } from "../../decoding/engine/convert.js";
 
 export class ZmqMetrics {
   readonly frames: Counter<"outcome">;

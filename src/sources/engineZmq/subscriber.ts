@@ -3,12 +3,15 @@
 // a range is lost for good. Batches reach the index exactly once, in seq order.
 import * as zmq from "zeromq";
 import type { IndexEvent, WorkerKey } from "../../protocols/events.js";
+import type { EngineFeedApplied, EngineFeedMessage } from "../../indexer/types.js";
+import { FEED_OUTCOMES, FEED_TYPES } from "../../decoding/engine/shardFeed.js";
 import type { KvRouter } from "../../router/router.js";
 import { log } from "../../util/log.js";
-import { toIndexEvent } from "./convert.js";
-import { DecodeError, END_SEQ, decodeBatch, decodeFrames, decodeSeq, encodeSeq } from "./decode.js";
+import { isQuietSkip, toIndexEvent } from "../../decoding/engine/convert.js";
+import { DecodeError, END_SEQ, decodeBatch, decodeFrames, decodeSeq, encodeSeq } from "../../decoding/engine/decode.js";
 import type { ZmqEndpoint } from "./endpoints.js";
 import type { ZmqMetrics } from "./metrics.js";
+import type { ShardLane } from "./shardLane.js";
 import { zmqContext } from "./sockets.js";
 
 export interface SubscriberContext {
@@ -16,10 +19,15 @@ export interface SubscriberContext {
   metrics: ZmqMetrics;
   /** Next index event id for a (worker, dp_rank); shared by every publisher of that worker. */
   nextEventId(worker: WorkerKey): bigint;
+  /** The last event id handed out for a (worker, dp_rank), and setting it (the shard numbered events on from it). */
+  lastEventId(worker: WorkerKey): bigint;
+  setLastEventId(worker: WorkerKey, id: bigint): void;
+  /** The worker's payloads to the index shard that owns it, or undefined when the index decodes none on its threads. */
+  laneOf(workerId: bigint): ShardLane | undefined;
   /** How long one replay request may take before the range counts as lost. */
   replayTimeoutMs: number;
-  /** Drops every block of the subscriber's worker (all dp ranks, as the index clears per worker). */
-  dropWorker(caller: EngineSubscriber): void;
+  /** Drops every block of the subscriber's worker (all dp ranks, as the index clears per worker), after what is queued of it. */
+  dropWorker(caller: EngineSubscriber): Promise<void>;
 }
 
 /** Largest message accepted from an engine; bigger ones are dropped by ZeroMQ. */
@@ -56,6 +64,13 @@ export class EngineSubscriber {
       receiveHighWaterMark: 100_000,
     });
     this.ranks.add(spec.dpRank);
+    this.feedMessage = {
+      engine: spec.engine,
+      workerId: spec.workerId,
+      defaultRank: spec.dpRank,
+      ranks: this.ranks,
+      lastEventId: (dpRank) => ctx.lastEventId({ workerId: spec.workerId, dpRank }),
+    };
   }
 
   start(): void {
@@ -115,7 +130,7 @@ export class EngineSubscriber {
     // does not is a new process (an engine restart) with an empty cache.
     const restarted = this.lastLiveSeq !== undefined && seq <= this.lastLiveSeq;
     this.lastLiveSeq = seq;
-    if (restarted) this.onPublisherRestart();
+    if (restarted) await this.onPublisherRestart();
     if (this.expected === undefined) {
       // Joined after the publisher started: what came before may be cached.
       if (seq > 0n) await this.recover(0n, seq, restarted ? "publisher restarted" : "joined late");
@@ -128,7 +143,7 @@ export class EngineSubscriber {
       this.ctx.metrics.frames.inc({ outcome: "duplicate" });
       return;
     }
-    this.applyBatch(seq, payload, "applied");
+    await this.applyBatch(seq, payload, "applied");
   }
 
   /** Fetches [from, upTo) from the replay socket; what cannot be fetched marks the worker stale. */
@@ -156,7 +171,7 @@ export class EngineSubscriber {
       replay: this.spec.replay ?? "none configured",
     });
     // A replay that skipped ahead already dropped the blocks before applying what followed the hole.
-    if (result === "incomplete") this.markStale();
+    if (result === "incomplete") await this.markStale();
     if (this.expected! < upTo) this.expected = upTo;
   }
 
@@ -206,9 +221,9 @@ export class EngineSubscriber {
         if (seq > this.expected!) {
           // The publisher's buffer no longer holds the start of the range.
           contiguous = false;
-          this.markStale();
+          await this.markStale();
         }
-        this.applyBatch(seq, body[body.length - 1], "replayed");
+        await this.applyBatch(seq, body[body.length - 1], "replayed");
       }
     } finally {
       this.dealer = undefined;
@@ -218,10 +233,52 @@ export class EngineSubscriber {
     return this.expected! >= upTo ? "complete" : "incomplete";
   }
 
-  private applyBatch(seq: bigint, payload: Uint8Array, outcome: "applied" | "replayed"): void {
+  /**
+   * Hands a batch to the index: as payload bytes to the shard thread that
+   * owns the worker, which decodes and applies it (ShardLane), or decoded
+   * here. Nothing decoded here may overtake a payload queued to the shard.
+   */
+  private async applyBatch(seq: bigint, payload: Uint8Array, outcome: "applied" | "replayed"): Promise<void> {
     // A stopped feed (worker forgotten) must not bring the worker back into the index.
     if (this.closed) return;
     this.expected = seq + 1n;
+    const lane = this.ctx.laneOf(this.spec.workerId);
+    if (lane !== undefined) {
+      const queued = lane.submit(this.feedMessage, {
+        payload,
+        applied: (result) => this.appliedOnShard(result, outcome),
+        failed: (err) => {
+          this.ctx.metrics.frames.inc({ outcome });
+          this.warn("apply_failed", "the index failed to apply a KV event batch", { seq, error: String(err) });
+        },
+        redo: () => this.decodeHere(seq, payload, outcome),
+      });
+      if (queued) return;
+      if (lane.busy) await lane.quiesce();
+      if (this.closed) return;
+    }
+    this.decodeHere(seq, payload, outcome);
+  }
+
+  /** What the shard needs besides the payload: whose it is and where its event ids stand. */
+  private readonly feedMessage: EngineFeedMessage;
+
+  /** A payload the shard decoded and applied: what decodeHere() would have counted. */
+  private appliedOnShard(result: EngineFeedApplied, outcome: "applied" | "replayed"): void {
+    const { metrics } = this.ctx;
+    this.ctx.setLastEventId({ workerId: this.spec.workerId, dpRank: result.dpRank }, result.lastEventId);
+    const c = result.counts;
+    for (let i = 0; i < c.length; i++) {
+      if (c[i] === 0) continue;
+      const type = FEED_TYPES[Math.floor(i / FEED_OUTCOMES.length)];
+      metrics.events.inc({ type, outcome: FEED_OUTCOMES[i % FEED_OUTCOMES.length] }, c[i]);
+    }
+    metrics.frames.inc({ outcome });
+  }
+
+  /** Decodes a batch here and queues (or applies) its events; a refused payload's way too. */
+  private decodeHere(seq: bigint, payload: Uint8Array, outcome: "applied" | "replayed"): void {
+    if (this.closed) return;
     const { metrics, router } = this.ctx;
     let batch;
     try {
@@ -247,8 +304,7 @@ export class EngineSubscriber {
       const converted = toIndexEvent(e, worker, 0n, router.config.blockSize);
       if ("skip" in converted) {
         metrics.events.inc({ type: e.type, outcome: converted.skip });
-        const problem = converted.skip !== "other_group" && converted.skip !== "lora_id_without_name";
-        if (problem) {
+        if (!isQuietSkip(converted.skip)) {
           this.warn(converted.skip, `rejected ${e.type}: ${converted.detail}`, {
             fix: converted.skip === "block_size_mismatch" ? "start kv-router with the engine's block size (--block-size)" : undefined,
           });
@@ -261,18 +317,27 @@ export class EngineSubscriber {
       events.push(converted.event);
       if (e.type === "AllBlocksCleared") cleared = true;
     }
-    if (events.length > 0) {
+    if (events.length === 0) metrics.frames.inc({ outcome });
+    else {
+      let applying: Promise<unknown>;
       try {
         // With index shard threads the batch is queued and this feed goes on to the next frame.
-        router.applyEventsAsync(events).catch((err: unknown) => this.warn("apply_failed", "the index failed to apply a KV event batch", { seq, error: String(err) }));
+        applying = router.applyEventsAsync(events);
       } catch (err) {
         // Refused whole (e.g. no index slot left for this worker): nothing applied, counted, skipped.
         metrics.frames.inc({ outcome: "refused" });
         this.warn("refused", "the router refused a KV event batch", { seq, error: (err as Error)?.message ?? String(err) });
         return;
       }
+      // Counted once the index holds it (at once with the index in this thread), as a payload applied on a shard is.
+      applying.then(
+        () => metrics.frames.inc({ outcome }),
+        (err: unknown) => {
+          metrics.frames.inc({ outcome });
+          this.warn("apply_failed", "the index failed to apply a KV event batch", { seq, error: String(err) });
+        },
+      );
     }
-    metrics.frames.inc({ outcome });
     if (cleared && this.stale) {
       // The engine's cache is empty and so is our view: they agree again.
       this.stale = false;
@@ -282,26 +347,26 @@ export class EngineSubscriber {
   }
 
   /** The seq went backwards: a new engine process, whose cache starts empty. */
-  private onPublisherRestart(): void {
+  private async onPublisherRestart(): Promise<void> {
     this.ctx.metrics.restarts.inc();
     log.warn("engine KV publisher restarted; dropping the worker's blocks", this.where());
-    this.dropBlocks();
+    await this.dropBlocks();
     this.stale = false;
     this.setStaleGauge();
     this.expected = undefined;
   }
 
-  private markStale(): void {
-    this.dropBlocks();
+  private async markStale(): Promise<void> {
+    await this.dropBlocks();
     if (!this.stale) {
       this.stale = true;
       this.setStaleGauge();
     }
   }
 
-  private dropBlocks(): void {
+  private async dropBlocks(): Promise<void> {
     if (this.closed) return;
-    this.ctx.dropWorker(this);
+    await this.ctx.dropWorker(this);
   }
 
   /** Another publisher of the same worker lost events and the worker's blocks were dropped. */

@@ -12,6 +12,7 @@ import { EndpointSpecError, type ZmqEndpoint, endpointKey, parseWorkersFile, reg
 import { type EngineLoadWeights, EngineLoadPoller } from "./engineLoad.js";
 import { ZmqMetrics } from "./metrics.js";
 import { subscriberRoomProblem } from "./sockets.js";
+import { ShardLane } from "./shardLane.js";
 import { EngineSubscriber } from "./subscriber.js";
 import { LogOnce } from "../../util/logOnce.js";
 
@@ -51,6 +52,8 @@ export class ZmqEventSource implements EventSource {
   /** Endpoints that registered workers announced, by worker id. */
   private readonly registered = new Map<bigint, ZmqEndpoint[]>();
   private readonly lastEventIds = new Map<string, bigint>();
+  /** Per worker, its payloads' way to the index shard that owns it (null: the index decodes none on its threads). */
+  private readonly lanes = new Map<bigint, ShardLane | null>();
   private watching = false;
   private readonly loggedFailures = new LogOnce("error");
   /** Registered workers that name a ZeroMQ endpoint get a subscriber for their lease. */
@@ -106,6 +109,8 @@ export class ZmqEventSource implements EventSource {
     const all = [...this.subscribers.values()];
     this.subscribers.clear();
     await Promise.all(all.map((s) => s.stop()));
+    for (const lane of this.lanes.values()) lane?.close();
+    this.lanes.clear();
     this.metrics?.subscribers.set(0);
   }
 
@@ -155,6 +160,7 @@ export class ZmqEventSource implements EventSource {
       this.subscribers.delete(key);
       this.pollers.get(key)?.stop();
       this.pollers.delete(key);
+      this.closeLaneIfUnused(sub.spec.workerId);
       sub.stop().then(
         () => log.info("unsubscribed from engine KV events", { worker_id: sub.spec.workerId, endpoint: sub.spec.endpoint }),
         (err) => log.error("stopping a subscriber failed", { error: String(err) }),
@@ -182,6 +188,9 @@ export class ZmqEventSource implements EventSource {
         router: this.router!,
         metrics: this.metrics!,
         nextEventId: (w) => this.nextEventId(w),
+        lastEventId: (w) => this.lastEventId(w),
+        setLastEventId: (w, id) => this.lastEventIds.set(workerKeyString(w), id),
+        laneOf: (workerId) => this.laneOf(workerId),
         replayTimeoutMs: this.opts.replayTimeoutMs ?? DEFAULT_REPLAY_TIMEOUT_MS,
         dropWorker: (caller) => this.dropWorker(caller),
       });
@@ -222,8 +231,11 @@ export class ZmqEventSource implements EventSource {
    * dp rank of it, so the worker's other publishers now under-report too and
    * are marked stale with it.
    */
-  private dropWorker(caller: EngineSubscriber): void {
+  private async dropWorker(caller: EngineSubscriber): Promise<void> {
     const { workerId } = caller.spec;
+    // The clears are numbered after, and apply after, every payload of the worker queued to its shard.
+    const lane = this.lanes.get(workerId);
+    if (lane?.busy) await lane.quiesce();
     // Clear only ranks the index already knows, so no new (worker, rank) becomes routable.
     const known = this.router!.index.workers().filter((w) => w.workerId === workerId);
     if (known.length > 0) {
@@ -239,10 +251,39 @@ export class ZmqEventSource implements EventSource {
    * in seq order, so ids can simply count on from the index's last one.
    */
   private nextEventId(worker: WorkerKey): bigint {
-    const key = workerKeyString(worker);
-    let last = this.lastEventIds.get(key);
-    if (last === undefined) last = this.router!.index.lastEventIds().get(key) ?? 0n;
-    this.lastEventIds.set(key, last + 1n);
+    const last = this.lastEventId(worker);
+    this.lastEventIds.set(workerKeyString(worker), last + 1n);
     return last + 1n;
+  }
+
+  private lastEventId(worker: WorkerKey): bigint {
+    const key = workerKeyString(worker);
+    return this.lastEventIds.get(key) ?? this.router!.index.lastEventIds().get(key) ?? 0n;
+  }
+
+  /**
+   * Frees a worker's lane once no publisher of it is subscribed and nothing
+   * of it is outstanding (a lane opened meanwhile would number events before
+   * the old one's results are in).
+   */
+  private closeLaneIfUnused(workerId: bigint): void {
+    const lane = this.lanes.get(workerId);
+    if (lane == null) return;
+    void lane.quiesce().then(() => {
+      if (this.lanes.get(workerId) !== lane || [...this.subscribers.values()].some((s) => s.spec.workerId === workerId)) return;
+      lane.close();
+      this.lanes.delete(workerId);
+    });
+  }
+
+  /** The worker's lane to its index shard, opened on first use (see ShardLane). */
+  private laneOf(workerId: bigint): ShardLane | undefined {
+    let lane = this.lanes.get(workerId);
+    if (lane === undefined) {
+      const feed = this.router!.openEngineFeed();
+      lane = feed === undefined ? null : new ShardLane(feed);
+      this.lanes.set(workerId, lane);
+    }
+    return lane ?? undefined;
   }
 }

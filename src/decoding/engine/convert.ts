@@ -18,6 +18,11 @@ export const SKIP_REASONS = [
 ] as const;
 export type SkipReason = (typeof SKIP_REASONS)[number];
 
+/** Skips that are expected (a hybrid model's other groups, old vLLM's bare LoRA ids): counted, never logged. */
+export function isQuietSkip(reason: SkipReason): boolean {
+  return reason === "other_group" || reason === "lora_id_without_name";
+}
+
 export type Converted = { event: IndexEvent } | { skip: SkipReason; detail: string };
 
 /** Dynamo's StorageTier::from_kv_medium (lib/kv-router/src/protocols.rs); no medium = the GPU. */
