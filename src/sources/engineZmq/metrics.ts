@@ -12,6 +12,7 @@ export class ZmqMetrics {
   readonly subscribers: Gauge;
   readonly workersFileReloads: Counter<"outcome">;
   readonly loadScrapes: Counter<"outcome">;
+  readonly decoded: Counter<"path">;
 
   constructor(registry?: Registry) {
     const registers = registry ? [registry] : [];
@@ -61,6 +62,12 @@ export class ZmqMetrics {
       labelNames: ["outcome"] as const,
       registers,
     });
+    this.decoded = new Counter({
+      name: "kvrouter_zmq_decoded_total",
+      help: "Engine payloads by where they were decoded: shard (on the index shard thread that owns the worker), main, or shard_refused (handed back by the shard and decoded on the main thread)",
+      labelNames: ["path"] as const,
+      registers,
+    });
     // Every outcome is exported from the first scrape, at 0, so rate() works at once.
     for (const outcome of ["applied", "replayed", "duplicate", "malformed", "undecodable"]) this.frames.inc({ outcome }, 0);
     for (const type of ["BlockStored", "BlockRemoved", "AllBlocksCleared"]) {
@@ -69,5 +76,6 @@ export class ZmqMetrics {
     for (const outcome of ["replayed", "unrecoverable"]) this.gaps.inc({ outcome }, 0);
     for (const outcome of ["ok", "invalid"]) this.workersFileReloads.inc({ outcome }, 0);
     for (const outcome of ["ok", "failed"]) this.loadScrapes.inc({ outcome }, 0);
+    for (const path of ["shard", "main", "shard_refused"]) this.decoded.inc({ path }, 0);
   }
 }

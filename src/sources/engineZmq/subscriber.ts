@@ -251,13 +251,13 @@ export class EngineSubscriber {
           this.ctx.metrics.frames.inc({ outcome });
           this.warn("apply_failed", "the index failed to apply a KV event batch", { seq, error: String(err) });
         },
-        redo: () => this.decodeHere(seq, payload, outcome),
+        redo: () => this.decodeHere(seq, payload, outcome, "shard_refused"),
       });
       if (queued) return;
       if (lane.busy) await lane.quiesce();
       if (this.closed) return;
     }
-    this.decodeHere(seq, payload, outcome);
+    this.decodeHere(seq, payload, outcome, "main");
   }
 
   /** What the shard needs besides the payload: whose it is and where its event ids stand. */
@@ -274,12 +274,14 @@ export class EngineSubscriber {
       metrics.events.inc({ type, outcome: FEED_OUTCOMES[i % FEED_OUTCOMES.length] }, c[i]);
     }
     metrics.frames.inc({ outcome });
+    metrics.decoded.inc({ path: "shard" });
   }
 
   /** Decodes a batch here and queues (or applies) its events; a refused payload's way too. */
-  private decodeHere(seq: bigint, payload: Uint8Array, outcome: "applied" | "replayed"): void {
+  private decodeHere(seq: bigint, payload: Uint8Array, outcome: "applied" | "replayed", path: "main" | "shard_refused"): void {
     if (this.closed) return;
     const { metrics, router } = this.ctx;
+    metrics.decoded.inc({ path });
     let batch;
     try {
       batch = decodeBatch(payload, this.spec.engine);
