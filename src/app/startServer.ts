@@ -107,8 +107,10 @@ export interface ServerOptions {
   /**
    * With index shard threads, engine feeds' payloads (vLLM/SGLang over
    * ZeroMQ) are decoded, hashed and applied on the shard that owns the
-   * worker (default true); false decodes them on this thread and queues the
-   * batches (the benchmark's baseline).
+   * worker; false decodes them on this thread and queues the batches (the
+   * benchmark's baseline). Default: true from 2 shards up. With one shard,
+   * decoding here and applying there is a two-stage pipeline, measured
+   * faster on 2 cores (144 k against 97 k blocks/s, docs/indexer.md).
    */
   shardFeeds?: boolean;
   /** Test hook: queue words an index shard may be behind before raw messages are decoded on the main thread. */
@@ -195,7 +197,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     // Shard threads that know the block size decode raw IngestKvEvents messages themselves.
     blockSize: opts.rawIngest === false || opts.pipelineIngest === false || opts.ingestThreads ? undefined : opts.router.blockSize,
     // Shard threads that know it decode engine feeds' payloads themselves.
-    feedBlockSize: opts.shardFeeds === false ? undefined : opts.router.blockSize,
+    feedBlockSize: (opts.shardFeeds ?? (opts.indexerShards ?? 0) >= 2) ? opts.router.blockSize : undefined,
     decodeHerePastWords: opts.rawDecodeHerePastWords,
     ringWords: opts.indexRingWords,
     sharedReads: opts.indexSharedReads,
