@@ -8,8 +8,8 @@ import { getHeapStatistics } from "node:v8";
 import { CompactCore, SlotTable } from "./compactCore.js";
 import { RecordWriter, recordWords, stampsOf, stampsOfRange } from "./records.js";
 import { IngestDecoder } from "../decoding/ingestDecoder.js";
-import { E_DP_RANK, E_KIND, E_WORKER_HI, E_WORKER_LO, EVENT_WORDS, type EventBatch, KIND_CLEARED, toEventBatch, u64 } from "../protocols/eventBatch.js";
-import { ENGINE_CODES, FEED_COUNT_WORDS, decodeForShard } from "../decoding/engine/shardFeed.js";
+import { E_DP_RANK, E_KIND, E_WORKER_HI, E_WORKER_LO, EVENT_WORDS, type EventBatch, KIND_CLEARED, u64 } from "../protocols/eventBatch.js";
+import { ENGINE_CODES, FEED_COUNT_WORDS, decodeForShard, numberEvents } from "../decoding/engine/shardFeed.js";
 import {
   CTL_BELL,
   CTL_DOWN,
@@ -325,14 +325,12 @@ function applyEngine(at: number, id: number): void {
   if (w[p + 2] !== FEED_ID_GIVEN && !feedLastIds.has(slot)) return refuseRaw(id, flag);
   // Every pair's given id holds from here on, also for the pairs this payload does not name.
   for (let q = p0; q < p0 + pairs * ENGINE_PAIR_WORDS; q += ENGINE_PAIR_WORDS) if (w[q + 2] === FEED_ID_GIVEN) feedLastIds.set(w[q + 1], u64(w[q + 3], w[q + 4]));
-  let last = feedLastIds.get(slot)!;
-  const { events } = decoded;
-  for (const e of events) e.eventId = ++last;
+  const { batch } = decoded;
+  const last = numberEvents(batch, feedLastIds.get(slot)!);
   feedLastIds.set(slot, last);
   feedTail[0] = decoded.dpRank;
   feedTail[1] = Number(last & 0xffffffffn);
   feedTail[2] = Number(last >> 32n);
-  const batch = toEventBatch(events);
   let stamp = Number(Atomics.add(clock, 0, BigInt(stampsOfRange(batch, 0, batch.count))));
   rawRecords.reset();
   for (let i = 0; i < batch.count; i++) {

@@ -26,7 +26,7 @@ export function isQuietSkip(reason: SkipReason): boolean {
 export type Converted = { event: IndexEvent } | { skip: SkipReason; detail: string };
 
 /** Dynamo's StorageTier::from_kv_medium (lib/kv-router/src/protocols.rs); no medium = the GPU. */
-const TIER_OF_MEDIUM = new Map<string, StorageTier>([
+export const TIER_OF_MEDIUM: ReadonlyMap<string, StorageTier> = new Map<string, StorageTier>([
   ["GPU", "device"],
   ["DEVICE", "device"],
   ["CPU", "host_pinned"],
@@ -43,8 +43,8 @@ const TIER_OF_MEDIUM = new Map<string, StorageTier>([
 ]);
 
 /** KV cache groups whose blocks hold the whole prefix (Dynamo's is_main_attention). */
-const MAIN_ATTENTION = new Set(["full_attention", "mla_attention", "sink_full_attention"]);
-const OTHER_SPEC_KINDS = new Set([
+export const MAIN_ATTENTION: ReadonlySet<string> = new Set(["full_attention", "mla_attention", "sink_full_attention"]);
+export const OTHER_SPEC_KINDS: ReadonlySet<string> = new Set([
   "sliding_window",
   "sliding_window_mla",
   "mamba",

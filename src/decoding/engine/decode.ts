@@ -154,7 +154,7 @@ function decodeEventSafe(raw: unknown, engine: EngineKind): EngineEvent | BadEve
 // Positional field order after the tag. vLLM and SGLang agree up to medium;
 // after it vLLM has lora_name, extra_keys, group_idx, ... while SGLang has
 // cache_salt (which we leave out of the hash, see docs/vllm.md).
-const STORED_FIELDS: Record<EngineKind, string[]> = {
+export const STORED_FIELDS: Record<EngineKind, readonly string[]> = {
   vllm: [
     "block_hashes",
     "parent_block_hash",
@@ -169,7 +169,7 @@ const STORED_FIELDS: Record<EngineKind, string[]> = {
   ],
   sglang: ["block_hashes", "parent_block_hash", "token_ids", "block_size", "lora_id", "medium", "cache_salt"],
 };
-const REMOVED_FIELDS: Record<EngineKind, string[]> = {
+export const REMOVED_FIELDS: Record<EngineKind, readonly string[]> = {
   vllm: ["block_hashes", "medium", "group_idx"],
   sglang: ["block_hashes", "medium"],
 };
