@@ -4,7 +4,8 @@
 import * as zmq from "zeromq";
 import type { IndexEvent, WorkerKey } from "../../protocols/events.js";
 import type { EngineFeedApplied, EngineFeedMessage } from "../../indexer/types.js";
-import { FEED_OUTCOMES, FEED_TYPES } from "../../decoding/engine/shardFeed.js";
+import { FEED_COUNT_WORDS, FEED_OUTCOMES, FEED_TYPES, engineReader } from "../../decoding/engine/shardFeed.js";
+import { E_ID_HI, E_ID_LO, EVENT_WORDS, type EventBatch } from "../../protocols/eventBatch.js";
 import type { KvRouter } from "../../router/router.js";
 import { log } from "../../util/log.js";
 import { isQuietSkip, toIndexEvent } from "../../decoding/engine/convert.js";
@@ -267,21 +268,35 @@ export class EngineSubscriber {
   private appliedOnShard(result: EngineFeedApplied, outcome: "applied" | "replayed"): void {
     const { metrics } = this.ctx;
     this.ctx.setLastEventId({ workerId: this.spec.workerId, dpRank: result.dpRank }, result.lastEventId);
-    const c = result.counts;
-    for (let i = 0; i < c.length; i++) {
-      if (c[i] === 0) continue;
-      const type = FEED_TYPES[Math.floor(i / FEED_OUTCOMES.length)];
-      metrics.events.inc({ type, outcome: FEED_OUTCOMES[i % FEED_OUTCOMES.length] }, c[i]);
-    }
+    this.countEvents(result.counts);
     metrics.frames.inc({ outcome });
     metrics.decoded.inc({ path: "shard" });
   }
+
+  /** kvrouter_zmq_events_total from a feed count matrix (FEED_TYPES × FEED_OUTCOMES). */
+  private countEvents(c: ArrayLike<number>): void {
+    for (let i = 0; i < c.length; i++) {
+      if (c[i] === 0) continue;
+      const type = FEED_TYPES[Math.floor(i / FEED_OUTCOMES.length)];
+      this.ctx.metrics.events.inc({ type, outcome: FEED_OUTCOMES[i % FEED_OUTCOMES.length] }, c[i]);
+    }
+  }
+
+  private readonly counts = new Int32Array(FEED_COUNT_WORDS);
 
   /** Decodes a batch here and queues (or applies) its events; a refused payload's way too. */
   private decodeHere(seq: bigint, payload: Uint8Array, outcome: "applied" | "replayed", path: "main" | "shard_refused"): void {
     if (this.closed) return;
     const { metrics, router } = this.ctx;
     metrics.decoded.inc({ path });
+    // The common case read flat (no objects, hashed in WebAssembly); anything else the reference way below.
+    this.counts.fill(0);
+    const flat = engineReader(router.config.blockSize).read(payload, this.spec.engine, this.spec.workerId, this.spec.dpRank, this.counts);
+    if (flat !== undefined) {
+      this.countEvents(this.counts);
+      this.applyFlat(seq, flat.batch, flat.dpRank, outcome);
+      return;
+    }
     let batch;
     try {
       batch = decodeBatch(payload, this.spec.engine);
@@ -291,10 +306,7 @@ export class EngineSubscriber {
       return;
     }
     const worker: WorkerKey = { workerId: this.spec.workerId, dpRank: batch.dpRank ?? this.spec.dpRank };
-    if (!this.ranks.has(worker.dpRank)) {
-      this.ranks.add(worker.dpRank);
-      this.setStaleGauge();
-    }
+    this.noteRank(worker.dpRank);
     const events: IndexEvent[] = [];
     let cleared = false;
     for (const e of batch.events) {
@@ -346,6 +358,43 @@ export class EngineSubscriber {
       this.setStaleGauge();
       log.info("worker no longer stale: its engine cleared its cache", this.where());
     }
+  }
+
+  private noteRank(dpRank: number): void {
+    if (this.ranks.has(dpRank)) return;
+    this.ranks.add(dpRank);
+    this.setStaleGauge();
+  }
+
+  /** A batch the flat reader took (device stores and removals, no clear): numbered and handed to the index as decodeHere() does. */
+  private applyFlat(seq: bigint, batch: EventBatch, dpRank: number, outcome: "applied" | "replayed"): void {
+    const { metrics, router } = this.ctx;
+    this.noteRank(dpRank);
+    const worker: WorkerKey = { workerId: this.spec.workerId, dpRank };
+    for (let o = 0; o < batch.count * EVENT_WORDS; o += EVENT_WORDS) {
+      const id = this.ctx.nextEventId(worker);
+      batch.events[o + E_ID_LO] = Number(id & 0xffffffffn);
+      batch.events[o + E_ID_HI] = Number(id >> 32n);
+    }
+    if (batch.count === 0) {
+      metrics.frames.inc({ outcome });
+      return;
+    }
+    let applying: Promise<unknown>;
+    try {
+      applying = router.applyEventBatchAsync(batch);
+    } catch (err) {
+      metrics.frames.inc({ outcome: "refused" });
+      this.warn("refused", "the router refused a KV event batch", { seq, error: (err as Error)?.message ?? String(err) });
+      return;
+    }
+    applying.then(
+      () => metrics.frames.inc({ outcome }),
+      (err: unknown) => {
+        metrics.frames.inc({ outcome });
+        this.warn("apply_failed", "the index failed to apply a KV event batch", { seq, error: String(err) });
+      },
+    );
   }
 
   /** The seq went backwards: a new engine process, whose cache starts empty. */
