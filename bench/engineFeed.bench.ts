@@ -1,9 +1,11 @@
 // Engine ZeroMQ feeds in process (issue 21 §3): vLLM's msgpack payloads (the
 // array encoding, token ids, blocks of 16) from W workers, one feed each,
 // applied three ways:
-// - "this thread": decoded, converted and hashed here, applied to the index in this thread (the 2-core default);
-// - "decoded here": decoded, converted and hashed here, the batch queued to N shard threads (before this change);
-// - "on shard": the payload bytes queued to the shard that owns the worker, which decodes, hashes and applies them (EngineFeed).
+// - "this thread": read and hashed here (the flat reader), applied to the index in this thread (the 2-core default);
+// - "decoded here": read and hashed here, the batch queued to N shard threads (the default with one shard thread);
+// - "on shard": the payload bytes queued to the shard that owns the worker, which reads, hashes and applies them (EngineFeed).
+// The flat reader (src/decoding/engine/flatReader.ts) takes every payload here; before it, each path
+// decoded with @msgpack/msgpack and convert.ts (engineDecode.bench.ts compares the two).
 // Every feed's first payload takes the decoded path (its worker is new), as in the server. Rounds
 // alternate between the variants (a shared 2-core machine is noisy); figures are stored blocks per
 // second over the whole feed, medians of the rounds, with the core count and this thread's CPU per block.
@@ -14,7 +16,9 @@ import { toIndexEvent } from "../src/decoding/engine/convert.js";
 import { decodeBatch } from "../src/decoding/engine/decode.js";
 import { CompactIndex } from "../src/indexer/compactIndex.js";
 import type { EngineFeedApplied, EngineFeedMessage } from "../src/indexer/types.js";
-import { toEventBatch } from "../src/protocols/eventBatch.js";
+import { FEED_COUNT_WORDS } from "../src/decoding/engine/feedCounts.js";
+import { engineReader, numberEvents } from "../src/decoding/engine/shardFeed.js";
+import { type EventBatch, toEventBatch } from "../src/protocols/eventBatch.js";
 import type { IndexEvent } from "../src/protocols/events.js";
 import { gc, median, usSince } from "./stats.js";
 
@@ -49,8 +53,19 @@ export function enginePayloads(shape: FeedShape): Uint8Array[][] {
 
 type Mode = "this thread" | "decoded here" | "on shard";
 
-/** Decodes, converts and hashes a payload here, as the subscriber does on the main thread. */
-function decodeHere(payload: Uint8Array, workerId: bigint, next: () => bigint): IndexEvent[] {
+/** Reads, hashes and numbers a payload here with the flat reader, as the subscriber does on the main thread. */
+function decodeHere(payload: Uint8Array, workerId: bigint, next: () => bigint): EventBatch {
+  const flat = engineReader(BLOCK).read(payload, "vllm", workerId, 0, counts);
+  if (flat === undefined) return toEventBatch(decodeWithLibrary(payload, workerId, next));
+  let last = 0n;
+  for (let i = 0; i < flat.batch.count; i++) last = next();
+  numberEvents(flat.batch, last - BigInt(flat.batch.count));
+  return flat.batch;
+}
+const counts = new Int32Array(FEED_COUNT_WORDS);
+
+/** Decodes, converts and hashes a payload through @msgpack/msgpack and convert.ts (what the flat reader hands back). */
+function decodeWithLibrary(payload: Uint8Array, workerId: bigint, next: () => bigint): IndexEvent[] {
   const batch = decodeBatch(payload, "vllm");
   const worker = { workerId, dpRank: batch.dpRank ?? 0 };
   const events: IndexEvent[] = [];
@@ -65,7 +80,7 @@ function decodeHere(payload: Uint8Array, workerId: bigint, next: () => bigint): 
 }
 
 /** One pass over every feed (at most `window` payloads in flight per feed); blocks per second and this thread's CPU µs per block. */
-async function applyFeeds(mode: Mode, shards: number, feeds: Uint8Array[][], blocks: number, window: number) {
+async function applyFeeds(mode: Mode, shards: number, feeds: Uint8Array[][], blocks: number, window: number, events: number) {
   const index = await CompactIndex.create({ shards, feedBlockSize: mode === "on shard" ? BLOCK : undefined });
   const run = () =>
     Promise.all(
@@ -79,11 +94,19 @@ async function applyFeeds(mode: Mode, shards: number, feeds: Uint8Array[][], blo
           if (inFlight.length >= window) await inFlight.shift();
           const submitted = feed?.submit(message, p);
           if (submitted !== undefined) {
-            inFlight.push(submitted.then((r) => (last = applied(r).lastEventId)));
+            // Every event of the bench converts, so the feed's last id is known at submission. Taking it
+            // from the results instead races: the index forgets the entry was in flight a microtask
+            // before this handler would update `last` (see docs/indexer.md, engine feeds).
+            const expected = (last += BigInt(events));
+            inFlight.push(
+              submitted.then((r) => {
+                if (applied(r).lastEventId !== expected) throw new Error(`last event id ${applied(r).lastEventId}, ${expected} expected`);
+              }),
+            );
             continue;
           }
           await Promise.all(inFlight.splice(0)); // the decoded path comes after what is queued
-          const batch = toEventBatch(decodeHere(p, workerId, () => ++last));
+          const batch = decodeHere(p, workerId, () => ++last);
           if (mode === "this thread") {
             index.applyBatch(batch);
             // Yield now and then, as a server's event loop does, so every feed makes progress.
@@ -134,7 +157,7 @@ export async function runEngineFeed(shape: FeedShape, threads: number[], rounds:
   for (let r = 0; r < rounds; r++) {
     for (const [mode, shards] of variants) {
       const key = `${mode}/${shards}`;
-      const { rate, mainCpuUsPerBlock } = await applyFeeds(mode, shards, feeds, blocks, window);
+      const { rate, mainCpuUsPerBlock } = await applyFeeds(mode, shards, feeds, blocks, window, shape.eventsPerPayload);
       rates.set(key, [...(rates.get(key) ?? []), rate]);
       cpus.set(key, [...(cpus.get(key) ?? []), mainCpuUsPerBlock]);
     }
