@@ -88,16 +88,16 @@ async function applyFeeds(mode: Mode, shards: number, feeds: Uint8Array[][], blo
         const workerId = BigInt(w + 1);
         let last = 0n;
         const feed = mode === "on shard" ? index.openEngineFeed() : undefined;
-        const message: EngineFeedMessage = { engine: "vllm", workerId, defaultRank: 0, ranks: [0], lastEventId: () => last };
+        // The feed hands each applied payload's last event id back (setLastEventId) before the next submit can read it.
+        const message: EngineFeedMessage = { engine: "vllm", workerId, defaultRank: 0, ranks: [0], lastEventId: () => last, setLastEventId: (_, id) => (last = id) };
+        let submittedEvents = 0n;
         const inFlight: Promise<unknown>[] = [];
         for (const p of payloads) {
           if (inFlight.length >= window) await inFlight.shift();
           const submitted = feed?.submit(message, p);
           if (submitted !== undefined) {
-            // Every event of the bench converts, so the feed's last id is known at submission. Taking it
-            // from the results instead races: the index forgets the entry was in flight a microtask
-            // before this handler would update `last` (see docs/indexer.md, engine feeds).
-            const expected = (last += BigInt(events));
+            // Every event of the bench converts: each result's last id is the events submitted so far.
+            const expected = (submittedEvents += BigInt(events));
             inFlight.push(
               submitted.then((r) => {
                 if (applied(r).lastEventId !== expected) throw new Error(`last event id ${applied(r).lastEventId}, ${expected} expected`);
@@ -107,6 +107,7 @@ async function applyFeeds(mode: Mode, shards: number, feeds: Uint8Array[][], blo
           }
           await Promise.all(inFlight.splice(0)); // the decoded path comes after what is queued
           const batch = decodeHere(p, workerId, () => ++last);
+          submittedEvents = last;
           if (mode === "this thread") {
             index.applyBatch(batch);
             // Yield now and then, as a server's event loop does, so every feed makes progress.

@@ -559,9 +559,12 @@ export class CompactIndex implements KvIndex {
         };
         return submitted.then(
           (words) => {
+            const applied = engineApplied(words);
+            // Before done() stops carrying the pair, so the next submit reads the new id.
+            if (applied !== "refused") m.setLastEventId(applied.dpRank, applied.lastEventId);
             done();
             this.evictOverflow();
-            return engineApplied(words);
+            return applied;
           },
           (err: unknown) => {
             done();

@@ -145,6 +145,13 @@ export interface EngineFeedMessage {
   ranks: Iterable<number>;
   /** The feed's last event id for a (worker, dp_rank): the shard numbers the payload's events on from it. */
   lastEventId(dpRank: number): bigint;
+  /**
+   * Takes the feed's new last event id from an applied payload, called by the
+   * feed before it stops carrying the pair: a submit() right after then reads
+   * it from lastEventId(), not a stale one (the caller's own result handler
+   * runs a microtask later, after whatever else was queued).
+   */
+  setLastEventId(dpRank: number, id: bigint): void;
 }
 
 /** An engine payload applied on a shard: its events' results, the dp_rank it named, the feed's last event id for it, and kvrouter_zmq_events_total's counts (FEED_TYPES × FEED_OUTCOMES). */

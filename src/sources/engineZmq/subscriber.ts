@@ -71,6 +71,7 @@ export class EngineSubscriber {
       defaultRank: spec.dpRank,
       ranks: this.ranks,
       lastEventId: (dpRank) => ctx.lastEventId({ workerId: spec.workerId, dpRank }),
+      setLastEventId: (dpRank, id) => ctx.setLastEventId({ workerId: spec.workerId, dpRank }, id),
     };
   }
 
@@ -267,8 +268,7 @@ export class EngineSubscriber {
   /** A payload the shard decoded and applied: what decodeHere() would have counted. */
   private appliedOnShard(result: EngineFeedApplied, outcome: "applied" | "replayed"): void {
     const { metrics } = this.ctx;
-    this.ctx.setLastEventId({ workerId: this.spec.workerId, dpRank: result.dpRank }, result.lastEventId);
-    this.countEvents(result.counts);
+    this.countEvents(result.counts); // the feed took the new last event id already (EngineFeedMessage.setLastEventId)
     metrics.frames.inc({ outcome });
     metrics.decoded.inc({ path: "shard" });
   }
