@@ -19,10 +19,10 @@ import { u64 } from "../protocols/eventBatch.js";
 import { E_DP_RANK, E_KIND, E_WORKER_HI, E_WORKER_LO, EVENT_WORDS, type EventBatch, KIND_CLEARED } from "../protocols/eventBatch.js";
 import { LocalBackend, type ShardBackend } from "./shardBackend.js";
 import { ThreadBackend, type ThreadBackendOptions } from "./threadBackend.js";
-import { type ApplyResult, type EngineFeed, type EngineFeedApplied, type EngineFeedMessage, type EventOutcome, IndexCapacityError, type IndexShardDownError, type KvIndex, type Overlaps, type RawApplied, type RawStream } from "./types.js";
+import { type ApplyResult, type EngineFeed, type EngineFeedApplied, type EngineFeedMessage, type EventOutcome, type EventRef, IndexCapacityError, type IndexShardDownError, type KvIndex, type Overlaps, type RawApplied, type RawStream } from "./types.js";
 import { WorkerPeek } from "../decoding/workerPeek.js";
 import { IngestDecoder } from "../decoding/ingestDecoder.js";
-import { ENGINE_PAIR_WORDS, ENGINE_RESULT_TAIL, FEED_ID_CONTINUE, FEED_ID_GIVEN, RAW_APPLIED, RAW_EVENT_WORDS, RAW_PAIR_WORDS, RAW_RESULT_HEADER, pairIndex } from "./shardProtocol.js";
+import { ENGINE_PAIR_WORDS, ENGINE_RESULT_TAIL, FEED_ID_CONTINUE, FEED_ID_GIVEN, RAW_APPLIED, RAW_EVENT_WORDS, RAW_PAIR_WORDS, RAW_PREPARED, RAW_RESULT_HEADER, pairIndex } from "./shardProtocol.js";
 import { ENGINE_CODES } from "../decoding/engine/shardFeed.js";
 import { type IndexEvent, type WorkerKey, workerKeyString } from "../protocols/events.js";
 
@@ -111,6 +111,10 @@ export class CompactIndex implements KvIndex {
   private clock = 1;
   /** Reads which workers a raw message names. */
   private readonly peek = new WorkerPeek();
+  /** rawTarget()'s part per shard (reused). */
+  private readonly partOfShard: Int32Array;
+  /** Names a split message's parts in the shards' protocol (RAW_PART). */
+  private nextToken = 0;
   /** Decodes raw streams' messages here while their shard is behind (made on first use). */
   private rawDecoder: IngestDecoder | undefined;
   /** Most (worker, dp_rank) pairs held at once. */
@@ -131,6 +135,7 @@ export class CompactIndex implements KvIndex {
     this.threads = backend instanceof ThreadBackend ? backend : undefined;
     this.capacity = backend.slots.slots;
     this.workersPerShard = new Array(backend.shards).fill(0);
+    this.partOfShard = new Int32Array(backend.shards);
     this.writers = Array.from({ length: backend.shards }, () => new RecordWriter());
   }
 
@@ -438,42 +443,65 @@ export class CompactIndex implements KvIndex {
   /**
    * A client stream's raw applies (KvIndex.openRawStream): undefined without
    * shard threads that decode, or when RAW_STREAMS streams already have one.
+   *
+   * A message whose workers all live on one shard goes there whole ("direct",
+   * applied as the shard decodes it). One naming workers of several shards
+   * goes in parts, two-phase (submitSplit): each shard prepares its part and
+   * this thread commits all of them or none. Order within the stream: direct
+   * messages go to one shard at a time (a refusal there stops the ones after
+   * it through the stream's flag); while split messages are outstanding,
+   * every message goes in parts (a direct one would apply before an earlier
+   * part is committed); and a split message commits only once every message
+   * before it is known applied, else it is aborted and comes back refused.
    */
   openRawStream(): RawStream | undefined {
     const threads = this.threads;
     if (threads === undefined || !threads.takesRaw) return undefined;
     const flag = threads.takeRawFlag();
     if (flag === undefined) return undefined;
-    let shard = -1;
+    /** The shard of the outstanding direct messages. */
+    let direct = -1;
+    /** Outstanding split messages. */
+    let split = 0;
+    /** Settles with whether the last message submitted was refused (or failed): what a split message's decision waits for. */
+    let lastRefused: Promise<boolean> = Promise.resolve(false);
     let closed = false;
     const stream = {
       outstanding: 0,
       submit: (bytes: Uint8Array): Promise<RawApplied> | undefined => {
+        if (closed) return undefined;
         const target = this.rawTarget(bytes);
-        if (target === undefined || closed || (stream.outstanding > 0 && target.shard !== shard)) return undefined;
+        if (target === undefined) return undefined;
         const claims = new Set<string>();
         for (const key of target.inFlight) this.claimInFlight(key, () => this.bySlot[this.inFlight.get(key)!.slot]!.key, claims);
-        // A shard behind on its queue: decode here (this thread has room), and queue the records under the stream's flag.
-        const submitted =
-          threads.queuedWords(target.shard) > this.decodeHerePastWords
-            ? this.submitDecodedRaw(bytes, target, flag)
-            : threads.submitRaw(target.shard, flag, target.pairs, bytes);
+        const one = target.parts.length === 1 ? target.parts[0] : undefined;
+        const isDirect = one !== undefined && split === 0 && (stream.outstanding === 0 || one.shard === direct);
+        let submitted: { applied: Promise<RawApplied>; refused: Promise<boolean> } | undefined;
+        if (isDirect) {
+          // A shard behind on its queue: decode here (this thread has room), and queue the records under the stream's flag.
+          const words =
+            threads.queuedWords(one.shard) > this.decodeHerePastWords ? this.submitDecodedRaw(bytes, one, flag) : threads.submitRaw(one.shard, flag, one.pairs, bytes);
+          if (words !== undefined) submitted = { applied: words.then(rawApplied), refused: words.then((w) => w[0] !== RAW_APPLIED, () => true) };
+        } else submitted = this.submitSplit(bytes, target, flag, lastRefused);
         if (submitted === undefined) {
           this.releaseClaims(claims);
           return undefined;
         }
-        shard = target.shard;
+        if (isDirect) direct = one.shard;
+        else split++;
+        lastRefused = submitted.refused;
         stream.outstanding++;
         const done = (): void => {
           stream.outstanding--;
+          if (!isDirect) split--;
           this.releaseClaims(claims);
           if (closed && stream.outstanding === 0) threads.releaseRawFlag(flag);
         };
-        return submitted.then(
-          (words) => {
+        return submitted.applied.then(
+          (applied) => {
             done();
             this.evictOverflow();
-            return rawApplied(words);
+            return applied;
           },
           (err: unknown) => {
             done();
@@ -481,7 +509,10 @@ export class CompactIndex implements KvIndex {
           },
         );
       },
-      resume: () => threads.clearRawFlag(flag),
+      resume: () => {
+        threads.clearRawFlag(flag);
+        lastRefused = Promise.resolve(false);
+      },
       close: () => {
         if (closed) return;
         closed = true;
@@ -583,11 +614,63 @@ export class CompactIndex implements KvIndex {
   }
 
   /**
+   * A message naming workers of several shards, in parts (RAW_PART): every
+   * part is queued at once; when every shard has prepared its part and no
+   * earlier message of the stream was refused (`earlier`), each is committed,
+   * else each prepared one is aborted and the message comes back refused
+   * (nothing applied anywhere; the stream decodes it here, so its answer and
+   * any error are the decoded path's). A shard down fails the message with
+   * its IndexShardDownError (after aborting the live shards' parts), never
+   * leaving it waiting. Undefined when a ring has no room now.
+   */
+  private submitSplit(
+    bytes: Uint8Array,
+    target: RawTarget,
+    flag: number,
+    earlier: Promise<boolean>,
+  ): { applied: Promise<RawApplied>; refused: Promise<boolean> } | undefined {
+    const threads = this.threads!;
+    const { parts, eventPart } = target;
+    const token = this.nextToken;
+    let prepares: Promise<Int32Array>[] | undefined;
+    try {
+      prepares = threads.submitRawParts(flag, token, parts, bytes);
+    } catch (err) {
+      return { applied: Promise.reject(err), refused: Promise.resolve(true) };
+    }
+    if (prepares === undefined) return undefined;
+    this.nextToken = (token + 1) >>> 0;
+    const decided = Promise.all([earlier, Promise.allSettled(prepares)]).then(([refusedBefore, answers]) => {
+      let failed: unknown;
+      let valid = !refusedBefore;
+      answers.forEach((a, k) => {
+        if (a.status === "rejected") failed ??= a.reason;
+        else if (a.value[0] !== RAW_PREPARED || a.value[1] !== parts[k].events) valid = false;
+      });
+      const commit = valid && failed === undefined;
+      // Every later raw message of the stream must come back refused too, whatever refused this one.
+      if (!commit) threads.blockRawFlag(flag);
+      // Only the shards that hold a prepared part hear the decision (a refused or failed part holds nothing).
+      const settles = answers.map((a, k) => (a.status === "fulfilled" && a.value[0] === RAW_PREPARED ? threads.settleRawPart(parts[k].shard, flag, token, commit) : undefined));
+      return { commit, failed, settles };
+    });
+    const applied = decided.then(async ({ commit, failed, settles }): Promise<RawApplied> => {
+      if (!commit) {
+        for (const s of settles) s?.catch(() => {}); // an abort on a shard that died meanwhile: it holds nothing any more
+        if (failed !== undefined) throw failed;
+        return "refused";
+      }
+      return splitApplied(await Promise.all(settles as Promise<Int32Array>[]), eventPart);
+    });
+    return { applied, refused: decided.then((d) => !d.commit) };
+  }
+
+  /**
    * A raw stream's message decoded here and queued as records under its
    * flag (RAW_RECORDS); undefined when it must take the decoded path after
    * all (the hot-path decoder hands it back, a clear, a pair the peek missed).
    */
-  private submitDecodedRaw(bytes: Uint8Array, target: { shard: number; pairs: Uint32Array }, flag: number): Promise<Int32Array> | undefined {
+  private submitDecodedRaw(bytes: Uint8Array, target: RawPart, flag: number): Promise<Int32Array> | undefined {
     // Written into records below, before the next decode: views of the decoder's buffers.
     const decoded = (this.rawDecoder ??= new IngestDecoder(this.threads!.blockSize)).decode(bytes, true);
     if (decoded === undefined) return undefined;
@@ -611,13 +694,21 @@ export class CompactIndex implements KvIndex {
     return this.threads!.submitRawRecords(target.shard, flag, w);
   }
 
-  /** The shard owning every worker an IngestKvEvents message names, their slots, and those still in flight; undefined if there is none. */
-  private rawTarget(bytes: Uint8Array): { shard: number; pairs: Uint32Array; inFlight: string[] } | undefined {
+  /**
+   * Where an IngestKvEvents message's events go: one part per shard owning
+   * workers it names, with their slots, and (for several parts) which bytes
+   * each part holds and each event's part; also the keys still in flight.
+   * Undefined when it must take the decoded path (see WorkerPeek; a worker
+   * not known yet: its slot is assigned there).
+   */
+  private rawTarget(bytes: Uint8Array): RawTarget | undefined {
     const peek = this.peek;
     if (!peek.peek(bytes) || peek.count === 0) return undefined;
-    const pairs = new Uint32Array(peek.count * RAW_PAIR_WORDS);
     const inFlight: string[] = [];
-    let shard = -1;
+    const partOf = this.partOfShard.fill(-1);
+    const pairPart = new Int32Array(peek.count);
+    const pairs: number[][] = [];
+    const shards: number[] = [];
     for (let i = 0; i < peek.count; i++) {
       const lo = peek.words[3 * i];
       const hi = peek.words[3 * i + 1];
@@ -626,15 +717,54 @@ export class CompactIndex implements KvIndex {
       let slot = this.byKey.get(key);
       if (slot === undefined) {
         slot = this.inFlight.get(key)?.slot;
-        if (slot === undefined) return undefined; // a new worker: its slot is assigned on the decoded path
+        if (slot === undefined) return undefined;
         inFlight.push(key);
       }
       const s = this.bySlot[slot]!.shard;
-      if (shard >= 0 && s !== shard) return undefined;
-      shard = s;
-      pairs.set([lo, hi, rank, slot], i * RAW_PAIR_WORDS);
+      if (partOf[s] < 0) {
+        partOf[s] = shards.length;
+        shards.push(s);
+        pairs.push([]);
+      }
+      pairPart[i] = partOf[s];
+      pairs[partOf[s]].push(lo, hi, rank, slot);
     }
-    return { shard, pairs, inFlight };
+    if (shards.length === 1) {
+      // The whole message (sent in parts only while the stream has split messages outstanding).
+      let events = 0;
+      for (let f = 0; f < peek.fields; f++) if (peek.fieldPair[f] >= 0) events++;
+      return { parts: [{ shard: shards[0], pairs: Uint32Array.from(pairs[0]), ranges: new Int32Array([0, bytes.length]), byteLength: bytes.length, events }], eventPart: new Uint16Array(events), inFlight };
+    }
+    // Each part: its events' bytes, and every other top-level field (restore, unknown ones) as the whole message has it.
+    const ranges: number[][] = shards.map(() => []);
+    const byteLength = new Array<number>(shards.length).fill(0);
+    const events = new Array<number>(shards.length).fill(0);
+    const eventPart = new Uint16Array(peek.fields);
+    let n = 0;
+    const take = (k: number, from: number, to: number) => {
+      const r = ranges[k];
+      if (r.length > 0 && r[r.length - 1] === from) r[r.length - 1] = to;
+      else r.push(from, to);
+      byteLength[k] += to - from;
+    };
+    for (let f = 0; f < peek.fields; f++) {
+      const from = peek.fieldStart[f];
+      const to = peek.fieldEnd[f];
+      const pair = peek.fieldPair[f];
+      if (pair < 0) {
+        for (let k = 0; k < shards.length; k++) take(k, from, to);
+        continue;
+      }
+      const k = pairPart[pair];
+      take(k, from, to);
+      events[k]++;
+      eventPart[n++] = k;
+    }
+    return {
+      parts: shards.map((shard, k) => ({ shard, pairs: Uint32Array.from(pairs[k]), ranges: Int32Array.from(ranges[k]), byteLength: byteLength[k], events: events[k] })),
+      eventPart: eventPart.subarray(0, n),
+      inFlight,
+    };
   }
 
   /** `n` consecutive store stamps: from the clock shared with the shard threads, which draw from it for raw messages. */
@@ -754,6 +884,22 @@ export class CompactIndex implements KvIndex {
   }
 }
 
+/** One shard's share of a raw message: its workers' pairs (RAW_PAIR_WORDS each, with slots), and for a split message its bytes ((start, end) ranges of the message) and event count. */
+interface RawPart {
+  shard: number;
+  pairs: Uint32Array;
+  ranges: Int32Array;
+  byteLength: number;
+  events: number;
+}
+
+/** rawTarget()'s answer: one part (direct) or several (split, with each event's part), and the keys still in flight. */
+interface RawTarget {
+  parts: RawPart[];
+  eventPart: Uint16Array;
+  inFlight: string[];
+}
+
 /** Each event's result from the shards' result words, at the places writeRecords() noted. */
 function fillResults(outs: readonly Int32Array[], where: Int32Array, from: number, to: number, results: ApplyResult[]): void {
   for (let i = from; i < to; i++) {
@@ -774,13 +920,30 @@ function rawApplied(words: Int32Array): RawApplied {
   for (let i = 0, r = RAW_RESULT_HEADER; i < n; i++, r += RAW_EVENT_WORDS) {
     results[i] = resultOf(words[r]);
   }
-  return {
-    results,
-    eventOf: (i) => {
-      const r = RAW_RESULT_HEADER + i * RAW_EVENT_WORDS;
-      return { workerId: u64(words[r + 1] >>> 0, words[r + 2] >>> 0), dpRank: words[r + 3] >>> 0, eventId: u64(words[r + 4] >>> 0, words[r + 5] >>> 0) };
-    },
-  };
+  return { results, eventOf: (i) => eventRef(words, RAW_RESULT_HEADER + i * RAW_EVENT_WORDS), split: false };
+}
+
+/** A split message's results, in its event order, from its parts' commit entries (`eventPart`: each event's part). */
+function splitApplied(outs: readonly Int32Array[], eventPart: Uint16Array): RawApplied {
+  const next = new Int32Array(outs.length).fill(RAW_RESULT_HEADER);
+  const at = new Int32Array(eventPart.length);
+  const results: ApplyResult[] = new Array(eventPart.length);
+  for (let i = 0; i < eventPart.length; i++) {
+    const k = eventPart[i];
+    at[i] = next[k];
+    next[k] += RAW_EVENT_WORDS;
+    results[i] = resultOf(outs[k][at[i]]);
+  }
+  outs.forEach((w, k) => {
+    // Each part was prepared with its event count, so a commit answers for exactly its events.
+    if (w[0] !== RAW_APPLIED || RAW_RESULT_HEADER + w[1] * RAW_EVENT_WORDS !== next[k]) throw new Error(`shard answered a commit with ${w[1]} events where its part had ${(next[k] - RAW_RESULT_HEADER) / RAW_EVENT_WORDS}`);
+  });
+  return { results, eventOf: (i) => eventRef(outs[eventPart[i]], at[i]), split: true };
+}
+
+/** The event a raw result names at word `r`: worker, rank, event id. */
+function eventRef(words: Int32Array, r: number): EventRef {
+  return { workerId: u64(words[r + 1] >>> 0, words[r + 2] >>> 0), dpRank: words[r + 3] >>> 0, eventId: u64(words[r + 4] >>> 0, words[r + 5] >>> 0) };
 }
 
 /** An engine entry's result (see ENGINE_ENTRY): a raw entry's, then dp_rank, the last event id and the count matrix. */

@@ -173,3 +173,29 @@ export function stampsOf(batch: EventBatch, i: number): number {
   const o = i * EVENT_WORDS;
   return batch.events[o + E_KIND] === KIND_STORED ? batch.events[o + E_COUNT] + 1 : 1;
 }
+
+/** Stamps the record at `o` consumes: one per block it may store, plus one (stampsOf() of the event it was written from). */
+export function recordStamps(w: Uint32Array, o: number): number {
+  return w[o] === OP_STORED ? w[o + HEADER_WORDS + 3] + 1 : 1;
+}
+
+/**
+ * Writes consecutive store stamps from `first` into the headers of `count`
+ * records from word `o` (records written before their stamps were drawn: a
+ * shard's prepared part of a split message draws them when it commits).
+ */
+export function restampRecords(w: Uint32Array, o: number, count: number, first: number): void {
+  let stamp = first;
+  for (let i = 0; i < count; i++, o += recordWords(w, o)) {
+    w[o + 7] = stamp >>> 0;
+    w[o + 8] = Math.floor(stamp / TWO32);
+    stamp += recordStamps(w, o);
+  }
+}
+
+/** Stamps `count` records from word `o` consume together. */
+export function recordsStamps(w: Uint32Array, o: number, count: number): number {
+  let n = 0;
+  for (let i = 0; i < count; i++, o += recordWords(w, o)) n += recordStamps(w, o);
+  return n;
+}

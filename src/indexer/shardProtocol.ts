@@ -113,6 +113,27 @@ export const FEED_ID_CONTINUE = 0;
 /** Words of an applied engine entry's result after its events: dp_rank, last id lo, hi (the count matrix follows). */
 export const ENGINE_RESULT_TAIL = 3;
 
+/**
+ * Two-phase raw messages: a message naming workers of several shards (a
+ * relay) goes to each of them as a part holding only its own events' bytes.
+ * A RAW_PART entry has, after the count word: its stream's flag, the
+ * message's token, byte length, pair count, the pairs (as a RAW_ENTRY's),
+ * then the bytes. The shard decodes, validates and hashes it into a pending
+ * batch, applying nothing, and answers RAW_PREPARED and its event count, or
+ * RAW_REFUSED (and sets the stream's flag, as for a raw entry). The main
+ * thread then queues RAW_COMMIT (apply the pending batch, drawing its stamps
+ * then; the result is a raw entry's, RAW_APPLIED...) or RAW_ABORT (drop it;
+ * the result is RAW_REFUSED) to every shard that prepared: flag, token.
+ * A stream's prepared parts settle in the order they were prepared.
+ */
+export const RAW_PART = 0xfffffff0;
+export const RAW_PART_HEADER = ENTRY_HEADER + 4;
+export const RAW_COMMIT = 0xfffffff1;
+export const RAW_ABORT = 0xfffffff2;
+export const RAW_SETTLE_HEADER = ENTRY_HEADER + 2;
+/** A part's result status: decoded and held, waiting for commit or abort. */
+export const RAW_PREPARED = 2;
+
 export const RAW_APPLIED = 0;
 export const RAW_REFUSED = 1;
 export const RAW_RESULT_HEADER = 2;

@@ -6,7 +6,7 @@ import { type MessagePort, parentPort, receiveMessageOnPort, workerData } from "
 import { readlinkSync } from "node:fs";
 import { getHeapStatistics } from "node:v8";
 import { CompactCore, SlotTable } from "./compactCore.js";
-import { RecordWriter, recordWords, stampsOf, stampsOfRange } from "./records.js";
+import { RecordWriter, recordWords, recordsStamps, restampRecords, stampsOf, stampsOfRange } from "./records.js";
 import { IngestDecoder } from "../decoding/ingestDecoder.js";
 import { E_DP_RANK, E_KIND, E_WORKER_HI, E_WORKER_LO, EVENT_WORDS, type EventBatch, KIND_CLEARED, u64 } from "../protocols/eventBatch.js";
 import { ENGINE_CODES, FEED_COUNT_WORDS, decodeForShard, numberEvents } from "../decoding/engine/shardFeed.js";
@@ -34,11 +34,16 @@ import {
   ENGINE_PAIR_WORDS,
   ENGINE_RESULT_TAIL,
   FEED_ID_GIVEN,
+  RAW_ABORT,
   RAW_APPLIED,
+  RAW_COMMIT,
   RAW_ENTRY,
   RAW_EVENT_WORDS,
   RAW_HEADER,
   RAW_PAIR_WORDS,
+  RAW_PART,
+  RAW_PART_HEADER,
+  RAW_PREPARED,
   RAW_RECORDS,
   RAW_RECORDS_HEADER,
   RAW_REFUSED,
@@ -184,6 +189,8 @@ function applyQueued(at: number): void {
     if (count === RAW_ENTRY) applyRaw(at, id);
     else if (count === RAW_RECORDS) applyRawRecords(at, id);
     else if (count === ENGINE_ENTRY) applyEngine(at, id);
+    else if (count === RAW_PART) prepareRawPart(at, id);
+    else if (count === RAW_COMMIT || count === RAW_ABORT) settleRawPart(at, id, count === RAW_COMMIT);
     else applyRecords(at, id, count);
   } catch (err) {
     throw poison(err);
@@ -248,6 +255,71 @@ function applyRaw(at: number, id: number): void {
     stamp += stampsOf(events, i);
   }
   applyRecordsWithRefs(rawRecords.words, 0, events.count, id);
+}
+
+/** A split message's part, decoded and hashed, waiting for the main thread's commit or abort (RAW_PART). */
+interface PreparedPart {
+  token: number;
+  /** Its records, stamps not yet drawn. */
+  records: Uint32Array;
+  count: number;
+}
+
+/** Per raw stream (flag): its prepared parts, oldest first. */
+const prepared = new Map<number, PreparedPart[]>();
+
+/**
+ * A part of a raw message naming workers of several shards (RAW_PART): its
+ * events decoded, checked and hashed into records here, applied only when
+ * the main thread commits, since another shard may refuse its own part.
+ * Refused like a raw entry (and its stream's later entries with it).
+ */
+function prepareRawPart(at: number, id: number): void {
+  const w = queue.words;
+  const flag = w[at + ENTRY_HEADER];
+  const token = w[at + ENTRY_HEADER + 1];
+  const byteLength = w[at + ENTRY_HEADER + 2];
+  const pairs = w[at + ENTRY_HEADER + 3];
+  const p0 = at + RAW_PART_HEADER;
+  let batch: ReturnType<typeof decodeRaw>;
+  try {
+    batch = Atomics.load(rawBlocked, flag) === 0 ? decodeRaw(queue.bytes(p0 + pairs * RAW_PAIR_WORDS, byteLength), w, p0, pairs) : undefined;
+  } catch {
+    batch = undefined; // the main thread decodes the whole message again and words any error
+  }
+  if (batch === undefined) return refuseRaw(id, flag);
+  const { events, restore, slots } = batch;
+  rawRecords.reset();
+  for (let i = 0; i < events.count; i++) rawRecords.batchEvent(events, i, slots[i], 0, restore);
+  const parts = prepared.get(flag);
+  const part = { token, records: rawRecords.words.slice(0, rawRecords.length), count: events.count };
+  if (parts === undefined) prepared.set(flag, [part]);
+  else parts.push(part);
+  const out = reserveResult(ENTRY_HEADER + RAW_RESULT_HEADER);
+  results.signed[out + ENTRY_HEADER] = RAW_PREPARED;
+  results.signed[out + ENTRY_HEADER + 1] = events.count;
+  finishResult(out, id, RAW_RESULT_HEADER);
+}
+
+/** Applies (commit) or drops the stream's oldest prepared part, which must be the one named. */
+function settleRawPart(at: number, id: number, commit: boolean): void {
+  const w = queue.words;
+  const flag = w[at + ENTRY_HEADER];
+  const token = w[at + ENTRY_HEADER + 1];
+  const parts = prepared.get(flag);
+  const part = parts?.shift();
+  // The main thread settles only parts this shard prepared, in order: anything else is a bug in the protocol.
+  if (part === undefined || part.token !== token) throw new Error(`shard: raw stream ${flag} has no prepared part ${token} to ${commit ? "commit" : "abort"}`);
+  if (parts!.length === 0) prepared.delete(flag);
+  if (!commit) {
+    const out = reserveResult(ENTRY_HEADER + RAW_RESULT_HEADER);
+    results.signed[out + ENTRY_HEADER] = RAW_REFUSED;
+    return finishResult(out, id, RAW_RESULT_HEADER);
+  }
+  // Stamps drawn now, as a raw entry draws them when it applies: a worker's entries are stored in stamp order.
+  const { records, count } = part;
+  restampRecords(records, 0, count, Number(Atomics.add(clock, 0, BigInt(recordsStamps(records, 0, count)))));
+  applyRecordsWithRefs(records, 0, count, id);
 }
 
 /** A raw stream's message the main thread decoded (RAW_RECORDS): applied like a raw one, or refused while its stream is. */

@@ -56,10 +56,15 @@ import {
   ENGINE_ENTRY,
   ENGINE_HEADER,
   ENGINE_PAIR_WORDS,
+  RAW_ABORT,
+  RAW_COMMIT,
   RAW_ENTRY,
   RAW_HEADER,
+  RAW_PART,
+  RAW_PART_HEADER,
   RAW_RECORDS,
   RAW_RECORDS_HEADER,
+  RAW_SETTLE_HEADER,
   RAW_STREAMS,
   RING_WORDS,
   type ShardReady,
@@ -388,6 +393,69 @@ export class ThreadBackend implements ShardBackend {
     });
   }
 
+  /**
+   * Queues each part of a message naming workers of several shards (see
+   * RAW_PART) and resolves each with its shard's answer: RAW_PREPARED and
+   * its event count, or RAW_REFUSED. A part holds its shard's `pairs` and the
+   * bytes of `ranges` ((start, end) pairs into `bytes`, in order). All or
+   * nothing: undefined when a part is too big for its ring or a ring is full
+   * now; throws IndexShardDownError, with nothing queued, when a shard is down.
+   */
+  submitRawParts(
+    flag: number,
+    token: number,
+    parts: readonly { shard: number; pairs: Uint32Array; ranges: Int32Array; byteLength: number }[],
+    bytes: Uint8Array,
+  ): Promise<Int32Array>[] | undefined {
+    if (!this.takesRaw || this.closed) return undefined;
+    for (const p of parts) this.live(this.list[p.shard]);
+    this.drainResults();
+    const sizes = parts.map((p) => RAW_PART_HEADER + p.pairs.length + Math.ceil(p.byteLength / 4));
+    // Reserve in every ring before publishing any: a reservation not published is simply written over later.
+    const at: number[] = [];
+    for (let k = 0; k < parts.length; k++) {
+      const q = this.list[parts[k].shard].queue;
+      if (sizes[k] > q.maxEntry) return undefined;
+      at.push(q.reserve(sizes[k]));
+      if (at[k] < 0) return undefined;
+    }
+    return parts.map((p, k) =>
+      this.publish(this.list[p.shard], at[k], sizes[k], (w, o) => {
+        const q = this.list[p.shard].queue;
+        w[o + 2] = RAW_PART;
+        w[o + ENTRY_HEADER] = flag;
+        w[o + ENTRY_HEADER + 1] = token;
+        w[o + ENTRY_HEADER + 2] = p.byteLength;
+        w[o + ENTRY_HEADER + 3] = p.pairs.length / 4;
+        w.set(p.pairs, o + RAW_PART_HEADER);
+        const into = q.bytes(o + RAW_PART_HEADER + p.pairs.length, p.byteLength);
+        for (let r = 0, b = 0; r < p.ranges.length; r += 2) {
+          into.set(bytes.subarray(p.ranges[r], p.ranges[r + 1]), b);
+          b += p.ranges[r + 1] - p.ranges[r];
+        }
+      }),
+    );
+  }
+
+  /**
+   * Commits (applies) or aborts (drops) the part of message `token` that
+   * `shard` prepared for the stream `flag`; resolves with the raw result
+   * entry (RAW_APPLIED ..., or RAW_REFUSED for an abort). Waits here for
+   * room in the ring, as submit() does: a decision must be queued.
+   */
+  settleRawPart(shard: number, flag: number, token: number, commit: boolean): Promise<Int32Array> {
+    if (this.closed) return Promise.reject(new Error("sharded index is closed"));
+    const s = this.list[shard];
+    const down = this.downOf(s);
+    if (down !== undefined) return Promise.reject(down);
+    this.drainResults();
+    return this.enqueue(s, RAW_SETTLE_HEADER, (w, at) => {
+      w[at + 2] = commit ? RAW_COMMIT : RAW_ABORT;
+      w[at + ENTRY_HEADER] = flag;
+      w[at + ENTRY_HEADER + 1] = token;
+    });
+  }
+
   /** A raw stream's entry of `n` words for `shard`, if the ring takes it now (a raw submission never waits here). */
   private enqueueRaw(shard: number, n: number, fill: (w: Uint32Array, at: number, queue: SharedRing) => void): Promise<Int32Array> | undefined {
     const s = this.list[shard];
@@ -409,6 +477,11 @@ export class ThreadBackend implements ShardBackend {
     const f = this.freeRawFlags.pop();
     if (f !== undefined) Atomics.store(this.rawFlags, f, 0);
     return f;
+  }
+
+  /** The stream's shards refuse its raw messages from now on, as after a shard's refusal (a split message aborted here). */
+  blockRawFlag(flag: number): void {
+    Atomics.store(this.rawFlags, flag, 1);
   }
 
   /** The stream's refused messages are redone: shards take its raw messages again (call with none outstanding). */
@@ -436,8 +509,6 @@ export class ThreadBackend implements ShardBackend {
       at = s.queue.reserve(n);
       if (at < 0) return undefined;
     }
-    const id = this.nextBatch;
-    this.nextBatch = (this.nextBatch + 1) >>> 0;
     const look = new LookOut();
     while (at < 0) {
       // The shard is behind: read its results (it may be waiting for room to write them) and wait a little.
@@ -447,6 +518,13 @@ export class ThreadBackend implements ShardBackend {
       Atomics.wait(s.queue.control, SharedRing.HEAD, s.queue.head, 1);
       at = s.queue.reserve(n);
     }
+    return this.publish(s, at, n, fill);
+  }
+
+  /** Fills the entry reserved at `at` (`n` words) in a shard's queue, publishes it and resolves with its results. */
+  private publish(s: Shard, at: number, n: number, fill: (w: Uint32Array, at: number) => void): Promise<Int32Array> {
+    const id = this.nextBatch;
+    this.nextBatch = (this.nextBatch + 1) >>> 0;
     const w = s.queue.words;
     w[at + 1] = id;
     fill(w, at);

@@ -178,8 +178,8 @@ export interface EngineFeed {
 /** What identifies an event in a result (rejections, warnings). */
 export type EventRef = Pick<IndexEvent, "workerId" | "dpRank" | "eventId">;
 
-/** A raw message's fate: refused (nothing applied), or one result per event. */
-export type RawApplied = "refused" | { results: ApplyResult[]; eventOf(i: number): EventRef };
+/** A raw message's fate: refused (nothing applied), or one result per event (`split`: applied in parts by several shards). */
+export type RawApplied = "refused" | { results: ApplyResult[]; eventOf(i: number): EventRef; split: boolean };
 
 /**
  * The index has no slot left for a new (worker, dp_rank): thrown before any

@@ -42,7 +42,7 @@ export class RouterMetrics {
   });
   readonly ingestMessages = new Counter({
     name: "kvrouter_ingest_messages_total",
-    help: "IngestKvEvents messages by where they were decoded: shard (as raw bytes, on the index shard thread that applied them), main (on the main thread or a decoder thread), shard_refused (sent raw, handed back by the shard, then decoded on the main thread)",
+    help: "IngestKvEvents messages by where they were decoded: shard (as raw bytes, on the index shard thread that applied them), shard_split (naming workers of several shards: each shard decoded and applied its own events' bytes, committed together), main (on the main thread or a decoder thread), shard_refused (sent raw, handed back by the shard, then decoded on the main thread)",
     labelNames: ["path"] as const,
     registers: [this.registry],
   });
@@ -201,7 +201,7 @@ export class RouterMetrics {
     // Every label value known up front is exported from the first scrape, at 0, so rate() works at once.
     for (const outcome of EVENT_OUTCOMES) this.events.inc({ outcome }, 0);
     for (const kind of ["unknown_removal", "event_id_gap"]) this.eventAnomalies.inc({ kind }, 0);
-    for (const path of ["shard", "main", "shard_refused"]) this.ingestMessages.inc({ path }, 0);
+    for (const path of ["shard", "shard_split", "main", "shard_refused"]) this.ingestMessages.inc({ path }, 0);
     for (const method of METHODS) {
       this.invalidRequests.inc({ method }, 0);
       this.unauthenticated.inc({ method }, 0);

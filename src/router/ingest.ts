@@ -99,13 +99,13 @@ export function applyEventBatchAsync(index: KvIndex, lowerTiers: LowerTiers, bat
  * index's shard threads (KvIndex.openRawStream, whose rules it keeps), each
  * message's outcomes summed up as applyEventBatch() does.
  */
-export type RawIngest = RawStreamOf<IngestSummary | "refused">;
+export type RawIngest = RawStreamOf<(IngestSummary & { split: boolean }) | "refused">;
 
 /** A raw ingest for one client stream, or undefined when the index takes no raw messages. */
 export function openRawIngest(index: KvIndex): RawIngest | undefined {
   const raw = index.openRawStream?.();
   if (raw === undefined) return undefined;
-  return mapRawStream(raw, (applied) => (applied === "refused" ? applied : summarize(applied.results, applied.eventOf)));
+  return mapRawStream(raw, (applied) => (applied === "refused" ? applied : { ...summarize(applied.results, applied.eventOf), split: applied.split }));
 }
 
 /** Counts outcomes; lists the first rejections (eventOf builds an event only for those). */

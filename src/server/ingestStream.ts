@@ -187,8 +187,15 @@ export function ingestKvEventsHandler(router: KvRouter, metrics: RouterMetrics, 
     // ---- raw messages (RawIngest): order is kept by two queues ----
     /** Messages waiting, in order, for the stream's raw messages to come back: one that takes the decoded path, and all after it. */
     const backlog: { seq: number; bytes: Buffer }[] = [];
-    /** Raw messages a shard refused (nothing applied), in order: decoded here once none is outstanding. */
+    /** Raw messages a shard refused (nothing applied): decoded here, in stream order, once none is outstanding. */
     const refused: { seq: number; bytes: Buffer }[] = [];
+    /**
+     * Raw messages whose outcome this stream has not taken in yet. Not the
+     * index's `outstanding`: that drops as a result arrives, a few promise
+     * turns before the stream has noted a refusal, and an earlier message's
+     * catch-up in between must not send the messages after it.
+     */
+    let rawOut = 0;
     /** Sends a message raw, or decodes it here when nothing raw is outstanding; false: it must wait. */
     const route = (seq: number, bytes: Buffer): boolean => {
       if (rejected) {
@@ -197,19 +204,22 @@ export function ingestKvEventsHandler(router: KvRouter, metrics: RouterMetrics, 
       }
       const submitted = raw!.submit(bytes);
       if (submitted === undefined) {
-        if (raw!.outstanding > 0) return false;
+        if (rawOut > 0 || raw!.outstanding > 0) return false;
         decodeHere(seq, bytes, "main");
         return true;
       }
+      rawOut++;
       const finished = submitted
         .then(
           (summary) => {
+            rawOut--;
             if (summary === "refused") return void refused.push({ seq, bytes });
-            metrics.ingestMessages.inc({ path: "shard" });
+            metrics.ingestMessages.inc({ path: summary.split ? "shard_split" : "shard" });
             count(summary, seq);
             settled(bytes.length);
           },
           (err: unknown) => {
+            rawOut--;
             fail(seq, err);
             settled(bytes.length);
           },
@@ -223,9 +233,10 @@ export function ingestKvEventsHandler(router: KvRouter, metrics: RouterMetrics, 
     };
     /** Once no raw message is outstanding: the refused ones applied the decoded way, in order, then the waiting ones. */
     const catchUp = () => {
-      if (raw!.outstanding > 0) return;
+      if (rawOut > 0 || raw!.outstanding > 0) return;
       if (refused.length > 0) {
-        for (const m of refused.splice(0)) decodeHere(m.seq, m.bytes, "shard_refused");
+        // Outcomes of messages on different shards arrive in any order.
+        for (const m of refused.splice(0).sort((a, b) => a.seq - b.seq)) decodeHere(m.seq, m.bytes, "shard_refused");
         raw!.resume();
       }
       while (backlog.length > 0) {
