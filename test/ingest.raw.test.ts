@@ -8,85 +8,24 @@
 // the main thread, in order), stale and orphaned events (rejected with the
 // same reasons). /metrics says which path each message took.
 import assert from "node:assert/strict";
+import * as grpc from "@grpc/grpc-js";
 import { after, before, describe, it } from "node:test";
-import type { KvEvent } from "../gen/kvrouter/v1/router_pb.js";
-import { type EventInit, removed, stored } from "./support/events.js";
+import { stored } from "./support/events.js";
+import { type Message, byWorker, fleetStreams } from "./support/eventStreams.js";
 import { type TestRouter, startTestRouter } from "./support/router.js";
-import { seededRandom } from "../src/util/random.js";
 
 const B = 16;
-
-type Message = { events: EventInit[] };
-
-/**
- * Streams for `workers` (each worker's events in one stream only, so the
- * final index does not depend on how the streams interleave): chains that
- * grow and shrink, sometimes a second worker or rank in the same message,
- * a stale or orphaned event, a clear, a multimodal block.
- */
-function fleetStreams(seed: number, streams: number, workersPerStream: number, messages: number): Message[][] {
-  const rand = seededRandom(seed);
-  const out: Message[][] = [];
-  for (let s = 0; s < streams; s++) {
-    const keys = Array.from({ length: workersPerStream }, (_, i) => ({ workerId: 100 * (s + 1) + i, dpRank: i % 2 }));
-    const state = keys.map(() => ({ nextId: 1, chain: [] as bigint[], nextHash: 0n }));
-    const eventFor = (k: number): EventInit => {
-      const { workerId, dpRank } = keys[k];
-      const st = state[k];
-      if (st.nextHash === 0n) st.nextHash = BigInt(workerId) * 1_000_000n;
-      const r = rand();
-      let id = st.nextId++;
-      if (r < 0.04 && id > 2) id -= 2; // stale
-      if (r < 0.1 && st.chain.length > 0) {
-        // a removal of the chain's tail, sometimes of a block never stored too
-        const n = 1 + Math.floor(rand() * Math.min(3, st.chain.length));
-        const hashes = st.chain.splice(st.chain.length - n, n);
-        if (rand() < 0.3) hashes.push(999_999_999n);
-        return removed(workerId, id, hashes, dpRank);
-      }
-      if (r < 0.13) {
-        st.chain = [];
-        return { workerId: BigInt(workerId), dpRank, eventId: BigInt(id), data: { case: "cleared", value: {} } };
-      }
-      const blocks = 1 + Math.floor(rand() * 4);
-      const orphan = r > 0.97;
-      const parent = orphan ? 123n : st.chain.at(-1);
-      const toks = Array.from({ length: blocks * B }, (_, i) => (workerId * 31 + Number(st.nextHash % 1000n) * 7 + i) % 50_000);
-      const ev = stored(workerId, id, toks, B, st.nextHash, { parent, dpRank });
-      if (rand() < 0.05 && ev.data?.case === "stored") ev.data.value.blocks![0].mmHashes = [7n];
-      if (!orphan) for (let b = 0; b < blocks; b++) st.chain.push(st.nextHash + BigInt(b));
-      st.nextHash += BigInt(blocks);
-      return ev;
-    };
-    const stream: Message[] = [];
-    for (let m = 0; m < messages; m++) {
-      const main = Math.floor(rand() * keys.length);
-      const events: EventInit[] = [];
-      const n = 1 + Math.floor(rand() * 3);
-      for (let e = 0; e < n; e++) events.push(eventFor(rand() < 0.15 ? Math.floor(rand() * keys.length) : main));
-      stream.push({ events });
-    }
-    out.push(stream);
-  }
-  return out;
-}
-
-/** Each worker's dumped events in order (the order of workers in a dump follows creation, which concurrency may change). */
-function byWorker(events: KvEvent[]): Map<string, string[]> {
-  const out = new Map<string, string[]>();
-  for (const e of events) {
-    const key = `${e.workerId}:${e.dpRank}`;
-    if (!out.has(key)) out.set(key, []);
-    out.get(key)!.push(JSON.stringify(e, (_, v) => (typeof v === "bigint" ? v.toString() : v)));
-  }
-  return new Map([...out].sort(([a], [b]) => (a < b ? -1 : 1)));
-}
 
 async function ingestMessagesByPath(r: TestRouter): Promise<Record<string, number>> {
   const text = await (await fetch(`http://127.0.0.1:${r.server.metricsPort}/metrics`)).text();
   const out: Record<string, number> = {};
   for (const m of text.matchAll(/^kvrouter_ingest_messages_total\{path="(\w+)"\} (\d+)/gm)) out[m[1]] = Number(m[2]);
   return out;
+}
+
+/** Each worker's block count and last event id. */
+async function workerStates(r: TestRouter): Promise<string[]> {
+  return (await r.client.listWorkers()).workers.map((w) => `${w.worker?.workerId}:${w.worker?.dpRank} ${w.cachedBlocks} ${w.lastEventId}`).sort();
 }
 
 // "decode here": a raw stream's message is decoded on the main thread whenever its shard has anything
@@ -115,7 +54,7 @@ for (const { shards, decodeHere = false, ringWords } of SETUPS) {
     });
 
     it("concurrent streams give the same responses and the same index as the main thread", async () => {
-      const streams = fleetStreams(shards + (decodeHere ? 10 : 0) + (ringWords ? 20 : 0), 3, 3, 120);
+      const streams = fleetStreams(shards + (decodeHere ? 10 : 0) + (ringWords ? 20 : 0), 3, 3, 120, B);
       const [want, got] = await Promise.all([
         Promise.all(streams.map((s) => ref.client.ingestKvEvents(s))),
         Promise.all(streams.map((s) => raw.client.ingestKvEvents(s))),
@@ -123,15 +62,27 @@ for (const { shards, decodeHere = false, ringWords } of SETUPS) {
       assert.deepEqual(got, want);
       assert.ok(want.some((r) => r.rejected > 0n), "the streams include rejected events");
       assert.deepEqual(byWorker(await raw.client.dumpIndex()), byWorker(await ref.client.dumpIndex()));
-      const workers = async (r: TestRouter) =>
-        (await r.client.listWorkers()).workers
-          .map((w) => `${w.worker?.workerId}:${w.worker?.dpRank} ${w.cachedBlocks} ${w.lastEventId}`)
-          .sort();
-      assert.deepEqual(await workers(raw), await workers(ref));
+      assert.deepEqual(await workerStates(raw), await workerStates(ref));
       const paths = await ingestMessagesByPath(raw);
       assert.ok(paths.shard > 0, `some messages were applied raw on a shard: ${JSON.stringify(paths)}`);
       assert.ok(paths.main > 0, "new workers and clears were decoded on the main thread");
       assert.ok(paths.shard_refused > 0, "multimodal blocks were handed back by a shard");
+    });
+
+    it("relay streams (several workers per message) give the same responses and the same index as the main thread", async () => {
+      const before = await ingestMessagesByPath(raw);
+      const streams = fleetStreams(40 + shards + (decodeHere ? 10 : 0) + (ringWords ? 20 : 0), 2, 8, 100, B, true);
+      const [want, got] = await Promise.all([
+        Promise.all(streams.map((s) => ref.client.ingestKvEvents(s))),
+        Promise.all(streams.map((s) => raw.client.ingestKvEvents(s))),
+      ]);
+      assert.deepEqual(got, want);
+      assert.deepEqual(byWorker(await raw.client.dumpIndex()), byWorker(await ref.client.dumpIndex()));
+      assert.deepEqual(await workerStates(raw), await workerStates(ref));
+      const paths = await ingestMessagesByPath(raw);
+      if (shards > 1) assert.ok(paths.shard_split - before.shard_split > 50, `relay messages were applied in parts by the shards: ${JSON.stringify(paths)}`);
+      else assert.ok(paths.shard - before.shard > 50, `relay messages were applied raw by the one shard: ${JSON.stringify(paths)}`);
+      assert.ok(paths.shard_refused > before.shard_refused, "multimodal blocks were handed back");
     });
 
     it("a message the shard hands back is applied before the messages after it", async () => {
@@ -149,6 +100,67 @@ for (const { shards, decodeHere = false, ringWords } of SETUPS) {
       const w = (await raw.client.listWorkers()).workers.find((x) => x.worker?.workerId === 7n)!;
       assert.equal(w.cachedBlocks, 40n);
       assert.equal(w.lastEventId, 40n);
+    });
+  });
+}
+
+// A relay message whose events live on several shards is prepared by each of them and committed only
+// when every part is valid: one bad event on one shard's part must leave every shard as it was, and the
+// stream must end with the main thread's error, exactly as with the index on the main thread.
+for (const shards of [2, 4]) {
+  describe(`IngestKvEvents relay messages across ${shards} index shard threads`, () => {
+    const workers = [901, 902, 903, 904, 905, 906, 907, 908];
+    const block = (w: number, id: number) => Array.from({ length: B }, (_, t) => (w * 97 + id * 13 + t) % 50_000);
+    /** One event per worker, each continuing that worker's chain; `bad`: this worker's block has 10 tokens. */
+    const relay = (id: number, bad?: number): Message => ({
+      events: workers.map((w) => {
+        const ev = stored(w, id, block(w, id), B, BigInt(w * 1000 + id), { parent: id === 1 ? undefined : BigInt(w * 1000 + id - 1) });
+        if (w === bad && ev.data?.case === "stored") ev.data.value.blocks![0].tokenIds = ev.data.value.blocks![0].tokenIds!.slice(0, 10);
+        return ev;
+      }),
+    });
+
+    it("an invalid event in one shard's part: nothing of the message applies on any shard, and the error is the main thread's", async () => {
+      const ref = await startTestRouter({ blockSize: B }, { indexerShards: 0 });
+      const raw = await startTestRouter({ blockSize: B }, { indexerShards: shards, metricsPort: 0 });
+      try {
+        // Message 0 names new workers (the decoded path places them on every shard); 1-3 go in parts; 4 has the bad event (on the last worker's shard).
+        const stream = [relay(1), relay(2), relay(3), relay(4), relay(5, 908), relay(6)];
+        const outcome = (r: TestRouter) => r.client.ingestKvEvents(stream).then(() => "applied", (err: { code: number; details: string }) => `${err.code} ${err.details}`);
+        const [want, got] = [await outcome(ref), await outcome(raw)];
+        assert.match(want, /^3 message 4 events\[7\] \(worker 908 dp_rank 0 event_id 5\): stored\.blocks\[0\] has 10 token ids .*; 32 events applied before this message$/);
+        assert.equal(got, want);
+        // Events 1-4 of every worker, none of message 4's (the seven valid ones live on other shards).
+        assert.deepEqual(await workerStates(raw), await workerStates(ref));
+        assert.deepEqual(await workerStates(raw), workers.map((w) => `${w}:0 4 4`).sort());
+        assert.deepEqual(byWorker(await raw.client.dumpIndex()), byWorker(await ref.client.dumpIndex()));
+        const paths = await ingestMessagesByPath(raw);
+        assert.ok(paths.shard_split >= 3, `messages 1-3 were applied in parts: ${JSON.stringify(paths)}`);
+        assert.ok(paths.shard_refused >= 1, "message 4 (and 5, if sent before the stream ended) came back refused and went to the main thread");
+        // The stream after it: the same workers go on from event 5.
+        assert.equal((await raw.client.ingestKvEvents([relay(5), relay(6)])).applied, 16n);
+      } finally {
+        await ref.close();
+        await raw.close();
+      }
+    });
+
+    it("a shard that dies at commit ends the stream UNAVAILABLE naming the message; nothing waits for it", async () => {
+      const r = await startTestRouter({ blockSize: B }, { indexerShards: shards, metricsPort: 0, testOnlyIndexThrowOnEvent: { workerId: 902n, eventId: 5n } });
+      try {
+        // Worker 902 is on shard 1; its part of message 4 is prepared (decoding does not apply), and its shard throws applying it.
+        await assert.rejects(r.client.ingestKvEvents([relay(1), relay(2), relay(3), relay(4), relay(5), relay(6), relay(7)]), (err: { code: number; details: string }) => {
+          assert.equal(err.code, grpc.status.UNAVAILABLE, err.details);
+          assert.match(err.details, /^message 4: index shard 1 is down \(its thread (threw|stopped): .*test-only throw on worker 902 event 5.*; 32 events applied before this message$/);
+          return true;
+        });
+        const paths = await ingestMessagesByPath(r);
+        assert.ok(paths.shard_split >= 3, `messages 1-3 were applied in parts: ${JSON.stringify(paths)}`);
+        // The next stream naming the dead shard's workers fails at once, before anything is queued.
+        await assert.rejects(r.client.ingestKvEvents([relay(8)]), (err: { code: number; details: string }) => err.code === grpc.status.UNAVAILABLE);
+      } finally {
+        await r.close();
+      }
     });
   });
 }

@@ -120,7 +120,9 @@ export const ENGINE_RESULT_TAIL = 3;
  * message's token, byte length, pair count, the pairs (as a RAW_ENTRY's),
  * then the bytes. The shard decodes, validates and hashes it into a pending
  * batch, applying nothing, and answers RAW_PREPARED and its event count, or
- * RAW_REFUSED (and sets the stream's flag, as for a raw entry). The main
+ * RAW_REFUSED (the stream's flag is neither read nor set: the main thread
+ * decides parts in stream order, and sets the flag itself when it aborts
+ * one, so the stream's later raw entries are refused too). The main
  * thread then queues RAW_COMMIT (apply the pending batch, drawing its stamps
  * then; the result is a raw entry's, RAW_APPLIED...) or RAW_ABORT (drop it;
  * the result is RAW_REFUSED) to every shard that prepared: flag, token.

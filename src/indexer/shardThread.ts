@@ -272,7 +272,11 @@ const prepared = new Map<number, PreparedPart[]>();
  * A part of a raw message naming workers of several shards (RAW_PART): its
  * events decoded, checked and hashed into records here, applied only when
  * the main thread commits, since another shard may refuse its own part.
- * Refused like a raw entry (and its stream's later entries with it).
+ * Refused when the hot-path decoder hands it back, as a raw entry is; but a
+ * part neither reads nor sets its stream's flag: the main thread settles
+ * parts in stream order, so a refusal here need not stop the parts queued
+ * after it, and must not refuse those of earlier messages still queued on
+ * another shard.
  */
 function prepareRawPart(at: number, id: number): void {
   const w = queue.words;
@@ -283,11 +287,15 @@ function prepareRawPart(at: number, id: number): void {
   const p0 = at + RAW_PART_HEADER;
   let batch: ReturnType<typeof decodeRaw>;
   try {
-    batch = Atomics.load(rawBlocked, flag) === 0 ? decodeRaw(queue.bytes(p0 + pairs * RAW_PAIR_WORDS, byteLength), w, p0, pairs) : undefined;
+    batch = decodeRaw(queue.bytes(p0 + pairs * RAW_PAIR_WORDS, byteLength), w, p0, pairs);
   } catch {
     batch = undefined; // the main thread decodes the whole message again and words any error
   }
-  if (batch === undefined) return refuseRaw(id, flag);
+  if (batch === undefined) {
+    const out = reserveResult(ENTRY_HEADER + RAW_RESULT_HEADER);
+    results.signed[out + ENTRY_HEADER] = RAW_REFUSED;
+    return finishResult(out, id, RAW_RESULT_HEADER);
+  }
   const { events, restore, slots } = batch;
   rawRecords.reset();
   for (let i = 0; i < events.count; i++) rawRecords.batchEvent(events, i, slots[i], 0, restore);
