@@ -145,6 +145,35 @@ for (const shards of [2, 4]) {
       }
     });
 
+    it("with --max-blocks the bound holds and every worker keeps its newest blocks (a message's stamps are drawn, in stream order, when it is decided)", async () => {
+      const r = await startTestRouter({ blockSize: B }, { indexerShards: shards, metricsPort: 0, maxBlocks: 100 });
+      try {
+        const res = await r.client.ingestKvEvents(Array.from({ length: 40 }, (_, i) => relay(i + 1)));
+        assert.equal(res.applied, 320n);
+        assert.ok((await ingestMessagesByPath(r)).shard_split > 30);
+        const held = new Map<bigint, bigint[]>();
+        for (const e of await r.client.dumpIndex()) {
+          if (e.data.case !== "stored") continue;
+          if (!held.has(e.workerId)) held.set(e.workerId, []);
+          held.get(e.workerId)!.push(...e.data.value.blocks.map((b) => b.blockHash % 1000n));
+        }
+        const total = [...held.values()].reduce((n, ids) => n + ids.length, 0);
+        assert.ok(total <= 100 && total > 80, `the index holds ${total} entries, within the bound of 100`);
+        // Each worker's blocks are its newest ones (ids up to 40, contiguous), and every worker lost about
+        // as many as the others: eviction went by store stamps across shards, oldest first.
+        const oldest = [...held.values()].map((ids) => {
+          const sorted = ids.sort((a, b) => Number(a - b));
+          assert.equal(sorted.at(-1), 40n);
+          assert.equal(sorted.length, Number(40n - sorted[0] + 1n), `contiguous: ${sorted.join(",")}`);
+          return Number(sorted[0]);
+        });
+        assert.equal(held.size, workers.length);
+        assert.ok(Math.max(...oldest) - Math.min(...oldest) <= 1, `oldest blocks held: ${oldest.join(", ")}`);
+      } finally {
+        await r.close();
+      }
+    });
+
     it("a shard that dies at commit ends the stream UNAVAILABLE naming the message; nothing waits for it", async () => {
       const r = await startTestRouter({ blockSize: B }, { indexerShards: shards, metricsPort: 0, testOnlyIndexThrowOnEvent: { workerId: 902n, eventId: 5n } });
       try {

@@ -650,8 +650,15 @@ export class CompactIndex implements KvIndex {
       const commit = valid && failed === undefined;
       // Every later raw message of the stream must come back refused too, whatever refused this one.
       if (!commit) threads.blockRawFlag(flag);
+      // The whole message's store stamps, drawn now: decisions follow stream order, so stamps do too (eviction goes by them).
+      let stamp = commit ? this.stamps(answers.reduce((n, a) => n + (a as PromiseFulfilledResult<Int32Array>).value[2], 0)) : 0;
       // Only the shards that hold a prepared part hear the decision (a refused or failed part holds nothing).
-      const settles = answers.map((a, k) => (a.status === "fulfilled" && a.value[0] === RAW_PREPARED ? threads.settleRawPart(parts[k].shard, flag, token, commit) : undefined));
+      const settles = answers.map((a, k) => {
+        if (a.status !== "fulfilled" || a.value[0] !== RAW_PREPARED) return undefined;
+        const first = commit ? stamp : undefined;
+        stamp += a.value[2];
+        return threads.settleRawPart(parts[k].shard, flag, token, first);
+      });
       return { commit, failed, settles };
     });
     const applied = decided.then(async ({ commit, failed, settles }): Promise<RawApplied> => {

@@ -182,7 +182,7 @@ export function recordStamps(w: Uint32Array, o: number): number {
 /**
  * Writes consecutive store stamps from `first` into the headers of `count`
  * records from word `o` (records written before their stamps were drawn: a
- * shard's prepared part of a split message draws them when it commits).
+ * shard's prepared part of a split message gets them with its commit).
  */
 export function restampRecords(w: Uint32Array, o: number, count: number, first: number): void {
   let stamp = first;
@@ -191,11 +191,4 @@ export function restampRecords(w: Uint32Array, o: number, count: number, first: 
     w[o + 8] = Math.floor(stamp / TWO32);
     stamp += recordStamps(w, o);
   }
-}
-
-/** Stamps `count` records from word `o` consume together. */
-export function recordsStamps(w: Uint32Array, o: number, count: number): number {
-  let n = 0;
-  for (let i = 0; i < count; i++, o += recordWords(w, o)) n += recordStamps(w, o);
-  return n;
 }

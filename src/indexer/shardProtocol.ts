@@ -122,17 +122,19 @@ export const ENGINE_RESULT_TAIL = 3;
  * batch, applying nothing, and answers RAW_PREPARED and its event count, or
  * RAW_REFUSED (the stream's flag is neither read nor set: the main thread
  * decides parts in stream order, and sets the flag itself when it aborts
- * one, so the stream's later raw entries are refused too). The main
- * thread then queues RAW_COMMIT (apply the pending batch, drawing its stamps
- * then; the result is a raw entry's, RAW_APPLIED...) or RAW_ABORT (drop it;
- * the result is RAW_REFUSED) to every shard that prepared: flag, token.
- * A stream's prepared parts settle in the order they were prepared.
+ * one, so the stream's later raw entries are refused too). A prepared
+ * answer's third word: the store stamps the part consumes. The main thread
+ * then queues RAW_COMMIT (apply the pending batch, its stamps from the
+ * entry's; the result is a raw entry's, RAW_APPLIED...) or RAW_ABORT (drop
+ * it; the result is RAW_REFUSED) to every shard that prepared: flag, token,
+ * first stamp (lo, hi words). A stream's prepared parts settle in the order
+ * they were prepared.
  */
 export const RAW_PART = 0xfffffff0;
 export const RAW_PART_HEADER = ENTRY_HEADER + 4;
 export const RAW_COMMIT = 0xfffffff1;
 export const RAW_ABORT = 0xfffffff2;
-export const RAW_SETTLE_HEADER = ENTRY_HEADER + 2;
+export const RAW_SETTLE_HEADER = ENTRY_HEADER + 4;
 /** A part's result status: decoded and held, waiting for commit or abort. */
 export const RAW_PREPARED = 2;
 

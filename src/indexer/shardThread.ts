@@ -6,7 +6,7 @@ import { type MessagePort, parentPort, receiveMessageOnPort, workerData } from "
 import { readlinkSync } from "node:fs";
 import { getHeapStatistics } from "node:v8";
 import { CompactCore, SlotTable } from "./compactCore.js";
-import { RecordWriter, recordWords, recordsStamps, restampRecords, stampsOf, stampsOfRange } from "./records.js";
+import { RecordWriter, recordWords, restampRecords, stampsOf, stampsOfRange } from "./records.js";
 import { IngestDecoder } from "../decoding/ingestDecoder.js";
 import { E_DP_RANK, E_KIND, E_WORKER_HI, E_WORKER_LO, EVENT_WORDS, type EventBatch, KIND_CLEARED, u64 } from "../protocols/eventBatch.js";
 import { ENGINE_CODES, FEED_COUNT_WORDS, decodeForShard, numberEvents } from "../decoding/engine/shardFeed.js";
@@ -303,10 +303,11 @@ function prepareRawPart(at: number, id: number): void {
   const part = { token, records: rawRecords.words.slice(0, rawRecords.length), count: events.count };
   if (parts === undefined) prepared.set(flag, [part]);
   else parts.push(part);
-  const out = reserveResult(ENTRY_HEADER + RAW_RESULT_HEADER);
+  const out = reserveResult(ENTRY_HEADER + RAW_RESULT_HEADER + 1);
   results.signed[out + ENTRY_HEADER] = RAW_PREPARED;
   results.signed[out + ENTRY_HEADER + 1] = events.count;
-  finishResult(out, id, RAW_RESULT_HEADER);
+  results.signed[out + ENTRY_HEADER + 2] = stampsOfRange(events, 0, events.count);
+  finishResult(out, id, RAW_RESULT_HEADER + 1);
 }
 
 /** Applies (commit) or drops the stream's oldest prepared part, which must be the one named. */
@@ -324,9 +325,9 @@ function settleRawPart(at: number, id: number, commit: boolean): void {
     results.signed[out + ENTRY_HEADER] = RAW_REFUSED;
     return finishResult(out, id, RAW_RESULT_HEADER);
   }
-  // Stamps drawn now, as a raw entry draws them when it applies: a worker's entries are stored in stamp order.
+  // The main thread drew the whole message's stamps when it decided (in stream order, as the index in one thread would).
   const { records, count } = part;
-  restampRecords(records, 0, count, Number(Atomics.add(clock, 0, BigInt(recordsStamps(records, 0, count)))));
+  restampRecords(records, 0, count, w[at + ENTRY_HEADER + 2] + w[at + ENTRY_HEADER + 3] * 4294967296);
   applyRecordsWithRefs(records, 0, count, id);
 }
 

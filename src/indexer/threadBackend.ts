@@ -438,21 +438,24 @@ export class ThreadBackend implements ShardBackend {
   }
 
   /**
-   * Commits (applies) or aborts (drops) the part of message `token` that
-   * `shard` prepared for the stream `flag`; resolves with the raw result
-   * entry (RAW_APPLIED ..., or RAW_REFUSED for an abort). Waits here for
-   * room in the ring, as submit() does: a decision must be queued.
+   * Commits (applies, with store stamps from `stamp` on) or aborts (drops,
+   * `stamp` undefined) the part of message `token` that `shard` prepared for
+   * the stream `flag`; resolves with the raw result entry (RAW_APPLIED ...,
+   * or RAW_REFUSED for an abort). Waits here for room in the ring, as
+   * submit() does: a decision must be queued.
    */
-  settleRawPart(shard: number, flag: number, token: number, commit: boolean): Promise<Int32Array> {
+  settleRawPart(shard: number, flag: number, token: number, stamp: number | undefined): Promise<Int32Array> {
     if (this.closed) return Promise.reject(new Error("sharded index is closed"));
     const s = this.list[shard];
     const down = this.downOf(s);
     if (down !== undefined) return Promise.reject(down);
     this.drainResults();
     return this.enqueue(s, RAW_SETTLE_HEADER, (w, at) => {
-      w[at + 2] = commit ? RAW_COMMIT : RAW_ABORT;
+      w[at + 2] = stamp !== undefined ? RAW_COMMIT : RAW_ABORT;
       w[at + ENTRY_HEADER] = flag;
       w[at + ENTRY_HEADER + 1] = token;
+      w[at + ENTRY_HEADER + 2] = (stamp ?? 0) >>> 0;
+      w[at + ENTRY_HEADER + 3] = Math.floor((stamp ?? 0) / 4294967296);
     });
   }
 
