@@ -33,7 +33,7 @@ export function workerStreams(events: readonly IndexEvent[], perMessage: number)
   });
 }
 
-function toKvEvent(e: IndexEvent): KvEvent {
+export function toKvEvent(e: IndexEvent): KvEvent {
   const base = { workerId: e.workerId, dpRank: e.dpRank, eventId: e.eventId };
   if (e.kind === "stored") {
     const blocks = e.blocks.map((b) => ({ blockHash: b.externalHash, tokensHash: b.localHash }));

@@ -423,7 +423,7 @@ function applyEngine(at: number, id: number): void {
 
 /** A raw message's events and each one's slot, or undefined when it must be refused (see applyRaw). */
 function decodeRaw(bytes: Uint8Array, w: Uint32Array, p0: number, pairs: number): { events: EventBatch; restore: boolean; slots: Uint32Array } | undefined {
-  if (decoder === undefined) return undefined;
+  if (decoder === undefined || pairs === 0) return undefined;
   // Applied before the next decode: views of the decoder's buffers, no copy.
   const decoded = decoder.decode(bytes, true);
   if (decoded === undefined) return undefined;
@@ -431,11 +431,19 @@ function decodeRaw(bytes: Uint8Array, w: Uint32Array, p0: number, pairs: number)
   const ev = batch.events;
   if (rawSlots.length < batch.count) rawSlots = new Uint32Array(Math.max(batch.count, 2 * rawSlots.length));
   const slots = rawSlots;
-  for (let i = 0; i < batch.count; i++) {
+  const pairsEnd = p0 + pairs * RAW_PAIR_WORDS;
+  for (let i = 0, p = p0; i < batch.count; i++) {
     const e = i * EVENT_WORDS;
     if (ev[e + E_KIND] === KIND_CLEARED) return undefined; // a clear also empties the lower tiers, on the main thread
-    const p = pairIndex(w, p0, pairs, ev[e + E_WORKER_LO], ev[e + E_WORKER_HI], ev[e + E_DP_RANK]);
-    if (p < 0) return undefined;
+    const lo = ev[e + E_WORKER_LO];
+    const hi = ev[e + E_WORKER_HI];
+    const rank = ev[e + E_DP_RANK];
+    // Pairs are listed in order of first mention: an event names the last event's pair (an engine) or the next one (a relay), else search.
+    if (!(w[p] === lo && w[p + 1] === hi && w[p + 2] === rank)) {
+      const next = p + RAW_PAIR_WORDS < pairsEnd ? p + RAW_PAIR_WORDS : p0;
+      p = w[next] === lo && w[next + 1] === hi && w[next + 2] === rank ? next : pairIndex(w, p0, pairs, lo, hi, rank);
+      if (p < 0) return undefined;
+    }
     slots[i] = w[p + 3];
   }
   return { events: batch, restore: decoded.restore, slots };
