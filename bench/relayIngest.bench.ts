@@ -2,7 +2,8 @@
 // whole fleet, each IngestKvEvents message holding one event of each of up to
 // `perMessage` workers (64 on the Mooncake workload: every worker in every
 // message), as Dynamo's publisher relay or a single-connection benchmark
-// sends them. Such a message names workers of every shard, so:
+// sends them; events cut to at most `blocksPerEvent` blocks, with token ids
+// or tokens_hash. Such a message names workers of every shard, so:
 // - "this thread": decoded here (the hot-path decoder) and applied to the index in this thread;
 // - "decoded here": decoded here, the records queued to N shard threads (what a relay message got before);
 // - "raw": each shard gets its own events' bytes and decodes, hashes and applies them, committed
@@ -10,11 +11,11 @@
 // The first message names new workers and takes the decoded path, as in the server. Configurations
 // run in alternating rounds (a noisy shared machine drifts between rounds, not within a
 // comparison); figures are medians over rounds, stored blocks per second, with the main thread's
-// CPU per stored block and the core count.
+// busy time per stored block (event-loop utilization: running JavaScript or blocked in it) and the
+// core count.
 import { availableParallelism } from "node:os";
-import { readFileSync } from "node:fs";
 import { create, toBinary } from "@bufbuild/protobuf";
-import { IngestKvEventsRequestSchema } from "../gen/kvrouter/v1/router_pb.js";
+import { IngestKvEventsRequestSchema, type KvEvent, KvEventSchema } from "../gen/kvrouter/v1/router_pb.js";
 import { IngestDecoder } from "../src/decoding/ingestDecoder.js";
 import { CompactIndex } from "../src/indexer/compactIndex.js";
 import type { IndexEvent } from "../src/protocols/events.js";
@@ -22,38 +23,67 @@ import { toKvEvent } from "./rawIngest.bench.js";
 import { gc, median, usSince } from "./stats.js";
 import { BLOCK, type Workload } from "./workload.js";
 
+export interface RelayShape {
+  /** Workers per message (64: every worker of the Mooncake workload in every message). */
+  perMessage: number;
+  /** A stored event of more blocks is cut into a chain of events of at most this many (engines publish as they go), renumbered per worker. */
+  blocksPerEvent: number;
+  /** Blocks carry token ids (the shards hash them) instead of tokens_hash. */
+  tokenIds: boolean;
+}
+
 /** The workload's events as relay messages: message k holds the k-th event of each of up to `perMessage` workers. */
-export function relayMessages(events: readonly IndexEvent[], perMessage: number): Uint8Array[] {
-  const byWorker = new Map<string, IndexEvent[]>();
+export function relayMessages(events: readonly IndexEvent[], shape: RelayShape): Uint8Array[] {
+  const byWorker = new Map<string, KvEvent[]>();
+  const nextId = new Map<string, bigint>();
   for (const e of events) {
     const key = `${e.workerId}:${e.dpRank}`;
     if (!byWorker.has(key)) byWorker.set(key, []);
-    byWorker.get(key)!.push(e);
+    const list = byWorker.get(key)!;
+    const id = () => {
+      const n = nextId.get(key) ?? 1n;
+      nextId.set(key, n + 1n);
+      return n;
+    };
+    if (e.kind !== "stored") {
+      list.push(toKvEvent({ ...e, eventId: id() }));
+      continue;
+    }
+    for (let from = 0; from < e.blocks.length; from += shape.blocksPerEvent) {
+      const blocks = e.blocks.slice(from, from + shape.blocksPerEvent);
+      const parentBlockHash = from === 0 ? e.parentHash : e.blocks[from - 1].externalHash;
+      const base = { workerId: e.workerId, dpRank: e.dpRank, eventId: id() };
+      const wire = blocks.map((b) => (shape.tokenIds ? { blockHash: b.externalHash, tokenIds: tokensOf(b.localHash) } : { blockHash: b.externalHash, tokensHash: b.localHash }));
+      list.push(create(KvEventSchema, { ...base, data: { case: "stored", value: { parentBlockHash, blocks: wire } } }));
+    }
   }
   const lists = [...byWorker.values()];
   const messages: Uint8Array[] = [];
-  for (let g = 0; g < lists.length; g += perMessage) {
-    const group = lists.slice(g, g + perMessage);
+  for (let g = 0; g < lists.length; g += shape.perMessage) {
+    const group = lists.slice(g, g + shape.perMessage);
     const longest = Math.max(...group.map((l) => l.length));
     for (let k = 0; k < longest; k++) {
-      const kv = group.filter((l) => k < l.length).map((l) => toKvEvent(l[k]));
+      const kv = group.filter((l) => k < l.length).map((l) => l[k]);
       messages.push(toBinary(IngestKvEventsRequestSchema, create(IngestKvEventsRequestSchema, { events: kv })));
     }
   }
   return messages;
 }
 
-type Mode = "this thread" | "decoded here" | "raw";
-
-/** This thread's CPU time in µs (Linux: /proc/thread-self/stat, 10 ms ticks), or NaN. */
-function threadCpuUs(): number {
-  try {
-    const f = readFileSync("/proc/thread-self/stat", "utf8").split(") ")[1].split(" ");
-    return (Number(f[11]) + Number(f[12])) * 10_000; // utime + stime, in clock ticks of 10 ms
-  } catch {
-    return NaN;
+/** BLOCK token ids standing for a block of the trace (equal local hashes, equal tokens), below 152,000 like a real vocabulary. */
+function tokensOf(localHash: bigint): number[] {
+  let x = Number(localHash & 0xffffffffn) | 1;
+  const out = new Array<number>(BLOCK);
+  for (let i = 0; i < BLOCK; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    out[i] = (x >>> 0) % 152_000;
   }
+  return out;
 }
+
+type Mode = "this thread" | "decoded here" | "raw";
 
 interface Pass {
   blocksPerSec: number;
@@ -93,11 +123,12 @@ async function applyRelay(mode: Mode, shards: number, messages: Uint8Array[], st
   await run();
   for (const key of index.workers()) index.removeWorker(key.workerId);
   gc();
-  const cpu0 = threadCpuUs();
+  const elu0 = performance.eventLoopUtilization();
   const t0 = process.hrtime.bigint();
   await run();
   const seconds = usSince(t0) / 1e6;
-  const cpu = threadCpuUs() - cpu0;
+  // The main thread's busy time (running JavaScript, or blocked in it waiting for a shard), not its idle waits for results.
+  const cpu = performance.eventLoopUtilization(elu0).active * 1000;
   await index.close();
   return { blocksPerSec: storedBlocks / seconds, mainCpuUsPerBlock: cpu / storedBlocks, ...counts };
 }
@@ -106,8 +137,8 @@ function assertApplied(r: unknown): void {
   if (r === "refused") throw new Error("a raw message was refused: the bench traffic should decode on the hot path");
 }
 
-export async function runRelayIngestScaling(w: Workload, threads: number[], rounds: number, perMessage = 64, window = 16) {
-  const messages = relayMessages(w.events, perMessage);
+export async function runRelayIngestScaling(w: Workload, threads: number[], rounds: number, shape: RelayShape, window = 16) {
+  const messages = relayMessages(w.events, shape);
   const configs: { mode: Mode; shards: number }[] = [{ mode: "this thread", shards: 0 }];
   for (const t of threads) configs.push({ mode: "decoded here", shards: t }, { mode: "raw", shards: t });
   const passes = configs.map(() => [] as Pass[]);
@@ -137,7 +168,8 @@ export async function runRelayIngestScaling(w: Workload, threads: number[], roun
   return {
     cores: availableParallelism(),
     messages: messages.length,
-    perMessage,
+    messageBytes: messages.reduce((n, m) => n + m.length, 0) / messages.length,
+    ...shape,
     window,
     rounds,
     thisThreadBlocksPerSec: inThread,
