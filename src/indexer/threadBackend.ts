@@ -395,8 +395,8 @@ export class ThreadBackend implements ShardBackend {
 
   /**
    * Queues each part of a message naming workers of several shards (see
-   * RAW_PART) and resolves each with its shard's answer: RAW_PREPARED and
-   * its event count, or RAW_REFUSED. A part holds its shard's `pairs` and the
+   * RAW_PART) and resolves each with its shard's answer: RAW_PREPARED, its
+   * event count and the stamps it will use, or RAW_REFUSED. A part holds its shard's `pairs` and the
    * bytes of `ranges` ((start, end) pairs into `bytes`, in order). All or
    * nothing: undefined when a part is too big for its ring or a ring is full
    * now; throws IndexShardDownError, with nothing queued, when a shard is down.
