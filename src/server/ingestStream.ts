@@ -119,6 +119,12 @@ export function ingestKvEventsHandler(router: KvRouter, metrics: RouterMetrics, 
     };
     // Received messages still apply after the client goes away; nothing applies after an invalid one.
     let rejected = false;
+    /**
+     * The stream's failure: the earliest failed message's. Messages on
+     * several shards fail in any order (a shard that dies fails every message
+     * waiting for it, later ones first if their parts were queued first).
+     */
+    let failed: { seq: number; f: { code: status; details: string } } | undefined;
     const fail = (seq: number, err: unknown) => {
       const where = whereOf(seq);
       rejected = true;
@@ -126,8 +132,12 @@ export function ingestKvEventsHandler(router: KvRouter, metrics: RouterMetrics, 
       if (err instanceof BlockSizeMismatchError) warnBlockSizeOnce(err, blockSize);
       const f = failure("IngestKvEvents", err);
       if (!f.details.startsWith(where)) f.details = `${where}: ${f.details}`;
+      const first = failed === undefined;
+      if (first || seq < failed!.seq) failed = { seq, f };
+      if (!first) return;
       // Messages queued before this one still apply: count them in.
       void whenIdle().then(() => {
+        const { f } = failed!;
         f.details += `; ${total.applied} events applied before this message`;
         finish(f);
       });
