@@ -10,6 +10,12 @@
 import assert from "node:assert/strict";
 import * as grpc from "@grpc/grpc-js";
 import { after, before, describe, it } from "node:test";
+import { create, toBinary } from "@bufbuild/protobuf";
+import type { Worker } from "node:worker_threads";
+import { IngestKvEventsRequestSchema } from "../gen/kvrouter/v1/router_pb.js";
+import { CompactIndex } from "../src/indexer/compactIndex.js";
+import { IndexShardDownError } from "../src/indexer/types.js";
+import { IngestDecoder } from "../src/decoding/ingestDecoder.js";
 import { stored } from "./support/events.js";
 import { type Message, byWorker, fleetStreams } from "./support/eventStreams.js";
 import { type TestRouter, startTestRouter } from "./support/router.js";
@@ -193,3 +199,54 @@ for (const shards of [2, 4]) {
     });
   });
 }
+
+describe("relay messages in parts while a shard thread is terminated (in-process CompactIndex, 2 shards)", () => {
+  it("every message settles: applied, or failed naming the dead shard; the live shard goes on", async () => {
+    const threads: Worker[] = [];
+    const index = await CompactIndex.create({ shards: 2, blockSize: B, onShardThread: (i, t) => (threads[i] = t) });
+    try {
+      // Worker 1 on shard 0, worker 2 on shard 1; each message: 16 blocks of token ids for each (hashing takes a while).
+      const message = (id: number, workers = [1, 2]) =>
+        toBinary(
+          IngestKvEventsRequestSchema,
+          create(IngestKvEventsRequestSchema, {
+            events: workers.map((w) => stored(w, id, Array.from({ length: 16 * B }, (_, t) => (w * 7919 + id * 104_729 + t) % 50_000), B, BigInt(w * 100_000 + id * 100), { parent: id === 1 ? undefined : BigInt(w * 100_000 + (id - 1) * 100 + 15) })),
+          }),
+        );
+      index.applyBatch(new IngestDecoder(B).decode(message(1))!.batch);
+      const stream = index.openRawStream()!;
+      const submitted = Array.from({ length: 30 }, (_, i) => stream.submit(message(i + 2)));
+      assert.ok(submitted.every((p) => p !== undefined), "every message was queued in parts");
+      await threads[1].terminate();
+      let timer: NodeJS.Timeout | undefined;
+      const outcomes = await Promise.race([
+        Promise.allSettled(submitted as Promise<unknown>[]),
+        new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error("a message never settled")), 20_000))),
+      ]);
+      clearTimeout(timer);
+      let failed = 0;
+      for (const o of outcomes) {
+        if (o.status === "fulfilled") {
+          assert.notEqual(o.value, "refused");
+          assert.equal((o.value as { split: boolean }).split, true);
+        } else {
+          assert.ok(o.reason instanceof IndexShardDownError && o.reason.shard === 1, String(o.reason));
+          failed++;
+        }
+      }
+      assert.ok(failed > 0, "the messages after the shard died failed");
+      // Outcomes in stream order: once one failed, every later one did.
+      const firstFailed = outcomes.findIndex((o) => o.status === "rejected");
+      assert.ok(outcomes.slice(firstFailed).every((o) => o.status === "rejected"), outcomes.map((o) => o.status[0]).join(""));
+      stream.close();
+      // The live shard still takes its worker's messages (nothing waits on a part it prepared).
+      const live = index.openRawStream()!;
+      const last = Number(index.lastEventIds().get("1:0"));
+      const applied = await live.submit(message(last + 1, [1]));
+      assert.ok(applied !== undefined && applied !== "refused" && applied.results[0].outcome === "applied");
+      live.close();
+    } finally {
+      await index.close();
+    }
+  });
+});
