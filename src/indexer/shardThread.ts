@@ -308,6 +308,8 @@ function prepareRawPart(at: number, id: number): void {
   results.signed[out + ENTRY_HEADER + 1] = events.count;
   results.signed[out + ENTRY_HEADER + 2] = stampsOfRange(events, 0, events.count);
   finishResult(out, id, RAW_RESULT_HEADER + 1);
+  // The message waits for every shard's answer before anything of it applies: wake the main thread now.
+  signalResults();
 }
 
 /** Applies (commit) or drops the stream's oldest prepared part, which must be the one named. */
