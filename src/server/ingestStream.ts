@@ -283,6 +283,8 @@ export function ingestKvEventsHandler(router: KvRouter, metrics: RouterMetrics, 
       }
       metrics.ingestMessages.inc({ path: "main" });
       const decoding = pool.decode(bytes);
+      // Awaited below in stream order; a decoder thread that dies may reject it before then, which must not count as unhandled.
+      decoding.catch(() => {});
       applied = applied.then(async () => {
         let result: PoolResult | Error;
         try {
