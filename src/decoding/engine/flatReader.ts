@@ -36,6 +36,7 @@ import {
   KIND_STORED,
 } from "../../protocols/eventBatch.js";
 import { doubledFor } from "../../util/typedArrays.js";
+import { HAND_BACK, KEY_IGNORED, MsgpackCursor, ascii } from "../msgpackCursor.js";
 import { MAIN_ATTENTION, OTHER_SPEC_KINDS, TIER_OF_MEDIUM } from "./convert.js";
 import { type EngineKind, REMOVED_FIELDS, STORED_FIELDS } from "./decode.js";
 import { FEED_COUNT_WORDS, FEED_OUTCOMES, FEED_TYPES } from "./feedCounts.js";
@@ -45,9 +46,6 @@ export interface FlatEngineBatch {
   dpRank: number;
   batch: EventBatch;
 }
-
-/** Thrown inside the reader to hand the payload back. */
-const HAND_BACK = new Error("hand back to decode.ts");
 
 // Event fields, by msgspec name (decode.ts's positional lists name them in order).
 const EVENT_KEYS = [
@@ -75,7 +73,7 @@ const F_EXTRA_KEYS = 8;
 const F_GROUP_IDX = 9;
 const F_SPEC_KIND = 10;
 /** A field the reference does not read (SGLang's cache_salt, unknown keys, extra trailing items). */
-const F_IGNORED = -1;
+const F_IGNORED = KEY_IGNORED;
 
 const BATCH_KEYS = ["ts", "events", "data_parallel_rank", "attn_dp_rank", "dp_rank"] as const;
 const B_TS = 0;
@@ -83,7 +81,6 @@ const B_EVENTS = 1;
 /** decode.ts takes the first of data_parallel_rank, attn_dp_rank, dp_rank that is not nil. */
 const B_FIRST_RANK = 2;
 
-const ascii = (s: string) => Uint8Array.from(s, (c) => c.charCodeAt(0));
 const EVENT_KEY_BYTES = EVENT_KEYS.map(ascii);
 const BATCH_KEY_BYTES = BATCH_KEYS.map(ascii);
 const TAG_STORED = ascii("BlockStored");
@@ -108,11 +105,8 @@ const OUT_CONVERTED = FEED_OUTCOMES.indexOf("converted");
 const OUT_OTHER_GROUP = FEED_OUTCOMES.indexOf("other_group");
 const OUT_LORA_ID = FEED_OUTCOMES.indexOf("lora_id_without_name");
 
-export class EngineBatchReader {
+export class EngineBatchReader extends MsgpackCursor {
   private readonly hasher: WasmHasher | undefined;
-  private buf: Uint8Array = new Uint8Array(0);
-  private pos = 0;
-  private end = 0;
   private engine: EngineKind = "vllm";
   // Growable outputs.
   private events = new Uint32Array(16 * EVENT_WORDS);
@@ -138,6 +132,7 @@ export class EngineBatchReader {
   private readonly ranks = new Float64Array(BATCH_KEYS.length);
 
   constructor(private readonly blockSize: number) {
+    super();
     try {
       this.hasher = createWasmHasher();
     } catch {
@@ -328,8 +323,8 @@ export class EngineBatchReader {
         if (this.nil()) return;
         this.hasParent = true;
         this.hash();
-        this.parentLo = this.hashLo;
-        this.parentHi = this.hashHi;
+        this.parentLo = this.intLo;
+        this.parentHi = this.intHi;
         return;
       case F_TOKEN_IDS:
         return this.tokenIds();
@@ -384,8 +379,8 @@ export class EngineBatchReader {
     // Written where this event's items begin: a map that names block_hashes later overwrites nothing kept (keys are unique).
     for (let i = 0, w = this.itemCount * ITEM_WORDS; i < n; i++, w += ITEM_WORDS) {
       this.hash();
-      it[w] = this.hashLo;
-      it[w + 1] = this.hashHi;
+      it[w] = this.intLo;
+      it[w + 1] = this.intHi;
       it[w + 2] = 0;
       it[w + 3] = 0;
     }
@@ -393,36 +388,15 @@ export class EngineBatchReader {
     this.blockHashes = n;
   }
 
-  private hashLo = 0;
-  private hashHi = 0;
-
-  /** A u64 hash as decode.ts's toU64 reads it: any msgpack int (two's complement), or bytes (their last 8, big-endian). */
+  /** A u64 hash as decode.ts's toU64 reads it into intLo / intHi: any msgpack int (two's complement), or bytes (their last 8, big-endian). */
   private hash(): void {
-    const b = this.buf;
     const h = this.byte();
-    if (h < 0x80) {
-      this.hashLo = h;
-      this.hashHi = 0;
-    } else if (h >= 0xe0) {
-      this.hashLo = (h - 256) >>> 0;
-      this.hashHi = 0xffff_ffff;
-    } else if (h === 0xcc || h === 0xcd || h === 0xce) {
-      this.hashLo = this.unsignedOf(h);
-      this.hashHi = 0;
-    } else if (h === 0xd0 || h === 0xd1 || h === 0xd2) {
-      const v = this.signedOf(h);
-      this.hashLo = v >>> 0;
-      this.hashHi = v < 0 ? 0xffff_ffff : 0;
-    } else if (h === 0xcf || h === 0xd3) {
-      this.need(8);
-      const p = this.pos;
-      this.hashHi = ((b[p] << 24) | (b[p + 1] << 16) | (b[p + 2] << 8) | b[p + 3]) >>> 0;
-      this.hashLo = ((b[p + 4] << 24) | (b[p + 5] << 16) | (b[p + 6] << 8) | b[p + 7]) >>> 0;
-      this.pos += 8;
-    } else if (h === 0xc4 || h === 0xc5 || h === 0xc6) {
+    if (this.int64(h)) return;
+    if (h === 0xc4 || h === 0xc5 || h === 0xc6) {
       const len = this.lengthOf(h === 0xc4 ? 1 : h === 0xc5 ? 2 : 4);
       if (len === 0) throw HAND_BACK; // empty bytes are a bad event
       this.need(len);
+      const b = this.buf;
       const last = this.pos + len;
       let lo = 0;
       let hi = 0;
@@ -430,8 +404,8 @@ export class EngineBatchReader {
         hi = ((hi << 8) | (lo >>> 24)) >>> 0;
         lo = ((lo << 8) | b[p]) >>> 0;
       }
-      this.hashLo = lo;
-      this.hashHi = hi;
+      this.intLo = lo;
+      this.intHi = hi;
       this.pos = last;
     } else throw HAND_BACK; // floats, strings, nil, containers
   }
@@ -481,168 +455,5 @@ export class EngineBatchReader {
     if (!(h >= 0x90 && h <= 0x9f) && h !== 0xdc && h !== 0xdd) throw HAND_BACK;
     const n = this.containerLength(h);
     for (let i = 0; i < n; i++) this.skip(0);
-  }
-
-  // ---- msgpack primitives (any irregularity: HAND_BACK) ---------------------------------
-
-  private byte(): number {
-    if (this.pos >= this.end) throw HAND_BACK;
-    return this.buf[this.pos++];
-  }
-
-  private need(n: number): void {
-    if (this.pos + n > this.end) throw HAND_BACK;
-  }
-
-  /** A big-endian unsigned length of `bytes` bytes. */
-  private lengthOf(bytes: number): number {
-    this.need(bytes);
-    const b = this.buf;
-    const p = this.pos;
-    this.pos += bytes;
-    if (bytes === 1) return b[p];
-    if (bytes === 2) return (b[p] << 8) | b[p + 1];
-    return ((b[p] << 24) | (b[p + 1] << 16) | (b[p + 2] << 8) | b[p + 3]) >>> 0;
-  }
-
-  /** The element count of an array or map whose header byte is `h`. */
-  private containerLength(h: number): number {
-    if (h >= 0x80 && h <= 0x9f) return h & 0x0f;
-    return this.lengthOf(h === 0xdc || h === 0xde ? 2 : 4);
-  }
-
-  private unsignedOf(h: number): number {
-    return this.lengthOf(h === 0xcc ? 1 : h === 0xcd ? 2 : 4);
-  }
-
-  private signedOf(h: number): number {
-    const bytes = h === 0xd0 ? 1 : h === 0xd1 ? 2 : 4;
-    const v = this.lengthOf(bytes);
-    return bytes === 1 ? (v << 24) >> 24 : bytes === 2 ? (v << 16) >> 16 : v | 0;
-  }
-
-  /** An int in [min, max] (max < 2^32), from any int format; anything else is handed back. */
-  private uint(min: number, max: number): number {
-    const h = this.byte();
-    let v: number;
-    if (h < 0x80) v = h;
-    else if (h === 0xcc || h === 0xcd || h === 0xce) v = this.unsignedOf(h);
-    else if (h === 0xd0 || h === 0xd1 || h === 0xd2) v = this.signedOf(h);
-    else if (h === 0xcf || h === 0xd3) {
-      // 64-bit: the reference reads a bigint and converts; only values under 2^32 are taken here.
-      if (this.lengthOf(4) !== 0) throw HAND_BACK;
-      v = this.lengthOf(4);
-    } else throw HAND_BACK; // negative fixint, floats, anything else
-    if (v < min || v > max) throw HAND_BACK;
-    return v;
-  }
-
-  /** ts: any number (int or float). */
-  private number(): void {
-    const h = this.byte();
-    if (h < 0x80 || h >= 0xe0) return;
-    if (h === 0xca || h === 0xcb) {
-      this.need(h === 0xca ? 4 : 8);
-      this.pos += h === 0xca ? 4 : 8;
-      return;
-    }
-    if (h >= 0xcc && h <= 0xd3) {
-      const bytes = 1 << (h & 3);
-      this.need(bytes);
-      this.pos += bytes;
-      return;
-    }
-    throw HAND_BACK;
-  }
-
-  private nil(): boolean {
-    if (this.pos < this.end && this.buf[this.pos] === 0xc0) {
-      this.pos++;
-      return true;
-    }
-    return false;
-  }
-
-  /** The byte length of a str (header consumed, bytes in bounds and ASCII: other text goes to the reference's UTF-8 decoding). */
-  private strLength(): number {
-    const h = this.byte();
-    let len: number;
-    if (h >= 0xa0 && h <= 0xbf) len = h & 0x1f;
-    else if (h === 0xd9 || h === 0xda || h === 0xdb) len = this.lengthOf(h === 0xd9 ? 1 : h === 0xda ? 2 : 4);
-    else throw HAND_BACK;
-    this.need(len);
-    const b = this.buf;
-    for (let p = this.pos; p < this.pos + len; p++) if (b[p] > 0x7f) throw HAND_BACK;
-    return len;
-  }
-
-  private equals(at: number, len: number, want: Uint8Array): boolean {
-    if (len !== want.length) return false;
-    const b = this.buf;
-    for (let i = 0; i < len; i++) if (b[at + i] !== want[i]) return false;
-    return true;
-  }
-
-  private asciiString(at: number, len: number): string {
-    let s = "";
-    for (let i = at; i < at + len; i++) s += String.fromCharCode(this.buf[i]);
-    return s;
-  }
-
-  /** A map key among `keys` (its index), F_IGNORED for another str; non-str keys are handed back. */
-  private key(keys: readonly Uint8Array[]): number {
-    const len = this.strLength();
-    const at = this.pos;
-    this.pos += len;
-    for (let k = 0; k < keys.length; k++) if (this.equals(at, len, keys[k])) return k;
-    // __proto__ and friends: the reference's object would treat them specially.
-    if (len >= 2 && this.buf[at] === 0x5f && this.buf[at + 1] === 0x5f) throw HAND_BACK;
-    return F_IGNORED;
-  }
-
-  /** Skips a value the reference does not read: scalars, and arrays of them `depth` deep; maps and ext types are handed back. */
-  private skip(depth: number): void {
-    const h = this.byte();
-    if (h < 0x80 || h >= 0xe0 || h === 0xc0 || h === 0xc2 || h === 0xc3) return;
-    if (h >= 0xa0 && h <= 0xbf) return this.advance(h & 0x1f);
-    if (h >= 0x90 && h <= 0x9f || h === 0xdc || h === 0xdd) {
-      if (depth === 0) throw HAND_BACK;
-      const n = this.containerLength(h);
-      if (n > this.end - this.pos) throw HAND_BACK;
-      for (let i = 0; i < n; i++) this.skip(depth - 1);
-      return;
-    }
-    switch (h) {
-      case 0xcc:
-      case 0xd0:
-        return this.advance(1);
-      case 0xcd:
-      case 0xd1:
-        return this.advance(2);
-      case 0xce:
-      case 0xd2:
-      case 0xca:
-        return this.advance(4);
-      case 0xcf:
-      case 0xd3:
-      case 0xcb:
-        return this.advance(8);
-      case 0xc4:
-      case 0xd9:
-        return this.advance(this.lengthOf(1));
-      case 0xc5:
-      case 0xda:
-        return this.advance(this.lengthOf(2));
-      case 0xc6:
-      case 0xdb:
-        return this.advance(this.lengthOf(4));
-      default:
-        throw HAND_BACK; // maps, ext types, 0xc1
-    }
-  }
-
-  private advance(n: number): void {
-    this.need(n);
-    this.pos += n;
   }
 }

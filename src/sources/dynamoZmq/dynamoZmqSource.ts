@@ -14,6 +14,8 @@ import type { ChannelObserver, DynamoDiscovery } from "../../discovery/dynamoDis
 import type { EventChannel } from "../../discovery/dynamoRecords.js";
 import type { IndexEvent } from "../../protocols/events.js";
 import { DecodeError, eventPlaneEvents } from "../../protocols/routerEventCodec.js";
+import { routerEventReader } from "../../decoding/dynamo/routerEventReader.js";
+import type { IngestSummary } from "../../router/types.js";
 import { FPM_TOPIC } from "../../protocols/forwardPassMetrics.js";
 import { FPM_OUTCOMES, ForwardPassMetricsFeed } from "../fpmFeed.js";
 import type { KvRouter } from "../../router/router.js";
@@ -159,11 +161,17 @@ export class DynamoZmqEventPlane implements EventSource, ChannelObserver {
       this.onFpm(p, frames);
       return;
     }
-    let events: IndexEvent[];
     let msg: EventPlaneMessage;
+    let applying: () => Promise<IngestSummary>;
     try {
       msg = decodeEventPlaneMessage(frames);
-      events = eventPlaneEvents(msg.envelope, () => this.stats.otherTier++);
+      // The common envelope (device-tier stores and removals) is read flat; the codec takes the rest.
+      const batch = routerEventReader().read(msg.envelope);
+      if (batch !== undefined) applying = () => this.router!.applyEventBatchAsync(batch);
+      else {
+        const events: IndexEvent[] = eventPlaneEvents(msg.envelope, () => this.stats.otherTier++);
+        applying = () => this.router!.applyEventsAsync(events);
+      }
     } catch (err) {
       // Any throw from a decoder is poison: counted, logged once per kind, skipped.
       this.stats.malformed++;
@@ -176,7 +184,7 @@ export class DynamoZmqEventPlane implements EventSource, ChannelObserver {
     p.lastSequence = msg.sequence;
     try {
       // With index shard threads the message is queued and the feed goes on to the next one.
-      this.router!.applyEventsAsync(events).then(
+      applying().then(
         (summary) => {
           this.stats.applied += summary.applied;
         },

@@ -6,10 +6,12 @@
 // out (unknown tier, ...) are counted by reason; the rest apply.
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import type { IndexEvent } from "../../protocols/events.js";
+import type { IngestSummary } from "../../router/types.js";
 import type { KvRouter } from "../../router/router.js";
 import { log } from "../../util/log.js";
 import { LogOnce } from "../../util/logOnce.js";
 import { DecodeError, eventPlaneEvents } from "../../protocols/routerEventCodec.js";
+import { routerEventReader } from "../../decoding/dynamo/routerEventReader.js";
 import { SkipCounter } from "../skipCounter.js";
 
 export interface CorePlaneStats {
@@ -53,6 +55,12 @@ export class NatsCorePlane {
   }
 
   private handle(subject: string, data: Uint8Array, router: KvRouter): void {
+    // The common message (device-tier stores and removals) is read flat; the codec takes the rest.
+    const batch = routerEventReader().read(data);
+    if (batch !== undefined) {
+      this.apply(subject, () => router.applyEventBatchAsync(batch));
+      return;
+    }
     let events: IndexEvent[];
     try {
       events = eventPlaneEvents(data, (d) => this.skips.skip(d.workerId, d.reason, d.detail));
@@ -63,9 +71,13 @@ export class NatsCorePlane {
       this.logged.log(error.slice(0, 80), "malformed event-plane message skipped", { subject, error });
       return;
     }
+    this.apply(subject, () => router.applyEventsAsync(events));
+  }
+
+  /** One decoded message to the index: refusals counted and logged; with index shard threads the subscription goes on meanwhile. */
+  private apply(subject: string, applying: () => Promise<IngestSummary>): void {
     try {
-      // With index shard threads the message is queued and the subscription goes on to the next one.
-      router.applyEventsAsync(events).then(
+      applying().then(
         (summary) => {
           this.stats.applied += summary.applied;
         },
