@@ -43,9 +43,9 @@ const keys = (...names: string[]) => names.map(ascii);
 
 // Field names by struct (Dynamo's serde names, lib/kv-router/src/protocols.rs; the envelope's in
 // lib/runtime/src/transports/event_plane/traits.rs), and each one's index in its list.
-const ENVELOPE_KEYS = keys("payload", "worker_id");
+// A RouterEvent's own keys at the top: read it as a bare RouterEvent (which must name worker_id, as the codec's test is).
+const ENVELOPE_KEYS = keys("payload", "worker_id", "event", "storage_tier", "residency_domain", "state_source");
 const V_PAYLOAD = 0;
-const V_WORKER_ID = 1;
 const ROUTER_EVENT_KEYS = keys("worker_id", "event", "storage_tier", "residency_domain", "state_source");
 const R_WORKER_ID = 0;
 const R_EVENT = 1;
@@ -113,7 +113,7 @@ export class RouterEventReader extends MsgpackCursor {
     let payloadEnd = -1;
     for (let i = 0; i < n; i++) {
       const key = this.key(ENVELOPE_KEYS);
-      if (key === V_WORKER_ID) {
+      if (key > V_PAYLOAD) {
         this.pos = start;
         this.routerEvent();
         if (this.pos !== this.end) throw HAND_BACK;
