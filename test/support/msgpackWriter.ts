@@ -82,3 +82,44 @@ export class Writer {
     } else throw new Error(`cannot write ${String(v)}`);
   }
 }
+
+export const pick = <T>(rnd: Rnd, xs: readonly T[]): T => xs[Math.floor(rnd() * xs.length)];
+
+/** 40 nested arrays: past the reference decoders' nesting bound. */
+export const DEEP: unknown = Array.from({ length: 40 }).reduce((inner: unknown) => [inner], 1);
+
+/**
+ * An unusual value for a field, for the flat readers' property tests: a
+ * float, a wrong-signed or oversized int, one of `strings` (the field names
+ * and enum values of the format under test), bytes, a bool, nil, nested or
+ * deep values, an extension, a never-used byte, a huge array header, and
+ * small ints in wide encodings. The reader must hand it back or read it
+ * exactly as the reference does.
+ */
+export function oddMsgpackValue(rnd: Rnd, strings: readonly string[]): unknown {
+  return pick(rnd, [
+    new F(3),
+    new F(2.5),
+    -1,
+    2n ** 63n,
+    2n ** 32n,
+    ...strings,
+    "läufer",
+    new Uint8Array(0),
+    Uint8Array.from([1, 2]),
+    true,
+    null,
+    [],
+    [[1, 2]],
+    new M([["a", 1]]),
+    DEEP,
+    new Raw([0xd4, 0x01, 0x02]), // a fixext
+    new Raw([0xc1]), // never used
+    new Raw([0xdd, 0xff, 0xff, 0xff, 0xff]), // array32 of 2^32 - 1 items
+    new Raw([0xcf, 0, 0, 0, 0, 0, 0, 0, 16]), // 16 as a uint64
+    new Raw([0xd3, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xf0]), // -16 as an int64
+    new Raw([0xd2, 0, 0, 0, 16]), // 16 as an int32
+    new Raw([0xd0, 0xfc]), // -4 as an int8
+    new Raw([0xd1, 0xfe, 0xd4]), // -300 as an int16
+  ]);
+}

@@ -332,26 +332,7 @@ export class EngineSubscriber {
       if (e.type === "AllBlocksCleared") cleared = true;
     }
     if (events.length === 0) metrics.frames.inc({ outcome });
-    else {
-      let applying: Promise<unknown>;
-      try {
-        // With index shard threads the batch is queued and this feed goes on to the next frame.
-        applying = router.applyEventsAsync(events);
-      } catch (err) {
-        // Refused whole (e.g. no index slot left for this worker): nothing applied, counted, skipped.
-        metrics.frames.inc({ outcome: "refused" });
-        this.warn("refused", "the router refused a KV event batch", { seq, error: (err as Error)?.message ?? String(err) });
-        return;
-      }
-      // Counted once the index holds it (at once with the index in this thread), as a payload applied on a shard is.
-      applying.then(
-        () => metrics.frames.inc({ outcome }),
-        (err: unknown) => {
-          metrics.frames.inc({ outcome });
-          this.warn("apply_failed", "the index failed to apply a KV event batch", { seq, error: String(err) });
-        },
-      );
-    }
+    else if (!this.applyCounted(seq, outcome, () => router.applyEventsAsync(events))) return;
     if (cleared && this.stale) {
       // The engine's cache is empty and so is our view: they agree again.
       this.stale = false;
@@ -376,17 +357,26 @@ export class EngineSubscriber {
       batch.events[o + E_ID_LO] = Number(id & 0xffffffffn);
       batch.events[o + E_ID_HI] = Number(id >> 32n);
     }
-    if (batch.count === 0) {
-      metrics.frames.inc({ outcome });
-      return;
-    }
+    if (batch.count === 0) metrics.frames.inc({ outcome });
+    else this.applyCounted(seq, outcome, () => router.applyEventBatchAsync(batch));
+  }
+
+  /**
+   * Hands a decoded batch to the index (queued with index shard threads, so
+   * this feed goes on to the next frame) and counts the frame once the index
+   * holds it (at once with the index in this thread), as a payload applied on
+   * a shard is. False when refused whole (e.g. no index slot left for this
+   * worker): nothing applied, counted, skipped.
+   */
+  private applyCounted(seq: bigint, outcome: "applied" | "replayed", apply: () => Promise<unknown>): boolean {
+    const { metrics } = this.ctx;
     let applying: Promise<unknown>;
     try {
-      applying = router.applyEventBatchAsync(batch);
+      applying = apply();
     } catch (err) {
       metrics.frames.inc({ outcome: "refused" });
       this.warn("refused", "the router refused a KV event batch", { seq, error: (err as Error)?.message ?? String(err) });
-      return;
+      return false;
     }
     applying.then(
       () => metrics.frames.inc({ outcome }),
@@ -395,6 +385,7 @@ export class EngineSubscriber {
         this.warn("apply_failed", "the index failed to apply a KV event batch", { seq, error: String(err) });
       },
     );
+    return true;
   }
 
   /** The seq went backwards: a new engine process, whose cache starts empty. */
