@@ -19,6 +19,7 @@ import { u64 } from "../protocols/eventBatch.js";
 import { E_DP_RANK, E_KIND, E_WORKER_HI, E_WORKER_LO, EVENT_WORDS, type EventBatch, KIND_CLEARED } from "../protocols/eventBatch.js";
 import { LocalBackend, type ShardBackend } from "./shardBackend.js";
 import { ThreadBackend, type ThreadBackendOptions } from "./threadBackend.js";
+import { FlaggedSubmissions } from "./flaggedSubmissions.js";
 import { type ApplyResult, type EngineFeed, type EngineFeedApplied, type EngineFeedMessage, type EventOutcome, type EventRef, IndexCapacityError, type IndexShardDownError, type KvIndex, type Overlaps, type RawApplied, type RawStream } from "./types.js";
 import { WorkerPeek } from "../decoding/workerPeek.js";
 import { IngestDecoder } from "../decoding/ingestDecoder.js";
@@ -465,17 +466,19 @@ export class CompactIndex implements KvIndex {
     let split = 0;
     /** Settles with whether the last message submitted was refused (or failed): what a split message's decision waits for. */
     let lastRefused: Promise<boolean> = Promise.resolve(false);
-    let closed = false;
+    const held = new FlaggedSubmissions(threads, flag);
     const stream = {
-      outstanding: 0,
+      get outstanding() {
+        return held.outstanding;
+      },
       submit: (bytes: Uint8Array): Promise<RawApplied> | undefined => {
-        if (closed) return undefined;
+        if (held.closed) return undefined;
         const target = this.rawTarget(bytes);
         if (target === undefined) return undefined;
         const claims = new Set<string>();
         for (const key of target.inFlight) this.claimInFlight(key, () => this.bySlot[this.inFlight.get(key)!.slot]!.key, claims);
         const one = target.parts.length === 1 ? target.parts[0] : undefined;
-        const isDirect = one !== undefined && split === 0 && (stream.outstanding === 0 || one.shard === direct);
+        const isDirect = one !== undefined && split === 0 && (held.outstanding === 0 || one.shard === direct);
         let submitted: { applied: Promise<RawApplied>; refused: Promise<boolean> } | undefined;
         if (isDirect) {
           // A shard behind on its queue: decode here (this thread has room), and queue the records under the stream's flag.
@@ -490,35 +493,17 @@ export class CompactIndex implements KvIndex {
         if (isDirect) direct = one.shard;
         else split++;
         lastRefused = submitted.refused;
-        stream.outstanding++;
         const done = (): void => {
-          stream.outstanding--;
           if (!isDirect) split--;
           this.releaseClaims(claims);
-          if (closed && stream.outstanding === 0) threads.releaseRawFlag(flag);
         };
-        return submitted.applied.then(
-          (applied) => {
-            done();
-            this.evictOverflow();
-            return applied;
-          },
-          (err: unknown) => {
-            done();
-            throw err;
-          },
-        );
+        return held.track(submitted.applied, done, (applied) => applied, () => this.evictOverflow());
       },
       resume: () => {
         threads.clearRawFlag(flag);
         lastRefused = Promise.resolve(false);
       },
-      close: () => {
-        if (closed) return;
-        closed = true;
-        // A flag still in use by queued messages is never handed to another stream: the last one frees it.
-        if (stream.outstanding === 0) threads.releaseRawFlag(flag);
-      },
+      close: () => held.close(),
     };
     return stream satisfies RawStream;
   }
@@ -533,7 +518,7 @@ export class CompactIndex implements KvIndex {
     if (threads === undefined || threads.feedBlockSize === 0) return undefined;
     const flag = threads.takeRawFlag();
     if (flag === undefined) return undefined;
-    let closed = false;
+    const held = new FlaggedSubmissions(threads, flag);
     /**
      * Keys named by this feed's entries in flight, with their slot. The
      * shard numbers a key's events on from where the feed's previous entry
@@ -542,9 +527,11 @@ export class CompactIndex implements KvIndex {
      */
     const carried = new Map<string, { slot: number; entries: number }>();
     const feed = {
-      outstanding: 0,
+      get outstanding() {
+        return held.outstanding;
+      },
       submit: (m: EngineFeedMessage, payload: Uint8Array): Promise<EngineFeedApplied | "refused"> | undefined => {
-        if (closed) return undefined;
+        if (held.closed) return undefined;
         const pairs: number[] = [];
         const keys: string[] = [];
         const flying: string[] = [];
@@ -573,42 +560,28 @@ export class CompactIndex implements KvIndex {
           this.releaseClaims(claims);
           return undefined;
         }
-        feed.outstanding++;
         keys.forEach((key, i) => {
           const c = carried.get(key);
           if (c === undefined) carried.set(key, { slot: pairs[i * ENGINE_PAIR_WORDS + 1], entries: 1 });
           else c.entries++;
         });
         const done = (): void => {
-          feed.outstanding--;
           for (const key of keys) {
             const c = carried.get(key)!;
             if (--c.entries === 0) carried.delete(key);
           }
           this.releaseClaims(claims);
-          if (closed && feed.outstanding === 0) threads.releaseRawFlag(flag);
         };
-        return submitted.then(
-          (words) => {
-            const applied = engineApplied(words);
-            // Before done() stops carrying the pair, so the next submit reads the new id.
-            if (applied !== "refused") m.setLastEventId(applied.dpRank, applied.lastEventId);
-            done();
-            this.evictOverflow();
-            return applied;
-          },
-          (err: unknown) => {
-            done();
-            throw err;
-          },
-        );
+        const take = (words: Int32Array): EngineFeedApplied | "refused" => {
+          const applied = engineApplied(words);
+          // Before done() stops carrying the pair, so the next submit reads the new id.
+          if (applied !== "refused") m.setLastEventId(applied.dpRank, applied.lastEventId);
+          return applied;
+        };
+        return held.track(submitted, done, take, () => this.evictOverflow());
       },
       resume: () => threads.clearRawFlag(flag),
-      close: () => {
-        if (closed) return;
-        closed = true;
-        if (feed.outstanding === 0) threads.releaseRawFlag(flag);
-      },
+      close: () => held.close(),
     };
     return feed satisfies EngineFeed;
   }
