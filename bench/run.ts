@@ -12,6 +12,10 @@ import { holderRows, runDefaultFleetAB, runFleetBench } from "./holders.bench.js
 import { runIngestBench } from "./ingest.bench.js";
 import { runIndexBench, runIngestScaling, runSteadyBench } from "./indexer.bench.js";
 import { runRawIngestScaling } from "./rawIngest.bench.js";
+import { runRelayIngestScaling } from "./relayIngest.bench.js";
+import { runEngineDecode } from "./engineDecode.bench.js";
+import { runEngineFeed } from "./engineFeed.bench.js";
+import { runRouterEventDecode } from "./routerEventDecode.bench.js";
 import { runSharedReadsBench } from "./sharedReads.bench.js";
 import { runTierBench } from "./tiers.bench.js";
 import { TRACE, mooncake, randomPrefix } from "./workload.js";
@@ -41,6 +45,13 @@ log(`in-process ingest by threads (${threadCounts.join(", ")}; ${availableParall
 const ingestScaling = await runIngestScaling(workloads[0], smoke ? [1, 2] : threadCounts, smoke ? 1 : 3);
 log(`in-process ingest from wire bytes by shard threads (${threadCounts.join(", ")}; ${availableParallelism()} cores)`);
 const rawIngest = await runRawIngestScaling(workloads[0], smoke ? [1, 2] : threadCounts, smoke ? 1 : 3);
+log(`in-process relay messages (64 workers each) in parts on shard threads vs decoded here (${availableParallelism()} cores)`);
+const relayIngest = await runRelayIngestScaling(workloads[0], smoke ? [2] : [2, 4], smoke ? 1 : 3, { perMessage: 64, blocksPerEvent: 16, tokenIds: true });
+log("engine payloads (vLLM msgpack) and Dynamo event-plane messages: library decode vs the flat readers");
+const engineDecode = await runEngineDecode({ workers: 8, payloads: smoke ? 20 : 300, eventsPerPayload: 4, blocksPerEvent: 4 }, smoke ? 1 : 7);
+const routerEventDecode = runRouterEventDecode({ messages: smoke ? 100 : 2000, eventsPerMessage: 4, blocksPerEvent: 4 }, smoke ? 1 : 7);
+log(`engine feeds on shard threads vs decoded here (${availableParallelism()} cores)`);
+const engineFeed = await runEngineFeed({ workers: 8, payloads: smoke ? 20 : 300, eventsPerPayload: 4, blocksPerEvent: 4 }, [1, 2], smoke ? 1 : 3);
 log("find_matches on shard threads: reading their shared memory vs asking them, idle and under 90% ingest");
 const sharedReads = await runSharedReadsBench(workloads[0], entries, smoke ? 200 : 2000, smoke ? 1 : 3);
 log("end-to-end FindBestWorker benchmark");
@@ -96,6 +107,10 @@ const results = {
   index,
   ingestScaling,
   rawIngest,
+  relayIngest,
+  engineDecode,
+  routerEventDecode,
+  engineFeed,
   sharedReads: { ...sharedReads, byShards: Object.fromEntries(Object.entries(sharedReads.byShards).map(([k, v]) => [k, v.summary])) },
   steadyIngest: steady,
   e2e,
@@ -155,6 +170,34 @@ for (const r of rawIngest.rows as any[]) {
     `${r.threads} shard thread${r.threads === 1 ? "" : "s"}`,
     `${f(r.rawBlocksPerSec)} | ${f(r.decodedHereBlocksPerSec)}`,
     `${f(r.rawVsThisThread, 2)}x this thread (${f(rawIngest.thisThreadBlocksPerSec)}), ${f(r.rawVsOneThread ?? 1, 2)}x 1 thread`,
+  ]);
+}
+for (const r of relayIngest.rows) {
+  rows.push([
+    `in-process, ${relayIngest.cores} cores`,
+    "relay messages (64 workers each) blocks/s: in parts | decoded here",
+    `${r.threads} shard threads`,
+    `${f(r.rawBlocksPerSec)} | ${f(r.decodedHereBlocksPerSec)}`,
+    `${f(r.rawVsDecodedHere, 2)}x decoded here; main thread ${f(r.mainCpuUsPerBlock.raw, 2)} vs ${f(r.mainCpuUsPerBlock.decodedHere, 2)} us/block`,
+  ]);
+}
+for (const r of engineDecode.rows) {
+  rows.push([`in-process, ${engineDecode.cores} cores`, "vLLM msgpack decode+hash us/block: flat | library", r.encoding, `${f(r.flatUsPerBlock, 2)} | ${f(r.libraryUsPerBlock, 2)}`, `${f(r.flatVsLibrary, 2)}x library`]);
+}
+rows.push([
+  `in-process, ${routerEventDecode.cores} cores`,
+  "Dynamo event-plane decode us/block: flat | library",
+  `${routerEventDecode.shape.eventsPerMessage} events x ${routerEventDecode.shape.blocksPerEvent} blocks`,
+  `${f(routerEventDecode.usPerBlock.flat, 2)} | ${f(routerEventDecode.usPerBlock.library, 2)}`,
+  `${f(1 / routerEventDecode.speedup, 2)}x library`,
+]);
+for (const r of engineFeed.rows) {
+  rows.push([
+    `in-process, ${engineFeed.cores} cores`,
+    "engine feeds blocks/s: on the shard | decoded here",
+    `${r.threads} shard thread${r.threads === 1 ? "" : "s"}`,
+    `${f(r.onShardBlocksPerSec)} | ${f(r.decodedHereBlocksPerSec)}`,
+    `${f(r.onShardVsDecodedHere, 2)}x decoded here; this thread ${f(engineFeed.thisThreadBlocksPerSec)}`,
   ]);
 }
 for (const [k, s] of Object.entries(sharedReads.byShards)) {
