@@ -15,7 +15,7 @@ import type { IndexEvent } from "../src/protocols/events.js";
 import { NaiveIndex } from "./naiveIndex.js";
 import { hashPromptLoopSimd, hashSequenceLoopSimd } from "./wasmXxh3Loop.js";
 import { hashPromptScalarWasm } from "./wasmXxh3Scalar.js";
-import { type Latency, gc, latency, median, usSince } from "./stats.js";
+import { type Latency, gc, gcAndSettle, latency, median, usSince } from "./stats.js";
 import { BLOCK, type Workload, steadyEvents } from "./workload.js";
 import { type EventBatch, toEventBatch } from "../src/protocols/eventBatch.js";
 
@@ -106,7 +106,7 @@ export async function runIngestScaling(w: Workload, threads: number[], repeats: 
       // Shard threads start with cold code: a first pass (then every worker removed) warms every variant alike.
       await applyAll();
       for (const key of c.workers()) c.removeWorker(key.workerId);
-      gc();
+      await gcAndSettle();
       const t0 = process.hrtime.bigint();
       await applyAll();
       rates.push(w.storedBlocks / (usSince(t0) / 1e6));

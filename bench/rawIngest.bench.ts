@@ -13,7 +13,7 @@ import { IngestKvEventsRequestSchema, type KvEvent, KvEventSchema } from "../gen
 import { IngestDecoder } from "../src/decoding/ingestDecoder.js";
 import { CompactIndex } from "../src/indexer/compactIndex.js";
 import type { IndexEvent } from "../src/protocols/events.js";
-import { gc, median, usSince } from "./stats.js";
+import { gcAndSettle, median, usSince } from "./stats.js";
 import { BLOCK, type Workload } from "./workload.js";
 
 /** Each worker's events as IngestKvEvents messages of `perMessage` events, in order. */
@@ -77,7 +77,7 @@ async function applyStreams(mode: Mode, shards: number, streams: Uint8Array[][],
   // Shard threads start with cold code: a first pass (then every worker removed) warms every variant alike.
   await run();
   for (const key of index.workers()) index.removeWorker(key.workerId);
-  gc();
+  await gcAndSettle();
   const t0 = process.hrtime.bigint();
   await run();
   const rate = storedBlocks / (usSince(t0) / 1e6);

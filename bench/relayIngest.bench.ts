@@ -20,7 +20,7 @@ import { IngestDecoder } from "../src/decoding/ingestDecoder.js";
 import { CompactIndex } from "../src/indexer/compactIndex.js";
 import type { IndexEvent } from "../src/protocols/events.js";
 import { toKvEvent } from "./rawIngest.bench.js";
-import { gc, median, usSince } from "./stats.js";
+import { gcAndSettle, median, usSince } from "./stats.js";
 import { BLOCK, type Workload } from "./workload.js";
 
 export interface RelayShape {
@@ -122,7 +122,7 @@ async function applyRelay(mode: Mode, shards: number, messages: Uint8Array[], st
   };
   await run();
   for (const key of index.workers()) index.removeWorker(key.workerId);
-  gc();
+  await gcAndSettle();
   const elu0 = performance.eventLoopUtilization();
   const t0 = process.hrtime.bigint();
   await run();
