@@ -65,7 +65,11 @@ describe("--max-connections-per-port", () => {
     const grpcFlood = idleSockets(Number(router.grpcAddress.split(":")[1]), CAP + 8);
     open.push(...grpcFlood.sockets);
     await waitFor(() => grpcFlood.closed() >= 8, "the gRPC sockets past the cap closed");
-    assert.equal(await refused(metricsUrl, "grpc"), 8);
+    // The client's own connection above may still be held when the flood arrives (grpc-js closes its
+    // transport asynchronously): then one more is refused. Either way the port holds at most CAP.
+    await waitFor(async () => (await refused(metricsUrl, "grpc")) === grpcFlood.closed(), "what the router refused is what it closed");
+    const refusedGrpc = await refused(metricsUrl, "grpc");
+    assert.ok(refusedGrpc === 8 || refusedGrpc === 9, `refused ${refusedGrpc} of ${CAP + 8}`);
     assert.equal((await fetch(metricsUrl.replace("/metrics", "/healthz"))).status, 200);
   });
 });
