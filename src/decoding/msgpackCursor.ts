@@ -11,6 +11,9 @@ export const HAND_BACK = new Error("hand back to the reference decoder");
 /** A map key matched none of the names asked for (a field the reference does not read). */
 export const KEY_IGNORED = -1;
 
+/** How deep a value the readers skip may nest (the references bound a whole payload at 32). */
+export const SKIP_DEPTH = 3;
+
 export const isArrayHeader = (h: number): boolean => (h >= 0x90 && h <= 0x9f) || h === 0xdc || h === 0xdd;
 export const isMapHeader = (h: number): boolean => (h >= 0x80 && h <= 0x8f) || h === 0xde || h === 0xdf;
 
@@ -194,6 +197,21 @@ export class MsgpackCursor {
     // __proto__ and friends: the reference's object would treat them specially.
     if (len >= 2 && this.buf[at] === 0x5f && this.buf[at + 1] === 0x5f) throw HAND_BACK;
     return KEY_IGNORED;
+  }
+
+  /**
+   * A map entry's key among `keys` (its index), its value still to read; for
+   * another key the value is skipped and KEY_IGNORED returned. A key already in
+   * `seen` (bit per index) is handed back: the reference keeps the last.
+   */
+  protected mapKey(keys: readonly Uint8Array[], seen: number): number {
+    const key = this.key(keys);
+    if (key === KEY_IGNORED) {
+      this.skip(SKIP_DEPTH);
+      return KEY_IGNORED;
+    }
+    if (seen & (1 << key)) throw HAND_BACK;
+    return key;
   }
 
   /** Skips a value the reference does not read: scalars, and arrays of them `depth` deep; maps and ext types are handed back. */

@@ -37,7 +37,7 @@ import {
   KIND_STORED,
 } from "../../protocols/eventBatch.js";
 import { doubledFor } from "../../util/typedArrays.js";
-import { HAND_BACK, KEY_IGNORED, MsgpackCursor, ascii, isArrayHeader, isMapHeader } from "../msgpackCursor.js";
+import { HAND_BACK, KEY_IGNORED, MsgpackCursor, SKIP_DEPTH, ascii, isArrayHeader, isMapHeader } from "../msgpackCursor.js";
 
 const keys = (...names: string[]) => names.map(ascii);
 
@@ -69,9 +69,6 @@ const B_MM = 2;
 const REMOVED_KEYS = keys("block_hashes");
 const DEVICE = ascii("device");
 const WORKER = ascii("worker");
-
-/** How deep a value this reader skips may nest (the reference bounds the whole payload at 32). */
-const SKIP_DEPTH = 3;
 
 export class RouterEventReader extends MsgpackCursor {
   private events = new Uint32Array(16 * EVENT_WORDS);
@@ -151,12 +148,8 @@ export class RouterEventReader extends MsgpackCursor {
     let workerHi = 0;
     const at = this.count;
     for (let i = 0; i < n; i++) {
-      const key = this.key(ROUTER_EVENT_KEYS);
-      if (key === KEY_IGNORED) {
-        this.skip(SKIP_DEPTH);
-        continue;
-      }
-      if (seen & (1 << key)) throw HAND_BACK; // a repeated key: the reference keeps the last
+      const key = this.mapKey(ROUTER_EVENT_KEYS, seen);
+      if (key === KEY_IGNORED) continue;
       seen |= 1 << key;
       switch (key) {
         case R_WORKER_ID:
@@ -199,12 +192,8 @@ export class RouterEventReader extends MsgpackCursor {
     let parentHi = 0;
     const first = this.itemCount;
     for (let i = 0; i < n; i++) {
-      const key = this.key(EVENT_KEYS);
-      if (key === KEY_IGNORED) {
-        this.skip(SKIP_DEPTH);
-        continue;
-      }
-      if (seen & (1 << key)) throw HAND_BACK;
+      const key = this.mapKey(EVENT_KEYS, seen);
+      if (key === KEY_IGNORED) continue;
       seen |= 1 << key;
       if (key === K_EVENT_ID) {
         if (!this.int64(this.byte())) throw HAND_BACK;
@@ -254,12 +243,8 @@ export class RouterEventReader extends MsgpackCursor {
     let parentLo = 0;
     let parentHi = 0;
     for (let i = 0; i < n; i++) {
-      const key = this.key(STORED_KEYS);
-      if (key === KEY_IGNORED) {
-        this.skip(SKIP_DEPTH);
-        continue;
-      }
-      if (seen & (1 << key)) throw HAND_BACK;
+      const key = this.mapKey(STORED_KEYS, seen);
+      if (key === KEY_IGNORED) continue;
       seen |= 1 << key;
       if (key === S_BLOCKS) this.blocks();
       else if (key === S_PARENT) {
@@ -286,12 +271,8 @@ export class RouterEventReader extends MsgpackCursor {
       let seen = 0;
       const w = this.itemCount * ITEM_WORDS;
       for (let i = 0; i < m; i++) {
-        const key = this.key(BLOCK_KEYS);
-        if (key === KEY_IGNORED) {
-          this.skip(SKIP_DEPTH);
-          continue;
-        }
-        if (seen & (1 << key)) throw HAND_BACK;
+        const key = this.mapKey(BLOCK_KEYS, seen);
+        if (key === KEY_IGNORED) continue;
         seen |= 1 << key;
         if (key === B_MM) {
           if (!this.nil()) throw HAND_BACK; // multimodal metadata: maps the reader does not walk
@@ -310,15 +291,10 @@ export class RouterEventReader extends MsgpackCursor {
   /** KvCacheRemoveData: block_hashes into the items (lo, hi, 0, 0). */
   private removed(): void {
     const n = this.mapLength();
-    let seen = false;
+    let seen = 0;
     for (let i = 0; i < n; i++) {
-      const key = this.key(REMOVED_KEYS);
-      if (key === KEY_IGNORED) {
-        this.skip(SKIP_DEPTH);
-        continue;
-      }
-      if (seen) throw HAND_BACK;
-      seen = true;
+      if (this.mapKey(REMOVED_KEYS, seen) === KEY_IGNORED) continue; // block_hashes (0) otherwise
+      seen = 1;
       const count = this.arrayLength();
       const need = (this.itemCount + count) * ITEM_WORDS;
       if (need > this.items.length) this.items = doubledFor(this.items, need);

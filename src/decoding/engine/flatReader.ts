@@ -36,7 +36,7 @@ import {
   KIND_STORED,
 } from "../../protocols/eventBatch.js";
 import { doubledFor } from "../../util/typedArrays.js";
-import { HAND_BACK, KEY_IGNORED, MsgpackCursor, ascii } from "../msgpackCursor.js";
+import { HAND_BACK, KEY_IGNORED, MsgpackCursor, SKIP_DEPTH, ascii, isArrayHeader, isMapHeader } from "../msgpackCursor.js";
 import { MAIN_ATTENTION, OTHER_SPEC_KINDS, TIER_OF_MEDIUM } from "./convert.js";
 import { type EngineKind, REMOVED_FIELDS, STORED_FIELDS } from "./decode.js";
 import { FEED_COUNT_WORDS, FEED_OUTCOMES, FEED_TYPES } from "./feedCounts.js";
@@ -96,8 +96,6 @@ const SPEC_NONE = 0;
 const SPEC_MAIN = 1;
 const SPEC_OTHER = 2;
 
-/** How deep a value this reader skips may nest (the reference bounds the whole payload at 32). */
-const SKIP_DEPTH = 3;
 
 const TYPE_STORED = FEED_TYPES.indexOf("BlockStored");
 const TYPE_REMOVED = FEED_TYPES.indexOf("BlockRemoved");
@@ -185,23 +183,19 @@ export class EngineBatchReader extends MsgpackCursor {
   private batch(defaultRank: number): number {
     this.ranks.fill(-1);
     const h = this.byte();
-    if (h >= 0x90 && h <= 0x9f || h === 0xdc || h === 0xdd) {
+    if (isArrayHeader(h)) {
       const n = this.containerLength(h);
       if (n < 2) throw HAND_BACK;
       this.number();
       this.eventList();
       if (n >= 3 && !this.nil()) this.ranks[B_FIRST_RANK] = this.uint(0, 0xffff_ffff);
       for (let i = 3; i < n; i++) this.skip(SKIP_DEPTH);
-    } else if (h >= 0x80 && h <= 0x8f || h === 0xde || h === 0xdf) {
+    } else if (isMapHeader(h)) {
       const n = this.containerLength(h);
       let seen = 0;
       for (let i = 0; i < n; i++) {
-        const key = this.key(BATCH_KEY_BYTES);
-        if (key === F_IGNORED) {
-          this.skip(SKIP_DEPTH);
-          continue;
-        }
-        if (seen & (1 << key)) throw HAND_BACK; // a repeated key: the reference keeps the last
+        const key = this.mapKey(BATCH_KEY_BYTES, seen);
+        if (key === KEY_IGNORED) continue;
         seen |= 1 << key;
         if (key === B_TS) this.number();
         else if (key === B_EVENTS) this.eventList();
@@ -215,10 +209,7 @@ export class EngineBatchReader extends MsgpackCursor {
   }
 
   private eventList(): void {
-    const h = this.byte();
-    if (!(h >= 0x90 && h <= 0x9f) && h !== 0xdc && h !== 0xdd) throw HAND_BACK;
-    const n = this.containerLength(h);
-    if (n > this.end - this.pos) throw HAND_BACK; // each event takes a byte at least
+    const n = this.arrayLength();
     for (let i = 0; i < n; i++) this.event();
   }
 
@@ -235,20 +226,18 @@ export class EngineBatchReader extends MsgpackCursor {
     this.spec = SPEC_NONE;
     const firstItem = this.itemCount;
     const h = this.byte();
-    if (h >= 0x90 && h <= 0x9f || h === 0xdc || h === 0xdd) {
+    if (isArrayHeader(h)) {
       const n = this.containerLength(h);
       if (n === 0) throw HAND_BACK;
       this.tag = this.tagValue();
       const names = this.tag === KIND_STORED ? STORED_POSITIONS[this.engine] : REMOVED_POSITIONS[this.engine];
       for (let i = 1; i < n; i++) this.field(i - 1 < names.length ? names[i - 1] : F_IGNORED);
-    } else if (h >= 0x80 && h <= 0x8f || h === 0xde || h === 0xdf) {
+    } else if (isMapHeader(h)) {
       const n = this.containerLength(h);
       for (let i = 0; i < n; i++) {
-        const key = this.key(EVENT_KEY_BYTES);
-        if (key !== F_IGNORED) {
-          if (this.seen & (1 << key)) throw HAND_BACK; // a repeated key: the reference keeps the last
-          this.seen |= 1 << key;
-        }
+        const key = this.mapKey(EVENT_KEY_BYTES, this.seen);
+        if (key === KEY_IGNORED) continue;
+        this.seen |= 1 << key;
         if (key === F_TYPE) this.tag = this.tagValue();
         else this.field(key);
       }
@@ -369,10 +358,7 @@ export class EngineBatchReader extends MsgpackCursor {
 
   /** block_hashes into the items (external lo, hi; local 0, 0 until hashed). */
   private hashList(): void {
-    const h = this.byte();
-    if (!(h >= 0x90 && h <= 0x9f) && h !== 0xdc && h !== 0xdd) throw HAND_BACK;
-    const n = this.containerLength(h);
-    if (n > this.end - this.pos) throw HAND_BACK;
+    const n = this.arrayLength();
     const need = (this.itemCount + n) * ITEM_WORDS;
     if (need > this.items.length) this.items = doubledFor(this.items, need);
     const it = this.items;
@@ -412,10 +398,7 @@ export class EngineBatchReader extends MsgpackCursor {
 
   /** token_ids into the token space from 0: u32 ints only (Eagle pairs, 64-bit ints, floats: handed back). */
   private tokenIds(): void {
-    const h = this.byte();
-    if (!(h >= 0x90 && h <= 0x9f) && h !== 0xdc && h !== 0xdd) throw HAND_BACK;
-    const n = this.containerLength(h);
-    if (n > this.end - this.pos) throw HAND_BACK; // each takes a byte at least
+    const n = this.arrayLength();
     if (n > this.tokens.length) this.tokens = this.hasher!.tokenSpace(Math.max(n, 2 * this.tokens.length, 1024), this.blockSize);
     const t = this.tokens;
     const b = this.buf;
@@ -451,9 +434,7 @@ export class EngineBatchReader extends MsgpackCursor {
   /** extra_keys: nil, or a list of scalars (nil per block in practice); lists that may hold multimodal digests are handed back. */
   private extraKeys(): void {
     if (this.nil()) return;
-    const h = this.byte();
-    if (!(h >= 0x90 && h <= 0x9f) && h !== 0xdc && h !== 0xdd) throw HAND_BACK;
-    const n = this.containerLength(h);
+    const n = this.arrayLength();
     for (let i = 0; i < n; i++) this.skip(0);
   }
 }
