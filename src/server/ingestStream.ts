@@ -200,10 +200,11 @@ export function ingestKvEventsHandler(router: KvRouter, metrics: RouterMetrics, 
     /** Raw messages a shard refused (nothing applied): decoded here, in stream order, once none is outstanding. */
     const refused: { seq: number; bytes: Buffer }[] = [];
     /**
-     * Raw messages whose outcome this stream has not taken in yet. Not the
-     * index's `outstanding`: that drops as a result arrives, a few promise
-     * turns before the stream has noted a refusal, and an earlier message's
-     * catch-up in between must not send the messages after it.
+     * Raw messages whose outcome this stream has not taken in yet: never
+     * fewer than the index's `outstanding` (counted up together, down here
+     * later). Not that count itself: it drops as a result arrives, a few
+     * promise turns before the stream has noted a refusal, and an earlier
+     * message's catch-up in between must not send the messages after it.
      */
     let rawOut = 0;
     /** Sends a message raw, or decodes it here when nothing raw is outstanding; false: it must wait. */
@@ -214,7 +215,7 @@ export function ingestKvEventsHandler(router: KvRouter, metrics: RouterMetrics, 
       }
       const submitted = raw!.submit(bytes);
       if (submitted === undefined) {
-        if (rawOut > 0 || raw!.outstanding > 0) return false;
+        if (rawOut > 0) return false;
         decodeHere(seq, bytes, "main");
         return true;
       }
@@ -243,7 +244,7 @@ export function ingestKvEventsHandler(router: KvRouter, metrics: RouterMetrics, 
     };
     /** Once no raw message is outstanding: the refused ones applied the decoded way, in order, then the waiting ones. */
     const catchUp = () => {
-      if (rawOut > 0 || raw!.outstanding > 0) return;
+      if (rawOut > 0) return;
       if (refused.length > 0) {
         // Outcomes of messages on different shards arrive in any order.
         for (const m of refused.splice(0).sort((a, b) => a.seq - b.seq)) decodeHere(m.seq, m.bytes, "shard_refused");
